@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make run` (the connector on embedded SQLite) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test browser schema migration bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+run: install
+	$(BIN)/connector migrate
+	$(BIN)/connector serve
+
+# Chromium from Debian, for the dashboard tests (Playwright drives it; no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+test: install browser
+	$(BIN)/pytest
+
+schema: install
+	$(BIN)/connector schema
+
+bench: install
+	$(BIN)/python benchmarks/ingest.py
+
+clean:
+	rm -rf $(VENV) connector.db connector.db-wal connector.db-shm .pytest_cache

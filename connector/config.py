@@ -1,0 +1,66 @@
+"""The process environment, read once with pydantic-settings.
+
+Everything here comes from environment variables (Heroku config vars); the
+connector's own settings document lives in the database (see settings.py).
+"""
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./connector.db"
+
+
+def normalise_database_url(url: str) -> str:
+    """Map Heroku's and plain driver-less URLs onto the async drivers we ship."""
+    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix):]
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url[len("sqlite:///"):]
+    return url
+
+
+class Environment(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    environment: Literal["development", "production"] = Field(
+        "development", validation_alias="CONNECTOR_ENV",
+        description="`production` requires ADMIN_TOKEN.")
+    database_url: str = DEFAULT_DATABASE_URL
+    port: int = 8000
+    host: str = "127.0.0.1"
+    admin_token: str | None = None
+    connector_api_key: str | None = None
+    log_level: str = "INFO"
+    web_concurrency: int = 1
+    run_worker_in_web: bool = True
+    public_url: str | None = Field(None, description="The URL users reach this service at.")
+
+    max_body_bytes: int = 512_000
+    max_decompressed_bytes: int = 2_000_000
+    max_json_depth: int = 32
+    journal_batch_size: int = 500
+    outbound_batch_wait_seconds: float = 0.2
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        return normalise_database_url(value)
+
+    @model_validator(mode="after")
+    def _admin_token_outside_development(self) -> "Environment":
+        if self.environment != "development" and not self.admin_token:
+            raise ValueError("ADMIN_TOKEN is required when CONNECTOR_ENV is not development")
+        return self
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith("postgresql")
+
+
+@lru_cache
+def get_environment() -> Environment:
+    return Environment()

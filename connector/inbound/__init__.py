@@ -1,0 +1,1 @@
+"""Inbound: the HTTP endpoints Segment calls, up to the durable journal append."""

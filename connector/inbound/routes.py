@@ -1,0 +1,192 @@
+"""POST /segment (Webhooks destination) and the Segment-compatible POST /v1/* endpoints.
+
+Each request: authenticate, read within the limits, parse, validate, drop our own
+echoes, append to the journal, and answer 200 only once the append has committed.
+"""
+
+import asyncio
+from datetime import datetime, timezone
+from time import perf_counter
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from connector import spec
+from connector.inbound.auth import basic_auth_user, require_key, require_signature
+from connector.inbound.body import read_body
+from connector.inbound.errors import InboundError
+from connector.inbound.journal import journal_row
+from connector.logs import get_logger
+from connector.metrics import MESSAGES_IN, REQUEST_LATENCY
+from connector.runtime import Runtime
+from connector.settings import ConnectorSettings
+
+MAX_V1_BATCH_BYTES = 500 * 1024
+log = get_logger()
+
+
+def is_own_echo(message: dict[str, Any], settings: ConnectorSettings) -> bool:
+    """The inbound half of loop protection: our own outbound calls coming back."""
+    integrations = message.get("integrations") or {}
+    if integrations.get(settings.integration_name) is False:
+        return True
+    integration = (message.get("context") or {}).get("integration")
+    return isinstance(integration, dict) and integration.get("name") == settings.connector_name
+
+
+async def segment_webhook(request: Request) -> JSONResponse:
+    runtime: Runtime = request.app.state.runtime
+    started = perf_counter()
+    try:
+        require_key(basic_auth_user(request), await runtime.settings.api_key())
+        raw = await read_body(request, runtime.env.max_body_bytes, runtime.env.max_decompressed_bytes)
+        document = _parse(raw, runtime)
+        settings = await runtime.settings.current()
+        if settings.shared_secret:
+            require_signature(request, raw, document, settings.shared_secret)
+        if isinstance(document, list):
+            return await _accept_many(runtime, settings, document, default_type=None, sent_at=None)
+        message = _normalise_one(document, default_type=None, sent_at=None)
+        return await _accept(runtime, settings, [message], rejected=[])
+    except InboundError as error:
+        return error.response()
+    finally:
+        REQUEST_LATENCY.labels("segment").observe(perf_counter() - started)
+
+
+async def v1_single(request: Request) -> JSONResponse:
+    runtime: Runtime = request.app.state.runtime
+    message_type = request.path_params["message_type"]
+    started = perf_counter()
+    try:
+        raw = await read_body(request, runtime.env.max_body_bytes, runtime.env.max_decompressed_bytes)
+        document = _parse(raw, runtime)
+        if not isinstance(document, dict):
+            raise InboundError(400, "body must be a JSON object", field="body")
+        require_key(basic_auth_user(request) or _write_key(document), await runtime.settings.api_key())
+        settings = await runtime.settings.current()
+        message = _normalise_one(document, default_type=message_type, sent_at=None)
+        return await _accept(runtime, settings, [message], rejected=[])
+    except InboundError as error:
+        return error.response()
+    finally:
+        REQUEST_LATENCY.labels("v1").observe(perf_counter() - started)
+
+
+async def v1_batch(request: Request) -> JSONResponse:
+    runtime: Runtime = request.app.state.runtime
+    started = perf_counter()
+    try:
+        raw = await read_body(request, MAX_V1_BATCH_BYTES, runtime.env.max_decompressed_bytes)
+        if len(raw) > MAX_V1_BATCH_BYTES:
+            raise InboundError(413, f"batch body exceeds the limit of {MAX_V1_BATCH_BYTES} bytes (500 KB)",
+                               limit=MAX_V1_BATCH_BYTES)
+        document = _parse(raw, runtime)
+        if not isinstance(document, dict):
+            raise InboundError(400, 'body must be a JSON object {"batch": [...]}', field="body")
+        require_key(basic_auth_user(request) or _write_key(document), await runtime.settings.api_key())
+        batch = document.get("batch")
+        if not isinstance(batch, list):
+            raise InboundError(400, "batch is required and must be an array", field="batch")
+        settings = await runtime.settings.current()
+        shared = {key: document[key] for key in ("context", "integrations") if isinstance(document.get(key), dict)}
+        merged = [_with_batch_defaults(item, shared) for item in batch]
+        return await _accept_many(runtime, settings, merged, default_type=None, sent_at=document.get("sentAt"))
+    except InboundError as error:
+        return error.response()
+    finally:
+        REQUEST_LATENCY.labels("v1_batch").observe(perf_counter() - started)
+
+
+def _parse(raw: bytes, runtime: Runtime) -> Any:
+    try:
+        return spec.parse_json(raw, runtime.env.max_json_depth)
+    except spec.SpecError as error:
+        raise InboundError(error.status, error.message, field=error.field) from None
+
+
+def _write_key(document: dict[str, Any]) -> str | None:
+    key = document.get("writeKey", document.get("write_key"))
+    return key if isinstance(key, str) else None
+
+
+def _with_batch_defaults(item: Any, shared: dict[str, dict[str, Any]]) -> Any:
+    """Batch-level context and integrations apply to each message; the message's own keys win."""
+    if not isinstance(item, dict) or not shared:
+        return item
+    merged = dict(item)
+    for key, defaults in shared.items():
+        own = merged.get(key)
+        merged[key] = {**defaults, **own} if isinstance(own, dict) else dict(defaults)
+    return merged
+
+
+def _normalise_one(document: Any, default_type: str | None, sent_at: Any) -> dict[str, Any]:
+    try:
+        return spec.normalise_message(document, datetime.now(timezone.utc), default_type, sent_at)
+    except spec.SpecError as error:
+        MESSAGES_IN.labels(_type_label(document), "rejected").inc()
+        raise InboundError(error.status, error.message, field=error.field) from None
+
+
+async def _accept_many(runtime: Runtime, settings: ConnectorSettings, documents: list[Any],
+                       default_type: str | None, sent_at: Any) -> JSONResponse:
+    if not documents:
+        raise InboundError(400, "the batch is empty", field="batch")
+    if len(documents) > spec.MAX_BATCH_MESSAGES:
+        raise InboundError(400, f"batch has {len(documents)} messages; the limit is {spec.MAX_BATCH_MESSAGES}",
+                           field="batch", limit=spec.MAX_BATCH_MESSAGES)
+    received_at = datetime.now(timezone.utc)
+    messages, rejected = [], []
+    for index, document in enumerate(documents):
+        try:
+            messages.append(spec.normalise_message(document, received_at, default_type, sent_at))
+        except spec.SpecError as error:
+            MESSAGES_IN.labels(_type_label(document), "rejected").inc()
+            rejected.append({"index": index, "status": error.status, **error.as_dict()})
+    if not messages:
+        return JSONResponse({"message": "every message in the batch was rejected", "rejected": rejected},
+                            status_code=400)
+    return await _accept(runtime, settings, messages, rejected)
+
+
+async def _accept(runtime: Runtime, settings: ConnectorSettings, messages: list[dict[str, Any]],
+                  rejected: list[dict[str, Any]]) -> JSONResponse:
+    kept = []
+    for message in messages:
+        if is_own_echo(message, settings):
+            MESSAGES_IN.labels(message["type"], "skipped").inc()
+            log.info("incoming.message.skip", reason="loop", type=message["type"], message_id=message["messageId"])
+        else:
+            kept.append(message)
+    try:
+        await runtime.journal.append([journal_row(message, _received(message)) for message in kept])
+    except (DBAPIError, OperationalError, OSError, asyncio.TimeoutError) as error:
+        log.error("incoming.journal.error", error=type(error).__name__, count=len(kept))
+        raise InboundError(503, "storage is unavailable; retry later") from None
+    for message in kept:
+        MESSAGES_IN.labels(message["type"], "accepted").inc()
+    body: dict[str, Any] = {"success": True, "accepted": len(kept), "skipped": len(messages) - len(kept)}
+    if rejected:
+        body["rejected"] = rejected
+    return JSONResponse(body)
+
+
+def _received(message: dict[str, Any]) -> datetime:
+    return spec.parse_timestamp(message["receivedAt"], "receivedAt")
+
+
+def _type_label(document: Any) -> str:
+    value = document.get("type") if isinstance(document, dict) else None
+    return value if value in spec.MESSAGE_TYPES else "unknown"
+
+
+routes = [
+    Route("/segment", segment_webhook, methods=["POST"]),
+    Route("/v1/batch", v1_batch, methods=["POST"]),
+    Route("/v1/import", v1_batch, methods=["POST"]),
+    Route("/v1/{message_type:str}", v1_single, methods=["POST"]),
+]

@@ -1,0 +1,254 @@
+"""Every table, in one place (SQLModel over SQLAlchemy).
+
+JSON columns are JSONB on PostgreSQL. Timestamps are stored and returned as
+timezone-aware UTC on both backends.
+"""
+
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """DateTime that always comes back timezone-aware UTC (SQLite drops tzinfo)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _id() -> Any:
+    return Field(default=None, sa_column=sa.Column(BigId, primary_key=True, autoincrement=True))
+
+
+def _json(nullable: bool = False) -> Any:
+    return Field(default_factory=dict, sa_column=sa.Column(JSONType, nullable=nullable))
+
+
+def _time(nullable: bool = False, index: bool = False) -> Any:
+    default: Any = None if nullable else utcnow
+    kwargs: dict[str, Any] = {"default": None} if nullable else {"default_factory": default}
+    return Field(**kwargs, sa_column=sa.Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def _ref(target: str, nullable: bool = False, index: bool = True, ondelete: str | None = "CASCADE") -> Any:
+    return Field(default=None, sa_column=sa.Column(
+        BigId, sa.ForeignKey(target, ondelete=ondelete), nullable=nullable, index=index))
+
+
+# --- inbound ---------------------------------------------------------------
+
+class JournalEntry(SQLModel, table=True):
+    """Every accepted inbound message, in arrival order; the processor consumes it."""
+
+    __tablename__ = "inbound_journal"
+    __table_args__ = (
+        sa.Index("ix_inbound_journal_pending", "id", sqlite_where=sa.text("status = 'pending'"),
+                 postgresql_where=sa.text("status = 'pending'")),
+    )
+
+    id: int | None = _id()
+    message_id: str = Field(max_length=255, sa_column_kwargs={"unique": True})
+    type: str = Field(max_length=16)
+    payload: dict[str, Any] = _json()
+    received_at: datetime = _time()
+    status: str = Field(default="pending", max_length=16, index=True)
+    error: str | None = Field(default=None, sa_type=sa.Text)
+    processed_at: datetime | None = _time(nullable=True)
+
+
+# --- profiles --------------------------------------------------------------
+
+class Account(SQLModel, table=True):
+    __tablename__ = "accounts"
+
+    id: int | None = _id()
+    group_id: str | None = Field(default=None, max_length=255, sa_column_kwargs={"unique": True})
+    domain: str | None = Field(default=None, max_length=255, sa_column_kwargs={"unique": True})
+    traits: dict[str, Any] = _json()
+    trait_timestamps: dict[str, str] = _json()
+    created_at: datetime = _time()
+    updated_at: datetime = _time()
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    id: int | None = _id()
+    traits: dict[str, Any] = _json()
+    trait_timestamps: dict[str, str] = _json()
+    account_id: int | None = _ref("accounts.id", nullable=True, ondelete="SET NULL")
+    account_link: str | None = Field(default=None, max_length=16)  # "group" or "domain"
+    created_at: datetime = _time()
+    updated_at: datetime = _time()
+    last_seen_at: datetime | None = _time(nullable=True)
+
+
+class UserIdentifier(SQLModel, table=True):
+    """One claim (user_id, anonymous_id or email) pointing at exactly one profile."""
+
+    __tablename__ = "user_identifiers"
+    __table_args__ = (
+        sa.UniqueConstraint("kind", "value", name="uq_user_identifiers_kind_value"),
+        # At most one user_id per profile.
+        sa.Index("uq_user_identifiers_one_user_id", "user_id", unique=True,
+                 sqlite_where=sa.text("kind = 'user_id'"), postgresql_where=sa.text("kind = 'user_id'")),
+    )
+
+    id: int | None = _id()
+    user_id: int = _ref("users.id")
+    kind: str = Field(max_length=16)
+    value: str = Field(max_length=255)
+    created_at: datetime = _time()
+
+
+class Event(SQLModel, table=True):
+    __tablename__ = "events"
+    __table_args__ = (sa.Index("ix_events_user_time", "user_id", "timestamp"),)
+
+    id: int | None = _id()
+    user_id: int = _ref("users.id", index=False)
+    message_id: str = Field(max_length=255, sa_column_kwargs={"unique": True})
+    type: str = Field(max_length=16)  # track, page, screen
+    event: str = Field(max_length=255, index=True)
+    source: str = Field(default="segment", max_length=64)
+    timestamp: datetime = _time()
+    received_at: datetime = _time()
+    properties: dict[str, Any] = _json()
+    context: dict[str, Any] = _json()
+
+
+class IdentityAudit(SQLModel, table=True):
+    """Every merge, and every link that was refused because two user_ids differ."""
+
+    __tablename__ = "identity_audit"
+
+    id: int | None = _id()
+    action: str = Field(max_length=16)  # merge, conflict
+    kept_user_id: int | None = Field(default=None, sa_type=BigId)
+    merged_user_id: int | None = Field(default=None, sa_type=BigId)
+    message_id: str | None = Field(default=None, max_length=255)
+    details: dict[str, Any] = _json()
+    created_at: datetime = _time(index=True)
+
+
+# --- segments --------------------------------------------------------------
+
+class Segment(SQLModel, table=True):
+    __tablename__ = "segments"
+
+    id: int | None = _id()
+    name: str = Field(max_length=200, sa_column_kwargs={"unique": True})
+    entity: str = Field(default="user", max_length=16)  # user, account
+    rule: dict[str, Any] = _json()
+    created_at: datetime = _time()
+    updated_at: datetime = _time()
+    computed_at: datetime | None = _time(nullable=True)
+
+
+class SegmentMembership(SQLModel, table=True):
+    __tablename__ = "segment_memberships"
+    __table_args__ = (sa.Index("ix_segment_memberships_entity", "entity_id"),)
+
+    segment_id: int = Field(sa_column=sa.Column(
+        BigId, sa.ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True))
+    entity_id: int = Field(sa_column=sa.Column(BigId, primary_key=True, autoincrement=False))
+    entered_at: datetime = _time()
+
+
+class SegmentTransition(SQLModel, table=True):
+    __tablename__ = "segment_transitions"
+
+    id: int | None = _id()
+    segment_id: int = _ref("segments.id")
+    entity_id: int = Field(sa_type=BigId, index=True)
+    transition: str = Field(max_length=8)  # entered, exited
+    initial: bool = False
+    at: datetime = _time()
+
+
+# --- outbound --------------------------------------------------------------
+
+class OutboxItem(SQLModel, table=True):
+    """Something to send. `key` coalesces: one row per user or account, one per event.
+
+    A change to a row already waiting bumps `version`; the sender deletes the row only
+    if the version it sent is still the current one, so no change is ever lost.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (sa.Index("ix_outbox_available", "available_at", "id"),)
+
+    id: int | None = _id()
+    key: str = Field(max_length=255, sa_column_kwargs={"unique": True})
+    version: int = 1
+    attempts: int = 0
+    available_at: datetime = _time()
+    claimed_until: datetime | None = _time(nullable=True)
+    last_error: str | None = Field(default=None, sa_type=sa.Text)
+    created_at: datetime = _time()
+
+
+class DeliveryState(SQLModel, table=True):
+    """The hash of the last payload delivered per identify/group target."""
+
+    __tablename__ = "delivery_state"
+
+    key: str = Field(max_length=255, primary_key=True)
+    payload_hash: str = Field(max_length=64)
+    delivered_at: datetime = _time()
+
+
+class DeadLetter(SQLModel, table=True):
+    __tablename__ = "dead_letters"
+
+    id: int | None = _id()
+    message: dict[str, Any] = _json()
+    reason: str = Field(sa_type=sa.Text)
+    status_code: int | None = None
+    created_at: datetime = _time(index=True)
+    replayed_at: datetime | None = _time(nullable=True)
+
+
+# --- configuration ---------------------------------------------------------
+
+class SettingsVersion(SQLModel, table=True):
+    """Each saved settings document; the highest version is in force."""
+
+    __tablename__ = "settings_versions"
+
+    version: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True, autoincrement=False))
+    document: dict[str, Any] = _json()
+    created_at: datetime = _time()
+
+
+class Credential(SQLModel, table=True):
+    """Generated secrets (the inbound API key)."""
+
+    __tablename__ = "credentials"
+
+    name: str = Field(max_length=64, primary_key=True)
+    value: str = Field(max_length=255)
+    created_at: datetime = _time()

@@ -1,0 +1,1 @@
+"""Processing: consume the journal in order into users, accounts and events."""

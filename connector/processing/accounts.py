@@ -1,0 +1,67 @@
+"""Accounts from group calls: keyed by groupId, with traits.domain as a second claim."""
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from connector.models import Account, User
+from connector.processing.traits import apply_traits
+
+accounts = Account.__table__
+users = User.__table__
+
+
+def normalise_domain(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    domain = value.strip().lower()
+    for prefix in ("https://", "http://"):
+        domain = domain.removeprefix(prefix)
+    domain = domain.split("/", 1)[0].removeprefix("www.").rstrip(".")
+    return domain if "." in domain and " " not in domain and len(domain) <= 255 else None
+
+
+async def upsert_account(conn: AsyncConnection, group_id: str | None, domain: str | None,
+                         traits: dict[str, Any], at: str, now: datetime) -> tuple[int, bool]:
+    """Find or create the account for (group_id, domain); apply traits. Returns (id, changed)."""
+    row = None
+    if group_id:
+        row = (await conn.execute(sa.select(accounts).where(accounts.c.group_id == group_id))).first()
+    if row is None and domain:
+        row = (await conn.execute(sa.select(accounts).where(accounts.c.domain == domain))).first()
+        if row is not None and row.group_id not in (None, group_id):
+            row = None  # the domain belongs to another group: a new account, without the domain claim
+            domain = None
+    if row is None:
+        taken = domain and (await conn.execute(sa.select(accounts.c.id).where(accounts.c.domain == domain))).first()
+        stamps: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        apply_traits(values, stamps, traits, at)
+        result = await conn.execute(accounts.insert().values(
+            group_id=group_id, domain=None if taken else domain, traits=values, trait_timestamps=stamps,
+            created_at=now, updated_at=now).returning(accounts.c.id))
+        return result.scalar_one(), True
+    values, stamps = dict(row.traits), dict(row.trait_timestamps)
+    changed = apply_traits(values, stamps, traits, at)
+    updates: dict[str, Any] = {}
+    if group_id and row.group_id is None:
+        updates["group_id"] = group_id
+    if domain and row.domain is None:
+        updates["domain"] = domain
+    if changed or updates:
+        await conn.execute(accounts.update().where(accounts.c.id == row.id).values(
+            traits=values, trait_timestamps=stamps, updated_at=now, **updates))
+    return row.id, bool(changed or updates)
+
+
+async def link_user(conn: AsyncConnection, user_id: int, account_id: int, link: str) -> bool:
+    """Link a user to an account. An explicit group link is never replaced by a domain link."""
+    condition = users.c.id == user_id
+    if link == "domain":
+        condition = condition & sa.or_(users.c.account_link.is_(None), users.c.account_link == "domain")
+    result = await conn.execute(users.update().where(
+        condition, sa.or_(users.c.account_id.is_(None), users.c.account_id != account_id,
+                          users.c.account_link != link)).values(account_id=account_id, account_link=link))
+    return result.rowcount > 0

@@ -1,0 +1,137 @@
+"""Identity resolution: which profile a message belongs to, and merges.
+
+A message resolves to the profile holding any of its identifiers, or creates one.
+A message that links several profiles merges them into one, except where that
+would join two different user_ids: those are never merged and a conflict is audited.
+"""
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from connector.db import insert
+from connector.models import Event, IdentityAudit, Segment, SegmentMembership, User, UserIdentifier
+from connector.processing.traits import merge_traits
+from connector.spec import clean_id
+
+USER_ID, ANONYMOUS_ID, EMAIL = "user_id", "anonymous_id", "email"
+Claim = tuple[str, str]
+
+users = User.__table__
+identifiers = UserIdentifier.__table__
+events = Event.__table__
+audit = IdentityAudit.__table__
+
+
+def normalise_email(value: Any) -> str | None:
+    if not isinstance(value, str) or "@" not in value:
+        return None
+    try:
+        return validate_email(value.strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError:
+        return None
+
+
+def message_email(message: dict[str, Any]) -> str | None:
+    traits = message.get("traits") or (message.get("context") or {}).get("traits") or {}
+    return normalise_email(traits.get("email")) if isinstance(traits, dict) else None
+
+
+def claims_of(message: dict[str, Any], identify_by_email: bool) -> list[Claim]:
+    claims: list[Claim] = []
+    if user_id := clean_id(message.get("userId")):
+        claims.append((USER_ID, user_id))
+    if anonymous_id := clean_id(message.get("anonymousId")):
+        claims.append((ANONYMOUS_ID, anonymous_id))
+    if identify_by_email and (email := message_email(message)):
+        claims.append((EMAIL, email))
+    return claims
+
+
+async def lookup(conn: AsyncConnection, claims: list[Claim]) -> dict[Claim, int]:
+    if not claims:
+        return {}
+    rows = await conn.execute(
+        sa.select(identifiers.c.kind, identifiers.c.value, identifiers.c.user_id)
+        .where(sa.tuple_(identifiers.c.kind, identifiers.c.value).in_(claims)))
+    return {(row.kind, row.value): row.user_id for row in rows}
+
+
+async def resolve(conn: AsyncConnection, claims: list[Claim], now: datetime, message_id: str) -> tuple[int, set[int]]:
+    """Return (the profile for these claims, the profiles merged away into it)."""
+    found = await lookup(conn, claims)
+    owners = list(dict.fromkeys(found[claim] for claim in claims if claim in found))
+    claimed_user_id = next((value for kind, value in claims if kind == USER_ID), None)
+    held = await _held_user_ids(conn, owners)
+
+    if claimed_user_id and (USER_ID, claimed_user_id) in found:
+        target: int | None = found[(USER_ID, claimed_user_id)]
+    elif claimed_user_id:
+        free = [owner for owner in owners if owner not in held]
+        target = min(free) if free else None
+    else:
+        holders = [owner for owner in owners if owner in held]
+        target = holders[0] if holders else (min(owners) if owners else None)
+    if target is None:
+        target = await create_user(conn, now)
+
+    effective = held.get(target) or claimed_user_id
+    merged, conflicts = [], []
+    for owner in owners:
+        if owner == target:
+            continue
+        (conflicts if owner in held and held[owner] != effective else merged).append(owner)
+    for loser in merged:
+        await merge_users(conn, target, loser, message_id, now)
+    if conflicts:
+        await conn.execute(audit.insert().values(
+            action="conflict", kept_user_id=target, merged_user_id=None, message_id=message_id,
+            details={"reason": "different user_ids", "user_ids": sorted({held[c] for c in conflicts} | {effective}),
+                     "profiles": sorted(conflicts)}, created_at=now))
+    missing = [claim for claim in claims if claim not in found]
+    if missing:
+        await conn.execute(insert(identifiers, conn.dialect.name).on_conflict_do_nothing(), [
+            {"user_id": target, "kind": kind, "value": value, "created_at": now} for kind, value in missing])
+    return target, set(merged)
+
+
+async def _held_user_ids(conn: AsyncConnection, owners: list[int]) -> dict[int, str]:
+    if not owners:
+        return {}
+    rows = await conn.execute(sa.select(identifiers.c.user_id, identifiers.c.value).where(
+        identifiers.c.user_id.in_(owners), identifiers.c.kind == USER_ID))
+    return {row.user_id: row.value for row in rows}
+
+
+async def create_user(conn: AsyncConnection, now: datetime) -> int:
+    result = await conn.execute(users.insert().values(
+        traits={}, trait_timestamps={}, created_at=now, updated_at=now).returning(users.c.id))
+    return result.scalar_one()
+
+
+async def merge_users(conn: AsyncConnection, target: int, loser: int, message_id: str, now: datetime) -> None:
+    """Fold `loser` into `target` in the caller's transaction, and audit it."""
+    rows = {row.id: row for row in await conn.execute(sa.select(users).where(users.c.id.in_([target, loser])))}
+    kept, gone = rows[target], rows[loser]
+    traits, stamps = dict(kept.traits), dict(kept.trait_timestamps)
+    merge_traits(traits, stamps, gone.traits, gone.trait_timestamps)
+    moved = [f"{row.kind}:{row.value}" for row in await conn.execute(
+        sa.select(identifiers.c.kind, identifiers.c.value).where(identifiers.c.user_id == loser))]
+    await conn.execute(identifiers.update().where(identifiers.c.user_id == loser).values(user_id=target))
+    await conn.execute(events.update().where(events.c.user_id == loser).values(user_id=target))
+    user_segments = sa.select(Segment.__table__.c.id).where(Segment.__table__.c.entity == "user")
+    memberships = SegmentMembership.__table__
+    await conn.execute(memberships.delete().where(
+        memberships.c.entity_id == loser, memberships.c.segment_id.in_(user_segments)))
+    last_seen = max((t for t in (kept.last_seen_at, gone.last_seen_at) if t is not None), default=None)
+    account_id, account_link = (kept.account_id, kept.account_link) if kept.account_id else (gone.account_id, gone.account_link)
+    await conn.execute(users.update().where(users.c.id == target).values(
+        traits=traits, trait_timestamps=stamps, created_at=min(kept.created_at, gone.created_at),
+        updated_at=now, last_seen_at=last_seen, account_id=account_id, account_link=account_link))
+    await conn.execute(users.delete().where(users.c.id == loser))
+    await conn.execute(audit.insert().values(
+        action="merge", kept_user_id=target, merged_user_id=loser, message_id=message_id,
+        details={"identifiers": moved}, created_at=now))

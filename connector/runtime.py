@@ -1,0 +1,34 @@
+"""What a running process holds: environment, engine, settings, journal writer."""
+
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from connector.config import Environment
+from connector.credentials import ADMIN_TOKEN, API_KEY, ensure_credential
+from connector.db import create_engine
+from connector.inbound.journal import JournalWriter
+from connector.settings_store import SettingsStore
+
+
+@dataclass
+class Runtime:
+    env: Environment
+    engine: AsyncEngine
+    settings: SettingsStore
+    journal: JournalWriter
+    api_key: str = field(default="", repr=False)
+    admin_token: str = field(default="", repr=False)
+
+    @classmethod
+    async def start(cls, env: Environment) -> "Runtime":
+        engine = create_engine(env.database_url)
+        runtime = cls(env=env, engine=engine, settings=SettingsStore(engine), journal=JournalWriter(engine))
+        runtime.api_key = await ensure_credential(engine, API_KEY, env.connector_api_key, "hsc_")
+        # Outside development ADMIN_TOKEN is required (config.py); in development one is generated once.
+        runtime.admin_token = await ensure_credential(engine, ADMIN_TOKEN, env.admin_token, "adm_")
+        await runtime.settings.reload()
+        return runtime
+
+    async def stop(self) -> None:
+        await self.engine.dispose()

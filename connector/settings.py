@@ -1,0 +1,140 @@
+"""The connector's settings document: one model, the source of settings.schema.json.
+
+The names are part of the contract (DESIGN.md, "Settings"). Each field carries a
+`section` so the dashboard can group the form; secrets are masked on every read.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+CREDENTIALS = "Credentials"
+INCOMING = "Incoming"
+OUTGOING_USERS = "Outgoing users"
+OUTGOING_EVENTS = "Outgoing events"
+OUTGOING_ACCOUNTS = "Outgoing accounts"
+SECTIONS = [CREDENTIALS, INCOMING, OUTGOING_USERS, OUTGOING_EVENTS, OUTGOING_ACCOUNTS]
+
+SECRET_FIELDS = ("write_key", "shared_secret")
+ALL = "ALL"
+
+
+def _field(default: Any, section: str, title: str, description: str, secret: bool = False, **kw: Any) -> Any:
+    extra: dict[str, Any] = {"section": section}
+    if secret:
+        extra["secret"] = True
+        extra["writeOnly"] = True
+    return Field(default, title=title, description=description, json_schema_extra=extra, **kw)
+
+
+class ConnectorSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="Segment connector settings")
+
+    # Credentials
+    write_key: str | None = _field(
+        None, CREDENTIALS, "Segment write key",
+        "Write key of the Segment source this connector sends identify, group and track calls to.",
+        secret=True, max_length=256)
+    segment_api_host: str = _field(
+        "https://api.segment.io", CREDENTIALS, "Segment API host",
+        "Base URL of the Segment tracking API (use https://events.eu1.segmentapis.com for the EU).",
+        pattern=r"^https?://[^\s/]+(:\d+)?(/[^\s]*)?$", max_length=512)
+    shared_secret: str | None = _field(
+        None, CREDENTIALS, "Shared secret",
+        "When set, POST /segment requires X-Signature: hex HMAC-SHA1 of the raw body with this secret.",
+        secret=True, max_length=256)
+    connector_name: str = _field(
+        "hull-segment-connector", CREDENTIALS, "Connector name",
+        "Sent as context.integration.name on every outbound call; inbound calls carrying it are dropped "
+        "as our own echo.", min_length=1, max_length=200)
+    integration_name: str = _field(
+        "Webhooks", CREDENTIALS, "Destination integration name",
+        "Name of the Segment destination that delivers to this connector; every outbound call sets "
+        "integrations[<name>] = false so Segment does not send it back.", min_length=1, max_length=200)
+
+    # Incoming
+    handle_pages: bool = _field(True, INCOMING, "Store page calls", "Store page calls as `page` events.")
+    handle_screens: bool = _field(True, INCOMING, "Store screen calls", "Store screen calls as `screen` events.")
+    handle_accounts: bool = _field(
+        False, INCOMING, "Handle group calls", "Create accounts from group calls and link their users.")
+    identify_by_email: bool = _field(
+        False, INCOMING, "Identify by email", "Use traits.email as an identity claim to find profiles.")
+    link_accounts_by_domain: bool = _field(
+        False, INCOMING, "Link accounts by email domain",
+        "Create or update the account of a user's company email domain (free and disposable mail "
+        "providers excluded) unless a group call linked the user explicitly.")
+
+    # Outgoing users
+    synchronized_segments: list[str] = _field(
+        [], OUTGOING_USERS, "User segments to send",
+        "Users in any of these segments are sent as identify calls. `ALL` sends every user.")
+    synchronized_properties: list[str] = _field(
+        ["email"], OUTGOING_USERS, "User attributes to send",
+        "Attributes sent as identify traits (traits_ prefix stripped, / becomes _, account.x becomes account_x).")
+    segment_membership_traits: bool = _field(
+        False, OUTGOING_USERS, "Segment membership traits",
+        "Also send one boolean trait per segment (snake_case name): true on entry, false on exit.")
+    entered_exited_events: bool = _field(
+        False, OUTGOING_USERS, "Segment Entered / Exited events",
+        "Send `Segment Entered` and `Segment Exited` track events on membership changes.")
+    send_initial_results: bool = _field(
+        False, OUTGOING_USERS, "Events for initial members",
+        "Send Segment Entered events for the members a new segment starts with.")
+
+    # Outgoing events
+    send_events: list[str] = _field(
+        [], OUTGOING_EVENTS, "Events to send", "Event names sent as track/page/screen calls. `ALL` sends every event.")
+    forward_events: bool = _field(
+        False, OUTGOING_EVENTS, "Forward events received from Segment",
+        "Also send events that came in from Segment (off prevents sending Segment its own events back).")
+
+    # Outgoing accounts
+    synchronized_account_segments: list[str] = _field(
+        [], OUTGOING_ACCOUNTS, "Account segments to send",
+        "Accounts in these segments are sent as group calls. `ALL` sends every account.")
+    synchronized_account_properties: list[str] = _field(
+        ["domain"], OUTGOING_ACCOUNTS, "Account attributes to send", "Attributes sent as group traits.")
+
+    @field_validator("synchronized_segments", "synchronized_properties", "send_events",
+                     "synchronized_account_segments", "synchronized_account_properties")
+    @classmethod
+    def _clean_names(cls, names: list[str]) -> list[str]:
+        cleaned = [name.strip() for name in names]
+        for name in cleaned:
+            if not name:
+                raise ValueError("names must not be empty")
+            if len(name) > 200:
+                raise ValueError("names must be at most 200 characters")
+        return list(dict.fromkeys(cleaned))
+
+    def masked(self) -> dict[str, Any]:
+        """The document as every GET returns it: secrets shown by their last 4 characters only."""
+        document = self.model_dump()
+        for name in SECRET_FIELDS:
+            document[name] = mask_secret(document[name])
+        return document
+
+
+def mask_secret(secret: str | None) -> str | None:
+    if not secret:
+        return secret
+    if len(secret) <= 8:
+        return "•" * len(secret)
+    return "•" * 8 + secret[-4:]
+
+
+def settings_json_schema() -> dict[str, Any]:
+    schema = ConnectorSettings.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["x-sections"] = SECTIONS
+    return schema
+
+
+def render_settings_schema() -> str:
+    return json.dumps(settings_json_schema(), indent=2, sort_keys=False) + "\n"
+
+
+def write_settings_schema(path: Path) -> None:
+    path.write_text(render_settings_schema())

@@ -1,0 +1,75 @@
+"""Persist and read the versioned settings document."""
+
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from connector.credentials import API_KEY
+from connector.models import Credential, SettingsVersion
+from connector.settings import SECRET_FIELDS, ConnectorSettings, mask_secret
+
+table = SettingsVersion.__table__
+credentials = Credential.__table__
+
+
+class SettingsStore:
+    """The settings and API key in force, cached for `ttl` seconds so other processes' saves are seen."""
+
+    def __init__(self, engine: AsyncEngine, ttl: float = 1.0):
+        self.engine = engine
+        self.ttl = ttl
+        self._cached: tuple[int, ConnectorSettings] | None = None
+        self._loaded_at = 0.0
+        self._api_key: str | None = None
+
+    async def current(self) -> ConnectorSettings:
+        return (await self.current_version())[1]
+
+    async def current_version(self) -> tuple[int, ConnectorSettings]:
+        if self._cached is None or time.monotonic() - self._loaded_at > self.ttl:
+            await self.reload()
+        assert self._cached is not None
+        return self._cached
+
+    async def api_key(self) -> str:
+        await self.current_version()
+        assert self._api_key is not None, "ensure_api_key() runs at start-up"
+        return self._api_key
+
+    async def reload(self) -> None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(
+                sa.select(table.c.version, table.c.document).order_by(table.c.version.desc()).limit(1)
+            )).first()
+            self._api_key = (await conn.execute(
+                sa.select(credentials.c.value).where(credentials.c.name == API_KEY))).scalar()
+        self._cached = (row.version, ConnectorSettings.model_validate(row.document)) if row else (0, ConnectorSettings())
+        self._loaded_at = time.monotonic()
+
+    async def save(self, changes: dict[str, Any]) -> tuple[int, ConnectorSettings]:
+        """Apply a partial document; raises ValidationError naming the field, storing nothing.
+
+        A secret sent back exactly as masked keeps its stored value, so a form that
+        round-trips a GET does not erase secrets.
+        """
+        version, current = await self.current_version()
+        document = current.model_dump()
+        for name, value in changes.items():
+            if name in SECRET_FIELDS and value is not None and value == mask_secret(document.get(name)):
+                continue
+            document[name] = value
+        updated = ConnectorSettings.model_validate(document)
+        async with self.engine.begin() as conn:
+            latest = (await conn.execute(sa.select(sa.func.max(table.c.version)))).scalar() or 0
+            await conn.execute(table.insert().values(version=latest + 1, document=updated.model_dump()))
+        self._cached = (latest + 1, updated)
+        self._loaded_at = time.monotonic()
+        return self._cached
+
+
+def validation_errors(error: ValidationError) -> list[dict[str, str]]:
+    return [{"field": ".".join(str(part) for part in item["loc"]) or "body", "message": item["msg"]}
+            for item in error.errors()]

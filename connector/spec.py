@@ -1,0 +1,225 @@
+"""Segment Spec messages: parse, validate and normalise.
+
+Pure functions with no I/O, shared by every inbound endpoint. A message that breaks
+the Spec raises SpecError naming the offending field; the caller turns it into a 400.
+"""
+
+import hashlib
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+MAX_MESSAGE_BYTES = 32 * 1024
+MAX_BATCH_MESSAGES = 2500
+
+# Top-level snake_case keys that Segment also accepts, mapped to the Spec's camelCase.
+SNAKE_TO_CAMEL = {
+    "user_id": "userId",
+    "anonymous_id": "anonymousId",
+    "message_id": "messageId",
+    "previous_id": "previousId",
+    "group_id": "groupId",
+    "sent_at": "sentAt",
+    "received_at": "receivedAt",
+    "original_timestamp": "originalTimestamp",
+    "write_key": "writeKey",
+}
+OBJECT_FIELDS = ("traits", "properties", "context", "integrations")
+# Values that SDKs and broken integrations send where an id should be.
+BOGUS_IDS = frozenset({
+    "", "null", "undefined", "anonymous", "0", "-1", "[object object]", "none", "nan",
+    "true", "false", "nil", "unknown", "n/a",
+})
+
+
+class SpecError(ValueError):
+    """A message that breaks the Spec; `field` names the culprit for the 400 body."""
+
+    def __init__(self, field: str, message: str, status: int = 400):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.status = status
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"message": self.message, "field": self.field}
+
+
+class UnknownTypeError(SpecError):
+    def __init__(self, value: Any):
+        super().__init__("type", f"unknown message type {value!r}; expected one of {', '.join(MESSAGE_TYPES)}",
+                         status=501)
+
+
+def parse_json(body: bytes, max_depth: int) -> Any:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise SpecError("body", f"malformed JSON: {error}") from None
+    check_depth(document, max_depth)
+    return document
+
+
+def check_depth(document: Any, max_depth: int) -> None:
+    """Refuse documents nested deeper than max_depth (iterative: no recursion limit)."""
+    stack = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > max_depth:
+            raise SpecError("body", f"JSON nested deeper than the limit of {max_depth} levels", status=400)
+        if isinstance(value, dict):
+            stack.extend((child, depth + 1) for child in value.values())
+        elif isinstance(value, list):
+            stack.extend((child, depth + 1) for child in value)
+
+
+def is_bogus_id(value: Any) -> bool:
+    """True for values that must never become an identifier."""
+    if value is None or isinstance(value, (bool, dict, list)):
+        return True
+    text = str(value).strip()
+    unquoted = text.strip("'\"").strip().lower()
+    return unquoted in BOGUS_IDS
+
+
+def clean_id(value: Any) -> str | None:
+    """The identifier as stored, or None when it is missing or bogus."""
+    if is_bogus_id(value):
+        return None
+    text = str(value).strip()
+    return text if len(text) <= 255 else None
+
+
+def parse_timestamp(value: Any, field: str) -> datetime:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        # Epoch milliseconds, as some libraries send.
+        return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+    if not isinstance(value, str):
+        raise SpecError(field, f"{field} must be an ISO 8601 date string")
+    text = value.strip()
+    if text.endswith("Z") or text.endswith("z"):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise SpecError(field, f"{field} is not an ISO 8601 date: {value[:64]!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def format_timestamp(value: datetime) -> str:
+    """Fixed-width UTC ISO 8601, so that string order is time order."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def deterministic_message_id(message: dict[str, Any]) -> str:
+    digest = hashlib.sha256(orjson.dumps(message, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return f"auto-{digest[:40]}"
+
+
+def normalise_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    message = dict(raw)
+    for snake, camel in SNAKE_TO_CAMEL.items():
+        if snake in message:
+            value = message.pop(snake)
+            message.setdefault(camel, value)
+    return message
+
+
+def normalise_message(raw: Any, received_at: datetime, default_type: str | None = None,
+                      sent_at: Any = None) -> dict[str, Any]:
+    """Validate one message and return it in canonical form.
+
+    The canonical form has camelCase keys, a `messageId`, a corrected `timestamp`
+    and `receivedAt` (both fixed-width UTC ISO strings), and string ids.
+    """
+    if not isinstance(raw, dict):
+        raise SpecError("body", "each message must be a JSON object")
+    size = len(orjson.dumps(raw))
+    if size > MAX_MESSAGE_BYTES:
+        raise SpecError("body", f"message is {size} bytes; the limit is {MAX_MESSAGE_BYTES} bytes (32 KB)",
+                        status=413)
+    message = normalise_keys(raw)
+    message_type = message.get("type") or default_type
+    if default_type and message.get("type") not in (None, default_type):
+        raise SpecError("type", f"type {message.get('type')!r} does not match the endpoint /v1/{default_type}")
+    if message_type not in MESSAGE_TYPES:
+        raise UnknownTypeError(message_type)
+    message["type"] = message_type
+
+    for field in OBJECT_FIELDS:
+        if field in message and message[field] is not None and not isinstance(message[field], dict):
+            raise SpecError(field, f"{field} must be a JSON object")
+        if message.get(field) is None:
+            message.pop(field, None)
+
+    _require_identity(message)
+    if message_type == "track":
+        _require_text(message, "event")
+    elif message_type == "group":
+        _require_id(message, "groupId")
+    elif message_type == "alias":
+        _require_id(message, "previousId")
+        _require_id(message, "userId")
+    if message_type in ("page", "screen") and message.get("name") is not None:
+        if not isinstance(message["name"], str):
+            raise SpecError("name", "name must be a string")
+
+    if "messageId" in message and message["messageId"] is not None:
+        if not isinstance(message["messageId"], (str, int)) or str(message["messageId"]).strip() == "":
+            raise SpecError("messageId", "messageId must be a non-empty string")
+        message["messageId"] = str(message["messageId"])[:255]
+    else:
+        message.pop("messageId", None)
+        message["messageId"] = deterministic_message_id(message)
+
+    message["timestamp"] = format_timestamp(_corrected_timestamp(message, received_at, sent_at))
+    message["receivedAt"] = format_timestamp(received_at)
+    message.pop("writeKey", None)
+    return message
+
+
+def _corrected_timestamp(message: dict[str, Any], received_at: datetime, batch_sent_at: Any) -> datetime:
+    """Segment's clock-skew rule: timestamp = receivedAt - (sentAt - originalTimestamp)."""
+    if message.get("timestamp") is not None:
+        return parse_timestamp(message["timestamp"], "timestamp")
+    sent_at_value = message.get("sentAt", batch_sent_at)
+    original = message.get("originalTimestamp")
+    if original is None:
+        return received_at
+    original_at = parse_timestamp(original, "originalTimestamp")
+    if sent_at_value is None:
+        return original_at
+    sent_at = parse_timestamp(sent_at_value, "sentAt")
+    return received_at - (sent_at - original_at)
+
+
+def _require_identity(message: dict[str, Any]) -> None:
+    for field in ("userId", "anonymousId"):
+        value = message.get(field)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            message[field] = value = str(value)
+        if value is not None and not isinstance(value, str):
+            raise SpecError(field, f"{field} must be a string")
+    if clean_id(message.get("userId")) is None and clean_id(message.get("anonymousId")) is None:
+        raise SpecError("userId", "userId or anonymousId is required (and must not be a placeholder "
+                                  "such as 'null' or 'undefined')")
+
+
+def _require_text(message: dict[str, Any], field: str) -> None:
+    value = message.get(field)
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError(field, f"{field} is required for a {message['type']} call")
+    if len(value) > 255:
+        raise SpecError(field, f"{field} is longer than 255 characters")
+
+
+def _require_id(message: dict[str, Any], field: str) -> None:
+    value = message.get(field)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        message[field] = value = str(value)
+    if clean_id(value) is None:
+        raise SpecError(field, f"{field} is required for a {message['type']} call")

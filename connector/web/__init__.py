@@ -1,0 +1,1 @@
+"""Web: the app factory, admin API, dashboard, health and metrics."""

@@ -1,0 +1,211 @@
+"""The admin API under /api (bearer ADMIN_TOKEN). Each docstring is its OpenAPI entry."""
+
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from connector import __version__
+from connector.credentials import rotate_api_key
+from connector.models import JournalEntry
+from connector.runtime import Runtime
+from connector.settings import mask_secret
+from connector.settings_store import validation_errors
+from connector.web import profiles
+from connector.web.auth import requires_admin
+
+journal = JournalEntry.__table__
+MAX_SETTINGS_BODY = 64 * 1024
+
+
+def _runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def error(status: int, message: str, **details: Any) -> JSONResponse:
+    return JSONResponse({"message": message, **details}, status_code=status)
+
+
+async def json_body(request: Request, limit: int) -> Any:
+    body = await request.body()
+    if len(body) > limit:
+        raise ValueError(f"body exceeds the limit of {limit} bytes")
+    return orjson.loads(body)
+
+
+@requires_admin
+async def get_settings(request: Request) -> JSONResponse:
+    """
+    summary: The settings document in force (secrets masked)
+    responses:
+      200: {description: "version and settings"}
+    """
+    version, settings = await _runtime(request).settings.current_version()
+    return JSONResponse({"version": version, "settings": settings.masked()})
+
+
+@requires_admin
+async def put_settings(request: Request) -> JSONResponse:
+    """
+    summary: Change settings (partial document); a rejected change names the field and stores nothing
+    requestBody: {content: {application/json: {schema: {$ref: "/settings.schema.json"}}}}
+    responses:
+      200: {description: "the new version"}
+      400: {description: "invalid document; `errors` lists each field"}
+    """
+    try:
+        changes = await json_body(request, MAX_SETTINGS_BODY)
+    except (ValueError, orjson.JSONDecodeError) as problem:
+        return error(400, f"malformed settings document: {problem}", field="body")
+    if not isinstance(changes, dict):
+        return error(400, "settings must be a JSON object", field="body")
+    try:
+        version, settings = await _runtime(request).settings.save(changes)
+    except ValidationError as problem:
+        errors = validation_errors(problem)
+        return error(400, f"invalid setting {errors[0]['field']}: {errors[0]['message']}", errors=errors)
+    return JSONResponse({"version": version, "settings": settings.masked()})
+
+
+@requires_admin
+async def get_users(request: Request) -> JSONResponse:
+    """
+    summary: Find one user by user_id, anonymous_id or email
+    parameters:
+      - {name: user_id, in: query, schema: {type: string}}
+      - {name: anonymous_id, in: query, schema: {type: string}}
+      - {name: email, in: query, schema: {type: string}}
+    responses:
+      200: {description: "the profile: identifiers, traits, account, segments, recent events"}
+      404: {description: "no such user"}
+    """
+    kind, value = _one_query(request, ("user_id", "anonymous_id", "email"))
+    if kind is None:
+        return error(400, "give one of user_id, anonymous_id or email", field="query")
+    async with _runtime(request).engine.connect() as conn:
+        user_id = await profiles.find_user(conn, kind, value.lower() if kind == "email" else value)
+        profile = await profiles.user_profile(conn, user_id) if user_id is not None else None
+    return JSONResponse(profile) if profile else error(404, f"no user with {kind} {value!r}")
+
+
+@requires_admin
+async def get_user(request: Request) -> JSONResponse:
+    """
+    summary: One user by internal id
+    responses:
+      200: {description: "the profile"}
+      404: {description: "no such user"}
+    """
+    async with _runtime(request).engine.connect() as conn:
+        profile = await profiles.user_profile(conn, request.path_params["user_id"])
+    return JSONResponse(profile) if profile else error(404, "no such user")
+
+
+@requires_admin
+async def get_user_events(request: Request) -> JSONResponse:
+    """
+    summary: A user's events, newest first
+    parameters:
+      - {name: limit, in: query, schema: {type: integer, maximum: 500}}
+      - {name: before_id, in: query, schema: {type: integer}}
+    responses:
+      200: {description: "events"}
+    """
+    limit = min(_int(request.query_params.get("limit"), 100), 500)
+    before_id = _int(request.query_params.get("before_id"), None)
+    async with _runtime(request).engine.connect() as conn:
+        found = await profiles.user_profile(conn, request.path_params["user_id"]) is not None
+        events = await profiles.user_events(conn, request.path_params["user_id"], limit, before_id) if found else []
+    return JSONResponse({"events": events}) if found else error(404, "no such user")
+
+
+@requires_admin
+async def get_accounts(request: Request) -> JSONResponse:
+    """
+    summary: Find one account by group_id or domain
+    parameters:
+      - {name: group_id, in: query, schema: {type: string}}
+      - {name: domain, in: query, schema: {type: string}}
+    responses:
+      200: {description: "the account"}
+      404: {description: "no such account"}
+    """
+    kind, value = _one_query(request, ("group_id", "domain"))
+    if kind is None:
+        return error(400, "give one of group_id or domain", field="query")
+    async with _runtime(request).engine.connect() as conn:
+        account_id = await profiles.find_account(conn, kind, value.lower() if kind == "domain" else value)
+        profile = await profiles.account_profile(conn, account_id) if account_id is not None else None
+    return JSONResponse(profile) if profile else error(404, f"no account with {kind} {value!r}")
+
+
+@requires_admin
+async def get_status(request: Request) -> JSONResponse:
+    """
+    summary: Journal counts by status, the inbound API key (masked), version
+    responses:
+      200: {description: "status"}
+    """
+    runtime = _runtime(request)
+    async with runtime.engine.connect() as conn:
+        counts = dict((await conn.execute(sa.select(journal.c.status, sa.func.count()).group_by(journal.c.status))).all())
+    return JSONResponse({"version": __version__, "journal": counts,
+                         "api_key": mask_secret(await runtime.settings.api_key()),
+                         "database": runtime.engine.dialect.name})
+
+
+@requires_admin
+async def reveal_api_key(request: Request) -> JSONResponse:
+    """
+    summary: The inbound API key in full, for the dashboard's copy button (POST, never GET)
+    responses:
+      200: {description: "api_key"}
+    """
+    return JSONResponse({"api_key": await _runtime(request).settings.api_key()})
+
+
+@requires_admin
+async def rotate_key(request: Request) -> JSONResponse:
+    """
+    summary: Replace the inbound API key; the old one stops working at once
+    responses:
+      200: {description: "the new api_key"}
+    """
+    runtime = _runtime(request)
+    if runtime.env.connector_api_key:
+        return error(409, "the API key is set by CONNECTOR_API_KEY; change that config var instead")
+    key = await rotate_api_key(runtime.engine)
+    await runtime.settings.reload()
+    return JSONResponse({"api_key": key})
+
+
+def _one_query(request: Request, names: tuple[str, ...]) -> tuple[str | None, str]:
+    for name in names:
+        value = request.query_params.get(name)
+        if value:
+            return name, value
+    return None, ""
+
+
+def _int(value: str | None, default: int | None) -> Any:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+routes = [
+    Route("/api/settings", get_settings, methods=["GET"]),
+    Route("/api/settings", put_settings, methods=["PUT"]),
+    Route("/api/users", get_users, methods=["GET"]),
+    Route("/api/users/{user_id:int}", get_user, methods=["GET"]),
+    Route("/api/users/{user_id:int}/events", get_user_events, methods=["GET"]),
+    Route("/api/accounts", get_accounts, methods=["GET"]),
+    Route("/api/status", get_status, methods=["GET"]),
+    Route("/api/api-key/reveal", reveal_api_key, methods=["POST"]),
+    Route("/api/api-key/rotate", rotate_key, methods=["POST"]),
+]

@@ -1,0 +1,68 @@
+"""The app factory: routes, lifespan (engine, API key, embedded worker)."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import Mount, Route
+from starlette.schemas import SchemaGenerator
+from starlette.staticfiles import StaticFiles
+
+from connector import __version__, worker
+from connector.config import Environment, get_environment
+from connector.inbound import routes as inbound
+from connector.runtime import Runtime
+from connector.settings import settings_json_schema
+from connector.web import admin, health
+from connector.web.auth import requires_admin
+
+STATIC = Path(__file__).with_name("static")
+openapi = SchemaGenerator({"openapi": "3.0.3", "info": {"title": "Segment connector admin API", "version": __version__},
+                           "components": {"securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}}},
+                           "security": [{"admin": []}]})
+
+
+@requires_admin
+async def openapi_document(request: Request) -> JSONResponse:
+    return JSONResponse(openapi.get_schema(routes=[r for r in request.app.routes if r.path.startswith("/api")]))
+
+
+async def settings_schema(request: Request) -> JSONResponse:
+    return JSONResponse(settings_json_schema())
+
+
+async def dashboard(request: Request) -> FileResponse:
+    return FileResponse(STATIC / "index.html")
+
+
+def create_app(env: Environment | None = None) -> Starlette:
+    env = env or get_environment()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        runtime = await Runtime.start(env)
+        app.state.runtime = runtime
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run_forever(runtime, stop)) if env.run_worker_in_web else None
+        try:
+            yield
+        finally:
+            stop.set()
+            if task is not None:
+                await task
+            await runtime.stop()
+
+    routes = [
+        *health.routes,
+        *inbound.routes,
+        *admin.routes,
+        Route("/api/openapi.json", openapi_document, methods=["GET"], include_in_schema=False),
+        Route("/settings.schema.json", settings_schema, methods=["GET"], include_in_schema=False),
+        Route("/", dashboard, methods=["GET"], include_in_schema=False),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

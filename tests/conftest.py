@@ -1,0 +1,202 @@
+"""Test harness: every database test runs on SQLite and on PostgreSQL.
+
+PostgreSQL is the one at TEST_POSTGRES_URL (default: the local server, database
+`test`). A fresh database is created for the session and migrated with Alembic;
+tables are truncated between tests. With CI=true an unreachable PostgreSQL fails
+the run; elsewhere its tests are skipped with the reason.
+"""
+
+import asyncio
+import base64
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+import uvicorn
+from sqlmodel import SQLModel
+
+from connector import models  # noqa: F401  (registers tables)
+from connector.config import Environment
+from connector.db import create_engine
+from connector.migrate import upgrade
+from connector.runtime import Runtime
+from connector.web.app import create_app
+from connector.worker import run_once
+
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+BACKENDS = [b.strip() for b in os.environ.get("TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()]
+ADMIN_TOKEN = "test-admin-token"
+API_KEY = "test-api-key-0123456789"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """Create and migrate a throwaway database on the PostgreSQL server; drop it at the end."""
+    import asyncpg
+
+    admin_dsn = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
+    name = f"connector_test_{uuid.uuid4().hex[:10]}"
+
+    async def run(statement: str) -> None:
+        connection = await asyncpg.connect(admin_dsn, timeout=5)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    try:
+        asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
+        message = f"PostgreSQL at {POSTGRES_URL} is unreachable: {error!r}"
+        if _in_ci():
+            pytest.fail(f"CI=true expects PostgreSQL: {message}", pytrace=False)
+        pytest.skip(message)
+    url = POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    upgrade(url)
+    yield url
+    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        if request.node.get_closest_marker("postgres_only"):
+            pytest.skip("needs PostgreSQL")
+        path = tmp_path / "connector.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite+aiosqlite:///{path}"
+    url = request.getfixturevalue("postgres_database")
+    asyncio.run(_truncate_all(url))
+    return url
+
+
+async def _truncate_all(url: str) -> None:
+    engine = create_engine(url)
+    names = ", ".join(f'"{table.name}"' for table in SQLModel.metadata.sorted_tables)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    await engine.dispose()
+
+
+def make_env(database_url: str, **overrides: Any) -> Environment:
+    values: dict[str, Any] = dict(database_url=database_url, admin_token=ADMIN_TOKEN, connector_api_key=API_KEY,
+                                  run_worker_in_web=False, environment="development", log_level="WARNING")
+    values.update(overrides)
+    return Environment(_env_file=None, **values)
+
+
+@pytest.fixture
+def env(database_url: str) -> Environment:
+    return make_env(database_url)
+
+
+@pytest.fixture
+async def app(env: Environment) -> AsyncIterator[Any]:
+    application = create_app(env)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+def runtime(app: Any) -> Runtime:
+    return app.state.runtime
+
+
+@pytest.fixture
+async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=30) as http:
+        yield http
+
+
+def basic_auth(key: str = API_KEY) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+def admin_auth(token: str = ADMIN_TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def drain(runtime: Runtime) -> Any:
+    """Run the worker until the journal is empty (the tests' stand-in for waiting)."""
+    return await run_once(runtime)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """The real app under uvicorn on a real socket, in a thread with its own event loop."""
+
+    def __init__(self, env: Environment):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(env), host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("live server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+@pytest.fixture
+def live_server_factory(database_url: str) -> Callable[..., LiveServer]:
+    """Start live servers with env overrides, e.g. live_server_factory(run_worker_in_web=True)."""
+    servers: list[LiveServer] = []
+
+    def start(**overrides: Any) -> LiveServer:
+        server = LiveServer(make_env(database_url, **overrides)).__enter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in reversed(servers):
+        server.__exit__()
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
+    """Poll an (async or sync) predicate until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
