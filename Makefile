@@ -32,3 +32,9 @@ bench: install
 
 clean:
 	rm -rf $(VENV) connector.db connector.db-wal connector.db-shm .pytest_cache
+
+# Until the first release there is one migration: regenerate it from connector/models.py.
+migration: install
+	rm -f connector/migrations/versions/0001_initial_schema.py /tmp/connector-migration.db
+	DATABASE_URL=sqlite:////tmp/connector-migration.db $(BIN)/alembic -c connector/alembic.ini \
+		revision --autogenerate -m "initial schema" --rev-id 0001

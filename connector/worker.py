@@ -3,7 +3,8 @@
 import asyncio
 
 from connector.logs import get_logger
-from connector.processing.processor import Changes, journal_lag, process_batch
+from connector.processing.changes import Changes
+from connector.processing.processor import journal_lag, process_batch
 from connector.runtime import Runtime
 
 IDLE_SECONDS = 0.2

@@ -6,7 +6,6 @@ reason and never holds up the ones behind it. On PostgreSQL an advisory lock kee
 several worker processes from consuming the journal at the same time.
 """
 
-from dataclasses import dataclass, field
 from datetime import datetime
 from time import perf_counter
 from typing import Any
@@ -19,6 +18,8 @@ from connector.logs import get_logger
 from connector.metrics import JOURNAL_LAG, PROCESS_LATENCY, PROCESSED
 from connector.models import Event, JournalEntry, User, utcnow
 from connector.processing import accounts, identity
+from connector.processing.changes import Changes
+from connector.processing.propagate import propagate
 from connector.processing.traits import apply_traits
 from connector.settings import ConnectorSettings
 from connector.spec import clean_id, parse_timestamp
@@ -28,28 +29,6 @@ journal = JournalEntry.__table__
 users = User.__table__
 events = Event.__table__
 log = get_logger()
-
-
-@dataclass
-class Changes:
-    """What a batch changed, for segments and the outbox."""
-
-    users: set[int] = field(default_factory=set)
-    accounts: set[int] = field(default_factory=set)
-    events: list[int] = field(default_factory=list)
-    merged_away: set[int] = field(default_factory=set)
-    processed: int = 0
-    failed: int = 0
-    skipped: int = 0
-
-    def add(self, other: "Changes") -> None:
-        self.users |= other.users
-        self.accounts |= other.accounts
-        self.events += other.events
-        self.merged_away |= other.merged_away
-        self.processed += other.processed
-        self.failed += other.failed
-        self.skipped += other.skipped
 
 
 async def process_batch(engine: AsyncEngine, settings: ConnectorSettings, limit: int = 500) -> Changes:
@@ -65,11 +44,11 @@ async def process_batch(engine: AsyncEngine, settings: ConnectorSettings, limit:
             changes = Changes()
             for row in rows:
                 await apply_message(conn, row.payload, settings, changes)
+            await propagate(conn, settings, changes)
             await _mark(conn, [row.id for row in rows], "processed")
     except Exception as error:
         log.warning("processing.batch.retry", error=str(error)[:500])
         changes = await _process_one_by_one(engine, settings, limit)
-    changes.users -= changes.merged_away
     PROCESS_LATENCY.observe(perf_counter() - started)
     return changes
 
@@ -90,6 +69,7 @@ async def _process_one_by_one(engine: AsyncEngine, settings: ConnectorSettings, 
                 if row is None:
                     continue
                 await apply_message(conn, row.payload, settings, changes)
+                await propagate(conn, settings, changes)
                 await _mark(conn, [journal_id], "processed")
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"[:2000]

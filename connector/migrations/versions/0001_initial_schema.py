@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 18:47:10.693779
+Create Date: 2026-11-22 18:53:20.931878
 """
 from typing import Sequence, Union
 

@@ -1,0 +1,1 @@
+"""Outbound: the outbox, message builders, loop guard and the sender to Segment."""
