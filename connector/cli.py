@@ -1,6 +1,7 @@
 """Command line: serve, worker, migrate, schema, and the operator tools."""
 
 import asyncio
+import os
 import signal
 from pathlib import Path
 
@@ -40,9 +41,11 @@ def schema(output: Path) -> None:
 @click.option("--no-worker", is_flag=True, help="Do not run the worker inside the web process.")
 def serve(no_worker: bool) -> None:
     """Run the web process (with the embedded worker unless RUN_WORKER_IN_WEB=false)."""
-    env = get_environment()
     if no_worker:
-        env.run_worker_in_web = False
+        # Set in the environment so that every web process (WEB_CONCURRENCY > 1) sees it.
+        os.environ["RUN_WORKER_IN_WEB"] = "false"
+        get_environment.cache_clear()
+    env = get_environment()
     asyncio.run(_print_welcome(env))
     if env.web_concurrency > 1:
         uvicorn.run("connector.asgi:app", host=env.host, port=env.port, workers=env.web_concurrency,
@@ -106,3 +109,68 @@ def journal_retry_failed() -> None:
         finally:
             await engine.dispose()
     click.echo(f"{asyncio.run(run())} failed messages queued again")
+
+
+@main.group()
+def usage() -> None:
+    """Product usage tools."""
+
+
+@usage.command("rebuild")
+def usage_rebuild() -> None:
+    """Recompute product usage from the stored events (holds journal processing off meanwhile)."""
+    async def run() -> int:
+        from tqdm import tqdm
+
+        from connector.db import create_engine
+        from connector.processing import usage as product_usage
+        engine = create_engine(get_environment().database_url)
+        try:
+            with tqdm(total=await product_usage.track_event_count(engine), unit="event", desc="usage") as bar:
+                return await product_usage.rebuild(engine, bar.update)
+        finally:
+            await engine.dispose()
+    click.echo(f"product usage rebuilt: {asyncio.run(run())} rows")
+
+
+@main.command()
+@click.option("--segment", "segment_name", help="Only the members of this segment (user or account segment).")
+@click.option("--force", is_flag=True, help="Send even what Segment already has (forget the delivered hashes).")
+def resync(segment_name: str | None, force: bool) -> None:
+    """Queue everyone in the outbound filter for sending (initial sync); the worker sends them."""
+    async def run() -> int:
+        from tqdm import tqdm
+
+        from connector.db import create_engine
+        from connector.outbound import resync as outbound_resync
+        from connector.settings_store import SettingsStore
+        engine = create_engine(get_environment().database_url)
+        try:
+            settings = await SettingsStore(engine).current()
+            total = await outbound_resync.count(engine, settings, segment_name)
+            with tqdm(total=total, unit="profile", desc="resync") as bar:
+                return await outbound_resync.resync(engine, settings, segment_name, force, bar.update)
+        except outbound_resync.UnknownSegment as problem:
+            raise click.UsageError(str(problem)) from None
+        finally:
+            await engine.dispose()
+    click.echo(f"{asyncio.run(run())} profiles queued for sending")
+
+
+@main.command()
+@click.option("--id", "ids", type=int, multiple=True, help="Only these dead letters (repeatable); default: all.")
+def replay(ids: tuple[int, ...]) -> None:
+    """Send dead letters to Segment again, with their original messageIds."""
+    async def run() -> dict[str, int]:
+        from connector.db import create_engine
+        from connector.outbound.sender import replay as replay_dead_letters
+        from connector.settings_store import SettingsStore
+        engine = create_engine(get_environment().database_url)
+        try:
+            return await replay_dead_letters(engine, await SettingsStore(engine).current(), list(ids) or None)
+        except ValueError as problem:
+            raise click.UsageError(str(problem)) from None
+        finally:
+            await engine.dispose()
+    counts = asyncio.run(run())
+    click.echo(f"{counts['replayed']} dead letters delivered, {counts['failed']} failed")

@@ -43,7 +43,10 @@ class Environment(BaseSettings):
     max_decompressed_bytes: int = 2_000_000
     max_json_depth: int = 32
     journal_batch_size: int = 500
+    segment_recompute_seconds: float = Field(
+        3600.0, gt=0, description="How often segments with time-based rules are recomputed in full.")
     outbound_batch_wait_seconds: float = 0.2
+    outbound_claim_limit: int = 2_000
 
     @field_validator("database_url")
     @classmethod

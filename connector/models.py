@@ -4,7 +4,7 @@ JSON columns are JSONB on PostgreSQL. Timestamps are stored and returned as
 timezone-aware UTC on both backends.
 """
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -138,6 +138,9 @@ class Event(SQLModel, table=True):
     received_at: datetime = _time()
     properties: dict[str, Any] = _json()
     context: dict[str, Any] = _json()
+    # The account the user was linked to when the event was stored: account usage counts
+    # the event there, and a rebuild from the events must give the same answer.
+    account_id: int | None = Field(default=None, sa_type=BigId)
 
 
 class IdentityAudit(SQLModel, table=True):
@@ -152,6 +155,40 @@ class IdentityAudit(SQLModel, table=True):
     message_id: str | None = Field(default=None, max_length=255)
     details: dict[str, Any] = _json()
     created_at: datetime = _time(index=True)
+
+
+# --- product usage and audiences ------------------------------------------
+
+class FeatureUsage(SQLModel, table=True):
+    """Track events carrying properties.feature, summed per user or account, feature and UTC day.
+
+    Day granularity keeps the 30-day and 12-week figures exact; the rows only ever add up,
+    so late events and merges keep them exact too (score = positive - negative).
+    """
+
+    __tablename__ = "feature_usage"
+
+    entity: str = Field(max_length=8, primary_key=True)  # user, account
+    entity_id: int = Field(sa_column=sa.Column(BigId, primary_key=True, autoincrement=False))
+    feature: str = Field(max_length=255, primary_key=True)
+    day: date = Field(sa_column=sa.Column(sa.Date, primary_key=True))
+    count: int = 0
+    positive: int = 0
+    negative: int = 0
+    first_at: datetime = _time()
+    last_at: datetime = _time()
+
+
+class AudienceMembership(SQLModel, table=True):
+    """An Engage audience a user entered or exited; member while the latest entry is after the latest exit."""
+
+    __tablename__ = "audience_memberships"
+
+    user_id: int = Field(sa_column=sa.Column(
+        BigId, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True))
+    audience: str = Field(max_length=255, primary_key=True, index=True)
+    entered_at: datetime | None = _time(nullable=True)
+    exited_at: datetime | None = _time(nullable=True)
 
 
 # --- segments --------------------------------------------------------------

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connector.credentials import API_KEY
-from connector.models import Credential, SettingsVersion
+from connector.models import Credential, SettingsVersion, utcnow
 from connector.settings import SECRET_FIELDS, ConnectorSettings, mask_secret
 
 table = SettingsVersion.__table__
@@ -64,7 +64,8 @@ class SettingsStore:
         updated = ConnectorSettings.model_validate(document)
         async with self.engine.begin() as conn:
             latest = (await conn.execute(sa.select(sa.func.max(table.c.version)))).scalar() or 0
-            await conn.execute(table.insert().values(version=latest + 1, document=updated.model_dump()))
+            await conn.execute(table.insert().values(version=latest + 1, document=updated.model_dump(),
+                                                     created_at=utcnow()))
         self._cached = (latest + 1, updated)
         self._loaded_at = time.monotonic()
         return self._cached

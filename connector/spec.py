@@ -93,26 +93,27 @@ def clean_id(value: Any) -> str | None:
 
 
 def parse_timestamp(value: Any, field: str) -> datetime:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        # Epoch milliseconds, as some libraries send.
-        return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
-    if not isinstance(value, str):
-        raise SpecError(field, f"{field} must be an ISO 8601 date string")
-    text = value.strip()
-    if text.endswith("Z") or text.endswith("z"):
-        text = text[:-1] + "+00:00"
+    # Out-of-range dates (year 0, epoch milliseconds past year 9999) are the sender's error, not ours.
     try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            # Epoch milliseconds, as some libraries send.
+            return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+        if not isinstance(value, str):
+            raise SpecError(field, f"{field} must be an ISO 8601 date string")
+        text = value.strip()
+        if text.endswith("Z") or text.endswith("z"):
+            text = text[:-1] + "+00:00"
         parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise SpecError(field, f"{field} is not an ISO 8601 date: {value[:64]!r}") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        raise SpecError(field, f"{field} is not a valid ISO 8601 date: {str(value)[:64]!r}") from None
 
 
 def format_timestamp(value: datetime) -> str:
-    """Fixed-width UTC ISO 8601, so that string order is time order."""
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Fixed-width UTC ISO 8601 (years zero-padded), so that string order is time order."""
+    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def deterministic_message_id(message: dict[str, Any]) -> str:
@@ -142,6 +143,7 @@ def normalise_message(raw: Any, received_at: datetime, default_type: str | None 
     if size > MAX_MESSAGE_BYTES:
         raise SpecError("body", f"message is {size} bytes; the limit is {MAX_MESSAGE_BYTES} bytes (32 KB)",
                         status=413)
+    _refuse_nul_characters(raw)
     message = normalise_keys(raw)
     message_type = message.get("type") or default_type
     if default_type and message.get("type") not in (None, default_type):
@@ -194,7 +196,26 @@ def _corrected_timestamp(message: dict[str, Any], received_at: datetime, batch_s
     if sent_at_value is None:
         return original_at
     sent_at = parse_timestamp(sent_at_value, "sentAt")
-    return received_at - (sent_at - original_at)
+    try:
+        return received_at - (sent_at - original_at)
+    except OverflowError:
+        raise SpecError("sentAt", "sentAt and originalTimestamp are too far apart to correct the clock skew") from None
+
+
+def _refuse_nul_characters(message: dict[str, Any]) -> None:
+    """PostgreSQL cannot store U+0000 in JSON: refuse it here rather than fail the journal commit."""
+    for key, value in message.items():
+        stack = [key, value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                if "\x00" in item:
+                    raise SpecError(key, f"{key} contains a NUL character (\\u0000), which cannot be stored")
+            elif isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
 
 
 def _require_identity(message: dict[str, Any]) -> None:

@@ -1,13 +1,16 @@
-"""The worker loop: drain the journal, then sleep briefly; stop cleanly when asked."""
+"""The worker: drain the journal, and send the outbox alongside; both stop cleanly when asked."""
 
 import asyncio
 
 from connector.logs import get_logger
+from connector.outbound.sender import Sender, outbox_depth
 from connector.processing.changes import Changes
 from connector.processing.processor import journal_lag, process_batch
 from connector.runtime import Runtime
+from connector.segments.schedule import recompute_due
 
 IDLE_SECONDS = 0.2
+SENDERS = 2  # two claim/build/send loops: one builds while the other waits on Segment
 log = get_logger()
 
 
@@ -24,10 +27,12 @@ async def run_once(runtime: Runtime) -> Changes:
 
 async def run_forever(runtime: Runtime, stop: asyncio.Event) -> None:
     log.info("worker.start")
+    sending = [asyncio.create_task(send_forever(runtime, stop)) for _ in range(SENDERS)]
     while not stop.is_set():
         try:
             changes = await run_once(runtime)
             await journal_lag(runtime.engine)
+            await recompute_due(runtime.engine, runtime.env.segment_recompute_seconds)
             if changes.processed or changes.failed:
                 log.info("worker.batch.done", processed=changes.processed, failed=changes.failed,
                          skipped=changes.skipped)
@@ -36,7 +41,23 @@ async def run_forever(runtime: Runtime, stop: asyncio.Event) -> None:
             await _sleep(stop, 2.0)
             continue
         await _sleep(stop, IDLE_SECONDS)
+    await asyncio.gather(*sending)
     log.info("worker.stop")
+
+
+async def send_forever(runtime: Runtime, stop: asyncio.Event) -> None:
+    """Send the outbox until asked to stop; a round that claimed rows is followed at once by the next."""
+    sender = Sender(runtime)
+    while not stop.is_set():
+        try:
+            claimed = (await sender.send_once()).claimed
+            await outbox_depth(runtime.engine)
+        except Exception as error:  # a storage outage must not kill the sender: wait and retry
+            log.error("outgoing.error", error=f"{type(error).__name__}: {error}"[:500])
+            await _sleep(stop, 2.0)
+            continue
+        if not claimed:
+            await _sleep(stop, runtime.env.outbound_batch_wait_seconds)
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

@@ -200,3 +200,11 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interv
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def stored_counts(runtime: Runtime) -> dict[str, int]:
+    """Rows in the inbound and profile tables: what a refused request must leave untouched."""
+    tables = [models.JournalEntry, models.User, models.UserIdentifier, models.Event, models.Account]
+    async with runtime.engine.connect() as conn:
+        return {table.__tablename__: await conn.scalar(sa.select(sa.func.count()).select_from(table.__table__))
+                for table in tables}

@@ -5,7 +5,9 @@ echoes, append to the journal, and answer 200 only once the append has committed
 """
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
+from functools import wraps
 from time import perf_counter
 from typing import Any
 
@@ -37,68 +39,75 @@ def is_own_echo(message: dict[str, Any], settings: ConnectorSettings) -> bool:
     return isinstance(integration, dict) and integration.get("name") == settings.connector_name
 
 
+STORAGE_ERRORS = (DBAPIError, OperationalError, OSError, asyncio.TimeoutError)
+Endpoint = Callable[[Request], Awaitable[JSONResponse]]
+
+
+def inbound_endpoint(label: str) -> Callable[[Endpoint], Endpoint]:
+    """Answer InboundError with its JSON, any storage failure with 503 (Segment retries), and time it."""
+    def decorate(endpoint: Endpoint) -> Endpoint:
+        @wraps(endpoint)
+        async def handle(request: Request) -> JSONResponse:
+            started = perf_counter()
+            try:
+                return await endpoint(request)
+            except InboundError as error:
+                return error.response()
+            except STORAGE_ERRORS as error:
+                log.error("incoming.storage.error", endpoint=label, error=type(error).__name__)
+                return InboundError(503, "storage is unavailable; retry later").response()
+            finally:
+                REQUEST_LATENCY.labels(label).observe(perf_counter() - started)
+        return handle
+    return decorate
+
+
+@inbound_endpoint("segment")
 async def segment_webhook(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
-    started = perf_counter()
-    try:
-        require_key(basic_auth_user(request), await runtime.settings.api_key())
-        raw = await read_body(request, runtime.env.max_body_bytes, runtime.env.max_decompressed_bytes)
-        document = _parse(raw, runtime)
-        settings = await runtime.settings.current()
-        if settings.shared_secret:
-            require_signature(request, raw, document, settings.shared_secret)
-        if isinstance(document, list):
-            return await _accept_many(runtime, settings, document, default_type=None, sent_at=None)
-        message = _normalise_one(document, default_type=None, sent_at=None)
-        return await _accept(runtime, settings, [message], rejected=[])
-    except InboundError as error:
-        return error.response()
-    finally:
-        REQUEST_LATENCY.labels("segment").observe(perf_counter() - started)
+    require_key(basic_auth_user(request), await runtime.settings.api_key())
+    raw = await read_body(request, runtime.env.max_body_bytes, runtime.env.max_decompressed_bytes)
+    document = _parse(raw, runtime)
+    settings = await runtime.settings.current()
+    if settings.shared_secret:
+        require_signature(request, raw, document, settings.shared_secret)
+    if isinstance(document, list):
+        return await _accept_many(runtime, settings, document, default_type=None, sent_at=None)
+    message = _normalise_one(document, default_type=None, sent_at=None)
+    return await _accept(runtime, settings, [message], rejected=[])
 
 
+@inbound_endpoint("v1")
 async def v1_single(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
-    message_type = request.path_params["message_type"]
-    started = perf_counter()
-    try:
-        raw = await read_body(request, runtime.env.max_body_bytes, runtime.env.max_decompressed_bytes)
-        document = _parse(raw, runtime)
-        if not isinstance(document, dict):
-            raise InboundError(400, "body must be a JSON object", field="body")
-        require_key(basic_auth_user(request) or _write_key(document), await runtime.settings.api_key())
-        settings = await runtime.settings.current()
-        message = _normalise_one(document, default_type=message_type, sent_at=None)
-        return await _accept(runtime, settings, [message], rejected=[])
-    except InboundError as error:
-        return error.response()
-    finally:
-        REQUEST_LATENCY.labels("v1").observe(perf_counter() - started)
+    raw = await read_body(request, runtime.env.max_body_bytes, runtime.env.max_decompressed_bytes)
+    document = _parse(raw, runtime)
+    if not isinstance(document, dict):
+        raise InboundError(400, "body must be a JSON object", field="body")
+    require_key(basic_auth_user(request) or _write_key(document), await runtime.settings.api_key())
+    settings = await runtime.settings.current()
+    message = _normalise_one(document, default_type=request.path_params["message_type"], sent_at=None)
+    return await _accept(runtime, settings, [message], rejected=[])
 
 
+@inbound_endpoint("v1_batch")
 async def v1_batch(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
-    started = perf_counter()
-    try:
-        raw = await read_body(request, MAX_V1_BATCH_BYTES, runtime.env.max_decompressed_bytes)
-        if len(raw) > MAX_V1_BATCH_BYTES:
-            raise InboundError(413, f"batch body exceeds the limit of {MAX_V1_BATCH_BYTES} bytes (500 KB)",
-                               limit=MAX_V1_BATCH_BYTES)
-        document = _parse(raw, runtime)
-        if not isinstance(document, dict):
-            raise InboundError(400, 'body must be a JSON object {"batch": [...]}', field="body")
-        require_key(basic_auth_user(request) or _write_key(document), await runtime.settings.api_key())
-        batch = document.get("batch")
-        if not isinstance(batch, list):
-            raise InboundError(400, "batch is required and must be an array", field="batch")
-        settings = await runtime.settings.current()
-        shared = {key: document[key] for key in ("context", "integrations") if isinstance(document.get(key), dict)}
-        merged = [_with_batch_defaults(item, shared) for item in batch]
-        return await _accept_many(runtime, settings, merged, default_type=None, sent_at=document.get("sentAt"))
-    except InboundError as error:
-        return error.response()
-    finally:
-        REQUEST_LATENCY.labels("v1_batch").observe(perf_counter() - started)
+    raw = await read_body(request, MAX_V1_BATCH_BYTES, runtime.env.max_decompressed_bytes)
+    if len(raw) > MAX_V1_BATCH_BYTES:
+        raise InboundError(413, f"batch body exceeds the limit of {MAX_V1_BATCH_BYTES} bytes (500 KB)",
+                           limit=MAX_V1_BATCH_BYTES)
+    document = _parse(raw, runtime)
+    if not isinstance(document, dict):
+        raise InboundError(400, 'body must be a JSON object {"batch": [...]}', field="body")
+    require_key(basic_auth_user(request) or _write_key(document), await runtime.settings.api_key())
+    batch = document.get("batch")
+    if not isinstance(batch, list):
+        raise InboundError(400, "batch is required and must be an array", field="batch")
+    settings = await runtime.settings.current()
+    shared = {key: document[key] for key in ("context", "integrations") if isinstance(document.get(key), dict)}
+    merged = [_with_batch_defaults(item, shared) for item in batch]
+    return await _accept_many(runtime, settings, merged, default_type=None, sent_at=document.get("sentAt"))
 
 
 def _parse(raw: bytes, runtime: Runtime) -> Any:
@@ -162,11 +171,7 @@ async def _accept(runtime: Runtime, settings: ConnectorSettings, messages: list[
             log.info("incoming.message.skip", reason="loop", type=message["type"], message_id=message["messageId"])
         else:
             kept.append(message)
-    try:
-        await runtime.journal.append([journal_row(message, _received(message)) for message in kept])
-    except (DBAPIError, OperationalError, OSError, asyncio.TimeoutError) as error:
-        log.error("incoming.journal.error", error=type(error).__name__, count=len(kept))
-        raise InboundError(503, "storage is unavailable; retry later") from None
+    await runtime.journal.append([journal_row(message, _received(message)) for message in kept])
     for message in kept:
         MESSAGES_IN.labels(message["type"], "accepted").inc()
     body: dict[str, Any] = {"success": True, "accepted": len(kept), "skipped": len(messages) - len(kept)}

@@ -31,7 +31,7 @@ async def upsert_account(conn: AsyncConnection, group_id: str | None, domain: st
         row = (await conn.execute(sa.select(accounts).where(accounts.c.group_id == group_id))).first()
     if row is None and domain:
         row = (await conn.execute(sa.select(accounts).where(accounts.c.domain == domain))).first()
-        if row is not None and row.group_id not in (None, group_id):
+        if row is not None and group_id and row.group_id not in (None, group_id):
             row = None  # the domain belongs to another group: a new account, without the domain claim
             domain = None
     if row is None:

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector.db import insert
 from connector.models import Event, IdentityAudit, Segment, SegmentMembership, User, UserIdentifier
+from connector.processing.computed import merge_users as merge_computed
 from connector.processing.traits import merge_traits
 from connector.spec import clean_id
 
@@ -131,6 +132,7 @@ async def merge_users(conn: AsyncConnection, target: int, loser: int, message_id
     await conn.execute(users.update().where(users.c.id == target).values(
         traits=traits, trait_timestamps=stamps, created_at=min(kept.created_at, gone.created_at),
         updated_at=now, last_seen_at=last_seen, account_id=account_id, account_link=account_link))
+    await merge_computed(conn, target, loser)
     await conn.execute(users.delete().where(users.c.id == loser))
     await conn.execute(audit.insert().values(
         action="merge", kept_user_id=target, merged_user_id=loser, message_id=message_id,

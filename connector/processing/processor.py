@@ -17,7 +17,7 @@ from connector.db import insert
 from connector.logs import get_logger
 from connector.metrics import JOURNAL_LAG, PROCESS_LATENCY, PROCESSED
 from connector.models import Event, JournalEntry, User, utcnow
-from connector.processing import accounts, identity
+from connector.processing import accounts, audiences, domains, identity, usage
 from connector.processing.changes import Changes
 from connector.processing.propagate import propagate
 from connector.processing.traits import apply_traits
@@ -114,6 +114,9 @@ async def apply_message(conn: AsyncConnection, message: dict[str, Any], settings
 
     if kind == "identify":
         await _apply_user_traits(conn, user_id, message.get("traits") or {}, message["timestamp"], timestamp, now)
+        if settings.link_accounts_by_domain:
+            await domains.link_by_domain(conn, user_id, message, message["timestamp"], now, changes)
+        await audiences.apply_identify(conn, user_id, message, timestamp)
     elif kind == "group":
         account_id, changed = await accounts.upsert_account(
             conn, clean_id(message.get("groupId")), accounts.normalise_domain((message.get("traits") or {}).get("domain")),
@@ -127,6 +130,8 @@ async def apply_message(conn: AsyncConnection, message: dict[str, Any], settings
         event_id = await _insert_event(conn, user_id, message)
         if event_id is not None:
             changes.events.append(event_id)
+            await usage.record_event(conn, event_id, message, changes)
+            await audiences.apply_track(conn, user_id, message, timestamp)
         await _touch(conn, user_id, timestamp)
     else:
         await _touch(conn, user_id, timestamp)
@@ -182,6 +187,7 @@ async def _insert_event(conn: AsyncConnection, user_id: int, message: dict[str, 
         source="segment", timestamp=parse_timestamp(message["timestamp"], "timestamp"),
         received_at=parse_timestamp(message["receivedAt"], "receivedAt"),
         properties=event_properties(message), context=message.get("context") or {},
+        account_id=sa.select(users.c.account_id).where(users.c.id == user_id).scalar_subquery(),
     ).on_conflict_do_nothing(index_elements=["message_id"]).returning(events.c.id)
     return (await conn.execute(statement)).scalar()
 

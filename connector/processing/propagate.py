@@ -8,10 +8,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector.outbound import outbox
 from connector.processing.changes import Changes
+from connector.segments import membership
 from connector.settings import ConnectorSettings
 
 
 async def propagate(conn: AsyncConnection, settings: ConnectorSettings, changes: Changes) -> None:
+    await membership.refresh(conn, changes)
     await outbox.enqueue(conn, outbox.USER, changes.users - changes.merged_away)
     await outbox.enqueue(conn, outbox.ACCOUNT, changes.accounts)
     await outbox.enqueue(conn, outbox.EVENT, changes.events)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 18:53:20.931878
+Create Date: 2026-11-22 18:58:11.434687
 """
 from typing import Sequence, Union
 
@@ -57,6 +57,18 @@ def upgrade() -> None:
     sa.Column('payload_hash', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('delivered_at', connector.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('key')
+    )
+    op.create_table('feature_usage',
+    sa.Column('entity', sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False),
+    sa.Column('entity_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=False, nullable=False),
+    sa.Column('feature', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('count', sa.Integer(), nullable=False),
+    sa.Column('positive', sa.Integer(), nullable=False),
+    sa.Column('negative', sa.Integer(), nullable=False),
+    sa.Column('first_at', connector.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_at', connector.models.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('entity', 'entity_id', 'feature', 'day')
     )
     op.create_table('identity_audit',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -158,6 +170,17 @@ def upgrade() -> None:
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_users_account_id'), ['account_id'], unique=False)
 
+    op.create_table('audience_memberships',
+    sa.Column('user_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('audience', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
+    sa.Column('entered_at', connector.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('exited_at', connector.models.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('user_id', 'audience')
+    )
+    with op.batch_alter_table('audience_memberships', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_audience_memberships_audience'), ['audience'], unique=False)
+
     op.create_table('events',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('user_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -169,6 +192,7 @@ def upgrade() -> None:
     sa.Column('received_at', connector.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('properties', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
     sa.Column('context', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
+    sa.Column('account_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('message_id')
@@ -206,6 +230,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_events_event'))
 
     op.drop_table('events')
+    with op.batch_alter_table('audience_memberships', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_audience_memberships_audience'))
+
+    op.drop_table('audience_memberships')
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_users_account_id'))
 
@@ -234,6 +262,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_identity_audit_created_at'))
 
     op.drop_table('identity_audit')
+    op.drop_table('feature_usage')
     op.drop_table('delivery_state')
     with op.batch_alter_table('dead_letters', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_dead_letters_created_at'))

@@ -1,0 +1,78 @@
+"""Shared by the benchmarks: a throwaway PostgreSQL database and the server as a subprocess."""
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+import asyncpg
+import httpx
+
+from connector.migrate import upgrade
+
+POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+API_KEY = "bench-api-key-0123456789"
+ADMIN_TOKEN = "bench-admin-token"
+
+
+@contextmanager
+def throwaway_database() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database; yields its asyncpg DSN; dropped afterwards."""
+    name = f"connector_bench_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    dsn = POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    try:
+        upgrade(dsn.replace("postgresql://", "postgresql+asyncpg://"))
+        yield dsn
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _admin(statement: str) -> None:
+    connection = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_server(dsn: str, web_concurrency: int = 1, run_worker: bool = False, **extra_env: str) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": dsn, "PORT": str(port), "CONNECTOR_API_KEY": API_KEY,
+           "ADMIN_TOKEN": ADMIN_TOKEN, "WEB_CONCURRENCY": str(web_concurrency), "LOG_LEVEL": "WARNING",
+           "RUN_WORKER_IN_WEB": "true" if run_worker else "false", **extra_env}
+    process = subprocess.Popen([sys.executable, "-m", "connector", "serve"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("server did not start: " + (process.stderr.read().decode() if process.stderr else ""))
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")

@@ -1,0 +1,172 @@
+"""Inbound throughput and latency on PostgreSQL, against the physical limit of the same rows.
+
+Prints: events/s through POST /v1/batch (batches of 100 events of about 1 KB, 8 concurrent
+clients), requests/s and p50/p99 latency through POST /segment with single events, the
+same rows written by a raw asyncpg COPY into the journal (the ceiling) and the ratio, and
+processor throughput (journal -> profiles) in events/s.
+
+    .venv/bin/python benchmarks/ingest.py [--seconds 10] [--web-concurrency 2]
+
+Not part of the test suite: it measures, it does not assert.
+"""
+
+import argparse
+import asyncio
+import base64
+import multiprocessing
+import os
+import random
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+
+import asyncpg
+import httpx
+import orjson
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import API_KEY, percentile, running_server, throwaway_database  # noqa: E402
+
+AUTH = {"Authorization": "Basic " + base64.b64encode(f"{API_KEY}:".encode()).decode(),
+        "Content-Type": "application/json"}
+USERS = 5_000
+
+
+def make_event(rng: random.Random) -> dict:
+    """A realistic ~1 KB message: mostly track, some identify and page."""
+    user = rng.randrange(USERS)
+    kind = rng.choices(["track", "identify", "page"], weights=[80, 15, 5])[0]
+    message = {"type": kind, "messageId": str(uuid.uuid4()), "userId": f"user-{user}",
+               "anonymousId": f"anon-{user}", "timestamp": datetime.now(timezone.utc).isoformat(),
+               "context": {"library": {"name": "analytics-python", "version": "2.4.0"}, "ip": "203.0.113.7",
+                           "userAgent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/124.0 Safari/537.36",
+                           "page": {"url": "https://example.com/pricing?ref=newsletter", "title": "Pricing"}}}
+    if kind == "track":
+        message["event"] = rng.choice(["Order Completed", "Product Viewed", "Signed In", "Feature Used"])
+        message["properties"] = {"revenue": round(rng.random() * 100, 2), "currency": "EUR",
+                                 "feature": rng.choice(["export", "search", "share"]),
+                                 "sku": f"SKU-{rng.randrange(10_000)}", "notes": "x" * 300}
+    elif kind == "identify":
+        message["traits"] = {"email": f"user{user}@example.com", "plan": rng.choice(["free", "pro", "team"]),
+                             "name": f"User {user}", "bio": "y" * 300}
+    else:
+        message["name"] = "Pricing"
+        message["properties"] = {"path": "/pricing", "referrer": "https://news.example.org/", "pad": "z" * 300}
+    return message
+
+
+async def _client(url: str, path: str, deadline: float, concurrency: int, batch: int, seed: int) -> tuple[int, list[float]]:
+    rng = random.Random(seed)
+    latencies: list[float] = []
+    sent = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, headers=AUTH, limits=limits, timeout=30) as http:
+        async def loop() -> None:
+            nonlocal sent
+            while time.monotonic() < deadline:
+                if batch:
+                    body = orjson.dumps({"batch": [make_event(rng) for _ in range(batch)]})
+                else:
+                    body = orjson.dumps(make_event(rng))
+                started = time.perf_counter()
+                response = await http.post(path, content=body)
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 200:
+                    raise RuntimeError(f"{path} answered {response.status_code}: {response.text[:200]}")
+                sent += batch or 1
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+    return sent, latencies
+
+
+def _client_process(args: tuple) -> tuple[int, list[float]]:
+    return asyncio.run(_client(*args))
+
+
+def load(url: str, path: str, seconds: float, clients: int, batch: int, processes: int) -> dict:
+    """`clients` concurrent clients spread over `processes` OS processes (the load generator needs CPU too)."""
+    deadline = time.monotonic() + seconds
+    per_process = max(1, clients // processes)
+    with multiprocessing.Pool(processes) as pool:
+        started = time.monotonic()
+        results = pool.map(_client_process, [(url, path, deadline, per_process, batch, seed) for seed in range(processes)])
+        elapsed = time.monotonic() - started
+    events = sum(count for count, _ in results)
+    latencies = [value for _, values in results for value in values]
+    return {"events": events, "requests": len(latencies), "seconds": elapsed,
+            "events_per_s": events / elapsed, "requests_per_s": len(latencies) / elapsed,
+            "p50_ms": percentile(latencies, 0.50) * 1000, "p99_ms": percentile(latencies, 0.99) * 1000}
+
+
+async def copy_ceiling(dsn: str, rows: int) -> float:
+    """Rows/s for the journal rows written by a raw asyncpg COPY: the physical limit here."""
+    rng = random.Random(7)
+    now = datetime.now(timezone.utc)
+    records = []
+    for _ in range(rows):
+        message = make_event(rng)
+        records.append((message["messageId"], message["type"], orjson.dumps(message).decode(), now, "processed"))
+    connection = await asyncpg.connect(dsn)
+    try:
+        started = time.perf_counter()
+        async with connection.transaction():
+            await connection.copy_records_to_table(
+                "inbound_journal", records=records,
+                columns=["message_id", "type", "payload", "received_at", "status"])
+        elapsed = time.perf_counter() - started
+        await connection.execute("DELETE FROM inbound_journal WHERE status = 'processed'")
+    finally:
+        await connection.close()
+    return rows / elapsed
+
+
+async def processor_throughput(dsn: str) -> dict:
+    from connector.db import create_engine
+    from connector.processing.processor import process_batch
+    from connector.settings import ConnectorSettings
+
+    connection = await asyncpg.connect(dsn)
+    pending = await connection.fetchval("SELECT count(*) FROM inbound_journal WHERE status = 'pending'")
+    await connection.close()
+    engine = create_engine(dsn.replace("postgresql://", "postgresql+asyncpg://"))
+    settings = ConnectorSettings()
+    started = time.perf_counter()
+    processed = 0
+    while True:
+        changes = await process_batch(engine, settings, 500)
+        done = changes.processed + changes.failed + changes.skipped
+        if done == 0:
+            break
+        processed += done
+    elapsed = time.perf_counter() - started
+    await engine.dispose()
+    return {"pending": pending, "processed": processed, "seconds": elapsed, "events_per_s": processed / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--web-concurrency", type=int, default=2)
+    parser.add_argument("--client-processes", type=int, default=2)
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} cores; server: {args.web_concurrency} web process(es); "
+          f"load: 8 clients over {args.client_processes} processes; {args.seconds:.0f} s per phase")
+    with throwaway_database() as dsn:
+        with running_server(dsn, web_concurrency=args.web_concurrency) as url:
+            batch = load(url, "/v1/batch", args.seconds, clients=8, batch=100, processes=args.client_processes)
+            single = load(url, "/segment", args.seconds, clients=8, batch=0, processes=args.client_processes)
+        ceiling = asyncio.run(copy_ceiling(dsn, 50_000))
+        processor = asyncio.run(processor_throughput(dsn))
+
+    print(f"\n/v1/batch   {batch['events_per_s']:>9,.0f} events/s  ({batch['requests_per_s']:,.0f} req/s of 100 events; "
+          f"p50 {batch['p50_ms']:.1f} ms, p99 {batch['p99_ms']:.1f} ms)")
+    print(f"/segment    {single['requests_per_s']:>9,.0f} requests/s (p50 {single['p50_ms']:.1f} ms, p99 {single['p99_ms']:.1f} ms)")
+    print(f"COPY        {ceiling:>9,.0f} rows/s   (raw asyncpg COPY of the same journal rows: the ceiling)")
+    print(f"ratio       /v1/batch at {batch['events_per_s'] / ceiling:.1%} of COPY; /segment at "
+          f"{single['requests_per_s'] / ceiling:.1%}")
+    print(f"processor   {processor['events_per_s']:>9,.0f} events/s  ({processor['processed']:,} journal messages "
+          f"-> profiles in {processor['seconds']:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""Build the Segment messages for a claim of outbox rows, from the data as it is now.
+
+Everything a claim needs is loaded with one query per table, so building keeps up
+with sending. Membership is read straight from segments / segment_memberships /
+segment_transitions.
+"""
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from connector.models import (Account, DeliveryState, Event, Segment, SegmentMembership, SegmentTransition, User,
+                              UserIdentifier)
+from connector.outbound.guard import payload_hash, stamp
+from connector.outbound.outbox import ACCOUNT, EVENT, TRANSITION, USER
+from connector.settings import ALL, ConnectorSettings
+from connector.spec import format_timestamp
+
+users = User.__table__
+identifiers = UserIdentifier.__table__
+accounts = Account.__table__
+events = Event.__table__
+segments = Segment.__table__
+memberships = SegmentMembership.__table__
+transitions = SegmentTransition.__table__
+delivery_state = DeliveryState.__table__
+
+MESSAGE_ID_PREFIX = "hsc"
+
+
+@dataclass
+class Outgoing:
+    """One message to send, and the outbox row it answers for."""
+
+    key: str
+    message: dict[str, Any]
+    state_key: str | None = None  # identify and group remember what they delivered
+    payload_hash: str | None = None
+
+
+@dataclass
+class Built:
+    messages: list[Outgoing] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # outbox key -> reason nothing was sent
+
+
+def trait_name(attribute: str) -> str:
+    """The outbound trait name of an attribute: traits_ stripped, / -> _, account.x -> account_x."""
+    if attribute.startswith("account."):
+        return "account_" + trait_name(attribute[len("account."):])
+    return attribute.removeprefix("traits_").replace("/", "_")
+
+
+def snake_case(name: str) -> str:
+    """Engage-style trait name of a segment: "Paying Customers" -> "paying_customers"."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name.strip())
+    return re.sub(r"[^0-9a-zA-Z]+", "_", spaced).strip("_").lower()
+
+
+def read_attribute(traits: dict[str, Any], attribute: str) -> Any:
+    """A trait by its attribute name: the key as written, without traits_, or a / or . path."""
+    for name in (attribute, attribute.removeprefix("traits_")):
+        if name in traits:
+            return traits[name]
+    value: Any = traits
+    for part in re.split(r"[/.]", attribute.removeprefix("traits_")):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def in_filter(names: set[str], wanted: list[str]) -> bool:
+    return ALL in wanted or not names.isdisjoint(wanted)
+
+
+async def build(conn: AsyncConnection, settings: ConnectorSettings, keys: list[str]) -> Built:
+    ids: dict[str, list[int]] = defaultdict(list)
+    for key in keys:
+        kind, _, entity_id = key.partition(":")
+        ids[kind].append(int(entity_id))
+    data = await _load(conn, ids)
+    built = Built()
+    for key in keys:
+        kind, _, entity_id = key.partition(":")
+        messages, reason = _build_one(data, settings, kind, int(entity_id))
+        for message in messages:
+            message.key = key
+        built.messages += messages
+        if reason:
+            built.skipped[key] = reason
+    _drop_unchanged(built, data.delivered)
+    return built
+
+
+def _drop_unchanged(built: Built, delivered: dict[str, str]) -> None:
+    """Drop what Segment already has, and the second copy of a message two rows asked for (user and account)."""
+    kept, seen = [], set()
+    for outgoing in built.messages:
+        if outgoing.state_key and delivered.get(outgoing.state_key) == outgoing.payload_hash:
+            built.skipped.setdefault(outgoing.key, "unchanged")
+        elif outgoing.message["messageId"] not in seen:
+            seen.add(outgoing.message["messageId"])
+            kept.append(outgoing)
+    built.messages = kept
+
+
+@dataclass
+class _Data:
+    users: dict[int, Any] = field(default_factory=dict)
+    user_ids: dict[int, str] = field(default_factory=dict)
+    anonymous_ids: dict[int, str] = field(default_factory=dict)
+    accounts: dict[int, Any] = field(default_factory=dict)
+    account_users: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
+    segment_names: dict[tuple[str, int], set[str]] = field(default_factory=lambda: defaultdict(set))
+    exited: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
+    account_segments_known: bool = False
+    events: dict[int, Any] = field(default_factory=dict)
+    transitions: dict[int, Any] = field(default_factory=dict)
+    delivered: dict[str, str] = field(default_factory=dict)
+
+
+async def _load(conn: AsyncConnection, ids: dict[str, list[int]]) -> _Data:
+    data = _Data()
+    if ids[EVENT]:
+        data.events = {row.id: row for row in await conn.execute(
+            sa.select(events).where(events.c.id.in_(ids[EVENT])))}
+    if ids[TRANSITION]:
+        data.transitions = {row.id: row for row in await conn.execute(
+            sa.select(transitions.c.id, transitions.c.segment_id, transitions.c.entity_id, transitions.c.transition,
+                      transitions.c.initial, transitions.c.at, segments.c.name, segments.c.entity)
+            .join(segments, segments.c.id == transitions.c.segment_id).where(transitions.c.id.in_(ids[TRANSITION])))}
+    user_ids = set(ids[USER]) | {row.user_id for row in data.events.values()}
+    user_ids |= {row.entity_id for row in data.transitions.values() if row.entity == "user"}
+    if ids[ACCOUNT]:
+        for row in await conn.execute(sa.select(users.c.id, users.c.account_id)
+                                      .where(users.c.account_id.in_(ids[ACCOUNT]))):
+            data.account_users[row.account_id].append(row.id)
+            user_ids.add(row.id)
+    if user_ids:
+        data.users = {row.id: row for row in await conn.execute(
+            sa.select(users.c.id, users.c.traits, users.c.account_id).where(users.c.id.in_(user_ids)))}
+        for row in await conn.execute(
+                sa.select(identifiers.c.user_id, identifiers.c.kind, identifiers.c.value)
+                .where(identifiers.c.user_id.in_(user_ids), identifiers.c.kind.in_(("user_id", "anonymous_id")))
+                .order_by(identifiers.c.id)):
+            target = data.user_ids if row.kind == "user_id" else data.anonymous_ids
+            target.setdefault(row.user_id, row.value)
+        for row in await conn.execute(
+                sa.select(transitions.c.entity_id, segments.c.name).join(segments, segments.c.id == transitions.c.segment_id)
+                .where(segments.c.entity == "user", transitions.c.transition == "exited",
+                       transitions.c.entity_id.in_(user_ids))):
+            data.exited[row.entity_id].add(row.name)
+    account_ids = set(ids[ACCOUNT]) | {row.account_id for row in data.users.values() if row.account_id}
+    if account_ids:
+        data.accounts = {row.id: row for row in await conn.execute(
+            sa.select(accounts.c.id, accounts.c.group_id, accounts.c.domain, accounts.c.traits)
+            .where(accounts.c.id.in_(account_ids)))}
+    for entity, entity_ids in (("user", user_ids), ("account", account_ids)):
+        if entity_ids:
+            for row in await conn.execute(
+                    sa.select(memberships.c.entity_id, segments.c.name)
+                    .join(segments, segments.c.id == memberships.c.segment_id)
+                    .where(segments.c.entity == entity, memberships.c.entity_id.in_(entity_ids))):
+                data.segment_names[(entity, row.entity_id)].add(row.name)
+    data.account_segments_known = bool(await conn.scalar(
+        sa.select(sa.func.count()).select_from(segments).where(segments.c.entity == "account")))
+    state_keys = [f"{kind}:{user_id}" for user_id in data.users for kind in ("identify", "group")]
+    if state_keys:
+        data.delivered = dict((await conn.execute(
+            sa.select(delivery_state.c.key, delivery_state.c.payload_hash)
+            .where(delivery_state.c.key.in_(state_keys)))).all())
+    return data
+
+
+def _build_one(data: _Data, settings: ConnectorSettings, kind: str, entity_id: int) -> tuple[list[Outgoing], str]:
+    if kind == USER:
+        if entity_id not in data.users:
+            return [], "user not found"
+        if not _user_in_filter(data, settings, entity_id):
+            return [], "not in synchronized segments"
+        outgoing = [_identify(data, settings, entity_id)]
+        group = _group(data, settings, entity_id)
+        return outgoing + ([group] if group else []), ""
+    if kind == ACCOUNT:
+        if not settings.handle_accounts:
+            return [], "accounts are not handled"
+        groups = [_group(data, settings, user_id) for user_id in sorted(data.account_users.get(entity_id, []))
+                  if _user_in_filter(data, settings, user_id)]
+        sent = [group for group in groups if group]
+        return sent, "" if sent else "no synchronized user in a synchronized account"
+    if kind == EVENT:
+        return _event(data, settings, entity_id)
+    if kind == TRANSITION:
+        return _transition(data, settings, entity_id)
+    return [], f"unknown outbox kind {kind!r}"
+
+
+def _user_in_filter(data: _Data, settings: ConnectorSettings, user_id: int) -> bool:
+    return in_filter(data.segment_names[("user", user_id)], settings.synchronized_segments)
+
+
+def _identity(data: _Data, user_id: int) -> dict[str, Any]:
+    ids = {"userId": data.user_ids.get(user_id), "anonymousId": data.anonymous_ids.get(user_id)}
+    return {key: value for key, value in ids.items() if value is not None}
+
+
+def _envelope(settings: ConnectorSettings, message: dict[str, Any], state_key: str) -> Outgoing:
+    """Identify and group: the messageId is derived from the content, so a resend is the same message."""
+    digest = payload_hash(message)
+    message["messageId"] = f"{MESSAGE_ID_PREFIX}-{state_key.replace(':', '-')}-{digest[:32]}"
+    return Outgoing(key="", message=stamp(message, settings), state_key=state_key, payload_hash=digest)
+
+
+def _identify(data: _Data, settings: ConnectorSettings, user_id: int) -> Outgoing:
+    user = data.users[user_id]
+    account = data.accounts.get(user.account_id) if user.account_id else None
+    traits: dict[str, Any] = {}
+    for attribute in settings.synchronized_properties:
+        if attribute.startswith("account."):
+            value = _account_attribute(account, attribute[len("account."):]) if account else None
+        else:
+            value = read_attribute(user.traits, attribute)
+        if value is not None:
+            traits[trait_name(attribute)] = value
+    names = data.segment_names[("user", user_id)]
+    traits["hull_segments"] = sorted(names)
+    if settings.segment_membership_traits:
+        traits.update({snake_case(name): False for name in sorted(data.exited[user_id] - names)})
+        traits.update({snake_case(name): True for name in sorted(names)})
+    return _envelope(settings, {"type": "identify", **_identity(data, user_id), "traits": traits},
+                     f"identify:{user_id}")
+
+
+def _account_attribute(account: Any, attribute: str) -> Any:
+    value = read_attribute(account.traits, attribute)
+    if value is None and attribute in ("domain", "group_id"):
+        value = getattr(account, attribute)
+    return value
+
+
+def _group(data: _Data, settings: ConnectorSettings, user_id: int) -> Outgoing | None:
+    user = data.users.get(user_id)
+    account = data.accounts.get(user.account_id) if user and user.account_id and settings.handle_accounts else None
+    if account is None:
+        return None
+    names = data.segment_names[("account", account.id)]
+    if not in_filter(names, settings.synchronized_account_segments):
+        return None
+    traits = {trait_name(attribute): value for attribute in settings.synchronized_account_properties
+              if (value := _account_attribute(account, attribute)) is not None}
+    if data.account_segments_known:
+        traits["hull_segments"] = sorted(names)
+    message = {"type": "group", "groupId": account.group_id or account.domain, **_identity(data, user_id),
+               "traits": traits}
+    return _envelope(settings, message, f"group:{user_id}")
+
+
+def _event(data: _Data, settings: ConnectorSettings, event_id: int) -> tuple[list[Outgoing], str]:
+    event = data.events.get(event_id)
+    if event is None:
+        return [], "event not found"
+    if ALL not in settings.send_events and event.event not in settings.send_events:
+        return [], "event not in send_events"
+    if event.source == "segment" and not settings.forward_events:
+        return [], "received from segment and forward_events is off"
+    if event.user_id not in data.users or not _user_in_filter(data, settings, event.user_id):
+        return [], "not in synchronized segments"
+    message: dict[str, Any] = {"type": event.type, **_identity(data, event.user_id), "messageId": event.message_id,
+                               "timestamp": format_timestamp(event.timestamp), "properties": dict(event.properties),
+                               "context": {key: value for key, value in event.context.items() if key != "integration"}}
+    if event.type == "track":
+        message["event"] = event.event
+    elif event.properties.get("name") is not None:
+        message["name"] = event.properties["name"]
+    return [Outgoing(key="", message=stamp(message, settings))], ""
+
+
+def _transition(data: _Data, settings: ConnectorSettings, transition_id: int) -> tuple[list[Outgoing], str]:
+    row = data.transitions.get(transition_id)
+    if row is None:
+        return [], "transition not found"
+    if not settings.entered_exited_events:
+        return [], "entered_exited_events is off"
+    if row.entity != "user":
+        return [], "account segment transitions are sent as group traits"
+    if row.initial and not settings.send_initial_results:
+        return [], "initial result and send_initial_results is off"
+    # A user leaving the synchronized segments is still told about that exit.
+    if row.entity_id not in data.users or not (_user_in_filter(data, settings, row.entity_id)
+                                               or in_filter({row.name}, settings.synchronized_segments)):
+        return [], "not in synchronized segments"
+    message = {"type": "track", **_identity(data, row.entity_id),
+               "event": "Segment Entered" if row.transition == "entered" else "Segment Exited",
+               "messageId": f"{MESSAGE_ID_PREFIX}-transition-{row.id}", "timestamp": format_timestamp(row.at),
+               "properties": {"segment_name": row.name, "segment_id": row.segment_id}}
+    return [Outgoing(key="", message=stamp(message, settings))], ""

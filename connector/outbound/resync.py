@@ -1,0 +1,72 @@
+"""Initial sync: put everyone in the outbound filter (or in one segment) in the outbox."""
+
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from connector.models import DeliveryState, Segment, SegmentMembership, User
+from connector.outbound import outbox
+from connector.settings import ALL, ConnectorSettings
+
+users = User.__table__
+segments = Segment.__table__
+memberships = SegmentMembership.__table__
+delivery_state = DeliveryState.__table__
+CHUNK = 1_000
+
+
+class UnknownSegment(LookupError):
+    pass
+
+
+def _selection(settings: ConnectorSettings, segment: tuple[int, str] | None) -> sa.Select:
+    """The ids to enqueue: members of one segment, or the users in the outbound filter."""
+    if segment is not None:
+        return sa.select(memberships.c.entity_id).where(memberships.c.segment_id == segment[0])
+    if ALL in settings.synchronized_segments:
+        return sa.select(users.c.id)
+    return (sa.select(memberships.c.entity_id).distinct().join(segments, segments.c.id == memberships.c.segment_id)
+            .where(segments.c.entity == "user", segments.c.name.in_(settings.synchronized_segments)))
+
+
+async def count(engine: AsyncEngine, settings: ConnectorSettings, segment_name: str | None = None) -> int:
+    async with engine.connect() as conn:
+        segment = await _segment(conn, segment_name)
+        return (await conn.execute(sa.select(sa.func.count()).select_from(
+            _selection(settings, segment).subquery()))).scalar_one()
+
+
+async def resync(engine: AsyncEngine, settings: ConnectorSettings, segment_name: str | None = None,
+                 force: bool = False, progress: Callable[[int], object] = lambda n: None) -> int:
+    """Enqueue users (or a segment's accounts); with force, forget what was delivered so all is sent again."""
+    async with engine.connect() as conn:
+        segment = await _segment(conn, segment_name)
+        ids = list((await conn.execute(_selection(settings, segment).order_by(sa.text("1")))).scalars())
+    kind = outbox.ACCOUNT if segment is not None and segment[1] == "account" else outbox.USER
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start:start + CHUNK]
+        async with engine.begin() as conn:
+            if force:
+                await _forget_delivered(conn, kind, chunk)
+            await outbox.enqueue(conn, kind, chunk)
+        progress(len(chunk))
+    return len(ids)
+
+
+async def _forget_delivered(conn: AsyncConnection, kind: str, ids: list[int]) -> None:
+    if kind == outbox.ACCOUNT:
+        linked = (await conn.execute(sa.select(users.c.id).where(users.c.account_id.in_(ids)))).scalars()
+        keys = [f"group:{user_id}" for user_id in linked]
+    else:
+        keys = [f"{state}:{user_id}" for user_id in ids for state in ("identify", "group")]
+    await conn.execute(delivery_state.delete().where(delivery_state.c.key.in_(keys)))
+
+
+async def _segment(conn: AsyncConnection, name: str | None) -> tuple[int, str] | None:
+    if name is None:
+        return None
+    row = (await conn.execute(sa.select(segments.c.id, segments.c.entity).where(segments.c.name == name))).first()
+    if row is None:
+        raise UnknownSegment(f"no segment named {name!r}")
+    return row.id, row.entity

@@ -1,0 +1,306 @@
+"""The sender: claim outbox rows, build, batch, send to Segment, then acknowledge.
+
+Rows are claimed with a lease (`claimed_until`), through FOR UPDATE SKIP LOCKED on
+PostgreSQL, so several workers never send the same row. A row is acknowledged only
+after Segment answered: a crash in between resends the same messageIds, which
+Segment deduplicates. Backoff state (attempts, available_at, last_error) lives in the
+row, so it survives restarts.
+"""
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from datetime import timedelta
+from time import perf_counter
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from segment.analytics import request as segment_request
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from connector.db import insert
+from connector.logs import get_logger
+from connector.metrics import DEAD_LETTERED, DELIVERED, DELIVERY_LATENCY, OUTBOX_DEPTH, RETRIED, SKIPPED_OUT
+from connector.models import DeadLetter, DeliveryState, OutboxItem, utcnow
+from connector.outbound import builders
+from connector.runtime import Runtime
+from connector.settings import ConnectorSettings
+from connector.spec import MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES
+
+outbox = OutboxItem.__table__
+dead_letters = DeadLetter.__table__
+delivery_state = DeliveryState.__table__
+log = get_logger()
+
+MAX_BATCH_BYTES = 475_000
+BATCH_OVERHEAD_BYTES = 1_000  # {"batch": [...], "sentAt": ..., "writeKey": ...} around the messages
+LEASE_SECONDS = 120.0
+REQUEST_TIMEOUT_SECONDS = 15.0
+CONCURRENT_BATCHES = 4
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 600.0
+RETRY_FOR_SECONDS = 4 * 3600
+RETRYABLE_STATUSES = frozenset({408, 410, 429, 460})
+NOT_RETRYABLE_SERVER_STATUSES = frozenset({501, 505})
+
+
+@dataclass
+class Failure:
+    reason: str
+    status: int | None = None
+    retry: bool = False
+    retry_after: float | None = None
+
+
+@dataclass
+class Round:
+    """What one send_once did, by message."""
+
+    claimed: int = 0
+    delivered: int = 0
+    skipped: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    failures: list[Failure] = field(default_factory=list)
+
+
+# --- the transport ----------------------------------------------------------
+
+def classify(error: Exception) -> Failure:
+    """Which failures are worth another try (Segment's own list), and how long Segment asks us to wait."""
+    if isinstance(error, segment_request.APIError):
+        status = int(error.status)
+        retry = status in RETRYABLE_STATUSES or (500 <= status < 600 and status not in NOT_RETRYABLE_SERVER_STATUSES)
+        retry_after = segment_request.parse_retry_after(error.response) if error.response is not None else None
+        return Failure(f"HTTP {status}: {error.message}"[:1000], status, retry, retry_after)
+    # Timeouts, refused connections and anything unforeseen: retried, since dropping would lose data.
+    return Failure(f"{type(error).__name__}: {error}"[:1000], None, True)
+
+
+async def post_batch(settings: ConnectorSettings, batch: list[dict[str, Any]],
+                     timeout: float = REQUEST_TIMEOUT_SECONDS) -> Failure | None:
+    """One POST /v1/batch with segment-analytics-python's transport; None when Segment accepted it."""
+    started = perf_counter()
+    try:
+        await asyncio.to_thread(segment_request.post, settings.write_key, host=settings.segment_api_host,
+                                batch=batch, timeout=timeout)
+    except Exception as error:  # every failure is classified: retried or dead-lettered, never lost
+        return classify(error)
+    finally:
+        DELIVERY_LATENCY.observe(perf_counter() - started)
+    return None
+
+
+def backoff_seconds(attempts: int, retry_after: float | None = None) -> float:
+    """Exponential with equal jitter (never less than half the step), at least Retry-After."""
+    step = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(attempts, 30))
+    return max(step / 2 + random.uniform(0, step / 2), retry_after or 0.0)
+
+
+def retry_budget_spent(attempts: int) -> bool:
+    """True once the shortest possible waits after `attempts` failures add up to RETRY_FOR_SECONDS."""
+    waited = sum(min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(n, 30)) / 2 for n in range(attempts))
+    return waited >= RETRY_FOR_SECONDS
+
+
+def message_size(message: dict[str, Any]) -> int:
+    return len(orjson.dumps(message))
+
+
+def batches(messages: list[Any], size_of: Any) -> list[list[Any]]:
+    """Split in order into batches within Segment's limits (bytes and count)."""
+    result: list[list[Any]] = []
+    current: list[Any] = []
+    current_bytes = BATCH_OVERHEAD_BYTES
+    for item in messages:
+        size = size_of(item) + 1
+        if current and (len(current) >= MAX_BATCH_MESSAGES or current_bytes + size > MAX_BATCH_BYTES):
+            result.append(current)
+            current, current_bytes = [], BATCH_OVERHEAD_BYTES
+        current.append(item)
+        current_bytes += size
+    if current:
+        result.append(current)
+    return result
+
+
+# --- claiming and acknowledging -------------------------------------------
+
+async def claim(engine: AsyncEngine, limit: int, lease: float = LEASE_SECONDS) -> list[Any]:
+    now = utcnow()
+    candidates = (sa.select(outbox.c.id)
+                  .where(outbox.c.available_at <= now,
+                         sa.or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now))
+                  .order_by(outbox.c.available_at, outbox.c.id).limit(limit)
+                  .with_for_update(skip_locked=True))
+    async with engine.begin() as conn:
+        rows = (await conn.execute(
+            outbox.update().where(outbox.c.id.in_(candidates.scalar_subquery()))
+            .values(claimed_until=now + timedelta(seconds=lease))
+            .returning(outbox.c.id, outbox.c.key, outbox.c.version, outbox.c.attempts))).all()
+    return sorted(rows, key=lambda row: row.id)
+
+
+async def acknowledge(engine: AsyncEngine, done: list[Any], backoff: dict[int, tuple[Any, Failure]],
+                      delivered: list[builders.Outgoing], dead: list[tuple[dict[str, Any], Failure]]) -> None:
+    """Record one round in one transaction: delivered hashes, dead letters, and what happens to each row.
+
+    Keys are written in sorted order so that concurrent senders never deadlock on PostgreSQL.
+    """
+    now = utcnow()
+    async with engine.begin() as conn:
+        states = {outgoing.state_key: outgoing.payload_hash for outgoing in delivered if outgoing.state_key}
+        if states:
+            statement = insert(delivery_state, conn.dialect.name)
+            await conn.execute(statement.on_conflict_do_update(
+                index_elements=["key"], set_={"payload_hash": statement.excluded.payload_hash,
+                                              "delivered_at": statement.excluded.delivered_at}),
+                [{"key": key, "payload_hash": states[key], "delivered_at": now} for key in sorted(states)])
+        if dead:
+            await conn.execute(dead_letters.insert(), [
+                {"message": message, "reason": failure.reason, "status_code": failure.status, "created_at": now}
+                for message, failure in dead])
+        if done:
+            # Only the version we built from: a change that arrived meanwhile keeps its row for the next round.
+            await conn.execute(outbox.delete().where(
+                outbox.c.id == sa.bindparam("row_id"), outbox.c.version == sa.bindparam("row_version")),
+                [{"row_id": row.id, "row_version": row.version} for row in done])
+            await conn.execute(outbox.update().where(outbox.c.id.in_([row.id for row in done]))
+                               .values(claimed_until=None, attempts=0, last_error=None, available_at=now))
+        for row, failure in backoff.values():
+            delay = backoff_seconds(row.attempts, failure.retry_after)
+            await conn.execute(outbox.update().where(outbox.c.id == row.id).values(
+                attempts=row.attempts + 1, available_at=now + timedelta(seconds=delay), claimed_until=None,
+                last_error=failure.reason))
+
+
+async def outbox_depth(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        depth = (await conn.execute(sa.select(sa.func.count()).select_from(outbox))).scalar_one()
+    OUTBOX_DEPTH.set(depth)
+    return depth
+
+
+# --- one round ------------------------------------------------------------
+
+class Sender:
+    """Holds what must outlive one round: whether we already said the write key is missing."""
+
+    def __init__(self, runtime: Runtime, lease: float = LEASE_SECONDS, timeout: float = REQUEST_TIMEOUT_SECONDS):
+        self.runtime = runtime
+        self.lease = lease
+        self.timeout = timeout
+        self._warned_no_write_key = False
+
+    async def send_once(self) -> Round:
+        settings = await self.runtime.settings.current()
+        if not settings.write_key:
+            if not self._warned_no_write_key:
+                log.warning("outgoing.skip", reason="no write_key in settings; outbox rows stay queued")
+                self._warned_no_write_key = True
+            return Round()
+        self._warned_no_write_key = False
+        rows = await claim(self.runtime.engine, self.runtime.env.outbound_claim_limit, self.lease)
+        result = Round(claimed=len(rows))
+        if not rows:
+            return result
+        async with self.runtime.engine.connect() as conn:
+            built = await builders.build(conn, settings, [row.key for row in rows])
+        for key, reason in built.skipped.items():
+            SKIPPED_OUT.labels("unchanged" if reason == "unchanged" else "filtered").inc()
+            if key.startswith("user:"):
+                log.info("outgoing.user.skip", key=key, reason=reason)
+        result.skipped = len(built.skipped)
+
+        dead: list[tuple[dict[str, Any], Failure]] = []
+        sendable = []
+        for outgoing in built.messages:
+            size = message_size(outgoing.message)
+            if size > MAX_MESSAGE_BYTES:
+                dead.append((outgoing.message, Failure(f"message is {size} bytes; the limit is {MAX_MESSAGE_BYTES}")))
+            else:
+                sendable.append(outgoing)
+        failures = await self._send(settings, batches(sendable, lambda outgoing: message_size(outgoing.message)))
+
+        by_key = {row.key: row for row in rows}
+        backoff: dict[int, tuple[Any, Failure]] = {}
+        delivered = []
+        for batch, failure in failures:
+            if failure is None:
+                delivered += batch
+                continue
+            result.failures.append(failure)
+            for outgoing in batch:
+                row = by_key[outgoing.key]
+                if failure.retry and not retry_budget_spent(row.attempts + 1):
+                    backoff[row.id] = (row, failure)
+                else:
+                    dead.append((outgoing.message, failure))
+        done = [row for row in rows if row.id not in backoff]
+        await acknowledge(self.runtime.engine, done, backoff, delivered, dead)
+        self._count(result, delivered, dead, backoff, failures)
+        return result
+
+    async def _send(self, settings: ConnectorSettings, groups: list[list[builders.Outgoing]]
+                    ) -> list[tuple[list[builders.Outgoing], Failure | None]]:
+        limit = asyncio.Semaphore(CONCURRENT_BATCHES)
+
+        async def send(group: list[builders.Outgoing]) -> tuple[list[builders.Outgoing], Failure | None]:
+            async with limit:
+                return group, await post_batch(settings, [outgoing.message for outgoing in group], self.timeout)
+
+        return list(await asyncio.gather(*(send(group) for group in groups)))
+
+    def _count(self, result: Round, delivered: list[builders.Outgoing], dead: list[tuple[dict[str, Any], Failure]],
+               backoff: dict[int, tuple[Any, Failure]], failures: list[Any]) -> None:
+        for outgoing in delivered:
+            DELIVERED.labels(outgoing.message["type"]).inc()
+        for message, failure in dead:
+            DEAD_LETTERED.labels(str(failure.status or "error")).inc()
+            log.warning("outgoing.message.dead_letter", type=message.get("type"), message_id=message.get("messageId"),
+                        reason=failure.reason, status=failure.status)
+        for _, failure in failures:
+            if failure is not None and failure.retry:
+                RETRIED.labels(str(failure.status or "network")).inc()
+                log.warning("outgoing.batch.retry", reason=failure.reason, status=failure.status,
+                            retry_after=failure.retry_after)
+        result.delivered = len(delivered)
+        result.dead_lettered = len(dead)
+        result.retried = len(backoff)
+        if delivered:
+            log.info("outgoing.batch.success", delivered=len(delivered))
+
+
+# --- dead letters ----------------------------------------------------------
+
+async def replay(engine: AsyncEngine, settings: ConnectorSettings, ids: list[int] | None = None) -> dict[str, int]:
+    """Send dead letters again (all waiting ones, or these ids); the same messageIds, so no duplicates."""
+    if not settings.write_key:
+        raise ValueError("no write_key in settings: nothing can be sent")
+    query = sa.select(dead_letters.c.id, dead_letters.c.message).where(dead_letters.c.replayed_at.is_(None))
+    if ids is not None:
+        query = query.where(dead_letters.c.id.in_(ids))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query.order_by(dead_letters.c.id))).all()
+    replayed = failed = 0
+    for group in batches(rows, lambda row: message_size(row.message)):
+        failure = await post_batch(settings, [row.message for row in group])
+        async with engine.begin() as conn:
+            await _record_replay(conn, [row.id for row in group], failure)
+        if failure is None:
+            replayed += len(group)
+        else:
+            failed += len(group)
+            log.warning("outgoing.replay.error", reason=failure.reason, status=failure.status, count=len(group))
+    log.info("outgoing.replay.done", replayed=replayed, failed=failed)
+    return {"replayed": replayed, "failed": failed}
+
+
+async def _record_replay(conn: AsyncConnection, ids: list[int], failure: Failure | None) -> None:
+    where = dead_letters.c.id.in_(ids)
+    if failure is None:
+        await conn.execute(dead_letters.update().where(where).values(replayed_at=utcnow()))
+    else:
+        await conn.execute(dead_letters.update().where(where).values(reason=failure.reason, status_code=failure.status))
+

@@ -1,0 +1,235 @@
+"""Product usage: track events carrying `properties.feature`, summed per user and per account.
+
+Each such event adds 1 to its feature's count on its UTC day, and its `eventFlag` weighs
+it: positive +1, negative -1, anything else (missing, unknown, not a string) 0, compared
+case-insensitively. Rows are (entity, id, feature, day) sums, so:
+
+- a duplicate message never counts twice (the caller records only a newly stored event);
+- out-of-order delivery changes nothing (sums, minimum of first use, maximum of last use);
+- a profile merge adds the loser's rows to the target's;
+- `rebuild` recomputes the same rows from the stored events.
+
+Account usage goes to the account the user was linked to when the event was stored
+(events.account_id), so an account keeps the usage of its time even if the user moves on.
+
+Computed attributes (`usage.*`), relative to today's UTC date: top_features (up to 5 feature
+names by count, ties by name), events_30d and score_30d (today and the 29 days before),
+trend (event counts of the last 12 ISO weeks, oldest first, this week last) and
+last_feature_at. Events dated in the future count in the totals but not in those windows.
+"""
+
+from collections.abc import Callable
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from connector.db import insert
+from connector.models import Event, FeatureUsage, utcnow
+from connector.processing.changes import Changes
+from connector.spec import format_timestamp
+
+USER, ACCOUNT = "user", "account"
+TOP_FEATURES = 5
+WINDOW_DAYS = 30
+TREND_WEEKS = 12
+FLAG_SCORES = {"positive": 1, "negative": -1}
+REBUILD_PAGE = 5000
+WRITE_CHUNK = 1000
+
+feature_usage = FeatureUsage.__table__
+events = Event.__table__
+KEY = ("entity", "entity_id", "feature", "day")
+
+
+def feature_of(properties: Any) -> str | None:
+    if not isinstance(properties, dict):
+        return None
+    feature = properties.get("feature")
+    if not isinstance(feature, str) or not feature.strip():
+        return None
+    return feature.strip()[:255]
+
+
+def flag_score(flag: Any) -> int:
+    return FLAG_SCORES.get(flag.strip().lower(), 0) if isinstance(flag, str) else 0
+
+
+def event_rows(event: Any) -> list[dict[str, Any]]:
+    """The usage rows one stored event adds (none unless it is a track with a feature)."""
+    feature = feature_of(event.properties) if event.type == "track" else None
+    if feature is None:
+        return []
+    score = flag_score(event.properties.get("eventFlag"))
+    row = {"feature": feature, "day": event.timestamp.astimezone(timezone.utc).date(), "count": 1,
+           "positive": int(score > 0), "negative": int(score < 0),
+           "first_at": event.timestamp, "last_at": event.timestamp}
+    rows = [{"entity": USER, "entity_id": event.user_id, **row}]
+    if event.account_id is not None:
+        rows.append({"entity": ACCOUNT, "entity_id": event.account_id, **row})
+    return rows
+
+
+async def add(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Add rows to the sums: counts add up, first_at keeps the earliest, last_at the latest."""
+    if not rows:
+        return
+    statement = insert(feature_usage, conn.dialect.name)
+    new, old = statement.excluded, feature_usage.c
+    statement = statement.on_conflict_do_update(index_elements=list(KEY), set_={
+        "count": old.count + new.count, "positive": old.positive + new.positive,
+        "negative": old.negative + new.negative,
+        "first_at": sa.case((new.first_at < old.first_at, new.first_at), else_=old.first_at),
+        "last_at": sa.case((new.last_at > old.last_at, new.last_at), else_=old.last_at)})
+    for start in range(0, len(rows), WRITE_CHUNK):
+        await conn.execute(statement, rows[start:start + WRITE_CHUNK])
+
+
+async def record_event(conn: AsyncConnection, event_id: int, message: dict[str, Any], changes: Changes) -> None:
+    """Count a newly stored event, read back as stored so that `rebuild` sees the very same input."""
+    if message["type"] != "track" or feature_of(message.get("properties")) is None:
+        return
+    event = (await conn.execute(sa.select(events.c.type, events.c.user_id, events.c.account_id, events.c.timestamp,
+                                          events.c.properties).where(events.c.id == event_id))).one()
+    await add(conn, event_rows(event))
+    if event.account_id is not None:
+        changes.accounts.add(event.account_id)
+
+
+async def merge_users(conn: AsyncConnection, target: int, loser: int) -> None:
+    """Fold the loser's usage into the target's (the caller merges the profiles)."""
+    mine = (feature_usage.c.entity == USER) & (feature_usage.c.entity_id == loser)
+    rows = [dict(row._mapping, entity_id=target) for row in await conn.execute(sa.select(feature_usage).where(mine))]
+    await conn.execute(feature_usage.delete().where(mine))
+    await add(conn, rows)
+
+
+async def track_event_count(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return (await conn.execute(sa.select(sa.func.count()).where(events.c.type == "track"))).scalar_one()
+
+
+async def rebuild(engine: AsyncEngine, on_page: Callable[[int], None] | None = None) -> int:
+    """Recompute every usage row from the stored events, in one transaction; returns the rows written.
+
+    The journal consumer is held off meanwhile (its advisory lock on PostgreSQL, the write lock on
+    SQLite), so no event is counted by both the rebuild and the processor.
+    """
+    from connector.processing.processor import JOURNAL_LOCK_ID  # the processor imports this module
+
+    sums: dict[tuple[Any, ...], dict[str, Any]] = {}
+    async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(JOURNAL_LOCK_ID)))
+        await conn.execute(feature_usage.delete())
+        last_id = 0
+        while True:
+            page = (await conn.execute(
+                sa.select(events.c.id, events.c.type, events.c.user_id, events.c.account_id, events.c.timestamp,
+                          events.c.properties)
+                .where(events.c.type == "track", events.c.id > last_id).order_by(events.c.id).limit(REBUILD_PAGE)
+            )).all()
+            if not page:
+                break
+            for event in page:
+                for row in event_rows(event):
+                    _fold(sums, row)
+            last_id = page[-1].id
+            if on_page:
+                on_page(len(page))
+        await add(conn, list(sums.values()))
+    return len(sums)
+
+
+def _fold(sums: dict[tuple[Any, ...], dict[str, Any]], row: dict[str, Any]) -> None:
+    key = tuple(row[name] for name in KEY)
+    current = sums.get(key)
+    if current is None:
+        sums[key] = dict(row)
+        return
+    for name in ("count", "positive", "negative"):
+        current[name] += row[name]
+    current["first_at"] = min(current["first_at"], row["first_at"])
+    current["last_at"] = max(current["last_at"], row["last_at"])
+
+
+# --- reading ----------------------------------------------------------------
+
+def windows(today: date) -> tuple[date, date]:
+    """(first day of the 30-day window, Monday of the first week of the trend)."""
+    return today - timedelta(days=WINDOW_DAYS - 1), today - timedelta(days=today.weekday(), weeks=TREND_WEEKS - 1)
+
+
+async def report(conn: AsyncConnection, entity: str, entity_id: int, now: datetime | None = None,
+                 feature_limit: int = TOP_FEATURES) -> dict[str, Any]:
+    """Usage of one user or account: computed attributes, per-feature totals, weekly trend."""
+    today = (now or utcnow()).astimezone(timezone.utc).date()
+    window_start, trend_start = windows(today)
+    mine = (feature_usage.c.entity == entity) & (feature_usage.c.entity_id == entity_id)
+    count, score = sa.func.sum(feature_usage.c.count), sa.func.sum(feature_usage.c.positive - feature_usage.c.negative)
+
+    totals = (await conn.execute(sa.select(
+        sa.func.coalesce(count, 0).label("count"), sa.func.coalesce(score, 0).label("score"),
+        sa.func.count(sa.distinct(feature_usage.c.feature)).label("features"),
+        sa.func.max(feature_usage.c.last_at).label("last_at")).where(mine))).one()
+    features = [{"feature": row.feature, "count": int(row.count), "score": int(row.positive - row.negative),
+                 "positive": int(row.positive), "neutral": int(row.count - row.positive - row.negative),
+                 "negative": int(row.negative), "first_at": format_timestamp(row.first_at),
+                 "last_at": format_timestamp(row.last_at)}
+                for row in await conn.execute(
+                    sa.select(feature_usage.c.feature, count.label("count"),
+                              sa.func.sum(feature_usage.c.positive).label("positive"),
+                              sa.func.sum(feature_usage.c.negative).label("negative"),
+                              sa.func.min(feature_usage.c.first_at).label("first_at"),
+                              sa.func.max(feature_usage.c.last_at).label("last_at"))
+                    .where(mine).group_by(feature_usage.c.feature)
+                    .order_by(count.desc(), feature_usage.c.feature)
+                    .limit(max(feature_limit, TOP_FEATURES)))]
+
+    weeks = [{"week": (trend_start + timedelta(weeks=i)).isoformat(), "count": 0, "score": 0}
+             for i in range(TREND_WEEKS)]
+    events_30d = score_30d = 0
+    for row in await conn.execute(
+            sa.select(feature_usage.c.day, count.label("count"), score.label("score"))
+            .where(mine, feature_usage.c.day >= min(window_start, trend_start), feature_usage.c.day <= today)
+            .group_by(feature_usage.c.day)):
+        if row.day >= window_start:
+            events_30d += int(row.count)
+            score_30d += int(row.score)
+        if row.day >= trend_start:
+            week = weeks[(row.day - trend_start).days // 7]
+            week["count"] += int(row.count)
+            week["score"] += int(row.score)
+
+    return {
+        "attributes": {
+            "top_features": [feature["feature"] for feature in features[:TOP_FEATURES]],
+            "events_30d": events_30d,
+            "score_30d": score_30d,
+            "trend": [week["count"] for week in weeks],
+            "last_feature_at": format_timestamp(totals.last_at) if totals.last_at else None,
+        },
+        "totals": {"count": int(totals.count), "score": int(totals.score), "features": int(totals.features)},
+        "features": features[:feature_limit],
+        "trend": weeks,
+    }
+
+
+# --- SQL, for set-based segment evaluation ---------------------------------------
+
+def sql_window_total(entity: str, entity_id: Any, measure: str, today: date) -> Any:
+    """events_30d (measure "count") or score_30d ("score") of the entity `entity_id` (a column), as SQL."""
+    value = feature_usage.c.count if measure == "count" else feature_usage.c.positive - feature_usage.c.negative
+    window_start, _ = windows(today)
+    return sa.func.coalesce(sa.select(sa.func.sum(value)).where(
+        feature_usage.c.entity == entity, feature_usage.c.entity_id == entity_id,
+        feature_usage.c.day >= window_start, feature_usage.c.day <= today).scalar_subquery(), 0)
+
+
+def sql_top_features(entity: str, entity_id: Any) -> Any:
+    """SELECT of the entity's top_features (for `feature IN (...)`), ordered as the attribute."""
+    count = sa.func.sum(feature_usage.c.count)
+    return (sa.select(feature_usage.c.feature)
+            .where(feature_usage.c.entity == entity, feature_usage.c.entity_id == entity_id)
+            .group_by(feature_usage.c.feature).order_by(count.desc(), feature_usage.c.feature).limit(TOP_FEATURES))

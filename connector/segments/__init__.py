@@ -1,0 +1,1 @@
+"""Rule-based segments of users and accounts: language, evaluators, membership."""

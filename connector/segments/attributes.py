@@ -1,0 +1,106 @@
+"""What a rule's ``attribute`` can name, per entity, and how each evaluator reads it.
+
+A root is an exact name (``created_at``) or a prefix followed by a dotted path
+(``traits.`` + ``address.city``). Each root gives its kind (``json``: any JSON value;
+``string``; ``datetime``), how Python reads it from a Profile, and how SQL reads it
+(through the compiler, which adds the joins a root needs). A new root (e.g. ``usage.``)
+is one more entry in ATTRIBUTES.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+MISSING: Any = object()
+_PATH_PART_FORBIDDEN = set('"\\') | {chr(code) for code in range(32)}
+
+
+@dataclass
+class Profile:
+    """What the Python evaluator sees of one user or account."""
+
+    columns: dict[str, Any] = field(default_factory=dict)
+    traits: dict[str, Any] = field(default_factory=dict)
+    account: "Profile | None" = None
+    events: list[tuple[str, datetime]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Attribute:
+    kind: str  # json, string, datetime
+    python: Callable[[Profile, tuple[str, ...]], Any]
+    sql: Callable[[Any, tuple[str, ...]], Any]  # (compiler, path) -> compile.SqlValue
+    prefix: bool = False
+
+
+def dig(document: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(document, dict) or key not in document:
+            return MISSING
+        document = document[key]
+    return document
+
+
+def _traits(profile: Profile, path: tuple[str, ...]) -> Any:
+    return dig(profile.traits, path)
+
+
+def _account_traits(profile: Profile, path: tuple[str, ...]) -> Any:
+    return dig(profile.account.traits, path) if profile.account else MISSING
+
+
+def _column(name: str) -> Callable[[Profile, tuple[str, ...]], Any]:
+    return lambda profile, _path: profile.columns.get(name)
+
+
+def _account_column(name: str) -> Callable[[Profile, tuple[str, ...]], Any]:
+    return lambda profile, _path: profile.account.columns.get(name) if profile.account else None
+
+
+def _sql_column(name: str, kind: str) -> Callable[[Any, tuple[str, ...]], Any]:
+    return lambda compiler, _path: compiler.column_value(compiler.table.c[name], kind)
+
+
+def _sql_account_column(name: str, kind: str) -> Callable[[Any, tuple[str, ...]], Any]:
+    return lambda compiler, _path: compiler.column_value(compiler.account().c[name], kind)
+
+
+def _columns(names: dict[str, str], account: bool = False) -> dict[str, Attribute]:
+    if account:
+        return {f"account.{name}": Attribute(kind, _account_column(name), _sql_account_column(name, kind))
+                for name, kind in names.items()}
+    return {name: Attribute(kind, _column(name), _sql_column(name, kind)) for name, kind in names.items()}
+
+
+USER_COLUMNS = {"created_at": "datetime", "updated_at": "datetime", "last_seen_at": "datetime"}
+ACCOUNT_COLUMNS = {"domain": "string", "group_id": "string", "created_at": "datetime", "updated_at": "datetime"}
+
+ATTRIBUTES: dict[str, dict[str, Attribute]] = {
+    "user": {
+        "traits": Attribute("json", _traits, lambda c, path: c.json_value(c.table.c.traits, path), prefix=True),
+        "account.traits": Attribute("json", _account_traits,
+                                    lambda c, path: c.json_value(c.account().c.traits, path), prefix=True),
+        **_columns(USER_COLUMNS),
+        **_columns(ACCOUNT_COLUMNS, account=True),
+    },
+    "account": {
+        "traits": Attribute("json", _traits, lambda c, path: c.json_value(c.table.c.traits, path), prefix=True),
+        **_columns(ACCOUNT_COLUMNS),
+    },
+}
+
+
+def resolve_attribute(entity: str, name: str) -> tuple[Attribute, tuple[str, ...]]:
+    """The attribute a name refers to and its path; KeyError (with the reason) when unknown."""
+    roots = ATTRIBUTES[entity]
+    if name in roots and not roots[name].prefix:
+        return roots[name], ()
+    for root, attribute in sorted(roots.items(), key=lambda item: -len(item[0])):
+        if attribute.prefix and name.startswith(root + "."):
+            path = tuple(name[len(root) + 1:].split("."))
+            if any(not part or _PATH_PART_FORBIDDEN & set(part) for part in path):
+                raise KeyError(f"{name!r} has an empty path part or a quote, backslash or control character")
+            return attribute, path
+    known = sorted(root + (".<path>" if attribute.prefix else "") for root, attribute in roots.items())
+    raise KeyError(f"unknown attribute {name!r} for {entity} segments; expected one of {', '.join(known)}")

@@ -1,0 +1,99 @@
+"""The Python evaluator: does one profile match a (valid) rule? Semantics: rules.py."""
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from connector.segments.attributes import MISSING, Profile
+from connector.segments.rules import DEFAULT_COUNT, Scalar, attribute_of, date_key, datetime_key, parse_date
+
+
+def evaluate(rule: dict[str, Any], entity: str, profile: Profile, now: datetime) -> bool:
+    if "all" in rule:
+        return all(evaluate(part, entity, profile, now) for part in rule["all"])
+    if "any" in rule:
+        return any(evaluate(part, entity, profile, now) for part in rule["any"])
+    if "not" in rule:
+        return not evaluate(rule["not"], entity, profile, now)
+    kind = next(key for key in CONDITIONS if key in rule)
+    return CONDITIONS[kind](rule, entity, profile, now)
+
+
+def json_kind(value: Any) -> str | None:
+    """The JSON type of a value, None when absent (missing or null)."""
+    if value is MISSING or value is None:
+        return None
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def equals(value: Any, scalar: Scalar) -> bool:
+    if json_kind(value) != scalar.kind:
+        return False
+    return float(value) == scalar.value if scalar.kind == "number" else value == scalar.value
+
+
+def compare(left: float, op: str, right: float) -> bool:
+    return {"eq": left == right, "neq": left != right, "gt": left > right, "gte": left >= right,
+            "lt": left < right, "lte": left <= right}[op]
+
+
+def _attribute(node: dict[str, Any], entity: str, profile: Profile, now: datetime) -> bool:
+    attribute, path = attribute_of(entity, node)
+    value = attribute.python(profile, path)
+    op, expected = node["op"], node.get("value")
+    if op in ("exists", "not_exists"):
+        return (json_kind(value) is not None) == (op == "exists")
+    if op in ("eq", "neq"):
+        return equals(value, Scalar.of(expected)) == (op == "eq")
+    if op in ("in", "not_in"):
+        return any(equals(value, Scalar.of(item)) for item in expected) == (op == "in")
+    if op == "contains":
+        if isinstance(expected, str) and isinstance(value, str):
+            return expected in value
+        return isinstance(value, list) and any(equals(item, Scalar.of(expected)) for item in value)
+    if op == "starts_with":
+        return isinstance(value, str) and value.startswith(expected)
+    if op == "ends_with":
+        return isinstance(value, str) and value.endswith(expected)
+    if op in ("gt", "gte", "lt", "lte"):
+        return json_kind(value) == "number" and compare(float(value), op, float(expected))
+    return _date(attribute.kind, value, op, expected, now)
+
+
+def _date(kind: str, value: Any, op: str, expected: Any, now: datetime) -> bool:
+    if kind == "datetime":
+        moment: Any = value
+        low, high = (now - timedelta(days=expected), now) if op == "within_last_days" else (None, None)
+        bound = parse_date(expected) if op != "within_last_days" else None
+    else:
+        moment = date_key(value) if isinstance(value, str) else None
+        if op == "within_last_days":
+            low, high = datetime_key(now - timedelta(days=expected)), datetime_key(now)
+        else:
+            bound = date_key(expected)
+    if moment is None:
+        return False
+    if op == "before":
+        return moment < bound
+    if op == "after":
+        return moment > bound
+    return low <= moment <= high
+
+
+def event_since(node: dict[str, Any], now: datetime) -> datetime | None:
+    days = node.get("within_days")
+    return now - timedelta(days=days) if days is not None else None
+
+
+def _event(node: dict[str, Any], entity: str, profile: Profile, now: datetime) -> bool:
+    since = event_since(node, now)
+    count = sum(1 for name, at in profile.events if name == node["event"] and (since is None or at >= since))
+    return all(compare(count, op, bound) for op, bound in node.get("count", DEFAULT_COUNT).items())
+
+
+CONDITIONS = {"attribute": _attribute, "event": _event}

@@ -1,0 +1,199 @@
+"""Who is in which segment: incremental updates, full recomputes, and their transitions.
+
+Every change of membership is an `entered` or `exited` row in segment_transitions, and
+both the transition and the user (or account) go to the outbox in the same transaction.
+The incremental path evaluates in Python only the profiles a batch touched; the full
+recompute is set-based SQL (no loop over users): the matching ids go to a temporary
+table, and the differences with the current members become transitions, memberships
+and outbox rows, each with one INSERT ... SELECT or DELETE.
+
+On PostgreSQL a recompute locks its segment row (FOR UPDATE) and the incremental path
+shares the lock (FOR SHARE), so the two never race on the same memberships.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from connector.db import insert
+from connector.logs import get_logger
+from connector.models import (Account, Event, OutboxItem, Segment, SegmentMembership, SegmentTransition, User,
+                              UTCDateTime, utcnow)
+from connector.outbound import outbox
+from connector.processing.changes import Changes
+from connector.segments.attributes import ACCOUNT_COLUMNS, USER_COLUMNS, Profile
+from connector.segments.compile import Compiler
+from connector.segments.evaluate import evaluate
+from connector.segments.rules import conditions
+
+segments = Segment.__table__
+memberships = SegmentMembership.__table__
+transitions = SegmentTransition.__table__
+users = User.__table__
+accounts = Account.__table__
+events = Event.__table__
+outbox_table = OutboxItem.__table__
+OUTBOX_KIND = {"user": outbox.USER, "account": outbox.ACCOUNT}
+matches = sa.Table("segment_matches", sa.MetaData(), sa.Column("entity_id", sa.BigInteger, primary_key=True),
+                   prefixes=["TEMPORARY"])
+log = get_logger()
+
+
+@dataclass
+class Recomputed:
+    entered: int
+    exited: int
+
+
+async def _segments(conn: AsyncConnection, segment_id: int | None = None) -> list[Any]:
+    query = sa.select(segments.c.id, segments.c.entity, segments.c.rule).order_by(segments.c.id)
+    if segment_id is not None:
+        query = query.where(segments.c.id == segment_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(read=segment_id is None)
+    return list(await conn.execute(query))
+
+
+# --- full recompute --------------------------------------------------------------
+
+async def recompute(conn: AsyncConnection, segment_id: int, now: datetime | None = None,
+                    initial: bool = False) -> Recomputed | None:
+    """Re-evaluate one segment over every user (or account), in the caller's transaction."""
+    now = now or utcnow()
+    found = await _segments(conn, segment_id)
+    if not found:
+        return None
+    segment = found[0]
+    matching = Compiler(conn.dialect.name, segment.entity, now).select_ids(segment.rule)
+    watermark = await conn.scalar(sa.select(sa.func.coalesce(sa.func.max(transitions.c.id), 0)))
+    await conn.run_sync(matches.create)
+    await conn.execute(matches.insert().from_select(["entity_id"], matching))
+    members = sa.select(memberships.c.entity_id).where(memberships.c.segment_id == segment_id)
+    candidates = sa.select(matches.c.entity_id)
+    for kind, difference in (("entered", candidates.except_(members)), ("exited", members.except_(candidates))):
+        changed = difference.subquery()
+        await conn.execute(transitions.insert().from_select(
+            ["segment_id", "entity_id", "transition", "initial", "at"],
+            sa.select(sa.literal(segment_id, sa.BigInteger), changed.c.entity_id, sa.literal(kind),
+                      sa.literal(initial, sa.Boolean), sa.literal(now, UTCDateTime())).select_from(changed)))
+    await conn.run_sync(matches.drop)
+
+    recorded = sa.and_(transitions.c.segment_id == segment_id, transitions.c.id > watermark)
+    exited = sa.select(transitions.c.entity_id).where(recorded, transitions.c.transition == "exited")
+    await conn.execute(memberships.delete().where(
+        memberships.c.segment_id == segment_id, memberships.c.entity_id.in_(exited)))
+    await conn.execute(memberships.insert().from_select(
+        ["segment_id", "entity_id", "entered_at"],
+        sa.select(transitions.c.segment_id, transitions.c.entity_id, transitions.c.at)
+        .where(recorded, transitions.c.transition == "entered")))
+    await enqueue_select(conn, outbox.TRANSITION, sa.select(transitions.c.id).where(recorded))
+    await enqueue_select(conn, OUTBOX_KIND[segment.entity], sa.select(transitions.c.entity_id).where(recorded))
+    await conn.execute(segments.update().where(segments.c.id == segment_id).values(computed_at=now))
+    counts = dict((await conn.execute(sa.select(transitions.c.transition, sa.func.count())
+                                      .where(recorded).group_by(transitions.c.transition))).all())
+    result = Recomputed(entered=counts.get("entered", 0), exited=counts.get("exited", 0))
+    log.info("segment.recompute.done", segment_id=segment_id, entered=result.entered, exited=result.exited,
+             initial=initial)
+    return result
+
+
+async def enqueue_select(conn: AsyncConnection, kind: str, ids: Any) -> None:
+    """outbox.enqueue for the ids a SELECT returns, without fetching them (same keys, same coalescing)."""
+    selected = ids.subquery()
+    now = utcnow()
+    # The SELECT needs a WHERE: SQLite cannot parse INSERT ... SELECT ... ON CONFLICT without one.
+    rows = sa.select(sa.literal(outbox.outbox_key(kind, "")).concat(sa.cast(selected.c[0], sa.String)),
+                     sa.literal(1), sa.literal(0), sa.literal(now, UTCDateTime()),
+                     sa.literal(now, UTCDateTime())).select_from(selected).where(sa.true())
+    statement = insert(outbox_table, conn.dialect.name).from_select(
+        ["key", "version", "attempts", "available_at", "created_at"], rows)
+    await conn.execute(statement.on_conflict_do_update(
+        index_elements=["key"], set_={"version": outbox_table.c.version + 1}))
+
+
+# --- incremental ------------------------------------------------------------------
+
+async def refresh(conn: AsyncConnection, changes: Changes, now: datetime | None = None) -> None:
+    """Re-evaluate, in Python, the profiles a processed batch changed, in its transaction."""
+    now = now or utcnow()
+    found = await _segments(conn)
+    if not found:
+        return
+    by_entity = {entity: [segment for segment in found if segment.entity == entity] for entity in OUTBOX_KIND}
+    user_ids = set(changes.users) - changes.merged_away
+    if changes.accounts and any(node.get("attribute", "").startswith("account.")
+                                for segment in by_entity["user"] for node in conditions(segment.rule)):
+        user_ids |= set((await conn.execute(sa.select(users.c.id).where(
+            users.c.account_id.in_(sorted(changes.accounts))))).scalars())
+    await _refresh_entity(conn, "user", by_entity["user"], user_ids, now)
+    await _refresh_entity(conn, "account", by_entity["account"], set(changes.accounts), now)
+
+
+async def _refresh_entity(conn: AsyncConnection, entity: str, found: list[Any], ids: set[int],
+                          now: datetime) -> None:
+    if not found or not ids:
+        return
+    names = {node["event"] for segment in found for node in conditions(segment.rule) if "event" in node}
+    profiles = await load_profiles(conn, entity, ids, names)
+    current = {tuple(row) for row in await conn.execute(sa.select(memberships.c.segment_id, memberships.c.entity_id)
+               .where(memberships.c.segment_id.in_([segment.id for segment in found]),
+                      memberships.c.entity_id.in_(sorted(profiles))))}
+    entered, exited = [], []
+    for segment in found:
+        for entity_id, profile in profiles.items():
+            member = evaluate(segment.rule, entity, profile, now)
+            if member != ((segment.id, entity_id) in current):
+                (entered if member else exited).append((segment.id, entity_id))
+    await record(conn, entity, entered, exited, now)
+
+
+async def record(conn: AsyncConnection, entity: str, entered: list[tuple[int, int]],
+                 exited: list[tuple[int, int]], now: datetime, initial: bool = False) -> None:
+    """Apply membership changes; write their transitions and outbox rows."""
+    if not entered and not exited:
+        return
+    if exited:
+        await conn.execute(memberships.delete().where(
+            sa.tuple_(memberships.c.segment_id, memberships.c.entity_id).in_(exited)))
+    if entered:
+        await conn.execute(memberships.insert(), [
+            {"segment_id": segment_id, "entity_id": entity_id, "entered_at": now} for segment_id, entity_id in entered])
+    rows = [{"segment_id": segment_id, "entity_id": entity_id, "transition": kind, "initial": initial, "at": now}
+            for kind, pairs in (("entered", entered), ("exited", exited)) for segment_id, entity_id in pairs]
+    ids = (await conn.execute(transitions.insert().returning(transitions.c.id), rows)).scalars().all()
+    await outbox.enqueue(conn, outbox.TRANSITION, ids)
+    await outbox.enqueue(conn, OUTBOX_KIND[entity], {entity_id for _, entity_id in entered + exited})
+    log.info("segment.membership.changed", entity=entity, entered=len(entered), exited=len(exited))
+
+
+async def load_profiles(conn: AsyncConnection, entity: str, ids: Iterable[int],
+                        event_names: set[str]) -> dict[int, Profile]:
+    """The profiles the Python evaluator needs: columns, traits, account, events of the named kinds."""
+    ids = sorted(ids)
+    if entity == "account":
+        return await _load_accounts(conn, ids)
+    rows = list(await conn.execute(sa.select(users.c.id, users.c.traits, users.c.account_id,
+                                             *(users.c[name] for name in USER_COLUMNS))
+                                   .where(users.c.id.in_(ids))))
+    linked = await _load_accounts(conn, {row.account_id for row in rows if row.account_id is not None})
+    profiles = {row.id: Profile(columns={name: row._mapping[name] for name in USER_COLUMNS}, traits=row.traits,
+                                account=linked.get(row.account_id)) for row in rows}
+    if event_names and profiles:
+        for event in await conn.execute(sa.select(events.c.user_id, events.c.event, events.c.timestamp).where(
+                events.c.user_id.in_(sorted(profiles)), events.c.event.in_(sorted(event_names)))):
+            profiles[event.user_id].events.append((event.event, event.timestamp))
+    return profiles
+
+
+async def _load_accounts(conn: AsyncConnection, ids: Iterable[int]) -> dict[int, Profile]:
+    ids = sorted(ids)
+    if not ids:
+        return {}
+    rows = await conn.execute(sa.select(accounts.c.id, accounts.c.traits, *(accounts.c[name] for name in ACCOUNT_COLUMNS))
+                              .where(accounts.c.id.in_(ids)))
+    return {row.id: Profile(columns={name: row._mapping[name] for name in ACCOUNT_COLUMNS}, traits=row.traits)
+            for row in rows}

@@ -1,0 +1,85 @@
+"""Product usage and audiences of one profile, shaped for the dashboard's charts.
+
+`features` feeds a top-features chart (one bar per feature: count, and the positive /
+neutral / negative split behind its score); `trend` feeds a usage-trend chart (one point
+per ISO week, oldest first). Each docstring is its OpenAPI entry.
+"""
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from connector.models import Account, User
+from connector.processing import audiences, usage
+from connector.web.admin import error
+from connector.web.auth import requires_admin
+
+MAX_FEATURES = 100
+TABLES = {usage.USER: User.__table__, usage.ACCOUNT: Account.__table__}
+
+
+async def _exists(conn: AsyncConnection, entity: str, entity_id: int) -> bool:
+    table = TABLES[entity]
+    return await conn.scalar(sa.select(table.c.id).where(table.c.id == entity_id)) is not None
+
+
+async def _usage(request: Request, entity: str, entity_id: int) -> JSONResponse:
+    limit = request.query_params.get("limit", "10")
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_FEATURES:
+        return error(400, f"limit must be an integer from 1 to {MAX_FEATURES}", field="limit")
+    async with request.app.state.runtime.engine.connect() as conn:
+        if not await _exists(conn, entity, entity_id):
+            return error(404, f"no such {entity}")
+        found = await usage.report(conn, entity, entity_id, feature_limit=int(limit))
+    return JSONResponse({"entity": entity, "id": entity_id, **found})
+
+
+@requires_admin
+async def get_user_usage(request: Request) -> JSONResponse:
+    """
+    summary: A user's product usage (track events with properties.feature)
+    parameters:
+      - {name: limit, in: query, description: "features listed, by count", schema: {type: integer, minimum: 1, maximum: 100, default: 10}}
+    responses:
+      200: {description: "attributes (the usage.* computed attributes), totals, features (by count, with the positive/neutral/negative split), trend (12 ISO weeks: week, count, score)"}
+      404: {description: "no such user"}
+    """
+    return await _usage(request, usage.USER, request.path_params["user_id"])
+
+
+@requires_admin
+async def get_account_usage(request: Request) -> JSONResponse:
+    """
+    summary: An account's product usage (events of its users while linked to it)
+    parameters:
+      - {name: limit, in: query, description: "features listed, by count", schema: {type: integer, minimum: 1, maximum: 100, default: 10}}
+    responses:
+      200: {description: "same shape as a user's usage"}
+      404: {description: "no such account"}
+    """
+    return await _usage(request, usage.ACCOUNT, request.path_params["account_id"])
+
+
+@requires_admin
+async def get_user_audiences(request: Request) -> JSONResponse:
+    """
+    summary: The Engage audiences a user entered or exited
+    responses:
+      200: {description: "audiences: key -> member, entered_at, exited_at (latest of each)"}
+      404: {description: "no such user"}
+    """
+    user_id = request.path_params["user_id"]
+    async with request.app.state.runtime.engine.connect() as conn:
+        if not await _exists(conn, usage.USER, user_id):
+            return error(404, "no such user")
+        found = await audiences.user_audiences(conn, user_id)
+    return JSONResponse({"id": user_id, "audiences": found})
+
+
+routes = [
+    Route("/api/users/{user_id:int}/usage", get_user_usage, methods=["GET"]),
+    Route("/api/accounts/{account_id:int}/usage", get_account_usage, methods=["GET"]),
+    Route("/api/users/{user_id:int}/audiences", get_user_audiences, methods=["GET"]),
+]

@@ -1,0 +1,73 @@
+"""Dead letters in the admin API: list them, and send them again once the cause is fixed."""
+
+import orjson
+import sqlalchemy as sa
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from connector.models import DeadLetter
+from connector.outbound.sender import replay
+from connector.web.admin import _int, _runtime, error, json_body
+from connector.web.auth import requires_admin
+
+dead_letters = DeadLetter.__table__
+MAX_REPLAY_BODY = 256 * 1024
+
+
+@requires_admin
+async def list_dead_letters(request: Request) -> JSONResponse:
+    """
+    summary: Messages Segment refused or that could not be delivered for hours, newest first
+    parameters:
+      - {name: limit, in: query, schema: {type: integer, maximum: 500}}
+      - {name: before_id, in: query, schema: {type: integer}}
+      - {name: include_replayed, in: query, schema: {type: boolean}}
+    responses:
+      200: {description: "dead_letters: id, message, reason, status_code, created_at, replayed_at; and the total waiting"}
+    """
+    limit = min(_int(request.query_params.get("limit"), 100), 500)
+    before_id = _int(request.query_params.get("before_id"), None)
+    query = sa.select(dead_letters).order_by(dead_letters.c.id.desc()).limit(limit)
+    waiting = dead_letters.c.replayed_at.is_(None)
+    if request.query_params.get("include_replayed", "").lower() not in ("1", "true", "yes"):
+        query = query.where(waiting)
+    if before_id is not None:
+        query = query.where(dead_letters.c.id < before_id)
+    async with _runtime(request).engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+        total = (await conn.execute(sa.select(sa.func.count()).select_from(dead_letters).where(waiting))).scalar_one()
+    return JSONResponse({"waiting": total, "dead_letters": [{
+        "id": row.id, "message": row.message, "reason": row.reason, "status_code": row.status_code,
+        "created_at": row.created_at.isoformat(), "replayed_at": row.replayed_at and row.replayed_at.isoformat(),
+    } for row in rows]})
+
+
+@requires_admin
+async def replay_dead_letters(request: Request) -> JSONResponse:
+    """
+    summary: Send dead letters to Segment again (all waiting ones, or the given ids), with their original messageIds
+    requestBody: {content: {application/json: {schema: {type: object, properties: {ids: {type: array, items: {type: integer}}}}}}}
+    responses:
+      200: {description: "replayed and failed counts; failed ones stay listed with the new reason"}
+      400: {description: "malformed body, or no write key configured"}
+    """
+    try:
+        body = await json_body(request, MAX_REPLAY_BODY) if await request.body() else {}
+    except (ValueError, orjson.JSONDecodeError) as problem:
+        return error(400, f"malformed body: {problem}", field="body")
+    ids = body.get("ids") if isinstance(body, dict) else None
+    if ids is not None and not (isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
+        return error(400, "ids must be a list of integers", field="ids")
+    runtime = _runtime(request)
+    try:
+        counts = await replay(runtime.engine, await runtime.settings.current(), ids)
+    except ValueError as problem:
+        return error(400, str(problem), field="write_key")
+    return JSONResponse(counts)
+
+
+routes = [
+    Route("/api/dead-letters", list_dead_letters, methods=["GET"]),
+    Route("/api/dead-letters/replay", replay_dead_letters, methods=["POST"]),
+]

@@ -1,0 +1,238 @@
+"""Segments in the admin API (bearer ADMIN_TOKEN). Each docstring is its OpenAPI entry."""
+
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from connector.models import Segment, SegmentMembership, utcnow
+from connector.segments.membership import OUTBOX_KIND, enqueue_select, recompute
+from connector.segments.rules import ENTITIES, RuleError, is_time_based, validate
+from connector.web.admin import error, json_body
+from connector.web.auth import requires_admin
+
+segments = Segment.__table__
+memberships = SegmentMembership.__table__
+MAX_SEGMENT_BODY = 64 * 1024
+MAX_NAME = 200
+
+
+class Invalid(ValueError):
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field, self.message = field, message
+
+
+def _engine(request: Request) -> Any:
+    return request.app.state.runtime.engine
+
+
+def _invalid(problem: Invalid | RuleError) -> JSONResponse:
+    field = problem.path if isinstance(problem, RuleError) else problem.field
+    return error(400, f"invalid segment: {field}: {problem.message}", field=field,
+                 errors=[{"field": field, "message": problem.message}])
+
+
+async def _document(request: Request) -> dict[str, Any]:
+    try:
+        document = await json_body(request, MAX_SEGMENT_BODY)
+    except (ValueError, orjson.JSONDecodeError) as problem:
+        raise Invalid("body", f"malformed JSON: {problem}") from None
+    if not isinstance(document, dict):
+        raise Invalid("body", "must be a JSON object with name, entity and rule")
+    unknown = set(document) - {"name", "entity", "rule"}
+    if unknown:
+        raise Invalid(sorted(unknown)[0], "unknown field; expected name, entity, rule")
+    return document
+
+
+def _check(document: dict[str, Any], current: Any = None) -> dict[str, Any]:
+    """The values to store: a full segment when creating, the changed fields when updating."""
+    values: dict[str, Any] = {}
+    if "name" in document or current is None:
+        name = document.get("name")
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+            raise Invalid("name", f"must be a non-empty string of at most {MAX_NAME} characters")
+        values["name"] = name.strip()
+    entity = document.get("entity", current.entity if current is not None else "user")
+    if entity not in ENTITIES:
+        raise Invalid("entity", f"must be one of {', '.join(ENTITIES)}")
+    if current is not None and entity != current.entity:
+        raise Invalid("entity", "cannot change; create a new segment instead")
+    values["entity"] = entity
+    if "rule" in document or current is None:
+        if "rule" not in document:
+            raise Invalid("rule", "is required")
+        validate(document["rule"], entity)
+        values["rule"] = document["rule"]
+    return values
+
+
+async def _serialise(conn: AsyncConnection, row: Any) -> dict[str, Any]:
+    count = await conn.scalar(sa.select(sa.func.count()).where(memberships.c.segment_id == row.id))
+    return {"id": row.id, "name": row.name, "entity": row.entity, "rule": row.rule, "member_count": count,
+            "time_based": is_time_based(row.rule), "created_at": row.created_at.isoformat(),
+            "updated_at": row.updated_at.isoformat(),
+            "computed_at": row.computed_at.isoformat() if row.computed_at else None}
+
+
+async def _load(conn: AsyncConnection, segment_id: int) -> Any:
+    return (await conn.execute(sa.select(segments).where(segments.c.id == segment_id))).first()
+
+
+async def _name_taken(conn: AsyncConnection, name: str, other_than: int | None = None) -> bool:
+    query = sa.select(segments.c.id).where(segments.c.name == name)
+    if other_than is not None:
+        query = query.where(segments.c.id != other_than)
+    return (await conn.scalar(query)) is not None
+
+
+@requires_admin
+async def list_segments(request: Request) -> JSONResponse:
+    """
+    summary: Every segment, with its rule and member_count
+    responses:
+      200: {description: "segments"}
+    """
+    async with _engine(request).connect() as conn:
+        counts = dict((await conn.execute(sa.select(memberships.c.segment_id, sa.func.count())
+                                          .group_by(memberships.c.segment_id))).all())
+        rows = list(await conn.execute(sa.select(segments).order_by(segments.c.name)))
+    return JSONResponse({"segments": [
+        {"id": row.id, "name": row.name, "entity": row.entity, "rule": row.rule, "member_count": counts.get(row.id, 0),
+         "time_based": is_time_based(row.rule), "computed_at": row.computed_at.isoformat() if row.computed_at else None}
+        for row in rows]})
+
+
+@requires_admin
+async def create_segment(request: Request) -> JSONResponse:
+    """
+    summary: Create a segment and compute its initial members (their transitions are marked initial)
+    requestBody:
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [name, rule]
+            properties:
+              name: {type: string}
+              entity: {type: string, enum: [user, account]}
+              rule: {type: object, description: "all / any / not groups of attribute and event conditions"}
+    responses:
+      201: {description: "the segment, with member_count"}
+      400: {description: "invalid segment; `field` names the bad part, e.g. rule.all[1].any[0].op"}
+      409: {description: "a segment with this name exists"}
+    """
+    try:
+        values = _check(await _document(request))
+    except (Invalid, RuleError) as problem:
+        return _invalid(problem)
+    now = utcnow()
+    try:
+        async with _engine(request).begin() as conn:
+            if await _name_taken(conn, values["name"]):
+                return error(409, f"a segment named {values['name']!r} exists", field="name")
+            segment_id = await conn.scalar(segments.insert().values(
+                **values, created_at=now, updated_at=now).returning(segments.c.id))
+            await recompute(conn, segment_id, now, initial=True)
+            body = await _serialise(conn, await _load(conn, segment_id))
+    except IntegrityError:
+        return error(409, f"a segment named {values['name']!r} exists", field="name")
+    return JSONResponse(body, status_code=201)
+
+
+@requires_admin
+async def get_segment(request: Request) -> JSONResponse:
+    """
+    summary: One segment, with member_count
+    responses:
+      200: {description: "the segment"}
+      404: {description: "no such segment"}
+    """
+    async with _engine(request).connect() as conn:
+        row = await _load(conn, request.path_params["segment_id"])
+        return JSONResponse(await _serialise(conn, row)) if row else error(404, "no such segment")
+
+
+@requires_admin
+async def update_segment(request: Request) -> JSONResponse:
+    """
+    summary: Rename a segment or change its rule (partial document); a changed rule recomputes every member
+    requestBody:
+      content:
+        application/json:
+          schema:
+            type: object
+            properties:
+              name: {type: string}
+              rule: {type: object}
+    responses:
+      200: {description: "the segment, with member_count"}
+      400: {description: "invalid segment; `field` names the bad part"}
+      404: {description: "no such segment"}
+      409: {description: "another segment has this name"}
+    """
+    segment_id = request.path_params["segment_id"]
+    try:
+        document = await _document(request)
+    except Invalid as problem:
+        return _invalid(problem)
+    now = utcnow()
+    try:
+        async with _engine(request).begin() as conn:
+            current = await _load(conn, segment_id)
+            if current is None:
+                return error(404, "no such segment")
+            try:
+                values = _check(document, current)
+            except (Invalid, RuleError) as problem:
+                return _invalid(problem)
+            if "name" in values and await _name_taken(conn, values["name"], segment_id):
+                return error(409, f"a segment named {values['name']!r} exists", field="name")
+            await conn.execute(segments.update().where(segments.c.id == segment_id).values(**values, updated_at=now))
+            if values.get("rule", current.rule) != current.rule:
+                await recompute(conn, segment_id, now)
+            elif values.get("name", current.name) != current.name:
+                # hull_segments carries names: every member's identify (or group) changes.
+                await enqueue_select(conn, OUTBOX_KIND[current.entity], _members(segment_id))
+            body = await _serialise(conn, await _load(conn, segment_id))
+    except IntegrityError:
+        return error(409, "another segment has this name", field="name")
+    return JSONResponse(body)
+
+
+@requires_admin
+async def delete_segment(request: Request) -> Response:
+    """
+    summary: Delete a segment; its members are queued so that their hull_segments drop it
+    responses:
+      204: {description: "deleted"}
+      404: {description: "no such segment"}
+    """
+    segment_id = request.path_params["segment_id"]
+    async with _engine(request).begin() as conn:
+        current = await _load(conn, segment_id)
+        if current is None:
+            return error(404, "no such segment")
+        await enqueue_select(conn, OUTBOX_KIND[current.entity], _members(segment_id))
+        await conn.execute(memberships.delete().where(memberships.c.segment_id == segment_id))
+        await conn.execute(segments.delete().where(segments.c.id == segment_id))
+    return Response(status_code=204)
+
+
+def _members(segment_id: int) -> Any:
+    return sa.select(memberships.c.entity_id).where(memberships.c.segment_id == segment_id)
+
+
+routes = [
+    Route("/api/segments", list_segments, methods=["GET"]),
+    Route("/api/segments", create_segment, methods=["POST"]),
+    Route("/api/segments/{segment_id:int}", get_segment, methods=["GET"]),
+    Route("/api/segments/{segment_id:int}", update_segment, methods=["PUT"]),
+    Route("/api/segments/{segment_id:int}", delete_segment, methods=["DELETE"]),
+]

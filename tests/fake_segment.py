@@ -1,0 +1,202 @@
+"""A fake Segment tracking API on a real localhost socket, speaking POST /v1/batch.
+
+It checks Basic auth with the write key, accepts gzip, records every accepted body,
+and can be told to fail: answer a status (500, 429 with Retry-After, 400, ...) or
+stall past the client's timeout, for the next N requests or for a seeded fraction of
+them. With `echo_to`, it posts every message it accepted back to a connector's
+POST /segment, as a workspace where the connector is both source and destination.
+"""
+
+import asyncio
+import base64
+import gzip
+import random
+import threading
+import time
+from dataclasses import dataclass
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import sqlalchemy as sa
+import uvicorn
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from conftest import free_port
+from connector.models import Segment, SegmentMembership, SegmentTransition, UserIdentifier, utcnow
+from connector.outbound import outbox
+from connector.outbound.sender import Sender
+
+
+@dataclass
+class Fault:
+    status: int | None = None  # None: stall
+    count: int | None = None  # the next N requests; None: a fraction of them
+    fraction: float = 0.0
+    retry_after: int | None = None
+    stall_seconds: float = 0.0
+
+
+class FakeSegment:
+    def __init__(self, write_key: str = "test-write-key", seed: int = 0):
+        self.write_key = write_key
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.bodies: list[dict[str, Any]] = []
+        self.arrivals: dict[str, float] = {}  # messageId -> time.time() of its first delivery
+        self.requests = 0
+        self.refused = 0
+        self.fault: Fault | None = None
+        self.echo: tuple[str, dict[str, str]] | None = None
+        self.echo_posts = 0
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        app = Starlette(routes=[Route("/v1/batch", self._batch, methods=["POST"])])
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    # --- control ----------------------------------------------------------
+
+    def fail(self, status: int, count: int, retry_after: int | None = None) -> None:
+        self.fault = Fault(status=status, count=count, retry_after=retry_after)
+
+    def fail_fraction(self, status: int, fraction: float, retry_after: int | None = None) -> None:
+        self.fault = Fault(status=status, fraction=fraction, retry_after=retry_after)
+
+    def stall(self, seconds: float, count: int) -> None:
+        self.fault = Fault(status=None, count=count, stall_seconds=seconds)
+
+    def heal(self) -> None:
+        self.fault = None
+
+    def echo_to(self, url: str, headers: dict[str, str]) -> None:
+        self.echo = (url, headers)
+
+    # --- what it received -------------------------------------------------
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return [message for body in list(self.bodies) for message in body["batch"]]
+
+    def message_ids(self) -> list[str]:
+        return [message["messageId"] for message in self.messages]
+
+    # --- the endpoint -----------------------------------------------------
+
+    async def _batch(self, request: Request) -> JSONResponse:
+        self.requests += 1
+        if request.headers.get("authorization") != "Basic " + base64.b64encode(f"{self.write_key}:".encode()).decode():
+            self.refused += 1
+            return JSONResponse({"code": "unauthorized", "message": "bad write key"}, status_code=401)
+        raw = await request.body()
+        if request.headers.get("content-encoding") == "gzip":
+            raw = gzip.decompress(raw)
+        body = orjson.loads(raw)
+        if not isinstance(body.get("batch"), list) or "sentAt" not in body:
+            return JSONResponse({"code": "invalid", "message": "batch and sentAt are required"}, status_code=400)
+        fault = self._next_fault()
+        if fault is not None and fault.status is None:
+            await asyncio.sleep(fault.stall_seconds)
+        elif fault is not None:
+            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+            return JSONResponse({"code": "fault", "message": f"injected {fault.status}"}, status_code=fault.status,
+                                headers=headers)
+        now = time.time()
+        with self._lock:
+            self.bodies.append(body)
+            for message in body["batch"]:
+                self.arrivals.setdefault(message.get("messageId"), now)
+        task = BackgroundTask(self._echo, body["batch"]) if self.echo else None
+        return JSONResponse({"success": True}, background=task)
+
+    def _next_fault(self) -> Fault | None:
+        with self._lock:
+            fault = self.fault
+            if fault is None:
+                return None
+            if fault.count is not None:
+                fault.count -= 1
+                if fault.count <= 0:
+                    self.fault = None
+                return fault
+            return fault if self._random.random() < fault.fraction else None
+
+    async def _echo(self, batch: list[dict[str, Any]]) -> None:
+        assert self.echo is not None
+        url, headers = self.echo
+        async with httpx.AsyncClient(timeout=10) as http:
+            await http.post(url, headers=headers, json=batch)
+        self.echo_posts += 1
+
+    # --- lifecycle ----------------------------------------------------------
+
+    def __enter__(self) -> "FakeSegment":
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("fake Segment did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+# --- shared by the outbound tests ------------------------------------------------
+
+@pytest.fixture
+def segment_api() -> Iterator[FakeSegment]:
+    with FakeSegment() as fake:
+        yield fake
+
+
+async def configure(runtime: Any, fake: FakeSegment, **settings: Any) -> None:
+    await runtime.settings.save({"write_key": fake.write_key, "segment_api_host": fake.url, **settings})
+
+
+async def send_all(runtime: Any, rounds: int = 50, **options: Any) -> list[Any]:
+    """Run the sender until a round claims nothing (rows in backoff wait for a later round)."""
+    sender = Sender(runtime, **options)
+    results = []
+    for _ in range(rounds):
+        result = await sender.send_once()
+        results.append(result)
+        if not result.claimed:
+            break
+    return results
+
+
+async def add_segment(runtime: Any, name: str, members: list[int], entity: str = "user") -> int:
+    """A segment and its members, written straight to the tables (the segments code is not needed)."""
+    async with runtime.engine.begin() as conn:
+        segment_id = (await conn.execute(sa.insert(Segment.__table__).values(
+            name=name, entity=entity, rule={}, created_at=utcnow(), updated_at=utcnow())
+            .returning(Segment.__table__.c.id))).scalar_one()
+        if members:
+            await conn.execute(sa.insert(SegmentMembership.__table__), [
+                {"segment_id": segment_id, "entity_id": member, "entered_at": utcnow()} for member in members])
+    return segment_id
+
+
+async def add_transition(runtime: Any, segment_id: int, user_id: int, transition: str, initial: bool = False) -> int:
+    async with runtime.engine.begin() as conn:
+        transition_id = (await conn.execute(sa.insert(SegmentTransition.__table__).values(
+            segment_id=segment_id, entity_id=user_id, transition=transition, initial=initial, at=utcnow())
+            .returning(SegmentTransition.__table__.c.id))).scalar_one()
+        await outbox.enqueue(conn, outbox.TRANSITION, [transition_id])
+    return transition_id
+
+
+async def user_id_of(runtime: Any, user_id: str) -> int:
+    async with runtime.engine.connect() as conn:
+        return (await conn.execute(sa.select(UserIdentifier.__table__.c.user_id).where(
+            UserIdentifier.__table__.c.kind == "user_id", UserIdentifier.__table__.c.value == user_id))).scalar_one()

@@ -1,0 +1,218 @@
+"""Identity resolution, traits and accounts, observed through the admin API."""
+
+import sqlalchemy as sa
+
+from conftest import admin_auth, basic_auth, drain
+from connector.models import IdentityAudit
+from inbound_cases import enable_accounts, find_user
+
+audit = IdentityAudit.__table__
+
+
+async def send(client, runtime, *messages: dict) -> None:
+    """Journal the messages in this order, then process them."""
+    response = await client.post("/v1/batch", headers=basic_auth(), json={"batch": list(messages)})
+    assert response.status_code == 200 and "rejected" not in response.json(), response.text
+    await drain(runtime)
+
+
+async def audit_rows(runtime) -> list:
+    async with runtime.engine.connect() as conn:
+        return (await conn.execute(sa.select(audit).order_by(audit.c.id))).all()
+
+
+async def set_settings(client, **values) -> None:
+    response = await client.put("/api/settings", headers=admin_auth(), json=values)
+    assert response.status_code == 200, response.text
+
+
+async def events_of(client, profile: dict) -> list[dict]:
+    return (await client.get(f"/api/users/{profile['id']}/events", headers=admin_auth())).json()["events"]
+
+
+async def test_older_identify_does_not_overwrite_a_newer_trait(client, runtime):
+    await send(client, runtime,
+               {"type": "identify", "userId": "u1", "timestamp": "2024-05-02T00:00:00Z", "traits": {"plan": "pro"}},
+               {"type": "identify", "userId": "u1", "timestamp": "2024-05-01T00:00:00Z",
+                "traits": {"plan": "free", "seats": 3}})
+    assert (await find_user(client, user_id="u1"))["traits"] == {"plan": "pro", "seats": 3}
+    await send(client, runtime,
+               {"type": "identify", "userId": "u1", "timestamp": "2024-05-03T00:00:00Z", "traits": {"plan": "team"}})
+    assert (await find_user(client, user_id="u1"))["traits"] == {"plan": "team", "seats": 3}
+
+
+async def test_null_values_are_ignored_and_nested_objects_kept(client, runtime):
+    await send(client, runtime,
+               {"type": "identify", "userId": "u1", "timestamp": "2024-05-01T00:00:00Z",
+                "traits": {"name": "Ada", "address": {"city": "Paris", "geo": {"lat": 48.85}}, "tags": ["a", "b"]}},
+               {"type": "identify", "userId": "u1", "timestamp": "2024-05-02T00:00:00Z",
+                "traits": {"name": None, "age": None, "address": {"city": "Lyon"}}})
+    assert (await find_user(client, user_id="u1"))["traits"] == {
+        "name": "Ada", "address": {"city": "Lyon"}, "tags": ["a", "b"]}
+
+
+async def test_anonymous_profile_merges_into_the_identified_one(client, runtime):
+    await send(client, runtime,
+               {"type": "track", "anonymousId": "anon-1", "event": "Viewed", "messageId": "m-anon",
+                "timestamp": "2024-05-01T00:00:00Z"},
+               {"type": "identify", "anonymousId": "anon-1", "timestamp": "2024-05-01T00:00:00Z",
+                "traits": {"theme": "dark"}})
+    anonymous = await find_user(client, anonymous_id="anon-1")
+    await send(client, runtime, {"type": "identify", "userId": "u1", "traits": {"plan": "pro"},
+                                 "timestamp": "2024-05-02T00:00:00Z"})
+    identified = await find_user(client, user_id="u1")
+    assert anonymous["id"] != identified["id"]
+
+    await send(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1",
+                                 "timestamp": "2024-05-03T00:00:00Z"})
+    merged = await find_user(client, anonymous_id="anon-1")
+    assert merged["id"] == identified["id"]
+    assert merged["identifiers"]["user_id"] == ["u1"]
+    assert merged["identifiers"]["anonymous_id"] == ["anon-1"]
+    assert merged["traits"] == {"theme": "dark", "plan": "pro"}
+    assert merged["created_at"] == min(anonymous["created_at"], identified["created_at"])
+    assert merged["created_at"] == anonymous["created_at"]
+    assert [event["message_id"] for event in await events_of(client, merged)] == ["m-anon"]
+    assert (await client.get(f"/api/users/{anonymous['id']}", headers=admin_auth())).status_code == 404
+
+    rows = await audit_rows(runtime)
+    assert [(row.action, row.kept_user_id, row.merged_user_id) for row in rows] == [
+        ("merge", identified["id"], anonymous["id"])]
+    assert rows[0].details["identifiers"] == ["anonymous_id:anon-1"]
+
+
+async def test_two_user_ids_never_merge_and_the_conflict_is_audited(client, runtime):
+    await send(client, runtime,
+               {"type": "identify", "userId": "alice", "anonymousId": "shared-device", "traits": {"n": "a"}},
+               {"type": "identify", "userId": "bob", "anonymousId": "shared-device", "traits": {"n": "b"},
+                "messageId": "m-conflict"})
+    alice, bob = await find_user(client, user_id="alice"), await find_user(client, user_id="bob")
+    assert alice["id"] != bob["id"]
+    assert alice["traits"] == {"n": "a"} and bob["traits"] == {"n": "b"}
+    assert alice["identifiers"]["anonymous_id"] == ["shared-device"]
+    assert bob["identifiers"]["anonymous_id"] == []
+    conflicts = [row for row in await audit_rows(runtime) if row.action == "conflict"]
+    assert len(conflicts) == 1
+    assert conflicts[0].message_id == "m-conflict"
+    assert conflicts[0].details["user_ids"] == ["alice", "bob"]
+    assert all(row.action != "merge" for row in await audit_rows(runtime))
+
+
+async def test_alias_merges_previous_id_into_user_id(client, runtime):
+    await send(client, runtime,
+               {"type": "track", "anonymousId": "visitor", "event": "Landed", "messageId": "m-1"},
+               {"type": "identify", "userId": "u1", "traits": {"plan": "pro"}},
+               {"type": "track", "userId": "u1", "event": "Paid", "messageId": "m-2"},
+               {"type": "alias", "previousId": "visitor", "userId": "u1", "messageId": "m-alias"})
+    profile = await find_user(client, user_id="u1")
+    assert (await find_user(client, anonymous_id="visitor"))["id"] == profile["id"]
+    assert sorted(event["message_id"] for event in await events_of(client, profile)) == ["m-1", "m-2"]
+    merges = [row for row in await audit_rows(runtime) if row.action == "merge"]
+    assert [(row.kept_user_id, row.message_id) for row in merges] == [(profile["id"], "m-alias")]
+
+
+async def test_alias_of_a_new_user_id_takes_over_the_anonymous_profile(client, runtime):
+    await send(client, runtime,
+               {"type": "identify", "anonymousId": "visitor", "traits": {"theme": "dark"}},
+               {"type": "alias", "previousId": "visitor", "userId": "u-new"})
+    profile = await find_user(client, user_id="u-new")
+    assert profile["identifiers"]["anonymous_id"] == ["visitor"]
+    assert profile["traits"] == {"theme": "dark"}
+
+
+async def test_alias_between_two_user_ids_never_merges(client, runtime):
+    await send(client, runtime,
+               {"type": "identify", "userId": "old", "traits": {"a": 1}},
+               {"type": "identify", "userId": "new", "traits": {"b": 2}},
+               {"type": "alias", "previousId": "old", "userId": "new"})
+    old, new = await find_user(client, user_id="old"), await find_user(client, user_id="new")
+    assert old["id"] != new["id"] and old["traits"] == {"a": 1} and new["traits"] == {"b": 2}
+    assert any(row.action == "conflict" for row in await audit_rows(runtime))
+
+
+async def test_bogus_ids_are_never_identifiers(client, runtime):
+    await send(client, runtime,
+               {"type": "identify", "userId": "undefined", "anonymousId": "a-1", "traits": {"x": 1}},
+               {"type": "identify", "userId": "'null'", "anonymousId": "a-2", "traits": {"y": 2}},
+               {"type": "identify", "userId": "  0 ", "anonymousId": "a-3"})
+    for bogus in ("undefined", "'null'", "0", "  0 "):
+        assert await find_user(client, user_id=bogus) is None, bogus
+    profiles = [await find_user(client, anonymous_id=f"a-{n}") for n in (1, 2, 3)]
+    assert len({profile["id"] for profile in profiles}) == 3  # the bogus userId joined nothing
+    assert all(profile["identifiers"]["user_id"] == [] for profile in profiles)
+
+
+async def test_identify_by_email_uses_the_normalised_email_as_a_claim(client, runtime):
+    await set_settings(client, identify_by_email=True)
+    await send(client, runtime,
+               {"type": "identify", "userId": "u1", "traits": {"email": " Ada@Example.COM "}},
+               {"type": "track", "anonymousId": "phone", "event": "Opened", "messageId": "m-phone",
+                "context": {"traits": {"email": "ada@example.com"}}},
+               {"type": "identify", "anonymousId": "laptop", "traits": {"email": "not-an-email"}})
+    profile = await find_user(client, user_id="u1")
+    assert profile["identifiers"]["email"] == ["ada@example.com"]
+    assert profile["identifiers"]["anonymous_id"] == ["phone"]
+    assert [event["message_id"] for event in await events_of(client, profile)] == ["m-phone"]
+    assert (await find_user(client, email="ADA@EXAMPLE.COM"))["id"] == profile["id"]
+    laptop = await find_user(client, anonymous_id="laptop")
+    assert laptop["id"] != profile["id"] and laptop["identifiers"]["email"] == []
+
+
+async def test_without_identify_by_email_the_email_joins_nothing(client, runtime):
+    await send(client, runtime,
+               {"type": "identify", "userId": "u1", "traits": {"email": "ada@example.com"}},
+               {"type": "identify", "anonymousId": "phone", "traits": {"email": "ada@example.com"}})
+    assert (await find_user(client, user_id="u1"))["id"] != (await find_user(client, anonymous_id="phone"))["id"]
+
+
+async def test_group_is_ignored_unless_handle_accounts(client, runtime):
+    await send(client, runtime, {"type": "group", "userId": "u1", "groupId": "g1", "traits": {"name": "Acme"}})
+    assert (await client.get("/api/accounts", params={"group_id": "g1"}, headers=admin_auth())).status_code == 404
+
+
+async def test_group_creates_an_account_and_the_last_group_call_wins(client, runtime):
+    await enable_accounts(client)
+    await send(client, runtime,
+               {"type": "group", "userId": "u1", "groupId": "g1", "timestamp": "2024-05-01T00:00:00Z",
+                "traits": {"name": "Acme", "domain": "https://www.Acme.com/about"}},
+               {"type": "group", "userId": "u2", "groupId": "g1", "timestamp": "2024-04-01T00:00:00Z",
+                "traits": {"name": "Acme Old", "employees": 10}})
+    account = (await client.get("/api/accounts", params={"group_id": "g1"}, headers=admin_auth())).json()
+    assert account["domain"] == "acme.com"
+    assert account["traits"] == {"name": "Acme", "domain": "https://www.Acme.com/about", "employees": 10}
+    by_domain = (await client.get("/api/accounts", params={"domain": "ACME.com"}, headers=admin_auth())).json()
+    assert by_domain["id"] == account["id"]
+    assert (await find_user(client, user_id="u2"))["account"]["id"] == account["id"]
+
+    await send(client, runtime, {"type": "group", "userId": "u1", "groupId": "g2", "traits": {"name": "Beta"}})
+    profile = await find_user(client, user_id="u1")
+    assert profile["account"]["group_id"] == "g2" and profile["account_link"] == "group"
+
+
+async def test_domain_claim_finds_an_account_created_without_group_id(client, runtime):
+    await enable_accounts(client)
+    await send(client, runtime,
+               {"type": "group", "userId": "u1", "groupId": "g1", "traits": {"domain": "acme.com"}},
+               {"type": "group", "userId": "u2", "groupId": "g2", "traits": {"domain": "acme.com", "name": "Other"}})
+    first = (await client.get("/api/accounts", params={"group_id": "g1"}, headers=admin_auth())).json()
+    second = (await client.get("/api/accounts", params={"group_id": "g2"}, headers=admin_auth())).json()
+    # The domain belongs to g1: g2 is its own account, without the domain claim.
+    assert first["id"] != second["id"] and first["domain"] == "acme.com" and second["domain"] is None
+
+
+async def test_page_and_screen_are_stored_only_when_enabled(client, runtime):
+    calls = ({"type": "page", "userId": "u1", "name": "Home", "category": "Docs"},
+             {"type": "screen", "userId": "u1", "name": "Settings"})
+    await send(client, runtime, *calls)
+    profile = await find_user(client, user_id="u1")
+    stored = {event["event"]: event["properties"] for event in await events_of(client, profile)}
+    assert stored == {"page": {"name": "Home", "category": "Docs"}, "screen": {"name": "Settings"}}
+
+    await set_settings(client, handle_pages=False, handle_screens=False)
+    await send(client, runtime, *({**call, "userId": "u2"} for call in calls))
+    assert await find_user(client, user_id="u2") is None
+
+    await set_settings(client, handle_screens=True)
+    await send(client, runtime, *({**call, "userId": "u3"} for call in calls))
+    profile = await find_user(client, user_id="u3")
+    assert [event["event"] for event in await events_of(client, profile)] == ["screen"]

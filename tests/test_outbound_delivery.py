@@ -1,0 +1,245 @@
+"""Delivery to Segment: batching, retries, dead letters and replay, crashes, claims."""
+
+import asyncio
+import random
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+from hypothesis import given, settings, strategies as st
+from segment.analytics.request import APIError
+
+from conftest import admin_auth, basic_auth, drain
+from connector import cli
+from connector.models import DeadLetter, OutboxItem, utcnow
+from connector.outbound import outbox as outbox_module
+from connector.outbound import sender
+from connector.spec import MAX_BATCH_MESSAGES
+from fake_segment import configure, segment_api, send_all, user_id_of  # noqa: F401
+
+outbox = OutboxItem.__table__
+dead_letters = DeadLetter.__table__
+
+
+@pytest.fixture
+def quick_retries(monkeypatch):
+    """Backoff in milliseconds, so a test sees many retries; small batches, so it sees many batches."""
+    monkeypatch.setattr(sender, "BACKOFF_BASE_SECONDS", 0.001)
+    monkeypatch.setattr(sender, "BACKOFF_CAP_SECONDS", 0.01)
+
+
+async def events(client, runtime, count, prefix="e"):
+    messages = [{"type": "track", "userId": f"u-{n % 7}", "event": "Order Completed", "messageId": f"{prefix}-{n}"}
+                for n in range(count)]
+    response = await client.post("/v1/batch", headers=basic_auth(), json={"batch": messages})
+    assert response.status_code == 200
+    await drain(runtime)
+    return {m["messageId"] for m in messages}
+
+
+async def rows(runtime, table=outbox):
+    async with runtime.engine.connect() as conn:
+        return (await conn.execute(sa.select(table).order_by(table.c.id))).all()
+
+
+async def send_until_empty(runtime, **options):
+    for _ in range(500):
+        await send_all(runtime, **options)
+        if not await rows(runtime):
+            return
+    raise AssertionError("outbox never emptied")
+
+
+@pytest.mark.parametrize("status,retry_after", [(500, None), (429, "0")])
+async def test_thirty_percent_failures_deliver_everything_exactly_once(
+        client, runtime, segment_api, quick_retries, monkeypatch, status, retry_after):
+    monkeypatch.setattr(sender, "MAX_BATCH_MESSAGES", 10)
+    await configure(runtime, segment_api, synchronized_segments=["ALL"], send_events=["ALL"], forward_events=True)
+    expected = await events(client, runtime, 150)
+    segment_api.fail_fraction(status, 0.3, retry_after=retry_after)
+    await send_until_empty(runtime)
+    ids = segment_api.message_ids()
+    tracks = [i for i in ids if not i.startswith("hsc-")]
+    assert set(tracks) == expected
+    assert [i for i, n in Counter(ids).items() if n > 1] == []
+    assert segment_api.requests > len(segment_api.bodies)  # faults did happen
+    assert await rows(runtime, dead_letters) == []
+
+
+async def test_retry_after_is_honoured_and_kept_in_the_row(client, runtime, segment_api):
+    await configure(runtime, segment_api, synchronized_segments=["ALL"])
+    await client.post("/v1/identify", headers=basic_auth(), json={"userId": "u-1", "traits": {"email": "a@b.co"}})
+    await drain(runtime)
+    segment_api.fail(429, count=1, retry_after=120)
+    before = utcnow()
+    await send_all(runtime)
+    [row] = await rows(runtime)
+    assert row.attempts == 1 and "429" in row.last_error and row.claimed_until is None
+    assert row.available_at >= before + timedelta(seconds=120)
+    assert segment_api.messages == []
+
+
+async def test_bad_request_dead_letters_then_replay_delivers_once(client, runtime, segment_api):
+    await configure(runtime, segment_api, synchronized_segments=["ALL"], send_events=["ALL"], forward_events=True)
+    expected = await events(client, runtime, 5)
+    segment_api.fail(400, count=1)
+    await send_all(runtime)
+    assert await rows(runtime) == [] and segment_api.messages == []
+    listed = (await client.get("/api/dead-letters", headers=admin_auth())).json()
+    assert listed["waiting"] == 10  # 5 tracks and an identify for each of their 5 users
+    assert all(d["status_code"] == 400 and "400" in d["reason"] for d in listed["dead_letters"])
+    assert [d["id"] for d in listed["dead_letters"]] == sorted((d["id"] for d in listed["dead_letters"]), reverse=True)
+
+    segment_api.fail(400, count=1)  # still broken: the replay fails and the letters stay
+    assert (await client.post("/api/dead-letters/replay", headers=admin_auth())).json() == {"replayed": 0, "failed": 10}
+    segment_api.heal()
+    one = listed["dead_letters"][0]["id"]
+    answer = await client.post("/api/dead-letters/replay", headers=admin_auth(), json={"ids": [one]})
+    assert answer.json() == {"replayed": 1, "failed": 0}
+    assert (await client.post("/api/dead-letters/replay", headers=admin_auth())).json() == {"replayed": 9, "failed": 0}
+    assert (await client.post("/api/dead-letters/replay", headers=admin_auth())).json() == {"replayed": 0, "failed": 0}
+    ids = segment_api.message_ids()
+    assert len(ids) == len(set(ids)) == 10 and expected <= set(ids)
+    assert (await client.get("/api/dead-letters", headers=admin_auth())).json()["waiting"] == 0
+    everything = (await client.get("/api/dead-letters", headers=admin_auth(), params={"include_replayed": "true"})).json()
+    assert all(d["replayed_at"] for d in everything["dead_letters"]) and len(everything["dead_letters"]) == 10
+
+
+async def test_cli_replay(client, runtime, segment_api, monkeypatch, env):
+    await configure(runtime, segment_api, synchronized_segments=["ALL"])
+    await client.post("/v1/identify", headers=basic_auth(), json={"userId": "u-1"})
+    await drain(runtime)
+    segment_api.fail(403, count=1)
+    await send_all(runtime)
+    monkeypatch.setenv("DATABASE_URL", env.database_url)
+    cli.get_environment.cache_clear()
+    try:
+        result = await asyncio.to_thread(CliRunner().invoke, cli.main, ["replay"])
+    finally:
+        cli.get_environment.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "1 dead letters delivered, 0 failed" in result.output
+    assert [m["userId"] for m in segment_api.messages] == ["u-1"]
+
+
+async def test_message_over_32_kb_is_dead_lettered_with_its_reason(client, runtime, segment_api):
+    await configure(runtime, segment_api, synchronized_segments=["ALL"], synchronized_properties=["a", "b"])
+    for name in "ab":
+        await client.post("/v1/identify", headers=basic_auth(), json={"userId": "u-1", "traits": {name: "x" * 20_000}})
+    await drain(runtime)
+    await send_all(runtime)
+    [letter] = await rows(runtime, dead_letters)
+    assert "32768" in letter.reason and letter.message["userId"] == "u-1"
+    assert segment_api.messages == [] and await rows(runtime) == []
+
+
+@pytest.mark.parametrize("status", [501, 505, 401, 413])
+async def test_statuses_that_are_not_retried(client, runtime, segment_api, status):
+    await configure(runtime, segment_api, synchronized_segments=["ALL"])
+    await client.post("/v1/identify", headers=basic_auth(), json={"userId": "u-1"})
+    await drain(runtime)
+    segment_api.fail(status, count=1)
+    await send_all(runtime)
+    assert [letter.status_code for letter in await rows(runtime, dead_letters)] == [status]
+
+
+@pytest.mark.parametrize("status", [408, 410, 429, 460, 500, 502, 503, 504, 599])
+def test_statuses_that_are_retried(status):
+    assert sender.classify(APIError(status, "x", "y")).retry
+    assert not sender.classify(APIError(400, "x", "y")).retry
+
+
+async def test_a_stalled_request_is_retried_after_the_timeout(client, runtime, segment_api, quick_retries):
+    await configure(runtime, segment_api, synchronized_segments=["ALL"])
+    await client.post("/v1/identify", headers=basic_auth(), json={"userId": "u-1"})
+    await drain(runtime)
+    segment_api.stall(1.5, count=1)
+    await sender.Sender(runtime, timeout=0.3).send_once()
+    [row] = await rows(runtime)
+    assert row.attempts == 1 and "Timeout" in row.last_error
+    await send_until_empty(runtime, timeout=5)
+    assert {m["userId"] for m in segment_api.messages} == {"u-1"}
+
+
+async def test_retries_give_up_into_dead_letters_after_four_hours_of_attempts(client, runtime, segment_api):
+    await configure(runtime, segment_api, synchronized_segments=["ALL"])
+    await client.post("/v1/identify", headers=basic_auth(), json={"userId": "u-1"})
+    await drain(runtime)
+    attempts = next(n for n in range(1000) if sender.retry_budget_spent(n + 1))
+    async with runtime.engine.begin() as conn:
+        await conn.execute(outbox.update().values(attempts=attempts))
+    segment_api.fail(503, count=1)
+    await send_all(runtime)
+    assert await rows(runtime) == []
+    [letter] = await rows(runtime, dead_letters)
+    assert letter.status_code == 503
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 2**32))
+def test_retry_budget_covers_at_least_four_hours(seed):
+    random.seed(seed)
+    waited, attempts = 0.0, 0
+    while not sender.retry_budget_spent(attempts + 1):
+        waited += sender.backoff_seconds(attempts)
+        attempts += 1
+    assert waited >= 4 * 3600 - sender.BACKOFF_CAP_SECONDS  # the last wait is still ahead when we give up
+    assert attempts < 200
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(1, 40_000), max_size=3000))
+def test_batches_respect_segment_limits_and_order(sizes):
+    groups = sender.batches(list(range(len(sizes))), lambda i: sizes[i])
+    assert [i for group in groups for i in group] == list(range(len(sizes)))
+    for group in groups:
+        assert len(group) <= MAX_BATCH_MESSAGES
+        assert sum(sizes[i] + 1 for i in group) + sender.BATCH_OVERHEAD_BYTES <= sender.MAX_BATCH_BYTES
+
+
+async def test_a_crash_between_send_and_ack_resends_the_same_message_ids(
+        client, runtime, segment_api, monkeypatch):
+    await configure(runtime, segment_api, synchronized_segments=["ALL"], send_events=["ALL"], forward_events=True)
+    await events(client, runtime, 4)
+
+    async def crash(*args, **kwargs):
+        raise SystemError("killed between send and ack")
+
+    monkeypatch.setattr(sender, "acknowledge", crash)
+    with pytest.raises(SystemError):
+        await sender.Sender(runtime, lease=0.2).send_once()
+    first = sorted(segment_api.message_ids())
+    assert len(first) == 4 + 4  # 4 tracks, identify for u-0..u-3
+    monkeypatch.undo()
+    assert (await sender.Sender(runtime).send_once()).claimed == 0  # the lease still holds the rows
+    async with runtime.engine.begin() as conn:  # the lease runs out
+        await conn.execute(outbox.update().values(claimed_until=utcnow() - timedelta(seconds=1)))
+    await send_all(runtime)
+    assert sorted(segment_api.message_ids()) == sorted(first * 2)
+    assert await rows(runtime) == []
+
+
+async def test_a_change_during_sending_keeps_the_row(client, runtime, segment_api):
+    await configure(runtime, segment_api, synchronized_segments=["ALL"])
+    await client.post("/v1/identify", headers=basic_auth(), json={"userId": "u-1"})
+    await drain(runtime)
+    claimed = await sender.claim(runtime.engine, 10)
+    user = await user_id_of(runtime, "u-1")
+    async with runtime.engine.begin() as conn:
+        await outbox_module.enqueue(conn, outbox_module.USER, [user])
+    await sender.acknowledge(runtime.engine, claimed, {}, [], [])
+    [row] = await rows(runtime)
+    assert row.version == claimed[0].version + 1 and row.claimed_until is None
+
+
+async def test_nothing_is_sent_without_a_write_key(client, runtime, segment_api):
+    await runtime.settings.save({"segment_api_host": segment_api.url, "synchronized_segments": ["ALL"]})
+    await client.post("/v1/identify", headers=basic_auth(), json={"userId": "u-1"})
+    await drain(runtime)
+    await send_all(runtime)
+    assert segment_api.requests == 0 and len(await rows(runtime)) == 1
+    await configure(runtime, segment_api, synchronized_segments=["ALL"])
+    await send_all(runtime)
+    assert [m["userId"] for m in segment_api.messages] == ["u-1"]

@@ -1,0 +1,200 @@
+"""What the connector sends to Segment: the exact JSON of each message type, and who gets nothing."""
+
+import re
+
+import sqlalchemy as sa
+from hypothesis import given, settings, strategies as st
+
+from conftest import basic_auth, drain
+from connector import __version__
+from connector.metrics import SKIPPED_OUT
+from connector.models import Event, utcnow
+from connector.outbound import outbox
+from connector.outbound.builders import snake_case, trait_name
+from fake_segment import add_segment, add_transition, configure, segment_api, send_all, user_id_of  # noqa: F401
+
+STAMP = {"integrations": {"Webhooks": False},
+         "context": {"integration": {"name": "hull-segment-connector", "version": __version__}}}
+
+
+async def post(client, *messages):
+    response = await client.post("/v1/batch", headers=basic_auth(), json={"batch": list(messages)})
+    assert response.status_code == 200, response.text
+
+
+def by_type(fake, kind, event=None):
+    return [m for m in fake.messages if m["type"] == kind and (event is None or m.get("event") == event)]
+
+
+async def test_every_message_type_exact_json(client, runtime, segment_api):
+    await configure(runtime, segment_api, synchronized_segments=["Paying Customers"], handle_accounts=True,
+                    synchronized_properties=["email", "traits_plan", "address/city", "account.employees"],
+                    segment_membership_traits=True, synchronized_account_properties=["domain", "industry"],
+                    synchronized_account_segments=["Big Accounts"],
+                    send_events=["Order Completed", "page"], forward_events=True, entered_exited_events=True)
+    await post(client,
+               {"type": "identify", "userId": "u-1", "anonymousId": "a-1", "timestamp": "2024-05-01T10:00:00Z",
+                "traits": {"email": "ada@example.com", "plan": "pro", "address": {"city": "Paris"}, "secret": "x"}},
+               {"type": "group", "userId": "u-1", "groupId": "g-1", "timestamp": "2024-05-01T10:00:01Z",
+                "traits": {"domain": "example.com", "industry": "Software", "employees": 120}},
+               {"type": "track", "userId": "u-1", "event": "Order Completed", "messageId": "m-track",
+                "timestamp": "2024-05-01T10:00:02Z", "properties": {"revenue": 42}},
+               {"type": "page", "userId": "u-1", "name": "Pricing", "messageId": "m-page",
+                "timestamp": "2024-05-01T10:00:03Z", "properties": {"path": "/pricing"}},
+               {"type": "track", "userId": "u-1", "event": "Not Sent", "timestamp": "2024-05-01T10:00:04Z"})
+    await drain(runtime)
+    user = await user_id_of(runtime, "u-1")
+    paying = await add_segment(runtime, "Paying Customers", [user])
+    trial = await add_segment(runtime, "Trial Users", [])
+    async with runtime.engine.connect() as conn:
+        account = (await conn.execute(sa.text("SELECT account_id FROM users WHERE id = :id"), {"id": user})).scalar()
+    await add_segment(runtime, "Big Accounts", [account], entity="account")
+    exited = await add_transition(runtime, trial, user, "exited")
+    entered = await add_transition(runtime, paying, user, "entered")
+
+    await send_all(runtime)
+
+    [identify] = by_type(segment_api, "identify")
+    assert re.fullmatch(rf"hsc-identify-{user}-[0-9a-f]{{32}}", identify.pop("messageId"))
+    assert identify == {"type": "identify", "userId": "u-1", "anonymousId": "a-1", **STAMP, "traits": {
+        "email": "ada@example.com", "plan": "pro", "address_city": "Paris", "account_employees": 120,
+        "hull_segments": ["Paying Customers"], "paying_customers": True, "trial_users": False}}
+    [group] = by_type(segment_api, "group")
+    assert re.fullmatch(rf"hsc-group-{user}-[0-9a-f]{{32}}", group.pop("messageId"))
+    assert group == {"type": "group", "groupId": "g-1", "userId": "u-1", "anonymousId": "a-1", **STAMP,
+                     "traits": {"domain": "example.com", "industry": "Software", "hull_segments": ["Big Accounts"]}}
+    [track] = by_type(segment_api, "track", "Order Completed")
+    assert track["messageId"] == "m-track" and track["timestamp"] == "2024-05-01T10:00:02.000000Z"
+    assert track["properties"] == {"revenue": 42} and track["userId"] == "u-1"
+    assert track["integrations"] == STAMP["integrations"]
+    assert track["context"]["integration"] == STAMP["context"]["integration"]
+    [page] = by_type(segment_api, "page")
+    assert (page["messageId"], page["name"], page["properties"]["path"]) == ("m-page", "Pricing", "/pricing")
+    assert not by_type(segment_api, "track", "Not Sent")
+    [enter] = by_type(segment_api, "track", "Segment Entered")
+    [leave] = by_type(segment_api, "track", "Segment Exited")
+    assert enter["properties"] == {"segment_name": "Paying Customers", "segment_id": paying}
+    assert leave["properties"] == {"segment_name": "Trial Users", "segment_id": trial}
+    assert (enter["messageId"], leave["messageId"]) == (f"hsc-transition-{entered}", f"hsc-transition-{exited}")
+    assert enter["integrations"] == STAMP["integrations"] and enter["userId"] == "u-1"
+    assert len(segment_api.messages) == 6
+
+
+async def test_users_outside_the_filter_get_nothing(client, runtime, segment_api):
+    await configure(runtime, segment_api, synchronized_segments=["VIP"], send_events=["ALL"], forward_events=True,
+                    entered_exited_events=True)
+    await post(client, {"type": "identify", "userId": "in", "traits": {"email": "in@example.com"}},
+               {"type": "identify", "userId": "out", "traits": {"email": "out@example.com"}},
+               {"type": "track", "userId": "out", "event": "Signed In"},
+               {"type": "track", "userId": "in", "event": "Signed In", "messageId": "in-event"})
+    await drain(runtime)
+    other = await add_segment(runtime, "Other", [await user_id_of(runtime, "out")])
+    await add_transition(runtime, other, await user_id_of(runtime, "out"), "entered")
+    await add_segment(runtime, "VIP", [await user_id_of(runtime, "in")])
+    await send_all(runtime)
+    assert {m.get("userId") for m in segment_api.messages} == {"in"}
+    assert sorted(m["type"] for m in segment_api.messages) == ["identify", "track"]
+    async with runtime.engine.connect() as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(outbox.outbox))).scalar_one() == 0
+
+
+async def test_all_sends_every_user_and_empty_filter_sends_nobody(client, runtime, segment_api):
+    await configure(runtime, segment_api)  # synchronized_segments defaults to []
+    await post(client, {"type": "identify", "userId": "u-1", "traits": {"email": "a@example.com"}})
+    await drain(runtime)
+    await send_all(runtime)
+    assert segment_api.messages == []
+    await configure(runtime, segment_api, synchronized_segments=["ALL"])
+    await post(client, {"type": "identify", "userId": "u-1", "traits": {"email": "b@example.com"}})
+    await drain(runtime)
+    await send_all(runtime)
+    [identify] = segment_api.messages
+    assert identify["traits"] == {"email": "b@example.com", "hull_segments": []}
+
+
+async def test_segment_events_are_forwarded_only_with_forward_events(client, runtime, segment_api):
+    await configure(runtime, segment_api, synchronized_segments=["ALL"], send_events=["ALL"])
+    await post(client, {"type": "track", "userId": "u-1", "event": "From Segment", "messageId": "seg-1"})
+    await drain(runtime)
+    user = await user_id_of(runtime, "u-1")
+    async with runtime.engine.begin() as conn:  # an event from another source, e.g. computed by the connector
+        own = (await conn.execute(sa.insert(Event.__table__).values(
+            user_id=user, message_id="own-1", type="track", event="Computed", source="connector",
+            timestamp=utcnow(), received_at=utcnow(), properties={}, context={}).returning(Event.__table__.c.id))).scalar()
+        await outbox.enqueue(conn, outbox.EVENT, [own])
+    await send_all(runtime)
+    assert sorted(m["messageId"] for m in by_type(segment_api, "track")) == ["own-1"]
+
+    await configure(runtime, segment_api, synchronized_segments=["ALL"], send_events=["ALL"], forward_events=True)
+    await post(client, {"type": "track", "userId": "u-1", "event": "From Segment", "messageId": "seg-2"})
+    await drain(runtime)
+    await send_all(runtime)
+    assert sorted(m["messageId"] for m in by_type(segment_api, "track")) == ["own-1", "seg-2"]
+
+
+async def test_initial_transitions_need_send_initial_results(client, runtime, segment_api):
+    await configure(runtime, segment_api, synchronized_segments=["ALL"], entered_exited_events=True)
+    await post(client, {"type": "identify", "userId": "u-1"})
+    await drain(runtime)
+    user = await user_id_of(runtime, "u-1")
+    segment = await add_segment(runtime, "New", [user])
+    await add_transition(runtime, segment, user, "entered", initial=True)
+    await send_all(runtime)
+    assert not by_type(segment_api, "track")
+    await configure(runtime, segment_api, synchronized_segments=["ALL"], entered_exited_events=True,
+                    send_initial_results=True)
+    transition = await add_transition(runtime, segment, user, "entered", initial=True)
+    await send_all(runtime)
+    assert [m["messageId"] for m in by_type(segment_api, "track", "Segment Entered")] == [f"hsc-transition-{transition}"]
+
+
+async def test_unchanged_payload_is_not_sent_again_and_changes_coalesce(client, runtime, segment_api):
+    await configure(runtime, segment_api, synchronized_segments=["ALL"], synchronized_properties=["email", "plan"])
+    await post(client, *[{"type": "identify", "userId": "u-1", "traits": {"plan": f"p{n}"},
+                          "timestamp": f"2024-05-01T10:00:{n:02d}Z"} for n in range(10)])
+    await drain(runtime)
+    await send_all(runtime)
+    [identify] = segment_api.messages  # ten changes, one identify, with the latest value
+    assert identify["traits"]["plan"] == "p9"
+
+    skipped_before = SKIPPED_OUT.labels("unchanged")._value.get()
+    await post(client, {"type": "identify", "userId": "u-1", "traits": {"plan": "p9", "ignored": 1}})
+    await drain(runtime)
+    await send_all(runtime)
+    assert len(segment_api.messages) == 1
+    assert SKIPPED_OUT.labels("unchanged")._value.get() == skipped_before + 1
+
+    await post(client, {"type": "identify", "userId": "u-1", "traits": {"plan": "team"}})
+    await drain(runtime)
+    await send_all(runtime)
+    assert [m["traits"]["plan"] for m in segment_api.messages] == ["p9", "team"]
+
+
+async def test_group_omits_hull_segments_when_no_account_segment_exists(client, runtime, segment_api):
+    await configure(runtime, segment_api, synchronized_segments=["ALL"], synchronized_account_segments=["ALL"],
+                    handle_accounts=True)
+    await post(client, {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"domain": "acme.io"}})
+    await drain(runtime)
+    await send_all(runtime)
+    [group] = by_type(segment_api, "group")
+    assert group["traits"] == {"domain": "acme.io"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="abcXYZ_/.0 -", min_size=1, max_size=20))
+def test_trait_names(attribute):
+    name = trait_name(attribute)
+    assert "/" not in name
+    if attribute.startswith("account."):
+        assert name == "account_" + trait_name(attribute[len("account."):])
+    else:
+        assert name == attribute.removeprefix("traits_").replace("/", "_")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=40))
+def test_segment_trait_names_are_snake_case(name):
+    snake = snake_case(name)
+    assert re.fullmatch(r"([a-z0-9]+(_[a-z0-9]+)*)?", snake)
+    assert snake_case(snake) == snake
+    assert snake_case("Paying Customers") == "paying_customers" and snake_case("VIP users") == "vip_users"

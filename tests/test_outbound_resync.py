@@ -1,0 +1,52 @@
+"""`connector resync`: queue everyone in the outbound filter; unchanged payloads skipped unless --force."""
+
+import asyncio
+
+from click.testing import CliRunner
+
+from conftest import basic_auth, drain
+from connector import cli
+from fake_segment import add_segment, configure, segment_api, send_all, user_id_of  # noqa: F401
+
+
+async def run_cli(monkeypatch, env, *args):
+    monkeypatch.setenv("DATABASE_URL", env.database_url)
+    cli.get_environment.cache_clear()
+    try:
+        return await asyncio.to_thread(CliRunner().invoke, cli.main, list(args))
+    finally:
+        cli.get_environment.cache_clear()
+
+
+async def test_resync_sends_the_filter_once_and_again_with_force(client, runtime, segment_api, monkeypatch, env):
+    await client.post("/v1/batch", headers=basic_auth(), json={"batch": [
+        {"type": "identify", "userId": f"u-{n}", "traits": {"email": f"u{n}@example.com"}} for n in range(5)]})
+    await drain(runtime)
+    vip = [await user_id_of(runtime, f"u-{n}") for n in (1, 3)]
+    await add_segment(runtime, "VIP", vip)
+    await add_segment(runtime, "Staff", [await user_id_of(runtime, "u-4")])
+    await send_all(runtime)  # no write key yet: the first wave stays queued, then is sent below
+    await configure(runtime, segment_api, synchronized_segments=["VIP"])
+    await send_all(runtime)
+    assert sorted(m["userId"] for m in segment_api.messages) == ["u-1", "u-3"]
+
+    result = await run_cli(monkeypatch, env, "resync")
+    assert result.exit_code == 0, result.output
+    assert "2 profiles queued" in result.output
+    await send_all(runtime)
+    assert len(segment_api.messages) == 2  # unchanged: nothing new to say
+
+    result = await run_cli(monkeypatch, env, "resync", "--force")
+    assert result.exit_code == 0, result.output
+    await send_all(runtime)
+    assert sorted(m["userId"] for m in segment_api.messages) == ["u-1", "u-1", "u-3", "u-3"]
+    assert len(set(segment_api.message_ids())) == 2  # the same messages: Segment deduplicates them
+
+    await configure(runtime, segment_api, synchronized_segments=["VIP", "Staff"])
+    result = await run_cli(monkeypatch, env, "resync", "--segment", "Staff")
+    assert "1 profiles queued" in result.output
+    await send_all(runtime)
+    assert segment_api.messages[-1]["userId"] == "u-4" and len(segment_api.messages) == 5
+
+    result = await run_cli(monkeypatch, env, "resync", "--segment", "Nope")
+    assert result.exit_code == 2 and "no segment named 'Nope'" in result.output

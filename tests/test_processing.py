@@ -1,0 +1,106 @@
+"""The journal consumer: a bad message fails alone and can be retried; the worker stops cleanly."""
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from conftest import ADMIN_TOKEN, API_KEY, basic_auth, drain, wait_until
+from connector import cli
+from connector.config import get_environment
+from connector.models import JournalEntry
+from connector.processing import processor
+from inbound_cases import find_user
+
+journal = JournalEntry.__table__
+CONNECTOR = Path(sys.executable).with_name("connector")
+
+
+async def journal_status(runtime) -> dict[str, tuple[str, str | None]]:
+    async with runtime.engine.connect() as conn:
+        rows = await conn.execute(sa.select(journal.c.message_id, journal.c.status, journal.c.error))
+        return {row.message_id: (row.status, row.error) for row in rows}
+
+
+def fail_for(monkeypatch, message_id: str) -> None:
+    """Make event storage raise for one messageId only, as a bug or a bad row would."""
+    insert_event = processor._insert_event
+
+    async def failing(conn, user_id, message):
+        if message["messageId"] == message_id:
+            raise RuntimeError(f"cannot store {message_id}")
+        return await insert_event(conn, user_id, message)
+
+    monkeypatch.setattr(processor, "_insert_event", failing)
+
+
+async def test_a_failing_message_is_marked_and_does_not_hold_up_the_rest(client, runtime, monkeypatch):
+    fail_for(monkeypatch, "poison")
+    batch = [{"type": "track", "userId": "u1", "event": "A", "messageId": "before"},
+             {"type": "track", "userId": "u2", "event": "B", "messageId": "poison"},
+             {"type": "track", "userId": "u3", "event": "C", "messageId": "after"}]
+    assert (await client.post("/v1/batch", headers=basic_auth(), json={"batch": batch})).status_code == 200
+    changes = await drain(runtime)
+    assert (changes.processed, changes.failed) == (2, 1)
+    status = await journal_status(runtime)
+    assert status["before"] == ("processed", None) and status["after"] == ("processed", None)
+    assert status["poison"][0] == "failed"
+    assert status["poison"][1] == "RuntimeError: cannot store poison"
+    assert await find_user(client, user_id="u3") is not None
+    assert await find_user(client, user_id="u2") is None  # the failed message left nothing half-done
+
+    # Later messages keep flowing past the failed one.
+    await client.post("/v1/identify", headers=basic_auth(), json={"userId": "u4", "messageId": "later"})
+    await drain(runtime)
+    assert (await journal_status(runtime))["later"][0] == "processed"
+
+    monkeypatch.undo()  # the fix is deployed
+    assert await processor.retry_failed(runtime.engine) == 1
+    assert (await journal_status(runtime))["poison"] == ("pending", None)
+    assert (await drain(runtime)).processed == 1
+    assert (await journal_status(runtime))["poison"][0] == "processed"
+    profile = await find_user(client, user_id="u2")
+    assert [event["message_id"] for event in profile["recent_events"]] == ["poison"]
+
+
+async def test_journal_retry_failed_command(client, runtime, monkeypatch):
+    fail_for(monkeypatch, "poison")
+    await client.post("/v1/track", headers=basic_auth(), json={"userId": "u1", "event": "E", "messageId": "poison"})
+    await drain(runtime)
+    monkeypatch.undo()
+    monkeypatch.setenv("DATABASE_URL", runtime.env.database_url)
+    get_environment.cache_clear()
+    try:
+        # The command runs its own event loop: give it a thread of its own.
+        result = await asyncio.to_thread(CliRunner().invoke, cli.main, ["journal", "retry-failed"])
+    finally:
+        get_environment.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "1 failed messages queued again" in result.output
+    await drain(runtime)
+    assert (await journal_status(runtime))["poison"][0] == "processed"
+
+
+async def test_worker_process_stops_cleanly_on_sigterm(client, runtime):
+    await client.post("/v1/identify", headers=basic_auth(), json={"userId": "from-worker", "traits": {"a": 1}})
+    env = {**os.environ, "DATABASE_URL": runtime.env.database_url, "ADMIN_TOKEN": ADMIN_TOKEN,
+           "CONNECTOR_API_KEY": API_KEY, "LOG_LEVEL": "INFO", "CONNECTOR_ENV": "development"}
+    worker = await asyncio.create_subprocess_exec(str(CONNECTOR), "worker", env=env, stdout=asyncio.subprocess.PIPE,
+                                                  stderr=asyncio.subprocess.STDOUT)
+    try:
+        # The worker is up and working once the journal message has become a profile.
+        await wait_until(lambda: find_user(client, user_id="from-worker"), timeout=30)
+        worker.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(worker.communicate(), timeout=20)
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+    text = output.decode()
+    assert worker.returncode == 0, text
+    assert '"worker.start"' in text and '"worker.stop"' in text, text
+    assert "Traceback" not in text
