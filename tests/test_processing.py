@@ -13,7 +13,7 @@ from conftest import ADMIN_TOKEN, API_KEY, basic_auth, drain, wait_until
 from connector import cli
 from connector.config import get_environment
 from connector.models import JournalEntry
-from connector.processing import processor
+from connector.processing import apply, processor
 from inbound_cases import find_user
 
 journal = JournalEntry.__table__
@@ -28,14 +28,14 @@ async def journal_status(runtime) -> dict[str, tuple[str, str | None]]:
 
 def fail_for(monkeypatch, message_id: str) -> None:
     """Make event storage raise for one messageId only, as a bug or a bad row would."""
-    insert_event = processor._insert_event
+    event_properties = apply.event_properties
 
-    async def failing(conn, user_id, message):
+    def failing(message):
         if message["messageId"] == message_id:
             raise RuntimeError(f"cannot store {message_id}")
-        return await insert_event(conn, user_id, message)
+        return event_properties(message)
 
-    monkeypatch.setattr(processor, "_insert_event", failing)
+    monkeypatch.setattr(apply, "event_properties", failing)
 
 
 async def test_a_failing_message_is_marked_and_does_not_hold_up_the_rest(client, runtime, monkeypatch):

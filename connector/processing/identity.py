@@ -5,6 +5,7 @@ A message that links several profiles merges them into one, except where that
 would join two different user_ids: those are never merged and a conflict is audited.
 """
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -61,9 +62,17 @@ async def lookup(conn: AsyncConnection, claims: list[Claim]) -> dict[Claim, int]
     return {(row.kind, row.value): row.user_id for row in rows}
 
 
-async def resolve(conn: AsyncConnection, claims: list[Claim], now: datetime, message_id: str) -> tuple[int, set[int]]:
-    """Return (the profile for these claims, the profiles merged away into it)."""
-    found = await lookup(conn, claims)
+async def resolve(conn: AsyncConnection, claims: list[Claim], now: datetime, message_id: str,
+                  found: dict[Claim, int] | None = None,
+                  before_merge: Callable[[], Awaitable[None]] | None = None) -> tuple[int, set[int]]:
+    """Return (the profile for these claims, the profiles merged away into it).
+
+    `found` is the owners of the claims when the caller already knows them (a claim
+    missing from it has no owner); `before_merge` runs once before the first merge, for
+    a caller that buffers writes the merge must see.
+    """
+    if found is None:
+        found = await lookup(conn, claims)
     owners = list(dict.fromkeys(found[claim] for claim in claims if claim in found))
     claimed_user_id = next((value for kind, value in claims if kind == USER_ID), None)
     held = await _held_user_ids(conn, owners)
@@ -85,6 +94,8 @@ async def resolve(conn: AsyncConnection, claims: list[Claim], now: datetime, mes
         if owner == target:
             continue
         (conflicts if owner in held and held[owner] != effective else merged).append(owner)
+    if merged and before_merge is not None:
+        await before_merge()
     for loser in merged:
         await merge_users(conn, target, loser, message_id, now)
     if conflicts:

@@ -19,6 +19,7 @@ last_feature_at. Events dated in the future count in the totals but not in those
 """
 
 from collections.abc import Callable
+from functools import lru_cache
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -27,7 +28,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from connector.db import insert
 from connector.models import Event, FeatureUsage, utcnow
-from connector.processing.changes import Changes
 from connector.spec import format_timestamp
 
 USER, ACCOUNT = "user", "account"
@@ -71,30 +71,24 @@ def event_rows(event: Any) -> list[dict[str, Any]]:
     return rows
 
 
-async def add(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    """Add rows to the sums: counts add up, first_at keeps the earliest, last_at the latest."""
-    if not rows:
-        return
-    statement = insert(feature_usage, conn.dialect.name)
+@lru_cache
+def _add_statement(dialect_name: str) -> Any:
+    statement = insert(feature_usage, dialect_name)
     new, old = statement.excluded, feature_usage.c
-    statement = statement.on_conflict_do_update(index_elements=list(KEY), set_={
+    return statement.on_conflict_do_update(index_elements=list(KEY), set_={
         "count": old.count + new.count, "positive": old.positive + new.positive,
         "negative": old.negative + new.negative,
         "first_at": sa.case((new.first_at < old.first_at, new.first_at), else_=old.first_at),
         "last_at": sa.case((new.last_at > old.last_at, new.last_at), else_=old.last_at)})
+
+
+async def add(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Add rows to the sums: counts add up, first_at keeps the earliest, last_at the latest."""
+    if not rows:
+        return
+    statement = _add_statement(conn.dialect.name)
     for start in range(0, len(rows), WRITE_CHUNK):
         await conn.execute(statement, rows[start:start + WRITE_CHUNK])
-
-
-async def record_event(conn: AsyncConnection, event_id: int, message: dict[str, Any], changes: Changes) -> None:
-    """Count a newly stored event, read back as stored so that `rebuild` sees the very same input."""
-    if message["type"] != "track" or feature_of(message.get("properties")) is None:
-        return
-    event = (await conn.execute(sa.select(events.c.type, events.c.user_id, events.c.account_id, events.c.timestamp,
-                                          events.c.properties).where(events.c.id == event_id))).one()
-    await add(conn, event_rows(event))
-    if event.account_id is not None:
-        changes.accounts.add(event.account_id)
 
 
 async def merge_users(conn: AsyncConnection, target: int, loser: int) -> None:
@@ -161,39 +155,44 @@ def windows(today: date) -> tuple[date, date]:
     return today - timedelta(days=WINDOW_DAYS - 1), today - timedelta(days=today.weekday(), weeks=TREND_WEEKS - 1)
 
 
-async def report(conn: AsyncConnection, entity: str, entity_id: int, now: datetime | None = None,
-                 feature_limit: int = TOP_FEATURES) -> dict[str, Any]:
-    """Usage of one user or account: computed attributes, per-feature totals, weekly trend."""
-    today = (now or utcnow()).astimezone(timezone.utc).date()
+def today_of(now: datetime | None) -> date:
+    return (now or utcnow()).astimezone(timezone.utc).date()
+
+
+def _by_feature(entity: str, ids: list[int], limit: int) -> Any:
+    """Per-feature sums of each entity, best first (count, then name: the order of top_features),
+    at most `limit` of them each, with the entity's latest use of any feature."""
+    count, last_at = sa.func.sum(feature_usage.c.count), sa.func.max(feature_usage.c.last_at)
+    ranked = (sa.select(feature_usage.c.entity_id, feature_usage.c.feature, count.label("count"),
+                        sa.func.sum(feature_usage.c.positive).label("positive"),
+                        sa.func.sum(feature_usage.c.negative).label("negative"),
+                        sa.func.min(feature_usage.c.first_at).label("first_at"), last_at.label("last_at"),
+                        sa.func.row_number().over(partition_by=feature_usage.c.entity_id,
+                                                  order_by=(count.desc(), feature_usage.c.feature)).label("rank"),
+                        sa.func.max(last_at).over(partition_by=feature_usage.c.entity_id).label("latest"))
+              .where(feature_usage.c.entity == entity, feature_usage.c.entity_id.in_(ids))
+              .group_by(feature_usage.c.entity_id, feature_usage.c.feature).subquery())
+    return sa.select(ranked).where(ranked.c.rank <= limit).order_by(ranked.c.entity_id, ranked.c.rank)
+
+
+def _by_day(entity: str, ids: list[int], today: date) -> Any:
+    """Daily sums of each entity over the trend and the 30-day window (up to today)."""
     window_start, trend_start = windows(today)
-    mine = (feature_usage.c.entity == entity) & (feature_usage.c.entity_id == entity_id)
-    count, score = sa.func.sum(feature_usage.c.count), sa.func.sum(feature_usage.c.positive - feature_usage.c.negative)
+    return (sa.select(feature_usage.c.entity_id, feature_usage.c.day,
+                      sa.func.sum(feature_usage.c.count).label("count"),
+                      sa.func.sum(feature_usage.c.positive - feature_usage.c.negative).label("score"))
+            .where(feature_usage.c.entity == entity, feature_usage.c.entity_id.in_(ids),
+                   feature_usage.c.day >= min(window_start, trend_start), feature_usage.c.day <= today)
+            .group_by(feature_usage.c.entity_id, feature_usage.c.day))
 
-    totals = (await conn.execute(sa.select(
-        sa.func.coalesce(count, 0).label("count"), sa.func.coalesce(score, 0).label("score"),
-        sa.func.count(sa.distinct(feature_usage.c.feature)).label("features"),
-        sa.func.max(feature_usage.c.last_at).label("last_at")).where(mine))).one()
-    features = [{"feature": row.feature, "count": int(row.count), "score": int(row.positive - row.negative),
-                 "positive": int(row.positive), "neutral": int(row.count - row.positive - row.negative),
-                 "negative": int(row.negative), "first_at": format_timestamp(row.first_at),
-                 "last_at": format_timestamp(row.last_at)}
-                for row in await conn.execute(
-                    sa.select(feature_usage.c.feature, count.label("count"),
-                              sa.func.sum(feature_usage.c.positive).label("positive"),
-                              sa.func.sum(feature_usage.c.negative).label("negative"),
-                              sa.func.min(feature_usage.c.first_at).label("first_at"),
-                              sa.func.max(feature_usage.c.last_at).label("last_at"))
-                    .where(mine).group_by(feature_usage.c.feature)
-                    .order_by(count.desc(), feature_usage.c.feature)
-                    .limit(max(feature_limit, TOP_FEATURES)))]
 
+def _summarise(features: list[Any], days: list[Any], today: date) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One entity's computed attributes (last_feature_at a datetime) and its trend weeks."""
+    window_start, trend_start = windows(today)
     weeks = [{"week": (trend_start + timedelta(weeks=i)).isoformat(), "count": 0, "score": 0}
              for i in range(TREND_WEEKS)]
     events_30d = score_30d = 0
-    for row in await conn.execute(
-            sa.select(feature_usage.c.day, count.label("count"), score.label("score"))
-            .where(mine, feature_usage.c.day >= min(window_start, trend_start), feature_usage.c.day <= today)
-            .group_by(feature_usage.c.day)):
+    for row in days:
         if row.day >= window_start:
             events_30d += int(row.count)
             score_30d += int(row.score)
@@ -201,30 +200,81 @@ async def report(conn: AsyncConnection, entity: str, entity_id: int, now: dateti
             week = weeks[(row.day - trend_start).days // 7]
             week["count"] += int(row.count)
             week["score"] += int(row.score)
+    attributes = {"top_features": [row.feature for row in features[:TOP_FEATURES]], "events_30d": events_30d,
+                  "score_30d": score_30d, "trend": [week["count"] for week in weeks],
+                  "last_feature_at": features[0].latest if features else None}
+    return attributes, weeks
 
+
+def formatted(attributes: dict[str, Any]) -> dict[str, Any]:
+    """Computed attributes as JSON: last_feature_at as a timestamp string."""
+    last = attributes["last_feature_at"]
+    return {**attributes, "last_feature_at": format_timestamp(last) if last else None}
+
+
+async def attributes_of(conn: AsyncConnection, entity: str, ids: list[int],
+                        now: datetime | None = None) -> dict[int, dict[str, Any]]:
+    """The computed attributes of many users (or accounts), in two queries whatever their number.
+
+    Every id gets an entry (no usage: no top features, zeros); last_feature_at is a datetime.
+    """
+    today, ids = today_of(now), sorted(set(ids))
+    features: dict[int, list[Any]] = {entity_id: [] for entity_id in ids}
+    days: dict[int, list[Any]] = {entity_id: [] for entity_id in ids}
+    if ids:
+        for row in await conn.execute(_by_feature(entity, ids, TOP_FEATURES)):
+            features[row.entity_id].append(row)
+        for row in await conn.execute(_by_day(entity, ids, today)):
+            days[row.entity_id].append(row)
+    return {entity_id: _summarise(features[entity_id], days[entity_id], today)[0] for entity_id in ids}
+
+
+async def report(conn: AsyncConnection, entity: str, entity_id: int, now: datetime | None = None,
+                 feature_limit: int = TOP_FEATURES) -> dict[str, Any]:
+    """Usage of one user or account: computed attributes, per-feature totals, weekly trend."""
+    today = today_of(now)
+    mine = (feature_usage.c.entity == entity) & (feature_usage.c.entity_id == entity_id)
+    totals = (await conn.execute(sa.select(
+        sa.func.coalesce(sa.func.sum(feature_usage.c.count), 0).label("count"),
+        sa.func.coalesce(sa.func.sum(feature_usage.c.positive - feature_usage.c.negative), 0).label("score"),
+        sa.func.count(sa.distinct(feature_usage.c.feature)).label("features")).where(mine))).one()
+    features = list(await conn.execute(_by_feature(entity, [entity_id], max(feature_limit, TOP_FEATURES))))
+    attributes, weeks = _summarise(features, list(await conn.execute(_by_day(entity, [entity_id], today))), today)
     return {
-        "attributes": {
-            "top_features": [feature["feature"] for feature in features[:TOP_FEATURES]],
-            "events_30d": events_30d,
-            "score_30d": score_30d,
-            "trend": [week["count"] for week in weeks],
-            "last_feature_at": format_timestamp(totals.last_at) if totals.last_at else None,
-        },
+        "attributes": formatted(attributes),
         "totals": {"count": int(totals.count), "score": int(totals.score), "features": int(totals.features)},
-        "features": features[:feature_limit],
+        "features": [{"feature": row.feature, "count": int(row.count), "score": int(row.positive - row.negative),
+                      "positive": int(row.positive), "neutral": int(row.count - row.positive - row.negative),
+                      "negative": int(row.negative), "first_at": format_timestamp(row.first_at),
+                      "last_at": format_timestamp(row.last_at)} for row in features[:feature_limit]],
         "trend": weeks,
     }
 
 
 # --- SQL, for set-based segment evaluation ---------------------------------------
+# Each takes the entity's id as a column of the enclosing query and means exactly what
+# attributes_of computes.
+
+def _sql_total(entity: str, entity_id: Any, value: Any, first_day: date, last_day: date) -> Any:
+    return sa.func.coalesce(sa.select(sa.func.sum(value)).where(
+        feature_usage.c.entity == entity, feature_usage.c.entity_id == entity_id,
+        feature_usage.c.day >= first_day, feature_usage.c.day <= last_day).scalar_subquery(), 0)
+
 
 def sql_window_total(entity: str, entity_id: Any, measure: str, today: date) -> Any:
     """events_30d (measure "count") or score_30d ("score") of the entity `entity_id` (a column), as SQL."""
     value = feature_usage.c.count if measure == "count" else feature_usage.c.positive - feature_usage.c.negative
     window_start, _ = windows(today)
-    return sa.func.coalesce(sa.select(sa.func.sum(value)).where(
-        feature_usage.c.entity == entity, feature_usage.c.entity_id == entity_id,
-        feature_usage.c.day >= window_start, feature_usage.c.day <= today).scalar_subquery(), 0)
+    return _sql_total(entity, entity_id, value, window_start, today)
+
+
+def sql_trend(entity: str, entity_id: Any, today: date) -> Any:
+    """SELECT of the entity's trend: one row (column `count`) per week, zeros included."""
+    _, trend_start = windows(today)
+    return sa.union_all(*(
+        sa.select(_sql_total(entity, entity_id, feature_usage.c.count, start, min(start + timedelta(days=6), today))
+                  .label("count"))
+        for start in (trend_start + timedelta(weeks=week) for week in range(TREND_WEEKS))))
 
 
 def sql_top_features(entity: str, entity_id: Any) -> Any:
@@ -233,3 +283,9 @@ def sql_top_features(entity: str, entity_id: Any) -> Any:
     return (sa.select(feature_usage.c.feature)
             .where(feature_usage.c.entity == entity, feature_usage.c.entity_id == entity_id)
             .group_by(feature_usage.c.feature).order_by(count.desc(), feature_usage.c.feature).limit(TOP_FEATURES))
+
+
+def sql_last_feature_at(entity: str, entity_id: Any) -> Any:
+    """last_feature_at of the entity, NULL without usage."""
+    return sa.select(sa.func.max(feature_usage.c.last_at)).where(
+        feature_usage.c.entity == entity, feature_usage.c.entity_id == entity_id).scalar_subquery()
