@@ -87,6 +87,7 @@ async def test_bad_request_dead_letters_then_replay_delivers_once(client, runtim
     segment_api.fail(400, count=1)
     await send_all(runtime)
     assert await rows(runtime) == [] and segment_api.messages == []
+    assert (await client.get("/api/dead-letters")).status_code == 401
     listed = (await client.get("/api/dead-letters", headers=admin_auth())).json()
     assert listed["waiting"] == 10  # 5 tracks and an identify for each of their 5 users
     assert all(d["status_code"] == 400 and "400" in d["reason"] for d in listed["dead_letters"])

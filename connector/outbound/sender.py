@@ -9,7 +9,7 @@ row, so it survives restarts.
 
 import asyncio
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from time import perf_counter
 from typing import Any
@@ -62,7 +62,6 @@ class Round:
     skipped: int = 0
     retried: int = 0
     dead_lettered: int = 0
-    failures: list[Failure] = field(default_factory=list)
 
 
 # --- the transport ----------------------------------------------------------
@@ -214,14 +213,15 @@ class Sender:
         result.skipped = len(built.skipped)
 
         dead: list[tuple[dict[str, Any], Failure]] = []
+        sizes = {id(outgoing): message_size(outgoing.message) for outgoing in built.messages}
         sendable = []
         for outgoing in built.messages:
-            size = message_size(outgoing.message)
-            if size > MAX_MESSAGE_BYTES:
-                dead.append((outgoing.message, Failure(f"message is {size} bytes; the limit is {MAX_MESSAGE_BYTES}")))
+            if sizes[id(outgoing)] > MAX_MESSAGE_BYTES:
+                dead.append((outgoing.message, Failure(
+                    f"message is {sizes[id(outgoing)]} bytes; the limit is {MAX_MESSAGE_BYTES}")))
             else:
                 sendable.append(outgoing)
-        failures = await self._send(settings, batches(sendable, lambda outgoing: message_size(outgoing.message)))
+        failures = await self._send(settings, batches(sendable, lambda outgoing: sizes[id(outgoing)]))
 
         by_key = {row.key: row for row in rows}
         backoff: dict[int, tuple[Any, Failure]] = {}
@@ -230,7 +230,6 @@ class Sender:
             if failure is None:
                 delivered += batch
                 continue
-            result.failures.append(failure)
             for outgoing in batch:
                 row = by_key[outgoing.key]
                 if failure.retry and not retry_budget_spent(row.attempts + 1):
