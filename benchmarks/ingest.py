@@ -22,11 +22,11 @@ import uuid
 from datetime import datetime, timezone
 
 import asyncpg
-import httpx
 import orjson
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import API_KEY, percentile, running_server, throwaway_database  # noqa: E402
+from rawhttp import RawConnection  # noqa: E402
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{API_KEY}:".encode()).decode(),
         "Content-Type": "application/json"}
@@ -57,25 +57,27 @@ def make_event(rng: random.Random) -> dict:
 
 
 async def _client(url: str, path: str, deadline: float, concurrency: int, batch: int, seed: int) -> tuple[int, list[float]]:
+    """`concurrency` clients, each on its own keep-alive connection, posting until the deadline."""
     rng = random.Random(seed)
     latencies: list[float] = []
     sent = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, headers=AUTH, limits=limits, timeout=30) as http:
-        async def loop() -> None:
-            nonlocal sent
+
+    async def one_client() -> None:
+        nonlocal sent
+        async with RawConnection(url, AUTH) as connection:
             while time.monotonic() < deadline:
                 if batch:
                     body = orjson.dumps({"batch": [make_event(rng) for _ in range(batch)]})
                 else:
                     body = orjson.dumps(make_event(rng))
                 started = time.perf_counter()
-                response = await http.post(path, content=body)
+                status, answer = await connection.post(path, body)
                 latencies.append(time.perf_counter() - started)
-                if response.status_code != 200:
-                    raise RuntimeError(f"{path} answered {response.status_code}: {response.text[:200]}")
+                if status != 200:
+                    raise RuntimeError(f"{path} answered {status}: {answer[:200]!r}")
                 sent += batch or 1
-        await asyncio.gather(*(loop() for _ in range(concurrency)))
+
+    await asyncio.gather(*(one_client() for _ in range(concurrency)))
     return sent, latencies
 
 
