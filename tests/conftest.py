@@ -148,29 +148,36 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class LiveServer:
-    """The real app under uvicorn on a real socket, in a thread with its own event loop."""
+class ServerThread:
+    """An ASGI app under uvicorn on a real localhost socket, in a thread with its own event loop."""
 
-    def __init__(self, env: Environment):
+    def __init__(self, app: Any, name: str = "server"):
+        self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(env), host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="on")
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> "ServerThread":
         self.thread.start()
         deadline = time.monotonic() + 15
         while not self.server.started:
             if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("live server did not start")
+                raise RuntimeError(f"{self.name} did not start")
             time.sleep(0.02)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
+
+
+class LiveServer(ServerThread):
+    """The connector itself, on a real socket."""
+
+    def __init__(self, env: Environment):
+        super().__init__(create_app(env), name="live server")
 
 
 @pytest.fixture

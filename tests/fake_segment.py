@@ -21,14 +21,13 @@ import httpx
 import orjson
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from conftest import free_port
+from conftest import ServerThread
 from connector.models import Segment, SegmentMembership, SegmentTransition, UserIdentifier, utcnow
 from connector.outbound import outbox
 from connector.outbound.sender import Sender
@@ -43,11 +42,9 @@ class Fault:
     stall_seconds: float = 0.0
 
 
-class FakeSegment:
+class FakeSegment(ServerThread):
     def __init__(self, write_key: str = "test-write-key", seed: int = 0):
         self.write_key = write_key
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.bodies: list[dict[str, Any]] = []
         self.arrivals: dict[str, float] = {}  # messageId -> time.time() of its first delivery
         self.requests = 0
@@ -57,10 +54,7 @@ class FakeSegment:
         self.echo_posts = 0
         self._random = random.Random(seed)
         self._lock = threading.Lock()
-        app = Starlette(routes=[Route("/v1/batch", self._batch, methods=["POST"])])
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        super().__init__(Starlette(routes=[Route("/v1/batch", self._batch, methods=["POST"])]), name="fake Segment")
 
     # --- control ----------------------------------------------------------
 
@@ -134,22 +128,6 @@ class FakeSegment:
         async with httpx.AsyncClient(timeout=10) as http:
             await http.post(url, headers=headers, json=batch)
         self.echo_posts += 1
-
-    # --- lifecycle ----------------------------------------------------------
-
-    def __enter__(self) -> "FakeSegment":
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("fake Segment did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
-
 
 # --- shared by the outbound tests ------------------------------------------------
 
