@@ -29,6 +29,8 @@ schema: install
 
 bench: install
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/outbound.py
+	$(BIN)/python benchmarks/segments.py
 
 clean:
 	rm -rf $(VENV) connector.db connector.db-wal connector.db-shm .pytest_cache
