@@ -1,12 +1,14 @@
 """One rule, one meaning: the Python evaluator and the SQL compiler agree on every profile.
 
-Hypothesis generates rules (nested all/any/not, every operator, attribute and event
-conditions) and profiles (traits of mixed JSON types, nested objects, arrays, date-like
-strings, accounts, events at various ages); the ids the compiled SQL selects must be
-exactly the ids the Python evaluator accepts, on SQLite and on PostgreSQL.
+Hypothesis generates rules (nested all/any/not, every operator, attribute, event and
+audience conditions, usage.* computed attributes) and profiles (traits of mixed JSON types,
+nested objects, arrays, date-like strings, accounts, events at various ages, feature usage
+around the 30-day and 12-week window edges with tied counts, audience entries and exits);
+the ids the compiled SQL selects must be exactly the ids the Python evaluator accepts, on
+SQLite and on PostgreSQL.
 """
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -14,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector.db import create_engine
-from connector.models import Account, Event, User
+from connector.models import Account, AudienceMembership, Event, FeatureUsage, User
 from connector.segments.attributes import ATTRIBUTES, resolve_attribute
 from connector.segments.compile import Compiler
 from connector.segments.evaluate import evaluate
@@ -24,6 +26,10 @@ from connector.segments.rules import COUNT_OPS, OPERATORS_BY_KIND, validate
 NOW = datetime(2024, 6, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 EVENT_NAMES = ["Order Completed", "order completed", "Signed In"]
 TRAIT_KEYS = ["plan", "age", "tags", "signup", "flag", "nested"]
+# Saturday: this ISO week began 5 days ago, the 12-week trend 82 days ago; the 30-day window 29 days ago.
+FEATURES = ["export", "Export", "search", "api", "sso", "billing", "alerts"]
+USAGE_DAYS = [-2, 0, 1, 5, 6, 12, 13, 29, 30, 60, 82, 83, 200]
+AUDIENCES = ["first_time_shopper", "vip", "Vip", "trial"]
 
 
 def _date_text(days: float, shape: str) -> str:
@@ -48,13 +54,27 @@ traits = st.dictionaries(st.sampled_from(TRAIT_KEYS), json_values, max_size=5)
 moments = st.builds(lambda days: NOW - timedelta(days=days),
                     st.one_of(st.sampled_from([0, 1, 7, 30, 31]), st.floats(-3, 400, allow_nan=False)))
 
+# feature_usage rows: (feature, days ago) -> (count, positive, negative, hour of the last use)
+def usage_rows(max_size=8, days=USAGE_DAYS):
+    return st.dictionaries(
+        st.tuples(st.sampled_from(FEATURES), st.sampled_from(days)),
+        st.integers(1, 3).flatmap(lambda count: st.tuples(
+            st.just(count), st.integers(0, count), st.integers(0, count), st.sampled_from([0, 11, 12, 23])))
+        .map(lambda row: (row[0], row[1], min(row[2], row[0] - row[1]), row[3])),
+        max_size=max_size)
+
+# audience_memberships rows: key -> (entered, exited) as hours ago, either may be missing; ties are not members
+audience_rows = st.dictionaries(st.sampled_from(AUDIENCES),
+                                st.tuples(st.sampled_from([None, 1, 2]), st.sampled_from([None, 1, 2])), max_size=3)
+
 accounts_data = st.lists(st.fixed_dictionaries({
     "traits": traits, "domain": st.one_of(st.none(), st.sampled_from(["acme.com", "pro.io", "Acme.com"])),
-    "created_at": moments}), max_size=3)
+    "created_at": moments, "usage": usage_rows()}), max_size=3)
 users_data = st.lists(st.fixed_dictionaries({
     "traits": traits, "created_at": moments, "last_seen_at": st.one_of(st.none(), moments),
     "account": st.one_of(st.none(), st.integers(0, 2)),
-    "events": st.lists(st.tuples(st.sampled_from(EVENT_NAMES), moments), max_size=5)}), min_size=1, max_size=6)
+    "events": st.lists(st.tuples(st.sampled_from(EVENT_NAMES), moments), max_size=5),
+    "usage": usage_rows(), "audiences": audience_rows}), min_size=1, max_size=6)
 
 VALUES = {
     "eq": scalars, "neq": scalars, "in": st.lists(scalars, min_size=1, max_size=3),
@@ -69,6 +89,21 @@ VALUES = {
 }
 
 
+# Values that hit what usage.* holds, besides the general ones.
+USAGE_VALUES = {
+    ("usage.top_features", "contains"): st.one_of(st.sampled_from(FEATURES), VALUES["contains"]),
+    ("usage.trend", "contains"): st.one_of(st.integers(0, 6), st.sampled_from([1.0, "1", True])),
+    **{("usage.last_feature_at", op): st.one_of(VALUES[op], st.builds(
+        lambda days, hour: f"{NOW.date() - timedelta(days=days)}T{hour:02d}:30:00Z",
+        st.sampled_from(USAGE_DAYS), st.sampled_from([0, 6, 12, 23]))) for op in ("before", "after")},
+    ("usage.last_feature_at", "within_last_days"): st.sampled_from([0.5, 1, 5.5, 13, 30, 83, 365]),
+    **{(name, op): st.one_of(st.integers(-4, 12), st.sampled_from([2.5, -0.5]), VALUES[op])
+       for name in ("usage.events_30d", "usage.score_30d") for op in ("eq", "neq", "gt", "gte", "lt", "lte")},
+    **{(name, op): st.lists(st.one_of(st.integers(-4, 12), scalars), min_size=1, max_size=3)
+       for name in ("usage.events_30d", "usage.score_30d") for op in ("in", "not_in")},
+}
+
+
 def attribute_names(entity: str) -> list[str]:
     names = []
     for root, attribute in ATTRIBUTES[entity].items():
@@ -77,13 +112,13 @@ def attribute_names(entity: str) -> list[str]:
 
 
 @st.composite
-def attribute_conditions(draw, entity: str):
-    name = draw(st.sampled_from(attribute_names(entity)))
+def attribute_conditions(draw, entity: str, prefix: str = ""):
+    name = draw(st.sampled_from([name for name in attribute_names(entity) if name.startswith(prefix)]))
     attribute, _ = resolve_attribute(entity, name)
     op = draw(st.sampled_from(OPERATORS_BY_KIND[attribute.kind]))
     node = {"attribute": name, "op": op}
     if op not in ("exists", "not_exists"):
-        node["value"] = draw(VALUES[op])
+        node["value"] = draw(USAGE_VALUES.get((name, op), VALUES[op]))
     return node
 
 
@@ -94,9 +129,14 @@ event_conditions = st.builds(
     st.sampled_from([None, 1, 7, 30]))
 
 
+audience_conditions = st.builds(lambda key: {"audience": key}, st.sampled_from(AUDIENCES + ["never_seen"]))
+
+
 def rules(entity: str):
-    leaves = attribute_conditions(entity) if entity == "account" else st.one_of(attribute_conditions(entity),
-                                                                               event_conditions)
+    # usage.* are a few names among many: drawn on their own too, so that rules use them often
+    leaves = st.one_of(attribute_conditions(entity), attribute_conditions(entity, "usage."))
+    if entity == "user":
+        leaves = st.one_of(leaves, event_conditions, audience_conditions)
     return st.recursive(leaves, lambda inner: st.one_of(
         st.builds(lambda parts: {"all": parts}, st.lists(inner, max_size=3)),
         st.builds(lambda parts: {"any": parts}, st.lists(inner, max_size=3)),
@@ -105,7 +145,8 @@ def rules(entity: str):
 
 async def _store(engine, accounts, users) -> None:
     async with engine.begin() as conn:
-        for table in (Event.__table__, User.__table__, Account.__table__):
+        for table in (FeatureUsage.__table__, AudienceMembership.__table__, Event.__table__, User.__table__,
+                      Account.__table__):
             await conn.execute(table.delete())
         account_ids = []
         for index, account in enumerate(accounts):
@@ -113,6 +154,7 @@ async def _store(engine, accounts, users) -> None:
                 group_id=f"g{index}", domain=account["domain"] if account["domain"] not in
                 [a["domain"] for a in accounts[:index]] else None, traits=account["traits"], trait_timestamps={},
                 created_at=account["created_at"], updated_at=NOW).returning(Account.__table__.c.id)))
+            await _store_usage(conn, "account", account_ids[-1], account["usage"])
         for index, user in enumerate(users):
             account = account_ids[user["account"]] if user["account"] is not None and user["account"] < len(account_ids) else None
             user_id = await conn.scalar(User.__table__.insert().values(
@@ -122,18 +164,36 @@ async def _store(engine, accounts, users) -> None:
                 await conn.execute(Event.__table__.insert().values(
                     user_id=user_id, message_id=f"m-{index}-{number}", type="track", event=name, timestamp=at,
                     received_at=at, properties={}, context={}))
+            await _store_usage(conn, "user", user_id, user["usage"])
+            for key, (entered, exited) in user["audiences"].items():
+                await conn.execute(AudienceMembership.__table__.insert().values(
+                    user_id=user_id, audience=key, entered_at=_hours_ago(entered), exited_at=_hours_ago(exited)))
 
 
-async def _assert_same(engine, entity: str, rule_list: list) -> None:
+def _hours_ago(hours):
+    return None if hours is None else NOW - timedelta(hours=hours)
+
+
+async def _store_usage(conn, entity, entity_id, rows) -> None:
+    for (feature, days_ago), (count, positive, negative, hour) in rows.items():
+        day = NOW.date() - timedelta(days=days_ago)
+        last_at = datetime.combine(day, time(hour, 59, 59, 999999), timezone.utc)
+        await conn.execute(FeatureUsage.__table__.insert().values(
+            entity=entity, entity_id=entity_id, feature=feature, day=day, count=count, positive=positive,
+            negative=negative, first_at=last_at - timedelta(hours=hour), last_at=last_at))
+
+
+async def _assert_same(engine, entity: str, rule_list: list, now=NOW) -> None:
     async with engine.connect() as conn:
-        table = Compiler(conn.dialect.name, entity, NOW).table
+        table = Compiler(conn.dialect.name, entity, now).table
         ids = set((await conn.execute(sa.select(table.c.id))).scalars())
-        profiles = await load_profiles(conn, entity, ids, set(EVENT_NAMES))
+        profiles = await load_profiles(conn, entity, ids, set(EVENT_NAMES), now)
         for rule in rule_list:
             validate(rule, entity)
-            in_sql = set((await conn.execute(Compiler(conn.dialect.name, entity, NOW).select_ids(rule))).scalars())
-            in_python = {entity_id for entity_id, profile in profiles.items() if evaluate(rule, entity, profile, NOW)}
-            assert in_sql == in_python, (rule, {i: (p.traits, p.columns, p.account and p.account.traits) for i, p in profiles.items()})
+            in_sql = set((await conn.execute(Compiler(conn.dialect.name, entity, now).select_ids(rule))).scalars())
+            in_python = {entity_id for entity_id, profile in profiles.items() if evaluate(rule, entity, profile, now)}
+            assert in_sql == in_python, (rule, {i: (p.traits, p.columns, p.account and p.account.traits, p.computed)
+                                                for i, p in profiles.items()})
 
 
 @pytest.fixture
@@ -157,11 +217,45 @@ async def test_account_rules_mean_the_same_in_python_and_sql(engine, accounts, r
     await _assert_same(engine, "account", rule_list)
 
 
+# Computed attributes alone, on profiles that mostly have usage: flat rule lists, so that
+# every condition's own result is compared.
+busy_usage = st.one_of(st.just({}), usage_rows(14).filter(bool),
+                       usage_rows(7, days=[0]).filter(lambda rows: len(rows) >= 6))  # ties around the fifth
+# The clock moves over the stored usage: Saturday noon, then Sunday night and Monday (a new week).
+nows = st.sampled_from([NOW, NOW + timedelta(days=1, hours=11), NOW + timedelta(days=2)])
+
+
+def _profile(usage, audiences, account=None):
+    return {"traits": {}, "created_at": NOW, "last_seen_at": None, "account": account, "events": [],
+            "usage": usage, "audiences": audiences, "domain": None}
+
+
+computed_users = st.lists(st.builds(_profile, busy_usage, audience_rows), min_size=2, max_size=6)
+computed_accounts = st.lists(st.builds(_profile, busy_usage, st.just({})), min_size=2, max_size=4)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(users=computed_users, now=nows,
+       rule_list=st.lists(st.one_of(attribute_conditions("user", "usage."), audience_conditions),
+                          min_size=1, max_size=8))
+async def test_user_usage_and_audience_conditions_mean_the_same_in_python_and_sql(engine, users, now, rule_list):
+    await _store(engine, [], users)
+    await _assert_same(engine, "user", rule_list, now)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(accounts=computed_accounts, now=nows,
+       rule_list=st.lists(attribute_conditions("account", "usage."), min_size=1, max_size=8))
+async def test_account_usage_conditions_mean_the_same_in_python_and_sql(engine, accounts, now, rule_list):
+    await _store(engine, accounts, [])
+    await _assert_same(engine, "account", rule_list, now)
+
+
 @pytest.mark.parametrize("value, expected", [
     ({"plan": "pro"}, True), ({"plan": "Pro"}, False), ({"plan": ["pro"]}, False), ({"plan": None}, False), ({}, False),
 ])
 async def test_eq_is_exact_and_typed(engine, value, expected):
-    await _store(engine, [], [{"traits": value, "created_at": NOW, "last_seen_at": None, "account": None, "events": []}])
+    await _store(engine, [], [{**_profile({}, {}), "traits": value}])
     rule = {"attribute": "traits.plan", "op": "eq", "value": "pro"}
     await _assert_same(engine, "user", [rule, {"not": rule}])
     async with engine.connect() as conn:

@@ -97,6 +97,16 @@ async def user_audiences(conn: AsyncConnection, user_id: int) -> dict[str, dict[
             for row in rows}
 
 
+async def members_of(conn: AsyncConnection, user_ids: list[int]) -> dict[int, dict[str, bool]]:
+    """Each user's audiences on record, True for those the user is in now (one query for all)."""
+    found: dict[int, dict[str, bool]] = {user_id: {} for user_id in user_ids}
+    if found:
+        for row in await conn.execute(sa.select(memberships).where(memberships.c.user_id.in_(sorted(found)))
+                                      .order_by(memberships.c.user_id, memberships.c.audience)):
+            found[row.user_id][row.audience] = is_member(row.entered_at, row.exited_at)
+    return found
+
+
 def member_condition(user_id: Any, key: str) -> Any:
     """SQL: the user (a column or value) is in the audience `key` now."""
     return sa.exists().where(

@@ -252,13 +252,14 @@ async def report(conn: AsyncConnection, entity: str, entity_id: int, now: dateti
 
 
 # --- SQL, for set-based segment evaluation ---------------------------------------
-# Each takes the entity's id as a column of the enclosing query and means exactly what
-# attributes_of computes.
+# Each takes the entity's id as a column of the enclosing query (correlated explicitly: they
+# are also used inside UNIONs and FROM subqueries) and means exactly what attributes_of computes.
 
 def _sql_total(entity: str, entity_id: Any, value: Any, first_day: date, last_day: date) -> Any:
     return sa.func.coalesce(sa.select(sa.func.sum(value)).where(
         feature_usage.c.entity == entity, feature_usage.c.entity_id == entity_id,
-        feature_usage.c.day >= first_day, feature_usage.c.day <= last_day).scalar_subquery(), 0)
+        feature_usage.c.day >= first_day, feature_usage.c.day <= last_day)
+        .correlate_except(feature_usage).scalar_subquery(), 0)
 
 
 def sql_window_total(entity: str, entity_id: Any, measure: str, today: date) -> Any:
@@ -282,10 +283,12 @@ def sql_top_features(entity: str, entity_id: Any) -> Any:
     count = sa.func.sum(feature_usage.c.count)
     return (sa.select(feature_usage.c.feature)
             .where(feature_usage.c.entity == entity, feature_usage.c.entity_id == entity_id)
-            .group_by(feature_usage.c.feature).order_by(count.desc(), feature_usage.c.feature).limit(TOP_FEATURES))
+            .group_by(feature_usage.c.feature).order_by(count.desc(), feature_usage.c.feature).limit(TOP_FEATURES)
+            .correlate_except(feature_usage))
 
 
 def sql_last_feature_at(entity: str, entity_id: Any) -> Any:
     """last_feature_at of the entity, NULL without usage."""
     return sa.select(sa.func.max(feature_usage.c.last_at)).where(
-        feature_usage.c.entity == entity, feature_usage.c.entity_id == entity_id).scalar_subquery()
+        feature_usage.c.entity == entity, feature_usage.c.entity_id == entity_id
+    ).correlate_except(feature_usage).scalar_subquery()

@@ -2,15 +2,21 @@
 
 A root is an exact name (``created_at``) or a prefix followed by a dotted path
 (``traits.`` + ``address.city``). Each root gives its kind (``json``: any JSON value;
-``string``; ``datetime``), how Python reads it from a Profile, and how SQL reads it
-(through the compiler, which adds the joins a root needs). A new root (e.g. ``usage.``)
-is one more entry in ATTRIBUTES.
+``string``; ``datetime``; ``number``; ``list``), how Python reads it from a Profile, and how
+SQL reads it (through the compiler, which adds the joins a root needs). A new root is one
+more entry in ATTRIBUTES.
+
+The ``usage.*`` roots are computed attributes (connector.processing.computed): the Python
+evaluator reads what membership.load_profiles loaded, the SQL evaluator the usage helpers'
+subqueries, which compute the same figures from feature_usage.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from connector.processing import usage
 
 MISSING: Any = object()
 _PATH_PART_FORBIDDEN = set('"\\') | {chr(code) for code in range(32)}
@@ -24,14 +30,18 @@ class Profile:
     traits: dict[str, Any] = field(default_factory=dict)
     account: "Profile | None" = None
     events: list[tuple[str, datetime]] = field(default_factory=list)
+    # computed.computed_attributes_of: {"usage": {...}, "audiences": {key: member}}
+    computed: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Attribute:
-    kind: str  # json, string, datetime
+    kind: str  # json, string, datetime, number, list
     python: Callable[[Profile, tuple[str, ...]], Any]
     sql: Callable[[Any, tuple[str, ...]], Any]  # (compiler, path) -> compile.SqlValue
     prefix: bool = False
+    computed: bool = False  # read from Profile.computed, which membership loads only when a rule needs it
+    time_based: bool = False  # changes with the clock alone (a moving window), see rules.is_time_based
 
 
 def dig(document: Any, path: tuple[str, ...]) -> Any:
@@ -73,6 +83,26 @@ def _columns(names: dict[str, str], account: bool = False) -> dict[str, Attribut
     return {name: Attribute(kind, _column(name), _sql_column(name, kind)) for name, kind in names.items()}
 
 
+def _usage(name: str, kind: str, sql: Callable[[Any], Any], time_based: bool = False) -> Attribute:
+    return Attribute(kind, lambda profile, _path: profile.computed["usage"][name],
+                     lambda compiler, _path: sql(compiler),
+                     computed=True, time_based=time_based)
+
+
+# The usage.* computed attributes of the segment's entity (usage.py defines them).
+USAGE = {
+    "usage.top_features": _usage("top_features", "list", lambda c: c.list_value(
+        usage.sql_top_features(c.entity, c.table.c.id), "string")),
+    "usage.events_30d": _usage("events_30d", "number", lambda c: c.column_value(
+        usage.sql_window_total(c.entity, c.table.c.id, "count", c.today), "number"), time_based=True),
+    "usage.score_30d": _usage("score_30d", "number", lambda c: c.column_value(
+        usage.sql_window_total(c.entity, c.table.c.id, "score", c.today), "number"), time_based=True),
+    "usage.trend": _usage("trend", "list", lambda c: c.list_value(
+        usage.sql_trend(c.entity, c.table.c.id, c.today), "number"), time_based=True),
+    "usage.last_feature_at": _usage("last_feature_at", "datetime", lambda c: c.column_value(
+        usage.sql_last_feature_at(c.entity, c.table.c.id), "datetime")),
+}
+
 USER_COLUMNS = {"created_at": "datetime", "updated_at": "datetime", "last_seen_at": "datetime"}
 ACCOUNT_COLUMNS = {"domain": "string", "group_id": "string", "created_at": "datetime", "updated_at": "datetime"}
 
@@ -83,12 +113,19 @@ ATTRIBUTES: dict[str, dict[str, Attribute]] = {
                                     lambda c, path: c.json_value(c.account().c.traits, path), prefix=True),
         **_columns(USER_COLUMNS),
         **_columns(ACCOUNT_COLUMNS, account=True),
+        **USAGE,
     },
     "account": {
         "traits": Attribute("json", _traits, lambda c, path: c.json_value(c.table.c.traits, path), prefix=True),
         **_columns(ACCOUNT_COLUMNS),
+        **USAGE,
     },
 }
+
+
+def is_time_based(name: str) -> bool:
+    """Whether the attribute `name` (exact roots only, of any entity) changes with the clock alone."""
+    return any(name in roots and roots[name].time_based for roots in ATTRIBUTES.values())
 
 
 def resolve_attribute(entity: str, name: str) -> tuple[Attribute, tuple[str, ...]]:

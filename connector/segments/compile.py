@@ -6,13 +6,14 @@ needs it with CASE, because PostgreSQL does not promise to evaluate AND left to 
 (a cast of a string to a number would fail the whole statement). Semantics: rules.py.
 """
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
 from connector.models import Account, Event, User
+from connector.processing.audiences import member_condition
 from connector.segments.evaluate import event_since
 from connector.segments.rules import DEFAULT_COUNT, Scalar, attribute_of, date_key, datetime_key, parse_date
 
@@ -96,7 +97,7 @@ class PostgresJson:
 
 
 class ColumnValue:
-    """A plain column (a string such as domain, or a timestamp), NULL when absent."""
+    """A plain column or scalar subquery (a string, a number or a timestamp), NULL when absent."""
 
     def __init__(self, column: Any, kind: str):
         self.column, self.kind = column, kind
@@ -107,14 +108,42 @@ class ColumnValue:
     def is_kind(self, kind: str) -> Any:
         return self.column.is_not(None) if kind == self.kind else sa.false()
 
+    # Each is only reached under a guard that is true for its own kind; the NULLs keep
+    # PostgreSQL from type-checking, say, a number against a text literal.
     def text(self) -> Any:
-        return self.column
+        return self.column if self.kind == "string" else sa.null()
 
     def number(self) -> Any:
-        return sa.null()  # only reached under a guard that is false: columns are never numbers
+        return self.column if self.kind == "number" else sa.null()
 
     def boolean_is(self, value: bool) -> Any:
         return sa.false()
+
+
+class ListValue:
+    """A list given by a SELECT of one column, one row per element (of `kind`); never absent."""
+
+    def __init__(self, select: Any, kind: str):
+        self.select, self.kind = select, kind
+
+    def present(self) -> Any:
+        return sa.true()
+
+    def is_kind(self, kind: str) -> Any:
+        return sa.true() if kind == "array" else sa.false()
+
+    def text(self) -> Any:
+        return sa.null()
+
+    def number(self) -> Any:
+        return sa.null()
+
+    def boolean_is(self, value: bool) -> Any:
+        return sa.false()
+
+    def elements(self) -> tuple[Any, ColumnValue]:
+        table = self.select.subquery("element")
+        return table, ColumnValue(list(table.c)[0], self.kind)
 
 
 class Compiler:
@@ -122,6 +151,7 @@ class Compiler:
 
     def __init__(self, dialect: str, entity: str, now: datetime):
         self.dialect, self.entity, self.now = dialect, entity, now
+        self.today = now.astimezone(timezone.utc).date()  # what usage windows are relative to
         self.table = TABLES[entity]
         self.joins: dict[Any, tuple[Any, Any]] = {}
         self.json = PostgresJson if dialect == "postgresql" else SqliteJson
@@ -160,6 +190,9 @@ class Compiler:
 
     def column_value(self, column: Any, kind: str) -> ColumnValue:
         return ColumnValue(column, kind)
+
+    def list_value(self, select: Any, kind: str) -> ListValue:
+        return ListValue(select, kind)
 
     # --- operators ---------------------------------------------------------------
 
@@ -266,4 +299,8 @@ def _event(compiler: Compiler, node: dict[str, Any]) -> Any:
     return sa.and_(*(_compare(count, op, bound) for op, bound in node.get("count", DEFAULT_COUNT).items()))
 
 
-CONDITIONS = {"attribute": _attribute, "event": _event}
+def _audience(compiler: Compiler, node: dict[str, Any]) -> Any:
+    return member_condition(compiler.table.c.id, node["audience"])
+
+
+CONDITIONS = {"attribute": _attribute, "event": _event, "audience": _audience}

@@ -96,4 +96,8 @@ def _event(node: dict[str, Any], entity: str, profile: Profile, now: datetime) -
     return all(compare(count, op, bound) for op, bound in node.get("count", DEFAULT_COUNT).items())
 
 
-CONDITIONS = {"attribute": _attribute, "event": _event}
+def _audience(node: dict[str, Any], entity: str, profile: Profile, now: datetime) -> bool:
+    return profile.computed["audiences"].get(node["audience"], False)
+
+
+CONDITIONS = {"attribute": _attribute, "event": _event, "audience": _audience}

@@ -25,10 +25,11 @@ from connector.models import (Account, Event, OutboxItem, Segment, SegmentMember
                               UTCDateTime, utcnow)
 from connector.outbound import outbox
 from connector.processing.changes import Changes
+from connector.processing.computed import computed_attributes_of
 from connector.segments.attributes import ACCOUNT_COLUMNS, USER_COLUMNS, Profile
 from connector.segments.compile import Compiler
 from connector.segments.evaluate import evaluate
-from connector.segments.rules import conditions
+from connector.segments.rules import conditions, uses_computed
 
 segments = Segment.__table__
 memberships = SegmentMembership.__table__
@@ -138,7 +139,8 @@ async def _refresh_entity(conn: AsyncConnection, entity: str, found: list[Any], 
     if not found or not ids:
         return
     names = {node["event"] for segment in found for node in conditions(segment.rule) if "event" in node}
-    profiles = await load_profiles(conn, entity, ids, names)
+    profiles = await load_profiles(conn, entity, ids, names, now,
+                                   computed=any(uses_computed(segment.rule, entity) for segment in found))
     current = {tuple(row) for row in await conn.execute(sa.select(memberships.c.segment_id, memberships.c.entity_id)
                .where(memberships.c.segment_id.in_([segment.id for segment in found]),
                       memberships.c.entity_id.in_(sorted(profiles))))}
@@ -170,22 +172,27 @@ async def record(conn: AsyncConnection, entity: str, entered: list[tuple[int, in
     log.info("segment.membership.changed", entity=entity, entered=len(entered), exited=len(exited))
 
 
-async def load_profiles(conn: AsyncConnection, entity: str, ids: Iterable[int],
-                        event_names: set[str]) -> dict[int, Profile]:
-    """The profiles the Python evaluator needs: columns, traits, account, events of the named kinds."""
+async def load_profiles(conn: AsyncConnection, entity: str, ids: Iterable[int], event_names: set[str],
+                        now: datetime, computed: bool = True) -> dict[int, Profile]:
+    """The profiles the Python evaluator needs: columns, traits, account, events of the named kinds
+    and, with `computed`, the computed attributes as of `now`; a few queries whatever the number."""
     ids = sorted(ids)
     if entity == "account":
-        return await _load_accounts(conn, ids)
-    rows = list(await conn.execute(sa.select(users.c.id, users.c.traits, users.c.account_id,
-                                             *(users.c[name] for name in USER_COLUMNS))
-                                   .where(users.c.id.in_(ids))))
-    linked = await _load_accounts(conn, {row.account_id for row in rows if row.account_id is not None})
-    profiles = {row.id: Profile(columns={name: row._mapping[name] for name in USER_COLUMNS}, traits=row.traits,
-                                account=linked.get(row.account_id)) for row in rows}
-    if event_names and profiles:
-        for event in await conn.execute(sa.select(events.c.user_id, events.c.event, events.c.timestamp).where(
-                events.c.user_id.in_(sorted(profiles)), events.c.event.in_(sorted(event_names)))):
-            profiles[event.user_id].events.append((event.event, event.timestamp))
+        profiles = await _load_accounts(conn, ids)
+    else:
+        rows = list(await conn.execute(sa.select(users.c.id, users.c.traits, users.c.account_id,
+                                                 *(users.c[name] for name in USER_COLUMNS))
+                                       .where(users.c.id.in_(ids))))
+        linked = await _load_accounts(conn, {row.account_id for row in rows if row.account_id is not None})
+        profiles = {row.id: Profile(columns={name: row._mapping[name] for name in USER_COLUMNS}, traits=row.traits,
+                                    account=linked.get(row.account_id)) for row in rows}
+        if event_names and profiles:
+            for event in await conn.execute(sa.select(events.c.user_id, events.c.event, events.c.timestamp).where(
+                    events.c.user_id.in_(sorted(profiles)), events.c.event.in_(sorted(event_names)))):
+                profiles[event.user_id].events.append((event.event, event.timestamp))
+    if computed and profiles:
+        for entity_id, values in (await computed_attributes_of(conn, entity, sorted(profiles), now)).items():
+            profiles[entity_id].computed = values
     return profiles
 
 

@@ -2,13 +2,30 @@
 
 A rule is JSON. Groups: ``{"all": [...]}`` (every part holds; an empty list holds),
 ``{"any": [...]}`` (some part holds; an empty list does not), ``{"not": {...}}``.
-Conditions: ``{"attribute": ..., "op": ..., "value": ...}`` and
-``{"event": "Order Completed", "count": {"gte": 1}, "within_days": 30}``.
+Conditions: ``{"attribute": ..., "op": ..., "value": ...}``,
+``{"event": "Order Completed", "count": {"gte": 1}, "within_days": 30}`` and
+``{"audience": "first_time_shopper"}``.
 
 Attributes are resolved through the registry in attributes.py (``traits.<path>``,
-``account.traits.<path>``, ``created_at``, ...). A ``traits`` path walks nested objects
-key by key (``traits.address.city``); it never indexes into arrays. An attribute is
-*absent* when the path does not exist or holds JSON ``null``.
+``account.traits.<path>``, ``created_at``, ``usage.events_30d``, ...). A ``traits`` path
+walks nested objects key by key (``traits.address.city``); it never indexes into arrays.
+An attribute is *absent* when the path does not exist or holds JSON ``null``.
+
+The computed usage attributes (connector.processing.usage) are those of the segment's own
+entity (a user's for user segments, an account's for account segments), as of the UTC date
+of ``now``:
+
+- ``usage.top_features`` (list of strings; ``contains``, ``exists``, ``not_exists``): up to 5
+  feature names, by all-time count, ties by name; never absent (``[]`` without usage).
+- ``usage.events_30d`` / ``usage.score_30d`` (numbers; equality, number and presence
+  operators): the count and the score (positive minus negative) of today and the 29 days
+  before; 0 without usage, never absent.
+- ``usage.trend`` (list of 12 numbers; ``contains``, ``exists``, ``not_exists``): weekly
+  counts of the last 12 ISO weeks, oldest first, this week (up to today) last; never absent.
+- ``usage.last_feature_at`` (timestamp; ``exists``, ``not_exists`` and date operators): the
+  latest use of any feature, absent without usage.
+
+Events dated after today count in top_features and last_feature_at, not in the windows.
 
 Every condition is either true or false, never unknown, and values are never coerced
 from one JSON type to another:
@@ -42,6 +59,15 @@ from one JSON type to another:
   holds one or more of ``eq``, ``neq``, ``gt``, ``gte``, ``lt``, ``lte`` (non-negative
   integers), all of which must hold; without ``count`` the condition is ``{"gte": 1}``.
   Event conditions apply to user segments only.
+- ``{"audience": key}`` holds when the user is now a member of that incoming Engage audience
+  (connector.processing.audiences: the latest entry is later than the latest exit). The key
+  is a non-empty string without surrounding spaces, at most 255 characters, compared exactly.
+  Audience conditions apply to user segments only.
+
+A rule is *time-based* (re-evaluated on a schedule, schedule.py) when it has an event
+condition with ``within_days``, a date operator, or one of the windowed attributes
+(``usage.events_30d``, ``usage.score_30d``, ``usage.trend``): their membership can change
+with the clock alone.
 
 Both evaluators (evaluate.py in Python, compile.py in SQL) implement exactly this, and
 the property-based tests hold them equal.
@@ -54,6 +80,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from connector.segments import attributes
 from connector.segments.attributes import Attribute, resolve_attribute
 
 ENTITIES = ("user", "account")
@@ -71,10 +98,13 @@ OPERATORS_BY_KIND = {
     "json": OPERATORS,
     "string": EQUALITY_OPS + STRING_OPS + PRESENCE_OPS,
     "datetime": PRESENCE_OPS + DATE_OPS,
+    "number": EQUALITY_OPS + PRESENCE_OPS + NUMBER_OPS,
+    "list": ("contains",) + PRESENCE_OPS,
 }
 MAX_DEPTH = 32
 MAX_LIST = 1000
 MAX_DAYS = 36_500
+MAX_AUDIENCE_KEY = 255
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _TIME = re.compile(r"[0-9]{2}:[0-9]{2}:[0-9]{2}")
 
@@ -239,9 +269,19 @@ def _validate_event(node: dict[str, Any], entity: str, path: str) -> None:
         raise RuleError(f"{path}.within_days", f"must be a number of days, above 0 and at most {MAX_DAYS}")
 
 
-# The condition kinds, by the key that marks them; a new kind (e.g. "audience") adds an
-# entry here, in evaluate.CONDITIONS and in compile.CONDITIONS.
-CONDITIONS = {"attribute": _validate_attribute, "event": _validate_event}
+def _validate_audience(node: dict[str, Any], entity: str, path: str) -> None:
+    _only(node, path, {"audience"})
+    if entity != "user":
+        raise RuleError(f"{path}.audience", "audience conditions apply to user segments only")
+    key = node["audience"]
+    if not (isinstance(key, str) and key and key == key.strip() and len(key) <= MAX_AUDIENCE_KEY):
+        raise RuleError(f"{path}.audience", f"must be an audience key: a non-empty string without surrounding "
+                                            f"spaces, at most {MAX_AUDIENCE_KEY} characters")
+
+
+# The condition kinds, by the key that marks them; a new kind adds an entry here, in
+# evaluate.CONDITIONS and in compile.CONDITIONS.
+CONDITIONS = {"attribute": _validate_attribute, "event": _validate_event, "audience": _validate_audience}
 
 
 def conditions(rule: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -260,6 +300,13 @@ def conditions(rule: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def is_time_based(rule: dict[str, Any]) -> bool:
     """Whether membership can change with the clock alone, so a schedule must re-evaluate it."""
     return any(("event" in node and node.get("within_days") is not None) or node.get("op") in DATE_OPS
+               or ("attribute" in node and attributes.is_time_based(node["attribute"]))
+               for node in conditions(rule))
+
+
+def uses_computed(rule: dict[str, Any], entity: str) -> bool:
+    """Whether evaluating the rule in Python needs the profile's computed attributes."""
+    return any("audience" in node or ("attribute" in node and attribute_of(entity, node)[0].computed)
                for node in conditions(rule))
 
 
