@@ -180,15 +180,49 @@ async def test_group_omits_hull_segments_when_no_account_segment_exists(client, 
     assert group["traits"] == {"domain": "acme.io"}
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.text(alphabet="abcXYZ_/.0 -", min_size=1, max_size=20))
-def test_trait_names(attribute):
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["", "account.", "traits_", "usage.", "audiences.", "account.usage."]),
+       st.text(alphabet="abcXYZ_/.0 -", min_size=1, max_size=20))
+def test_trait_names(prefix, rest):
+    attribute = prefix + rest
     name = trait_name(attribute)
     assert "/" not in name
     if attribute.startswith("account."):
         assert name == "account_" + trait_name(attribute[len("account."):])
+    elif attribute.startswith(("usage.", "audiences.")):
+        assert "." not in name and name == attribute.replace(".", "_").replace("/", "_")
     else:
         assert name == attribute.removeprefix("traits_").replace("/", "_")
+
+
+async def test_computed_attributes_are_sent_like_traits(client, runtime, segment_api):
+    """usage.* and audiences.* in synchronized_properties (and account usage in group traits)."""
+    await configure(runtime, segment_api, synchronized_segments=["ALL"], handle_accounts=True,
+                    synchronized_properties=["email", "usage.top_features", "usage.events_30d", "usage.score_30d",
+                                             "audiences.first_time_shopper", "account.usage.events_30d"],
+                    synchronized_account_segments=["ALL"], synchronized_account_properties=["domain", "usage.top_features"])
+    now = utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
+    uses = [("export", "positive"), ("export", "NEGATIVE"), ("export", "Positive"), ("search", None)]
+    await post(client,
+               {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"domain": "acme.io"}},
+               *({"type": "track", "userId": "u-1", "event": "Feature Used", "timestamp": now,
+                  "properties": {"feature": feature, **({"eventFlag": flag} if flag else {})}}
+                 for feature, flag in uses),
+               {"type": "identify", "userId": "u-1", "traits": {"email": "ada@example.com",
+                                                                "first_time_shopper": True},
+                "context": {"personas": {"computation_class": "audience",
+                                         "computation_key": "first_time_shopper"}}})
+    await drain(runtime)
+    await send_all(runtime)
+
+    identify = by_type(segment_api, "identify")[-1]
+    assert {key: identify["traits"][key] for key in (
+        "usage_top_features", "usage_events_30d", "usage_score_30d", "audiences_first_time_shopper",
+        "account_usage_events_30d")} == {
+        "usage_top_features": ["export", "search"], "usage_events_30d": 4, "usage_score_30d": 1,
+        "audiences_first_time_shopper": True, "account_usage_events_30d": 4}
+    group = by_type(segment_api, "group")[-1]
+    assert group["traits"]["usage_top_features"] == ["export", "search"]
 
 
 @settings(max_examples=200, deadline=None)

@@ -17,6 +17,8 @@ from connector.models import (Account, DeliveryState, Event, Segment, SegmentMem
                               UserIdentifier)
 from connector.outbound.guard import payload_hash, stamp
 from connector.outbound.outbox import ACCOUNT, EVENT, TRANSITION, USER
+from connector.processing import usage
+from connector.processing.computed import computed_attributes_of
 from connector.settings import ALL, ConnectorSettings
 from connector.spec import format_timestamp
 
@@ -48,11 +50,21 @@ class Built:
     skipped: dict[str, str] = field(default_factory=dict)  # outbox key -> reason nothing was sent
 
 
+COMPUTED_ROOTS = ("usage.", "audiences.")
+
+
 def trait_name(attribute: str) -> str:
-    """The outbound trait name of an attribute: traits_ stripped, / -> _, account.x -> account_x."""
+    """The outbound trait name of an attribute: traits_ stripped, / -> _, account.x -> account_x,
+    and computed attributes flattened the same way (usage.top_features -> usage_top_features)."""
     if attribute.startswith("account."):
         return "account_" + trait_name(attribute[len("account."):])
+    if attribute.startswith(COMPUTED_ROOTS):
+        return attribute.replace(".", "_").replace("/", "_")
     return attribute.removeprefix("traits_").replace("/", "_")
+
+
+def wants_computed(attributes: list[str]) -> bool:
+    return any(attribute.startswith(COMPUTED_ROOTS) for attribute in attributes)
 
 
 def snake_case(name: str) -> str:
@@ -84,6 +96,7 @@ async def build(conn: AsyncConnection, settings: ConnectorSettings, keys: list[s
         kind, _, entity_id = key.partition(":")
         ids[kind].append(int(entity_id))
     data = await _load(conn, ids)
+    await _load_computed(conn, settings, data)
     built = Built()
     for key in keys:
         kind, _, entity_id = key.partition(":")
@@ -122,6 +135,7 @@ class _Data:
     events: dict[int, Any] = field(default_factory=dict)
     transitions: dict[int, Any] = field(default_factory=dict)
     delivered: dict[str, str] = field(default_factory=dict)
+    computed: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
 
 
 async def _load(conn: AsyncConnection, ids: dict[str, list[int]]) -> _Data:
@@ -177,6 +191,23 @@ async def _load(conn: AsyncConnection, ids: dict[str, list[int]]) -> _Data:
     return data
 
 
+async def _load_computed(conn: AsyncConnection, settings: ConnectorSettings, data: _Data) -> None:
+    """usage.* and audiences.* attributes, only when the outbound settings ask for them."""
+    wanted = (("user", sorted(data.users), settings.synchronized_properties),
+              ("account", sorted(data.accounts), settings.synchronized_account_properties +
+               [name.removeprefix("account.") for name in settings.synchronized_properties]))
+    for entity, entity_ids, attributes in wanted:
+        if entity_ids and wants_computed(attributes):
+            for entity_id, values in (await computed_attributes_of(conn, entity, entity_ids)).items():
+                data.computed[(entity, entity_id)] = {**values, "usage": usage.formatted(values["usage"])}
+
+
+def _read(data: _Data, entity: str, entity_id: int, traits: dict[str, Any], attribute: str) -> Any:
+    if attribute.startswith(COMPUTED_ROOTS):
+        return read_attribute(data.computed.get((entity, entity_id), {}), attribute)
+    return read_attribute(traits, attribute)
+
+
 def _build_one(data: _Data, settings: ConnectorSettings, kind: str, entity_id: int) -> tuple[list[Outgoing], str]:
     if kind == USER:
         if entity_id not in data.users:
@@ -222,9 +253,9 @@ def _identify(data: _Data, settings: ConnectorSettings, user_id: int) -> Outgoin
     traits: dict[str, Any] = {}
     for attribute in settings.synchronized_properties:
         if attribute.startswith("account."):
-            value = _account_attribute(account, attribute[len("account."):]) if account else None
+            value = _account_attribute(data, account, attribute[len("account."):]) if account else None
         else:
-            value = read_attribute(user.traits, attribute)
+            value = _read(data, "user", user_id, user.traits, attribute)
         if value is not None:
             traits[trait_name(attribute)] = value
     names = data.segment_names[("user", user_id)]
@@ -236,8 +267,8 @@ def _identify(data: _Data, settings: ConnectorSettings, user_id: int) -> Outgoin
                      f"identify:{user_id}")
 
 
-def _account_attribute(account: Any, attribute: str) -> Any:
-    value = read_attribute(account.traits, attribute)
+def _account_attribute(data: _Data, account: Any, attribute: str) -> Any:
+    value = _read(data, "account", account.id, account.traits, attribute)
     if value is None and attribute in ("domain", "group_id"):
         value = getattr(account, attribute)
     return value
@@ -252,7 +283,7 @@ def _group(data: _Data, settings: ConnectorSettings, user_id: int) -> Outgoing |
     if not in_filter(names, settings.synchronized_account_segments):
         return None
     traits = {trait_name(attribute): value for attribute in settings.synchronized_account_properties
-              if (value := _account_attribute(account, attribute)) is not None}
+              if (value := _account_attribute(data, account, attribute)) is not None}
     if data.account_segments_known:
         traits["hull_segments"] = sorted(names)
     message = {"type": "group", "groupId": account.group_id or account.domain, **_identity(data, user_id),
