@@ -4,8 +4,8 @@ Rows are generated inside PostgreSQL (INSERT ... SELECT generate_series): users 
 `plan` trait (a third are pro), two events per user over the last 60 days. The rule is
 typical: traits.plan eq pro AND at least one Order Completed within 30 days. Prints the
 time of the first computation (every member enters: transitions, memberships, outbox
-rows), of a recompute where nothing changed, and of one after a rule change that swaps
-half of the members.
+rows), of a recompute where nothing changed, of one after a rule change that swaps
+half of the members, and the worst case: a broad rule that a third of the users enter at once.
 
     .venv/bin/python benchmarks/segments.py [--users 100000 1000000]
 
@@ -25,11 +25,13 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import throwaway_database  # noqa: E402
 
 from connector.db import create_engine  # noqa: E402
+from connector.logs import configure_logging  # noqa: E402
 from connector.models import Segment, utcnow  # noqa: E402
 from connector.segments.membership import recompute  # noqa: E402
 
 RULE = {"all": [{"attribute": "traits.plan", "op": "eq", "value": "pro"},
                 {"event": "Order Completed", "count": {"gte": 1}, "within_days": 30}]}
+BROAD = {"attribute": "traits.plan", "op": "eq", "value": "pro"}
 CHANGED = {"all": [{"attribute": "traits.plan", "op": "in", "value": ["pro", "team"]},
                    {"event": "Order Completed", "count": {"gte": 1}, "within_days": 15}]}
 
@@ -80,6 +82,12 @@ async def measure(dsn: str, users: int) -> None:
             await conn.execute(sa.update(segments).where(segments.c.id == segment_id).values(rule=CHANGED))
         seconds, counts = await timed_recompute(engine, segment_id, False)
         print(f"  {'recompute after a rule change':<32} {seconds:6.2f} s  ({counts})")
+        async with engine.begin() as conn:  # the worst case: a third of everyone enters at once
+            broad_id = await conn.scalar(segments.insert().values(
+                name="Pro", entity="user", rule=BROAD, created_at=utcnow(), updated_at=utcnow())
+                .returning(segments.c.id))
+        seconds, counts = await timed_recompute(engine, broad_id, True)
+        print(f"  {'a third of the users enter':<32} {seconds:6.2f} s  ({counts})")
     finally:
         await engine.dispose()
 
@@ -88,6 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, nargs="+", default=[100_000, 1_000_000])
     args = parser.parse_args()
+    configure_logging("WARNING")
     for users in args.users:
         with throwaway_database() as dsn:
             asyncio.run(measure(dsn, users))
