@@ -100,21 +100,29 @@ def load(url: str, path: str, seconds: float, clients: int, batch: int, processe
             "p50_ms": percentile(latencies, 0.50) * 1000, "p99_ms": percentile(latencies, 0.99) * 1000}
 
 
-async def copy_ceiling(dsn: str, rows: int) -> float:
-    """Rows/s for the journal rows written by a raw asyncpg COPY: the physical limit here."""
-    rng = random.Random(7)
+JOURNAL_COLUMNS = ["message_id", "type", "payload", "received_at", "status"]
+
+
+def journal_records(count: int, seed: int, status: str) -> list[tuple]:
+    """Journal rows of `count` normalised messages, ready for COPY into inbound_journal."""
+    rng = random.Random(seed)
     now = datetime.now(timezone.utc)
     records = []
-    for _ in range(rows):
+    for _ in range(count):
         message = make_event(rng)
-        records.append((message["messageId"], message["type"], orjson.dumps(message).decode(), now, "processed"))
+        message["receivedAt"] = message["timestamp"] = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        records.append((message["messageId"], message["type"], orjson.dumps(message).decode(), now, status))
+    return records
+
+
+async def copy_ceiling(dsn: str, rows: int) -> float:
+    """Rows/s for the journal rows written by a raw asyncpg COPY: the physical limit here."""
+    records = journal_records(rows, seed=7, status="processed")
     connection = await asyncpg.connect(dsn)
     try:
         started = time.perf_counter()
         async with connection.transaction():
-            await connection.copy_records_to_table(
-                "inbound_journal", records=records,
-                columns=["message_id", "type", "payload", "received_at", "status"])
+            await connection.copy_records_to_table("inbound_journal", records=records, columns=JOURNAL_COLUMNS)
         elapsed = time.perf_counter() - started
         await connection.execute("DELETE FROM inbound_journal WHERE status = 'processed'")
     finally:

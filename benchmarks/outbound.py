@@ -17,7 +17,6 @@ import random
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 
 import asyncpg
 import httpx
@@ -27,7 +26,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from common import API_KEY, percentile, running_server, throwaway_database  # noqa: E402
 from fake_segment import FakeSegment  # noqa: E402
-from ingest import AUTH, make_event  # noqa: E402
+from ingest import AUTH, JOURNAL_COLUMNS, journal_records, make_event  # noqa: E402
 
 SETTINGS = {"synchronized_segments": ["ALL"], "send_events": ["ALL"], "forward_events": True,
             "synchronized_properties": ["email", "plan", "name"]}
@@ -46,17 +45,10 @@ async def fill_outbox(dsn: str, events: int) -> int:
     from connector.db import create_engine
     from connector.processing.processor import process_batch
     from connector.settings import ConnectorSettings
-    rng = random.Random(11)
-    now = datetime.now(timezone.utc)
-    records = []
-    for _ in range(events):
-        message = make_event(rng)
-        message["receivedAt"] = message["timestamp"] = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        records.append((message["messageId"], message["type"], orjson.dumps(message).decode(), now, "pending"))
+    records = journal_records(events, seed=11, status="pending")
     connection = await asyncpg.connect(dsn)
     try:
-        await connection.copy_records_to_table("inbound_journal", records=records,
-                                               columns=["message_id", "type", "payload", "received_at", "status"])
+        await connection.copy_records_to_table("inbound_journal", records=records, columns=JOURNAL_COLUMNS)
     finally:
         await connection.close()
     engine = create_engine(dsn.replace("postgresql://", "postgresql+asyncpg://"))

@@ -32,6 +32,8 @@ from connector.runtime import Runtime
 from connector.web.app import create_app
 from connector.worker import run_once
 
+pytest_plugins = ["fake_segment"]  # the fake Segment API fixture, for the outbound tests
+
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 BACKENDS = [b.strip() for b in os.environ.get("TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()]
 ADMIN_TOKEN = "test-admin-token"

@@ -17,7 +17,7 @@ from connector.models import DeadLetter, OutboxItem, utcnow
 from connector.outbound import outbox as outbox_module
 from connector.outbound import sender
 from connector.spec import MAX_BATCH_MESSAGES
-from fake_segment import configure, segment_api, send_all, user_id_of  # noqa: F401
+from fake_segment import configure, send_all, user_id_of
 
 outbox = OutboxItem.__table__
 dead_letters = DeadLetter.__table__

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from conftest import admin_auth, basic_auth, wait_until
-from fake_segment import segment_api  # noqa: F401
+
 
 QUIET_SECONDS = 2.5  # ten idle rounds of the worker: long enough for an echo to come around again
 

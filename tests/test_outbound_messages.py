@@ -11,7 +11,7 @@ from connector.metrics import SKIPPED_OUT
 from connector.models import Event, utcnow
 from connector.outbound import outbox
 from connector.outbound.builders import snake_case, trait_name
-from fake_segment import add_segment, add_transition, configure, segment_api, send_all, user_id_of  # noqa: F401
+from fake_segment import add_segment, add_transition, configure, send_all, user_id_of
 
 STAMP = {"integrations": {"Webhooks": False},
          "context": {"integration": {"name": "hull-segment-connector", "version": __version__}}}

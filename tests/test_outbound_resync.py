@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from conftest import basic_auth, drain
 from connector import cli
-from fake_segment import add_segment, configure, segment_api, send_all, user_id_of  # noqa: F401
+from fake_segment import add_segment, configure, send_all, user_id_of
 
 
 async def run_cli(monkeypatch, env, *args):

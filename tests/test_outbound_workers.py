@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from conftest import API_KEY, basic_auth, drain, wait_until
 from connector.models import OutboxItem
-from fake_segment import configure, segment_api  # noqa: F401
+from fake_segment import configure
 
 USERS, EVENTS = 300, 900
 

@@ -9,7 +9,6 @@ from typing import Sequence, Union
 from alembic import op
 import sqlalchemy as sa
 from sqlalchemy import Text
-from sqlalchemy.dialects import postgresql
 import sqlmodel
 import connector.models
 ${imports if imports else ""}

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from connector.logs import get_logger
-from connector.metrics import JOURNAL_LAG, PROCESS_LATENCY, PROCESSED
+from connector.metrics import JOURNAL_LAG, PROCESS_LATENCY
 from connector.models import JournalEntry, utcnow
 from connector.processing.apply import BatchApplier
 from connector.processing.changes import Changes

@@ -2,14 +2,13 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 18:58:11.434687
+Create Date: 2026-11-22 20:16:43.835674
 """
 from typing import Sequence, Union
 
 from alembic import op
 import sqlalchemy as sa
 from sqlalchemy import Text
-from sqlalchemy.dialects import postgresql
 import sqlmodel
 import connector.models
 from sqlalchemy.dialects import postgresql
