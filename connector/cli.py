@@ -1,15 +1,21 @@
 """Command line: serve, worker, migrate, schema, and the operator tools."""
 
 import asyncio
+import contextlib
 import os
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import uvicorn
 
 from connector.config import get_environment
 from connector.logs import configure_logging
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 SCHEMA_PATH = Path("settings.schema.json")
 
@@ -65,10 +71,13 @@ async def _print_welcome(env) -> None:  # type: ignore[no-untyped-def]
     click.echo(f"  dashboard      {url}/")
     if env.environment == "development":
         click.echo(f"  admin token    {runtime.admin_token}")
-    else:
+        click.echo(f"  inbound key    {runtime.api_key}")
+        user = f"'{runtime.api_key}:'"
+    else:  # stdout is the log stream in production: no secret in full
         click.echo(f"  admin token    {mask_secret(runtime.admin_token)} (ADMIN_TOKEN)")
-    click.echo(f"  inbound key    {runtime.api_key}")
-    click.echo("  try it:\n    curl -u '" + runtime.api_key + ":' -H 'Content-Type: application/json' "
+        click.echo(f"  inbound key    {mask_secret(runtime.api_key)} (the dashboard reveals it)")
+        user = '"$API_KEY:"'
+    click.echo(f"  try it:\n    curl -u {user} -H 'Content-Type: application/json' "
                f"{url}/v1/identify -d '{{\"userId\": \"u-1\", \"traits\": {{\"email\": \"ada@example.com\"}}}}'\n")
 
 
@@ -92,6 +101,17 @@ async def _run_worker() -> None:
         await runtime.stop()
 
 
+@contextlib.asynccontextmanager
+async def _database() -> AsyncIterator["AsyncEngine"]:
+    """An engine on DATABASE_URL for one operator command, disposed afterwards."""
+    from connector.db import create_engine
+    engine = create_engine(get_environment().database_url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
 @main.group()
 def journal() -> None:
     """Inbound journal tools."""
@@ -101,13 +121,9 @@ def journal() -> None:
 def journal_retry_failed() -> None:
     """Queue failed inbound messages again (after fixing what made them fail)."""
     async def run() -> int:
-        from connector.db import create_engine
         from connector.processing.processor import retry_failed
-        engine = create_engine(get_environment().database_url)
-        try:
+        async with _database() as engine:
             return await retry_failed(engine)
-        finally:
-            await engine.dispose()
     click.echo(f"{asyncio.run(run())} failed messages queued again")
 
 
@@ -122,14 +138,10 @@ def usage_rebuild() -> None:
     async def run() -> int:
         from tqdm import tqdm
 
-        from connector.db import create_engine
         from connector.processing import usage as product_usage
-        engine = create_engine(get_environment().database_url)
-        try:
+        async with _database() as engine:
             with tqdm(total=await product_usage.track_event_count(engine), unit="event", desc="usage") as bar:
                 return await product_usage.rebuild(engine, bar.update)
-        finally:
-            await engine.dispose()
     click.echo(f"product usage rebuilt: {asyncio.run(run())} rows")
 
 
@@ -141,19 +153,16 @@ def resync(segment_name: str | None, force: bool) -> None:
     async def run() -> int:
         from tqdm import tqdm
 
-        from connector.db import create_engine
         from connector.outbound import resync as outbound_resync
         from connector.settings_store import SettingsStore
-        engine = create_engine(get_environment().database_url)
-        try:
+        async with _database() as engine:
             settings = await SettingsStore(engine).current()
-            total = await outbound_resync.count(engine, settings, segment_name)
-            with tqdm(total=total, unit="profile", desc="resync") as bar:
-                return await outbound_resync.resync(engine, settings, segment_name, force, bar.update)
-        except outbound_resync.UnknownSegment as problem:
-            raise click.UsageError(str(problem)) from None
-        finally:
-            await engine.dispose()
+            try:
+                total = await outbound_resync.count(engine, settings, segment_name)
+                with tqdm(total=total, unit="profile", desc="resync") as bar:
+                    return await outbound_resync.resync(engine, settings, segment_name, force, bar.update)
+            except outbound_resync.UnknownSegment as problem:
+                raise click.UsageError(str(problem)) from None
     click.echo(f"{asyncio.run(run())} profiles queued for sending")
 
 
@@ -162,15 +171,12 @@ def resync(segment_name: str | None, force: bool) -> None:
 def replay(ids: tuple[int, ...]) -> None:
     """Send dead letters to Segment again, with their original messageIds."""
     async def run() -> dict[str, int]:
-        from connector.db import create_engine
         from connector.outbound.sender import replay as replay_dead_letters
         from connector.settings_store import SettingsStore
-        engine = create_engine(get_environment().database_url)
-        try:
-            return await replay_dead_letters(engine, await SettingsStore(engine).current(), list(ids) or None)
-        except ValueError as problem:
-            raise click.UsageError(str(problem)) from None
-        finally:
-            await engine.dispose()
+        async with _database() as engine:
+            try:
+                return await replay_dead_letters(engine, await SettingsStore(engine).current(), list(ids) or None)
+            except ValueError as problem:
+                raise click.UsageError(str(problem)) from None
     counts = asyncio.run(run())
     click.echo(f"{counts['replayed']} dead letters delivered, {counts['failed']} failed")

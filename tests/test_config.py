@@ -104,3 +104,30 @@ async def test_generated_api_key_survives_restarts_and_rotates(database_url):
         assert rotated != keys[0]
         assert await post_identify(app, keys[0]) == 401
         assert await post_identify(app, rotated) == 200
+
+
+@pytest.mark.parametrize("environment", ["development", "production"])
+async def test_the_welcome_shows_secrets_in_full_in_development_only(database_url, capsys, environment):
+    from connector import cli
+    env = make_env(database_url, CONNECTOR_ENV=environment, connector_api_key="hsc_welcome-key-0123456789")
+    assert env.environment == environment
+    await cli._print_welcome(env)
+    printed = capsys.readouterr().out
+    shown = environment == "development"  # elsewhere stdout is the log stream
+    assert ("hsc_welcome-key-0123456789" in printed) == shown and (env.admin_token in printed) == shown
+    assert "6789" in printed and "/v1/identify" in printed  # the masked key ends as the key does
+
+
+async def test_database_errors_do_not_carry_the_values_of_their_statement(database_url):
+    import sqlalchemy as sa
+
+    from connector.db import create_engine
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            with pytest.raises(sa.exc.DBAPIError) as raised:
+                await conn.execute(sa.text("SELECT * FROM no_such_table WHERE name = :name"),
+                                   {"name": "hsc_secret-0123456789"})
+    finally:
+        await engine.dispose()
+    assert "no_such_table" in str(raised.value) and "hsc_secret-0123456789" not in str(raised.value)

@@ -92,6 +92,9 @@ async def test_bad_request_dead_letters_then_replay_delivers_once(client, runtim
     assert listed["waiting"] == 10  # 5 tracks and an identify for each of their 5 users
     assert all(d["status_code"] == 400 and "400" in d["reason"] for d in listed["dead_letters"])
     assert [d["id"] for d in listed["dead_letters"]] == sorted((d["id"] for d in listed["dead_letters"]), reverse=True)
+    assert len((await client.get("/api/dead-letters", headers=admin_auth(), params={"limit": "2"})).json()["dead_letters"]) == 2
+    negative = await client.get("/api/dead-letters", headers=admin_auth(), params={"limit": "-1"})  # a 500 on PostgreSQL
+    assert negative.status_code == 200 and negative.json()["dead_letters"] == []
 
     segment_api.fail(400, count=1)  # still broken: the replay fails and the letters stay
     assert (await client.post("/api/dead-letters/replay", headers=admin_auth())).json() == {"replayed": 0, "failed": 10}

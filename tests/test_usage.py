@@ -108,8 +108,9 @@ async def test_top_features_are_at_most_five_by_count_and_the_chart_limit_is_hon
     assert (await usage_of(client, "users", ada))["attributes"]["top_features"] == ["a", "b", "c", "d", "e"]
     assert [f["feature"] for f in (await usage_of(client, "users", ada, limit=7))["features"]] == list("abcdefg")
     assert [f["feature"] for f in (await usage_of(client, "users", ada, limit=2))["features"]] == ["a", "b"]
-    bad = await client.get(f"/api/users/{ada}/usage", params={"limit": "0"}, headers=admin_auth())
-    assert bad.status_code == 400 and bad.json()["field"] == "limit"
+    for limit in ("0", "101", "-1", "x", "\u00b2"):  # "²" passes str.isdigit() but not int()
+        bad = await client.get(f"/api/users/{ada}/usage", params={"limit": limit}, headers=admin_auth())
+        assert bad.status_code == 400 and bad.json()["field"] == "limit", limit
     for path in ("/api/users/999999/usage", "/api/accounts/999999/usage"):
         assert (await client.get(path, headers=admin_auth())).status_code == 404
     assert (await client.get(f"/api/users/{ada}/usage")).status_code == 401

@@ -17,8 +17,7 @@ from connector.models import (Account, DeliveryState, Event, Segment, SegmentMem
                               UserIdentifier)
 from connector.outbound.guard import payload_hash, stamp
 from connector.outbound.outbox import ACCOUNT, EVENT, TRANSITION, USER
-from connector.processing import usage
-from connector.processing.computed import computed_attributes_of
+from connector.processing import computed
 from connector.settings import ALL, ConnectorSettings
 from connector.spec import format_timestamp
 
@@ -198,8 +197,8 @@ async def _load_computed(conn: AsyncConnection, settings: ConnectorSettings, dat
                [name.removeprefix("account.") for name in settings.synchronized_properties]))
     for entity, entity_ids, attributes in wanted:
         if entity_ids and wants_computed(attributes):
-            for entity_id, values in (await computed_attributes_of(conn, entity, entity_ids)).items():
-                data.computed[(entity, entity_id)] = {**values, "usage": usage.formatted(values["usage"])}
+            for entity_id, values in (await computed.computed_attributes_of(conn, entity, entity_ids)).items():
+                data.computed[(entity, entity_id)] = computed.as_json(values)
 
 
 def _read(data: _Data, entity: str, entity_id: int, traits: dict[str, Any], attribute: str) -> Any:

@@ -167,11 +167,13 @@ async def acknowledge(engine: AsyncEngine, done: list[Any], backoff: dict[int, t
                 [{"row_id": row.id, "row_version": row.version} for row in done])
             await conn.execute(outbox.update().where(outbox.c.id.in_([row.id for row in done]))
                                .values(claimed_until=None, attempts=0, last_error=None, available_at=now))
-        for row, failure in backoff.values():
-            delay = backoff_seconds(row.attempts, failure.retry_after)
-            await conn.execute(outbox.update().where(outbox.c.id == row.id).values(
-                attempts=row.attempts + 1, available_at=now + timedelta(seconds=delay), claimed_until=None,
-                last_error=failure.reason))
+        if backoff:
+            await conn.execute(outbox.update().where(outbox.c.id == sa.bindparam("row_id")).values(
+                attempts=sa.bindparam("row_attempts"), claimed_until=None, last_error=sa.bindparam("row_error"),
+                available_at=sa.bindparam("row_available_at", type_=outbox.c.available_at.type)), [
+                {"row_id": row.id, "row_attempts": row.attempts + 1, "row_error": failure.reason,
+                 "row_available_at": now + timedelta(seconds=backoff_seconds(row.attempts, failure.retry_after))}
+                for row, failure in backoff.values()])
 
 
 async def outbox_depth(engine: AsyncEngine) -> int:

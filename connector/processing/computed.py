@@ -28,8 +28,12 @@ async def computed_attributes(conn: AsyncConnection, entity: str, entity_id: int
 
     Accounts have usage but no audiences (Engage audiences are of users).
     """
-    found = (await computed_attributes_of(conn, entity, [entity_id], now))[entity_id]
-    return {**found, "usage": usage.formatted(found["usage"])}
+    return as_json((await computed_attributes_of(conn, entity, [entity_id], now))[entity_id])
+
+
+def as_json(attributes: dict[str, Any]) -> dict[str, Any]:
+    """computed_attributes_of's values for one profile, with last_feature_at as a timestamp string."""
+    return {**attributes, "usage": usage.formatted(attributes["usage"])}
 
 
 async def merge_users(conn: AsyncConnection, target: int, loser: int) -> None:

@@ -19,8 +19,8 @@ last_feature_at. Events dated in the future count in the totals but not in those
 """
 
 from collections.abc import Callable
-from functools import lru_cache
 from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa

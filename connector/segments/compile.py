@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from connector.models import Account, Event, User
 from connector.processing.audiences import member_condition
-from connector.segments.evaluate import event_since
+from connector.segments.evaluate import compare, event_since
 from connector.segments.rules import DEFAULT_COUNT, Scalar, attribute_of, date_key, datetime_key, parse_date
 
 TABLES = {"user": User.__table__, "account": Account.__table__}
@@ -276,13 +276,8 @@ def _attribute(compiler: Compiler, node: dict[str, Any]) -> Any:
     if op in ("starts_with", "ends_with"):
         return compiler.affix(value, op, expected)
     if op in ("gt", "gte", "lt", "lte"):
-        return _guard(value.is_kind("number"), _compare(value.number(), op, sa.literal(float(expected), sa.Float)))
+        return _guard(value.is_kind("number"), compare(value.number(), op, sa.literal(float(expected), sa.Float)))
     return compiler.date(value, attribute.kind, op, expected)
-
-
-def _compare(left: Any, op: str, right: Any) -> Any:
-    return {"eq": left == right, "neq": left != right, "gt": left > right, "gte": left >= right,
-            "lt": left < right, "lte": left <= right}[op]
 
 
 def _event(compiler: Compiler, node: dict[str, Any]) -> Any:
@@ -296,7 +291,7 @@ def _event(compiler: Compiler, node: dict[str, Any]) -> Any:
                   .group_by(events.c.user_id).subquery(f"event_counts_{len(compiler.joins)}"))
         compiler.joins[key] = (counts, counts.c.user_id == compiler.table.c.id)
     count = sa.func.coalesce(compiler.joins[key][0].c.n, 0)
-    return sa.and_(*(_compare(count, op, bound) for op, bound in node.get("count", DEFAULT_COUNT).items()))
+    return sa.and_(*(compare(count, op, bound) for op, bound in node.get("count", DEFAULT_COUNT).items()))
 
 
 def _audience(compiler: Compiler, node: dict[str, Any]) -> Any:

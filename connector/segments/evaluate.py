@@ -37,7 +37,8 @@ def equals(value: Any, scalar: Scalar) -> bool:
     return float(value) == scalar.value if scalar.kind == "number" else value == scalar.value
 
 
-def compare(left: float, op: str, right: float) -> bool:
+def compare(left: Any, op: str, right: Any) -> Any:
+    """left op right, for numbers here and for SQL expressions in compile.py."""
     return {"eq": left == right, "neq": left != right, "gt": left > right, "gte": left >= right,
             "lt": left < right, "lte": left <= right}[op]
 

@@ -22,7 +22,7 @@ journal = JournalEntry.__table__
 MAX_SETTINGS_BODY = 64 * 1024
 
 
-def _runtime(request: Request) -> Runtime:
+def runtime_of(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
@@ -31,6 +31,7 @@ def error(status: int, message: str, **details: Any) -> JSONResponse:
 
 
 async def json_body(request: Request, limit: int) -> Any:
+    """The parsed body; ValueError (orjson's JSONDecodeError is one) when too large or malformed."""
     body = await request.body()
     if len(body) > limit:
         raise ValueError(f"body exceeds the limit of {limit} bytes")
@@ -44,7 +45,7 @@ async def get_settings(request: Request) -> JSONResponse:
     responses:
       200: {description: "version and settings"}
     """
-    version, settings = await _runtime(request).settings.current_version()
+    version, settings = await runtime_of(request).settings.current_version()
     return JSONResponse({"version": version, "settings": settings.masked()})
 
 
@@ -59,12 +60,12 @@ async def put_settings(request: Request) -> JSONResponse:
     """
     try:
         changes = await json_body(request, MAX_SETTINGS_BODY)
-    except (ValueError, orjson.JSONDecodeError) as problem:
+    except ValueError as problem:
         return error(400, f"malformed settings document: {problem}", field="body")
     if not isinstance(changes, dict):
         return error(400, "settings must be a JSON object", field="body")
     try:
-        version, settings = await _runtime(request).settings.save(changes)
+        version, settings = await runtime_of(request).settings.save(changes)
     except ValidationError as problem:
         errors = validation_errors(problem)
         return error(400, f"invalid setting {errors[0]['field']}: {errors[0]['message']}", errors=errors)
@@ -86,7 +87,7 @@ async def get_users(request: Request) -> JSONResponse:
     kind, value = _one_query(request, ("user_id", "anonymous_id", "email"))
     if kind is None:
         return error(400, "give one of user_id, anonymous_id or email", field="query")
-    async with _runtime(request).engine.connect() as conn:
+    async with runtime_of(request).engine.connect() as conn:
         user_id = await profiles.find_user(conn, kind, value.lower() if kind == "email" else value)
         profile = await profiles.user_profile(conn, user_id) if user_id is not None else None
     return JSONResponse(profile) if profile else error(404, f"no user with {kind} {value!r}")
@@ -100,7 +101,7 @@ async def get_user(request: Request) -> JSONResponse:
       200: {description: "the profile"}
       404: {description: "no such user"}
     """
-    async with _runtime(request).engine.connect() as conn:
+    async with runtime_of(request).engine.connect() as conn:
         profile = await profiles.user_profile(conn, request.path_params["user_id"])
     return JSONResponse(profile) if profile else error(404, "no such user")
 
@@ -115,12 +116,14 @@ async def get_user_events(request: Request) -> JSONResponse:
     responses:
       200: {description: "events"}
     """
-    limit = min(_int(request.query_params.get("limit"), 100), 500)
-    before_id = _int(request.query_params.get("before_id"), None)
-    async with _runtime(request).engine.connect() as conn:
-        found = await profiles.user_profile(conn, request.path_params["user_id"]) is not None
-        events = await profiles.user_events(conn, request.path_params["user_id"], limit, before_id) if found else []
-    return JSONResponse({"events": events}) if found else error(404, "no such user")
+    limit = query_limit(request, 100, 500)
+    before_id = query_int(request, "before_id", None)
+    user_id = request.path_params["user_id"]
+    async with runtime_of(request).engine.connect() as conn:
+        if not await profiles.exists(conn, "user", user_id):
+            return error(404, "no such user")
+        events = await profiles.user_events(conn, user_id, limit, before_id)
+    return JSONResponse({"events": events})
 
 
 @requires_admin
@@ -137,7 +140,7 @@ async def get_accounts(request: Request) -> JSONResponse:
     kind, value = _one_query(request, ("group_id", "domain"))
     if kind is None:
         return error(400, "give one of group_id or domain", field="query")
-    async with _runtime(request).engine.connect() as conn:
+    async with runtime_of(request).engine.connect() as conn:
         account_id = await profiles.find_account(conn, kind, value.lower() if kind == "domain" else value)
         profile = await profiles.account_profile(conn, account_id) if account_id is not None else None
     return JSONResponse(profile) if profile else error(404, f"no account with {kind} {value!r}")
@@ -150,7 +153,7 @@ async def get_status(request: Request) -> JSONResponse:
     responses:
       200: {description: "status"}
     """
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     async with runtime.engine.connect() as conn:
         counts = dict((await conn.execute(sa.select(journal.c.status, sa.func.count()).group_by(journal.c.status))).all())
     return JSONResponse({"version": __version__, "journal": counts,
@@ -165,7 +168,7 @@ async def reveal_api_key(request: Request) -> JSONResponse:
     responses:
       200: {description: "api_key"}
     """
-    return JSONResponse({"api_key": await _runtime(request).settings.api_key()})
+    return JSONResponse({"api_key": await runtime_of(request).settings.api_key()})
 
 
 @requires_admin
@@ -175,7 +178,7 @@ async def rotate_key(request: Request) -> JSONResponse:
     responses:
       200: {description: "the new api_key"}
     """
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     if runtime.env.connector_api_key:
         return error(409, "the API key is set by CONNECTOR_API_KEY; change that config var instead")
     key = await rotate_api_key(runtime.engine)
@@ -191,11 +194,18 @@ def _one_query(request: Request, names: tuple[str, ...]) -> tuple[str | None, st
     return None, ""
 
 
-def _int(value: str | None, default: int | None) -> Any:
+def query_int(request: Request, name: str, default: int | None) -> Any:
+    """An integer query parameter; the default when absent or not an integer."""
+    value = request.query_params.get(name)
     try:
         return int(value) if value is not None else default
     except ValueError:
         return default
+
+
+def query_limit(request: Request, default: int, maximum: int) -> int:
+    """The `limit` query parameter, within 0..maximum (a negative LIMIT is an error on PostgreSQL)."""
+    return max(0, min(query_int(request, "limit", default), maximum))
 
 
 routes = [

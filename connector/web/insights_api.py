@@ -5,32 +5,24 @@ neutral / negative split behind its score); `trend` feeds a usage-trend chart (o
 per ISO week, oldest first). Each docstring is its OpenAPI entry.
 """
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from connector.models import Account, User
 from connector.processing import audiences, usage
-from connector.web.admin import error
+from connector.web.admin import error, runtime_of
 from connector.web.auth import requires_admin
+from connector.web.profiles import exists
 
 MAX_FEATURES = 100
-TABLES = {usage.USER: User.__table__, usage.ACCOUNT: Account.__table__}
-
-
-async def _exists(conn: AsyncConnection, entity: str, entity_id: int) -> bool:
-    table = TABLES[entity]
-    return await conn.scalar(sa.select(table.c.id).where(table.c.id == entity_id)) is not None
 
 
 async def _usage(request: Request, entity: str, entity_id: int) -> JSONResponse:
     limit = request.query_params.get("limit", "10")
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_FEATURES:
+    if not limit.isdecimal() or not 1 <= int(limit) <= MAX_FEATURES:
         return error(400, f"limit must be an integer from 1 to {MAX_FEATURES}", field="limit")
-    async with request.app.state.runtime.engine.connect() as conn:
-        if not await _exists(conn, entity, entity_id):
+    async with runtime_of(request).engine.connect() as conn:
+        if not await exists(conn, entity, entity_id):
             return error(404, f"no such {entity}")
         found = await usage.report(conn, entity, entity_id, feature_limit=int(limit))
     return JSONResponse({"entity": entity, "id": entity_id, **found})
@@ -71,8 +63,8 @@ async def get_user_audiences(request: Request) -> JSONResponse:
       404: {description: "no such user"}
     """
     user_id = request.path_params["user_id"]
-    async with request.app.state.runtime.engine.connect() as conn:
-        if not await _exists(conn, usage.USER, user_id):
+    async with runtime_of(request).engine.connect() as conn:
+        if not await exists(conn, usage.USER, user_id):
             return error(404, "no such user")
         found = await audiences.user_audiences(conn, user_id)
     return JSONResponse({"id": user_id, "audiences": found})

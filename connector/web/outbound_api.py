@@ -1,6 +1,5 @@
 """Dead letters in the admin API: list them, and send them again once the cause is fixed."""
 
-import orjson
 import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -8,7 +7,7 @@ from starlette.routing import Route
 
 from connector.models import DeadLetter
 from connector.outbound.sender import replay
-from connector.web.admin import _int, _runtime, error, json_body
+from connector.web.admin import error, json_body, query_int, query_limit, runtime_of
 from connector.web.auth import requires_admin
 
 dead_letters = DeadLetter.__table__
@@ -26,15 +25,15 @@ async def list_dead_letters(request: Request) -> JSONResponse:
     responses:
       200: {description: "dead_letters: id, message, reason, status_code, created_at, replayed_at; and the total waiting"}
     """
-    limit = min(_int(request.query_params.get("limit"), 100), 500)
-    before_id = _int(request.query_params.get("before_id"), None)
+    limit = query_limit(request, 100, 500)
+    before_id = query_int(request, "before_id", None)
     query = sa.select(dead_letters).order_by(dead_letters.c.id.desc()).limit(limit)
     waiting = dead_letters.c.replayed_at.is_(None)
     if request.query_params.get("include_replayed", "").lower() not in ("1", "true", "yes"):
         query = query.where(waiting)
     if before_id is not None:
         query = query.where(dead_letters.c.id < before_id)
-    async with _runtime(request).engine.connect() as conn:
+    async with runtime_of(request).engine.connect() as conn:
         rows = (await conn.execute(query)).all()
         total = (await conn.execute(sa.select(sa.func.count()).select_from(dead_letters).where(waiting))).scalar_one()
     return JSONResponse({"waiting": total, "dead_letters": [{
@@ -54,12 +53,12 @@ async def replay_dead_letters(request: Request) -> JSONResponse:
     """
     try:
         body = await json_body(request, MAX_REPLAY_BODY) if await request.body() else {}
-    except (ValueError, orjson.JSONDecodeError) as problem:
+    except ValueError as problem:
         return error(400, f"malformed body: {problem}", field="body")
     ids = body.get("ids") if isinstance(body, dict) else None
     if ids is not None and not (isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
         return error(400, "ids must be a list of integers", field="ids")
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     try:
         counts = await replay(runtime.engine, await runtime.settings.current(), ids)
     except ValueError as problem:

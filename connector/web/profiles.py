@@ -14,6 +14,12 @@ events = Event.__table__
 segments = Segment.__table__
 memberships = SegmentMembership.__table__
 RECENT_EVENTS = 20
+TABLES = {"user": users, "account": accounts}
+
+
+async def exists(conn: AsyncConnection, entity: str, entity_id: int) -> bool:
+    table = TABLES[entity]
+    return await conn.scalar(sa.select(table.c.id).where(table.c.id == entity_id)) is not None
 
 
 async def find_user(conn: AsyncConnection, kind: str, value: str) -> int | None:

@@ -2,7 +2,6 @@
 
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -13,7 +12,7 @@ from starlette.routing import Route
 from connector.models import Segment, SegmentMembership, utcnow
 from connector.segments.membership import OUTBOX_KIND, enqueue_select, recompute
 from connector.segments.rules import ENTITIES, RuleError, is_time_based, validate
-from connector.web.admin import error, json_body
+from connector.web.admin import error, json_body, runtime_of
 from connector.web.auth import requires_admin
 
 segments = Segment.__table__
@@ -28,10 +27,6 @@ class Invalid(ValueError):
         self.field, self.message = field, message
 
 
-def _engine(request: Request) -> Any:
-    return request.app.state.runtime.engine
-
-
 def _invalid(problem: Invalid | RuleError) -> JSONResponse:
     field = problem.path if isinstance(problem, RuleError) else problem.field
     return error(400, f"invalid segment: {field}: {problem.message}", field=field,
@@ -41,7 +36,7 @@ def _invalid(problem: Invalid | RuleError) -> JSONResponse:
 async def _document(request: Request) -> dict[str, Any]:
     try:
         document = await json_body(request, MAX_SEGMENT_BODY)
-    except (ValueError, orjson.JSONDecodeError) as problem:
+    except ValueError as problem:
         raise Invalid("body", f"malformed JSON: {problem}") from None
     if not isinstance(document, dict):
         raise Invalid("body", "must be a JSON object with name, entity and rule")
@@ -73,16 +68,24 @@ def _check(document: dict[str, Any], current: Any = None) -> dict[str, Any]:
     return values
 
 
+def _summary(row: Any, member_count: int) -> dict[str, Any]:
+    """A segment as the list shows it."""
+    return {"id": row.id, "name": row.name, "entity": row.entity, "rule": row.rule, "member_count": member_count,
+            "time_based": is_time_based(row.rule),
+            "computed_at": row.computed_at.isoformat() if row.computed_at else None}
+
+
 async def _serialise(conn: AsyncConnection, row: Any) -> dict[str, Any]:
     count = await conn.scalar(sa.select(sa.func.count()).where(memberships.c.segment_id == row.id))
-    return {"id": row.id, "name": row.name, "entity": row.entity, "rule": row.rule, "member_count": count,
-            "time_based": is_time_based(row.rule), "created_at": row.created_at.isoformat(),
-            "updated_at": row.updated_at.isoformat(),
-            "computed_at": row.computed_at.isoformat() if row.computed_at else None}
+    return {**_summary(row, count), "created_at": row.created_at.isoformat(), "updated_at": row.updated_at.isoformat()}
 
 
 async def _load(conn: AsyncConnection, segment_id: int) -> Any:
     return (await conn.execute(sa.select(segments).where(segments.c.id == segment_id))).first()
+
+
+def _name_conflict(name: str) -> JSONResponse:
+    return error(409, f"a segment named {name!r} exists", field="name")
 
 
 async def _name_taken(conn: AsyncConnection, name: str, other_than: int | None = None) -> bool:
@@ -99,14 +102,11 @@ async def list_segments(request: Request) -> JSONResponse:
     responses:
       200: {description: "segments"}
     """
-    async with _engine(request).connect() as conn:
+    async with runtime_of(request).engine.connect() as conn:
         counts = dict((await conn.execute(sa.select(memberships.c.segment_id, sa.func.count())
                                           .group_by(memberships.c.segment_id))).all())
         rows = list(await conn.execute(sa.select(segments).order_by(segments.c.name)))
-    return JSONResponse({"segments": [
-        {"id": row.id, "name": row.name, "entity": row.entity, "rule": row.rule, "member_count": counts.get(row.id, 0),
-         "time_based": is_time_based(row.rule), "computed_at": row.computed_at.isoformat() if row.computed_at else None}
-        for row in rows]})
+    return JSONResponse({"segments": [_summary(row, counts.get(row.id, 0)) for row in rows]})
 
 
 @requires_admin
@@ -134,15 +134,15 @@ async def create_segment(request: Request) -> JSONResponse:
         return _invalid(problem)
     now = utcnow()
     try:
-        async with _engine(request).begin() as conn:
+        async with runtime_of(request).engine.begin() as conn:
             if await _name_taken(conn, values["name"]):
-                return error(409, f"a segment named {values['name']!r} exists", field="name")
+                return _name_conflict(values["name"])
             segment_id = await conn.scalar(segments.insert().values(
                 **values, created_at=now, updated_at=now).returning(segments.c.id))
             await recompute(conn, segment_id, now, initial=True)
             body = await _serialise(conn, await _load(conn, segment_id))
     except IntegrityError:
-        return error(409, f"a segment named {values['name']!r} exists", field="name")
+        return _name_conflict(values["name"])
     return JSONResponse(body, status_code=201)
 
 
@@ -154,7 +154,7 @@ async def get_segment(request: Request) -> JSONResponse:
       200: {description: "the segment"}
       404: {description: "no such segment"}
     """
-    async with _engine(request).connect() as conn:
+    async with runtime_of(request).engine.connect() as conn:
         row = await _load(conn, request.path_params["segment_id"])
         return JSONResponse(await _serialise(conn, row)) if row else error(404, "no such segment")
 
@@ -184,7 +184,7 @@ async def update_segment(request: Request) -> JSONResponse:
         return _invalid(problem)
     now = utcnow()
     try:
-        async with _engine(request).begin() as conn:
+        async with runtime_of(request).engine.begin() as conn:
             current = await _load(conn, segment_id)
             if current is None:
                 return error(404, "no such segment")
@@ -193,7 +193,7 @@ async def update_segment(request: Request) -> JSONResponse:
             except (Invalid, RuleError) as problem:
                 return _invalid(problem)
             if "name" in values and await _name_taken(conn, values["name"], segment_id):
-                return error(409, f"a segment named {values['name']!r} exists", field="name")
+                return _name_conflict(values["name"])
             await conn.execute(segments.update().where(segments.c.id == segment_id).values(**values, updated_at=now))
             if values.get("rule", current.rule) != current.rule:
                 await recompute(conn, segment_id, now)
@@ -215,7 +215,7 @@ async def delete_segment(request: Request) -> Response:
       404: {description: "no such segment"}
     """
     segment_id = request.path_params["segment_id"]
-    async with _engine(request).begin() as conn:
+    async with runtime_of(request).engine.begin() as conn:
         current = await _load(conn, segment_id)
         if current is None:
             return error(404, "no such segment")
