@@ -216,3 +216,22 @@ async def test_page_and_screen_are_stored_only_when_enabled(client, runtime):
     await send(client, runtime, *({**call, "userId": "u3"} for call in calls))
     profile = await find_user(client, user_id="u3")
     assert [event["event"] for event in await events_of(client, profile)] == ["screen"]
+
+
+async def test_event_pages_follow_time_order_when_events_arrive_late(client, runtime):
+    """Paging with before_id walks (timestamp, id) newest first: each event exactly once."""
+    stamps = ["2024-05-03", "2024-05-01", "2024-05-05", "2024-05-02", "2024-05-04"]  # arrival order
+    for day in stamps:
+        await client.post("/v1/track", headers=basic_auth(),
+                          json={"userId": "pager", "event": f"E {day}", "timestamp": f"{day}T12:00:00Z"})
+    await drain(runtime)
+    user = await find_user(client, user_id="pager")
+    seen, before = [], None
+    while True:
+        params = {"limit": 2, **({"before_id": before} if before else {})}
+        page = (await client.get(f"/api/users/{user['id']}/events", params=params, headers=admin_auth())).json()["events"]
+        if not page:
+            break
+        seen += [event["event"] for event in page]
+        before = page[-1]["id"]
+    assert seen == [f"E {day}" for day in sorted(stamps, reverse=True)]

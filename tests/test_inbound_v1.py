@@ -313,3 +313,13 @@ async def test_loop_guard_follows_the_configured_names(client, runtime):
     assert (await client.post("/v1/identify", headers=basic_auth(), json=ours)).json()["skipped"] == 1
     hull = {"userId": "u3", "integrations": {"Hull": False}}
     assert (await client.post("/v1/identify", headers=basic_auth(), json=hull)).json()["skipped"] == 1
+
+
+async def test_a_wrong_basic_key_is_refused_before_the_body_is_read(client, runtime):
+    """An unauthenticated caller cannot make the server read and parse a large body."""
+    oversized = b'{"batch": [' + b" " * (600 * 1024) + b"]}"
+    response = await client.post("/v1/batch", headers={**basic_auth("wrong-key"), "Content-Type": "application/json"},
+                                 content=oversized)
+    assert response.status_code == 401
+    single = await client.post("/v1/track", headers=basic_auth("wrong-key"), content=b"{not json")
+    assert single.status_code == 401

@@ -247,3 +247,9 @@ async def test_nothing_is_sent_without_a_write_key(client, runtime, segment_api)
     await configure(runtime, segment_api, synchronized_segments=["ALL"])
     await send_all(runtime)
     assert [m["userId"] for m in segment_api.messages] == ["u-1"]
+
+
+async def test_replay_refuses_a_body_that_is_not_an_object(client, runtime):
+    response = await client.post("/api/dead-letters/replay", headers=admin_auth(), json=[1, 2])
+    assert response.status_code == 400
+    assert response.json()["field"] == "body"

@@ -80,6 +80,7 @@ async def segment_webhook(request: Request) -> JSONResponse:
 @inbound_endpoint("v1")
 async def v1_single(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
+    await _require_basic_key_if_sent(request, runtime)
     raw = await read_body(request, runtime.env.max_body_bytes, runtime.env.max_decompressed_bytes)
     document = _parse(raw, runtime)
     if not isinstance(document, dict):
@@ -93,6 +94,7 @@ async def v1_single(request: Request) -> JSONResponse:
 @inbound_endpoint("v1_batch")
 async def v1_batch(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
+    await _require_basic_key_if_sent(request, runtime)
     raw = await read_body(request, MAX_V1_BATCH_BYTES, runtime.env.max_decompressed_bytes)
     if len(raw) > MAX_V1_BATCH_BYTES:
         raise InboundError(413, f"batch body exceeds the limit of {MAX_V1_BATCH_BYTES} bytes (500 KB)",
@@ -108,6 +110,12 @@ async def v1_batch(request: Request) -> JSONResponse:
     shared = {key: document[key] for key in ("context", "integrations") if isinstance(document.get(key), dict)}
     merged = [_with_batch_defaults(item, shared) for item in batch]
     return await _accept_many(runtime, settings, merged, default_type=None, sent_at=document.get("sentAt"))
+
+
+async def _require_basic_key_if_sent(request: Request, runtime: Runtime) -> None:
+    """A wrong Basic key is refused before the body is read; without one, writeKey in the body decides."""
+    if (user := basic_auth_user(request)) is not None:
+        require_key(user, await runtime.settings.api_key())
 
 
 def _parse(raw: bytes, runtime: Runtime) -> Any:

@@ -55,7 +55,10 @@ async def replay_dead_letters(request: Request) -> JSONResponse:
         body = await json_body(request, MAX_REPLAY_BODY) if await request.body() else {}
     except ValueError as problem:
         return error(400, f"malformed body: {problem}", field="body")
-    ids = body.get("ids") if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        return error(400, 'body must be a JSON object: {} replays every waiting letter, {"ids": [...]} some',
+                     field="body")
+    ids = body.get("ids")
     if ids is not None and not (isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
         return error(400, "ids must be a list of integers", field="ids")
     runtime = runtime_of(request)

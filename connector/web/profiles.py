@@ -78,7 +78,10 @@ async def user_profile(conn: AsyncConnection, user_id: int) -> dict[str, Any] | 
 async def user_events(conn: AsyncConnection, user_id: int, limit: int, before_id: int | None = None) -> list[dict[str, Any]]:
     query = sa.select(events).where(events.c.user_id == user_id)
     if before_id is not None:
-        query = query.where(events.c.id < before_id)
+        # Pages follow the sort order (timestamp, then id), so late-arriving events are neither skipped nor repeated.
+        cursor = sa.select(events.c.timestamp).where(events.c.id == before_id).scalar_subquery()
+        query = query.where(sa.or_(events.c.timestamp < cursor,
+                                   sa.and_(events.c.timestamp == cursor, events.c.id < before_id)))
     rows = await conn.execute(query.order_by(events.c.timestamp.desc(), events.c.id.desc()).limit(limit))
     return [serialise_event(row) for row in rows]
 
