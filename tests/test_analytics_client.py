@@ -54,6 +54,7 @@ async def test_wrong_write_key_is_reported_to_the_library(live_server_factory):
     with pytest.raises(APIError) as refused:
         await asyncio.to_thread(client.identify, "u1", {"a": 1})
     assert refused.value.status == 401
+    assert (refused.value.code, refused.value.message) == ("unauthorized", "invalid API key")
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         assert (await http.get("/api/users", params={"user_id": "u1"}, headers=admin_auth())).status_code == 404
 

@@ -1,8 +1,20 @@
-"""The JSON error every inbound endpoint answers with: {"message": ..., "field"?: ...}."""
+"""The JSON error every inbound endpoint answers with: {"code", "message", "field"?, ...}.
+
+`code` is what Segment libraries read from an error body (analytics-python raises
+APIError(status, code, message)), so a refused call is reported by name, not as "unknown".
+"""
 
 from typing import Any
 
 from starlette.responses import JSONResponse
+
+
+CODES = {400: "invalid_request", 401: "unauthorized", 413: "payload_too_large", 415: "unsupported_encoding",
+         501: "unknown_type", 503: "storage_unavailable"}
+
+
+def error_body(status: int, message: str, **details: Any) -> dict[str, Any]:
+    return {"code": CODES.get(status, "error"), "message": message, **details}
 
 
 class InboundError(Exception):
@@ -14,4 +26,5 @@ class InboundError(Exception):
 
     def response(self) -> JSONResponse:
         headers = {"WWW-Authenticate": 'Basic realm="segment"'} if self.status == 401 else None
-        return JSONResponse({"message": self.message, **self.details}, status_code=self.status, headers=headers)
+        return JSONResponse(error_body(self.status, self.message, **self.details), status_code=self.status,
+                            headers=headers)

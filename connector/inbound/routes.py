@@ -19,7 +19,7 @@ from starlette.routing import Route
 from connector import spec
 from connector.inbound.auth import basic_auth_user, require_key, require_signature
 from connector.inbound.body import read_body
-from connector.inbound.errors import InboundError
+from connector.inbound.errors import InboundError, error_body
 from connector.inbound.journal import journal_row
 from connector.logs import get_logger
 from connector.metrics import MESSAGES_IN, REQUEST_LATENCY
@@ -165,7 +165,7 @@ async def _accept_many(runtime: Runtime, settings: ConnectorSettings, documents:
             MESSAGES_IN.labels(_type_label(document), "rejected").inc()
             rejected.append({"index": index, "status": error.status, **error.as_dict()})
     if not messages:
-        return JSONResponse({"message": "every message in the batch was rejected", "rejected": rejected},
+        return JSONResponse(error_body(400, "every message in the batch was rejected", rejected=rejected),
                             status_code=400)
     return await _accept(runtime, settings, messages, rejected)
 
