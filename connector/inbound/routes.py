@@ -6,7 +6,7 @@ echoes, append to the journal, and answer 200 only once the append has committed
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import wraps
 from time import perf_counter
 from typing import Any
@@ -23,6 +23,7 @@ from connector.inbound.errors import InboundError, error_body
 from connector.inbound.journal import journal_row
 from connector.logs import get_logger
 from connector.metrics import MESSAGES_IN, REQUEST_LATENCY
+from connector.models import utcnow
 from connector.runtime import Runtime
 from connector.settings import ConnectorSettings
 
@@ -143,7 +144,7 @@ def _with_batch_defaults(item: Any, shared: dict[str, dict[str, Any]]) -> Any:
 
 def _normalise_one(document: Any, default_type: str | None, sent_at: Any) -> dict[str, Any]:
     try:
-        return spec.normalise_message(document, datetime.now(timezone.utc), default_type, sent_at)
+        return spec.normalise_message(document, utcnow(), default_type, sent_at)
     except spec.SpecError as error:
         MESSAGES_IN.labels(_type_label(document), "rejected").inc()
         raise InboundError(error.status, error.message, field=error.field) from None
@@ -156,7 +157,7 @@ async def _accept_many(runtime: Runtime, settings: ConnectorSettings, documents:
     if len(documents) > spec.MAX_BATCH_MESSAGES:
         raise InboundError(400, f"batch has {len(documents)} messages; the limit is {spec.MAX_BATCH_MESSAGES}",
                            field="batch", limit=spec.MAX_BATCH_MESSAGES)
-    received_at = datetime.now(timezone.utc)
+    received_at = utcnow()
     messages, rejected = [], []
     for index, document in enumerate(documents):
         try:

@@ -7,17 +7,20 @@ is unchanged since it was claimed: no change is lost to a race.
 """
 
 from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector.db import insert
-from connector.models import OutboxItem, utcnow
+from connector.models import OutboxItem, UTCDateTime, utcnow
 
 outbox = OutboxItem.__table__
 USER, ACCOUNT, EVENT, TRANSITION = "user", "account", "event", "transition"
 
 
-def outbox_key(kind: str, entity_id: int) -> str:
+def outbox_key(kind: str, entity_id: int | str) -> str:
     return f"{kind}:{entity_id}"
 
 
@@ -27,6 +30,22 @@ async def enqueue(conn: AsyncConnection, kind: str, ids: Iterable[int]) -> None:
              "created_at": now} for entity_id in sorted(set(ids))]
     if not rows:
         return
-    statement = insert(outbox, conn.dialect.name)
-    await conn.execute(statement.on_conflict_do_update(
-        index_elements=["key"], set_={"version": outbox.c.version + 1}), rows)
+    await conn.execute(_coalescing(insert(outbox, conn.dialect.name)), rows)
+
+
+async def enqueue_select(conn: AsyncConnection, kind: str, ids: Any) -> None:
+    """enqueue for the ids a SELECT returns, without fetching them (same keys, same coalescing)."""
+    selected = ids.subquery()
+    now = utcnow()
+    # The SELECT needs a WHERE: SQLite cannot parse INSERT ... SELECT ... ON CONFLICT without one.
+    rows = sa.select(sa.literal(outbox_key(kind, "")).concat(sa.cast(selected.c[0], sa.String)),
+                     sa.literal(1), sa.literal(0), sa.literal(now, UTCDateTime()),
+                     sa.literal(now, UTCDateTime())).select_from(selected).where(sa.true())
+    statement = insert(outbox, conn.dialect.name).from_select(
+        ["key", "version", "attempts", "available_at", "created_at"], rows)
+    await conn.execute(_coalescing(statement))
+
+
+def _coalescing(statement: Any) -> Any:
+    """A change to a row already waiting bumps its version instead of adding a row."""
+    return statement.on_conflict_do_update(index_elements=["key"], set_={"version": outbox.c.version + 1})

@@ -19,9 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector.db import insert
 from connector.logs import get_logger
-from connector.models import (Account, Event, OutboxItem, Segment, SegmentMembership, SegmentTransition, User,
+from connector.models import (Account, Event, Segment, SegmentMembership, SegmentTransition, User,
                               UTCDateTime, utcnow)
 from connector.outbound import outbox
 from connector.processing.changes import Changes
@@ -37,7 +36,6 @@ transitions = SegmentTransition.__table__
 users = User.__table__
 accounts = Account.__table__
 events = Event.__table__
-outbox_table = OutboxItem.__table__
 OUTBOX_KIND = {"user": outbox.USER, "account": outbox.ACCOUNT}
 matches = sa.Table("segment_matches", sa.MetaData(), sa.Column("entity_id", sa.BigInteger, primary_key=True),
                    prefixes=["TEMPORARY"])
@@ -91,8 +89,8 @@ async def recompute(conn: AsyncConnection, segment_id: int, now: datetime | None
         ["segment_id", "entity_id", "entered_at"],
         sa.select(transitions.c.segment_id, transitions.c.entity_id, transitions.c.at)
         .where(recorded, transitions.c.transition == "entered")))
-    await enqueue_select(conn, outbox.TRANSITION, sa.select(transitions.c.id).where(recorded))
-    await enqueue_select(conn, OUTBOX_KIND[segment.entity], sa.select(transitions.c.entity_id).where(recorded))
+    await outbox.enqueue_select(conn, outbox.TRANSITION, sa.select(transitions.c.id).where(recorded))
+    await outbox.enqueue_select(conn, OUTBOX_KIND[segment.entity], sa.select(transitions.c.entity_id).where(recorded))
     await conn.execute(segments.update().where(segments.c.id == segment_id).values(computed_at=now))
     counts = dict((await conn.execute(sa.select(transitions.c.transition, sa.func.count())
                                       .where(recorded).group_by(transitions.c.transition))).all())
@@ -100,20 +98,6 @@ async def recompute(conn: AsyncConnection, segment_id: int, now: datetime | None
     log.info("segment.recompute.done", segment_id=segment_id, entered=result.entered, exited=result.exited,
              initial=initial)
     return result
-
-
-async def enqueue_select(conn: AsyncConnection, kind: str, ids: Any) -> None:
-    """outbox.enqueue for the ids a SELECT returns, without fetching them (same keys, same coalescing)."""
-    selected = ids.subquery()
-    now = utcnow()
-    # The SELECT needs a WHERE: SQLite cannot parse INSERT ... SELECT ... ON CONFLICT without one.
-    rows = sa.select(sa.literal(outbox.outbox_key(kind, "")).concat(sa.cast(selected.c[0], sa.String)),
-                     sa.literal(1), sa.literal(0), sa.literal(now, UTCDateTime()),
-                     sa.literal(now, UTCDateTime())).select_from(selected).where(sa.true())
-    statement = insert(outbox_table, conn.dialect.name).from_select(
-        ["key", "version", "attempts", "available_at", "created_at"], rows)
-    await conn.execute(statement.on_conflict_do_update(
-        index_elements=["key"], set_={"version": outbox_table.c.version + 1}))
 
 
 # --- incremental ------------------------------------------------------------------

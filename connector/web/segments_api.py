@@ -10,7 +10,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connector.models import Segment, SegmentMembership, utcnow
-from connector.segments.membership import OUTBOX_KIND, enqueue_select, recompute
+from connector.outbound import outbox
+from connector.segments.membership import OUTBOX_KIND, recompute
 from connector.segments.rules import ENTITIES, RuleError, is_time_based, validate
 from connector.web.admin import error, json_body, runtime_of
 from connector.web.auth import requires_admin
@@ -199,7 +200,7 @@ async def update_segment(request: Request) -> JSONResponse:
                 await recompute(conn, segment_id, now)
             elif values.get("name", current.name) != current.name:
                 # hull_segments carries names: every member's identify (or group) changes.
-                await enqueue_select(conn, OUTBOX_KIND[current.entity], _members(segment_id))
+                await outbox.enqueue_select(conn, OUTBOX_KIND[current.entity], _members(segment_id))
             body = await _serialise(conn, await _load(conn, segment_id))
     except IntegrityError:
         return error(409, "another segment has this name", field="name")
@@ -219,7 +220,7 @@ async def delete_segment(request: Request) -> Response:
         current = await _load(conn, segment_id)
         if current is None:
             return error(404, "no such segment")
-        await enqueue_select(conn, OUTBOX_KIND[current.entity], _members(segment_id))
+        await outbox.enqueue_select(conn, OUTBOX_KIND[current.entity], _members(segment_id))
         await conn.execute(memberships.delete().where(memberships.c.segment_id == segment_id))
         await conn.execute(segments.delete().where(segments.c.id == segment_id))
     return Response(status_code=204)
