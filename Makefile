@@ -35,8 +35,10 @@ bench: install
 clean:
 	rm -rf $(VENV) connector.db connector.db-wal connector.db-shm .pytest_cache
 
-# Until the first release there is one migration: regenerate it from connector/models.py.
+# A new Alembic revision from the change to connector/models.py: make migration m="what changes".
 migration: install
-	rm -f connector/migrations/versions/0001_initial_schema.py /tmp/connector-migration.db
+	@test -n "$(m)" || { echo 'usage: make migration m="what changes"'; exit 2; }
+	rm -f /tmp/connector-migration.db
+	DATABASE_URL=sqlite:////tmp/connector-migration.db $(BIN)/alembic -c connector/alembic.ini upgrade head
 	DATABASE_URL=sqlite:////tmp/connector-migration.db $(BIN)/alembic -c connector/alembic.ini \
-		revision --autogenerate -m "initial schema" --rev-id 0001
+		revision --autogenerate -m "$(m)"

@@ -77,6 +77,9 @@ class JournalEntry(SQLModel, table=True):
     status: str = Field(default="pending", max_length=16, index=True)
     error: str | None = Field(default=None, sa_type=sa.Text)
     processed_at: datetime | None = _time(nullable=True)
+    # "segment" for what Segment delivered to /segment, "api" for what a library posted to /v1/*:
+    # only the first can be an echo of what we sent, so only it is held back by forward_events.
+    source: str = Field(default="segment", max_length=16, sa_column_kwargs={"server_default": "segment"})
 
 
 # --- profiles --------------------------------------------------------------
@@ -101,6 +104,8 @@ class User(SQLModel, table=True):
     trait_timestamps: dict[str, str] = _json()
     account_id: int | None = _ref("accounts.id", nullable=True, ondelete="SET NULL")
     account_link: str | None = Field(default=None, max_length=16)  # "group" or "domain"
+    # The time of the message that set the link: a late, older group call never moves the user back.
+    account_linked_at: datetime | None = _time(nullable=True)
     created_at: datetime = _time()
     updated_at: datetime = _time()
     last_seen_at: datetime | None = _time(nullable=True)
@@ -144,12 +149,12 @@ class Event(SQLModel, table=True):
 
 
 class IdentityAudit(SQLModel, table=True):
-    """Every merge, and every link that was refused because two user_ids differ."""
+    """Every merge, every rename by alias, and every link refused because two user_ids differ."""
 
     __tablename__ = "identity_audit"
 
     id: int | None = _id()
-    action: str = Field(max_length=16)  # merge, conflict
+    action: str = Field(max_length=16)  # merge, conflict, rename
     kept_user_id: int | None = Field(default=None, sa_type=BigId)
     merged_user_id: int | None = Field(default=None, sa_type=BigId)
     message_id: str | None = Field(default=None, max_length=255)
@@ -216,10 +221,15 @@ class SegmentMembership(SQLModel, table=True):
 
 
 class SegmentTransition(SQLModel, table=True):
+    """An entry or exit, with the segment's name and entity as they were: a transition outlives a
+    rename or the deletion of its segment, so its Segment Exited can still be sent."""
+
     __tablename__ = "segment_transitions"
 
     id: int | None = _id()
-    segment_id: int = _ref("segments.id")
+    segment_id: int | None = _ref("segments.id", nullable=True, ondelete="SET NULL")
+    segment_name: str = Field(max_length=200)
+    entity: str = Field(max_length=16)  # user, account
     entity_id: int = Field(sa_type=BigId, index=True)
     transition: str = Field(max_length=8)  # entered, exited
     initial: bool = False
@@ -245,16 +255,22 @@ class OutboxItem(SQLModel, table=True):
     available_at: datetime = _time()
     claimed_until: datetime | None = _time(nullable=True)
     last_error: str | None = Field(default=None, sa_type=sa.Text)
+    failing_since: datetime | None = _time(nullable=True)  # the first failure of the current run of them
     created_at: datetime = _time()
 
 
 class DeliveryState(SQLModel, table=True):
-    """The hash of the last payload delivered per identify/group target."""
+    """What Segment last received per identify/group target: the payload's hash, the segment names
+    it carried (so a segment left, renamed or deleted is sent as `false`), and whether the
+    target was still in the outbound filter (False once its farewell call was delivered)."""
 
     __tablename__ = "delivery_state"
 
     key: str = Field(max_length=255, primary_key=True)
     payload_hash: str = Field(max_length=64)
+    segments: list[str] = Field(default_factory=list, sa_column=sa.Column(
+        JSONType, nullable=False, server_default=sa.text("'[]'")))
+    in_filter: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
     delivered_at: datetime = _time()
 
 

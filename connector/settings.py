@@ -75,7 +75,8 @@ class ConnectorSettings(BaseModel):
         "Attributes sent as identify traits (traits_ prefix stripped, / becomes _, account.x becomes account_x).")
     segment_membership_traits: bool = _field(
         False, OUTGOING_USERS, "Segment membership traits",
-        "Also send one boolean trait per segment (snake_case name): true on entry, false on exit.")
+        "Also send one boolean trait per segment (snake_case name): true on entry, false once the user left it, "
+        "or it was renamed or deleted.")
     entered_exited_events: bool = _field(
         False, OUTGOING_USERS, "Segment Entered / Exited events",
         "Send `Segment Entered` and `Segment Exited` track events on membership changes.")
@@ -85,10 +86,14 @@ class ConnectorSettings(BaseModel):
 
     # Outgoing events
     send_events: list[str] = _field(
-        [], OUTGOING_EVENTS, "Events to send", "Event names sent as track/page/screen calls. `ALL` sends every event.")
+        [], OUTGOING_EVENTS, "Events to send",
+        "Event names sent as track/page/screen calls, whether Segment delivered them to /segment or a library "
+        "posted them to /v1/*. `ALL` sends every event.")
     forward_events: bool = _field(
         False, OUTGOING_EVENTS, "Forward events received from Segment",
-        "Also send events that came in from Segment (off prevents sending Segment its own events back).")
+        "Also send events that Segment delivered to /segment (off keeps Segment's own events from going back "
+        "to it). Events posted straight to /v1/* never went through Segment and are sent whenever send_events "
+        "names them.")
 
     # Outgoing accounts
     synchronized_account_segments: list[str] = _field(

@@ -5,6 +5,7 @@ the Spec raises SpecError naming the offending field; the caller turns it into a
 """
 
 import hashlib
+import uuid
 from datetime import datetime, timezone
 from typing import Any
 
@@ -116,8 +117,20 @@ def format_timestamp(value: datetime) -> str:
     return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-def deterministic_message_id(message: dict[str, Any]) -> str:
-    digest = hashlib.sha256(orjson.dumps(message, option=orjson.OPT_SORT_KEYS)).hexdigest()
+SENDER_TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt")
+
+
+def generated_message_id(message: dict[str, Any], batch_sent_at: Any = None) -> str:
+    """The id of a message sent without one.
+
+    When the sender dated it, a hash of the body with that time: a retry of the same send
+    is a duplicate, the same call made at another time is not. Undated, a unique id, as
+    Segment's API does: two identical undated calls are two calls.
+    """
+    if batch_sent_at is None and all(message.get(field) is None for field in SENDER_TIME_FIELDS):
+        return f"auto-{uuid.uuid4().hex}"
+    content = {**message, "batchSentAt": batch_sent_at} if batch_sent_at is not None else message
+    digest = hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
     return f"auto-{digest[:40]}"
 
 
@@ -134,8 +147,9 @@ def normalise_message(raw: Any, received_at: datetime, default_type: str | None 
                       sent_at: Any = None) -> dict[str, Any]:
     """Validate one message and return it in canonical form.
 
-    The canonical form has camelCase keys, a `messageId`, a corrected `timestamp`
-    and `receivedAt` (both fixed-width UTC ISO strings), and string ids.
+    The canonical form has camelCase keys, a `messageId`, a corrected `timestamp` (never
+    later than `receivedAt`) and `receivedAt` (both fixed-width UTC ISO strings), and
+    string ids.
     """
     if not isinstance(raw, dict):
         raise SpecError("body", "each message must be a JSON object")
@@ -176,9 +190,10 @@ def normalise_message(raw: Any, received_at: datetime, default_type: str | None 
         message["messageId"] = str(message["messageId"])[:255]
     else:
         message.pop("messageId", None)
-        message["messageId"] = deterministic_message_id(message)
+        message["messageId"] = generated_message_id(message, sent_at)
 
-    message["timestamp"] = format_timestamp(_corrected_timestamp(message, received_at, sent_at))
+    # Newest wins everywhere, so a clock in the future must not make a message win until then.
+    message["timestamp"] = format_timestamp(min(_corrected_timestamp(message, received_at, sent_at), received_at))
     message["receivedAt"] = format_timestamp(received_at)
     message.pop("writeKey", None)
     return message

@@ -1,7 +1,9 @@
 """A fake Segment tracking API on a real localhost socket, speaking POST /v1/batch.
 
-It checks Basic auth with the write key, accepts gzip, records every accepted body,
-and can be told to fail: answer a status (500, 429 with Retry-After, 400, ...) or
+It checks Basic auth with the write key, accepts gzip, enforces Segment's published
+limits (a request body over 500 KB, a message over 32 KB or more than 2,500 messages
+is refused with 400, as Segment does), records every body's size and every accepted
+body, and can be told to fail: answer a status (500, 429 with Retry-After, 400, ...) or
 stall past the client's timeout, for the next N requests or for a seeded fraction of
 them. With `echo_to`, it posts every message it accepted back to a connector's
 POST /segment, as a workspace where the connector is both source and destination.
@@ -10,6 +12,7 @@ POST /segment, as a workspace where the connector is both source and destination
 import asyncio
 import base64
 import gzip
+import json
 import random
 import threading
 import time
@@ -42,16 +45,25 @@ class Fault:
     stall_seconds: float = 0.0
 
 
+# Segment's tracking API limits, as its documentation publishes them.
+MAX_REQUEST_BYTES = 500_000
+MAX_MESSAGE_BYTES = 32_768
+MAX_BATCH_MESSAGES = 2_500
+
+
 class FakeSegment(ServerThread):
     def __init__(self, write_key: str = "test-write-key", seed: int = 0):
         self.write_key = write_key
         self.bodies: list[dict[str, Any]] = []
+        self.body_sizes: list[int] = []  # bytes of every request body, accepted or not
+        self.message_sizes: list[int] = []  # bytes of every message of every request, as it stood in the body
         self.arrivals: dict[str, float] = {}  # messageId -> time.time() of its first delivery
         self.requests = 0
         self.refused = 0
         self.fault: Fault | None = None
         self.echo: tuple[str, dict[str, str]] | None = None
         self.echo_posts = 0
+        self.echo_answers: list[tuple[int, int, dict[str, Any]]] = []  # (status, messages posted, answer body)
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         super().__init__(Starlette(routes=[Route("/v1/batch", self._batch, methods=["POST"])]), name="fake Segment")
@@ -92,9 +104,19 @@ class FakeSegment(ServerThread):
         raw = await request.body()
         if request.headers.get("content-encoding") == "gzip":
             raw = gzip.decompress(raw)
+        self.body_sizes.append(len(raw))
+        if len(raw) > MAX_REQUEST_BYTES:
+            return JSONResponse({"code": "invalid", "message": "request body over 500KB"}, status_code=400)
         body = orjson.loads(raw)
         if not isinstance(body.get("batch"), list) or "sentAt" not in body:
             return JSONResponse({"code": "invalid", "message": "batch and sentAt are required"}, status_code=400)
+        if len(body["batch"]) > MAX_BATCH_MESSAGES:
+            return JSONResponse({"code": "invalid", "message": "more than 2500 messages"}, status_code=400)
+        # The message's own bytes as it stood in the body: the transport writes json.dumps's default form.
+        sizes = [len(json.dumps(message).encode()) for message in body["batch"]]
+        self.message_sizes += sizes
+        if max(sizes, default=0) > MAX_MESSAGE_BYTES:
+            return JSONResponse({"code": "invalid", "message": "message over 32KB"}, status_code=400)
         fault = self._next_fault()
         if fault is not None and fault.status is None:
             await asyncio.sleep(fault.stall_seconds)
@@ -126,7 +148,8 @@ class FakeSegment(ServerThread):
         assert self.echo is not None
         url, headers = self.echo
         async with httpx.AsyncClient(timeout=10) as http:
-            await http.post(url, headers=headers, json=batch)
+            answer = await http.post(url, headers=headers, json=batch)
+        self.echo_answers.append((answer.status_code, len(batch), answer.json()))
         self.echo_posts += 1
 
 # --- shared by the outbound tests ------------------------------------------------
@@ -166,9 +189,13 @@ async def add_segment(runtime: Any, name: str, members: list[int], entity: str =
 
 
 async def add_transition(runtime: Any, segment_id: int, user_id: int, transition: str, initial: bool = False) -> int:
+    segments = Segment.__table__
     async with runtime.engine.begin() as conn:
+        segment = (await conn.execute(sa.select(segments.c.name, segments.c.entity)
+                                      .where(segments.c.id == segment_id))).one()
         transition_id = (await conn.execute(sa.insert(SegmentTransition.__table__).values(
-            segment_id=segment_id, entity_id=user_id, transition=transition, initial=initial, at=utcnow())
+            segment_id=segment_id, segment_name=segment.name, entity=segment.entity, entity_id=user_id,
+            transition=transition, initial=initial, at=utcnow())
             .returning(SegmentTransition.__table__.c.id))).scalar_one()
         await outbox.enqueue(conn, outbox.TRANSITION, [transition_id])
     return transition_id

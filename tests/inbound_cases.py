@@ -37,8 +37,9 @@ async def find_user(http: httpx.AsyncClient, **query: str) -> dict[str, Any] | N
     return response.json() if response.status_code == 200 else None
 
 
-async def assert_journey_stored(http: httpx.AsyncClient, user_id: str) -> None:
-    """Every call of journey(user_id) is visible through the admin API."""
+async def assert_journey_stored(http: httpx.AsyncClient, user_id: str, source: str) -> None:
+    """Every call of journey(user_id) is visible through the admin API, its events marked with their
+    source: `segment` when Segment delivered them to /segment, `api` when a library posted to /v1/*."""
     profile = await find_user(http, user_id=user_id)
     assert profile is not None, f"no profile for {user_id}"
     assert profile["traits"] == {"email": f"{user_id}@example.com", "plan": "pro", "address": {"city": "Paris"}}
@@ -54,7 +55,7 @@ async def assert_journey_stored(http: httpx.AsyncClient, user_id: str) -> None:
     assert events["Order Completed"]["properties"] == {"total": 42}
     assert events["page"]["properties"] == {"path": "/pricing", "name": "Pricing"}
     assert events["screen"]["properties"] == {"name": "Home"}
-    assert {event["source"] for event in events.values()} == {"segment"}
+    assert {event["source"] for event in events.values()} == {source}
 
     assert profile["account"]["group_id"] == f"{user_id}-org"
     for query in ({"group_id": f"{user_id}-org"}, {"domain": f"{user_id}.example.org"}):

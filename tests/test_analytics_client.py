@@ -44,7 +44,7 @@ async def test_every_call_type_from_analytics_python(live_server_factory, mode):
             await asyncio.to_thread(client.shutdown)  # sync mode has no consumer thread to stop
         assert failures == []
         profile = await wait_until(lambda: _journey_done(http, "lib-user"))
-        await assert_journey_stored(http, "lib-user")
+        await assert_journey_stored(http, "lib-user", "api")
         assert profile["recent_events"][0]["context"]["library"]["name"] == "analytics-python"
 
 

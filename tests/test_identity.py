@@ -235,3 +235,62 @@ async def test_event_pages_follow_time_order_when_events_arrive_late(client, run
         seen += [event["event"] for event in page]
         before = page[-1]["id"]
     assert seen == [f"E {day}" for day in sorted(stamps, reverse=True)]
+
+
+async def test_a_late_older_group_call_does_not_move_the_user_back(client, runtime):
+    await enable_accounts(client)
+    await send(client, runtime,
+               {"type": "group", "userId": "u1", "groupId": "new-co", "timestamp": "2024-05-02T00:00:00Z"},
+               {"type": "group", "userId": "u1", "groupId": "old-co", "timestamp": "2024-05-01T00:00:00Z"})
+    assert (await find_user(client, user_id="u1"))["account"]["group_id"] == "new-co"
+    # The older call still records its account; only the user's link follows the newest call.
+    assert (await client.get("/api/accounts", params={"group_id": "old-co"}, headers=admin_auth())).status_code == 200
+    await send(client, runtime,
+               {"type": "group", "userId": "u1", "groupId": "newest-co", "timestamp": "2024-05-03T00:00:00Z"})
+    assert (await find_user(client, user_id="u1"))["account"]["group_id"] == "newest-co"
+
+
+async def test_the_account_link_does_not_depend_on_delivery_order(client, runtime):
+    await enable_accounts(client)
+    calls = [{"type": "group", "userId": user, "groupId": group, "timestamp": f"2024-05-0{day}T00:00:00Z"}
+             for user in ("in-order", "reversed") for day, group in ((1, "a"), (2, "b"), (2, "c"))]
+    await send(client, runtime, *calls[:3], *reversed(calls[3:]))
+    linked = {user: (await find_user(client, user_id=user))["account"]["group_id"] for user in ("in-order", "reversed")}
+    assert linked["in-order"] == linked["reversed"] in ("b", "c")
+
+
+async def test_a_merge_keeps_the_newer_account_link(client, runtime):
+    await enable_accounts(client)
+    await send(client, runtime,
+               {"type": "group", "anonymousId": "visitor", "groupId": "newer", "timestamp": "2024-05-03T00:00:00Z"},
+               {"type": "group", "userId": "u1", "groupId": "older", "timestamp": "2024-05-01T00:00:00Z"},
+               {"type": "identify", "userId": "u1", "anonymousId": "visitor", "timestamp": "2024-05-04T00:00:00Z"})
+    assert (await find_user(client, user_id="u1"))["account"]["group_id"] == "newer"
+
+
+async def test_a_timestamp_in_the_future_does_not_freeze_a_trait(client, runtime):
+    await send(client, runtime,
+               {"type": "identify", "userId": "u1", "timestamp": "2099-01-01T00:00:00Z", "traits": {"plan": "bad clock"}})
+    await send(client, runtime, {"type": "identify", "userId": "u1", "traits": {"plan": "pro"}})
+    assert (await find_user(client, user_id="u1"))["traits"]["plan"] == "pro"
+
+
+async def test_alias_from_a_known_user_id_to_a_new_one_renames_the_profile(client, runtime):
+    await send(client, runtime,
+               {"type": "identify", "userId": "old-id", "anonymousId": "visitor", "traits": {"plan": "pro"}},
+               {"type": "alias", "previousId": "old-id", "userId": "new-id"})
+    renamed = await find_user(client, user_id="new-id")
+    assert renamed is not None and renamed["traits"] == {"plan": "pro"}
+    assert (await find_user(client, anonymous_id="visitor"))["id"] == renamed["id"]
+    assert (await client.get("/api/users", params={"user_id": "old-id"}, headers=admin_auth())).json()["id"] \
+        == renamed["id"]
+    await send(client, runtime, {"type": "identify", "userId": "old-id", "traits": {"seats": 4}},
+               {"type": "track", "userId": "old-id", "event": "Late Event"})
+    assert (await find_user(client, user_id="new-id"))["traits"] == {"plan": "pro", "seats": 4}
+    assert [event["event"] for event in await events_of(client, renamed)] == ["Late Event"]
+    async with runtime.engine.connect() as conn:
+        users = await conn.scalar(sa.text("SELECT count(*) FROM users"))
+    assert users == 1
+    assert [(row.action, row.details) for row in await audit_rows(runtime)] == [
+        ("rename", {"previous_user_id": "old-id", "user_id": "new-id"})]
+

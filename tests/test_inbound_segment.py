@@ -33,7 +33,7 @@ async def test_every_call_type_one_message_per_request(client, runtime):
         response = await client.post("/segment", headers=basic_auth(), json=message)
         assert response.status_code == 200, (message["type"], response.text)
     await drain(runtime)
-    await assert_journey_stored(client, "ada")
+    await assert_journey_stored(client, "ada", "segment")
 
 
 async def test_every_call_type_in_an_actions_array(client, runtime):
@@ -42,7 +42,7 @@ async def test_every_call_type_in_an_actions_array(client, runtime):
     assert response.status_code == 200, response.text
     assert response.json() == {"success": True, "accepted": 7, "skipped": 0}
     await drain(runtime)
-    await assert_journey_stored(client, "bob")
+    await assert_journey_stored(client, "bob", "segment")
 
 
 async def test_gzip_body(client, runtime):
@@ -70,7 +70,7 @@ async def test_write_key_in_body_is_not_accepted_on_segment(client, runtime):
 
 async def test_signed_single_message(client, runtime):
     await set_shared_secret(client)
-    body = orjson.dumps({"type": "identify", "userId": "signed", "traits": {"a": 1}})
+    body = orjson.dumps({"type": "identify", "userId": "signed", "traits": {"a": 1}, "messageId": "m-signed"})
     response = await client.post("/segment", content=body, headers={**basic_auth(), "X-Signature": signature(body)})
     assert response.status_code == 200, response.text
     upper = await client.post("/segment", content=body,

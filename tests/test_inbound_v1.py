@@ -40,7 +40,7 @@ async def test_every_call_type_through_single_endpoints(client, runtime):
         assert response.status_code == 200, (message_type, response.text)
         assert response.json()["accepted"] == 1
     await drain(runtime)
-    await assert_journey_stored(client, "ada")
+    await assert_journey_stored(client, "ada", "api")
 
 
 @pytest.mark.parametrize("path", ["/v1/batch", "/v1/import"])
@@ -50,8 +50,8 @@ async def test_every_call_type_through_batch_endpoints(client, runtime, path):
     assert response.status_code == 200, response.text
     assert response.json() == {"success": True, "accepted": 14, "skipped": 0}
     await drain(runtime)
-    await assert_journey_stored(client, "bob")
-    await assert_journey_stored(client, "cy")
+    await assert_journey_stored(client, "bob", "api")
+    await assert_journey_stored(client, "cy", "api")
 
 
 async def test_batch_context_and_integrations_apply_to_each_message(client, runtime):
@@ -271,6 +271,15 @@ async def test_message_without_id_gets_a_deterministic_one(client, runtime):
     assert len(ids) == 2 and len(set(ids)) == 2
     await drain(runtime)
     assert (await stored_counts(runtime))["events"] == 2
+
+
+async def test_two_identical_undated_calls_without_message_id_are_both_stored(client, runtime):
+    daily_job = {"type": "track", "userId": "e1", "event": "Daily Login"}
+    for _ in range(2):
+        assert (await client.post("/v1/track", headers=basic_auth(), json=daily_job)).status_code == 200
+        assert (await client.post("/segment", headers=basic_auth(), json=daily_job)).status_code == 200
+    await drain(runtime)
+    assert (await stored_counts(runtime))["events"] == 4
 
 
 async def test_clock_skew_is_corrected_from_sent_at(client, runtime):

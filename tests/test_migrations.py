@@ -60,3 +60,26 @@ def test_downgrade_base_then_upgrade_again(empty_database):
     assert table_names(empty_database) == {"alembic_version"}
     upgrade(empty_database)
     command.check(alembic_config(empty_database))
+
+
+def test_upgrading_from_0001_keeps_transitions_with_their_segment_name(empty_database):
+    command.upgrade(alembic_config(empty_database), "0001")
+
+    async def run(*statements: str) -> list:
+        engine = create_engine(empty_database)
+        try:
+            async with engine.begin() as conn:
+                results = [await conn.execute(sa.text(statement)) for statement in statements]
+                return [result.all() if result.returns_rows else None for result in results]
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run(
+        "INSERT INTO segments (id, name, entity, rule, created_at, updated_at) "
+        "VALUES (7, 'Pro Users', 'user', '{}', '2024-05-01 00:00:00', '2024-05-01 00:00:00')",
+        "INSERT INTO segment_transitions (segment_id, entity_id, transition, initial, at) "
+        "VALUES (7, 42, 'entered', false, '2024-05-01 00:00:00')"))
+    upgrade(empty_database)
+    *_, kept = asyncio.run(run("DELETE FROM segments WHERE id = 7",
+                               "SELECT segment_id, segment_name, entity, entity_id FROM segment_transitions"))
+    assert [tuple(row) for row in kept] == [(None, "Pro Users", "user", 42)]

@@ -1,7 +1,7 @@
 """Delivery to Segment: batching, retries, dead letters and replay, crashes, claims."""
 
 import asyncio
-import random
+import json
 from collections import Counter
 from datetime import timedelta
 
@@ -16,7 +16,6 @@ from connector import cli
 from connector.models import DeadLetter, OutboxItem, utcnow
 from connector.outbound import outbox as outbox_module
 from connector.outbound import sender
-from connector.spec import MAX_BATCH_MESSAGES
 from fake_segment import configure, send_all, user_id_of
 
 outbox = OutboxItem.__table__
@@ -167,40 +166,86 @@ async def test_a_stalled_request_is_retried_after_the_timeout(client, runtime, s
     assert {m["userId"] for m in segment_api.messages} == {"u-1"}
 
 
-async def test_retries_give_up_into_dead_letters_after_four_hours_of_attempts(client, runtime, segment_api):
+async def fail_rounds(runtime, segment_api, rounds, elapsed_before_each=None):
+    """Segment answers 503 to `rounds` sends of the queued identify; each round starts as if its backoff was over."""
+    segment_api.fail_fraction(503, 1.0)
+    for round_number in range(rounds):
+        values = {"available_at": utcnow()}
+        if elapsed_before_each is not None:
+            values["failing_since"] = utcnow() - elapsed_before_each(round_number)
+        async with runtime.engine.begin() as conn:
+            await conn.execute(outbox.update().where(outbox.c.failing_since.is_not(None)).values(**values))
+            await conn.execute(outbox.update().where(outbox.c.failing_since.is_(None))
+                               .values(available_at=values["available_at"]))
+        await sender.Sender(runtime).send_once()
+
+
+async def one_queued_identify(client, runtime, segment_api):
     await configure(runtime, segment_api, synchronized_segments=["ALL"])
     await client.post("/v1/identify", headers=basic_auth(), json={"userId": "u-1"})
     await drain(runtime)
-    attempts = next(n for n in range(1000) if sender.retry_budget_spent(n + 1))
-    async with runtime.engine.begin() as conn:
-        await conn.execute(outbox.update().values(attempts=attempts))
-    segment_api.fail(503, count=1)
-    await send_all(runtime)
-    assert await rows(runtime) == []
-    [letter] = await rows(runtime, dead_letters)
-    assert letter.status_code == 503
 
 
-@settings(max_examples=50, deadline=None)
-@given(st.integers(0, 2**32))
-def test_retry_budget_covers_at_least_four_hours(seed):
-    random.seed(seed)
-    waited, attempts = 0.0, 0
-    while not sender.retry_budget_spent(attempts + 1):
-        waited += sender.backoff_seconds(attempts)
-        attempts += 1
-    assert waited >= 4 * 3600 - sender.BACKOFF_CAP_SECONDS  # the last wait is still ahead when we give up
-    assert attempts < 200
+async def test_a_row_failing_ten_times_in_a_row_is_still_queued_with_ten_attempts(client, runtime, segment_api):
+    await one_queued_identify(client, runtime, segment_api)
+    await fail_rounds(runtime, segment_api, 10)
+    [row] = await rows(runtime)
+    assert row.attempts == 10 and "503" in row.last_error
+    assert await rows(runtime, dead_letters) == []
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.lists(st.integers(1, 40_000), max_size=3000))
-def test_batches_respect_segment_limits_and_order(sizes):
-    groups = sender.batches(list(range(len(sizes))), lambda i: sizes[i])
-    assert [i for group in groups for i in group] == list(range(len(sizes)))
+@pytest.mark.parametrize("failing_for,given_up", [
+    (timedelta(hours=3, minutes=59, seconds=59), False),
+    (timedelta(hours=4, seconds=1), True),
+])
+async def test_a_failing_row_is_dead_lettered_four_hours_after_its_first_failure(
+        client, runtime, segment_api, failing_for, given_up):
+    await one_queued_identify(client, runtime, segment_api)
+    await fail_rounds(runtime, segment_api, 1)
+    await fail_rounds(runtime, segment_api, 1, elapsed_before_each=lambda _: failing_for)
+    if given_up:
+        assert await rows(runtime) == []
+        [letter] = await rows(runtime, dead_letters)
+        assert letter.status_code == 503 and letter.message["userId"] == "u-1"
+    else:
+        [row] = await rows(runtime)
+        assert row.attempts == 2
+        assert await rows(runtime, dead_letters) == []
+
+
+async def test_the_total_wait_before_dead_lettering_is_four_hours_plus_at_most_one_backoff_step(
+        client, runtime, segment_api):
+    """Segment retries for 4 hours: so do we, whatever the jitter, and not longer than one more backoff."""
+    await one_queued_identify(client, runtime, segment_api)
+    waited = timedelta(0)  # the backoffs the sender asked for, lived through instantly
+    for _ in range(500):
+        await fail_rounds(runtime, segment_api, 1, elapsed_before_each=lambda _: waited)
+        queued = await rows(runtime)
+        if not queued:
+            break
+        waited += queued[0].available_at - utcnow()
+    else:
+        raise AssertionError("never dead-lettered")
+    assert len(await rows(runtime, dead_letters)) == 1
+    assert timedelta(hours=4) - timedelta(seconds=5) <= waited <= timedelta(hours=4, minutes=10)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.text(min_size=0, max_size=8000), st.integers(0, 5)), max_size=120))
+def test_batches_stay_within_segment_limits_on_the_wire_and_keep_order(texts):
+    """Measured as the transport writes them (json.dumps): non-ASCII escapes, spaces after , and :."""
+    messages = [{"type": "identify", "userId": f"u-{n}", "traits": {"bio": text * repeat, "name": "Zoë Ünal"}}
+                for n, (text, repeat) in enumerate(texts)]
+    groups = sender.batches(messages, sender.wire_size, "a-write-key")
+    assert [m for group in groups for m in group] == messages
     for group in groups:
-        assert len(group) <= MAX_BATCH_MESSAGES
-        assert sum(sizes[i] + 1 for i in group) + sender.BATCH_OVERHEAD_BYTES <= sender.MAX_BATCH_BYTES
+        body = json.dumps({"batch": group, "sentAt": "2026-11-23T02:03:28.184730+00:00", "writeKey": "a-write-key"})
+        assert len(body.encode()) <= 500_000 or len(group) == 1
+
+
+def test_a_batch_holds_at_most_2500_messages():
+    messages = [{"type": "track", "userId": "u", "event": "E", "messageId": str(n)} for n in range(5001)]
+    assert [len(group) for group in sender.batches(messages, sender.wire_size, "key")] == [2500, 2500, 1]
 
 
 async def test_a_crash_between_send_and_ack_resends_the_same_message_ids(

@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 from conftest import basic_auth, drain
 from connector import __version__
 from connector.metrics import SKIPPED_OUT
-from connector.models import Event, utcnow
+from connector.models import utcnow
 from connector.outbound import outbox
 from connector.outbound.builders import snake_case, trait_name
 from fake_segment import add_segment, add_transition, configure, send_all, user_id_of
@@ -58,7 +58,7 @@ async def test_every_message_type_exact_json(client, runtime, segment_api):
     assert re.fullmatch(rf"hsc-identify-{user}-[0-9a-f]{{32}}", identify.pop("messageId"))
     assert identify == {"type": "identify", "userId": "u-1", "anonymousId": "a-1", **STAMP, "traits": {
         "email": "ada@example.com", "plan": "pro", "address_city": "Paris", "account_employees": 120,
-        "hull_segments": ["Paying Customers"], "paying_customers": True, "trial_users": False}}
+        "hull_segments": ["Paying Customers"], "paying_customers": True}}
     [group] = by_type(segment_api, "group")
     assert re.fullmatch(rf"hsc-group-{user}-[0-9a-f]{{32}}", group.pop("messageId"))
     assert group == {"type": "group", "groupId": "g-1", "userId": "u-1", "anonymousId": "a-1", **STAMP,
@@ -112,24 +112,37 @@ async def test_all_sends_every_user_and_empty_filter_sends_nobody(client, runtim
     assert identify["traits"] == {"email": "b@example.com", "hull_segments": []}
 
 
-async def test_segment_events_are_forwarded_only_with_forward_events(client, runtime, segment_api):
+async def deliver_from_segment(client, *messages):
+    """What Segment's Webhooks destination delivers: POST /segment."""
+    response = await client.post("/segment", headers=basic_auth(), json=list(messages))
+    assert response.status_code == 200, response.text
+
+
+async def test_forward_events_holds_back_only_what_segment_delivered(client, runtime, segment_api):
     await configure(runtime, segment_api, synchronized_segments=["ALL"], send_events=["ALL"])
-    await post(client, {"type": "track", "userId": "u-1", "event": "From Segment", "messageId": "seg-1"})
+    await deliver_from_segment(client, {"type": "track", "userId": "u-1", "event": "From Segment", "messageId": "seg-1"})
+    await post(client, {"type": "track", "userId": "u-1", "event": "From A Library", "messageId": "api-1"})
     await drain(runtime)
-    user = await user_id_of(runtime, "u-1")
-    async with runtime.engine.begin() as conn:  # an event from another source, e.g. computed by the connector
-        own = (await conn.execute(sa.insert(Event.__table__).values(
-            user_id=user, message_id="own-1", type="track", event="Computed", source="connector",
-            timestamp=utcnow(), received_at=utcnow(), properties={}, context={}).returning(Event.__table__.c.id))).scalar()
-        await outbox.enqueue(conn, outbox.EVENT, [own])
     await send_all(runtime)
-    assert sorted(m["messageId"] for m in by_type(segment_api, "track")) == ["own-1"]
+    # /v1/* calls never went through Segment, so they cannot be echoes: send_events alone decides.
+    assert sorted(m["messageId"] for m in by_type(segment_api, "track")) == ["api-1"]
 
     await configure(runtime, segment_api, synchronized_segments=["ALL"], send_events=["ALL"], forward_events=True)
-    await post(client, {"type": "track", "userId": "u-1", "event": "From Segment", "messageId": "seg-2"})
+    await deliver_from_segment(client, {"type": "track", "userId": "u-1", "event": "From Segment", "messageId": "seg-2"})
     await drain(runtime)
     await send_all(runtime)
-    assert sorted(m["messageId"] for m in by_type(segment_api, "track")) == ["own-1", "seg-2"]
+    assert sorted(m["messageId"] for m in by_type(segment_api, "track")) == ["api-1", "seg-2"]
+
+
+async def test_send_events_applies_to_events_from_both_sources(client, runtime, segment_api):
+    await configure(runtime, segment_api, synchronized_segments=["ALL"], send_events=["Wanted"], forward_events=True)
+    await deliver_from_segment(client, {"type": "track", "userId": "u-1", "event": "Wanted", "messageId": "seg-w"},
+                               {"type": "track", "userId": "u-1", "event": "Other", "messageId": "seg-o"})
+    await post(client, {"type": "track", "userId": "u-1", "event": "Wanted", "messageId": "api-w"},
+               {"type": "track", "userId": "u-1", "event": "Other", "messageId": "api-o"})
+    await drain(runtime)
+    await send_all(runtime)
+    assert sorted(m["messageId"] for m in by_type(segment_api, "track")) == ["api-w", "seg-w"]
 
 
 async def test_initial_transitions_need_send_initial_results(client, runtime, segment_api):

@@ -74,7 +74,8 @@ def test_any_valid_message_normalises(message):
     assert normalised["messageId"] == message.get("messageId", normalised["messageId"])
     assert normalised["receivedAt"] == spec.format_timestamp(RECEIVED)
     expected_time = spec.parse_timestamp(message["timestamp"], "t") if "timestamp" in message else RECEIVED
-    assert spec.parse_timestamp(normalised["timestamp"], "timestamp") == expected_time
+    # A time after receivedAt (a client clock in the future) counts as receivedAt.
+    assert spec.parse_timestamp(normalised["timestamp"], "timestamp") == min(expected_time, RECEIVED)
     # Normalising is idempotent: the journal payload is itself a valid message.
     assert spec.normalise_message(normalised, RECEIVED) == normalised
 
@@ -82,6 +83,7 @@ def test_any_valid_message_normalises(message):
 @settings(max_examples=200, deadline=None)
 @given(valid_messages())
 def test_snake_case_keys_normalise_like_camel_case(message):
+    message.setdefault("messageId", "m-1")  # without one, an undated message gets a unique id each time
     assert spec.normalise_message(snake_cased(message), RECEIVED) == spec.normalise_message(message, RECEIVED)
 
 
@@ -108,8 +110,9 @@ def test_a_message_missing_a_required_field_is_refused_naming_it(message, data):
 
 @settings(max_examples=200, deadline=None)
 @given(valid_messages(), instants, st.randoms())
-def test_deterministic_message_id_is_stable(message, later, random):
+def test_a_generated_message_id_is_stable_for_a_dated_message(message, later, random):
     message.pop("messageId", None)
+    message.setdefault("timestamp", "2024-05-31T10:00:00.000Z")
     first = spec.normalise_message(message, RECEIVED)["messageId"]
     keys = list(message)
     random.shuffle(keys)
@@ -117,6 +120,38 @@ def test_deterministic_message_id_is_stable(message, later, random):
     assert spec.normalise_message(reordered, later)["messageId"] == first
     changed = {**message, "context": {**message.get("context", {}), "__probe": 1}}
     assert spec.normalise_message(changed, RECEIVED)["messageId"] != first
+    another_time = {**message, "timestamp": "2024-05-31T10:00:00.001Z"}
+    assert spec.normalise_message(another_time, RECEIVED)["messageId"] != first
+
+
+@settings(max_examples=100, deadline=None)
+@given(valid_messages())
+def test_two_identical_undated_messages_without_message_id_are_two_messages(message):
+    message.pop("messageId", None)
+    message.pop("timestamp", None)
+    first = spec.normalise_message(dict(message), RECEIVED)["messageId"]
+    assert spec.normalise_message(dict(message), RECEIVED)["messageId"] != first
+
+
+@pytest.mark.parametrize("time_field", ["timestamp", "originalTimestamp", "sentAt"])
+def test_any_time_the_sender_gave_makes_the_generated_id_repeatable(time_field):
+    message = {"type": "track", "userId": "e1", "event": "Daily Login", time_field: "2024-05-31T10:00:00Z"}
+    first = spec.normalise_message(dict(message), RECEIVED)["messageId"]
+    assert spec.normalise_message(dict(message), RECEIVED)["messageId"] == first
+    next_day = {**message, time_field: "2024-06-01T10:00:00Z"}
+    assert spec.normalise_message(next_day, RECEIVED)["messageId"] != first
+
+
+def test_a_batch_sent_at_dates_the_messages_it_carries():
+    message = {"type": "track", "userId": "e1", "event": "Daily Login"}
+    first = spec.normalise_message(dict(message), RECEIVED, sent_at="2024-05-31T10:00:00Z")["messageId"]
+    assert spec.normalise_message(dict(message), RECEIVED, sent_at="2024-05-31T10:00:00Z")["messageId"] == first
+    assert spec.normalise_message(dict(message), RECEIVED, sent_at="2024-06-01T10:00:00Z")["messageId"] != first
+
+
+def test_a_timestamp_in_the_future_counts_as_received_at():
+    message = {"type": "identify", "userId": "u", "timestamp": "2099-01-01T00:00:00Z", "traits": {"plan": "pro"}}
+    assert spec.normalise_message(message, RECEIVED)["timestamp"] == "2024-06-01T12:00:00.000000Z"
 
 
 @settings(max_examples=100, deadline=None)
@@ -171,7 +206,7 @@ async def reset(engine) -> None:
 
 async def profiles_after(runtime, messages: list[dict[str, Any]]) -> set[tuple]:
     await reset(runtime.engine)
-    await runtime.journal.append([journal_row(spec.normalise_message(m, RECEIVED), RECEIVED) for m in messages])
+    await runtime.journal.append([journal_row(spec.normalise_message(m, RECEIVED), RECEIVED, "segment") for m in messages])
     changes = await process_batch(runtime.engine, await runtime.settings.current(), limit=100)
     assert changes.failed == 0
     async with runtime.engine.connect() as conn:

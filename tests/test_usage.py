@@ -142,7 +142,8 @@ async def test_a_duplicate_message_counts_once(client, runtime):
     await drain(runtime)
     # the same message reaching the processor again (a replayed journal) is not counted either
     async with runtime.engine.begin() as conn:
-        await apply_messages(conn, [normalise_message({"type": "track", **message}, now)], ConnectorSettings(), Changes())
+        await apply_messages(conn, [(normalise_message({"type": "track", **message}, now), "api")], ConnectorSettings(),
+                                 Changes())
     found = await usage_of(client, "users", await user_id_of(client, "ada"))
     assert found["totals"] == {"count": 1, "score": 1, "features": 1}
 
@@ -212,7 +213,7 @@ async def test_rebuild_equals_the_incremental_result(runtime, steps):
                 raw = {"type": "identify", "userId": f"{run}-u{step[1] % 3}", "anonymousId": f"{run}-a{3 + step[2] % 2}"}
             else:
                 raw = {"type": "group", **people(run, step[1]), "groupId": f"{run}-g{step[2]}"}
-            await apply_messages(conn, [normalise_message(raw, now)], config, Changes())
+            await apply_messages(conn, [(normalise_message(raw, now), "api")], config, Changes())
         incremental = await snapshot(conn)
         # every distinct feature event counted once, whatever the duplicates and merges did
         assert await _run_totals(conn, run) == (expected_count, expected_score_total)
@@ -258,7 +259,7 @@ def test_cli_rebuild_restores_usage(database_url, monkeypatch):
             for number, flag in enumerate(["positive", "NEGATIVE", "positive"]):
                 raw = {"type": "track", "userId": "ada", "event": "Feature Used", "messageId": f"m-{number}",
                        "properties": {"feature": "search", "eventFlag": flag}}
-                await apply_messages(conn, [normalise_message(raw, now)], config, Changes())
+                await apply_messages(conn, [(normalise_message(raw, now), "api")], config, Changes())
             expected = await snapshot(conn)
             await conn.execute(feature_usage.delete())
             emptied = await snapshot(conn)

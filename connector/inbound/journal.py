@@ -17,11 +17,12 @@ from connector.models import JournalEntry
 
 table = JournalEntry.__table__
 MAX_ROWS_PER_COMMIT = 5000
+SEGMENT, API = "segment", "api"  # delivered by Segment to /segment; posted by a library to /v1/*
 
 
-def journal_row(message: dict[str, Any], received_at: datetime) -> dict[str, Any]:
+def journal_row(message: dict[str, Any], received_at: datetime, source: str) -> dict[str, Any]:
     return {"message_id": message["messageId"], "type": message["type"], "payload": message,
-            "received_at": received_at, "status": "pending"}
+            "received_at": received_at, "status": "pending", "source": source}
 
 
 class JournalWriter:

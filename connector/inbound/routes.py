@@ -20,7 +20,7 @@ from connector import spec
 from connector.inbound.auth import basic_auth_user, require_key, require_signature
 from connector.inbound.body import read_body
 from connector.inbound.errors import InboundError, error_body
-from connector.inbound.journal import journal_row
+from connector.inbound.journal import API, SEGMENT, journal_row
 from connector.logs import get_logger
 from connector.metrics import MESSAGES_IN, REQUEST_LATENCY
 from connector.models import utcnow
@@ -73,9 +73,9 @@ async def segment_webhook(request: Request) -> JSONResponse:
     if settings.shared_secret:
         require_signature(request, raw, document, settings.shared_secret)
     if isinstance(document, list):
-        return await _accept_many(runtime, settings, document, default_type=None, sent_at=None)
+        return await _accept_many(runtime, settings, document, default_type=None, sent_at=None, source=SEGMENT)
     message = _normalise_one(document, default_type=None, sent_at=None)
-    return await _accept(runtime, settings, [message], rejected=[])
+    return await _accept(runtime, settings, [message], rejected=[], source=SEGMENT)
 
 
 @inbound_endpoint("v1")
@@ -89,7 +89,7 @@ async def v1_single(request: Request) -> JSONResponse:
     require_key(basic_auth_user(request) or _write_key(document), await runtime.settings.api_key())
     settings = await runtime.settings.current()
     message = _normalise_one(document, default_type=request.path_params["message_type"], sent_at=None)
-    return await _accept(runtime, settings, [message], rejected=[])
+    return await _accept(runtime, settings, [message], rejected=[], source=API)
 
 
 @inbound_endpoint("v1_batch")
@@ -110,7 +110,8 @@ async def v1_batch(request: Request) -> JSONResponse:
     settings = await runtime.settings.current()
     shared = {key: document[key] for key in ("context", "integrations") if isinstance(document.get(key), dict)}
     merged = [_with_batch_defaults(item, shared) for item in batch]
-    return await _accept_many(runtime, settings, merged, default_type=None, sent_at=document.get("sentAt"))
+    return await _accept_many(runtime, settings, merged, default_type=None, sent_at=document.get("sentAt"),
+                              source=API)
 
 
 async def _require_basic_key_if_sent(request: Request, runtime: Runtime) -> None:
@@ -151,7 +152,7 @@ def _normalise_one(document: Any, default_type: str | None, sent_at: Any) -> dic
 
 
 async def _accept_many(runtime: Runtime, settings: ConnectorSettings, documents: list[Any],
-                       default_type: str | None, sent_at: Any) -> JSONResponse:
+                       default_type: str | None, sent_at: Any, source: str) -> JSONResponse:
     if not documents:
         raise InboundError(400, "the batch is empty", field="batch")
     if len(documents) > spec.MAX_BATCH_MESSAGES:
@@ -168,11 +169,11 @@ async def _accept_many(runtime: Runtime, settings: ConnectorSettings, documents:
     if not messages:
         return JSONResponse(error_body(400, "every message in the batch was rejected", rejected=rejected),
                             status_code=400)
-    return await _accept(runtime, settings, messages, rejected)
+    return await _accept(runtime, settings, messages, rejected, source)
 
 
 async def _accept(runtime: Runtime, settings: ConnectorSettings, messages: list[dict[str, Any]],
-                  rejected: list[dict[str, Any]]) -> JSONResponse:
+                  rejected: list[dict[str, Any]], source: str) -> JSONResponse:
     kept = []
     for message in messages:
         if is_own_echo(message, settings):
@@ -180,7 +181,7 @@ async def _accept(runtime: Runtime, settings: ConnectorSettings, messages: list[
             log.info("incoming.message.skip", reason="loop", type=message["type"], message_id=message["messageId"])
         else:
             kept.append(message)
-    await runtime.journal.append([journal_row(message, _received(message)) for message in kept])
+    await runtime.journal.append([journal_row(message, _received(message), source) for message in kept])
     for message in kept:
         MESSAGES_IN.labels(message["type"], "accepted").inc()
     body: dict[str, Any] = {"success": True, "accepted": len(kept), "skipped": len(messages) - len(kept)}

@@ -3,6 +3,11 @@
 Everything a claim needs is loaded with one query per table, so building keeps up
 with sending. Membership is read straight from segments / segment_memberships /
 segment_transitions.
+
+What Segment holds is what we last delivered (delivery_state), so membership there
+stays true: a segment that Segment was told about and that the user is no longer in
+(left, renamed or deleted) is sent as `false`; a user (or account) who leaves the
+outbound filter gets one last identify (group) saying so, and nothing more until back.
 """
 
 import re
@@ -41,6 +46,17 @@ class Outgoing:
     message: dict[str, Any]
     state_key: str | None = None  # identify and group remember what they delivered
     payload_hash: str | None = None
+    segments: list[str] = field(default_factory=list)  # the hull_segments it carries
+    in_filter: bool = True  # False for the last call to a user or account that left the filter
+
+
+@dataclass
+class Delivered:
+    """What Segment holds for an identify or group target (a delivery_state row)."""
+
+    payload_hash: str
+    segments: list[str]
+    in_filter: bool
 
 
 @dataclass
@@ -109,11 +125,12 @@ async def build(conn: AsyncConnection, settings: ConnectorSettings, keys: list[s
     return built
 
 
-def _drop_unchanged(built: Built, delivered: dict[str, str]) -> None:
+def _drop_unchanged(built: Built, delivered: dict[str, Delivered]) -> None:
     """Drop what Segment already has, and the second copy of a message two rows asked for (user and account)."""
     kept, seen = [], set()
     for outgoing in built.messages:
-        if outgoing.state_key and delivered.get(outgoing.state_key) == outgoing.payload_hash:
+        state = delivered.get(outgoing.state_key or "")
+        if state is not None and state.payload_hash == outgoing.payload_hash:
             built.skipped.setdefault(outgoing.key, "unchanged")
         elif outgoing.message["messageId"] not in seen:
             seen.add(outgoing.message["messageId"])
@@ -129,11 +146,10 @@ class _Data:
     accounts: dict[int, Any] = field(default_factory=dict)
     account_users: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
     segment_names: dict[tuple[str, int], set[str]] = field(default_factory=lambda: defaultdict(set))
-    exited: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
     account_segments_known: bool = False
     events: dict[int, Any] = field(default_factory=dict)
     transitions: dict[int, Any] = field(default_factory=dict)
-    delivered: dict[str, str] = field(default_factory=dict)
+    delivered: dict[str, Delivered] = field(default_factory=dict)
     computed: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
 
 
@@ -144,9 +160,7 @@ async def _load(conn: AsyncConnection, ids: dict[str, list[int]]) -> _Data:
             sa.select(events).where(events.c.id.in_(ids[EVENT])))}
     if ids[TRANSITION]:
         data.transitions = {row.id: row for row in await conn.execute(
-            sa.select(transitions.c.id, transitions.c.segment_id, transitions.c.entity_id, transitions.c.transition,
-                      transitions.c.initial, transitions.c.at, segments.c.name, segments.c.entity)
-            .join(segments, segments.c.id == transitions.c.segment_id).where(transitions.c.id.in_(ids[TRANSITION])))}
+            sa.select(transitions).where(transitions.c.id.in_(ids[TRANSITION])))}
     user_ids = set(ids[USER]) | {row.user_id for row in data.events.values()}
     user_ids |= {row.entity_id for row in data.transitions.values() if row.entity == "user"}
     if ids[ACCOUNT]:
@@ -163,11 +177,6 @@ async def _load(conn: AsyncConnection, ids: dict[str, list[int]]) -> _Data:
                 .order_by(identifiers.c.id)):
             target = data.user_ids if row.kind == "user_id" else data.anonymous_ids
             target.setdefault(row.user_id, row.value)
-        for row in await conn.execute(
-                sa.select(transitions.c.entity_id, segments.c.name).join(segments, segments.c.id == transitions.c.segment_id)
-                .where(segments.c.entity == "user", transitions.c.transition == "exited",
-                       transitions.c.entity_id.in_(user_ids))):
-            data.exited[row.entity_id].add(row.name)
     account_ids = set(ids[ACCOUNT]) | {row.account_id for row in data.users.values() if row.account_id}
     if account_ids:
         data.accounts = {row.id: row for row in await conn.execute(
@@ -184,9 +193,9 @@ async def _load(conn: AsyncConnection, ids: dict[str, list[int]]) -> _Data:
         sa.select(sa.func.count()).select_from(segments).where(segments.c.entity == "account")))
     state_keys = [f"{kind}:{user_id}" for user_id in data.users for kind in ("identify", "group")]
     if state_keys:
-        data.delivered = dict((await conn.execute(
-            sa.select(delivery_state.c.key, delivery_state.c.payload_hash)
-            .where(delivery_state.c.key.in_(state_keys)))).all())
+        data.delivered = {row.key: Delivered(row.payload_hash, row.segments, row.in_filter) for row in await conn.execute(
+            sa.select(delivery_state.c.key, delivery_state.c.payload_hash, delivery_state.c.segments,
+                      delivery_state.c.in_filter).where(delivery_state.c.key.in_(state_keys)))}
     return data
 
 
@@ -212,6 +221,8 @@ def _build_one(data: _Data, settings: ConnectorSettings, kind: str, entity_id: i
         if entity_id not in data.users:
             return [], "user not found"
         if not _user_in_filter(data, settings, entity_id):
+            if _told_in_filter(data, f"identify:{entity_id}"):
+                return [_identify(data, settings, entity_id, in_filter=False)], ""
             return [], "not in synchronized segments"
         outgoing = [_identify(data, settings, entity_id)]
         group = _group(data, settings, entity_id)
@@ -234,19 +245,27 @@ def _user_in_filter(data: _Data, settings: ConnectorSettings, user_id: int) -> b
     return in_filter(data.segment_names[("user", user_id)], settings.synchronized_segments)
 
 
+def _told_in_filter(data: _Data, state_key: str) -> bool:
+    """Segment last heard of this target while it was in the filter: it is owed a last call."""
+    state = data.delivered.get(state_key)
+    return state is not None and state.in_filter
+
+
 def _identity(data: _Data, user_id: int) -> dict[str, Any]:
     ids = {"userId": data.user_ids.get(user_id), "anonymousId": data.anonymous_ids.get(user_id)}
     return {key: value for key, value in ids.items() if value is not None}
 
 
-def _envelope(settings: ConnectorSettings, message: dict[str, Any], state_key: str) -> Outgoing:
+def _envelope(settings: ConnectorSettings, message: dict[str, Any], state_key: str, segments: list[str],
+              in_filter: bool) -> Outgoing:
     """Identify and group: the messageId is derived from the content, so a resend is the same message."""
     digest = payload_hash(message)
     message["messageId"] = f"{MESSAGE_ID_PREFIX}-{state_key.replace(':', '-')}-{digest[:32]}"
-    return Outgoing(key="", message=stamp(message, settings), state_key=state_key, payload_hash=digest)
+    return Outgoing(key="", message=stamp(message, settings), state_key=state_key, payload_hash=digest,
+                    segments=segments, in_filter=in_filter)
 
 
-def _identify(data: _Data, settings: ConnectorSettings, user_id: int) -> Outgoing:
+def _identify(data: _Data, settings: ConnectorSettings, user_id: int, in_filter: bool = True) -> Outgoing:
     user = data.users[user_id]
     account = data.accounts.get(user.account_id) if user.account_id else None
     traits: dict[str, Any] = {}
@@ -257,13 +276,15 @@ def _identify(data: _Data, settings: ConnectorSettings, user_id: int) -> Outgoin
             value = _read(data, "user", user_id, user.traits, attribute)
         if value is not None:
             traits[trait_name(attribute)] = value
-    names = data.segment_names[("user", user_id)]
-    traits["hull_segments"] = sorted(names)
+    names = sorted(data.segment_names[("user", user_id)])
+    traits["hull_segments"] = names
+    state_key = f"identify:{user_id}"
     if settings.segment_membership_traits:
-        traits.update({snake_case(name): False for name in sorted(data.exited[user_id] - names)})
-        traits.update({snake_case(name): True for name in sorted(names)})
-    return _envelope(settings, {"type": "identify", **_identity(data, user_id), "traits": traits},
-                     f"identify:{user_id}")
+        told = data.delivered[state_key].segments if state_key in data.delivered else []
+        traits.update({snake_case(name): False for name in told})
+        traits.update({snake_case(name): True for name in names})
+    return _envelope(settings, {"type": "identify", **_identity(data, user_id), "traits": traits}, state_key,
+                     names, in_filter)
 
 
 def _account_attribute(data: _Data, account: Any, attribute: str) -> Any:
@@ -278,16 +299,18 @@ def _group(data: _Data, settings: ConnectorSettings, user_id: int) -> Outgoing |
     account = data.accounts.get(user.account_id) if user and user.account_id and settings.handle_accounts else None
     if account is None:
         return None
-    names = data.segment_names[("account", account.id)]
-    if not in_filter(names, settings.synchronized_account_segments):
+    names = sorted(data.segment_names[("account", account.id)])
+    state_key = f"group:{user_id}"
+    account_in_filter = in_filter(set(names), settings.synchronized_account_segments)
+    if not account_in_filter and not _told_in_filter(data, state_key):
         return None
     traits = {trait_name(attribute): value for attribute in settings.synchronized_account_properties
               if (value := _account_attribute(data, account, attribute)) is not None}
     if data.account_segments_known:
-        traits["hull_segments"] = sorted(names)
+        traits["hull_segments"] = names
     message = {"type": "group", "groupId": account.group_id or account.domain, **_identity(data, user_id),
                "traits": traits}
-    return _envelope(settings, message, f"group:{user_id}")
+    return _envelope(settings, message, state_key, names, account_in_filter)
 
 
 def _event(data: _Data, settings: ConnectorSettings, event_id: int) -> tuple[list[Outgoing], str]:
@@ -322,10 +345,10 @@ def _transition(data: _Data, settings: ConnectorSettings, transition_id: int) ->
         return [], "initial result and send_initial_results is off"
     # A user leaving the synchronized segments is still told about that exit.
     if row.entity_id not in data.users or not (_user_in_filter(data, settings, row.entity_id)
-                                               or in_filter({row.name}, settings.synchronized_segments)):
+                                               or in_filter({row.segment_name}, settings.synchronized_segments)):
         return [], "not in synchronized segments"
     message = {"type": "track", **_identity(data, row.entity_id),
                "event": "Segment Entered" if row.transition == "entered" else "Segment Exited",
                "messageId": f"{MESSAGE_ID_PREFIX}-transition-{row.id}", "timestamp": format_timestamp(row.at),
-               "properties": {"segment_name": row.name, "segment_id": row.segment_id}}
+               "properties": {"segment_name": row.segment_name, "segment_id": row.segment_id}}
     return [Outgoing(key="", message=stamp(message, settings))], ""

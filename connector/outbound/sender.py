@@ -3,18 +3,24 @@
 Rows are claimed with a lease (`claimed_until`), through FOR UPDATE SKIP LOCKED on
 PostgreSQL, so several workers never send the same row. A row is acknowledged only
 after Segment answered: a crash in between resends the same messageIds, which
-Segment deduplicates. Backoff state (attempts, available_at, last_error) lives in the
-row, so it survives restarts.
+Segment deduplicates. Backoff state (attempts, available_at, failing_since,
+last_error) lives in the row, so it survives restarts; a row is retried for
+RETRY_FOR_SECONDS after its first failure, then dead-lettered.
+
+Sizes are measured on the bytes the transport sends: segment-analytics-python posts
+`json.dumps(body)` (ASCII escapes for every non-ASCII character, a space after each
+`,` and `:`), so a batch's size is exactly the sum of its messages' `json.dumps`
+lengths, their separators and the envelope around them.
 """
 
 import asyncio
+import json
 import random
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from time import perf_counter
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from segment.analytics import request as segment_request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -33,8 +39,8 @@ dead_letters = DeadLetter.__table__
 delivery_state = DeliveryState.__table__
 log = get_logger()
 
-MAX_BATCH_BYTES = 475_000
-BATCH_OVERHEAD_BYTES = 1_000  # {"batch": [...], "sentAt": ..., "writeKey": ...} around the messages
+MAX_BATCH_BYTES = 475_000  # Segment refuses a body over 500 KB: keep a margin below it
+BATCH_SEPARATOR_BYTES = len(", ")
 LEASE_SECONDS = 120.0
 REQUEST_TIMEOUT_SECONDS = 15.0
 CONCURRENT_BATCHES = 4
@@ -83,7 +89,7 @@ async def post_batch(settings: ConnectorSettings, batch: list[dict[str, Any]],
     started = perf_counter()
     try:
         await asyncio.to_thread(segment_request.post, settings.write_key, host=settings.segment_api_host,
-                                batch=batch, timeout=timeout)
+                                batch=batch, sentAt=utcnow().isoformat(), timeout=timeout)
     except Exception as error:  # every failure is classified: retried or dead-lettered, never lost
         return classify(error)
     finally:
@@ -97,26 +103,34 @@ def backoff_seconds(attempts: int, retry_after: float | None = None) -> float:
     return max(step / 2 + random.uniform(0, step / 2), retry_after or 0.0)
 
 
-def retry_budget_spent(attempts: int) -> bool:
-    """True once the shortest possible waits after `attempts` failures add up to RETRY_FOR_SECONDS."""
-    waited = sum(min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(n, 30)) / 2 for n in range(attempts))
-    return waited >= RETRY_FOR_SECONDS
+def retry_budget_spent(failing_since: datetime, now: datetime) -> bool:
+    """True once a row has been failing for RETRY_FOR_SECONDS."""
+    return (now - failing_since).total_seconds() >= RETRY_FOR_SECONDS
 
 
-def message_size(message: dict[str, Any]) -> int:
-    return len(orjson.dumps(message))
+def wire_size(message: dict[str, Any]) -> int:
+    """The bytes a message takes in the transport's request body."""
+    return len(json.dumps(message, cls=segment_request.DatetimeSerializer).encode())
 
 
-def batches(messages: list[Any], size_of: Any) -> list[list[Any]]:
-    """Split in order into batches within Segment's limits (bytes and count)."""
+def envelope_size(write_key: str | None) -> int:
+    """The bytes around the messages: {"batch": [], "sentAt": ..., "writeKey": ...}, at the longest sentAt."""
+    longest_sent_at = "2000-01-01T00:00:00.000000+00:00"
+    return len(json.dumps({"batch": [], "sentAt": longest_sent_at, "writeKey": write_key}).encode())
+
+
+def batches(messages: list[Any], size_of: Any, write_key: str | None) -> list[list[Any]]:
+    """Split in order into batches within Segment's limits (bytes on the wire and count)."""
+    empty = envelope_size(write_key)
     result: list[list[Any]] = []
     current: list[Any] = []
-    current_bytes = BATCH_OVERHEAD_BYTES
+    current_bytes = empty
     for item in messages:
-        size = size_of(item) + 1
+        size = size_of(item) + (BATCH_SEPARATOR_BYTES if current else 0)
         if current and (len(current) >= MAX_BATCH_MESSAGES or current_bytes + size > MAX_BATCH_BYTES):
             result.append(current)
-            current, current_bytes = [], BATCH_OVERHEAD_BYTES
+            current, current_bytes = [], empty
+            size -= BATCH_SEPARATOR_BYTES
         current.append(item)
         current_bytes += size
     if current:
@@ -137,7 +151,8 @@ async def claim(engine: AsyncEngine, limit: int, lease: float = LEASE_SECONDS) -
         rows = (await conn.execute(
             outbox.update().where(outbox.c.id.in_(candidates.scalar_subquery()))
             .values(claimed_until=now + timedelta(seconds=lease))
-            .returning(outbox.c.id, outbox.c.key, outbox.c.version, outbox.c.attempts))).all()
+            .returning(outbox.c.id, outbox.c.key, outbox.c.version, outbox.c.attempts,
+                       outbox.c.failing_since))).all()
     return sorted(rows, key=lambda row: row.id)
 
 
@@ -149,13 +164,13 @@ async def acknowledge(engine: AsyncEngine, done: list[Any], backoff: dict[int, t
     """
     now = utcnow()
     async with engine.begin() as conn:
-        states = {outgoing.state_key: outgoing.payload_hash for outgoing in delivered if outgoing.state_key}
+        states = {outgoing.state_key: outgoing for outgoing in delivered if outgoing.state_key}
         if states:
             statement = insert(delivery_state, conn.dialect.name)
-            await conn.execute(statement.on_conflict_do_update(
-                index_elements=["key"], set_={"payload_hash": statement.excluded.payload_hash,
-                                              "delivered_at": statement.excluded.delivered_at}),
-                [{"key": key, "payload_hash": states[key], "delivered_at": now} for key in sorted(states)])
+            await conn.execute(statement.on_conflict_do_update(index_elements=["key"], set_={
+                name: statement.excluded[name] for name in ("payload_hash", "segments", "in_filter", "delivered_at")}), [
+                {"key": key, "payload_hash": states[key].payload_hash, "segments": states[key].segments,
+                 "in_filter": states[key].in_filter, "delivered_at": now} for key in sorted(states)])
         if dead:
             await conn.execute(dead_letters.insert(), [
                 {"message": message, "reason": failure.reason, "status_code": failure.status, "created_at": now}
@@ -165,14 +180,16 @@ async def acknowledge(engine: AsyncEngine, done: list[Any], backoff: dict[int, t
             await conn.execute(outbox.delete().where(
                 outbox.c.id == sa.bindparam("row_id"), outbox.c.version == sa.bindparam("row_version")),
                 [{"row_id": row.id, "row_version": row.version} for row in done])
-            await conn.execute(outbox.update().where(outbox.c.id.in_([row.id for row in done]))
-                               .values(claimed_until=None, attempts=0, last_error=None, available_at=now))
+            await conn.execute(outbox.update().where(outbox.c.id.in_([row.id for row in done])).values(
+                claimed_until=None, attempts=0, last_error=None, available_at=now, failing_since=None))
         if backoff:
             await conn.execute(outbox.update().where(outbox.c.id == sa.bindparam("row_id")).values(
                 attempts=sa.bindparam("row_attempts"), claimed_until=None, last_error=sa.bindparam("row_error"),
-                available_at=sa.bindparam("row_available_at", type_=outbox.c.available_at.type)), [
+                available_at=sa.bindparam("row_available_at", type_=outbox.c.available_at.type),
+                failing_since=sa.bindparam("row_failing_since", type_=outbox.c.failing_since.type)), [
                 {"row_id": row.id, "row_attempts": row.attempts + 1, "row_error": failure.reason,
-                 "row_available_at": now + timedelta(seconds=backoff_seconds(row.attempts, failure.retry_after))}
+                 "row_available_at": now + timedelta(seconds=backoff_seconds(row.attempts, failure.retry_after)),
+                 "row_failing_since": row.failing_since or now}
                 for row, failure in backoff.values()])
 
 
@@ -215,26 +232,28 @@ class Sender:
         result.skipped = len(built.skipped)
 
         dead: list[tuple[dict[str, Any], Failure]] = []
-        sizes = {id(outgoing): message_size(outgoing.message) for outgoing in built.messages}
+        sizes = {id(outgoing): wire_size(outgoing.message) for outgoing in built.messages}
         sendable = []
         for outgoing in built.messages:
             if sizes[id(outgoing)] > MAX_MESSAGE_BYTES:
                 dead.append((outgoing.message, Failure(
-                    f"message is {sizes[id(outgoing)]} bytes; the limit is {MAX_MESSAGE_BYTES}")))
+                    f"message is {sizes[id(outgoing)]} bytes as sent; Segment's limit is {MAX_MESSAGE_BYTES}")))
             else:
                 sendable.append(outgoing)
-        failures = await self._send(settings, batches(sendable, lambda outgoing: sizes[id(outgoing)]))
+        failures = await self._send(settings, batches(sendable, lambda outgoing: sizes[id(outgoing)],
+                                                      settings.write_key))
 
         by_key = {row.key: row for row in rows}
         backoff: dict[int, tuple[Any, Failure]] = {}
         delivered = []
+        now = utcnow()
         for batch, failure in failures:
             if failure is None:
                 delivered += batch
                 continue
             for outgoing in batch:
                 row = by_key[outgoing.key]
-                if failure.retry and not retry_budget_spent(row.attempts + 1):
+                if failure.retry and not retry_budget_spent(row.failing_since or now, now):
                     backoff[row.id] = (row, failure)
                 else:
                     dead.append((outgoing.message, failure))
@@ -285,7 +304,7 @@ async def replay(engine: AsyncEngine, settings: ConnectorSettings, ids: list[int
     async with engine.connect() as conn:
         rows = (await conn.execute(query.order_by(dead_letters.c.id))).all()
     replayed = failed = 0
-    for group in batches(rows, lambda row: message_size(row.message)):
+    for group in batches(rows, lambda row: wire_size(row.message), settings.write_key):
         failure = await post_batch(settings, [row.message for row in group])
         async with engine.begin() as conn:
             await _record_replay(conn, [row.id for row in group], failure)

@@ -1,6 +1,6 @@
 """Accounts from group calls: keyed by groupId, with traits.domain as a second claim."""
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -56,12 +56,30 @@ async def upsert_account(conn: AsyncConnection, group_id: str | None, domain: st
     return row.id, bool(changed or updates)
 
 
-async def link_user(conn: AsyncConnection, user_id: int, account_id: int, link: str) -> bool:
-    """Link a user to an account. An explicit group link is never replaced by a domain link."""
-    condition = users.c.id == user_id
-    if link == "domain":
-        condition = condition & sa.or_(users.c.account_link.is_(None), users.c.account_link == "domain")
-    result = await conn.execute(users.update().where(
-        condition, sa.or_(users.c.account_id.is_(None), users.c.account_id != account_id,
-                          users.c.account_link != link)).values(account_id=account_id, account_link=link))
+async def link_user(conn: AsyncConnection, user_id: int, account_id: int, link: str, at: datetime) -> bool:
+    """Link a user to an account, by the message of time `at`; return whether the link changed.
+
+    An explicit group link is never replaced by a domain link. Between links of the same
+    kind the newest message wins, as for traits: a late, older group call does not move
+    the user back. Equal times go to the larger account id, so arrival order never matters.
+    """
+    linked_at = users.c.account_linked_at
+    newer = sa.or_(linked_at.is_(None), linked_at < at, sa.and_(linked_at == at, users.c.account_id < account_id))
+    if link == "group":
+        allowed = sa.or_(users.c.account_link.is_(None), users.c.account_link == "domain", newer)
+    else:
+        allowed = sa.or_(users.c.account_link.is_(None), sa.and_(users.c.account_link == "domain", newer))
+    changes_something = sa.or_(users.c.account_id.is_(None), users.c.account_id != account_id,
+                               users.c.account_link != link)
+    result = await conn.execute(users.update().where(users.c.id == user_id, allowed, changes_something)
+                                .values(account_id=account_id, account_link=link, account_linked_at=at))
     return result.rowcount > 0
+
+
+def stronger_link(first: Any, second: Any) -> Any:
+    """Of two users' account links (rows with account_id, account_link, account_linked_at), the one
+    a merged profile keeps: by the rule of link_user."""
+    def strength(row: Any) -> tuple[bool, bool, Any, int]:
+        return (row.account_id is not None, row.account_link == "group",
+                row.account_linked_at or datetime.min.replace(tzinfo=timezone.utc), row.account_id or 0)
+    return max(first, second, key=strength)

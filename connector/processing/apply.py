@@ -77,13 +77,14 @@ class BatchApplier:
         self.pending_messages: dict[str, dict[str, Any]] = {}
         self.seen: dict[int, datetime] = {}
 
-    async def apply(self, messages: list[dict[str, Any]]) -> None:
-        claims = {(kind, value) for message in messages
+    async def apply(self, messages: list[tuple[dict[str, Any], str]]) -> None:
+        """Apply (message, source) pairs in order; the source is the inbound journal's."""
+        claims = {(kind, value) for message, _ in messages
                   for kind, value in identity.claims_of(message, self.settings.identify_by_email)}
         await self._lookup(list(claims))
         await self._load_profiles(set(self.owners.values()))
-        for message in messages:
-            await self._apply_one(message)
+        for message, source in messages:
+            await self._apply_one(message, source)
         await self.flush()
 
     async def _lookup(self, claims: list[identity.Claim]) -> None:
@@ -99,7 +100,7 @@ class BatchApplier:
             for row in rows:
                 self.profiles[row.id] = Profile(row)
 
-    async def _apply_one(self, message: dict[str, Any]) -> None:
+    async def _apply_one(self, message: dict[str, Any], source: str) -> None:
         kind = message["type"]
         if is_disabled(kind, self.settings):
             self.changes.skipped += 1
@@ -115,9 +116,9 @@ class BatchApplier:
         if kind == "identify":
             await self._identify(user_id, message, timestamp)
         elif kind == "group":
-            await self._group(user_id, message)
+            await self._group(user_id, message, timestamp)
         elif kind in ("track", "page", "screen"):
-            self._buffer_event(user_id, message, timestamp)
+            self._buffer_event(user_id, message, timestamp, source)
         self._touch(user_id, timestamp)
         self.changes.processed += 1
         PROCESSED.labels(kind, "success").inc()
@@ -137,6 +138,9 @@ class BatchApplier:
         if message["type"] == "alias":
             claims = await self._alias_claims(message)
             self.owners.update(await identity.lookup(self.conn, claims))
+            renamed = await self._rename(message)
+            if renamed is not None:
+                return renamed
         else:
             claims = identity.claims_of(message, self.settings.identify_by_email)
         found = {claim: self.owners[claim] for claim in claims if claim in self.owners}
@@ -156,6 +160,18 @@ class BatchApplier:
         await self._load_profiles({user_id})
         return user_id
 
+    async def _rename(self, message: dict[str, Any]) -> int | None:
+        """alias from a profile's userId to a userId no profile holds: the profile takes the new id."""
+        previous, new = clean_id(message.get("previousId")), clean_id(message["userId"])
+        holder = self.owners.get((identity.USER_ID, previous or ""))
+        if holder is None or not new or (identity.USER_ID, new) in self.owners:
+            return None
+        if not await identity.rename_user_id(self.conn, holder, previous or "", new, message["messageId"], self.now):
+            return None
+        self.owners[(identity.USER_ID, new)] = holder
+        await self._load_profiles({holder})
+        return holder
+
     async def _alias_claims(self, message: dict[str, Any]) -> list[identity.Claim]:
         """alias merges previousId's profile into userId's: previousId may be either kind of id."""
         previous = clean_id(message.get("previousId"))
@@ -174,22 +190,22 @@ class BatchApplier:
             profile.account_id = await self.conn.scalar(sa.select(users.c.account_id).where(users.c.id == user_id))
         await audiences.apply_identify(self.conn, user_id, message, timestamp)
 
-    async def _group(self, user_id: int, message: dict[str, Any]) -> None:
+    async def _group(self, user_id: int, message: dict[str, Any], timestamp: datetime) -> None:
         traits = message.get("traits") or {}
         account_id, changed = await accounts.upsert_account(
             self.conn, clean_id(message.get("groupId")), accounts.normalise_domain(traits.get("domain")),
             traits, message["timestamp"], self.now)
         if changed:
             self.changes.accounts.add(account_id)
-        if await accounts.link_user(self.conn, user_id, account_id, "group"):
+        if await accounts.link_user(self.conn, user_id, account_id, "group", timestamp):
             self.changes.accounts.add(account_id)
-        self.profiles[user_id].account_id = account_id
+            self.profiles[user_id].account_id = account_id
 
-    def _buffer_event(self, user_id: int, message: dict[str, Any], timestamp: datetime) -> None:
+    def _buffer_event(self, user_id: int, message: dict[str, Any], timestamp: datetime, source: str) -> None:
         self.pending_events.append({
             "user_id": user_id, "account_id": self.profiles[user_id].account_id,
             "message_id": message["messageId"], "type": message["type"], "event": event_name(message)[:255],
-            "source": "segment", "timestamp": timestamp,
+            "source": source, "timestamp": timestamp,
             "received_at": parse_timestamp(message["receivedAt"], "receivedAt"),
             "properties": event_properties(message), "context": message.get("context") or {}})
         self.pending_messages[message["messageId"]] = message

@@ -17,6 +17,7 @@ from connector.logs import get_logger
 from connector.processing import accounts
 from connector.processing.changes import Changes
 from connector.processing.identity import message_email
+from connector.spec import parse_timestamp
 
 log = get_logger()
 PROVIDERS = frozenset(FREE) | frozenset(DISPOSABLE)
@@ -42,7 +43,7 @@ async def link_by_domain(conn: AsyncConnection, user_id: int, message: dict[str,
     if domain is None:
         return
     account_id, created = await accounts.upsert_account(conn, None, domain, {}, at, now)
-    linked = await accounts.link_user(conn, user_id, account_id, "domain")
+    linked = await accounts.link_user(conn, user_id, account_id, "domain", parse_timestamp(at, "timestamp"))
     if created or linked:
         changes.accounts.add(account_id)
     if linked:

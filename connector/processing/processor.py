@@ -33,10 +33,10 @@ async def process_batch(engine: AsyncEngine, settings: ConnectorSettings, limit:
             if not await _lock(conn):
                 return Changes()
             rows = (await conn.execute(
-                sa.select(journal.c.id, journal.c.payload).where(journal.c.status == "pending")
+                sa.select(journal.c.id, journal.c.payload, journal.c.source).where(journal.c.status == "pending")
                 .order_by(journal.c.id).limit(limit))).all()
             changes = Changes()
-            await apply_messages(conn, [row.payload for row in rows], settings, changes)
+            await apply_messages(conn, [(row.payload, row.source) for row in rows], settings, changes)
             await propagate(conn, settings, changes)
             await _mark(conn, [row.id for row in rows], "processed")
     except Exception as error:
@@ -57,11 +57,11 @@ async def _process_one_by_one(engine: AsyncEngine, settings: ConnectorSettings, 
             async with engine.begin() as conn:
                 if not await _lock(conn):
                     break
-                row = (await conn.execute(sa.select(journal.c.payload).where(
+                row = (await conn.execute(sa.select(journal.c.payload, journal.c.source).where(
                     journal.c.id == journal_id, journal.c.status == "pending"))).first()
                 if row is None:
                     continue
-                await apply_messages(conn, [row.payload], settings, changes)
+                await apply_messages(conn, [(row.payload, row.source)], settings, changes)
                 await propagate(conn, settings, changes)
                 await _mark(conn, [journal_id], "processed")
         except Exception as error:
@@ -87,8 +87,9 @@ async def _mark(conn: AsyncConnection, ids: list[int], status: str, error: str |
             status=status, error=error, processed_at=utcnow()))
 
 
-async def apply_messages(conn: AsyncConnection, messages: list[dict[str, Any]], settings: ConnectorSettings,
-                         changes: Changes) -> None:
+async def apply_messages(conn: AsyncConnection, messages: list[tuple[dict[str, Any], str]],
+                         settings: ConnectorSettings, changes: Changes) -> None:
+    """Apply (message, source) pairs: the journal's payloads and where each came in."""
     await BatchApplier(conn, settings, changes).apply(messages)
 
 

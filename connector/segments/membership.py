@@ -49,7 +49,7 @@ class Recomputed:
 
 
 async def _segments(conn: AsyncConnection, segment_id: int | None = None) -> list[Any]:
-    query = sa.select(segments.c.id, segments.c.entity, segments.c.rule).order_by(segments.c.id)
+    query = sa.select(segments.c.id, segments.c.name, segments.c.entity, segments.c.rule).order_by(segments.c.id)
     if segment_id is not None:
         query = query.where(segments.c.id == segment_id)
     if conn.dialect.name == "postgresql":
@@ -74,11 +74,7 @@ async def recompute(conn: AsyncConnection, segment_id: int, now: datetime | None
     members = sa.select(memberships.c.entity_id).where(memberships.c.segment_id == segment_id)
     candidates = sa.select(matches.c.entity_id)
     for kind, difference in (("entered", candidates.except_(members)), ("exited", members.except_(candidates))):
-        changed = difference.subquery()
-        await conn.execute(transitions.insert().from_select(
-            ["segment_id", "entity_id", "transition", "initial", "at"],
-            sa.select(sa.literal(segment_id, sa.BigInteger), changed.c.entity_id, sa.literal(kind),
-                      sa.literal(initial, sa.Boolean), sa.literal(now, UTCDateTime())).select_from(changed)))
+        await _insert_transitions(conn, segment, kind, difference.subquery(), initial, now)
     await conn.run_sync(matches.drop)
 
     recorded = sa.and_(transitions.c.segment_id == segment_id, transitions.c.id > watermark)
@@ -89,8 +85,7 @@ async def recompute(conn: AsyncConnection, segment_id: int, now: datetime | None
         ["segment_id", "entity_id", "entered_at"],
         sa.select(transitions.c.segment_id, transitions.c.entity_id, transitions.c.at)
         .where(recorded, transitions.c.transition == "entered")))
-    await outbox.enqueue_select(conn, outbox.TRANSITION, sa.select(transitions.c.id).where(recorded))
-    await outbox.enqueue_select(conn, OUTBOX_KIND[segment.entity], sa.select(transitions.c.entity_id).where(recorded))
+    await _enqueue_recorded(conn, segment, recorded)
     await conn.execute(segments.update().where(segments.c.id == segment_id).values(computed_at=now))
     counts = dict((await conn.execute(sa.select(transitions.c.transition, sa.func.count())
                                       .where(recorded).group_by(transitions.c.transition))).all())
@@ -98,6 +93,39 @@ async def recompute(conn: AsyncConnection, segment_id: int, now: datetime | None
     log.info("segment.recompute.done", segment_id=segment_id, entered=result.entered, exited=result.exited,
              initial=initial)
     return result
+
+
+async def _insert_transitions(conn: AsyncConnection, segment: Any, kind: str, entity_ids: Any, initial: bool,
+                              now: datetime) -> None:
+    """One `kind` transition of `segment` for each id the subquery returns, with one INSERT ... SELECT."""
+    await conn.execute(transitions.insert().from_select(
+        ["segment_id", "segment_name", "entity", "entity_id", "transition", "initial", "at"],
+        sa.select(sa.literal(segment.id, sa.BigInteger), sa.literal(segment.name), sa.literal(segment.entity),
+                  entity_ids.c.entity_id, sa.literal(kind), sa.literal(initial, sa.Boolean),
+                  sa.literal(now, UTCDateTime())).select_from(entity_ids).where(sa.true())))
+
+
+async def _enqueue_recorded(conn: AsyncConnection, segment: Any, recorded: Any) -> None:
+    """The transitions just recorded, and the profiles they concern, go to the outbox."""
+    await outbox.enqueue_select(conn, outbox.TRANSITION, sa.select(transitions.c.id).where(recorded))
+    await outbox.enqueue_select(conn, OUTBOX_KIND[segment.entity], sa.select(transitions.c.entity_id).where(recorded))
+
+
+async def end(conn: AsyncConnection, segment_id: int, now: datetime | None = None) -> int:
+    """Before a segment is deleted: every member exits, with a transition (for Segment Exited) and an
+    outbox row (for the identify or group that drops it); the transitions keep the segment's name."""
+    now = now or utcnow()
+    found = await _segments(conn, segment_id)
+    if not found:
+        return 0
+    segment = found[0]
+    watermark = await conn.scalar(sa.select(sa.func.coalesce(sa.func.max(transitions.c.id), 0)))
+    members = sa.select(memberships.c.entity_id).where(memberships.c.segment_id == segment_id)
+    await _insert_transitions(conn, segment, "exited", members.subquery(), False, now)
+    await _enqueue_recorded(conn, segment, sa.and_(transitions.c.segment_id == segment_id, transitions.c.id > watermark))
+    deleted = await conn.execute(memberships.delete().where(memberships.c.segment_id == segment_id))
+    log.info("segment.ended", segment_id=segment_id, exited=deleted.rowcount)
+    return deleted.rowcount
 
 
 # --- incremental ------------------------------------------------------------------
@@ -134,12 +162,12 @@ async def _refresh_entity(conn: AsyncConnection, entity: str, found: list[Any], 
             member = evaluate(segment.rule, entity, profile, now)
             if member != ((segment.id, entity_id) in current):
                 (entered if member else exited).append((segment.id, entity_id))
-    await record(conn, entity, entered, exited, now)
+    await record(conn, entity, {segment.id: segment.name for segment in found}, entered, exited, now)
 
 
-async def record(conn: AsyncConnection, entity: str, entered: list[tuple[int, int]],
-                 exited: list[tuple[int, int]], now: datetime, initial: bool = False) -> None:
-    """Apply membership changes; write their transitions and outbox rows."""
+async def record(conn: AsyncConnection, entity: str, names: dict[int, str], entered: list[tuple[int, int]],
+                 exited: list[tuple[int, int]], now: datetime) -> None:
+    """Apply membership changes of (segment id, entity id); write their transitions and outbox rows."""
     if not entered and not exited:
         return
     if exited:
@@ -148,7 +176,8 @@ async def record(conn: AsyncConnection, entity: str, entered: list[tuple[int, in
     if entered:
         await conn.execute(memberships.insert(), [
             {"segment_id": segment_id, "entity_id": entity_id, "entered_at": now} for segment_id, entity_id in entered])
-    rows = [{"segment_id": segment_id, "entity_id": entity_id, "transition": kind, "initial": initial, "at": now}
+    rows = [{"segment_id": segment_id, "segment_name": names[segment_id], "entity": entity, "entity_id": entity_id,
+             "transition": kind, "initial": False, "at": now}
             for kind, pairs in (("entered", entered), ("exited", exited)) for segment_id, entity_id in pairs]
     ids = (await conn.execute(transitions.insert().returning(transitions.c.id), rows)).scalars().all()
     await outbox.enqueue(conn, outbox.TRANSITION, ids)

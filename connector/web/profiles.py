@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector.models import Account, Event, Segment, SegmentMembership, User, UserIdentifier
+from connector.processing.identity import PREVIOUS_USER_ID, USER_ID
 
 users = User.__table__
 identifiers = UserIdentifier.__table__
@@ -23,8 +24,11 @@ async def exists(conn: AsyncConnection, entity: str, entity_id: int) -> bool:
 
 
 async def find_user(conn: AsyncConnection, kind: str, value: str) -> int | None:
+    """The profile holding the identifier; a user_id also finds the profile an alias renamed from it."""
+    kinds = (kind, PREVIOUS_USER_ID) if kind == USER_ID else (kind,)
     found = await conn.scalar(sa.select(identifiers.c.user_id).where(
-        identifiers.c.kind == kind, identifiers.c.value == value))
+        identifiers.c.kind.in_(kinds), identifiers.c.value == value)
+        .order_by(sa.case((identifiers.c.kind == kind, 0), else_=1)).limit(1))
     if found is None and kind == "email":
         found = await conn.scalar(sa.select(users.c.id).where(
             sa.func.lower(users.c.traits["email"].as_string()) == value.lower()).order_by(users.c.id).limit(1))

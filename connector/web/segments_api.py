@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from connector.models import Segment, SegmentMembership, utcnow
 from connector.outbound import outbox
-from connector.segments.membership import OUTBOX_KIND, recompute
+from connector.segments.membership import OUTBOX_KIND, end, recompute
 from connector.segments.rules import ENTITIES, RuleError, is_time_based, validate
 from connector.web.admin import error, json_body, runtime_of
 from connector.web.auth import requires_admin
@@ -210,7 +210,8 @@ async def update_segment(request: Request) -> JSONResponse:
 @requires_admin
 async def delete_segment(request: Request) -> Response:
     """
-    summary: Delete a segment; its members are queued so that their hull_segments drop it
+    summary: Delete a segment; its members exit it, so Segment hears `false` and, with entered_exited_events,
+      Segment Exited
     responses:
       204: {description: "deleted"}
       404: {description: "no such segment"}
@@ -220,8 +221,7 @@ async def delete_segment(request: Request) -> Response:
         current = await _load(conn, segment_id)
         if current is None:
             return error(404, "no such segment")
-        await outbox.enqueue_select(conn, OUTBOX_KIND[current.entity], _members(segment_id))
-        await conn.execute(memberships.delete().where(memberships.c.segment_id == segment_id))
+        await end(conn, segment_id)
         await conn.execute(segments.delete().where(segments.c.id == segment_id))
     return Response(status_code=204)
 
