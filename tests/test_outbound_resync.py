@@ -2,10 +2,12 @@
 
 import asyncio
 
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from conftest import basic_auth, drain
 from connector import cli
+from connector.models import SegmentMembership
 from fake_segment import add_segment, configure, send_all, user_id_of
 
 
@@ -50,3 +52,20 @@ async def test_resync_sends_the_filter_once_and_again_with_force(client, runtime
 
     result = await run_cli(monkeypatch, env, "resync", "--segment", "Nope")
     assert result.exit_code == 2 and "no segment named 'Nope'" in result.output
+
+
+async def test_resync_with_force_still_sends_false_for_a_segment_segment_was_told_of(
+        client, runtime, segment_api, monkeypatch, env):
+    await client.post("/v1/identify", headers=basic_auth(), json={"userId": "u-1"})
+    await drain(runtime)
+    user = await user_id_of(runtime, "u-1")
+    vip = await add_segment(runtime, "VIP", [user])
+    await configure(runtime, segment_api, synchronized_segments=["ALL"], segment_membership_traits=True)
+    assert (await run_cli(monkeypatch, env, "resync")).exit_code == 0
+    await send_all(runtime)
+    assert segment_api.messages[-1]["traits"]["vip"] is True
+    async with runtime.engine.begin() as conn:  # left VIP without a transition: only resync will say so
+        await conn.execute(sa.delete(SegmentMembership.__table__).where(SegmentMembership.__table__.c.segment_id == vip))
+    assert (await run_cli(monkeypatch, env, "resync", "--force")).exit_code == 0
+    await send_all(runtime)
+    assert segment_api.messages[-1]["traits"] == {"hull_segments": [], "vip": False}

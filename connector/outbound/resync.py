@@ -39,7 +39,7 @@ async def count(engine: AsyncEngine, settings: ConnectorSettings, segment_name: 
 
 async def resync(engine: AsyncEngine, settings: ConnectorSettings, segment_name: str | None = None,
                  force: bool = False, progress: Callable[[int], object] = lambda n: None) -> int:
-    """Enqueue users (or a segment's accounts); with force, forget what was delivered so all is sent again."""
+    """Enqueue users (or a segment's accounts); with force, everything is sent again, unchanged or not."""
     async with engine.connect() as conn:
         segment = await _segment(conn, segment_name)
         ids = list((await conn.execute(_selection(settings, segment).order_by(sa.text("1")))).scalars())
@@ -60,7 +60,8 @@ async def _forget_delivered(conn: AsyncConnection, kind: str, ids: list[int]) ->
         keys = [f"group:{user_id}" for user_id in linked]
     else:
         keys = [f"{state}:{user_id}" for user_id in ids for state in ("identify", "group")]
-    await conn.execute(delivery_state.delete().where(delivery_state.c.key.in_(keys)))
+    # Forget only the hash: what Segment was told (its segments, whether in the filter) still holds.
+    await conn.execute(delivery_state.update().where(delivery_state.c.key.in_(keys)).values(payload_hash=""))
 
 
 async def _segment(conn: AsyncConnection, name: str | None) -> tuple[int, str] | None:
