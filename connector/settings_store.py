@@ -5,7 +5,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from connector.credentials import API_KEY
 from connector.models import Credential, SettingsVersion, utcnow
@@ -55,20 +55,25 @@ class SettingsStore:
         A secret sent back exactly as masked keeps its stored value, so a form that
         round-trips a GET does not erase secrets.
         """
-        version, current = await self.current_version()
+        async with self.engine.begin() as conn:
+            saved = await self.save_in(conn, changes)
+        self._cached = saved
+        self._loaded_at = time.monotonic()
+        return saved
+
+    async def save_in(self, conn: AsyncConnection, changes: dict[str, Any]) -> tuple[int, ConnectorSettings]:
+        """save, inside the caller's transaction (so a change and the settings that follow it commit together)."""
+        _, current = await self.current_version()
         document = current.model_dump()
         for name, value in changes.items():
             if name in SECRET_FIELDS and value is not None and value == mask_secret(document.get(name)):
                 continue
             document[name] = value
         updated = ConnectorSettings.model_validate(document)
-        async with self.engine.begin() as conn:
-            latest = (await conn.execute(sa.select(sa.func.max(table.c.version)))).scalar() or 0
-            await conn.execute(table.insert().values(version=latest + 1, document=updated.model_dump(),
-                                                     created_at=utcnow()))
-        self._cached = (latest + 1, updated)
-        self._loaded_at = time.monotonic()
-        return self._cached
+        latest = (await conn.execute(sa.select(sa.func.max(table.c.version)))).scalar() or 0
+        await conn.execute(table.insert().values(version=latest + 1, document=updated.model_dump(), created_at=utcnow()))
+        self._cached = None  # read again once the caller's transaction is over
+        return latest + 1, updated
 
 
 def validation_errors(error: ValidationError) -> list[dict[str, str]]:

@@ -152,3 +152,23 @@ async def test_a_merge_ends_the_memberships_the_survivor_does_not_keep(client, r
         exits = (await conn.execute(sa.select(table.c.segment_name).where(
             table.c.entity_id == survivor, table.c.transition == "exited"))).scalars().all()
     assert exits == ["Anonymous Visitors"]
+
+
+async def test_renaming_a_synchronized_segment_keeps_its_members_in_the_filter(client, runtime, segment_api):
+    segment_id = await create_segment(client, "Pro Users", PRO)
+    await configure(runtime, segment_api, synchronized_segments=["Pro Users", "Other"],
+                    segment_membership_traits=True)
+    await sent_after(runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}},
+                     client=client)
+    renamed = await client.put(f"/api/segments/{segment_id}", headers=admin_auth(), json={"name": "Professionals"})
+    assert renamed.status_code == 200, renamed.text
+    settings = (await client.get("/api/settings", headers=admin_auth())).json()["settings"]
+    assert settings["synchronized_segments"] == ["Professionals", "Other"]
+    [identify] = of_type(await sent_after(runtime, segment_api), "identify")
+    assert identify["traits"] == {"hull_segments": ["Professionals"], "pro_users": False, "professionals": True}
+    # Still in the filter: the next change is sent as usual.
+    later = await sent_after(runtime, segment_api, {"type": "identify", "userId": "u-1",
+                                                    "traits": {"plan": "pro", "email": "ada@example.com"}},
+                             client=client)
+    [identify] = of_type(later, "identify")
+    assert identify["traits"]["email"] == "ada@example.com" and identify["traits"]["hull_segments"] == ["Professionals"]

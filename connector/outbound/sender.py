@@ -223,6 +223,9 @@ class Sender:
         result = Round(claimed=len(rows))
         if not rows:
             return result
+        # Read after the claim: settings that changed with these rows (a segment rename) are seen with them.
+        await self.runtime.settings.reload()
+        settings = await self.runtime.settings.current()
         async with self.runtime.engine.connect() as conn:
             built = await builders.build(conn, settings, [row.key for row in rows])
         for key, reason in built.skipped.items():

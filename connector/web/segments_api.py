@@ -163,7 +163,8 @@ async def get_segment(request: Request) -> JSONResponse:
 @requires_admin
 async def update_segment(request: Request) -> JSONResponse:
     """
-    summary: Rename a segment or change its rule (partial document); a changed rule recomputes every member
+    summary: Rename a segment or change its rule (partial document); a changed rule recomputes every member;
+      a rename also renames the segment in synchronized_segments / synchronized_account_segments
     requestBody:
       content:
         application/json:
@@ -199,6 +200,7 @@ async def update_segment(request: Request) -> JSONResponse:
             if values.get("rule", current.rule) != current.rule:
                 await recompute(conn, segment_id, now)
             elif values.get("name", current.name) != current.name:
+                await _follow_rename(runtime_of(request), conn, current.name, values["name"])
                 # hull_segments carries names: every member's identify (or group) changes.
                 await outbox.enqueue_select(conn, OUTBOX_KIND[current.entity], _members(segment_id))
             body = await _serialise(conn, await _load(conn, segment_id))
@@ -224,6 +226,17 @@ async def delete_segment(request: Request) -> Response:
         await end(conn, segment_id)
         await conn.execute(segments.delete().where(segments.c.id == segment_id))
     return Response(status_code=204)
+
+
+async def _follow_rename(runtime: Any, conn: AsyncConnection, old: str, new: str) -> None:
+    """Settings that name the segment follow its new name, in the rename's transaction: renaming a
+    synchronized segment must not take its members out of the outbound filter."""
+    settings = await runtime.settings.current()
+    changes = {field: [new if name == old else name for name in getattr(settings, field)]
+               for field in ("synchronized_segments", "synchronized_account_segments")
+               if old in getattr(settings, field)}
+    if changes:
+        await runtime.settings.save_in(conn, changes)
 
 
 def _members(segment_id: int) -> Any:
