@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from connector.models import Account, Event, User
 from connector.processing.audiences import member_condition
 from connector.segments.evaluate import compare, event_since
-from connector.segments.rules import DEFAULT_COUNT, Scalar, attribute_of, date_key, datetime_key, parse_date
+from connector.segments.rules import DEFAULT_COUNT, Scalar, attribute_of, datetime_key, parse_date
 
 TABLES = {"user": User.__table__, "account": Account.__table__}
 events = Event.__table__
@@ -51,7 +51,8 @@ class SqliteJson:
         return self.value
 
     def number(self) -> Any:
-        return self.value
+        # As a 64-bit float, as in Python and PostgreSQL: SQLite compares an integer with a real exactly.
+        return sa.cast(self.value, sa.Float)
 
     def boolean_is(self, value: bool) -> Any:
         return self.type_ == ("true" if value else "false")
@@ -254,7 +255,7 @@ class Compiler:
         if op == "within_last_days":
             test = sa.and_(key >= datetime_key(self.now - timedelta(days=expected)), key <= datetime_key(self.now))
         else:
-            bound = date_key(expected)
+            bound = datetime_key(parse_date(expected))  # as in evaluate.py: the value's offset applies
             test = key < bound if op == "before" else key > bound
         return _guard(value.is_kind("string"), _guard(self.date_shape(value.text()), test))
 

@@ -76,7 +76,7 @@ def _date(kind: str, value: Any, op: str, expected: Any, now: datetime) -> bool:
         if op == "within_last_days":
             low, high = datetime_key(now - timedelta(days=expected)), datetime_key(now)
         else:
-            bound = date_key(expected)
+            bound = datetime_key(parse_date(expected))  # the value's offset applies; traits have none
     if moment is None:
         return False
     if op == "before":

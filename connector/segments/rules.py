@@ -53,7 +53,9 @@ from one JSON type to another:
   and ``HH:MM:SS``; it is compared, as UTC, on those first 19 characters: a fraction
   and any offset are ignored, and day numbers are not checked against the calendar.
   Anything else (numbers, other strings) is not a date, so every date operator is false.
-  The bound ``now`` is truncated to the second when compared with a trait.
+  The rule's value is an instant: its offset applies (none means UTC), so the same
+  instant written with different offsets means the same. Compared with a trait, the
+  bound (the value, or ``now``) is taken in UTC and truncated to the second.
 - Event conditions count the user's events with exactly that name (case-sensitive);
   ``within_days`` keeps those with ``timestamp >= now - within_days days``. ``count``
   holds one or more of ``eq``, ``neq``, ``gt``, ``gte``, ``lt``, ``lte`` (non-negative
