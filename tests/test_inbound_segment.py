@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import hmac
+import json
 
 import orjson
 import pytest
@@ -101,6 +102,51 @@ async def test_bad_signature_is_401(client, runtime, sign):
     assert response.status_code == 401, response.text
     assert response.json()["field"] == "X-Signature"
     await assert_nothing_stored_and_still_serving(client, runtime)
+
+
+# An Actions batch as Segment sends it: a JSON array whose raw bytes (with spaces) differ from
+# its first element written compactly, which is what Segment signs.
+ACTIONS_BATCH = [{"type": "identify", "userId": "arr-1", "traits": {"plan": "pro", "city": "Zürich"}},
+                 {"type": "track", "userId": "arr-1", "event": "Order Completed", "properties": {"total": 3}}]
+ACTIONS_BODY = json.dumps(ACTIONS_BATCH, ensure_ascii=False).encode()
+FIRST_ELEMENT = json.dumps(ACTIONS_BATCH[0], separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@pytest.mark.parametrize("sign", [
+    None,
+    lambda: "",
+    lambda: signature(FIRST_ELEMENT, "another-secret"),
+    lambda: signature(ACTIONS_BODY, "another-secret"),
+    lambda: signature(json.dumps(ACTIONS_BATCH[1], separators=(",", ":")).encode()),
+    lambda: signature(FIRST_ELEMENT)[:-1],
+    lambda: signature(FIRST_ELEMENT)[:20],
+    lambda: signature(ACTIONS_BODY)[:-2],
+    lambda: signature(FIRST_ELEMENT) + "0",
+], ids=["missing", "empty", "first-element-other-secret", "raw-body-other-secret", "second-element",
+        "first-element-truncated-by-one", "first-element-truncated-to-half", "raw-body-truncated", "extended"])
+async def test_a_wrong_missing_or_truncated_signature_on_an_actions_array_is_401(client, runtime, sign):
+    await set_shared_secret(client)
+    headers = basic_auth() if sign is None else {**basic_auth(), "X-Signature": sign()}
+    response = await client.post("/segment", content=ACTIONS_BODY,
+                                 headers={**headers, "Content-Type": "application/json"})
+    assert response.status_code == 401, response.text
+    assert response.json()["field"] == "X-Signature"
+    await drain(runtime)
+    await assert_nothing_stored_and_still_serving(client, runtime)
+
+
+@pytest.mark.parametrize("signed", [FIRST_ELEMENT, ACTIONS_BODY], ids=["first-element", "raw-body"])
+async def test_an_actions_array_signed_over_its_first_element_or_its_raw_body_is_accepted(client, runtime, signed):
+    await set_shared_secret(client)
+    response = await client.post("/segment", content=ACTIONS_BODY,
+                                 headers={**basic_auth(), "Content-Type": "application/json",
+                                          "X-Signature": signature(signed)})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"success": True, "accepted": 2, "skipped": 0}
+    await drain(runtime)
+    assert (await stored_counts(runtime))["inbound_journal"] == 2
+    profile = (await client.get("/api/users", params={"user_id": "arr-1"}, headers=admin_auth())).json()
+    assert profile["traits"] == {"plan": "pro", "city": "Zürich"}
 
 
 async def test_signature_not_required_without_a_shared_secret(client, runtime):
