@@ -4,17 +4,18 @@ The settings form is expected to follow settings.schema.json: the expectations b
 are derived from the schema the server serves, never from a list of field names.
 """
 
+import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from conftest import ADMIN_TOKEN, API_KEY, admin_auth, basic_auth, wait_until
+from conftest import ADMIN_TOKEN, API_KEY, _in_ci, admin_auth, basic_auth, wait_until
 from connector.db import create_engine
 from connector.models import DeadLetter, utcnow
 from fake_segment import FakeSegment
@@ -22,17 +23,25 @@ from fake_segment import FakeSegment
 # The tests share the module's event loop, where the one browser lives.
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 SCREENSHOT = Path("/tmp/dashboard.png")
+MISSING_CHROMIUM = "Debian's Chromium is missing: apt-get install -y chromium (or `make browser`)"
+
+
+def chromium_missing(in_ci: bool) -> NoReturn:
+    """No Chromium: with CI=true the browser tests fail (CI must run them); elsewhere they are skipped."""
+    if in_ci:
+        pytest.fail(f"CI=true expects Chromium at {CHROMIUM}: {MISSING_CHROMIUM}", pytrace=False)
+    pytest.skip(MISSING_CHROMIUM)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Browser]:
     """One Chromium for the module (launching takes a second or two); each test gets a fresh context."""
     if not CHROMIUM.exists():
-        pytest.skip("Debian's Chromium is missing: apt-get install -y chromium (or `make browser`)")
+        chromium_missing(_in_ci())
     async with async_playwright() as playwright:
         chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium
