@@ -1,0 +1,104 @@
+"""The worker outlives a database outage: while the database is unreachable it logs `worker.error`
+and waits; once the database is back it goes on, and a message posted afterwards is processed.
+
+The outage is real: on SQLite the database file is moved away (a directory stands in its place, so
+no connection can open it) and the pooled connections are dropped; on PostgreSQL the database stops
+accepting connections and its sessions are terminated.
+"""
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import sqlalchemy as sa
+from structlog.testing import capture_logs
+
+from conftest import POSTGRES_URL, admin_auth, basic_auth, wait_until
+from connector import worker
+from connector.models import JournalEntry
+from connector.runtime import Runtime
+
+journal = JournalEntry.__table__
+
+
+@contextlib.asynccontextmanager
+async def sqlite_unreachable(runtime: Runtime, database_url: str) -> AsyncIterator[None]:
+    path = Path(database_url.split("///", 1)[1])
+    away = path.with_name(path.name + ".away")
+    os.rename(path, away)
+    path.mkdir()  # "unable to open database file" for every new connection
+    await runtime.engine.dispose()  # the pooled connections still hold the moved file open
+    try:
+        yield
+    finally:
+        path.rmdir()
+        os.rename(away, path)
+
+
+@contextlib.asynccontextmanager
+async def postgres_unreachable(runtime: Runtime, database_url: str) -> AsyncIterator[None]:
+    name = database_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://"), timeout=5)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = $1 AND pid <> pg_backend_pid()", name)
+        try:
+            yield
+        finally:
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    finally:
+        await admin.close()
+
+
+def unreachable(runtime: Runtime, database_url: str):
+    outage = postgres_unreachable if database_url.startswith("postgresql") else sqlite_unreachable
+    return outage(runtime, database_url)
+
+
+async def processed(client, runtime, user_id: str) -> bool:
+    async with runtime.engine.connect() as conn:
+        statuses = set((await conn.execute(sa.select(journal.c.status).where(
+            journal.c.message_id == f"m-{user_id}"))).scalars())
+    if statuses != {"processed"}:
+        return False
+    response = await client.get("/api/users", params={"user_id": user_id}, headers=admin_auth())
+    return response.status_code == 200 and response.json()["traits"] == {"plan": user_id}
+
+
+async def post_identify(client, user_id: str) -> None:
+    response = await client.post("/segment", headers=basic_auth(), json={
+        "type": "identify", "userId": user_id, "messageId": f"m-{user_id}", "traits": {"plan": user_id}})
+    assert response.status_code == 200, response.text
+
+
+async def test_the_worker_logs_the_outage_and_processes_what_comes_after_the_database_is_back(
+        client, runtime, database_url):
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        task = asyncio.create_task(worker.run_forever(runtime, stop))
+        try:
+            await post_identify(client, "before")
+            await wait_until(lambda: processed(client, runtime, "before"))
+            assert not [entry for entry in logs if entry["event"] == "worker.error"]
+
+            async with unreachable(runtime, database_url):
+                await wait_until(lambda: any(entry["event"] == "worker.error" for entry in logs), timeout=20)
+                assert (await client.get("/readyz")).status_code == 503  # the outage is real
+            errors = len(logs)
+            assert not task.done(), "the worker died of the outage"
+
+            await post_identify(client, "after")
+            await wait_until(lambda: processed(client, runtime, "after"), timeout=30)
+            # the round that processed it went on to its end (the log line follows the commit)
+            await wait_until(lambda: any(entry["event"] == "worker.batch.done" for entry in logs[errors:]))
+            assert not task.done(), "the worker died of the outage"
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, timeout=30)
+    error = next(entry for entry in logs if entry["event"] == "worker.error")
+    assert error["log_level"] == "error" and error["error"]
+    assert [entry["event"] for entry in logs].count("worker.stop") == 1
