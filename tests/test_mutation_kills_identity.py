@@ -1,0 +1,184 @@
+"""Identity resolution, pinned where mutation testing found it loose: what a rename audits, a
+profile whose anonymousId equals its userId, and emails that are not strings or traits that are
+not objects (they must never stop a message from being processed).
+"""
+
+import sqlalchemy as sa
+
+from conftest import admin_auth, basic_auth, drain
+from connector.models import IdentityAudit, UserIdentifier
+from inbound_cases import find_user
+
+audit = IdentityAudit.__table__
+identifiers = UserIdentifier.__table__
+
+
+async def send(client, runtime, *messages):
+    response = await client.post("/v1/batch", headers=basic_auth(), json={"batch": list(messages)})
+    assert response.status_code == 200 and "rejected" not in response.json(), response.text
+    await drain(runtime)
+
+
+async def table(runtime, which):
+    async with runtime.engine.connect() as conn:
+        return (await conn.execute(sa.select(which))).all()
+
+
+async def failed_journal_rows(runtime) -> int:
+    async with runtime.engine.connect() as conn:
+        return await conn.scalar(sa.text("SELECT count(*) FROM inbound_journal WHERE status = 'failed'"))
+
+
+async def test_a_rename_is_audited_with_the_profile_and_the_alias_message(client, runtime):
+    await send(client, runtime, {"type": "identify", "userId": "old-id", "traits": {"plan": "pro"}},
+               {"type": "alias", "previousId": "old-id", "userId": "new-id", "messageId": "m-rename"})
+    profile = await find_user(client, user_id="new-id")
+    [row] = await table(runtime, audit)
+    assert (row.action, row.kept_user_id, row.merged_user_id, row.message_id) == (
+        "rename", profile["id"], None, "m-rename")
+    assert row.details == {"previous_user_id": "old-id", "user_id": "new-id"}
+
+
+async def test_a_profile_whose_anonymous_id_equals_its_user_id_can_be_renamed(client, runtime):
+    await send(client, runtime, {"type": "identify", "userId": "ada", "anonymousId": "ada", "traits": {"plan": "pro"}},
+               {"type": "alias", "previousId": "ada", "userId": "ada-2"})
+    renamed = await find_user(client, user_id="ada-2")
+    assert renamed is not None and renamed["traits"] == {"plan": "pro"}
+    assert renamed["identifiers"]["user_id"] == ["ada-2"] and renamed["identifiers"]["anonymous_id"] == ["ada"]
+    async with runtime.engine.connect() as conn:
+        assert await conn.scalar(sa.text("SELECT count(*) FROM users")) == 1
+    assert [row.action for row in await table(runtime, audit)] == ["rename"]
+
+
+async def test_a_numeric_email_trait_is_no_identifier_and_stops_nothing(client, runtime):
+    response = await client.put("/api/settings", headers=admin_auth(), json={"identify_by_email": True})
+    assert response.status_code == 200, response.text
+    await send(client, runtime, {"type": "identify", "userId": "u-1", "traits": {"email": 12345, "plan": "pro"}},
+               {"type": "identify", "userId": "u-2", "traits": {"email": ["ada@example.com"]}})
+    assert await failed_journal_rows(runtime) == 0
+    assert (await find_user(client, user_id="u-1"))["traits"] == {"email": 12345, "plan": "pro"}
+    kinds = {row.kind for row in await table(runtime, identifiers)}
+    assert kinds == {"user_id"}
+
+
+async def test_context_traits_that_are_not_an_object_stop_nothing(client, runtime):
+    response = await client.put("/api/settings", headers=admin_auth(), json={"identify_by_email": True})
+    assert response.status_code == 200, response.text
+    await send(client, runtime, {"type": "track", "userId": "u-1", "event": "Signed In",
+                                 "context": {"traits": "ada@example.com"}})
+    assert await failed_journal_rows(runtime) == 0
+    assert (await find_user(client, user_id="u-1")) is not None
+    assert {row.kind for row in await table(runtime, identifiers)} == {"user_id"}
+
+
+async def user_row(runtime, profile_id):
+    async with runtime.engine.connect() as conn:
+        return (await conn.execute(sa.text(
+            "SELECT last_seen_at, account_id, account_link FROM users WHERE id = :id"), {"id": profile_id})).one()
+
+
+async def test_a_merge_keeps_the_later_last_seen_of_the_two_profiles(client, runtime):
+    await send(client, runtime,
+               {"type": "track", "anonymousId": "anon-1", "event": "Viewed", "timestamp": "2024-05-03T00:00:00Z"},
+               {"type": "identify", "userId": "u1", "timestamp": "2024-05-01T00:00:00Z"})
+    await send(client, runtime,
+               {"type": "identify", "userId": "u1", "anonymousId": "anon-1", "timestamp": "2024-05-02T00:00:00Z"})
+    merged = await find_user(client, user_id="u1")
+    assert merged["last_seen_at"].startswith("2024-05-03T00:00:00")
+
+
+async def test_a_merge_keeps_each_trait_with_its_time_so_an_older_message_cannot_overwrite_it(client, runtime):
+    await send(client, runtime,
+               {"type": "identify", "anonymousId": "anon-1", "timestamp": "2024-05-03T00:00:00Z",
+                "traits": {"plan": "pro"}},
+               {"type": "identify", "userId": "u1", "timestamp": "2024-05-01T00:00:00Z", "traits": {"plan": "free"}})
+    await send(client, runtime,
+               {"type": "identify", "userId": "u1", "anonymousId": "anon-1", "timestamp": "2024-05-04T00:00:00Z"})
+    assert (await find_user(client, user_id="u1"))["traits"] == {"plan": "pro"}
+    await send(client, runtime,
+               {"type": "identify", "userId": "u1", "timestamp": "2024-05-02T00:00:00Z", "traits": {"plan": "team"}})
+    assert (await find_user(client, user_id="u1"))["traits"] == {"plan": "pro"}
+
+
+async def test_a_merge_keeps_the_group_link_of_the_merged_away_profile(client, runtime):
+    response = await client.put("/api/settings", headers=admin_auth(), json={"handle_accounts": True})
+    assert response.status_code == 200, response.text
+    await send(client, runtime,
+               {"type": "group", "anonymousId": "anon-1", "groupId": "g-1", "timestamp": "2024-05-01T00:00:00Z"},
+               {"type": "identify", "userId": "u1", "timestamp": "2024-05-01T00:00:00Z"})
+    await send(client, runtime,
+               {"type": "identify", "userId": "u1", "anonymousId": "anon-1", "timestamp": "2024-05-02T00:00:00Z"})
+    merged = await find_user(client, user_id="u1")
+    row = await user_row(runtime, merged["id"])
+    assert row.account_id is not None and row.account_link == "group"
+
+
+async def test_a_conflict_is_audited_with_the_kept_profile_the_other_profiles_and_both_user_ids(client, runtime):
+    await send(client, runtime,
+               {"type": "identify", "userId": "alice", "anonymousId": "shared-device"},
+               {"type": "identify", "userId": "bob", "anonymousId": "shared-device", "messageId": "m-conflict"})
+    alice, bob = await find_user(client, user_id="alice"), await find_user(client, user_id="bob")
+    [row] = [row for row in await table(runtime, audit) if row.action == "conflict"]
+    assert (row.kept_user_id, row.merged_user_id, row.message_id) == (bob["id"], None, "m-conflict")
+    assert row.details == {"reason": "different user_ids", "user_ids": ["alice", "bob"], "profiles": [alice["id"]]}
+
+
+async def test_a_merge_hands_what_segment_was_told_about_both_calls_to_the_survivor(client, runtime, segment_api):
+    from fake_segment import configure, send_all
+
+    await configure(runtime, segment_api, synchronized_segments=["ALL"], synchronized_account_segments=["ALL"],
+                    handle_accounts=True)
+    await send(client, runtime, {"type": "group", "anonymousId": "anon-1", "groupId": "g-1"},
+               {"type": "identify", "userId": "u1"})
+    await send_all(runtime)
+    loser = (await find_user(client, anonymous_id="anon-1"))["id"]
+    survivor = (await find_user(client, user_id="u1"))["id"]
+    async with runtime.engine.connect() as conn:
+        before = set((await conn.execute(sa.text("SELECT key FROM delivery_state"))).scalars())
+    assert before == {f"identify:{loser}", f"group:{loser}", f"identify:{survivor}"}
+
+    await send(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
+    async with runtime.engine.connect() as conn:
+        after = {row.key: row for row in await conn.execute(sa.text("SELECT key, payload_hash, in_filter FROM delivery_state"))}
+    assert set(after) == {f"identify:{survivor}", f"group:{survivor}"}
+    assert after[f"group:{survivor}"].payload_hash == "" and after[f"group:{survivor}"].in_filter
+    assert after[f"identify:{survivor}"].payload_hash == ""
+
+
+async def test_the_first_user_id_of_an_anonymous_profile_keeps_that_profile(client, runtime):
+    await send(client, runtime, {"type": "track", "anonymousId": "anon-1", "event": "Viewed"})
+    anonymous = await find_user(client, anonymous_id="anon-1")
+    await send(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
+    identified = await find_user(client, user_id="u1")
+    assert identified["id"] == anonymous["id"]
+    assert identified["identifiers"]["anonymous_id"] == ["anon-1"]
+    assert [row.action for row in await table(runtime, audit)] == []
+
+
+async def test_an_anonymous_profile_found_by_email_merges_into_the_profile_with_a_user_id(client, runtime):
+    response = await client.put("/api/settings", headers=admin_auth(), json={"identify_by_email": True})
+    assert response.status_code == 200, response.text
+    await send(client, runtime, {"type": "track", "anonymousId": "anon-1", "event": "Viewed"})
+    anonymous = await find_user(client, anonymous_id="anon-1")
+    await send(client, runtime, {"type": "identify", "userId": "u1", "traits": {"email": "ada@example.com"}})
+    identified = await find_user(client, user_id="u1")
+    assert anonymous["id"] < identified["id"]  # the anonymous profile is the older one, and it still loses
+    await send(client, runtime, {"type": "identify", "anonymousId": "anon-1", "traits": {"email": "ada@example.com"}})
+    merged = await find_user(client, anonymous_id="anon-1")
+    assert merged["id"] == identified["id"] and merged["identifiers"]["user_id"] == ["u1"]
+    assert [(row.action, row.kept_user_id, row.merged_user_id) for row in await table(runtime, audit)] == [
+        ("merge", identified["id"], anonymous["id"])]
+
+
+async def test_events_buffered_in_the_batch_that_merges_their_profile_follow_it(client, runtime):
+    await send(client, runtime, {"type": "identify", "userId": "u1"})
+    await send(client, runtime,
+               {"type": "track", "anonymousId": "anon-1", "event": "Viewed", "messageId": "m-viewed"},
+               {"type": "page", "anonymousId": "anon-1", "name": "Pricing", "messageId": "m-page"},
+               {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
+    merged = await find_user(client, user_id="u1")
+    events = (await client.get(f"/api/users/{merged['id']}/events", headers=admin_auth())).json()["events"]
+    assert sorted(event["message_id"] for event in events) == ["m-page", "m-viewed"]
+    async with runtime.engine.connect() as conn:
+        assert await conn.scalar(sa.text("SELECT count(*) FROM users")) == 1
+        assert await conn.scalar(sa.text("SELECT count(*) FROM events")) == 2
