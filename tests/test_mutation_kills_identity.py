@@ -182,3 +182,53 @@ async def test_events_buffered_in_the_batch_that_merges_their_profile_follow_it(
     async with runtime.engine.connect() as conn:
         assert await conn.scalar(sa.text("SELECT count(*) FROM users")) == 1
         assert await conn.scalar(sa.text("SELECT count(*) FROM events")) == 2
+
+
+async def create_segment(client, name, rule):
+    response = await client.post("/api/segments", headers=admin_auth(), json={"name": name, "rule": rule})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+async def transitions_of(runtime, segment_id):
+    async with runtime.engine.connect() as conn:
+        return [(row.entity_id, row.transition) for row in await conn.execute(sa.text(
+            "SELECT entity_id, transition FROM segment_transitions WHERE segment_id = :s ORDER BY id"), {"s": segment_id})]
+
+
+async def test_a_merge_moves_the_loser_s_memberships_with_their_entry_and_no_new_entered(client, runtime):
+    viewers = await create_segment(client, "Viewers", {"event": "Viewed"})
+    await send(client, runtime, {"type": "track", "anonymousId": "anon-1", "event": "Viewed"},
+               {"type": "identify", "userId": "u1"})
+    loser = (await find_user(client, anonymous_id="anon-1"))["id"]
+    survivor = (await find_user(client, user_id="u1"))["id"]
+    assert await transitions_of(runtime, viewers) == [(loser, "entered")]
+    await send(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
+    assert (await find_user(client, user_id="u1"))["segments"] == ["Viewers"]
+    assert await transitions_of(runtime, viewers) == [(loser, "entered")]  # the membership moved: nothing re-entered
+    async with runtime.engine.connect() as conn:
+        assert [tuple(row) for row in await conn.execute(sa.text(
+            "SELECT entity_id FROM segment_memberships WHERE segment_id = :s"), {"s": viewers})] == [(survivor,)]
+
+
+async def test_a_merge_of_two_members_of_one_segment_keeps_one_membership(client, runtime):
+    everyone = await create_segment(client, "No plan", {"attribute": "traits.plan", "op": "not_exists"})
+    await send(client, runtime, {"type": "track", "anonymousId": "anon-1", "event": "Viewed"},
+               {"type": "identify", "userId": "u1"})
+    await send(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
+    assert await failed_journal_rows(runtime) == 0
+    survivor = (await find_user(client, user_id="u1"))["id"]
+    async with runtime.engine.connect() as conn:
+        assert [tuple(row) for row in await conn.execute(sa.text(
+            "SELECT entity_id FROM segment_memberships WHERE segment_id = :s"), {"s": everyone})] == [(survivor,)]
+
+
+async def test_a_merge_gives_the_survivor_none_of_another_user_s_memberships(client, runtime):
+    pro = await create_segment(client, "Pro", {"attribute": "traits.plan", "op": "eq", "value": "pro"})
+    await send(client, runtime, {"type": "identify", "userId": "carl", "traits": {"plan": "pro"}},
+               {"type": "track", "anonymousId": "anon-1", "event": "Viewed"},
+               {"type": "identify", "userId": "u1"})
+    carl = (await find_user(client, user_id="carl"))["id"]
+    await send(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
+    assert (await find_user(client, user_id="u1"))["segments"] == []
+    assert await transitions_of(runtime, pro) == [(carl, "entered")]

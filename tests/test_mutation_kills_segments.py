@@ -36,6 +36,7 @@ RULES = [
     ({"attribute": "traits.signup", "op": "before", "value": "2024-01-15T00:00:00Z"}, set()),
     ({"attribute": "traits.signup", "op": "before", "value": "2024-01-15T12:00:00Z"}, {"ada"}),
     ({"attribute": "traits.seen", "op": "before", "value": "2030-01-01"}, {"carl"}),
+    ({"attribute": "traits.last", "op": "before", "value": "2030-01-01"}, set()),
     ({"attribute": "traits.plan", "op": "starts_with", "value": "pr"}, {"ada"}),
     ({"attribute": "traits.plan", "op": "starts_with", "value": "free"}, {"bob"}),
     ({"attribute": "traits.plan", "op": "ends_with", "value": "ee"}, {"bob"}),
@@ -55,8 +56,9 @@ def people():
                                                                "beta": False}},
         {"type": "identify", "userId": "carl", "traits": {"address": {"city": "Lyon"}, "signup": days_ago(2),
                                                           "seen": "2024-01-15 10:00:00"}},
-        # not dates: a 10-character string, and a date and time joined by neither "T" nor " "
-        {"type": "identify", "userId": "dave", "traits": {"signup": "not-a-date", "seen": "2024-01-15X10:00:00"}},
+        # not dates: a 10-character string, a date and time joined by neither "T" nor " ", a time of letters
+        {"type": "identify", "userId": "dave", "traits": {"signup": "not-a-date", "seen": "2024-01-15X10:00:00",
+                                                          "last": "2024-01-15Tab:cd:ef"}},
         {"type": "group", "userId": "ada", "groupId": "g-pro", "traits": {"plan": "pro", "seats": 50}},
         {"type": "group", "userId": "bob", "groupId": "g-free", "traits": {"plan": "free", "seats": 3}},
         {"type": "track", "userId": "ada", "event": "Order Completed", "timestamp": days_ago(30)},
