@@ -285,6 +285,62 @@ class DeadLetter(SQLModel, table=True):
     replayed_at: datetime | None = _time(nullable=True)
 
 
+# --- operations ------------------------------------------------------------
+
+class ActivityEntry(SQLModel, table=True):
+    """Hull's user log: what happened to one user or account and why, newest first by id.
+
+    `action` is the log's event name (`incoming.user.success`, `segment.entered`,
+    `outgoing.user.skip`, ...); `details` holds what changed or the reason. Written set-based
+    in the transactions that did the work; removed after `activity_retention_days`.
+    """
+
+    __tablename__ = "activity_log"
+    __table_args__ = (sa.Index("ix_activity_log_entity", "entity", "entity_id", "id"),)
+
+    id: int | None = _id()
+    entity: str = Field(max_length=8)  # user, account
+    entity_id: int = Field(sa_type=BigId)
+    action: str = Field(max_length=64)
+    message_id: str | None = Field(default=None, max_length=255)
+    details: dict[str, Any] = _json()
+    created_at: datetime = _time(index=True)
+
+
+class Suppression(SQLModel, table=True):
+    """An identifier of an erased profile: its messages are acknowledged and dropped until removed.
+
+    Only a SHA-256 of the value is kept, so the list itself holds no personal data.
+    """
+
+    __tablename__ = "suppressions"
+
+    kind: str = Field(max_length=16, primary_key=True)  # user_id, anonymous_id, email
+    value_hash: str = Field(max_length=64, primary_key=True, index=True)
+    created_at: datetime = _time()
+
+
+class WorkerHeartbeat(SQLModel, table=True):
+    """One row per worker process, touched every round: no beat for 60 s makes the status an error."""
+
+    __tablename__ = "worker_heartbeats"
+
+    worker: str = Field(max_length=128, primary_key=True)  # host:pid
+    started_at: datetime = _time()
+    beat_at: datetime = _time()
+
+
+class SegmentApiAnswer(SQLModel, table=True):
+    """The last answer Segment's API gave for a write key (kept by its hash, never the key)."""
+
+    __tablename__ = "segment_api_answers"
+
+    write_key_hash: str = Field(max_length=64, primary_key=True)
+    status_code: int | None = None  # None: no HTTP answer (network error)
+    reason: str | None = Field(default=None, sa_type=sa.Text)
+    answered_at: datetime = _time()
+
+
 # --- configuration ---------------------------------------------------------
 
 class SettingsVersion(SQLModel, table=True):

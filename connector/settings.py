@@ -15,7 +15,8 @@ INCOMING = "Incoming"
 OUTGOING_USERS = "Outgoing users"
 OUTGOING_EVENTS = "Outgoing events"
 OUTGOING_ACCOUNTS = "Outgoing accounts"
-SECTIONS = [CREDENTIALS, INCOMING, OUTGOING_USERS, OUTGOING_EVENTS, OUTGOING_ACCOUNTS]
+DATA_LIFECYCLE = "Data lifecycle"
+SECTIONS = [CREDENTIALS, INCOMING, OUTGOING_USERS, OUTGOING_EVENTS, OUTGOING_ACCOUNTS, DATA_LIFECYCLE]
 
 SECRET_FIELDS = ("write_key", "shared_secret")
 ALL = "ALL"
@@ -101,6 +102,22 @@ class ConnectorSettings(BaseModel):
         "Accounts in these segments are sent as group calls. `ALL` sends every account.")
     synchronized_account_properties: list[str] = _field(
         ["domain"], OUTGOING_ACCOUNTS, "Account attributes to send", "Attributes sent as group traits.")
+
+    # Data lifecycle
+    journal_retention_days: int = _field(
+        7, DATA_LIFECYCLE, "Keep processed journal messages (days)",
+        "Processed inbound messages are deleted after this many days. Failed ones are kept until retried "
+        "or removed by hand.", ge=1, le=3650)
+    event_retention_days: int = _field(
+        0, DATA_LIFECYCLE, "Keep events (days)",
+        "Events older than this many days are deleted (usage figures already counted stay). 0 keeps them "
+        "forever.", ge=0, le=36500)
+    activity_retention_days: int = _field(
+        30, DATA_LIFECYCLE, "Keep the activity log (days)",
+        "Activity log entries of users and accounts are deleted after this many days.", ge=1, le=3650)
+    dead_letter_retention_days: int = _field(
+        30, DATA_LIFECYCLE, "Keep dead letters (days)",
+        "Dead letters are deleted after this many days, replayed or not.", ge=1, le=3650)
 
     @field_validator("synchronized_segments", "synchronized_properties", "send_events",
                      "synchronized_account_segments", "synchronized_account_properties")

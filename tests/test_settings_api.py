@@ -114,7 +114,7 @@ def test_checked_in_schema_is_up_to_date():
 
 def test_schema_documents_every_setting():
     schema = json.loads(SCHEMA_FILE.read_text())
-    assert schema["x-sections"] == SECTIONS and len(SECTIONS) == 5
+    assert schema["x-sections"] == SECTIONS and len(SECTIONS) == 6
     assert set(schema["properties"]) == set(ConnectorSettings.model_fields)
     defaults = ConnectorSettings().model_dump()
     for name, field in schema["properties"].items():
@@ -132,3 +132,19 @@ def test_schema_validates_the_defaults_and_refuses_unknown_settings():
     jsonschema.Draft202012Validator(schema).validate(ConnectorSettings().model_dump())
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(schema).validate({"no_such_setting": True})
+
+
+def test_retention_settings_have_the_documented_defaults():
+    defaults = ConnectorSettings().model_dump()
+    assert (defaults["journal_retention_days"], defaults["event_retention_days"],
+            defaults["activity_retention_days"], defaults["dead_letter_retention_days"]) == (7, 0, 30, 30)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("journal_retention_days", 0), ("event_retention_days", -1), ("activity_retention_days", 0),
+    ("dead_letter_retention_days", "thirty"),
+])
+async def test_a_bad_retention_setting_is_refused_naming_it(client, runtime, name, value):
+    response = await client.put("/api/settings", headers=admin_auth(), json={name: value})
+    assert response.status_code == 400 and name in response.text
+    assert getattr(await runtime.settings.current(), name) == ConnectorSettings().model_dump()[name]
