@@ -2,6 +2,7 @@
 
 import asyncio
 
+from connector.heartbeat import beat_until
 from connector.logs import get_logger
 from connector.outbound.sender import Sender, outbox_depth
 from connector.processing.changes import Changes
@@ -28,6 +29,7 @@ async def run_once(runtime: Runtime) -> Changes:
 async def run_forever(runtime: Runtime, stop: asyncio.Event) -> None:
     log.info("worker.start")
     sending = [asyncio.create_task(send_forever(runtime, stop)) for _ in range(SENDERS)]
+    beating = asyncio.create_task(beat_until(runtime.engine, stop))
     while not stop.is_set():
         try:
             changes = await run_once(runtime)
@@ -41,7 +43,7 @@ async def run_forever(runtime: Runtime, stop: asyncio.Event) -> None:
             await _sleep(stop, 2.0)
             continue
         await _sleep(stop, IDLE_SECONDS)
-    await asyncio.gather(*sending)
+    await asyncio.gather(*sending, beating)
     log.info("worker.stop")
 
 
