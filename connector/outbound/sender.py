@@ -14,6 +14,7 @@ lengths, their separators and the envelope around them.
 """
 
 import asyncio
+import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from connector.db import insert
 from connector.logs import get_logger
 from connector.metrics import DEAD_LETTERED, DELIVERED, DELIVERY_LATENCY, OUTBOX_DEPTH, RETRIED, SKIPPED_OUT
-from connector.models import DeadLetter, DeliveryState, OutboxItem, utcnow
+from connector.models import DeadLetter, DeliveryState, OutboxItem, SegmentApiAnswer, utcnow
 from connector.outbound import builders
 from connector.runtime import Runtime
 from connector.settings import ConnectorSettings
@@ -37,6 +38,7 @@ from connector.spec import MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES
 outbox = OutboxItem.__table__
 dead_letters = DeadLetter.__table__
 delivery_state = DeliveryState.__table__
+segment_api_answers = SegmentApiAnswer.__table__
 log = get_logger()
 
 MAX_BATCH_BYTES = 475_000  # Segment refuses a body over 500 KB: keep a margin below it
@@ -246,6 +248,8 @@ class Sender:
         failures = await self._send(settings, batches(sendable, lambda outgoing: sizes[id(outgoing)],
                                                       settings.write_key))
 
+        if failures and settings.write_key:
+            await record_answer(self.runtime.engine, settings.write_key, [failure for _, failure in failures])
         by_key = {row.key: row for row in rows}
         backoff: dict[int, tuple[Any, Failure]] = {}
         delivered = []
@@ -293,6 +297,24 @@ class Sender:
         result.retried = len(backoff)
         if delivered:
             log.info("outgoing.batch.success", delivered=len(delivered))
+
+
+def write_key_hash(write_key: str) -> str:
+    return hashlib.sha256(write_key.encode()).hexdigest()
+
+
+async def record_answer(engine: AsyncEngine, write_key: str, answers: list[Failure | None]) -> None:
+    """Keep Segment's last answer for this write key (a failure wins over a success in the same round):
+    the status warns when Segment rejects the key, and clears once it accepts it."""
+    failure = next((answer for answer in answers if answer is not None), None)
+    values = {"status_code": 200, "reason": None} if failure is None else {
+        "status_code": failure.status, "reason": failure.reason}
+    now = utcnow()
+    statement = insert(segment_api_answers, engine.dialect.name).values(
+        write_key_hash=write_key_hash(write_key), answered_at=now, **values)
+    async with engine.begin() as conn:
+        await conn.execute(statement.on_conflict_do_update(
+            index_elements=["write_key_hash"], set_={"answered_at": now, **values}))
 
 
 # --- dead letters ----------------------------------------------------------
