@@ -3,22 +3,17 @@
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from connector import __version__
 from connector.credentials import rotate_api_key
-from connector.models import JournalEntry
 from connector.runtime import Runtime
-from connector.settings import mask_secret
 from connector.settings_store import validation_errors
 from connector.web import profiles
 from connector.web.auth import requires_admin
 
-journal = JournalEntry.__table__
 MAX_SETTINGS_BODY = 64 * 1024
 
 
@@ -147,21 +142,6 @@ async def get_accounts(request: Request) -> JSONResponse:
 
 
 @requires_admin
-async def get_status(request: Request) -> JSONResponse:
-    """
-    summary: Journal counts by status, the inbound API key (masked), version
-    responses:
-      200: {description: "status"}
-    """
-    runtime = runtime_of(request)
-    async with runtime.engine.connect() as conn:
-        counts = dict((await conn.execute(sa.select(journal.c.status, sa.func.count()).group_by(journal.c.status))).all())
-    return JSONResponse({"version": __version__, "journal": counts,
-                         "api_key": mask_secret(await runtime.settings.api_key()),
-                         "database": runtime.engine.dialect.name})
-
-
-@requires_admin
 async def reveal_api_key(request: Request) -> JSONResponse:
     """
     summary: The inbound API key in full, for the dashboard's copy button (POST, never GET)
@@ -215,7 +195,6 @@ routes = [
     Route("/api/users/{user_id:int}", get_user, methods=["GET"]),
     Route("/api/users/{user_id:int}/events", get_user_events, methods=["GET"]),
     Route("/api/accounts", get_accounts, methods=["GET"]),
-    Route("/api/status", get_status, methods=["GET"]),
     Route("/api/api-key/reveal", reveal_api_key, methods=["POST"]),
     Route("/api/api-key/rotate", rotate_key, methods=["POST"]),
 ]

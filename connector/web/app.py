@@ -19,7 +19,7 @@ from connector.config import Environment, get_environment
 from connector.inbound import routes as inbound
 from connector.runtime import Runtime
 from connector.settings import settings_json_schema
-from connector.web import admin, health, insights_api, outbound_api, segments_api
+from connector.web import admin, health, insights_api, outbound_api, segments_api, status
 from connector.web.auth import requires_admin
 
 STATIC = Path(__file__).with_name("static")
@@ -81,6 +81,7 @@ def create_app(env: Environment | None = None) -> Starlette:
         *segments_api.routes,
         *outbound_api.routes,
         *insights_api.routes,
+        *status.routes,
         Route("/api/openapi.json", openapi_document, methods=["GET"], include_in_schema=False),
         Route("/settings.schema.json", settings_schema, methods=["GET"], include_in_schema=False),
         Route("/", dashboard, methods=["GET"], include_in_schema=False),

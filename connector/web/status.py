@@ -1,0 +1,157 @@
+"""GET /api/status, Hull style: a verdict (`ok`, `warning`, `error`), the messages behind it, figures.
+
+Every condition is read from the database, so any web process gives the same answer and
+a restart forgets nothing. The worst severity wins. The conditions (DESIGN.md, Operations):
+
+warnings: segments or events chosen but no write key; a write key but nothing chosen to
+send; Segment rejected the write key (401/403) on its last answer; deliveries failing
+(outbox rows in backoff); dead letters in the last hour; the journal falling behind (its
+oldest pending message waited more than 5 minutes); messages failed in processing.
+errors: the database unreachable (503); no worker heartbeat within 60 seconds.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from connector import __version__
+from connector.models import DeadLetter, JournalEntry, OutboxItem, SegmentApiAnswer, WorkerHeartbeat, utcnow
+from connector.outbound.sender import write_key_hash
+from connector.settings import ConnectorSettings, mask_secret
+from connector.web.admin import runtime_of
+from connector.web.auth import requires_admin
+
+journal = JournalEntry.__table__
+outbox = OutboxItem.__table__
+dead_letters = DeadLetter.__table__
+answers = SegmentApiAnswer.__table__
+heartbeats = WorkerHeartbeat.__table__
+
+WORKER_SILENT_AFTER = timedelta(seconds=60)
+JOURNAL_BEHIND_AFTER = timedelta(minutes=5)
+DEAD_LETTERS_WITHIN = timedelta(hours=1)
+REJECTED_KEY_STATUSES = (401, 403)
+SEVERITY_ORDER = ("ok", "warning", "error")
+
+
+@dataclass
+class Facts:
+    journal: dict[str, int]
+    oldest_pending_at: datetime | None
+    outbox_depth: int
+    outbox_failing: int
+    dead_letters_last_hour: int
+    last_heartbeat_at: datetime | None
+    workers: int
+    segment_answer: dict[str, Any] | None
+
+
+async def gather(conn: AsyncConnection, write_key: str | None, now: datetime) -> Facts:
+    counts = dict((await conn.execute(sa.select(journal.c.status, sa.func.count()).group_by(journal.c.status))).all())
+    oldest = (await conn.execute(sa.select(sa.func.min(journal.c.received_at))
+                                 .where(journal.c.status == "pending"))).scalar_one()
+    depth, failing = (await conn.execute(sa.select(
+        sa.func.count(), sa.func.count(outbox.c.failing_since)).select_from(outbox))).one()
+    dead = (await conn.execute(sa.select(sa.func.count()).select_from(dead_letters)
+                               .where(dead_letters.c.created_at >= now - DEAD_LETTERS_WITHIN))).scalar_one()
+    last_beat, workers = (await conn.execute(sa.select(
+        sa.func.max(heartbeats.c.beat_at),
+        sa.func.count().filter(heartbeats.c.beat_at >= now - WORKER_SILENT_AFTER)))).one()
+    answer = None
+    if write_key:
+        row = (await conn.execute(sa.select(answers.c.status_code, answers.c.reason, answers.c.answered_at)
+                                  .where(answers.c.write_key_hash == write_key_hash(write_key)))).one_or_none()
+        answer = dict(row._mapping) if row else None
+    return Facts(counts, _aware(oldest), depth, failing, dead, _aware(last_beat), workers, answer)
+
+
+def _aware(value: Any) -> datetime | None:
+    """Aggregates skip the column type: SQLite's MIN/MAX come back as naive strings of UTC times."""
+    if value is None or isinstance(value, datetime):
+        return value if value is None or value.tzinfo else value.replace(tzinfo=utcnow().tzinfo)
+    return datetime.fromisoformat(value).replace(tzinfo=utcnow().tzinfo)
+
+
+def messages(facts: Facts, settings: ConnectorSettings, now: datetime) -> list[dict[str, str]]:
+    found: list[dict[str, str]] = []
+
+    def say(severity: str, code: str, message: str) -> None:
+        found.append({"severity": severity, "code": code, "message": message})
+
+    if facts.last_heartbeat_at is None or now - facts.last_heartbeat_at > WORKER_SILENT_AFTER:
+        since = "ever" if facts.last_heartbeat_at is None else f"since {facts.last_heartbeat_at.isoformat()}"
+        say("error", "no_worker", f"no worker heartbeat {since}: nothing is processed or sent; "
+                                  "start `connector worker` (or scale the worker dyno)")
+    chosen = bool(settings.synchronized_segments or settings.synchronized_account_segments or settings.send_events)
+    if chosen and not settings.write_key:
+        say("warning", "no_write_key", "segments or events are chosen to send but no write key is set: "
+                                       "nothing is sent to Segment")
+    if settings.write_key and not chosen:
+        say("warning", "nothing_to_send", "a write key is set but no segment or event is chosen to send")
+    answer = facts.segment_answer
+    if answer and answer["status_code"] in REJECTED_KEY_STATUSES:
+        say("warning", "write_key_rejected", f"Segment rejected the write key (HTTP {answer['status_code']}) "
+                                             f"at {answer['answered_at'].isoformat()}: check the write key")
+    if facts.outbox_failing:
+        say("warning", "deliveries_failing", f"{facts.outbox_failing} outgoing messages are failing and being "
+                                             "retried")
+    if facts.dead_letters_last_hour:
+        say("warning", "dead_letters", f"{facts.dead_letters_last_hour} messages were dead-lettered in the last hour")
+    if facts.oldest_pending_at is not None and now - facts.oldest_pending_at > JOURNAL_BEHIND_AFTER:
+        waited = int((now - facts.oldest_pending_at).total_seconds())
+        say("warning", "journal_lag", f"the oldest unprocessed message has waited {waited} s: processing is "
+                                      "falling behind")
+    if facts.journal.get("failed"):
+        say("warning", "processing_failed", f"{facts.journal['failed']} messages failed in processing; fix the "
+                                            "cause, then `connector journal retry-failed`")
+    return found
+
+
+def verdict(found: list[dict[str, str]]) -> str:
+    return max((message["severity"] for message in found), key=SEVERITY_ORDER.index, default="ok")
+
+
+@requires_admin
+async def get_status(request: Request) -> JSONResponse:
+    """
+    summary: The verdict (ok, warning, error) with the messages behind it, and figures
+    responses:
+      200: {description: "status, messages and figures"}
+      503: {description: "the database is unreachable (status error, code database_unreachable)"}
+    """
+    runtime = runtime_of(request)
+    now = utcnow()
+    base = {"version": __version__, "database": runtime.engine.dialect.name}
+    try:
+        settings = await runtime.settings.current()
+        async with runtime.engine.connect() as conn:
+            facts = await gather(conn, settings.write_key, now)
+    except Exception as error:  # the status must answer precisely when storage does not
+        message = {"severity": "error", "code": "database_unreachable",
+                   "message": f"the database is unreachable: {type(error).__name__}"}
+        return JSONResponse({"status": "error", "messages": [message], **base}, status_code=503)
+    found = messages(facts, settings, now)
+    return JSONResponse({
+        "status": verdict(found), "messages": found, **base,
+        "api_key": mask_secret(await runtime.settings.api_key()),
+        "journal": facts.journal,
+        "journal_oldest_pending_at": _iso(facts.oldest_pending_at),
+        "outbox": {"depth": facts.outbox_depth, "failing": facts.outbox_failing},
+        "dead_letters_last_hour": facts.dead_letters_last_hour,
+        "workers": {"alive": facts.workers, "last_heartbeat_at": _iso(facts.last_heartbeat_at)},
+        "segment_api": None if facts.segment_answer is None else {
+            **facts.segment_answer, "answered_at": _iso(facts.segment_answer["answered_at"])},
+    })
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+routes = [Route("/api/status", get_status, methods=["GET"])]
