@@ -9,8 +9,8 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 
-CODES = {400: "invalid_request", 401: "unauthorized", 413: "payload_too_large", 415: "unsupported_encoding",
-         501: "unknown_type", 503: "storage_unavailable"}
+CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+         413: "payload_too_large", 415: "unsupported_encoding", 501: "unknown_type", 503: "storage_unavailable"}
 
 
 def error_body(status: int, message: str, **details: Any) -> dict[str, Any]:

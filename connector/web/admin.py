@@ -174,11 +174,15 @@ def _one_query(request: Request, names: tuple[str, ...]) -> tuple[str | None, st
     return None, ""
 
 
+INT64 = (-(2**63), 2**63 - 1)
+
+
 def query_int(request: Request, name: str, default: int | None) -> Any:
-    """An integer query parameter; the default when absent or not an integer."""
+    """An integer query parameter; the default when absent or not an integer. Past the range of a
+    64-bit column it is clamped to it: the driver would refuse the bigger number (a 500)."""
     value = request.query_params.get(name)
     try:
-        return int(value) if value is not None else default
+        return max(INT64[0], min(int(value), INT64[1])) if value is not None else default
     except ValueError:
         return default
 
@@ -192,8 +196,8 @@ routes = [
     Route("/api/settings", get_settings, methods=["GET"]),
     Route("/api/settings", put_settings, methods=["PUT"]),
     Route("/api/users", get_users, methods=["GET"]),
-    Route("/api/users/{user_id:int}", get_user, methods=["GET"]),
-    Route("/api/users/{user_id:int}/events", get_user_events, methods=["GET"]),
+    Route("/api/users/{user_id:id}", get_user, methods=["GET"]),
+    Route("/api/users/{user_id:id}/events", get_user_events, methods=["GET"]),
     Route("/api/accounts", get_accounts, methods=["GET"]),
     Route("/api/api-key/reveal", reveal_api_key, methods=["POST"]),
     Route("/api/api-key/rotate", rotate_key, methods=["POST"]),

@@ -8,6 +8,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.convertors import FloatConvertor, IntegerConvertor
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
@@ -21,12 +22,14 @@ from connector.runtime import Runtime
 from connector.settings import settings_json_schema
 from connector.web import admin, health, insights_api, outbound_api, segments_api, status
 from connector.web.auth import requires_admin
+from connector.web.paths import MAX_ID_DIGITS, IdConvertor, http_error
 
 STATIC = Path(__file__).with_name("static")
 openapi = SchemaGenerator({"openapi": "3.0.3", "info": {"title": "Segment connector admin API", "version": __version__},
                            "components": {"securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}}},
                            "security": [{"admin": []}]})
-PATH_PARAMETER_TYPES = {IntegerConvertor: {"type": "integer"}, FloatConvertor: {"type": "number"}}
+PATH_PARAMETER_TYPES = {IntegerConvertor: {"type": "integer"}, FloatConvertor: {"type": "number"},
+                        IdConvertor: {"type": "integer", "minimum": 0, "maximum": 10**MAX_ID_DIGITS - 1}}
 
 
 @requires_admin
@@ -87,4 +90,4 @@ def create_app(env: Environment | None = None) -> Starlette:
         Route("/", dashboard, methods=["GET"], include_in_schema=False),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})

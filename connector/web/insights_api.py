@@ -19,7 +19,7 @@ MAX_FEATURES = 100
 
 async def _usage(request: Request, entity: str, entity_id: int) -> JSONResponse:
     limit = request.query_params.get("limit", "10")
-    if not limit.isdecimal() or not 1 <= int(limit) <= MAX_FEATURES:
+    if not limit.isdecimal() or len(limit) > len(str(MAX_FEATURES)) or not 1 <= int(limit) <= MAX_FEATURES:
         return error(400, f"limit must be an integer from 1 to {MAX_FEATURES}", field="limit")
     async with runtime_of(request).engine.connect() as conn:
         if not await exists(conn, entity, entity_id):
@@ -71,7 +71,7 @@ async def get_user_audiences(request: Request) -> JSONResponse:
 
 
 routes = [
-    Route("/api/users/{user_id:int}/usage", get_user_usage, methods=["GET"]),
-    Route("/api/accounts/{account_id:int}/usage", get_account_usage, methods=["GET"]),
-    Route("/api/users/{user_id:int}/audiences", get_user_audiences, methods=["GET"]),
+    Route("/api/users/{user_id:id}/usage", get_user_usage, methods=["GET"]),
+    Route("/api/accounts/{account_id:id}/usage", get_account_usage, methods=["GET"]),
+    Route("/api/users/{user_id:id}/audiences", get_user_audiences, methods=["GET"]),
 ]

@@ -246,7 +246,7 @@ def _members(segment_id: int) -> Any:
 routes = [
     Route("/api/segments", list_segments, methods=["GET"]),
     Route("/api/segments", create_segment, methods=["POST"]),
-    Route("/api/segments/{segment_id:int}", get_segment, methods=["GET"]),
-    Route("/api/segments/{segment_id:int}", update_segment, methods=["PUT"]),
-    Route("/api/segments/{segment_id:int}", delete_segment, methods=["DELETE"]),
+    Route("/api/segments/{segment_id:id}", get_segment, methods=["GET"]),
+    Route("/api/segments/{segment_id:id}", update_segment, methods=["PUT"]),
+    Route("/api/segments/{segment_id:id}", delete_segment, methods=["DELETE"]),
 ]
