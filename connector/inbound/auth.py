@@ -1,7 +1,6 @@
 """Who may write: the API key as Basic user name (or writeKey), and the optional HMAC signature."""
 
 import base64
-import binascii
 import hashlib
 import hmac
 
@@ -19,7 +18,7 @@ def basic_auth_user(request: Request) -> str | None:
         return None
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII in the header
         return None
     return decoded.partition(":")[0]
 

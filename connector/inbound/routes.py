@@ -81,6 +81,9 @@ async def segment_webhook(request: Request) -> JSONResponse:
 @inbound_endpoint("v1")
 async def v1_single(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
+    if request.path_params["message_type"] not in spec.MESSAGE_TYPES:  # 501 is for a message's type, on /segment
+        raise InboundError(404, f"no endpoint /v1/{request.path_params['message_type']}; the message types are "
+                                f"{', '.join(spec.MESSAGE_TYPES)}, and batch")
     await _require_basic_key_if_sent(request, runtime)
     raw = await read_body(request, runtime.env.max_body_bytes, runtime.env.max_decompressed_bytes)
     document = _parse(raw, runtime)
