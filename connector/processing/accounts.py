@@ -35,7 +35,7 @@ async def upsert_account(conn: AsyncConnection, group_id: str | None, domain: st
             row = None  # the domain belongs to another group: a new account, without the domain claim
             domain = None
     if row is None:
-        taken = domain and (await conn.execute(sa.select(accounts.c.id).where(accounts.c.domain == domain))).first()
+        taken = domain and await _domain_taken(conn, domain)
         stamps: dict[str, str] = {}
         values: dict[str, Any] = {}
         apply_traits(values, stamps, traits, at)
@@ -48,12 +48,16 @@ async def upsert_account(conn: AsyncConnection, group_id: str | None, domain: st
     updates: dict[str, Any] = {}
     if group_id and row.group_id is None:
         updates["group_id"] = group_id
-    if domain and row.domain is None:
-        updates["domain"] = domain
+    if domain and row.domain is None and not await _domain_taken(conn, domain):
+        updates["domain"] = domain  # a domain another account holds stays with it, as on insert
     if changed or updates:
         await conn.execute(accounts.update().where(accounts.c.id == row.id).values(
             traits=values, trait_timestamps=stamps, updated_at=now, **updates))
     return row.id, bool(changed or updates)
+
+
+async def _domain_taken(conn: AsyncConnection, domain: str) -> bool:
+    return (await conn.execute(sa.select(accounts.c.id).where(accounts.c.domain == domain))).first() is not None
 
 
 async def link_user(conn: AsyncConnection, user_id: int, account_id: int, link: str, at: datetime) -> bool:
