@@ -41,6 +41,6 @@ def require_signature(request: Request, raw_body: bytes, document: object, share
     key = shared_secret.encode()
     for candidate in candidates:
         expected = hmac.new(key, candidate, hashlib.sha1).hexdigest()
-        if hmac.compare_digest(expected, signature):
+        if hmac.compare_digest(expected.encode(), signature.encode()):  # str compare_digest refuses non-ASCII
             return
     raise InboundError(401, "X-Signature does not match the body", field="X-Signature")
