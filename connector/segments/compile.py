@@ -292,7 +292,9 @@ def _event(compiler: Compiler, node: dict[str, Any]) -> Any:
                   .group_by(events.c.user_id).subquery(f"event_counts_{len(compiler.joins)}"))
         compiler.joins[key] = (counts, counts.c.user_id == compiler.table.c.id)
     count = sa.func.coalesce(compiler.joins[key][0].c.n, 0)
-    return sa.and_(*(compare(count, op, bound) for op, bound in node.get("count", DEFAULT_COUNT).items()))
+    # BigInteger: PostgreSQL would otherwise take the bound for an int4 and refuse one past 2**31.
+    return sa.and_(*(compare(count, op, sa.literal(bound, sa.BigInteger))
+                     for op, bound in node.get("count", DEFAULT_COUNT).items()))
 
 
 def _audience(compiler: Compiler, node: dict[str, Any]) -> Any:

@@ -58,8 +58,8 @@ from one JSON type to another:
   bound (the value, or ``now``) is taken in UTC and truncated to the second.
 - Event conditions count the user's events with exactly that name (case-sensitive);
   ``within_days`` keeps those with ``timestamp >= now - within_days days``. ``count``
-  holds one or more of ``eq``, ``neq``, ``gt``, ``gte``, ``lt``, ``lte`` (non-negative
-  integers), all of which must hold; without ``count`` the condition is ``{"gte": 1}``.
+  holds one or more of ``eq``, ``neq``, ``gt``, ``gte``, ``lt``, ``lte`` (integers
+  from 0 to 2**63 - 1), all of which must hold; without ``count`` the condition is ``{"gte": 1}``.
   Event conditions apply to user segments only.
 - ``{"audience": key}`` holds when the user is now a member of that incoming Engage audience
   (connector.processing.audiences: the latest entry is later than the latest exit). The key
@@ -106,6 +106,7 @@ OPERATORS_BY_KIND = {
 MAX_DEPTH = 32
 MAX_LIST = 1000
 MAX_DAYS = 36_500
+MAX_COUNT = 2**63 - 1  # what SQL compares an event count with: a 64-bit integer
 MAX_AUDIENCE_KEY = 255
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _TIME = re.compile(r"[0-9]{2}:[0-9]{2}:[0-9]{2}")
@@ -168,9 +169,9 @@ def parse_date(value: Any) -> datetime | None:
     text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # OverflowError: an offset takes 0001-01-01 or 9999-12-31 out of range
         return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
 
 def validate(rule: Any, entity: str, path: str = "rule") -> None:
@@ -264,8 +265,8 @@ def _validate_event(node: dict[str, Any], entity: str, path: str) -> None:
     for op, bound in count.items():
         if op not in COUNT_OPS:
             raise RuleError(f"{path}.count.{op}", f"unknown operator; expected one of {', '.join(COUNT_OPS)}")
-        if isinstance(bound, bool) or not isinstance(bound, int) or bound < 0:
-            raise RuleError(f"{path}.count.{op}", "must be a non-negative integer")
+        if isinstance(bound, bool) or not isinstance(bound, int) or not 0 <= bound <= MAX_COUNT:
+            raise RuleError(f"{path}.count.{op}", f"must be an integer from 0 to {MAX_COUNT}")
     days = node.get("within_days")
     if days is not None and not (is_number(days) and 0 < days <= MAX_DAYS):
         raise RuleError(f"{path}.within_days", f"must be a number of days, above 0 and at most {MAX_DAYS}")
