@@ -96,6 +96,8 @@ def field(page: Page, schema: dict[str, Any], name: str) -> Any:
 
 def kind(prop: dict[str, Any]) -> str:
     types = {option.get("type") for option in prop.get("anyOf", [prop])}
+    if types & {"integer", "number"}:
+        return "number"
     return "boolean" if "boolean" in types else "array" if "array" in types else "string"
 
 
@@ -118,6 +120,9 @@ async def test_every_setting_is_a_labelled_control_in_its_section(page, server):
             await expect(control).to_have_value(settings[name] or "")
         elif kind(prop) == "array":
             await expect(control).to_have_value(", ".join(settings[name]))
+        elif kind(prop) == "number":
+            await expect(control).to_have_attribute("type", "number")
+            await expect(control).to_have_value(str(settings[name]))
         else:
             await expect(control).to_have_value(settings[name])
 

@@ -18,7 +18,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 import orjson
-
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, event, given, settings
