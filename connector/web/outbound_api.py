@@ -23,7 +23,7 @@ async def list_dead_letters(request: Request) -> JSONResponse:
       - {name: before_id, in: query, schema: {type: integer}}
       - {name: include_replayed, in: query, schema: {type: boolean}}
     responses:
-      200: {description: "dead_letters: id, message, reason, status_code, created_at, replayed_at; and the total waiting"}
+      200: {description: "dead_letters: id, message, reason, status_code, created_at, replayed_at; and the total waiting", schema: {$ref: "#/components/schemas/DeadLetters"}}
     """
     limit = query_limit(request, 100, 500)
     before_id = query_int(request, "before_id", None)
@@ -48,8 +48,9 @@ async def replay_dead_letters(request: Request) -> JSONResponse:
     summary: Send dead letters to Segment again (all waiting ones, or the given ids), with their original messageIds
     requestBody: {content: {application/json: {schema: {type: object, properties: {ids: {type: array, items: {type: integer}}}}}}}
     responses:
-      200: {description: "replayed and failed counts; failed ones stay listed with the new reason"}
-      400: {description: "malformed body, or no write key configured"}
+      200: {description: "replayed and failed counts; failed ones stay listed with the new reason", schema: {$ref: "#/components/schemas/Replayed"}}
+      400: {description: "malformed body"}
+      409: {description: "no write key configured: nothing can be sent"}
     """
     try:
         body = await json_body(request, MAX_REPLAY_BODY) if await request.body() else {}
@@ -65,7 +66,7 @@ async def replay_dead_letters(request: Request) -> JSONResponse:
     try:
         counts = await replay(runtime.engine, await runtime.settings.current(), ids)
     except ValueError as problem:
-        return error(400, str(problem), field="write_key")
+        return error(409, str(problem), field="write_key")
     return JSONResponse(counts)
 
 

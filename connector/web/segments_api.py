@@ -101,7 +101,7 @@ async def list_segments(request: Request) -> JSONResponse:
     """
     summary: Every segment, with its rule and member_count
     responses:
-      200: {description: "segments"}
+      200: {description: "segments", schema: {$ref: "#/components/schemas/Segments"}}
     """
     async with runtime_of(request).engine.connect() as conn:
         counts = dict((await conn.execute(sa.select(memberships.c.segment_id, sa.func.count())
@@ -125,7 +125,7 @@ async def create_segment(request: Request) -> JSONResponse:
               entity: {type: string, enum: [user, account]}
               rule: {type: object, description: "all / any / not groups of attribute and event conditions"}
     responses:
-      201: {description: "the segment, with member_count"}
+      201: {description: "the segment, with member_count", schema: {$ref: "#/components/schemas/Segment"}}
       400: {description: "invalid segment; `field` names the bad part, e.g. rule.all[1].any[0].op"}
       409: {description: "a segment with this name exists"}
     """
@@ -152,7 +152,7 @@ async def get_segment(request: Request) -> JSONResponse:
     """
     summary: One segment, with member_count
     responses:
-      200: {description: "the segment"}
+      200: {description: "the segment", schema: {$ref: "#/components/schemas/Segment"}}
       404: {description: "no such segment"}
     """
     async with runtime_of(request).engine.connect() as conn:
@@ -174,7 +174,7 @@ async def update_segment(request: Request) -> JSONResponse:
               name: {type: string}
               rule: {type: object}
     responses:
-      200: {description: "the segment, with member_count"}
+      200: {description: "the segment, with member_count", schema: {$ref: "#/components/schemas/Segment"}}
       400: {description: "invalid segment; `field` names the bad part"}
       404: {description: "no such segment"}
       409: {description: "another segment has this name"}

@@ -122,7 +122,7 @@ async def get_status(request: Request) -> JSONResponse:
     """
     summary: The verdict (ok, warning, error) with the messages behind it, and figures
     responses:
-      200: {description: "status, messages and figures"}
+      200: {description: "status, messages and figures", schema: {$ref: "#/components/schemas/Status"}}
       503: {description: "the database is unreachable (status error, code database_unreachable)"}
     """
     runtime = runtime_of(request)
