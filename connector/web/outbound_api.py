@@ -7,6 +7,7 @@ from starlette.routing import Route
 
 from connector.models import DeadLetter
 from connector.outbound.sender import replay
+from connector.spec import format_timestamp
 from connector.web.admin import error, json_body, query_int, query_limit, runtime_of
 from connector.web.auth import requires_admin
 
@@ -38,7 +39,8 @@ async def list_dead_letters(request: Request) -> JSONResponse:
         total = (await conn.execute(sa.select(sa.func.count()).select_from(dead_letters).where(waiting))).scalar_one()
     return JSONResponse({"waiting": total, "dead_letters": [{
         "id": row.id, "message": row.message, "reason": row.reason, "status_code": row.status_code,
-        "created_at": row.created_at.isoformat(), "replayed_at": row.replayed_at and row.replayed_at.isoformat(),
+        "created_at": format_timestamp(row.created_at),
+        "replayed_at": format_timestamp(row.replayed_at) if row.replayed_at else None,
     } for row in rows]})
 
 

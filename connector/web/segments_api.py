@@ -13,6 +13,7 @@ from connector.models import Segment, SegmentMembership, utcnow
 from connector.outbound import outbox
 from connector.segments.membership import OUTBOX_KIND, end, recompute
 from connector.segments.rules import ENTITIES, RuleError, is_time_based, validate
+from connector.spec import format_timestamp
 from connector.web.admin import error, json_body, runtime_of
 from connector.web.auth import requires_admin
 
@@ -73,12 +74,13 @@ def _summary(row: Any, member_count: int) -> dict[str, Any]:
     """A segment as the list shows it."""
     return {"id": row.id, "name": row.name, "entity": row.entity, "rule": row.rule, "member_count": member_count,
             "time_based": is_time_based(row.rule),
-            "computed_at": row.computed_at.isoformat() if row.computed_at else None}
+            "computed_at": format_timestamp(row.computed_at) if row.computed_at else None}
 
 
 async def _serialise(conn: AsyncConnection, row: Any) -> dict[str, Any]:
     count = await conn.scalar(sa.select(sa.func.count()).where(memberships.c.segment_id == row.id))
-    return {**_summary(row, count), "created_at": row.created_at.isoformat(), "updated_at": row.updated_at.isoformat()}
+    return {**_summary(row, count), "created_at": format_timestamp(row.created_at),
+            "updated_at": format_timestamp(row.updated_at)}
 
 
 async def _load(conn: AsyncConnection, segment_id: int) -> Any:
