@@ -18,6 +18,7 @@ from starlette.staticfiles import StaticFiles
 from connector import __version__, worker
 from connector.config import Environment, get_environment
 from connector.inbound import routes as inbound
+from connector.logs import get_logger
 from connector.runtime import Runtime
 from connector.settings import settings_json_schema
 from connector.web import admin, health, insights_api, outbound_api, segments_api, status
@@ -28,6 +29,7 @@ STATIC = Path(__file__).with_name("static")
 openapi = SchemaGenerator({"openapi": "3.0.3", "info": {"title": "Segment connector admin API", "version": __version__},
                            "components": {"securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}}},
                            "security": [{"admin": []}]})
+log = get_logger()
 PATH_PARAMETER_TYPES = {IntegerConvertor: {"type": "integer"}, FloatConvertor: {"type": "number"},
                         IdConvertor: {"type": "integer", "minimum": 0, "maximum": 10**MAX_ID_DIGITS - 1}}
 
@@ -76,6 +78,7 @@ def create_app(env: Environment | None = None) -> Starlette:
             if task is not None:
                 await task
             await runtime.stop()
+            log.info("web.stop")  # requests in flight were answered: uvicorn stops the app after them
 
     routes = [
         *health.routes,
