@@ -5,12 +5,8 @@ message that got a 200 is processed afterwards by a fresh worker and reaches Seg
 """
 
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,40 +15,11 @@ import sqlalchemy as sa
 from conftest import ADMIN_TOKEN, API_KEY, basic_auth, free_port, wait_until
 from connector.models import JournalEntry, OutboxItem, utcnow
 from fake_segment import configure
+from processes import HEROKU_GRACE_SECONDS, Process, wait_for_http
 
-HEROKU_GRACE_SECONDS = 30  # Heroku's SIGKILL follows SIGTERM after 30 s
 CLIENTS = 4
 journal = JournalEntry.__table__
 outbox = OutboxItem.__table__
-
-
-class Process:
-    """A `connector` command in its own process group, its output in a file."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log: Path):
-        self.log = log
-        with log.open("ab") as output:
-            self.popen = subprocess.Popen([sys.executable, "-m", "connector", *args], env=env, stdout=output,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
-
-    def terminate(self) -> float:
-        """SIGTERM to every process of the group, as Heroku does; the seconds until it exited."""
-        started = time.monotonic()
-        os.killpg(self.popen.pid, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=HEROKU_GRACE_SECONDS + 5)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
-        return time.monotonic() - started
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
 
 
 def process_env(database_url: str, **extra: str) -> dict[str, str]:
@@ -105,19 +72,6 @@ class Load:
     def count(self) -> int:
         with self._lock:
             return len(self.acknowledged)
-
-
-def wait_for_http(url: str, process: Process, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.popen.poll() is None, process.output()[-3000:]
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"the web process did not answer within {timeout}s:\n{process.output()[-3000:]}")
 
 
 async def claimed_rows(runtime: Any) -> list[Any]:
