@@ -77,8 +77,8 @@ def serve(no_worker: bool, host: str | None, port: int | None, forwarded_allow_i
     env = checked_environment()
     host, port = host or env.host, port or env.port
     asyncio.run(_print_welcome(env, f"http://{host}:{port}"))
-    options = dict(host=host, port=port, proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips,
-                   timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS, log_level="warning", access_log=False)
+    options = {"host": host, "port": port, "proxy_headers": True, "forwarded_allow_ips": forwarded_allow_ips,
+               "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS, "log_level": "warning", "access_log": False}
     if env.web_concurrency > 1:
         uvicorn.run("connector.asgi:app", workers=env.web_concurrency, **options)
     else:

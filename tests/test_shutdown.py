@@ -7,7 +7,7 @@ message that got a 200 is processed afterwards by a fresh worker and reaches Seg
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import sqlalchemy as sa
@@ -38,7 +38,7 @@ class Load:
         self._lock = threading.Lock()
         self.threads = [threading.Thread(target=self._client, args=(n,), daemon=True) for n in range(CLIENTS)]
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Self:
         for thread in self.threads:
             thread.start()
         return self
@@ -97,7 +97,8 @@ async def test_sigterm_under_load_loses_no_acknowledged_message(runtime, segment
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = process_env(database_url)
-    web = Process(["serve", "--no-worker", "--port", str(port)], env, tmp_path / "web.log")
+    # Two web processes in the dyno, as the Python buildpack sets WEB_CONCURRENCY on a 512 MB dyno.
+    web = Process(["serve", "--no-worker", "--port", str(port)], {**env, "WEB_CONCURRENCY": "2"}, tmp_path / "web.log")
     worker = Process(["worker"], env, tmp_path / "worker.log")
     try:
         wait_for_http(url, web)
@@ -109,7 +110,7 @@ async def test_sigterm_under_load_loses_no_acknowledged_message(runtime, segment
             after_worker = load.count()
             await wait_until(lambda: load.count() > after_worker + 500, timeout=30)  # the web goes on alone
             web_seconds = web.terminate()
-            assert '"web.stop"' in web.output(), web.output()[-3000:]
+            assert web.output().count('"web.stop"') == 2, web.output()[-3000:]
         assert worker_seconds < HEROKU_GRACE_SECONDS and web_seconds < HEROKU_GRACE_SECONDS
         assert load.other_answers == []  # a request is answered 200, or refused before it is read
 
@@ -139,8 +140,9 @@ async def test_a_worker_stopped_while_segment_stalls_releases_its_claims_and_exi
     try:
         wait_for_http(f"http://127.0.0.1:{port}", web)
         users = [f"stalled-{n}" for n in range(50)]
-        answer = httpx.post(f"http://127.0.0.1:{port}/v1/batch", headers=basic_auth(), timeout=30, json={
-            "batch": [{"type": "identify", "userId": user, "traits": {"plan": "pro"}} for user in users]})
+        async with httpx.AsyncClient(timeout=30) as http:
+            answer = await http.post(f"http://127.0.0.1:{port}/v1/batch", headers=basic_auth(), json={
+                "batch": [{"type": "identify", "userId": user, "traits": {"plan": "pro"}} for user in users]})
         assert answer.status_code == 200
     finally:
         web.terminate()
