@@ -46,7 +46,7 @@ async def run_forever(runtime: Runtime, stop: asyncio.Event) -> None:
     finally:  # also when run_forever itself is cancelled: no task outlives it
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)  # each task logs its own errors
     log.info("worker.stop", cancelled=len(late))
 
 
