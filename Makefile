@@ -1,19 +1,37 @@
 # Two commands on a fresh machine: `make run` (the connector on embedded SQLite) and `make test`.
+# Both install from uv.lock (pinned versions, hashes), as Heroku's Python buildpack does
+# (`uv sync --locked`): what is tested is what deploys. `make run` installs what running
+# needs; `make test` adds the `test` extra. uv itself is pip-installed into .tools/.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+UV_VERSION := 0.9.28
+UV := .tools/bin/uv
+# The machine's python3 (the lock covers every Python from 3.11; Heroku takes .python-version).
+UV_SYNC := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON=$(PYTHON) UV_PYTHON_DOWNLOADS=never $(UV) sync --locked
 
-.PHONY: install run test browser schema migration bench clean mutation mutation-report
+.PHONY: install run test browser schema migration bench clean mutation mutation-report lock
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV_SYNC) --extra test
 	touch $@
 
-run: install
+# --inexact: keeps the test extra if `make test` installed it.
+$(VENV)/.run-installed: pyproject.toml uv.lock | $(UV)
+	$(UV_SYNC) --inexact
+	touch $@
+
+# After a change to pyproject.toml's dependencies: pins them again in uv.lock (commit both).
+lock: | $(UV)
+	$(UV) lock
+
+run: $(VENV)/.run-installed
 	$(BIN)/connector migrate
 	$(BIN)/connector serve
 
@@ -33,7 +51,7 @@ bench: install
 	$(BIN)/python benchmarks/segments.py
 
 clean:
-	rm -rf $(VENV) connector.db connector.db-wal connector.db-shm .pytest_cache mutants
+	rm -rf $(VENV) .tools connector.db connector.db-wal connector.db-shm .pytest_cache mutants
 
 # Mutation testing with mutmut over the seven modules named in pyproject.toml's [tool.mutmut]
 # (docs/testing.md). Not part of `make test` or CI: it takes over an hour. On SQLite only; each
@@ -55,8 +73,8 @@ mutation-report: $(VENV)/.mutation-installed
 	$(BIN)/mutmut results
 	$(BIN)/python scripts/mutation_summary.py
 
-$(VENV)/.mutation-installed: pyproject.toml $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[mutation]'
+$(VENV)/.mutation-installed: pyproject.toml uv.lock $(VENV)/.installed
+	$(UV_SYNC) --extra test --extra mutation
 	touch $@
 
 # A new Alembic revision from the change to connector/models.py: make migration m="what changes".

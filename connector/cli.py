@@ -10,20 +10,34 @@ from typing import TYPE_CHECKING
 
 import click
 import uvicorn
+from pydantic import ValidationError
 
-from connector.config import get_environment
+from connector.config import Environment, get_environment
 from connector.logs import configure_logging
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 SCHEMA_PATH = Path("settings.schema.json")
+# Heroku sends SIGTERM, then SIGKILL 30 s later: requests in flight get this long to finish.
+GRACEFUL_SHUTDOWN_SECONDS = 15
 
 
 @click.group()
 def main() -> None:
     """Hull-style bidirectional Segment connector."""
-    configure_logging(get_environment().log_level)
+    configure_logging(checked_environment().log_level)
+
+
+def checked_environment() -> Environment:
+    """The environment, or a one-line error naming what is wrong: pydantic's own message
+    would print the config vars it was given, secrets included."""
+    try:
+        return get_environment()
+    except ValidationError as error:
+        problems = "; ".join(" ".join([*map(str, problem["loc"]), problem["msg"].removeprefix("Value error, ")])
+                             for problem in error.errors())
+        raise click.ClickException(f"invalid configuration: {problems}") from None
 
 
 @main.command()
@@ -45,28 +59,39 @@ def schema(output: Path) -> None:
 
 @main.command()
 @click.option("--no-worker", is_flag=True, help="Do not run the worker inside the web process.")
-def serve(no_worker: bool) -> None:
-    """Run the web process (with the embedded worker unless RUN_WORKER_IN_WEB=false)."""
+@click.option("--host", help="Interface to listen on (default: HOST, else 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (default: PORT, else 8000).")
+@click.option("--forwarded-allow-ips",
+              help="Proxies whose X-Forwarded-For/-Proto are trusted; '*' behind Heroku's router "
+                   "(default: FORWARDED_ALLOW_IPS, else 127.0.0.1).")
+def serve(no_worker: bool, host: str | None, port: int | None, forwarded_allow_ips: str | None) -> None:
+    """Run the web process (with the embedded worker unless RUN_WORKER_IN_WEB=false).
+
+    On SIGTERM it stops accepting connections, lets requests in flight finish (up to
+    GRACEFUL_SHUTDOWN_SECONDS), stops the embedded worker, and exits.
+    """
     if no_worker:
         # Set in the environment so that every web process (WEB_CONCURRENCY > 1) sees it.
         os.environ["RUN_WORKER_IN_WEB"] = "false"
         get_environment.cache_clear()
-    env = get_environment()
-    asyncio.run(_print_welcome(env))
+    env = checked_environment()
+    host, port = host or env.host, port or env.port
+    asyncio.run(_print_welcome(env, f"http://{host}:{port}"))
+    options = {"host": host, "port": port, "proxy_headers": True, "forwarded_allow_ips": forwarded_allow_ips,
+               "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS, "log_level": "warning", "access_log": False}
     if env.web_concurrency > 1:
-        uvicorn.run("connector.asgi:app", host=env.host, port=env.port, workers=env.web_concurrency,
-                    log_level="warning", access_log=False)
+        uvicorn.run("connector.asgi:app", workers=env.web_concurrency, **options)
     else:
         from connector.web.app import create_app
-        uvicorn.run(create_app(env), host=env.host, port=env.port, log_level="warning", access_log=False)
+        uvicorn.run(create_app(env), **options)
 
 
-async def _print_welcome(env) -> None:  # type: ignore[no-untyped-def]
+async def _print_welcome(env, listening: str | None = None) -> None:  # type: ignore[no-untyped-def]
     from connector.runtime import Runtime
     from connector.settings import mask_secret
     runtime = await Runtime.start(env)
     await runtime.stop()
-    url = env.public_url or f"http://{env.host}:{env.port}"
+    url = env.public_url or listening or f"http://{env.host}:{env.port}"
     click.echo(f"\nSegment connector on {url}  (database: {env.database_url.split('://')[0]})")
     click.echo(f"  dashboard      {url}/")
     if env.environment == "development":

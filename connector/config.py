@@ -2,6 +2,8 @@
 
 Everything here comes from environment variables (Heroku config vars); the
 connector's own settings document lives in the database (see settings.py).
+On a Heroku dyno (DYNO is set) CONNECTOR_ENV defaults to production: secrets are
+never printed in full to the log stream, and ADMIN_TOKEN is required.
 """
 
 from functools import lru_cache
@@ -28,7 +30,8 @@ class Environment(BaseSettings):
 
     environment: Literal["development", "production"] = Field(
         "development", validation_alias="CONNECTOR_ENV",
-        description="`production` requires ADMIN_TOKEN.")
+        description="`production` requires ADMIN_TOKEN; the default is production on Heroku (DYNO set).")
+    dyno: str | None = Field(None, description="Set by Heroku on every dyno (`web.1`).")
     database_url: str = DEFAULT_DATABASE_URL
     port: int = 8000
     host: str = "127.0.0.1"
@@ -54,9 +57,12 @@ class Environment(BaseSettings):
         return normalise_database_url(value)
 
     @model_validator(mode="after")
-    def _admin_token_outside_development(self) -> "Environment":
+    def _production_on_heroku(self) -> "Environment":
+        if self.dyno and "environment" not in self.model_fields_set:
+            self.environment = "production"
         if self.environment != "development" and not self.admin_token:
-            raise ValueError("ADMIN_TOKEN is required when CONNECTOR_ENV is not development")
+            raise ValueError("ADMIN_TOKEN is required in production (CONNECTOR_ENV=production, "
+                             "or on Heroku, where DYNO is set, unless CONNECTOR_ENV=development)")
         return self
 
     @property

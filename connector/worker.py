@@ -1,4 +1,11 @@
-"""The worker: drain the journal, and send the outbox alongside; both stop cleanly when asked."""
+"""The worker: drain the journal, and send the outbox alongside; both stop cleanly when asked.
+
+Stopping (SIGTERM: Heroku allows 30 s before SIGKILL): no new journal batch or outbox claim
+is started; the batch in flight commits (one transaction) and a send round in flight is
+acknowledged. What has not finished STOP_GRACE_SECONDS after the stop is cancelled: a journal
+batch rolls back, and a send round releases its claims (sender.py), so a fresh worker takes
+both up at once rather than after the lease.
+"""
 
 import asyncio
 
@@ -12,29 +19,45 @@ from connector.segments.schedule import recompute_due
 
 IDLE_SECONDS = 0.2
 SENDERS = 2  # two claim/build/send loops: one builds while the other waits on Segment
+# A send already on the wire runs out its request timeout (15 s) after being cancelled: the grace
+# plus that stays within Heroku's 30 s.
+STOP_GRACE_SECONDS = 10.0
 log = get_logger()
 
 
-async def run_once(runtime: Runtime) -> Changes:
-    """One round of work: process pending journal messages until none are left."""
+async def run_once(runtime: Runtime, stop: asyncio.Event | None = None) -> Changes:
+    """One round of work: process pending journal messages until none are left (or asked to stop)."""
     total = Changes()
     while True:
         settings = await runtime.settings.current()
         changes = await process_batch(runtime.engine, settings, runtime.env.journal_batch_size)
         total.add(changes)
-        if changes.processed + changes.failed + changes.skipped == 0:
+        if changes.processed + changes.failed + changes.skipped == 0 or (stop is not None and stop.is_set()):
             return total
 
 
 async def run_forever(runtime: Runtime, stop: asyncio.Event) -> None:
     log.info("worker.start")
-    sending = [asyncio.create_task(send_forever(runtime, stop)) for _ in range(SENDERS)]
-    beating = asyncio.create_task(beat_until(runtime.engine, stop))
+    tasks = [asyncio.create_task(process_forever(runtime, stop)), asyncio.create_task(beat_until(runtime.engine, stop)),
+             *(asyncio.create_task(send_forever(runtime, stop)) for _ in range(SENDERS))]
+    try:
+        await stop.wait()
+        _, late = await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
+    finally:  # also when run_forever itself is cancelled: no task outlives it
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # each task logs its own errors
+    log.info("worker.stop", cancelled=len(late))
+
+
+async def process_forever(runtime: Runtime, stop: asyncio.Event) -> None:
+    """Process the journal, then the segment schedule, until asked to stop."""
     while not stop.is_set():
         try:
-            changes = await run_once(runtime)
-            await journal_lag(runtime.engine)
-            await recompute_due(runtime.engine, runtime.env.segment_recompute_seconds)
+            changes = await run_once(runtime, stop)
+            if not stop.is_set():
+                await journal_lag(runtime.engine)
+                await recompute_due(runtime.engine, runtime.env.segment_recompute_seconds)
             if changes.processed or changes.failed:
                 log.info("worker.batch.done", processed=changes.processed, failed=changes.failed,
                          skipped=changes.skipped)
@@ -43,8 +66,6 @@ async def run_forever(runtime: Runtime, stop: asyncio.Event) -> None:
             await _sleep(stop, 2.0)
             continue
         await _sleep(stop, IDLE_SECONDS)
-    await asyncio.gather(*sending, beating)
-    log.info("worker.stop")
 
 
 async def send_forever(runtime: Runtime, stop: asyncio.Event) -> None:

@@ -9,7 +9,7 @@ from connector.config import DEFAULT_DATABASE_URL, Environment
 from connector.web.app import create_app
 
 CONFIG_VARS = ("DATABASE_URL", "CONNECTOR_ENV", "ADMIN_TOKEN", "CONNECTOR_API_KEY", "PORT", "RUN_WORKER_IN_WEB",
-               "WEB_CONCURRENCY", "LOG_LEVEL")
+               "WEB_CONCURRENCY", "LOG_LEVEL", "DYNO")
 
 
 @pytest.fixture
@@ -56,6 +56,16 @@ def test_production_requires_an_admin_token(config_vars):
     config_vars.setenv("ADMIN_TOKEN", "a-long-admin-token")
     env = Environment(_env_file=None)
     assert env.environment == "production" and env.admin_token == "a-long-admin-token"
+
+
+def test_a_heroku_dyno_is_production_unless_connector_env_says_otherwise(config_vars):
+    config_vars.setenv("DYNO", "web.1")
+    with pytest.raises(ValidationError, match="ADMIN_TOKEN"):
+        Environment(_env_file=None)
+    config_vars.setenv("ADMIN_TOKEN", "a-long-admin-token")
+    assert Environment(_env_file=None).environment == "production"
+    config_vars.setenv("CONNECTOR_ENV", "development")
+    assert Environment(_env_file=None).environment == "development"
 
 
 def test_unknown_environment_is_refused(config_vars):

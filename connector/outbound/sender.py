@@ -3,9 +3,12 @@
 Rows are claimed with a lease (`claimed_until`), through FOR UPDATE SKIP LOCKED on
 PostgreSQL, so several workers never send the same row. A row is acknowledged only
 after Segment answered: a crash in between resends the same messageIds, which
-Segment deduplicates. Backoff state (attempts, available_at, failing_since,
-last_error) lives in the row, so it survives restarts; a row is retried for
-RETRY_FOR_SECONDS after its first failure, then dead-lettered.
+Segment deduplicates. A round cancelled before its acknowledgement (a worker told to
+stop that could not finish in time) releases its claims, so another worker need not
+wait out the lease; Segment deduplicates what it may have received meanwhile. Backoff
+state (attempts, available_at, failing_since, last_error) lives in the row, so it
+survives restarts; a row is retried for RETRY_FOR_SECONDS after its first failure,
+then dead-lettered.
 
 Sizes are measured on the bytes the transport sends: segment-analytics-python posts
 `json.dumps(body)` (ASCII escapes for every non-ASCII character, a space after each
@@ -154,8 +157,17 @@ async def claim(engine: AsyncEngine, limit: int, lease: float = LEASE_SECONDS) -
             outbox.update().where(outbox.c.id.in_(candidates.scalar_subquery()))
             .values(claimed_until=now + timedelta(seconds=lease))
             .returning(outbox.c.id, outbox.c.key, outbox.c.version, outbox.c.attempts,
-                       outbox.c.failing_since))).all()
+                       outbox.c.failing_since, outbox.c.claimed_until))).all()
     return sorted(rows, key=lambda row: row.id)
+
+
+async def release(engine: AsyncEngine, rows: list[Any]) -> None:
+    """Give back claims not acknowledged, unless their lease ran out and another sender holds them."""
+    async with engine.begin() as conn:
+        await conn.execute(outbox.update().where(
+            outbox.c.id == sa.bindparam("row_id"),
+            outbox.c.claimed_until == sa.bindparam("row_claimed_until", type_=outbox.c.claimed_until.type),
+        ).values(claimed_until=None), [{"row_id": row.id, "row_claimed_until": row.claimed_until} for row in rows])
 
 
 async def acknowledge(engine: AsyncEngine, done: list[Any], backoff: dict[int, tuple[Any, Failure]],
@@ -222,9 +234,20 @@ class Sender:
             return Round()
         self._warned_no_write_key = False
         rows = await claim(self.runtime.engine, self.runtime.env.outbound_claim_limit, self.lease)
-        result = Round(claimed=len(rows))
         if not rows:
-            return result
+            return Round()
+        try:
+            return await self._send_claimed(rows)
+        except asyncio.CancelledError:
+            try:
+                await release(self.runtime.engine, rows)
+                log.info("outgoing.release", rows=len(rows))
+            except Exception as error:  # the lease still runs out
+                log.error("outgoing.release.error", error=f"{type(error).__name__}: {error}"[:500])
+            raise
+
+    async def _send_claimed(self, rows: list[Any]) -> Round:
+        result = Round(claimed=len(rows))
         # Read after the claim: settings that changed with these rows (a segment rename) are seen with them.
         await self.runtime.settings.reload()
         settings = await self.runtime.settings.current()

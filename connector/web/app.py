@@ -15,6 +15,7 @@ from starlette.staticfiles import StaticFiles
 from connector import worker
 from connector.config import Environment, get_environment
 from connector.inbound import routes as inbound
+from connector.logs import get_logger
 from connector.runtime import Runtime
 from connector.settings import settings_json_schema
 from connector.web import admin, health, insights_api, outbound_api, segments_api, status
@@ -22,6 +23,7 @@ from connector.web.openapi import openapi_document
 from connector.web.paths import http_error
 
 STATIC = Path(__file__).with_name("static")
+log = get_logger()
 
 
 async def settings_schema(request: Request) -> JSONResponse:
@@ -48,6 +50,7 @@ def create_app(env: Environment | None = None) -> Starlette:
             if task is not None:
                 await task
             await runtime.stop()
+            log.info("web.stop")  # requests in flight were answered: uvicorn stops the app after them
 
     routes = [
         *health.routes,
