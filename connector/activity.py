@@ -1,0 +1,54 @@
+"""The activity log (Hull's user log): what happened to a user or an account, and why.
+
+Shared by processing/, segments/ and outbound/, which write to it in the transactions that
+did the work, so an entry exists exactly when what it reports committed. Writes are
+set-based: `append` takes every entry of a batch and writes them with multi-row INSERTs
+(SQLAlchemy's "insertmanyvalues": an INSERT with RETURNING given a list of rows is sent as
+one statement per 1,000 rows; without RETURNING the drivers would run one per row).
+The log is read newest first by id, the order the work was done in.
+"""
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from connector.models import ActivityEntry, utcnow
+
+activity_log = ActivityEntry.__table__
+USER, ACCOUNT = "user", "account"
+
+
+def entry(entity: str, entity_id: int, action: str, details: dict[str, Any],
+          message_id: str | None = None) -> dict[str, Any]:
+    """One row of the log: `action` is its event name (`incoming.user.success`, ...)."""
+    return {"entity": entity, "entity_id": entity_id, "action": action, "message_id": message_id,
+            "details": details}
+
+
+async def append(conn: AsyncConnection, entries: list[dict[str, Any]], now: datetime | None = None) -> None:
+    """Write entries in their order (ids follow it), all stamped `now`."""
+    if not entries:
+        return
+    at = now or utcnow()
+    await conn.execute(activity_log.insert().returning(activity_log.c.id),
+                       [{**row, "created_at": at} for row in entries])
+
+
+async def append_select(conn: AsyncConnection, select: Any) -> None:
+    """Write the entries a SELECT returns, without fetching them: its columns are entity, entity_id,
+    action, message_id, details and created_at, in that order."""
+    await conn.execute(activity_log.insert().from_select(
+        ["entity", "entity_id", "action", "message_id", "details", "created_at"], select))
+
+
+def details_literal(details: dict[str, Any]) -> Any:
+    """A JSON value as a literal of a SELECT for `append_select`."""
+    return sa.literal(details, activity_log.c.details.type)
+
+
+async def move(conn: AsyncConnection, entity: str, from_id: int, to_id: int) -> None:
+    """A merged profile's history becomes the survivor's."""
+    await conn.execute(activity_log.update().where(
+        activity_log.c.entity == entity, activity_log.c.entity_id == from_id).values(entity_id=to_id))
