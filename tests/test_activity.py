@@ -153,8 +153,8 @@ async def test_an_identify_already_delivered_is_logged_as_unchanged(client, runt
     await drain(runtime)
     await send_all(runtime)
     assert len(segment_api.messages) == 1
-    newest_outgoing = [(action, details) for action, details in await actions(client, await user_id_of(runtime, "ada"))
-                       if action.startswith("outgoing.")][0]
+    entries = await actions(client, await user_id_of(runtime, "ada"))
+    newest_outgoing = next((action, details) for action, details in entries if action.startswith("outgoing."))
     assert newest_outgoing == ("outgoing.user.skip", {"reason": "unchanged"})
 
 
