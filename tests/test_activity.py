@@ -249,3 +249,18 @@ async def test_the_outgoing_route_says_when_no_write_key_is_set(client, runtime)
     answer = (await client.get(f"/api/users/{await user_id_of(runtime, 'ada')}/outgoing", headers=admin_auth())).json()
     assert [message["type"] for message in answer["messages"]] == ["identify"]
     assert answer["not_sent"] == ["no write_key in settings: nothing is sent"]
+
+
+async def test_a_delivered_group_is_in_the_accounts_activity(client, runtime, segment_api):
+    await configure(runtime, segment_api, synchronized_segments=["ALL"], synchronized_account_segments=["ALL"],
+                    handle_accounts=True, synchronized_account_properties=["name"])
+    await post(client, {"type": "group", "userId": "ada", "groupId": "g-1", "traits": {"name": "Acme"}})
+    await drain(runtime)
+    await send_all(runtime)
+    [group] = [message for message in segment_api.messages if message["type"] == "group"]
+    [(_, details)] = [entry for entry in await actions(client, await user_id_of(runtime, "ada"))
+                      if entry[0] == "incoming.user.success"]
+    response = await client.get(f"/api/accounts/{details['account_id']}/activity", headers=admin_auth())
+    sent = [entry["details"] for entry in response.json()["activity"] if entry["action"] == "outgoing.account.success"]
+    assert [(entry["messageId"], entry["groupId"], entry["traits"]["name"]) for entry in sent] == [
+        (group["messageId"], "g-1", "Acme")]

@@ -143,7 +143,7 @@ async def build(conn: AsyncConnection, settings: ConnectorSettings, keys: list[s
 
 
 def _target(data: "_Data", kind: str, entity_id: int) -> Target | None:
-    if kind in (USER, ACCOUNT):
+    if (kind == USER and entity_id in data.users) or (kind == ACCOUNT and entity_id in data.accounts):
         return Target(kind, entity_id, {})
     if kind == EVENT and (event := data.events.get(entity_id)) is not None:
         return Target(USER, event.user_id, {"event_id": event.id, "event": event.event})
