@@ -30,7 +30,8 @@ def entry(entity: str, entity_id: int, action: str, details: dict[str, Any],
 
 
 async def append(conn: AsyncConnection, entries: list[dict[str, Any]], now: datetime | None = None) -> None:
-    """Write entries in their order (ids follow it), all stamped `now`, with one statement."""
+    """Write entries in their order (ids follow it), all stamped `now`: one statement (on SQLite one per
+    1,000 rows)."""
     if not entries:
         return
     at = now or utcnow()
