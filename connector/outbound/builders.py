@@ -8,12 +8,16 @@ What Segment holds is what we last delivered (delivery_state), so membership the
 stays true: a segment that Segment was told about and that the user is no longer in
 (left, renamed or deleted) is sent as `false`; a user (or account) who leaves the
 outbound filter gets one last identify (group) saying so, and nothing more until back.
+
+Each message and each skipped outbox row names the profile it concerns (the user, and
+for a group the account too), for the activity log the sender writes; the admin API's
+"what would be sent" is `build` itself.
 """
 
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -48,6 +52,8 @@ class Outgoing:
     payload_hash: str | None = None
     segments: list[str] = field(default_factory=list)  # the hull_segments it carries
     in_filter: bool = True  # False for the last call to a user or account that left the filter
+    user_id: int | None = None  # the profile it is about (a group's user)
+    account_id: int | None = None  # a group's account
 
 
 @dataclass
@@ -59,10 +65,19 @@ class Delivered:
     in_filter: bool
 
 
+class Target(NamedTuple):
+    """The profile an outbox row concerns, and what the row is when that is not the profile itself."""
+
+    entity: str  # user, account
+    entity_id: int
+    about: dict[str, Any]
+
+
 @dataclass
 class Built:
     messages: list[Outgoing] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # outbox key -> reason nothing was sent
+    targets: dict[str, Target] = field(default_factory=dict)  # outbox key -> its profile, when it still exists
 
 
 COMPUTED_ROOTS = ("usage.", "audiences.")
@@ -121,8 +136,21 @@ async def build(conn: AsyncConnection, settings: ConnectorSettings, keys: list[s
         built.messages += messages
         if reason:
             built.skipped[key] = reason
+        if (target := _target(data, kind, int(entity_id))) is not None:
+            built.targets[key] = target
     _drop_unchanged(built, data.delivered)
     return built
+
+
+def _target(data: "_Data", kind: str, entity_id: int) -> Target | None:
+    if (kind == USER and entity_id in data.users) or (kind == ACCOUNT and entity_id in data.accounts):
+        return Target(kind, entity_id, {})
+    if kind == EVENT and (event := data.events.get(entity_id)) is not None:
+        return Target(USER, event.user_id, {"event_id": event.id, "event": event.event})
+    if kind == TRANSITION and (row := data.transitions.get(entity_id)) is not None:
+        return Target(row.entity, row.entity_id, {"transition_id": row.id, "segment": row.segment_name,
+                                                  "transition": row.transition})
+    return None
 
 
 def _drop_unchanged(built: Built, delivered: dict[str, Delivered]) -> None:
@@ -257,12 +285,12 @@ def _identity(data: _Data, user_id: int) -> dict[str, Any]:
 
 
 def _envelope(settings: ConnectorSettings, message: dict[str, Any], state_key: str, segments: list[str],
-              in_filter: bool) -> Outgoing:
+              in_filter: bool, user_id: int, account_id: int | None = None) -> Outgoing:
     """Identify and group: the messageId is derived from the content, so a resend is the same message."""
     digest = payload_hash(message)
     message["messageId"] = f"{MESSAGE_ID_PREFIX}-{state_key.replace(':', '-')}-{digest[:32]}"
     return Outgoing(key="", message=stamp(message, settings), state_key=state_key, payload_hash=digest,
-                    segments=segments, in_filter=in_filter)
+                    segments=segments, in_filter=in_filter, user_id=user_id, account_id=account_id)
 
 
 def _identify(data: _Data, settings: ConnectorSettings, user_id: int, in_filter: bool = True) -> Outgoing:
@@ -284,7 +312,7 @@ def _identify(data: _Data, settings: ConnectorSettings, user_id: int, in_filter:
         traits.update({snake_case(name): False for name in told})
         traits.update({snake_case(name): True for name in names})
     return _envelope(settings, {"type": "identify", **_identity(data, user_id), "traits": traits}, state_key,
-                     names, in_filter)
+                     names, in_filter, user_id)
 
 
 def _account_attribute(data: _Data, account: Any, attribute: str) -> Any:
@@ -310,7 +338,7 @@ def _group(data: _Data, settings: ConnectorSettings, user_id: int) -> Outgoing |
         traits["hull_segments"] = names
     message = {"type": "group", "groupId": account.group_id or account.domain, **_identity(data, user_id),
                "traits": traits}
-    return _envelope(settings, message, state_key, names, account_in_filter)
+    return _envelope(settings, message, state_key, names, account_in_filter, user_id, account.id)
 
 
 def _event(data: _Data, settings: ConnectorSettings, event_id: int) -> tuple[list[Outgoing], str]:
@@ -330,7 +358,7 @@ def _event(data: _Data, settings: ConnectorSettings, event_id: int) -> tuple[lis
         message["event"] = event.event
     elif event.properties.get("name") is not None:
         message["name"] = event.properties["name"]
-    return [Outgoing(key="", message=stamp(message, settings))], ""
+    return [Outgoing(key="", message=stamp(message, settings), user_id=event.user_id)], ""
 
 
 def _transition(data: _Data, settings: ConnectorSettings, transition_id: int) -> tuple[list[Outgoing], str]:
@@ -351,4 +379,4 @@ def _transition(data: _Data, settings: ConnectorSettings, transition_id: int) ->
                "event": "Segment Entered" if row.transition == "entered" else "Segment Exited",
                "messageId": f"{MESSAGE_ID_PREFIX}-transition-{row.id}", "timestamp": format_timestamp(row.at),
                "properties": {"segment_name": row.segment_name, "segment_id": row.segment_id}}
-    return [Outgoing(key="", message=stamp(message, settings))], ""
+    return [Outgoing(key="", message=stamp(message, settings), user_id=row.entity_id)], ""

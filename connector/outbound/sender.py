@@ -14,6 +14,9 @@ Sizes are measured on the bytes the transport sends: segment-analytics-python po
 `json.dumps(body)` (ASCII escapes for every non-ASCII character, a space after each
 `,` and `:`), so a batch's size is exactly the sum of its messages' `json.dumps`
 lengths, their separators and the envelope around them.
+
+What a round did to each profile (sent, skipped and why, failed, dead-lettered) goes to
+the activity log in the transaction that acknowledges the round.
 """
 
 import asyncio
@@ -29,6 +32,7 @@ import sqlalchemy as sa
 from segment.analytics import request as segment_request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from connector import activity
 from connector.db import insert
 from connector.logs import get_logger
 from connector.metrics import DEAD_LETTERED, DELIVERED, DELIVERY_LATENCY, OUTBOX_DEPTH, RETRIED, SKIPPED_OUT
@@ -171,8 +175,10 @@ async def release(engine: AsyncEngine, rows: list[Any]) -> None:
 
 
 async def acknowledge(engine: AsyncEngine, done: list[Any], backoff: dict[int, tuple[Any, Failure]],
-                      delivered: list[builders.Outgoing], dead: list[tuple[dict[str, Any], Failure]]) -> None:
-    """Record one round in one transaction: delivered hashes, dead letters, and what happens to each row.
+                      delivered: list[builders.Outgoing], dead: list[tuple[dict[str, Any], Failure]],
+                      entries: list[dict[str, Any]] | None = None) -> None:
+    """Record one round in one transaction: delivered hashes, dead letters, what happens to each row,
+    and the round's activity log entries.
 
     Keys are written in sorted order so that concurrent senders never deadlock on PostgreSQL.
     """
@@ -205,6 +211,7 @@ async def acknowledge(engine: AsyncEngine, done: list[Any], backoff: dict[int, t
                  "row_available_at": now + timedelta(seconds=backoff_seconds(row.attempts, failure.retry_after)),
                  "row_failing_since": row.failing_since or now}
                 for row, failure in backoff.values()])
+        await activity.append(conn, entries or [], now)
 
 
 async def outbox_depth(engine: AsyncEngine) -> int:
@@ -253,10 +260,14 @@ class Sender:
         settings = await self.runtime.settings.current()
         async with self.runtime.engine.connect() as conn:
             built = await builders.build(conn, settings, [row.key for row in rows])
+        entries = []
         for key, reason in built.skipped.items():
             SKIPPED_OUT.labels("unchanged" if reason == "unchanged" else "filtered").inc()
             if key.startswith("user:"):
                 log.info("outgoing.user.skip", key=key, reason=reason)
+            if (target := built.targets.get(key)) is not None:
+                entries.append(activity.entry(target.entity, target.entity_id, f"outgoing.{target.entity}.skip",
+                                              {"reason": reason, **target.about}))
         result.skipped = len(built.skipped)
 
         dead: list[tuple[dict[str, Any], Failure]] = []
@@ -264,8 +275,9 @@ class Sender:
         sendable = []
         for outgoing in built.messages:
             if sizes[id(outgoing)] > MAX_MESSAGE_BYTES:
-                dead.append((outgoing.message, Failure(
-                    f"message is {sizes[id(outgoing)]} bytes as sent; Segment's limit is {MAX_MESSAGE_BYTES}")))
+                failure = Failure(f"message is {sizes[id(outgoing)]} bytes as sent; Segment's limit is {MAX_MESSAGE_BYTES}")
+                dead.append((outgoing.message, failure))
+                entries += outcome_entries(outgoing, "dead_letter", failure)
             else:
                 sendable.append(outgoing)
         failures = await self._send(settings, batches(sendable, lambda outgoing: sizes[id(outgoing)],
@@ -280,15 +292,19 @@ class Sender:
         for batch, failure in failures:
             if failure is None:
                 delivered += batch
+                for outgoing in batch:
+                    entries += outcome_entries(outgoing, "success")
                 continue
             for outgoing in batch:
                 row = by_key[outgoing.key]
                 if failure.retry and not retry_budget_spent(row.failing_since or now, now):
                     backoff[row.id] = (row, failure)
+                    entries += outcome_entries(outgoing, "error", failure)
                 else:
                     dead.append((outgoing.message, failure))
+                    entries += outcome_entries(outgoing, "dead_letter", failure)
         done = [row for row in rows if row.id not in backoff]
-        await acknowledge(self.runtime.engine, done, backoff, delivered, dead)
+        await acknowledge(self.runtime.engine, done, backoff, delivered, dead, entries)
         self._count(result, delivered, dead, backoff, failures)
         return result
 
@@ -320,6 +336,22 @@ class Sender:
         result.retried = len(backoff)
         if delivered:
             log.info("outgoing.batch.success", delivered=len(delivered))
+
+
+def outcome_entries(outgoing: builders.Outgoing, outcome: str, failure: Failure | None = None
+                    ) -> list[dict[str, Any]]:
+    """Activity entries `outgoing.<entity>.<outcome>` for the user a message is about, and for a group its
+    account: what was sent (type, messageId, traits or event) and, for a failure, Segment's answer."""
+    message = outgoing.message
+    details = {"type": message["type"], "messageId": message["messageId"]}
+    for name in ("groupId", "event", "name", "traits"):
+        if name in message:
+            details[name] = message[name]
+    if failure is not None:
+        details.update(status=failure.status, reason=failure.reason)
+    targets = [(activity.USER, outgoing.user_id), (activity.ACCOUNT, outgoing.account_id)]
+    return [activity.entry(entity, entity_id, f"outgoing.{entity}.{outcome}", details, message["messageId"])
+            for entity, entity_id in targets if entity_id is not None]
 
 
 def write_key_hash(write_key: str) -> str:

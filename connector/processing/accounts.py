@@ -24,8 +24,10 @@ def normalise_domain(value: Any) -> str | None:
 
 
 async def upsert_account(conn: AsyncConnection, group_id: str | None, domain: str | None,
-                         traits: dict[str, Any], at: str, now: datetime) -> tuple[int, bool]:
-    """Find or create the account for (group_id, domain); apply traits. Returns (id, changed)."""
+                         traits: dict[str, Any], at: str, now: datetime) -> tuple[int, bool, list[str]]:
+    """Find or create the account for (group_id, domain); apply traits.
+
+    Returns (id, whether the account changed, the names of the traits that changed)."""
     row = None
     if group_id:
         row = (await conn.execute(sa.select(accounts).where(accounts.c.group_id == group_id))).first()
@@ -38,11 +40,11 @@ async def upsert_account(conn: AsyncConnection, group_id: str | None, domain: st
         taken = domain and await _domain_taken(conn, domain)
         stamps: dict[str, str] = {}
         values: dict[str, Any] = {}
-        apply_traits(values, stamps, traits, at)
+        changed = apply_traits(values, stamps, traits, at)
         result = await conn.execute(accounts.insert().values(
             group_id=group_id, domain=None if taken else domain, traits=values, trait_timestamps=stamps,
             created_at=now, updated_at=now).returning(accounts.c.id))
-        return result.scalar_one(), True
+        return result.scalar_one(), True, changed
     values, stamps = dict(row.traits), dict(row.trait_timestamps)
     changed = apply_traits(values, stamps, traits, at)
     updates: dict[str, Any] = {}
@@ -53,7 +55,7 @@ async def upsert_account(conn: AsyncConnection, group_id: str | None, domain: st
     if changed or updates:
         await conn.execute(accounts.update().where(accounts.c.id == row.id).values(
             traits=values, trait_timestamps=stamps, updated_at=now, **updates))
-    return row.id, bool(changed or updates)
+    return row.id, bool(changed or updates), changed
 
 
 async def _domain_taken(conn: AsyncConnection, domain: str) -> bool:

@@ -6,6 +6,10 @@ their writes (events, traits, last-seen times, usage) are buffered and written w
 statement per kind. Everything else (a new identifier, a merge, a group or an alias)
 first flushes the buffers, so it sees the database as the messages before it left it,
 then goes through identity.resolve one message at a time.
+
+Each applied message adds an `incoming.user.success` entry to the activity log (and a
+group that changed its account an `incoming.account.success`), buffered and flushed with
+the rest, so a merge finds the loser's entries written and moves them to the survivor.
 """
 
 from datetime import datetime
@@ -14,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from connector import activity
 from connector.db import insert
 from connector.logs import get_logger
 from connector.metrics import PROCESSED
@@ -76,6 +81,7 @@ class BatchApplier:
         self.pending_events: list[dict[str, Any]] = []
         self.pending_messages: dict[str, dict[str, Any]] = {}
         self.seen: dict[int, datetime] = {}
+        self.activity: list[dict[str, Any]] = []
 
     async def apply(self, messages: list[tuple[dict[str, Any], str]]) -> None:
         """Apply (message, source) pairs in order; the source is the inbound journal's."""
@@ -113,12 +119,16 @@ class BatchApplier:
             user_id = await self._resolve(message)
         self.changes.users.add(user_id)
 
+        details: dict[str, Any] = {"type": kind}
         if kind == "identify":
-            await self._identify(user_id, message, timestamp)
+            details["traits_changed"] = await self._identify(user_id, message, timestamp)
         elif kind == "group":
-            await self._group(user_id, message, timestamp)
+            details.update(await self._group(user_id, message, timestamp))
         elif kind in ("track", "page", "screen"):
             self._buffer_event(user_id, message, timestamp, source)
+            details["events_added"] = [event_name(message)]
+        self.activity.append(activity.entry(activity.USER, user_id, "incoming.user.success", details,
+                                            message["messageId"]))
         self._touch(user_id, timestamp)
         self.changes.processed += 1
         PROCESSED.labels(kind, "success").inc()
@@ -181,25 +191,33 @@ class BatchApplier:
             claims += list(known) or [(identity.ANONYMOUS_ID, previous)]
         return claims
 
-    async def _identify(self, user_id: int, message: dict[str, Any], timestamp: datetime) -> None:
+    async def _identify(self, user_id: int, message: dict[str, Any], timestamp: datetime) -> list[str]:
+        """Apply an identify; return the names of the traits it changed."""
         profile = self.profiles[user_id]
-        if apply_traits(profile.traits, profile.stamps, message.get("traits") or {}, message["timestamp"]):
+        changed = apply_traits(profile.traits, profile.stamps, message.get("traits") or {}, message["timestamp"])
+        if changed:
             profile.dirty = True
         if self.settings.link_accounts_by_domain:
             await domains.link_by_domain(self.conn, user_id, message, message["timestamp"], self.now, self.changes)
             profile.account_id = await self.conn.scalar(sa.select(users.c.account_id).where(users.c.id == user_id))
         await audiences.apply_identify(self.conn, user_id, message, timestamp)
+        return changed
 
-    async def _group(self, user_id: int, message: dict[str, Any], timestamp: datetime) -> None:
+    async def _group(self, user_id: int, message: dict[str, Any], timestamp: datetime) -> dict[str, Any]:
+        """Apply a group; return what it did, for the user's activity entry."""
         traits = message.get("traits") or {}
-        account_id, changed = await accounts.upsert_account(
+        account_id, changed, traits_changed = await accounts.upsert_account(
             self.conn, clean_id(message.get("groupId")), accounts.normalise_domain(traits.get("domain")),
             traits, message["timestamp"], self.now)
         if changed:
             self.changes.accounts.add(account_id)
-        if await accounts.link_user(self.conn, user_id, account_id, "group", timestamp):
+            self.activity.append(activity.entry(activity.ACCOUNT, account_id, "incoming.account.success", {
+                "type": "group", "user_id": user_id, "traits_changed": traits_changed}, message["messageId"]))
+        linked = await accounts.link_user(self.conn, user_id, account_id, "group", timestamp)
+        if linked:
             self.changes.accounts.add(account_id)
             self.profiles[user_id].account_id = account_id
+        return {"account_id": account_id, "account_linked": linked}
 
     def _buffer_event(self, user_id: int, message: dict[str, Any], timestamp: datetime, source: str) -> None:
         self.pending_events.append({
@@ -215,9 +233,11 @@ class BatchApplier:
             self.seen[user_id] = timestamp
 
     async def flush(self) -> None:
-        """Write every buffered change: events (then their usage and audiences), traits, last seen."""
+        """Write every buffered change: events (then their usage and audiences), traits, last seen, activity."""
         await self._flush_events()
         await self._flush_profiles()
+        entries, self.activity = self.activity, []
+        await activity.append(self.conn, entries, self.now)
 
     async def _flush_events(self) -> None:
         rows, messages = self.pending_events, self.pending_messages

@@ -42,7 +42,7 @@ async def link_by_domain(conn: AsyncConnection, user_id: int, message: dict[str,
     domain = company_domain(message_email(message))
     if domain is None:
         return
-    account_id, created = await accounts.upsert_account(conn, None, domain, {}, at, now)
+    account_id, created, _ = await accounts.upsert_account(conn, None, domain, {}, at, now)
     linked = await accounts.link_user(conn, user_id, account_id, "domain", parse_timestamp(at, "timestamp"))
     if created or linked:
         changes.accounts.add(account_id)

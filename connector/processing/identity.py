@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from connector import activity
 from connector.db import insert
 from connector.models import (DeliveryState, Event, IdentityAudit, Segment, SegmentMembership, User,
                               UserIdentifier)
@@ -206,6 +207,7 @@ async def merge_users(conn: AsyncConnection, target: int, loser: int, message_id
         sa.select(identifiers.c.kind, identifiers.c.value).where(identifiers.c.user_id == loser))]
     await conn.execute(identifiers.update().where(identifiers.c.user_id == loser).values(user_id=target))
     await conn.execute(events.update().where(events.c.user_id == loser).values(user_id=target))
+    await activity.move(conn, activity.USER, loser, target)
     await _move_memberships(conn, target, loser)
     await _merge_delivered(conn, target, loser)
     last_seen = max((t for t in (kept.last_seen_at, gone.last_seen_at) if t is not None), default=None)

@@ -19,14 +19,15 @@ def newer(value: Any, at: str, current: Any, current_at: str | None) -> bool:
     return at == current_at and _canonical(value) > _canonical(current)
 
 
-def apply_traits(traits: dict[str, Any], stamps: dict[str, str], incoming: dict[str, Any], at: str) -> bool:
-    """Apply `incoming` (all stamped `at`) in place; return whether anything changed."""
-    changed = False
+def apply_traits(traits: dict[str, Any], stamps: dict[str, str], incoming: dict[str, Any], at: str) -> list[str]:
+    """Apply `incoming` (all stamped `at`) in place; return the names whose value changed (empty: none)."""
+    changed: list[str] = []
     for key, value in incoming.items():
         if value is None:
             continue
         if newer(value, at, traits.get(key), stamps.get(key)):
-            changed = changed or traits.get(key) != value
+            if traits.get(key) != value:
+                changed.append(key)
             traits[key] = value
             stamps[key] = at
     return changed

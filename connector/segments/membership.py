@@ -1,7 +1,8 @@
 """Who is in which segment: incremental updates, full recomputes, and their transitions.
 
 Every change of membership is an `entered` or `exited` row in segment_transitions, and
-both the transition and the user (or account) go to the outbox in the same transaction.
+both the transition and the user (or account) go to the outbox in the same transaction,
+with a `segment.entered` or `segment.exited` entry in the activity log.
 The incremental path evaluates in Python only the profiles a batch touched; the full
 recompute is set-based SQL (no loop over users): the matching ids go to a temporary
 table, and the differences with the current members become transitions, memberships
@@ -19,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from connector import activity
 from connector.logs import get_logger
 from connector.models import (Account, Event, Segment, SegmentMembership, SegmentTransition, User,
                               UTCDateTime, utcnow)
@@ -106,9 +108,17 @@ async def _insert_transitions(conn: AsyncConnection, segment: Any, kind: str, en
 
 
 async def _enqueue_recorded(conn: AsyncConnection, segment: Any, recorded: Any) -> None:
-    """The transitions just recorded, and the profiles they concern, go to the outbox."""
+    """The transitions just recorded, and the profiles they concern, go to the outbox and the activity log."""
     await outbox.enqueue_select(conn, outbox.TRANSITION, sa.select(transitions.c.id).where(recorded))
     await outbox.enqueue_select(conn, OUTBOX_KIND[segment.entity], sa.select(transitions.c.entity_id).where(recorded))
+    await activity.append_select(conn, sa.select(
+        transitions.c.entity, transitions.c.entity_id, sa.literal("segment.").concat(transitions.c.transition),
+        sa.null(), activity.details_literal(_details(segment.id, segment.name)), transitions.c.at,
+    ).where(recorded).order_by(transitions.c.id))
+
+
+def _details(segment_id: int, name: str) -> dict[str, Any]:
+    return {"segment": name, "segment_id": segment_id}
 
 
 async def end(conn: AsyncConnection, segment_id: int, now: datetime | None = None) -> int:
@@ -180,6 +190,8 @@ async def record(conn: AsyncConnection, entity: str, names: dict[int, str], ente
              "transition": kind, "initial": False, "at": now}
             for kind, pairs in (("entered", entered), ("exited", exited)) for segment_id, entity_id in pairs]
     ids = (await conn.execute(transitions.insert().returning(transitions.c.id), rows)).scalars().all()
+    await activity.append(conn, [activity.entry(entity, row["entity_id"], f"segment.{row['transition']}",
+                                                _details(row["segment_id"], row["segment_name"])) for row in rows], now)
     await outbox.enqueue(conn, outbox.TRANSITION, ids)
     await outbox.enqueue(conn, OUTBOX_KIND[entity], {entity_id for _, entity_id in entered + exited})
     log.info("segment.membership.changed", entity=entity, entered=len(entered), exited=len(exited))

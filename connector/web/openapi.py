@@ -70,6 +70,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                       "totals": ANY_OBJECT, "features": {"type": "array", "items": ANY_OBJECT},
                       "trend": {"type": "array", "items": _object({"week": {"type": "string", "format": "date"},
                                                                    "count": COUNT, "score": {"type": "number"}})}}),
+    "Activity": _object({"activity": {"type": "array", "items": _object({
+        "id": ID, "action": {**TEXT, "description": "incoming.user.success, segment.entered, outgoing.user.skip, ..."},
+        "message_id": {"type": "string", "nullable": True, "description": "the message it concerns"},
+        "details": {**ANY_OBJECT, "description": "what changed or was sent, or the reason"},
+        "created_at": TIME})}}),
+    "Outgoing": _object({"messages": {"type": "array", "items": ANY_OBJECT, "description": "identify, then group, as sent"},
+                         "not_sent": {**TEXTS, "description": "why: not in the filter, unchanged, no write_key, ..."}}),
     "Audiences": _object({"id": ID, "audiences": ANY_OBJECT}),
     "Status": _object({"status": {"type": "string", "enum": ["ok", "warning", "error"]},
                        "messages": {"type": "array", "items": _object({
