@@ -5,10 +5,14 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
+from click.testing import CliRunner
 from prometheus_client import REGISTRY
 
 from conftest import admin_auth, basic_auth, drain, make_env, wait_until
 from connector import worker
+from connector.cli import main
+from connector.config import get_environment
+from connector.db import create_engine
 from connector.models import ActivityEntry, DeadLetter, Event, JournalEntry, User
 from connector.retention import purge
 from connector.runtime import Runtime
@@ -209,3 +213,34 @@ async def test_the_worker_purges_on_its_own_every_interval(database_url):
 
 async def _gone(engine, journal_id):
     return journal_id not in await ids_in(engine, journal)
+
+
+def test_the_retention_command_deletes_what_has_expired_now(database_url, monkeypatch):
+    async def prepare(engine):
+        now = datetime.now(timezone.utc)
+        kept = {await add_journal(engine, "processed", now - timedelta(days=6)),
+                await add_journal(engine, "failed", now - timedelta(days=60))}
+        for days in (8, 9, 10):
+            await add_journal(engine, "processed", now - timedelta(days=days))
+        await add_dead_letter(engine, now - timedelta(days=31))
+        return kept
+
+    kept = asyncio.run(_with_engine(database_url, prepare))
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    get_environment.cache_clear()
+    try:
+        result = CliRunner().invoke(main, ["retention", "run"])
+    finally:
+        get_environment.cache_clear()
+
+    assert result.exit_code == 0, result.output
+    assert "deleted: 3 inbound_journal, 0 activity_log, 1 dead_letters" in result.output
+    assert asyncio.run(_with_engine(database_url, lambda engine: ids_in(engine, journal))) == kept
+
+
+async def _with_engine(database_url, work):
+    engine = create_engine(database_url)
+    try:
+        return await work(engine)
+    finally:
+        await engine.dispose()
