@@ -4,7 +4,7 @@ Prints: p50/p99 /segment latency with no purge, during the batched purge (connec
 what the worker runs), and during one `DELETE` of the same rows in a single statement (the physical
 limit); the purge's and the single DELETE's duration and rows/s.
 
-    .venv/bin/python benchmarks/retention.py [--rows 1000000] [--rate 500] [--baseline-seconds 20]
+    .venv/bin/python benchmarks/retention.py [--rows 1000000] [--rate 500] [--web-concurrency 2]
 
 Rows are ~1 KB journal messages processed 8 days ago, written by INSERT ... SELECT generate_series.
 The load is open-loop: one request every 1/rate s on a fixed schedule, over 16 keep-alive
@@ -173,11 +173,13 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--baseline-seconds", type=float, default=20)
     parser.add_argument("--batch-size", type=int, default=2_000)
+    parser.add_argument("--web-concurrency", type=int, default=2)
     parser.add_argument("--max-seconds", type=float, default=600, help="a load phase never runs longer")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; "
-          f"{args.rows:,} expired rows; /segment at {args.rate} requests/s; purge batches of {args.batch_size:,}")
-    with throwaway_database() as dsn, running_server(dsn, web_concurrency=1) as url:
+          f"{args.rows:,} expired rows; /segment at {args.rate} requests/s to {args.web_concurrency} web process(es); "
+          f"purge batches of {args.batch_size:,}")
+    with throwaway_database() as dsn, running_server(dsn, web_concurrency=args.web_concurrency) as url:
         inserted = asyncio.run(insert_expired(dsn, args.rows))
         print(f"inserted {args.rows:,} expired rows in {inserted:.1f} s")
 

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings, strategies as st
 from prometheus_client import REGISTRY
 
 from conftest import admin_auth, basic_auth, drain, make_env, wait_until
@@ -101,6 +102,31 @@ async def test_failed_and_pending_journal_rows_are_never_removed_however_old(run
 
     assert await ids_in(engine, journal) == kept
     assert purged["inbound_journal"] == 1 and expired not in kept
+
+
+journal_rows = st.lists(st.tuples(st.sampled_from(["pending", "processed", "failed"]),
+                                  st.integers(min_value=-3 * 24 * 60, max_value=3 * 24 * 60)), max_size=12)
+
+
+@given(days=st.integers(min_value=1, max_value=30), rows=journal_rows, batch_size=st.integers(min_value=1, max_value=5))
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+async def test_exactly_the_processed_rows_older_than_the_limit_go(runtime, days, rows, batch_size):
+    engine = runtime.engine
+    async with engine.begin() as conn:
+        await conn.execute(journal.delete())
+    expected_kept = set()
+    for status, minutes_past_limit in rows:
+        age = timedelta(days=days, minutes=minutes_past_limit)
+        if status == "pending":
+            row = await add_journal(engine, status, None, received_at=NOW - age)
+        else:
+            row = await add_journal(engine, status, NOW - age)
+        if status != "processed" or minutes_past_limit <= 0:
+            expected_kept.add(row)
+
+    await purge(engine, ConnectorSettings(journal_retention_days=days), now=NOW, batch_size=batch_size)
+
+    assert await ids_in(engine, journal) == expected_kept
 
 
 async def test_events_go_by_when_they_were_received_once_their_retention_is_set(runtime):
