@@ -13,8 +13,10 @@ What goes, by age at the time of the pass:
 
 Each batch selects at most `batch_size` ids by an index on the age column, oldest first, and
 deletes them by primary key in its own short transaction, so inbound writes and processing
-wait for one batch at most, never for the whole pass. Two workers purging at once is safe:
-a row is deleted, and counted, once.
+wait for one batch at most, never for the whole pass. After a full batch the pass rests as long
+as the batch took: on SQLite, whose one write lock a back-to-back loop would keep taking before
+a waiting journal write gets it, inbound has the database at least half the time (measured in
+docs/performance.md). Two workers purging at once is safe: a row is deleted, and counted, once.
 """
 
 import asyncio
@@ -64,11 +66,14 @@ async def purge(engine: AsyncEngine, settings: ConnectorSettings, now: datetime 
         purged[table.name] = 0
         selected = batch_size
         while selected == batch_size and not (stop and stop.is_set()):
+            batch_started = perf_counter()
             selected, deleted = await _delete_batch(engine, table, age, expired, batch_size)
             purged[table.name] += deleted
             RETENTION_PURGED.labels(table=table.name).inc(deleted)
             if on_batch:
                 on_batch(deleted)
+            if selected == batch_size:
+                await asyncio.sleep(perf_counter() - batch_started)
     log.info("retention.done", seconds=round(perf_counter() - started, 3), **purged)
     return purged
 
