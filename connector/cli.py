@@ -170,6 +170,28 @@ def usage_rebuild() -> None:
     click.echo(f"product usage rebuilt: {asyncio.run(run())} rows")
 
 
+@main.group()
+def retention() -> None:
+    """Data lifecycle tools."""
+
+
+@retention.command("run")
+def retention_run() -> None:
+    """Delete what the retention settings say has expired, now (the worker does it every RETENTION_INTERVAL_SECONDS)."""
+    async def run() -> dict[str, int]:
+        from tqdm import tqdm
+
+        from connector import retention as lifecycle
+        from connector.settings_store import SettingsStore
+        async with _database() as engine:
+            settings = await SettingsStore(engine).current()
+            total = sum((await lifecycle.expired_counts(engine, settings)).values())
+            with tqdm(total=total, unit="row", desc="retention") as bar:
+                return await lifecycle.purge(engine, settings, on_batch=bar.update)
+    purged = asyncio.run(run())
+    click.echo("deleted: " + ", ".join(f"{count} {table}" for table, count in purged.items()))
+
+
 @main.command()
 @click.option("--segment", "segment_name", help="Only the members of this segment (user or account segment).")
 @click.option("--force", is_flag=True, help="Send even what Segment already has (forget the delivered hashes).")

@@ -48,6 +48,8 @@ class Environment(BaseSettings):
     journal_batch_size: int = 500
     segment_recompute_seconds: float = Field(
         3600.0, gt=0, description="How often segments with time-based rules are recomputed in full.")
+    retention_interval_seconds: float = Field(
+        300.0, gt=0, description="How often the worker deletes what the retention settings say has expired.")
     outbound_batch_wait_seconds: float = 0.2
     outbound_claim_limit: int = 2_000
 

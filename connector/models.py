@@ -67,6 +67,8 @@ class JournalEntry(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_inbound_journal_pending", "id", sqlite_where=sa.text("status = 'pending'"),
                  postgresql_where=sa.text("status = 'pending'")),
+        # Retention's scan (retention.py): processed rows, oldest first; failed ones never in the way.
+        sa.Index("ix_inbound_journal_status_processed_at", "status", "processed_at"),
     )
 
     id: int | None = _id()
@@ -140,7 +142,7 @@ class Event(SQLModel, table=True):
     event: str = Field(max_length=255, index=True)
     source: str = Field(default="segment", max_length=64)
     timestamp: datetime = _time()
-    received_at: datetime = _time()
+    received_at: datetime = _time(index=True)  # retention deletes by it
     properties: dict[str, Any] = _json()
     context: dict[str, Any] = _json()
     # The account the user was linked to when the event was stored: account usage counts

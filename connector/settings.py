@@ -110,8 +110,8 @@ class ConnectorSettings(BaseModel):
         "or removed by hand.", ge=1, le=3650)
     event_retention_days: int = _field(
         0, DATA_LIFECYCLE, "Keep events (days)",
-        "Events older than this many days are deleted (usage figures already counted stay). 0 keeps them "
-        "forever.", ge=0, le=36500)
+        "Events received more than this many days ago are deleted (usage figures already counted stay). "
+        "0 keeps them forever.", ge=0, le=36500)
     activity_retention_days: int = _field(
         30, DATA_LIFECYCLE, "Keep the activity log (days)",
         "Activity log entries of users and accounts are deleted after this many days.", ge=1, le=3650)

@@ -1,4 +1,4 @@
-"""The worker: drain the journal, and send the outbox alongside; both stop cleanly when asked.
+"""The worker: drain the journal, send the outbox and purge expired rows alongside; all stop cleanly when asked.
 
 Stopping (SIGTERM: Heroku allows 30 s before SIGKILL): no new journal batch or outbox claim
 is started; the batch in flight commits (one transaction) and a send round in flight is
@@ -14,6 +14,7 @@ from connector.logs import get_logger
 from connector.outbound.sender import Sender, outbox_depth
 from connector.processing.changes import Changes
 from connector.processing.processor import journal_lag, process_batch
+from connector.retention import purge
 from connector.runtime import Runtime
 from connector.segments.schedule import recompute_due
 
@@ -39,6 +40,7 @@ async def run_once(runtime: Runtime, stop: asyncio.Event | None = None) -> Chang
 async def run_forever(runtime: Runtime, stop: asyncio.Event) -> None:
     log.info("worker.start")
     tasks = [asyncio.create_task(process_forever(runtime, stop)), asyncio.create_task(beat_until(runtime.engine, stop)),
+             asyncio.create_task(purge_forever(runtime, stop)),
              *(asyncio.create_task(send_forever(runtime, stop)) for _ in range(SENDERS))]
     try:
         await stop.wait()
@@ -81,6 +83,19 @@ async def send_forever(runtime: Runtime, stop: asyncio.Event) -> None:
             continue
         if not claimed:
             await _sleep(stop, runtime.env.outbound_batch_wait_seconds)
+
+
+async def purge_forever(runtime: Runtime, stop: asyncio.Event) -> None:
+    """A retention pass every RETENTION_INTERVAL_SECONDS, the first at start.
+
+    Its own task: a pass over a large backlog takes a while, and processing must not wait for it.
+    """
+    while not stop.is_set():
+        try:
+            await purge(runtime.engine, await runtime.settings.current(), stop=stop)
+        except Exception as error:  # a storage outage must not stop the passes that follow it
+            log.error("retention.error", error=f"{type(error).__name__}: {error}"[:500])
+        await _sleep(stop, runtime.env.retention_interval_seconds)
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
