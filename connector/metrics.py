@@ -17,3 +17,4 @@ DEAD_LETTERED = Counter("connector_dead_lettered_total", "Outbound messages dead
 SKIPPED_OUT = Counter("connector_outgoing_skipped_total", "Outbound messages not sent, by reason", ["reason"])
 DELIVERY_LATENCY = Histogram("connector_delivery_seconds", "Time of one /v1/batch delivery",
                              buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+ERASED = Counter("connector_erased_profiles_total", "Profiles erased, by what asked (api, message)", ["via"])

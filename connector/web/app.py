@@ -20,7 +20,7 @@ from connector.config import Environment, get_environment
 from connector.inbound import routes as inbound
 from connector.runtime import Runtime
 from connector.settings import settings_json_schema
-from connector.web import admin, health, insights_api, outbound_api, segments_api, status
+from connector.web import admin, health, insights_api, outbound_api, privacy_api, segments_api, status
 from connector.web.auth import requires_admin
 from connector.web.paths import MAX_ID_DIGITS, IdConvertor, http_error
 
@@ -84,6 +84,7 @@ def create_app(env: Environment | None = None) -> Starlette:
         *segments_api.routes,
         *outbound_api.routes,
         *insights_api.routes,
+        *privacy_api.routes,
         *status.routes,
         Route("/api/openapi.json", openapi_document, methods=["GET"], include_in_schema=False),
         Route("/settings.schema.json", settings_schema, methods=["GET"], include_in_schema=False),
