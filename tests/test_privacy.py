@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import SQLModel
 
 from conftest import admin_auth, basic_auth, drain
-from connector.models import ActivityEntry, Account, DeliveryState, OutboxItem, utcnow
+from connector.models import Account, ActivityEntry, DeliveryState, OutboxItem, utcnow
 from fake_segment import configure, send_all, user_id_of
 
 ADA = {"userId": "ada-42"}
@@ -105,7 +105,7 @@ async def build_ada_and_bob(client, runtime, segment_api):
 
 async def test_an_erased_person_leaves_nothing_in_any_table_and_stays_out_until_unsuppressed(
         client, runtime, segment_api):
-    ada, bob = await build_ada_and_bob(client, runtime, segment_api)
+    ada, _bob = await build_ada_and_bob(client, runtime, segment_api)
     before = await search(runtime, ADA_NEEDLES)
     for table in ("users", "user_identifiers", "events", "inbound_journal", "feature_usage", "identity_audit",
                   "audience_memberships", "dead_letters", "activity_log"):
