@@ -92,12 +92,13 @@ async def apply_journal(conn: AsyncConnection, rows: list[Any], settings: Connec
                         changes: Changes) -> None:
     """Apply journal rows (id, payload, source) in order: runs of messages between `delete` messages
     go to the batch applier; suppressed messages are dropped and their payloads blanked."""
-    suppressed = await privacy.suppressed(conn, {claim for row in rows for claim in privacy.message_claims(row.payload)})
+    claims = [privacy.message_claims(row.payload) for row in rows]
+    suppressed = await privacy.suppressed(conn, set().union(*claims))
     run: list[tuple[dict[str, Any], str]] = []
     dropped: list[int] = []
-    for row in rows:
+    for row, named in zip(rows, claims):
         message = row.payload
-        if suppressed & privacy.message_claims(message):
+        if suppressed & named:
             dropped.append(row.id)
             changes.skipped += 1
             PROCESSED.labels(message["type"], "suppressed").inc()
@@ -105,7 +106,7 @@ async def apply_journal(conn: AsyncConnection, rows: list[Any], settings: Connec
         elif message["type"] == "delete":
             await apply_messages(conn, run, settings, changes)
             run = []
-            erasure = await _erase(conn, [], privacy.message_claims(message), changes, via="message")
+            erasure = await _erase(conn, [], named, changes, via="message")
             suppressed |= erasure.claims
             changes.processed += 1
             PROCESSED.labels("delete", "success").inc()

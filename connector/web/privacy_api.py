@@ -12,8 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connector.models import Suppression
-from connector.processing.identity import normalise_email
-from connector.processing.privacy import Erasure, value_hash
+from connector.processing.privacy import Erasure, suppressed_email, value_hash
 from connector.processing.processor import erase_user
 from connector.web import profiles
 from connector.web.admin import _one_query, error, query_int, query_limit, runtime_of
@@ -126,7 +125,7 @@ async def delete_suppression(request: Request) -> Response:
     """
     value = request.path_params["value"]
     hashes = {value_hash(value)}
-    if email := normalise_email(value):
+    if email := suppressed_email(value):
         hashes.add(value_hash(email))
     async with runtime_of(request).engine.begin() as conn:
         removed = (await conn.execute(suppressions.delete().where(suppressions.c.value_hash.in_(sorted(hashes))))).rowcount
