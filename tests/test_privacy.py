@@ -7,13 +7,17 @@ the identifier is taken off the suppression list.
 """
 
 import hashlib
+from urllib.parse import quote
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import SQLModel
 
 from conftest import admin_auth, basic_auth, drain
+from connector.spec import clean_id
 from connector.models import Account, ActivityEntry, DeliveryState, OutboxItem, utcnow
 from fake_segment import configure, send_all, user_id_of
 
@@ -241,3 +245,27 @@ async def test_erasing_someone_unknown_is_a_404_and_suppresses_nothing(client, q
     assert (await client.delete("/api/users", headers=admin_auth())).status_code == 400
     assert (await client.get("/api/suppressions", headers=admin_auth())).json() == {"total": 0, "suppressions": []}
     assert (await client.delete("/api/suppressions/nobody", headers=admin_auth())).status_code == 404
+
+
+# Any id a sender may use: printable text of any script, with slashes, percent signs and spaces.
+ids = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40).filter(
+    lambda value: clean_id(value) == value)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(user_id=ids)
+async def test_any_user_id_is_erased_suppressed_and_let_back_in_by_its_raw_value(client, runtime, user_id):
+    await post(client, {"type": "identify", "userId": user_id, "traits": {"plan": "pro"}})
+    await drain(runtime)
+    assert (await client.delete("/api/users", headers=admin_auth(), params={"user_id": user_id})).status_code == 200
+    await post(client, {"type": "identify", "userId": user_id, "traits": {"plan": "team"}})
+    await drain(runtime)
+    assert (await find(client, user_id=user_id)).status_code == 404
+    listed = (await client.get("/api/suppressions", headers=admin_auth(), params={"limit": 500})).json()
+    assert {"kind": "user_id", "hash": hashlib.sha256(user_id.encode()).hexdigest()} in [
+        {"kind": entry["kind"], "hash": entry["hash"]} for entry in listed["suppressions"]]
+    response = await client.delete(f"/api/suppressions/{quote(user_id, safe='')}", headers=admin_auth())
+    assert response.status_code == 204, response.text
+    await post(client, {"type": "identify", "userId": user_id, "traits": {"plan": "free"}})
+    await drain(runtime)
+    assert (await find(client, user_id=user_id)).json()["traits"] == {"plan": "free"}

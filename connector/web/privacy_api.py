@@ -124,7 +124,7 @@ async def delete_suppression(request: Request) -> Response:
       404: {description: "the value is not on the suppression list"}
     """
     value = request.path_params["value"]
-    hashes = {value_hash(value)}
+    hashes = {value_hash(value), value_hash(value.strip())}  # ids are stored trimmed
     if email := suppressed_email(value):
         hashes.add(value_hash(email))
     async with runtime_of(request).engine.begin() as conn:
