@@ -18,7 +18,7 @@ from sqlmodel import SQLModel
 
 from conftest import admin_auth, basic_auth, drain
 from connector.spec import clean_id
-from connector.models import Account, ActivityEntry, DeliveryState, OutboxItem, utcnow
+from connector.models import Account, ActivityEntry, DeliveryState, IdentityAudit, OutboxItem, utcnow
 from fake_segment import configure, send_all, user_id_of
 
 ADA = {"userId": "ada-42"}
@@ -135,14 +135,15 @@ async def test_an_erased_person_leaves_nothing_in_any_table_and_stays_out_until_
                 for name, column in (("segment_memberships", "entity_id"), ("segment_transitions", "entity_id"),
                                      ("feature_usage", "entity_id"), ("activity_log", "entity_id"))}
         account = (await conn.execute(sa.select(Account.__table__))).one()
-        erased = (await conn.execute(sa.text("SELECT action, created_at FROM identity_audit "
-                                             "WHERE action = 'erase'"))).all()
+        erased = (await conn.execute(sa.select(IdentityAudit.__table__).where(
+            IdentityAudit.__table__.c.action == "erase"))).all()
     assert {key for key in keys if key.endswith(f":{ada}")} == set()
     assert {key for key in delivered if key.endswith(f":{ada}")} == set()
     assert left == {"segment_memberships": 0, "segment_transitions": 0, "feature_usage": 0, "activity_log": 0}
     # The account is the company's: it stays, with Bob, without Ada.
     assert (account.group_id, account.traits["name"]) == ("acme-g1", "Acme Corp")
     assert len(erased) == 1 and erased[0].created_at is not None
+    assert erased[0].details["profiles"] == [ada] and erased[0].details["users"] == 1
 
     # Bob is untouched, and no Segment Exited (nor anything else naming Ada) goes out.
     bob_after = (await find(client, user_id="bob-7")).json()

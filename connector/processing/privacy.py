@@ -149,7 +149,7 @@ async def erase(conn: AsyncConnection, user_ids: list[int], claims: set[Claim], 
     await _delete_in(conn, activity, activity.c.message_id, sorted(message_ids), erasure, "activity")
     await _delete_dead_letters(conn, erasure)
     await conn.execute(audit.insert().values(action="erase", kept_user_id=erasure.users[0] if erasure.users else None,
-                                             details={"users": erasure.users, **erasure.counts}, created_at=now))
+                                             details={"profiles": erasure.users, **erasure.counts}, created_at=now))
     return erasure
 
 
