@@ -362,3 +362,12 @@ async def test_a_before_id_past_64_bits_pages_as_far_as_64_bits_go(seeded, befor
     for path in ["/api/users/1/events", "/api/dead-letters"]:
         response = await seeded.get(path, params={"before_id": before_id}, headers=admin_auth())
         assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("path, name", [("/api/users", "user_id"), ("/api/users", "email"),
+                                        ("/api/accounts", "group_id"), ("/api/accounts", "domain")])
+async def test_a_lookup_with_a_nul_character_is_400_naming_the_parameter(seeded, path, name):
+    # PostgreSQL text cannot hold NUL: the driver refused the query (a 500, found by schemathesis).
+    response = await seeded.get(path, params={name: "u1\x00"}, headers=admin_auth())
+    assert response.status_code == 400, response.text
+    assert name in response.json()["message"]

@@ -258,7 +258,7 @@ async def test_a_crash_between_send_and_ack_resends_the_same_message_ids(
 
     monkeypatch.setattr(sender, "acknowledge", crash)
     with pytest.raises(SystemError):
-        await sender.Sender(runtime, lease=0.2).send_once()
+        await sender.Sender(runtime, lease=60).send_once()
     first = sorted(segment_api.message_ids())
     assert len(first) == 4 + 4  # 4 tracks, identify for u-0..u-3
     monkeypatch.undo()

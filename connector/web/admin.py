@@ -4,6 +4,7 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -38,7 +39,7 @@ async def get_settings(request: Request) -> JSONResponse:
     """
     summary: The settings document in force (secrets masked)
     responses:
-      200: {description: "version and settings"}
+      200: {description: "version and settings", schema: {$ref: "#/components/schemas/Settings"}}
     """
     version, settings = await runtime_of(request).settings.current_version()
     return JSONResponse({"version": version, "settings": settings.masked()})
@@ -50,7 +51,7 @@ async def put_settings(request: Request) -> JSONResponse:
     summary: Change settings (partial document); a rejected change names the field and stores nothing
     requestBody: {content: {application/json: {schema: {$ref: "/settings.schema.json"}}}}
     responses:
-      200: {description: "the new version"}
+      200: {description: "the new version", schema: {$ref: "#/components/schemas/Settings"}}
       400: {description: "invalid document; `errors` lists each field"}
     """
     try:
@@ -76,7 +77,8 @@ async def get_users(request: Request) -> JSONResponse:
       - {name: anonymous_id, in: query, schema: {type: string}}
       - {name: email, in: query, schema: {type: string}}
     responses:
-      200: {description: "the profile: identifiers, traits, account, segments, recent events"}
+      200: {description: "the profile: identifiers, traits, account, segments, recent events", schema: {$ref: "#/components/schemas/User"}}
+      400: {description: "none of user_id, anonymous_id, email given"}
       404: {description: "no such user"}
     """
     kind, value = _one_query(request, ("user_id", "anonymous_id", "email"))
@@ -93,7 +95,7 @@ async def get_user(request: Request) -> JSONResponse:
     """
     summary: One user by internal id
     responses:
-      200: {description: "the profile"}
+      200: {description: "the profile", schema: {$ref: "#/components/schemas/User"}}
       404: {description: "no such user"}
     """
     async with runtime_of(request).engine.connect() as conn:
@@ -109,7 +111,7 @@ async def get_user_events(request: Request) -> JSONResponse:
       - {name: limit, in: query, schema: {type: integer, maximum: 500}}
       - {name: before_id, in: query, schema: {type: integer}}
     responses:
-      200: {description: "events"}
+      200: {description: "events", schema: {$ref: "#/components/schemas/Events"}}
     """
     limit = query_limit(request, 100, 500)
     before_id = query_int(request, "before_id", None)
@@ -129,7 +131,8 @@ async def get_accounts(request: Request) -> JSONResponse:
       - {name: group_id, in: query, schema: {type: string}}
       - {name: domain, in: query, schema: {type: string}}
     responses:
-      200: {description: "the account"}
+      200: {description: "the account", schema: {$ref: "#/components/schemas/Account"}}
+      400: {description: "neither group_id nor domain given"}
       404: {description: "no such account"}
     """
     kind, value = _one_query(request, ("group_id", "domain"))
@@ -146,7 +149,7 @@ async def reveal_api_key(request: Request) -> JSONResponse:
     """
     summary: The inbound API key in full, for the dashboard's copy button (POST, never GET)
     responses:
-      200: {description: "api_key"}
+      200: {description: "api_key", schema: {$ref: "#/components/schemas/ApiKey"}}
     """
     return JSONResponse({"api_key": await runtime_of(request).settings.api_key()})
 
@@ -156,7 +159,8 @@ async def rotate_key(request: Request) -> JSONResponse:
     """
     summary: Replace the inbound API key; the old one stops working at once
     responses:
-      200: {description: "the new api_key"}
+      200: {description: "the new api_key", schema: {$ref: "#/components/schemas/ApiKey"}}
+      409: {description: "the API key is set by the CONNECTOR_API_KEY config var"}
     """
     runtime = runtime_of(request)
     if runtime.env.connector_api_key:
@@ -167,9 +171,13 @@ async def rotate_key(request: Request) -> JSONResponse:
 
 
 def _one_query(request: Request, names: tuple[str, ...]) -> tuple[str | None, str]:
+    """The first of these query parameters given. A NUL character is refused as inbound refuses it
+    (PostgreSQL text cannot hold one, so no identifier has it, and the driver would fail: a 500)."""
     for name in names:
         value = request.query_params.get(name)
         if value:
+            if "\x00" in value:
+                raise HTTPException(400, f"{name} contains a NUL character (\\u0000), which no identifier holds")
             return name, value
     return None, ""
 

@@ -7,6 +7,7 @@ from starlette.routing import Route
 
 from connector.models import DeadLetter
 from connector.outbound.sender import replay
+from connector.spec import format_timestamp
 from connector.web.admin import error, json_body, query_int, query_limit, runtime_of
 from connector.web.auth import requires_admin
 
@@ -23,7 +24,7 @@ async def list_dead_letters(request: Request) -> JSONResponse:
       - {name: before_id, in: query, schema: {type: integer}}
       - {name: include_replayed, in: query, schema: {type: boolean}}
     responses:
-      200: {description: "dead_letters: id, message, reason, status_code, created_at, replayed_at; and the total waiting"}
+      200: {description: "dead_letters: id, message, reason, status_code, created_at, replayed_at; and the total waiting", schema: {$ref: "#/components/schemas/DeadLetters"}}
     """
     limit = query_limit(request, 100, 500)
     before_id = query_int(request, "before_id", None)
@@ -38,7 +39,8 @@ async def list_dead_letters(request: Request) -> JSONResponse:
         total = (await conn.execute(sa.select(sa.func.count()).select_from(dead_letters).where(waiting))).scalar_one()
     return JSONResponse({"waiting": total, "dead_letters": [{
         "id": row.id, "message": row.message, "reason": row.reason, "status_code": row.status_code,
-        "created_at": row.created_at.isoformat(), "replayed_at": row.replayed_at and row.replayed_at.isoformat(),
+        "created_at": format_timestamp(row.created_at),
+        "replayed_at": format_timestamp(row.replayed_at) if row.replayed_at else None,
     } for row in rows]})
 
 
@@ -48,8 +50,9 @@ async def replay_dead_letters(request: Request) -> JSONResponse:
     summary: Send dead letters to Segment again (all waiting ones, or the given ids), with their original messageIds
     requestBody: {content: {application/json: {schema: {type: object, properties: {ids: {type: array, items: {type: integer}}}}}}}
     responses:
-      200: {description: "replayed and failed counts; failed ones stay listed with the new reason"}
-      400: {description: "malformed body, or no write key configured"}
+      200: {description: "replayed and failed counts; failed ones stay listed with the new reason", schema: {$ref: "#/components/schemas/Replayed"}}
+      400: {description: "malformed body"}
+      409: {description: "no write key configured: nothing can be sent"}
     """
     try:
         body = await json_body(request, MAX_REPLAY_BODY) if await request.body() else {}
@@ -65,7 +68,7 @@ async def replay_dead_letters(request: Request) -> JSONResponse:
     try:
         counts = await replay(runtime.engine, await runtime.settings.current(), ids)
     except ValueError as problem:
-        return error(400, str(problem), field="write_key")
+        return error(409, str(problem), field="write_key")
     return JSONResponse(counts)
 
 

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from connector.models import Suppression
 from connector.processing.privacy import Erasure, suppressed_email, value_hash
 from connector.processing.processor import erase_user
+from connector.spec import format_timestamp
 from connector.web import profiles
 from connector.web.admin import _one_query, error, query_int, query_limit, runtime_of
 from connector.web.auth import requires_admin
@@ -32,11 +33,8 @@ async def erase_by_id(request: Request) -> JSONResponse:
       it was linked to stays, without the link. Later messages for its identifiers are dropped
       (reason `suppressed`) until DELETE /api/suppressions/{value}.
     responses:
-      200:
-        description: "erased: rows removed or blanked per table; suppressed: identifiers put on the list"
-        content: {application/json: {schema: {type: object, properties: {
-          id: {type: integer}, erased: {type: object, additionalProperties: {type: integer}},
-          suppressed: {type: integer}}}}}
+      200: {description: "erased: rows removed or blanked per table; suppressed: identifiers put on the list",
+            schema: {$ref: "#/components/schemas/Erasure"}}
       404: {description: "no such user"}
     """
     return await _erase(request, request.path_params["user_id"])
@@ -51,11 +49,7 @@ async def erase_by_identifier(request: Request) -> JSONResponse:
       - {name: anonymous_id, in: query, schema: {type: string}}
       - {name: email, in: query, schema: {type: string}}
     responses:
-      200:
-        description: "as DELETE /api/users/{user_id}"
-        content: {application/json: {schema: {type: object, properties: {
-          id: {type: integer}, erased: {type: object, additionalProperties: {type: integer}},
-          suppressed: {type: integer}}}}}
+      200: {description: "as DELETE /api/users/{user_id}", schema: {$ref: "#/components/schemas/Erasure"}}
       400: {description: "none of user_id, anonymous_id or email given"}
       404: {description: "no user holds that identifier"}
     """
@@ -85,22 +79,7 @@ async def list_suppressions(request: Request) -> JSONResponse:
       - {name: limit, in: query, schema: {type: integer, maximum: 500}}
       - {name: offset, in: query, schema: {type: integer, minimum: 0}}
     responses:
-      200:
-        description: "the entries of this page, and the total"
-        content:
-          application/json:
-            schema:
-              type: object
-              properties:
-                total: {type: integer}
-                suppressions:
-                  type: array
-                  items:
-                    type: object
-                    properties:
-                      kind: {type: string, enum: [user_id, anonymous_id, email]}
-                      hash: {type: string, description: "SHA-256 (hex) of the identifier"}
-                      created_at: {type: string, format: date-time}
+      200: {description: "the entries of this page, and the total", schema: {$ref: "#/components/schemas/Suppressions"}}
     """
     limit = query_limit(request, 100, 500)
     offset = max(0, query_int(request, "offset", 0))
@@ -110,7 +89,7 @@ async def list_suppressions(request: Request) -> JSONResponse:
         rows = (await conn.execute(query)).all()
         total = (await conn.execute(sa.select(sa.func.count()).select_from(suppressions))).scalar_one()
     return JSONResponse({"total": total, "suppressions": [
-        {"kind": row.kind, "hash": row.value_hash, "created_at": row.created_at.isoformat()} for row in rows]})
+        {"kind": row.kind, "hash": row.value_hash, "created_at": format_timestamp(row.created_at)} for row in rows]})
 
 
 @requires_admin

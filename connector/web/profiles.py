@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector.models import Account, Event, Segment, SegmentMembership, User, UserIdentifier
 from connector.processing.identity import PREVIOUS_USER_ID, USER_ID
+from connector.spec import format_timestamp
 
 users = User.__table__
 identifiers = UserIdentifier.__table__
@@ -52,7 +53,7 @@ async def account_profile(conn: AsyncConnection, account_id: int) -> dict[str, A
     if row is None:
         return None
     return {"id": row.id, "group_id": row.group_id, "domain": row.domain, "traits": row.traits,
-            "created_at": row.created_at.isoformat(), "updated_at": row.updated_at.isoformat(),
+            "created_at": format_timestamp(row.created_at), "updated_at": format_timestamp(row.updated_at),
             "segments": await segment_names(conn, "account", row.id)}
 
 
@@ -72,9 +73,9 @@ async def user_profile(conn: AsyncConnection, user_id: int) -> dict[str, Any] | 
         "account": await account_profile(conn, row.account_id) if row.account_id else None,
         "account_link": row.account_link,
         "segments": await segment_names(conn, "user", row.id),
-        "created_at": row.created_at.isoformat(),
-        "updated_at": row.updated_at.isoformat(),
-        "last_seen_at": row.last_seen_at.isoformat() if row.last_seen_at else None,
+        "created_at": format_timestamp(row.created_at),
+        "updated_at": format_timestamp(row.updated_at),
+        "last_seen_at": format_timestamp(row.last_seen_at) if row.last_seen_at else None,
         "recent_events": await user_events(conn, user_id, RECENT_EVENTS),
     }
 
@@ -92,5 +93,5 @@ async def user_events(conn: AsyncConnection, user_id: int, limit: int, before_id
 
 def serialise_event(row: Any) -> dict[str, Any]:
     return {"id": row.id, "message_id": row.message_id, "type": row.type, "event": row.event, "source": row.source,
-            "timestamp": row.timestamp.isoformat(), "received_at": row.received_at.isoformat(),
+            "timestamp": format_timestamp(row.timestamp), "received_at": format_timestamp(row.received_at),
             "properties": row.properties, "context": row.context}

@@ -13,6 +13,7 @@ from connector.models import Segment, SegmentMembership, utcnow
 from connector.outbound import outbox
 from connector.segments.membership import OUTBOX_KIND, end, recompute
 from connector.segments.rules import ENTITIES, RuleError, is_time_based, validate
+from connector.spec import format_timestamp
 from connector.web.admin import error, json_body, runtime_of
 from connector.web.auth import requires_admin
 
@@ -73,12 +74,13 @@ def _summary(row: Any, member_count: int) -> dict[str, Any]:
     """A segment as the list shows it."""
     return {"id": row.id, "name": row.name, "entity": row.entity, "rule": row.rule, "member_count": member_count,
             "time_based": is_time_based(row.rule),
-            "computed_at": row.computed_at.isoformat() if row.computed_at else None}
+            "computed_at": format_timestamp(row.computed_at) if row.computed_at else None}
 
 
 async def _serialise(conn: AsyncConnection, row: Any) -> dict[str, Any]:
     count = await conn.scalar(sa.select(sa.func.count()).where(memberships.c.segment_id == row.id))
-    return {**_summary(row, count), "created_at": row.created_at.isoformat(), "updated_at": row.updated_at.isoformat()}
+    return {**_summary(row, count), "created_at": format_timestamp(row.created_at),
+            "updated_at": format_timestamp(row.updated_at)}
 
 
 async def _load(conn: AsyncConnection, segment_id: int) -> Any:
@@ -101,7 +103,7 @@ async def list_segments(request: Request) -> JSONResponse:
     """
     summary: Every segment, with its rule and member_count
     responses:
-      200: {description: "segments"}
+      200: {description: "segments", schema: {$ref: "#/components/schemas/Segments"}}
     """
     async with runtime_of(request).engine.connect() as conn:
         counts = dict((await conn.execute(sa.select(memberships.c.segment_id, sa.func.count())
@@ -125,7 +127,7 @@ async def create_segment(request: Request) -> JSONResponse:
               entity: {type: string, enum: [user, account]}
               rule: {type: object, description: "all / any / not groups of attribute and event conditions"}
     responses:
-      201: {description: "the segment, with member_count"}
+      201: {description: "the segment, with member_count", schema: {$ref: "#/components/schemas/Segment"}}
       400: {description: "invalid segment; `field` names the bad part, e.g. rule.all[1].any[0].op"}
       409: {description: "a segment with this name exists"}
     """
@@ -152,7 +154,7 @@ async def get_segment(request: Request) -> JSONResponse:
     """
     summary: One segment, with member_count
     responses:
-      200: {description: "the segment"}
+      200: {description: "the segment", schema: {$ref: "#/components/schemas/Segment"}}
       404: {description: "no such segment"}
     """
     async with runtime_of(request).engine.connect() as conn:
@@ -174,7 +176,7 @@ async def update_segment(request: Request) -> JSONResponse:
               name: {type: string}
               rule: {type: object}
     responses:
-      200: {description: "the segment, with member_count"}
+      200: {description: "the segment, with member_count", schema: {$ref: "#/components/schemas/Segment"}}
       400: {description: "invalid segment; `field` names the bad part"}
       404: {description: "no such segment"}
       409: {description: "another segment has this name"}

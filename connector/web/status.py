@@ -24,6 +24,7 @@ from connector import __version__
 from connector.models import DeadLetter, JournalEntry, OutboxItem, SegmentApiAnswer, WorkerHeartbeat, utcnow
 from connector.outbound.sender import write_key_hash
 from connector.settings import ConnectorSettings, mask_secret
+from connector.spec import format_timestamp
 from connector.web.admin import runtime_of
 from connector.web.auth import requires_admin
 
@@ -85,7 +86,7 @@ def messages(facts: Facts, settings: ConnectorSettings, now: datetime) -> list[d
         found.append({"severity": severity, "code": code, "message": message})
 
     if facts.last_heartbeat_at is None or now - facts.last_heartbeat_at > WORKER_SILENT_AFTER:
-        since = "ever" if facts.last_heartbeat_at is None else f"since {facts.last_heartbeat_at.isoformat()}"
+        since = "ever" if facts.last_heartbeat_at is None else f"since {format_timestamp(facts.last_heartbeat_at)}"
         say("error", "no_worker", f"no worker heartbeat {since}: nothing is processed or sent; "
                                   "start `connector worker` (or scale the worker dyno)")
     chosen = bool(settings.synchronized_segments or settings.synchronized_account_segments or settings.send_events)
@@ -97,7 +98,7 @@ def messages(facts: Facts, settings: ConnectorSettings, now: datetime) -> list[d
     answer = facts.segment_answer
     if answer and answer["status_code"] in REJECTED_KEY_STATUSES:
         say("warning", "write_key_rejected", f"Segment rejected the write key (HTTP {answer['status_code']}) "
-                                             f"at {answer['answered_at'].isoformat()}: check the write key")
+                                             f"at {format_timestamp(answer['answered_at'])}: check the write key")
     if facts.outbox_failing:
         say("warning", "deliveries_failing", f"{facts.outbox_failing} outgoing messages are failing and being "
                                              "retried")
@@ -122,7 +123,7 @@ async def get_status(request: Request) -> JSONResponse:
     """
     summary: The verdict (ok, warning, error) with the messages behind it, and figures
     responses:
-      200: {description: "status, messages and figures"}
+      200: {description: "status, messages and figures", schema: {$ref: "#/components/schemas/Status"}}
       503: {description: "the database is unreachable (status error, code database_unreachable)"}
     """
     runtime = runtime_of(request)
@@ -151,7 +152,7 @@ async def get_status(request: Request) -> JSONResponse:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+    return format_timestamp(value) if value else None
 
 
 routes = [Route("/api/status", get_status, methods=["GET"])]

@@ -1,0 +1,125 @@
+"""The admin API's OpenAPI document: the routes' docstrings, completed with what every route shares.
+
+Each route's docstring gives its summary, parameters and responses; a 2xx response names its
+body with `$ref: '#/components/schemas/<Name>'` from SCHEMAS below. What the docstrings leave
+out is added here, the same way for every route: each `{name}` of a path is declared with the
+type its convertor takes (and the route may answer 404), every 4xx/5xx is the one error shape
+(`{"message", ...}`), and an admin route may always answer 401. tests/test_api_schema.py holds the API to this document.
+"""
+
+from typing import Any
+
+from starlette.convertors import FloatConvertor, IntegerConvertor
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+from starlette.schemas import SchemaGenerator
+
+from connector import __version__
+from connector.web.auth import requires_admin
+from connector.web.paths import MAX_ID_DIGITS, IdConvertor
+
+PATH_PARAMETER_TYPES = {IntegerConvertor: {"type": "integer"}, FloatConvertor: {"type": "number"},
+                        IdConvertor: {"type": "integer", "minimum": 0, "maximum": 10**MAX_ID_DIGITS - 1}}
+
+
+def _object(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An object with these properties (the required ones always present); others may be added later."""
+    return {"type": "object", "required": list(required), "properties": {**required, **(optional or {})}}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+TEXT = {"type": "string"}
+TIME = {"type": "string", "format": "date-time"}
+MAYBE_TIME = {"type": "string", "format": "date-time", "nullable": True}
+ID = {"type": "integer"}
+COUNT = {"type": "integer", "minimum": 0}
+ANY_OBJECT = {"type": "object", "additionalProperties": True}
+TEXTS = {"type": "array", "items": TEXT}
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "Error": _object({"message": TEXT}, {"field": TEXT, "errors": {"type": "array", "items": ANY_OBJECT}}),
+    "Settings": _object({"version": COUNT, "settings": ANY_OBJECT}),
+    "ApiKey": _object({"api_key": TEXT}),
+    "Event": _object({"id": ID, "message_id": TEXT, "type": TEXT, "event": {"type": "string", "nullable": True},
+                      "source": TEXT, "timestamp": TIME, "received_at": TIME, "properties": ANY_OBJECT,
+                      "context": ANY_OBJECT}),
+    "Events": _object({"events": {"type": "array", "items": _ref("Event")}}),
+    "Account": _object({"id": ID, "group_id": {"type": "string", "nullable": True},
+                        "domain": {"type": "string", "nullable": True}, "traits": ANY_OBJECT,
+                        "created_at": TIME, "updated_at": TIME, "segments": TEXTS}),
+    "User": _object({"id": ID, "user_id": {"type": "string", "nullable": True},
+                     "identifiers": _object({"user_id": TEXTS, "anonymous_id": TEXTS, "email": TEXTS}),
+                     "traits": ANY_OBJECT, "account": {**_ref("Account"), "nullable": True},
+                     "segments": TEXTS, "created_at": TIME, "updated_at": TIME, "last_seen_at": MAYBE_TIME,
+                     "recent_events": {"type": "array", "items": _ref("Event")}},
+                    {"account_link": {"type": "string", "nullable": True}}),
+    "Segment": _object({"id": ID, "name": TEXT, "entity": {"type": "string", "enum": ["user", "account"]},
+                        "rule": {}, "member_count": {"type": "integer", "minimum": 0, "nullable": True},
+                        "time_based": {"type": "boolean"}, "computed_at": MAYBE_TIME},
+                       {"created_at": TIME, "updated_at": TIME}),
+    "Segments": _object({"segments": {"type": "array", "items": _ref("Segment")}}),
+    "DeadLetters": _object({"waiting": COUNT, "dead_letters": {"type": "array", "items": _object({
+        "id": ID, "message": ANY_OBJECT, "reason": TEXT, "status_code": {"type": "integer", "nullable": True},
+        "created_at": TIME, "replayed_at": MAYBE_TIME})}}),
+    "Replayed": _object({"replayed": COUNT, "failed": COUNT}),
+    "Usage": _object({"entity": {"type": "string", "enum": ["user", "account"]}, "id": ID, "attributes": ANY_OBJECT,
+                      "totals": ANY_OBJECT, "features": {"type": "array", "items": ANY_OBJECT},
+                      "trend": {"type": "array", "items": _object({"week": {"type": "string", "format": "date"},
+                                                                   "count": COUNT, "score": {"type": "number"}})}}),
+    "Audiences": _object({"id": ID, "audiences": ANY_OBJECT}),
+    "Erasure": _object({"id": ID, "erased": {"type": "object", "additionalProperties": COUNT},
+                        "suppressed": COUNT}),
+    "Suppressions": _object({"total": COUNT, "suppressions": {"type": "array", "items": _object({
+        "kind": {"type": "string", "enum": ["user_id", "anonymous_id", "email"]},
+        "hash": {"type": "string", "description": "SHA-256 (hex) of the identifier"}, "created_at": TIME})}}),
+    "Status": _object({"status": {"type": "string", "enum": ["ok", "warning", "error"]},
+                       "messages": {"type": "array", "items": _object({
+                           "severity": {"type": "string", "enum": ["warning", "error"]}, "code": TEXT,
+                           "message": TEXT})},
+                       "version": TEXT, "database": TEXT}),
+}
+
+generator = SchemaGenerator({
+    "openapi": "3.0.3", "info": {"title": "Segment connector admin API", "version": __version__},
+    "components": {"securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
+    "security": [{"admin": []}]})
+
+
+def build_document(routes: list[BaseRoute]) -> dict[str, Any]:
+    document = generator.get_schema(routes=routes)
+    by_path = {route.path_format: route for route in routes if isinstance(route, Route)}
+    for path, operations in document.get("paths", {}).items():
+        for operation in operations.values():
+            _declare_path_parameters(operation, by_path[path])
+            _complete_responses(operation, by_path[path])
+    return document
+
+
+def _declare_path_parameters(operation: dict[str, Any], route: Route) -> None:
+    """OpenAPI requires every {name} in a path to be declared; starlette leaves that to each docstring."""
+    parameters = operation.setdefault("parameters", []) if route.param_convertors else []
+    declared = {p["name"] for p in parameters if p.get("in") == "path"}
+    parameters.extend({"name": name, "in": "path", "required": True,
+                       "schema": PATH_PARAMETER_TYPES.get(type(convertor), {"type": "string"})}
+                      for name, convertor in route.param_convertors.items() if name not in declared)
+
+
+def _complete_responses(operation: dict[str, Any], route: Route) -> None:
+    responses = operation.setdefault("responses", {})
+    responses.setdefault(401, {"description": "no admin token, or a wrong one"})
+    if route.param_convertors:  # an id no row has, or past 64 bits (paths.IdConvertor)
+        responses.setdefault(404, {"description": "no such resource"})
+    for status, response in responses.items():
+        if int(status) >= 400:
+            response.setdefault("content", {"application/json": {"schema": _ref("Error")}})
+        elif "schema" in response:  # a docstring's shorthand for a JSON body
+            response["content"] = {"application/json": {"schema": response.pop("schema")}}
+
+
+@requires_admin
+async def openapi_document(request: Request) -> JSONResponse:
+    return JSONResponse(build_document([r for r in request.app.routes if r.path.startswith("/api")]))
