@@ -18,3 +18,4 @@ SKIPPED_OUT = Counter("connector_outgoing_skipped_total", "Outbound messages not
 DELIVERY_LATENCY = Histogram("connector_delivery_seconds", "Time of one /v1/batch delivery",
                              buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 RETENTION_PURGED = Counter("connector_retention_purged_total", "Rows deleted by retention, by table", ["table"])
+ERASED = Counter("connector_erased_profiles_total", "Profiles erased, by what asked (api, message)", ["via"])

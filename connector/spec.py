@@ -12,6 +12,8 @@ from typing import Any
 import orjson
 
 MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+# What Segment's Webhooks destination also forwards: a user deletion (`/segment` only).
+SEGMENT_TYPES = (*MESSAGE_TYPES, "delete")
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BATCH_MESSAGES = 2500
 
@@ -49,8 +51,8 @@ class SpecError(ValueError):
 
 
 class UnknownTypeError(SpecError):
-    def __init__(self, value: Any):
-        super().__init__("type", f"unknown message type {value!r}; expected one of {', '.join(MESSAGE_TYPES)}",
+    def __init__(self, value: Any, types: tuple[str, ...] = MESSAGE_TYPES):
+        super().__init__("type", f"unknown message type {value!r}; expected one of {', '.join(types)}",
                          status=501)
 
 
@@ -144,8 +146,8 @@ def normalise_keys(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def normalise_message(raw: Any, received_at: datetime, default_type: str | None = None,
-                      sent_at: Any = None) -> dict[str, Any]:
-    """Validate one message and return it in canonical form.
+                      sent_at: Any = None, types: tuple[str, ...] = MESSAGE_TYPES) -> dict[str, Any]:
+    """Validate one message of one of `types` and return it in canonical form.
 
     The canonical form has camelCase keys, a `messageId`, a corrected `timestamp` (never
     later than `receivedAt`) and `receivedAt` (both fixed-width UTC ISO strings), and
@@ -162,8 +164,8 @@ def normalise_message(raw: Any, received_at: datetime, default_type: str | None 
     message_type = message.get("type") or default_type
     if default_type and message.get("type") not in (None, default_type):
         raise SpecError("type", f"type {message.get('type')!r} does not match the endpoint /v1/{default_type}")
-    if message_type not in MESSAGE_TYPES:
-        raise UnknownTypeError(message_type)
+    if message_type not in types:
+        raise UnknownTypeError(message_type, types)
     message["type"] = message_type
 
     for field in OBJECT_FIELDS:
@@ -179,6 +181,8 @@ def normalise_message(raw: Any, received_at: datetime, default_type: str | None 
         _require_id(message, "groupId")
     elif message_type == "alias":
         _require_id(message, "previousId")
+        _require_id(message, "userId")
+    elif message_type == "delete":
         _require_id(message, "userId")
     if message_type in ("page", "screen") and message.get("name") is not None:
         if not isinstance(message["name"], str):

@@ -72,9 +72,12 @@ async def segment_webhook(request: Request) -> JSONResponse:
     settings = await runtime.settings.current()
     if settings.shared_secret:
         require_signature(request, raw, document, settings.shared_secret)
+    # A `delete` (Segment forwarding a user deletion) is journaled like any message: the processor
+    # applies it in journal order, so it erases what came before it even if not yet processed.
     if isinstance(document, list):
-        return await _accept_many(runtime, settings, document, default_type=None, sent_at=None, source=SEGMENT)
-    message = _normalise_one(document, default_type=None, sent_at=None)
+        return await _accept_many(runtime, settings, document, default_type=None, sent_at=None, source=SEGMENT,
+                                  types=spec.SEGMENT_TYPES)
+    message = _normalise_one(document, default_type=None, sent_at=None, types=spec.SEGMENT_TYPES)
     return await _accept(runtime, settings, [message], rejected=[], source=SEGMENT)
 
 
@@ -146,16 +149,18 @@ def _with_batch_defaults(item: Any, shared: dict[str, dict[str, Any]]) -> Any:
     return merged
 
 
-def _normalise_one(document: Any, default_type: str | None, sent_at: Any) -> dict[str, Any]:
+def _normalise_one(document: Any, default_type: str | None, sent_at: Any,
+                   types: tuple[str, ...] = spec.MESSAGE_TYPES) -> dict[str, Any]:
     try:
-        return spec.normalise_message(document, utcnow(), default_type, sent_at)
+        return spec.normalise_message(document, utcnow(), default_type, sent_at, types)
     except spec.SpecError as error:
         MESSAGES_IN.labels(_type_label(document), "rejected").inc()
         raise InboundError(error.status, error.message, field=error.field) from None
 
 
 async def _accept_many(runtime: Runtime, settings: ConnectorSettings, documents: list[Any],
-                       default_type: str | None, sent_at: Any, source: str) -> JSONResponse:
+                       default_type: str | None, sent_at: Any, source: str,
+                       types: tuple[str, ...] = spec.MESSAGE_TYPES) -> JSONResponse:
     if not documents:
         raise InboundError(400, "the batch is empty", field="batch")
     if len(documents) > spec.MAX_BATCH_MESSAGES:
@@ -165,7 +170,7 @@ async def _accept_many(runtime: Runtime, settings: ConnectorSettings, documents:
     messages, rejected = [], []
     for index, document in enumerate(documents):
         try:
-            messages.append(spec.normalise_message(document, received_at, default_type, sent_at))
+            messages.append(spec.normalise_message(document, received_at, default_type, sent_at, types))
         except spec.SpecError as error:
             MESSAGES_IN.labels(_type_label(document), "rejected").inc()
             rejected.append({"index": index, "status": error.status, **error.as_dict()})
@@ -199,7 +204,7 @@ def _received(message: dict[str, Any]) -> datetime:
 
 def _type_label(document: Any) -> str:
     value = document.get("type") if isinstance(document, dict) else None
-    return value if value in spec.MESSAGE_TYPES else "unknown"
+    return value if value in spec.SEGMENT_TYPES else "unknown"
 
 
 routes = [

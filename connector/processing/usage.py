@@ -136,6 +136,28 @@ async def rebuild(engine: AsyncEngine, on_page: Callable[[int], None] | None = N
     return len(sums)
 
 
+async def recount_accounts(conn: AsyncConnection, keys: set[tuple[int, str, date]]) -> None:
+    """Recompute these (account id, feature, day) rows from the events stored now (after some were erased),
+    so they hold what `rebuild` would give them."""
+    days = sorted(day for _, _, day in keys)
+    start = datetime.combine(days[0], datetime.min.time(), timezone.utc)
+    end = datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(), timezone.utc)
+    sums: dict[tuple[Any, ...], dict[str, Any]] = {}
+    rows = await conn.execute(
+        sa.select(events.c.type, events.c.user_id, events.c.account_id, events.c.timestamp, events.c.properties)
+        .where(events.c.type == "track", events.c.account_id.in_(sorted({key[0] for key in keys})),
+               events.c.timestamp >= start, events.c.timestamp < end))
+    for event in rows:
+        for row in event_rows(event):
+            if row["entity"] == ACCOUNT and (row["entity_id"], row["feature"], row["day"]) in keys:
+                _fold(sums, row)
+    for account_id, feature, day in sorted(keys):
+        await conn.execute(feature_usage.delete().where(
+            feature_usage.c.entity == ACCOUNT, feature_usage.c.entity_id == account_id,
+            feature_usage.c.feature == feature, feature_usage.c.day == day))
+    await add(conn, list(sums.values()))
+
+
 def _fold(sums: dict[tuple[Any, ...], dict[str, Any]], row: dict[str, Any]) -> None:
     key = tuple(row[name] for name in KEY)
     current = sums.get(key)

@@ -18,7 +18,7 @@ from connector.inbound import routes as inbound
 from connector.logs import get_logger
 from connector.runtime import Runtime
 from connector.settings import settings_json_schema
-from connector.web import activity_api, admin, health, insights_api, outbound_api, segments_api, status
+from connector.web import activity_api, admin, health, insights_api, outbound_api, privacy_api, segments_api, status
 from connector.web.openapi import openapi_document
 from connector.web.paths import http_error
 
@@ -60,6 +60,7 @@ def create_app(env: Environment | None = None) -> Starlette:
         *segments_api.routes,
         *outbound_api.routes,
         *insights_api.routes,
+        *privacy_api.routes,
         *status.routes,
         Route("/api/openapi.json", openapi_document, methods=["GET"], include_in_schema=False),
         Route("/settings.schema.json", settings_schema, methods=["GET"], include_in_schema=False),

@@ -78,6 +78,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Outgoing": _object({"messages": {"type": "array", "items": ANY_OBJECT, "description": "identify, then group, as sent"},
                          "not_sent": {**TEXTS, "description": "why: not in the filter, unchanged, no write_key, ..."}}),
     "Audiences": _object({"id": ID, "audiences": ANY_OBJECT}),
+    "Erasure": _object({"id": ID, "erased": {"type": "object", "additionalProperties": COUNT},
+                        "suppressed": COUNT}),
+    "Suppressions": _object({"total": COUNT, "suppressions": {"type": "array", "items": _object({
+        "kind": {"type": "string", "enum": ["user_id", "anonymous_id", "email"]},
+        "hash": {"type": "string", "description": "SHA-256 (hex) of the identifier"}, "created_at": TIME})}}),
     "Status": _object({"status": {"type": "string", "enum": ["ok", "warning", "error"]},
                        "messages": {"type": "array", "items": _object({
                            "severity": {"type": "string", "enum": ["warning", "error"]}, "code": TEXT,
