@@ -302,3 +302,17 @@ async def test_a_merge_hands_over_what_segment_was_told_of_one_call_when_the_los
         f"group:{ids['u1']}": (["Kept", "Lost"], False),  # both sides' segments, neither in the filter
         f"identify:{ids['u2']}": (["Trial"], True),  # the loser's alone, in the filter
     }
+
+
+async def test_a_merge_moves_the_loser_s_memberships_into_a_survivor_that_has_memberships_of_its_own(
+        client, runtime):
+    signed_up = await create_segment(client, "Signed up", {"event": "Signed Up"})
+    viewers = await create_segment(client, "Viewers", {"event": "Viewed"})
+    await send(client, runtime, {"type": "track", "anonymousId": "anon-1", "event": "Viewed"},
+               {"type": "track", "userId": "u1", "event": "Signed Up"})
+    loser = (await find_user(client, anonymous_id="anon-1"))["id"]
+    survivor = (await find_user(client, user_id="u1"))["id"]
+    await send(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
+    assert sorted((await find_user(client, user_id="u1"))["segments"]) == ["Signed up", "Viewers"]
+    assert await transitions_of(runtime, viewers) == [(loser, "entered")]  # moved, not entered again
+    assert await transitions_of(runtime, signed_up) == [(survivor, "entered")]
