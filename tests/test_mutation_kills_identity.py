@@ -3,6 +3,8 @@ profile whose anonymousId equals its userId, and emails that are not strings or 
 not objects (they must never stop a message from being processed).
 """
 
+import json
+
 import sqlalchemy as sa
 
 from conftest import admin_auth, basic_auth, drain
@@ -232,3 +234,85 @@ async def test_a_merge_gives_the_survivor_none_of_another_user_s_memberships(cli
     await send(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
     assert (await find_user(client, user_id="u1"))["segments"] == []
     assert await transitions_of(runtime, pro) == [(carl, "entered")]
+
+
+async def test_a_merge_keeps_the_time_of_the_loser_s_group_link_so_an_older_group_call_cannot_move_it(
+        client, runtime):
+    response = await client.put("/api/settings", headers=admin_auth(), json={"handle_accounts": True})
+    assert response.status_code == 200, response.text
+    await send(client, runtime,
+               {"type": "group", "anonymousId": "anon-1", "groupId": "g-new", "timestamp": "2024-05-03T00:00:00Z"},
+               {"type": "identify", "userId": "u1", "timestamp": "2024-05-01T00:00:00Z"})
+    await send(client, runtime,
+               {"type": "identify", "userId": "u1", "anonymousId": "anon-1", "timestamp": "2024-05-04T00:00:00Z"})
+    merged = await find_user(client, user_id="u1")
+    linked = (await user_row(runtime, merged["id"])).account_id
+    # a group call made before the one the link came from, arriving late
+    await send(client, runtime,
+               {"type": "group", "userId": "u1", "groupId": "g-old", "timestamp": "2024-05-02T00:00:00Z"})
+    row = await user_row(runtime, merged["id"])
+    assert (row.account_id, row.account_link) == (linked, "group")
+
+
+async def test_a_merge_marks_the_survivor_updated(client, runtime):
+    await send(client, runtime, {"type": "identify", "userId": "u1", "traits": {"plan": "pro"}},
+               {"type": "track", "anonymousId": "anon-1", "event": "Viewed"})
+    before = (await find_user(client, user_id="u1"))["updated_at"]
+    await send(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
+    merged = await find_user(client, user_id="u1")
+    assert merged["identifiers"]["anonymous_id"] == ["anon-1"]
+    assert merged["updated_at"] > before
+
+
+async def set_delivery_state(runtime, rows):
+    async with runtime.engine.begin() as conn:
+        for key, segments, in_filter in rows:
+            await conn.execute(sa.text(
+                "INSERT INTO delivery_state (key, payload_hash, segments, in_filter, delivered_at) "
+                "VALUES (:key, 'sent', :segments, :in_filter, CURRENT_TIMESTAMP)"),
+                {"key": key, "segments": json.dumps(segments), "in_filter": in_filter})
+
+
+async def delivery_state(runtime):
+    async with runtime.engine.connect() as conn:
+        rows = await conn.execute(sa.text("SELECT key, segments, in_filter FROM delivery_state"))
+        return {row.key: (sorted(row.segments if isinstance(row.segments, list) else json.loads(row.segments)),
+                          bool(row.in_filter)) for row in rows}
+
+
+async def test_a_merge_hands_over_what_segment_was_told_of_one_call_when_the_loser_had_only_the_other(
+        client, runtime):
+    # Two merges: anon-1 was only sent a group call and u1 an identify and a group call;
+    # anon-2 was only sent an identify, still in the filter, and u2 nothing.
+    await send(client, runtime, *[{"type": "track", user: value, "event": "Viewed"} for user, value in
+                                  [("userId", "u1"), ("anonymousId", "anon-1"),
+                                   ("userId", "u2"), ("anonymousId", "anon-2")]])
+    ids = {name: (await find_user(client, **{kind: name}))["id"] for kind, name in
+           [("user_id", "u1"), ("anonymous_id", "anon-1"), ("user_id", "u2"), ("anonymous_id", "anon-2")]}
+    await set_delivery_state(runtime, [
+        (f"identify:{ids['u1']}", ["Kept"], False),
+        (f"group:{ids['u1']}", ["Kept"], False),
+        (f"group:{ids['anon-1']}", ["Lost"], False),
+        (f"identify:{ids['anon-2']}", ["Trial"], True),
+    ])
+    await send(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"},
+               {"type": "identify", "userId": "u2", "anonymousId": "anon-2"})
+    assert await delivery_state(runtime) == {
+        f"identify:{ids['u1']}": (["Kept"], False),  # anon-1 had no identify: untouched
+        f"group:{ids['u1']}": (["Kept", "Lost"], False),  # both sides' segments, neither in the filter
+        f"identify:{ids['u2']}": (["Trial"], True),  # the loser's alone, in the filter
+    }
+
+
+async def test_a_merge_moves_the_loser_s_memberships_into_a_survivor_that_has_memberships_of_its_own(
+        client, runtime):
+    signed_up = await create_segment(client, "Signed up", {"event": "Signed Up"})
+    viewers = await create_segment(client, "Viewers", {"event": "Viewed"})
+    await send(client, runtime, {"type": "track", "anonymousId": "anon-1", "event": "Viewed"},
+               {"type": "track", "userId": "u1", "event": "Signed Up"})
+    loser = (await find_user(client, anonymous_id="anon-1"))["id"]
+    survivor = (await find_user(client, user_id="u1"))["id"]
+    await send(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
+    assert sorted((await find_user(client, user_id="u1"))["segments"]) == ["Signed up", "Viewers"]
+    assert await transitions_of(runtime, viewers) == [(loser, "entered")]  # moved, not entered again
+    assert await transitions_of(runtime, signed_up) == [(survivor, "entered")]

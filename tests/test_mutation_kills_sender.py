@@ -1,21 +1,26 @@
 """The sender's retry, backoff and replay rules, pinned where mutation testing found them loose.
 
 Each test names the rule; the expected values are written out by hand (Segment's statuses,
-the backoff steps in seconds, the four-hour retry budget), not read from connector.outbound.sender.
+the backoff steps in seconds, the four-hour retry budget, the 475,000-byte batch), not read
+from connector.outbound.sender.
 """
 
+import asyncio
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
 from prometheus_client import REGISTRY
+from click.testing import CliRunner
 from segment.analytics.request import APIError
 
 from conftest import basic_auth, drain
+from connector import cli
 from connector.models import DeadLetter, utcnow
 from connector.outbound import sender
 from connector.settings import ConnectorSettings
-from fake_segment import configure
+from fake_segment import FakeSegment, configure
 
 dead_letters = DeadLetter.__table__
 
@@ -117,6 +122,69 @@ async def test_a_failed_replay_of_some_letters_leaves_the_others_untouched(runti
 async def test_replay_without_a_write_key_is_refused_and_says_why(runtime):
     with pytest.raises(ValueError, match=r"^no write_key in settings: nothing can be sent$"):
         await sender.replay(runtime.engine, ConnectorSettings(write_key=""))
+
+
+async def replay_from_the_command_line(env, monkeypatch) -> list[str]:
+    """`connector replay` as an operator runs it: what it prints, line by line (its JSON log lines
+    and its summary)."""
+    monkeypatch.setenv("DATABASE_URL", env.database_url)
+    cli.get_environment.cache_clear()
+    try:
+        result = await asyncio.to_thread(CliRunner().invoke, cli.main, ["replay"])
+    finally:
+        cli.get_environment.cache_clear()
+    assert result.exit_code == 0, result.output
+    return result.output.splitlines()
+
+
+def log_lines(output: list[str], event: str) -> list[dict]:
+    return [line for line in map(json.loads, filter(lambda text: text.startswith("{"), output))
+            if line.get("event") == event]
+
+
+async def test_a_replay_logs_each_refused_batch_with_segment_s_answer_and_its_totals(
+        runtime, segment_api, env, monkeypatch):
+    await configure(runtime, segment_api)
+    await add_dead_letters(runtime, [identify(1)])
+    segment_api.fail(403, count=1)
+
+    refused = await replay_from_the_command_line(env, monkeypatch)
+    [error] = log_lines(refused, "outgoing.replay.error")
+    assert (error["level"], error["status"], error["count"]) == ("warning", 403, 1)
+    assert error["reason"].startswith("HTTP 403")
+    [done] = log_lines(refused, "outgoing.replay.done")
+    assert (done["level"], done["replayed"], done["failed"]) == ("info", 0, 1)
+    assert "0 dead letters delivered, 1 failed" in refused
+
+    delivered = await replay_from_the_command_line(env, monkeypatch)
+    assert log_lines(delivered, "outgoing.replay.error") == []
+    [done] = log_lines(delivered, "outgoing.replay.done")
+    assert (done["replayed"], done["failed"]) == (1, 0)
+
+
+def letter_of_wire_size(n: int, size: int) -> dict:
+    """An identify whose JSON, as the transport writes it, is exactly `size` bytes."""
+    message = identify(n)
+    message["traits"]["padding"] = "p" * (size - len(json.dumps(message).encode()))
+    assert len(json.dumps(message).encode()) == size
+    return message
+
+
+async def test_a_replayed_batch_stays_within_475000_bytes_on_the_wire_with_a_long_write_key(runtime):
+    # The body is {"batch": [...], "sentAt": ..., "writeKey": ...}: with a 256-character write
+    # key, 16 letters that fill 475,000 bytes without it are over 475,000 bytes with it.
+    write_key = "k" * 256
+    sent_at = "2026-11-30T12:00:00.000000+00:00"  # as long as the transport's sentAt ever is
+    envelope = len(json.dumps({"batch": [], "sentAt": sent_at, "writeKey": write_key}).encode())
+    letter_bytes = (475_000 - envelope - 15 * len(", ")) // 16 - 5  # 16 letters: 80 bytes under the limit
+    with FakeSegment(write_key=write_key) as segment_api:
+        await add_dead_letters(runtime, [letter_of_wire_size(n, letter_bytes) for n in range(15)]
+                               + [letter_of_wire_size(15, letter_bytes + 180)])  # ... and this one 100 over
+        settings = ConnectorSettings(write_key=write_key, segment_api_host=segment_api.url)
+        assert await sender.replay(runtime.engine, settings) == {"replayed": 16, "failed": 0}
+    assert len(segment_api.body_sizes) == 2
+    assert max(segment_api.body_sizes) <= 475_000
+    assert sorted(segment_api.message_ids()) == sorted(f"replay-{n}" for n in range(16))
 
 
 def sample(name, **labels):

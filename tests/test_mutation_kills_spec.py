@@ -3,6 +3,7 @@ testing found spec.py loose: the JSON depth limit, the 255-character event name,
 numbers, generated message ids, and the `rejected` entries of a batch, word for word.
 """
 
+import hashlib
 from datetime import datetime, timezone
 
 import pytest
@@ -93,6 +94,25 @@ def test_a_group_id_that_is_not_an_id_is_refused_naming_it(value):
     with pytest.raises(spec.SpecError) as refused:
         spec.normalise_message({"type": "group", "userId": "u", "groupId": value}, RECEIVED)
     assert (refused.value.field, refused.value.message) == ("groupId", "groupId is required for a group call")
+
+
+# A generated id is stored with the message and sent to Segment as its messageId: a retry must
+# get the same id from every version of the connector, or a retry that straddles an upgrade is
+# taken for a new message. The recipe, checkable with `printf '%s' '<json>' | sha256sum`: the
+# first 40 hex digits of the SHA-256 of the message as compact JSON with sorted keys, plus
+# "batchSentAt" when the message came in a batch dated by its sender.
+@pytest.mark.parametrize("batch_sent_at,hashed,expected", [
+    (None, '{"timestamp":"2024-05-01T00:00:00Z","type":"identify","userId":"u-1"}',
+     "auto-ba094c6590e2751d189ff0d734283a847b8fafd2"),
+    ("2024-05-01T00:00:05Z",
+     '{"batchSentAt":"2024-05-01T00:00:05Z","timestamp":"2024-05-01T00:00:00Z","type":"identify","userId":"u-1"}',
+     "auto-dafac1f43bcd1de384255f7a4bac8259c08617c0"),
+], ids=["dated by its timestamp", "dated by its batch"])
+def test_a_generated_message_id_is_the_same_in_every_version_so_a_retry_after_an_upgrade_is_recognised(
+        batch_sent_at, hashed, expected):
+    assert "auto-" + hashlib.sha256(hashed.encode()).hexdigest()[:40] == expected  # the recipe, written out
+    message = {"userId": "u-1", "type": "identify", "timestamp": "2024-05-01T00:00:00Z"}
+    assert spec.normalise_message(message, RECEIVED, sent_at=batch_sent_at)["messageId"] == expected
 
 
 def test_a_generated_message_id_is_auto_and_40_hex_characters():
