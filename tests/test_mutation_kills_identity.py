@@ -316,3 +316,22 @@ async def test_a_merge_moves_the_loser_s_memberships_into_a_survivor_that_has_me
     assert sorted((await find_user(client, user_id="u1"))["segments"]) == ["Signed up", "Viewers"]
     assert await transitions_of(runtime, viewers) == [(loser, "entered")]  # moved, not entered again
     assert await transitions_of(runtime, signed_up) == [(survivor, "entered")]
+
+
+async def test_a_merge_leaves_the_account_segments_of_an_account_whose_id_is_the_loser_s(client, runtime):
+    # Users and accounts number their ids apart: account 2 is no user, whatever user 2 merges into.
+    await client.put("/api/settings", headers=admin_auth(), json={"handle_accounts": True})
+    await send(client, runtime, {"type": "identify", "userId": "u1"},
+               {"type": "track", "anonymousId": "anon-2", "event": "Viewed"},
+               {"type": "group", "userId": "u1", "groupId": "small", "traits": {"employees": 5}},
+               {"type": "group", "userId": "u1", "groupId": "big", "traits": {"employees": 50}})
+    loser = (await find_user(client, anonymous_id="anon-2"))["id"]
+    big = (await client.get("/api/accounts", params={"group_id": "big"}, headers=admin_auth())).json()
+    assert big["id"] == loser, "the case needs an account whose id is the merged-away user's"
+    response = await client.post("/api/segments", headers=admin_auth(), json={
+        "name": "Big", "entity": "account", "rule": {"attribute": "traits.employees", "op": "gte", "value": 10}})
+    assert response.status_code == 201 and response.json()["member_count"] == 1, response.text
+    await send(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-2"})
+    assert (await find_user(client, anonymous_id="anon-2"))["user_id"] == "u1"  # merged
+    big = (await client.get("/api/accounts", params={"group_id": "big"}, headers=admin_auth())).json()
+    assert big["segments"] == ["Big"]
