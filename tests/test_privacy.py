@@ -6,6 +6,7 @@ of its identifiers and trait values. Later messages for it are dropped as `suppr
 the identifier is taken off the suppression list.
 """
 
+import asyncio
 import hashlib
 from urllib.parse import quote
 
@@ -16,9 +17,10 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import SQLModel
 
-from conftest import admin_auth, basic_auth, drain
+from conftest import admin_auth, basic_auth, drain, wait_until
+from connector.models import Account, ActivityEntry, DeadLetter, DeliveryState, IdentityAudit, OutboxItem, utcnow
+from connector.outbound import sender
 from connector.spec import clean_id
-from connector.models import Account, ActivityEntry, DeliveryState, IdentityAudit, OutboxItem, utcnow
 from fake_segment import configure, send_all, user_id_of
 
 ADA = {"userId": "ada-42"}
@@ -270,3 +272,31 @@ async def test_any_user_id_is_erased_suppressed_and_let_back_in_by_its_raw_value
     await post(client, {"type": "identify", "userId": user_id, "traits": {"plan": "free"}})
     await drain(runtime)
     assert (await find(client, user_id=user_id)).json()["traits"] == {"plan": "free"}
+
+
+async def test_a_person_erased_while_their_messages_are_on_the_wire_leaves_no_dead_letter_or_delivery_state(
+        client, runtime, segment_api):
+    # Ada's identify is too big for Segment once the transport escapes her bio (16 KB in, 48 KB out:
+    # a dead letter when the round is recorded); Bob's is
+    # sent to a Segment that stalls, and Ada is erased meanwhile: the round must not write her back.
+    await configure(runtime, segment_api, synchronized_segments=["ALL"], synchronized_properties=["email", "bio"])
+    await post(client, {"type": "identify", "userId": "ada-42", "traits": {"email": ADA_EMAIL, "bio": "é" * 8_000}},
+               {"type": "identify", "userId": "bob-7", "traits": {"email": "bob@example.com"}})
+    await drain(runtime)
+    ada = await user_id_of(runtime, "ada-42")
+    segment_api.stall(3.0, count=1)
+    sending = asyncio.create_task(sender.Sender(runtime).send_once())
+    await wait_until(lambda: segment_api.requests >= 1)
+    response = await client.delete("/api/users", params={"user_id": "ada-42"}, headers=admin_auth())
+    assert response.status_code == 200, response.text
+    assert not sending.done(), "the erasure must happen while the round is on the wire"
+    assert (await sending).dead_lettered == 1  # Ada's identify: refused for its size, not recorded
+    async with runtime.engine.connect() as conn:
+        assert (await conn.execute(sa.select(DeadLetter.__table__))).all() == []
+        states = (await conn.execute(sa.select(DeliveryState.__table__.c.key))).scalars().all()
+        entries = (await conn.execute(sa.select(ActivityEntry.__table__.c.action).where(
+            ActivityEntry.__table__.c.entity == "user", ActivityEntry.__table__.c.entity_id == ada))).all()
+    bob = await user_id_of(runtime, "bob-7")
+    assert states == [f"identify:{bob}"]
+    assert entries == []
+    assert [message["userId"] for message in segment_api.messages] == ["bob-7"]

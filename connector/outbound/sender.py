@@ -36,7 +36,7 @@ from connector import activity
 from connector.db import insert
 from connector.logs import get_logger
 from connector.metrics import DEAD_LETTERED, DELIVERED, DELIVERY_LATENCY, OUTBOX_DEPTH, RETRIED, SKIPPED_OUT
-from connector.models import DeadLetter, DeliveryState, OutboxItem, SegmentApiAnswer, utcnow
+from connector.models import DeadLetter, DeliveryState, OutboxItem, SegmentApiAnswer, User, utcnow
 from connector.outbound import builders
 from connector.runtime import Runtime
 from connector.settings import ConnectorSettings
@@ -44,6 +44,7 @@ from connector.spec import MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES
 
 outbox = OutboxItem.__table__
 dead_letters = DeadLetter.__table__
+users = User.__table__
 delivery_state = DeliveryState.__table__
 segment_api_answers = SegmentApiAnswer.__table__
 log = get_logger()
@@ -175,15 +176,22 @@ async def release(engine: AsyncEngine, rows: list[Any]) -> None:
 
 
 async def acknowledge(engine: AsyncEngine, done: list[Any], backoff: dict[int, tuple[Any, Failure]],
-                      delivered: list[builders.Outgoing], dead: list[tuple[dict[str, Any], Failure]],
+                      delivered: list[builders.Outgoing], dead: list[tuple[builders.Outgoing, Failure]],
                       entries: list[dict[str, Any]] | None = None) -> None:
     """Record one round in one transaction: delivered hashes, dead letters, what happens to each row,
     and the round's activity log entries.
 
     Keys are written in sorted order so that concurrent senders never deadlock on PostgreSQL.
+    A profile erased while its messages were on the wire leaves nothing here: its rows are read
+    with a share lock (the erasure's first statement locks them too), and what concerns a profile
+    that is gone is not written, so no dead letter brings the person's data back.
     """
     now = utcnow()
     async with engine.begin() as conn:
+        erased = await _erased_profiles(conn, [outgoing for outgoing in delivered] + [o for o, _ in dead])
+        delivered = [outgoing for outgoing in delivered if outgoing.user_id not in erased]
+        dead = [(outgoing, failure) for outgoing, failure in dead if outgoing.user_id not in erased]
+        entries = [entry for entry in entries or [] if not (entry["entity"] == "user" and entry["entity_id"] in erased)]
         states = {outgoing.state_key: outgoing for outgoing in delivered if outgoing.state_key}
         if states:
             statement = insert(delivery_state, conn.dialect.name)
@@ -193,8 +201,8 @@ async def acknowledge(engine: AsyncEngine, done: list[Any], backoff: dict[int, t
                  "in_filter": states[key].in_filter, "delivered_at": now} for key in sorted(states)])
         if dead:
             await conn.execute(dead_letters.insert(), [
-                {"message": message, "reason": failure.reason, "status_code": failure.status, "created_at": now}
-                for message, failure in dead])
+                {"message": outgoing.message, "reason": failure.reason, "status_code": failure.status,
+                 "created_at": now} for outgoing, failure in dead])
         if done:
             # Only the version we built from: a change that arrived meanwhile keeps its row for the next round.
             await conn.execute(outbox.delete().where(
@@ -211,7 +219,17 @@ async def acknowledge(engine: AsyncEngine, done: list[Any], backoff: dict[int, t
                  "row_available_at": now + timedelta(seconds=backoff_seconds(row.attempts, failure.retry_after)),
                  "row_failing_since": row.failing_since or now}
                 for row, failure in backoff.values()])
-        await activity.append(conn, entries or [], now)
+        await activity.append(conn, entries, now)
+
+
+async def _erased_profiles(conn: AsyncConnection, messages: list[builders.Outgoing]) -> set[int]:
+    """The profiles these messages are about that no longer exist (erased since they were built)."""
+    about = {outgoing.user_id for outgoing in messages if outgoing.user_id is not None}
+    if not about:
+        return set()
+    present = await conn.execute(sa.select(users.c.id).where(users.c.id.in_(sorted(about)))
+                                 .order_by(users.c.id).with_for_update(read=True))
+    return about - set(present.scalars())
 
 
 async def outbox_depth(engine: AsyncEngine) -> int:
@@ -270,13 +288,13 @@ class Sender:
                                               {"reason": reason, **target.about}))
         result.skipped = len(built.skipped)
 
-        dead: list[tuple[dict[str, Any], Failure]] = []
+        dead: list[tuple[builders.Outgoing, Failure]] = []
         sizes = {id(outgoing): wire_size(outgoing.message) for outgoing in built.messages}
         sendable = []
         for outgoing in built.messages:
             if sizes[id(outgoing)] > MAX_MESSAGE_BYTES:
                 failure = Failure(f"message is {sizes[id(outgoing)]} bytes as sent; Segment's limit is {MAX_MESSAGE_BYTES}")
-                dead.append((outgoing.message, failure))
+                dead.append((outgoing, failure))
                 entries += outcome_entries(outgoing, "dead_letter", failure)
             else:
                 sendable.append(outgoing)
@@ -301,7 +319,7 @@ class Sender:
                     backoff[row.id] = (row, failure)
                     entries += outcome_entries(outgoing, "error", failure)
                 else:
-                    dead.append((outgoing.message, failure))
+                    dead.append((outgoing, failure))
                     entries += outcome_entries(outgoing, "dead_letter", failure)
         done = [row for row in rows if row.id not in backoff]
         await acknowledge(self.runtime.engine, done, backoff, delivered, dead, entries)
@@ -318,12 +336,13 @@ class Sender:
 
         return list(await asyncio.gather(*(send(group) for group in groups)))
 
-    def _count(self, result: Round, delivered: list[builders.Outgoing], dead: list[tuple[dict[str, Any], Failure]],
+    def _count(self, result: Round, delivered: list[builders.Outgoing], dead: list[tuple[builders.Outgoing, Failure]],
                backoff: dict[int, tuple[Any, Failure]], failures: list[Any]) -> None:
         for outgoing in delivered:
             DELIVERED.labels(outgoing.message["type"]).inc()
-        for message, failure in dead:
+        for outgoing, failure in dead:
             DEAD_LETTERED.labels(str(failure.status or "error")).inc()
+            message = outgoing.message
             log.warning("outgoing.message.dead_letter", type=message.get("type"), message_id=message.get("messageId"),
                         reason=failure.reason, status=failure.status)
         for _, failure in failures:
