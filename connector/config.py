@@ -50,6 +50,9 @@ class Environment(BaseSettings):
         3600.0, gt=0, description="How often segments with time-based rules are recomputed in full.")
     retention_interval_seconds: float = Field(
         300.0, gt=0, description="How often the worker deletes what the retention settings say has expired.")
+    database_max_connections: int = Field(
+        20, ge=4, description="The most PostgreSQL connections one process opens (half kept in its pool); keep "
+        "(web processes + worker processes) x this under the plan's connection limit.")
     outbound_batch_wait_seconds: float = 0.2
     outbound_claim_limit: int = 2_000
 

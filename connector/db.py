@@ -9,7 +9,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 
-def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
+def create_engine(database_url: str, max_connections: int = 20, **kwargs: Any) -> AsyncEngine:
+    """The engine; on PostgreSQL it opens at most `max_connections` (a hosted plan limits them)."""
     kwargs.setdefault("json_serializer", _json_dumps)
     kwargs.setdefault("json_deserializer", orjson.loads)
     # Errors name the SQL but not its values: those hold secrets (API key, write key) and profile data.
@@ -19,8 +20,8 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
             database_url, connect_args={"timeout": 30}, **kwargs)
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 10)
+    kwargs.setdefault("pool_size", max_connections // 2)
+    kwargs.setdefault("max_overflow", max_connections - max_connections // 2)
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(database_url, **kwargs)
 

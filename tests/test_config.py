@@ -1,15 +1,19 @@
 """The process environment (Heroku config vars) and the inbound API key it may set."""
 
+import asyncio
+
 import httpx
 import pytest
+import sqlalchemy as sa
 from pydantic import ValidationError
 
 from conftest import admin_auth, basic_auth, make_env
 from connector.config import DEFAULT_DATABASE_URL, Environment
+from connector.runtime import Runtime
 from connector.web.app import create_app
 
 CONFIG_VARS = ("DATABASE_URL", "CONNECTOR_ENV", "ADMIN_TOKEN", "CONNECTOR_API_KEY", "PORT", "RUN_WORKER_IN_WEB",
-               "WEB_CONCURRENCY", "LOG_LEVEL", "DYNO")
+               "WEB_CONCURRENCY", "LOG_LEVEL", "DYNO", "DATABASE_MAX_CONNECTIONS")
 
 
 @pytest.fixture
@@ -141,3 +145,28 @@ async def test_database_errors_do_not_carry_the_values_of_their_statement(databa
     finally:
         await engine.dispose()
     assert "no_such_table" in str(raised.value) and "hsc_secret-0123456789" not in str(raised.value)
+
+
+@pytest.mark.postgres_only
+async def test_a_process_opens_no_more_database_connections_than_database_max_connections(database_url):
+    runtime = await Runtime.start(make_env(database_url, database_max_connections=4))
+    held = []
+    try:
+        for _ in range(4):
+            held.append(await runtime.engine.connect())
+        backend_pids = {await conn.scalar(sa.text("SELECT pg_backend_pid()")) for conn in held}
+        assert len(backend_pids) == 4
+        with pytest.raises(asyncio.TimeoutError):  # the fifth waits for one of the four
+            await asyncio.wait_for(runtime.engine.connect(), timeout=1.0)
+        await held.pop().close()
+        held.append(await asyncio.wait_for(runtime.engine.connect(), timeout=5.0))
+    finally:
+        for conn in held:
+            await conn.close()
+        await runtime.stop()
+
+
+def test_database_max_connections_below_four_is_refused_naming_it(config_vars):
+    config_vars.setenv("DATABASE_MAX_CONNECTIONS", "2")
+    with pytest.raises(ValidationError, match="database_max_connections"):
+        Environment(_env_file=None)
