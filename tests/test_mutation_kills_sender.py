@@ -5,22 +5,20 @@ the backoff steps in seconds, the four-hour retry budget, the 475,000-byte batch
 from connector.outbound.sender.
 """
 
-import asyncio
 import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
 from prometheus_client import REGISTRY
-from click.testing import CliRunner
 from segment.analytics.request import APIError
 
 from conftest import basic_auth, drain
-from connector import cli
 from connector.models import DeadLetter, utcnow
 from connector.outbound import sender
 from connector.settings import ConnectorSettings
 from fake_segment import FakeSegment, configure
+from test_outbound_delivery import replay_from_the_command_line
 
 dead_letters = DeadLetter.__table__
 
@@ -122,19 +120,6 @@ async def test_a_failed_replay_of_some_letters_leaves_the_others_untouched(runti
 async def test_replay_without_a_write_key_is_refused_and_says_why(runtime):
     with pytest.raises(ValueError, match=r"^no write_key in settings: nothing can be sent$"):
         await sender.replay(runtime.engine, ConnectorSettings(write_key=""))
-
-
-async def replay_from_the_command_line(env, monkeypatch) -> list[str]:
-    """`connector replay` as an operator runs it: what it prints, line by line (its JSON log lines
-    and its summary)."""
-    monkeypatch.setenv("DATABASE_URL", env.database_url)
-    cli.get_environment.cache_clear()
-    try:
-        result = await asyncio.to_thread(CliRunner().invoke, cli.main, ["replay"])
-    finally:
-        cli.get_environment.cache_clear()
-    assert result.exit_code == 0, result.output
-    return result.output.splitlines()
 
 
 def log_lines(output: list[str], event: str) -> list[dict]:

@@ -110,12 +110,9 @@ async def test_bad_request_dead_letters_then_replay_delivers_once(client, runtim
     assert all(d["replayed_at"] for d in everything["dead_letters"]) and len(everything["dead_letters"]) == 10
 
 
-async def test_cli_replay(client, runtime, segment_api, monkeypatch, env):
-    await configure(runtime, segment_api, synchronized_segments=["ALL"])
-    await client.post("/v1/identify", headers=basic_auth(), json={"userId": "u-1"})
-    await drain(runtime)
-    segment_api.fail(403, count=1)
-    await send_all(runtime)
+async def replay_from_the_command_line(env, monkeypatch) -> list[str]:
+    """`connector replay` as an operator runs it: what it prints, line by line (its JSON log lines
+    and its summary)."""
     monkeypatch.setenv("DATABASE_URL", env.database_url)
     cli.get_environment.cache_clear()
     try:
@@ -123,7 +120,17 @@ async def test_cli_replay(client, runtime, segment_api, monkeypatch, env):
     finally:
         cli.get_environment.cache_clear()
     assert result.exit_code == 0, result.output
-    assert "1 dead letters delivered, 0 failed" in result.output
+    return result.output.splitlines()
+
+
+async def test_cli_replay(client, runtime, segment_api, monkeypatch, env):
+    await configure(runtime, segment_api, synchronized_segments=["ALL"])
+    await client.post("/v1/identify", headers=basic_auth(), json={"userId": "u-1"})
+    await drain(runtime)
+    segment_api.fail(403, count=1)
+    await send_all(runtime)
+    output = await replay_from_the_command_line(env, monkeypatch)
+    assert "1 dead letters delivered, 0 failed" in output
     assert [m["userId"] for m in segment_api.messages] == ["u-1"]
 
 

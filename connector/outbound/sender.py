@@ -188,7 +188,7 @@ async def acknowledge(engine: AsyncEngine, done: list[Any], backoff: dict[int, t
     """
     now = utcnow()
     async with engine.begin() as conn:
-        erased = await _erased_profiles(conn, [outgoing for outgoing in delivered] + [o for o, _ in dead])
+        erased = await _erased_profiles(conn, [*delivered, *(outgoing for outgoing, _ in dead)])
         delivered = [outgoing for outgoing in delivered if outgoing.user_id not in erased]
         dead = [(outgoing, failure) for outgoing, failure in dead if outgoing.user_id not in erased]
         entries = [entry for entry in entries or [] if not (entry["entity"] == "user" and entry["entity_id"] in erased)]

@@ -4,6 +4,7 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -81,13 +82,21 @@ async def get_users(request: Request) -> JSONResponse:
       400: {description: "none of user_id, anonymous_id, email given"}
       404: {description: "no such user"}
     """
+    async with runtime_of(request).engine.connect() as conn:
+        found = await find_user_by_query(request, conn)
+        if isinstance(found, JSONResponse):
+            return found
+        profile = await profiles.user_profile(conn, found)
+    return JSONResponse(profile) if profile else error(404, "no such user")
+
+
+async def find_user_by_query(request: Request, conn: AsyncConnection) -> int | JSONResponse:
+    """The user a lookup's query names (one of user_id, anonymous_id, email), or the 400 or 404 to answer."""
     kind, value = _one_query(request, ("user_id", "anonymous_id", "email"))
     if kind is None:
         return error(400, "give one of user_id, anonymous_id or email", field="query")
-    async with runtime_of(request).engine.connect() as conn:
-        user_id = await profiles.find_user(conn, kind, value.lower() if kind == "email" else value)
-        profile = await profiles.user_profile(conn, user_id) if user_id is not None else None
-    return JSONResponse(profile) if profile else error(404, f"no user with {kind} {value!r}")
+    user_id = await profiles.find_user(conn, kind, value.lower() if kind == "email" else value)
+    return error(404, f"no user with {kind} {value!r}") if user_id is None else user_id
 
 
 @requires_admin

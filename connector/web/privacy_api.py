@@ -15,8 +15,7 @@ from connector.models import Suppression
 from connector.processing.privacy import Erasure, suppressed_email, value_hash
 from connector.processing.processor import erase_user
 from connector.spec import format_timestamp
-from connector.web import profiles
-from connector.web.admin import _one_query, error, query_int, query_limit, runtime_of
+from connector.web.admin import error, find_user_by_query, query_int, query_limit, runtime_of
 from connector.web.auth import requires_admin
 
 suppressions = Suppression.__table__
@@ -53,14 +52,9 @@ async def erase_by_identifier(request: Request) -> JSONResponse:
       400: {description: "none of user_id, anonymous_id or email given"}
       404: {description: "no user holds that identifier"}
     """
-    kind, value = _one_query(request, ("user_id", "anonymous_id", "email"))
-    if kind is None:
-        return error(400, "give one of user_id, anonymous_id or email", field="query")
     async with runtime_of(request).engine.connect() as conn:
-        user_id = await profiles.find_user(conn, kind, value.lower() if kind == "email" else value)
-    if user_id is None:
-        return error(404, f"no user with {kind} {value!r}")
-    return await _erase(request, user_id)
+        found = await find_user_by_query(request, conn)
+    return found if isinstance(found, JSONResponse) else await _erase(request, found)
 
 
 async def _erase(request: Request, user_id: int) -> JSONResponse:
