@@ -11,6 +11,7 @@ building the sender's entries is summed and divided by the phase's wall time.
 
 Not part of the test suite: it measures, it does not assert.
 """
+
 import argparse
 import asyncio
 import os
@@ -19,18 +20,18 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-import asyncpg  # noqa: E402
-from common import throwaway_database  # noqa: E402
-from fake_segment import FakeSegment  # noqa: E402
-from ingest import JOURNAL_COLUMNS, journal_records  # noqa: E402
-from outbound import SETTINGS  # noqa: E402
+import asyncpg
+from common import throwaway_database
+from fake_segment import FakeSegment
+from ingest import JOURNAL_COLUMNS, journal_records
+from outbound import SETTINGS
 
-from connector import activity  # noqa: E402
-from connector.config import Environment  # noqa: E402
-from connector.outbound import sender as sender_module  # noqa: E402
-from connector.processing.processor import process_batch  # noqa: E402
-from connector.runtime import Runtime  # noqa: E402
-from connector.settings import ConnectorSettings  # noqa: E402
+from connector import activity
+from connector.config import Environment
+from connector.outbound import sender as sender_module
+from connector.processing.processor import process_batch
+from connector.runtime import Runtime
+from connector.settings import ConnectorSettings
 
 spent = {"append": 0.0, "entries": 0.0, "rows": 0}
 original_append = activity.append
@@ -57,22 +58,31 @@ sender_module.outcome_entries = timed_outcome
 
 async def measure(dsn: str, messages: int) -> None:
     connection = await asyncpg.connect(dsn)
-    await connection.copy_records_to_table("inbound_journal", records=journal_records(messages, 3, "pending"),
-                                           columns=JOURNAL_COLUMNS)
+    await connection.copy_records_to_table(
+        "inbound_journal", records=journal_records(messages, 3, "pending"), columns=JOURNAL_COLUMNS
+    )
     await connection.close()
     with FakeSegment() as fake:
-        env = Environment(database_url=dsn.replace("postgresql://", "postgresql+asyncpg://"), log_level="WARNING",
-                          connector_api_key="bench-api-key-0123456789", admin_token="bench-admin-token")
+        env = Environment(
+            database_url=dsn.replace("postgresql://", "postgresql+asyncpg://"),
+            log_level="WARNING",
+            connector_api_key="bench-api-key-0123456789",
+            admin_token="bench-admin-token",
+        )
         runtime = await Runtime.start(env)
         await runtime.settings.save({**SETTINGS, "write_key": fake.write_key, "segment_api_host": fake.url})
         settings = ConnectorSettings(**SETTINGS)
         started = time.perf_counter()
         processed = 0
-        while (changes := await process_batch(runtime.engine, settings, 500)).processed + changes.failed + changes.skipped:
+        while (
+            (changes := await process_batch(runtime.engine, settings, 500)).processed + changes.failed + changes.skipped
+        ):
             processed += changes.processed
         wall = time.perf_counter() - started
-        print(f"processor {processed / wall:7.0f} events/s; activity INSERTs {spent['append'] / wall:5.1%} of the time "
-              f"({spent['rows']} rows in {spent['append']:.2f} s of {wall:.1f} s)")
+        print(
+            f"processor {processed / wall:7.0f} events/s; activity INSERTs {spent['append'] / wall:5.1%} of the time "
+            f"({spent['rows']} rows in {spent['append']:.2f} s of {wall:.1f} s)"
+        )
         spent.update(append=0.0, entries=0.0, rows=0)
         sender = sender_module.Sender(runtime)
         started = time.perf_counter()
@@ -80,8 +90,10 @@ async def measure(dsn: str, messages: int) -> None:
         while (result := await sender.send_once()).claimed:
             delivered += result.delivered
         wall = time.perf_counter() - started
-        print(f"sender    {delivered / wall:7.0f} messages/s; activity INSERTs {spent['append'] / wall:5.1%}, "
-              f"building entries {spent['entries'] / wall:5.1%} of the time ({spent['rows']} rows; {wall:.1f} s)")
+        print(
+            f"sender    {delivered / wall:7.0f} messages/s; activity INSERTs {spent['append'] / wall:5.1%}, "
+            f"building entries {spent['entries'] / wall:5.1%} of the time ({spent['rows']} rows; {wall:.1f} s)"
+        )
         await runtime.stop()
 
 

@@ -7,8 +7,8 @@ import subprocess
 import sys
 import time
 import uuid
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import asyncpg
 import httpx
@@ -50,11 +50,20 @@ def free_port() -> int:
 @contextmanager
 def running_server(dsn: str, web_concurrency: int = 1, run_worker: bool = False, **extra_env: str) -> Iterator[str]:
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": dsn, "PORT": str(port), "CONNECTOR_API_KEY": API_KEY,
-           "ADMIN_TOKEN": ADMIN_TOKEN, "WEB_CONCURRENCY": str(web_concurrency), "LOG_LEVEL": "WARNING",
-           "RUN_WORKER_IN_WEB": "true" if run_worker else "false", **extra_env}
-    process = subprocess.Popen([sys.executable, "-m", "connector", "serve"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "PORT": str(port),
+        "CONNECTOR_API_KEY": API_KEY,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "WEB_CONCURRENCY": str(web_concurrency),
+        "LOG_LEVEL": "WARNING",
+        "RUN_WORKER_IN_WEB": "true" if run_worker else "false",
+        **extra_env,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "connector", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -65,7 +74,9 @@ def running_server(dsn: str, web_concurrency: int = 1, run_worker: bool = False,
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("server did not start: " + (process.stderr.read().decode() if process.stderr else ""))
+                raise RuntimeError(
+                    "server did not start: " + (process.stderr.read().decode() if process.stderr else "")
+                )
             time.sleep(0.1)
         yield url
     finally:

@@ -19,17 +19,19 @@ import random
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import asyncpg
 import orjson
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import API_KEY, percentile, running_server, throwaway_database  # noqa: E402
-from rawhttp import RawConnection  # noqa: E402
+from common import API_KEY, percentile, running_server, throwaway_database
+from rawhttp import RawConnection
 
-AUTH = {"Authorization": "Basic " + base64.b64encode(f"{API_KEY}:".encode()).decode(),
-        "Content-Type": "application/json"}
+AUTH = {
+    "Authorization": "Basic " + base64.b64encode(f"{API_KEY}:".encode()).decode(),
+    "Content-Type": "application/json",
+}
 USERS = 5_000
 
 
@@ -37,26 +39,44 @@ def make_event(rng: random.Random) -> dict:
     """A realistic ~1 KB message: mostly track, some identify and page."""
     user = rng.randrange(USERS)
     kind = rng.choices(["track", "identify", "page"], weights=[80, 15, 5])[0]
-    message = {"type": kind, "messageId": str(uuid.uuid4()), "userId": f"user-{user}",
-               "anonymousId": f"anon-{user}", "timestamp": datetime.now(timezone.utc).isoformat(),
-               "context": {"library": {"name": "analytics-python", "version": "2.4.0"}, "ip": "203.0.113.7",
-                           "userAgent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/124.0 Safari/537.36",
-                           "page": {"url": "https://example.com/pricing?ref=newsletter", "title": "Pricing"}}}
+    message = {
+        "type": kind,
+        "messageId": str(uuid.uuid4()),
+        "userId": f"user-{user}",
+        "anonymousId": f"anon-{user}",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "context": {
+            "library": {"name": "analytics-python", "version": "2.4.0"},
+            "ip": "203.0.113.7",
+            "userAgent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/124.0 Safari/537.36",
+            "page": {"url": "https://example.com/pricing?ref=newsletter", "title": "Pricing"},
+        },
+    }
     if kind == "track":
         message["event"] = rng.choice(["Order Completed", "Product Viewed", "Signed In", "Feature Used"])
-        message["properties"] = {"revenue": round(rng.random() * 100, 2), "currency": "EUR",
-                                 "feature": rng.choice(["export", "search", "share"]),
-                                 "sku": f"SKU-{rng.randrange(10_000)}", "notes": "x" * 300}
+        message["properties"] = {
+            "revenue": round(rng.random() * 100, 2),
+            "currency": "EUR",
+            "feature": rng.choice(["export", "search", "share"]),
+            "sku": f"SKU-{rng.randrange(10_000)}",
+            "notes": "x" * 300,
+        }
     elif kind == "identify":
-        message["traits"] = {"email": f"user{user}@example.com", "plan": rng.choice(["free", "pro", "team"]),
-                             "name": f"User {user}", "bio": "y" * 300}
+        message["traits"] = {
+            "email": f"user{user}@example.com",
+            "plan": rng.choice(["free", "pro", "team"]),
+            "name": f"User {user}",
+            "bio": "y" * 300,
+        }
     else:
         message["name"] = "Pricing"
         message["properties"] = {"path": "/pricing", "referrer": "https://news.example.org/", "pad": "z" * 300}
     return message
 
 
-async def _client(url: str, path: str, deadline: float, concurrency: int, batch: int, seed: int) -> tuple[int, list[float]]:
+async def _client(
+    url: str, path: str, deadline: float, concurrency: int, batch: int, seed: int
+) -> tuple[int, list[float]]:
     """`concurrency` clients, each on its own keep-alive connection, posting until the deadline."""
     rng = random.Random(seed)
     latencies: list[float] = []
@@ -91,13 +111,21 @@ def load(url: str, path: str, seconds: float, clients: int, batch: int, processe
     per_process = max(1, clients // processes)
     with multiprocessing.Pool(processes) as pool:
         started = time.monotonic()
-        results = pool.map(_client_process, [(url, path, deadline, per_process, batch, seed) for seed in range(processes)])
+        results = pool.map(
+            _client_process, [(url, path, deadline, per_process, batch, seed) for seed in range(processes)]
+        )
         elapsed = time.monotonic() - started
     events = sum(count for count, _ in results)
     latencies = [value for _, values in results for value in values]
-    return {"events": events, "requests": len(latencies), "seconds": elapsed,
-            "events_per_s": events / elapsed, "requests_per_s": len(latencies) / elapsed,
-            "p50_ms": percentile(latencies, 0.50) * 1000, "p99_ms": percentile(latencies, 0.99) * 1000}
+    return {
+        "events": events,
+        "requests": len(latencies),
+        "seconds": elapsed,
+        "events_per_s": events / elapsed,
+        "requests_per_s": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+    }
 
 
 JOURNAL_COLUMNS = ["message_id", "type", "payload", "received_at", "status"]
@@ -106,7 +134,7 @@ JOURNAL_COLUMNS = ["message_id", "type", "payload", "received_at", "status"]
 def journal_records(count: int, seed: int, status: str) -> list[tuple]:
     """Journal rows of `count` normalised messages, ready for COPY into inbound_journal."""
     rng = random.Random(seed)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     records = []
     for _ in range(count):
         message = make_event(rng)
@@ -159,8 +187,10 @@ def main() -> None:
     parser.add_argument("--web-concurrency", type=int, default=2)
     parser.add_argument("--client-processes", type=int, default=2)
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} cores; server: {args.web_concurrency} web process(es); "
-          f"load: 8 clients over {args.client_processes} processes; {args.seconds:.0f} s per phase")
+    print(
+        f"machine: {os.cpu_count()} cores; server: {args.web_concurrency} web process(es); "
+        f"load: 8 clients over {args.client_processes} processes; {args.seconds:.0f} s per phase"
+    )
     with throwaway_database() as dsn:
         with running_server(dsn, web_concurrency=args.web_concurrency) as url:
             batch = load(url, "/v1/batch", args.seconds, clients=8, batch=100, processes=args.client_processes)
@@ -168,14 +198,22 @@ def main() -> None:
         ceiling = asyncio.run(copy_ceiling(dsn, 50_000))
         processor = asyncio.run(processor_throughput(dsn))
 
-    print(f"\n/v1/batch   {batch['events_per_s']:>9,.0f} events/s  ({batch['requests_per_s']:,.0f} req/s of 100 events; "
-          f"p50 {batch['p50_ms']:.1f} ms, p99 {batch['p99_ms']:.1f} ms)")
-    print(f"/segment    {single['requests_per_s']:>9,.0f} requests/s (p50 {single['p50_ms']:.1f} ms, p99 {single['p99_ms']:.1f} ms)")
+    print(
+        f"\n/v1/batch   {batch['events_per_s']:>9,.0f} events/s  ({batch['requests_per_s']:,.0f} req/s of 100 events; "
+        f"p50 {batch['p50_ms']:.1f} ms, p99 {batch['p99_ms']:.1f} ms)"
+    )
+    print(
+        f"/segment    {single['requests_per_s']:>9,.0f} requests/s (p50 {single['p50_ms']:.1f} ms, p99 {single['p99_ms']:.1f} ms)"
+    )
     print(f"COPY        {ceiling:>9,.0f} rows/s   (raw asyncpg COPY of the same journal rows: the ceiling)")
-    print(f"ratio       /v1/batch at {batch['events_per_s'] / ceiling:.1%} of COPY; /segment at "
-          f"{single['requests_per_s'] / ceiling:.1%}")
-    print(f"processor   {processor['events_per_s']:>9,.0f} events/s  ({processor['processed']:,} journal messages "
-          f"-> profiles in {processor['seconds']:.1f} s)")
+    print(
+        f"ratio       /v1/batch at {batch['events_per_s'] / ceiling:.1%} of COPY; /segment at "
+        f"{single['requests_per_s'] / ceiling:.1%}"
+    )
+    print(
+        f"processor   {processor['events_per_s']:>9,.0f} events/s  ({processor['processed']:,} journal messages "
+        f"-> profiles in {processor['seconds']:.1f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -24,17 +24,22 @@ import orjson
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from common import API_KEY, percentile, running_server, throwaway_database  # noqa: E402
-from fake_segment import FakeSegment  # noqa: E402
-from ingest import AUTH, JOURNAL_COLUMNS, journal_records, make_event  # noqa: E402
+from common import API_KEY, percentile, running_server, throwaway_database
+from fake_segment import FakeSegment
+from ingest import AUTH, JOURNAL_COLUMNS, journal_records, make_event
 
-SETTINGS = {"synchronized_segments": ["ALL"], "send_events": ["ALL"], "forward_events": True,
-            "synchronized_properties": ["email", "plan", "name"]}
+SETTINGS = {
+    "synchronized_segments": ["ALL"],
+    "send_events": ["ALL"],
+    "forward_events": True,
+    "synchronized_properties": ["email", "plan", "name"],
+}
 
 
 async def save_settings(dsn: str, fake: FakeSegment) -> None:
     from connector.db import create_engine
     from connector.settings_store import SettingsStore
+
     engine = create_engine(dsn.replace("postgresql://", "postgresql+asyncpg://"))
     await SettingsStore(engine).save({**SETTINGS, "write_key": fake.write_key, "segment_api_host": fake.url})
     await engine.dispose()
@@ -45,6 +50,7 @@ async def fill_outbox(dsn: str, events: int) -> int:
     from connector.db import create_engine
     from connector.processing.processor import process_batch
     from connector.settings import ConnectorSettings
+
     records = journal_records(events, seed=11, status="pending")
     connection = await asyncpg.connect(dsn)
     try:
@@ -80,8 +86,14 @@ def throughput(events: int) -> dict:
             worker.wait(timeout=30)
         first, last = min(fake.arrivals.values()), max(fake.arrivals.values())
         delivered = len(fake.arrivals)
-        return {"queued": queued, "delivered": delivered, "batches": len(fake.bodies), "seconds": last - started,
-                "per_s": delivered / (last - started), "steady_per_s": delivered / max(last - first, 1e-9)}
+        return {
+            "queued": queued,
+            "delivered": delivered,
+            "batches": len(fake.bodies),
+            "seconds": last - started,
+            "per_s": delivered / (last - started),
+            "steady_per_s": delivered / max(last - first, 1e-9),
+        }
 
 
 async def steady_load(url: str, seconds: float, rate: int, fake: FakeSegment) -> dict[str, float]:
@@ -90,6 +102,7 @@ async def steady_load(url: str, seconds: float, rate: int, fake: FakeSegment) ->
     accepted: dict[str, float] = {}
     interval = 10 / rate
     async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=30) as http:
+
         async def post(batch: list[dict]) -> None:
             response = await http.post("/v1/batch", content=orjson.dumps({"batch": batch}))
             response.raise_for_status()
@@ -119,7 +132,9 @@ async def processed_at(dsn: str) -> dict[str, float]:
     """When the processor committed each message: the hand-over from inbound to outbound."""
     connection = await asyncpg.connect(dsn)
     try:
-        rows = await connection.fetch("SELECT message_id, processed_at FROM inbound_journal WHERE processed_at IS NOT NULL")
+        rows = await connection.fetch(
+            "SELECT message_id, processed_at FROM inbound_journal WHERE processed_at IS NOT NULL"
+        )
     finally:
         await connection.close()
     return {row["message_id"]: row["processed_at"].timestamp() for row in rows}
@@ -133,8 +148,12 @@ def latency(seconds: float, rate: int) -> dict:
         processed = asyncio.run(processed_at(dsn))
     total = [fake.arrivals[mid] - at for mid, at in accepted.items() if mid in fake.arrivals]
     outbound = [fake.arrivals[mid] - processed[mid] for mid in accepted if mid in fake.arrivals and mid in processed]
-    return {"events": len(accepted), "delivered": len(total), **{f"p{q}": percentile(total, q / 100) for q in (50, 95, 99)},
-            **{f"out_p{q}": percentile(outbound, q / 100) for q in (50, 95, 99)}}
+    return {
+        "events": len(accepted),
+        "delivered": len(total),
+        **{f"p{q}": percentile(total, q / 100) for q in (50, 95, 99)},
+        **{f"out_p{q}": percentile(outbound, q / 100) for q in (50, 95, 99)},
+    }
 
 
 def main() -> None:
@@ -145,15 +164,21 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores; PostgreSQL; fake Segment on localhost")
     result = throughput(args.events)
-    print(f"throughput  {result['per_s']:>8,.0f} messages/s delivered ({result['delivered']:,} of {result['queued']:,} "
-          f"queued, {result['batches']:,} batches, {result['seconds']:.1f} s from worker start; "
-          f"{result['steady_per_s']:,.0f}/s first to last delivery)")
+    print(
+        f"throughput  {result['per_s']:>8,.0f} messages/s delivered ({result['delivered']:,} of {result['queued']:,} "
+        f"queued, {result['batches']:,} batches, {result['seconds']:.1f} s from worker start; "
+        f"{result['steady_per_s']:,.0f}/s first to last delivery)"
+    )
     steady = latency(args.seconds, args.rate)
-    print(f"latency     accept -> delivered at {args.rate} events/s for {args.seconds:.0f} s: "
-          f"p50 {steady['p50'] * 1000:.0f} ms, p95 {steady['p95'] * 1000:.0f} ms, p99 {steady['p99'] * 1000:.0f} ms "
-          f"({steady['delivered']:,} of {steady['events']:,} delivered)")
-    print(f"            of which processed -> delivered (the outbound half): p50 {steady['out_p50'] * 1000:.0f} ms, "
-          f"p95 {steady['out_p95'] * 1000:.0f} ms, p99 {steady['out_p99'] * 1000:.0f} ms")
+    print(
+        f"latency     accept -> delivered at {args.rate} events/s for {args.seconds:.0f} s: "
+        f"p50 {steady['p50'] * 1000:.0f} ms, p95 {steady['p95'] * 1000:.0f} ms, p99 {steady['p99'] * 1000:.0f} ms "
+        f"({steady['delivered']:,} of {steady['events']:,} delivered)"
+    )
+    print(
+        f"            of which processed -> delivered (the outbound half): p50 {steady['out_p50'] * 1000:.0f} ms, "
+        f"p95 {steady['out_p95'] * 1000:.0f} ms, p99 {steady['out_p99'] * 1000:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ import asyncpg
 import orjson
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import throwaway_database  # noqa: E402
-from ingest import JOURNAL_COLUMNS, journal_records  # noqa: E402
+from common import throwaway_database
+from ingest import JOURNAL_COLUMNS, journal_records
 
 PROCESSED_FIRST = 20_000
 BATCH = 500
@@ -37,12 +37,16 @@ async def run(dsn: str, journal: int, erasures: int) -> None:
     from connector.settings import ConnectorSettings
 
     connection = await asyncpg.connect(dsn)
-    await connection.copy_records_to_table("inbound_journal", records=journal_records(PROCESSED_FIRST, 1, "pending"),
-                                           columns=JOURNAL_COLUMNS)
-    await connection.copy_records_to_table("inbound_journal", records=journal_records(journal, 2, "processed"),
-                                           columns=JOURNAL_COLUMNS)
-    await connection.executemany("INSERT INTO suppressions (kind, value_hash, created_at) VALUES ('user_id', $1, now())",
-                                 [(hashlib.sha256(f"gone-{n}".encode()).hexdigest(),) for n in range(10_000)])
+    await connection.copy_records_to_table(
+        "inbound_journal", records=journal_records(PROCESSED_FIRST, 1, "pending"), columns=JOURNAL_COLUMNS
+    )
+    await connection.copy_records_to_table(
+        "inbound_journal", records=journal_records(journal, 2, "processed"), columns=JOURNAL_COLUMNS
+    )
+    await connection.executemany(
+        "INSERT INTO suppressions (kind, value_hash, created_at) VALUES ('user_id', $1, now())",
+        [(hashlib.sha256(f"gone-{n}".encode()).hexdigest(),) for n in range(10_000)],
+    )
     await connection.execute("ANALYZE")
     engine = create_engine(dsn.replace("postgresql://", "postgresql+asyncpg://"))
     settings = ConnectorSettings()
@@ -55,8 +59,12 @@ async def run(dsn: str, journal: int, erasures: int) -> None:
             break
         batch_times.append(time.perf_counter() - started)
 
-    payloads = [row["payload"] for row in await connection.fetch(
-        "SELECT payload::text AS payload FROM inbound_journal ORDER BY id LIMIT $1", BATCH)]
+    payloads = [
+        row["payload"]
+        for row in await connection.fetch(
+            "SELECT payload::text AS payload FROM inbound_journal ORDER BY id LIMIT $1", BATCH
+        )
+    ]
     messages = [orjson.loads(payload) for payload in payloads]
     lookups = []
     async with engine.connect() as conn:
@@ -66,8 +74,9 @@ async def run(dsn: str, journal: int, erasures: int) -> None:
             lookups.append(time.perf_counter() - started)
 
     scans, erased = [], []
-    victims = await connection.fetch("SELECT user_id, value FROM user_identifiers WHERE kind = 'user_id' "
-                                     "ORDER BY id LIMIT $1", erasures)
+    victims = await connection.fetch(
+        "SELECT user_id, value FROM user_identifiers WHERE kind = 'user_id' ORDER BY id LIMIT $1", erasures
+    )
     for victim in victims:
         started = time.perf_counter()
         await connection.fetchval("SELECT count(*) FROM inbound_journal WHERE payload->>'userId' = $1", victim["value"])
@@ -79,13 +88,19 @@ async def run(dsn: str, journal: int, erasures: int) -> None:
     await engine.dispose()
 
     total = PROCESSED_FIRST + journal
-    print(f"suppression lookup  median {statistics.median(lookups) * 1000:6.1f} ms per batch of {BATCH} "
-          f"(list of 10,000); processor batch median {statistics.median(batch_times) * 1000:6.1f} ms "
-          f"-> {statistics.median(lookups) / statistics.median(batch_times):.1%} of a batch")
-    print(f"erasure             median {statistics.median(erased) * 1000:6.0f} ms (min {min(erased) * 1000:.0f}, "
-          f"max {max(erased) * 1000:.0f}) with a journal of {total:,} rows")
-    print(f"journal scan floor  median {statistics.median(scans) * 1000:6.0f} ms (one payload->>'userId' scan) "
-          f"-> erasure at {statistics.median(erased) / statistics.median(scans):.1f}x the floor")
+    print(
+        f"suppression lookup  median {statistics.median(lookups) * 1000:6.1f} ms per batch of {BATCH} "
+        f"(list of 10,000); processor batch median {statistics.median(batch_times) * 1000:6.1f} ms "
+        f"-> {statistics.median(lookups) / statistics.median(batch_times):.1%} of a batch"
+    )
+    print(
+        f"erasure             median {statistics.median(erased) * 1000:6.0f} ms (min {min(erased) * 1000:.0f}, "
+        f"max {max(erased) * 1000:.0f}) with a journal of {total:,} rows"
+    )
+    print(
+        f"journal scan floor  median {statistics.median(scans) * 1000:6.0f} ms (one payload->>'userId' scan) "
+        f"-> erasure at {statistics.median(erased) / statistics.median(scans):.1f}x the floor"
+    )
 
 
 def main() -> None:

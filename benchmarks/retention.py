@@ -25,16 +25,17 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import asyncpg
 import orjson
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import percentile, running_server, throwaway_database  # noqa: E402
-from connector.migrate import upgrade  # noqa: E402
-from ingest import AUTH  # noqa: E402
-from rawhttp import RawConnection  # noqa: E402
+from common import percentile, running_server, throwaway_database
+from ingest import AUTH
+from rawhttp import RawConnection
+
+from connector.migrate import upgrade
 
 CONNECTIONS = 16
 EXPIRED_ROWS = """
@@ -105,8 +106,9 @@ async def _load(url: str, rate: int, stop: "multiprocessing.synchronize.Event", 
             while not stop.is_set() and tick * interval < max_seconds:
                 scheduled = start + tick * interval
                 await asyncio.sleep(max(0.0, scheduled - time.time()))
-                body = orjson.dumps({**EVENT, "messageId": str(uuid.uuid4()),
-                                     "timestamp": datetime.now(timezone.utc).isoformat()})
+                body = orjson.dumps(
+                    {**EVENT, "messageId": str(uuid.uuid4()), "timestamp": datetime.now(UTC).isoformat()}
+                )
                 sent = time.time()
                 status, _ = await connection.post("/segment", body)
                 answered = time.time()
@@ -117,10 +119,18 @@ async def _load(url: str, rate: int, stop: "multiprocessing.synchronize.Event", 
     return results
 
 
-EVENT = {"type": "track", "userId": "user-1", "anonymousId": "anon-1", "event": "Order Completed",
-         "properties": {"revenue": 12.5, "currency": "EUR", "notes": "x" * 600},
-         "context": {"library": {"name": "analytics.js", "version": "4.1.0"}, "ip": "203.0.113.7",
-                     "userAgent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/124.0 Safari/537.36"}}
+EVENT = {
+    "type": "track",
+    "userId": "user-1",
+    "anonymousId": "anon-1",
+    "event": "Order Completed",
+    "properties": {"revenue": 12.5, "currency": "EUR", "notes": "x" * 600},
+    "context": {
+        "library": {"name": "analytics.js", "version": "4.1.0"},
+        "ip": "203.0.113.7",
+        "userAgent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/124.0 Safari/537.36",
+    },
+}
 
 
 def _load_process(url: str, rate: int, stop, max_seconds: float, queue) -> None:
@@ -133,8 +143,9 @@ class Load:
     def __init__(self, url: str, rate: int, max_seconds: float):
         self.stop = multiprocessing.Event()
         self.queue = multiprocessing.Queue()
-        self.process = multiprocessing.Process(target=_load_process,
-                                               args=(url, rate, self.stop, max_seconds, self.queue))
+        self.process = multiprocessing.Process(
+            target=_load_process, args=(url, rate, self.stop, max_seconds, self.queue)
+        )
 
     def __enter__(self) -> "Load":
         self.process.start()
@@ -158,10 +169,15 @@ class Load:
 def latencies_between(results: list[tuple[float, float, float, int]], start: float, end: float) -> dict:
     window = [(latency, late, status) for sent, latency, late, status in results if start <= sent <= end]
     values, from_schedule = [latency for latency, _, _ in window], [late for _, late, _ in window]
-    return {"requests": len(values), "failed": sum(status != 200 for _, _, status in window),
-            "seconds": end - start, "p50_ms": percentile(values, 0.50) * 1000,
-            "p99_ms": percentile(values, 0.99) * 1000, "max_ms": max(values, default=float("nan")) * 1000,
-            "schedule_p99_ms": percentile(from_schedule, 0.99) * 1000}
+    return {
+        "requests": len(values),
+        "failed": sum(status != 200 for _, _, status in window),
+        "seconds": end - start,
+        "p50_ms": percentile(values, 0.50) * 1000,
+        "p99_ms": percentile(values, 0.99) * 1000,
+        "max_ms": max(values, default=float("nan")) * 1000,
+        "schedule_p99_ms": percentile(from_schedule, 0.99) * 1000,
+    }
 
 
 async def batched_purge(dsn: str, batch_size: int) -> dict:
@@ -186,14 +202,16 @@ async def single_delete(dsn: str) -> dict:
             started = time.time()
             deleted = connection.execute(
                 "DELETE FROM inbound_journal WHERE status = 'processed' "
-                "AND processed_at < strftime('%Y-%m-%d %H:%M:%f', 'now', '-7 days')").rowcount
+                "AND processed_at < strftime('%Y-%m-%d %H:%M:%f', 'now', '-7 days')"
+            ).rowcount
             connection.commit()
             return {"rows": deleted, "start": started, "end": time.time()}
     connection = await asyncpg.connect(dsn)
     try:
         started = time.time()
         status = await connection.execute(
-            "DELETE FROM inbound_journal WHERE status = 'processed' AND processed_at < now() - interval '7 days'")
+            "DELETE FROM inbound_journal WHERE status = 'processed' AND processed_at < now() - interval '7 days'"
+        )
         ended = time.time()
     finally:
         await connection.close()
@@ -220,9 +238,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.sqlite:
         args.web_concurrency = 1
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; "
-          f"{'SQLite' if args.sqlite else 'PostgreSQL'}, {args.rows:,} expired rows; /segment at {args.rate} "
-          f"requests/s to {args.web_concurrency} web process(es); purge batches of {args.batch_size:,}")
+    print(
+        f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; "
+        f"{'SQLite' if args.sqlite else 'PostgreSQL'}, {args.rows:,} expired rows; /segment at {args.rate} "
+        f"requests/s to {args.web_concurrency} web process(es); purge batches of {args.batch_size:,}"
+    )
     database = sqlite_database() if args.sqlite else throwaway_database()
     with database as dsn, running_server(dsn, web_concurrency=args.web_concurrency) as url:
         inserted = asyncio.run(insert_expired(dsn, args.rows))
@@ -240,16 +260,18 @@ def main() -> None:
         delete, during_delete = under_load(url, args, lambda: single_delete(dsn))
 
     def line(name: str, figures: dict) -> str:
-        return (f"{name:<22} p50 {figures['p50_ms']:6.1f} ms  p99 {figures['p99_ms']:7.1f} ms  "
-                f"max {figures['max_ms']:7.1f} ms  p99 from schedule {figures['schedule_p99_ms']:7.1f} ms  "
-                f"({figures['requests']:,} requests, {figures['requests'] / figures['seconds']:,.0f}/s, "
-                f"{figures['failed']} not 200)")
+        return (
+            f"{name:<22} p50 {figures['p50_ms']:6.1f} ms  p99 {figures['p99_ms']:7.1f} ms  "
+            f"max {figures['max_ms']:7.1f} ms  p99 from schedule {figures['schedule_p99_ms']:7.1f} ms  "
+            f"({figures['requests']:,} requests, {figures['requests'] / figures['seconds']:,.0f}/s, "
+            f"{figures['failed']} not 200)"
+        )
 
     def speed(name: str, done: dict) -> str:
         seconds = done["end"] - done["start"]
         return f"{name:<22} {done['rows']:,} rows in {seconds:.1f} s = {done['rows'] / seconds:,.0f} rows/s"
 
-    print(f"\nat {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()[0]:.1f} at the end")
+    print(f"\nat {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()[0]:.1f} at the end")
     print(line("/segment, no purge", baseline))
     print(line("/segment, batched", during_purge))
     print(line("/segment, one DELETE", during_delete))

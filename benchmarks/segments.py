@@ -22,36 +22,50 @@ import asyncpg
 import sqlalchemy as sa
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import throwaway_database  # noqa: E402
+from common import throwaway_database
 
-from connector.db import create_engine  # noqa: E402
-from connector.logs import configure_logging  # noqa: E402
-from connector.models import Segment, utcnow  # noqa: E402
-from connector.segments.membership import recompute  # noqa: E402
+from connector.db import create_engine
+from connector.logs import configure_logging
+from connector.models import Segment, utcnow
+from connector.segments.membership import recompute
 
-RULE = {"all": [{"attribute": "traits.plan", "op": "eq", "value": "pro"},
-                {"event": "Order Completed", "count": {"gte": 1}, "within_days": 30}]}
+RULE = {
+    "all": [
+        {"attribute": "traits.plan", "op": "eq", "value": "pro"},
+        {"event": "Order Completed", "count": {"gte": 1}, "within_days": 30},
+    ]
+}
 BROAD = {"attribute": "traits.plan", "op": "eq", "value": "pro"}
-CHANGED = {"all": [{"attribute": "traits.plan", "op": "in", "value": ["pro", "team"]},
-                   {"event": "Order Completed", "count": {"gte": 1}, "within_days": 15}]}
+CHANGED = {
+    "all": [
+        {"attribute": "traits.plan", "op": "in", "value": ["pro", "team"]},
+        {"event": "Order Completed", "count": {"gte": 1}, "within_days": 15},
+    ]
+}
 
 
 async def populate(dsn: str, users: int) -> None:
     connection = await asyncpg.connect(dsn)
     try:
-        await connection.execute("""
+        await connection.execute(
+            """
             INSERT INTO users (id, traits, trait_timestamps, created_at, updated_at, last_seen_at)
             SELECT g, jsonb_build_object('plan', (ARRAY['free', 'pro', 'team'])[g % 3 + 1],
                                          'email', 'user' || g || '@example.com', 'logins', g % 50),
                    '{}'::jsonb, now() - (g % 400) * interval '1 day', now(), now()
-            FROM generate_series(1, $1) AS g""", users)
+            FROM generate_series(1, $1) AS g""",
+            users,
+        )
         await connection.execute("SELECT setval('users_id_seq', $1)", users)
-        await connection.execute("""
+        await connection.execute(
+            """
             INSERT INTO events (user_id, message_id, type, event, source, timestamp, received_at, properties, context)
             SELECT g % $1 + 1, 'm-' || g, 'track',
                    CASE WHEN g % 4 = 0 THEN 'Order Completed' ELSE 'Product Viewed' END, 'segment',
                    now() - (g % 60) * interval '1 day', now(), '{}'::jsonb, '{}'::jsonb
-            FROM generate_series(1, 2 * $1) AS g""", users)
+            FROM generate_series(1, 2 * $1) AS g""",
+            users,
+        )
         await connection.execute("ANALYZE")
     finally:
         await connection.close()
@@ -72,9 +86,11 @@ async def measure(dsn: str, users: int) -> None:
     segments = Segment.__table__
     try:
         async with engine.begin() as conn:
-            segment_id = await conn.scalar(segments.insert().values(
-                name="Pro buyers", entity="user", rule=RULE, created_at=utcnow(), updated_at=utcnow())
-                .returning(segments.c.id))
+            segment_id = await conn.scalar(
+                segments.insert()
+                .values(name="Pro buyers", entity="user", rule=RULE, created_at=utcnow(), updated_at=utcnow())
+                .returning(segments.c.id)
+            )
         for label, initial in (("first computation", True), ("recompute, nothing changed", False)):
             seconds, counts = await timed_recompute(engine, segment_id, initial)
             print(f"  {label:<32} {seconds:6.2f} s  ({counts})")
@@ -83,9 +99,11 @@ async def measure(dsn: str, users: int) -> None:
         seconds, counts = await timed_recompute(engine, segment_id, False)
         print(f"  {'recompute after a rule change':<32} {seconds:6.2f} s  ({counts})")
         async with engine.begin() as conn:  # the worst case: a third of everyone enters at once
-            broad_id = await conn.scalar(segments.insert().values(
-                name="Pro", entity="user", rule=BROAD, created_at=utcnow(), updated_at=utcnow())
-                .returning(segments.c.id))
+            broad_id = await conn.scalar(
+                segments.insert()
+                .values(name="Pro", entity="user", rule=BROAD, created_at=utcnow(), updated_at=utcnow())
+                .returning(segments.c.id)
+            )
         seconds, counts = await timed_recompute(engine, broad_id, True)
         print(f"  {'a third of the users enter':<32} {seconds:6.2f} s  ({counts})")
     finally:

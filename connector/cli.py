@@ -35,8 +35,10 @@ def checked_environment() -> Environment:
     try:
         return get_environment()
     except ValidationError as error:
-        problems = "; ".join(" ".join([*map(str, problem["loc"]), problem["msg"].removeprefix("Value error, ")])
-                             for problem in error.errors())
+        problems = "; ".join(
+            " ".join([*map(str, problem["loc"]), problem["msg"].removeprefix("Value error, ")])
+            for problem in error.errors()
+        )
         raise click.ClickException(f"invalid configuration: {problems}") from None
 
 
@@ -44,6 +46,7 @@ def checked_environment() -> Environment:
 def migrate() -> None:
     """Apply database migrations (the Procfile's release process)."""
     from connector.migrate import upgrade
+
     upgrade(get_environment().database_url)
     click.echo("database is at the latest migration")
 
@@ -53,6 +56,7 @@ def migrate() -> None:
 def schema(output: Path) -> None:
     """Write settings.schema.json from the settings model."""
     from connector.settings import write_settings_schema
+
     write_settings_schema(output)
     click.echo(f"wrote {output}")
 
@@ -61,9 +65,11 @@ def schema(output: Path) -> None:
 @click.option("--no-worker", is_flag=True, help="Do not run the worker inside the web process.")
 @click.option("--host", help="Interface to listen on (default: HOST, else 127.0.0.1).")
 @click.option("--port", type=int, help="Port to listen on (default: PORT, else 8000).")
-@click.option("--forwarded-allow-ips",
-              help="Proxies whose X-Forwarded-For/-Proto are trusted; '*' behind Heroku's router "
-                   "(default: FORWARDED_ALLOW_IPS, else 127.0.0.1).")
+@click.option(
+    "--forwarded-allow-ips",
+    help="Proxies whose X-Forwarded-For/-Proto are trusted; '*' behind Heroku's router "
+    "(default: FORWARDED_ALLOW_IPS, else 127.0.0.1).",
+)
 def serve(no_worker: bool, host: str | None, port: int | None, forwarded_allow_ips: str | None) -> None:
     """Run the web process (with the embedded worker unless RUN_WORKER_IN_WEB=false).
 
@@ -77,18 +83,27 @@ def serve(no_worker: bool, host: str | None, port: int | None, forwarded_allow_i
     env = checked_environment()
     host, port = host or env.host, port or env.port
     asyncio.run(_print_welcome(env, f"http://{host}:{port}"))
-    options = {"host": host, "port": port, "proxy_headers": True, "forwarded_allow_ips": forwarded_allow_ips,
-               "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS, "log_level": "warning", "access_log": False}
+    options = {
+        "host": host,
+        "port": port,
+        "proxy_headers": True,
+        "forwarded_allow_ips": forwarded_allow_ips,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+        "log_level": "warning",
+        "access_log": False,
+    }
     if env.web_concurrency > 1:
         uvicorn.run("connector.asgi:app", workers=env.web_concurrency, **options)
     else:
         from connector.web.app import create_app
+
         uvicorn.run(create_app(env), **options)
 
 
 async def _print_welcome(env, listening: str | None = None) -> None:  # type: ignore[no-untyped-def]
     from connector.runtime import Runtime
     from connector.settings import mask_secret
+
     runtime = await Runtime.start(env)
     await runtime.stop()
     url = env.public_url or listening or f"http://{env.host}:{env.port}"
@@ -102,8 +117,10 @@ async def _print_welcome(env, listening: str | None = None) -> None:  # type: ig
         click.echo(f"  admin token    {mask_secret(runtime.admin_token)} (ADMIN_TOKEN)")
         click.echo(f"  inbound key    {mask_secret(runtime.api_key)} (the dashboard reveals it)")
         user = '"$API_KEY:"'
-    click.echo(f"  try it:\n    curl -u {user} -H 'Content-Type: application/json' "
-               f"{url}/v1/identify -d '{{\"userId\": \"u-1\", \"traits\": {{\"email\": \"ada@example.com\"}}}}'\n")
+    click.echo(
+        f"  try it:\n    curl -u {user} -H 'Content-Type: application/json' "
+        f'{url}/v1/identify -d \'{{"userId": "u-1", "traits": {{"email": "ada@example.com"}}}}\'\n'
+    )
 
 
 @main.command("worker")
@@ -115,6 +132,7 @@ def worker_command() -> None:
 async def _run_worker() -> None:
     from connector import worker
     from connector.runtime import Runtime
+
     runtime = await Runtime.start(get_environment())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -130,6 +148,7 @@ async def _run_worker() -> None:
 async def _database() -> AsyncIterator["AsyncEngine"]:
     """An engine on DATABASE_URL for one operator command, disposed afterwards."""
     from connector.db import create_engine
+
     engine = create_engine(get_environment().database_url)
     try:
         yield engine
@@ -145,10 +164,13 @@ def journal() -> None:
 @journal.command("retry-failed")
 def journal_retry_failed() -> None:
     """Queue failed inbound messages again (after fixing what made them fail)."""
+
     async def run() -> int:
         from connector.processing.processor import retry_failed
+
         async with _database() as engine:
             return await retry_failed(engine)
+
     click.echo(f"{asyncio.run(run())} failed messages queued again")
 
 
@@ -160,13 +182,16 @@ def usage() -> None:
 @usage.command("rebuild")
 def usage_rebuild() -> None:
     """Recompute product usage from the stored events (holds journal processing off meanwhile)."""
+
     async def run() -> int:
         from tqdm import tqdm
 
         from connector.processing import usage as product_usage
+
         async with _database() as engine:
             with tqdm(total=await product_usage.track_event_count(engine), unit="event", desc="usage") as bar:
                 return await product_usage.rebuild(engine, bar.update)
+
     click.echo(f"product usage rebuilt: {asyncio.run(run())} rows")
 
 
@@ -178,16 +203,19 @@ def retention() -> None:
 @retention.command("run")
 def retention_run() -> None:
     """Delete what the retention settings say has expired, now (the worker does it every RETENTION_INTERVAL_SECONDS)."""
+
     async def run() -> dict[str, int]:
         from tqdm import tqdm
 
         from connector import retention as lifecycle
         from connector.settings_store import SettingsStore
+
         async with _database() as engine:
             settings = await SettingsStore(engine).current()
             total = sum((await lifecycle.expired_counts(engine, settings)).values())
             with tqdm(total=total, unit="row", desc="retention") as bar:
                 return await lifecycle.purge(engine, settings, on_batch=bar.update)
+
     purged = asyncio.run(run())
     click.echo("deleted: " + ", ".join(f"{count} {table}" for table, count in purged.items()))
 
@@ -197,11 +225,13 @@ def retention_run() -> None:
 @click.option("--force", is_flag=True, help="Send even what Segment already has (forget the delivered hashes).")
 def resync(segment_name: str | None, force: bool) -> None:
     """Queue everyone in the outbound filter for sending (initial sync); the worker sends them."""
+
     async def run() -> int:
         from tqdm import tqdm
 
         from connector.outbound import resync as outbound_resync
         from connector.settings_store import SettingsStore
+
         async with _database() as engine:
             settings = await SettingsStore(engine).current()
             try:
@@ -210,6 +240,7 @@ def resync(segment_name: str | None, force: bool) -> None:
                     return await outbound_resync.resync(engine, settings, segment_name, force, bar.update)
             except outbound_resync.UnknownSegment as problem:
                 raise click.UsageError(str(problem)) from None
+
     click.echo(f"{asyncio.run(run())} profiles queued for sending")
 
 
@@ -217,13 +248,16 @@ def resync(segment_name: str | None, force: bool) -> None:
 @click.option("--id", "ids", type=int, multiple=True, help="Only these dead letters (repeatable); default: all.")
 def replay(ids: tuple[int, ...]) -> None:
     """Send dead letters to Segment again, with their original messageIds."""
+
     async def run() -> dict[str, int]:
         from connector.outbound.sender import replay as replay_dead_letters
         from connector.settings_store import SettingsStore
+
         async with _database() as engine:
             try:
                 return await replay_dead_letters(engine, await SettingsStore(engine).current(), list(ids) or None)
             except ValueError as problem:
                 raise click.UsageError(str(problem)) from None
+
     counts = asyncio.run(run())
     click.echo(f"{counts['replayed']} dead letters delivered, {counts['failed']} failed")

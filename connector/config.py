@@ -19,9 +19,9 @@ def normalise_database_url(url: str) -> str:
     """Map Heroku's and plain driver-less URLs onto the async drivers we ship."""
     for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
         if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix):]
+            return "postgresql+asyncpg://" + url[len(prefix) :]
     if url.startswith("sqlite:///"):
-        return "sqlite+aiosqlite:///" + url[len("sqlite:///"):]
+        return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
     return url
 
 
@@ -29,8 +29,10 @@ class Environment(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
     environment: Literal["development", "production"] = Field(
-        "development", validation_alias="CONNECTOR_ENV",
-        description="`production` requires ADMIN_TOKEN; the default is production on Heroku (DYNO set).")
+        "development",
+        validation_alias="CONNECTOR_ENV",
+        description="`production` requires ADMIN_TOKEN; the default is production on Heroku (DYNO set).",
+    )
     dyno: str | None = Field(None, description="Set by Heroku on every dyno (`web.1`).")
     database_url: str = DEFAULT_DATABASE_URL
     port: int = 8000
@@ -47,12 +49,17 @@ class Environment(BaseSettings):
     max_json_depth: int = 32
     journal_batch_size: int = 500
     segment_recompute_seconds: float = Field(
-        3600.0, gt=0, description="How often segments with time-based rules are recomputed in full.")
+        3600.0, gt=0, description="How often segments with time-based rules are recomputed in full."
+    )
     retention_interval_seconds: float = Field(
-        300.0, gt=0, description="How often the worker deletes what the retention settings say has expired.")
+        300.0, gt=0, description="How often the worker deletes what the retention settings say has expired."
+    )
     database_max_connections: int = Field(
-        20, ge=4, description="The most PostgreSQL connections one process opens (half kept in its pool); keep "
-        "(web processes + worker processes) x this under the plan's connection limit.")
+        20,
+        ge=4,
+        description="The most PostgreSQL connections one process opens (half kept in its pool); keep "
+        "(web processes + worker processes) x this under the plan's connection limit.",
+    )
     outbound_batch_wait_seconds: float = 0.2
     outbound_claim_limit: int = 2_000
 
@@ -66,8 +73,10 @@ class Environment(BaseSettings):
         if self.dyno and "environment" not in self.model_fields_set:
             self.environment = "production"
         if self.environment != "development" and not self.admin_token:
-            raise ValueError("ADMIN_TOKEN is required in production (CONNECTOR_ENV=production, "
-                             "or on Heroku, where DYNO is set, unless CONNECTOR_ENV=development)")
+            raise ValueError(
+                "ADMIN_TOKEN is required in production (CONNECTOR_ENV=production, "
+                "or on Heroku, where DYNO is set, unless CONNECTOR_ENV=development)"
+            )
         return self
 
     @property

@@ -23,11 +23,13 @@ async def ensure_credential(engine: AsyncEngine, name: str, configured: str | No
     async with engine.begin() as conn:
         if configured:
             statement = insert(table, conn.dialect.name).values(name=name, value=configured, created_at=utcnow())
-            await conn.execute(statement.on_conflict_do_update(
-                index_elements=["name"], set_={"value": configured}))
+            await conn.execute(statement.on_conflict_do_update(index_elements=["name"], set_={"value": configured}))
             return configured
-        await conn.execute(insert(table, conn.dialect.name).values(
-            name=name, value=new_secret(prefix), created_at=utcnow()).on_conflict_do_nothing())
+        await conn.execute(
+            insert(table, conn.dialect.name)
+            .values(name=name, value=new_secret(prefix), created_at=utcnow())
+            .on_conflict_do_nothing()
+        )
         return (await conn.execute(sa.select(table.c.value).where(table.c.name == name))).scalar_one()
 
 

@@ -16,8 +16,7 @@ def create_engine(database_url: str, max_connections: int = 20, **kwargs: Any) -
     # Errors name the SQL but not its values: those hold secrets (API key, write key) and profile data.
     kwargs.setdefault("hide_parameters", True)
     if database_url.startswith("sqlite"):
-        engine = create_async_engine(
-            database_url, connect_args={"timeout": 30}, **kwargs)
+        engine = create_async_engine(database_url, connect_args={"timeout": 30}, **kwargs)
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_size", max_connections // 2)

@@ -26,6 +26,7 @@ def upgrade(database_url: str | None = None, revision: str = "head") -> None:
         return
     # env.py calls asyncio.run, which cannot nest: run it on a fresh thread.
     import threading
+
     errors: list[BaseException] = []
 
     def target() -> None:

@@ -4,7 +4,7 @@ JSON columns are JSONB on PostgreSQL. Timestamps are stored and returned as
 timezone-aware UTC on both backends.
 """
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,18 +25,18 @@ class UTCDateTime(sa.types.TypeDecorator):
         if value is None:
             return None
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        value = value.astimezone(timezone.utc)
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _id() -> Any:
@@ -54,19 +54,26 @@ def _time(nullable: bool = False, index: bool = False) -> Any:
 
 
 def _ref(target: str, nullable: bool = False, index: bool = True, ondelete: str | None = "CASCADE") -> Any:
-    return Field(default=None, sa_column=sa.Column(
-        BigId, sa.ForeignKey(target, ondelete=ondelete), nullable=nullable, index=index))
+    return Field(
+        default=None,
+        sa_column=sa.Column(BigId, sa.ForeignKey(target, ondelete=ondelete), nullable=nullable, index=index),
+    )
 
 
 # --- inbound ---------------------------------------------------------------
+
 
 class JournalEntry(SQLModel, table=True):
     """Every accepted inbound message, in arrival order; the processor consumes it."""
 
     __tablename__ = "inbound_journal"
     __table_args__ = (
-        sa.Index("ix_inbound_journal_pending", "id", sqlite_where=sa.text("status = 'pending'"),
-                 postgresql_where=sa.text("status = 'pending'")),
+        sa.Index(
+            "ix_inbound_journal_pending",
+            "id",
+            sqlite_where=sa.text("status = 'pending'"),
+            postgresql_where=sa.text("status = 'pending'"),
+        ),
         # Retention's scan (retention.py): processed rows, oldest first; failed ones never in the way.
         sa.Index("ix_inbound_journal_status_processed_at", "status", "processed_at"),
     )
@@ -85,6 +92,7 @@ class JournalEntry(SQLModel, table=True):
 
 
 # --- profiles --------------------------------------------------------------
+
 
 class Account(SQLModel, table=True):
     __tablename__ = "accounts"
@@ -120,8 +128,13 @@ class UserIdentifier(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("kind", "value", name="uq_user_identifiers_kind_value"),
         # At most one user_id per profile.
-        sa.Index("uq_user_identifiers_one_user_id", "user_id", unique=True,
-                 sqlite_where=sa.text("kind = 'user_id'"), postgresql_where=sa.text("kind = 'user_id'")),
+        sa.Index(
+            "uq_user_identifiers_one_user_id",
+            "user_id",
+            unique=True,
+            sqlite_where=sa.text("kind = 'user_id'"),
+            postgresql_where=sa.text("kind = 'user_id'"),
+        ),
     )
 
     id: int | None = _id()
@@ -166,6 +179,7 @@ class IdentityAudit(SQLModel, table=True):
 
 # --- product usage and audiences ------------------------------------------
 
+
 class FeatureUsage(SQLModel, table=True):
     """Track events carrying properties.feature, summed per user or account, feature and UTC day.
 
@@ -191,14 +205,14 @@ class AudienceMembership(SQLModel, table=True):
 
     __tablename__ = "audience_memberships"
 
-    user_id: int = Field(sa_column=sa.Column(
-        BigId, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True))
+    user_id: int = Field(sa_column=sa.Column(BigId, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True))
     audience: str = Field(max_length=255, primary_key=True, index=True)
     entered_at: datetime | None = _time(nullable=True)
     exited_at: datetime | None = _time(nullable=True)
 
 
 # --- segments --------------------------------------------------------------
+
 
 class Segment(SQLModel, table=True):
     __tablename__ = "segments"
@@ -216,8 +230,9 @@ class SegmentMembership(SQLModel, table=True):
     __tablename__ = "segment_memberships"
     __table_args__ = (sa.Index("ix_segment_memberships_entity", "entity_id"),)
 
-    segment_id: int = Field(sa_column=sa.Column(
-        BigId, sa.ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True))
+    segment_id: int = Field(
+        sa_column=sa.Column(BigId, sa.ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
+    )
     entity_id: int = Field(sa_column=sa.Column(BigId, primary_key=True, autoincrement=False))
     entered_at: datetime = _time()
 
@@ -239,6 +254,7 @@ class SegmentTransition(SQLModel, table=True):
 
 
 # --- outbound --------------------------------------------------------------
+
 
 class OutboxItem(SQLModel, table=True):
     """Something to send. `key` coalesces: one row per user or account, one per event.
@@ -270,8 +286,9 @@ class DeliveryState(SQLModel, table=True):
 
     key: str = Field(max_length=255, primary_key=True)
     payload_hash: str = Field(max_length=64)
-    segments: list[str] = Field(default_factory=list, sa_column=sa.Column(
-        JSONType, nullable=False, server_default=sa.text("'[]'")))
+    segments: list[str] = Field(
+        default_factory=list, sa_column=sa.Column(JSONType, nullable=False, server_default=sa.text("'[]'"))
+    )
     in_filter: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
     delivered_at: datetime = _time()
 
@@ -288,6 +305,7 @@ class DeadLetter(SQLModel, table=True):
 
 
 # --- operations ------------------------------------------------------------
+
 
 class ActivityEntry(SQLModel, table=True):
     """Hull's user log: what happened to one user or account and why, newest first by id.
@@ -344,6 +362,7 @@ class SegmentApiAnswer(SQLModel, table=True):
 
 
 # --- configuration ---------------------------------------------------------
+
 
 class SettingsVersion(SQLModel, table=True):
     """Each saved settings document; the highest version is in force."""

@@ -49,13 +49,17 @@ def expiry_rules(settings: ConnectorSettings, now: datetime) -> list[tuple[sa.Ta
         (activity_log, activity_log.c.created_at, settings.activity_retention_days, []),
         (dead_letters, dead_letters.c.created_at, settings.dead_letter_retention_days, []),
     ]
-    return [(table, age, [age < now - timedelta(days=days), *extra])
-            for table, age, days, extra in rules if days > 0]
+    return [(table, age, [age < now - timedelta(days=days), *extra]) for table, age, days, extra in rules if days > 0]
 
 
-async def purge(engine: AsyncEngine, settings: ConnectorSettings, now: datetime | None = None,
-                batch_size: int = BATCH_SIZE, on_batch: Callable[[int], None] | None = None,
-                stop: asyncio.Event | None = None) -> dict[str, int]:
+async def purge(
+    engine: AsyncEngine,
+    settings: ConnectorSettings,
+    now: datetime | None = None,
+    batch_size: int = BATCH_SIZE,
+    on_batch: Callable[[int], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> dict[str, int]:
     """One retention pass: delete every expired row; returns the rows deleted per table.
 
     `stop` set ends the pass after the current batch (a worker shutting down); the next pass goes on.
@@ -78,19 +82,24 @@ async def purge(engine: AsyncEngine, settings: ConnectorSettings, now: datetime 
     return purged
 
 
-async def expired_counts(engine: AsyncEngine, settings: ConnectorSettings,
-                         now: datetime | None = None) -> dict[str, int]:
+async def expired_counts(
+    engine: AsyncEngine, settings: ConnectorSettings, now: datetime | None = None
+) -> dict[str, int]:
     """The rows a pass would delete now, per table (for a progress bar)."""
     async with engine.connect() as conn:
-        return {table.name: (await conn.execute(sa.select(sa.func.count()).select_from(table).where(*expired)))
-                .scalar_one() for table, _, expired in expiry_rules(settings, now or utcnow())}
+        return {
+            table.name: (await conn.execute(sa.select(sa.func.count()).select_from(table).where(*expired))).scalar_one()
+            for table, _, expired in expiry_rules(settings, now or utcnow())
+        }
 
 
-async def _delete_batch(engine: AsyncEngine, table: sa.Table, age: sa.Column, expired: list[Any],
-                        batch_size: int) -> tuple[int, int]:
+async def _delete_batch(
+    engine: AsyncEngine, table: sa.Table, age: sa.Column, expired: list[Any], batch_size: int
+) -> tuple[int, int]:
     async with engine.begin() as conn:
-        ids = (await conn.execute(
-            sa.select(table.c.id).where(*expired).order_by(age).limit(batch_size))).scalars().all()
+        ids = (
+            (await conn.execute(sa.select(table.c.id).where(*expired).order_by(age).limit(batch_size))).scalars().all()
+        )
         if not ids:
             return 0, 0
         result = await conn.execute(table.delete().where(table.c.id.in_(ids), *expired))

@@ -35,92 +35,169 @@ class ConnectorSettings(BaseModel):
 
     # Credentials
     write_key: str | None = _field(
-        None, CREDENTIALS, "Segment write key",
+        None,
+        CREDENTIALS,
+        "Segment write key",
         "Write key of the Segment source this connector sends identify, group and track calls to.",
-        secret=True, max_length=256)
+        secret=True,
+        max_length=256,
+    )
     segment_api_host: str = _field(
-        "https://api.segment.io", CREDENTIALS, "Segment API host",
+        "https://api.segment.io",
+        CREDENTIALS,
+        "Segment API host",
         "Base URL of the Segment tracking API (use https://events.eu1.segmentapis.com for the EU).",
-        pattern=r"^https?://[^\s/]+(:\d+)?(/[^\s]*)?$", max_length=512)
+        pattern=r"^https?://[^\s/]+(:\d+)?(/[^\s]*)?$",
+        max_length=512,
+    )
     shared_secret: str | None = _field(
-        None, CREDENTIALS, "Shared secret",
+        None,
+        CREDENTIALS,
+        "Shared secret",
         "When set, POST /segment requires X-Signature: hex HMAC-SHA1 of the raw body with this secret.",
-        secret=True, max_length=256)
+        secret=True,
+        max_length=256,
+    )
     connector_name: str = _field(
-        "hull-segment-connector", CREDENTIALS, "Connector name",
+        "hull-segment-connector",
+        CREDENTIALS,
+        "Connector name",
         "Sent as context.integration.name on every outbound call; inbound calls carrying it are dropped "
-        "as our own echo.", min_length=1, max_length=200)
+        "as our own echo.",
+        min_length=1,
+        max_length=200,
+    )
     integration_name: str = _field(
-        "Webhooks", CREDENTIALS, "Destination integration name",
+        "Webhooks",
+        CREDENTIALS,
+        "Destination integration name",
         "Name of the Segment destination that delivers to this connector; every outbound call sets "
-        "integrations[<name>] = false so Segment does not send it back.", min_length=1, max_length=200)
+        "integrations[<name>] = false so Segment does not send it back.",
+        min_length=1,
+        max_length=200,
+    )
 
     # Incoming
     handle_pages: bool = _field(True, INCOMING, "Store page calls", "Store page calls as `page` events.")
     handle_screens: bool = _field(True, INCOMING, "Store screen calls", "Store screen calls as `screen` events.")
     handle_accounts: bool = _field(
-        False, INCOMING, "Handle group calls", "Create accounts from group calls and link their users.")
+        False, INCOMING, "Handle group calls", "Create accounts from group calls and link their users."
+    )
     identify_by_email: bool = _field(
-        False, INCOMING, "Identify by email", "Use traits.email as an identity claim to find profiles.")
+        False, INCOMING, "Identify by email", "Use traits.email as an identity claim to find profiles."
+    )
     link_accounts_by_domain: bool = _field(
-        False, INCOMING, "Link accounts by email domain",
+        False,
+        INCOMING,
+        "Link accounts by email domain",
         "Create or update the account of a user's company email domain (free and disposable mail "
-        "providers excluded) unless a group call linked the user explicitly.")
+        "providers excluded) unless a group call linked the user explicitly.",
+    )
 
     # Outgoing users
     synchronized_segments: list[str] = _field(
-        [], OUTGOING_USERS, "User segments to send",
-        "Users in any of these segments are sent as identify calls. `ALL` sends every user.")
+        [],
+        OUTGOING_USERS,
+        "User segments to send",
+        "Users in any of these segments are sent as identify calls. `ALL` sends every user.",
+    )
     synchronized_properties: list[str] = _field(
-        ["email"], OUTGOING_USERS, "User attributes to send",
-        "Attributes sent as identify traits (traits_ prefix stripped, / becomes _, account.x becomes account_x).")
+        ["email"],
+        OUTGOING_USERS,
+        "User attributes to send",
+        "Attributes sent as identify traits (traits_ prefix stripped, / becomes _, account.x becomes account_x).",
+    )
     segment_membership_traits: bool = _field(
-        False, OUTGOING_USERS, "Segment membership traits",
+        False,
+        OUTGOING_USERS,
+        "Segment membership traits",
         "Also send one boolean trait per segment (snake_case name): true on entry, false once the user left it, "
-        "or it was renamed or deleted.")
+        "or it was renamed or deleted.",
+    )
     entered_exited_events: bool = _field(
-        False, OUTGOING_USERS, "Segment Entered / Exited events",
-        "Send `Segment Entered` and `Segment Exited` track events on membership changes.")
+        False,
+        OUTGOING_USERS,
+        "Segment Entered / Exited events",
+        "Send `Segment Entered` and `Segment Exited` track events on membership changes.",
+    )
     send_initial_results: bool = _field(
-        False, OUTGOING_USERS, "Events for initial members",
-        "Send Segment Entered events for the members a new segment starts with.")
+        False,
+        OUTGOING_USERS,
+        "Events for initial members",
+        "Send Segment Entered events for the members a new segment starts with.",
+    )
 
     # Outgoing events
     send_events: list[str] = _field(
-        [], OUTGOING_EVENTS, "Events to send",
+        [],
+        OUTGOING_EVENTS,
+        "Events to send",
         "Event names sent as track/page/screen calls, whether Segment delivered them to /segment or a library "
-        "posted them to /v1/*. `ALL` sends every event.")
+        "posted them to /v1/*. `ALL` sends every event.",
+    )
     forward_events: bool = _field(
-        False, OUTGOING_EVENTS, "Forward events received from Segment",
+        False,
+        OUTGOING_EVENTS,
+        "Forward events received from Segment",
         "Also send events that Segment delivered to /segment (off keeps Segment's own events from going back "
         "to it). Events posted straight to /v1/* never went through Segment and are sent whenever send_events "
-        "names them.")
+        "names them.",
+    )
 
     # Outgoing accounts
     synchronized_account_segments: list[str] = _field(
-        [], OUTGOING_ACCOUNTS, "Account segments to send",
-        "Accounts in these segments are sent as group calls. `ALL` sends every account.")
+        [],
+        OUTGOING_ACCOUNTS,
+        "Account segments to send",
+        "Accounts in these segments are sent as group calls. `ALL` sends every account.",
+    )
     synchronized_account_properties: list[str] = _field(
-        ["domain"], OUTGOING_ACCOUNTS, "Account attributes to send", "Attributes sent as group traits.")
+        ["domain"], OUTGOING_ACCOUNTS, "Account attributes to send", "Attributes sent as group traits."
+    )
 
     # Data lifecycle
     journal_retention_days: int = _field(
-        7, DATA_LIFECYCLE, "Keep processed journal messages (days)",
+        7,
+        DATA_LIFECYCLE,
+        "Keep processed journal messages (days)",
         "Processed inbound messages are deleted after this many days. Failed ones are kept until retried "
-        "or removed by hand.", ge=1, le=3650)
+        "or removed by hand.",
+        ge=1,
+        le=3650,
+    )
     event_retention_days: int = _field(
-        0, DATA_LIFECYCLE, "Keep events (days)",
+        0,
+        DATA_LIFECYCLE,
+        "Keep events (days)",
         "Events received more than this many days ago are deleted (usage figures already counted stay). "
-        "0 keeps them forever.", ge=0, le=36500)
+        "0 keeps them forever.",
+        ge=0,
+        le=36500,
+    )
     activity_retention_days: int = _field(
-        30, DATA_LIFECYCLE, "Keep the activity log (days)",
-        "Activity log entries of users and accounts are deleted after this many days.", ge=1, le=3650)
+        30,
+        DATA_LIFECYCLE,
+        "Keep the activity log (days)",
+        "Activity log entries of users and accounts are deleted after this many days.",
+        ge=1,
+        le=3650,
+    )
     dead_letter_retention_days: int = _field(
-        30, DATA_LIFECYCLE, "Keep dead letters (days)",
-        "Dead letters are deleted after this many days, replayed or not.", ge=1, le=3650)
+        30,
+        DATA_LIFECYCLE,
+        "Keep dead letters (days)",
+        "Dead letters are deleted after this many days, replayed or not.",
+        ge=1,
+        le=3650,
+    )
 
-    @field_validator("synchronized_segments", "synchronized_properties", "send_events",
-                     "synchronized_account_segments", "synchronized_account_properties")
+    @field_validator(
+        "synchronized_segments",
+        "synchronized_properties",
+        "send_events",
+        "synchronized_account_segments",
+        "synchronized_account_properties",
+    )
     @classmethod
     def _clean_names(cls, names: list[str]) -> list[str]:
         cleaned = [name.strip() for name in names]

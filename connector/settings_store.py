@@ -41,12 +41,17 @@ class SettingsStore:
 
     async def reload(self) -> None:
         async with self.engine.connect() as conn:
-            row = (await conn.execute(
-                sa.select(table.c.version, table.c.document).order_by(table.c.version.desc()).limit(1)
-            )).first()
-            self._api_key = (await conn.execute(
-                sa.select(credentials.c.value).where(credentials.c.name == API_KEY))).scalar()
-        self._cached = (row.version, ConnectorSettings.model_validate(row.document)) if row else (0, ConnectorSettings())
+            row = (
+                await conn.execute(
+                    sa.select(table.c.version, table.c.document).order_by(table.c.version.desc()).limit(1)
+                )
+            ).first()
+            self._api_key = (
+                await conn.execute(sa.select(credentials.c.value).where(credentials.c.name == API_KEY))
+            ).scalar()
+        self._cached = (
+            (row.version, ConnectorSettings.model_validate(row.document)) if row else (0, ConnectorSettings())
+        )
         self._loaded_at = time.monotonic()
 
     async def save(self, changes: dict[str, Any]) -> tuple[int, ConnectorSettings]:
@@ -71,11 +76,15 @@ class SettingsStore:
             document[name] = value
         updated = ConnectorSettings.model_validate(document)
         latest = (await conn.execute(sa.select(sa.func.max(table.c.version)))).scalar() or 0
-        await conn.execute(table.insert().values(version=latest + 1, document=updated.model_dump(), created_at=utcnow()))
+        await conn.execute(
+            table.insert().values(version=latest + 1, document=updated.model_dump(), created_at=utcnow())
+        )
         self._cached = None  # read again once the caller's transaction is over
         return latest + 1, updated
 
 
 def validation_errors(error: ValidationError) -> list[dict[str, str]]:
-    return [{"field": ".".join(str(part) for part in item["loc"]) or "body", "message": item["msg"]}
-            for item in error.errors()]
+    return [
+        {"field": ".".join(str(part) for part in item["loc"]) or "body", "message": item["msg"]}
+        for item in error.errors()
+    ]

@@ -6,7 +6,7 @@ the Spec raises SpecError naming the offending field; the caller turns it into a
 
 import hashlib
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -31,10 +31,24 @@ SNAKE_TO_CAMEL = {
 }
 OBJECT_FIELDS = ("traits", "properties", "context", "integrations")
 # Values that SDKs and broken integrations send where an id should be.
-BOGUS_IDS = frozenset({
-    "", "null", "undefined", "anonymous", "0", "-1", "[object object]", "none", "nan",
-    "true", "false", "nil", "unknown", "n/a",
-})
+BOGUS_IDS = frozenset(
+    {
+        "",
+        "null",
+        "undefined",
+        "anonymous",
+        "0",
+        "-1",
+        "[object object]",
+        "none",
+        "nan",
+        "true",
+        "false",
+        "nil",
+        "unknown",
+        "n/a",
+    }
+)
 
 
 class SpecError(ValueError):
@@ -52,8 +66,7 @@ class SpecError(ValueError):
 
 class UnknownTypeError(SpecError):
     def __init__(self, value: Any, types: tuple[str, ...] = MESSAGE_TYPES):
-        super().__init__("type", f"unknown message type {value!r}; expected one of {', '.join(types)}",
-                         status=501)
+        super().__init__("type", f"unknown message type {value!r}; expected one of {', '.join(types)}", status=501)
 
 
 def parse_json(body: bytes, max_depth: int) -> Any:
@@ -100,7 +113,7 @@ def parse_timestamp(value: Any, field: str) -> datetime:
     try:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             # Epoch milliseconds, as some libraries send.
-            return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+            return datetime.fromtimestamp(value / 1000, tz=UTC)
         if not isinstance(value, str):
             raise SpecError(field, f"{field} must be an ISO 8601 date string")
         text = value.strip()
@@ -108,15 +121,15 @@ def parse_timestamp(value: Any, field: str) -> datetime:
             text = text[:-1] + "+00:00"
         parsed = datetime.fromisoformat(text)
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
-        return parsed.astimezone(timezone.utc)
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
     except (ValueError, OverflowError, OSError):
         raise SpecError(field, f"{field} is not a valid ISO 8601 date: {str(value)[:64]!r}") from None
 
 
 def format_timestamp(value: datetime) -> str:
     """Fixed-width UTC ISO 8601 (years zero-padded), so that string order is time order."""
-    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 SENDER_TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt")
@@ -145,8 +158,13 @@ def normalise_keys(raw: dict[str, Any]) -> dict[str, Any]:
     return message
 
 
-def normalise_message(raw: Any, received_at: datetime, default_type: str | None = None,
-                      sent_at: Any = None, types: tuple[str, ...] = MESSAGE_TYPES) -> dict[str, Any]:
+def normalise_message(
+    raw: Any,
+    received_at: datetime,
+    default_type: str | None = None,
+    sent_at: Any = None,
+    types: tuple[str, ...] = MESSAGE_TYPES,
+) -> dict[str, Any]:
     """Validate one message of one of `types` and return it in canonical form.
 
     The canonical form has camelCase keys, a `messageId`, a corrected `timestamp` (never
@@ -157,8 +175,7 @@ def normalise_message(raw: Any, received_at: datetime, default_type: str | None 
         raise SpecError("body", "each message must be a JSON object")
     size = len(orjson.dumps(raw))
     if size > MAX_MESSAGE_BYTES:
-        raise SpecError("body", f"message is {size} bytes; the limit is {MAX_MESSAGE_BYTES} bytes (32 KB)",
-                        status=413)
+        raise SpecError("body", f"message is {size} bytes; the limit is {MAX_MESSAGE_BYTES} bytes (32 KB)", status=413)
     _refuse_nul_characters(raw)
     message = normalise_keys(raw)
     message_type = message.get("type") or default_type
@@ -245,8 +262,9 @@ def _require_identity(message: dict[str, Any]) -> None:
         if value is not None and not isinstance(value, str):
             raise SpecError(field, f"{field} must be a string")
     if clean_id(message.get("userId")) is None and clean_id(message.get("anonymousId")) is None:
-        raise SpecError("userId", "userId or anonymousId is required (and must not be a placeholder "
-                                  "such as 'null' or 'undefined')")
+        raise SpecError(
+            "userId", "userId or anonymousId is required (and must not be a placeholder such as 'null' or 'undefined')"
+        )
 
 
 def _require_text(message: dict[str, Any], field: str) -> None:

@@ -39,9 +39,12 @@ async def run_once(runtime: Runtime, stop: asyncio.Event | None = None) -> Chang
 
 async def run_forever(runtime: Runtime, stop: asyncio.Event) -> None:
     log.info("worker.start")
-    tasks = [asyncio.create_task(process_forever(runtime, stop)), asyncio.create_task(beat_until(runtime.engine, stop)),
-             asyncio.create_task(purge_forever(runtime, stop)),
-             *(asyncio.create_task(send_forever(runtime, stop)) for _ in range(SENDERS))]
+    tasks = [
+        asyncio.create_task(process_forever(runtime, stop)),
+        asyncio.create_task(beat_until(runtime.engine, stop)),
+        asyncio.create_task(purge_forever(runtime, stop)),
+        *(asyncio.create_task(send_forever(runtime, stop)) for _ in range(SENDERS)),
+    ]
     try:
         await stop.wait()
         _, late = await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
@@ -61,8 +64,9 @@ async def process_forever(runtime: Runtime, stop: asyncio.Event) -> None:
                 await journal_lag(runtime.engine)
                 await recompute_due(runtime.engine, runtime.env.segment_recompute_seconds)
             if changes.processed or changes.failed:
-                log.info("worker.batch.done", processed=changes.processed, failed=changes.failed,
-                         skipped=changes.skipped)
+                log.info(
+                    "worker.batch.done", processed=changes.processed, failed=changes.failed, skipped=changes.skipped
+                )
         except Exception as error:  # a storage outage must not kill the worker: wait and retry
             log.error("worker.error", error=f"{type(error).__name__}: {error}"[:500])
             await _sleep(stop, 2.0)
@@ -101,5 +105,5 @@ async def purge_forever(runtime: Runtime, stop: asyncio.Event) -> None:
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
     try:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass

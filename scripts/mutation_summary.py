@@ -11,9 +11,25 @@ from collections import Counter
 from pathlib import Path
 
 # mutmut 3's meaning of a worker's exit code (mutmut/stats.py: status_by_exit_code).
-STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
-          35: "suspicious", 36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout",
-          37: "type check", 2: "interrupted", -11: "segfault", -9: "segfault", None: "not checked"}
+STATUS = {
+    1: "killed",
+    3: "killed",
+    0: "survived",
+    5: "no tests",
+    33: "no tests",
+    34: "skipped",
+    35: "suspicious",
+    36: "timeout",
+    24: "timeout",
+    -24: "timeout",
+    152: "timeout",
+    255: "timeout",
+    37: "type check",
+    2: "interrupted",
+    -11: "segfault",
+    -9: "segfault",
+    None: "not checked",
+}
 COLUMNS = ["killed", "survived", "timeout", "no tests", "not checked", "other"]
 
 

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 import uvicorn
 from sqlmodel import SQLModel
 
-from connector import models  # noqa: F401  (registers tables)
+from connector import models
 from connector.config import Environment
 from connector.db import create_engine
 from connector.migrate import upgrade
@@ -68,7 +68,7 @@ def postgres_database() -> Iterator[str]:
 
     try:
         asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as error:
         message = f"PostgreSQL at {POSTGRES_URL} is unreachable: {error!r}"
         if _in_ci():
             pytest.fail(f"CI=true expects PostgreSQL: {message}", pytrace=False)
@@ -101,8 +101,14 @@ async def _truncate_all(url: str) -> None:
 
 
 def make_env(database_url: str, **overrides: Any) -> Environment:
-    values: dict[str, Any] = dict(database_url=database_url, admin_token=ADMIN_TOKEN, connector_api_key=API_KEY,
-                                  run_worker_in_web=False, environment="development", log_level="WARNING")
+    values: dict[str, Any] = dict(
+        database_url=database_url,
+        admin_token=ADMIN_TOKEN,
+        connector_api_key=API_KEY,
+        run_worker_in_web=False,
+        environment="development",
+        log_level="WARNING",
+    )
     values.update(overrides)
     return Environment(_env_file=None, **values)
 
@@ -157,8 +163,9 @@ class ServerThread:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="on"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> "ServerThread":
@@ -215,5 +222,7 @@ async def stored_counts(runtime: Runtime) -> dict[str, int]:
     """Rows in the inbound and profile tables: what a refused request must leave untouched."""
     tables = [models.JournalEntry, models.User, models.UserIdentifier, models.Event, models.Account]
     async with runtime.engine.connect() as conn:
-        return {table.__tablename__: await conn.scalar(sa.select(sa.func.count()).select_from(table.__table__))
-                for table in tables}
+        return {
+            table.__tablename__: await conn.scalar(sa.select(sa.func.count()).select_from(table.__table__))
+            for table in tables
+        }

@@ -16,21 +16,21 @@ import json
 import random
 import threading
 import time
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 import sqlalchemy as sa
+from conftest import ServerThread
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from conftest import ServerThread
 from connector.models import Segment, SegmentMembership, SegmentTransition, UserIdentifier, utcnow
 from connector.outbound import outbox
 from connector.outbound.sender import Sender
@@ -122,8 +122,9 @@ class FakeSegment(ServerThread):
             await asyncio.sleep(fault.stall_seconds)
         elif fault is not None:
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-            return JSONResponse({"code": "fault", "message": f"injected {fault.status}"}, status_code=fault.status,
-                                headers=headers)
+            return JSONResponse(
+                {"code": "fault", "message": f"injected {fault.status}"}, status_code=fault.status, headers=headers
+            )
         now = time.time()
         with self._lock:
             self.bodies.append(body)
@@ -152,7 +153,9 @@ class FakeSegment(ServerThread):
         self.echo_answers.append((answer.status_code, len(batch), answer.json()))
         self.echo_posts += 1
 
+
 # --- shared by the outbound tests ------------------------------------------------
+
 
 @pytest.fixture
 def segment_api() -> Iterator[FakeSegment]:
@@ -179,29 +182,52 @@ async def send_all(runtime: Any, rounds: int = 50, **options: Any) -> list[Any]:
 async def add_segment(runtime: Any, name: str, members: list[int], entity: str = "user") -> int:
     """A segment and its members, written straight to the tables (the segments code is not needed)."""
     async with runtime.engine.begin() as conn:
-        segment_id = (await conn.execute(sa.insert(Segment.__table__).values(
-            name=name, entity=entity, rule={}, created_at=utcnow(), updated_at=utcnow())
-            .returning(Segment.__table__.c.id))).scalar_one()
+        segment_id = (
+            await conn.execute(
+                sa.insert(Segment.__table__)
+                .values(name=name, entity=entity, rule={}, created_at=utcnow(), updated_at=utcnow())
+                .returning(Segment.__table__.c.id)
+            )
+        ).scalar_one()
         if members:
-            await conn.execute(sa.insert(SegmentMembership.__table__), [
-                {"segment_id": segment_id, "entity_id": member, "entered_at": utcnow()} for member in members])
+            await conn.execute(
+                sa.insert(SegmentMembership.__table__),
+                [{"segment_id": segment_id, "entity_id": member, "entered_at": utcnow()} for member in members],
+            )
     return segment_id
 
 
 async def add_transition(runtime: Any, segment_id: int, user_id: int, transition: str, initial: bool = False) -> int:
     segments = Segment.__table__
     async with runtime.engine.begin() as conn:
-        segment = (await conn.execute(sa.select(segments.c.name, segments.c.entity)
-                                      .where(segments.c.id == segment_id))).one()
-        transition_id = (await conn.execute(sa.insert(SegmentTransition.__table__).values(
-            segment_id=segment_id, segment_name=segment.name, entity=segment.entity, entity_id=user_id,
-            transition=transition, initial=initial, at=utcnow())
-            .returning(SegmentTransition.__table__.c.id))).scalar_one()
+        segment = (
+            await conn.execute(sa.select(segments.c.name, segments.c.entity).where(segments.c.id == segment_id))
+        ).one()
+        transition_id = (
+            await conn.execute(
+                sa.insert(SegmentTransition.__table__)
+                .values(
+                    segment_id=segment_id,
+                    segment_name=segment.name,
+                    entity=segment.entity,
+                    entity_id=user_id,
+                    transition=transition,
+                    initial=initial,
+                    at=utcnow(),
+                )
+                .returning(SegmentTransition.__table__.c.id)
+            )
+        ).scalar_one()
         await outbox.enqueue(conn, outbox.TRANSITION, [transition_id])
     return transition_id
 
 
 async def user_id_of(runtime: Any, user_id: str) -> int:
     async with runtime.engine.connect() as conn:
-        return (await conn.execute(sa.select(UserIdentifier.__table__.c.user_id).where(
-            UserIdentifier.__table__.c.kind == "user_id", UserIdentifier.__table__.c.value == user_id))).scalar_one()
+        return (
+            await conn.execute(
+                sa.select(UserIdentifier.__table__.c.user_id).where(
+                    UserIdentifier.__table__.c.kind == "user_id", UserIdentifier.__table__.c.value == user_id
+                )
+            )
+        ).scalar_one()

@@ -7,7 +7,6 @@ the same profile whichever way they arrive.
 from typing import Any
 
 import httpx
-
 from conftest import admin_auth
 
 
@@ -16,13 +15,21 @@ def journey(user_id: str) -> list[dict[str, Any]]:
     anonymous_id, earlier_id = f"{user_id}-anon", f"{user_id}-earlier"
     return [
         {"type": "track", "anonymousId": earlier_id, "event": "Signed Up", "properties": {"plan": "trial"}},
-        {"type": "identify", "userId": user_id, "anonymousId": anonymous_id,
-         "traits": {"email": f"{user_id}@example.com", "plan": "pro", "address": {"city": "Paris"}}},
+        {
+            "type": "identify",
+            "userId": user_id,
+            "anonymousId": anonymous_id,
+            "traits": {"email": f"{user_id}@example.com", "plan": "pro", "address": {"city": "Paris"}},
+        },
         {"type": "track", "userId": user_id, "event": "Order Completed", "properties": {"total": 42}},
         {"type": "page", "userId": user_id, "name": "Pricing", "properties": {"path": "/pricing"}},
         {"type": "screen", "anonymousId": anonymous_id, "name": "Home"},
-        {"type": "group", "userId": user_id, "groupId": f"{user_id}-org",
-         "traits": {"name": "Acme", "domain": f"{user_id}.example.org"}},
+        {
+            "type": "group",
+            "userId": user_id,
+            "groupId": f"{user_id}-org",
+            "traits": {"name": "Acme", "domain": f"{user_id}.example.org"},
+        },
         {"type": "alias", "userId": user_id, "previousId": earlier_id},
     ]
 
@@ -44,8 +51,11 @@ async def assert_journey_stored(http: httpx.AsyncClient, user_id: str, source: s
     assert profile is not None, f"no profile for {user_id}"
     assert profile["traits"] == {"email": f"{user_id}@example.com", "plan": "pro", "address": {"city": "Paris"}}
     assert set(profile["identifiers"]["anonymous_id"]) == {f"{user_id}-anon", f"{user_id}-earlier"}
-    for query in ({"anonymous_id": f"{user_id}-earlier"}, {"anonymous_id": f"{user_id}-anon"},
-                  {"email": f"{user_id.upper()}@EXAMPLE.COM"}):
+    for query in (
+        {"anonymous_id": f"{user_id}-earlier"},
+        {"anonymous_id": f"{user_id}-anon"},
+        {"email": f"{user_id.upper()}@EXAMPLE.COM"},
+    ):
         assert (await find_user(http, **query) or {}).get("id") == profile["id"], query
 
     response = await http.get(f"/api/users/{profile['id']}/events", headers=admin_auth())

@@ -20,8 +20,13 @@ class Process:
     def __init__(self, args: list[str], env: dict[str, str], log: Path):
         self.log = log
         with log.open("ab") as output:
-            self.popen = subprocess.Popen([sys.executable, "-m", "connector", *args], env=env, stdout=output,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "connector", *args],
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def terminate(self) -> float:
         """SIGTERM to every process of the group, as Heroku does; the seconds until it exited."""

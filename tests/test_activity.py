@@ -2,10 +2,10 @@
 skipped and why; read newest first through the admin API; and what would be sent for a user now."""
 
 import pytest
-
 from conftest import admin_auth, basic_auth, drain
-from connector.outbound import sender
 from fake_segment import configure, send_all, user_id_of
+
+from connector.outbound import sender
 
 
 async def post(client, *messages):
@@ -37,18 +37,42 @@ PRO = {"attribute": "traits.plan", "op": "eq", "value": "pro"}
 
 
 async def test_an_identify_names_the_traits_it_changed_and_a_track_the_event_it_added(client, runtime):
-    await post(client, {"type": "identify", "userId": "ada", "messageId": "m-1", "timestamp": "2024-05-01T10:00:00Z",
-                        "traits": {"plan": "pro", "name": "Ada"}})
+    await post(
+        client,
+        {
+            "type": "identify",
+            "userId": "ada",
+            "messageId": "m-1",
+            "timestamp": "2024-05-01T10:00:00Z",
+            "traits": {"plan": "pro", "name": "Ada"},
+        },
+    )
     await drain(runtime)
-    await post(client, {"type": "identify", "userId": "ada", "messageId": "m-2", "timestamp": "2024-05-01T11:00:00Z",
-                        "traits": {"plan": "pro", "email": "ada@example.com"}},
-               {"type": "track", "userId": "ada", "messageId": "m-3", "event": "Order Completed",
-                "timestamp": "2024-05-01T11:00:01Z"})
+    await post(
+        client,
+        {
+            "type": "identify",
+            "userId": "ada",
+            "messageId": "m-2",
+            "timestamp": "2024-05-01T11:00:00Z",
+            "traits": {"plan": "pro", "email": "ada@example.com"},
+        },
+        {
+            "type": "track",
+            "userId": "ada",
+            "messageId": "m-3",
+            "event": "Order Completed",
+            "timestamp": "2024-05-01T11:00:01Z",
+        },
+    )
     await drain(runtime)
 
     entries = await activity(client, await user_id_of(runtime, "ada"))
     assert [(entry["action"], entry["message_id"]) for entry in entries] == [
-        ("incoming.user.success", "m-3"), ("incoming.user.success", "m-2"), ("incoming.user.success", "m-1")]
+        ("incoming.user.success", "m-3"),
+        ("incoming.user.success", "m-2"),
+        ("incoming.user.success", "m-1"),
+    ]
     track, second, first = (entry["details"] for entry in entries)
     assert sorted(first["traits_changed"]) == ["name", "plan"]
     assert second["traits_changed"] == ["email"]  # plan was already pro
@@ -56,9 +80,11 @@ async def test_an_identify_names_the_traits_it_changed_and_a_track_the_event_it_
 
 
 async def test_a_late_identify_changes_no_trait_and_says_so(client, runtime):
-    await post(client, {"type": "identify", "userId": "ada", "timestamp": "2024-05-01T10:00:00Z",
-                        "traits": {"plan": "pro"}},
-               {"type": "identify", "userId": "ada", "timestamp": "2024-04-01T10:00:00Z", "traits": {"plan": "free"}})
+    await post(
+        client,
+        {"type": "identify", "userId": "ada", "timestamp": "2024-05-01T10:00:00Z", "traits": {"plan": "pro"}},
+        {"type": "identify", "userId": "ada", "timestamp": "2024-04-01T10:00:00Z", "traits": {"plan": "free"}},
+    )
     await drain(runtime)
     entries = await actions(client, await user_id_of(runtime, "ada"))
     assert [details["traits_changed"] for details in of(entries, "incoming.user.success")] == [[], ["plan"]]
@@ -66,8 +92,16 @@ async def test_a_late_identify_changes_no_trait_and_says_so(client, runtime):
 
 async def test_a_group_is_in_the_users_and_the_accounts_activity(client, runtime):
     await runtime.settings.save({"handle_accounts": True})
-    await post(client, {"type": "group", "userId": "ada", "groupId": "g-1", "messageId": "g-msg",
-                        "traits": {"name": "Acme", "employees": 12}})
+    await post(
+        client,
+        {
+            "type": "group",
+            "userId": "ada",
+            "groupId": "g-1",
+            "messageId": "g-msg",
+            "traits": {"name": "Acme", "employees": 12},
+        },
+    )
     await drain(runtime)
     user = await user_id_of(runtime, "ada")
     [(action, details)] = await actions(client, user)
@@ -81,11 +115,13 @@ async def test_a_group_is_in_the_users_and_the_accounts_activity(client, runtime
 
 async def test_entering_and_leaving_a_segment_is_logged_with_its_name(client, runtime):
     await create_segment(client, "Pro", PRO)
-    await post(client, {"type": "identify", "userId": "ada", "timestamp": "2024-05-01T10:00:00Z",
-                        "traits": {"plan": "pro"}})
+    await post(
+        client, {"type": "identify", "userId": "ada", "timestamp": "2024-05-01T10:00:00Z", "traits": {"plan": "pro"}}
+    )
     await drain(runtime)
-    await post(client, {"type": "identify", "userId": "ada", "timestamp": "2024-05-01T11:00:00Z",
-                        "traits": {"plan": "free"}})
+    await post(
+        client, {"type": "identify", "userId": "ada", "timestamp": "2024-05-01T11:00:00Z", "traits": {"plan": "free"}}
+    )
     await drain(runtime)
     entries = await actions(client, await user_id_of(runtime, "ada"))
     segment_entries = [(action, details["segment"]) for action, details in entries if action.startswith("segment.")]
@@ -93,8 +129,11 @@ async def test_entering_and_leaving_a_segment_is_logged_with_its_name(client, ru
 
 
 async def test_a_new_segment_logs_the_entry_of_users_who_already_match(client, runtime):
-    await post(client, {"type": "identify", "userId": "ada", "traits": {"plan": "pro"}},
-               {"type": "identify", "userId": "bob", "traits": {"plan": "free"}})
+    await post(
+        client,
+        {"type": "identify", "userId": "ada", "traits": {"plan": "pro"}},
+        {"type": "identify", "userId": "bob", "traits": {"plan": "free"}},
+    )
     await drain(runtime)
     await create_segment(client, "Pro", PRO)
     assert of(await actions(client, await user_id_of(runtime, "ada")), "segment.entered")[0]["segment"] == "Pro"
@@ -102,10 +141,14 @@ async def test_a_new_segment_logs_the_entry_of_users_who_already_match(client, r
 
 
 async def test_a_delivered_identify_is_logged_with_what_was_sent(client, runtime, segment_api):
-    await configure(runtime, segment_api, synchronized_segments=["ALL"], synchronized_properties=["plan"],
-                    send_events=["ALL"])
-    await post(client, {"type": "identify", "userId": "ada", "traits": {"plan": "pro", "name": "Ada"}},
-               {"type": "track", "userId": "ada", "event": "Order Completed", "messageId": "order-1"})
+    await configure(
+        runtime, segment_api, synchronized_segments=["ALL"], synchronized_properties=["plan"], send_events=["ALL"]
+    )
+    await post(
+        client,
+        {"type": "identify", "userId": "ada", "traits": {"plan": "pro", "name": "Ada"}},
+        {"type": "track", "userId": "ada", "event": "Order Completed", "messageId": "order-1"},
+    )
     await drain(runtime)
     await send_all(runtime)
 
@@ -119,27 +162,36 @@ async def test_a_delivered_identify_is_logged_with_what_was_sent(client, runtime
 
 async def test_a_user_outside_the_filter_is_logged_as_skipped_with_the_reason(client, runtime, segment_api):
     await configure(runtime, segment_api, synchronized_segments=["Paying"], send_events=["ALL"])
-    await post(client, {"type": "identify", "userId": "ada", "traits": {"plan": "pro"}},
-               {"type": "track", "userId": "ada", "event": "Order Completed", "messageId": "order-1"})
+    await post(
+        client,
+        {"type": "identify", "userId": "ada", "traits": {"plan": "pro"}},
+        {"type": "track", "userId": "ada", "event": "Order Completed", "messageId": "order-1"},
+    )
     await drain(runtime)
     await send_all(runtime)
     assert segment_api.messages == []
     skipped = of(await actions(client, await user_id_of(runtime, "ada")), "outgoing.user.skip")
     assert {"reason": "not in synchronized segments"} in skipped
     assert {"reason": "not in synchronized segments", "event": "Order Completed"} in [
-        {key: details[key] for key in ("reason", "event") if key in details} for details in skipped]
+        {key: details[key] for key in ("reason", "event") if key in details} for details in skipped
+    ]
 
 
 async def test_events_held_back_by_the_settings_are_logged_with_their_reason(client, runtime, segment_api):
     await configure(runtime, segment_api, synchronized_segments=["ALL"], send_events=["Wanted"])
     await post(client, {"type": "track", "userId": "ada", "event": "Unwanted", "messageId": "api-1"})
-    response = await client.post("/segment", headers=basic_auth(),
-                                 json={"type": "track", "userId": "ada", "event": "Wanted", "messageId": "seg-1"})
+    response = await client.post(
+        "/segment",
+        headers=basic_auth(),
+        json={"type": "track", "userId": "ada", "event": "Wanted", "messageId": "seg-1"},
+    )
     assert response.status_code == 200, response.text
     await drain(runtime)
     await send_all(runtime)
-    skipped = {details.get("event"): details["reason"]
-               for details in of(await actions(client, await user_id_of(runtime, "ada")), "outgoing.user.skip")}
+    skipped = {
+        details.get("event"): details["reason"]
+        for details in of(await actions(client, await user_id_of(runtime, "ada")), "outgoing.user.skip")
+    }
     assert skipped["Unwanted"] == "event not in send_events"
     assert skipped["Wanted"] == "received from segment and forward_events is off"
 
@@ -179,14 +231,19 @@ async def test_a_retried_batch_is_logged_as_an_error_then_as_sent(client, runtim
         await send_all(runtime)
         if segment_api.messages:
             break
-    outgoing = [(action, details.get("status")) for action, details
-                in await actions(client, await user_id_of(runtime, "ada")) if action.startswith("outgoing.")]
+    outgoing = [
+        (action, details.get("status"))
+        for action, details in await actions(client, await user_id_of(runtime, "ada"))
+        if action.startswith("outgoing.")
+    ]
     assert outgoing == [("outgoing.user.success", None), ("outgoing.user.error", 503)]
 
 
 async def test_activity_is_newest_first_and_pages_with_before_id(client, runtime):
-    await post(client, *({"type": "track", "userId": "ada", "event": f"Step {n}", "messageId": f"step-{n}"}
-                         for n in range(1, 6)))
+    await post(
+        client,
+        *({"type": "track", "userId": "ada", "event": f"Step {n}", "messageId": f"step-{n}"} for n in range(1, 6)),
+    )
     await drain(runtime)
     user = await user_id_of(runtime, "ada")
     seen, before = [], None
@@ -201,8 +258,11 @@ async def test_activity_is_newest_first_and_pages_with_before_id(client, runtime
 
 
 async def test_a_merge_keeps_the_history_of_both_profiles(client, runtime):
-    await post(client, {"type": "track", "anonymousId": "anon-1", "event": "Visited", "messageId": "before-login"},
-               {"type": "identify", "userId": "ada", "messageId": "signup", "traits": {"plan": "pro"}})
+    await post(
+        client,
+        {"type": "track", "anonymousId": "anon-1", "event": "Visited", "messageId": "before-login"},
+        {"type": "identify", "userId": "ada", "messageId": "signup", "traits": {"plan": "pro"}},
+    )
     await drain(runtime)
     await post(client, {"type": "identify", "userId": "ada", "anonymousId": "anon-1", "messageId": "login"})
     await drain(runtime)
@@ -219,8 +279,12 @@ async def test_an_unknown_id_is_a_404_in_the_api_shape(client, runtime):
 
 @pytest.mark.parametrize("in_filter", [True, False])
 async def test_the_outgoing_route_shows_what_would_be_sent_now_and_why_not(client, runtime, segment_api, in_filter):
-    await configure(runtime, segment_api, synchronized_segments=["ALL"] if in_filter else ["Paying"],
-                    synchronized_properties=["plan"])
+    await configure(
+        runtime,
+        segment_api,
+        synchronized_segments=["ALL"] if in_filter else ["Paying"],
+        synchronized_properties=["plan"],
+    )
     await post(client, {"type": "identify", "userId": "ada", "anonymousId": "a-1", "traits": {"plan": "pro"}})
     await drain(runtime)
     user = await user_id_of(runtime, "ada")
@@ -230,7 +294,10 @@ async def test_the_outgoing_route_shows_what_would_be_sent_now_and_why_not(clien
     if in_filter:
         [identify] = answer["messages"]
         assert (identify["type"], identify["userId"], identify["traits"]) == (
-            "identify", "ada", {"plan": "pro", "hull_segments": []})
+            "identify",
+            "ada",
+            {"plan": "pro", "hull_segments": []},
+        )
         assert answer["not_sent"] == []
         await send_all(runtime)
         assert segment_api.messages[0]["messageId"] == identify["messageId"]  # the same message the sender sent
@@ -252,15 +319,25 @@ async def test_the_outgoing_route_says_when_no_write_key_is_set(client, runtime)
 
 
 async def test_a_delivered_group_is_in_the_accounts_activity(client, runtime, segment_api):
-    await configure(runtime, segment_api, synchronized_segments=["ALL"], synchronized_account_segments=["ALL"],
-                    handle_accounts=True, synchronized_account_properties=["name"])
+    await configure(
+        runtime,
+        segment_api,
+        synchronized_segments=["ALL"],
+        synchronized_account_segments=["ALL"],
+        handle_accounts=True,
+        synchronized_account_properties=["name"],
+    )
     await post(client, {"type": "group", "userId": "ada", "groupId": "g-1", "traits": {"name": "Acme"}})
     await drain(runtime)
     await send_all(runtime)
     [group] = [message for message in segment_api.messages if message["type"] == "group"]
-    [(_, details)] = [entry for entry in await actions(client, await user_id_of(runtime, "ada"))
-                      if entry[0] == "incoming.user.success"]
+    [(_, details)] = [
+        entry
+        for entry in await actions(client, await user_id_of(runtime, "ada"))
+        if entry[0] == "incoming.user.success"
+    ]
     response = await client.get(f"/api/accounts/{details['account_id']}/activity", headers=admin_auth())
     sent = [entry["details"] for entry in response.json()["activity"] if entry["action"] == "outgoing.account.success"]
     assert [(entry["messageId"], entry["groupId"], entry["traits"]["name"]) for entry in sent] == [
-        (group["messageId"], "g-1", "Acme")]
+        (group["messageId"], "g-1", "Acme")
+    ]

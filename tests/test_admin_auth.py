@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from conftest import ADMIN_TOKEN, API_KEY, admin_auth, make_env
 from starlette.routing import Mount, Route
 
-from conftest import ADMIN_TOKEN, API_KEY, admin_auth, make_env
 from connector.models import Segment
 from connector.web.app import create_app
 
@@ -46,10 +46,20 @@ REFUSED_HEADERS = {
 
 def test_the_enumeration_finds_the_admin_routes_written_here():
     # A hand-written sample: if walking the routes stopped finding them, every test below would pass vacuously.
-    for expected in [("GET", "/metrics"), ("HEAD", "/metrics"), ("GET", "/api/settings"), ("PUT", "/api/settings"),
-                     ("POST", "/api/dead-letters/replay"), ("GET", "/api/dead-letters"),
-                     ("DELETE", "/api/segments/1"), ("PUT", "/api/segments/1"), ("POST", "/api/segments"),
-                     ("GET", "/api/users/1/events"), ("POST", "/api/api-key/rotate"), ("GET", "/api/openapi.json")]:
+    for expected in [
+        ("GET", "/metrics"),
+        ("HEAD", "/metrics"),
+        ("GET", "/api/settings"),
+        ("PUT", "/api/settings"),
+        ("POST", "/api/dead-letters/replay"),
+        ("GET", "/api/dead-letters"),
+        ("DELETE", "/api/segments/1"),
+        ("PUT", "/api/segments/1"),
+        ("POST", "/api/segments"),
+        ("GET", "/api/users/1/events"),
+        ("POST", "/api/api-key/rotate"),
+        ("GET", "/api/openapi.json"),
+    ]:
         assert expected in ROUTES, expected
 
 
@@ -58,8 +68,9 @@ async def test_every_admin_route_answers_401_without_the_admin_token_or_with_a_w
     api_key = await runtime.settings.api_key()
     body = {"name": "Pros", "entity": "user", "rule": {"all": []}, "handle_accounts": True, "ids": [1]}
     for refused, headers in REFUSED_HEADERS.items():
-        response = await client.request(method, path, headers={**headers, "Content-Type": "application/json"},
-                                        json=body)
+        response = await client.request(
+            method, path, headers={**headers, "Content-Type": "application/json"}, json=body
+        )
         assert response.status_code == 401, (refused, response.text)
         assert response.headers["www-authenticate"] == "Bearer", refused
         if method != "HEAD":

@@ -4,11 +4,10 @@ import asyncio
 
 import httpx
 import pytest
-from segment.analytics import Client
-from segment.analytics.request import APIError
-
 from conftest import API_KEY, admin_auth, wait_until
 from inbound_cases import assert_journey_stored, enable_accounts, find_user, journey
+from segment.analytics import Client
+from segment.analytics.request import APIError
 
 
 def send_with_client(client: Client, messages: list[dict]) -> None:
@@ -35,8 +34,15 @@ def send_with_client(client: Client, messages: list[dict]) -> None:
 async def test_every_call_type_from_analytics_python(live_server_factory, mode):
     server = live_server_factory(run_worker_in_web=True)
     failures: list[Exception] = []
-    client = Client(write_key=API_KEY, host=server.url, sync_mode=mode == "sync", gzip=mode != "sync",
-                    max_retries=0, upload_interval=0.05, on_error=lambda error, _batch: failures.append(error))
+    client = Client(
+        write_key=API_KEY,
+        host=server.url,
+        sync_mode=mode == "sync",
+        gzip=mode != "sync",
+        max_retries=0,
+        upload_interval=0.05,
+        on_error=lambda error, _batch: failures.append(error),
+    )
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         await enable_accounts(http)
         await asyncio.to_thread(send_with_client, client, journey("lib-user"))

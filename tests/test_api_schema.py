@@ -12,18 +12,26 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
+from conftest import admin_auth, basic_auth
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from schemathesis.checks import (content_type_conformance, not_a_server_error, response_headers_conformance,
-                                 response_schema_conformance, status_code_conformance)
-
-from conftest import admin_auth, basic_auth
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 # Not positive_data_acceptance: some rules cannot be said in OpenAPI 3.0 parameters (GET /api/users
 # takes exactly one of user_id, anonymous_id, email), so a schema-valid request may rightly be a 400.
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 SEED = [
     {"type": "identify", "userId": "u1", "anonymousId": "a1", "traits": {"email": "ann@acme.com", "plan": "pro"}},
@@ -38,8 +46,11 @@ def server(live_server_factory: Any) -> Any:
     with httpx.Client(base_url=server.url, timeout=10) as http:
         assert http.put("/api/settings", headers=admin_auth(), json={"handle_accounts": True}).status_code == 200
         assert http.post("/v1/batch", headers=basic_auth(), json={"batch": SEED}).status_code == 200
-        response = http.post("/api/segments", headers=admin_auth(), json={
-            "name": "Pro", "rule": {"attribute": "traits.plan", "op": "eq", "value": "pro"}})
+        response = http.post(
+            "/api/segments",
+            headers=admin_auth(),
+            json={"name": "Pro", "rule": {"attribute": "traits.plan", "op": "eq", "value": "pro"}},
+        )
         assert response.status_code == 201, response.text
         deadline = time.monotonic() + 15
         while http.get("/api/users", headers=admin_auth(), params={"user_id": "u1"}).status_code != 200:
@@ -58,8 +69,9 @@ def operations(server: Any) -> list[Any]:
     return found
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(data=st.data())
 def test_every_admin_operation_answers_as_its_openapi_document_says(server, operations, data):
     operation = data.draw(st.sampled_from(operations), label="operation")

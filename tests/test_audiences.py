@@ -3,8 +3,8 @@
 from datetime import timedelta
 
 import sqlalchemy as sa
-
 from conftest import admin_auth, basic_auth, drain
+
 from connector.models import utcnow
 from connector.processing.audiences import member_condition
 from connector.processing.computed import computed_attributes
@@ -12,8 +12,15 @@ from connector.spec import format_timestamp
 
 
 def personas(key):
-    return {"personas": {"computation_class": "audience", "computation_key": key, "computation_id": "aud_1",
-                         "space_id": "spa_1", "namespace": "spa_1"}}
+    return {
+        "personas": {
+            "computation_class": "audience",
+            "computation_key": key,
+            "computation_id": "aud_1",
+            "space_id": "spa_1",
+            "namespace": "spa_1",
+        }
+    }
 
 
 async def send(client, kind, **message):
@@ -30,17 +37,35 @@ async def audiences_of(client, user_id):
 
 async def test_engage_identify_enters_and_exits_an_audience(client, runtime):
     entered, exited = utcnow() - timedelta(hours=2), utcnow() - timedelta(hours=1)
-    await send(client, "identify", userId="ada", traits={"first_time_shopper": True}, context=personas("first_time_shopper"),
-               timestamp=format_timestamp(entered))
+    await send(
+        client,
+        "identify",
+        userId="ada",
+        traits={"first_time_shopper": True},
+        context=personas("first_time_shopper"),
+        timestamp=format_timestamp(entered),
+    )
     await drain(runtime)
-    assert await audiences_of(client, "ada") == {"first_time_shopper": {
-        "member": True, "entered_at": format_timestamp(entered), "exited_at": None}}
+    assert await audiences_of(client, "ada") == {
+        "first_time_shopper": {"member": True, "entered_at": format_timestamp(entered), "exited_at": None}
+    }
 
-    await send(client, "identify", userId="ada", traits={"first_time_shopper": False}, context=personas("first_time_shopper"),
-               timestamp=format_timestamp(exited))
+    await send(
+        client,
+        "identify",
+        userId="ada",
+        traits={"first_time_shopper": False},
+        context=personas("first_time_shopper"),
+        timestamp=format_timestamp(exited),
+    )
     await drain(runtime)
-    assert await audiences_of(client, "ada") == {"first_time_shopper": {
-        "member": False, "entered_at": format_timestamp(entered), "exited_at": format_timestamp(exited)}}
+    assert await audiences_of(client, "ada") == {
+        "first_time_shopper": {
+            "member": False,
+            "entered_at": format_timestamp(entered),
+            "exited_at": format_timestamp(exited),
+        }
+    }
 
 
 async def test_a_boolean_trait_counts_only_when_named_like_a_known_audience(client, runtime):
@@ -58,12 +83,31 @@ async def test_a_boolean_trait_counts_only_when_named_like_a_known_audience(clie
 
 async def test_audience_entered_and_exited_track_events(client, runtime):
     entered, exited = utcnow() - timedelta(minutes=10), utcnow() - timedelta(minutes=5)
-    await send(client, "track", userId="ada", event="Audience Entered", timestamp=format_timestamp(entered),
-               properties={"audience_key": "churn_risk"})
-    await send(client, "track", userId="ada", event="Audience Entered", timestamp=format_timestamp(entered),
-               properties={}, context=personas("power_users"))
-    await send(client, "track", userId="ada", event="Audience Exited", timestamp=format_timestamp(exited),
-               properties={"audience_key": "churn_risk"})
+    await send(
+        client,
+        "track",
+        userId="ada",
+        event="Audience Entered",
+        timestamp=format_timestamp(entered),
+        properties={"audience_key": "churn_risk"},
+    )
+    await send(
+        client,
+        "track",
+        userId="ada",
+        event="Audience Entered",
+        timestamp=format_timestamp(entered),
+        properties={},
+        context=personas("power_users"),
+    )
+    await send(
+        client,
+        "track",
+        userId="ada",
+        event="Audience Exited",
+        timestamp=format_timestamp(exited),
+        properties={"audience_key": "churn_risk"},
+    )
     await drain(runtime)
     found = await audiences_of(client, "ada")
     assert {key: value["member"] for key, value in found.items()} == {"churn_risk": False, "power_users": True}
@@ -73,28 +117,76 @@ async def test_audience_entered_and_exited_track_events(client, runtime):
 async def test_out_of_order_delivery_keeps_the_latest_state(client, runtime):
     entered, exited, again = (utcnow() - timedelta(hours=h) for h in (3, 2, 1))
     # delivered newest first: the re-entry, then the exit, then the first entry
-    await send(client, "identify", userId="ada", traits={"vip": True}, context=personas("vip"), timestamp=format_timestamp(again))
-    await send(client, "identify", userId="ada", traits={"vip": False}, context=personas("vip"), timestamp=format_timestamp(exited))
-    await send(client, "track", userId="ada", event="Audience Entered", properties={"audience_key": "vip"},
-               timestamp=format_timestamp(entered))
+    await send(
+        client,
+        "identify",
+        userId="ada",
+        traits={"vip": True},
+        context=personas("vip"),
+        timestamp=format_timestamp(again),
+    )
+    await send(
+        client,
+        "identify",
+        userId="ada",
+        traits={"vip": False},
+        context=personas("vip"),
+        timestamp=format_timestamp(exited),
+    )
+    await send(
+        client,
+        "track",
+        userId="ada",
+        event="Audience Entered",
+        properties={"audience_key": "vip"},
+        timestamp=format_timestamp(entered),
+    )
     # an old exit from another audience, delivered twice
     for _ in range(2):
-        await send(client, "track", userId="ada", event="Audience Exited", properties={"audience_key": "trial"},
-                   timestamp=format_timestamp(entered))
+        await send(
+            client,
+            "track",
+            userId="ada",
+            event="Audience Exited",
+            properties={"audience_key": "trial"},
+            timestamp=format_timestamp(entered),
+        )
     await drain(runtime)
     found = await audiences_of(client, "ada")
-    assert found["vip"] == {"member": True, "entered_at": format_timestamp(again), "exited_at": format_timestamp(exited)}
+    assert found["vip"] == {
+        "member": True,
+        "entered_at": format_timestamp(again),
+        "exited_at": format_timestamp(exited),
+    }
     assert found["trial"] == {"member": False, "entered_at": None, "exited_at": format_timestamp(entered)}
 
 
 async def test_a_merge_keeps_both_sides_audiences_latest_first(client, runtime):
     early, late = utcnow() - timedelta(hours=2), utcnow() - timedelta(hours=1)
-    await send(client, "identify", anonymousId="anon-1", traits={"vip": True}, context=personas("vip"),
-               timestamp=format_timestamp(late))
-    await send(client, "identify", anonymousId="anon-1", traits={"trial": True}, context=personas("trial"),
-               timestamp=format_timestamp(early))
-    await send(client, "identify", userId="ada", traits={"vip": False}, context=personas("vip"),
-               timestamp=format_timestamp(early))
+    await send(
+        client,
+        "identify",
+        anonymousId="anon-1",
+        traits={"vip": True},
+        context=personas("vip"),
+        timestamp=format_timestamp(late),
+    )
+    await send(
+        client,
+        "identify",
+        anonymousId="anon-1",
+        traits={"trial": True},
+        context=personas("trial"),
+        timestamp=format_timestamp(early),
+    )
+    await send(
+        client,
+        "identify",
+        userId="ada",
+        traits={"vip": False},
+        context=personas("vip"),
+        timestamp=format_timestamp(early),
+    )
     await drain(runtime)
     await send(client, "identify", userId="ada", anonymousId="anon-1")
     await drain(runtime)
@@ -110,12 +202,30 @@ async def test_a_merge_keeps_both_sides_audiences_latest_first(client, runtime):
 
 async def test_the_sql_membership_test_agrees_with_the_recorded_state(client, runtime):
     entered, exited = utcnow() - timedelta(hours=2), utcnow() - timedelta(hours=1)
-    await send(client, "track", userId="ada", event="Audience Entered", properties={"audience_key": "vip"},
-               timestamp=format_timestamp(entered))
-    await send(client, "track", userId="ada", event="Audience Entered", properties={"audience_key": "trial"},
-               timestamp=format_timestamp(entered))
-    await send(client, "track", userId="ada", event="Audience Exited", properties={"audience_key": "trial"},
-               timestamp=format_timestamp(exited))
+    await send(
+        client,
+        "track",
+        userId="ada",
+        event="Audience Entered",
+        properties={"audience_key": "vip"},
+        timestamp=format_timestamp(entered),
+    )
+    await send(
+        client,
+        "track",
+        userId="ada",
+        event="Audience Entered",
+        properties={"audience_key": "trial"},
+        timestamp=format_timestamp(entered),
+    )
+    await send(
+        client,
+        "track",
+        userId="ada",
+        event="Audience Exited",
+        properties={"audience_key": "trial"},
+        timestamp=format_timestamp(exited),
+    )
     await drain(runtime)
     user = (await client.get("/api/users", params={"user_id": "ada"}, headers=admin_auth())).json()["id"]
     async with runtime.engine.connect() as conn:

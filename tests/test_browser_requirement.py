@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import _in_ci
 from test_dashboard import chromium_missing
 
@@ -31,13 +30,38 @@ def run_a_dashboard_test(ci: str | None) -> subprocess.CompletedProcess:
     env.update(CHROMIUM_PATH="/nonexistent/chromium", TEST_BACKENDS="sqlite")
     if ci is not None:
         env["CI"] = ci
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs",
-                           "tests/test_dashboard.py::test_wrong_token_shows_the_sign_in_error"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-rfEs",
+            "tests/test_dashboard.py::test_wrong_token_shows_the_sign_in_error",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
-@pytest.mark.parametrize(("value", "expected"), [("true", True), ("TRUE", True), ("1", True), ("yes", True),
-                                                 ("false", False), ("0", False), ("", False), (None, False)])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("1", True),
+        ("yes", True),
+        ("false", False),
+        ("0", False),
+        ("", False),
+        (None, False),
+    ],
+)
 def test_ci_counts_as_set_when_it_says_true_1_or_yes(monkeypatch, value, expected):
     if value is None:
         monkeypatch.delenv("CI", raising=False)

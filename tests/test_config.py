@@ -5,15 +5,25 @@ import asyncio
 import httpx
 import pytest
 import sqlalchemy as sa
+from conftest import admin_auth, basic_auth, make_env
 from pydantic import ValidationError
 
-from conftest import admin_auth, basic_auth, make_env
 from connector.config import DEFAULT_DATABASE_URL, Environment
 from connector.runtime import Runtime
 from connector.web.app import create_app
 
-CONFIG_VARS = ("DATABASE_URL", "CONNECTOR_ENV", "ADMIN_TOKEN", "CONNECTOR_API_KEY", "PORT", "RUN_WORKER_IN_WEB",
-               "WEB_CONCURRENCY", "LOG_LEVEL", "DYNO", "DATABASE_MAX_CONNECTIONS")
+CONFIG_VARS = (
+    "DATABASE_URL",
+    "CONNECTOR_ENV",
+    "ADMIN_TOKEN",
+    "CONNECTOR_API_KEY",
+    "PORT",
+    "RUN_WORKER_IN_WEB",
+    "WEB_CONCURRENCY",
+    "LOG_LEVEL",
+    "DYNO",
+    "DATABASE_MAX_CONNECTIONS",
+)
 
 
 @pytest.fixture
@@ -24,13 +34,16 @@ def config_vars(monkeypatch):
     return monkeypatch
 
 
-@pytest.mark.parametrize(("given", "expected"), [
-    ("postgres://u:p@db.example:5432/d1", "postgresql+asyncpg://u:p@db.example:5432/d1"),
-    ("postgresql://u:p@db.example/d1?sslmode=require", "postgresql+asyncpg://u:p@db.example/d1?sslmode=require"),
-    ("postgresql+asyncpg://u@h/d", "postgresql+asyncpg://u@h/d"),
-    ("sqlite:///./local.db", "sqlite+aiosqlite:///./local.db"),
-    ("sqlite+aiosqlite:////tmp/x.db", "sqlite+aiosqlite:////tmp/x.db"),
-])
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgres://u:p@db.example:5432/d1", "postgresql+asyncpg://u:p@db.example:5432/d1"),
+        ("postgresql://u:p@db.example/d1?sslmode=require", "postgresql+asyncpg://u:p@db.example/d1?sslmode=require"),
+        ("postgresql+asyncpg://u@h/d", "postgresql+asyncpg://u@h/d"),
+        ("sqlite:///./local.db", "sqlite+aiosqlite:///./local.db"),
+        ("sqlite+aiosqlite:////tmp/x.db", "sqlite+aiosqlite:////tmp/x.db"),
+    ],
+)
 def test_database_url_is_mapped_to_the_async_drivers(config_vars, given, expected):
     config_vars.setenv("DATABASE_URL", given)
     env = Environment(_env_file=None)
@@ -45,12 +58,22 @@ def test_defaults_run_on_a_bare_machine(config_vars):
 
 
 def test_config_vars_are_read(config_vars):
-    for name, value in {"PORT": "5123", "RUN_WORKER_IN_WEB": "false", "WEB_CONCURRENCY": "3",
-                        "LOG_LEVEL": "DEBUG", "CONNECTOR_API_KEY": "key-from-heroku"}.items():
+    for name, value in {
+        "PORT": "5123",
+        "RUN_WORKER_IN_WEB": "false",
+        "WEB_CONCURRENCY": "3",
+        "LOG_LEVEL": "DEBUG",
+        "CONNECTOR_API_KEY": "key-from-heroku",
+    }.items():
         config_vars.setenv(name, value)
     env = Environment(_env_file=None)
     assert (env.port, env.run_worker_in_web, env.web_concurrency, env.log_level, env.connector_api_key) == (
-        5123, False, 3, "DEBUG", "key-from-heroku")
+        5123,
+        False,
+        3,
+        "DEBUG",
+        "key-from-heroku",
+    )
 
 
 def test_production_requires_an_admin_token(config_vars):
@@ -123,6 +146,7 @@ async def test_generated_api_key_survives_restarts_and_rotates(database_url):
 @pytest.mark.parametrize("environment", ["development", "production"])
 async def test_the_welcome_shows_secrets_in_full_in_development_only(database_url, capsys, environment):
     from connector import cli
+
     env = make_env(database_url, CONNECTOR_ENV=environment, connector_api_key="hsc_welcome-key-0123456789")
     assert env.environment == environment
     await cli._print_welcome(env)
@@ -136,12 +160,14 @@ async def test_database_errors_do_not_carry_the_values_of_their_statement(databa
     import sqlalchemy as sa
 
     from connector.db import create_engine
+
     engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
             with pytest.raises(sa.exc.DBAPIError) as raised:
-                await conn.execute(sa.text("SELECT * FROM no_such_table WHERE name = :name"),
-                                   {"name": "hsc_secret-0123456789"})
+                await conn.execute(
+                    sa.text("SELECT * FROM no_such_table WHERE name = :name"), {"name": "hsc_secret-0123456789"}
+                )
     finally:
         await engine.dispose()
     assert "no_such_table" in str(raised.value) and "hsc_secret-0123456789" not in str(raised.value)

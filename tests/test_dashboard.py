@@ -13,19 +13,25 @@ from typing import Any, NoReturn
 import httpx
 import pytest
 import pytest_asyncio
+from conftest import ADMIN_TOKEN, API_KEY, _in_ci, admin_auth, basic_auth, wait_until
+from fake_segment import FakeSegment
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from conftest import ADMIN_TOKEN, API_KEY, _in_ci, admin_auth, basic_auth, wait_until
 from connector.db import create_engine
 from connector.models import DeadLetter, utcnow
-from fake_segment import FakeSegment
 
 # The tests share the module's event loop, where the one browser lives.
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SCREENSHOT = Path("/tmp/dashboard.png")
 MISSING_CHROMIUM = "Debian's Chromium is missing: apt-get install -y chromium (or `make browser`)"
 
@@ -142,8 +148,9 @@ async def test_boolean_and_list_changes_persist(page, server):
     assert after["settings"]["handle_accounts"] is not before["settings"]["handle_accounts"]
     assert after["settings"]["send_events"] == ["Order Completed", "Signed Up"]
     # Untouched settings are not rewritten by the form.
-    assert {k: v for k, v in after["settings"].items() if k not in ("handle_accounts", "send_events")} == \
-        {k: v for k, v in before["settings"].items() if k not in ("handle_accounts", "send_events")}
+    assert {k: v for k, v in after["settings"].items() if k not in ("handle_accounts", "send_events")} == {
+        k: v for k, v in before["settings"].items() if k not in ("handle_accounts", "send_events")
+    }
     await expect(field(page, schema, "send_events")).to_have_value("Order Completed, Signed Up")
 
     await page.reload()  # the token is kept for the tab: the saved values come back from the server
@@ -163,7 +170,8 @@ async def test_invalid_value_names_the_field_and_stores_nothing(page, server):
 
     await expect(host).to_have_attribute("aria-invalid", "true")
     await expect(page.locator("#setting-segment_api_host-error")).to_contain_text(
-        schema["properties"]["segment_api_host"]["title"])
+        schema["properties"]["segment_api_host"]["title"]
+    )
     await expect(page.locator("#settings-status")).to_contain_text("segment_api_host")
     assert await stored_settings(server) == before
 
@@ -252,8 +260,11 @@ async def test_rotate_asks_first_and_the_old_key_stops_working(page, live_server
 async def test_journal_and_user_lookup(page, live_server_factory):
     server = live_server_factory(run_worker_in_web=True)
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-        response = await http.post("/v1/identify", headers=basic_auth(),
-                                   json={"userId": "u-look", "traits": {"email": "Grace@Example.com", "plan": "pro"}})
+        response = await http.post(
+            "/v1/identify",
+            headers=basic_auth(),
+            json={"userId": "u-look", "traits": {"email": "Grace@Example.com", "plan": "pro"}},
+        )
         assert response.status_code == 200, response.text
     await wait_until(lambda: api_found(server, {"user_id": "u-look"}))
     counts = (await api_get(server, "/api/status")).json()["journal"]
@@ -292,7 +303,9 @@ async def test_segments_show_member_counts(page, live_server_factory):
     server = live_server_factory(run_worker_in_web=True)
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         for user, plan in (("u-pro", "pro"), ("u-free", "free")):
-            response = await http.post("/v1/identify", headers=basic_auth(), json={"userId": user, "traits": {"plan": plan}})
+            response = await http.post(
+                "/v1/identify", headers=basic_auth(), json={"userId": user, "traits": {"plan": plan}}
+            )
             assert response.status_code == 200, response.text
     await wait_until(lambda: api_found(server, {"user_id": "u-free"}))
     await open_dashboard(page, server)
@@ -319,18 +332,31 @@ async def test_segments_show_member_counts(page, live_server_factory):
 
 
 async def test_dead_letter_replay_delivers_it(page, server, database_url):
-    message = {"type": "track", "event": "Order Completed", "userId": "u-dead", "messageId": "dead-1",
-               "timestamp": "2024-05-01T10:00:00Z", "properties": {"total": 42}}
+    message = {
+        "type": "track",
+        "event": "Order Completed",
+        "userId": "u-dead",
+        "messageId": "dead-1",
+        "timestamp": "2024-05-01T10:00:00Z",
+        "properties": {"total": 42},
+    }
     engine = create_engine(database_url)
     async with engine.begin() as conn:
-        letter_id = (await conn.execute(DeadLetter.__table__.insert().values(
-            message=message, reason="Segment answered 400", status_code=400, created_at=utcnow())
-            .returning(DeadLetter.__table__.c.id))).scalar_one()
+        letter_id = (
+            await conn.execute(
+                DeadLetter.__table__.insert()
+                .values(message=message, reason="Segment answered 400", status_code=400, created_at=utcnow())
+                .returning(DeadLetter.__table__.c.id)
+            )
+        ).scalar_one()
     await engine.dispose()
     with FakeSegment() as segment:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-            response = await http.put("/api/settings", headers=admin_auth(),
-                                      json={"write_key": segment.write_key, "segment_api_host": segment.url})
+            response = await http.put(
+                "/api/settings",
+                headers=admin_auth(),
+                json={"write_key": segment.write_key, "segment_api_host": segment.url},
+            )
             assert response.status_code == 200, response.text
         await open_dashboard(page, server)
         row = page.locator("#dead-letters-table tr", has_text="Order Completed")

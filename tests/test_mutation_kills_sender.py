@@ -6,26 +6,35 @@ from connector.outbound.sender.
 """
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from conftest import basic_auth, drain
+from fake_segment import FakeSegment, configure
 from prometheus_client import REGISTRY
 from segment.analytics.request import APIError
+from test_outbound_delivery import replay_from_the_command_line
 
-from conftest import basic_auth, drain
 from connector.models import DeadLetter, utcnow
 from connector.outbound import sender
 from connector.settings import ConnectorSettings
-from fake_segment import FakeSegment, configure
-from test_outbound_delivery import replay_from_the_command_line
 
 dead_letters = DeadLetter.__table__
 
 
-@pytest.mark.parametrize("status,retried", [
-    (499, False), (500, True), (599, True), (600, False), (601, False), (501, False), (505, False),
-])
+@pytest.mark.parametrize(
+    "status,retried",
+    [
+        (499, False),
+        (500, True),
+        (599, True),
+        (600, False),
+        (601, False),
+        (501, False),
+        (505, False),
+    ],
+)
 def test_server_errors_are_retried_only_from_500_to_599_except_501_and_505(status, retried):
     assert sender.classify(APIError(status, "code", "message")).retry is retried
 
@@ -68,7 +77,7 @@ def test_backoff_is_never_shorter_than_the_retry_after_segment_asked_for(attempt
 
 
 def test_the_retry_budget_is_spent_at_exactly_four_hours():
-    start = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+    start = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     assert not sender.retry_budget_spent(start, start + timedelta(hours=4) - timedelta(microseconds=1))
     assert sender.retry_budget_spent(start, start + timedelta(hours=4))
     assert sender.retry_budget_spent(start, start + timedelta(hours=9))
@@ -76,9 +85,18 @@ def test_the_retry_budget_is_spent_at_exactly_four_hours():
 
 async def add_dead_letters(runtime, messages, status_code=None):
     async with runtime.engine.begin() as conn:
-        await conn.execute(dead_letters.insert(), [
-            {"message": message, "reason": "set aside by the test", "status_code": status_code, "created_at": utcnow()}
-            for message in messages])
+        await conn.execute(
+            dead_letters.insert(),
+            [
+                {
+                    "message": message,
+                    "reason": "set aside by the test",
+                    "status_code": status_code,
+                    "created_at": utcnow(),
+                }
+                for message in messages
+            ],
+        )
         return list((await conn.execute(sa.select(dead_letters.c.id).order_by(dead_letters.c.id))).scalars())
 
 
@@ -123,12 +141,16 @@ async def test_replay_without_a_write_key_is_refused_and_says_why(runtime):
 
 
 def log_lines(output: list[str], event: str) -> list[dict]:
-    return [line for line in map(json.loads, filter(lambda text: text.startswith("{"), output))
-            if line.get("event") == event]
+    return [
+        line
+        for line in map(json.loads, filter(lambda text: text.startswith("{"), output))
+        if line.get("event") == event
+    ]
 
 
 async def test_a_replay_logs_each_refused_batch_with_segment_s_answer_and_its_totals(
-        runtime, segment_api, env, monkeypatch):
+    runtime, segment_api, env, monkeypatch
+):
     await configure(runtime, segment_api)
     await add_dead_letters(runtime, [identify(1)])
     segment_api.fail(403, count=1)
@@ -163,8 +185,10 @@ async def test_a_replayed_batch_stays_within_475000_bytes_on_the_wire_with_a_lon
     envelope = len(json.dumps({"batch": [], "sentAt": sent_at, "writeKey": write_key}).encode())
     letter_bytes = (475_000 - envelope - 15 * len(", ")) // 16 - 5  # 16 letters: 80 bytes under the limit
     with FakeSegment(write_key=write_key) as segment_api:
-        await add_dead_letters(runtime, [letter_of_wire_size(n, letter_bytes) for n in range(15)]
-                               + [letter_of_wire_size(15, letter_bytes + 180)])  # ... and this one 100 over
+        await add_dead_letters(
+            runtime,
+            [letter_of_wire_size(n, letter_bytes) for n in range(15)] + [letter_of_wire_size(15, letter_bytes + 180)],
+        )  # ... and this one 100 over
         settings = ConnectorSettings(write_key=write_key, segment_api_host=segment_api.url)
         assert await sender.replay(runtime.engine, settings) == {"replayed": 16, "failed": 0}
     assert len(segment_api.body_sizes) == 2
@@ -207,7 +231,10 @@ async def test_delivered_messages_are_counted_by_type_and_sent_with_the_time_the
 
 
 async def test_dead_letters_are_counted_by_status_or_as_errors(client, runtime, segment_api):
-    refused, error = sample("connector_dead_lettered_total", reason="400"), sample("connector_dead_lettered_total", reason="error")
+    refused, error = (
+        sample("connector_dead_lettered_total", reason="400"),
+        sample("connector_dead_lettered_total", reason="error"),
+    )
     await queue_identifies(client, runtime, segment_api, "u-1")
     segment_api.fail(400, count=1)
     await sender.Sender(runtime).send_once()

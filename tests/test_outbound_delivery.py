@@ -8,15 +8,16 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from hypothesis import given, settings, strategies as st
+from conftest import admin_auth, basic_auth, drain
+from fake_segment import configure, send_all, user_id_of
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from segment.analytics.request import APIError
 
-from conftest import admin_auth, basic_auth, drain
 from connector import cli
 from connector.models import DeadLetter, OutboxItem, utcnow
 from connector.outbound import outbox as outbox_module
 from connector.outbound import sender
-from fake_segment import configure, send_all, user_id_of
 
 outbox = OutboxItem.__table__
 dead_letters = DeadLetter.__table__
@@ -30,8 +31,10 @@ def quick_retries(monkeypatch):
 
 
 async def events(client, runtime, count, prefix="e"):
-    messages = [{"type": "track", "userId": f"u-{n % 7}", "event": "Order Completed", "messageId": f"{prefix}-{n}"}
-                for n in range(count)]
+    messages = [
+        {"type": "track", "userId": f"u-{n % 7}", "event": "Order Completed", "messageId": f"{prefix}-{n}"}
+        for n in range(count)
+    ]
     response = await client.post("/v1/batch", headers=basic_auth(), json={"batch": messages})
     assert response.status_code == 200
     await drain(runtime)
@@ -53,7 +56,8 @@ async def send_until_empty(runtime, **options):
 
 @pytest.mark.parametrize("status,retry_after", [(500, None), (429, "0")])
 async def test_thirty_percent_failures_deliver_everything_exactly_once(
-        client, runtime, segment_api, quick_retries, monkeypatch, status, retry_after):
+    client, runtime, segment_api, quick_retries, monkeypatch, status, retry_after
+):
     monkeypatch.setattr(sender, "MAX_BATCH_MESSAGES", 10)
     await configure(runtime, segment_api, synchronized_segments=["ALL"], send_events=["ALL"], forward_events=True)
     expected = await events(client, runtime, 150)
@@ -91,8 +95,13 @@ async def test_bad_request_dead_letters_then_replay_delivers_once(client, runtim
     assert listed["waiting"] == 10  # 5 tracks and an identify for each of their 5 users
     assert all(d["status_code"] == 400 and "400" in d["reason"] for d in listed["dead_letters"])
     assert [d["id"] for d in listed["dead_letters"]] == sorted((d["id"] for d in listed["dead_letters"]), reverse=True)
-    assert len((await client.get("/api/dead-letters", headers=admin_auth(), params={"limit": "2"})).json()["dead_letters"]) == 2
-    negative = await client.get("/api/dead-letters", headers=admin_auth(), params={"limit": "-1"})  # a 500 on PostgreSQL
+    assert (
+        len((await client.get("/api/dead-letters", headers=admin_auth(), params={"limit": "2"})).json()["dead_letters"])
+        == 2
+    )
+    negative = await client.get(
+        "/api/dead-letters", headers=admin_auth(), params={"limit": "-1"}
+    )  # a 500 on PostgreSQL
     assert negative.status_code == 200 and negative.json()["dead_letters"] == []
 
     segment_api.fail(400, count=1)  # still broken: the replay fails and the letters stay
@@ -106,7 +115,9 @@ async def test_bad_request_dead_letters_then_replay_delivers_once(client, runtim
     ids = segment_api.message_ids()
     assert len(ids) == len(set(ids)) == 10 and expected <= set(ids)
     assert (await client.get("/api/dead-letters", headers=admin_auth())).json()["waiting"] == 0
-    everything = (await client.get("/api/dead-letters", headers=admin_auth(), params={"include_replayed": "true"})).json()
+    everything = (
+        await client.get("/api/dead-letters", headers=admin_auth(), params={"include_replayed": "true"})
+    ).json()
     assert all(d["replayed_at"] for d in everything["dead_letters"]) and len(everything["dead_letters"]) == 10
 
 
@@ -182,8 +193,9 @@ async def fail_rounds(runtime, segment_api, rounds, elapsed_before_each=None):
             values["failing_since"] = utcnow() - elapsed_before_each(round_number)
         async with runtime.engine.begin() as conn:
             await conn.execute(outbox.update().where(outbox.c.failing_since.is_not(None)).values(**values))
-            await conn.execute(outbox.update().where(outbox.c.failing_since.is_(None))
-                               .values(available_at=values["available_at"]))
+            await conn.execute(
+                outbox.update().where(outbox.c.failing_since.is_(None)).values(available_at=values["available_at"])
+            )
         await sender.Sender(runtime).send_once()
 
 
@@ -201,12 +213,16 @@ async def test_a_row_failing_ten_times_in_a_row_is_still_queued_with_ten_attempt
     assert await rows(runtime, dead_letters) == []
 
 
-@pytest.mark.parametrize("failing_for,given_up", [
-    (timedelta(hours=3, minutes=59, seconds=59), False),
-    (timedelta(hours=4, seconds=1), True),
-])
+@pytest.mark.parametrize(
+    "failing_for,given_up",
+    [
+        (timedelta(hours=3, minutes=59, seconds=59), False),
+        (timedelta(hours=4, seconds=1), True),
+    ],
+)
 async def test_a_failing_row_is_dead_lettered_four_hours_after_its_first_failure(
-        client, runtime, segment_api, failing_for, given_up):
+    client, runtime, segment_api, failing_for, given_up
+):
     await one_queued_identify(client, runtime, segment_api)
     await fail_rounds(runtime, segment_api, 1)
     await fail_rounds(runtime, segment_api, 1, elapsed_before_each=lambda _: failing_for)
@@ -221,7 +237,8 @@ async def test_a_failing_row_is_dead_lettered_four_hours_after_its_first_failure
 
 
 async def test_the_total_wait_before_dead_lettering_is_four_hours_plus_at_most_one_backoff_step(
-        client, runtime, segment_api):
+    client, runtime, segment_api
+):
     """Segment retries for 4 hours: so do we, whatever the jitter, and not longer than one more backoff."""
     await one_queued_identify(client, runtime, segment_api)
     waited = timedelta(0)  # the backoffs the sender asked for, lived through instantly
@@ -241,8 +258,10 @@ async def test_the_total_wait_before_dead_lettering_is_four_hours_plus_at_most_o
 @given(st.lists(st.tuples(st.text(min_size=0, max_size=8000), st.integers(0, 5)), max_size=120))
 def test_batches_stay_within_segment_limits_on_the_wire_and_keep_order(texts):
     """Measured as the transport writes them (json.dumps): non-ASCII escapes, spaces after , and :."""
-    messages = [{"type": "identify", "userId": f"u-{n}", "traits": {"bio": text * repeat, "name": "Zoë Ünal"}}
-                for n, (text, repeat) in enumerate(texts)]
+    messages = [
+        {"type": "identify", "userId": f"u-{n}", "traits": {"bio": text * repeat, "name": "Zoë Ünal"}}
+        for n, (text, repeat) in enumerate(texts)
+    ]
     groups = sender.batches(messages, sender.wire_size, "a-write-key")
     assert [m for group in groups for m in group] == messages
     for group in groups:
@@ -255,8 +274,7 @@ def test_a_batch_holds_at_most_2500_messages():
     assert [len(group) for group in sender.batches(messages, sender.wire_size, "key")] == [2500, 2500, 1]
 
 
-async def test_a_crash_between_send_and_ack_resends_the_same_message_ids(
-        client, runtime, segment_api, monkeypatch):
+async def test_a_crash_between_send_and_ack_resends_the_same_message_ids(client, runtime, segment_api, monkeypatch):
     await configure(runtime, segment_api, synchronized_segments=["ALL"], send_events=["ALL"], forward_events=True)
     await events(client, runtime, 4)
 

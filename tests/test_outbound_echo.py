@@ -9,29 +9,40 @@ import asyncio
 
 import httpx
 import pytest
-
 from conftest import admin_auth, basic_auth, wait_until
 
-
 QUIET_SECONDS = 2.5  # ten idle rounds of the worker: long enough for an echo to come around again
-CALLS = [{"type": "identify", "userId": "u-1", "traits": {"email": "ada@example.com"}, "messageId": "m-0"},
-         {"type": "track", "userId": "u-1", "event": "Signed In", "messageId": "m-1"}]
+CALLS = [
+    {"type": "identify", "userId": "u-1", "traits": {"email": "ada@example.com"}, "messageId": "m-0"},
+    {"type": "track", "userId": "u-1", "event": "Signed In", "messageId": "m-1"},
+]
 
 
-@pytest.mark.parametrize("entry,forward_events,expected", [
-    # Segment delivers the workspace's calls: its events come back only with forward_events.
-    ("/segment", False, {"identify"}),
-    ("/segment", True, {"identify", "track"}),
-    # A library posts straight to the connector: those events never went through Segment.
-    ("/v1/batch", False, {"identify", "track"}),
-])
+@pytest.mark.parametrize(
+    "entry,forward_events,expected",
+    [
+        # Segment delivers the workspace's calls: its events come back only with forward_events.
+        ("/segment", False, {"identify"}),
+        ("/segment", True, {"identify", "track"}),
+        # A library posts straight to the connector: those events never went through Segment.
+        ("/v1/batch", False, {"identify", "track"}),
+    ],
+)
 async def test_traffic_stops_after_one_round(live_server_factory, segment_api, entry, forward_events, expected):
     live = live_server_factory(run_worker_in_web=True)
     segment_api.echo_to(live.url + "/segment", basic_auth())
     async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
-        saved = await http.put("/api/settings", headers=admin_auth(), json={
-            "write_key": segment_api.write_key, "segment_api_host": segment_api.url,
-            "synchronized_segments": ["ALL"], "send_events": ["ALL"], "forward_events": forward_events})
+        saved = await http.put(
+            "/api/settings",
+            headers=admin_auth(),
+            json={
+                "write_key": segment_api.write_key,
+                "segment_api_host": segment_api.url,
+                "synchronized_segments": ["ALL"],
+                "send_events": ["ALL"],
+                "forward_events": forward_events,
+            },
+        )
         assert saved.status_code == 200, saved.text
         await asyncio.sleep(1.1)  # the worker's settings cache
         body = CALLS if entry == "/segment" else {"batch": CALLS}
@@ -47,7 +58,8 @@ async def test_traffic_stops_after_one_round(live_server_factory, segment_api, e
         # Every echoed message was acknowledged (Segment must not retry it) and dropped as our own.
         assert segment_api.echo_answers and all(
             status == 200 and answer["accepted"] == 0 and answer["skipped"] == posted
-            for status, posted, answer in segment_api.echo_answers)
+            for status, posted, answer in segment_api.echo_answers
+        )
         assert sum(posted for _, posted, _ in segment_api.echo_answers) == len(expected)
         status = (await http.get("/api/status", headers=admin_auth())).json()
         assert sum(status["journal"].values()) == 2  # our two calls; the echoes were dropped at the door

@@ -6,9 +6,10 @@ output, where every non-ASCII character is a 6-byte escape (an emoji 12 bytes).
 """
 
 from conftest import basic_auth, drain
-from connector.models import DeadLetter
 from fake_segment import configure, send_all
 from test_outbound_delivery import rows
+
+from connector.models import DeadLetter
 
 NOVEL = "吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。🐈"  # 33 characters, one emoji
 SEGMENT_REQUEST_LIMIT = 500_000
@@ -21,18 +22,21 @@ def bio(characters: int) -> str:
 
 async def post_users(client, users: list[dict]) -> None:
     for start in range(0, len(users), 10):
-        response = await client.post("/v1/batch", headers=basic_auth(), json={"batch": users[start:start + 10]})
+        response = await client.post("/v1/batch", headers=basic_auth(), json={"batch": users[start : start + 10]})
         assert response.status_code == 200 and "rejected" not in response.json(), response.text
 
 
 async def test_non_ascii_profiles_near_both_limits_are_all_delivered_within_them(client, runtime, segment_api):
     await configure(runtime, segment_api, synchronized_segments=["ALL"], synchronized_properties=["name", "bio"])
     # About 10 KB of UTF-8 each, about 20 KB as the transport writes it: 200 of them are ~4 MB on the wire.
-    users = [{"type": "identify", "userId": f"u-{n}", "traits": {"name": "Zoë Ünal", "bio": bio(3_400)}}
-             for n in range(200)]
+    users = [
+        {"type": "identify", "userId": f"u-{n}", "traits": {"name": "Zoë Ünal", "bio": bio(3_400)}} for n in range(200)
+    ]
     # Just under the message limit on the wire (each character here is a 6-byte escape)...
-    users += [{"type": "identify", "userId": f"near-{n}", "traits": {"name": "Zoë Ünal", "bio": "ü" * (5_395 + n)}}
-              for n in range(10)]
+    users += [
+        {"type": "identify", "userId": f"near-{n}", "traits": {"name": "Zoë Ünal", "bio": "ü" * (5_395 + n)}}
+        for n in range(10)
+    ]
     # ... and one just over it: half that size as compact UTF-8, so the inbound takes it.
     users.append({"type": "identify", "userId": "too-big", "traits": {"name": "Zoë", "bio": "ü" * 5_600}})
     await post_users(client, users)

@@ -6,10 +6,10 @@ ends the memberships of the merged-away profile that the survivor does not keep.
 """
 
 import sqlalchemy as sa
-
 from conftest import admin_auth, basic_auth, drain
-from connector.models import SegmentTransition
 from fake_segment import configure, send_all, user_id_of
+
+from connector.models import SegmentTransition
 
 PRO = {"attribute": "traits.plan", "op": "eq", "value": "pro"}
 
@@ -20,8 +20,9 @@ async def post(client, *messages):
 
 
 async def create_segment(client, name, rule, entity="user"):
-    response = await client.post("/api/segments", headers=admin_auth(), json={"name": name, "entity": entity,
-                                                                               "rule": rule})
+    response = await client.post(
+        "/api/segments", headers=admin_auth(), json={"name": name, "entity": entity, "rule": rule}
+    )
     assert response.status_code == 201, response.text
     return response.json()["id"]
 
@@ -42,28 +43,40 @@ def of_type(messages, kind, event=None):
 
 async def test_a_user_who_leaves_the_filter_hears_it_once_then_nothing_until_back(client, runtime, segment_api):
     await create_segment(client, "Pro Users", PRO)
-    await configure(runtime, segment_api, synchronized_segments=["Pro Users"], synchronized_properties=["plan"],
-                    segment_membership_traits=True, entered_exited_events=True)
-    joined = await sent_after(runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}},
-                              client=client)
+    await configure(
+        runtime,
+        segment_api,
+        synchronized_segments=["Pro Users"],
+        synchronized_properties=["plan"],
+        segment_membership_traits=True,
+        entered_exited_events=True,
+    )
+    joined = await sent_after(
+        runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}}, client=client
+    )
     [identify] = of_type(joined, "identify")
     assert identify["traits"] == {"plan": "pro", "hull_segments": ["Pro Users"], "pro_users": True}
     assert [m["properties"]["segment_name"] for m in of_type(joined, "track", "Segment Entered")] == ["Pro Users"]
 
-    left = await sent_after(runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "free"}},
-                            client=client)
+    left = await sent_after(
+        runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "free"}}, client=client
+    )
     [farewell] = of_type(left, "identify")
     assert farewell["userId"] == "u-1"
     assert farewell["traits"] == {"plan": "free", "hull_segments": [], "pro_users": False}
     assert [m["properties"]["segment_name"] for m in of_type(left, "track", "Segment Exited")] == ["Pro Users"]
 
-    outside = await sent_after(runtime, segment_api,
-                               {"type": "identify", "userId": "u-1", "traits": {"plan": "team", "seats": 3}},
-                               client=client)
+    outside = await sent_after(
+        runtime,
+        segment_api,
+        {"type": "identify", "userId": "u-1", "traits": {"plan": "team", "seats": 3}},
+        client=client,
+    )
     assert outside == []
 
-    back = await sent_after(runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}},
-                            client=client)
+    back = await sent_after(
+        runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}}, client=client
+    )
     [identify] = of_type(back, "identify")
     assert identify["traits"] == {"plan": "pro", "hull_segments": ["Pro Users"], "pro_users": True}
 
@@ -74,35 +87,59 @@ async def test_a_user_never_sent_while_in_the_filter_gets_no_farewell(client, ru
     await post(client, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}})
     await drain(runtime)
     # Left again before the sender ran: Segment never heard of the membership.
-    assert await sent_after(runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "free"}},
-                            client=client) == []
+    assert (
+        await sent_after(
+            runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "free"}}, client=client
+        )
+        == []
+    )
 
 
 async def test_an_account_that_leaves_the_filter_gets_one_last_group_call(client, runtime, segment_api):
-    await create_segment(client, "Big Accounts", {"attribute": "traits.employees", "op": "gte", "value": 100},
-                         entity="account")
-    await configure(runtime, segment_api, handle_accounts=True, synchronized_segments=["ALL"],
-                    synchronized_account_segments=["Big Accounts"], synchronized_account_properties=["employees"])
-    joined = await sent_after(runtime, segment_api, {"type": "group", "userId": "u-1", "groupId": "g-1",
-                                                     "traits": {"employees": 200}}, client=client)
+    await create_segment(
+        client, "Big Accounts", {"attribute": "traits.employees", "op": "gte", "value": 100}, entity="account"
+    )
+    await configure(
+        runtime,
+        segment_api,
+        handle_accounts=True,
+        synchronized_segments=["ALL"],
+        synchronized_account_segments=["Big Accounts"],
+        synchronized_account_properties=["employees"],
+    )
+    joined = await sent_after(
+        runtime,
+        segment_api,
+        {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"employees": 200}},
+        client=client,
+    )
     [group] = of_type(joined, "group")
     assert group["traits"] == {"employees": 200, "hull_segments": ["Big Accounts"]}
 
-    left = await sent_after(runtime, segment_api, {"type": "group", "userId": "u-1", "groupId": "g-1",
-                                                   "traits": {"employees": 10}}, client=client)
+    left = await sent_after(
+        runtime,
+        segment_api,
+        {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"employees": 10}},
+        client=client,
+    )
     [farewell] = of_type(left, "group")
     assert farewell["groupId"] == "g-1" and farewell["traits"] == {"employees": 10, "hull_segments": []}
 
-    outside = await sent_after(runtime, segment_api, {"type": "group", "userId": "u-1", "groupId": "g-1",
-                                                      "traits": {"employees": 20}}, client=client)
+    outside = await sent_after(
+        runtime,
+        segment_api,
+        {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"employees": 20}},
+        client=client,
+    )
     assert of_type(outside, "group") == []
 
 
 async def test_a_renamed_segment_is_false_under_its_old_name_and_true_under_the_new(client, runtime, segment_api):
     segment_id = await create_segment(client, "Pro Users", PRO)
     await configure(runtime, segment_api, synchronized_segments=["ALL"], segment_membership_traits=True)
-    await sent_after(runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}},
-                     client=client)
+    await sent_after(
+        runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}}, client=client
+    )
     renamed = await client.put(f"/api/segments/{segment_id}", headers=admin_auth(), json={"name": "Professionals"})
     assert renamed.status_code == 200, renamed.text
     [identify] = of_type(await sent_after(runtime, segment_api), "identify")
@@ -112,10 +149,12 @@ async def test_a_renamed_segment_is_false_under_its_old_name_and_true_under_the_
 
 async def test_a_deleted_segment_is_sent_as_false_and_segment_exited(client, runtime, segment_api):
     segment_id = await create_segment(client, "Pro Users", PRO)
-    await configure(runtime, segment_api, synchronized_segments=["ALL"], segment_membership_traits=True,
-                    entered_exited_events=True)
-    await sent_after(runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}},
-                     client=client)
+    await configure(
+        runtime, segment_api, synchronized_segments=["ALL"], segment_membership_traits=True, entered_exited_events=True
+    )
+    await sent_after(
+        runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}}, client=client
+    )
     assert (await client.delete(f"/api/segments/{segment_id}", headers=admin_auth())).status_code == 204
     sent = await sent_after(runtime, segment_api)
     [identify] = of_type(sent, "identify")
@@ -127,39 +166,57 @@ async def test_a_deleted_segment_is_sent_as_false_and_segment_exited(client, run
 async def test_a_merge_ends_the_memberships_the_survivor_does_not_keep(client, runtime, segment_api):
     await create_segment(client, "Anonymous Visitors", {"attribute": "traits.email", "op": "not_exists"})
     await create_segment(client, "Saw Pricing", {"event": "Viewed Pricing"})
-    await configure(runtime, segment_api, synchronized_segments=["ALL"], segment_membership_traits=True,
-                    entered_exited_events=True)
-    first = await sent_after(runtime, segment_api,
-                             {"type": "identify", "userId": "u-1", "traits": {"email": "ada@example.com"}},
-                             {"type": "track", "anonymousId": "a-1", "event": "Viewed Pricing"}, client=client)
-    entered = {(m.get("anonymousId"), m["properties"]["segment_name"])
-               for m in of_type(first, "track", "Segment Entered")}
+    await configure(
+        runtime, segment_api, synchronized_segments=["ALL"], segment_membership_traits=True, entered_exited_events=True
+    )
+    first = await sent_after(
+        runtime,
+        segment_api,
+        {"type": "identify", "userId": "u-1", "traits": {"email": "ada@example.com"}},
+        {"type": "track", "anonymousId": "a-1", "event": "Viewed Pricing"},
+        client=client,
+    )
+    entered = {
+        (m.get("anonymousId"), m["properties"]["segment_name"]) for m in of_type(first, "track", "Segment Entered")
+    }
     assert entered == {("a-1", "Anonymous Visitors"), ("a-1", "Saw Pricing")}
 
-    merged = await sent_after(runtime, segment_api, {"type": "identify", "userId": "u-1", "anonymousId": "a-1"},
-                              client=client)
+    merged = await sent_after(
+        runtime, segment_api, {"type": "identify", "userId": "u-1", "anonymousId": "a-1"}, client=client
+    )
     # The survivor has an email: the visitor's anonymous membership ends; its event keeps it in Saw Pricing.
     [exited] = of_type(merged, "track", "Segment Exited")
     assert exited["userId"] == "u-1" and exited["properties"]["segment_name"] == "Anonymous Visitors"
     assert of_type(merged, "track", "Segment Entered") == []
     [identify] = of_type(merged, "identify")
     assert identify["userId"] == "u-1"
-    assert identify["traits"] == {"email": "ada@example.com", "hull_segments": ["Saw Pricing"],
-                                  "anonymous_visitors": False, "saw_pricing": True}
+    assert identify["traits"] == {
+        "email": "ada@example.com",
+        "hull_segments": ["Saw Pricing"],
+        "anonymous_visitors": False,
+        "saw_pricing": True,
+    }
     survivor = await user_id_of(runtime, "u-1")
     table = SegmentTransition.__table__
     async with runtime.engine.connect() as conn:
-        exits = (await conn.execute(sa.select(table.c.segment_name).where(
-            table.c.entity_id == survivor, table.c.transition == "exited"))).scalars().all()
+        exits = (
+            (
+                await conn.execute(
+                    sa.select(table.c.segment_name).where(table.c.entity_id == survivor, table.c.transition == "exited")
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert exits == ["Anonymous Visitors"]
 
 
 async def test_renaming_a_synchronized_segment_keeps_its_members_in_the_filter(client, runtime, segment_api):
     segment_id = await create_segment(client, "Pro Users", PRO)
-    await configure(runtime, segment_api, synchronized_segments=["Pro Users", "Other"],
-                    segment_membership_traits=True)
-    await sent_after(runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}},
-                     client=client)
+    await configure(runtime, segment_api, synchronized_segments=["Pro Users", "Other"], segment_membership_traits=True)
+    await sent_after(
+        runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}}, client=client
+    )
     renamed = await client.put(f"/api/segments/{segment_id}", headers=admin_auth(), json={"name": "Professionals"})
     assert renamed.status_code == 200, renamed.text
     settings = (await client.get("/api/settings", headers=admin_auth())).json()["settings"]
@@ -167,8 +224,11 @@ async def test_renaming_a_synchronized_segment_keeps_its_members_in_the_filter(c
     [identify] = of_type(await sent_after(runtime, segment_api), "identify")
     assert identify["traits"] == {"hull_segments": ["Professionals"], "pro_users": False, "professionals": True}
     # Still in the filter: the next change is sent as usual.
-    later = await sent_after(runtime, segment_api, {"type": "identify", "userId": "u-1",
-                                                    "traits": {"plan": "pro", "email": "ada@example.com"}},
-                             client=client)
+    later = await sent_after(
+        runtime,
+        segment_api,
+        {"type": "identify", "userId": "u-1", "traits": {"plan": "pro", "email": "ada@example.com"}},
+        client=client,
+    )
     [identify] = of_type(later, "identify")
     assert identify["traits"]["email"] == "ada@example.com" and identify["traits"]["hull_segments"] == ["Professionals"]

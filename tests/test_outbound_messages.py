@@ -3,18 +3,21 @@
 import re
 
 import sqlalchemy as sa
-from hypothesis import given, settings, strategies as st
-
 from conftest import basic_auth, drain
+from fake_segment import add_segment, add_transition, configure, send_all, user_id_of
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from connector import __version__
 from connector.metrics import SKIPPED_OUT
 from connector.models import utcnow
 from connector.outbound import outbox
 from connector.outbound.builders import snake_case, trait_name
-from fake_segment import add_segment, add_transition, configure, send_all, user_id_of
 
-STAMP = {"integrations": {"Webhooks": False},
-         "context": {"integration": {"name": "hull-segment-connector", "version": __version__}}}
+STAMP = {
+    "integrations": {"Webhooks": False},
+    "context": {"integration": {"name": "hull-segment-connector", "version": __version__}},
+}
 
 
 async def post(client, *messages):
@@ -27,21 +30,53 @@ def by_type(fake, kind, event=None):
 
 
 async def test_every_message_type_exact_json(client, runtime, segment_api):
-    await configure(runtime, segment_api, synchronized_segments=["Paying Customers"], handle_accounts=True,
-                    synchronized_properties=["email", "traits_plan", "address/city", "account.employees"],
-                    segment_membership_traits=True, synchronized_account_properties=["domain", "industry"],
-                    synchronized_account_segments=["Big Accounts"],
-                    send_events=["Order Completed", "page"], forward_events=True, entered_exited_events=True)
-    await post(client,
-               {"type": "identify", "userId": "u-1", "anonymousId": "a-1", "timestamp": "2024-05-01T10:00:00Z",
-                "traits": {"email": "ada@example.com", "plan": "pro", "address": {"city": "Paris"}, "secret": "x"}},
-               {"type": "group", "userId": "u-1", "groupId": "g-1", "timestamp": "2024-05-01T10:00:01Z",
-                "traits": {"domain": "example.com", "industry": "Software", "employees": 120}},
-               {"type": "track", "userId": "u-1", "event": "Order Completed", "messageId": "m-track",
-                "timestamp": "2024-05-01T10:00:02Z", "properties": {"revenue": 42}},
-               {"type": "page", "userId": "u-1", "name": "Pricing", "messageId": "m-page",
-                "timestamp": "2024-05-01T10:00:03Z", "properties": {"path": "/pricing"}},
-               {"type": "track", "userId": "u-1", "event": "Not Sent", "timestamp": "2024-05-01T10:00:04Z"})
+    await configure(
+        runtime,
+        segment_api,
+        synchronized_segments=["Paying Customers"],
+        handle_accounts=True,
+        synchronized_properties=["email", "traits_plan", "address/city", "account.employees"],
+        segment_membership_traits=True,
+        synchronized_account_properties=["domain", "industry"],
+        synchronized_account_segments=["Big Accounts"],
+        send_events=["Order Completed", "page"],
+        forward_events=True,
+        entered_exited_events=True,
+    )
+    await post(
+        client,
+        {
+            "type": "identify",
+            "userId": "u-1",
+            "anonymousId": "a-1",
+            "timestamp": "2024-05-01T10:00:00Z",
+            "traits": {"email": "ada@example.com", "plan": "pro", "address": {"city": "Paris"}, "secret": "x"},
+        },
+        {
+            "type": "group",
+            "userId": "u-1",
+            "groupId": "g-1",
+            "timestamp": "2024-05-01T10:00:01Z",
+            "traits": {"domain": "example.com", "industry": "Software", "employees": 120},
+        },
+        {
+            "type": "track",
+            "userId": "u-1",
+            "event": "Order Completed",
+            "messageId": "m-track",
+            "timestamp": "2024-05-01T10:00:02Z",
+            "properties": {"revenue": 42},
+        },
+        {
+            "type": "page",
+            "userId": "u-1",
+            "name": "Pricing",
+            "messageId": "m-page",
+            "timestamp": "2024-05-01T10:00:03Z",
+            "properties": {"path": "/pricing"},
+        },
+        {"type": "track", "userId": "u-1", "event": "Not Sent", "timestamp": "2024-05-01T10:00:04Z"},
+    )
     await drain(runtime)
     user = await user_id_of(runtime, "u-1")
     paying = await add_segment(runtime, "Paying Customers", [user])
@@ -56,13 +91,30 @@ async def test_every_message_type_exact_json(client, runtime, segment_api):
 
     [identify] = by_type(segment_api, "identify")
     assert re.fullmatch(rf"hsc-identify-{user}-[0-9a-f]{{32}}", identify.pop("messageId"))
-    assert identify == {"type": "identify", "userId": "u-1", "anonymousId": "a-1", **STAMP, "traits": {
-        "email": "ada@example.com", "plan": "pro", "address_city": "Paris", "account_employees": 120,
-        "hull_segments": ["Paying Customers"], "paying_customers": True}}
+    assert identify == {
+        "type": "identify",
+        "userId": "u-1",
+        "anonymousId": "a-1",
+        **STAMP,
+        "traits": {
+            "email": "ada@example.com",
+            "plan": "pro",
+            "address_city": "Paris",
+            "account_employees": 120,
+            "hull_segments": ["Paying Customers"],
+            "paying_customers": True,
+        },
+    }
     [group] = by_type(segment_api, "group")
     assert re.fullmatch(rf"hsc-group-{user}-[0-9a-f]{{32}}", group.pop("messageId"))
-    assert group == {"type": "group", "groupId": "g-1", "userId": "u-1", "anonymousId": "a-1", **STAMP,
-                     "traits": {"domain": "example.com", "industry": "Software", "hull_segments": ["Big Accounts"]}}
+    assert group == {
+        "type": "group",
+        "groupId": "g-1",
+        "userId": "u-1",
+        "anonymousId": "a-1",
+        **STAMP,
+        "traits": {"domain": "example.com", "industry": "Software", "hull_segments": ["Big Accounts"]},
+    }
     [track] = by_type(segment_api, "track", "Order Completed")
     assert track["messageId"] == "m-track" and track["timestamp"] == "2024-05-01T10:00:02.000000Z"
     assert track["properties"] == {"revenue": 42} and track["userId"] == "u-1"
@@ -81,12 +133,21 @@ async def test_every_message_type_exact_json(client, runtime, segment_api):
 
 
 async def test_users_outside_the_filter_get_nothing(client, runtime, segment_api):
-    await configure(runtime, segment_api, synchronized_segments=["VIP"], send_events=["ALL"], forward_events=True,
-                    entered_exited_events=True)
-    await post(client, {"type": "identify", "userId": "in", "traits": {"email": "in@example.com"}},
-               {"type": "identify", "userId": "out", "traits": {"email": "out@example.com"}},
-               {"type": "track", "userId": "out", "event": "Signed In"},
-               {"type": "track", "userId": "in", "event": "Signed In", "messageId": "in-event"})
+    await configure(
+        runtime,
+        segment_api,
+        synchronized_segments=["VIP"],
+        send_events=["ALL"],
+        forward_events=True,
+        entered_exited_events=True,
+    )
+    await post(
+        client,
+        {"type": "identify", "userId": "in", "traits": {"email": "in@example.com"}},
+        {"type": "identify", "userId": "out", "traits": {"email": "out@example.com"}},
+        {"type": "track", "userId": "out", "event": "Signed In"},
+        {"type": "track", "userId": "in", "event": "Signed In", "messageId": "in-event"},
+    )
     await drain(runtime)
     other = await add_segment(runtime, "Other", [await user_id_of(runtime, "out")])
     await add_transition(runtime, other, await user_id_of(runtime, "out"), "entered")
@@ -120,7 +181,9 @@ async def deliver_from_segment(client, *messages):
 
 async def test_forward_events_holds_back_only_what_segment_delivered(client, runtime, segment_api):
     await configure(runtime, segment_api, synchronized_segments=["ALL"], send_events=["ALL"])
-    await deliver_from_segment(client, {"type": "track", "userId": "u-1", "event": "From Segment", "messageId": "seg-1"})
+    await deliver_from_segment(
+        client, {"type": "track", "userId": "u-1", "event": "From Segment", "messageId": "seg-1"}
+    )
     await post(client, {"type": "track", "userId": "u-1", "event": "From A Library", "messageId": "api-1"})
     await drain(runtime)
     await send_all(runtime)
@@ -128,7 +191,9 @@ async def test_forward_events_holds_back_only_what_segment_delivered(client, run
     assert sorted(m["messageId"] for m in by_type(segment_api, "track")) == ["api-1"]
 
     await configure(runtime, segment_api, synchronized_segments=["ALL"], send_events=["ALL"], forward_events=True)
-    await deliver_from_segment(client, {"type": "track", "userId": "u-1", "event": "From Segment", "messageId": "seg-2"})
+    await deliver_from_segment(
+        client, {"type": "track", "userId": "u-1", "event": "From Segment", "messageId": "seg-2"}
+    )
     await drain(runtime)
     await send_all(runtime)
     assert sorted(m["messageId"] for m in by_type(segment_api, "track")) == ["api-1", "seg-2"]
@@ -136,10 +201,16 @@ async def test_forward_events_holds_back_only_what_segment_delivered(client, run
 
 async def test_send_events_applies_to_events_from_both_sources(client, runtime, segment_api):
     await configure(runtime, segment_api, synchronized_segments=["ALL"], send_events=["Wanted"], forward_events=True)
-    await deliver_from_segment(client, {"type": "track", "userId": "u-1", "event": "Wanted", "messageId": "seg-w"},
-                               {"type": "track", "userId": "u-1", "event": "Other", "messageId": "seg-o"})
-    await post(client, {"type": "track", "userId": "u-1", "event": "Wanted", "messageId": "api-w"},
-               {"type": "track", "userId": "u-1", "event": "Other", "messageId": "api-o"})
+    await deliver_from_segment(
+        client,
+        {"type": "track", "userId": "u-1", "event": "Wanted", "messageId": "seg-w"},
+        {"type": "track", "userId": "u-1", "event": "Other", "messageId": "seg-o"},
+    )
+    await post(
+        client,
+        {"type": "track", "userId": "u-1", "event": "Wanted", "messageId": "api-w"},
+        {"type": "track", "userId": "u-1", "event": "Other", "messageId": "api-o"},
+    )
     await drain(runtime)
     await send_all(runtime)
     assert sorted(m["messageId"] for m in by_type(segment_api, "track")) == ["api-w", "seg-w"]
@@ -154,17 +225,30 @@ async def test_initial_transitions_need_send_initial_results(client, runtime, se
     await add_transition(runtime, segment, user, "entered", initial=True)
     await send_all(runtime)
     assert not by_type(segment_api, "track")
-    await configure(runtime, segment_api, synchronized_segments=["ALL"], entered_exited_events=True,
-                    send_initial_results=True)
+    await configure(
+        runtime, segment_api, synchronized_segments=["ALL"], entered_exited_events=True, send_initial_results=True
+    )
     transition = await add_transition(runtime, segment, user, "entered", initial=True)
     await send_all(runtime)
-    assert [m["messageId"] for m in by_type(segment_api, "track", "Segment Entered")] == [f"hsc-transition-{transition}"]
+    assert [m["messageId"] for m in by_type(segment_api, "track", "Segment Entered")] == [
+        f"hsc-transition-{transition}"
+    ]
 
 
 async def test_unchanged_payload_is_not_sent_again_and_changes_coalesce(client, runtime, segment_api):
     await configure(runtime, segment_api, synchronized_segments=["ALL"], synchronized_properties=["email", "plan"])
-    await post(client, *[{"type": "identify", "userId": "u-1", "traits": {"plan": f"p{n}"},
-                          "timestamp": f"2024-05-01T10:00:{n:02d}Z"} for n in range(10)])
+    await post(
+        client,
+        *[
+            {
+                "type": "identify",
+                "userId": "u-1",
+                "traits": {"plan": f"p{n}"},
+                "timestamp": f"2024-05-01T10:00:{n:02d}Z",
+            }
+            for n in range(10)
+        ],
+    )
     await drain(runtime)
     await send_all(runtime)
     [identify] = segment_api.messages  # ten changes, one identify, with the latest value
@@ -184,8 +268,9 @@ async def test_unchanged_payload_is_not_sent_again_and_changes_coalesce(client, 
 
 
 async def test_group_omits_hull_segments_when_no_account_segment_exists(client, runtime, segment_api):
-    await configure(runtime, segment_api, synchronized_segments=["ALL"], synchronized_account_segments=["ALL"],
-                    handle_accounts=True)
+    await configure(
+        runtime, segment_api, synchronized_segments=["ALL"], synchronized_account_segments=["ALL"], handle_accounts=True
+    )
     await post(client, {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"domain": "acme.io"}})
     await drain(runtime)
     await send_all(runtime)
@@ -194,14 +279,16 @@ async def test_group_omits_hull_segments_when_no_account_segment_exists(client, 
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from(["", "account.", "traits_", "usage.", "audiences.", "account.usage."]),
-       st.text(alphabet="abcXYZ_/.0 -", min_size=1, max_size=20))
+@given(
+    st.sampled_from(["", "account.", "traits_", "usage.", "audiences.", "account.usage."]),
+    st.text(alphabet="abcXYZ_/.0 -", min_size=1, max_size=20),
+)
 def test_trait_names(prefix, rest):
     attribute = prefix + rest
     name = trait_name(attribute)
     assert "/" not in name
     if attribute.startswith("account."):
-        assert name == "account_" + trait_name(attribute[len("account."):])
+        assert name == "account_" + trait_name(attribute[len("account.") :])
     elif attribute.startswith(("usage.", "audiences.")):
         assert "." not in name and name == attribute.replace(".", "_").replace("/", "_")
     else:
@@ -210,30 +297,64 @@ def test_trait_names(prefix, rest):
 
 async def test_computed_attributes_are_sent_like_traits(client, runtime, segment_api):
     """usage.* and audiences.* in synchronized_properties (and account usage in group traits)."""
-    await configure(runtime, segment_api, synchronized_segments=["ALL"], handle_accounts=True,
-                    synchronized_properties=["email", "usage.top_features", "usage.events_30d", "usage.score_30d",
-                                             "audiences.first_time_shopper", "account.usage.events_30d"],
-                    synchronized_account_segments=["ALL"], synchronized_account_properties=["domain", "usage.top_features"])
+    await configure(
+        runtime,
+        segment_api,
+        synchronized_segments=["ALL"],
+        handle_accounts=True,
+        synchronized_properties=[
+            "email",
+            "usage.top_features",
+            "usage.events_30d",
+            "usage.score_30d",
+            "audiences.first_time_shopper",
+            "account.usage.events_30d",
+        ],
+        synchronized_account_segments=["ALL"],
+        synchronized_account_properties=["domain", "usage.top_features"],
+    )
     now = utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
     uses = [("export", "positive"), ("export", "NEGATIVE"), ("export", "Positive"), ("search", None)]
-    await post(client,
-               {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"domain": "acme.io"}},
-               *({"type": "track", "userId": "u-1", "event": "Feature Used", "timestamp": now,
-                  "properties": {"feature": feature, **({"eventFlag": flag} if flag else {})}}
-                 for feature, flag in uses),
-               {"type": "identify", "userId": "u-1", "traits": {"email": "ada@example.com",
-                                                                "first_time_shopper": True},
-                "context": {"personas": {"computation_class": "audience",
-                                         "computation_key": "first_time_shopper"}}})
+    await post(
+        client,
+        {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"domain": "acme.io"}},
+        *(
+            {
+                "type": "track",
+                "userId": "u-1",
+                "event": "Feature Used",
+                "timestamp": now,
+                "properties": {"feature": feature, **({"eventFlag": flag} if flag else {})},
+            }
+            for feature, flag in uses
+        ),
+        {
+            "type": "identify",
+            "userId": "u-1",
+            "traits": {"email": "ada@example.com", "first_time_shopper": True},
+            "context": {"personas": {"computation_class": "audience", "computation_key": "first_time_shopper"}},
+        },
+    )
     await drain(runtime)
     await send_all(runtime)
 
     identify = by_type(segment_api, "identify")[-1]
-    assert {key: identify["traits"][key] for key in (
-        "usage_top_features", "usage_events_30d", "usage_score_30d", "audiences_first_time_shopper",
-        "account_usage_events_30d")} == {
-        "usage_top_features": ["export", "search"], "usage_events_30d": 4, "usage_score_30d": 1,
-        "audiences_first_time_shopper": True, "account_usage_events_30d": 4}
+    assert {
+        key: identify["traits"][key]
+        for key in (
+            "usage_top_features",
+            "usage_events_30d",
+            "usage_score_30d",
+            "audiences_first_time_shopper",
+            "account_usage_events_30d",
+        )
+    } == {
+        "usage_top_features": ["export", "search"],
+        "usage_events_30d": 4,
+        "usage_score_30d": 1,
+        "audiences_first_time_shopper": True,
+        "account_usage_events_30d": 4,
+    }
     group = by_type(segment_api, "group")[-1]
     assert group["traits"]["usage_top_features"] == ["export", "search"]
 

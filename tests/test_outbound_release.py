@@ -4,26 +4,32 @@ once, but never a claim another sender took after this one's lease ran out."""
 import asyncio
 
 import sqlalchemy as sa
-
 from conftest import basic_auth, drain, wait_until
+from fake_segment import configure
+
 from connector.models import OutboxItem, utcnow
 from connector.outbound import sender
-from fake_segment import configure
 
 outbox = OutboxItem.__table__
 
 
 async def queue_users(client, runtime, count: int) -> None:
-    response = await client.post("/v1/batch", headers=basic_auth(), json={
-        "batch": [{"type": "identify", "userId": f"u-{n}", "traits": {"plan": "pro"}} for n in range(count)]})
+    response = await client.post(
+        "/v1/batch",
+        headers=basic_auth(),
+        json={"batch": [{"type": "identify", "userId": f"u-{n}", "traits": {"plan": "pro"}} for n in range(count)]},
+    )
     assert response.status_code == 200
     await drain(runtime)
 
 
 async def claimed(runtime) -> int:
     async with runtime.engine.connect() as conn:
-        return await conn.scalar(sa.select(sa.func.count()).select_from(outbox).where(
-            outbox.c.claimed_until.is_not(None), outbox.c.claimed_until > utcnow()))
+        return await conn.scalar(
+            sa.select(sa.func.count())
+            .select_from(outbox)
+            .where(outbox.c.claimed_until.is_not(None), outbox.c.claimed_until > utcnow())
+        )
 
 
 async def test_a_send_round_cancelled_while_segment_stalls_releases_its_claims(client, runtime, segment_api):

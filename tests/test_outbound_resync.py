@@ -4,11 +4,11 @@ import asyncio
 
 import sqlalchemy as sa
 from click.testing import CliRunner
-
 from conftest import basic_auth, drain
+from fake_segment import add_segment, configure, send_all, user_id_of
+
 from connector import cli
 from connector.models import SegmentMembership
-from fake_segment import add_segment, configure, send_all, user_id_of
 
 
 async def run_cli(monkeypatch, env, *args):
@@ -21,8 +21,15 @@ async def run_cli(monkeypatch, env, *args):
 
 
 async def test_resync_sends_the_filter_once_and_again_with_force(client, runtime, segment_api, monkeypatch, env):
-    await client.post("/v1/batch", headers=basic_auth(), json={"batch": [
-        {"type": "identify", "userId": f"u-{n}", "traits": {"email": f"u{n}@example.com"}} for n in range(5)]})
+    await client.post(
+        "/v1/batch",
+        headers=basic_auth(),
+        json={
+            "batch": [
+                {"type": "identify", "userId": f"u-{n}", "traits": {"email": f"u{n}@example.com"}} for n in range(5)
+            ]
+        },
+    )
     await drain(runtime)
     vip = [await user_id_of(runtime, f"u-{n}") for n in (1, 3)]
     await add_segment(runtime, "VIP", vip)
@@ -55,7 +62,8 @@ async def test_resync_sends_the_filter_once_and_again_with_force(client, runtime
 
 
 async def test_resync_with_force_still_sends_false_for_a_segment_segment_was_told_of(
-        client, runtime, segment_api, monkeypatch, env):
+    client, runtime, segment_api, monkeypatch, env
+):
     await client.post("/v1/identify", headers=basic_auth(), json={"userId": "u-1"})
     await drain(runtime)
     user = await user_id_of(runtime, "u-1")
@@ -65,7 +73,9 @@ async def test_resync_with_force_still_sends_false_for_a_segment_segment_was_tol
     await send_all(runtime)
     assert segment_api.messages[-1]["traits"]["vip"] is True
     async with runtime.engine.begin() as conn:  # left VIP without a transition: only resync will say so
-        await conn.execute(sa.delete(SegmentMembership.__table__).where(SegmentMembership.__table__.c.segment_id == vip))
+        await conn.execute(
+            sa.delete(SegmentMembership.__table__).where(SegmentMembership.__table__.c.segment_id == vip)
+        )
     assert (await run_cli(monkeypatch, env, "resync", "--force")).exit_code == 0
     await send_all(runtime)
     assert segment_api.messages[-1]["traits"] == {"hull_segments": [], "vip": False}

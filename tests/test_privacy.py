@@ -11,24 +11,32 @@ import hashlib
 from urllib.parse import quote
 
 import pytest
+import sqlalchemy as sa
+from conftest import admin_auth, basic_auth, drain, wait_until
+from fake_segment import configure, send_all, user_id_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import SQLModel
 
-from conftest import admin_auth, basic_auth, drain, wait_until
 from connector.models import Account, ActivityEntry, DeadLetter, DeliveryState, IdentityAudit, OutboxItem, utcnow
 from connector.outbound import sender
 from connector.spec import clean_id
-from fake_segment import configure, send_all, user_id_of
 
 ADA = {"userId": "ada-42"}
 ADA_ANONYMOUS = "anon-ada-7f3"
 ADA_EMAIL = "Ada.Lovelace@Example.org"
 # Everything that names Ada or came from her: none of it may remain anywhere after the erasure.
-ADA_NEEDLES = ["ada-42", "anon-ada-7f3", "ada.lovelace@example.org", "ada lovelace", "vermilion-7c2",
-               "reports-ada", "vip_ada", "ada-only-page"]
+ADA_NEEDLES = [
+    "ada-42",
+    "anon-ada-7f3",
+    "ada.lovelace@example.org",
+    "ada lovelace",
+    "vermilion-7c2",
+    "reports-ada",
+    "vip_ada",
+    "ada-only-page",
+]
 BOB_NEEDLES = ["bob-7", "bob@example.com", "reports-bob"]
 PRO = {"attribute": "traits.plan", "op": "eq", "value": "pro"}
 
@@ -52,40 +60,67 @@ async def search(runtime, needles):
             for column in table.columns:
                 text = sa.func.lower(sa.cast(column, sa.Text))
                 for needle in needles:
-                    if await conn.scalar(sa.select(sa.func.count()).select_from(table)
-                                         .where(text.like(f"%{needle}%"))):
+                    if await conn.scalar(sa.select(sa.func.count()).select_from(table).where(text.like(f"%{needle}%"))):
                         found.setdefault(needle, []).append(f"{table.name}.{column.name}")
     return found
 
 
 async def suppressed_count(client):
     response = await client.get("/metrics", headers=admin_auth())
-    return sum(sample.value for family in text_string_to_metric_families(response.text)
-               for sample in family.samples
-               if sample.name == "connector_processed_total" and sample.labels.get("outcome") == "suppressed")
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == "connector_processed_total" and sample.labels.get("outcome") == "suppressed"
+    )
 
 
 async def build_ada_and_bob(client, runtime, segment_api):
     """Ada's and Bob's profiles through real traffic, with something in every table that can hold them."""
     await client.post("/api/segments", headers=admin_auth(), json={"name": "Power Users", "rule": PRO})
-    await configure(runtime, segment_api, handle_accounts=True, synchronized_segments=["Power Users"],
-                    synchronized_properties=["email", "plan"], send_events=["Report Exported"],
-                    entered_exited_events=True, segment_membership_traits=True)
-    await post(client,
-               {"type": "page", "anonymousId": ADA_ANONYMOUS, "name": "ada-only-page"},
-               {"type": "identify", **ADA, "traits": {"email": ADA_EMAIL, "name": "Ada Lovelace", "plan": "pro",
-                                                      "favourite_colour": "vermilion-7c2"}},
-               {"type": "identify", **ADA, "anonymousId": ADA_ANONYMOUS},  # merges the anonymous profile
-               {"type": "group", **ADA, "groupId": "acme-g1", "traits": {"name": "Acme Corp", "domain": "acme.example"}},
-               {"type": "track", **ADA, "event": "Report Exported", "properties": {"feature": "reports-ada",
-                                                                                  "eventFlag": "positive"}},
-               {"type": "identify", "userId": "bob-7", "traits": {"email": "bob@example.com", "plan": "free"}},
-               {"type": "group", "userId": "bob-7", "groupId": "acme-g1"},
-               {"type": "track", "userId": "bob-7", "event": "Report Exported", "properties": {"feature": "reports-bob"}},
-               # Bob's user_id with Ada's anonymous id: two user_ids, so a conflict is audited naming both.
-               {"type": "track", "userId": "bob-7", "anonymousId": ADA_ANONYMOUS, "event": "Clicked"})
-    await post(client, {"type": "track", **ADA, "event": "Audience Entered", "properties": {"audience_key": "vip_ada"},
-                        "messageId": "ada-audience-1"}, path="/segment")
+    await configure(
+        runtime,
+        segment_api,
+        handle_accounts=True,
+        synchronized_segments=["Power Users"],
+        synchronized_properties=["email", "plan"],
+        send_events=["Report Exported"],
+        entered_exited_events=True,
+        segment_membership_traits=True,
+    )
+    await post(
+        client,
+        {"type": "page", "anonymousId": ADA_ANONYMOUS, "name": "ada-only-page"},
+        {
+            "type": "identify",
+            **ADA,
+            "traits": {"email": ADA_EMAIL, "name": "Ada Lovelace", "plan": "pro", "favourite_colour": "vermilion-7c2"},
+        },
+        {"type": "identify", **ADA, "anonymousId": ADA_ANONYMOUS},  # merges the anonymous profile
+        {"type": "group", **ADA, "groupId": "acme-g1", "traits": {"name": "Acme Corp", "domain": "acme.example"}},
+        {
+            "type": "track",
+            **ADA,
+            "event": "Report Exported",
+            "properties": {"feature": "reports-ada", "eventFlag": "positive"},
+        },
+        {"type": "identify", "userId": "bob-7", "traits": {"email": "bob@example.com", "plan": "free"}},
+        {"type": "group", "userId": "bob-7", "groupId": "acme-g1"},
+        {"type": "track", "userId": "bob-7", "event": "Report Exported", "properties": {"feature": "reports-bob"}},
+        # Bob's user_id with Ada's anonymous id: two user_ids, so a conflict is audited naming both.
+        {"type": "track", "userId": "bob-7", "anonymousId": ADA_ANONYMOUS, "event": "Clicked"},
+    )
+    await post(
+        client,
+        {
+            "type": "track",
+            **ADA,
+            "event": "Audience Entered",
+            "properties": {"audience_key": "vip_ada"},
+            "messageId": "ada-audience-1",
+        },
+        path="/segment",
+    )
     await drain(runtime)
     await send_all(runtime)  # delivery_state for both
     segment_api.fail(400, 1)  # Segment refuses the next batch: Ada's event becomes a dead letter
@@ -99,22 +134,54 @@ async def build_ada_and_bob(client, runtime, segment_api):
     ada, bob = await user_id_of(runtime, "ada-42"), await user_id_of(runtime, "bob-7")
     async with runtime.engine.begin() as conn:  # the activity log, as its writer records it
         acme = await conn.scalar(sa.select(Account.__table__.c.id))
-        await conn.execute(ActivityEntry.__table__.insert(), [
-            {"entity": "user", "entity_id": ada, "action": "incoming.user.success", "message_id": "ada-audience-1",
-             "details": {"traits": {"name": "Ada Lovelace"}}, "created_at": utcnow()},
-            {"entity": "account", "entity_id": acme, "action": "incoming.account.success",
-             "message_id": "ada-audience-1", "details": {"by": "ada-42"}, "created_at": utcnow()},
-            {"entity": "user", "entity_id": bob, "action": "incoming.user.success", "message_id": None,
-             "details": {"traits": {"email": "bob@example.com"}}, "created_at": utcnow()}])
+        await conn.execute(
+            ActivityEntry.__table__.insert(),
+            [
+                {
+                    "entity": "user",
+                    "entity_id": ada,
+                    "action": "incoming.user.success",
+                    "message_id": "ada-audience-1",
+                    "details": {"traits": {"name": "Ada Lovelace"}},
+                    "created_at": utcnow(),
+                },
+                {
+                    "entity": "account",
+                    "entity_id": acme,
+                    "action": "incoming.account.success",
+                    "message_id": "ada-audience-1",
+                    "details": {"by": "ada-42"},
+                    "created_at": utcnow(),
+                },
+                {
+                    "entity": "user",
+                    "entity_id": bob,
+                    "action": "incoming.user.success",
+                    "message_id": None,
+                    "details": {"traits": {"email": "bob@example.com"}},
+                    "created_at": utcnow(),
+                },
+            ],
+        )
     return ada, bob
 
 
 async def test_an_erased_person_leaves_nothing_in_any_table_and_stays_out_until_unsuppressed(
-        client, runtime, segment_api):
+    client, runtime, segment_api
+):
     ada, _bob = await build_ada_and_bob(client, runtime, segment_api)
     before = await search(runtime, ADA_NEEDLES)
-    for table in ("users", "user_identifiers", "events", "inbound_journal", "feature_usage", "identity_audit",
-                  "audience_memberships", "dead_letters", "activity_log"):
+    for table in (
+        "users",
+        "user_identifiers",
+        "events",
+        "inbound_journal",
+        "feature_usage",
+        "identity_audit",
+        "audience_memberships",
+        "dead_letters",
+        "activity_log",
+    ):
         assert any(place.startswith(table + ".") for places in before.values() for place in places), table
     async with runtime.engine.connect() as conn:
         keys = set((await conn.execute(sa.select(OutboxItem.__table__.c.key))).scalars())
@@ -133,12 +200,19 @@ async def test_an_erased_person_leaves_nothing_in_any_table_and_stays_out_until_
     async with runtime.engine.connect() as conn:
         keys = set((await conn.execute(sa.select(OutboxItem.__table__.c.key))).scalars())
         delivered = set((await conn.execute(sa.select(DeliveryState.__table__.c.key))).scalars())
-        left = {name: await conn.scalar(sa.text(f"SELECT count(*) FROM {name} WHERE {column} = {ada}"))
-                for name, column in (("segment_memberships", "entity_id"), ("segment_transitions", "entity_id"),
-                                     ("feature_usage", "entity_id"), ("activity_log", "entity_id"))}
+        left = {
+            name: await conn.scalar(sa.text(f"SELECT count(*) FROM {name} WHERE {column} = {ada}"))
+            for name, column in (
+                ("segment_memberships", "entity_id"),
+                ("segment_transitions", "entity_id"),
+                ("feature_usage", "entity_id"),
+                ("activity_log", "entity_id"),
+            )
+        }
         account = (await conn.execute(sa.select(Account.__table__))).one()
-        erased = (await conn.execute(sa.select(IdentityAudit.__table__).where(
-            IdentityAudit.__table__.c.action == "erase"))).all()
+        erased = (
+            await conn.execute(sa.select(IdentityAudit.__table__).where(IdentityAudit.__table__.c.action == "erase"))
+        ).all()
     assert {key for key in keys if key.endswith(f":{ada}")} == set()
     assert {key for key in delivered if key.endswith(f":{ada}")} == set()
     assert left == {"segment_memberships": 0, "segment_transitions": 0, "feature_usage": 0, "activity_log": 0}
@@ -160,9 +234,12 @@ async def test_an_erased_person_leaves_nothing_in_any_table_and_stays_out_until_
 
     # Later messages for any of her identifiers: 200, dropped as suppressed, no profile, no payload kept.
     suppressed_before = await suppressed_count(client)
-    await post(client, {"type": "identify", **ADA, "traits": {"name": "Ada Lovelace"}},
-               {"type": "page", "anonymousId": ADA_ANONYMOUS, "name": "ada-only-page"},
-               {"type": "identify", "userId": "someone-new", "traits": {"email": ADA_EMAIL}})
+    await post(
+        client,
+        {"type": "identify", **ADA, "traits": {"name": "Ada Lovelace"}},
+        {"type": "page", "anonymousId": ADA_ANONYMOUS, "name": "ada-only-page"},
+        {"type": "identify", "userId": "someone-new", "traits": {"email": ADA_EMAIL}},
+    )
     await post(client, {"type": "track", **ADA, "event": "Came Back"}, path="/segment")
     await drain(runtime)
     assert await suppressed_count(client) - suppressed_before == 4
@@ -172,16 +249,21 @@ async def test_an_erased_person_leaves_nothing_in_any_table_and_stays_out_until_
 
     listed = (await client.get("/api/suppressions", headers=admin_auth())).json()
     hashes = {(entry["kind"], entry["hash"]) for entry in listed["suppressions"]}
-    assert hashes == {("user_id", hashlib.sha256(b"ada-42").hexdigest()),
-                      ("anonymous_id", hashlib.sha256(b"anon-ada-7f3").hexdigest()),
-                      ("email", hashlib.sha256(b"ada.lovelace@example.org").hexdigest())}
+    assert hashes == {
+        ("user_id", hashlib.sha256(b"ada-42").hexdigest()),
+        ("anonymous_id", hashlib.sha256(b"anon-ada-7f3").hexdigest()),
+        ("email", hashlib.sha256(b"ada.lovelace@example.org").hexdigest()),
+    }
     assert listed["total"] == 3
 
     # Off the list, her user_id comes back as a new profile; the other identifiers stay suppressed.
     assert (await client.delete("/api/suppressions/ada-42", headers=admin_auth())).status_code == 204
     assert (await client.delete("/api/suppressions/ada-42", headers=admin_auth())).status_code == 404
-    await post(client, {"type": "identify", **ADA, "traits": {"plan": "free"}},
-               {"type": "page", "anonymousId": ADA_ANONYMOUS, "name": "still-suppressed"})
+    await post(
+        client,
+        {"type": "identify", **ADA, "traits": {"plan": "free"}},
+        {"type": "page", "anonymousId": ADA_ANONYMOUS, "name": "still-suppressed"},
+    )
     await drain(runtime)
     back = await find(client, user_id="ada-42")
     assert back.status_code == 200 and back.json()["id"] != ada
@@ -191,12 +273,13 @@ async def test_an_erased_person_leaves_nothing_in_any_table_and_stays_out_until_
 async def test_a_delete_message_on_segment_erases_what_came_before_it_even_unprocessed(client, runtime):
     await post(client, {"type": "identify", "userId": "ada-42", "traits": {"name": "Ada Lovelace"}})
     await drain(runtime)
-    await post(client,
-               {"type": "track", "userId": "ada-42", "event": "Report Exported",
-                "properties": {"feature": "reports-ada"}},
-               {"type": "delete", "userId": "ada-42", "messageId": "delete-1"},
-               {"type": "identify", "userId": "ada-42", "traits": {"favourite_colour": "vermilion-7c2"}},
-               path="/segment")
+    await post(
+        client,
+        {"type": "track", "userId": "ada-42", "event": "Report Exported", "properties": {"feature": "reports-ada"}},
+        {"type": "delete", "userId": "ada-42", "messageId": "delete-1"},
+        {"type": "identify", "userId": "ada-42", "traits": {"favourite_colour": "vermilion-7c2"}},
+        path="/segment",
+    )
     await post(client, {"type": "identify", "userId": "bob-7", "traits": {"email": "bob@example.com"}})
     await drain(runtime)
     assert (await find(client, user_id="ada-42")).status_code == 404
@@ -215,17 +298,22 @@ async def test_a_delete_message_for_someone_unknown_still_keeps_them_out(client,
 async def test_delete_is_a_segment_message_with_a_user_id_only(client):
     response = await client.post("/segment", headers=basic_auth(), json={"type": "delete", "anonymousId": "a-1"})
     assert response.status_code == 400 and response.json()["field"] == "userId"
-    response = await client.post("/v1/batch", headers=basic_auth(), json={"batch": [
-        {"type": "delete", "userId": "ada-42"}]})
+    response = await client.post(
+        "/v1/batch", headers=basic_auth(), json={"batch": [{"type": "delete", "userId": "ada-42"}]}
+    )
     assert response.status_code == 400 and response.json()["rejected"][0]["status"] == 501
-    assert (await client.post("/segment", headers=basic_auth(), json={"type": "forget", "userId": "u"})).status_code == 501
+    assert (
+        await client.post("/segment", headers=basic_auth(), json={"type": "forget", "userId": "u"})
+    ).status_code == 501
 
 
 @pytest.mark.parametrize("how", ["id", "user_id", "anonymous_id", "email"])
 async def test_a_user_is_erased_by_internal_id_or_by_each_kind_of_identifier(client, runtime, how):
-    await post(client, {"type": "identify", "userId": "ada-42", "anonymousId": ADA_ANONYMOUS,
-                        "traits": {"email": ADA_EMAIL}},
-               {"type": "identify", "userId": "bob-7", "traits": {"email": "bob@example.com"}})
+    await post(
+        client,
+        {"type": "identify", "userId": "ada-42", "anonymousId": ADA_ANONYMOUS, "traits": {"email": ADA_EMAIL}},
+        {"type": "identify", "userId": "bob-7", "traits": {"email": "bob@example.com"}},
+    )
     await drain(runtime)
     ada = await user_id_of(runtime, "ada-42")
     if how == "id":
@@ -252,7 +340,8 @@ async def test_erasing_someone_unknown_is_a_404_and_suppresses_nothing(client, q
 
 # Any id a sender may use: printable text of any script, with slashes, percent signs and spaces.
 ids = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40).filter(
-    lambda value: clean_id(value) == value)
+    lambda value: clean_id(value) == value
+)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -266,7 +355,8 @@ async def test_any_user_id_is_erased_suppressed_and_let_back_in_by_its_raw_value
     assert (await find(client, user_id=user_id)).status_code == 404
     listed = (await client.get("/api/suppressions", headers=admin_auth(), params={"limit": 500})).json()
     assert {"kind": "user_id", "hash": hashlib.sha256(user_id.encode()).hexdigest()} in [
-        {"kind": entry["kind"], "hash": entry["hash"]} for entry in listed["suppressions"]]
+        {"kind": entry["kind"], "hash": entry["hash"]} for entry in listed["suppressions"]
+    ]
     response = await client.delete(f"/api/suppressions/{quote(user_id, safe='')}", headers=admin_auth())
     assert response.status_code == 204, response.text
     await post(client, {"type": "identify", "userId": user_id, "traits": {"plan": "free"}})
@@ -275,13 +365,17 @@ async def test_any_user_id_is_erased_suppressed_and_let_back_in_by_its_raw_value
 
 
 async def test_a_person_erased_while_their_messages_are_on_the_wire_leaves_no_dead_letter_or_delivery_state(
-        client, runtime, segment_api):
+    client, runtime, segment_api
+):
     # Ada's identify is too big for Segment once the transport escapes her bio (16 KB in, 48 KB out:
     # a dead letter when the round is recorded); Bob's is
     # sent to a Segment that stalls, and Ada is erased meanwhile: the round must not write her back.
     await configure(runtime, segment_api, synchronized_segments=["ALL"], synchronized_properties=["email", "bio"])
-    await post(client, {"type": "identify", "userId": "ada-42", "traits": {"email": ADA_EMAIL, "bio": "é" * 8_000}},
-               {"type": "identify", "userId": "bob-7", "traits": {"email": "bob@example.com"}})
+    await post(
+        client,
+        {"type": "identify", "userId": "ada-42", "traits": {"email": ADA_EMAIL, "bio": "é" * 8_000}},
+        {"type": "identify", "userId": "bob-7", "traits": {"email": "bob@example.com"}},
+    )
     await drain(runtime)
     ada = await user_id_of(runtime, "ada-42")
     segment_api.stall(3.0, count=1)
@@ -294,8 +388,13 @@ async def test_a_person_erased_while_their_messages_are_on_the_wire_leaves_no_de
     async with runtime.engine.connect() as conn:
         assert (await conn.execute(sa.select(DeadLetter.__table__))).all() == []
         states = (await conn.execute(sa.select(DeliveryState.__table__.c.key))).scalars().all()
-        entries = (await conn.execute(sa.select(ActivityEntry.__table__.c.action).where(
-            ActivityEntry.__table__.c.entity == "user", ActivityEntry.__table__.c.entity_id == ada))).all()
+        entries = (
+            await conn.execute(
+                sa.select(ActivityEntry.__table__.c.action).where(
+                    ActivityEntry.__table__.c.entity == "user", ActivityEntry.__table__.c.entity_id == ada
+                )
+            )
+        ).all()
     bob = await user_id_of(runtime, "bob-7")
     assert states == [f"identify:{bob}"]
     assert entries == []

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from click.testing import CliRunner
-
 from conftest import ADMIN_TOKEN, API_KEY, basic_auth, drain, wait_until
+from inbound_cases import find_user
+
 from connector import cli
 from connector.config import get_environment
 from connector.models import JournalEntry
 from connector.processing import apply, processor
-from inbound_cases import find_user
 
 journal = JournalEntry.__table__
 CONNECTOR = Path(sys.executable).with_name("connector")
@@ -40,9 +40,11 @@ def fail_for(monkeypatch, message_id: str) -> None:
 
 async def test_a_failing_message_is_marked_and_does_not_hold_up_the_rest(client, runtime, monkeypatch):
     fail_for(monkeypatch, "poison")
-    batch = [{"type": "track", "userId": "u1", "event": "A", "messageId": "before"},
-             {"type": "track", "userId": "u2", "event": "B", "messageId": "poison"},
-             {"type": "track", "userId": "u3", "event": "C", "messageId": "after"}]
+    batch = [
+        {"type": "track", "userId": "u1", "event": "A", "messageId": "before"},
+        {"type": "track", "userId": "u2", "event": "B", "messageId": "poison"},
+        {"type": "track", "userId": "u3", "event": "C", "messageId": "after"},
+    ]
     assert (await client.post("/v1/batch", headers=basic_auth(), json={"batch": batch})).status_code == 200
     changes = await drain(runtime)
     assert (changes.processed, changes.failed) == (2, 1)
@@ -87,10 +89,17 @@ async def test_journal_retry_failed_command(client, runtime, monkeypatch):
 
 async def test_worker_process_stops_cleanly_on_sigterm(client, runtime):
     await client.post("/v1/identify", headers=basic_auth(), json={"userId": "from-worker", "traits": {"a": 1}})
-    env = {**os.environ, "DATABASE_URL": runtime.env.database_url, "ADMIN_TOKEN": ADMIN_TOKEN,
-           "CONNECTOR_API_KEY": API_KEY, "LOG_LEVEL": "INFO", "CONNECTOR_ENV": "development"}
-    worker = await asyncio.create_subprocess_exec(str(CONNECTOR), "worker", env=env, stdout=asyncio.subprocess.PIPE,
-                                                  stderr=asyncio.subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "DATABASE_URL": runtime.env.database_url,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "CONNECTOR_API_KEY": API_KEY,
+        "LOG_LEVEL": "INFO",
+        "CONNECTOR_ENV": "development",
+    }
+    worker = await asyncio.create_subprocess_exec(
+        str(CONNECTOR), "worker", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
     try:
         # The worker is up and working once the journal message has become a profile.
         await wait_until(lambda: find_user(client, user_id="from-worker"), timeout=30)

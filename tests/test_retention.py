@@ -2,14 +2,15 @@
 
 import asyncio
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings, strategies as st
+from conftest import admin_auth, basic_auth, drain, make_env, wait_until
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from conftest import admin_auth, basic_auth, drain, make_env, wait_until
 from connector import worker
 from connector.cli import main
 from connector.config import get_environment
@@ -25,43 +26,90 @@ events = Event.__table__
 users = User.__table__
 activity_log = ActivityEntry.__table__
 dead_letters = DeadLetter.__table__
-NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
 
 
 async def add_journal(engine, status, processed_at, received_at=None):
     async with engine.begin() as conn:
-        return (await conn.execute(journal.insert().values(
-            message_id=str(uuid.uuid4()), type="track", payload={"type": "track"}, status=status,
-            received_at=received_at or processed_at or NOW, processed_at=processed_at,
-        ).returning(journal.c.id))).scalar_one()
+        return (
+            await conn.execute(
+                journal.insert()
+                .values(
+                    message_id=str(uuid.uuid4()),
+                    type="track",
+                    payload={"type": "track"},
+                    status=status,
+                    received_at=received_at or processed_at or NOW,
+                    processed_at=processed_at,
+                )
+                .returning(journal.c.id)
+            )
+        ).scalar_one()
 
 
 async def add_user(engine):
     async with engine.begin() as conn:
-        return (await conn.execute(users.insert().values(traits={}, trait_timestamps={}, created_at=NOW, updated_at=NOW).returning(users.c.id))).scalar_one()
+        return (
+            await conn.execute(
+                users.insert()
+                .values(traits={}, trait_timestamps={}, created_at=NOW, updated_at=NOW)
+                .returning(users.c.id)
+            )
+        ).scalar_one()
 
 
 async def add_event(engine, user_id, received_at, timestamp=None):
     async with engine.begin() as conn:
-        return (await conn.execute(events.insert().values(
-            user_id=user_id, message_id=str(uuid.uuid4()), type="track", event="Order Completed",
-            timestamp=timestamp or received_at, received_at=received_at, properties={}, context={},
-        ).returning(events.c.id))).scalar_one()
+        return (
+            await conn.execute(
+                events.insert()
+                .values(
+                    user_id=user_id,
+                    message_id=str(uuid.uuid4()),
+                    type="track",
+                    event="Order Completed",
+                    timestamp=timestamp or received_at,
+                    received_at=received_at,
+                    properties={},
+                    context={},
+                )
+                .returning(events.c.id)
+            )
+        ).scalar_one()
 
 
 async def add_activity(engine, created_at):
     async with engine.begin() as conn:
-        return (await conn.execute(activity_log.insert().values(
-            entity="user", entity_id=1, action="incoming.user.success", details={}, created_at=created_at,
-        ).returning(activity_log.c.id))).scalar_one()
+        return (
+            await conn.execute(
+                activity_log.insert()
+                .values(
+                    entity="user",
+                    entity_id=1,
+                    action="incoming.user.success",
+                    details={},
+                    created_at=created_at,
+                )
+                .returning(activity_log.c.id)
+            )
+        ).scalar_one()
 
 
 async def add_dead_letter(engine, created_at, replayed_at=None):
     async with engine.begin() as conn:
-        return (await conn.execute(dead_letters.insert().values(
-            message={"type": "track"}, reason="too big", created_at=created_at, replayed_at=replayed_at,
-        ).returning(dead_letters.c.id))).scalar_one()
+        return (
+            await conn.execute(
+                dead_letters.insert()
+                .values(
+                    message={"type": "track"},
+                    reason="too big",
+                    created_at=created_at,
+                    replayed_at=replayed_at,
+                )
+                .returning(dead_letters.c.id)
+            )
+        ).scalar_one()
 
 
 async def ids_in(engine, table):
@@ -92,10 +140,12 @@ async def test_processed_journal_rows_go_seven_days_after_processing_and_younger
 async def test_failed_and_pending_journal_rows_are_never_removed_however_old(runtime):
     engine = runtime.engine
     ancient = NOW - timedelta(days=3650)
-    kept = {await add_journal(engine, "failed", ancient),
-            await add_journal(engine, "failed", NOW - timedelta(days=2)),
-            await add_journal(engine, "pending", None, received_at=ancient),
-            await add_journal(engine, "pending", None, received_at=NOW - timedelta(days=2))}
+    kept = {
+        await add_journal(engine, "failed", ancient),
+        await add_journal(engine, "failed", NOW - timedelta(days=2)),
+        await add_journal(engine, "pending", None, received_at=ancient),
+        await add_journal(engine, "pending", None, received_at=NOW - timedelta(days=2)),
+    }
     expired = await add_journal(engine, "processed", NOW - timedelta(days=2))
 
     purged = await purge(engine, ConnectorSettings(journal_retention_days=1), now=NOW)
@@ -104,8 +154,12 @@ async def test_failed_and_pending_journal_rows_are_never_removed_however_old(run
     assert purged["inbound_journal"] == 1 and expired not in kept
 
 
-journal_rows = st.lists(st.tuples(st.sampled_from(["pending", "processed", "failed"]),
-                                  st.integers(min_value=-3 * 24 * 60, max_value=3 * 24 * 60)), max_size=12)
+journal_rows = st.lists(
+    st.tuples(
+        st.sampled_from(["pending", "processed", "failed"]), st.integers(min_value=-3 * 24 * 60, max_value=3 * 24 * 60)
+    ),
+    max_size=12,
+)
 
 
 @given(days=st.integers(min_value=1, max_value=30), rows=journal_rows, batch_size=st.integers(min_value=1, max_value=5))
@@ -146,8 +200,10 @@ async def test_events_go_by_when_they_were_received_once_their_retention_is_set(
 async def test_event_retention_zero_keeps_events_forever(runtime):
     engine = runtime.engine
     user = await add_user(engine)
-    old = {await add_event(engine, user, NOW - timedelta(days=20 * 365)),
-           await add_event(engine, user, NOW - timedelta(days=8))}
+    old = {
+        await add_event(engine, user, NOW - timedelta(days=20 * 365)),
+        await add_event(engine, user, NOW - timedelta(days=8)),
+    }
 
     purged = await purge(engine, ConnectorSettings(event_retention_days=0), now=NOW)
 
@@ -199,11 +255,19 @@ async def test_a_backlog_larger_than_a_batch_is_removed_over_several_batches(run
 
 
 async def test_usage_figures_stay_after_their_events_are_purged(client, runtime):
-    today = datetime.now(timezone.utc)
+    today = datetime.now(UTC)
     for flag in ("positive", "positive", "negative"):
-        response = await client.post("/v1/track", headers=basic_auth(), json={
-            "userId": "ada", "messageId": str(uuid.uuid4()), "event": "Feature Used", "timestamp": format_timestamp(today),
-            "properties": {"feature": "export", "eventFlag": flag}})
+        response = await client.post(
+            "/v1/track",
+            headers=basic_auth(),
+            json={
+                "userId": "ada",
+                "messageId": str(uuid.uuid4()),
+                "event": "Feature Used",
+                "timestamp": format_timestamp(today),
+                "properties": {"feature": "export", "eventFlag": flag},
+            },
+        )
         assert response.status_code == 200, response.text
     await drain(runtime)
     ada = (await client.get("/api/users", params={"user_id": "ada"}, headers=admin_auth())).json()["id"]
@@ -225,7 +289,7 @@ async def test_the_worker_purges_on_its_own_every_interval(database_url):
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run_forever(runtime, stop))
     try:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for _ in range(2):  # the second round is only removed by a later pass than the first
             expired = await add_journal(runtime.engine, "processed", now - timedelta(days=8))
             failed = await add_journal(runtime.engine, "failed", now - timedelta(days=8))
@@ -243,9 +307,11 @@ async def _gone(engine, journal_id):
 
 def test_the_retention_command_deletes_what_has_expired_now(database_url, monkeypatch):
     async def prepare(engine):
-        now = datetime.now(timezone.utc)
-        kept = {await add_journal(engine, "processed", now - timedelta(days=6)),
-                await add_journal(engine, "failed", now - timedelta(days=60))}
+        now = datetime.now(UTC)
+        kept = {
+            await add_journal(engine, "processed", now - timedelta(days=6)),
+            await add_journal(engine, "failed", now - timedelta(days=60)),
+        }
         for days in (8, 9, 10):
             await add_journal(engine, "processed", now - timedelta(days=days))
         await add_dead_letter(engine, now - timedelta(days=31))

@@ -8,8 +8,8 @@ import sys
 
 import httpx
 import pytest
-
 from conftest import admin_auth, make_env
+
 from connector.web.app import create_app
 
 SHORT_SECRETS = ["a", "abc", "wxyz", "12345678"]
@@ -24,8 +24,9 @@ def assert_hidden(shown: str | None, secret: str) -> None:
 
 @pytest.mark.parametrize("secret", SHORT_SECRETS)
 async def test_a_short_write_key_and_shared_secret_are_masked_on_every_settings_read(client, runtime, secret):
-    response = await client.put("/api/settings", headers=admin_auth(), json={"write_key": secret,
-                                                                             "shared_secret": secret})
+    response = await client.put(
+        "/api/settings", headers=admin_auth(), json={"write_key": secret, "shared_secret": secret}
+    )
     assert response.status_code == 200, response.text
     read = await client.get("/api/settings", headers=admin_auth())
     for body in (response.json(), read.json()):
@@ -35,8 +36,11 @@ async def test_a_short_write_key_and_shared_secret_are_masked_on_every_settings_
         assert secret not in response.text and secret not in read.text
     # What was stored is the secret itself, and sending the masked value back keeps it.
     masked = read.json()["settings"]
-    again = await client.put("/api/settings", headers=admin_auth(),
-                             json={"write_key": masked["write_key"], "shared_secret": masked["shared_secret"]})
+    again = await client.put(
+        "/api/settings",
+        headers=admin_auth(),
+        json={"write_key": masked["write_key"], "shared_secret": masked["shared_secret"]},
+    )
     assert again.status_code == 200, again.text
     stored = await runtime.settings.current()
     assert (stored.write_key, stored.shared_secret) == (secret, secret)
@@ -56,12 +60,16 @@ async def test_a_short_api_key_is_masked_in_the_status(database_url, secret):
 @pytest.mark.parametrize(("admin_token", "api_key"), [("abc", "12345678"), ("12345678", "wxyz"), ("q", "zz")])
 async def test_short_secrets_are_masked_in_the_production_welcome(database_url, capsys, admin_token, api_key):
     from connector import cli
+
     env = make_env(database_url, CONNECTOR_ENV="production", admin_token=admin_token, connector_api_key=api_key)
     assert env.environment == "production"
     await cli._print_welcome(env)
     printed = capsys.readouterr().out
-    lines = {line.split()[0] + " " + line.split()[1]: line for line in printed.splitlines()
-             if line.strip().startswith(("admin token", "inbound key"))}
+    lines = {
+        line.split()[0] + " " + line.split()[1]: line
+        for line in printed.splitlines()
+        if line.strip().startswith(("admin token", "inbound key"))
+    }
     assert set(lines) == {"admin token", "inbound key"}, printed
     for name, secret in (("admin token", admin_token), ("inbound key", api_key)):
         shown = lines[name].split()[2]
@@ -70,12 +78,21 @@ async def test_short_secrets_are_masked_in_the_production_welcome(database_url, 
 
 
 def test_short_secrets_are_redacted_from_the_logs():
-    secrets = {"write_key": "abc", "writeKey": "wxyz", "shared_secret": "12345678", "api_key": "a1",
-               "admin_token": "tk", "authorization": "Basic q"}
-    program = ("import sys, json; from connector.logs import configure_logging, get_logger; "
-               "configure_logging('INFO'); get_logger().info('settings.saved', **json.loads(sys.argv[1]))")
-    result = subprocess.run([sys.executable, "-c", program, json.dumps(secrets)], capture_output=True, text=True,
-                            timeout=60, check=True)
+    secrets = {
+        "write_key": "abc",
+        "writeKey": "wxyz",
+        "shared_secret": "12345678",
+        "api_key": "a1",
+        "admin_token": "tk",
+        "authorization": "Basic q",
+    }
+    program = (
+        "import sys, json; from connector.logs import configure_logging, get_logger; "
+        "configure_logging('INFO'); get_logger().info('settings.saved', **json.loads(sys.argv[1]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program, json.dumps(secrets)], capture_output=True, text=True, timeout=60, check=True
+    )
     logged = json.loads(result.stdout.strip().splitlines()[-1])
     assert logged["event"] == "settings.saved"
     for name, secret in secrets.items():

@@ -9,8 +9,8 @@ import uuid
 from datetime import timedelta
 
 import sqlalchemy as sa
-
 from conftest import admin_auth, basic_auth, drain
+
 from connector.models import SegmentTransition, utcnow
 from connector.segments.membership import load_profiles
 from connector.segments.schedule import recompute_due
@@ -29,13 +29,19 @@ async def post(client, kind, **message):
 
 def feature_used(user, feature, at, flag=None):
     properties = {"feature": feature, **({"eventFlag": flag} if flag else {})}
-    return {"userId": user, "event": "Feature Used", "properties": properties, "timestamp": format_timestamp(at),
-            "messageId": str(uuid.uuid4())}
+    return {
+        "userId": user,
+        "event": "Feature Used",
+        "properties": properties,
+        "timestamp": format_timestamp(at),
+        "messageId": str(uuid.uuid4()),
+    }
 
 
 async def create(client, name, rule, entity="user"):
-    response = await client.post("/api/segments", headers=admin_auth(), json={"name": name, "rule": rule,
-                                                                               "entity": entity})
+    response = await client.post(
+        "/api/segments", headers=admin_auth(), json={"name": name, "rule": rule, "entity": entity}
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -67,8 +73,10 @@ async def test_usage_rules_select_users_by_feature_usage(client, runtime):
     # bob's export is 40 days old: still among his top features, not in his 30-day figures
     assert await user_segments(client, "bob") == ["Exporters"]
     assert await user_segments(client, "eve") == []
-    assert [(await segment(client, item["id"]))["member_count"] for item in (active_before, active_after,
-                                                                             happy_before, exporters)] == [1, 1, 1, 2]
+    assert [
+        (await segment(client, item["id"]))["member_count"]
+        for item in (active_before, active_after, happy_before, exporters)
+    ] == [1, 1, 1, 2]
     assert active_after["time_based"] and not exporters["time_based"]
 
 
@@ -88,8 +96,12 @@ async def test_account_segments_read_the_accounts_usage(client, runtime):
 
     # three uses by two users of acme: acme is busy although neither user is
     assert (await segment(client, busy["id"]))["member_count"] == 1
-    recent = await create(client, "Recently used", {"attribute": "usage.last_feature_at", "op": "within_last_days",
-                                                    "value": 1}, entity="account")
+    recent = await create(
+        client,
+        "Recently used",
+        {"attribute": "usage.last_feature_at", "op": "within_last_days", "value": 1},
+        entity="account",
+    )
     assert recent["member_count"] == 2 and recent["time_based"]
     acme = (await client.get("/api/accounts", params={"group_id": "acme"}, headers=admin_auth())).json()
     assert acme["segments"] == ["Busy accounts", "Recently used"]
@@ -98,27 +110,57 @@ async def test_account_segments_read_the_accounts_usage(client, runtime):
 async def test_audience_conditions_follow_entries_and_exits(client, runtime):
     shoppers = await create(client, "First-time shoppers", SHOPPERS)
     entered = utcnow() - timedelta(hours=2)
-    await post(client, "track", userId="ada", event="Audience Entered", timestamp=format_timestamp(entered),
-               properties={"audience_key": "first_time_shopper"})
-    await post(client, "identify", userId="bob", traits={"first_time_shopper": True},
-               timestamp=format_timestamp(entered),
-               context={"personas": {"computation_class": "audience", "computation_key": "first_time_shopper"}})
-    await post(client, "track", userId="eve", event="Audience Entered", timestamp=format_timestamp(entered),
-               properties={"audience_key": "vip"})
+    await post(
+        client,
+        "track",
+        userId="ada",
+        event="Audience Entered",
+        timestamp=format_timestamp(entered),
+        properties={"audience_key": "first_time_shopper"},
+    )
+    await post(
+        client,
+        "identify",
+        userId="bob",
+        traits={"first_time_shopper": True},
+        timestamp=format_timestamp(entered),
+        context={"personas": {"computation_class": "audience", "computation_key": "first_time_shopper"}},
+    )
+    await post(
+        client,
+        "track",
+        userId="eve",
+        event="Audience Entered",
+        timestamp=format_timestamp(entered),
+        properties={"audience_key": "vip"},
+    )
     await drain(runtime)
     assert (await segment(client, shoppers["id"]))["member_count"] == 2
     assert (await create(client, "Shoppers, recomputed", SHOPPERS))["member_count"] == 2
     assert not shoppers["time_based"]
 
-    await post(client, "track", userId="ada", event="Audience Exited", timestamp=format_timestamp(utcnow()),
-               properties={"audience_key": "first_time_shopper"})
+    await post(
+        client,
+        "track",
+        userId="ada",
+        event="Audience Exited",
+        timestamp=format_timestamp(utcnow()),
+        properties={"audience_key": "first_time_shopper"},
+    )
     await drain(runtime)
     assert await user_segments(client, "ada") == []
     assert await user_segments(client, "bob") == ["First-time shoppers", "Shoppers, recomputed"]
     table = SegmentTransition.__table__
     async with runtime.engine.connect() as conn:
-        history = (await conn.execute(sa.select(table.c.transition).where(table.c.segment_id == shoppers["id"])
-                                      .order_by(table.c.id))).scalars().all()
+        history = (
+            (
+                await conn.execute(
+                    sa.select(table.c.transition).where(table.c.segment_id == shoppers["id"]).order_by(table.c.id)
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert history == ["entered", "entered", "exited"]
 
 
@@ -140,8 +182,14 @@ async def test_load_profiles_reads_computed_attributes_in_batches(client, runtim
     now = utcnow()
     for number in range(12):
         await post(client, "track", **feature_used(f"user-{number}", "export", now))
-        await post(client, "track", userId=f"user-{number}", event="Audience Entered",
-                   properties={"audience_key": "vip"}, timestamp=format_timestamp(now))
+        await post(
+            client,
+            "track",
+            userId=f"user-{number}",
+            event="Audience Entered",
+            properties={"audience_key": "vip"},
+            timestamp=format_timestamp(now),
+        )
     await drain(runtime)
     statements = []
 

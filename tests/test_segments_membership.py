@@ -4,8 +4,8 @@ from datetime import timedelta
 
 import httpx
 import sqlalchemy as sa
-
 from conftest import admin_auth, basic_auth, drain, wait_until
+
 from connector.models import OutboxItem, SegmentMembership, SegmentTransition, utcnow
 from connector.segments.schedule import recompute_due
 
@@ -18,7 +18,9 @@ async def post(client, path, body):
 
 
 async def create(client, name, rule, entity="user"):
-    response = await client.post("/api/segments", headers=admin_auth(), json={"name": name, "rule": rule, "entity": entity})
+    response = await client.post(
+        "/api/segments", headers=admin_auth(), json={"name": name, "rule": rule, "entity": entity}
+    )
     assert response.status_code == 201, response.text
     return response.json()["id"]
 
@@ -30,9 +32,14 @@ async def user_segments(client, user_id):
 async def history(runtime, segment_id):
     table = SegmentTransition.__table__
     async with runtime.engine.connect() as conn:
-        return [tuple(row) for row in await conn.execute(
-            sa.select(table.c.id, table.c.entity_id, table.c.transition).where(table.c.segment_id == segment_id)
-            .order_by(table.c.id))]
+        return [
+            tuple(row)
+            for row in await conn.execute(
+                sa.select(table.c.id, table.c.entity_id, table.c.transition)
+                .where(table.c.segment_id == segment_id)
+                .order_by(table.c.id)
+            )
+        ]
 
 
 async def test_identify_and_track_move_users_in_and_out(client, runtime):
@@ -45,9 +52,16 @@ async def test_identify_and_track_move_users_in_and_out(client, runtime):
     await post(client, "/v1/track", {"userId": "ada", "event": "Order Completed", "messageId": "order-1"})
     await drain(runtime)
     assert await user_segments(client, "ada") == ["Pro"]  # one order of the two needed
-    await post(client, "/v1/batch", {"batch": [{"type": "track", "userId": "ada", "event": "Order Completed",
-                                                "messageId": "order-2"},
-                                               {"type": "identify", "userId": "ada", "traits": {"plan": "free"}}]})
+    await post(
+        client,
+        "/v1/batch",
+        {
+            "batch": [
+                {"type": "track", "userId": "ada", "event": "Order Completed", "messageId": "order-2"},
+                {"type": "identify", "userId": "ada", "traits": {"plan": "free"}},
+            ]
+        },
+    )
     await drain(runtime)
     assert await user_segments(client, "ada") == ["Buyers"]
 
@@ -92,13 +106,17 @@ async def test_merged_away_profiles_leave_their_memberships(client, runtime):
 
 async def test_time_based_rules_are_recomputed_on_schedule(client, runtime):
     recent = await create(client, "Recent buyers", {"event": "Order Completed", "within_days": 7})
-    fresh = await create(client, "Fresh trial", {"attribute": "traits.trial_started", "op": "within_last_days",
-                                                 "value": 3})
+    fresh = await create(
+        client, "Fresh trial", {"attribute": "traits.trial_started", "op": "within_last_days", "value": 3}
+    )
     static = await create(client, "Pro", {"attribute": "traits.plan", "op": "eq", "value": "pro"})
     now = utcnow()
     await post(client, "/v1/track", {"userId": "ada", "event": "Order Completed", "timestamp": now.isoformat()})
-    await post(client, "/v1/identify", {"userId": "ada", "traits": {"plan": "pro",
-                                                                   "trial_started": now.strftime("%Y-%m-%dT%H:%M:%SZ")}})
+    await post(
+        client,
+        "/v1/identify",
+        {"userId": "ada", "traits": {"plan": "pro", "trial_started": now.strftime("%Y-%m-%dT%H:%M:%SZ")}},
+    )
     await drain(runtime)
     assert await user_segments(client, "ada") == ["Fresh trial", "Pro", "Recent buyers"]
 
@@ -118,11 +136,15 @@ async def test_time_based_rules_are_recomputed_on_schedule(client, runtime):
 async def test_the_worker_loop_runs_the_schedule(live_server_factory):
     server = live_server_factory(run_worker_in_web=True, segment_recompute_seconds=0.2)
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-        response = await http.post("/api/segments", headers=admin_auth(), json={
-            "name": "Seen", "rule": {"attribute": "last_seen_at", "op": "within_last_days", "value": 1}})
+        response = await http.post(
+            "/api/segments",
+            headers=admin_auth(),
+            json={"name": "Seen", "rule": {"attribute": "last_seen_at", "op": "within_last_days", "value": 1}},
+        )
         assert response.status_code == 201, response.text
         first = response.json()["computed_at"]
 
         async def recomputed():
             return (await http.get("/api/segments", headers=admin_auth())).json()["segments"][0]["computed_at"] != first
+
         await wait_until(recomputed, timeout=10)

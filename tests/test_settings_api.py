@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import admin_auth
+
 from connector.settings import SECTIONS, ConnectorSettings, render_settings_schema
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "settings.schema.json"
@@ -63,15 +63,18 @@ async def test_versions_increase_with_each_save(client):
     assert body["version"] == 3 and body["settings"]["handle_accounts"] is True
 
 
-@pytest.mark.parametrize(("values", "field"), [
-    ({"handle_pages": "sometimes"}, "handle_pages"),
-    ({"segment_api_host": "not a url"}, "segment_api_host"),
-    ({"synchronized_segments": ["ok", "  "]}, "synchronized_segments"),
-    ({"send_events": "Order Completed"}, "send_events"),
-    ({"connector_name": ""}, "connector_name"),
-    ({"no_such_setting": 1}, "no_such_setting"),
-    ({"handle_accounts": True, "write_key": "x" * 300}, "write_key"),
-])
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"handle_pages": "sometimes"}, "handle_pages"),
+        ({"segment_api_host": "not a url"}, "segment_api_host"),
+        ({"synchronized_segments": ["ok", "  "]}, "synchronized_segments"),
+        ({"send_events": "Order Completed"}, "send_events"),
+        ({"connector_name": ""}, "connector_name"),
+        ({"no_such_setting": 1}, "no_such_setting"),
+        ({"handle_accounts": True, "write_key": "x" * 300}, "write_key"),
+    ],
+)
 async def test_a_bad_value_is_400_naming_the_field_and_changes_nothing(client, values, field):
     await put_settings(client, handle_screens=False)
     before = await get_settings(client)
@@ -90,11 +93,20 @@ async def test_a_malformed_document_is_400(client, body):
     assert (await get_settings(client))["version"] == 0
 
 
-@pytest.mark.parametrize(("method", "path"), [
-    ("GET", "/api/settings"), ("PUT", "/api/settings"), ("GET", "/api/users?user_id=u1"),
-    ("GET", "/api/users/1/events"), ("GET", "/api/accounts?group_id=g1"), ("GET", "/api/status"),
-    ("POST", "/api/api-key/reveal"), ("POST", "/api/api-key/rotate"), ("GET", "/api/openapi.json"),
-])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/settings"),
+        ("PUT", "/api/settings"),
+        ("GET", "/api/users?user_id=u1"),
+        ("GET", "/api/users/1/events"),
+        ("GET", "/api/accounts?group_id=g1"),
+        ("GET", "/api/status"),
+        ("POST", "/api/api-key/reveal"),
+        ("POST", "/api/api-key/rotate"),
+        ("GET", "/api/openapi.json"),
+    ],
+)
 async def test_admin_endpoints_need_the_bearer_token(client, runtime, method, path):
     for headers in ({}, admin_auth("wrong-token"), {"Authorization": "Basic dGVzdDo="}, {"Authorization": "Bearer"}):
         response = await client.request(method, path, headers=headers, json={"handle_accounts": True})
@@ -122,7 +134,9 @@ def test_schema_documents_every_setting():
         assert field["section"] in SECTIONS, name
         assert field["default"] == defaults[name], name
     assert {name for name, field in schema["properties"].items() if field.get("writeOnly")} == {
-        "write_key", "shared_secret"}
+        "write_key",
+        "shared_secret",
+    }
     assert {field["section"] for field in schema["properties"].values()} == set(SECTIONS)
 
 
@@ -136,14 +150,23 @@ def test_schema_validates_the_defaults_and_refuses_unknown_settings():
 
 def test_retention_settings_have_the_documented_defaults():
     defaults = ConnectorSettings().model_dump()
-    assert (defaults["journal_retention_days"], defaults["event_retention_days"],
-            defaults["activity_retention_days"], defaults["dead_letter_retention_days"]) == (7, 0, 30, 30)
+    assert (
+        defaults["journal_retention_days"],
+        defaults["event_retention_days"],
+        defaults["activity_retention_days"],
+        defaults["dead_letter_retention_days"],
+    ) == (7, 0, 30, 30)
 
 
-@pytest.mark.parametrize("name, value", [
-    ("journal_retention_days", 0), ("event_retention_days", -1), ("activity_retention_days", 0),
-    ("dead_letter_retention_days", "thirty"),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("journal_retention_days", 0),
+        ("event_retention_days", -1),
+        ("activity_retention_days", 0),
+        ("dead_letter_retention_days", "thirty"),
+    ],
+)
 async def test_a_bad_retention_setting_is_refused_naming_it(client, runtime, name, value):
     response = await client.put("/api/settings", headers=admin_auth(), json={name: value})
     assert response.status_code == 400 and name in response.text

@@ -11,11 +11,11 @@ from typing import Any, Self
 
 import httpx
 import sqlalchemy as sa
-
 from conftest import ADMIN_TOKEN, API_KEY, basic_auth, free_port, wait_until
-from connector.models import JournalEntry, OutboxItem, utcnow
 from fake_segment import configure
 from processes import HEROKU_GRACE_SECONDS, Process, wait_for_http
+
+from connector.models import JournalEntry, OutboxItem, utcnow
 
 CLIENTS = 4
 journal = JournalEntry.__table__
@@ -23,8 +23,15 @@ outbox = OutboxItem.__table__
 
 
 def process_env(database_url: str, **extra: str) -> dict[str, str]:
-    return {**os.environ, "DATABASE_URL": database_url, "CONNECTOR_ENV": "production", "ADMIN_TOKEN": ADMIN_TOKEN,
-            "CONNECTOR_API_KEY": API_KEY, "LOG_LEVEL": "INFO", **extra}
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "CONNECTOR_ENV": "production",
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "CONNECTOR_API_KEY": API_KEY,
+        "LOG_LEVEL": "INFO",
+        **extra,
+    }
 
 
 class Load:
@@ -54,10 +61,18 @@ class Load:
                 if self.stopping.is_set():
                     return
                 user = f"c{client}-u{n}"
-                batch = [{"type": "identify", "userId": user, "messageId": f"{user}-identify",
-                          "traits": {"email": f"{user}@example.com"}},
-                         *({"type": "track", "userId": user, "event": "Clicked", "messageId": f"{user}-track-{k}"}
-                           for k in range(20))]
+                batch = [
+                    {
+                        "type": "identify",
+                        "userId": user,
+                        "messageId": f"{user}-identify",
+                        "traits": {"email": f"{user}@example.com"},
+                    },
+                    *(
+                        {"type": "track", "userId": user, "event": "Clicked", "messageId": f"{user}-track-{k}"}
+                        for k in range(20)
+                    ),
+                ]
                 try:
                     answer = http.post("/v1/batch", json={"batch": batch})
                 except httpx.TransportError:  # the web process is gone or going: nothing was acknowledged
@@ -76,13 +91,20 @@ class Load:
 
 async def claimed_rows(runtime: Any) -> list[Any]:
     async with runtime.engine.connect() as conn:
-        return (await conn.execute(sa.select(outbox.c.id, outbox.c.key).where(
-            outbox.c.claimed_until.is_not(None), outbox.c.claimed_until > utcnow()))).all()
+        return (
+            await conn.execute(
+                sa.select(outbox.c.id, outbox.c.key).where(
+                    outbox.c.claimed_until.is_not(None), outbox.c.claimed_until > utcnow()
+                )
+            )
+        ).all()
 
 
 async def drained(runtime: Any) -> bool:
     async with runtime.engine.connect() as conn:
-        pending = await conn.scalar(sa.select(sa.func.count()).select_from(journal).where(journal.c.status == "pending"))
+        pending = await conn.scalar(
+            sa.select(sa.func.count()).select_from(journal).where(journal.c.status == "pending")
+        )
         queued = await conn.scalar(sa.select(sa.func.count()).select_from(outbox))
     return pending == 0 and queued == 0
 
@@ -125,14 +147,16 @@ async def test_sigterm_under_load_loses_no_acknowledged_message(runtime, segment
 
     stored = await statuses(runtime)
     assert {message["messageId"]: stored.get(message["messageId"]) for message in load.acknowledged} == {
-        message["messageId"]: "processed" for message in load.acknowledged}
+        message["messageId"]: "processed" for message in load.acknowledged
+    }
     identified = {message["userId"] for message in load.acknowledged if message["type"] == "identify"}
     sent = {message["userId"] for message in segment_api.messages if message["type"] == "identify"}
     assert identified <= sent
 
 
 async def test_a_worker_stopped_while_segment_stalls_releases_its_claims_and_exits_in_time(
-        runtime, segment_api, database_url, tmp_path):
+    runtime, segment_api, database_url, tmp_path
+):
     await configure(runtime, segment_api, synchronized_segments=["ALL"])
     port = free_port()
     env = process_env(database_url)
@@ -141,8 +165,11 @@ async def test_a_worker_stopped_while_segment_stalls_releases_its_claims_and_exi
         wait_for_http(f"http://127.0.0.1:{port}", web)
         users = [f"stalled-{n}" for n in range(50)]
         async with httpx.AsyncClient(timeout=30) as http:
-            answer = await http.post(f"http://127.0.0.1:{port}/v1/batch", headers=basic_auth(), json={
-                "batch": [{"type": "identify", "userId": user, "traits": {"plan": "pro"}} for user in users]})
+            answer = await http.post(
+                f"http://127.0.0.1:{port}/v1/batch",
+                headers=basic_auth(),
+                json={"batch": [{"type": "identify", "userId": user, "traits": {"plan": "pro"}} for user in users]},
+            )
         assert answer.status_code == 200
     finally:
         web.terminate()

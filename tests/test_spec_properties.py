@@ -1,6 +1,6 @@
 """Properties: Spec parsing for any message, and identity resolution for any delivery order."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -15,7 +15,7 @@ from connector.inbound.journal import journal_row
 from connector.models import Event, User, UserIdentifier
 from connector.processing.processor import process_batch
 
-RECEIVED = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc)
+RECEIVED = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 REQUIRED = {"track": ["event"], "group": ["groupId"], "alias": ["previousId", "userId"]}
 
 # --- parsing ----------------------------------------------------------------
@@ -23,12 +23,16 @@ REQUIRED = {"track": ["event"], "group": ["groupId"], "alias": ["previousId", "u
 # What a JSON body can carry (no lone surrogates), less NUL: PostgreSQL cannot store it, so the Spec refuses it.
 storable = st.characters(codec="utf-8", exclude_characters="\x00")
 ids = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=40).filter(
-    lambda value: spec.clean_id(value) == value)
-json_scalars = st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(storable, max_size=20)
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3)
-                           | st.dictionaries(st.text(storable, max_size=8), inner, max_size=3), max_leaves=8)
+    lambda value: spec.clean_id(value) == value
+)
+json_scalars = st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.text(storable, max_size=20)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(storable, max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
 objects = st.dictionaries(st.text(storable, min_size=1, max_size=10), json_values, max_size=4)
-instants = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(timezone.utc))
+instants = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
 
 
 @st.composite
@@ -155,11 +159,15 @@ def test_a_timestamp_in_the_future_counts_as_received_at():
 
 
 @settings(max_examples=100, deadline=None)
-@given(instants, st.integers(0, 10**7), st.integers(-10**8, 10**8))
+@given(instants, st.integers(0, 10**7), st.integers(-(10**8), 10**8))
 def test_clock_skew_rule(original, delay_ms, skew_ms):
-    message = {"type": "track", "userId": "u", "event": "E",
-               "originalTimestamp": spec.format_timestamp(original),
-               "sentAt": spec.format_timestamp(original + timedelta(milliseconds=delay_ms))}
+    message = {
+        "type": "track",
+        "userId": "u",
+        "event": "E",
+        "originalTimestamp": spec.format_timestamp(original),
+        "sentAt": spec.format_timestamp(original + timedelta(milliseconds=delay_ms)),
+    }
     received = original + timedelta(milliseconds=delay_ms + skew_ms)
     normalised = spec.normalise_message(message, received)
     assert spec.parse_timestamp(normalised["timestamp"], "t") == received - timedelta(milliseconds=delay_ms)
@@ -179,8 +187,13 @@ def journeys(draw: st.DrawFn) -> list[dict[str, Any]]:
         person = draw(st.integers(1, PEOPLE))
         user_id, anonymous_id = f"u{person}", f"a{person}-{draw(st.integers(0, 1))}"
         who = draw(st.sampled_from(["user", "anonymous", "both"]))
-        ids = {"userId": user_id} if who == "user" else {"anonymousId": anonymous_id} if who == "anonymous" \
+        ids = (
+            {"userId": user_id}
+            if who == "user"
+            else {"anonymousId": anonymous_id}
+            if who == "anonymous"
             else {"userId": user_id, "anonymousId": anonymous_id}
+        )
         kind = draw(st.sampled_from(["identify", "identify", "track", "alias"]))
         message: dict[str, Any] = {"messageId": f"m{index}", "timestamp": draw(st.sampled_from(TIMES))}
         if kind == "alias":
@@ -188,8 +201,13 @@ def journeys(draw: st.DrawFn) -> list[dict[str, Any]]:
         elif kind == "track":
             message.update(type="track", event="E", **ids)
         else:
-            traits = draw(st.dictionaries(st.sampled_from(["plan", "seats", "city"]),
-                                          st.none() | st.integers(0, 3) | st.sampled_from(["x", "y"]), max_size=3))
+            traits = draw(
+                st.dictionaries(
+                    st.sampled_from(["plan", "seats", "city"]),
+                    st.none() | st.integers(0, 3) | st.sampled_from(["x", "y"]),
+                    max_size=3,
+                )
+            )
             message.update(type="identify", traits=traits, **ids)
         messages.append(message)
     return messages
@@ -206,7 +224,9 @@ async def reset(engine) -> None:
 
 async def profiles_after(runtime, messages: list[dict[str, Any]]) -> set[tuple]:
     await reset(runtime.engine)
-    await runtime.journal.append([journal_row(spec.normalise_message(m, RECEIVED), RECEIVED, "segment") for m in messages])
+    await runtime.journal.append(
+        [journal_row(spec.normalise_message(m, RECEIVED), RECEIVED, "segment") for m in messages]
+    )
     changes = await process_batch(runtime.engine, await runtime.settings.current(), limit=100)
     assert changes.failed == 0
     async with runtime.engine.connect() as conn:
@@ -218,8 +238,10 @@ async def profiles_after(runtime, messages: list[dict[str, Any]]) -> set[tuple]:
             events.setdefault(row.user_id, set()).add(row.message_id)
         traits = dict((await conn.execute(sa.select(User.id, User.traits))).all())
     assert set(traits) == set(claims)  # no profile without an identifier
-    return {(frozenset(claims[user]), tuple(sorted(traits[user].items(), key=repr)), frozenset(events.get(user, ())))
-            for user in traits}
+    return {
+        (frozenset(claims[user]), tuple(sorted(traits[user].items(), key=repr)), frozenset(events.get(user, ())))
+        for user in traits
+    }
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -232,15 +254,41 @@ async def test_any_delivery_order_ends_in_the_same_profiles(runtime, data):
     assert await profiles_after(runtime, list(reversed(messages))) == expected
 
 
-any_dates = st.datetimes(timezones=st.sampled_from([None, timezone.utc, timezone(timedelta(hours=14)),
-                                                    timezone(timedelta(hours=-12))])).map(datetime.isoformat)
-anything = json_values | any_dates | st.floats(allow_nan=False) | st.integers(-(2**63), 2**63 - 1) \
-    | st.sampled_from(spec.MESSAGE_TYPES) | st.text(st.sampled_from("\x00a"), max_size=3)
-overrides = st.dictionaries(st.sampled_from(["type", "userId", "user_id", "anonymousId", "event", "groupId",
-                                             "previousId", "messageId", "timestamp", "sentAt", "originalTimestamp",
-                                             "traits", "properties", "context", "integrations", "name"]),
-                            anything | st.dictionaries(st.text(st.sampled_from("\x00a"), max_size=2), anything),
-                            max_size=3)
+any_dates = st.datetimes(
+    timezones=st.sampled_from([None, UTC, timezone(timedelta(hours=14)), timezone(timedelta(hours=-12))])
+).map(datetime.isoformat)
+anything = (
+    json_values
+    | any_dates
+    | st.floats(allow_nan=False)
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.sampled_from(spec.MESSAGE_TYPES)
+    | st.text(st.sampled_from("\x00a"), max_size=3)
+)
+overrides = st.dictionaries(
+    st.sampled_from(
+        [
+            "type",
+            "userId",
+            "user_id",
+            "anonymousId",
+            "event",
+            "groupId",
+            "previousId",
+            "messageId",
+            "timestamp",
+            "sentAt",
+            "originalTimestamp",
+            "traits",
+            "properties",
+            "context",
+            "integrations",
+            "name",
+        ]
+    ),
+    anything | st.dictionaries(st.text(st.sampled_from("\x00a"), max_size=2), anything),
+    max_size=3,
+)
 
 
 @settings(max_examples=500, deadline=None)

@@ -9,14 +9,14 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-
 from conftest import admin_auth, basic_auth, drain
+from fake_segment import configure, send_all
+
 from connector import worker
 from connector.db import create_engine
 from connector.heartbeat import beat
 from connector.models import DeadLetter, JournalEntry, WorkerHeartbeat, utcnow
 from connector.processing import apply, processor
-from fake_segment import configure, send_all
 
 journal = JournalEntry.__table__
 dead_letters = DeadLetter.__table__
@@ -59,8 +59,10 @@ async def test_no_worker_is_an_error_until_a_worker_beats_and_again_once_it_stop
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run_forever(runtime, stop))
     try:
+
         async def beaten() -> bool:
             return "no_worker" not in await codes(client)
+
         for _ in range(200):
             if await beaten():
                 break

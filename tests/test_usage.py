@@ -6,9 +6,10 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings, strategies as st
-
 from conftest import admin_auth, basic_auth, drain
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from connector.cli import main
 from connector.config import get_environment
 from connector.db import create_engine
@@ -21,8 +22,22 @@ from connector.settings import ConnectorSettings
 from connector.spec import format_timestamp, normalise_message
 
 feature_usage = FeatureUsage.__table__
-FLAGS = ["positive", "Positive", " POSITIVE ", "negative", "Negative", "NEGATIVE", "neutral", "Neutral", "meh", "",
-         None, 1, True, {"flag": "positive"}]
+FLAGS = [
+    "positive",
+    "Positive",
+    " POSITIVE ",
+    "negative",
+    "Negative",
+    "NEGATIVE",
+    "neutral",
+    "Neutral",
+    "meh",
+    "",
+    None,
+    1,
+    True,
+    {"flag": "positive"},
+]
 FEATURES = ["search", "Reports", "export", "billing", "alerts", "api", "sso"]
 
 
@@ -63,17 +78,27 @@ def track(user, feature, flag, at, **extra):
     properties = {"feature": feature} if feature is not None else {}
     if flag is not None:
         properties["eventFlag"] = flag
-    return {"userId": user, "event": "Feature Used", "properties": properties, "timestamp": format_timestamp(at),
-            **extra}
+    return {
+        "userId": user,
+        "event": "Feature Used",
+        "properties": properties,
+        "timestamp": format_timestamp(at),
+        **extra,
+    }
 
 
 async def test_counts_scores_windows_and_trend_for_mixed_flags(client, runtime):
     now = utcnow()
     old = now - timedelta(days=40)
-    for message in [track("ada", "Reports", "positive", now), track("ada", "Reports", "POSITIVE", now),
-                    track("ada", "Reports", " Negative ", now), track("ada", "search", None, now),
-                    track("ada", "search", "unknown", now), track("ada", "export", "negative", old),
-                    track("ada", None, "positive", now)]:
+    for message in [
+        track("ada", "Reports", "positive", now),
+        track("ada", "Reports", "POSITIVE", now),
+        track("ada", "Reports", " Negative ", now),
+        track("ada", "search", None, now),
+        track("ada", "search", "unknown", now),
+        track("ada", "export", "negative", old),
+        track("ada", None, "positive", now),
+    ]:
         await send(client, "track", **message)
     # a page with a feature property is not product usage: only track events are
     await send(client, "page", userId="ada", name="Home", properties={"feature": "Reports"})
@@ -92,7 +117,8 @@ async def test_counts_scores_windows_and_trend_for_mixed_flags(client, runtime):
 
     this_monday = now.date() - timedelta(days=now.weekday())
     assert [week["week"] for week in found["trend"]] == [
-        (this_monday - timedelta(weeks=11 - i)).isoformat() for i in range(12)]
+        (this_monday - timedelta(weeks=11 - i)).isoformat() for i in range(12)
+    ]
     assert attributes["trend"] == [week["count"] for week in found["trend"]]
     assert attributes["trend"][-1] == 5 and sum(attributes["trend"]) == 6
     assert found["trend"][-1]["score"] == 1
@@ -128,6 +154,7 @@ async def test_account_usage_goes_to_the_account_linked_at_the_time(client, runt
 
     def account(group_id):
         return client.get("/api/accounts", params={"group_id": group_id}, headers=admin_auth())
+
     first, second = (await account("g-1")).json()["id"], (await account("g-2")).json()["id"]
     assert (await usage_of(client, "accounts", first))["totals"] == {"count": 2, "score": 0, "features": 1}
     assert (await usage_of(client, "accounts", second))["attributes"]["top_features"] == ["export"]
@@ -142,18 +169,31 @@ async def test_a_duplicate_message_counts_once(client, runtime):
     await drain(runtime)
     # the same message reaching the processor again (a replayed journal) is not counted either
     async with runtime.engine.begin() as conn:
-        await apply_messages(conn, [(normalise_message({"type": "track", **message}, now), "api")], ConnectorSettings(),
-                                 Changes())
+        await apply_messages(
+            conn, [(normalise_message({"type": "track", **message}, now), "api")], ConnectorSettings(), Changes()
+        )
     found = await usage_of(client, "users", await user_id_of(client, "ada"))
     assert found["totals"] == {"count": 1, "score": 1, "features": 1}
 
 
 async def test_a_merge_combines_both_sides_usage(client, runtime):
     now, earlier = utcnow(), utcnow() - timedelta(days=3)
-    await send(client, "track", anonymousId="anon-1", event="Feature Used", timestamp=format_timestamp(earlier),
-               properties={"feature": "search", "eventFlag": "positive"})
-    await send(client, "track", anonymousId="anon-1", event="Feature Used", timestamp=format_timestamp(now),
-               properties={"feature": "search"})
+    await send(
+        client,
+        "track",
+        anonymousId="anon-1",
+        event="Feature Used",
+        timestamp=format_timestamp(earlier),
+        properties={"feature": "search", "eventFlag": "positive"},
+    )
+    await send(
+        client,
+        "track",
+        anonymousId="anon-1",
+        event="Feature Used",
+        timestamp=format_timestamp(now),
+        properties={"feature": "search"},
+    )
     await send(client, "track", **track("ada", "search", "negative", now))
     await send(client, "track", **track("ada", "export", "positive", now))
     await drain(runtime)
@@ -172,12 +212,22 @@ async def test_a_merge_combines_both_sides_usage(client, runtime):
 
 # --- the rebuild equals the incremental result --------------------------------
 
-actions = st.lists(st.one_of(
-    st.tuples(st.just("track"), st.integers(0, 4), st.sampled_from([*FEATURES, None]),
-              st.sampled_from(FLAGS), st.integers(-2, 120), st.integers(0, 12)),
-    st.tuples(st.just("merge"), st.integers(0, 4), st.integers(0, 4)),
-    st.tuples(st.just("group"), st.integers(0, 4), st.integers(0, 2)),
-), min_size=1, max_size=25)
+actions = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("track"),
+            st.integers(0, 4),
+            st.sampled_from([*FEATURES, None]),
+            st.sampled_from(FLAGS),
+            st.integers(-2, 120),
+            st.integers(0, 12),
+        ),
+        st.tuples(st.just("merge"), st.integers(0, 4), st.integers(0, 4)),
+        st.tuples(st.just("group"), st.integers(0, 4), st.integers(0, 2)),
+    ),
+    min_size=1,
+    max_size=25,
+)
 
 
 def people(run, index):
@@ -202,15 +252,24 @@ async def test_rebuild_equals_the_incremental_result(runtime, steps):
             if step[0] == "track":
                 _, who, feature, flag, days_ago, message_number = step
                 message_id = f"{run}-m{message_number}"
-                raw = {"type": "track", "event": "Feature Used", "messageId": message_id, **people(run, who),
-                       "timestamp": format_timestamp(now - timedelta(days=days_ago, minutes=message_number)),
-                       "properties": {"feature": feature, "eventFlag": flag}}
+                raw = {
+                    "type": "track",
+                    "event": "Feature Used",
+                    "messageId": message_id,
+                    **people(run, who),
+                    "timestamp": format_timestamp(now - timedelta(days=days_ago, minutes=message_number)),
+                    "properties": {"feature": feature, "eventFlag": flag},
+                }
                 if message_id not in seen and feature is not None:
                     expected_count += 1
                     expected_score_total += expected_score(flag)
                 seen.add(message_id)
             elif step[0] == "merge":
-                raw = {"type": "identify", "userId": f"{run}-u{step[1] % 3}", "anonymousId": f"{run}-a{3 + step[2] % 2}"}
+                raw = {
+                    "type": "identify",
+                    "userId": f"{run}-u{step[1] % 3}",
+                    "anonymousId": f"{run}-a{3 + step[2] % 2}",
+                }
             else:
                 raw = {"type": "group", **people(run, step[1]), "groupId": f"{run}-g{step[2]}"}
             await apply_messages(conn, [(normalise_message(raw, now), "api")], config, Changes())
@@ -226,12 +285,20 @@ async def test_rebuild_equals_the_incremental_result(runtime, steps):
 
 async def _sql_matches_python(conn, run, now):
     """The SQL forms of the usage attributes (for segment rules) agree with the Python ones."""
-    users = sa.select(UserIdentifier.__table__.c.user_id.label("id")).where(
-        UserIdentifier.__table__.c.value.like(f"{run}-%")).distinct().subquery()
-    rows = await conn.execute(sa.select(
-        users.c.id, usage.sql_window_total("user", users.c.id, "count", now.date()),
-        usage.sql_window_total("user", users.c.id, "score", now.date()),
-        *(sa.literal(name).in_(usage.sql_top_features("user", users.c.id)) for name in FEATURES)))
+    users = (
+        sa.select(UserIdentifier.__table__.c.user_id.label("id"))
+        .where(UserIdentifier.__table__.c.value.like(f"{run}-%"))
+        .distinct()
+        .subquery()
+    )
+    rows = await conn.execute(
+        sa.select(
+            users.c.id,
+            usage.sql_window_total("user", users.c.id, "count", now.date()),
+            usage.sql_window_total("user", users.c.id, "score", now.date()),
+            *(sa.literal(name).in_(usage.sql_top_features("user", users.c.id)) for name in FEATURES),
+        )
+    )
     for user_id, events_30d, score_30d, *tops in rows:
         attributes = (await usage.report(conn, "user", user_id, now))["attributes"]
         assert (events_30d, score_30d) == (attributes["events_30d"], attributes["score_30d"])
@@ -242,10 +309,14 @@ async def _run_totals(conn, run):
     """Usage of this example's users only (examples share the database), summed over them."""
     identifiers = UserIdentifier.__table__
     owners = sa.select(identifiers.c.user_id).where(identifiers.c.value.like(f"{run}-%"))
-    row = (await conn.execute(sa.select(
-        sa.func.coalesce(sa.func.sum(feature_usage.c.count), 0),
-        sa.func.coalesce(sa.func.sum(feature_usage.c.positive - feature_usage.c.negative), 0))
-        .where(feature_usage.c.entity == "user", feature_usage.c.entity_id.in_(owners)))).one()
+    row = (
+        await conn.execute(
+            sa.select(
+                sa.func.coalesce(sa.func.sum(feature_usage.c.count), 0),
+                sa.func.coalesce(sa.func.sum(feature_usage.c.positive - feature_usage.c.negative), 0),
+            ).where(feature_usage.c.entity == "user", feature_usage.c.entity_id.in_(owners))
+        )
+    ).one()
     return int(row[0]), int(row[1])
 
 
@@ -257,8 +328,13 @@ def test_cli_rebuild_restores_usage(database_url, monkeypatch):
         engine = create_engine(database_url)
         async with engine.begin() as conn:
             for number, flag in enumerate(["positive", "NEGATIVE", "positive"]):
-                raw = {"type": "track", "userId": "ada", "event": "Feature Used", "messageId": f"m-{number}",
-                       "properties": {"feature": "search", "eventFlag": flag}}
+                raw = {
+                    "type": "track",
+                    "userId": "ada",
+                    "event": "Feature Used",
+                    "messageId": f"m-{number}",
+                    "properties": {"feature": "search", "eventFlag": flag},
+                }
                 await apply_messages(conn, [(normalise_message(raw, now), "api")], config, Changes())
             expected = await snapshot(conn)
             await conn.execute(feature_usage.delete())

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import asyncpg
 import sqlalchemy as sa
-
 from conftest import POSTGRES_URL, admin_auth, basic_auth, wait_until
+
 from connector import worker
 from connector.models import JournalEntry
 from connector.runtime import Runtime
@@ -43,8 +43,10 @@ async def postgres_unreachable(runtime: Runtime, database_url: str) -> AsyncIter
     admin = await asyncpg.connect(POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://"), timeout=5)
     try:
         await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE datname = $1 AND pid <> pg_backend_pid()", name)
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
         try:
             yield
         finally:
@@ -60,8 +62,9 @@ def unreachable(runtime: Runtime, database_url: str):
 
 async def processed(client, runtime, user_id: str) -> bool:
     async with runtime.engine.connect() as conn:
-        statuses = set((await conn.execute(sa.select(journal.c.status).where(
-            journal.c.message_id == f"m-{user_id}"))).scalars())
+        statuses = set(
+            (await conn.execute(sa.select(journal.c.status).where(journal.c.message_id == f"m-{user_id}"))).scalars()
+        )
     if statuses != {"processed"}:
         return False
     response = await client.get("/api/users", params={"user_id": user_id}, headers=admin_auth())
@@ -69,8 +72,11 @@ async def processed(client, runtime, user_id: str) -> bool:
 
 
 async def post_identify(client, user_id: str) -> None:
-    response = await client.post("/segment", headers=basic_auth(), json={
-        "type": "identify", "userId": user_id, "messageId": f"m-{user_id}", "traits": {"plan": user_id}})
+    response = await client.post(
+        "/segment",
+        headers=basic_auth(),
+        json={"type": "identify", "userId": user_id, "messageId": f"m-{user_id}", "traits": {"plan": user_id}},
+    )
     assert response.status_code == 200, response.text
 
 
@@ -91,7 +97,8 @@ class Output:
 
 
 async def test_the_worker_logs_the_outage_and_processes_what_comes_after_the_database_is_back(
-        client, runtime, database_url, capfd):
+    client, runtime, database_url, capfd
+):
     stop = asyncio.Event()
     output = Output(capfd)
     output.read()

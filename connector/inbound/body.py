@@ -25,8 +25,7 @@ async def read_body(request: Request, max_bytes: int, max_decompressed_bytes: in
         return body
     if encoding in ("gzip", "x-gzip"):
         return gunzip_capped(body, max_decompressed_bytes)
-    raise InboundError(415, f"unsupported Content-Encoding {encoding!r}; use gzip or none",
-                       field="Content-Encoding")
+    raise InboundError(415, f"unsupported Content-Encoding {encoding!r}; use gzip or none", field="Content-Encoding")
 
 
 def gunzip_capped(body: bytes, limit: int) -> bytes:

@@ -8,9 +8,16 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-
-CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-         413: "payload_too_large", 415: "unsupported_encoding", 501: "unknown_type", 503: "storage_unavailable"}
+CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_encoding",
+    501: "unknown_type",
+    503: "storage_unavailable",
+}
 
 
 def error_body(status: int, message: str, **details: Any) -> dict[str, Any]:
@@ -26,5 +33,6 @@ class InboundError(Exception):
 
     def response(self) -> JSONResponse:
         headers = {"WWW-Authenticate": 'Basic realm="segment"'} if self.status == 401 else None
-        return JSONResponse(error_body(self.status, self.message, **self.details), status_code=self.status,
-                            headers=headers)
+        return JSONResponse(
+            error_body(self.status, self.message, **self.details), status_code=self.status, headers=headers
+        )

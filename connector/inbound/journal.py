@@ -21,8 +21,14 @@ SEGMENT, API = "segment", "api"  # delivered by Segment to /segment; posted by a
 
 
 def journal_row(message: dict[str, Any], received_at: datetime, source: str) -> dict[str, Any]:
-    return {"message_id": message["messageId"], "type": message["type"], "payload": message,
-            "received_at": received_at, "status": "pending", "source": source}
+    return {
+        "message_id": message["messageId"],
+        "type": message["type"],
+        "payload": message,
+        "received_at": received_at,
+        "status": "pending",
+        "source": source,
+    }
 
 
 class JournalWriter:

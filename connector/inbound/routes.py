@@ -46,6 +46,7 @@ Endpoint = Callable[[Request], Awaitable[JSONResponse]]
 
 def inbound_endpoint(label: str) -> Callable[[Endpoint], Endpoint]:
     """Answer InboundError with its JSON, any storage failure with 503 (Segment retries), and time it."""
+
     def decorate(endpoint: Endpoint) -> Endpoint:
         @wraps(endpoint)
         async def handle(request: Request) -> JSONResponse:
@@ -59,7 +60,9 @@ def inbound_endpoint(label: str) -> Callable[[Endpoint], Endpoint]:
                 return InboundError(503, "storage is unavailable; retry later").response()
             finally:
                 REQUEST_LATENCY.labels(label).observe(perf_counter() - started)
+
         return handle
+
     return decorate
 
 
@@ -75,8 +78,9 @@ async def segment_webhook(request: Request) -> JSONResponse:
     # A `delete` (Segment forwarding a user deletion) is journaled like any message: the processor
     # applies it in journal order, so it erases what came before it even if not yet processed.
     if isinstance(document, list):
-        return await _accept_many(runtime, settings, document, default_type=None, sent_at=None, source=SEGMENT,
-                                  types=spec.SEGMENT_TYPES)
+        return await _accept_many(
+            runtime, settings, document, default_type=None, sent_at=None, source=SEGMENT, types=spec.SEGMENT_TYPES
+        )
     message = _normalise_one(document, default_type=None, sent_at=None, types=spec.SEGMENT_TYPES)
     return await _accept(runtime, settings, [message], rejected=[], source=SEGMENT)
 
@@ -85,8 +89,11 @@ async def segment_webhook(request: Request) -> JSONResponse:
 async def v1_single(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
     if request.path_params["message_type"] not in spec.MESSAGE_TYPES:  # 501 is for a message's type, on /segment
-        raise InboundError(404, f"no endpoint /v1/{request.path_params['message_type']}; the message types are "
-                                f"{', '.join(spec.MESSAGE_TYPES)}, and batch")
+        raise InboundError(
+            404,
+            f"no endpoint /v1/{request.path_params['message_type']}; the message types are "
+            f"{', '.join(spec.MESSAGE_TYPES)}, and batch",
+        )
     await _require_basic_key_if_sent(request, runtime)
     raw = await read_body(request, runtime.env.max_body_bytes, runtime.env.max_decompressed_bytes)
     document = _parse(raw, runtime)
@@ -104,8 +111,9 @@ async def v1_batch(request: Request) -> JSONResponse:
     await _require_basic_key_if_sent(request, runtime)
     raw = await read_body(request, MAX_V1_BATCH_BYTES, runtime.env.max_decompressed_bytes)
     if len(raw) > MAX_V1_BATCH_BYTES:
-        raise InboundError(413, f"batch body exceeds the limit of {MAX_V1_BATCH_BYTES} bytes (500 KB)",
-                           limit=MAX_V1_BATCH_BYTES)
+        raise InboundError(
+            413, f"batch body exceeds the limit of {MAX_V1_BATCH_BYTES} bytes (500 KB)", limit=MAX_V1_BATCH_BYTES
+        )
     document = _parse(raw, runtime)
     if not isinstance(document, dict):
         raise InboundError(400, 'body must be a JSON object {"batch": [...]}', field="body")
@@ -116,8 +124,7 @@ async def v1_batch(request: Request) -> JSONResponse:
     settings = await runtime.settings.current()
     shared = {key: document[key] for key in ("context", "integrations") if isinstance(document.get(key), dict)}
     merged = [_with_batch_defaults(item, shared) for item in batch]
-    return await _accept_many(runtime, settings, merged, default_type=None, sent_at=document.get("sentAt"),
-                              source=API)
+    return await _accept_many(runtime, settings, merged, default_type=None, sent_at=document.get("sentAt"), source=API)
 
 
 async def _require_basic_key_if_sent(request: Request, runtime: Runtime) -> None:
@@ -149,8 +156,9 @@ def _with_batch_defaults(item: Any, shared: dict[str, dict[str, Any]]) -> Any:
     return merged
 
 
-def _normalise_one(document: Any, default_type: str | None, sent_at: Any,
-                   types: tuple[str, ...] = spec.MESSAGE_TYPES) -> dict[str, Any]:
+def _normalise_one(
+    document: Any, default_type: str | None, sent_at: Any, types: tuple[str, ...] = spec.MESSAGE_TYPES
+) -> dict[str, Any]:
     try:
         return spec.normalise_message(document, utcnow(), default_type, sent_at, types)
     except spec.SpecError as error:
@@ -158,14 +166,24 @@ def _normalise_one(document: Any, default_type: str | None, sent_at: Any,
         raise InboundError(error.status, error.message, field=error.field) from None
 
 
-async def _accept_many(runtime: Runtime, settings: ConnectorSettings, documents: list[Any],
-                       default_type: str | None, sent_at: Any, source: str,
-                       types: tuple[str, ...] = spec.MESSAGE_TYPES) -> JSONResponse:
+async def _accept_many(
+    runtime: Runtime,
+    settings: ConnectorSettings,
+    documents: list[Any],
+    default_type: str | None,
+    sent_at: Any,
+    source: str,
+    types: tuple[str, ...] = spec.MESSAGE_TYPES,
+) -> JSONResponse:
     if not documents:
         raise InboundError(400, "the batch is empty", field="batch")
     if len(documents) > spec.MAX_BATCH_MESSAGES:
-        raise InboundError(400, f"batch has {len(documents)} messages; the limit is {spec.MAX_BATCH_MESSAGES}",
-                           field="batch", limit=spec.MAX_BATCH_MESSAGES)
+        raise InboundError(
+            400,
+            f"batch has {len(documents)} messages; the limit is {spec.MAX_BATCH_MESSAGES}",
+            field="batch",
+            limit=spec.MAX_BATCH_MESSAGES,
+        )
     received_at = utcnow()
     messages, rejected = [], []
     for index, document in enumerate(documents):
@@ -175,13 +193,19 @@ async def _accept_many(runtime: Runtime, settings: ConnectorSettings, documents:
             MESSAGES_IN.labels(_type_label(document), "rejected").inc()
             rejected.append({"index": index, "status": error.status, **error.as_dict()})
     if not messages:
-        return JSONResponse(error_body(400, "every message in the batch was rejected", rejected=rejected),
-                            status_code=400)
+        return JSONResponse(
+            error_body(400, "every message in the batch was rejected", rejected=rejected), status_code=400
+        )
     return await _accept(runtime, settings, messages, rejected, source)
 
 
-async def _accept(runtime: Runtime, settings: ConnectorSettings, messages: list[dict[str, Any]],
-                  rejected: list[dict[str, Any]], source: str) -> JSONResponse:
+async def _accept(
+    runtime: Runtime,
+    settings: ConnectorSettings,
+    messages: list[dict[str, Any]],
+    rejected: list[dict[str, Any]],
+    source: str,
+) -> JSONResponse:
     kept = []
     for message in messages:
         if is_own_echo(message, settings):

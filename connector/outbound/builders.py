@@ -22,8 +22,16 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector.models import (Account, DeliveryState, Event, Segment, SegmentMembership, SegmentTransition, User,
-                              UserIdentifier)
+from connector.models import (
+    Account,
+    DeliveryState,
+    Event,
+    Segment,
+    SegmentMembership,
+    SegmentTransition,
+    User,
+    UserIdentifier,
+)
 from connector.outbound.guard import payload_hash, stamp
 from connector.outbound.outbox import ACCOUNT, EVENT, TRANSITION, USER
 from connector.processing import computed
@@ -87,7 +95,7 @@ def trait_name(attribute: str) -> str:
     """The outbound trait name of an attribute: traits_ stripped, / -> _, account.x -> account_x,
     and computed attributes flattened the same way (usage.top_features -> usage_top_features)."""
     if attribute.startswith("account."):
-        return "account_" + trait_name(attribute[len("account."):])
+        return "account_" + trait_name(attribute[len("account.") :])
     if attribute.startswith(COMPUTED_ROOTS):
         return attribute.replace(".", "_").replace("/", "_")
     return attribute.removeprefix("traits_").replace("/", "_")
@@ -148,8 +156,11 @@ def _target(data: "_Data", kind: str, entity_id: int) -> Target | None:
     if kind == EVENT and (event := data.events.get(entity_id)) is not None:
         return Target(USER, event.user_id, {"event_id": event.id, "event": event.event})
     if kind == TRANSITION and (row := data.transitions.get(entity_id)) is not None:
-        return Target(row.entity, row.entity_id, {"transition_id": row.id, "segment": row.segment_name,
-                                                  "transition": row.transition})
+        return Target(
+            row.entity,
+            row.entity_id,
+            {"transition_id": row.id, "segment": row.segment_name, "transition": row.transition},
+        )
     return None
 
 
@@ -184,54 +195,82 @@ class _Data:
 async def _load(conn: AsyncConnection, ids: dict[str, list[int]]) -> _Data:
     data = _Data()
     if ids[EVENT]:
-        data.events = {row.id: row for row in await conn.execute(
-            sa.select(events).where(events.c.id.in_(ids[EVENT])))}
+        data.events = {row.id: row for row in await conn.execute(sa.select(events).where(events.c.id.in_(ids[EVENT])))}
     if ids[TRANSITION]:
-        data.transitions = {row.id: row for row in await conn.execute(
-            sa.select(transitions).where(transitions.c.id.in_(ids[TRANSITION])))}
+        data.transitions = {
+            row.id: row
+            for row in await conn.execute(sa.select(transitions).where(transitions.c.id.in_(ids[TRANSITION])))
+        }
     user_ids = set(ids[USER]) | {row.user_id for row in data.events.values()}
     user_ids |= {row.entity_id for row in data.transitions.values() if row.entity == "user"}
     if ids[ACCOUNT]:
-        for row in await conn.execute(sa.select(users.c.id, users.c.account_id)
-                                      .where(users.c.account_id.in_(ids[ACCOUNT]))):
+        for row in await conn.execute(
+            sa.select(users.c.id, users.c.account_id).where(users.c.account_id.in_(ids[ACCOUNT]))
+        ):
             data.account_users[row.account_id].append(row.id)
             user_ids.add(row.id)
     if user_ids:
-        data.users = {row.id: row for row in await conn.execute(
-            sa.select(users.c.id, users.c.traits, users.c.account_id).where(users.c.id.in_(user_ids)))}
+        data.users = {
+            row.id: row
+            for row in await conn.execute(
+                sa.select(users.c.id, users.c.traits, users.c.account_id).where(users.c.id.in_(user_ids))
+            )
+        }
         for row in await conn.execute(
-                sa.select(identifiers.c.user_id, identifiers.c.kind, identifiers.c.value)
-                .where(identifiers.c.user_id.in_(user_ids), identifiers.c.kind.in_(("user_id", "anonymous_id")))
-                .order_by(identifiers.c.id)):
+            sa.select(identifiers.c.user_id, identifiers.c.kind, identifiers.c.value)
+            .where(identifiers.c.user_id.in_(user_ids), identifiers.c.kind.in_(("user_id", "anonymous_id")))
+            .order_by(identifiers.c.id)
+        ):
             target = data.user_ids if row.kind == "user_id" else data.anonymous_ids
             target.setdefault(row.user_id, row.value)
     account_ids = set(ids[ACCOUNT]) | {row.account_id for row in data.users.values() if row.account_id}
     if account_ids:
-        data.accounts = {row.id: row for row in await conn.execute(
-            sa.select(accounts.c.id, accounts.c.group_id, accounts.c.domain, accounts.c.traits)
-            .where(accounts.c.id.in_(account_ids)))}
+        data.accounts = {
+            row.id: row
+            for row in await conn.execute(
+                sa.select(accounts.c.id, accounts.c.group_id, accounts.c.domain, accounts.c.traits).where(
+                    accounts.c.id.in_(account_ids)
+                )
+            )
+        }
     for entity, entity_ids in (("user", user_ids), ("account", account_ids)):
         if entity_ids:
             for row in await conn.execute(
-                    sa.select(memberships.c.entity_id, segments.c.name)
-                    .join(segments, segments.c.id == memberships.c.segment_id)
-                    .where(segments.c.entity == entity, memberships.c.entity_id.in_(entity_ids))):
+                sa.select(memberships.c.entity_id, segments.c.name)
+                .join(segments, segments.c.id == memberships.c.segment_id)
+                .where(segments.c.entity == entity, memberships.c.entity_id.in_(entity_ids))
+            ):
                 data.segment_names[(entity, row.entity_id)].add(row.name)
-    data.account_segments_known = bool(await conn.scalar(
-        sa.select(sa.func.count()).select_from(segments).where(segments.c.entity == "account")))
+    data.account_segments_known = bool(
+        await conn.scalar(sa.select(sa.func.count()).select_from(segments).where(segments.c.entity == "account"))
+    )
     state_keys = [f"{kind}:{user_id}" for user_id in data.users for kind in ("identify", "group")]
     if state_keys:
-        data.delivered = {row.key: Delivered(row.payload_hash, row.segments, row.in_filter) for row in await conn.execute(
-            sa.select(delivery_state.c.key, delivery_state.c.payload_hash, delivery_state.c.segments,
-                      delivery_state.c.in_filter).where(delivery_state.c.key.in_(state_keys)))}
+        data.delivered = {
+            row.key: Delivered(row.payload_hash, row.segments, row.in_filter)
+            for row in await conn.execute(
+                sa.select(
+                    delivery_state.c.key,
+                    delivery_state.c.payload_hash,
+                    delivery_state.c.segments,
+                    delivery_state.c.in_filter,
+                ).where(delivery_state.c.key.in_(state_keys))
+            )
+        }
     return data
 
 
 async def _load_computed(conn: AsyncConnection, settings: ConnectorSettings, data: _Data) -> None:
     """usage.* and audiences.* attributes, only when the outbound settings ask for them."""
-    wanted = (("user", sorted(data.users), settings.synchronized_properties),
-              ("account", sorted(data.accounts), settings.synchronized_account_properties +
-               [name.removeprefix("account.") for name in settings.synchronized_properties]))
+    wanted = (
+        ("user", sorted(data.users), settings.synchronized_properties),
+        (
+            "account",
+            sorted(data.accounts),
+            settings.synchronized_account_properties
+            + [name.removeprefix("account.") for name in settings.synchronized_properties],
+        ),
+    )
     for entity, entity_ids, attributes in wanted:
         if entity_ids and wants_computed(attributes):
             for entity_id, values in (await computed.computed_attributes_of(conn, entity, entity_ids)).items():
@@ -258,8 +297,11 @@ def _build_one(data: _Data, settings: ConnectorSettings, kind: str, entity_id: i
     if kind == ACCOUNT:
         if not settings.handle_accounts:
             return [], "accounts are not handled"
-        groups = [_group(data, settings, user_id) for user_id in sorted(data.account_users.get(entity_id, []))
-                  if _user_in_filter(data, settings, user_id)]
+        groups = [
+            _group(data, settings, user_id)
+            for user_id in sorted(data.account_users.get(entity_id, []))
+            if _user_in_filter(data, settings, user_id)
+        ]
         sent = [group for group in groups if group]
         return sent, "" if sent else "no synchronized user in a synchronized account"
     if kind == EVENT:
@@ -284,13 +326,28 @@ def _identity(data: _Data, user_id: int) -> dict[str, Any]:
     return {key: value for key, value in ids.items() if value is not None}
 
 
-def _envelope(settings: ConnectorSettings, message: dict[str, Any], state_key: str, segments: list[str],
-              in_filter: bool, user_id: int, account_id: int | None = None) -> Outgoing:
+def _envelope(
+    settings: ConnectorSettings,
+    message: dict[str, Any],
+    state_key: str,
+    segments: list[str],
+    in_filter: bool,
+    user_id: int,
+    account_id: int | None = None,
+) -> Outgoing:
     """Identify and group: the messageId is derived from the content, so a resend is the same message."""
     digest = payload_hash(message)
     message["messageId"] = f"{MESSAGE_ID_PREFIX}-{state_key.replace(':', '-')}-{digest[:32]}"
-    return Outgoing(key="", message=stamp(message, settings), state_key=state_key, payload_hash=digest,
-                    segments=segments, in_filter=in_filter, user_id=user_id, account_id=account_id)
+    return Outgoing(
+        key="",
+        message=stamp(message, settings),
+        state_key=state_key,
+        payload_hash=digest,
+        segments=segments,
+        in_filter=in_filter,
+        user_id=user_id,
+        account_id=account_id,
+    )
 
 
 def _identify(data: _Data, settings: ConnectorSettings, user_id: int, in_filter: bool = True) -> Outgoing:
@@ -299,7 +356,7 @@ def _identify(data: _Data, settings: ConnectorSettings, user_id: int, in_filter:
     traits: dict[str, Any] = {}
     for attribute in settings.synchronized_properties:
         if attribute.startswith("account."):
-            value = _account_attribute(data, account, attribute[len("account."):]) if account else None
+            value = _account_attribute(data, account, attribute[len("account.") :]) if account else None
         else:
             value = _read(data, "user", user_id, user.traits, attribute)
         if value is not None:
@@ -311,8 +368,14 @@ def _identify(data: _Data, settings: ConnectorSettings, user_id: int, in_filter:
         told = data.delivered[state_key].segments if state_key in data.delivered else []
         traits.update({snake_case(name): False for name in told})
         traits.update({snake_case(name): True for name in names})
-    return _envelope(settings, {"type": "identify", **_identity(data, user_id), "traits": traits}, state_key,
-                     names, in_filter, user_id)
+    return _envelope(
+        settings,
+        {"type": "identify", **_identity(data, user_id), "traits": traits},
+        state_key,
+        names,
+        in_filter,
+        user_id,
+    )
 
 
 def _account_attribute(data: _Data, account: Any, attribute: str) -> Any:
@@ -332,12 +395,19 @@ def _group(data: _Data, settings: ConnectorSettings, user_id: int) -> Outgoing |
     account_in_filter = in_filter(set(names), settings.synchronized_account_segments)
     if not account_in_filter and not _told_in_filter(data, state_key):
         return None
-    traits = {trait_name(attribute): value for attribute in settings.synchronized_account_properties
-              if (value := _account_attribute(data, account, attribute)) is not None}
+    traits = {
+        trait_name(attribute): value
+        for attribute in settings.synchronized_account_properties
+        if (value := _account_attribute(data, account, attribute)) is not None
+    }
     if data.account_segments_known:
         traits["hull_segments"] = names
-    message = {"type": "group", "groupId": account.group_id or account.domain, **_identity(data, user_id),
-               "traits": traits}
+    message = {
+        "type": "group",
+        "groupId": account.group_id or account.domain,
+        **_identity(data, user_id),
+        "traits": traits,
+    }
     return _envelope(settings, message, state_key, names, account_in_filter, user_id, account.id)
 
 
@@ -351,9 +421,14 @@ def _event(data: _Data, settings: ConnectorSettings, event_id: int) -> tuple[lis
         return [], "received from segment and forward_events is off"
     if event.user_id not in data.users or not _user_in_filter(data, settings, event.user_id):
         return [], "not in synchronized segments"
-    message: dict[str, Any] = {"type": event.type, **_identity(data, event.user_id), "messageId": event.message_id,
-                               "timestamp": format_timestamp(event.timestamp), "properties": dict(event.properties),
-                               "context": {key: value for key, value in event.context.items() if key != "integration"}}
+    message: dict[str, Any] = {
+        "type": event.type,
+        **_identity(data, event.user_id),
+        "messageId": event.message_id,
+        "timestamp": format_timestamp(event.timestamp),
+        "properties": dict(event.properties),
+        "context": {key: value for key, value in event.context.items() if key != "integration"},
+    }
     if event.type == "track":
         message["event"] = event.event
     elif event.properties.get("name") is not None:
@@ -372,11 +447,16 @@ def _transition(data: _Data, settings: ConnectorSettings, transition_id: int) ->
     if row.initial and not settings.send_initial_results:
         return [], "initial result and send_initial_results is off"
     # A user leaving the synchronized segments is still told about that exit.
-    if row.entity_id not in data.users or not (_user_in_filter(data, settings, row.entity_id)
-                                               or in_filter({row.segment_name}, settings.synchronized_segments)):
+    if row.entity_id not in data.users or not (
+        _user_in_filter(data, settings, row.entity_id) or in_filter({row.segment_name}, settings.synchronized_segments)
+    ):
         return [], "not in synchronized segments"
-    message = {"type": "track", **_identity(data, row.entity_id),
-               "event": "Segment Entered" if row.transition == "entered" else "Segment Exited",
-               "messageId": f"{MESSAGE_ID_PREFIX}-transition-{row.id}", "timestamp": format_timestamp(row.at),
-               "properties": {"segment_name": row.segment_name, "segment_id": row.segment_id}}
+    message = {
+        "type": "track",
+        **_identity(data, row.entity_id),
+        "event": "Segment Entered" if row.transition == "entered" else "Segment Exited",
+        "messageId": f"{MESSAGE_ID_PREFIX}-transition-{row.id}",
+        "timestamp": format_timestamp(row.at),
+        "properties": {"segment_name": row.segment_name, "segment_id": row.segment_id},
+    }
     return [Outgoing(key="", message=stamp(message, settings), user_id=row.entity_id)], ""

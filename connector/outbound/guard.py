@@ -17,8 +17,10 @@ from connector.settings import ConnectorSettings
 
 def stamp(message: dict[str, Any], settings: ConnectorSettings) -> dict[str, Any]:
     message["integrations"] = {settings.integration_name: False}
-    message["context"] = {**message.get("context", {}),
-                          "integration": {"name": settings.connector_name, "version": __version__}}
+    message["context"] = {
+        **message.get("context", {}),
+        "integration": {"name": settings.connector_name, "version": __version__},
+    }
     return message
 
 

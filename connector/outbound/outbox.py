@@ -10,7 +10,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
-
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector.db import insert
@@ -26,8 +25,10 @@ def outbox_key(kind: str, entity_id: int | str) -> str:
 
 async def enqueue(conn: AsyncConnection, kind: str, ids: Iterable[int]) -> None:
     now = utcnow()
-    rows = [{"key": outbox_key(kind, entity_id), "version": 1, "attempts": 0, "available_at": now,
-             "created_at": now} for entity_id in sorted(set(ids))]
+    rows = [
+        {"key": outbox_key(kind, entity_id), "version": 1, "attempts": 0, "available_at": now, "created_at": now}
+        for entity_id in sorted(set(ids))
+    ]
     if not rows:
         return
     await conn.execute(_coalescing(insert(outbox, conn.dialect.name)), rows)
@@ -38,11 +39,20 @@ async def enqueue_select(conn: AsyncConnection, kind: str, ids: Any) -> None:
     selected = ids.subquery()
     now = utcnow()
     # The SELECT needs a WHERE: SQLite cannot parse INSERT ... SELECT ... ON CONFLICT without one.
-    rows = sa.select(sa.literal(outbox_key(kind, "")).concat(sa.cast(selected.c[0], sa.String)),
-                     sa.literal(1), sa.literal(0), sa.literal(now, UTCDateTime()),
-                     sa.literal(now, UTCDateTime())).select_from(selected).where(sa.true())
+    rows = (
+        sa.select(
+            sa.literal(outbox_key(kind, "")).concat(sa.cast(selected.c[0], sa.String)),
+            sa.literal(1),
+            sa.literal(0),
+            sa.literal(now, UTCDateTime()),
+            sa.literal(now, UTCDateTime()),
+        )
+        .select_from(selected)
+        .where(sa.true())
+    )
     statement = insert(outbox, conn.dialect.name).from_select(
-        ["key", "version", "attempts", "available_at", "created_at"], rows)
+        ["key", "version", "attempts", "available_at", "created_at"], rows
+    )
     await conn.execute(_coalescing(statement))
 
 

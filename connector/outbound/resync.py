@@ -26,26 +26,36 @@ def _selection(settings: ConnectorSettings, segment: tuple[int, str] | None) -> 
         return sa.select(memberships.c.entity_id).where(memberships.c.segment_id == segment[0])
     if ALL in settings.synchronized_segments:
         return sa.select(users.c.id)
-    return (sa.select(memberships.c.entity_id).distinct().join(segments, segments.c.id == memberships.c.segment_id)
-            .where(segments.c.entity == "user", segments.c.name.in_(settings.synchronized_segments)))
+    return (
+        sa.select(memberships.c.entity_id)
+        .distinct()
+        .join(segments, segments.c.id == memberships.c.segment_id)
+        .where(segments.c.entity == "user", segments.c.name.in_(settings.synchronized_segments))
+    )
 
 
 async def count(engine: AsyncEngine, settings: ConnectorSettings, segment_name: str | None = None) -> int:
     async with engine.connect() as conn:
         segment = await _segment(conn, segment_name)
-        return (await conn.execute(sa.select(sa.func.count()).select_from(
-            _selection(settings, segment).subquery()))).scalar_one()
+        return (
+            await conn.execute(sa.select(sa.func.count()).select_from(_selection(settings, segment).subquery()))
+        ).scalar_one()
 
 
-async def resync(engine: AsyncEngine, settings: ConnectorSettings, segment_name: str | None = None,
-                 force: bool = False, progress: Callable[[int], object] = lambda n: None) -> int:
+async def resync(
+    engine: AsyncEngine,
+    settings: ConnectorSettings,
+    segment_name: str | None = None,
+    force: bool = False,
+    progress: Callable[[int], object] = lambda n: None,
+) -> int:
     """Enqueue users (or a segment's accounts); with force, everything is sent again, unchanged or not."""
     async with engine.connect() as conn:
         segment = await _segment(conn, segment_name)
         ids = list((await conn.execute(_selection(settings, segment).order_by(sa.text("1")))).scalars())
     kind = outbox.ACCOUNT if segment is not None and segment[1] == "account" else outbox.USER
     for start in range(0, len(ids), CHUNK):
-        chunk = ids[start:start + CHUNK]
+        chunk = ids[start : start + CHUNK]
         async with engine.begin() as conn:
             if force:
                 await _forget_delivered(conn, kind, chunk)

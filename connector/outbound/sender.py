@@ -82,6 +82,7 @@ class Round:
 
 # --- the transport ----------------------------------------------------------
 
+
 def classify(error: Exception) -> Failure:
     """Which failures are worth another try (Segment's own list), and how long Segment asks us to wait."""
     if isinstance(error, segment_request.APIError):
@@ -93,13 +94,20 @@ def classify(error: Exception) -> Failure:
     return Failure(f"{type(error).__name__}: {error}"[:1000], None, True)
 
 
-async def post_batch(settings: ConnectorSettings, batch: list[dict[str, Any]],
-                     timeout: float = REQUEST_TIMEOUT_SECONDS) -> Failure | None:
+async def post_batch(
+    settings: ConnectorSettings, batch: list[dict[str, Any]], timeout: float = REQUEST_TIMEOUT_SECONDS
+) -> Failure | None:
     """One POST /v1/batch with segment-analytics-python's transport; None when Segment accepted it."""
     started = perf_counter()
     try:
-        await asyncio.to_thread(segment_request.post, settings.write_key, host=settings.segment_api_host,
-                                batch=batch, sentAt=utcnow().isoformat(), timeout=timeout)
+        await asyncio.to_thread(
+            segment_request.post,
+            settings.write_key,
+            host=settings.segment_api_host,
+            batch=batch,
+            sentAt=utcnow().isoformat(),
+            timeout=timeout,
+        )
     except Exception as error:  # every failure is classified: retried or dead-lettered, never lost
         return classify(error)
     finally:
@@ -150,34 +158,57 @@ def batches(messages: list[Any], size_of: Any, write_key: str | None) -> list[li
 
 # --- claiming and acknowledging -------------------------------------------
 
+
 async def claim(engine: AsyncEngine, limit: int, lease: float = LEASE_SECONDS) -> list[Any]:
     now = utcnow()
-    candidates = (sa.select(outbox.c.id)
-                  .where(outbox.c.available_at <= now,
-                         sa.or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now))
-                  .order_by(outbox.c.available_at, outbox.c.id).limit(limit)
-                  .with_for_update(skip_locked=True))
+    candidates = (
+        sa.select(outbox.c.id)
+        .where(outbox.c.available_at <= now, sa.or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now))
+        .order_by(outbox.c.available_at, outbox.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
     async with engine.begin() as conn:
-        rows = (await conn.execute(
-            outbox.update().where(outbox.c.id.in_(candidates.scalar_subquery()))
-            .values(claimed_until=now + timedelta(seconds=lease))
-            .returning(outbox.c.id, outbox.c.key, outbox.c.version, outbox.c.attempts,
-                       outbox.c.failing_since, outbox.c.claimed_until))).all()
+        rows = (
+            await conn.execute(
+                outbox.update()
+                .where(outbox.c.id.in_(candidates.scalar_subquery()))
+                .values(claimed_until=now + timedelta(seconds=lease))
+                .returning(
+                    outbox.c.id,
+                    outbox.c.key,
+                    outbox.c.version,
+                    outbox.c.attempts,
+                    outbox.c.failing_since,
+                    outbox.c.claimed_until,
+                )
+            )
+        ).all()
     return sorted(rows, key=lambda row: row.id)
 
 
 async def release(engine: AsyncEngine, rows: list[Any]) -> None:
     """Give back claims not acknowledged, unless their lease ran out and another sender holds them."""
     async with engine.begin() as conn:
-        await conn.execute(outbox.update().where(
-            outbox.c.id == sa.bindparam("row_id"),
-            outbox.c.claimed_until == sa.bindparam("row_claimed_until", type_=outbox.c.claimed_until.type),
-        ).values(claimed_until=None), [{"row_id": row.id, "row_claimed_until": row.claimed_until} for row in rows])
+        await conn.execute(
+            outbox.update()
+            .where(
+                outbox.c.id == sa.bindparam("row_id"),
+                outbox.c.claimed_until == sa.bindparam("row_claimed_until", type_=outbox.c.claimed_until.type),
+            )
+            .values(claimed_until=None),
+            [{"row_id": row.id, "row_claimed_until": row.claimed_until} for row in rows],
+        )
 
 
-async def acknowledge(engine: AsyncEngine, done: list[Any], backoff: dict[int, tuple[Any, Failure]],
-                      delivered: list[builders.Outgoing], dead: list[tuple[builders.Outgoing, Failure]],
-                      entries: list[dict[str, Any]] | None = None) -> None:
+async def acknowledge(
+    engine: AsyncEngine,
+    done: list[Any],
+    backoff: dict[int, tuple[Any, Failure]],
+    delivered: list[builders.Outgoing],
+    dead: list[tuple[builders.Outgoing, Failure]],
+    entries: list[dict[str, Any]] | None = None,
+) -> None:
     """Record one round in one transaction: delivered hashes, dead letters, what happens to each row,
     and the round's activity log entries.
 
@@ -195,30 +226,73 @@ async def acknowledge(engine: AsyncEngine, done: list[Any], backoff: dict[int, t
         states = {outgoing.state_key: outgoing for outgoing in delivered if outgoing.state_key}
         if states:
             statement = insert(delivery_state, conn.dialect.name)
-            await conn.execute(statement.on_conflict_do_update(index_elements=["key"], set_={
-                name: statement.excluded[name] for name in ("payload_hash", "segments", "in_filter", "delivered_at")}), [
-                {"key": key, "payload_hash": states[key].payload_hash, "segments": states[key].segments,
-                 "in_filter": states[key].in_filter, "delivered_at": now} for key in sorted(states)])
+            await conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["key"],
+                    set_={
+                        name: statement.excluded[name]
+                        for name in ("payload_hash", "segments", "in_filter", "delivered_at")
+                    },
+                ),
+                [
+                    {
+                        "key": key,
+                        "payload_hash": states[key].payload_hash,
+                        "segments": states[key].segments,
+                        "in_filter": states[key].in_filter,
+                        "delivered_at": now,
+                    }
+                    for key in sorted(states)
+                ],
+            )
         if dead:
-            await conn.execute(dead_letters.insert(), [
-                {"message": outgoing.message, "reason": failure.reason, "status_code": failure.status,
-                 "created_at": now} for outgoing, failure in dead])
+            await conn.execute(
+                dead_letters.insert(),
+                [
+                    {
+                        "message": outgoing.message,
+                        "reason": failure.reason,
+                        "status_code": failure.status,
+                        "created_at": now,
+                    }
+                    for outgoing, failure in dead
+                ],
+            )
         if done:
             # Only the version we built from: a change that arrived meanwhile keeps its row for the next round.
-            await conn.execute(outbox.delete().where(
-                outbox.c.id == sa.bindparam("row_id"), outbox.c.version == sa.bindparam("row_version")),
-                [{"row_id": row.id, "row_version": row.version} for row in done])
-            await conn.execute(outbox.update().where(outbox.c.id.in_([row.id for row in done])).values(
-                claimed_until=None, attempts=0, last_error=None, available_at=now, failing_since=None))
+            await conn.execute(
+                outbox.delete().where(
+                    outbox.c.id == sa.bindparam("row_id"), outbox.c.version == sa.bindparam("row_version")
+                ),
+                [{"row_id": row.id, "row_version": row.version} for row in done],
+            )
+            await conn.execute(
+                outbox.update()
+                .where(outbox.c.id.in_([row.id for row in done]))
+                .values(claimed_until=None, attempts=0, last_error=None, available_at=now, failing_since=None)
+            )
         if backoff:
-            await conn.execute(outbox.update().where(outbox.c.id == sa.bindparam("row_id")).values(
-                attempts=sa.bindparam("row_attempts"), claimed_until=None, last_error=sa.bindparam("row_error"),
-                available_at=sa.bindparam("row_available_at", type_=outbox.c.available_at.type),
-                failing_since=sa.bindparam("row_failing_since", type_=outbox.c.failing_since.type)), [
-                {"row_id": row.id, "row_attempts": row.attempts + 1, "row_error": failure.reason,
-                 "row_available_at": now + timedelta(seconds=backoff_seconds(row.attempts, failure.retry_after)),
-                 "row_failing_since": row.failing_since or now}
-                for row, failure in backoff.values()])
+            await conn.execute(
+                outbox.update()
+                .where(outbox.c.id == sa.bindparam("row_id"))
+                .values(
+                    attempts=sa.bindparam("row_attempts"),
+                    claimed_until=None,
+                    last_error=sa.bindparam("row_error"),
+                    available_at=sa.bindparam("row_available_at", type_=outbox.c.available_at.type),
+                    failing_since=sa.bindparam("row_failing_since", type_=outbox.c.failing_since.type),
+                ),
+                [
+                    {
+                        "row_id": row.id,
+                        "row_attempts": row.attempts + 1,
+                        "row_error": failure.reason,
+                        "row_available_at": now + timedelta(seconds=backoff_seconds(row.attempts, failure.retry_after)),
+                        "row_failing_since": row.failing_since or now,
+                    }
+                    for row, failure in backoff.values()
+                ],
+            )
         await activity.append(conn, entries, now)
 
 
@@ -227,8 +301,9 @@ async def _erased_profiles(conn: AsyncConnection, messages: list[builders.Outgoi
     about = {outgoing.user_id for outgoing in messages if outgoing.user_id is not None}
     if not about:
         return set()
-    present = await conn.execute(sa.select(users.c.id).where(users.c.id.in_(sorted(about)))
-                                 .order_by(users.c.id).with_for_update(read=True))
+    present = await conn.execute(
+        sa.select(users.c.id).where(users.c.id.in_(sorted(about))).order_by(users.c.id).with_for_update(read=True)
+    )
     return about - set(present.scalars())
 
 
@@ -240,6 +315,7 @@ async def outbox_depth(engine: AsyncEngine) -> int:
 
 
 # --- one round ------------------------------------------------------------
+
 
 class Sender:
     """Holds what must outlive one round: whether we already said the write key is missing."""
@@ -284,8 +360,14 @@ class Sender:
             if key.startswith("user:"):
                 log.info("outgoing.user.skip", key=key, reason=reason)
             if (target := built.targets.get(key)) is not None:
-                entries.append(activity.entry(target.entity, target.entity_id, f"outgoing.{target.entity}.skip",
-                                              {"reason": reason, **target.about}))
+                entries.append(
+                    activity.entry(
+                        target.entity,
+                        target.entity_id,
+                        f"outgoing.{target.entity}.skip",
+                        {"reason": reason, **target.about},
+                    )
+                )
         result.skipped = len(built.skipped)
 
         dead: list[tuple[builders.Outgoing, Failure]] = []
@@ -293,13 +375,16 @@ class Sender:
         sendable = []
         for outgoing in built.messages:
             if sizes[id(outgoing)] > MAX_MESSAGE_BYTES:
-                failure = Failure(f"message is {sizes[id(outgoing)]} bytes as sent; Segment's limit is {MAX_MESSAGE_BYTES}")
+                failure = Failure(
+                    f"message is {sizes[id(outgoing)]} bytes as sent; Segment's limit is {MAX_MESSAGE_BYTES}"
+                )
                 dead.append((outgoing, failure))
                 entries += outcome_entries(outgoing, "dead_letter", failure)
             else:
                 sendable.append(outgoing)
-        failures = await self._send(settings, batches(sendable, lambda outgoing: sizes[id(outgoing)],
-                                                      settings.write_key))
+        failures = await self._send(
+            settings, batches(sendable, lambda outgoing: sizes[id(outgoing)], settings.write_key)
+        )
 
         if failures and settings.write_key:
             await record_answer(self.runtime.engine, settings.write_key, [failure for _, failure in failures])
@@ -326,8 +411,9 @@ class Sender:
         self._count(result, delivered, dead, backoff, failures)
         return result
 
-    async def _send(self, settings: ConnectorSettings, groups: list[list[builders.Outgoing]]
-                    ) -> list[tuple[list[builders.Outgoing], Failure | None]]:
+    async def _send(
+        self, settings: ConnectorSettings, groups: list[list[builders.Outgoing]]
+    ) -> list[tuple[list[builders.Outgoing], Failure | None]]:
         limit = asyncio.Semaphore(CONCURRENT_BATCHES)
 
         async def send(group: list[builders.Outgoing]) -> tuple[list[builders.Outgoing], Failure | None]:
@@ -336,20 +422,35 @@ class Sender:
 
         return list(await asyncio.gather(*(send(group) for group in groups)))
 
-    def _count(self, result: Round, delivered: list[builders.Outgoing], dead: list[tuple[builders.Outgoing, Failure]],
-               backoff: dict[int, tuple[Any, Failure]], failures: list[Any]) -> None:
+    def _count(
+        self,
+        result: Round,
+        delivered: list[builders.Outgoing],
+        dead: list[tuple[builders.Outgoing, Failure]],
+        backoff: dict[int, tuple[Any, Failure]],
+        failures: list[Any],
+    ) -> None:
         for outgoing in delivered:
             DELIVERED.labels(outgoing.message["type"]).inc()
         for outgoing, failure in dead:
             DEAD_LETTERED.labels(str(failure.status or "error")).inc()
             message = outgoing.message
-            log.warning("outgoing.message.dead_letter", type=message.get("type"), message_id=message.get("messageId"),
-                        reason=failure.reason, status=failure.status)
+            log.warning(
+                "outgoing.message.dead_letter",
+                type=message.get("type"),
+                message_id=message.get("messageId"),
+                reason=failure.reason,
+                status=failure.status,
+            )
         for _, failure in failures:
             if failure is not None and failure.retry:
                 RETRIED.labels(str(failure.status or "network")).inc()
-                log.warning("outgoing.batch.retry", reason=failure.reason, status=failure.status,
-                            retry_after=failure.retry_after)
+                log.warning(
+                    "outgoing.batch.retry",
+                    reason=failure.reason,
+                    status=failure.status,
+                    retry_after=failure.retry_after,
+                )
         result.delivered = len(delivered)
         result.dead_lettered = len(dead)
         result.retried = len(backoff)
@@ -357,8 +458,7 @@ class Sender:
             log.info("outgoing.batch.success", delivered=len(delivered))
 
 
-def outcome_entries(outgoing: builders.Outgoing, outcome: str, failure: Failure | None = None
-                    ) -> list[dict[str, Any]]:
+def outcome_entries(outgoing: builders.Outgoing, outcome: str, failure: Failure | None = None) -> list[dict[str, Any]]:
     """Activity entries `outgoing.<entity>.<outcome>` for the user a message is about, and for a group its
     account: what was sent (type, messageId, traits or event) and, for a failure, Segment's answer."""
     message = outgoing.message
@@ -369,8 +469,11 @@ def outcome_entries(outgoing: builders.Outgoing, outcome: str, failure: Failure 
     if failure is not None:
         details.update(status=failure.status, reason=failure.reason)
     targets = [(activity.USER, outgoing.user_id), (activity.ACCOUNT, outgoing.account_id)]
-    return [activity.entry(entity, entity_id, f"outgoing.{entity}.{outcome}", details, message["messageId"])
-            for entity, entity_id in targets if entity_id is not None]
+    return [
+        activity.entry(entity, entity_id, f"outgoing.{entity}.{outcome}", details, message["messageId"])
+        for entity, entity_id in targets
+        if entity_id is not None
+    ]
 
 
 def write_key_hash(write_key: str) -> str:
@@ -381,17 +484,23 @@ async def record_answer(engine: AsyncEngine, write_key: str, answers: list[Failu
     """Keep Segment's last answer for this write key (a failure wins over a success in the same round):
     the status warns when Segment rejects the key, and clears once it accepts it."""
     failure = next((answer for answer in answers if answer is not None), None)
-    values = {"status_code": 200, "reason": None} if failure is None else {
-        "status_code": failure.status, "reason": failure.reason}
+    values = (
+        {"status_code": 200, "reason": None}
+        if failure is None
+        else {"status_code": failure.status, "reason": failure.reason}
+    )
     now = utcnow()
     statement = insert(segment_api_answers, engine.dialect.name).values(
-        write_key_hash=write_key_hash(write_key), answered_at=now, **values)
+        write_key_hash=write_key_hash(write_key), answered_at=now, **values
+    )
     async with engine.begin() as conn:
-        await conn.execute(statement.on_conflict_do_update(
-            index_elements=["write_key_hash"], set_={"answered_at": now, **values}))
+        await conn.execute(
+            statement.on_conflict_do_update(index_elements=["write_key_hash"], set_={"answered_at": now, **values})
+        )
 
 
 # --- dead letters ----------------------------------------------------------
+
 
 async def replay(engine: AsyncEngine, settings: ConnectorSettings, ids: list[int] | None = None) -> dict[str, int]:
     """Send dead letters again (all waiting ones, or these ids); the same messageIds, so no duplicates."""
@@ -422,4 +531,3 @@ async def _record_replay(conn: AsyncConnection, ids: list[int], failure: Failure
         await conn.execute(dead_letters.update().where(where).values(replayed_at=utcnow()))
     else:
         await conn.execute(dead_letters.update().where(where).values(reason=failure.reason, status_code=failure.status))
-

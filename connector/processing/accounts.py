@@ -1,6 +1,6 @@
 """Accounts from group calls: keyed by groupId, with traits.domain as a second claim."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,8 +23,9 @@ def normalise_domain(value: Any) -> str | None:
     return domain if "." in domain and " " not in domain and len(domain) <= 255 else None
 
 
-async def upsert_account(conn: AsyncConnection, group_id: str | None, domain: str | None,
-                         traits: dict[str, Any], at: str, now: datetime) -> tuple[int, bool, list[str]]:
+async def upsert_account(
+    conn: AsyncConnection, group_id: str | None, domain: str | None, traits: dict[str, Any], at: str, now: datetime
+) -> tuple[int, bool, list[str]]:
     """Find or create the account for (group_id, domain); apply traits.
 
     Returns (id, whether the account changed, the names of the traits that changed)."""
@@ -41,9 +42,18 @@ async def upsert_account(conn: AsyncConnection, group_id: str | None, domain: st
         stamps: dict[str, str] = {}
         values: dict[str, Any] = {}
         changed = apply_traits(values, stamps, traits, at)
-        result = await conn.execute(accounts.insert().values(
-            group_id=group_id, domain=None if taken else domain, traits=values, trait_timestamps=stamps,
-            created_at=now, updated_at=now).returning(accounts.c.id))
+        result = await conn.execute(
+            accounts.insert()
+            .values(
+                group_id=group_id,
+                domain=None if taken else domain,
+                traits=values,
+                trait_timestamps=stamps,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(accounts.c.id)
+        )
         return result.scalar_one(), True, changed
     values, stamps = dict(row.traits), dict(row.trait_timestamps)
     changed = apply_traits(values, stamps, traits, at)
@@ -53,8 +63,11 @@ async def upsert_account(conn: AsyncConnection, group_id: str | None, domain: st
     if domain and row.domain is None and not await _domain_taken(conn, domain):
         updates["domain"] = domain  # a domain another account holds stays with it, as on insert
     if changed or updates:
-        await conn.execute(accounts.update().where(accounts.c.id == row.id).values(
-            traits=values, trait_timestamps=stamps, updated_at=now, **updates))
+        await conn.execute(
+            accounts.update()
+            .where(accounts.c.id == row.id)
+            .values(traits=values, trait_timestamps=stamps, updated_at=now, **updates)
+        )
     return row.id, bool(changed or updates), changed
 
 
@@ -75,17 +88,27 @@ async def link_user(conn: AsyncConnection, user_id: int, account_id: int, link: 
         allowed = sa.or_(users.c.account_link.is_(None), users.c.account_link == "domain", newer)
     else:
         allowed = sa.or_(users.c.account_link.is_(None), sa.and_(users.c.account_link == "domain", newer))
-    changes_something = sa.or_(users.c.account_id.is_(None), users.c.account_id != account_id,
-                               users.c.account_link != link)
-    result = await conn.execute(users.update().where(users.c.id == user_id, allowed, changes_something)
-                                .values(account_id=account_id, account_link=link, account_linked_at=at))
+    changes_something = sa.or_(
+        users.c.account_id.is_(None), users.c.account_id != account_id, users.c.account_link != link
+    )
+    result = await conn.execute(
+        users.update()
+        .where(users.c.id == user_id, allowed, changes_something)
+        .values(account_id=account_id, account_link=link, account_linked_at=at)
+    )
     return result.rowcount > 0
 
 
 def stronger_link(first: Any, second: Any) -> Any:
     """Of two users' account links (rows with account_id, account_link, account_linked_at), the one
     a merged profile keeps: by the rule of link_user."""
+
     def strength(row: Any) -> tuple[bool, bool, Any, int]:
-        return (row.account_id is not None, row.account_link == "group",
-                row.account_linked_at or datetime.min.replace(tzinfo=timezone.utc), row.account_id or 0)
+        return (
+            row.account_id is not None,
+            row.account_link == "group",
+            row.account_linked_at or datetime.min.replace(tzinfo=UTC),
+            row.account_id or 0,
+        )
+
     return max(first, second, key=strength)

@@ -49,14 +49,17 @@ def event_properties(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def is_disabled(kind: str, settings: ConnectorSettings) -> bool:
-    return (kind == "page" and not settings.handle_pages) or (kind == "screen" and not settings.handle_screens) \
+    return (
+        (kind == "page" and not settings.handle_pages)
+        or (kind == "screen" and not settings.handle_screens)
         or (kind == "group" and not settings.handle_accounts)
+    )
 
 
 class Profile:
     """The columns of a user that buffered writes change."""
 
-    __slots__ = ("traits", "stamps", "last_seen_at", "account_id", "dirty")
+    __slots__ = ("account_id", "dirty", "last_seen_at", "stamps", "traits")
 
     def __init__(self, row: Any):
         self.traits: dict[str, Any] = dict(row.traits)
@@ -85,8 +88,11 @@ class BatchApplier:
 
     async def apply(self, messages: list[tuple[dict[str, Any], str]]) -> None:
         """Apply (message, source) pairs in order; the source is the inbound journal's."""
-        claims = {(kind, value) for message, _ in messages
-                  for kind, value in identity.claims_of(message, self.settings.identify_by_email)}
+        claims = {
+            (kind, value)
+            for message, _ in messages
+            for kind, value in identity.claims_of(message, self.settings.identify_by_email)
+        }
         await self._lookup(list(claims))
         await self._load_profiles(set(self.owners.values()))
         for message, source in messages:
@@ -95,14 +101,16 @@ class BatchApplier:
 
     async def _lookup(self, claims: list[identity.Claim]) -> None:
         for start in range(0, len(claims), LOOKUP_CHUNK):
-            self.owners.update(await identity.lookup(self.conn, claims[start:start + LOOKUP_CHUNK]))
+            self.owners.update(await identity.lookup(self.conn, claims[start : start + LOOKUP_CHUNK]))
 
     async def _load_profiles(self, user_ids: set[int]) -> None:
         wanted = sorted(user_ids - self.profiles.keys())
         for start in range(0, len(wanted), LOOKUP_CHUNK):
-            rows = await self.conn.execute(sa.select(
-                users.c.id, users.c.traits, users.c.trait_timestamps, users.c.last_seen_at, users.c.account_id
-            ).where(users.c.id.in_(wanted[start:start + LOOKUP_CHUNK])))
+            rows = await self.conn.execute(
+                sa.select(
+                    users.c.id, users.c.traits, users.c.trait_timestamps, users.c.last_seen_at, users.c.account_id
+                ).where(users.c.id.in_(wanted[start : start + LOOKUP_CHUNK]))
+            )
             for row in rows:
                 self.profiles[row.id] = Profile(row)
 
@@ -127,8 +135,9 @@ class BatchApplier:
         elif kind in ("track", "page", "screen"):
             self._buffer_event(user_id, message, timestamp, source)
             details["events_added"] = [event_name(message)]
-        self.activity.append(activity.entry(activity.USER, user_id, "incoming.user.success", details,
-                                            message["messageId"]))
+        self.activity.append(
+            activity.entry(activity.USER, user_id, "incoming.user.success", details, message["messageId"])
+        )
         self._touch(user_id, timestamp)
         self.changes.processed += 1
         PROCESSED.labels(kind, "success").inc()
@@ -154,8 +163,9 @@ class BatchApplier:
         else:
             claims = identity.claims_of(message, self.settings.identify_by_email)
         found = {claim: self.owners[claim] for claim in claims if claim in self.owners}
-        user_id, merged = await identity.resolve(self.conn, claims, self.now, message["messageId"],
-                                                 found=found, before_merge=self.flush)
+        user_id, merged = await identity.resolve(
+            self.conn, claims, self.now, message["messageId"], found=found, before_merge=self.flush
+        )
         self.changes.merged_away |= merged
         if merged:
             for claim, owner in list(self.owners.items()):
@@ -207,12 +217,24 @@ class BatchApplier:
         """Apply a group; return what it did, for the user's activity entry."""
         traits = message.get("traits") or {}
         account_id, changed, traits_changed = await accounts.upsert_account(
-            self.conn, clean_id(message.get("groupId")), accounts.normalise_domain(traits.get("domain")),
-            traits, message["timestamp"], self.now)
+            self.conn,
+            clean_id(message.get("groupId")),
+            accounts.normalise_domain(traits.get("domain")),
+            traits,
+            message["timestamp"],
+            self.now,
+        )
         if changed:
             self.changes.accounts.add(account_id)
-            self.activity.append(activity.entry(activity.ACCOUNT, account_id, "incoming.account.success", {
-                "type": "group", "user_id": user_id, "traits_changed": traits_changed}, message["messageId"]))
+            self.activity.append(
+                activity.entry(
+                    activity.ACCOUNT,
+                    account_id,
+                    "incoming.account.success",
+                    {"type": "group", "user_id": user_id, "traits_changed": traits_changed},
+                    message["messageId"],
+                )
+            )
         linked = await accounts.link_user(self.conn, user_id, account_id, "group", timestamp)
         if linked:
             self.changes.accounts.add(account_id)
@@ -220,12 +242,20 @@ class BatchApplier:
         return {"account_id": account_id, "account_linked": linked}
 
     def _buffer_event(self, user_id: int, message: dict[str, Any], timestamp: datetime, source: str) -> None:
-        self.pending_events.append({
-            "user_id": user_id, "account_id": self.profiles[user_id].account_id,
-            "message_id": message["messageId"], "type": message["type"], "event": event_name(message)[:255],
-            "source": source, "timestamp": timestamp,
-            "received_at": parse_timestamp(message["receivedAt"], "receivedAt"),
-            "properties": event_properties(message), "context": message.get("context") or {}})
+        self.pending_events.append(
+            {
+                "user_id": user_id,
+                "account_id": self.profiles[user_id].account_id,
+                "message_id": message["messageId"],
+                "type": message["type"],
+                "event": event_name(message)[:255],
+                "source": source,
+                "timestamp": timestamp,
+                "received_at": parse_timestamp(message["receivedAt"], "receivedAt"),
+                "properties": event_properties(message),
+                "context": message.get("context") or {},
+            }
+        )
         self.pending_messages[message["messageId"]] = message
 
     def _touch(self, user_id: int, timestamp: datetime) -> None:
@@ -268,18 +298,35 @@ class BatchApplier:
             if last_seen is not None:
                 profile.last_seen_at = last_seen
             if profile.dirty:
-                updates.append({"uid": user_id, "traits": profile.traits, "stamps": profile.stamps,
-                                "seen": profile.last_seen_at, "now": self.now})
+                updates.append(
+                    {
+                        "uid": user_id,
+                        "traits": profile.traits,
+                        "stamps": profile.stamps,
+                        "seen": profile.last_seen_at,
+                        "now": self.now,
+                    }
+                )
                 profile.dirty = False
             elif last_seen is not None:
                 touches.append({"uid": user_id, "seen": last_seen})
         if updates:
-            await self.conn.execute(users.update().where(users.c.id == sa.bindparam("uid")).values(
-                traits=sa.bindparam("traits"), trait_timestamps=sa.bindparam("stamps"),
-                last_seen_at=sa.bindparam("seen"), updated_at=sa.bindparam("now")), updates)
+            await self.conn.execute(
+                users.update()
+                .where(users.c.id == sa.bindparam("uid"))
+                .values(
+                    traits=sa.bindparam("traits"),
+                    trait_timestamps=sa.bindparam("stamps"),
+                    last_seen_at=sa.bindparam("seen"),
+                    updated_at=sa.bindparam("now"),
+                ),
+                updates,
+            )
         if touches:
-            await self.conn.execute(users.update().where(users.c.id == sa.bindparam("uid")).values(
-                last_seen_at=sa.bindparam("seen")), touches)
+            await self.conn.execute(
+                users.update().where(users.c.id == sa.bindparam("uid")).values(last_seen_at=sa.bindparam("seen")),
+                touches,
+            )
 
 
 class _NewUser:

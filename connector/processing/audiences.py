@@ -46,8 +46,9 @@ async def apply_identify(conn: AsyncConnection, user_id: int, message: dict[str,
     flags = {key: value for key, value in (message.get("traits") or {}).items() if isinstance(value, bool)}
     if not flags:
         return
-    keys = set(await conn.scalars(sa.select(memberships.c.audience).distinct()
-                                  .where(memberships.c.audience.in_(list(flags)))))
+    keys = set(
+        await conn.scalars(sa.select(memberships.c.audience).distinct().where(memberships.c.audience.in_(list(flags))))
+    )
     if (declared := personas_audience(message)) in flags:
         keys.add(declared)
     await _record(conn, [(user_id, key, flags[key], at) for key in sorted(keys)])
@@ -62,8 +63,18 @@ async def apply_track(conn: AsyncConnection, user_id: int, message: dict[str, An
 
 
 async def _record(conn: AsyncConnection, changes: list[tuple[int, str, bool, datetime]]) -> None:
-    await _upsert(conn, [{"user_id": user_id, "audience": key, "entered_at": at if member else None,
-                          "exited_at": None if member else at} for user_id, key, member, at in changes])
+    await _upsert(
+        conn,
+        [
+            {
+                "user_id": user_id,
+                "audience": key,
+                "entered_at": at if member else None,
+                "exited_at": None if member else at,
+            }
+            for user_id, key, member, at in changes
+        ],
+    )
 
 
 async def _upsert(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
@@ -71,9 +82,16 @@ async def _upsert(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
         return
     statement = insert(memberships, conn.dialect.name)
     new, old = statement.excluded, memberships.c
-    await conn.execute(statement.on_conflict_do_update(index_elements=["user_id", "audience"], set_={
-        "entered_at": _latest(old.entered_at, new.entered_at),
-        "exited_at": _latest(old.exited_at, new.exited_at)}), rows)
+    await conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=["user_id", "audience"],
+            set_={
+                "entered_at": _latest(old.entered_at, new.entered_at),
+                "exited_at": _latest(old.exited_at, new.exited_at),
+            },
+        ),
+        rows,
+    )
 
 
 def _latest(old: Any, new: Any) -> Any:
@@ -82,27 +100,37 @@ def _latest(old: Any, new: Any) -> Any:
 
 async def merge_users(conn: AsyncConnection, target: int, loser: int) -> None:
     """Fold the loser's audiences into the target's (the caller merges the profiles)."""
-    rows = [dict(row._mapping, user_id=target)
-            for row in await conn.execute(sa.select(memberships).where(memberships.c.user_id == loser))]
+    rows = [
+        dict(row._mapping, user_id=target)
+        for row in await conn.execute(sa.select(memberships).where(memberships.c.user_id == loser))
+    ]
     await conn.execute(memberships.delete().where(memberships.c.user_id == loser))
     await _upsert(conn, rows)
 
 
 async def user_audiences(conn: AsyncConnection, user_id: int) -> dict[str, dict[str, Any]]:
-    rows = await conn.execute(sa.select(memberships).where(memberships.c.user_id == user_id)
-                              .order_by(memberships.c.audience))
-    return {row.audience: {"member": is_member(row.entered_at, row.exited_at),
-                           "entered_at": format_timestamp(row.entered_at) if row.entered_at else None,
-                           "exited_at": format_timestamp(row.exited_at) if row.exited_at else None}
-            for row in rows}
+    rows = await conn.execute(
+        sa.select(memberships).where(memberships.c.user_id == user_id).order_by(memberships.c.audience)
+    )
+    return {
+        row.audience: {
+            "member": is_member(row.entered_at, row.exited_at),
+            "entered_at": format_timestamp(row.entered_at) if row.entered_at else None,
+            "exited_at": format_timestamp(row.exited_at) if row.exited_at else None,
+        }
+        for row in rows
+    }
 
 
 async def members_of(conn: AsyncConnection, user_ids: list[int]) -> dict[int, dict[str, bool]]:
     """Each user's audiences on record, True for those the user is in now (one query for all)."""
     found: dict[int, dict[str, bool]] = {user_id: {} for user_id in user_ids}
     if found:
-        for row in await conn.execute(sa.select(memberships).where(memberships.c.user_id.in_(sorted(found)))
-                                      .order_by(memberships.c.user_id, memberships.c.audience)):
+        for row in await conn.execute(
+            sa.select(memberships)
+            .where(memberships.c.user_id.in_(sorted(found)))
+            .order_by(memberships.c.user_id, memberships.c.audience)
+        ):
             found[row.user_id][row.audience] = is_member(row.entered_at, row.exited_at)
     return found
 
@@ -110,5 +138,8 @@ async def members_of(conn: AsyncConnection, user_ids: list[int]) -> dict[int, di
 def member_condition(user_id: Any, key: str) -> Any:
     """SQL: the user (a column or value) is in the audience `key` now."""
     return sa.exists().where(
-        memberships.c.user_id == user_id, memberships.c.audience == key, memberships.c.entered_at.is_not(None),
-        sa.or_(memberships.c.exited_at.is_(None), memberships.c.entered_at > memberships.c.exited_at))
+        memberships.c.user_id == user_id,
+        memberships.c.audience == key,
+        memberships.c.entered_at.is_not(None),
+        sa.or_(memberships.c.exited_at.is_(None), memberships.c.entered_at > memberships.c.exited_at),
+    )

@@ -13,17 +13,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from connector.processing import audiences, usage
 
 
-async def computed_attributes_of(conn: AsyncConnection, entity: str, ids: list[int],
-                                 now: datetime | None = None) -> dict[int, dict[str, Any]]:
+async def computed_attributes_of(
+    conn: AsyncConnection, entity: str, ids: list[int], now: datetime | None = None
+) -> dict[int, dict[str, Any]]:
     """computed_attributes of many profiles in three queries; last_feature_at is a datetime here."""
     found = await usage.attributes_of(conn, entity, ids, now)
     members = await audiences.members_of(conn, sorted(found)) if entity == usage.USER else {}
-    return {entity_id: {"usage": values, "audiences": members.get(entity_id, {})}
-            for entity_id, values in found.items()}
+    return {
+        entity_id: {"usage": values, "audiences": members.get(entity_id, {})} for entity_id, values in found.items()
+    }
 
 
-async def computed_attributes(conn: AsyncConnection, entity: str, entity_id: int,
-                              now: datetime | None = None) -> dict[str, Any]:
+async def computed_attributes(
+    conn: AsyncConnection, entity: str, entity_id: int, now: datetime | None = None
+) -> dict[str, Any]:
     """{"usage": {top_features, events_30d, score_30d, trend, last_feature_at}, "audiences": {key: member}}.
 
     Accounts have usage but no audiences (Engage audiences are of users).

@@ -36,8 +36,9 @@ def company_domain(email: str | None) -> str | None:
     return None if suffixes & PROVIDERS else domain
 
 
-async def link_by_domain(conn: AsyncConnection, user_id: int, message: dict[str, Any], at: str, now: datetime,
-                         changes: Changes) -> None:
+async def link_by_domain(
+    conn: AsyncConnection, user_id: int, message: dict[str, Any], at: str, now: datetime, changes: Changes
+) -> None:
     """Link the user of an identify to the account of its email's company domain."""
     domain = company_domain(message_email(message))
     if domain is None:

@@ -15,8 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector import activity
 from connector.db import insert
-from connector.models import (DeliveryState, Event, IdentityAudit, Segment, SegmentMembership, User,
-                              UserIdentifier)
+from connector.models import DeliveryState, Event, IdentityAudit, Segment, SegmentMembership, User, UserIdentifier
 from connector.processing.accounts import stronger_link
 from connector.processing.computed import merge_users as merge_computed
 from connector.processing.traits import merge_traits
@@ -66,8 +65,10 @@ async def lookup(conn: AsyncConnection, claims: list[Claim]) -> dict[Claim, int]
         return {}
     wanted = claims + [(PREVIOUS_USER_ID, value) for kind, value in claims if kind == USER_ID]
     rows = await conn.execute(
-        sa.select(identifiers.c.kind, identifiers.c.value, identifiers.c.user_id)
-        .where(sa.tuple_(identifiers.c.kind, identifiers.c.value).in_(wanted)))
+        sa.select(identifiers.c.kind, identifiers.c.value, identifiers.c.user_id).where(
+            sa.tuple_(identifiers.c.kind, identifiers.c.value).in_(wanted)
+        )
+    )
     found: dict[Claim, int] = {}
     renamed: dict[Claim, int] = {}
     for row in rows:
@@ -78,28 +79,43 @@ async def lookup(conn: AsyncConnection, claims: list[Claim]) -> dict[Claim, int]
     return {**renamed, **found}
 
 
-async def rename_user_id(conn: AsyncConnection, user_id: int, previous: str, new: str, message_id: str,
-                         now: datetime) -> bool:
+async def rename_user_id(
+    conn: AsyncConnection, user_id: int, previous: str, new: str, message_id: str, now: datetime
+) -> bool:
     """The Spec's way to change a user's id: alias from the profile's userId to one nobody holds.
 
     The profile takes the new user_id and keeps the old one as previous_user_id, so messages
     for the old id still reach it. False (nothing done) unless `previous` is its current user_id.
     """
-    renamed = await conn.execute(identifiers.update().where(
-        identifiers.c.user_id == user_id, identifiers.c.kind == USER_ID, identifiers.c.value == previous)
-        .values(kind=PREVIOUS_USER_ID))
+    renamed = await conn.execute(
+        identifiers.update()
+        .where(identifiers.c.user_id == user_id, identifiers.c.kind == USER_ID, identifiers.c.value == previous)
+        .values(kind=PREVIOUS_USER_ID)
+    )
     if renamed.rowcount != 1:
         return False
     await conn.execute(identifiers.insert().values(user_id=user_id, kind=USER_ID, value=new, created_at=now))
-    await conn.execute(audit.insert().values(
-        action="rename", kept_user_id=user_id, merged_user_id=None, message_id=message_id,
-        details={"previous_user_id": previous, "user_id": new}, created_at=now))
+    await conn.execute(
+        audit.insert().values(
+            action="rename",
+            kept_user_id=user_id,
+            merged_user_id=None,
+            message_id=message_id,
+            details={"previous_user_id": previous, "user_id": new},
+            created_at=now,
+        )
+    )
     return True
 
 
-async def resolve(conn: AsyncConnection, claims: list[Claim], now: datetime, message_id: str,
-                  found: dict[Claim, int] | None = None,
-                  before_merge: Callable[[], Awaitable[None]] | None = None) -> tuple[int, set[int]]:
+async def resolve(
+    conn: AsyncConnection,
+    claims: list[Claim],
+    now: datetime,
+    message_id: str,
+    found: dict[Claim, int] | None = None,
+    before_merge: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[int, set[int]]:
     """Return (the profile for these claims, the profiles merged away into it).
 
     `found` is the owners of the claims when the caller already knows them (a claim
@@ -134,28 +150,44 @@ async def resolve(conn: AsyncConnection, claims: list[Claim], now: datetime, mes
     for loser in merged:
         await merge_users(conn, target, loser, message_id, now)
     if conflicts:
-        await conn.execute(audit.insert().values(
-            action="conflict", kept_user_id=target, merged_user_id=None, message_id=message_id,
-            details={"reason": "different user_ids", "user_ids": sorted({held[c] for c in conflicts} | {effective}),
-                     "profiles": sorted(conflicts)}, created_at=now))
+        await conn.execute(
+            audit.insert().values(
+                action="conflict",
+                kept_user_id=target,
+                merged_user_id=None,
+                message_id=message_id,
+                details={
+                    "reason": "different user_ids",
+                    "user_ids": sorted({held[c] for c in conflicts} | {effective}),
+                    "profiles": sorted(conflicts),
+                },
+                created_at=now,
+            )
+        )
     missing = [claim for claim in claims if claim not in found]
     if missing:
-        await conn.execute(insert(identifiers, conn.dialect.name).on_conflict_do_nothing(), [
-            {"user_id": target, "kind": kind, "value": value, "created_at": now} for kind, value in missing])
+        await conn.execute(
+            insert(identifiers, conn.dialect.name).on_conflict_do_nothing(),
+            [{"user_id": target, "kind": kind, "value": value, "created_at": now} for kind, value in missing],
+        )
     return target, set(merged)
 
 
 async def _held_user_ids(conn: AsyncConnection, owners: list[int]) -> dict[int, str]:
     if not owners:
         return {}
-    rows = await conn.execute(sa.select(identifiers.c.user_id, identifiers.c.value).where(
-        identifiers.c.user_id.in_(owners), identifiers.c.kind == USER_ID))
+    rows = await conn.execute(
+        sa.select(identifiers.c.user_id, identifiers.c.value).where(
+            identifiers.c.user_id.in_(owners), identifiers.c.kind == USER_ID
+        )
+    )
     return {row.user_id: row.value for row in rows}
 
 
 async def create_user(conn: AsyncConnection, now: datetime) -> int:
-    result = await conn.execute(users.insert().values(
-        traits={}, trait_timestamps={}, created_at=now, updated_at=now).returning(users.c.id))
+    result = await conn.execute(
+        users.insert().values(traits={}, trait_timestamps={}, created_at=now, updated_at=now).returning(users.c.id)
+    )
     return result.scalar_one()
 
 
@@ -167,20 +199,34 @@ async def _move_memberships(conn: AsyncConnection, target: int, loser: int) -> N
     """
     user_segments = sa.select(segments.c.id).where(segments.c.entity == "user")
     held = sa.select(memberships.c.segment_id).where(memberships.c.entity_id == target)
-    await conn.execute(memberships.insert().from_select(
-        ["segment_id", "entity_id", "entered_at"],
-        sa.select(memberships.c.segment_id, sa.literal(target, sa.BigInteger), memberships.c.entered_at).where(
-            memberships.c.entity_id == loser, memberships.c.segment_id.in_(user_segments),
-            memberships.c.segment_id.not_in(held))))
-    await conn.execute(memberships.delete().where(
-        memberships.c.entity_id == loser, memberships.c.segment_id.in_(user_segments)))
+    await conn.execute(
+        memberships.insert().from_select(
+            ["segment_id", "entity_id", "entered_at"],
+            sa.select(memberships.c.segment_id, sa.literal(target, sa.BigInteger), memberships.c.entered_at).where(
+                memberships.c.entity_id == loser,
+                memberships.c.segment_id.in_(user_segments),
+                memberships.c.segment_id.not_in(held),
+            ),
+        )
+    )
+    await conn.execute(
+        memberships.delete().where(memberships.c.entity_id == loser, memberships.c.segment_id.in_(user_segments))
+    )
 
 
 async def _merge_delivered(conn: AsyncConnection, target: int, loser: int) -> None:
     """What Segment was told about the loser is now told about the survivor (Segment merges them too):
     the survivor's next identify or group says `false` for whatever the loser was last sent in."""
-    rows = {row.key: row for row in await conn.execute(sa.select(delivered).where(delivered.c.key.in_(
-        [f"{kind}:{user_id}" for kind in ("identify", "group") for user_id in (target, loser)])))}
+    rows = {
+        row.key: row
+        for row in await conn.execute(
+            sa.select(delivered).where(
+                delivered.c.key.in_(
+                    [f"{kind}:{user_id}" for kind in ("identify", "group") for user_id in (target, loser)]
+                )
+            )
+        )
+    }
     for kind in ("identify", "group"):
         gone = rows.get(f"{kind}:{loser}")
         if gone is None:
@@ -203,8 +249,12 @@ async def merge_users(conn: AsyncConnection, target: int, loser: int, message_id
     kept, gone = rows[target], rows[loser]
     traits, stamps = dict(kept.traits), dict(kept.trait_timestamps)
     merge_traits(traits, stamps, gone.traits, gone.trait_timestamps)
-    moved = [f"{row.kind}:{row.value}" for row in await conn.execute(
-        sa.select(identifiers.c.kind, identifiers.c.value).where(identifiers.c.user_id == loser))]
+    moved = [
+        f"{row.kind}:{row.value}"
+        for row in await conn.execute(
+            sa.select(identifiers.c.kind, identifiers.c.value).where(identifiers.c.user_id == loser)
+        )
+    ]
     await conn.execute(identifiers.update().where(identifiers.c.user_id == loser).values(user_id=target))
     await conn.execute(events.update().where(events.c.user_id == loser).values(user_id=target))
     await activity.move(conn, activity.USER, loser, target)
@@ -212,12 +262,29 @@ async def merge_users(conn: AsyncConnection, target: int, loser: int, message_id
     await _merge_delivered(conn, target, loser)
     last_seen = max((t for t in (kept.last_seen_at, gone.last_seen_at) if t is not None), default=None)
     link = stronger_link(kept, gone)
-    await conn.execute(users.update().where(users.c.id == target).values(
-        traits=traits, trait_timestamps=stamps, created_at=min(kept.created_at, gone.created_at),
-        updated_at=now, last_seen_at=last_seen, account_id=link.account_id, account_link=link.account_link,
-        account_linked_at=link.account_linked_at))
+    await conn.execute(
+        users.update()
+        .where(users.c.id == target)
+        .values(
+            traits=traits,
+            trait_timestamps=stamps,
+            created_at=min(kept.created_at, gone.created_at),
+            updated_at=now,
+            last_seen_at=last_seen,
+            account_id=link.account_id,
+            account_link=link.account_link,
+            account_linked_at=link.account_linked_at,
+        )
+    )
     await merge_computed(conn, target, loser)
     await conn.execute(users.delete().where(users.c.id == loser))
-    await conn.execute(audit.insert().values(
-        action="merge", kept_user_id=target, merged_user_id=loser, message_id=message_id,
-        details={"identifiers": moved}, created_at=now))
+    await conn.execute(
+        audit.insert().values(
+            action="merge",
+            kept_user_id=target,
+            merged_user_id=loser,
+            message_id=message_id,
+            details={"identifiers": moved},
+            created_at=now,
+        )
+    )

@@ -35,9 +35,23 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector.db import insert
-from connector.models import (ActivityEntry, AudienceMembership, DeadLetter, DeliveryState, Event, FeatureUsage,
-                              IdentityAudit, JournalEntry, OutboxItem, Segment, SegmentMembership, SegmentTransition,
-                              Suppression, User, UserIdentifier)
+from connector.models import (
+    ActivityEntry,
+    AudienceMembership,
+    DeadLetter,
+    DeliveryState,
+    Event,
+    FeatureUsage,
+    IdentityAudit,
+    JournalEntry,
+    OutboxItem,
+    Segment,
+    SegmentMembership,
+    SegmentTransition,
+    Suppression,
+    User,
+    UserIdentifier,
+)
 from connector.processing import usage
 from connector.processing.identity import ANONYMOUS_ID, EMAIL, PREVIOUS_USER_ID, USER_ID, Claim
 from connector.spec import clean_id
@@ -98,8 +112,9 @@ async def suppressed(conn: AsyncConnection, claims: set[Claim]) -> set[Claim]:
     if conn.dialect.name == "postgresql":  # one array parameter: 3x faster than a thousand IN parameters
         conditions = [suppressions.c.value_hash == sa.any_(sa.bindparam("hashes", wanted, type_=ARRAY(sa.String)))]
     else:
-        conditions = [suppressions.c.value_hash.in_(wanted[start:start + CHUNK])
-                      for start in range(0, len(wanted), CHUNK)]
+        conditions = [
+            suppressions.c.value_hash.in_(wanted[start : start + CHUNK]) for start in range(0, len(wanted), CHUNK)
+        ]
     found: set[Claim] = set()
     for condition in conditions if wanted else []:
         rows = await conn.execute(sa.select(suppressions.c.kind, suppressions.c.value_hash).where(condition))
@@ -110,8 +125,9 @@ async def suppressed(conn: AsyncConnection, claims: set[Claim]) -> set[Claim]:
 async def blank_journal(conn: AsyncConnection, journal_ids: list[int]) -> None:
     """Drop the payloads of these journal rows (suppressed messages): the row stays, for dedupe and order."""
     for start in range(0, len(journal_ids), CHUNK):
-        await conn.execute(journal.update().where(journal.c.id.in_(journal_ids[start:start + CHUNK]))
-                           .values(payload={}))
+        await conn.execute(
+            journal.update().where(journal.c.id.in_(journal_ids[start : start + CHUNK])).values(payload={})
+        )
 
 
 @dataclass
@@ -135,8 +151,9 @@ async def erase(conn: AsyncConnection, user_ids: list[int], claims: set[Claim], 
     statement writes, so on SQLite the transaction holds the write lock before it reads anything.
     """
     erasure = Erasure(claims=set(claims))
-    found = await conn.execute(users.update().where(users.c.id.in_(user_ids)).values(updated_at=now)
-                               .returning(users.c.id))
+    found = await conn.execute(
+        users.update().where(users.c.id.in_(user_ids)).values(updated_at=now).returning(users.c.id)
+    )
     erasure.users = sorted(found.scalars())
     if not erasure.users and not claims:
         return erasure
@@ -148,47 +165,98 @@ async def erase(conn: AsyncConnection, user_ids: list[int], claims: set[Claim], 
     message_ids = await _blank_messages(conn, erasure)
     await _delete_in(conn, activity, activity.c.message_id, sorted(message_ids), erasure, "activity")
     await _delete_dead_letters(conn, erasure)
-    await conn.execute(audit.insert().values(action="erase", kept_user_id=erasure.users[0] if erasure.users else None,
-                                             details={"profiles": erasure.users, **erasure.counts}, created_at=now))
+    await conn.execute(
+        audit.insert().values(
+            action="erase",
+            kept_user_id=erasure.users[0] if erasure.users else None,
+            details={"profiles": erasure.users, **erasure.counts},
+            created_at=now,
+        )
+    )
     return erasure
 
 
 async def _erase_profile(conn: AsyncConnection, user_id: int, erasure: Erasure) -> None:
     row = (await conn.execute(sa.select(users.c.traits).where(users.c.id == user_id))).one()
-    held = (await conn.execute(sa.select(identifiers.c.kind, identifiers.c.value)
-                               .where(identifiers.c.user_id == user_id))).all()
+    held = (
+        await conn.execute(sa.select(identifiers.c.kind, identifiers.c.value).where(identifiers.c.user_id == user_id))
+    ).all()
     for kind, value in held:
         erasure.claims.add((USER_ID if kind == PREVIOUS_USER_ID else kind, value))
     if email := suppressed_email(row.traits.get("email")):
         erasure.claims.add((EMAIL, email))
 
-    stored = (await conn.execute(sa.select(events.c.id, events.c.type, events.c.user_id, events.c.account_id,
-                                           events.c.timestamp, events.c.properties)
-                                 .where(events.c.user_id == user_id))).all()
+    stored = (
+        await conn.execute(
+            sa.select(
+                events.c.id,
+                events.c.type,
+                events.c.user_id,
+                events.c.account_id,
+                events.c.timestamp,
+                events.c.properties,
+            ).where(events.c.user_id == user_id)
+        )
+    ).all()
     erasure.events |= {event.id for event in stored}
-    recount = {(row["entity_id"], row["feature"], row["day"]) for event in stored for row in usage.event_rows(event)
-               if row["entity"] == usage.ACCOUNT}
-    ended = (await conn.execute(sa.select(transitions.c.id).where(
-        transitions.c.entity == "user", transitions.c.entity_id == user_id))).scalars().all()
+    recount = {
+        (row["entity_id"], row["feature"], row["day"])
+        for event in stored
+        for row in usage.event_rows(event)
+        if row["entity"] == usage.ACCOUNT
+    }
+    ended = (
+        (
+            await conn.execute(
+                sa.select(transitions.c.id).where(transitions.c.entity == "user", transitions.c.entity_id == user_id)
+            )
+        )
+        .scalars()
+        .all()
+    )
 
-    await _delete(conn, activity.delete().where(activity.c.entity == "user", activity.c.entity_id == user_id),
-                  erasure, "activity")
-    await _delete(conn, feature_usage.delete().where(feature_usage.c.entity == usage.USER,
-                                                     feature_usage.c.entity_id == user_id), erasure, "usage")
+    await _delete(
+        conn, activity.delete().where(activity.c.entity == "user", activity.c.entity_id == user_id), erasure, "activity"
+    )
+    await _delete(
+        conn,
+        feature_usage.delete().where(feature_usage.c.entity == usage.USER, feature_usage.c.entity_id == user_id),
+        erasure,
+        "usage",
+    )
     await _delete(conn, audiences.delete().where(audiences.c.user_id == user_id), erasure, "audiences")
-    await _delete(conn, memberships.delete().where(
-        memberships.c.entity_id == user_id,
-        memberships.c.segment_id.in_(sa.select(segments.c.id).where(segments.c.entity == "user"))),
-        erasure, "segments")
-    await _delete(conn, transitions.delete().where(transitions.c.entity == "user", transitions.c.entity_id == user_id),
-                  erasure, "transitions")
-    await _delete_in(conn, outbox, outbox.c.key, [f"user:{user_id}"]
-                     + [f"transition:{transition_id}" for transition_id in ended]
-                     + [f"event:{event.id}" for event in stored], erasure, "outbox")
-    await _delete(conn, delivery_state.delete().where(delivery_state.c.key.in_(
-        [f"identify:{user_id}", f"group:{user_id}"])), erasure, "delivery_state")
-    await _scrub_audit(conn, user_id, [value for kind, value in held if kind in (USER_ID, PREVIOUS_USER_ID)],
-                       erasure)
+    await _delete(
+        conn,
+        memberships.delete().where(
+            memberships.c.entity_id == user_id,
+            memberships.c.segment_id.in_(sa.select(segments.c.id).where(segments.c.entity == "user")),
+        ),
+        erasure,
+        "segments",
+    )
+    await _delete(
+        conn,
+        transitions.delete().where(transitions.c.entity == "user", transitions.c.entity_id == user_id),
+        erasure,
+        "transitions",
+    )
+    await _delete_in(
+        conn,
+        outbox,
+        outbox.c.key,
+        [f"user:{user_id}"]
+        + [f"transition:{transition_id}" for transition_id in ended]
+        + [f"event:{event.id}" for event in stored],
+        erasure,
+        "outbox",
+    )
+    await _delete(
+        conn,
+        delivery_state.delete().where(delivery_state.c.key.in_([f"identify:{user_id}", f"group:{user_id}"])),
+        erasure,
+        "delivery_state",
+    )
+    await _scrub_audit(conn, user_id, [value for kind, value in held if kind in (USER_ID, PREVIOUS_USER_ID)], erasure)
     await _delete(conn, events.delete().where(events.c.user_id == user_id), erasure, "events")
     await _delete(conn, identifiers.delete().where(identifiers.c.user_id == user_id), erasure, "identifiers")
     await _delete(conn, users.delete().where(users.c.id == user_id), erasure, "users")
@@ -204,13 +272,21 @@ async def _scrub_audit(conn: AsyncConnection, user_id: int, user_id_values: list
     await _delete(conn, audit.update().where(own).values(details={}, message_id=None), erasure, "audit")
     for value in user_id_values:
         pattern = _like_escape(orjson.dumps(value).decode())
-        rows = (await conn.execute(sa.select(audit.c.id, audit.c.details).where(
-            audit.c.action == "conflict", sa.cast(audit.c.details, sa.Text).like(f"%{pattern}%", escape="\\")))).all()
+        rows = (
+            await conn.execute(
+                sa.select(audit.c.id, audit.c.details).where(
+                    audit.c.action == "conflict", sa.cast(audit.c.details, sa.Text).like(f"%{pattern}%", escape="\\")
+                )
+            )
+        ).all()
         for row in rows:
             if value not in row.details.get("user_ids", []):
                 continue
-            details = {**row.details, "user_ids": [other for other in row.details["user_ids"] if other != value],
-                       "profiles": [other for other in row.details.get("profiles", []) if other != user_id]}
+            details = {
+                **row.details,
+                "user_ids": [other for other in row.details["user_ids"] if other != value],
+                "profiles": [other for other in row.details.get("profiles", []) if other != user_id],
+            }
             await conn.execute(audit.update().where(audit.c.id == row.id).values(details=details))
             erasure.count("audit", 1)
 
@@ -220,8 +296,11 @@ def _like_escape(text: str) -> str:
 
 
 async def _suppress(conn: AsyncConnection, claims: set[Claim], now: datetime) -> None:
-    rows = [{"kind": kind, "value_hash": value_hash(value), "created_at": now}
-            for kind, value in sorted(claims) if kind in KINDS]
+    rows = [
+        {"kind": kind, "value_hash": value_hash(value), "created_at": now}
+        for kind, value in sorted(claims)
+        if kind in KINDS
+    ]
     if rows:
         await conn.execute(insert(suppressions, conn.dialect.name).on_conflict_do_nothing(), rows)
 
@@ -232,18 +311,33 @@ def _values(claims: set[Claim], *kinds: str) -> list[str]:
 
 async def _blank_messages(conn: AsyncConnection, erasure: Erasure) -> set[str]:
     """Blank every journal message of any of the identifiers (pending ones too: they are never applied)."""
-    ids, anonymous, emails = (_values(erasure.claims, USER_ID), _values(erasure.claims, ANONYMOUS_ID),
-                              _values(erasure.claims, EMAIL))
+    ids, anonymous, emails = (
+        _values(erasure.claims, USER_ID),
+        _values(erasure.claims, ANONYMOUS_ID),
+        _values(erasure.claims, EMAIL),
+    )
     payload = journal.c.payload
     text = [payload["userId"].as_string(), payload["anonymousId"].as_string(), payload["previousId"].as_string()]
-    mail = [sa.func.lower(payload["traits"]["email"].as_string()),
-            sa.func.lower(payload["context"]["traits"]["email"].as_string())]
+    mail = [
+        sa.func.lower(payload["traits"]["email"].as_string()),
+        sa.func.lower(payload["context"]["traits"]["email"].as_string()),
+    ]
     conditions = [column.in_(ids + anonymous) for column in text if ids or anonymous]
     conditions += [column.in_(emails) for column in mail if emails]
     if not conditions:
         return set()
-    blanked = (await conn.execute(journal.update().where(sa.or_(*conditions)).values(
-        payload={}, status="processed", error=None).returning(journal.c.message_id))).scalars().all()
+    blanked = (
+        (
+            await conn.execute(
+                journal.update()
+                .where(sa.or_(*conditions))
+                .values(payload={}, status="processed", error=None)
+                .returning(journal.c.message_id)
+            )
+        )
+        .scalars()
+        .all()
+    )
     erasure.count("journal", len(blanked))
     return set(blanked)
 
@@ -268,8 +362,8 @@ async def _delete(conn: AsyncConnection, statement: Any, erasure: Erasure, name:
     erasure.count(name, (await conn.execute(statement)).rowcount)
 
 
-async def _delete_in(conn: AsyncConnection, table: sa.Table, column: Any, values: list[Any], erasure: Erasure,
-                     name: str) -> None:
+async def _delete_in(
+    conn: AsyncConnection, table: sa.Table, column: Any, values: list[Any], erasure: Erasure, name: str
+) -> None:
     for start in range(0, len(values), CHUNK):
-        await _delete(conn, table.delete().where(column.in_(values[start:start + CHUNK])), erasure, name)
-
+        await _delete(conn, table.delete().where(column.in_(values[start : start + CHUNK])), erasure, name)

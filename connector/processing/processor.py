@@ -39,9 +39,14 @@ async def process_batch(engine: AsyncEngine, settings: ConnectorSettings, limit:
         async with engine.begin() as conn:
             if not await _lock(conn):
                 return Changes()
-            rows = (await conn.execute(
-                sa.select(journal.c.id, journal.c.payload, journal.c.source).where(journal.c.status == "pending")
-                .order_by(journal.c.id).limit(limit))).all()
+            rows = (
+                await conn.execute(
+                    sa.select(journal.c.id, journal.c.payload, journal.c.source)
+                    .where(journal.c.status == "pending")
+                    .order_by(journal.c.id)
+                    .limit(limit)
+                )
+            ).all()
             changes = Changes()
             await apply_journal(conn, rows, settings, changes)
             await propagate(conn, settings, changes)
@@ -56,16 +61,28 @@ async def process_batch(engine: AsyncEngine, settings: ConnectorSettings, limit:
 async def _process_one_by_one(engine: AsyncEngine, settings: ConnectorSettings, limit: int) -> Changes:
     total = Changes()
     async with engine.connect() as conn:
-        ids = (await conn.execute(sa.select(journal.c.id).where(journal.c.status == "pending")
-                                  .order_by(journal.c.id).limit(limit))).scalars().all()
+        ids = (
+            (
+                await conn.execute(
+                    sa.select(journal.c.id).where(journal.c.status == "pending").order_by(journal.c.id).limit(limit)
+                )
+            )
+            .scalars()
+            .all()
+        )
     for journal_id in ids:
         changes = Changes()
         try:
             async with engine.begin() as conn:
                 if not await _lock(conn):
                     break
-                row = (await conn.execute(sa.select(journal.c.id, journal.c.payload, journal.c.source).where(
-                    journal.c.id == journal_id, journal.c.status == "pending"))).first()
+                row = (
+                    await conn.execute(
+                        sa.select(journal.c.id, journal.c.payload, journal.c.source).where(
+                            journal.c.id == journal_id, journal.c.status == "pending"
+                        )
+                    )
+                ).first()
                 if row is None:
                     continue
                 await apply_journal(conn, [row], settings, changes)
@@ -88,8 +105,7 @@ async def _lock(conn: AsyncConnection) -> bool:
     return bool(await conn.scalar(sa.select(sa.func.pg_try_advisory_xact_lock(JOURNAL_LOCK_ID))))
 
 
-async def apply_journal(conn: AsyncConnection, rows: list[Any], settings: ConnectorSettings,
-                        changes: Changes) -> None:
+async def apply_journal(conn: AsyncConnection, rows: list[Any], settings: ConnectorSettings, changes: Changes) -> None:
     """Apply journal rows (id, payload, source) in order: runs of messages between `delete` messages
     go to the batch applier; suppressed messages are dropped and their payloads blanked."""
     claims = [privacy.message_claims(row.payload) for row in rows]
@@ -116,8 +132,9 @@ async def apply_journal(conn: AsyncConnection, rows: list[Any], settings: Connec
     await privacy.blank_journal(conn, dropped)
 
 
-async def _erase(conn: AsyncConnection, user_ids: list[int], claims: set[Claim], changes: Changes,
-                 via: str) -> privacy.Erasure:
+async def _erase(
+    conn: AsyncConnection, user_ids: list[int], claims: set[Claim], changes: Changes, via: str
+) -> privacy.Erasure:
     owners = sorted(set(user_ids) | set((await lookup(conn, sorted(claims))).values()))
     erasure = await privacy.erase(conn, owners, claims, utcnow())
     changes.users -= set(erasure.users)
@@ -146,20 +163,23 @@ async def erase_user(engine: AsyncEngine, settings: ConnectorSettings, user_id: 
 
 async def _mark(conn: AsyncConnection, ids: list[int], status: str, error: str | None = None) -> None:
     if ids:
-        await conn.execute(journal.update().where(journal.c.id.in_(ids)).values(
-            status=status, error=error, processed_at=utcnow()))
+        await conn.execute(
+            journal.update().where(journal.c.id.in_(ids)).values(status=status, error=error, processed_at=utcnow())
+        )
 
 
-async def apply_messages(conn: AsyncConnection, messages: list[tuple[dict[str, Any], str]],
-                         settings: ConnectorSettings, changes: Changes) -> None:
+async def apply_messages(
+    conn: AsyncConnection, messages: list[tuple[dict[str, Any], str]], settings: ConnectorSettings, changes: Changes
+) -> None:
     """Apply (message, source) pairs: the journal's payloads and where each came in."""
     await BatchApplier(conn, settings, changes).apply(messages)
 
 
 async def journal_lag(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
-        lag = (await conn.execute(sa.select(sa.func.count()).select_from(journal)
-                                  .where(journal.c.status == "pending"))).scalar_one()
+        lag = (
+            await conn.execute(sa.select(sa.func.count()).select_from(journal).where(journal.c.status == "pending"))
+        ).scalar_one()
     JOURNAL_LAG.set(lag)
     return lag
 
@@ -167,6 +187,7 @@ async def journal_lag(engine: AsyncEngine) -> int:
 async def retry_failed(engine: AsyncEngine) -> int:
     """Put failed journal messages back in the queue (after a fix); returns how many."""
     async with engine.begin() as conn:
-        result = await conn.execute(journal.update().where(journal.c.status == "failed").values(
-            status="pending", error=None, processed_at=None))
+        result = await conn.execute(
+            journal.update().where(journal.c.status == "failed").values(status="pending", error=None, processed_at=None)
+        )
     return result.rowcount

@@ -33,8 +33,9 @@ def apply_traits(traits: dict[str, Any], stamps: dict[str, str], incoming: dict[
     return changed
 
 
-def merge_traits(traits: dict[str, Any], stamps: dict[str, str],
-                 other_traits: dict[str, Any], other_stamps: dict[str, str]) -> None:
+def merge_traits(
+    traits: dict[str, Any], stamps: dict[str, str], other_traits: dict[str, Any], other_stamps: dict[str, str]
+) -> None:
     """Fold another profile's traits in, each by its own timestamp (profile merges)."""
     for key, value in other_traits.items():
         at = other_stamps.get(key, "")

@@ -19,7 +19,7 @@ last_feature_at. Events dated in the future count in the totals but not in those
 """
 
 from collections.abc import Callable
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -62,9 +62,15 @@ def event_rows(event: Any) -> list[dict[str, Any]]:
     if feature is None:
         return []
     score = flag_score(event.properties.get("eventFlag"))
-    row = {"feature": feature, "day": event.timestamp.astimezone(timezone.utc).date(), "count": 1,
-           "positive": int(score > 0), "negative": int(score < 0),
-           "first_at": event.timestamp, "last_at": event.timestamp}
+    row = {
+        "feature": feature,
+        "day": event.timestamp.astimezone(UTC).date(),
+        "count": 1,
+        "positive": int(score > 0),
+        "negative": int(score < 0),
+        "first_at": event.timestamp,
+        "last_at": event.timestamp,
+    }
     rows = [{"entity": USER, "entity_id": event.user_id, **row}]
     if event.account_id is not None:
         rows.append({"entity": ACCOUNT, "entity_id": event.account_id, **row})
@@ -75,11 +81,16 @@ def event_rows(event: Any) -> list[dict[str, Any]]:
 def _add_statement(dialect_name: str) -> Any:
     statement = insert(feature_usage, dialect_name)
     new, old = statement.excluded, feature_usage.c
-    return statement.on_conflict_do_update(index_elements=list(KEY), set_={
-        "count": old.count + new.count, "positive": old.positive + new.positive,
-        "negative": old.negative + new.negative,
-        "first_at": sa.case((new.first_at < old.first_at, new.first_at), else_=old.first_at),
-        "last_at": sa.case((new.last_at > old.last_at, new.last_at), else_=old.last_at)})
+    return statement.on_conflict_do_update(
+        index_elements=list(KEY),
+        set_={
+            "count": old.count + new.count,
+            "positive": old.positive + new.positive,
+            "negative": old.negative + new.negative,
+            "first_at": sa.case((new.first_at < old.first_at, new.first_at), else_=old.first_at),
+            "last_at": sa.case((new.last_at > old.last_at, new.last_at), else_=old.last_at),
+        },
+    )
 
 
 async def add(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
@@ -88,7 +99,7 @@ async def add(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
         return
     statement = _add_statement(conn.dialect.name)
     for start in range(0, len(rows), WRITE_CHUNK):
-        await conn.execute(statement, rows[start:start + WRITE_CHUNK])
+        await conn.execute(statement, rows[start : start + WRITE_CHUNK])
 
 
 async def merge_users(conn: AsyncConnection, target: int, loser: int) -> None:
@@ -119,11 +130,21 @@ async def rebuild(engine: AsyncEngine, on_page: Callable[[int], None] | None = N
         await conn.execute(feature_usage.delete())
         last_id = 0
         while True:
-            page = (await conn.execute(
-                sa.select(events.c.id, events.c.type, events.c.user_id, events.c.account_id, events.c.timestamp,
-                          events.c.properties)
-                .where(events.c.type == "track", events.c.id > last_id).order_by(events.c.id).limit(REBUILD_PAGE)
-            )).all()
+            page = (
+                await conn.execute(
+                    sa.select(
+                        events.c.id,
+                        events.c.type,
+                        events.c.user_id,
+                        events.c.account_id,
+                        events.c.timestamp,
+                        events.c.properties,
+                    )
+                    .where(events.c.type == "track", events.c.id > last_id)
+                    .order_by(events.c.id)
+                    .limit(REBUILD_PAGE)
+                )
+            ).all()
             if not page:
                 break
             for event in page:
@@ -140,21 +161,30 @@ async def recount_accounts(conn: AsyncConnection, keys: set[tuple[int, str, date
     """Recompute these (account id, feature, day) rows from the events stored now (after some were erased),
     so they hold what `rebuild` would give them."""
     days = sorted(day for _, _, day in keys)
-    start = datetime.combine(days[0], datetime.min.time(), timezone.utc)
-    end = datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(), timezone.utc)
+    start = datetime.combine(days[0], datetime.min.time(), UTC)
+    end = datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(), UTC)
     sums: dict[tuple[Any, ...], dict[str, Any]] = {}
     rows = await conn.execute(
-        sa.select(events.c.type, events.c.user_id, events.c.account_id, events.c.timestamp, events.c.properties)
-        .where(events.c.type == "track", events.c.account_id.in_(sorted({key[0] for key in keys})),
-               events.c.timestamp >= start, events.c.timestamp < end))
+        sa.select(events.c.type, events.c.user_id, events.c.account_id, events.c.timestamp, events.c.properties).where(
+            events.c.type == "track",
+            events.c.account_id.in_(sorted({key[0] for key in keys})),
+            events.c.timestamp >= start,
+            events.c.timestamp < end,
+        )
+    )
     for event in rows:
         for row in event_rows(event):
             if row["entity"] == ACCOUNT and (row["entity_id"], row["feature"], row["day"]) in keys:
                 _fold(sums, row)
     for account_id, feature, day in sorted(keys):
-        await conn.execute(feature_usage.delete().where(
-            feature_usage.c.entity == ACCOUNT, feature_usage.c.entity_id == account_id,
-            feature_usage.c.feature == feature, feature_usage.c.day == day))
+        await conn.execute(
+            feature_usage.delete().where(
+                feature_usage.c.entity == ACCOUNT,
+                feature_usage.c.entity_id == account_id,
+                feature_usage.c.feature == feature,
+                feature_usage.c.day == day,
+            )
+        )
     await add(conn, list(sums.values()))
 
 
@@ -172,47 +202,67 @@ def _fold(sums: dict[tuple[Any, ...], dict[str, Any]], row: dict[str, Any]) -> N
 
 # --- reading ----------------------------------------------------------------
 
+
 def windows(today: date) -> tuple[date, date]:
     """(first day of the 30-day window, Monday of the first week of the trend)."""
     return today - timedelta(days=WINDOW_DAYS - 1), today - timedelta(days=today.weekday(), weeks=TREND_WEEKS - 1)
 
 
 def today_of(now: datetime | None) -> date:
-    return (now or utcnow()).astimezone(timezone.utc).date()
+    return (now or utcnow()).astimezone(UTC).date()
 
 
 def _by_feature(entity: str, ids: list[int], limit: int) -> Any:
     """Per-feature sums of each entity, best first (count, then name: the order of top_features),
     at most `limit` of them each, with the entity's latest use of any feature."""
     count, last_at = sa.func.sum(feature_usage.c.count), sa.func.max(feature_usage.c.last_at)
-    ranked = (sa.select(feature_usage.c.entity_id, feature_usage.c.feature, count.label("count"),
-                        sa.func.sum(feature_usage.c.positive).label("positive"),
-                        sa.func.sum(feature_usage.c.negative).label("negative"),
-                        sa.func.min(feature_usage.c.first_at).label("first_at"), last_at.label("last_at"),
-                        sa.func.row_number().over(partition_by=feature_usage.c.entity_id,
-                                                  order_by=(count.desc(), feature_usage.c.feature)).label("rank"),
-                        sa.func.max(last_at).over(partition_by=feature_usage.c.entity_id).label("latest"))
-              .where(feature_usage.c.entity == entity, feature_usage.c.entity_id.in_(ids))
-              .group_by(feature_usage.c.entity_id, feature_usage.c.feature).subquery())
+    ranked = (
+        sa.select(
+            feature_usage.c.entity_id,
+            feature_usage.c.feature,
+            count.label("count"),
+            sa.func.sum(feature_usage.c.positive).label("positive"),
+            sa.func.sum(feature_usage.c.negative).label("negative"),
+            sa.func.min(feature_usage.c.first_at).label("first_at"),
+            last_at.label("last_at"),
+            sa.func.row_number()
+            .over(partition_by=feature_usage.c.entity_id, order_by=(count.desc(), feature_usage.c.feature))
+            .label("rank"),
+            sa.func.max(last_at).over(partition_by=feature_usage.c.entity_id).label("latest"),
+        )
+        .where(feature_usage.c.entity == entity, feature_usage.c.entity_id.in_(ids))
+        .group_by(feature_usage.c.entity_id, feature_usage.c.feature)
+        .subquery()
+    )
     return sa.select(ranked).where(ranked.c.rank <= limit).order_by(ranked.c.entity_id, ranked.c.rank)
 
 
 def _by_day(entity: str, ids: list[int], today: date) -> Any:
     """Daily sums of each entity over the trend and the 30-day window (up to today)."""
     window_start, trend_start = windows(today)
-    return (sa.select(feature_usage.c.entity_id, feature_usage.c.day,
-                      sa.func.sum(feature_usage.c.count).label("count"),
-                      sa.func.sum(feature_usage.c.positive - feature_usage.c.negative).label("score"))
-            .where(feature_usage.c.entity == entity, feature_usage.c.entity_id.in_(ids),
-                   feature_usage.c.day >= min(window_start, trend_start), feature_usage.c.day <= today)
-            .group_by(feature_usage.c.entity_id, feature_usage.c.day))
+    return (
+        sa.select(
+            feature_usage.c.entity_id,
+            feature_usage.c.day,
+            sa.func.sum(feature_usage.c.count).label("count"),
+            sa.func.sum(feature_usage.c.positive - feature_usage.c.negative).label("score"),
+        )
+        .where(
+            feature_usage.c.entity == entity,
+            feature_usage.c.entity_id.in_(ids),
+            feature_usage.c.day >= min(window_start, trend_start),
+            feature_usage.c.day <= today,
+        )
+        .group_by(feature_usage.c.entity_id, feature_usage.c.day)
+    )
 
 
 def _summarise(features: list[Any], days: list[Any], today: date) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One entity's computed attributes (last_feature_at a datetime) and its trend weeks."""
     window_start, trend_start = windows(today)
-    weeks = [{"week": (trend_start + timedelta(weeks=i)).isoformat(), "count": 0, "score": 0}
-             for i in range(TREND_WEEKS)]
+    weeks = [
+        {"week": (trend_start + timedelta(weeks=i)).isoformat(), "count": 0, "score": 0} for i in range(TREND_WEEKS)
+    ]
     events_30d = score_30d = 0
     for row in days:
         if row.day >= window_start:
@@ -222,9 +272,13 @@ def _summarise(features: list[Any], days: list[Any], today: date) -> tuple[dict[
             week = weeks[(row.day - trend_start).days // 7]
             week["count"] += int(row.count)
             week["score"] += int(row.score)
-    attributes = {"top_features": [row.feature for row in features[:TOP_FEATURES]], "events_30d": events_30d,
-                  "score_30d": score_30d, "trend": [week["count"] for week in weeks],
-                  "last_feature_at": features[0].latest if features else None}
+    attributes = {
+        "top_features": [row.feature for row in features[:TOP_FEATURES]],
+        "events_30d": events_30d,
+        "score_30d": score_30d,
+        "trend": [week["count"] for week in weeks],
+        "last_feature_at": features[0].latest if features else None,
+    }
     return attributes, weeks
 
 
@@ -234,8 +288,9 @@ def formatted(attributes: dict[str, Any]) -> dict[str, Any]:
     return {**attributes, "last_feature_at": format_timestamp(last) if last else None}
 
 
-async def attributes_of(conn: AsyncConnection, entity: str, ids: list[int],
-                        now: datetime | None = None) -> dict[int, dict[str, Any]]:
+async def attributes_of(
+    conn: AsyncConnection, entity: str, ids: list[int], now: datetime | None = None
+) -> dict[int, dict[str, Any]]:
     """The computed attributes of many users (or accounts), in two queries whatever their number.
 
     Every id gets an entry (no usage: no top features, zeros); last_feature_at is a datetime.
@@ -251,24 +306,39 @@ async def attributes_of(conn: AsyncConnection, entity: str, ids: list[int],
     return {entity_id: _summarise(features[entity_id], days[entity_id], today)[0] for entity_id in ids}
 
 
-async def report(conn: AsyncConnection, entity: str, entity_id: int, now: datetime | None = None,
-                 feature_limit: int = TOP_FEATURES) -> dict[str, Any]:
+async def report(
+    conn: AsyncConnection, entity: str, entity_id: int, now: datetime | None = None, feature_limit: int = TOP_FEATURES
+) -> dict[str, Any]:
     """Usage of one user or account: computed attributes, per-feature totals, weekly trend."""
     today = today_of(now)
     mine = (feature_usage.c.entity == entity) & (feature_usage.c.entity_id == entity_id)
-    totals = (await conn.execute(sa.select(
-        sa.func.coalesce(sa.func.sum(feature_usage.c.count), 0).label("count"),
-        sa.func.coalesce(sa.func.sum(feature_usage.c.positive - feature_usage.c.negative), 0).label("score"),
-        sa.func.count(sa.distinct(feature_usage.c.feature)).label("features")).where(mine))).one()
+    totals = (
+        await conn.execute(
+            sa.select(
+                sa.func.coalesce(sa.func.sum(feature_usage.c.count), 0).label("count"),
+                sa.func.coalesce(sa.func.sum(feature_usage.c.positive - feature_usage.c.negative), 0).label("score"),
+                sa.func.count(sa.distinct(feature_usage.c.feature)).label("features"),
+            ).where(mine)
+        )
+    ).one()
     features = list(await conn.execute(_by_feature(entity, [entity_id], max(feature_limit, TOP_FEATURES))))
     attributes, weeks = _summarise(features, list(await conn.execute(_by_day(entity, [entity_id], today))), today)
     return {
         "attributes": formatted(attributes),
         "totals": {"count": int(totals.count), "score": int(totals.score), "features": int(totals.features)},
-        "features": [{"feature": row.feature, "count": int(row.count), "score": int(row.positive - row.negative),
-                      "positive": int(row.positive), "neutral": int(row.count - row.positive - row.negative),
-                      "negative": int(row.negative), "first_at": format_timestamp(row.first_at),
-                      "last_at": format_timestamp(row.last_at)} for row in features[:feature_limit]],
+        "features": [
+            {
+                "feature": row.feature,
+                "count": int(row.count),
+                "score": int(row.positive - row.negative),
+                "positive": int(row.positive),
+                "neutral": int(row.count - row.positive - row.negative),
+                "negative": int(row.negative),
+                "first_at": format_timestamp(row.first_at),
+                "last_at": format_timestamp(row.last_at),
+            }
+            for row in features[:feature_limit]
+        ],
         "trend": weeks,
     }
 
@@ -277,11 +347,20 @@ async def report(conn: AsyncConnection, entity: str, entity_id: int, now: dateti
 # Each takes the entity's id as a column of the enclosing query (correlated explicitly: they
 # are also used inside UNIONs and FROM subqueries) and means exactly what attributes_of computes.
 
+
 def _sql_total(entity: str, entity_id: Any, value: Any, first_day: date, last_day: date) -> Any:
-    return sa.func.coalesce(sa.select(sa.func.sum(value)).where(
-        feature_usage.c.entity == entity, feature_usage.c.entity_id == entity_id,
-        feature_usage.c.day >= first_day, feature_usage.c.day <= last_day)
-        .correlate_except(feature_usage).scalar_subquery(), 0)
+    return sa.func.coalesce(
+        sa.select(sa.func.sum(value))
+        .where(
+            feature_usage.c.entity == entity,
+            feature_usage.c.entity_id == entity_id,
+            feature_usage.c.day >= first_day,
+            feature_usage.c.day <= last_day,
+        )
+        .correlate_except(feature_usage)
+        .scalar_subquery(),
+        0,
+    )
 
 
 def sql_window_total(entity: str, entity_id: Any, measure: str, today: date) -> Any:
@@ -294,23 +373,36 @@ def sql_window_total(entity: str, entity_id: Any, measure: str, today: date) -> 
 def sql_trend(entity: str, entity_id: Any, today: date) -> Any:
     """SELECT of the entity's trend: one row (column `count`) per week, zeros included."""
     _, trend_start = windows(today)
-    return sa.union_all(*(
-        sa.select(_sql_total(entity, entity_id, feature_usage.c.count, start, min(start + timedelta(days=6), today))
-                  .label("count"))
-        for start in (trend_start + timedelta(weeks=week) for week in range(TREND_WEEKS))))
+    return sa.union_all(
+        *(
+            sa.select(
+                _sql_total(
+                    entity, entity_id, feature_usage.c.count, start, min(start + timedelta(days=6), today)
+                ).label("count")
+            )
+            for start in (trend_start + timedelta(weeks=week) for week in range(TREND_WEEKS))
+        )
+    )
 
 
 def sql_top_features(entity: str, entity_id: Any) -> Any:
     """SELECT of the entity's top_features (for `feature IN (...)`), ordered as the attribute."""
     count = sa.func.sum(feature_usage.c.count)
-    return (sa.select(feature_usage.c.feature)
-            .where(feature_usage.c.entity == entity, feature_usage.c.entity_id == entity_id)
-            .group_by(feature_usage.c.feature).order_by(count.desc(), feature_usage.c.feature).limit(TOP_FEATURES)
-            .correlate_except(feature_usage))
+    return (
+        sa.select(feature_usage.c.feature)
+        .where(feature_usage.c.entity == entity, feature_usage.c.entity_id == entity_id)
+        .group_by(feature_usage.c.feature)
+        .order_by(count.desc(), feature_usage.c.feature)
+        .limit(TOP_FEATURES)
+        .correlate_except(feature_usage)
+    )
 
 
 def sql_last_feature_at(entity: str, entity_id: Any) -> Any:
     """last_feature_at of the entity, NULL without usage."""
-    return sa.select(sa.func.max(feature_usage.c.last_at)).where(
-        feature_usage.c.entity == entity, feature_usage.c.entity_id == entity_id
-    ).correlate_except(feature_usage).scalar_subquery()
+    return (
+        sa.select(sa.func.max(feature_usage.c.last_at))
+        .where(feature_usage.c.entity == entity, feature_usage.c.entity_id == entity_id)
+        .correlate_except(feature_usage)
+        .scalar_subquery()
+    )

@@ -78,29 +78,51 @@ def _sql_account_column(name: str, kind: str) -> Callable[[Any, tuple[str, ...]]
 
 def _columns(names: dict[str, str], account: bool = False) -> dict[str, Attribute]:
     if account:
-        return {f"account.{name}": Attribute(kind, _account_column(name), _sql_account_column(name, kind))
-                for name, kind in names.items()}
+        return {
+            f"account.{name}": Attribute(kind, _account_column(name), _sql_account_column(name, kind))
+            for name, kind in names.items()
+        }
     return {name: Attribute(kind, _column(name), _sql_column(name, kind)) for name, kind in names.items()}
 
 
 def _usage(name: str, kind: str, sql: Callable[[Any], Any], time_based: bool = False) -> Attribute:
-    return Attribute(kind, lambda profile, _path: profile.computed["usage"][name],
-                     lambda compiler, _path: sql(compiler),
-                     computed=True, time_based=time_based)
+    return Attribute(
+        kind,
+        lambda profile, _path: profile.computed["usage"][name],
+        lambda compiler, _path: sql(compiler),
+        computed=True,
+        time_based=time_based,
+    )
 
 
 # The usage.* computed attributes of the segment's entity (usage.py defines them).
 USAGE = {
-    "usage.top_features": _usage("top_features", "list", lambda c: c.list_value(
-        usage.sql_top_features(c.entity, c.table.c.id), "string")),
-    "usage.events_30d": _usage("events_30d", "number", lambda c: c.column_value(
-        usage.sql_window_total(c.entity, c.table.c.id, "count", c.today), "number"), time_based=True),
-    "usage.score_30d": _usage("score_30d", "number", lambda c: c.column_value(
-        usage.sql_window_total(c.entity, c.table.c.id, "score", c.today), "number"), time_based=True),
-    "usage.trend": _usage("trend", "list", lambda c: c.list_value(
-        usage.sql_trend(c.entity, c.table.c.id, c.today), "number"), time_based=True),
-    "usage.last_feature_at": _usage("last_feature_at", "datetime", lambda c: c.column_value(
-        usage.sql_last_feature_at(c.entity, c.table.c.id), "datetime")),
+    "usage.top_features": _usage(
+        "top_features", "list", lambda c: c.list_value(usage.sql_top_features(c.entity, c.table.c.id), "string")
+    ),
+    "usage.events_30d": _usage(
+        "events_30d",
+        "number",
+        lambda c: c.column_value(usage.sql_window_total(c.entity, c.table.c.id, "count", c.today), "number"),
+        time_based=True,
+    ),
+    "usage.score_30d": _usage(
+        "score_30d",
+        "number",
+        lambda c: c.column_value(usage.sql_window_total(c.entity, c.table.c.id, "score", c.today), "number"),
+        time_based=True,
+    ),
+    "usage.trend": _usage(
+        "trend",
+        "list",
+        lambda c: c.list_value(usage.sql_trend(c.entity, c.table.c.id, c.today), "number"),
+        time_based=True,
+    ),
+    "usage.last_feature_at": _usage(
+        "last_feature_at",
+        "datetime",
+        lambda c: c.column_value(usage.sql_last_feature_at(c.entity, c.table.c.id), "datetime"),
+    ),
 }
 
 USER_COLUMNS = {"created_at": "datetime", "updated_at": "datetime", "last_seen_at": "datetime"}
@@ -109,8 +131,9 @@ ACCOUNT_COLUMNS = {"domain": "string", "group_id": "string", "created_at": "date
 ATTRIBUTES: dict[str, dict[str, Attribute]] = {
     "user": {
         "traits": Attribute("json", _traits, lambda c, path: c.json_value(c.table.c.traits, path), prefix=True),
-        "account.traits": Attribute("json", _account_traits,
-                                    lambda c, path: c.json_value(c.account().c.traits, path), prefix=True),
+        "account.traits": Attribute(
+            "json", _account_traits, lambda c, path: c.json_value(c.account().c.traits, path), prefix=True
+        ),
         **_columns(USER_COLUMNS),
         **_columns(ACCOUNT_COLUMNS, account=True),
         **USAGE,
@@ -135,7 +158,7 @@ def resolve_attribute(entity: str, name: str) -> tuple[Attribute, tuple[str, ...
         return roots[name], ()
     for root, attribute in sorted(roots.items(), key=lambda item: -len(item[0])):
         if attribute.prefix and name.startswith(root + "."):
-            path = tuple(name[len(root) + 1:].split("."))
+            path = tuple(name[len(root) + 1 :].split("."))
             if any(not part or _PATH_PART_FORBIDDEN & set(part) for part in path):
                 raise KeyError(f"{name!r} has an empty path part or a quote, backslash or control character")
             return attribute, path

@@ -6,7 +6,7 @@ needs it with CASE, because PostgreSQL does not promise to evaluate AND left to 
 (a cast of a string to a number would fail the whole statement). Semantics: rules.py.
 """
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,8 +19,13 @@ from connector.segments.rules import DEFAULT_COUNT, Scalar, attribute_of, dateti
 
 TABLES = {"user": User.__table__, "account": Account.__table__}
 events = Event.__table__
-SQLITE_KINDS = {"string": ("text",), "number": ("integer", "real"), "boolean": ("true", "false"),
-                "array": ("array",), "object": ("object",)}
+SQLITE_KINDS = {
+    "string": ("text",),
+    "number": ("integer", "real"),
+    "boolean": ("true", "false"),
+    "array": ("array",),
+    "object": ("object",),
+}
 DATE_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]"
 TIME_GLOB = "[0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
 
@@ -38,8 +43,11 @@ class SqliteJson:
     @classmethod
     def at(cls, column: Any, path: tuple[str, ...]) -> "SqliteJson":
         where = "$" + "".join(f'."{part}"' for part in path)
-        return cls(sa.func.json_type(column, where), sa.func.json_extract(column, where),
-                   lambda: sa.func.json_each(column, where).table_valued("type", "value").alias("element"))
+        return cls(
+            sa.func.json_type(column, where),
+            sa.func.json_extract(column, where),
+            lambda: sa.func.json_each(column, where).table_valued("type", "value").alias("element"),
+        )
 
     def present(self) -> Any:
         return sa.func.coalesce(self.type_, "null") != "null"
@@ -152,7 +160,7 @@ class Compiler:
 
     def __init__(self, dialect: str, entity: str, now: datetime):
         self.dialect, self.entity, self.now = dialect, entity, now
-        self.today = now.astimezone(timezone.utc).date()  # what usage windows are relative to
+        self.today = now.astimezone(UTC).date()  # what usage windows are relative to
         self.table = TABLES[entity]
         self.joins: dict[Any, tuple[Any, Any]] = {}
         self.json = PostgresJson if dialect == "postgresql" else SqliteJson
@@ -238,9 +246,13 @@ class Compiler:
 
     def date_shape(self, text: Any) -> Any:
         day, time = sa.func.substr(text, 1, 10, type_=sa.Text), sa.func.substr(text, 12, 8, type_=sa.Text)
-        return sa.and_(self.matches(day, DATE_GLOB), sa.or_(
-            sa.func.length(text) == 10,
-            sa.and_(sa.func.substr(text, 11, 1).in_(["T", " "]), self.matches(time, TIME_GLOB))))
+        return sa.and_(
+            self.matches(day, DATE_GLOB),
+            sa.or_(
+                sa.func.length(text) == 10,
+                sa.and_(sa.func.substr(text, 11, 1).in_(["T", " "]), self.matches(time, TIME_GLOB)),
+            ),
+        )
 
     def date(self, value: Any, kind: str, op: str, expected: Any) -> Any:
         if kind == "datetime":
@@ -288,13 +300,21 @@ def _event(compiler: Compiler, node: dict[str, Any]) -> Any:
         conditions = [events.c.event == node["event"]]
         if since is not None:
             conditions.append(events.c.timestamp >= since)
-        counts = (sa.select(events.c.user_id, sa.func.count().label("n")).where(*conditions)
-                  .group_by(events.c.user_id).subquery(f"event_counts_{len(compiler.joins)}"))
+        counts = (
+            sa.select(events.c.user_id, sa.func.count().label("n"))
+            .where(*conditions)
+            .group_by(events.c.user_id)
+            .subquery(f"event_counts_{len(compiler.joins)}")
+        )
         compiler.joins[key] = (counts, counts.c.user_id == compiler.table.c.id)
     count = sa.func.coalesce(compiler.joins[key][0].c.n, 0)
     # BigInteger: PostgreSQL would otherwise take the bound for an int4 and refuse one past 2**31.
-    return sa.and_(*(compare(count, op, sa.literal(bound, sa.BigInteger))
-                     for op, bound in node.get("count", DEFAULT_COUNT).items()))
+    return sa.and_(
+        *(
+            compare(count, op, sa.literal(bound, sa.BigInteger))
+            for op, bound in node.get("count", DEFAULT_COUNT).items()
+        )
+    )
 
 
 def _audience(compiler: Compiler, node: dict[str, Any]) -> Any:

@@ -39,8 +39,14 @@ def equals(value: Any, scalar: Scalar) -> bool:
 
 def compare(left: Any, op: str, right: Any) -> Any:
     """left op right, for numbers here and for SQL expressions in compile.py."""
-    return {"eq": left == right, "neq": left != right, "gt": left > right, "gte": left >= right,
-            "lt": left < right, "lte": left <= right}[op]
+    return {
+        "eq": left == right,
+        "neq": left != right,
+        "gt": left > right,
+        "gte": left >= right,
+        "lt": left < right,
+        "lte": left <= right,
+    }[op]
 
 
 def _attribute(node: dict[str, Any], entity: str, profile: Profile, now: datetime) -> bool:

@@ -22,8 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector import activity
 from connector.logs import get_logger
-from connector.models import (Account, Event, Segment, SegmentMembership, SegmentTransition, User,
-                              UTCDateTime, utcnow)
+from connector.models import Account, Event, Segment, SegmentMembership, SegmentTransition, User, UTCDateTime, utcnow
 from connector.outbound import outbox
 from connector.processing.changes import Changes
 from connector.processing.computed import computed_attributes_of
@@ -39,8 +38,9 @@ users = User.__table__
 accounts = Account.__table__
 events = Event.__table__
 OUTBOX_KIND = {"user": outbox.USER, "account": outbox.ACCOUNT}
-matches = sa.Table("segment_matches", sa.MetaData(), sa.Column("entity_id", sa.BigInteger, primary_key=True),
-                   prefixes=["TEMPORARY"])
+matches = sa.Table(
+    "segment_matches", sa.MetaData(), sa.Column("entity_id", sa.BigInteger, primary_key=True), prefixes=["TEMPORARY"]
+)
 log = get_logger()
 
 
@@ -61,8 +61,10 @@ async def _segments(conn: AsyncConnection, segment_id: int | None = None) -> lis
 
 # --- full recompute --------------------------------------------------------------
 
-async def recompute(conn: AsyncConnection, segment_id: int, now: datetime | None = None,
-                    initial: bool = False) -> Recomputed | None:
+
+async def recompute(
+    conn: AsyncConnection, segment_id: int, now: datetime | None = None, initial: bool = False
+) -> Recomputed | None:
     """Re-evaluate one segment over every user (or account), in the caller's transaction."""
     now = now or utcnow()
     found = await _segments(conn, segment_id)
@@ -81,40 +83,72 @@ async def recompute(conn: AsyncConnection, segment_id: int, now: datetime | None
 
     recorded = sa.and_(transitions.c.segment_id == segment_id, transitions.c.id > watermark)
     exited = sa.select(transitions.c.entity_id).where(recorded, transitions.c.transition == "exited")
-    await conn.execute(memberships.delete().where(
-        memberships.c.segment_id == segment_id, memberships.c.entity_id.in_(exited)))
-    await conn.execute(memberships.insert().from_select(
-        ["segment_id", "entity_id", "entered_at"],
-        sa.select(transitions.c.segment_id, transitions.c.entity_id, transitions.c.at)
-        .where(recorded, transitions.c.transition == "entered")))
+    await conn.execute(
+        memberships.delete().where(memberships.c.segment_id == segment_id, memberships.c.entity_id.in_(exited))
+    )
+    await conn.execute(
+        memberships.insert().from_select(
+            ["segment_id", "entity_id", "entered_at"],
+            sa.select(transitions.c.segment_id, transitions.c.entity_id, transitions.c.at).where(
+                recorded, transitions.c.transition == "entered"
+            ),
+        )
+    )
     await _enqueue_recorded(conn, segment, recorded)
     await conn.execute(segments.update().where(segments.c.id == segment_id).values(computed_at=now))
-    counts = dict((await conn.execute(sa.select(transitions.c.transition, sa.func.count())
-                                      .where(recorded).group_by(transitions.c.transition))).all())
+    counts = dict(
+        (
+            await conn.execute(
+                sa.select(transitions.c.transition, sa.func.count()).where(recorded).group_by(transitions.c.transition)
+            )
+        ).all()
+    )
     result = Recomputed(entered=counts.get("entered", 0), exited=counts.get("exited", 0))
-    log.info("segment.recompute.done", segment_id=segment_id, entered=result.entered, exited=result.exited,
-             initial=initial)
+    log.info(
+        "segment.recompute.done", segment_id=segment_id, entered=result.entered, exited=result.exited, initial=initial
+    )
     return result
 
 
-async def _insert_transitions(conn: AsyncConnection, segment: Any, kind: str, entity_ids: Any, initial: bool,
-                              now: datetime) -> None:
+async def _insert_transitions(
+    conn: AsyncConnection, segment: Any, kind: str, entity_ids: Any, initial: bool, now: datetime
+) -> None:
     """One `kind` transition of `segment` for each id the subquery returns, with one INSERT ... SELECT."""
-    await conn.execute(transitions.insert().from_select(
-        ["segment_id", "segment_name", "entity", "entity_id", "transition", "initial", "at"],
-        sa.select(sa.literal(segment.id, sa.BigInteger), sa.literal(segment.name), sa.literal(segment.entity),
-                  entity_ids.c.entity_id, sa.literal(kind), sa.literal(initial, sa.Boolean),
-                  sa.literal(now, UTCDateTime())).select_from(entity_ids).where(sa.true())))
+    await conn.execute(
+        transitions.insert().from_select(
+            ["segment_id", "segment_name", "entity", "entity_id", "transition", "initial", "at"],
+            sa.select(
+                sa.literal(segment.id, sa.BigInteger),
+                sa.literal(segment.name),
+                sa.literal(segment.entity),
+                entity_ids.c.entity_id,
+                sa.literal(kind),
+                sa.literal(initial, sa.Boolean),
+                sa.literal(now, UTCDateTime()),
+            )
+            .select_from(entity_ids)
+            .where(sa.true()),
+        )
+    )
 
 
 async def _enqueue_recorded(conn: AsyncConnection, segment: Any, recorded: Any) -> None:
     """The transitions just recorded, and the profiles they concern, go to the outbox and the activity log."""
     await outbox.enqueue_select(conn, outbox.TRANSITION, sa.select(transitions.c.id).where(recorded))
     await outbox.enqueue_select(conn, OUTBOX_KIND[segment.entity], sa.select(transitions.c.entity_id).where(recorded))
-    await activity.append_select(conn, sa.select(
-        transitions.c.entity, transitions.c.entity_id, sa.literal("segment.").concat(transitions.c.transition),
-        sa.null(), activity.details_literal(_details(segment.id, segment.name)), transitions.c.at,
-    ).where(recorded).order_by(transitions.c.id))
+    await activity.append_select(
+        conn,
+        sa.select(
+            transitions.c.entity,
+            transitions.c.entity_id,
+            sa.literal("segment.").concat(transitions.c.transition),
+            sa.null(),
+            activity.details_literal(_details(segment.id, segment.name)),
+            transitions.c.at,
+        )
+        .where(recorded)
+        .order_by(transitions.c.id),
+    )
 
 
 def _details(segment_id: int, name: str) -> dict[str, Any]:
@@ -132,13 +166,16 @@ async def end(conn: AsyncConnection, segment_id: int, now: datetime | None = Non
     watermark = await conn.scalar(sa.select(sa.func.coalesce(sa.func.max(transitions.c.id), 0)))
     members = sa.select(memberships.c.entity_id).where(memberships.c.segment_id == segment_id)
     await _insert_transitions(conn, segment, "exited", members.subquery(), False, now)
-    await _enqueue_recorded(conn, segment, sa.and_(transitions.c.segment_id == segment_id, transitions.c.id > watermark))
+    await _enqueue_recorded(
+        conn, segment, sa.and_(transitions.c.segment_id == segment_id, transitions.c.id > watermark)
+    )
     deleted = await conn.execute(memberships.delete().where(memberships.c.segment_id == segment_id))
     log.info("segment.ended", segment_id=segment_id, exited=deleted.rowcount)
     return deleted.rowcount
 
 
 # --- incremental ------------------------------------------------------------------
+
 
 async def refresh(conn: AsyncConnection, changes: Changes, now: datetime | None = None) -> None:
     """Re-evaluate, in Python, the profiles a processed batch changed, in its transaction."""
@@ -148,24 +185,36 @@ async def refresh(conn: AsyncConnection, changes: Changes, now: datetime | None 
         return
     by_entity = {entity: [segment for segment in found if segment.entity == entity] for entity in OUTBOX_KIND}
     user_ids = set(changes.users) - changes.merged_away
-    if changes.accounts and any(node.get("attribute", "").startswith("account.")
-                                for segment in by_entity["user"] for node in conditions(segment.rule)):
-        user_ids |= set((await conn.execute(sa.select(users.c.id).where(
-            users.c.account_id.in_(sorted(changes.accounts))))).scalars())
+    if changes.accounts and any(
+        node.get("attribute", "").startswith("account.")
+        for segment in by_entity["user"]
+        for node in conditions(segment.rule)
+    ):
+        user_ids |= set(
+            (
+                await conn.execute(sa.select(users.c.id).where(users.c.account_id.in_(sorted(changes.accounts))))
+            ).scalars()
+        )
     await _refresh_entity(conn, "user", by_entity["user"], user_ids, now)
     await _refresh_entity(conn, "account", by_entity["account"], set(changes.accounts), now)
 
 
-async def _refresh_entity(conn: AsyncConnection, entity: str, found: list[Any], ids: set[int],
-                          now: datetime) -> None:
+async def _refresh_entity(conn: AsyncConnection, entity: str, found: list[Any], ids: set[int], now: datetime) -> None:
     if not found or not ids:
         return
     names = {node["event"] for segment in found for node in conditions(segment.rule) if "event" in node}
-    profiles = await load_profiles(conn, entity, ids, names, now,
-                                   computed=any(uses_computed(segment.rule, entity) for segment in found))
-    current = {tuple(row) for row in await conn.execute(sa.select(memberships.c.segment_id, memberships.c.entity_id)
-               .where(memberships.c.segment_id.in_([segment.id for segment in found]),
-                      memberships.c.entity_id.in_(sorted(profiles))))}
+    profiles = await load_profiles(
+        conn, entity, ids, names, now, computed=any(uses_computed(segment.rule, entity) for segment in found)
+    )
+    current = {
+        tuple(row)
+        for row in await conn.execute(
+            sa.select(memberships.c.segment_id, memberships.c.entity_id).where(
+                memberships.c.segment_id.in_([segment.id for segment in found]),
+                memberships.c.entity_id.in_(sorted(profiles)),
+            )
+        )
+    }
     entered, exited = [], []
     for segment in found:
         for entity_id, profile in profiles.items():
@@ -175,45 +224,92 @@ async def _refresh_entity(conn: AsyncConnection, entity: str, found: list[Any], 
     await record(conn, entity, {segment.id: segment.name for segment in found}, entered, exited, now)
 
 
-async def record(conn: AsyncConnection, entity: str, names: dict[int, str], entered: list[tuple[int, int]],
-                 exited: list[tuple[int, int]], now: datetime) -> None:
+async def record(
+    conn: AsyncConnection,
+    entity: str,
+    names: dict[int, str],
+    entered: list[tuple[int, int]],
+    exited: list[tuple[int, int]],
+    now: datetime,
+) -> None:
     """Apply membership changes of (segment id, entity id); write their transitions and outbox rows."""
     if not entered and not exited:
         return
     if exited:
-        await conn.execute(memberships.delete().where(
-            sa.tuple_(memberships.c.segment_id, memberships.c.entity_id).in_(exited)))
+        await conn.execute(
+            memberships.delete().where(sa.tuple_(memberships.c.segment_id, memberships.c.entity_id).in_(exited))
+        )
     if entered:
-        await conn.execute(memberships.insert(), [
-            {"segment_id": segment_id, "entity_id": entity_id, "entered_at": now} for segment_id, entity_id in entered])
-    rows = [{"segment_id": segment_id, "segment_name": names[segment_id], "entity": entity, "entity_id": entity_id,
-             "transition": kind, "initial": False, "at": now}
-            for kind, pairs in (("entered", entered), ("exited", exited)) for segment_id, entity_id in pairs]
+        await conn.execute(
+            memberships.insert(),
+            [
+                {"segment_id": segment_id, "entity_id": entity_id, "entered_at": now}
+                for segment_id, entity_id in entered
+            ],
+        )
+    rows = [
+        {
+            "segment_id": segment_id,
+            "segment_name": names[segment_id],
+            "entity": entity,
+            "entity_id": entity_id,
+            "transition": kind,
+            "initial": False,
+            "at": now,
+        }
+        for kind, pairs in (("entered", entered), ("exited", exited))
+        for segment_id, entity_id in pairs
+    ]
     ids = (await conn.execute(transitions.insert().returning(transitions.c.id), rows)).scalars().all()
-    await activity.append(conn, [activity.entry(entity, row["entity_id"], f"segment.{row['transition']}",
-                                                _details(row["segment_id"], row["segment_name"])) for row in rows], now)
+    await activity.append(
+        conn,
+        [
+            activity.entry(
+                entity,
+                row["entity_id"],
+                f"segment.{row['transition']}",
+                _details(row["segment_id"], row["segment_name"]),
+            )
+            for row in rows
+        ],
+        now,
+    )
     await outbox.enqueue(conn, outbox.TRANSITION, ids)
     await outbox.enqueue(conn, OUTBOX_KIND[entity], {entity_id for _, entity_id in entered + exited})
     log.info("segment.membership.changed", entity=entity, entered=len(entered), exited=len(exited))
 
 
-async def load_profiles(conn: AsyncConnection, entity: str, ids: Iterable[int], event_names: set[str],
-                        now: datetime, computed: bool = True) -> dict[int, Profile]:
+async def load_profiles(
+    conn: AsyncConnection, entity: str, ids: Iterable[int], event_names: set[str], now: datetime, computed: bool = True
+) -> dict[int, Profile]:
     """The profiles the Python evaluator needs: columns, traits, account, events of the named kinds
     and, with `computed`, the computed attributes as of `now`; a few queries whatever the number."""
     ids = sorted(ids)
     if entity == "account":
         profiles = await _load_accounts(conn, ids)
     else:
-        rows = list(await conn.execute(sa.select(users.c.id, users.c.traits, users.c.account_id,
-                                                 *(users.c[name] for name in USER_COLUMNS))
-                                       .where(users.c.id.in_(ids))))
+        rows = list(
+            await conn.execute(
+                sa.select(
+                    users.c.id, users.c.traits, users.c.account_id, *(users.c[name] for name in USER_COLUMNS)
+                ).where(users.c.id.in_(ids))
+            )
+        )
         linked = await _load_accounts(conn, {row.account_id for row in rows if row.account_id is not None})
-        profiles = {row.id: Profile(columns={name: row._mapping[name] for name in USER_COLUMNS}, traits=row.traits,
-                                    account=linked.get(row.account_id)) for row in rows}
+        profiles = {
+            row.id: Profile(
+                columns={name: row._mapping[name] for name in USER_COLUMNS},
+                traits=row.traits,
+                account=linked.get(row.account_id),
+            )
+            for row in rows
+        }
         if event_names and profiles:
-            for event in await conn.execute(sa.select(events.c.user_id, events.c.event, events.c.timestamp).where(
-                    events.c.user_id.in_(sorted(profiles)), events.c.event.in_(sorted(event_names)))):
+            for event in await conn.execute(
+                sa.select(events.c.user_id, events.c.event, events.c.timestamp).where(
+                    events.c.user_id.in_(sorted(profiles)), events.c.event.in_(sorted(event_names))
+                )
+            ):
                 profiles[event.user_id].events.append((event.event, event.timestamp))
     if computed and profiles:
         for entity_id, values in (await computed_attributes_of(conn, entity, sorted(profiles), now)).items():
@@ -225,7 +321,12 @@ async def _load_accounts(conn: AsyncConnection, ids: Iterable[int]) -> dict[int,
     ids = sorted(ids)
     if not ids:
         return {}
-    rows = await conn.execute(sa.select(accounts.c.id, accounts.c.traits, *(accounts.c[name] for name in ACCOUNT_COLUMNS))
-                              .where(accounts.c.id.in_(ids)))
-    return {row.id: Profile(columns={name: row._mapping[name] for name in ACCOUNT_COLUMNS}, traits=row.traits)
-            for row in rows}
+    rows = await conn.execute(
+        sa.select(accounts.c.id, accounts.c.traits, *(accounts.c[name] for name in ACCOUNT_COLUMNS)).where(
+            accounts.c.id.in_(ids)
+        )
+    )
+    return {
+        row.id: Profile(columns={name: row._mapping[name] for name in ACCOUNT_COLUMNS}, traits=row.traits)
+        for row in rows
+    }

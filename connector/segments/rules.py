@@ -79,7 +79,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from connector.segments import attributes
@@ -159,7 +159,7 @@ def date_key(text: str) -> str | None:
 
 
 def datetime_key(value: datetime) -> str:
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def parse_date(value: Any) -> datetime | None:
@@ -169,7 +169,7 @@ def parse_date(value: Any) -> datetime | None:
     text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
     try:
         parsed = datetime.fromisoformat(text)
-        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
     except (ValueError, OverflowError):  # OverflowError: an offset takes 0001-01-01 or 9999-12-31 out of range
         return None
 
@@ -223,8 +223,11 @@ def _validate_attribute(node: dict[str, Any], entity: str, path: str) -> None:
     if op not in OPERATORS:
         raise RuleError(f"{path}.op", f"unknown operator {op!r}; expected one of {', '.join(OPERATORS)}")
     if op not in OPERATORS_BY_KIND[attribute.kind]:
-        raise RuleError(f"{path}.op", f"{op} does not apply to {name} ({attribute.kind}); "
-                                      f"use one of {', '.join(OPERATORS_BY_KIND[attribute.kind])}")
+        raise RuleError(
+            f"{path}.op",
+            f"{op} does not apply to {name} ({attribute.kind}); "
+            f"use one of {', '.join(OPERATORS_BY_KIND[attribute.kind])}",
+        )
     problem = _value_problem(op, node.get("value"), "value" in node)
     if problem:
         raise RuleError(f"{path}.value", problem)
@@ -237,8 +240,9 @@ def _value_problem(op: str, value: Any, given: bool) -> str | None:
         return f"{op} needs a value"
     if op in ("eq", "neq") and not is_scalar(value):
         return "must be a string, a number or a boolean (use exists / not_exists for null)"
-    if op in ("in", "not_in") and not (isinstance(value, list) and 0 < len(value) <= MAX_LIST
-                                        and all(is_scalar(item) for item in value)):
+    if op in ("in", "not_in") and not (
+        isinstance(value, list) and 0 < len(value) <= MAX_LIST and all(is_scalar(item) for item in value)
+    ):
         return f"must be a non-empty list (at most {MAX_LIST}) of strings, numbers or booleans"
     if op == "contains" and not (is_scalar(value) and value != ""):
         return "must be a non-empty string, a number or a boolean"
@@ -278,8 +282,11 @@ def _validate_audience(node: dict[str, Any], entity: str, path: str) -> None:
         raise RuleError(f"{path}.audience", "audience conditions apply to user segments only")
     key = node["audience"]
     if not (isinstance(key, str) and key and key == key.strip() and len(key) <= MAX_AUDIENCE_KEY):
-        raise RuleError(f"{path}.audience", f"must be an audience key: a non-empty string without surrounding "
-                                            f"spaces, at most {MAX_AUDIENCE_KEY} characters")
+        raise RuleError(
+            f"{path}.audience",
+            f"must be an audience key: a non-empty string without surrounding "
+            f"spaces, at most {MAX_AUDIENCE_KEY} characters",
+        )
 
 
 # The condition kinds, by the key that marks them; a new kind adds an entry here, in
@@ -302,15 +309,20 @@ def conditions(rule: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 def is_time_based(rule: dict[str, Any]) -> bool:
     """Whether membership can change with the clock alone, so a schedule must re-evaluate it."""
-    return any(("event" in node and node.get("within_days") is not None) or node.get("op") in DATE_OPS
-               or ("attribute" in node and attributes.is_time_based(node["attribute"]))
-               for node in conditions(rule))
+    return any(
+        ("event" in node and node.get("within_days") is not None)
+        or node.get("op") in DATE_OPS
+        or ("attribute" in node and attributes.is_time_based(node["attribute"]))
+        for node in conditions(rule)
+    )
 
 
 def uses_computed(rule: dict[str, Any], entity: str) -> bool:
     """Whether evaluating the rule in Python needs the profile's computed attributes."""
-    return any("audience" in node or ("attribute" in node and attribute_of(entity, node)[0].computed)
-               for node in conditions(rule))
+    return any(
+        "audience" in node or ("attribute" in node and attribute_of(entity, node)[0].computed)
+        for node in conditions(rule)
+    )
 
 
 def attribute_of(entity: str, node: dict[str, Any]) -> tuple[Attribute, tuple[str, ...]]:

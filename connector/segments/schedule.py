@@ -22,8 +22,11 @@ async def recompute_due(engine: AsyncEngine, interval_seconds: float, now: datet
     now = now or utcnow()
     stale = now - timedelta(seconds=interval_seconds)
     async with engine.connect() as conn:
-        rows = await conn.execute(sa.select(segments.c.id, segments.c.rule).where(
-            sa.or_(segments.c.computed_at.is_(None), segments.c.computed_at <= stale)).order_by(segments.c.id))
+        rows = await conn.execute(
+            sa.select(segments.c.id, segments.c.rule)
+            .where(sa.or_(segments.c.computed_at.is_(None), segments.c.computed_at <= stale))
+            .order_by(segments.c.id)
+        )
         due = [row.id for row in rows if is_time_based(row.rule)]
     for segment_id in due:
         async with engine.begin() as conn:

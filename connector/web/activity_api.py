@@ -28,9 +28,20 @@ async def _activity(request: Request, entity: str, entity_id: int) -> JSONRespon
         if not await profiles.exists(conn, entity, entity_id):
             return error(404, f"no such {entity}")
         rows = await conn.execute(query.order_by(activity_log.c.id.desc()).limit(limit))
-        return JSONResponse({"activity": [
-            {"id": row.id, "action": row.action, "message_id": row.message_id, "details": row.details,
-             "created_at": format_timestamp(row.created_at)} for row in rows]})
+        return JSONResponse(
+            {
+                "activity": [
+                    {
+                        "id": row.id,
+                        "action": row.action,
+                        "message_id": row.message_id,
+                        "details": row.details,
+                        "created_at": format_timestamp(row.created_at),
+                    }
+                    for row in rows
+                ]
+            }
+        )
 
 
 @requires_admin

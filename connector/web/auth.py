@@ -16,7 +16,11 @@ def requires_admin(endpoint: Endpoint) -> Endpoint:
     async def guarded(request: Request) -> Response:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not secrets_match(token.strip(), request.app.state.runtime.admin_token):
-            return JSONResponse({"message": "a valid admin token is required (Authorization: Bearer <ADMIN_TOKEN>)"},
-                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            return JSONResponse(
+                {"message": "a valid admin token is required (Authorization: Bearer <ADMIN_TOKEN>)"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         return await endpoint(request)
+
     return guarded

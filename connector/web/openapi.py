@@ -19,8 +19,11 @@ from connector import __version__
 from connector.web.auth import requires_admin
 from connector.web.paths import MAX_ID_DIGITS, IdConvertor
 
-PATH_PARAMETER_TYPES = {IntegerConvertor: {"type": "integer"}, FloatConvertor: {"type": "number"},
-                        IdConvertor: {"type": "integer", "minimum": 0, "maximum": 10**MAX_ID_DIGITS - 1}}
+PATH_PARAMETER_TYPES = {
+    IntegerConvertor: {"type": "integer"},
+    FloatConvertor: {"type": "number"},
+    IdConvertor: {"type": "integer", "minimum": 0, "maximum": 10**MAX_ID_DIGITS - 1},
+}
 
 
 def _object(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -44,56 +47,158 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Error": _object({"message": TEXT}, {"field": TEXT, "errors": {"type": "array", "items": ANY_OBJECT}}),
     "Settings": _object({"version": COUNT, "settings": ANY_OBJECT}),
     "ApiKey": _object({"api_key": TEXT}),
-    "Event": _object({"id": ID, "message_id": TEXT, "type": TEXT, "event": {"type": "string", "nullable": True},
-                      "source": TEXT, "timestamp": TIME, "received_at": TIME, "properties": ANY_OBJECT,
-                      "context": ANY_OBJECT}),
+    "Event": _object(
+        {
+            "id": ID,
+            "message_id": TEXT,
+            "type": TEXT,
+            "event": {"type": "string", "nullable": True},
+            "source": TEXT,
+            "timestamp": TIME,
+            "received_at": TIME,
+            "properties": ANY_OBJECT,
+            "context": ANY_OBJECT,
+        }
+    ),
     "Events": _object({"events": {"type": "array", "items": _ref("Event")}}),
-    "Account": _object({"id": ID, "group_id": {"type": "string", "nullable": True},
-                        "domain": {"type": "string", "nullable": True}, "traits": ANY_OBJECT,
-                        "created_at": TIME, "updated_at": TIME, "segments": TEXTS}),
-    "User": _object({"id": ID, "user_id": {"type": "string", "nullable": True},
-                     "identifiers": _object({"user_id": TEXTS, "anonymous_id": TEXTS, "email": TEXTS}),
-                     "traits": ANY_OBJECT, "account": {**_ref("Account"), "nullable": True},
-                     "segments": TEXTS, "created_at": TIME, "updated_at": TIME, "last_seen_at": MAYBE_TIME,
-                     "recent_events": {"type": "array", "items": _ref("Event")}},
-                    {"account_link": {"type": "string", "nullable": True}}),
-    "Segment": _object({"id": ID, "name": TEXT, "entity": {"type": "string", "enum": ["user", "account"]},
-                        "rule": {}, "member_count": {"type": "integer", "minimum": 0, "nullable": True},
-                        "time_based": {"type": "boolean"}, "computed_at": MAYBE_TIME},
-                       {"created_at": TIME, "updated_at": TIME}),
+    "Account": _object(
+        {
+            "id": ID,
+            "group_id": {"type": "string", "nullable": True},
+            "domain": {"type": "string", "nullable": True},
+            "traits": ANY_OBJECT,
+            "created_at": TIME,
+            "updated_at": TIME,
+            "segments": TEXTS,
+        }
+    ),
+    "User": _object(
+        {
+            "id": ID,
+            "user_id": {"type": "string", "nullable": True},
+            "identifiers": _object({"user_id": TEXTS, "anonymous_id": TEXTS, "email": TEXTS}),
+            "traits": ANY_OBJECT,
+            "account": {**_ref("Account"), "nullable": True},
+            "segments": TEXTS,
+            "created_at": TIME,
+            "updated_at": TIME,
+            "last_seen_at": MAYBE_TIME,
+            "recent_events": {"type": "array", "items": _ref("Event")},
+        },
+        {"account_link": {"type": "string", "nullable": True}},
+    ),
+    "Segment": _object(
+        {
+            "id": ID,
+            "name": TEXT,
+            "entity": {"type": "string", "enum": ["user", "account"]},
+            "rule": {},
+            "member_count": {"type": "integer", "minimum": 0, "nullable": True},
+            "time_based": {"type": "boolean"},
+            "computed_at": MAYBE_TIME,
+        },
+        {"created_at": TIME, "updated_at": TIME},
+    ),
     "Segments": _object({"segments": {"type": "array", "items": _ref("Segment")}}),
-    "DeadLetters": _object({"waiting": COUNT, "dead_letters": {"type": "array", "items": _object({
-        "id": ID, "message": ANY_OBJECT, "reason": TEXT, "status_code": {"type": "integer", "nullable": True},
-        "created_at": TIME, "replayed_at": MAYBE_TIME})}}),
+    "DeadLetters": _object(
+        {
+            "waiting": COUNT,
+            "dead_letters": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "id": ID,
+                        "message": ANY_OBJECT,
+                        "reason": TEXT,
+                        "status_code": {"type": "integer", "nullable": True},
+                        "created_at": TIME,
+                        "replayed_at": MAYBE_TIME,
+                    }
+                ),
+            },
+        }
+    ),
     "Replayed": _object({"replayed": COUNT, "failed": COUNT}),
-    "Usage": _object({"entity": {"type": "string", "enum": ["user", "account"]}, "id": ID, "attributes": ANY_OBJECT,
-                      "totals": ANY_OBJECT, "features": {"type": "array", "items": ANY_OBJECT},
-                      "trend": {"type": "array", "items": _object({"week": {"type": "string", "format": "date"},
-                                                                   "count": COUNT, "score": {"type": "number"}})}}),
-    "Activity": _object({"activity": {"type": "array", "items": _object({
-        "id": ID, "action": {**TEXT, "description": "incoming.user.success, segment.entered, outgoing.user.skip, ..."},
-        "message_id": {"type": "string", "nullable": True, "description": "the message it concerns"},
-        "details": {**ANY_OBJECT, "description": "what changed or was sent, or the reason"},
-        "created_at": TIME})}}),
-    "Outgoing": _object({"messages": {"type": "array", "items": ANY_OBJECT, "description": "identify, then group, as sent"},
-                         "not_sent": {**TEXTS, "description": "why: not in the filter, unchanged, no write_key, ..."}}),
+    "Usage": _object(
+        {
+            "entity": {"type": "string", "enum": ["user", "account"]},
+            "id": ID,
+            "attributes": ANY_OBJECT,
+            "totals": ANY_OBJECT,
+            "features": {"type": "array", "items": ANY_OBJECT},
+            "trend": {
+                "type": "array",
+                "items": _object(
+                    {"week": {"type": "string", "format": "date"}, "count": COUNT, "score": {"type": "number"}}
+                ),
+            },
+        }
+    ),
+    "Activity": _object(
+        {
+            "activity": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "id": ID,
+                        "action": {
+                            **TEXT,
+                            "description": "incoming.user.success, segment.entered, outgoing.user.skip, ...",
+                        },
+                        "message_id": {"type": "string", "nullable": True, "description": "the message it concerns"},
+                        "details": {**ANY_OBJECT, "description": "what changed or was sent, or the reason"},
+                        "created_at": TIME,
+                    }
+                ),
+            }
+        }
+    ),
+    "Outgoing": _object(
+        {
+            "messages": {"type": "array", "items": ANY_OBJECT, "description": "identify, then group, as sent"},
+            "not_sent": {**TEXTS, "description": "why: not in the filter, unchanged, no write_key, ..."},
+        }
+    ),
     "Audiences": _object({"id": ID, "audiences": ANY_OBJECT}),
-    "Erasure": _object({"id": ID, "erased": {"type": "object", "additionalProperties": COUNT},
-                        "suppressed": COUNT}),
-    "Suppressions": _object({"total": COUNT, "suppressions": {"type": "array", "items": _object({
-        "kind": {"type": "string", "enum": ["user_id", "anonymous_id", "email"]},
-        "hash": {"type": "string", "description": "SHA-256 (hex) of the identifier"}, "created_at": TIME})}}),
-    "Status": _object({"status": {"type": "string", "enum": ["ok", "warning", "error"]},
-                       "messages": {"type": "array", "items": _object({
-                           "severity": {"type": "string", "enum": ["warning", "error"]}, "code": TEXT,
-                           "message": TEXT})},
-                       "version": TEXT, "database": TEXT}),
+    "Erasure": _object({"id": ID, "erased": {"type": "object", "additionalProperties": COUNT}, "suppressed": COUNT}),
+    "Suppressions": _object(
+        {
+            "total": COUNT,
+            "suppressions": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "kind": {"type": "string", "enum": ["user_id", "anonymous_id", "email"]},
+                        "hash": {"type": "string", "description": "SHA-256 (hex) of the identifier"},
+                        "created_at": TIME,
+                    }
+                ),
+            },
+        }
+    ),
+    "Status": _object(
+        {
+            "status": {"type": "string", "enum": ["ok", "warning", "error"]},
+            "messages": {
+                "type": "array",
+                "items": _object(
+                    {"severity": {"type": "string", "enum": ["warning", "error"]}, "code": TEXT, "message": TEXT}
+                ),
+            },
+            "version": TEXT,
+            "database": TEXT,
+        }
+    ),
 }
 
-generator = SchemaGenerator({
-    "openapi": "3.0.3", "info": {"title": "Segment connector admin API", "version": __version__},
-    "components": {"securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
-    "security": [{"admin": []}]})
+generator = SchemaGenerator(
+    {
+        "openapi": "3.0.3",
+        "info": {"title": "Segment connector admin API", "version": __version__},
+        "components": {"securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
+        "security": [{"admin": []}],
+    }
+)
 
 
 def build_document(routes: list[BaseRoute]) -> dict[str, Any]:
@@ -110,9 +215,16 @@ def _declare_path_parameters(operation: dict[str, Any], route: Route) -> None:
     """OpenAPI requires every {name} in a path to be declared; starlette leaves that to each docstring."""
     parameters = operation.setdefault("parameters", []) if route.param_convertors else []
     declared = {p["name"] for p in parameters if p.get("in") == "path"}
-    parameters.extend({"name": name, "in": "path", "required": True,
-                       "schema": PATH_PARAMETER_TYPES.get(type(convertor), {"type": "string"})}
-                      for name, convertor in route.param_convertors.items() if name not in declared)
+    parameters.extend(
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": PATH_PARAMETER_TYPES.get(type(convertor), {"type": "string"}),
+        }
+        for name, convertor in route.param_convertors.items()
+        if name not in declared
+    )
 
 
 def _complete_responses(operation: dict[str, Any], route: Route) -> None:

@@ -37,11 +37,22 @@ async def list_dead_letters(request: Request) -> JSONResponse:
     async with runtime_of(request).engine.connect() as conn:
         rows = (await conn.execute(query)).all()
         total = (await conn.execute(sa.select(sa.func.count()).select_from(dead_letters).where(waiting))).scalar_one()
-    return JSONResponse({"waiting": total, "dead_letters": [{
-        "id": row.id, "message": row.message, "reason": row.reason, "status_code": row.status_code,
-        "created_at": format_timestamp(row.created_at),
-        "replayed_at": format_timestamp(row.replayed_at) if row.replayed_at else None,
-    } for row in rows]})
+    return JSONResponse(
+        {
+            "waiting": total,
+            "dead_letters": [
+                {
+                    "id": row.id,
+                    "message": row.message,
+                    "reason": row.reason,
+                    "status_code": row.status_code,
+                    "created_at": format_timestamp(row.created_at),
+                    "replayed_at": format_timestamp(row.replayed_at) if row.replayed_at else None,
+                }
+                for row in rows
+            ],
+        }
+    )
 
 
 @requires_admin
@@ -59,10 +70,13 @@ async def replay_dead_letters(request: Request) -> JSONResponse:
     except ValueError as problem:
         return error(400, f"malformed body: {problem}", field="body")
     if not isinstance(body, dict):
-        return error(400, 'body must be a JSON object: {} replays every waiting letter, {"ids": [...]} some',
-                     field="body")
+        return error(
+            400, 'body must be a JSON object: {} replays every waiting letter, {"ids": [...]} some', field="body"
+        )
     ids = body.get("ids")
-    if ids is not None and not (isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
+    if ids is not None and not (
+        isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+    ):
         return error(400, "ids must be a list of integers", field="ids")
     runtime = runtime_of(request)
     try:

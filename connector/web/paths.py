@@ -39,6 +39,7 @@ async def http_error(request: Request, error: Exception) -> Response:
     if path == "/api" or path.startswith("/api/"):
         return JSONResponse({"message": message}, status_code=error.status_code, headers=error.headers)
     if path == "/segment" or path == "/v1" or path.startswith("/v1/"):
-        return JSONResponse(error_body(error.status_code, message), status_code=error.status_code,
-                            headers=error.headers)
+        return JSONResponse(
+            error_body(error.status_code, message), status_code=error.status_code, headers=error.headers
+        )
     return PlainTextResponse(error.detail, status_code=error.status_code, headers=error.headers)

@@ -77,13 +77,24 @@ async def list_suppressions(request: Request) -> JSONResponse:
     """
     limit = query_limit(request, 100, 500)
     offset = max(0, query_int(request, "offset", 0))
-    query = (sa.select(suppressions).order_by(suppressions.c.created_at.desc(), suppressions.c.kind,
-                                              suppressions.c.value_hash).limit(limit).offset(offset))
+    query = (
+        sa.select(suppressions)
+        .order_by(suppressions.c.created_at.desc(), suppressions.c.kind, suppressions.c.value_hash)
+        .limit(limit)
+        .offset(offset)
+    )
     async with runtime_of(request).engine.connect() as conn:
         rows = (await conn.execute(query)).all()
         total = (await conn.execute(sa.select(sa.func.count()).select_from(suppressions))).scalar_one()
-    return JSONResponse({"total": total, "suppressions": [
-        {"kind": row.kind, "hash": row.value_hash, "created_at": format_timestamp(row.created_at)} for row in rows]})
+    return JSONResponse(
+        {
+            "total": total,
+            "suppressions": [
+                {"kind": row.kind, "hash": row.value_hash, "created_at": format_timestamp(row.created_at)}
+                for row in rows
+            ],
+        }
+    )
 
 
 @requires_admin
@@ -101,7 +112,9 @@ async def delete_suppression(request: Request) -> Response:
     if email := suppressed_email(value):
         hashes.add(value_hash(email))
     async with runtime_of(request).engine.begin() as conn:
-        removed = (await conn.execute(suppressions.delete().where(suppressions.c.value_hash.in_(sorted(hashes))))).rowcount
+        removed = (
+            await conn.execute(suppressions.delete().where(suppressions.c.value_hash.in_(sorted(hashes))))
+        ).rowcount
     return Response(status_code=204) if removed else error(404, "this value is not on the suppression list")
 
 

@@ -31,8 +31,12 @@ class Invalid(ValueError):
 
 def _invalid(problem: Invalid | RuleError) -> JSONResponse:
     field = problem.path if isinstance(problem, RuleError) else problem.field
-    return error(400, f"invalid segment: {field}: {problem.message}", field=field,
-                 errors=[{"field": field, "message": problem.message}])
+    return error(
+        400,
+        f"invalid segment: {field}: {problem.message}",
+        field=field,
+        errors=[{"field": field, "message": problem.message}],
+    )
 
 
 async def _document(request: Request) -> dict[str, Any]:
@@ -72,15 +76,24 @@ def _check(document: dict[str, Any], current: Any = None) -> dict[str, Any]:
 
 def _summary(row: Any, member_count: int) -> dict[str, Any]:
     """A segment as the list shows it."""
-    return {"id": row.id, "name": row.name, "entity": row.entity, "rule": row.rule, "member_count": member_count,
-            "time_based": is_time_based(row.rule),
-            "computed_at": format_timestamp(row.computed_at) if row.computed_at else None}
+    return {
+        "id": row.id,
+        "name": row.name,
+        "entity": row.entity,
+        "rule": row.rule,
+        "member_count": member_count,
+        "time_based": is_time_based(row.rule),
+        "computed_at": format_timestamp(row.computed_at) if row.computed_at else None,
+    }
 
 
 async def _serialise(conn: AsyncConnection, row: Any) -> dict[str, Any]:
     count = await conn.scalar(sa.select(sa.func.count()).where(memberships.c.segment_id == row.id))
-    return {**_summary(row, count), "created_at": format_timestamp(row.created_at),
-            "updated_at": format_timestamp(row.updated_at)}
+    return {
+        **_summary(row, count),
+        "created_at": format_timestamp(row.created_at),
+        "updated_at": format_timestamp(row.updated_at),
+    }
 
 
 async def _load(conn: AsyncConnection, segment_id: int) -> Any:
@@ -106,8 +119,13 @@ async def list_segments(request: Request) -> JSONResponse:
       200: {description: "segments", schema: {$ref: "#/components/schemas/Segments"}}
     """
     async with runtime_of(request).engine.connect() as conn:
-        counts = dict((await conn.execute(sa.select(memberships.c.segment_id, sa.func.count())
-                                          .group_by(memberships.c.segment_id))).all())
+        counts = dict(
+            (
+                await conn.execute(
+                    sa.select(memberships.c.segment_id, sa.func.count()).group_by(memberships.c.segment_id)
+                )
+            ).all()
+        )
         rows = list(await conn.execute(sa.select(segments).order_by(segments.c.name)))
     return JSONResponse({"segments": [_summary(row, counts.get(row.id, 0)) for row in rows]})
 
@@ -140,8 +158,9 @@ async def create_segment(request: Request) -> JSONResponse:
         async with runtime_of(request).engine.begin() as conn:
             if await _name_taken(conn, values["name"]):
                 return _name_conflict(values["name"])
-            segment_id = await conn.scalar(segments.insert().values(
-                **values, created_at=now, updated_at=now).returning(segments.c.id))
+            segment_id = await conn.scalar(
+                segments.insert().values(**values, created_at=now, updated_at=now).returning(segments.c.id)
+            )
             await recompute(conn, segment_id, now, initial=True)
             body = await _serialise(conn, await _load(conn, segment_id))
     except IntegrityError:
@@ -234,9 +253,11 @@ async def _follow_rename(runtime: Any, conn: AsyncConnection, old: str, new: str
     """Settings that name the segment follow its new name, in the rename's transaction: renaming a
     synchronized segment must not take its members out of the outbound filter."""
     settings = await runtime.settings.current()
-    changes = {field: [new if name == old else name for name in getattr(settings, field)]
-               for field in ("synchronized_segments", "synchronized_account_segments")
-               if old in getattr(settings, field)}
+    changes = {
+        field: [new if name == old else name for name in getattr(settings, field)]
+        for field in ("synchronized_segments", "synchronized_account_segments")
+        if old in getattr(settings, field)
+    }
     if changes:
         await runtime.settings.save_in(conn, changes)
 

@@ -55,19 +55,36 @@ class Facts:
 
 async def gather(conn: AsyncConnection, write_key: str | None, now: datetime) -> Facts:
     counts = dict((await conn.execute(sa.select(journal.c.status, sa.func.count()).group_by(journal.c.status))).all())
-    oldest = (await conn.execute(sa.select(sa.func.min(journal.c.received_at))
-                                 .where(journal.c.status == "pending"))).scalar_one()
-    depth, failing = (await conn.execute(sa.select(
-        sa.func.count(), sa.func.count(outbox.c.failing_since)).select_from(outbox))).one()
-    dead = (await conn.execute(sa.select(sa.func.count()).select_from(dead_letters)
-                               .where(dead_letters.c.created_at >= now - DEAD_LETTERS_WITHIN))).scalar_one()
-    last_beat, workers = (await conn.execute(sa.select(
-        sa.func.max(heartbeats.c.beat_at),
-        sa.func.count().filter(heartbeats.c.beat_at >= now - WORKER_SILENT_AFTER)))).one()
+    oldest = (
+        await conn.execute(sa.select(sa.func.min(journal.c.received_at)).where(journal.c.status == "pending"))
+    ).scalar_one()
+    depth, failing = (
+        await conn.execute(sa.select(sa.func.count(), sa.func.count(outbox.c.failing_since)).select_from(outbox))
+    ).one()
+    dead = (
+        await conn.execute(
+            sa.select(sa.func.count())
+            .select_from(dead_letters)
+            .where(dead_letters.c.created_at >= now - DEAD_LETTERS_WITHIN)
+        )
+    ).scalar_one()
+    last_beat, workers = (
+        await conn.execute(
+            sa.select(
+                sa.func.max(heartbeats.c.beat_at),
+                sa.func.count().filter(heartbeats.c.beat_at >= now - WORKER_SILENT_AFTER),
+            )
+        )
+    ).one()
     answer = None
     if write_key:
-        row = (await conn.execute(sa.select(answers.c.status_code, answers.c.reason, answers.c.answered_at)
-                                  .where(answers.c.write_key_hash == write_key_hash(write_key)))).one_or_none()
+        row = (
+            await conn.execute(
+                sa.select(answers.c.status_code, answers.c.reason, answers.c.answered_at).where(
+                    answers.c.write_key_hash == write_key_hash(write_key)
+                )
+            )
+        ).one_or_none()
         answer = dict(row._mapping) if row else None
     return Facts(counts, _aware(oldest), depth, failing, dead, _aware(last_beat), workers, answer)
 
@@ -87,30 +104,47 @@ def messages(facts: Facts, settings: ConnectorSettings, now: datetime) -> list[d
 
     if facts.last_heartbeat_at is None or now - facts.last_heartbeat_at > WORKER_SILENT_AFTER:
         since = "ever" if facts.last_heartbeat_at is None else f"since {format_timestamp(facts.last_heartbeat_at)}"
-        say("error", "no_worker", f"no worker heartbeat {since}: nothing is processed or sent; "
-                                  "start `connector worker` (or scale the worker dyno)")
+        say(
+            "error",
+            "no_worker",
+            f"no worker heartbeat {since}: nothing is processed or sent; "
+            "start `connector worker` (or scale the worker dyno)",
+        )
     chosen = bool(settings.synchronized_segments or settings.synchronized_account_segments or settings.send_events)
     if chosen and not settings.write_key:
-        say("warning", "no_write_key", "segments or events are chosen to send but no write key is set: "
-                                       "nothing is sent to Segment")
+        say(
+            "warning",
+            "no_write_key",
+            "segments or events are chosen to send but no write key is set: nothing is sent to Segment",
+        )
     if settings.write_key and not chosen:
         say("warning", "nothing_to_send", "a write key is set but no segment or event is chosen to send")
     answer = facts.segment_answer
     if answer and answer["status_code"] in REJECTED_KEY_STATUSES:
-        say("warning", "write_key_rejected", f"Segment rejected the write key (HTTP {answer['status_code']}) "
-                                             f"at {format_timestamp(answer['answered_at'])}: check the write key")
+        say(
+            "warning",
+            "write_key_rejected",
+            f"Segment rejected the write key (HTTP {answer['status_code']}) "
+            f"at {format_timestamp(answer['answered_at'])}: check the write key",
+        )
     if facts.outbox_failing:
-        say("warning", "deliveries_failing", f"{facts.outbox_failing} outgoing messages are failing and being "
-                                             "retried")
+        say("warning", "deliveries_failing", f"{facts.outbox_failing} outgoing messages are failing and being retried")
     if facts.dead_letters_last_hour:
         say("warning", "dead_letters", f"{facts.dead_letters_last_hour} messages were dead-lettered in the last hour")
     if facts.oldest_pending_at is not None and now - facts.oldest_pending_at > JOURNAL_BEHIND_AFTER:
         waited = int((now - facts.oldest_pending_at).total_seconds())
-        say("warning", "journal_lag", f"the oldest unprocessed message has waited {waited} s: processing is "
-                                      "falling behind")
+        say(
+            "warning",
+            "journal_lag",
+            f"the oldest unprocessed message has waited {waited} s: processing is falling behind",
+        )
     if facts.journal.get("failed"):
-        say("warning", "processing_failed", f"{facts.journal['failed']} messages failed in processing; fix the "
-                                            "cause, then `connector journal retry-failed`")
+        say(
+            "warning",
+            "processing_failed",
+            f"{facts.journal['failed']} messages failed in processing; fix the "
+            "cause, then `connector journal retry-failed`",
+        )
     return found
 
 
@@ -134,21 +168,29 @@ async def get_status(request: Request) -> JSONResponse:
         async with runtime.engine.connect() as conn:
             facts = await gather(conn, settings.write_key, now)
     except Exception as error:  # the status must answer precisely when storage does not
-        message = {"severity": "error", "code": "database_unreachable",
-                   "message": f"the database is unreachable: {type(error).__name__}"}
+        message = {
+            "severity": "error",
+            "code": "database_unreachable",
+            "message": f"the database is unreachable: {type(error).__name__}",
+        }
         return JSONResponse({"status": "error", "messages": [message], **base}, status_code=503)
     found = messages(facts, settings, now)
-    return JSONResponse({
-        "status": verdict(found), "messages": found, **base,
-        "api_key": mask_secret(await runtime.settings.api_key()),
-        "journal": facts.journal,
-        "journal_oldest_pending_at": _iso(facts.oldest_pending_at),
-        "outbox": {"depth": facts.outbox_depth, "failing": facts.outbox_failing},
-        "dead_letters_last_hour": facts.dead_letters_last_hour,
-        "workers": {"alive": facts.workers, "last_heartbeat_at": _iso(facts.last_heartbeat_at)},
-        "segment_api": None if facts.segment_answer is None else {
-            **facts.segment_answer, "answered_at": _iso(facts.segment_answer["answered_at"])},
-    })
+    return JSONResponse(
+        {
+            "status": verdict(found),
+            "messages": found,
+            **base,
+            "api_key": mask_secret(await runtime.settings.api_key()),
+            "journal": facts.journal,
+            "journal_oldest_pending_at": _iso(facts.oldest_pending_at),
+            "outbox": {"depth": facts.outbox_depth, "failing": facts.outbox_failing},
+            "dead_letters_last_hour": facts.dead_letters_last_hour,
+            "workers": {"alive": facts.workers, "last_heartbeat_at": _iso(facts.last_heartbeat_at)},
+            "segment_api": None
+            if facts.segment_answer is None
+            else {**facts.segment_answer, "answered_at": _iso(facts.segment_answer["answered_at"])},
+        }
+    )
 
 
 def _iso(value: datetime | None) -> str | None:
