@@ -29,7 +29,7 @@ from outbound import SETTINGS
 from connector import activity
 from connector.config import Environment
 from connector.outbound import sender as sender_module
-from connector.processing.processor import process_batch
+from connector.pipeline import process_batch
 from connector.runtime import Runtime
 from connector.settings import ConnectorSettings
 

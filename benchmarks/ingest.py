@@ -160,7 +160,7 @@ async def copy_ceiling(dsn: str, rows: int) -> float:
 
 async def processor_throughput(dsn: str) -> dict:
     from connector.db import create_engine
-    from connector.processing.processor import process_batch
+    from connector.pipeline import process_batch
     from connector.settings import ConnectorSettings
 
     connection = await asyncpg.connect(dsn)

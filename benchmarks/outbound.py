@@ -48,7 +48,7 @@ async def save_settings(dsn: str, fake: FakeSegment) -> None:
 async def fill_outbox(dsn: str, events: int) -> int:
     """Journal rows by COPY, then the processor turns them into profiles and outbox rows; returns rows queued."""
     from connector.db import create_engine
-    from connector.processing.processor import process_batch
+    from connector.pipeline import process_batch
     from connector.settings import ConnectorSettings
 
     records = journal_records(events, seed=11, status="pending")

@@ -32,8 +32,8 @@ BATCH = 500
 
 async def run(dsn: str, journal: int, erasures: int) -> None:
     from connector.db import create_engine
+    from connector.pipeline import erase_user, process_batch
     from connector.processing import privacy
-    from connector.processing.processor import erase_user, process_batch
     from connector.settings import ConnectorSettings
 
     connection = await asyncpg.connect(dsn)
@@ -82,7 +82,7 @@ async def run(dsn: str, journal: int, erasures: int) -> None:
         await connection.fetchval("SELECT count(*) FROM inbound_journal WHERE payload->>'userId' = $1", victim["value"])
         scans.append(time.perf_counter() - started)
         started = time.perf_counter()
-        await erase_user(engine, settings, victim["user_id"])
+        await erase_user(engine, victim["user_id"])
         erased.append(time.perf_counter() - started)
     await connection.close()
     await engine.dispose()

@@ -166,7 +166,7 @@ def journal_retry_failed() -> None:
     """Queue failed inbound messages again (after fixing what made them fail)."""
 
     async def run() -> int:
-        from connector.processing.processor import retry_failed
+        from connector.journal import retry_failed
 
         async with _database() as engine:
             return await retry_failed(engine)

@@ -1,9 +1,11 @@
 """The async engine, and the few dialect differences the rest of the code needs."""
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -39,6 +41,14 @@ def is_postgres(engine_or_conn: Any) -> bool:
     return engine_or_conn.dialect.name == "postgresql"
 
 
+def any_of(conn: Any, column: Any, values: Sequence[Any]) -> Any:
+    """`column IN values`; on PostgreSQL `column = ANY(array)`: one statement text whatever the count, so it
+    is prepared and planned once, where IN renders a placeholder per value and plans anew for each length."""
+    if is_postgres(conn):
+        return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(list(values))
+
+
 def insert(table: Any, dialect_name: str) -> Any:
     """An INSERT that supports ON CONFLICT on both backends."""
     return (pg_insert if dialect_name == "postgresql" else sqlite_insert)(table)
@@ -46,3 +56,47 @@ def insert(table: Any, dialect_name: str) -> Any:
 
 def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+class Contention(Exception):
+    """Another worker stored, since this transaction read it, a row this transaction meant to create
+    (an identifier, a group id, a domain): the work is retried, and then finds that row."""
+
+
+# SQLSTATE classes and codes that say "try again": the transaction was rolled back for a reason that
+# is not in the data (08 connection, 40 deadlock and serialization, 53 resources, 57P admin shutdown,
+# crash and restart, 55P03 lock not available).
+_TRANSIENT_CLASSES = ("08", "40", "53")
+_TRANSIENT_CODES = {"57P01", "57P02", "57P03", "55P03"}
+_UNIQUE_VIOLATION = "23505"
+
+
+def sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE of a database error, looked for along its causes (SQLAlchemy wraps the driver's)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        code = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
+        if isinstance(code, str):
+            return code
+        seen = seen.__cause__ or getattr(seen, "orig", None)
+    return None
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether retrying the same work later can succeed: a lost or refused connection, a deadlock, a
+    serialization failure, a database shutting down or starting, SQLite's busy database."""
+    if isinstance(error, (ConnectionError, TimeoutError)):
+        return True
+    if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
+        return True
+    code = sqlstate(error)
+    if code is not None:
+        return code[:2] in _TRANSIENT_CLASSES or code in _TRANSIENT_CODES
+    if isinstance(error, sa.exc.OperationalError):  # SQLite: "database is locked", "unable to open database file"
+        return True
+    return isinstance(error, sa.exc.InterfaceError)
+
+
+def is_contention(error: BaseException) -> bool:
+    """A race between workers on a unique key: retried a few times, then treated as a bug."""
+    return isinstance(error, Contention) or sqlstate(error) == _UNIQUE_VIOLATION

@@ -76,6 +76,14 @@ class JournalEntry(SQLModel, table=True):
         ),
         # Retention's scan (retention.py): processed rows, oldest first; failed ones never in the way.
         sa.Index("ix_inbound_journal_status_processed_at", "status", "processed_at"),
+        # A worker reads the pending rows of the partitions it leased (connector/leases.py).
+        sa.Index(
+            "ix_inbound_journal_pending_partition",
+            "partition",
+            "id",
+            sqlite_where=sa.text("status = 'pending'"),
+            postgresql_where=sa.text("status = 'pending'"),
+        ),
     )
 
     id: int | None = _id()
@@ -89,6 +97,9 @@ class JournalEntry(SQLModel, table=True):
     # "segment" for what Segment delivered to /segment, "api" for what a library posted to /v1/*:
     # only the first can be an echo of what we sent, so only it is held back by forward_events.
     source: str = Field(default="segment", max_length=16, sa_column_kwargs={"server_default": "segment"})
+    # Derived from the message's identity (leases.partition_of): one identity's messages share a
+    # partition, and a partition is applied by one worker at a time, in journal order.
+    partition: int = Field(default=0, sa_column=sa.Column(sa.SmallInteger, nullable=False, server_default="0"))
 
 
 # --- profiles --------------------------------------------------------------

@@ -12,8 +12,8 @@ import asyncio
 from connector.heartbeat import beat_until
 from connector.logs import get_logger
 from connector.outbound.sender import Sender, outbox_depth
+from connector.pipeline import journal_lag, process_batch
 from connector.processing.changes import Changes
-from connector.processing.processor import journal_lag, process_batch
 from connector.retention import purge
 from connector.runtime import Runtime
 from connector.segments.schedule import recompute_due

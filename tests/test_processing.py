@@ -13,8 +13,9 @@ from inbound_cases import find_user
 
 from connector import cli
 from connector.config import get_environment
+from connector.journal import retry_failed
 from connector.models import JournalEntry
-from connector.processing import apply, processor
+from connector.processing import apply
 
 journal = JournalEntry.__table__
 CONNECTOR = Path(sys.executable).with_name("connector")
@@ -61,7 +62,7 @@ async def test_a_failing_message_is_marked_and_does_not_hold_up_the_rest(client,
     assert (await journal_status(runtime))["later"][0] == "processed"
 
     monkeypatch.undo()  # the fix is deployed
-    assert await processor.retry_failed(runtime.engine) == 1
+    assert await retry_failed(runtime.engine) == 1
     assert (await journal_status(runtime))["poison"] == ("pending", None)
     assert (await drain(runtime)).processed == 1
     assert (await journal_status(runtime))["poison"][0] == "processed"

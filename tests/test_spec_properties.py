@@ -13,7 +13,7 @@ from sqlmodel import SQLModel
 from connector import spec
 from connector.inbound.journal import journal_row
 from connector.models import Event, User, UserIdentifier
-from connector.processing.processor import process_batch
+from connector.pipeline import process_batch
 
 RECEIVED = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 REQUIRED = {"track": ["event"], "group": ["groupId"], "alias": ["previousId", "userId"]}

@@ -15,8 +15,9 @@ from fake_segment import configure, send_all
 from connector import worker
 from connector.db import create_engine
 from connector.heartbeat import beat
+from connector.journal import retry_failed
 from connector.models import DeadLetter, JournalEntry, WorkerHeartbeat, utcnow
-from connector.processing import apply, processor
+from connector.processing import apply
 
 journal = JournalEntry.__table__
 dead_letters = DeadLetter.__table__
@@ -189,7 +190,7 @@ async def test_messages_failed_in_processing_warn_until_retried(client, runtime,
     found = (await status(client))["messages"]
     assert [m["code"] for m in found] == ["processing_failed"] and found[0]["message"].startswith("1 messages")
     monkeypatch.undo()
-    await processor.retry_failed(runtime.engine)
+    await retry_failed(runtime.engine)
     await drain(runtime)
     assert (await codes(client)) == {}
 

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connector.db import insert
+from connector.journal import partition_of
 from connector.models import JournalEntry
 
 table = JournalEntry.__table__
@@ -22,6 +23,7 @@ SEGMENT, API = "segment", "api"  # delivered by Segment to /segment; posted by a
 
 def journal_row(message: dict[str, Any], received_at: datetime, source: str) -> dict[str, Any]:
     return {
+        "partition": partition_of(message),
         "message_id": message["messageId"],
         "type": message["type"],
         "payload": message,

@@ -1,17 +1,28 @@
-"""Apply a run of journal messages to users, accounts and events, set-based where it can.
+"""Apply a run of journal messages to users, accounts and events, as a set.
 
-Most messages in a steady stream belong to a profile that already holds all of their
-identifiers. For those, the profile is known from one lookup for the whole run, and
-their writes (events, traits, last-seen times, usage) are buffered and written with one
-statement per kind. Everything else (a new identifier, a merge, a group or an alias)
-first flushes the buffers, so it sees the database as the messages before it left it,
-then goes through identity.resolve one message at a time.
+The statements a run needs do not grow with its messages:
 
-Each applied message adds an `incoming.user.success` entry to the activity log (and a
-group that changed its account an `incoming.account.success`), buffered and flushed with
-the rest, so a merge finds the loser's entries written and moves them to the survivor.
+1. Claims. Every identifier the run names is looked up at once. On PostgreSQL the profiles that hold
+   them are then locked in id order and looked up again, until nothing moved (a worker on another
+   partition may have merged one meanwhile); the accounts the run names, and those its users are
+   linked to, are locked after them, in id order. Locks in one order cannot deadlock one another; a
+   deadlock with anything else rolls the batch back, and the pipeline retries it.
+2. Identity, in memory and in journal order: each message's profile by the rules of identity.py
+   (`Resolver`), each group call's account (`AccountBook`). New profiles and accounts get ids from one
+   statement each. A merge of two stored profiles runs now (identity.merge_users), before the run
+   writes anything, so it moves only what was stored before.
+3. Data, in memory and in journal order: traits by their timestamps, account links by theirs, events
+   with the account of their time, audiences, the activity log (an `incoming.user.success` entry per
+   applied message, an `incoming.account.success` per group call that changed its account).
+4. Writes, one statement per kind of row: accounts, users, identifiers, events, usage, audiences,
+   audits, activity.
+
+A row another worker stored since the lookup (an identifier, a group id, a domain) makes the insert
+skip it (ON CONFLICT DO NOTHING); that raises db.Contention, and the pipeline retries the batch, whose
+lookup then finds it. Two workers never create two profiles for one identifier.
 """
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -19,24 +30,29 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector import activity
-from connector.db import insert
+from connector.db import Contention, any_of, insert, is_postgres
 from connector.logs import get_logger
 from connector.metrics import PROCESSED
-from connector.models import Event, User, utcnow
-from connector.processing import accounts, audiences, domains, identity, usage
+from connector.models import Account as AccountRow
+from connector.models import Event, IdentityAudit, User, UserIdentifier, utcnow
+from connector.processing import accounts, audiences, identity, usage
 from connector.processing.changes import Changes
+from connector.processing.domains import company_domain
 from connector.processing.traits import apply_traits
 from connector.settings import ConnectorSettings
 from connector.spec import clean_id, parse_timestamp
 
 users = User.__table__
 events = Event.__table__
-LOOKUP_CHUNK = 1000
+identifiers = UserIdentifier.__table__
+audit = IdentityAudit.__table__
+account_rows = AccountRow.__table__
+LOCK_ATTEMPTS = 5
 log = get_logger()
 
 
 def event_name(message: dict[str, Any]) -> str:
-    return message["event"] if message["type"] == "track" else message["type"]
+    return str(message["event"]) if message["type"] == "track" else str(message["type"])
 
 
 def event_properties(message: dict[str, Any]) -> dict[str, Any]:
@@ -57,20 +73,31 @@ def is_disabled(kind: str, settings: ConnectorSettings) -> bool:
 
 
 class Profile:
-    """The columns of a user that buffered writes change."""
+    """The columns of a user that a run changes."""
 
-    __slots__ = ("account_id", "dirty", "last_seen_at", "stamps", "traits")
+    __slots__ = ("account_id", "account_link", "account_linked_at", "dirty", "last_seen_at", "new", "stamps", "traits")
 
-    def __init__(self, row: Any):
-        self.traits: dict[str, Any] = dict(row.traits)
-        self.stamps: dict[str, str] = dict(row.trait_timestamps)
-        self.last_seen_at: datetime | None = row.last_seen_at
-        self.account_id: int | None = row.account_id
+    def __init__(self, row: Any = None):
+        self.new = row is None
+        self.traits: dict[str, Any] = dict(row.traits) if row else {}
+        self.stamps: dict[str, str] = dict(row.trait_timestamps) if row else {}
+        self.last_seen_at: datetime | None = row.last_seen_at if row else None
+        self.account_id: int | None = row.account_id if row else None
+        self.account_link: str | None = row.account_link if row else None
+        self.account_linked_at: datetime | None = row.account_linked_at if row else None
         self.dirty = False
 
-    @classmethod
-    def new(cls) -> "Profile":
-        return cls(_NEW_USER)
+
+@dataclass
+class Step:
+    """One message of the run, as identity resolution left it."""
+
+    message: dict[str, Any]
+    source: str
+    profile: int  # a key of the Resolver
+    account: accounts.Account | None = None  # a group call's account, or an identify's company account
+    account_changed: bool = False
+    account_traits_changed: list[str] = field(default_factory=list)
 
 
 class BatchApplier:
@@ -79,173 +106,229 @@ class BatchApplier:
         self.settings = settings
         self.changes = changes
         self.now = utcnow()
-        self.owners: dict[identity.Claim, int] = {}
         self.profiles: dict[int, Profile] = {}
-        self.pending_events: list[dict[str, Any]] = []
-        self.pending_messages: dict[str, dict[str, Any]] = {}
-        self.seen: dict[int, datetime] = {}
+        self.events: list[dict[str, Any]] = []
+        self.audience_changes: list[tuple[int, str, bool, datetime]] = []
         self.activity: list[dict[str, Any]] = []
 
     async def apply(self, messages: list[tuple[dict[str, Any], str]]) -> None:
         """Apply (message, source) pairs in order; the source is the inbound journal's."""
-        claims = {
-            (kind, value)
-            for message, _ in messages
-            for kind, value in identity.claims_of(message, self.settings.identify_by_email)
-        }
-        await self._lookup(list(claims))
-        await self._load_profiles(set(self.owners.values()))
+        run = []
         for message, source in messages:
-            await self._apply_one(message, source)
-        await self.flush()
+            if is_disabled(message["type"], self.settings):
+                self.changes.skipped += 1
+                PROCESSED.labels(message["type"], "skipped").inc()
+                log.info(
+                    f"incoming.{message['type']}.skip", reason="disabled in settings", message_id=message["messageId"]
+                )
+            else:
+                run.append((message, source))
+        if not run:
+            return
+        resolver, book = await self._load(run)
+        steps = self._resolve(run, resolver, book)
+        user_of = await self._allocate(resolver, book)
+        await self._run_stored_merges(resolver)
+        await self._load_profiles({user_of(step.profile) for step in steps})
+        known_audiences = await audiences.known_keys(
+            self.conn,
+            {key for message, _ in run if message["type"] == "identify" for key in audiences.boolean_traits(message)},
+        )
+        for step in steps:
+            self._apply(step, user_of(step.profile), known_audiences)
+        await self._write(resolver, book, user_of)
 
-    async def _lookup(self, claims: list[identity.Claim]) -> None:
-        for start in range(0, len(claims), LOOKUP_CHUNK):
-            self.owners.update(await identity.lookup(self.conn, claims[start : start + LOOKUP_CHUNK]))
+    # -- 1. claims ----------------------------------------------------------------------------------
+
+    def _claims(self, message: dict[str, Any]) -> list[identity.Claim]:
+        claims = identity.claims_of(message, self.settings.identify_by_email)
+        if message["type"] == "alias" and (previous := clean_id(message.get("previousId"))):
+            claims += [(identity.USER_ID, previous), (identity.ANONYMOUS_ID, previous)]
+        return claims
+
+    def _account_claims(self, message: dict[str, Any]) -> tuple[str | None, str | None]:
+        """(group id, domain) a message claims for an account."""
+        if message["type"] == "group":
+            traits = message.get("traits") or {}
+            return clean_id(message.get("groupId")), accounts.normalise_domain(traits.get("domain"))
+        if message["type"] == "identify" and self.settings.link_accounts_by_domain:
+            return None, company_domain(identity.message_email(message))
+        return None, None
+
+    async def _load(self, run: list[tuple[dict[str, Any], str]]) -> tuple[identity.Resolver, accounts.AccountBook]:
+        claims = list(dict.fromkeys(claim for message, _ in run for claim in self._claims(message)))
+        owners = await identity.lookup(self.conn, claims)
+        linked: list[int] = []
+        for _ in range(LOCK_ATTEMPTS):
+            rows = await self.conn.execute(
+                sa.select(users.c.id, users.c.account_id)
+                .where(any_of(self.conn, users.c.id, sorted(set(owners.values()))))
+                .order_by(users.c.id)
+                .with_for_update()
+            )
+            linked = [row.account_id for row in rows if row.account_id is not None]
+            if not is_postgres(self.conn):
+                break
+            again = await identity.lookup(self.conn, claims)
+            if again == owners:
+                break
+            owners = again
+        else:
+            raise Contention("the profiles of this batch kept merging elsewhere")
+        group_ids, domains = set(), set()
+        for message, _ in run:
+            group_id, domain = self._account_claims(message)
+            group_ids |= {group_id} if group_id else set()
+            domains |= {domain} if domain else set()
+        stored = await accounts.load_for_update(self.conn, sorted(set(linked)), sorted(group_ids), sorted(domains))
+        held = await identity.held_user_ids(self.conn, sorted(set(owners.values())))
+        return identity.Resolver(owners, held), accounts.AccountBook(stored, identity.NEW)
+
+    # -- 2. identity --------------------------------------------------------------------------------
+
+    def _resolve(
+        self, run: list[tuple[dict[str, Any], str]], resolver: identity.Resolver, book: accounts.AccountBook
+    ) -> list[Step]:
+        steps = []
+        for message, source in run:
+            message_id = message["messageId"]
+            if message["type"] == "alias":
+                previous, new = clean_id(message.get("previousId")), clean_id(message.get("userId"))
+                key = resolver.rename(previous, new, message_id) if previous and new else None
+                if key is None:
+                    key = resolver.resolve(resolver.alias_claims(previous, new), message_id)
+            else:
+                key = resolver.resolve(identity.claims_of(message, self.settings.identify_by_email), message_id)
+            step = Step(message, source, key)
+            group_id, domain = self._account_claims(message)
+            if message["type"] == "group":
+                step.account, step.account_changed, step.account_traits_changed = book.upsert(
+                    group_id, domain, message.get("traits") or {}, message["timestamp"], message_id
+                )
+            elif domain:
+                step.account, step.account_changed, _ = book.upsert(None, domain, {}, message["timestamp"], message_id)
+            steps.append(step)
+        return steps
+
+    async def _allocate(self, resolver: identity.Resolver, book: accounts.AccountBook) -> Any:
+        """Give the profiles and accounts the run created their ids; return the map key -> user id."""
+        created = [
+            identity.NEW + n for n in range(resolver.created) if resolver.find(identity.NEW + n) == identity.NEW + n
+        ]
+        ids = dict(zip(created, await identity.allocate_ids(self.conn, users, len(created)), strict=True))
+        for user_id in ids.values():
+            self.profiles[user_id] = Profile()
+        new_accounts = book.created()
+        for account, account_id in zip(
+            new_accounts, await identity.allocate_ids(self.conn, account_rows, len(new_accounts)), strict=True
+        ):
+            account.id = account_id
+
+        def user_of(key: int) -> int:
+            root = resolver.find(key)
+            return ids.get(root, root)
+
+        return user_of
+
+    async def _run_stored_merges(self, resolver: identity.Resolver) -> None:
+        for operation in resolver.operations:
+            if operation[0] == "merge":
+                _, survivor, merged, message_id = operation
+                await identity.merge_users(self.conn, survivor, merged, message_id, self.now)
+                self.changes.merged_away.add(merged)
+            else:
+                _, holder, previous, new, message_id = operation
+                if not await identity.rename_user_id(self.conn, holder, previous, new, message_id, self.now):
+                    raise Contention(f"user_id {previous!r} moved while this batch renamed it")
 
     async def _load_profiles(self, user_ids: set[int]) -> None:
         wanted = sorted(user_ids - self.profiles.keys())
-        for start in range(0, len(wanted), LOOKUP_CHUNK):
-            rows = await self.conn.execute(
-                sa.select(
-                    users.c.id, users.c.traits, users.c.trait_timestamps, users.c.last_seen_at, users.c.account_id
-                ).where(users.c.id.in_(wanted[start : start + LOOKUP_CHUNK]))
-            )
-            for row in rows:
-                self.profiles[row.id] = Profile(row)
-
-    async def _apply_one(self, message: dict[str, Any], source: str) -> None:
-        kind = message["type"]
-        if is_disabled(kind, self.settings):
-            self.changes.skipped += 1
-            PROCESSED.labels(kind, "skipped").inc()
-            log.info(f"incoming.{kind}.skip", reason="disabled in settings", message_id=message["messageId"])
+        if not wanted:
             return
-        timestamp = parse_timestamp(message["timestamp"], "timestamp")
-        user_id = self._known_profile(message)
-        if user_id is None:
-            user_id = await self._resolve(message)
-        self.changes.users.add(user_id)
+        rows = await self.conn.execute(
+            sa.select(
+                users.c.id,
+                users.c.traits,
+                users.c.trait_timestamps,
+                users.c.last_seen_at,
+                users.c.account_id,
+                users.c.account_link,
+                users.c.account_linked_at,
+            ).where(any_of(self.conn, users.c.id, wanted))
+        )
+        for row in rows:
+            self.profiles[row.id] = Profile(row)
 
+    # -- 3. data ------------------------------------------------------------------------------------
+
+    def _apply(self, step: Step, user_id: int, known_audiences: set[str]) -> None:
+        message, kind = step.message, step.message["type"]
+        profile = self.profiles[user_id]
+        timestamp = parse_timestamp(message["timestamp"], "timestamp")
+        self.changes.users.add(user_id)
         details: dict[str, Any] = {"type": kind}
         if kind == "identify":
-            details["traits_changed"] = await self._identify(user_id, message, timestamp)
-        elif kind == "group":
-            details.update(await self._group(user_id, message, timestamp))
+            changed = apply_traits(profile.traits, profile.stamps, message.get("traits") or {}, message["timestamp"])
+            profile.dirty |= bool(changed)
+            details["traits_changed"] = changed
+            if step.account is not None:
+                self._account_changed(step)
+                if self._link(profile, step.account.id, "domain", timestamp):
+                    log.info(
+                        "incoming.account.domain_link",
+                        user_id=user_id,
+                        account_id=step.account.id,
+                        domain=step.account.domain,
+                    )
+            for key, member in audiences.identify_changes(message, known_audiences):
+                known_audiences.add(key)
+                self.audience_changes.append((user_id, key, member, timestamp))
+        elif kind == "group" and step.account is not None:
+            if self._account_changed(step):
+                self.activity.append(
+                    activity.entry(
+                        activity.ACCOUNT,
+                        step.account.id,
+                        "incoming.account.success",
+                        {"type": "group", "user_id": user_id, "traits_changed": step.account_traits_changed},
+                        message["messageId"],
+                    )
+                )
+            linked = self._link(profile, step.account.id, "group", timestamp)
+            details.update({"account_id": step.account.id, "account_linked": linked})
         elif kind in ("track", "page", "screen"):
-            self._buffer_event(user_id, message, timestamp, source)
+            self._event(user_id, profile, message, timestamp, step.source)
             details["events_added"] = [event_name(message)]
+            if (change := audiences.track_change(message)) is not None:
+                known_audiences.add(change[0])
+                self.audience_changes.append((user_id, *change, timestamp))
         self.activity.append(
             activity.entry(activity.USER, user_id, "incoming.user.success", details, message["messageId"])
         )
-        self._touch(user_id, timestamp)
+        if profile.last_seen_at is None or profile.last_seen_at < timestamp:
+            profile.last_seen_at = timestamp
+            profile.dirty = True
         self.changes.processed += 1
         PROCESSED.labels(kind, "success").inc()
 
-    def _known_profile(self, message: dict[str, Any]) -> int | None:
-        """The profile when every identifier is already on one profile (nothing to create or merge)."""
-        if message["type"] in ("group", "alias"):
-            return None
-        claims = identity.claims_of(message, self.settings.identify_by_email)
-        found = {self.owners.get(claim) for claim in claims}
-        if len(found) != 1 or None in found:
-            return None
-        user_id = found.pop()
-        return user_id if user_id in self.profiles else None
+    def _account_changed(self, step: Step) -> bool:
+        if step.account_changed and step.account is not None:
+            self.changes.accounts.add(step.account.id)
+        return step.account_changed
 
-    async def _resolve(self, message: dict[str, Any]) -> int:
-        if message["type"] == "alias":
-            claims = await self._alias_claims(message)
-            self.owners.update(await identity.lookup(self.conn, claims))
-            renamed = await self._rename(message)
-            if renamed is not None:
-                return renamed
-        else:
-            claims = identity.claims_of(message, self.settings.identify_by_email)
-        found = {claim: self.owners[claim] for claim in claims if claim in self.owners}
-        user_id, merged = await identity.resolve(
-            self.conn, claims, self.now, message["messageId"], found=found, before_merge=self.flush
-        )
-        self.changes.merged_away |= merged
-        if merged:
-            for claim, owner in list(self.owners.items()):
-                if owner in merged:
-                    self.owners[claim] = user_id
-            for stale in merged | {user_id}:  # the merge rewrote these rows: read them again
-                self.profiles.pop(stale, None)
-        for claim in claims:
-            self.owners.setdefault(claim, user_id)
-        if not found:
-            self.profiles[user_id] = Profile.new()
-        await self._load_profiles({user_id})
-        return user_id
+    def _link(self, profile: Profile, account_id: int, link: str, at: datetime) -> bool:
+        if not accounts.link_allowed(profile, account_id, link, at):
+            return False
+        profile.account_id, profile.account_link, profile.account_linked_at = account_id, link, at
+        profile.dirty = True
+        self.changes.accounts.add(account_id)
+        return True
 
-    async def _rename(self, message: dict[str, Any]) -> int | None:
-        """alias from a profile's userId to a userId no profile holds: the profile takes the new id."""
-        previous, new = clean_id(message.get("previousId")), clean_id(message["userId"])
-        holder = self.owners.get((identity.USER_ID, previous or ""))
-        if holder is None or not new or (identity.USER_ID, new) in self.owners:
-            return None
-        if not await identity.rename_user_id(self.conn, holder, previous or "", new, message["messageId"], self.now):
-            return None
-        self.owners[(identity.USER_ID, new)] = holder
-        await self._load_profiles({holder})
-        return holder
-
-    async def _alias_claims(self, message: dict[str, Any]) -> list[identity.Claim]:
-        """alias merges previousId's profile into userId's: previousId may be either kind of id."""
-        previous = clean_id(message.get("previousId"))
-        claims: list[identity.Claim] = [(identity.USER_ID, clean_id(message["userId"]) or "")]
-        if previous:
-            known = await identity.lookup(self.conn, [(identity.USER_ID, previous), (identity.ANONYMOUS_ID, previous)])
-            claims += list(known) or [(identity.ANONYMOUS_ID, previous)]
-        return claims
-
-    async def _identify(self, user_id: int, message: dict[str, Any], timestamp: datetime) -> list[str]:
-        """Apply an identify; return the names of the traits it changed."""
-        profile = self.profiles[user_id]
-        changed = apply_traits(profile.traits, profile.stamps, message.get("traits") or {}, message["timestamp"])
-        if changed:
-            profile.dirty = True
-        if self.settings.link_accounts_by_domain:
-            await domains.link_by_domain(self.conn, user_id, message, message["timestamp"], self.now, self.changes)
-            profile.account_id = await self.conn.scalar(sa.select(users.c.account_id).where(users.c.id == user_id))
-        await audiences.apply_identify(self.conn, user_id, message, timestamp)
-        return changed
-
-    async def _group(self, user_id: int, message: dict[str, Any], timestamp: datetime) -> dict[str, Any]:
-        """Apply a group; return what it did, for the user's activity entry."""
-        traits = message.get("traits") or {}
-        account_id, changed, traits_changed = await accounts.upsert_account(
-            self.conn,
-            clean_id(message.get("groupId")),
-            accounts.normalise_domain(traits.get("domain")),
-            traits,
-            message["timestamp"],
-            self.now,
-        )
-        if changed:
-            self.changes.accounts.add(account_id)
-            self.activity.append(
-                activity.entry(
-                    activity.ACCOUNT,
-                    account_id,
-                    "incoming.account.success",
-                    {"type": "group", "user_id": user_id, "traits_changed": traits_changed},
-                    message["messageId"],
-                )
-            )
-        linked = await accounts.link_user(self.conn, user_id, account_id, "group", timestamp)
-        if linked:
-            self.changes.accounts.add(account_id)
-            self.profiles[user_id].account_id = account_id
-        return {"account_id": account_id, "account_linked": linked}
-
-    def _buffer_event(self, user_id: int, message: dict[str, Any], timestamp: datetime, source: str) -> None:
-        self.pending_events.append(
+    def _event(self, user_id: int, profile: Profile, message: dict[str, Any], timestamp: datetime, source: str) -> None:
+        self.events.append(
             {
                 "user_id": user_id,
-                "account_id": self.profiles[user_id].account_id,
+                "account_id": profile.account_id,
                 "message_id": message["messageId"],
                 "type": message["type"],
                 "event": event_name(message)[:255],
@@ -256,22 +339,128 @@ class BatchApplier:
                 "context": message.get("context") or {},
             }
         )
-        self.pending_messages[message["messageId"]] = message
 
-    def _touch(self, user_id: int, timestamp: datetime) -> None:
-        if user_id not in self.seen or self.seen[user_id] < timestamp:
-            self.seen[user_id] = timestamp
+    # -- 4. writes ----------------------------------------------------------------------------------
 
-    async def flush(self) -> None:
-        """Write every buffered change: events (then their usage and audiences), traits, last seen, activity."""
-        await self._flush_events()
-        await self._flush_profiles()
-        entries, self.activity = self.activity, []
-        await activity.append(self.conn, entries, self.now)
+    async def _write(self, resolver: identity.Resolver, book: accounts.AccountBook, user_of: Any) -> None:
+        await self._write_accounts(book)
+        await self._write_users()
+        await self._write_identifiers(resolver, user_of)
+        await self._write_events()
+        await audiences.record(self.conn, self.audience_changes)
+        audits = [_user_audit(row, user_of) for row in resolver.audits] + book.conflict_audits()
+        if audits:
+            await self.conn.execute(audit.insert(), [{**row, "created_at": self.now} for row in audits])
+        await activity.append(self.conn, self.activity, self.now)
 
-    async def _flush_events(self) -> None:
-        rows, messages = self.pending_events, self.pending_messages
-        self.pending_events, self.pending_messages = [], {}
+    async def _write_accounts(self, book: accounts.AccountBook) -> None:
+        created = book.created()
+        if created:
+            statement = insert(account_rows, self.conn.dialect.name).on_conflict_do_nothing()
+            stored = await self.conn.execute(
+                statement.returning(account_rows.c.id),
+                [
+                    {
+                        "id": a.id,
+                        "group_id": a.group_id,
+                        "domain": a.domain,
+                        "traits": a.traits,
+                        "trait_timestamps": a.stamps,
+                        "created_at": self.now,
+                        "updated_at": self.now,
+                    }
+                    for a in created
+                ],
+            )
+            if len(stored.all()) != len(created):
+                raise Contention("an account's group id or domain was stored by another worker")
+        changed = book.changed_stored()
+        if changed:
+            await self.conn.execute(
+                account_rows.update()
+                .where(account_rows.c.id == sa.bindparam("account_id"))
+                .values(
+                    group_id=sa.bindparam("group_id"),
+                    domain=sa.bindparam("domain"),
+                    traits=sa.bindparam("traits"),
+                    trait_timestamps=sa.bindparam("stamps"),
+                    updated_at=sa.bindparam("now"),
+                ),
+                [
+                    {
+                        "account_id": a.id,
+                        "group_id": a.group_id,
+                        "domain": a.domain,
+                        "traits": a.traits,
+                        "stamps": a.stamps,
+                        "now": self.now,
+                    }
+                    for a in changed
+                ],
+            )
+
+    async def _write_users(self) -> None:
+        created, changed = [], []
+        for user_id, profile in self.profiles.items():
+            row = {
+                "user_id": user_id,
+                "traits": profile.traits,
+                "stamps": profile.stamps,
+                "seen": profile.last_seen_at,
+                "account_id": profile.account_id,
+                "link": profile.account_link,
+                "linked_at": profile.account_linked_at,
+                "now": self.now,
+            }
+            if profile.new:
+                created.append(row)
+            elif profile.dirty:
+                changed.append(row)
+        if created:
+            await self.conn.execute(
+                users.insert().values(
+                    id=sa.bindparam("user_id"),
+                    traits=sa.bindparam("traits"),
+                    trait_timestamps=sa.bindparam("stamps"),
+                    last_seen_at=sa.bindparam("seen"),
+                    account_id=sa.bindparam("account_id"),
+                    account_link=sa.bindparam("link"),
+                    account_linked_at=sa.bindparam("linked_at"),
+                    created_at=sa.bindparam("now"),
+                    updated_at=sa.bindparam("now"),
+                ),
+                created,
+            )
+        if changed:
+            await self.conn.execute(
+                users.update()
+                .where(users.c.id == sa.bindparam("user_id"))
+                .values(
+                    traits=sa.bindparam("traits"),
+                    trait_timestamps=sa.bindparam("stamps"),
+                    last_seen_at=sa.bindparam("seen"),
+                    account_id=sa.bindparam("account_id"),
+                    account_link=sa.bindparam("link"),
+                    account_linked_at=sa.bindparam("linked_at"),
+                    updated_at=sa.bindparam("now"),
+                ),
+                changed,
+            )
+
+    async def _write_identifiers(self, resolver: identity.Resolver, user_of: Any) -> None:
+        rows = [
+            {"user_id": user_of(key), "kind": kind, "value": value, "created_at": self.now}
+            for (kind, value), key in resolver.new_claims.items()
+        ]
+        if not rows:
+            return
+        statement = insert(identifiers, self.conn.dialect.name).on_conflict_do_nothing()
+        stored = await self.conn.execute(statement.returning(identifiers.c.id), rows)
+        if len(stored.all()) != len(rows):
+            raise Contention("an identifier of this batch was stored by another worker")
+
+    async def _write_events(self) -> None:
+        rows = self.events
         if not rows:
             return
         statement = insert(events, self.conn.dialect.name).on_conflict_do_nothing(index_elements=["message_id"])
@@ -285,58 +474,15 @@ class BatchApplier:
             usage_rows += added
             if row["account_id"] is not None and added:
                 self.changes.accounts.add(row["account_id"])
-            await audiences.apply_track(self.conn, row["user_id"], messages[message_id], row["timestamp"])
         await usage.add(self.conn, usage_rows)
 
-    async def _flush_profiles(self) -> None:
-        seen, self.seen = self.seen, {}
-        updates, touches = [], []
-        for user_id, profile in self.profiles.items():
-            last_seen = seen.get(user_id)
-            if last_seen is not None and profile.last_seen_at is not None and last_seen <= profile.last_seen_at:
-                last_seen = None
-            if last_seen is not None:
-                profile.last_seen_at = last_seen
-            if profile.dirty:
-                updates.append(
-                    {
-                        "uid": user_id,
-                        "traits": profile.traits,
-                        "stamps": profile.stamps,
-                        "seen": profile.last_seen_at,
-                        "now": self.now,
-                    }
-                )
-                profile.dirty = False
-            elif last_seen is not None:
-                touches.append({"uid": user_id, "seen": last_seen})
-        if updates:
-            await self.conn.execute(
-                users.update()
-                .where(users.c.id == sa.bindparam("uid"))
-                .values(
-                    traits=sa.bindparam("traits"),
-                    trait_timestamps=sa.bindparam("stamps"),
-                    last_seen_at=sa.bindparam("seen"),
-                    updated_at=sa.bindparam("now"),
-                ),
-                updates,
-            )
-        if touches:
-            await self.conn.execute(
-                users.update().where(users.c.id == sa.bindparam("uid")).values(last_seen_at=sa.bindparam("seen")),
-                touches,
-            )
 
-
-class _NewUser:
-    traits: dict[str, Any] = {}
-    trait_timestamps: dict[str, str] = {}
-    last_seen_at = None
-    account_id = None
-
-
-_NEW_USER = _NewUser()
+def _user_audit(row: dict[str, Any], user_of: Any) -> dict[str, Any]:
+    """An audit row the Resolver wrote with its keys, with the profiles' ids."""
+    details = dict(row["details"])
+    if "profiles" in details:
+        details["profiles"] = sorted(user_of(key) for key in details["profiles"])
+    return {**row, "kept_user_id": user_of(row["kept_user_id"]), "details": details}
 
 
 class _StoredEvent:

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector.db import insert
+from connector.db import any_of, insert
 from connector.models import AudienceMembership
 from connector.spec import format_timestamp
 
@@ -42,39 +42,50 @@ def is_member(entered_at: datetime | None, exited_at: datetime | None) -> bool:
     return entered_at is not None and (exited_at is None or entered_at > exited_at)
 
 
-async def apply_identify(conn: AsyncConnection, user_id: int, message: dict[str, Any], at: datetime) -> None:
-    flags = {key: value for key, value in (message.get("traits") or {}).items() if isinstance(value, bool)}
-    if not flags:
-        return
-    keys = set(
-        await conn.scalars(sa.select(memberships.c.audience).distinct().where(memberships.c.audience.in_(list(flags))))
+async def known_keys(conn: AsyncConnection, names: set[str]) -> set[str]:
+    """Which of these names are audience keys already on record (one query for a batch)."""
+    if not names:
+        return set()
+    found = await conn.scalars(
+        sa.select(memberships.c.audience).distinct().where(any_of(conn, memberships.c.audience, sorted(names)))
     )
+    return set(found)
+
+
+def boolean_traits(message: dict[str, Any]) -> dict[str, bool]:
+    traits = message.get("traits") or {}
+    return {key: value for key, value in traits.items() if isinstance(value, bool)} if isinstance(traits, dict) else {}
+
+
+def identify_changes(message: dict[str, Any], known: set[str]) -> list[tuple[str, bool]]:
+    """(audience, member) pairs an identify records: its declared audience, and its boolean traits named
+    by an audience key on record (`known`, which the caller keeps up to date as the batch goes)."""
+    flags = boolean_traits(message)
+    keys = {key for key in flags if key in known}
     if (declared := personas_audience(message)) in flags:
-        keys.add(declared)
-    await _record(conn, [(user_id, key, flags[key], at) for key in sorted(keys)])
+        keys.add(declared)  # type: ignore[arg-type]
+    return [(key, flags[key]) for key in sorted(keys)]
 
 
-async def apply_track(conn: AsyncConnection, user_id: int, message: dict[str, Any], at: datetime) -> None:
+def track_change(message: dict[str, Any]) -> tuple[str, bool] | None:
+    """The (audience, member) pair an `Audience Entered` / `Audience Exited` track records, if it is one."""
     if message["type"] != "track" or message.get("event") not in (ENTERED, EXITED):
-        return
+        return None
     key = _key((message.get("properties") or {}).get("audience_key")) or personas_audience(message)
-    if key is not None:
-        await _record(conn, [(user_id, key, message["event"] == ENTERED, at)])
+    return None if key is None else (key, message["event"] == ENTERED)
 
 
-async def _record(conn: AsyncConnection, changes: list[tuple[int, str, bool, datetime]]) -> None:
-    await _upsert(
-        conn,
-        [
-            {
-                "user_id": user_id,
-                "audience": key,
-                "entered_at": at if member else None,
-                "exited_at": None if member else at,
-            }
-            for user_id, key, member, at in changes
-        ],
-    )
+async def record(conn: AsyncConnection, changes: list[tuple[int, str, bool, datetime]]) -> None:
+    """Record (user_id, audience, member, at) changes: one upsert, the latest entry and exit of each pair."""
+    latest: dict[tuple[int, str], dict[str, Any]] = {}
+    for user_id, key, member, at in changes:
+        row = latest.setdefault(
+            (user_id, key), {"user_id": user_id, "audience": key, "entered_at": None, "exited_at": None}
+        )
+        column = "entered_at" if member else "exited_at"
+        if row[column] is None or at > row[column]:
+            row[column] = at
+    await _upsert(conn, list(latest.values()))
 
 
 async def _upsert(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from connector import journal
 from connector.db import insert
 from connector.models import Event, FeatureUsage, utcnow
 from connector.spec import format_timestamp
@@ -118,15 +119,12 @@ async def track_event_count(engine: AsyncEngine) -> int:
 async def rebuild(engine: AsyncEngine, on_page: Callable[[int], None] | None = None) -> int:
     """Recompute every usage row from the stored events, in one transaction; returns the rows written.
 
-    The journal consumer is held off meanwhile (its advisory lock on PostgreSQL, the write lock on
-    SQLite), so no event is counted by both the rebuild and the processor.
+    The journal consumers are held off meanwhile (journal.hold_all on PostgreSQL, the write lock on
+    SQLite), so no event is counted by both the rebuild and a batch.
     """
-    from connector.processing.processor import JOURNAL_LOCK_ID  # the processor imports this module
-
     sums: dict[tuple[Any, ...], dict[str, Any]] = {}
     async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(JOURNAL_LOCK_ID)))
+        await journal.hold_all(conn)
         await conn.execute(feature_usage.delete())
         last_id = 0
         while True:

@@ -1,7 +1,7 @@
 """Erasure and the suppression list in the admin API.
 
 `DELETE /api/users/{id}` and `DELETE /api/users?user_id=|anonymous_id=|email=` (the lookups of
-`GET /api/users`) erase a profile at once, between journal batches (`processor.erase_user`);
+`GET /api/users`) erase a profile at once, between journal batches (`pipeline.erase_user`);
 an identifier no profile holds is a 404 and suppresses nothing. The suppression list shows
 hashes only: the values are not kept, so an entry is removed by giving its raw value again.
 """
@@ -12,8 +12,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connector.models import Suppression
+from connector.pipeline import erase_user
 from connector.processing.privacy import Erasure, suppressed_email, value_hash
-from connector.processing.processor import erase_user
 from connector.spec import format_timestamp
 from connector.web.admin import error, find_user_by_query, query_int, query_limit, runtime_of
 from connector.web.auth import requires_admin
@@ -59,7 +59,7 @@ async def erase_by_identifier(request: Request) -> JSONResponse:
 
 async def _erase(request: Request, user_id: int) -> JSONResponse:
     runtime = runtime_of(request)
-    erasure: Erasure | None = await erase_user(runtime.engine, await runtime.settings.current(), user_id)
+    erasure: Erasure | None = await erase_user(runtime.engine, user_id)
     if erasure is None:
         return error(404, "no such user")
     return JSONResponse({"id": user_id, "erased": erasure.counts, "suppressed": len(erasure.claims)})

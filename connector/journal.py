@@ -1,0 +1,129 @@
+"""The inbound journal as the workers consume it: partitions, leases, and each row's outcome.
+
+Each row carries a partition derived from its message's identity (the anonymousId when present,
+else the userId), so every message of one visitor or one known user shares a partition. A batch
+applies rows only from partitions it has leased, in journal order. On PostgreSQL a lease is a
+transaction-scoped advisory lock: it ends with the batch's transaction, at commit, at rollback,
+and when the worker dies (the server ends a dead client's session), so another worker takes the
+partition over at once and a batch is applied entirely or not at all. A batch leases at most
+LEASE_SHARE partitions, chosen at random among those with pending rows, so up to
+PARTITIONS / LEASE_SHARE workers apply at once and no partition waits behind the others for long.
+
+Work that must see no batch in flight (erasing a person, rebuilding usage) takes the journal's
+lock exclusively (`hold_all`); every batch holds it shared, so that work waits for the batches in
+flight and new batches wait for it.
+
+SQLite has a single writer and runs one worker: there a batch reads every partition.
+"""
+
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from connector.db import any_of, is_postgres
+from connector.models import JournalEntry, utcnow
+from connector.spec import clean_id
+
+PARTITIONS = 64
+LEASE_SHARE = 16
+JOURNAL_LOCK = 0x5E6E_0001  # bigint key: batches hold it shared, hold_all exclusively
+PARTITION_LOCK_CLASS = 0x5E6E_0002  # (class, partition) keys: a separate key space from the bigint one
+PENDING, PROCESSED, FAILED = "pending", "processed", "failed"
+
+journal = JournalEntry.__table__
+
+_LEASE = sa.text(
+    """
+    SELECT p FROM (
+        SELECT p FROM generate_series(0, :last) AS p
+        WHERE EXISTS (SELECT 1 FROM inbound_journal j WHERE j.status = 'pending' AND j.partition = p)
+        ORDER BY random()
+    ) AS candidates
+    WHERE pg_try_advisory_xact_lock(:lock_class, p)
+    LIMIT :share
+    """
+)
+
+
+def partition_of(message: dict[str, Any]) -> int:
+    identity = clean_id(message.get("anonymousId")) or clean_id(message.get("userId")) or ""
+    return zlib.crc32(identity.encode()) % PARTITIONS
+
+
+async def lease(conn: AsyncConnection, limit: int) -> Sequence[Any]:
+    """Up to `limit` pending rows (id, payload, source, partition) in journal order, from partitions this
+    transaction now leases; empty when there is nothing to do or every partition with work is leased."""
+    rows = sa.select(journal.c.id, journal.c.payload, journal.c.source, journal.c.partition).where(
+        journal.c.status == PENDING
+    )
+    if is_postgres(conn):
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(JOURNAL_LOCK)))
+        held = (
+            await conn.scalars(
+                _LEASE, {"last": PARTITIONS - 1, "lock_class": PARTITION_LOCK_CLASS, "share": LEASE_SHARE}
+            )
+        ).all()
+        if not held:
+            return []
+        rows = rows.where(any_of(conn, journal.c.partition, held))
+    return (await conn.execute(rows.order_by(journal.c.id).limit(limit))).all()
+
+
+async def peek(conn: AsyncConnection, limit: int) -> Sequence[Any]:
+    """The first `limit` pending rows (id), without a lease."""
+    return (
+        await conn.execute(
+            sa.select(journal.c.id).where(journal.c.status == PENDING).order_by(journal.c.id).limit(limit)
+        )
+    ).all()
+
+
+async def lease_row(conn: AsyncConnection, journal_id: int) -> Sequence[Any]:
+    """The row (id, payload, source, partition) if still pending, once this transaction leases its partition
+    (waiting for the batch that holds it)."""
+    select = sa.select(journal.c.id, journal.c.payload, journal.c.source, journal.c.partition).where(
+        journal.c.id == journal_id, journal.c.status == PENDING
+    )
+    if is_postgres(conn):
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(JOURNAL_LOCK)))
+        partition = await conn.scalar(sa.select(journal.c.partition).where(journal.c.id == journal_id))
+        if partition is None:
+            return []
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(PARTITION_LOCK_CLASS, partition)))
+    return (await conn.execute(select)).all()
+
+
+async def hold_all(conn: AsyncConnection) -> None:
+    """Wait until no batch is in flight, and keep new ones out until this transaction ends."""
+    if is_postgres(conn):
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(JOURNAL_LOCK)))
+
+
+async def mark(conn: AsyncConnection, ids: list[int], status: str, error: str | None = None) -> None:
+    if ids:
+        await conn.execute(
+            journal.update()
+            .where(any_of(conn, journal.c.id, ids))
+            .values(status=status, error=error, processed_at=utcnow())
+        )
+
+
+async def pending_count(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int(
+            (
+                await conn.execute(sa.select(sa.func.count()).select_from(journal).where(journal.c.status == PENDING))
+            ).scalar_one()
+        )
+
+
+async def retry_failed(engine: AsyncEngine) -> int:
+    """Put failed journal messages back in the queue (after a fix); returns how many."""
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            journal.update().where(journal.c.status == FAILED).values(status=PENDING, error=None, processed_at=None)
+        )
+    return int(result.rowcount)

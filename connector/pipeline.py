@@ -1,0 +1,130 @@
+"""One journal batch, end to end, in one transaction: lease -> apply -> segment refresh -> outbox -> mark.
+
+The stages meet only here and in the tables: processing/ applies the rows, segments/ refreshes the
+memberships of what changed, the outbox records what the sender must send; a committed change
+therefore always has its outbox row, and a crash leaves either all of a batch or none of it.
+
+Failures are sorted by what retrying can do:
+- transient (connection lost, deadlock, serialization failure, a database restarting; db.is_transient):
+  the batch is retried with backoff, then the error goes up to the worker, which waits and tries
+  again. Such a batch is never parked.
+- contention (another worker stored a row this batch meant to create; db.is_contention): retried
+  like a transient failure, up to CONTENTION_ATTEMPTS times in a row; past that it is a bug.
+- anything else is a bug: the batch's rows are applied one per transaction, so only the message
+  that fails on its own is parked (`failed`, with its reason; status reports it) and the ones
+  behind it go on.
+"""
+
+import asyncio
+import random
+from time import perf_counter
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from connector import journal
+from connector.outbound import outbox
+from connector.db import is_contention, is_transient
+from connector.logs import get_logger
+from connector.metrics import JOURNAL_LAG, PROCESS_LATENCY
+from connector.processing import privacy, processor
+from connector.processing.changes import Changes
+from connector.segments import membership
+from connector.settings import ConnectorSettings
+
+RETRY_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # seconds, each jittered by +-50 %
+CONTENTION_ATTEMPTS = 5
+log = get_logger()
+
+
+async def process_batch(engine: AsyncEngine, settings: ConnectorSettings, limit: int = 500) -> Changes:
+    """Apply up to `limit` pending journal rows of the partitions this call leases; return what changed."""
+    started = perf_counter()
+    contended = 0
+    for attempt in range(len(RETRY_DELAYS) + 1):
+        try:
+            changes = await _apply_batch(engine, settings, limit)
+            break
+        except Exception as error:
+            reason = _reason(error)
+            if is_contention(error) and contended < CONTENTION_ATTEMPTS:
+                contended += 1
+            elif not is_transient(error):
+                log.error("processing.batch.error", reason=reason)
+                changes = await _apply_one_by_one(engine, settings, limit)
+                break
+            if attempt == len(RETRY_DELAYS):
+                raise  # the worker logs it, waits and tries again: a transient failure never parks a message
+            log.warning("processing.batch.retry", reason=reason, attempt=attempt + 1)
+            await asyncio.sleep(RETRY_DELAYS[attempt] * random.uniform(0.5, 1.5))
+    PROCESS_LATENCY.observe(perf_counter() - started)
+    return changes
+
+
+async def _apply_batch(engine: AsyncEngine, settings: ConnectorSettings, limit: int) -> Changes:
+    async with engine.begin() as conn:
+        rows = await journal.lease(conn, limit)
+        if not rows:
+            return Changes()
+        changes = await processor.apply_journal(conn, list(rows), settings)
+        await propagate(conn, changes)
+        await journal.mark(conn, [row.id for row in rows], journal.PROCESSED)
+    return changes
+
+
+async def _apply_one_by_one(engine: AsyncEngine, settings: ConnectorSettings, limit: int) -> Changes:
+    """After a batch failed for a reason not transient: each of its rows in a transaction of its own, in
+    journal order; a row that fails alone for such a reason is parked, the others are applied."""
+    total = Changes()
+    async with engine.connect() as conn:
+        ids = [row.id for row in await journal.peek(conn, limit)]
+    for journal_id in ids:
+        try:
+            async with engine.begin() as conn:
+                rows = await journal.lease_row(conn, journal_id)
+                if not rows:
+                    continue
+                changes = await processor.apply_journal(conn, list(rows), settings)
+                await propagate(conn, changes)
+                await journal.mark(conn, [journal_id], journal.PROCESSED)
+        except Exception as error:
+            if is_transient(error) or is_contention(error):
+                raise  # not this message's fault: the worker retries later
+            reason = _reason(error)[:2000]
+            log.error("incoming.message.error", journal_id=journal_id, reason=reason)
+            async with engine.begin() as conn:
+                await journal.mark(conn, [journal_id], journal.FAILED, error=reason)
+            total.failed += 1
+            continue
+        total.add(changes)
+    return total
+
+
+async def propagate(conn: AsyncConnection, changes: Changes) -> None:
+    """Carry a batch's changes forward, in its transaction: segment memberships, then the outbox."""
+    await membership.refresh(conn, changes)
+    await outbox.enqueue(conn, outbox.USER, changes.users - changes.merged_away)
+    await outbox.enqueue(conn, outbox.ACCOUNT, changes.accounts)
+    await outbox.enqueue(conn, outbox.EVENT, changes.events)
+
+
+async def erase_user(engine: AsyncEngine, user_id: int) -> privacy.Erasure | None:
+    """Erase one profile (the admin API) once no batch is in flight, so none applies a message of this person
+    meanwhile. None if there is no such profile."""
+    async with engine.begin() as conn:
+        await journal.hold_all(conn)
+        changes = Changes()
+        erasure = await processor.erase(conn, [user_id], set(), changes, via="api")
+        if not erasure.users:
+            return None
+        await propagate(conn, changes)
+    return erasure
+
+
+async def journal_lag(engine: AsyncEngine) -> int:
+    lag = await journal.pending_count(engine)
+    JOURNAL_LAG.set(lag)
+    return lag
+
+
+def _reason(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:500]
