@@ -2,21 +2,19 @@
 
 Shared by processing/, segments/ and outbound/, which write to it in the transactions that
 did the work, so an entry exists exactly when what it reports committed. Writes are
-set-based: `append` takes every entry of a batch and writes them with one statement (on
-PostgreSQL an INSERT ... SELECT FROM unnest of one array per column; on SQLite SQLAlchemy's
-"insertmanyvalues", one multi-row INSERT per 1,000 rows, which it uses only for an INSERT
-with RETURNING: without, the driver would run one statement per row).
+set-based: `append` takes every entry of a batch and writes them with one statement
+(db.insert_rows).
 The log is read newest first by id, the order the work was done in.
 """
 
 from datetime import datetime
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector.models import ActivityEntry, UTCDateTime, utcnow
+from connector.db import insert_rows
+from connector.models import ActivityEntry, utcnow
 
 activity_log = ActivityEntry.__table__
 USER, ACCOUNT = "user", "account"
@@ -30,38 +28,9 @@ def entry(
 
 
 async def append(conn: AsyncConnection, entries: list[dict[str, Any]], now: datetime | None = None) -> None:
-    """Write entries in their order (ids follow it), all stamped `now`: one statement (on SQLite one per
-    1,000 rows)."""
-    if not entries:
-        return
+    """Write entries in their order (ids follow it), all stamped `now`, with one statement (db.insert_rows)."""
     at = now or utcnow()
-    if conn.dialect.name == "postgresql":
-        await conn.execute(
-            _UNNEST_INSERT,
-            {
-                "at": at,
-                "entities": [row["entity"] for row in entries],
-                "ids": [row["entity_id"] for row in entries],
-                "actions": [row["action"] for row in entries],
-                "message_ids": [row["message_id"] for row in entries],
-                "details": [orjson.dumps(row["details"]).decode() for row in entries],
-            },
-        )
-    else:
-        await conn.execute(
-            activity_log.insert().returning(activity_log.c.id), [{**row, "created_at": at} for row in entries]
-        )
-
-
-# One parameter per column, whatever the number of rows: three times faster than the same rows
-# as VALUES lists, and the statement is prepared once. WITH ORDINALITY keeps the ids in order.
-_UNNEST_INSERT = sa.text(
-    "INSERT INTO activity_log (entity, entity_id, action, message_id, details, created_at) "
-    "SELECT entity, entity_id, action, message_id, CAST(details AS jsonb), :at FROM unnest("
-    "CAST(:entities AS text[]), CAST(:ids AS bigint[]), CAST(:actions AS text[]), CAST(:message_ids AS text[]), "
-    "CAST(:details AS text[])) WITH ORDINALITY AS rows (entity, entity_id, action, message_id, details, n) "
-    "ORDER BY n"
-).bindparams(sa.bindparam("at", type_=UTCDateTime()))
+    await insert_rows(conn, activity_log, [{**row, "created_at": at} for row in entries])
 
 
 async def append_select(conn: AsyncConnection, select: Any) -> None:

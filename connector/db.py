@@ -1,6 +1,6 @@
 """The async engine, and the few dialect differences the rest of the code needs."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -52,6 +52,54 @@ def any_of(conn: Any, column: Any, values: Sequence[Any]) -> Any:
 def insert(table: Any, dialect_name: str) -> Any:
     """An INSERT that supports ON CONFLICT on both backends."""
     return (pg_insert if dialect_name == "postgresql" else sqlite_insert)(table)
+
+
+async def insert_rows(
+    conn: Any,
+    table: sa.Table,
+    rows: list[dict[str, Any]],
+    *,
+    adapt: Callable[[Any], Any] = lambda statement: statement,
+    returning: Sequence[Any] = (),
+) -> list[Any]:
+    """INSERT `rows` (dicts with the same keys) as one statement, in their order; return the RETURNING rows.
+
+    `adapt` takes the INSERT and adds what it needs (ON CONFLICT ...). On PostgreSQL the rows go as one
+    array parameter per column (INSERT ... SELECT FROM unnest ... WITH ORDINALITY): one prepared statement
+    whatever the count, and about three times faster than the same rows as VALUES lists. Rows must not
+    repeat a conflict key (ON CONFLICT DO UPDATE touches a row once per statement). On SQLite, a multi-row
+    INSERT per 1,000 rows (SQLAlchemy does that only for an INSERT with RETURNING, so there is always one).
+    """
+    if not rows:
+        return []
+    columns = list(rows[0])
+    statement = insert(table, conn.dialect.name)
+    if is_postgres(conn):
+        statement = adapt(statement.from_select(columns, _unnested(table, rows, columns)))
+        if returning:
+            statement = statement.returning(*returning)
+        result = await conn.execute(statement)
+        return list(result.all()) if returning else []
+    statement = adapt(statement).returning(*(returning or table.primary_key.columns))
+    result = await conn.execute(statement, rows)
+    return list(result.all()) if returning else []
+
+
+def _unnested(table: sa.Table, rows: list[dict[str, Any]], columns: list[str]) -> Any:
+    arrays = []
+    for name in columns:
+        column_type = table.c[name].type
+        values = [row[name] for row in rows]
+        if isinstance(column_type, sa.JSON):  # as text, cast back below: a JSON array parameter is not portable
+            arrays.append(sa.bindparam(None, [None if v is None else _json_dumps(v) for v in values], ARRAY(sa.Text)))
+        else:
+            arrays.append(sa.bindparam(None, values, ARRAY(column_type)))
+    unnested = sa.func.unnest(*arrays).table_valued(*columns, with_ordinality="ordinality").render_derived()
+    selected = [
+        sa.cast(unnested.c[name], table.c[name].type) if isinstance(table.c[name].type, sa.JSON) else unnested.c[name]
+        for name in columns
+    ]
+    return sa.select(*selected).order_by(unnested.c.ordinality)
 
 
 def _json_dumps(value: Any) -> str:

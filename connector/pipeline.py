@@ -22,10 +22,10 @@ from time import perf_counter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from connector import journal
-from connector.outbound import outbox
 from connector.db import is_contention, is_transient
 from connector.logs import get_logger
 from connector.metrics import JOURNAL_LAG, PROCESS_LATENCY
+from connector.outbound import outbox
 from connector.processing import privacy, processor
 from connector.processing.changes import Changes
 from connector.segments import membership

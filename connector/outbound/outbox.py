@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector.db import insert
+from connector.db import insert, insert_rows
 from connector.models import OutboxItem, UTCDateTime, utcnow
 
 outbox = OutboxItem.__table__
@@ -29,9 +29,7 @@ async def enqueue(conn: AsyncConnection, kind: str, ids: Iterable[int]) -> None:
         {"key": outbox_key(kind, entity_id), "version": 1, "attempts": 0, "available_at": now, "created_at": now}
         for entity_id in sorted(set(ids))
     ]
-    if not rows:
-        return
-    await conn.execute(_coalescing(insert(outbox, conn.dialect.name)), rows)
+    await insert_rows(conn, outbox, rows, adapt=_coalescing)
 
 
 async def enqueue_select(conn: AsyncConnection, kind: str, ids: Any) -> None:

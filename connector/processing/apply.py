@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector import activity
-from connector.db import Contention, any_of, insert, is_postgres
+from connector.db import Contention, any_of, insert_rows, is_postgres
 from connector.logs import get_logger
 from connector.metrics import PROCESSED
 from connector.models import Account as AccountRow
@@ -349,16 +349,15 @@ class BatchApplier:
         await self._write_events()
         await audiences.record(self.conn, self.audience_changes)
         audits = [_user_audit(row, user_of) for row in resolver.audits] + book.conflict_audits()
-        if audits:
-            await self.conn.execute(audit.insert(), [{**row, "created_at": self.now} for row in audits])
+        await insert_rows(self.conn, audit, [{**row, "created_at": self.now} for row in audits])
         await activity.append(self.conn, self.activity, self.now)
 
     async def _write_accounts(self, book: accounts.AccountBook) -> None:
         created = book.created()
         if created:
-            statement = insert(account_rows, self.conn.dialect.name).on_conflict_do_nothing()
-            stored = await self.conn.execute(
-                statement.returning(account_rows.c.id),
+            stored = await insert_rows(
+                self.conn,
+                account_rows,
                 [
                     {
                         "id": a.id,
@@ -371,8 +370,10 @@ class BatchApplier:
                     }
                     for a in created
                 ],
+                adapt=lambda statement: statement.on_conflict_do_nothing(),
+                returning=[account_rows.c.id],
             )
-            if len(stored.all()) != len(created):
+            if len(stored) != len(created):
                 raise Contention("an account's group id or domain was stored by another worker")
         changed = book.changed_stored()
         if changed:
@@ -417,19 +418,23 @@ class BatchApplier:
             elif profile.dirty:
                 changed.append(row)
         if created:
-            await self.conn.execute(
-                users.insert().values(
-                    id=sa.bindparam("user_id"),
-                    traits=sa.bindparam("traits"),
-                    trait_timestamps=sa.bindparam("stamps"),
-                    last_seen_at=sa.bindparam("seen"),
-                    account_id=sa.bindparam("account_id"),
-                    account_link=sa.bindparam("link"),
-                    account_linked_at=sa.bindparam("linked_at"),
-                    created_at=sa.bindparam("now"),
-                    updated_at=sa.bindparam("now"),
-                ),
-                created,
+            await insert_rows(
+                self.conn,
+                users,
+                [
+                    {
+                        "id": row["user_id"],
+                        "traits": row["traits"],
+                        "trait_timestamps": row["stamps"],
+                        "last_seen_at": row["seen"],
+                        "account_id": row["account_id"],
+                        "account_link": row["link"],
+                        "account_linked_at": row["linked_at"],
+                        "created_at": self.now,
+                        "updated_at": self.now,
+                    }
+                    for row in created
+                ],
             )
         if changed:
             await self.conn.execute(
@@ -454,17 +459,27 @@ class BatchApplier:
         ]
         if not rows:
             return
-        statement = insert(identifiers, self.conn.dialect.name).on_conflict_do_nothing()
-        stored = await self.conn.execute(statement.returning(identifiers.c.id), rows)
-        if len(stored.all()) != len(rows):
+        stored = await insert_rows(
+            self.conn,
+            identifiers,
+            rows,
+            adapt=lambda statement: statement.on_conflict_do_nothing(),
+            returning=[identifiers.c.id],
+        )
+        if len(stored) != len(rows):
             raise Contention("an identifier of this batch was stored by another worker")
 
     async def _write_events(self) -> None:
         rows = self.events
         if not rows:
             return
-        statement = insert(events, self.conn.dialect.name).on_conflict_do_nothing(index_elements=["message_id"])
-        stored = (await self.conn.execute(statement.returning(events.c.id, events.c.message_id), rows)).all()
+        stored = await insert_rows(
+            self.conn,
+            events,
+            rows,
+            adapt=lambda statement: statement.on_conflict_do_nothing(index_elements=["message_id"]),
+            returning=[events.c.id, events.c.message_id],
+        )
         by_message_id = {row["message_id"]: row for row in rows}
         usage_rows: list[dict[str, Any]] = []
         for event_id, message_id in stored:

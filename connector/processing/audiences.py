@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector.db import any_of, insert
+from connector.db import any_of, insert_rows
 from connector.models import AudienceMembership
 from connector.spec import format_timestamp
 
@@ -89,19 +89,17 @@ async def record(conn: AsyncConnection, changes: list[tuple[int, str, bool, date
 
 
 async def _upsert(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    statement = insert(memberships, conn.dialect.name)
+    await insert_rows(conn, memberships, rows, adapt=_keep_latest)
+
+
+def _keep_latest(statement: Any) -> Any:
     new, old = statement.excluded, memberships.c
-    await conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=["user_id", "audience"],
-            set_={
-                "entered_at": _latest(old.entered_at, new.entered_at),
-                "exited_at": _latest(old.exited_at, new.exited_at),
-            },
-        ),
-        rows,
+    return statement.on_conflict_do_update(
+        index_elements=["user_id", "audience"],
+        set_={
+            "entered_at": _latest(old.entered_at, new.entered_at),
+            "exited_at": _latest(old.exited_at, new.exited_at),
+        },
     )
 
 

@@ -148,8 +148,9 @@ class Resolver:
     database left by the ones before it. Profiles it creates get keys from NEW up (ids are
     allocated once the batch knows how many); a merge between two of them, or between one of them
     and a stored profile, is folded here (the stored profile survives) and audited with no
-    merged_user_id: the merged profile was never stored. A merge of two stored profiles, and a rename of a stored user_id, are recorded in
-    `operations`, to run in order before the batch writes anything.
+    merged_user_id: the merged profile was never stored. A merge of two stored profiles, and a
+    rename of a stored user_id, are recorded in `operations`, to run in order before the batch
+    writes anything.
     """
 
     def __init__(self, owners: dict[Claim, int], held: dict[int, str]):

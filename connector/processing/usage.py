@@ -20,14 +20,13 @@ last_feature_at. Events dated in the future count in the totals but not in those
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from connector import journal
-from connector.db import insert
+from connector.db import insert_rows
 from connector.models import Event, FeatureUsage, utcnow
 from connector.spec import format_timestamp
 
@@ -78,9 +77,7 @@ def event_rows(event: Any) -> list[dict[str, Any]]:
     return rows
 
 
-@lru_cache
-def _add_statement(dialect_name: str) -> Any:
-    statement = insert(feature_usage, dialect_name)
+def _add_conflict(statement: Any) -> Any:
     new, old = statement.excluded, feature_usage.c
     return statement.on_conflict_do_update(
         index_elements=list(KEY),
@@ -96,11 +93,12 @@ def _add_statement(dialect_name: str) -> Any:
 
 async def add(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     """Add rows to the sums: counts add up, first_at keeps the earliest, last_at the latest."""
-    if not rows:
-        return
-    statement = _add_statement(conn.dialect.name)
-    for start in range(0, len(rows), WRITE_CHUNK):
-        await conn.execute(statement, rows[start : start + WRITE_CHUNK])
+    sums: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:  # one row per key: a statement's ON CONFLICT DO UPDATE touches a row once
+        _fold(sums, row)
+    folded = list(sums.values())
+    for start in range(0, len(folded), WRITE_CHUNK):
+        await insert_rows(conn, feature_usage, folded[start : start + WRITE_CHUNK], adapt=_add_conflict)
 
 
 async def merge_users(conn: AsyncConnection, target: int, loser: int) -> None:
