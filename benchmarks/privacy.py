@@ -82,7 +82,7 @@ async def run(dsn: str, journal: int, erasures: int) -> None:
         await connection.fetchval("SELECT count(*) FROM inbound_journal WHERE payload->>'userId' = $1", victim["value"])
         scans.append(time.perf_counter() - started)
         started = time.perf_counter()
-        await erase_user(engine, victim["user_id"])
+        await erase_user(engine, settings, victim["user_id"])
         erased.append(time.perf_counter() - started)
     await connection.close()
     await engine.dispose()

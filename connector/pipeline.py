@@ -66,7 +66,7 @@ async def _apply_batch(engine: AsyncEngine, settings: ConnectorSettings, limit: 
         if not rows:
             return Changes()
         changes = await processor.apply_journal(conn, list(rows), settings)
-        await propagate(conn, changes)
+        await propagate(conn, settings, changes)
         await journal.mark(conn, [row.id for row in rows], journal.PROCESSED)
     return changes
 
@@ -84,7 +84,7 @@ async def _apply_one_by_one(engine: AsyncEngine, settings: ConnectorSettings, li
                 if not rows:
                     continue
                 changes = await processor.apply_journal(conn, list(rows), settings)
-                await propagate(conn, changes)
+                await propagate(conn, settings, changes)
                 await journal.mark(conn, [journal_id], journal.PROCESSED)
         except Exception as error:
             if is_transient(error) or is_contention(error):
@@ -99,15 +99,19 @@ async def _apply_one_by_one(engine: AsyncEngine, settings: ConnectorSettings, li
     return total
 
 
-async def propagate(conn: AsyncConnection, changes: Changes) -> None:
-    """Carry a batch's changes forward, in its transaction: segment memberships, then the outbox."""
+async def propagate(conn: AsyncConnection, settings: ConnectorSettings, changes: Changes) -> None:
+    """Carry a batch's changes forward, in its transaction: segment memberships, then the outbox.
+
+    Events are queued only while `send_events` names some: with none named the sender would skip each
+    one, and a row per event is a fifth of a batch's writes."""
     await membership.refresh(conn, changes)
     await outbox.enqueue(conn, outbox.USER, changes.users - changes.merged_away)
     await outbox.enqueue(conn, outbox.ACCOUNT, changes.accounts)
-    await outbox.enqueue(conn, outbox.EVENT, changes.events)
+    if settings.send_events:
+        await outbox.enqueue(conn, outbox.EVENT, changes.events)
 
 
-async def erase_user(engine: AsyncEngine, user_id: int) -> privacy.Erasure | None:
+async def erase_user(engine: AsyncEngine, settings: ConnectorSettings, user_id: int) -> privacy.Erasure | None:
     """Erase one profile (the admin API) once no batch is in flight, so none applies a message of this person
     meanwhile. None if there is no such profile."""
     async with engine.begin() as conn:
@@ -116,7 +120,7 @@ async def erase_user(engine: AsyncEngine, user_id: int) -> privacy.Erasure | Non
         erasure = await processor.erase(conn, [user_id], set(), changes, via="api")
         if not erasure.users:
             return None
-        await propagate(conn, changes)
+        await propagate(conn, settings, changes)
     return erasure
 
 

@@ -59,7 +59,7 @@ async def erase_by_identifier(request: Request) -> JSONResponse:
 
 async def _erase(request: Request, user_id: int) -> JSONResponse:
     runtime = runtime_of(request)
-    erasure: Erasure | None = await erase_user(runtime.engine, user_id)
+    erasure: Erasure | None = await erase_user(runtime.engine, await runtime.settings.current(), user_id)
     if erasure is None:
         return error(404, "no such user")
     return JSONResponse({"id": user_id, "erased": erasure.counts, "suppressed": len(erasure.claims)})
