@@ -12,6 +12,11 @@ REQUEST_LATENCY = Histogram(
 JOURNAL_LAG = Gauge("connector_journal_lag", "Journal messages waiting for the processor")
 PROCESSED = Counter("connector_processed_total", "Journal messages processed by outcome", ["type", "outcome"])
 PROCESS_LATENCY = Histogram("connector_process_batch_seconds", "Processor time per journal batch")
+PROCESS_RETRIES = Counter(
+    "connector_process_batch_retries_total",
+    "Journal batches rolled back and retried, by why: transient (connection, deadlock, restart) or contention",
+    ["reason"],
+)
 OUTBOX_DEPTH = Gauge("connector_outbox_depth", "Outbox rows waiting to be sent")
 DELIVERED = Counter("connector_delivered_total", "Messages delivered to Segment by type", ["type"])
 RETRIED = Counter("connector_retried_total", "Outbound batches retried, by reason", ["reason"])

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from connector import journal
 from connector.db import is_contention, is_transient
 from connector.logs import get_logger
-from connector.metrics import JOURNAL_LAG, PROCESS_LATENCY
+from connector.metrics import JOURNAL_LAG, PROCESS_LATENCY, PROCESS_RETRIES
 from connector.outbound import outbox
 from connector.processing import privacy, processor
 from connector.processing.changes import Changes
@@ -48,7 +48,10 @@ async def process_batch(engine: AsyncEngine, settings: ConnectorSettings, limit:
             reason = _reason(error)
             if is_contention(error) and contended < CONTENTION_ATTEMPTS:
                 contended += 1
-            elif not is_transient(error):
+                PROCESS_RETRIES.labels("contention").inc()
+            elif is_transient(error):
+                PROCESS_RETRIES.labels("transient").inc()
+            else:
                 log.error("processing.batch.error", reason=reason)
                 changes = await _apply_one_by_one(engine, settings, limit)
                 break

@@ -35,8 +35,11 @@ async def run_once(runtime: Runtime, stop: asyncio.Event | None = None) -> Chang
     one batch's Python work overlaps the other's time in the database (a worker has one core to
     itself at most; the database has the others)."""
     loops = BATCHES_IN_FLIGHT if is_postgres(runtime.engine) else 1
-    async with asyncio.TaskGroup() as group:
-        drains = [group.create_task(_drain(runtime, stop)) for _ in range(loops)]
+    try:
+        async with asyncio.TaskGroup() as group:
+            drains = [group.create_task(_drain(runtime, stop)) for _ in range(loops)]
+    except ExceptionGroup as errors:  # the first failure is the one to log; the other batch was rolled back
+        raise errors.exceptions[0] from None
     total = Changes()
     for drain in drains:
         total.add(drain.result())
