@@ -38,7 +38,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def is_postgres(engine_or_conn: Any) -> bool:
-    return engine_or_conn.dialect.name == "postgresql"
+    return bool(engine_or_conn.dialect.name == "postgresql")
 
 
 def any_of(conn: Any, column: Any, values: Sequence[Any]) -> Any:

@@ -292,7 +292,7 @@ async def allocate_ids(conn: AsyncConnection, table: sa.Table, count: int) -> li
             {"n": count},
         )
         return sorted(ids)
-    largest = await conn.scalar(sa.select(sa.func.coalesce(sa.func.max(table.c.id), 0)))
+    largest = int(await conn.scalar(sa.select(sa.func.coalesce(sa.func.max(table.c.id), 0))) or 0)
     return list(range(largest + 1, largest + 1 + count))
 
 
