@@ -65,8 +65,8 @@ async def insert_rows(
     """INSERT `rows` (dicts with the same keys) as one statement, in their order; return the RETURNING rows.
 
     `adapt` takes the INSERT and adds what it needs (ON CONFLICT ...). On PostgreSQL the rows go as one
-    array parameter per column (INSERT ... SELECT FROM unnest ... WITH ORDINALITY): one prepared statement
-    whatever the count, and about three times faster than the same rows as VALUES lists. Rows must not
+    JSON parameter (INSERT ... SELECT FROM json_to_recordset): one prepared statement whatever the count,
+    several times faster than the same rows as VALUES lists, and the least work for the driver. Rows must not
     repeat a conflict key (ON CONFLICT DO UPDATE touches a row once per statement). On SQLite, a multi-row
     INSERT per 1,000 rows (SQLAlchemy does that only for an INSERT with RETURNING, so there is always one).
     """
@@ -75,7 +75,7 @@ async def insert_rows(
     columns = list(rows[0])
     statement = insert(table, conn.dialect.name)
     if is_postgres(conn):
-        statement = adapt(statement.from_select(columns, _unnested(table, rows, columns)))
+        statement = adapt(statement.from_select(columns, _recordset(table, rows, columns)))
         if returning:
             statement = statement.returning(*returning)
         result = await conn.execute(statement)
@@ -85,21 +85,18 @@ async def insert_rows(
     return list(result.all()) if returning else []
 
 
-def _unnested(table: sa.Table, rows: list[dict[str, Any]], columns: list[str]) -> Any:
-    arrays = []
-    for name in columns:
-        column_type = table.c[name].type
-        values = [row[name] for row in rows]
-        if isinstance(column_type, sa.JSON):  # as text, cast back below: a JSON array parameter is not portable
-            arrays.append(sa.bindparam(None, [None if v is None else _json_dumps(v) for v in values], ARRAY(sa.Text)))
-        else:
-            arrays.append(sa.bindparam(None, values, ARRAY(column_type)))
-    unnested = sa.func.unnest(*arrays).table_valued(*columns, with_ordinality="ordinality").render_derived()
-    selected = [
-        sa.cast(unnested.c[name], table.c[name].type) if isinstance(table.c[name].type, sa.JSON) else unnested.c[name]
-        for name in columns
-    ]
-    return sa.select(*selected).order_by(unnested.c.ordinality)
+def _recordset(table: sa.Table, rows: list[dict[str, Any]], columns: list[str]) -> Any:
+    """The rows as one JSON parameter, expanded by the server (json_to_recordset, rows in array order).
+
+    One parameter for the whole set: the driver encodes a string, where an array per column has it
+    check every element (a third of the processor's time went there); JSON columns arrive as JSON."""
+    records = sa.func.json_to_recordset(
+        sa.cast(sa.bindparam(None, orjson.dumps(rows, option=orjson.OPT_NAIVE_UTC).decode(), sa.Text), sa.JSON)
+    )
+    typed = records.table_valued(*(sa.column(name, table.c[name].type) for name in columns)).render_derived(
+        with_types=True
+    )
+    return sa.select(*(typed.c[name] for name in columns))
 
 
 def _json_dumps(value: Any) -> str:

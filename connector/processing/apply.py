@@ -22,6 +22,7 @@ skip it (ON CONFLICT DO NOTHING); that raises db.Contention, and the pipeline re
 lookup then finds it. Two workers never create two profiles for one identifier.
 """
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -110,6 +111,7 @@ class BatchApplier:
         self.events: list[dict[str, Any]] = []
         self.audience_changes: list[tuple[int, str, bool, datetime]] = []
         self.activity: list[dict[str, Any]] = []
+        self.outcomes: Counter[str] = Counter()  # applied messages by type, for the metric (once per batch)
 
     async def apply(self, messages: list[tuple[dict[str, Any], str]]) -> None:
         """Apply (message, source) pairs in order; the source is the inbound journal's."""
@@ -125,8 +127,9 @@ class BatchApplier:
                 run.append((message, source))
         if not run:
             return
-        resolver, book = await self._load(run)
-        steps = self._resolve(run, resolver, book)
+        claims = [self._claims(message) for message, _ in run]
+        resolver, book = await self._load(run, claims)
+        steps = self._resolve(run, claims, resolver, book)
         user_of = await self._allocate(resolver, book)
         await self._run_stored_merges(resolver)
         await self._load_profiles({user_of(step.profile) for step in steps})
@@ -137,6 +140,8 @@ class BatchApplier:
         for step in steps:
             self._apply(step, user_of(step.profile), known_audiences)
         await self._write(resolver, book, user_of)
+        for kind, count in self.outcomes.items():
+            PROCESSED.labels(kind, "success").inc(count)
 
     # -- 1. claims ----------------------------------------------------------------------------------
 
@@ -155,8 +160,10 @@ class BatchApplier:
             return None, company_domain(identity.message_email(message))
         return None, None
 
-    async def _load(self, run: list[tuple[dict[str, Any], str]]) -> tuple[identity.Resolver, accounts.AccountBook]:
-        claims = list(dict.fromkeys(claim for message, _ in run for claim in self._claims(message)))
+    async def _load(
+        self, run: list[tuple[dict[str, Any], str]], named: list[list[identity.Claim]]
+    ) -> tuple[identity.Resolver, accounts.AccountBook]:
+        claims = list(dict.fromkeys(claim for message_claims in named for claim in message_claims))
         owners = await identity.lookup(self.conn, claims)
         linked: list[int] = []
         for _ in range(LOCK_ATTEMPTS):
@@ -187,10 +194,14 @@ class BatchApplier:
     # -- 2. identity --------------------------------------------------------------------------------
 
     def _resolve(
-        self, run: list[tuple[dict[str, Any], str]], resolver: identity.Resolver, book: accounts.AccountBook
+        self,
+        run: list[tuple[dict[str, Any], str]],
+        claims: list[list[identity.Claim]],
+        resolver: identity.Resolver,
+        book: accounts.AccountBook,
     ) -> list[Step]:
         steps = []
-        for message, source in run:
+        for (message, source), message_claims in zip(run, claims, strict=True):
             message_id = message["messageId"]
             if message["type"] == "alias":
                 previous, new = clean_id(message.get("previousId")), clean_id(message.get("userId"))
@@ -198,7 +209,7 @@ class BatchApplier:
                 if key is None:
                     key = resolver.resolve(resolver.alias_claims(previous, new), message_id)
             else:
-                key = resolver.resolve(identity.claims_of(message, self.settings.identify_by_email), message_id)
+                key = resolver.resolve(message_claims, message_id)
             step = Step(message, source, key)
             group_id, domain = self._account_claims(message)
             if message["type"] == "group":
@@ -309,7 +320,7 @@ class BatchApplier:
             profile.last_seen_at = timestamp
             profile.dirty = True
         self.changes.processed += 1
-        PROCESSED.labels(kind, "success").inc()
+        self.outcomes[kind] += 1
 
     def _account_changed(self, step: Step) -> bool:
         if step.account_changed and step.account is not None:

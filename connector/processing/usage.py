@@ -185,7 +185,7 @@ async def recount_accounts(conn: AsyncConnection, keys: set[tuple[int, str, date
 
 
 def _fold(sums: dict[tuple[Any, ...], dict[str, Any]], row: dict[str, Any]) -> None:
-    key = tuple(row[name] for name in KEY)
+    key = (row["entity"], row["entity_id"], row["feature"], row["day"])  # KEY, spelled out: this runs per event
     current = sums.get(key)
     if current is None:
         sums[key] = dict(row)
