@@ -95,7 +95,7 @@ def classify(error: Exception) -> Failure:
 
 
 async def post_batch(
-    settings: ConnectorSettings, batch: list[dict[str, Any]], timeout: float = REQUEST_TIMEOUT_SECONDS
+    settings: ConnectorSettings, batch: list[dict[str, Any]], request_timeout: float = REQUEST_TIMEOUT_SECONDS
 ) -> Failure | None:
     """One POST /v1/batch with segment-analytics-python's transport; None when Segment accepted it."""
     started = perf_counter()
@@ -106,7 +106,7 @@ async def post_batch(
             host=settings.segment_api_host,
             batch=batch,
             sentAt=utcnow().isoformat(),
-            timeout=timeout,
+            timeout=request_timeout,
         )
     except Exception as error:  # every failure is classified: retried or dead-lettered, never lost
         return classify(error)

@@ -152,7 +152,7 @@ class ListValue:
 
     def elements(self) -> tuple[Any, ColumnValue]:
         table = self.select.subquery("element")
-        return table, ColumnValue(list(table.c)[0], self.kind)
+        return table, ColumnValue(next(iter(table.c)), self.kind)
 
 
 class Compiler:

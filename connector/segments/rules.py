@@ -101,7 +101,7 @@ OPERATORS_BY_KIND = {
     "string": EQUALITY_OPS + STRING_OPS + PRESENCE_OPS,
     "datetime": PRESENCE_OPS + DATE_OPS,
     "number": EQUALITY_OPS + PRESENCE_OPS + NUMBER_OPS,
-    "list": ("contains",) + PRESENCE_OPS,
+    "list": ("contains", *PRESENCE_OPS),
 }
 MAX_DEPTH = 32
 MAX_LIST = 1000
@@ -138,7 +138,7 @@ class Scalar:
 
 
 def is_scalar(value: Any) -> bool:
-    if isinstance(value, bool) or isinstance(value, str):
+    if isinstance(value, (bool, str)):
         return True
     return isinstance(value, (int, float)) and math.isfinite(value)
 

@@ -78,7 +78,9 @@ async def get_users(request: Request) -> JSONResponse:
       - {name: anonymous_id, in: query, schema: {type: string}}
       - {name: email, in: query, schema: {type: string}}
     responses:
-      200: {description: "the profile: identifiers, traits, account, segments, recent events", schema: {$ref: "#/components/schemas/User"}}
+      200:
+        description: "the profile: identifiers, traits, account, segments, recent events"
+        schema: {$ref: "#/components/schemas/User"}
       400: {description: "none of user_id, anonymous_id, email given"}
       404: {description: "no such user"}
     """
