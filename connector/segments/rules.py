@@ -126,7 +126,7 @@ class Scalar:
     """A rule value, tagged by JSON type so that no evaluator confuses true with 1."""
 
     kind: str  # string, number, boolean
-    value: Any
+    value: str | float | bool
 
     @classmethod
     def of(cls, value: Any) -> "Scalar":
@@ -217,8 +217,8 @@ def _validate_attribute(node: dict[str, Any], entity: str, path: str) -> None:
         raise RuleError(f"{path}.attribute", "must be a string")
     try:
         attribute, _ = resolve_attribute(entity, name)
-    except KeyError as problem:
-        raise RuleError(f"{path}.attribute", problem.args[0]) from None
+    except KeyError as unknown:
+        raise RuleError(f"{path}.attribute", unknown.args[0]) from None
     op = node.get("op")
     if op not in OPERATORS:
         raise RuleError(f"{path}.op", f"unknown operator {op!r}; expected one of {', '.join(OPERATORS)}")
