@@ -6,7 +6,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 
 def create_engine(database_url: str, max_connections: int = 20, **kwargs: Any) -> AsyncEngine:
@@ -35,7 +35,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def is_postgres(engine_or_conn: Any) -> bool:
+def is_postgres(engine_or_conn: AsyncEngine | AsyncConnection) -> bool:
     return engine_or_conn.dialect.name == "postgresql"
 
 

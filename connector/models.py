@@ -15,7 +15,7 @@ JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
-class UTCDateTime(sa.types.TypeDecorator):
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
     """DateTime that always comes back timezone-aware UTC (SQLite drops tzinfo)."""
 
     impl = sa.DateTime(timezone=True)
