@@ -203,7 +203,8 @@ def main() -> None:
         f"p50 {batch['p50_ms']:.1f} ms, p99 {batch['p99_ms']:.1f} ms)"
     )
     print(
-        f"/segment    {single['requests_per_s']:>9,.0f} requests/s (p50 {single['p50_ms']:.1f} ms, p99 {single['p99_ms']:.1f} ms)"
+        f"/segment    {single['requests_per_s']:>9,.0f} requests/s "
+        f"(p50 {single['p50_ms']:.1f} ms, p99 {single['p99_ms']:.1f} ms)"
     )
     print(f"COPY        {ceiling:>9,.0f} rows/s   (raw asyncpg COPY of the same journal rows: the ceiling)")
     print(

@@ -6,7 +6,7 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 import uvicorn
@@ -83,7 +83,7 @@ def serve(no_worker: bool, host: str | None, port: int | None, forwarded_allow_i
     env = checked_environment()
     host, port = host or env.host, port or env.port
     asyncio.run(_print_welcome(env, f"http://{host}:{port}"))
-    options = {
+    options: dict[str, Any] = {  # uvicorn.run's keywords
         "host": host,
         "port": port,
         "proxy_headers": True,
@@ -100,7 +100,7 @@ def serve(no_worker: bool, host: str | None, port: int | None, forwarded_allow_i
         uvicorn.run(create_app(env), **options)
 
 
-async def _print_welcome(env, listening: str | None = None) -> None:  # type: ignore[no-untyped-def]
+async def _print_welcome(env: Environment, listening: str | None = None) -> None:
     from connector.runtime import Runtime
     from connector.settings import mask_secret
 

@@ -30,7 +30,8 @@ async def ensure_credential(engine: AsyncEngine, name: str, configured: str | No
             .values(name=name, value=new_secret(prefix), created_at=utcnow())
             .on_conflict_do_nothing()
         )
-        return (await conn.execute(sa.select(table.c.value).where(table.c.name == name))).scalar_one()
+        stored: str = (await conn.execute(sa.select(table.c.value).where(table.c.name == name))).scalar_one()
+        return stored
 
 
 async def rotate_api_key(engine: AsyncEngine) -> str:

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 
 def create_engine(database_url: str, max_connections: int = 20, **kwargs: Any) -> AsyncEngine:
@@ -37,11 +37,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def is_postgres(engine_or_conn: Any) -> bool:
+def is_postgres(engine_or_conn: AsyncEngine | AsyncConnection) -> bool:
     return bool(engine_or_conn.dialect.name == "postgresql")
 
 
-def any_of(conn: Any, column: Any, values: Sequence[Any]) -> Any:
+def any_of(conn: AsyncEngine | AsyncConnection, column: Any, values: Sequence[Any]) -> Any:
     """`column IN values`; on PostgreSQL `column = ANY(array)`: one statement text whatever the count, so it
     is prepared and planned once, where IN renders a placeholder per value and plans anew for each length."""
     if is_postgres(conn):

@@ -2,13 +2,16 @@
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
+from structlog.typing import FilteringBoundLogger
 
 REDACTED_KEYS = frozenset({"write_key", "writeKey", "shared_secret", "api_key", "authorization", "admin_token"})
 
 
-def _redact(_logger: object, _name: str, event: dict) -> dict:
+def _redact(_logger: object, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in REDACTED_KEYS & event.keys():
         event[key] = "[redacted]"
     return event
@@ -31,5 +34,6 @@ def configure_logging(level: str = "INFO") -> None:
     )
 
 
-def get_logger() -> structlog.stdlib.BoundLogger:
-    return structlog.get_logger("connector")
+def get_logger() -> FilteringBoundLogger:
+    logger: FilteringBoundLogger = structlog.get_logger("connector")  # the wrapper_class configured above
+    return logger

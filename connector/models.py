@@ -5,7 +5,7 @@ timezone-aware UTC on both backends.
 """
 
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
@@ -15,7 +15,7 @@ JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
-class UTCDateTime(sa.types.TypeDecorator):
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
     """DateTime that always comes back timezone-aware UTC (SQLite drops tzinfo)."""
 
     impl = sa.DateTime(timezone=True)
@@ -60,10 +60,16 @@ def _ref(target: str, nullable: bool = False, index: bool = True, ondelete: str 
     )
 
 
+class TableModel(SQLModel):
+    """Base of every table class: SQLModel sets each one's SQLAlchemy Core `__table__` without declaring it to mypy."""
+
+    __table__: ClassVar[sa.Table]
+
+
 # --- inbound ---------------------------------------------------------------
 
 
-class JournalEntry(SQLModel, table=True):
+class JournalEntry(TableModel, table=True):
     """Every accepted inbound message, in arrival order; the processor consumes it."""
 
     __tablename__ = "inbound_journal"
@@ -107,7 +113,7 @@ class JournalEntry(SQLModel, table=True):
 # --- profiles --------------------------------------------------------------
 
 
-class Account(SQLModel, table=True):
+class Account(TableModel, table=True):
     __tablename__ = "accounts"
 
     id: int | None = _id()
@@ -119,7 +125,7 @@ class Account(SQLModel, table=True):
     updated_at: datetime = _time()
 
 
-class User(SQLModel, table=True):
+class User(TableModel, table=True):
     __tablename__ = "users"
 
     id: int | None = _id()
@@ -134,7 +140,7 @@ class User(SQLModel, table=True):
     last_seen_at: datetime | None = _time(nullable=True)
 
 
-class UserIdentifier(SQLModel, table=True):
+class UserIdentifier(TableModel, table=True):
     """One claim (user_id, anonymous_id or email) pointing at exactly one profile."""
 
     __tablename__ = "user_identifiers"
@@ -157,7 +163,7 @@ class UserIdentifier(SQLModel, table=True):
     created_at: datetime = _time()
 
 
-class Event(SQLModel, table=True):
+class Event(TableModel, table=True):
     __tablename__ = "events"
     __table_args__ = (sa.Index("ix_events_user_time", "user_id", "timestamp"),)
 
@@ -176,7 +182,7 @@ class Event(SQLModel, table=True):
     account_id: int | None = Field(default=None, sa_type=BigId)
 
 
-class IdentityAudit(SQLModel, table=True):
+class IdentityAudit(TableModel, table=True):
     """Every merge, every rename by alias, and every link refused because two user_ids differ."""
 
     __tablename__ = "identity_audit"
@@ -193,7 +199,7 @@ class IdentityAudit(SQLModel, table=True):
 # --- product usage and audiences ------------------------------------------
 
 
-class FeatureUsage(SQLModel, table=True):
+class FeatureUsage(TableModel, table=True):
     """Track events carrying properties.feature, summed per user or account, feature and UTC day.
 
     Day granularity keeps the 30-day and 12-week figures exact; the rows only ever add up,
@@ -213,7 +219,7 @@ class FeatureUsage(SQLModel, table=True):
     last_at: datetime = _time()
 
 
-class AudienceMembership(SQLModel, table=True):
+class AudienceMembership(TableModel, table=True):
     """An Engage audience a user entered or exited; member while the latest entry is after the latest exit."""
 
     __tablename__ = "audience_memberships"
@@ -227,7 +233,7 @@ class AudienceMembership(SQLModel, table=True):
 # --- segments --------------------------------------------------------------
 
 
-class Segment(SQLModel, table=True):
+class Segment(TableModel, table=True):
     __tablename__ = "segments"
 
     id: int | None = _id()
@@ -239,7 +245,7 @@ class Segment(SQLModel, table=True):
     computed_at: datetime | None = _time(nullable=True)
 
 
-class SegmentMembership(SQLModel, table=True):
+class SegmentMembership(TableModel, table=True):
     __tablename__ = "segment_memberships"
     __table_args__ = (sa.Index("ix_segment_memberships_entity", "entity_id"),)
 
@@ -250,7 +256,7 @@ class SegmentMembership(SQLModel, table=True):
     entered_at: datetime = _time()
 
 
-class SegmentTransition(SQLModel, table=True):
+class SegmentTransition(TableModel, table=True):
     """An entry or exit, with the segment's name and entity as they were: a transition outlives a
     rename or the deletion of its segment, so its Segment Exited can still be sent."""
 
@@ -269,7 +275,7 @@ class SegmentTransition(SQLModel, table=True):
 # --- outbound --------------------------------------------------------------
 
 
-class OutboxItem(SQLModel, table=True):
+class OutboxItem(TableModel, table=True):
     """Something to send. `key` coalesces: one row per user or account, one per event.
 
     A change to a row already waiting bumps `version`; the sender deletes the row only
@@ -290,7 +296,7 @@ class OutboxItem(SQLModel, table=True):
     created_at: datetime = _time()
 
 
-class DeliveryState(SQLModel, table=True):
+class DeliveryState(TableModel, table=True):
     """What Segment last received per identify/group target: the payload's hash, the segment names
     it carried (so a segment left, renamed or deleted is sent as `false`), and whether the
     target was still in the outbound filter (False once its farewell call was delivered)."""
@@ -306,7 +312,7 @@ class DeliveryState(SQLModel, table=True):
     delivered_at: datetime = _time()
 
 
-class DeadLetter(SQLModel, table=True):
+class DeadLetter(TableModel, table=True):
     __tablename__ = "dead_letters"
 
     id: int | None = _id()
@@ -320,7 +326,7 @@ class DeadLetter(SQLModel, table=True):
 # --- operations ------------------------------------------------------------
 
 
-class ActivityEntry(SQLModel, table=True):
+class ActivityEntry(TableModel, table=True):
     """Hull's user log: what happened to one user or account and why, newest first by id.
 
     `action` is the log's event name (`incoming.user.success`, `segment.entered`,
@@ -340,7 +346,7 @@ class ActivityEntry(SQLModel, table=True):
     created_at: datetime = _time(index=True)
 
 
-class Suppression(SQLModel, table=True):
+class Suppression(TableModel, table=True):
     """An identifier of an erased profile: its messages are acknowledged and dropped until removed.
 
     Only a SHA-256 of the value is kept, so the list itself holds no personal data.
@@ -353,7 +359,7 @@ class Suppression(SQLModel, table=True):
     created_at: datetime = _time()
 
 
-class WorkerHeartbeat(SQLModel, table=True):
+class WorkerHeartbeat(TableModel, table=True):
     """One row per worker process, touched every round: no beat for 60 s makes the status an error."""
 
     __tablename__ = "worker_heartbeats"
@@ -363,7 +369,7 @@ class WorkerHeartbeat(SQLModel, table=True):
     beat_at: datetime = _time()
 
 
-class SegmentApiAnswer(SQLModel, table=True):
+class SegmentApiAnswer(TableModel, table=True):
     """The last answer Segment's API gave for a write key (kept by its hash, never the key)."""
 
     __tablename__ = "segment_api_answers"
@@ -377,7 +383,7 @@ class SegmentApiAnswer(SQLModel, table=True):
 # --- configuration ---------------------------------------------------------
 
 
-class SettingsVersion(SQLModel, table=True):
+class SettingsVersion(TableModel, table=True):
     """Each saved settings document; the highest version is in force."""
 
     __tablename__ = "settings_versions"
@@ -387,7 +393,7 @@ class SettingsVersion(SQLModel, table=True):
     created_at: datetime = _time()
 
 
-class Credential(SQLModel, table=True):
+class Credential(TableModel, table=True):
     """Generated secrets (the inbound API key)."""
 
     __tablename__ = "credentials"

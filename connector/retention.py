@@ -41,7 +41,7 @@ dead_letters = DeadLetter.__table__
 log = get_logger()
 
 
-def expiry_rules(settings: ConnectorSettings, now: datetime) -> list[tuple[sa.Table, sa.Column, list[Any]]]:
+def expiry_rules(settings: ConnectorSettings, now: datetime) -> list[tuple[sa.Table, sa.Column[datetime], list[Any]]]:
     """(table, age column, conditions of an expired row) for each table whose retention is on."""
     rules = [
         (journal, journal.c.processed_at, settings.journal_retention_days, [journal.c.status == "processed"]),
@@ -57,7 +57,7 @@ async def purge(
     settings: ConnectorSettings,
     now: datetime | None = None,
     batch_size: int = BATCH_SIZE,
-    on_batch: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], object] | None = None,
     stop: asyncio.Event | None = None,
 ) -> dict[str, int]:
     """One retention pass: delete every expired row; returns the rows deleted per table.
@@ -94,7 +94,7 @@ async def expired_counts(
 
 
 async def _delete_batch(
-    engine: AsyncEngine, table: sa.Table, age: sa.Column, expired: list[Any], batch_size: int
+    engine: AsyncEngine, table: sa.Table, age: sa.Column[datetime], expired: list[Any], batch_size: int
 ) -> tuple[int, int]:
     async with engine.begin() as conn:
         ids = (

@@ -201,9 +201,8 @@ def normalise_message(
         _require_id(message, "userId")
     elif message_type == "delete":
         _require_id(message, "userId")
-    if message_type in ("page", "screen") and message.get("name") is not None:
-        if not isinstance(message["name"], str):
-            raise SpecError("name", "name must be a string")
+    if message_type in ("page", "screen") and message.get("name") is not None and not isinstance(message["name"], str):
+        raise SpecError("name", "name must be a string")
 
     if "messageId" in message and message["messageId"] is not None:
         if not isinstance(message["messageId"], (str, int)) or str(message["messageId"]).strip() == "":

@@ -8,6 +8,7 @@ both up at once rather than after the lease.
 """
 
 import asyncio
+import contextlib
 
 from connector.db import is_postgres
 from connector.heartbeat import beat_until
@@ -122,7 +123,5 @@ async def purge_forever(runtime: Runtime, stop: asyncio.Event) -> None:
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass

@@ -49,7 +49,9 @@ NAMES = [f"rule {n}" for n in range(len(RULES))]
 
 
 def people():
-    days_ago = lambda days: (utcnow() - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    def days_ago(days):
+        return (utcnow() - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
     return [
         {"type": "identify", "userId": "ada", "traits": {"plan": "pro", "signup": "2024-01-15", "beta": True}},
         {
@@ -78,7 +80,7 @@ def people():
 
 
 async def create_segments(client):
-    for name, (rule, _) in zip(NAMES, RULES):
+    for name, (rule, _) in zip(NAMES, RULES, strict=True):
         response = await client.post("/api/segments", headers=admin_auth(), json={"name": name, "rule": rule})
         assert response.status_code == 201, response.text
 
@@ -109,4 +111,6 @@ async def test_each_rule_selects_exactly_the_users_written_beside_it(client, run
         await send_people(client, runtime)
         await create_segments(client)
     found = await members_by_rule(client)
-    assert {name: found[name] for name in NAMES} == {name: expected for name, (_, expected) in zip(NAMES, RULES)}
+    assert {name: found[name] for name in NAMES} == {
+        name: expected for name, (_, expected) in zip(NAMES, RULES, strict=True)
+    }

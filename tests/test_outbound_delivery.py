@@ -243,7 +243,7 @@ async def test_the_total_wait_before_dead_lettering_is_four_hours_plus_at_most_o
     await one_queued_identify(client, runtime, segment_api)
     waited = timedelta(0)  # the backoffs the sender asked for, lived through instantly
     for _ in range(500):
-        await fail_rounds(runtime, segment_api, 1, elapsed_before_each=lambda _: waited)
+        await fail_rounds(runtime, segment_api, 1, elapsed_before_each=lambda _, waited=waited: waited)
         queued = await rows(runtime)
         if not queued:
             break

@@ -211,7 +211,7 @@ event_conditions = st.builds(
 )
 
 
-audience_conditions = st.builds(lambda key: {"audience": key}, st.sampled_from(AUDIENCES + ["never_seen"]))
+audience_conditions = st.builds(lambda key: {"audience": key}, st.sampled_from([*AUDIENCES, "never_seen"]))
 
 
 def rules(entity: str):

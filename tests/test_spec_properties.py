@@ -97,10 +97,8 @@ def test_a_message_missing_a_required_field_is_refused_naming_it(message, data):
     if message["type"] in REQUIRED and data.draw(st.booleans()):
         field = data.draw(st.sampled_from(REQUIRED[message["type"]]))
         broken = {key: value for key, value in message.items() if key != field}
-        if field == "userId" and "anonymousId" not in broken:
-            expected = "userId"  # no identity at all: the identity rule names userId first
-        else:
-            expected = field
+        # no identity left at all: the identity rule names userId first
+        expected = "userId" if field == "userId" and "anonymousId" not in broken else field
     else:
         broken = {key: value for key, value in message.items() if key not in ("userId", "anonymousId")}
         expected = "userId"

@@ -51,7 +51,8 @@ class JournalWriter:
 
     async def _flush_while_waiting(self) -> None:
         while self._waiting:
-            taken, count = [], 0
+            taken: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
+            count = 0
             while self._waiting and (not taken or count + len(self._waiting[0][0]) <= MAX_ROWS_PER_COMMIT):
                 rows, done = self._waiting.pop(0)
                 taken.append((rows, done))

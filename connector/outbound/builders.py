@@ -216,13 +216,13 @@ async def _load(conn: AsyncConnection, ids: dict[str, list[int]]) -> _Data:
                 sa.select(users.c.id, users.c.traits, users.c.account_id).where(users.c.id.in_(user_ids))
             )
         }
-        for row in await conn.execute(
+        for identifier in await conn.execute(
             sa.select(identifiers.c.user_id, identifiers.c.kind, identifiers.c.value)
             .where(identifiers.c.user_id.in_(user_ids), identifiers.c.kind.in_(("user_id", "anonymous_id")))
             .order_by(identifiers.c.id)
         ):
-            target = data.user_ids if row.kind == "user_id" else data.anonymous_ids
-            target.setdefault(row.user_id, row.value)
+            target = data.user_ids if identifier.kind == "user_id" else data.anonymous_ids
+            target.setdefault(identifier.user_id, identifier.value)
     account_ids = set(ids[ACCOUNT]) | {row.account_id for row in data.users.values() if row.account_id}
     if account_ids:
         data.accounts = {

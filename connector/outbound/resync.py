@@ -20,7 +20,7 @@ class UnknownSegment(LookupError):
     pass
 
 
-def _selection(settings: ConnectorSettings, segment: tuple[int, str] | None) -> sa.Select:
+def _selection(settings: ConnectorSettings, segment: tuple[int, str] | None) -> sa.Select[int]:
     """The ids to enqueue: members of one segment, or the users in the outbound filter."""
     if segment is not None:
         return sa.select(memberships.c.entity_id).where(memberships.c.segment_id == segment[0])

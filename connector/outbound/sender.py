@@ -23,10 +23,11 @@ import asyncio
 import hashlib
 import json
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from time import perf_counter
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from segment.analytics import request as segment_request
@@ -95,7 +96,7 @@ def classify(error: Exception) -> Failure:
 
 
 async def post_batch(
-    settings: ConnectorSettings, batch: list[dict[str, Any]], timeout: float = REQUEST_TIMEOUT_SECONDS
+    settings: ConnectorSettings, batch: list[dict[str, Any]], request_timeout: float = REQUEST_TIMEOUT_SECONDS
 ) -> Failure | None:
     """One POST /v1/batch with segment-analytics-python's transport; None when Segment accepted it."""
     started = perf_counter()
@@ -106,7 +107,7 @@ async def post_batch(
             host=settings.segment_api_host,
             batch=batch,
             sentAt=utcnow().isoformat(),
-            timeout=timeout,
+            timeout=request_timeout,
         )
     except Exception as error:  # every failure is classified: retried or dead-lettered, never lost
         return classify(error)
@@ -117,7 +118,7 @@ async def post_batch(
 
 def backoff_seconds(attempts: int, retry_after: float | None = None) -> float:
     """Exponential with equal jitter (never less than half the step), at least Retry-After."""
-    step = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(attempts, 30))
+    step = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2.0 ** min(attempts, 30))
     return max(step / 2 + random.uniform(0, step / 2), retry_after or 0.0)
 
 
@@ -137,11 +138,14 @@ def envelope_size(write_key: str | None) -> int:
     return len(json.dumps({"batch": [], "sentAt": longest_sent_at, "writeKey": write_key}).encode())
 
 
-def batches(messages: list[Any], size_of: Any, write_key: str | None) -> list[list[Any]]:
+Item = TypeVar("Item")
+
+
+def batches(messages: Sequence[Item], size_of: Callable[[Item], int], write_key: str | None) -> list[list[Item]]:
     """Split in order into batches within Segment's limits (bytes on the wire and count)."""
     empty = envelope_size(write_key)
-    result: list[list[Any]] = []
-    current: list[Any] = []
+    result: list[list[Item]] = []
+    current: list[Item] = []
     current_bytes = empty
     for item in messages:
         size = size_of(item) + (BATCH_SEPARATOR_BYTES if current else 0)
@@ -375,11 +379,11 @@ class Sender:
         sendable = []
         for outgoing in built.messages:
             if sizes[id(outgoing)] > MAX_MESSAGE_BYTES:
-                failure = Failure(
+                too_big = Failure(
                     f"message is {sizes[id(outgoing)]} bytes as sent; Segment's limit is {MAX_MESSAGE_BYTES}"
                 )
-                dead.append((outgoing, failure))
-                entries += outcome_entries(outgoing, "dead_letter", failure)
+                dead.append((outgoing, too_big))
+                entries += outcome_entries(outgoing, "dead_letter", too_big)
             else:
                 sendable.append(outgoing)
         failures = await self._send(
@@ -390,7 +394,7 @@ class Sender:
             await record_answer(self.runtime.engine, settings.write_key, [failure for _, failure in failures])
         by_key = {row.key: row for row in rows}
         backoff: dict[int, tuple[Any, Failure]] = {}
-        delivered = []
+        delivered: list[builders.Outgoing] = []
         now = utcnow()
         for batch, failure in failures:
             if failure is None:

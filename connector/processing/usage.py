@@ -114,7 +114,7 @@ async def track_event_count(engine: AsyncEngine) -> int:
         return (await conn.execute(sa.select(sa.func.count()).where(events.c.type == "track"))).scalar_one()
 
 
-async def rebuild(engine: AsyncEngine, on_page: Callable[[int], None] | None = None) -> int:
+async def rebuild(engine: AsyncEngine, on_page: Callable[[int], object] | None = None) -> int:
     """Recompute every usage row from the stored events, in one transaction; returns the rows written.
 
     The journal consumers are held off meanwhile (journal.hold_all on PostgreSQL, the write lock on
@@ -308,7 +308,7 @@ async def report(
     """Usage of one user or account: computed attributes, per-feature totals, weekly trend."""
     today = today_of(now)
     mine = (feature_usage.c.entity == entity) & (feature_usage.c.entity_id == entity_id)
-    totals = (
+    count, score, feature_count = (
         await conn.execute(
             sa.select(
                 sa.func.coalesce(sa.func.sum(feature_usage.c.count), 0).label("count"),
@@ -317,11 +317,11 @@ async def report(
             ).where(mine)
         )
     ).one()
-    features = list(await conn.execute(_by_feature(entity, [entity_id], max(feature_limit, TOP_FEATURES))))
+    features: list[Any] = list(await conn.execute(_by_feature(entity, [entity_id], max(feature_limit, TOP_FEATURES))))
     attributes, weeks = _summarise(features, list(await conn.execute(_by_day(entity, [entity_id], today))), today)
     return {
         "attributes": formatted(attributes),
-        "totals": {"count": int(totals.count), "score": int(totals.score), "features": int(totals.features)},
+        "totals": {"count": int(count), "score": int(score), "features": int(feature_count)},
         "features": [
             {
                 "feature": row.feature,

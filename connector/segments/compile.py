@@ -7,7 +7,7 @@ needs it with CASE, because PostgreSQL does not promise to evaluate AND left to 
 """
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
@@ -80,7 +80,7 @@ class PostgresJson:
     @classmethod
     def at(cls, column: Any, path: tuple[str, ...]) -> "PostgresJson":
         # `->` with a text key never indexes into an array (unlike `#>`), as in Python.
-        value = sa.type_coerce(column, JSONB)
+        value: sa.ColumnElement[Any] = sa.type_coerce(column, JSONB)
         for part in path:
             value = value.op("->", return_type=JSONB)(sa.literal(part, sa.Text))
         return cls(value)
@@ -152,7 +152,7 @@ class ListValue:
 
     def elements(self) -> tuple[Any, ColumnValue]:
         table = self.select.subquery("element")
-        return table, ColumnValue(list(table.c)[0], self.kind)
+        return table, ColumnValue(next(iter(table.c)), self.kind)
 
 
 class Compiler:
@@ -267,15 +267,17 @@ class Compiler:
         if op == "within_last_days":
             test = sa.and_(key >= datetime_key(self.now - timedelta(days=expected)), key <= datetime_key(self.now))
         else:
-            bound = datetime_key(parse_date(expected))  # as in evaluate.py: the value's offset applies
-            test = key < bound if op == "before" else key > bound
+            # as in evaluate.py: the value's offset applies (a validated rule's value is a date)
+            bound_key = datetime_key(cast(datetime, parse_date(expected)))
+            test = key < bound_key if op == "before" else key > bound_key
         return _guard(value.is_kind("string"), _guard(self.date_shape(value.text()), test))
 
 
 def _attribute(compiler: Compiler, node: dict[str, Any]) -> Any:
     attribute, path = attribute_of(compiler.entity, node)
     value = attribute.sql(compiler, path)
-    op, expected = node["op"], node.get("value")
+    op: str = node["op"]
+    expected: Any = node.get("value")  # its JSON type follows op: rules.py validated the rule
     if op in ("exists", "not_exists"):
         return value.present() if op == "exists" else sa.not_(value.present())
     if op in ("eq", "neq"):

@@ -1,7 +1,7 @@
 """The Python evaluator: does one profile match a (valid) rule? Semantics: rules.py."""
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from connector.segments.attributes import MISSING, Profile
 from connector.segments.rules import DEFAULT_COUNT, Scalar, attribute_of, date_key, datetime_key, parse_date
@@ -34,7 +34,7 @@ def json_kind(value: Any) -> str | None:
 def equals(value: Any, scalar: Scalar) -> bool:
     if json_kind(value) != scalar.kind:
         return False
-    return float(value) == scalar.value if scalar.kind == "number" else value == scalar.value
+    return float(value) == scalar.value if scalar.kind == "number" else scalar.value == value
 
 
 def compare(left: Any, op: str, right: Any) -> Any:
@@ -52,7 +52,8 @@ def compare(left: Any, op: str, right: Any) -> Any:
 def _attribute(node: dict[str, Any], entity: str, profile: Profile, now: datetime) -> bool:
     attribute, path = attribute_of(entity, node)
     value = attribute.python(profile, path)
-    op, expected = node["op"], node.get("value")
+    op: str = node["op"]
+    expected: Any = node.get("value")  # its JSON type follows op: rules.py validated the rule
     if op in ("exists", "not_exists"):
         return (json_kind(value) is not None) == (op == "exists")
     if op in ("eq", "neq"):
@@ -73,6 +74,10 @@ def _attribute(node: dict[str, Any], entity: str, profile: Profile, now: datetim
 
 
 def _date(kind: str, value: Any, op: str, expected: Any, now: datetime) -> bool:
+    # datetimes for a datetime attribute; for a date-like trait, date_key strings (they sort as the dates do)
+    low: Any
+    high: Any
+    bound: Any
     if kind == "datetime":
         moment: Any = value
         low, high = (now - timedelta(days=expected), now) if op == "within_last_days" else (None, None)
@@ -82,14 +87,15 @@ def _date(kind: str, value: Any, op: str, expected: Any, now: datetime) -> bool:
         if op == "within_last_days":
             low, high = datetime_key(now - timedelta(days=expected)), datetime_key(now)
         else:
-            bound = datetime_key(parse_date(expected))  # the value's offset applies; traits have none
+            # the value's offset applies; traits have none (a validated rule's value is a date)
+            bound = datetime_key(cast(datetime, parse_date(expected)))
     if moment is None:
         return False
     if op == "before":
-        return moment < bound
+        return bool(moment < bound)
     if op == "after":
-        return moment > bound
-    return low <= moment <= high
+        return bool(moment > bound)
+    return bool(low <= moment <= high)
 
 
 def event_since(node: dict[str, Any], now: datetime) -> datetime | None:
@@ -104,7 +110,8 @@ def _event(node: dict[str, Any], entity: str, profile: Profile, now: datetime) -
 
 
 def _audience(node: dict[str, Any], entity: str, profile: Profile, now: datetime) -> bool:
-    return profile.computed["audiences"].get(node["audience"], False)
+    member: bool = profile.computed["audiences"].get(node["audience"], False)
+    return member
 
 
 CONDITIONS = {"attribute": _attribute, "event": _event, "audience": _audience}

@@ -96,7 +96,7 @@ async def recompute(
     )
     await _enqueue_recorded(conn, segment, recorded)
     await conn.execute(segments.update().where(segments.c.id == segment_id).values(computed_at=now))
-    counts = dict(
+    counts: dict[str, int] = dict(
         (
             await conn.execute(
                 sa.select(transitions.c.transition, sa.func.count()).where(recorded).group_by(transitions.c.transition)
@@ -215,7 +215,8 @@ async def _refresh_entity(conn: AsyncConnection, entity: str, found: list[Any], 
             )
         )
     }
-    entered, exited = [], []
+    entered: list[tuple[int, int]] = []
+    exited: list[tuple[int, int]] = []
     for segment in found:
         for entity_id, profile in profiles.items():
             member = evaluate(segment.rule, entity, profile, now)
@@ -247,7 +248,7 @@ async def record(
                 for segment_id, entity_id in entered
             ],
         )
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "segment_id": segment_id,
             "segment_name": names[segment_id],

@@ -101,7 +101,7 @@ OPERATORS_BY_KIND = {
     "string": EQUALITY_OPS + STRING_OPS + PRESENCE_OPS,
     "datetime": PRESENCE_OPS + DATE_OPS,
     "number": EQUALITY_OPS + PRESENCE_OPS + NUMBER_OPS,
-    "list": ("contains",) + PRESENCE_OPS,
+    "list": ("contains", *PRESENCE_OPS),
 }
 MAX_DEPTH = 32
 MAX_LIST = 1000
@@ -126,7 +126,7 @@ class Scalar:
     """A rule value, tagged by JSON type so that no evaluator confuses true with 1."""
 
     kind: str  # string, number, boolean
-    value: Any
+    value: str | float | bool
 
     @classmethod
     def of(cls, value: Any) -> "Scalar":
@@ -138,7 +138,7 @@ class Scalar:
 
 
 def is_scalar(value: Any) -> bool:
-    if isinstance(value, bool) or isinstance(value, str):
+    if isinstance(value, (bool, str)):
         return True
     return isinstance(value, (int, float)) and math.isfinite(value)
 
@@ -217,8 +217,8 @@ def _validate_attribute(node: dict[str, Any], entity: str, path: str) -> None:
         raise RuleError(f"{path}.attribute", "must be a string")
     try:
         attribute, _ = resolve_attribute(entity, name)
-    except KeyError as problem:
-        raise RuleError(f"{path}.attribute", problem.args[0]) from None
+    except KeyError as unknown:
+        raise RuleError(f"{path}.attribute", unknown.args[0]) from None
     op = node.get("op")
     if op not in OPERATORS:
         raise RuleError(f"{path}.op", f"unknown operator {op!r}; expected one of {', '.join(OPERATORS)}")

@@ -47,7 +47,8 @@ async def _activity(request: Request, entity: str, entity_id: int) -> JSONRespon
 @requires_admin
 async def get_user_activity(request: Request) -> JSONResponse:
     """
-    summary: "A user's activity log, newest first: changes in, segments entered and exited, messages sent, skipped (and why) or failed"
+    summary: "A user's activity log, newest first: changes in, segments entered and exited, messages sent,
+      skipped (and why) or failed"
     parameters:
       - {name: limit, in: query, schema: {type: integer, minimum: 0, maximum: 500, default: 100}}
       - {name: before_id, in: query, description: "the last id of the previous page", schema: {type: integer}}
@@ -61,7 +62,8 @@ async def get_user_activity(request: Request) -> JSONResponse:
 @requires_admin
 async def get_account_activity(request: Request) -> JSONResponse:
     """
-    summary: "An account's activity log, newest first: changes in, segments entered and exited, messages sent, skipped (and why) or failed"
+    summary: "An account's activity log, newest first: changes in, segments entered and exited, messages sent,
+      skipped (and why) or failed"
     parameters:
       - {name: limit, in: query, schema: {type: integer, minimum: 0, maximum: 500, default: 100}}
       - {name: before_id, in: query, description: "the last id of the previous page", schema: {type: integer}}
@@ -77,7 +79,9 @@ async def get_user_outgoing(request: Request) -> JSONResponse:
     """
     summary: What would be sent to Segment for this user now (identify, group), and why anything would not
     responses:
-      200: {description: "the messages the sender would build now, and the reasons for what it would not send", schema: {$ref: "#/components/schemas/Outgoing"}}
+      200:
+        description: "the messages the sender would build now, and the reasons for what it would not send"
+        schema: {$ref: "#/components/schemas/Outgoing"}
       404: {description: "no such user"}
     """
     user_id = request.path_params["user_id"]

@@ -1,6 +1,6 @@
 """The admin API under /api (bearer ADMIN_TOKEN). Each docstring is its OpenAPI entry."""
 
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import ValidationError
@@ -20,7 +20,8 @@ MAX_SETTINGS_BODY = 64 * 1024
 
 
 def runtime_of(request: Request) -> Runtime:
-    return request.app.state.runtime
+    runtime: Runtime = request.app.state.runtime
+    return runtime
 
 
 def error(status: int, message: str, **details: Any) -> JSONResponse:
@@ -78,7 +79,9 @@ async def get_users(request: Request) -> JSONResponse:
       - {name: anonymous_id, in: query, schema: {type: string}}
       - {name: email, in: query, schema: {type: string}}
     responses:
-      200: {description: "the profile: identifiers, traits, account, segments, recent events", schema: {$ref: "#/components/schemas/User"}}
+      200:
+        description: "the profile: identifiers, traits, account, segments, recent events"
+        schema: {$ref: "#/components/schemas/User"}
       400: {description: "none of user_id, anonymous_id, email given"}
       404: {description: "no such user"}
     """
@@ -192,9 +195,10 @@ def _one_query(request: Request, names: tuple[str, ...]) -> tuple[str | None, st
 
 
 INT64 = (-(2**63), 2**63 - 1)
+Default = TypeVar("Default", int, None)
 
 
-def query_int(request: Request, name: str, default: int | None) -> Any:
+def query_int(request: Request, name: str, default: Default) -> int | Default:
     """An integer query parameter; the default when absent or not an integer. Past the range of a
     64-bit column it is clamped to it: the driver would refuse the bigger number (a 500)."""
     value = request.query_params.get(name)

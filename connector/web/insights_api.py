@@ -33,9 +33,15 @@ async def get_user_usage(request: Request) -> JSONResponse:
     """
     summary: A user's product usage (track events with properties.feature)
     parameters:
-      - {name: limit, in: query, description: "features listed, by count", schema: {type: integer, minimum: 1, maximum: 100, default: 10}}
+      - name: limit
+        in: query
+        description: "features listed, by count"
+        schema: {type: integer, minimum: 1, maximum: 100, default: 10}
     responses:
-      200: {description: "attributes (the usage.* computed attributes), totals, features (by count, with the positive/neutral/negative split), trend (12 ISO weeks: week, count, score)", schema: {$ref: "#/components/schemas/Usage"}}
+      200:
+        description: "attributes (the usage.* computed attributes), totals, features (by count, with the
+          positive/neutral/negative split), trend (12 ISO weeks: week, count, score)"
+        schema: {$ref: "#/components/schemas/Usage"}
       400: {description: "limit is not an integer from 1 to 100"}
       404: {description: "no such user"}
     """
@@ -47,7 +53,10 @@ async def get_account_usage(request: Request) -> JSONResponse:
     """
     summary: An account's product usage (events of its users while linked to it)
     parameters:
-      - {name: limit, in: query, description: "features listed, by count", schema: {type: integer, minimum: 1, maximum: 100, default: 10}}
+      - name: limit
+        in: query
+        description: "features listed, by count"
+        schema: {type: integer, minimum: 1, maximum: 100, default: 10}
     responses:
       200: {description: "same shape as a user's usage", schema: {$ref: "#/components/schemas/Usage"}}
       400: {description: "limit is not an integer from 1 to 100"}
@@ -61,7 +70,9 @@ async def get_user_audiences(request: Request) -> JSONResponse:
     """
     summary: The Engage audiences a user entered or exited
     responses:
-      200: {description: "audiences: key -> member, entered_at, exited_at (latest of each)", schema: {$ref: "#/components/schemas/Audiences"}}
+      200:
+        description: "audiences: key -> member, entered_at, exited_at (latest of each)"
+        schema: {$ref: "#/components/schemas/Audiences"}
       404: {description: "no such user"}
     """
     user_id = request.path_params["user_id"]

@@ -24,7 +24,9 @@ async def list_dead_letters(request: Request) -> JSONResponse:
       - {name: before_id, in: query, schema: {type: integer}}
       - {name: include_replayed, in: query, schema: {type: boolean}}
     responses:
-      200: {description: "dead_letters: id, message, reason, status_code, created_at, replayed_at; and the total waiting", schema: {$ref: "#/components/schemas/DeadLetters"}}
+      200:
+        description: "dead_letters: id, message, reason, status_code, created_at, replayed_at; and the total waiting"
+        schema: {$ref: "#/components/schemas/DeadLetters"}
     """
     limit = query_limit(request, 100, 500)
     before_id = query_int(request, "before_id", None)
@@ -58,10 +60,14 @@ async def list_dead_letters(request: Request) -> JSONResponse:
 @requires_admin
 async def replay_dead_letters(request: Request) -> JSONResponse:
     """
-    summary: Send dead letters to Segment again (all waiting ones, or the given ids), with their original messageIds
-    requestBody: {content: {application/json: {schema: {type: object, properties: {ids: {type: array, items: {type: integer}}}}}}}
+    summary: Send dead letters to Segment again (all waiting ones, or the given ids), with their original
+      messageIds
+    requestBody:
+      content: {application/json: {schema: {type: object, properties: {ids: {type: array, items: {type: integer}}}}}}
     responses:
-      200: {description: "replayed and failed counts; failed ones stay listed with the new reason", schema: {$ref: "#/components/schemas/Replayed"}}
+      200:
+        description: "replayed and failed counts; failed ones stay listed with the new reason"
+        schema: {$ref: "#/components/schemas/Replayed"}
       400: {description: "malformed body"}
       409: {description: "no write key configured: nothing can be sent"}
     """

@@ -88,7 +88,7 @@ def _summary(row: Any, member_count: int) -> dict[str, Any]:
 
 
 async def _serialise(conn: AsyncConnection, row: Any) -> dict[str, Any]:
-    count = await conn.scalar(sa.select(sa.func.count()).where(memberships.c.segment_id == row.id))
+    count = (await conn.execute(sa.select(sa.func.count()).where(memberships.c.segment_id == row.id))).scalar_one()
     return {
         **_summary(row, count),
         "created_at": format_timestamp(row.created_at),
@@ -119,7 +119,7 @@ async def list_segments(request: Request) -> JSONResponse:
       200: {description: "segments", schema: {$ref: "#/components/schemas/Segments"}}
     """
     async with runtime_of(request).engine.connect() as conn:
-        counts = dict(
+        counts: dict[int, int] = dict(
             (
                 await conn.execute(
                     sa.select(memberships.c.segment_id, sa.func.count()).group_by(memberships.c.segment_id)

@@ -54,7 +54,9 @@ class Facts:
 
 
 async def gather(conn: AsyncConnection, write_key: str | None, now: datetime) -> Facts:
-    counts = dict((await conn.execute(sa.select(journal.c.status, sa.func.count()).group_by(journal.c.status))).all())
+    counts: dict[str, int] = dict(
+        (await conn.execute(sa.select(journal.c.status, sa.func.count()).group_by(journal.c.status))).all()
+    )
     oldest = (
         await conn.execute(sa.select(sa.func.min(journal.c.received_at)).where(journal.c.status == "pending"))
     ).scalar_one()

@@ -9,7 +9,7 @@ from typing import Sequence, Union
 from alembic import op
 import sqlalchemy as sa
 from sqlalchemy import Text
-import sqlmodel
+import sqlmodel.sql.sqltypes  # the AutoString columns autogenerate writes
 import connector.models
 from sqlalchemy.dialects import postgresql
 
