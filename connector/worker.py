@@ -9,10 +9,10 @@ both up at once rather than after the lease.
 
 import asyncio
 
+from connector.changes import Changes
 from connector.heartbeat import beat_until
 from connector.logs import get_logger
 from connector.outbound.sender import Sender, outbox_depth
-from connector.processing.changes import Changes
 from connector.processing.processor import journal_lag, process_batch
 from connector.retention import purge
 from connector.runtime import Runtime

@@ -18,13 +18,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector import activity
+from connector import activity, audiences, usage
+from connector.changes import Changes
 from connector.db import insert
 from connector.logs import get_logger
 from connector.metrics import PROCESSED
 from connector.models import Event, User, utcnow
-from connector.processing import accounts, audiences, domains, identity, usage
-from connector.processing.changes import Changes
+from connector.processing import accounts, domains, identity
 from connector.processing.traits import apply_traits
 from connector.settings import ConnectorSettings
 from connector.spec import clean_id, parse_timestamp

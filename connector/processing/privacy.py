@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from connector import usage
 from connector.db import insert
 from connector.models import (
     ActivityEntry,
@@ -52,7 +53,6 @@ from connector.models import (
     User,
     UserIdentifier,
 )
-from connector.processing import usage
 from connector.processing.identity import ANONYMOUS_ID, EMAIL, PREVIOUS_USER_ID, USER_ID, Claim
 from connector.spec import clean_id
 

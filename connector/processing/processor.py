@@ -17,12 +17,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from connector.changes import Changes
 from connector.logs import get_logger
 from connector.metrics import ERASED, JOURNAL_LAG, PROCESS_LATENCY, PROCESSED
 from connector.models import JournalEntry, utcnow
 from connector.processing import privacy
 from connector.processing.apply import BatchApplier
-from connector.processing.changes import Changes
 from connector.processing.identity import Claim, lookup
 from connector.processing.propagate import propagate
 from connector.settings import ConnectorSettings

@@ -6,8 +6,8 @@ change that is stored but never sent.
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector.outbound import outbox
-from connector.processing.changes import Changes
+from connector import outbox
+from connector.changes import Changes
 from connector.segments import membership
 from connector.settings import ConnectorSettings
 

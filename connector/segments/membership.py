@@ -20,12 +20,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector import activity
+from connector import activity, outbox
+from connector.changes import Changes
+from connector.computed import computed_attributes_of
 from connector.logs import get_logger
 from connector.models import Account, Event, Segment, SegmentMembership, SegmentTransition, User, UTCDateTime, utcnow
-from connector.outbound import outbox
-from connector.processing.changes import Changes
-from connector.processing.computed import computed_attributes_of
 from connector.segments.attributes import ACCOUNT_COLUMNS, USER_COLUMNS, Profile
 from connector.segments.compile import Compiler
 from connector.segments.evaluate import evaluate
