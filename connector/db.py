@@ -1,4 +1,8 @@
-"""The async engine, and the few dialect differences the rest of the code needs."""
+"""The async engine, and the few dialect differences the rest of the code needs.
+
+Row locks need no check: SQLAlchemy leaves FOR UPDATE, FOR SHARE and SKIP LOCKED out on SQLite,
+where a writing transaction excludes every other writer anyway.
+"""
 
 from typing import Any
 
@@ -6,7 +10,10 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+# The journal processor's advisory lock: what must not run beside a batch (a usage rebuild, an erasure) waits for it.
+JOURNAL_LOCK_ID = 0x5E6E_0001
 
 
 def create_engine(database_url: str, max_connections: int = 20, **kwargs: Any) -> AsyncEngine:
@@ -37,6 +44,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def is_postgres(engine_or_conn: Any) -> bool:
     return engine_or_conn.dialect.name == "postgresql"
+
+
+async def wait_for_lock(conn: AsyncConnection, key: int) -> None:
+    """Take the advisory lock `key` until the transaction ends, waiting while another holds it (PostgreSQL;
+    SQLite has none and needs none: its first write excludes every other writer)."""
+    if is_postgres(conn):
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
 
 def insert(table: Any, dialect_name: str) -> Any:

@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from connector.db import insert
+from connector.db import JOURNAL_LOCK_ID, insert, wait_for_lock
 from connector.models import Event, FeatureUsage, utcnow
 from connector.spec import format_timestamp
 
@@ -121,12 +121,9 @@ async def rebuild(engine: AsyncEngine, on_page: Callable[[int], None] | None = N
     The journal consumer is held off meanwhile (its advisory lock on PostgreSQL, the write lock on
     SQLite), so no event is counted by both the rebuild and the processor.
     """
-    from connector.processing.processor import JOURNAL_LOCK_ID  # the processor imports this module
-
     sums: dict[tuple[Any, ...], dict[str, Any]] = {}
     async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(JOURNAL_LOCK_ID)))
+        await wait_for_lock(conn, JOURNAL_LOCK_ID)
         await conn.execute(feature_usage.delete())
         last_id = 0
         while True:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from connector.changes import Changes
+from connector.db import JOURNAL_LOCK_ID
 from connector.logs import get_logger
 from connector.metrics import ERASED, JOURNAL_LAG, PROCESS_LATENCY, PROCESSED
 from connector.models import JournalEntry, utcnow
@@ -27,7 +28,6 @@ from connector.processing.identity import Claim, lookup
 from connector.processing.propagate import propagate
 from connector.settings import ConnectorSettings
 
-JOURNAL_LOCK_ID = 0x5E6E_0001
 journal = JournalEntry.__table__
 log = get_logger()
 

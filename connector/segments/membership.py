@@ -53,9 +53,7 @@ async def _segments(conn: AsyncConnection, segment_id: int | None = None) -> lis
     query = sa.select(segments.c.id, segments.c.name, segments.c.entity, segments.c.rule).order_by(segments.c.id)
     if segment_id is not None:
         query = query.where(segments.c.id == segment_id)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(read=segment_id is None)
-    return list(await conn.execute(query))
+    return list(await conn.execute(query.with_for_update(read=segment_id is None)))
 
 
 # --- full recompute --------------------------------------------------------------
