@@ -186,7 +186,7 @@ def usage_rebuild() -> None:
     async def run() -> int:
         from tqdm import tqdm
 
-        from connector.processing import usage as product_usage
+        from connector import usage as product_usage
 
         async with _database() as engine:
             with tqdm(total=await product_usage.track_event_count(engine), unit="event", desc="usage") as bar:

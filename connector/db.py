@@ -1,4 +1,8 @@
-"""The async engine, and the few dialect differences the rest of the code needs."""
+"""The async engine, and the few dialect differences the rest of the code needs.
+
+Row locks need no check: SQLAlchemy leaves FOR UPDATE, FOR SHARE and SKIP LOCKED out on SQLite,
+where a writing transaction excludes every other writer anyway.
+"""
 
 from collections.abc import Callable, Sequence
 from typing import Any

@@ -1,4 +1,4 @@
-"""What a running process holds: environment, engine, settings, journal writer."""
+"""What a running process holds: environment, engine, settings, credentials."""
 
 from dataclasses import dataclass, field
 
@@ -7,7 +7,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from connector.config import Environment
 from connector.credentials import ADMIN_TOKEN, API_KEY, ensure_credential
 from connector.db import create_engine
-from connector.inbound.journal import JournalWriter
 from connector.settings_store import SettingsStore
 
 
@@ -16,14 +15,13 @@ class Runtime:
     env: Environment
     engine: AsyncEngine
     settings: SettingsStore
-    journal: JournalWriter
     api_key: str = field(default="", repr=False)
     admin_token: str = field(default="", repr=False)
 
     @classmethod
     async def start(cls, env: Environment) -> "Runtime":
         engine = create_engine(env.database_url, env.database_max_connections)
-        runtime = cls(env=env, engine=engine, settings=SettingsStore(engine), journal=JournalWriter(engine))
+        runtime = cls(env=env, engine=engine, settings=SettingsStore(engine))
         runtime.api_key = await ensure_credential(engine, API_KEY, env.connector_api_key, "hsc_")
         # Outside development ADMIN_TOKEN is required (config.py); in development one is generated once.
         runtime.admin_token = await ensure_credential(engine, ADMIN_TOKEN, env.admin_token, "adm_")

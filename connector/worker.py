@@ -10,12 +10,12 @@ both up at once rather than after the lease.
 import asyncio
 import contextlib
 
+from connector.changes import Changes
 from connector.db import is_postgres
 from connector.heartbeat import beat_until
 from connector.logs import get_logger
 from connector.outbound.sender import Sender, outbox_depth
 from connector.pipeline import journal_lag, process_batch
-from connector.processing.changes import Changes
 from connector.retention import purge
 from connector.runtime import Runtime
 from connector.segments.schedule import recompute_due

@@ -31,8 +31,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from connector import outbox
 from connector.models import Segment, SegmentMembership, SegmentTransition, UserIdentifier, utcnow
-from connector.outbound import outbox
 from connector.outbound.sender import Sender
 
 

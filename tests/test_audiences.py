@@ -5,9 +5,9 @@ from datetime import timedelta
 import sqlalchemy as sa
 from conftest import admin_auth, basic_auth, drain
 
+from connector.audiences import member_condition
+from connector.computed import computed_attributes
 from connector.models import utcnow
-from connector.processing.audiences import member_condition
-from connector.processing.computed import computed_attributes
 from connector.spec import format_timestamp
 
 

@@ -261,10 +261,10 @@ async def test_batch_keeps_valid_messages_and_lists_rejected_ones(client, runtim
     assert [p["messageId"] for p in await journal_payloads(runtime)] == ["ok-1", "ok-2"]
 
 
-async def test_storage_unavailable_is_503_and_nothing_is_acknowledged(client, runtime):
+async def test_storage_unavailable_is_503_and_nothing_is_acknowledged(app, client, runtime):
     dead = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/gone", pool_pre_ping=False)
     live = runtime.engine
-    runtime.journal.engine = runtime.settings.engine = dead
+    app.state.journal.engine = runtime.settings.engine = dead
     runtime.settings._loaded_at = 0.0  # the settings cache has expired too: a full outage
     try:
         response = await client.post("/v1/identify", headers=basic_auth(), json={"userId": "u1"})
@@ -275,7 +275,7 @@ async def test_storage_unavailable_is_503_and_nothing_is_acknowledged(client, ru
         )
         assert batch.status_code == 503, batch.text
     finally:
-        runtime.journal.engine = runtime.settings.engine = live
+        app.state.journal.engine = runtime.settings.engine = live
         await dead.dispose()
     assert set((await stored_counts(runtime)).values()) == {0}
     # Segment retries 5xx: the same call succeeds once storage is back.

@@ -8,10 +8,9 @@ from fake_segment import add_segment, add_transition, configure, send_all, user_
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector import __version__
+from connector import __version__, outbox
 from connector.metrics import SKIPPED_OUT
 from connector.models import utcnow
-from connector.outbound import outbox
 from connector.outbound.builders import snake_case, trait_name
 
 STAMP = {

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sqlmodel import SQLModel
 
 from connector import spec
-from connector.inbound.journal import journal_row
+from connector.inbound.journal import JournalWriter, journal_row
 from connector.models import Account, Event, IdentityAudit, User, UserIdentifier
 from connector.pipeline import process_batch
 
@@ -74,7 +74,9 @@ async def reset(runtime: Any) -> None:
 async def state_after(runtime: Any, stream: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
     """What the stream leaves, in terms that do not depend on row ids."""
     await reset(runtime)
-    await runtime.journal.append([journal_row(spec.normalise_message(m, RECEIVED), RECEIVED, "api") for m in stream])
+    await JournalWriter(runtime.engine).append(
+        [journal_row(spec.normalise_message(m, RECEIVED), RECEIVED, "api") for m in stream]
+    )
     current = await runtime.settings.current()
     while (changes := await process_batch(runtime.engine, current, limit=batch_size)).processed + changes.skipped:
         assert changes.failed == 0

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from sqlmodel import SQLModel
 
 from connector import spec
-from connector.inbound.journal import journal_row
+from connector.inbound.journal import JournalWriter, journal_row
 from connector.models import Event, User, UserIdentifier
 from connector.pipeline import process_batch
 
@@ -222,7 +222,7 @@ async def reset(engine) -> None:
 
 async def profiles_after(runtime, messages: list[dict[str, Any]]) -> set[tuple]:
     await reset(runtime.engine)
-    await runtime.journal.append(
+    await JournalWriter(runtime.engine).append(
         [journal_row(spec.normalise_message(m, RECEIVED), RECEIVED, "segment") for m in messages]
     )
     changes = await process_batch(runtime.engine, await runtime.settings.current(), limit=100)

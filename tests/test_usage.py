@@ -10,13 +10,13 @@ from conftest import admin_auth, basic_auth, drain
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from connector import usage
+from connector.changes import Changes
 from connector.cli import main
+from connector.computed import computed_attributes
 from connector.config import get_environment
 from connector.db import create_engine
 from connector.models import FeatureUsage, UserIdentifier, utcnow
-from connector.processing import usage
-from connector.processing.changes import Changes
-from connector.processing.computed import computed_attributes
 from connector.processing.processor import apply_messages
 from connector.settings import ConnectorSettings
 from connector.spec import format_timestamp, normalise_message

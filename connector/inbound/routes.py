@@ -20,7 +20,7 @@ from connector import spec
 from connector.inbound.auth import basic_auth_user, require_key, require_signature
 from connector.inbound.body import read_body
 from connector.inbound.errors import InboundError, error_body
-from connector.inbound.journal import API, SEGMENT, journal_row
+from connector.inbound.journal import API, SEGMENT, JournalWriter, journal_row
 from connector.logs import get_logger
 from connector.metrics import MESSAGES_IN, REQUEST_LATENCY
 from connector.models import utcnow
@@ -69,6 +69,7 @@ def inbound_endpoint(label: str) -> Callable[[Endpoint], Endpoint]:
 @inbound_endpoint("segment")
 async def segment_webhook(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
+    journal: JournalWriter = request.app.state.journal
     require_key(basic_auth_user(request), await runtime.settings.api_key())
     raw = await read_body(request, runtime.env.max_body_bytes, runtime.env.max_decompressed_bytes)
     document = _parse(raw, runtime)
@@ -79,15 +80,16 @@ async def segment_webhook(request: Request) -> JSONResponse:
     # applies it in journal order, so it erases what came before it even if not yet processed.
     if isinstance(document, list):
         return await _accept_many(
-            runtime, settings, document, default_type=None, sent_at=None, source=SEGMENT, types=spec.SEGMENT_TYPES
+            journal, settings, document, default_type=None, sent_at=None, source=SEGMENT, types=spec.SEGMENT_TYPES
         )
     message = _normalise_one(document, default_type=None, sent_at=None, types=spec.SEGMENT_TYPES)
-    return await _accept(runtime, settings, [message], rejected=[], source=SEGMENT)
+    return await _accept(journal, settings, [message], rejected=[], source=SEGMENT)
 
 
 @inbound_endpoint("v1")
 async def v1_single(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
+    journal: JournalWriter = request.app.state.journal
     if request.path_params["message_type"] not in spec.MESSAGE_TYPES:  # 501 is for a message's type, on /segment
         raise InboundError(
             404,
@@ -102,12 +104,13 @@ async def v1_single(request: Request) -> JSONResponse:
     require_key(basic_auth_user(request) or _write_key(document), await runtime.settings.api_key())
     settings = await runtime.settings.current()
     message = _normalise_one(document, default_type=request.path_params["message_type"], sent_at=None)
-    return await _accept(runtime, settings, [message], rejected=[], source=API)
+    return await _accept(journal, settings, [message], rejected=[], source=API)
 
 
 @inbound_endpoint("v1_batch")
 async def v1_batch(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
+    journal: JournalWriter = request.app.state.journal
     await _require_basic_key_if_sent(request, runtime)
     raw = await read_body(request, MAX_V1_BATCH_BYTES, runtime.env.max_decompressed_bytes)
     if len(raw) > MAX_V1_BATCH_BYTES:
@@ -124,7 +127,7 @@ async def v1_batch(request: Request) -> JSONResponse:
     settings = await runtime.settings.current()
     shared = {key: document[key] for key in ("context", "integrations") if isinstance(document.get(key), dict)}
     merged = [_with_batch_defaults(item, shared) for item in batch]
-    return await _accept_many(runtime, settings, merged, default_type=None, sent_at=document.get("sentAt"), source=API)
+    return await _accept_many(journal, settings, merged, default_type=None, sent_at=document.get("sentAt"), source=API)
 
 
 async def _require_basic_key_if_sent(request: Request, runtime: Runtime) -> None:
@@ -167,7 +170,7 @@ def _normalise_one(
 
 
 async def _accept_many(
-    runtime: Runtime,
+    journal: JournalWriter,
     settings: ConnectorSettings,
     documents: list[Any],
     default_type: str | None,
@@ -196,11 +199,11 @@ async def _accept_many(
         return JSONResponse(
             error_body(400, "every message in the batch was rejected", rejected=rejected), status_code=400
         )
-    return await _accept(runtime, settings, messages, rejected, source)
+    return await _accept(journal, settings, messages, rejected, source)
 
 
 async def _accept(
-    runtime: Runtime,
+    journal: JournalWriter,
     settings: ConnectorSettings,
     messages: list[dict[str, Any]],
     rejected: list[dict[str, Any]],
@@ -213,7 +216,7 @@ async def _accept(
             log.info("incoming.message.skip", reason="loop", type=message["type"], message_id=message["messageId"])
         else:
             kept.append(message)
-    await runtime.journal.append([journal_row(message, _received(message), source) for message in kept])
+    await journal.append([journal_row(message, _received(message), source) for message in kept])
     for message in kept:
         MESSAGES_IN.labels(message["type"], "accepted").inc()
     body: dict[str, Any] = {"success": True, "accepted": len(kept), "skipped": len(messages) - len(kept)}

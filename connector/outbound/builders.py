@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from connector import computed
 from connector.models import (
     Account,
     DeliveryState,
@@ -33,8 +34,7 @@ from connector.models import (
     UserIdentifier,
 )
 from connector.outbound.guard import payload_hash, stamp
-from connector.outbound.outbox import ACCOUNT, EVENT, TRANSITION, USER
-from connector.processing import computed
+from connector.outbox import ACCOUNT, EVENT, TRANSITION, USER
 from connector.settings import ALL, ConnectorSettings
 from connector.spec import format_timestamp
 

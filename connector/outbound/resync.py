@@ -5,8 +5,8 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from connector import outbox
 from connector.models import DeliveryState, Segment, SegmentMembership, User
-from connector.outbound import outbox
 from connector.settings import ALL, ConnectorSettings
 
 users = User.__table__

@@ -30,14 +30,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector import activity
+from connector import activity, audiences, usage
+from connector.changes import Changes
 from connector.db import Contention, any_of, insert_rows, is_postgres
 from connector.logs import get_logger
 from connector.metrics import PROCESSED
 from connector.models import Account as AccountRow
 from connector.models import Event, IdentityAudit, User, UserIdentifier, utcnow
-from connector.processing import accounts, audiences, identity, usage
-from connector.processing.changes import Changes
+from connector.processing import accounts, identity
 from connector.processing.domains import company_domain
 from connector.processing.traits import apply_traits
 from connector.settings import ConnectorSettings

@@ -17,10 +17,10 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector import activity
+from connector.computed import merge_users as merge_computed
 from connector.db import any_of, is_postgres
 from connector.models import DeliveryState, Event, IdentityAudit, Segment, SegmentMembership, User, UserIdentifier
 from connector.processing.accounts import stronger_link
-from connector.processing.computed import merge_users as merge_computed
 from connector.processing.traits import merge_traits
 from connector.spec import clean_id
 

@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from connector import usage
 from connector.db import insert
 from connector.models import (
     ActivityEntry,
@@ -52,7 +53,6 @@ from connector.models import (
     User,
     UserIdentifier,
 )
-from connector.processing import usage
 from connector.processing.identity import ANONYMOUS_ID, EMAIL, PREVIOUS_USER_ID, USER_ID, Claim
 from connector.spec import clean_id
 
@@ -157,8 +157,8 @@ async def erase(conn: AsyncConnection, user_ids: list[int], claims: set[Claim], 
     erasure.users = sorted(found.scalars())
     if not erasure.users and not claims:
         return erasure
-    if conn.dialect.name == "postgresql":  # a full recompute (FOR UPDATE) must not re-add a membership meanwhile
-        await conn.execute(sa.select(segments.c.id).with_for_update(read=True))
+    # A full recompute (FOR UPDATE) must not re-add a membership meanwhile.
+    await conn.execute(sa.select(segments.c.id).with_for_update(read=True))
     for user_id in erasure.users:
         await _erase_profile(conn, user_id, erasure)
     await _suppress(conn, erasure.claims, now)

@@ -16,12 +16,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector import journal
+from connector.changes import Changes
 from connector.logs import get_logger
 from connector.metrics import ERASED, PROCESSED
 from connector.models import utcnow
 from connector.processing import privacy
 from connector.processing.apply import BatchApplier
-from connector.processing.changes import Changes
 from connector.processing.identity import Claim, lookup
 from connector.settings import ConnectorSettings
 

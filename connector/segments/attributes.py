@@ -6,7 +6,7 @@ A root is an exact name (``created_at``) or a prefix followed by a dotted path
 SQL reads it (through the compiler, which adds the joins a root needs). A new root is one
 more entry in ATTRIBUTES.
 
-The ``usage.*`` roots are computed attributes (connector.processing.computed): the Python
+The ``usage.*`` roots are computed attributes (connector.computed): the Python
 evaluator reads what membership.load_profiles loaded, the SQL evaluator the usage helpers'
 subqueries, which compute the same figures from feature_usage.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from connector.processing import usage
+from connector import usage
 
 MISSING: Any = object()
 _PATH_PART_FORBIDDEN = set('"\\') | {chr(code) for code in range(32)}

@@ -20,12 +20,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector import activity
+from connector import activity, outbox
+from connector.changes import Changes
+from connector.computed import computed_attributes_of
 from connector.logs import get_logger
 from connector.models import Account, Event, Segment, SegmentMembership, SegmentTransition, User, UTCDateTime, utcnow
-from connector.outbound import outbox
-from connector.processing.changes import Changes
-from connector.processing.computed import computed_attributes_of
 from connector.segments.attributes import ACCOUNT_COLUMNS, USER_COLUMNS, Profile
 from connector.segments.compile import Compiler
 from connector.segments.evaluate import evaluate
@@ -54,9 +53,7 @@ async def _segments(conn: AsyncConnection, segment_id: int | None = None) -> lis
     query = sa.select(segments.c.id, segments.c.name, segments.c.entity, segments.c.rule).order_by(segments.c.id)
     if segment_id is not None:
         query = query.where(segments.c.id == segment_id)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(read=segment_id is None)
-    return list(await conn.execute(query))
+    return list(await conn.execute(query.with_for_update(read=segment_id is None)))
 
 
 # --- full recompute --------------------------------------------------------------

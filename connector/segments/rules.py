@@ -11,7 +11,7 @@ Attributes are resolved through the registry in attributes.py (``traits.<path>``
 walks nested objects key by key (``traits.address.city``); it never indexes into arrays.
 An attribute is *absent* when the path does not exist or holds JSON ``null``.
 
-The computed usage attributes (connector.processing.usage) are those of the segment's own
+The computed usage attributes (connector.usage) are those of the segment's own
 entity (a user's for user segments, an account's for account segments), as of the UTC date
 of ``now``:
 
@@ -62,7 +62,7 @@ from one JSON type to another:
   from 0 to 2**63 - 1), all of which must hold; without ``count`` the condition is ``{"gte": 1}``.
   Event conditions apply to user segments only.
 - ``{"audience": key}`` holds when the user is now a member of that incoming Engage audience
-  (connector.processing.audiences: the latest entry is later than the latest exit). The key
+  (connector.audiences: the latest entry is later than the latest exit). The key
   is a non-empty string without surrounding spaces, at most 255 characters, compared exactly.
   Audience conditions apply to user segments only.
 

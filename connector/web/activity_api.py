@@ -10,8 +10,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from connector import outbox
 from connector.activity import ACCOUNT, USER, activity_log
-from connector.outbound import builders, outbox
+from connector.outbound import builders
 from connector.spec import format_timestamp
 from connector.web import profiles
 from connector.web.admin import error, query_int, query_limit, runtime_of

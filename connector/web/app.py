@@ -1,4 +1,4 @@
-"""The app factory: routes, lifespan (engine, API key, embedded worker)."""
+"""The app factory: routes, lifespan (engine, API key, journal writer, embedded worker)."""
 
 import asyncio
 import contextlib
@@ -15,6 +15,7 @@ from starlette.staticfiles import StaticFiles
 from connector import worker
 from connector.config import Environment, get_environment
 from connector.inbound import routes as inbound
+from connector.inbound.journal import JournalWriter
 from connector.logs import get_logger
 from connector.runtime import Runtime
 from connector.settings import settings_json_schema
@@ -41,6 +42,7 @@ def create_app(env: Environment | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime = await Runtime.start(env)
         app.state.runtime = runtime
+        app.state.journal = JournalWriter(runtime.engine)  # only the web process appends to the journal
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run_forever(runtime, stop)) if env.run_worker_in_web else None
         try:

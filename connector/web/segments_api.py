@@ -9,8 +9,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from connector import outbox
 from connector.models import Segment, SegmentMembership, utcnow
-from connector.outbound import outbox
 from connector.segments.membership import OUTBOX_KIND, end, recompute
 from connector.segments.rules import ENTITIES, RuleError, is_time_based, validate
 from connector.spec import format_timestamp

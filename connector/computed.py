@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector.processing import audiences, usage
+from connector import audiences, usage
 
 
 async def computed_attributes_of(
