@@ -44,13 +44,11 @@ test: install browser
 
 # Lint, format check, strict typing of connector/ and the import layers (pyproject.toml
 # configures each); CI runs it before the tests.
-# lint-imports runs only once pyproject.toml has its [tool.importlinter] contract (written on
-# another branch); it becomes unconditional when that merges.
 check: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	if grep -q '^\[tool.importlinter' pyproject.toml; then $(BIN)/lint-imports; fi
+	$(BIN)/lint-imports
 
 schema: install
 	$(BIN)/connector schema

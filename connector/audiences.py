@@ -62,8 +62,9 @@ def identify_changes(message: dict[str, Any], known: set[str]) -> list[tuple[str
     by an audience key on record (`known`, which the caller keeps up to date as the batch goes)."""
     flags = boolean_traits(message)
     keys = {key for key in flags if key in known}
-    if (declared := personas_audience(message)) in flags:
-        keys.add(declared)  # type: ignore[arg-type]
+    declared = personas_audience(message)
+    if declared is not None and declared in flags:
+        keys.add(declared)
     return [(key, flags[key]) for key in sorted(keys)]
 
 

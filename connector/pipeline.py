@@ -21,12 +21,11 @@ from time import perf_counter
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from connector import journal
+from connector import journal, outbox
 from connector.changes import Changes
 from connector.db import is_contention, is_transient
 from connector.logs import get_logger
 from connector.metrics import JOURNAL_LAG, PROCESS_LATENCY, PROCESS_RETRIES
-from connector.outbound import outbox
 from connector.processing import privacy, processor
 from connector.segments import membership
 from connector.settings import ConnectorSettings
