@@ -255,20 +255,28 @@ def _corrected_timestamp(message: dict[str, Any], received_at: datetime, batch_s
         raise SpecError("sentAt", "sentAt and originalTimestamp are too far apart to correct the clock skew") from None
 
 
+def has_nul(value: Any) -> bool:
+    """Whether a string anywhere in a JSON value (object keys included) holds U+0000: PostgreSQL cannot
+    store it, in text or in JSON."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def _refuse_nul_characters(message: dict[str, Any]) -> None:
-    """PostgreSQL cannot store U+0000 in JSON: refuse it here rather than fail the journal commit."""
+    """Refused here rather than failing the journal commit."""
     for key, value in message.items():
-        stack = [key, value]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, str):
-                if "\x00" in item:
-                    raise SpecError(key, f"{key} contains a NUL character (\\u0000), which cannot be stored")
-            elif isinstance(item, dict):
-                stack.extend(item.keys())
-                stack.extend(item.values())
-            elif isinstance(item, list):
-                stack.extend(item)
+        if has_nul(key) or has_nul(value):
+            raise SpecError(key, f"{key} contains a NUL character (\\u0000), which cannot be stored")
 
 
 def _require_identity(message: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from connector import outbox
 from connector.models import Segment, SegmentMembership, utcnow
 from connector.segments.membership import OUTBOX_KIND, end, recompute
 from connector.segments.rules import ENTITIES, RuleError, is_time_based, validate
-from connector.spec import format_timestamp
+from connector.spec import format_timestamp, has_nul
 from connector.web.admin import error, json_body, runtime_of
 from connector.web.auth import requires_admin
 
@@ -55,6 +55,9 @@ async def _document(request: Request) -> dict[str, Any]:
 def _check(document: dict[str, Any], current: Any = None) -> dict[str, Any]:
     """The values to store: a full segment when creating, the changed fields when updating."""
     values: dict[str, Any] = {}
+    for field in ("name", "rule"):
+        if has_nul(document.get(field)):
+            raise Invalid(field, "contains a NUL character (\\u0000), which cannot be stored")
     if "name" in document or current is None:
         name = document.get("name")
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
