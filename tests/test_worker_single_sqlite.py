@@ -42,7 +42,7 @@ def process_env(database_url: str) -> dict[str, str]:
 
 def start_worker(database_url: str, log: Path) -> Process:
     worker = Process(["worker"], process_env(database_url), log)
-    wait_for_log(worker, '"worker.start"')
+    wait_for_log(worker, '"worker.start"', timeout=60)  # a loaded machine starts Python slowly
     return worker
 
 
