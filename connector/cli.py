@@ -81,6 +81,12 @@ def serve(no_worker: bool, host: str | None, port: int | None, forwarded_allow_i
         os.environ["RUN_WORKER_IN_WEB"] = "false"
         get_environment.cache_clear()
     env = checked_environment()
+    if env.web_concurrency > 1 and env.run_worker_in_web and env.database_url.startswith("sqlite"):
+        # Each web process would start a worker, and all but one would be refused (uvicorn restarts them).
+        raise click.ClickException(
+            "SQLite runs one worker: with WEB_CONCURRENCY > 1, run `connector serve --no-worker` "
+            "and one `connector worker`"
+        )
     host, port = host or env.host, port or env.port
     asyncio.run(_print_welcome(env, f"http://{host}:{port}"))
     options: dict[str, Any] = {  # uvicorn.run's keywords
@@ -125,8 +131,17 @@ async def _print_welcome(env: Environment, listening: str | None = None) -> None
 
 @main.command("worker")
 def worker_command() -> None:
-    """Run the worker alone: journal processing (and outbound sending)."""
-    asyncio.run(_run_worker())
+    """Run the worker alone: journal processing (and outbound sending).
+
+    On SQLite one worker runs: a second one says so and exits with an error.
+    """
+    from connector import worker
+
+    try:
+        with worker.sole_worker(get_environment().database_url):
+            asyncio.run(_run_worker())
+    except worker.AnotherWorker as refused:
+        raise click.ClickException(str(refused)) from None
 
 
 async def _run_worker() -> None:

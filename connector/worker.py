@@ -5,10 +5,20 @@ is started; the batch in flight commits (one transaction) and a send round in fl
 acknowledged. What has not finished STOP_GRACE_SECONDS after the stop is cancelled: a journal
 batch rolls back, and a send round releases its claims (sender.py), so a fresh worker takes
 both up at once rather than after the lease.
+
+SQLite runs one worker (its one writer would make a second wait, and journal order would not
+hold): a worker on SQLite holds an exclusive lock on a file next to the database for its life.
+A second one, `connector worker` or `connector serve` with the embedded worker, says so and
+exits; a crashed worker's lock goes with its process.
 """
 
 import asyncio
 import contextlib
+import fcntl
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
 
 from connector.changes import Changes
 from connector.db import is_postgres
@@ -27,6 +37,32 @@ SENDERS = 2  # two claim/build/send loops: one builds while the other waits on S
 # plus that stays within Heroku's 30 s.
 STOP_GRACE_SECONDS = 10.0
 log = get_logger()
+
+
+class AnotherWorker(RuntimeError):
+    """A worker already runs on this SQLite database."""
+
+
+@contextlib.contextmanager
+def sole_worker(database_url: str) -> Iterator[None]:
+    """On a SQLite file, hold its worker lock while the block runs, or raise AnotherWorker.
+
+    flock, not a PID file: the kernel drops the lock when the process ends, however it ends.
+    PostgreSQL takes several workers, and an in-memory SQLite database is one process's own.
+    """
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        yield
+        return
+    path = Path(url.database).absolute()
+    with path.with_name(path.name + ".worker-lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            reason = f"SQLite runs one worker, and another worker process already runs on {path}"
+            log.error("worker.refused", reason=reason)
+            raise AnotherWorker(reason) from None
+        yield
 
 
 async def run_once(runtime: Runtime, stop: asyncio.Event | None = None) -> Changes:

@@ -6,9 +6,9 @@ from typing import Any
 import orjson
 import pytest
 import sqlalchemy as sa
+from conftest import empty_tables
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlmodel import SQLModel
 
 from connector import spec
 from connector.inbound.journal import JournalWriter, journal_row
@@ -211,17 +211,8 @@ def journeys(draw: st.DrawFn) -> list[dict[str, Any]]:
     return messages
 
 
-async def reset(engine) -> None:
-    """Empty every table but settings and credentials, between examples."""
-    keep = {"settings_versions", "credentials"}
-    async with engine.begin() as conn:
-        for table in reversed(SQLModel.metadata.sorted_tables):
-            if table.name not in keep:
-                await conn.execute(table.delete())
-
-
 async def profiles_after(runtime, messages: list[dict[str, Any]]) -> set[tuple]:
-    await reset(runtime.engine)
+    await empty_tables(runtime.engine, keep={"settings_versions", "credentials"})
     await JournalWriter(runtime.engine).append(
         [journal_row(spec.normalise_message(m, RECEIVED), RECEIVED, "segment") for m in messages]
     )

@@ -40,19 +40,21 @@ def create_app(env: Environment | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        runtime = await Runtime.start(env)
-        app.state.runtime = runtime
-        app.state.journal = JournalWriter(runtime.engine)  # only the web process appends to the journal
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run_forever(runtime, stop)) if env.run_worker_in_web else None
-        try:
-            yield
-        finally:
-            stop.set()
-            if task is not None:
-                await task
-            await runtime.stop()
-            log.info("web.stop")  # requests in flight were answered: uvicorn stops the app after them
+        # On SQLite a second worker refuses to start, so the web process does not start either (uvicorn exits 3).
+        with worker.sole_worker(env.database_url) if env.run_worker_in_web else contextlib.nullcontext():
+            runtime = await Runtime.start(env)
+            app.state.runtime = runtime
+            app.state.journal = JournalWriter(runtime.engine)  # only the web process appends to the journal
+            stop = asyncio.Event()
+            task = asyncio.create_task(worker.run_forever(runtime, stop)) if env.run_worker_in_web else None
+            try:
+                yield
+            finally:
+                stop.set()
+                if task is not None:
+                    await task
+                await runtime.stop()
+                log.info("web.stop")  # requests in flight were answered: uvicorn stops the app after them
 
     routes = [
         *health.routes,
