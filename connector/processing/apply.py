@@ -205,9 +205,7 @@ class BatchApplier:
             message_id = message["messageId"]
             if message["type"] == "alias":
                 previous, new = clean_id(message.get("previousId")), clean_id(message.get("userId"))
-                key = resolver.rename(previous, new, message_id) if previous and new else None
-                if key is None:
-                    key = resolver.resolve(resolver.alias_claims(previous, new), message_id)
+                key = resolver.alias(previous, new, message_id)
             else:
                 key = resolver.resolve(message_claims, message_id)
             step = Step(message, source, key)

@@ -261,6 +261,23 @@ class Resolver:
             self.audits.append(_rename_audit(holder, previous, new, message_id))
         return holder
 
+    def alias(self, previous: str | None, new: str | None, message_id: str) -> int:
+        """alias from `previous` to `new`: a rename when `previous` is a profile's user_id and nobody holds
+        `new`; otherwise the profiles of either id merge as any message's claims would (two user_ids never).
+
+        Either way `previous` names the profile from then on, as a user_id (a previous_user_id) and as an
+        anonymous_id, so the messages of `previous` reach it whether they were applied before the alias or
+        after: journal partitions keep the order of one identity's messages, not of two identities'.
+        """
+        target = self.rename(previous, new, message_id) if previous and new else None
+        if target is None:
+            target = self.resolve(self.alias_claims(previous, new), message_id)
+        if previous and (USER_ID, previous) not in self.owner:
+            self.owner[(USER_ID, previous)] = self.new_claims[(PREVIOUS_USER_ID, previous)] = target
+        if previous and (ANONYMOUS_ID, previous) not in self.owner:
+            self.owner[(ANONYMOUS_ID, previous)] = self.new_claims[(ANONYMOUS_ID, previous)] = target
+        return target
+
     def alias_claims(self, previous: str | None, new: str | None) -> list[Claim]:
         """alias merges previousId's profile into userId's: previousId may be either kind of id."""
         claims: list[Claim] = [(USER_ID, new)] if new else []
