@@ -14,10 +14,11 @@ from inbound_cases import find_user
 from connector import cli
 from connector.config import get_environment
 from connector.journal import retry_failed
-from connector.models import JournalEntry
+from connector.models import Account, JournalEntry
 from connector.processing import apply
 
 journal = JournalEntry.__table__
+accounts = Account.__table__
 CONNECTOR = Path(sys.executable).with_name("connector")
 
 
@@ -114,3 +115,28 @@ async def test_worker_process_stops_cleanly_on_sigterm(client, runtime):
     assert worker.returncode == 0, text
     assert '"worker.start"' in text and '"worker.stop"' in text, text
     assert "Traceback" not in text
+
+
+async def test_a_repeated_value_keeps_its_newer_time_so_a_late_older_message_does_not_win(client, runtime):
+    """A newer message that repeats a stored value moves the value's time: an older message arriving after
+    it must not win, for user traits and account traits alike, whichever batches they fall in."""
+    await runtime.settings.save({"handle_accounts": True})
+
+    async def send(timestamp, plan):
+        for body in (
+            {"userId": "ada", "type": "identify", "traits": {"plan": plan}},
+            {"userId": "ada", "type": "group", "groupId": "acme", "traits": {"plan": plan}},
+        ):
+            response = await client.post(
+                f"/v1/{body['type']}", headers=basic_auth(), json={**body, "timestamp": timestamp}
+            )
+            assert response.status_code == 200, response.text
+        await drain(runtime)  # each call in batches of its own
+
+    await send("2024-01-01T00:00:00Z", "pro")
+    await send("2024-03-01T00:00:00Z", "pro")  # the same value, newer
+    await send("2024-02-01T00:00:00Z", "free")  # late, and older than the second
+    async with runtime.engine.connect() as conn:
+        account = (await conn.execute(sa.select(accounts.c.traits).where(accounts.c.group_id == "acme"))).scalar_one()
+    assert (await find_user(client, user_id="ada"))["traits"]["plan"] == "pro"
+    assert account["plan"] == "pro"

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from connector.db import any_of
 from connector.models import Account as AccountRow
 from connector.models import User
-from connector.processing.traits import apply_traits
+from connector.processing.traits import apply_traits, update_traits
 
 accounts = AccountRow.__table__
 users = User.__table__
@@ -95,7 +95,7 @@ class AccountBook:
             self.next_key += 1
             self._index(account)
             return account, True, changed
-        changed = apply_traits(account.traits, account.stamps, traits, at)
+        changed, store = update_traits(account.traits, account.stamps, traits, at)
         claimed = False
         if group_id and account.group_id is None:
             account.group_id = group_id
@@ -109,7 +109,7 @@ class AccountBook:
                 claimed = True
             elif holder is not account:
                 self._conflict(domain, group_id, holder, message_id)
-        account.changed |= bool(changed) or claimed
+        account.changed |= store or claimed
         return account, bool(changed) or claimed, changed
 
     def _conflict(self, domain: str, group_id: str | None, holder: Account, message_id: str) -> None:

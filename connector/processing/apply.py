@@ -39,7 +39,7 @@ from connector.models import Account as AccountRow
 from connector.models import Event, IdentityAudit, User, UserIdentifier, utcnow
 from connector.processing import accounts, identity
 from connector.processing.domains import company_domain
-from connector.processing.traits import apply_traits
+from connector.processing.traits import update_traits
 from connector.settings import ConnectorSettings
 from connector.spec import clean_id, parse_timestamp
 
@@ -277,8 +277,10 @@ class BatchApplier:
         self.changes.users.add(user_id)
         details: dict[str, Any] = {"type": kind}
         if kind == "identify":
-            changed = apply_traits(profile.traits, profile.stamps, message.get("traits") or {}, message["timestamp"])
-            profile.dirty |= bool(changed)
+            changed, store = update_traits(
+                profile.traits, profile.stamps, message.get("traits") or {}, message["timestamp"]
+            )
+            profile.dirty |= store
             details["traits_changed"] = changed
             if step.account is not None:
                 self._account_changed(step)

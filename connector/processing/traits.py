@@ -21,16 +21,26 @@ def newer(value: Any, at: str, current: Any, current_at: str | None) -> bool:
 
 def apply_traits(traits: dict[str, Any], stamps: dict[str, str], incoming: dict[str, Any], at: str) -> list[str]:
     """Apply `incoming` (all stamped `at`) in place; return the names whose value changed (empty: none)."""
+    return update_traits(traits, stamps, incoming, at)[0]
+
+
+def update_traits(
+    traits: dict[str, Any], stamps: dict[str, str], incoming: dict[str, Any], at: str
+) -> tuple[list[str], bool]:
+    """apply_traits, and whether anything must be stored: a newer message that repeats a value moves its
+    timestamp, and an older message arriving later must find the newer one."""
     changed: list[str] = []
+    restamped = False
     for key, value in incoming.items():
         if value is None:
             continue
         if newer(value, at, traits.get(key), stamps.get(key)):
             if traits.get(key) != value:
                 changed.append(key)
+            restamped |= stamps.get(key) != at
             traits[key] = value
             stamps[key] = at
-    return changed
+    return changed, restamped or bool(changed)
 
 
 def merge_traits(
