@@ -19,7 +19,7 @@ until a poll (every 0.05 s) finds no `pending` row. Settings: group calls handle
 no Segment write key: the processor writes its outbox rows, the workers' senders skip them (they
 stay queued), so the figure is processing alone. Two segments exist (a user segment on a trait and
 an event count, an account segment on a trait; neither time-based, so no scheduled recompute), so
-membership is refreshed in each batch.
+membership is refreshed in each batch (--no-segments: none).
 
     .venv/bin/python benchmarks/processing.py [--profiles 5000] [--warm-messages 50000]
         [--workers 1,2,4] [--backends postgresql,sqlite] [--stream cold,warm]
@@ -254,12 +254,13 @@ async def scalar(engine: Any, sql: str) -> int:
         return int(await conn.scalar(sa.text(sql)))
 
 
-async def prepare(url: str) -> None:
+async def prepare(url: str, segments: bool) -> None:
     """What the workers find at start: the settings (group calls handled, no write key) and the segments."""
     engine = create_engine(normalise_database_url(url))
     try:
         await SettingsStore(engine).save(SETTINGS)
-        await create_segments(engine)
+        if segments:
+            await create_segments(engine)
     finally:
         await engine.dispose()
 
@@ -347,10 +348,10 @@ async def measure(url: str, rows: list[dict], preload: list[dict], processes: li
     return {"copy_seconds": copy_seconds, "seconds": seconds, "statuses": statuses, "counts": counts, "load": load}
 
 
-def run(backend: str, stream: str, workers: int, rows: list[dict], preload: list[dict]) -> Run:
+def run(backend: str, stream: str, workers: int, rows: list[dict], preload: list[dict], segments: bool) -> Run:
     """One measurement on a fresh database, with `workers` worker processes started before the rows arrive."""
     with DATABASES[backend]() as url, tempfile.TemporaryDirectory(prefix="connector-bench-logs-") as logs:
-        asyncio.run(prepare(url))
+        asyncio.run(prepare(url, segments))
         with running_workers(url, workers, Path(logs)) as processes:
             try:
                 result = asyncio.run(measure(url, rows, preload, processes))
@@ -437,6 +438,9 @@ def main() -> None:
     parser.add_argument("--workers", type=numbers, default=[1, 2, 4], help="worker processes, PostgreSQL")
     parser.add_argument("--backends", type=listed, default=["postgresql", "sqlite"])
     parser.add_argument("--stream", type=listed, default=["cold", "warm"])
+    parser.add_argument(
+        "--segments", action=argparse.BooleanOptionalAction, default=True, help="the two segments (--no-segments: none)"
+    )
     args = parser.parse_args()
     if not set(args.backends) <= set(DATABASES) or not set(args.stream) <= {"cold", "warm"}:
         parser.error("--backends takes postgresql,sqlite and --stream takes cold,warm")
@@ -453,7 +457,8 @@ def main() -> None:
     wanted = {"cold": expected("cold", args.profiles, warm), "warm": expected("warm", args.profiles, warm)}
     print(
         f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; cold: {args.profiles:,} profiles "
-        f"({len(cold):,} messages); warm: {len(warm):,} messages on {args.profiles:,} existing profiles"
+        f"({len(cold):,} messages); warm: {len(warm):,} messages on {args.profiles:,} existing profiles; "
+        f"{'two segments' if args.segments else 'no segments'}"
     )
 
     runs = []
@@ -462,7 +467,7 @@ def main() -> None:
         for workers in args.workers if backend == "postgresql" else [1]:
             for stream in args.stream:
                 rows, preload = streams[stream]
-                runs.append(run(backend, stream, workers, rows, preload))
+                runs.append(run(backend, stream, workers, rows, preload, args.segments))
                 last = runs[-1]
                 print(f"  {stream} on {backend}, {workers} worker(s): {last.per_second:,.0f} events/s", flush=True)
     print_table(runs)
