@@ -10,16 +10,18 @@ real `connector worker` processes:
 - warm: the profiles of a cold stream exist (that stream is processed first, not timed), then M
   messages on them: 80 % track, 15 % identify changing a trait, 5 % page.
 
-Method. Rows are built as the inbound builds them (spec.normalise_message, then journal_row, whose
-columns are taken as they come) and written in one transaction: on PostgreSQL by a raw asyncpg
-COPY, on SQLite (no COPY) by one executemany INSERT. That write, timed, is the ceiling (rows/s).
-The workers are started first, on the empty journal, and the write begins once each has beaten
-its heartbeat: process start-up is outside the figure. The clock runs from the commit of the rows
-until a poll (every 0.05 s, one EXISTS) finds no `pending` row. Settings: group calls handled (handle_accounts),
-no Segment write key: the processor writes its outbox rows, the workers' senders skip them (they
-stay queued), so the figure is processing alone. Two segments exist (a user segment on a trait and
-an event count, an account segment on a trait; neither time-based, so no scheduled recompute), so
-membership is refreshed in each batch (--no-segments: none).
+Method. Each run has a fresh database (PostgreSQL: a connector_bench_* database, dropped afterwards;
+SQLite: a temporary file). Rows are built as the inbound builds them (spec.normalise_message, then
+journal_row, whose columns are taken as they come) and written in one transaction: on PostgreSQL by
+a raw asyncpg COPY, on SQLite (no COPY) by one executemany INSERT. That write, timed, is the ceiling
+(rows/s). The workers are started first, on the empty journal, and the write begins once each has
+beaten its heartbeat: process start-up is outside the figure (a worker that found nothing waits
+0.2 s before looking again, which is inside it). The clock runs from the commit of the rows until a
+poll (every 0.05 s, one EXISTS) finds no `pending` row. Settings: group calls handled
+(handle_accounts), no Segment write key: the processor writes its outbox rows, the workers' senders
+skip them (they stay queued), so the figure is processing alone. Two segments exist (a user segment
+on a trait and an event count, an account segment on a trait; neither time-based, so no scheduled
+recompute), so membership is refreshed in each batch (--no-segments: none).
 
     .venv/bin/python benchmarks/processing.py [--profiles 5000] [--warm-messages 50000]
         [--workers 1,2,4] [--backends postgresql,sqlite] [--stream cold,warm]
