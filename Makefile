@@ -57,6 +57,7 @@ bench: install
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/outbound.py
 	$(BIN)/python benchmarks/segments.py
+	$(BIN)/python benchmarks/processing.py
 
 clean:
 	rm -rf $(VENV) .tools connector.db connector.db-wal connector.db-shm .pytest_cache mutants

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -87,3 +88,33 @@ def running_server(dsn: str, web_concurrency: int = 1, run_worker: bool = False,
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
+
+
+@contextmanager
+def running_workers(database_url: str, count: int, log_dir: Path, **extra_env: str) -> Iterator[list[subprocess.Popen]]:
+    """`count` `connector worker` processes on the database, each logging to log_dir/worker-<n>.log;
+    stopped by SIGTERM afterwards (killed if one has not stopped within 30 s)."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "CONNECTOR_API_KEY": API_KEY,
+        "LOG_LEVEL": "WARNING",
+        **extra_env,
+    }
+    processes = []
+    try:
+        for number in range(count):
+            with open(log_dir / f"worker-{number}.log", "wb") as log:
+                processes.append(
+                    subprocess.Popen([sys.executable, "-m", "connector", "worker"], env=env, stdout=log, stderr=log)
+                )
+        yield processes
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
