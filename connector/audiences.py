@@ -138,7 +138,7 @@ async def members_of(conn: AsyncConnection, user_ids: list[int]) -> dict[int, di
     if found:
         for row in await conn.execute(
             sa.select(memberships)
-            .where(memberships.c.user_id.in_(sorted(found)))
+            .where(any_of(conn, memberships.c.user_id, sorted(found)))
             .order_by(memberships.c.user_id, memberships.c.audience)
         ):
             found[row.user_id][row.audience] = is_member(row.entered_at, row.exited_at)

@@ -159,6 +159,7 @@ class Resolver:
         self.parent: dict[int, int] = {}  # merged profile -> the profile it merged into
         self.created = 0
         self.new_claims: dict[Claim, int] = {}  # identifiers to store: (kind, value) -> profile key
+        self.claimed_by: dict[int, list[Claim]] = {}  # the new claims of each profile the batch created
         # What must run as statements, in order: ("merge", survivor, merged, message_id) of two stored
         # profiles, ("rename", stored holder, previous, new user_id, message_id).
         self.operations: list[tuple[Any, ...]] = []
@@ -213,10 +214,18 @@ class Resolver:
         target = self.find(target)
         for claim in claims:
             if claim not in found:
-                self.owner[claim] = self.new_claims[claim] = target
+                self._claim(claim, target)
                 if claim[0] == USER_ID:
                     self.held[target] = claim[1]
         return target
+
+    def _claim(self, claim: Claim, key: int) -> None:
+        """A new identifier for the profile `key`; a previous_user_id answers lookups of the user_id."""
+        kind, value = claim
+        self.owner[(USER_ID, value) if kind == PREVIOUS_USER_ID else claim] = key
+        self.new_claims[claim] = key
+        if is_new(key):
+            self.claimed_by.setdefault(key, []).append(claim)
 
     def _merge(self, target: int, loser: int, message_id: str) -> None:
         survivor, merged = self.find(target), self.find(loser)
@@ -225,9 +234,9 @@ class Resolver:
         if is_new(survivor) and not is_new(merged):  # a stored profile outlives one the batch created
             survivor, merged = merged, survivor
         if is_new(merged):  # audited here: merge_users audits the merges it runs
-            moved = sorted(
-                f"{kind}:{value}" for (kind, value), key in self.new_claims.items() if self.find(key) == merged
-            )
+            taken = self.claimed_by.pop(merged, [])
+            self.claimed_by.setdefault(survivor, []).extend(taken)
+            moved = sorted(f"{kind}:{value}" for kind, value in taken)
             self.audits.append(
                 {
                     "action": "merge",
@@ -257,7 +266,10 @@ class Resolver:
         if self.new_claims.pop((USER_ID, previous), None) is None:
             self.operations.append(("rename", holder, previous, new, message_id))
         else:  # the batch created this user_id: store it renamed at once
-            self.new_claims[(PREVIOUS_USER_ID, previous)] = self.new_claims[(USER_ID, new)] = holder
+            if (USER_ID, previous) in self.claimed_by.get(holder, []):
+                self.claimed_by[holder].remove((USER_ID, previous))
+            self._claim((PREVIOUS_USER_ID, previous), holder)
+            self._claim((USER_ID, new), holder)
             self.audits.append(_rename_audit(holder, previous, new, message_id))
         return holder
 
@@ -273,9 +285,9 @@ class Resolver:
         if target is None:
             target = self.resolve(self.alias_claims(previous, new), message_id)
         if previous and (USER_ID, previous) not in self.owner:
-            self.owner[(USER_ID, previous)] = self.new_claims[(PREVIOUS_USER_ID, previous)] = target
+            self._claim((PREVIOUS_USER_ID, previous), target)
         if previous and (ANONYMOUS_ID, previous) not in self.owner:
-            self.owner[(ANONYMOUS_ID, previous)] = self.new_claims[(ANONYMOUS_ID, previous)] = target
+            self._claim((ANONYMOUS_ID, previous), target)
         return target
 
     def alias_claims(self, previous: str | None, new: str | None) -> list[Claim]:

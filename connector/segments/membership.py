@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from connector import activity, outbox
 from connector.changes import Changes
 from connector.computed import computed_attributes_of
+from connector.db import any_of
 from connector.logs import get_logger
 from connector.models import Account, Event, Segment, SegmentMembership, SegmentTransition, User, UTCDateTime, utcnow
 from connector.segments.attributes import ACCOUNT_COLUMNS, USER_COLUMNS, Profile
@@ -189,7 +190,9 @@ async def refresh(conn: AsyncConnection, changes: Changes, now: datetime | None 
     ):
         user_ids |= set(
             (
-                await conn.execute(sa.select(users.c.id).where(users.c.account_id.in_(sorted(changes.accounts))))
+                await conn.execute(
+                    sa.select(users.c.id).where(any_of(conn, users.c.account_id, sorted(changes.accounts)))
+                )
             ).scalars()
         )
     await _refresh_entity(conn, "user", by_entity["user"], user_ids, now)
@@ -207,8 +210,8 @@ async def _refresh_entity(conn: AsyncConnection, entity: str, found: list[Any], 
         tuple(row)
         for row in await conn.execute(
             sa.select(memberships.c.segment_id, memberships.c.entity_id).where(
-                memberships.c.segment_id.in_([segment.id for segment in found]),
-                memberships.c.entity_id.in_(sorted(profiles)),
+                any_of(conn, memberships.c.segment_id, [segment.id for segment in found]),
+                any_of(conn, memberships.c.entity_id, sorted(profiles)),
             )
         )
     }
@@ -290,7 +293,7 @@ async def load_profiles(
             await conn.execute(
                 sa.select(
                     users.c.id, users.c.traits, users.c.account_id, *(users.c[name] for name in USER_COLUMNS)
-                ).where(users.c.id.in_(ids))
+                ).where(any_of(conn, users.c.id, ids))
             )
         )
         linked = await _load_accounts(conn, {row.account_id for row in rows if row.account_id is not None})
@@ -305,7 +308,7 @@ async def load_profiles(
         if event_names and profiles:
             for event in await conn.execute(
                 sa.select(events.c.user_id, events.c.event, events.c.timestamp).where(
-                    events.c.user_id.in_(sorted(profiles)), events.c.event.in_(sorted(event_names))
+                    any_of(conn, events.c.user_id, sorted(profiles)), any_of(conn, events.c.event, sorted(event_names))
                 )
             ):
                 profiles[event.user_id].events.append((event.event, event.timestamp))
@@ -321,7 +324,7 @@ async def _load_accounts(conn: AsyncConnection, ids: Iterable[int]) -> dict[int,
         return {}
     rows = await conn.execute(
         sa.select(accounts.c.id, accounts.c.traits, *(accounts.c[name] for name in ACCOUNT_COLUMNS)).where(
-            accounts.c.id.in_(ids)
+            any_of(conn, accounts.c.id, ids)
         )
     )
     return {
