@@ -290,6 +290,8 @@ class Run:
     messages: int
     seconds: float
     copy_seconds: float
+    worker_cpu: float
+    database_cpu: float
     statuses: dict[str, int]
     counts: dict[str, int]
     worker_problems: int
@@ -314,9 +316,45 @@ async def wait_for_workers(engine: Any, count: int, processes: list) -> None:
         await asyncio.sleep(POLL_SECONDS)
 
 
-async def drain(engine: Any, url: str, rows: list[dict], processes: list) -> tuple[float, float]:
-    """Write the rows, then wait until none is pending; returns (write seconds, processing seconds)."""
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """CPU time (user + system) of each process, from /proc (Linux)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
+def backends_of(url: str) -> list[int]:
+    """The PostgreSQL server processes serving connections to this benchmark's database."""
+    if not url.startswith("postgresql"):
+        return []
+    name = url.rsplit("/", 1)[1]
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if text.startswith("postgres:") and f" {name} " in text:
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
+async def drain(engine: Any, url: str, rows: list[dict], processes: list) -> tuple[float, float, float, float]:
+    """Write the rows, then wait until none is pending; returns (write seconds, processing seconds, CPU seconds
+    of the workers, CPU seconds of the database's server processes) for the processing."""
     copy_seconds = await write_rows(url, rows)
+    workers = [process.pid for process in processes]
+    worker_cpu, database_cpu = cpu_seconds(workers), cpu_seconds(backends_of(url))
     committed = time.perf_counter()
     deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
     # EXISTS stops at the first pending row: a count would scan them all, and the poll must stay cheap.
@@ -324,7 +362,13 @@ async def drain(engine: Any, url: str, rows: list[dict], processes: list) -> tup
         if any(process.poll() is not None for process in processes) or time.monotonic() > deadline:
             raise RuntimeError("a worker exited, or the journal did not drain in time")
         await asyncio.sleep(POLL_SECONDS)
-    return copy_seconds, time.perf_counter() - committed
+    seconds = time.perf_counter() - committed
+    return (
+        copy_seconds,
+        seconds,
+        cpu_used(worker_cpu, cpu_seconds(workers)),
+        cpu_used(database_cpu, cpu_seconds(backends_of(url))),
+    )
 
 
 async def measure(url: str, rows: list[dict], preload: list[dict], processes: list) -> dict[str, Any]:
@@ -335,7 +379,7 @@ async def measure(url: str, rows: list[dict], preload: list[dict], processes: li
             await drain(engine, url, preload, processes)
         before = await scalar(engine, "SELECT count(*) FROM events")
         load = os.getloadavg()[0]
-        copy_seconds, seconds = await drain(engine, url, rows, processes)
+        copy_seconds, seconds, worker_cpu, database_cpu = await drain(engine, url, rows, processes)
         async with engine.connect() as conn:
             statuses = dict(
                 (await conn.execute(sa.text("SELECT status, count(*) FROM inbound_journal GROUP BY 1"))).all()
@@ -348,7 +392,15 @@ async def measure(url: str, rows: list[dict], preload: list[dict], processes: li
         }
     finally:
         await engine.dispose()
-    return {"copy_seconds": copy_seconds, "seconds": seconds, "statuses": statuses, "counts": counts, "load": load}
+    return {
+        "copy_seconds": copy_seconds,
+        "seconds": seconds,
+        "worker_cpu": worker_cpu,
+        "database_cpu": database_cpu,
+        "statuses": statuses,
+        "counts": counts,
+        "load": load,
+    }
 
 
 def run(backend: str, stream: str, workers: int, rows: list[dict], preload: list[dict], segments: bool) -> Run:
@@ -388,17 +440,20 @@ def expected(stream: str, profiles: int, warm_messages: list[dict]) -> dict[str,
 def print_table(runs: list[Run]) -> None:
     print(
         f"\n{'stream':<6} {'backend':<10} {'workers':>7} {'messages':>9} {'seconds':>8} {'events/s':>9} "
-        f"{'COPY rows/s':>11} {'ratio':>6} {'load':>5}"
+        f"{'COPY rows/s':>11} {'ratio':>6} {'worker CPU':>10} {'db CPU':>7} {'load':>5}"
     )
     for run in runs:
         print(
             f"{run.stream:<6} {run.backend:<10} {run.workers:>7} {run.messages:>9,} {run.seconds:>8.1f} "
             f"{run.per_second:>9,.0f} {run.copy_per_second:>11,.0f} {run.per_second / run.copy_per_second:>6.1%} "
+            f"{run.worker_cpu / run.messages * 1e6:>7.0f} µs {run.database_cpu / run.messages * 1e6:>4.0f} µs "
             f"{run.load:>5.1f}"
         )
     print(
         "events/s: journal messages processed per second; COPY rows/s: the same rows written in one transaction "
         "(asyncpg COPY on PostgreSQL, one executemany INSERT on SQLite); ratio: events/s over COPY rows/s; "
+        "worker CPU, db CPU: CPU time per message of the worker processes and of the database's server processes "
+        "(PostgreSQL only; SQLite works inside the worker), which the machine's load does not change much; "
         "load: the machine's 1-minute load average as the timed stream began"
     )
 

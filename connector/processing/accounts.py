@@ -140,22 +140,16 @@ class AccountBook:
         return [account for account in self.by_id.values() if account.changed and not account.new]
 
 
-async def load_for_update(conn: AsyncConnection, ids: list[int], group_ids: list[str], domains: list[str]) -> list[Any]:
-    """The stored accounts with these ids, group ids or domains, locked (PostgreSQL) in id order."""
-    if not (ids or group_ids or domains):
+async def load_for_update(conn: AsyncConnection, group_ids: list[str], domains: list[str]) -> list[Any]:
+    """The stored accounts with these group ids or domains, locked (PostgreSQL) in id order."""
+    if not (group_ids or domains):
         return []
     return list(
         await conn.execute(
             sa.select(
                 accounts.c.id, accounts.c.group_id, accounts.c.domain, accounts.c.traits, accounts.c.trait_timestamps
             )
-            .where(
-                sa.or_(
-                    any_of(conn, accounts.c.id, ids),
-                    any_of(conn, accounts.c.group_id, group_ids),
-                    any_of(conn, accounts.c.domain, domains),
-                )
-            )
+            .where(sa.or_(any_of(conn, accounts.c.group_id, group_ids), any_of(conn, accounts.c.domain, domains)))
             .order_by(accounts.c.id)
             .with_for_update()
         )

@@ -4,9 +4,12 @@ The statements a run needs do not grow with its messages:
 
 1. Claims. Every identifier the run names is looked up at once. On PostgreSQL the profiles that hold
    them are then locked in id order and looked up again, until nothing moved (a worker on another
-   partition may have merged one meanwhile); the accounts the run names, and those its users are
-   linked to, are locked after them, in id order. Locks in one order cannot deadlock one another; a
-   deadlock with anything else rolls the batch back, and the pipeline retries it.
+   partition may have merged one meanwhile); the accounts the run's group calls and company emails
+   name are locked after them, in id order. Locks in one order cannot deadlock one another; a
+   deadlock with anything else rolls the batch back, and the pipeline retries it. The accounts the
+   run's users are merely linked to are not locked: what a batch writes of them (usage sums, segment
+   memberships) is safe beside another batch (usage.py, segments/membership.py), and a lock on them
+   would make every batch of a shared account's users wait for the one before.
 2. Identity, in memory and in journal order: each message's profile by the rules of identity.py
    (`Resolver`), each group call's account (`AccountBook`). New profiles and accounts get ids from one
    statement each. A merge of two stored profiles runs now (identity.merge_users), before the run
@@ -165,15 +168,13 @@ class BatchApplier:
     ) -> tuple[identity.Resolver, accounts.AccountBook]:
         claims = list(dict.fromkeys(claim for message_claims in named for claim in message_claims))
         owners = await identity.lookup(self.conn, claims)
-        linked: list[int] = []
         for _ in range(LOCK_ATTEMPTS):
-            rows = await self.conn.execute(
-                sa.select(users.c.id, users.c.account_id)
+            await self.conn.execute(
+                sa.select(users.c.id)
                 .where(any_of(self.conn, users.c.id, sorted(set(owners.values()))))
                 .order_by(users.c.id)
                 .with_for_update()
             )
-            linked = [row.account_id for row in rows if row.account_id is not None]
             if not is_postgres(self.conn):
                 break
             again = await identity.lookup(self.conn, claims)
@@ -187,7 +188,7 @@ class BatchApplier:
             group_id, domain = self._account_claims(message)
             group_ids |= {group_id} if group_id else set()
             domains |= {domain} if domain else set()
-        stored = await accounts.load_for_update(self.conn, sorted(set(linked)), sorted(group_ids), sorted(domains))
+        stored = await accounts.load_for_update(self.conn, sorted(group_ids), sorted(domains))
         held = await identity.held_user_ids(self.conn, sorted(set(owners.values())))
         return identity.Resolver(owners, held), accounts.AccountBook(stored, identity.NEW)
 

@@ -233,13 +233,20 @@ async def record(
     exited: list[tuple[int, int]],
     now: datetime,
 ) -> None:
-    """Apply membership changes of (segment id, entity id); write their transitions and outbox rows."""
+    """Apply membership changes of (segment id, entity id); write their transitions and outbox rows.
+
+    Safe beside a concurrent refresh of the same profile (another worker's batch, on PostgreSQL): an entry
+    already made there fails this insert (a unique violation: the batch is retried and sees it), and an exit
+    already made there removes nothing here, so no transition is recorded twice."""
+    if exited:  # only what this transaction removed exits: a concurrent refresh may have removed it first
+        removed = await conn.execute(
+            memberships.delete()
+            .where(sa.tuple_(memberships.c.segment_id, memberships.c.entity_id).in_(exited))
+            .returning(memberships.c.segment_id, memberships.c.entity_id)
+        )
+        exited = [(row.segment_id, row.entity_id) for row in removed]
     if not entered and not exited:
         return
-    if exited:
-        await conn.execute(
-            memberships.delete().where(sa.tuple_(memberships.c.segment_id, memberships.c.entity_id).in_(exited))
-        )
     if entered:
         await conn.execute(
             memberships.insert(),
