@@ -96,7 +96,7 @@ async def add(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     sums: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in rows:  # one row per key: a statement's ON CONFLICT DO UPDATE touches a row once
         _fold(sums, row)
-    folded = list(sums.values())
+    folded = [sums[key] for key in sorted(sums)]  # in key order: two batches summing into shared rows never deadlock
     for start in range(0, len(folded), WRITE_CHUNK):
         await insert_rows(conn, feature_usage, folded[start : start + WRITE_CHUNK], adapt=_add_conflict)
 
