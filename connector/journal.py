@@ -56,11 +56,9 @@ def partition_of(message: dict[str, Any]) -> int:
 async def lease(conn: AsyncConnection, limit: int) -> Sequence[Any]:
     """Up to `limit` pending rows (id, payload, source, partition) in journal order, from partitions this
     transaction now leases; empty when there is nothing to do or every partition with work is leased."""
-    rows = sa.select(journal.c.id, journal.c.payload, journal.c.source, journal.c.partition).where(
-        journal.c.status == PENDING
-    )
+    rows = _pending_rows()
     if is_postgres(conn):
-        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(JOURNAL_LOCK)))
+        await _share_journal(conn)
         held = (
             await conn.scalars(
                 _LEASE, {"last": PARTITIONS - 1, "lock_class": PARTITION_LOCK_CLASS, "share": LEASE_SHARE}
@@ -72,28 +70,27 @@ async def lease(conn: AsyncConnection, limit: int) -> Sequence[Any]:
     return (await conn.execute(rows.order_by(journal.c.id).limit(limit))).all()
 
 
-async def peek(conn: AsyncConnection, limit: int) -> Sequence[Any]:
-    """The first `limit` pending rows (id), without a lease."""
-    return (
-        await conn.execute(
-            sa.select(journal.c.id).where(journal.c.status == PENDING).order_by(journal.c.id).limit(limit)
-        )
-    ).all()
-
-
 async def lease_row(conn: AsyncConnection, journal_id: int) -> Sequence[Any]:
     """The row (id, payload, source, partition) if still pending, once this transaction leases its partition
     (waiting for the batch that holds it)."""
-    select = sa.select(journal.c.id, journal.c.payload, journal.c.source, journal.c.partition).where(
-        journal.c.id == journal_id, journal.c.status == PENDING
-    )
     if is_postgres(conn):
-        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(JOURNAL_LOCK)))
+        await _share_journal(conn)
         partition = await conn.scalar(sa.select(journal.c.partition).where(journal.c.id == journal_id))
         if partition is None:
             return []
         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(PARTITION_LOCK_CLASS, partition)))
-    return (await conn.execute(select)).all()
+    return (await conn.execute(_pending_rows().where(journal.c.id == journal_id))).all()
+
+
+def _pending_rows() -> Any:
+    return sa.select(journal.c.id, journal.c.payload, journal.c.source, journal.c.partition).where(
+        journal.c.status == PENDING
+    )
+
+
+async def _share_journal(conn: AsyncConnection) -> None:
+    """Every batch holds the journal's lock shared: hold_all waits for them all."""
+    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(JOURNAL_LOCK)))
 
 
 async def hold_all(conn: AsyncConnection) -> None:

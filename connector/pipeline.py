@@ -39,9 +39,10 @@ async def process_batch(engine: AsyncEngine, settings: ConnectorSettings, limit:
     """Apply up to `limit` pending journal rows of the partitions this call leases; return what changed."""
     started = perf_counter()
     contended = 0
+    leased: list[int] = []
     for attempt in range(len(RETRY_DELAYS) + 1):
         try:
-            changes = await _apply_batch(engine, settings, limit)
+            changes = await _apply_batch(engine, settings, limit, leased)
             break
         except Exception as error:
             reason = _reason(error)
@@ -52,7 +53,7 @@ async def process_batch(engine: AsyncEngine, settings: ConnectorSettings, limit:
                 PROCESS_RETRIES.labels("transient").inc()
             else:
                 log.error("processing.batch.error", reason=reason)
-                changes = await _apply_one_by_one(engine, settings, limit)
+                changes = await _apply_one_by_one(engine, settings, leased)
                 break
             if attempt == len(RETRY_DELAYS):
                 raise  # the worker logs it, waits and tries again: a transient failure never parks a message
@@ -62,23 +63,23 @@ async def process_batch(engine: AsyncEngine, settings: ConnectorSettings, limit:
     return changes
 
 
-async def _apply_batch(engine: AsyncEngine, settings: ConnectorSettings, limit: int) -> Changes:
+async def _apply_batch(engine: AsyncEngine, settings: ConnectorSettings, limit: int, leased: list[int]) -> Changes:
+    """One batch in one transaction; `leased` is set to its rows' ids, for _apply_one_by_one if it fails."""
     async with engine.begin() as conn:
         rows = await journal.lease(conn, limit)
+        leased[:] = [row.id for row in rows]
         if not rows:
             return Changes()
         changes = await processor.apply_journal(conn, list(rows), settings)
         await propagate(conn, settings, changes)
-        await journal.mark(conn, [row.id for row in rows], journal.PROCESSED)
+        await journal.mark(conn, leased, journal.PROCESSED)
     return changes
 
 
-async def _apply_one_by_one(engine: AsyncEngine, settings: ConnectorSettings, limit: int) -> Changes:
+async def _apply_one_by_one(engine: AsyncEngine, settings: ConnectorSettings, ids: list[int]) -> Changes:
     """After a batch failed for a reason not transient: each of its rows in a transaction of its own, in
     journal order; a row that fails alone for such a reason is parked, the others are applied."""
     total = Changes()
-    async with engine.connect() as conn:
-        ids = [row.id for row in await journal.peek(conn, limit)]
     for journal_id in ids:
         try:
             async with engine.begin() as conn:

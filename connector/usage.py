@@ -56,6 +56,10 @@ def flag_score(flag: Any) -> int:
     return FLAG_SCORES.get(flag.strip().lower(), 0) if isinstance(flag, str) else 0
 
 
+# What event_rows reads of a stored event: select these to feed it.
+EVENT_COLUMNS = (events.c.type, events.c.user_id, events.c.account_id, events.c.timestamp, events.c.properties)
+
+
 def event_rows(event: Any) -> list[dict[str, Any]]:
     """The usage rows one stored event adds (none unless it is a track with a feature)."""
     feature = feature_of(event.properties) if event.type == "track" else None
@@ -128,14 +132,7 @@ async def rebuild(engine: AsyncEngine, on_page: Callable[[int], object] | None =
         while True:
             page = (
                 await conn.execute(
-                    sa.select(
-                        events.c.id,
-                        events.c.type,
-                        events.c.user_id,
-                        events.c.account_id,
-                        events.c.timestamp,
-                        events.c.properties,
-                    )
+                    sa.select(events.c.id, *EVENT_COLUMNS)
                     .where(events.c.type == "track", events.c.id > last_id)
                     .order_by(events.c.id)
                     .limit(REBUILD_PAGE)
@@ -161,7 +158,7 @@ async def recount_accounts(conn: AsyncConnection, keys: set[tuple[int, str, date
     end = datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(), UTC)
     sums: dict[tuple[Any, ...], dict[str, Any]] = {}
     rows = await conn.execute(
-        sa.select(events.c.type, events.c.user_id, events.c.account_id, events.c.timestamp, events.c.properties).where(
+        sa.select(*EVENT_COLUMNS).where(
             events.c.type == "track",
             events.c.account_id.in_(sorted({key[0] for key in keys})),
             events.c.timestamp >= start,

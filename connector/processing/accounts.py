@@ -9,11 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector.db import any_of
 from connector.models import Account as AccountRow
-from connector.models import User
 from connector.processing.traits import apply_traits, update_traits
 
 accounts = AccountRow.__table__
-users = User.__table__
 
 
 def normalise_domain(value: Any) -> str | None:

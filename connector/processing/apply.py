@@ -131,8 +131,9 @@ class BatchApplier:
         if not run:
             return
         claims = [self._claims(message) for message, _ in run]
-        resolver, book = await self._load(run, claims)
-        steps = self._resolve(run, claims, resolver, book)
+        account_claims = [self._account_claims(message) for message, _ in run]
+        resolver, book = await self._load(claims, account_claims)
+        steps = self._resolve(run, claims, account_claims, resolver, book)
         user_of = await self._allocate(resolver, book)
         await self._run_stored_merges(resolver)
         await self._load_profiles({user_of(step.profile) for step in steps})
@@ -164,10 +165,22 @@ class BatchApplier:
         return None, None
 
     async def _load(
-        self, run: list[tuple[dict[str, Any], str]], named: list[list[identity.Claim]]
+        self, named: list[list[identity.Claim]], account_claims: list[tuple[str | None, str | None]]
     ) -> tuple[identity.Resolver, accounts.AccountBook]:
         claims = list(dict.fromkeys(claim for message_claims in named for claim in message_claims))
         owners = await identity.lookup(self.conn, claims)
+        if is_postgres(self.conn):  # SQLite has one writer: nothing moves under this transaction
+            owners = await self._lock_owners(claims, owners)
+        group_ids = sorted({group_id for group_id, _ in account_claims if group_id})
+        domains = sorted({domain for _, domain in account_claims if domain})
+        stored = await accounts.load_for_update(self.conn, group_ids, domains)
+        held = await identity.held_user_ids(self.conn, sorted(set(owners.values())))
+        return identity.Resolver(owners, held), accounts.AccountBook(stored, identity.NEW)
+
+    async def _lock_owners(
+        self, claims: list[identity.Claim], owners: dict[identity.Claim, int]
+    ) -> dict[identity.Claim, int]:
+        """Lock the profiles holding the claims, in id order, until a lookup after the lock finds the same."""
         for _ in range(LOCK_ATTEMPTS):
             await self.conn.execute(
                 sa.select(users.c.id)
@@ -175,22 +188,11 @@ class BatchApplier:
                 .order_by(users.c.id)
                 .with_for_update()
             )
-            if not is_postgres(self.conn):
-                break
             again = await identity.lookup(self.conn, claims)
             if again == owners:
-                break
+                return owners
             owners = again
-        else:
-            raise Contention("the profiles of this batch kept merging elsewhere")
-        group_ids, domains = set(), set()
-        for message, _ in run:
-            group_id, domain = self._account_claims(message)
-            group_ids |= {group_id} if group_id else set()
-            domains |= {domain} if domain else set()
-        stored = await accounts.load_for_update(self.conn, sorted(group_ids), sorted(domains))
-        held = await identity.held_user_ids(self.conn, sorted(set(owners.values())))
-        return identity.Resolver(owners, held), accounts.AccountBook(stored, identity.NEW)
+        raise Contention("the profiles of this batch kept merging elsewhere")
 
     # -- 2. identity --------------------------------------------------------------------------------
 
@@ -198,11 +200,12 @@ class BatchApplier:
         self,
         run: list[tuple[dict[str, Any], str]],
         claims: list[list[identity.Claim]],
+        account_claims: list[tuple[str | None, str | None]],
         resolver: identity.Resolver,
         book: accounts.AccountBook,
     ) -> list[Step]:
         steps = []
-        for (message, source), message_claims in zip(run, claims, strict=True):
+        for (message, source), message_claims, (group_id, domain) in zip(run, claims, account_claims, strict=True):
             message_id = message["messageId"]
             if message["type"] == "alias":
                 previous, new = clean_id(message.get("previousId")), clean_id(message.get("userId"))
@@ -210,7 +213,6 @@ class BatchApplier:
             else:
                 key = resolver.resolve(message_claims, message_id)
             step = Step(message, source, key)
-            group_id, domain = self._account_claims(message)
             if message["type"] == "group":
                 step.account, step.account_changed, step.account_traits_changed = book.upsert(
                     group_id, domain, message.get("traits") or {}, message["timestamp"], message_id

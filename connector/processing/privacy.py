@@ -31,11 +31,10 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector import usage
-from connector.db import insert
+from connector.db import any_of, insert, is_postgres
 from connector.models import (
     ActivityEntry,
     AudienceMembership,
@@ -109,8 +108,8 @@ async def suppressed(conn: AsyncConnection, claims: set[Claim]) -> set[Claim]:
     """The claims on the suppression list: one query (on SQLite, one per thousand distinct values)."""
     hashed = {(kind, value_hash(value)): (kind, value) for kind, value in claims}
     wanted = sorted({digest for _, digest in hashed})
-    if conn.dialect.name == "postgresql":  # one array parameter: 3x faster than a thousand IN parameters
-        conditions = [suppressions.c.value_hash == sa.any_(sa.bindparam("hashes", wanted, type_=ARRAY(sa.String)))]
+    if is_postgres(conn):  # one array parameter (db.any_of): 3x faster than a thousand IN parameters
+        conditions = [any_of(conn, suppressions.c.value_hash, wanted)]
     else:
         conditions = [
             suppressions.c.value_hash.in_(wanted[start : start + CHUNK]) for start in range(0, len(wanted), CHUNK)
@@ -186,18 +185,7 @@ async def _erase_profile(conn: AsyncConnection, user_id: int, erasure: Erasure) 
     if email := suppressed_email(row.traits.get("email")):
         erasure.claims.add((EMAIL, email))
 
-    stored = (
-        await conn.execute(
-            sa.select(
-                events.c.id,
-                events.c.type,
-                events.c.user_id,
-                events.c.account_id,
-                events.c.timestamp,
-                events.c.properties,
-            ).where(events.c.user_id == user_id)
-        )
-    ).all()
+    stored = (await conn.execute(sa.select(events.c.id, *usage.EVENT_COLUMNS).where(events.c.user_id == user_id))).all()
     erasure.events |= {event.id for event in stored}
     recount = {
         (row["entity_id"], row["feature"], row["day"])
