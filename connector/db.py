@@ -149,3 +149,11 @@ def is_transient(error: BaseException) -> bool:
 def is_contention(error: BaseException) -> bool:
     """A race between workers on a unique key: retried a few times, then treated as a bug."""
     return isinstance(error, Contention) or sqlstate(error) == _UNIQUE_VIOLATION
+
+
+def epoch_minute(conn: AsyncConnection, column: Any) -> Any:
+    """The minute a timestamp column falls in, as whole minutes since 1970-01-01 UTC (an integer)."""
+    if is_postgres(conn):
+        return sa.cast(sa.func.floor(sa.extract("epoch", column)), sa.BigInteger) // 60
+    # SQLite keeps the UTC time as text (models.UTCDateTime); strftime('%s') reads it as UTC.
+    return sa.cast(sa.func.strftime("%s", column), sa.Integer) // 60

@@ -96,7 +96,7 @@ class JournalEntry(TableModel, table=True):
     message_id: str = Field(max_length=255, sa_column_kwargs={"unique": True})
     type: str = Field(max_length=16)
     payload: dict[str, Any] = _json()
-    received_at: datetime = _time()
+    received_at: datetime = _time(index=True)  # the dashboard's overview counts the last 24 hours by it
     # Not indexed alone: (status, processed_at) serves the counts by status, and every processed row would
     # otherwise update one index more.
     status: str = Field(default="pending", max_length=16)
@@ -269,7 +269,7 @@ class SegmentTransition(TableModel, table=True):
     entity_id: int = Field(sa_type=BigId, index=True)
     transition: str = Field(max_length=8)  # entered, exited
     initial: bool = False
-    at: datetime = _time()
+    at: datetime = _time(index=True)  # the segment list counts the last 24 hours by it
 
 
 # --- outbound --------------------------------------------------------------

@@ -302,9 +302,11 @@ async def test_the_outgoing_route_shows_what_would_be_sent_now_and_why_not(clien
         await send_all(runtime)
         assert segment_api.messages[0]["messageId"] == identify["messageId"]  # the same message the sender sent
         again = (await client.get(f"/api/users/{user}/outgoing", headers=admin_auth())).json()
-        assert again == {"messages": [], "not_sent": ["unchanged"]}
+        assert (again["messages"], again["not_sent"]) == ([], ["unchanged"])
+        [last] = again["last_sent"]  # what was delivered, as the sender logged it
+        assert (last["message_id"], last["details"]["traits"]) == (identify["messageId"], identify["traits"])
     else:
-        assert answer == {"messages": [], "not_sent": ["not in synchronized segments"]}
+        assert answer == {"messages": [], "not_sent": ["not in synchronized segments"], "last_sent": []}
         await send_all(runtime)
         assert segment_api.messages == []
 

@@ -1,11 +1,16 @@
-"""A profile's activity log, and what would be sent for a user now, in the admin API.
+"""A profile's activity log, and what was last sent and would be sent for a user now, in the admin API.
 
 The activity pages like a user's events: newest first, `before_id` the last id of the
 previous page. "What would be sent" is the sender's own builder run on the user's outbox
-key, read-only: the same messages and the same reasons, without sending or storing.
+key, read-only: the same messages and the same reasons, without sending or storing. "What was
+last sent" is the latest `outgoing.user.success` entry of each call type (identify, group), as
+the sender logged it on Segment's acceptance; it goes with the log's retention.
 """
 
+from typing import Any
+
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -18,6 +23,8 @@ from connector.web import profiles
 from connector.web.admin import error, query_int, query_limit, runtime_of
 from connector.web.auth import requires_admin
 
+LAST_SENT_TYPES = ("identify", "group")
+
 
 async def _activity(request: Request, entity: str, entity_id: int) -> JSONResponse:
     limit = query_limit(request, 100, 500)
@@ -29,20 +36,39 @@ async def _activity(request: Request, entity: str, entity_id: int) -> JSONRespon
         if not await profiles.exists(conn, entity, entity_id):
             return error(404, f"no such {entity}")
         rows = await conn.execute(query.order_by(activity_log.c.id.desc()).limit(limit))
-        return JSONResponse(
-            {
-                "activity": [
-                    {
-                        "id": row.id,
-                        "action": row.action,
-                        "message_id": row.message_id,
-                        "details": row.details,
-                        "created_at": format_timestamp(row.created_at),
-                    }
-                    for row in rows
-                ]
-            }
-        )
+        return JSONResponse({"activity": [_entry(row) for row in rows]})
+
+
+def _entry(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "action": row.action,
+        "message_id": row.message_id,
+        "details": row.details,
+        "created_at": format_timestamp(row.created_at),
+    }
+
+
+async def last_sent(conn: AsyncConnection, user_id: int) -> list[dict[str, Any]]:
+    """The latest delivered identify and group of a user, from the activity log."""
+    found = []
+    for kind in LAST_SENT_TYPES:
+        row = (
+            await conn.execute(
+                sa.select(activity_log)
+                .where(
+                    activity_log.c.entity == USER,
+                    activity_log.c.entity_id == user_id,
+                    activity_log.c.action == "outgoing.user.success",
+                    activity_log.c.details["type"].as_string() == kind,
+                )
+                .order_by(activity_log.c.id.desc())
+                .limit(1)
+            )
+        ).first()
+        if row is not None:
+            found.append(_entry(row))
+    return found
 
 
 @requires_admin
@@ -78,10 +104,12 @@ async def get_account_activity(request: Request) -> JSONResponse:
 @requires_admin
 async def get_user_outgoing(request: Request) -> JSONResponse:
     """
-    summary: What would be sent to Segment for this user now (identify, group), and why anything would not
+    summary: What would be sent to Segment for this user now (identify, group), why anything would not, and what
+      was last sent
     responses:
       200:
-        description: "the messages the sender would build now, and the reasons for what it would not send"
+        description: "the messages the sender would build now, the reasons for what it would not send, and the
+          last identify and group delivered (activity entries)"
         schema: {$ref: "#/components/schemas/Outgoing"}
       404: {description: "no such user"}
     """
@@ -92,10 +120,13 @@ async def get_user_outgoing(request: Request) -> JSONResponse:
         if not await profiles.exists(conn, USER, user_id):
             return error(404, "no such user")
         built = await builders.build(conn, settings, [outbox.outbox_key(outbox.USER, user_id)])
+        sent = await last_sent(conn, user_id)
     not_sent = list(built.skipped.values())
     if not settings.write_key:
         not_sent.append("no write_key in settings: nothing is sent")
-    return JSONResponse({"messages": [outgoing.message for outgoing in built.messages], "not_sent": not_sent})
+    return JSONResponse(
+        {"messages": [outgoing.message for outgoing in built.messages], "not_sent": not_sent, "last_sent": sent}
+    )
 
 
 routes = [

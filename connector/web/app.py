@@ -3,14 +3,10 @@
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.routing import Route
 
 from connector import worker
 from connector.config import Environment, get_environment
@@ -18,21 +14,24 @@ from connector.inbound import routes as inbound
 from connector.inbound.journal import JournalWriter
 from connector.logs import get_logger
 from connector.runtime import Runtime
-from connector.settings import settings_json_schema
-from connector.web import activity_api, admin, health, insights_api, outbound_api, privacy_api, segments_api, status
+from connector.web import (
+    activity_api,
+    admin,
+    dashboard,
+    health,
+    insights_api,
+    names_api,
+    outbound_api,
+    overview_api,
+    privacy_api,
+    search_api,
+    segments_api,
+    status,
+)
 from connector.web.openapi import openapi_document
 from connector.web.paths import http_error
 
-STATIC = Path(__file__).with_name("static")
 log = get_logger()
-
-
-async def settings_schema(request: Request) -> JSONResponse:
-    return JSONResponse(settings_json_schema())
-
-
-async def dashboard(request: Request) -> FileResponse:
-    return FileResponse(STATIC / "index.html")
 
 
 def create_app(env: Environment | None = None) -> Starlette:
@@ -59,6 +58,7 @@ def create_app(env: Environment | None = None) -> Starlette:
     routes = [
         *health.routes,
         *inbound.routes,
+        *search_api.routes,
         *admin.routes,
         *activity_api.routes,
         *segments_api.routes,
@@ -66,9 +66,9 @@ def create_app(env: Environment | None = None) -> Starlette:
         *insights_api.routes,
         *privacy_api.routes,
         *status.routes,
+        *overview_api.routes,
+        *names_api.routes,
         Route("/api/openapi.json", openapi_document, methods=["GET"], include_in_schema=False),
-        Route("/settings.schema.json", settings_schema, methods=["GET"], include_in_schema=False),
-        Route("/", dashboard, methods=["GET"], include_in_schema=False),
-        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        *dashboard.routes,
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})

@@ -42,6 +42,14 @@ ID = {"type": "integer"}
 COUNT = {"type": "integer", "minimum": 0}
 ANY_OBJECT = {"type": "object", "additionalProperties": True}
 TEXTS = {"type": "array", "items": TEXT}
+MAYBE_TEXT = {"type": "string", "nullable": True}
+COUNTS = {"type": "array", "items": COUNT}
+TIMES_BY_NAME = {"type": "object", "additionalProperties": TIME, "description": "when each was set"}
+MEMBERSHIPS = {
+    "type": "array",
+    "items": _object({"id": ID, "name": TEXT, "entered_at": TIME}),
+    "description": "the segments it is in, with when it entered each",
+}
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "Error": _object({"message": TEXT}, {"field": TEXT, "errors": {"type": "array", "items": ANY_OBJECT}}),
@@ -70,7 +78,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "created_at": TIME,
             "updated_at": TIME,
             "segments": TEXTS,
-        }
+        },
+        {"trait_timestamps": TIMES_BY_NAME, "memberships": MEMBERSHIPS},
     ),
     "User": _object(
         {
@@ -85,7 +94,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "last_seen_at": MAYBE_TIME,
             "recent_events": {"type": "array", "items": _ref("Event")},
         },
-        {"account_link": {"type": "string", "nullable": True}},
+        {
+            "account_link": {"type": "string", "nullable": True},
+            "trait_timestamps": TIMES_BY_NAME,
+            "memberships": MEMBERSHIPS,
+        },
     ),
     "Segment": _object(
         {
@@ -97,7 +110,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "time_based": {"type": "boolean"},
             "computed_at": MAYBE_TIME,
         },
-        {"created_at": TIME, "updated_at": TIME},
+        {"created_at": TIME, "updated_at": TIME, "entered_24h": COUNT, "exited_24h": COUNT},
     ),
     "Segments": _object({"segments": {"type": "array", "items": _ref("Segment")}}),
     "DeadLetters": _object(
@@ -157,6 +170,71 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         {
             "messages": {"type": "array", "items": ANY_OBJECT, "description": "identify, then group, as sent"},
             "not_sent": {**TEXTS, "description": "why: not in the filter, unchanged, no write_key, ..."},
+        },
+        {"last_sent": {"type": "array", "items": ANY_OBJECT, "description": "activity entries: last identify, group"}},
+    ),
+    "Overview": _object(
+        {
+            "start": TIME,
+            "step_seconds": COUNT,
+            "buckets": COUNT,
+            "incoming": {"type": "object", "additionalProperties": COUNTS, "description": "<type>.<status>"},
+            "outgoing": _object({name: COUNTS for name in ("sent", "skipped", "retried", "dead_lettered")}),
+            "last_errors": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "at": TIME,
+                        "kind": TEXT,
+                        "entity": MAYBE_TEXT,
+                        "entity_id": {"type": "integer", "nullable": True},
+                        "message_id": MAYBE_TEXT,
+                        "status_code": {"type": "integer", "nullable": True},
+                        "reason": TEXT,
+                    }
+                ),
+            },
+        }
+    ),
+    "Names": _object(
+        {
+            "segments": _object({"user": TEXTS, "account": TEXTS}),
+            "events": TEXTS,
+            "audiences": TEXTS,
+            "traits": _object({"user": TEXTS, "account": TEXTS}),
+            "attributes": _object({"user": TEXTS, "account": TEXTS}),
+            "settings": {"type": "object", "additionalProperties": TEXTS, "description": "setting -> its choices"},
+        }
+    ),
+    "UserMatches": _object(
+        {
+            "users": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "id": ID,
+                        "user_id": MAYBE_TEXT,
+                        "anonymous_id": MAYBE_TEXT,
+                        "email": MAYBE_TEXT,
+                        "last_seen_at": MAYBE_TIME,
+                    }
+                ),
+            }
+        }
+    ),
+    "AccountMatches": _object(
+        {
+            "accounts": {
+                "type": "array",
+                "items": _object({"id": ID, "group_id": MAYBE_TEXT, "domain": MAYBE_TEXT, "name": {}}),
+            }
+        }
+    ),
+    "Preview": _object(
+        {
+            "entity": {"type": "string", "enum": ["user", "account"]},
+            "count": COUNT,
+            "sample": {"type": "array", "items": ANY_OBJECT, "description": "as in UserMatches or AccountMatches"},
         }
     ),
     "Audiences": _object({"id": ID, "audiences": ANY_OBJECT}),

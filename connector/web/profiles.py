@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector.models import Account, Event, Segment, SegmentMembership, User, UserIdentifier
-from connector.processing.identity import PREVIOUS_USER_ID, USER_ID
+from connector.processing.identity import ANONYMOUS_ID, EMAIL, PREVIOUS_USER_ID, USER_ID
 from connector.spec import format_timestamp
 
 users = User.__table__
@@ -16,7 +16,11 @@ events = Event.__table__
 segments = Segment.__table__
 memberships = SegmentMembership.__table__
 RECENT_EVENTS = 20
+SEARCH_LIMIT = 20
 TABLES = {"user": users, "account": accounts}
+# The highest code point: `value < prefix + LAST` holds for every string starting with prefix, so a prefix
+# search is a range of the (kind, value) index on both backends (SQLite's LIKE would ignore the index).
+LAST = "\U0010ffff"
 
 
 async def exists(conn: AsyncConnection, entity: str, entity_id: int) -> bool:
@@ -48,28 +52,38 @@ async def find_account(conn: AsyncConnection, kind: str, value: str) -> int | No
     return await conn.scalar(sa.select(accounts.c.id).where(column == value))
 
 
-async def segment_names(conn: AsyncConnection, entity: str, entity_id: int) -> list[str]:
+async def segment_memberships(conn: AsyncConnection, entity: str, entity_id: int) -> list[dict[str, Any]]:
     rows = await conn.execute(
-        sa.select(segments.c.name)
+        sa.select(segments.c.id, segments.c.name, memberships.c.entered_at)
         .join(memberships, memberships.c.segment_id == segments.c.id)
         .where(segments.c.entity == entity, memberships.c.entity_id == entity_id)
         .order_by(segments.c.name)
     )
-    return [row.name for row in rows]
+    return [{"id": row.id, "name": row.name, "entered_at": format_timestamp(row.entered_at)} for row in rows]
+
+
+def _profile_times(row: Any) -> dict[str, Any]:
+    return {
+        "traits": row.traits,
+        # When each trait was set: its message's normalised timestamp, already in the API's one format.
+        "trait_timestamps": row.trait_timestamps,
+        "created_at": format_timestamp(row.created_at),
+        "updated_at": format_timestamp(row.updated_at),
+    }
 
 
 async def account_profile(conn: AsyncConnection, account_id: int) -> dict[str, Any] | None:
     row = (await conn.execute(sa.select(accounts).where(accounts.c.id == account_id))).first()
     if row is None:
         return None
+    joined = await segment_memberships(conn, "account", row.id)
     return {
         "id": row.id,
         "group_id": row.group_id,
         "domain": row.domain,
-        "traits": row.traits,
-        "created_at": format_timestamp(row.created_at),
-        "updated_at": format_timestamp(row.updated_at),
-        "segments": await segment_names(conn, "account", row.id),
+        **_profile_times(row),
+        "segments": [membership["name"] for membership in joined],
+        "memberships": joined,
     }
 
 
@@ -84,16 +98,16 @@ async def user_profile(conn: AsyncConnection, user_id: int) -> dict[str, Any] | 
         .order_by(identifiers.c.id)
     ):
         ids.setdefault(ident.kind, []).append(ident.value)
+    joined = await segment_memberships(conn, "user", row.id)
     return {
         "id": row.id,
         "user_id": ids["user_id"][0] if ids["user_id"] else None,
         "identifiers": ids,
-        "traits": row.traits,
+        **_profile_times(row),
         "account": await account_profile(conn, row.account_id) if row.account_id else None,
         "account_link": row.account_link,
-        "segments": await segment_names(conn, "user", row.id),
-        "created_at": format_timestamp(row.created_at),
-        "updated_at": format_timestamp(row.updated_at),
+        "segments": [membership["name"] for membership in joined],
+        "memberships": joined,
         "last_seen_at": format_timestamp(row.last_seen_at) if row.last_seen_at else None,
         "recent_events": await user_events(conn, user_id, RECENT_EVENTS),
     }
@@ -125,3 +139,90 @@ def serialise_event(row: Any) -> dict[str, Any]:
         "properties": row.properties,
         "context": row.context,
     }
+
+
+async def search_users(conn: AsyncConnection, text: str) -> list[dict[str, Any]]:
+    """Users holding a user_id, anonymous_id or email that starts with `text` (emails in any case); when `text`
+    holds an @, also users whose email trait starts with it (a scan of the users, as find_user's)."""
+    kinds = ((USER_ID, text), (PREVIOUS_USER_ID, text), (ANONYMOUS_ID, text), (EMAIL, text.lower()))
+    value = identifiers.c.value
+    starting = [sa.and_(identifiers.c.kind == kind, value >= start, value < start + LAST) for kind, start in kinds]
+    found = set(
+        await conn.scalars(
+            sa.select(identifiers.c.user_id)
+            .where(sa.or_(*starting))
+            .group_by(identifiers.c.user_id)
+            .order_by(identifiers.c.user_id)
+            .limit(SEARCH_LIMIT)
+        )
+    )
+    if "@" in text:  # emails are identifiers only with identify_by_email: the trait too, as find_user reads it
+        email = sa.func.lower(users.c.traits["email"].as_string())
+        found |= set(
+            await conn.scalars(
+                sa.select(users.c.id)
+                .where(email >= text.lower(), email < text.lower() + LAST)
+                .order_by(users.c.id)
+                .limit(SEARCH_LIMIT)
+            )
+        )
+    return await user_summaries(conn, sorted(found)[:SEARCH_LIMIT])
+
+
+async def user_summaries(conn: AsyncConnection, user_ids: list[int]) -> list[dict[str, Any]]:
+    """A line per user for lists: id, user_id, anonymous_id, email (the first of each; the email trait when
+    no email is an identifier), last seen."""
+    held: dict[int, dict[str, str]] = {user_id: {} for user_id in user_ids}
+    for row in await conn.execute(
+        sa.select(identifiers.c.user_id, identifiers.c.kind, identifiers.c.value)
+        .where(identifiers.c.user_id.in_(user_ids), identifiers.c.kind.in_((USER_ID, ANONYMOUS_ID, EMAIL)))
+        .order_by(identifiers.c.id)
+    ):
+        held[row.user_id].setdefault(row.kind, row.value)
+    email = users.c.traits["email"].as_string()
+    rows = {
+        row.id: row
+        for row in await conn.execute(
+            sa.select(users.c.id, users.c.last_seen_at, email.label("email")).where(users.c.id.in_(user_ids))
+        )
+    }
+    return [
+        {
+            "id": user_id,
+            "user_id": held[user_id].get(USER_ID),
+            "anonymous_id": held[user_id].get(ANONYMOUS_ID),
+            "email": held[user_id].get(EMAIL) or rows[user_id].email,
+            "last_seen_at": format_timestamp(rows[user_id].last_seen_at) if rows[user_id].last_seen_at else None,
+        }
+        for user_id in user_ids
+        if user_id in rows
+    ]
+
+
+async def search_accounts(conn: AsyncConnection, text: str) -> list[dict[str, Any]]:
+    """Accounts whose group_id starts with `text` or whose domain starts with it (in any case)."""
+    domain = text.lower()
+    found = await conn.scalars(
+        sa.select(accounts.c.id)
+        .where(
+            sa.or_(
+                sa.and_(accounts.c.group_id >= text, accounts.c.group_id < text + LAST),
+                sa.and_(accounts.c.domain >= domain, accounts.c.domain < domain + LAST),
+            )
+        )
+        .order_by(accounts.c.id)
+        .limit(SEARCH_LIMIT)
+    )
+    return await account_summaries(conn, list(found))
+
+
+async def account_summaries(conn: AsyncConnection, account_ids: list[int]) -> list[dict[str, Any]]:
+    """A line per account for lists: id, group_id, domain, its name trait."""
+    rows = await conn.execute(
+        sa.select(accounts.c.id, accounts.c.group_id, accounts.c.domain, accounts.c.traits)
+        .where(accounts.c.id.in_(account_ids))
+        .order_by(accounts.c.id)
+    )
+    return [
+        {"id": row.id, "group_id": row.group_id, "domain": row.domain, "name": row.traits.get("name")} for row in rows
+    ]

@@ -1,5 +1,6 @@
 """Segments in the admin API (bearer ADMIN_TOKEN). Each docstring is its OpenAPI entry."""
 
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -10,17 +11,22 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connector import outbox
-from connector.models import Segment, SegmentMembership, utcnow
+from connector.models import Segment, SegmentMembership, SegmentTransition, utcnow
+from connector.segments.compile import Compiler
 from connector.segments.membership import OUTBOX_KIND, end, recompute
 from connector.segments.rules import ENTITIES, RuleError, is_time_based, validate
 from connector.spec import format_timestamp, has_nul
+from connector.web import profiles
 from connector.web.admin import error, json_body, runtime_of
 from connector.web.auth import requires_admin
 
 segments = Segment.__table__
 memberships = SegmentMembership.__table__
+transitions = SegmentTransition.__table__
 MAX_SEGMENT_BODY = 64 * 1024
 MAX_NAME = 200
+RECENT = timedelta(hours=24)
+SAMPLE = 10
 
 
 class Invalid(ValueError):
@@ -55,36 +61,49 @@ async def _document(request: Request) -> dict[str, Any]:
 def _check(document: dict[str, Any], current: Any = None) -> dict[str, Any]:
     """The values to store: a full segment when creating, the changed fields when updating."""
     values: dict[str, Any] = {}
-    for field in ("name", "rule"):
-        if has_nul(document.get(field)):
-            raise Invalid(field, "contains a NUL character (\\u0000), which cannot be stored")
+    if has_nul(document.get("name")):
+        raise Invalid("name", "contains a NUL character (\\u0000), which cannot be stored")
     if "name" in document or current is None:
         name = document.get("name")
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
             raise Invalid("name", f"must be a non-empty string of at most {MAX_NAME} characters")
         values["name"] = name.strip()
-    entity = document.get("entity", current.entity if current is not None else "user")
-    if entity not in ENTITIES:
-        raise Invalid("entity", f"must be one of {', '.join(ENTITIES)}")
+    entity = _entity(document, current.entity if current is not None else "user")
     if current is not None and entity != current.entity:
         raise Invalid("entity", "cannot change; create a new segment instead")
     values["entity"] = entity
     if "rule" in document or current is None:
-        if "rule" not in document:
-            raise Invalid("rule", "is required")
-        validate(document["rule"], entity)
-        values["rule"] = document["rule"]
+        values["rule"] = _rule(document, entity)
     return values
 
 
-def _summary(row: Any, member_count: int) -> dict[str, Any]:
-    """A segment as the list shows it."""
+def _entity(document: dict[str, Any], default: str) -> str:
+    entity = document.get("entity", default)
+    if entity not in ENTITIES:
+        raise Invalid("entity", f"must be one of {', '.join(ENTITIES)}")
+    return str(entity)
+
+
+def _rule(document: dict[str, Any], entity: str) -> Any:
+    """The document's rule, valid for the entity (RuleError names the bad part)."""
+    if "rule" not in document:
+        raise Invalid("rule", "is required")
+    if has_nul(document["rule"]):
+        raise Invalid("rule", "contains a NUL character (\\u0000), which cannot be stored")
+    validate(document["rule"], entity)
+    return document["rule"]
+
+
+def _summary(row: Any, member_count: int, recent: dict[str, int] | None = None) -> dict[str, Any]:
+    """A segment as the list shows it; `recent`: its entered and exited transitions of the last 24 hours."""
     return {
         "id": row.id,
         "name": row.name,
         "entity": row.entity,
         "rule": row.rule,
         "member_count": member_count,
+        "entered_24h": (recent or {}).get("entered", 0),
+        "exited_24h": (recent or {}).get("exited", 0),
         "time_based": is_time_based(row.rule),
         "computed_at": format_timestamp(row.computed_at) if row.computed_at else None,
     }
@@ -117,7 +136,8 @@ async def _name_taken(conn: AsyncConnection, name: str, other_than: int | None =
 @requires_admin
 async def list_segments(request: Request) -> JSONResponse:
     """
-    summary: Every segment, with its rule and member_count
+    summary: Every segment, with its rule, member_count, and the members that entered and exited it in the last
+      24 hours (entered_24h, exited_24h)
     responses:
       200: {description: "segments", schema: {$ref: "#/components/schemas/Segments"}}
     """
@@ -129,8 +149,49 @@ async def list_segments(request: Request) -> JSONResponse:
                 )
             ).all()
         )
+        recent: dict[int, dict[str, int]] = {}
+        for segment_id, transition, count in await conn.execute(
+            sa.select(transitions.c.segment_id, transitions.c.transition, sa.func.count())
+            .where(transitions.c.at >= utcnow() - RECENT)
+            .group_by(transitions.c.segment_id, transitions.c.transition)
+        ):
+            recent.setdefault(segment_id, {})[transition] = count
         rows = list(await conn.execute(sa.select(segments).order_by(segments.c.name)))
-    return JSONResponse({"segments": [_summary(row, counts.get(row.id, 0)) for row in rows]})
+    return JSONResponse({"segments": [_summary(row, counts.get(row.id, 0), recent.get(row.id)) for row in rows]})
+
+
+@requires_admin
+async def preview_segment(request: Request) -> JSONResponse:
+    """
+    summary: How many users (or accounts) a rule matches now, and a sample of them, without saving anything
+    description: >-
+      The rule is compiled to SQL as a segment's full recompute compiles it, so a segment created with this
+      rule right after starts with `count` members.
+    requestBody:
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [rule]
+            properties:
+              entity: {type: string, enum: [user, account]}
+              rule: {type: object}
+    responses:
+      200: {description: "count and sample (up to 10, by id)", schema: {$ref: "#/components/schemas/Preview"}}
+      400: {description: "invalid rule; `field` names the bad part"}
+    """
+    try:
+        document = await _document(request)
+        entity = _entity(document, "user")
+        rule = _rule(document, entity)
+    except (Invalid, RuleError) as problem:
+        return _invalid(problem)
+    async with runtime_of(request).engine.connect() as conn:
+        matching = Compiler(conn.dialect.name, entity, utcnow()).select_ids(rule).subquery()
+        count = (await conn.execute(sa.select(sa.func.count()).select_from(matching))).scalar_one()
+        ids = list(await conn.scalars(sa.select(matching.c.id).order_by(matching.c.id).limit(SAMPLE)))
+        summaries = profiles.user_summaries if entity == "user" else profiles.account_summaries
+        return JSONResponse({"entity": entity, "count": count, "sample": await summaries(conn, ids)})
 
 
 @requires_admin
@@ -272,6 +333,7 @@ def _members(segment_id: int) -> Any:
 routes = [
     Route("/api/segments", list_segments, methods=["GET"]),
     Route("/api/segments", create_segment, methods=["POST"]),
+    Route("/api/segments/preview", preview_segment, methods=["POST"]),
     Route("/api/segments/{segment_id:id}", get_segment, methods=["GET"]),
     Route("/api/segments/{segment_id:id}", update_segment, methods=["PUT"]),
     Route("/api/segments/{segment_id:id}", delete_segment, methods=["DELETE"]),

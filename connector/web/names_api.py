@@ -1,0 +1,119 @@
+"""The names the connector knows, for the dashboard's pickers: segments, attributes, events, audiences.
+
+- segments: every segment's name, by entity.
+- events and audiences: every distinct name stored, read by skipping through their indexes (one
+  index probe per name, however many rows), up to MAX_NAMES each.
+- traits: the top-level trait keys of the MAX_PROFILES most recent users and accounts (traits are
+  JSON documents: listing the keys of every profile would read the whole table).
+- attributes: what a segment rule can name (segments/attributes.py), with those trait keys.
+- settings: the choices of each settings list that names something: `ALL` and the segment names,
+  the attributes the outbound builder reads (traits, `usage.*`, `audiences.*`, `account.*`), the
+  event names.
+"""
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from connector.models import Account, AudienceMembership, Event, Segment, User
+from connector.segments.attributes import ATTRIBUTES, USAGE
+from connector.settings import ALL
+from connector.web.admin import runtime_of
+from connector.web.auth import requires_admin
+
+MAX_NAMES = 1000
+MAX_PROFILES = 2000
+OUTBOUND_ACCOUNT_COLUMNS = ("domain", "group_id")  # sent when the account's traits lack them (builders)
+
+# Each step finds the next name after the last one through the column's index: a loose index scan.
+_DISTINCT = """
+WITH RECURSIVE found(name, n) AS (
+    SELECT MIN({column}), 1 FROM {table}
+    UNION ALL
+    SELECT (SELECT MIN({column}) FROM {table} WHERE {column} > found.name), n + 1
+    FROM found WHERE found.name IS NOT NULL AND n < :limit
+)
+SELECT name FROM found WHERE name IS NOT NULL
+"""
+
+
+async def distinct_names(conn: AsyncConnection, table: sa.Table, column: str) -> list[str]:
+    """The column's distinct values in order, up to MAX_NAMES (the column must be indexed)."""
+    query = sa.text(_DISTINCT.format(table=table.name, column=table.c[column].name))
+    return list((await conn.scalars(query, {"limit": MAX_NAMES})).all())
+
+
+async def trait_keys(conn: AsyncConnection, table: sa.Table) -> list[str]:
+    documents = await conn.scalars(sa.select(table.c.traits).order_by(table.c.id.desc()).limit(MAX_PROFILES))
+    return sorted({key for traits in documents if isinstance(traits, dict) for key in traits})
+
+
+def rule_attributes(entity: str, traits: dict[str, list[str]]) -> list[str]:
+    """Every attribute a rule of this entity can name, trait paths from the keys seen."""
+    names: list[str] = []
+    for root, attribute in ATTRIBUTES[entity].items():
+        if attribute.prefix:
+            owner = "account" if root == "account.traits" else entity
+            names += [f"{root}.{key}" for key in traits[owner]]
+        else:
+            names.append(root)
+    return names
+
+
+def outbound_attributes(traits: list[str], audiences: list[str] | None) -> list[str]:
+    """Attribute names the outbound builder reads for a user (with audiences) or an account (without)."""
+    usage = list(USAGE)
+    if audiences is None:
+        return [*traits, *OUTBOUND_ACCOUNT_COLUMNS, *usage]
+    return [*traits, *usage, *(f"audiences.{key}" for key in audiences)]
+
+
+async def known_names(conn: AsyncConnection) -> dict[str, Any]:
+    segments: dict[str, list[str]] = {"user": [], "account": []}
+    for name, entity in await conn.execute(
+        sa.select(Segment.__table__.c.name, Segment.__table__.c.entity).order_by(Segment.__table__.c.name)
+    ):
+        segments.setdefault(entity, []).append(name)
+    traits = {"user": await trait_keys(conn, User.__table__), "account": await trait_keys(conn, Account.__table__)}
+    events = await distinct_names(conn, Event.__table__, "event")
+    audiences = await distinct_names(conn, AudienceMembership.__table__, "audience")
+    account_attributes = outbound_attributes(traits["account"], None)
+    return {
+        "segments": segments,
+        "events": events,
+        "audiences": audiences,
+        "traits": traits,
+        "attributes": {entity: rule_attributes(entity, traits) for entity in ("user", "account")},
+        "settings": {
+            "synchronized_segments": [ALL, *segments["user"]],
+            "synchronized_account_segments": [ALL, *segments["account"]],
+            "synchronized_properties": [
+                *outbound_attributes(traits["user"], audiences),
+                *(f"account.{name}" for name in account_attributes),
+            ],
+            "synchronized_account_properties": account_attributes,
+            "send_events": [ALL, *events],
+        },
+    }
+
+
+@requires_admin
+async def get_names(request: Request) -> JSONResponse:
+    """
+    summary: The names the connector knows, for pickers (segments, attributes, events, audiences)
+    description: >-
+      `settings` maps each settings list that names something to its choices. Events and audiences
+      list every stored name (up to 1,000); trait keys are those of the 2,000 most recent users and
+      accounts.
+    responses:
+      200: {description: "the names", schema: {$ref: "#/components/schemas/Names"}}
+    """
+    async with runtime_of(request).engine.connect() as conn:
+        return JSONResponse(await known_names(conn))
+
+
+routes = [Route("/api/names", get_names, methods=["GET"])]
