@@ -39,7 +39,7 @@ def run_a_dashboard_test(ci: str | None) -> subprocess.CompletedProcess:
             "-p",
             "no:cacheprovider",
             "-rfEs",
-            "tests/test_dashboard.py::test_wrong_token_shows_the_sign_in_error",
+            "tests/test_dashboard.py::test_signing_in_opens_the_overview_and_a_wrong_token_is_refused",
         ],
         cwd=ROOT,
         env=env,

@@ -157,6 +157,19 @@ async def get_accounts(request: Request) -> JSONResponse:
 
 
 @requires_admin
+async def get_account(request: Request) -> JSONResponse:
+    """
+    summary: One account by internal id
+    responses:
+      200: {description: "the account", schema: {$ref: "#/components/schemas/Account"}}
+      404: {description: "no such account"}
+    """
+    async with runtime_of(request).engine.connect() as conn:
+        profile = await profiles.account_profile(conn, request.path_params["account_id"])
+    return JSONResponse(profile) if profile else error(404, "no such account")
+
+
+@requires_admin
 async def reveal_api_key(request: Request) -> JSONResponse:
     """
     summary: The inbound API key in full, for the dashboard's copy button (POST, never GET)
@@ -220,6 +233,7 @@ routes = [
     Route("/api/users/{user_id:id}", get_user, methods=["GET"]),
     Route("/api/users/{user_id:id}/events", get_user_events, methods=["GET"]),
     Route("/api/accounts", get_accounts, methods=["GET"]),
+    Route("/api/accounts/{account_id:id}", get_account, methods=["GET"]),
     Route("/api/api-key/reveal", reveal_api_key, methods=["POST"]),
     Route("/api/api-key/rotate", rotate_key, methods=["POST"]),
 ]
