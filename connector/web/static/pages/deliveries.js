@@ -13,6 +13,8 @@ function describe(message) {
 export async function render(root, _params, app) {
   const status = statusLine("dead-letters-status");
   const body = h("tbody");
+  const letters = h("table", { id: "dead-letters-table" }, h("thead", {}, h("tr", {},
+    ["", "When", "Message", "Reason", "Status", ""].map((heading) => h("th", { scope: "col" }, heading)))), body);
   const older = h("button", { type: "button", className: "secondary", hidden: true }, "Older");
   const selected = new Set();
   const replaySelected = h("button", { type: "button", className: "secondary", disabled: true },
@@ -42,7 +44,8 @@ export async function render(root, _params, app) {
     body.append(...page.dead_letters.map(row));
     last = page.dead_letters.at(-1)?.id ?? last;
     older.hidden = page.dead_letters.length < PAGE;
-    replayAll.hidden = !page.waiting;
+    letters.hidden = !body.children.length;
+    replayAll.hidden = replaySelected.hidden = !page.waiting;
     say(waiting, page.waiting ? `${page.waiting} waiting to be replayed.`
       : "No dead letters: every message was delivered or is on its way.");
   }
@@ -62,9 +65,6 @@ export async function render(root, _params, app) {
   older.addEventListener("click", () => load(false));
   root.append(
     h("div", { className: "page-head" }, h("h2", {}, "Deliveries"), replaySelected, replayAll),
-    card("Dead letters", waiting, status,
-      h("table", { id: "dead-letters-table" }, h("thead", {}, h("tr", {},
-        ["", "When", "Message", "Reason", "Status", ""].map((heading) => h("th", { scope: "col" }, heading)))), body),
-      older));
+    card("Dead letters", waiting, status, letters, older));
   await load(true);
 }

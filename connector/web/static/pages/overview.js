@@ -51,7 +51,7 @@ export async function render(root, _params, app) {
     const [status, overview] = await Promise.all([app.refreshStatus(), api("GET", "/api/overview")]);
     if (!status) return;
     body.replaceChildren(
-      h("div", { className: "grid-2" }, card("Status", messages(status)), card("Figures", figures(status))),
+      card("Status", h("div", { className: "grid-2" }, messages(status), figures(status))),
       card("Traffic, last 24 hours", charts(overview)),
       card("Last errors", errors(overview)));
   }

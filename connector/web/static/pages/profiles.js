@@ -13,10 +13,11 @@ function searchForm(root, kind, text) {
   const results = h("div", { id: "search-results" });
   const status = statusLine("search-status");
   const kindSelect = h("select", { id: "search-kind", "aria-label": "Search" },
-    h("option", { value: "users", selected: kind === "users" }, "Users (user id, anonymous id, email)"),
-    h("option", { value: "accounts", selected: kind === "accounts" }, "Accounts (group id, domain)"));
+    h("option", { value: "users", selected: kind === "users" }, "Users"),
+    h("option", { value: "accounts", selected: kind === "accounts" }, "Accounts"));
   const box = h("input", { id: "search-text", type: "search", required: true, value: text ?? "",
-    "aria-label": "Starts with", placeholder: "user-123, anonymous id, ada@example.com, acme.com" });
+    "aria-label": "Starts with",
+    placeholder: "the start of a user id, anonymous id or email; of a group id or domain for accounts" });
   const form = h("form", { className: "row search" }, kindSelect, box, h("button", { type: "submit" }, "Search"));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
