@@ -211,6 +211,31 @@ def usage_rebuild() -> None:
 
 
 @main.group()
+def persona() -> None:
+    """Persona scanner tools."""
+
+
+@persona.command("rebuild")
+def persona_rebuild() -> None:
+    """Read every user's persona (seniority, department) again from the title, after the patterns changed;
+    users whose persona changed are re-evaluated in segments and queued for sending."""
+
+    async def run() -> int:
+        from tqdm import tqdm
+
+        from connector.pipeline import rescan_personas
+        from connector.processing.personas import user_count
+        from connector.settings_store import SettingsStore
+
+        async with _database() as engine:
+            settings = await SettingsStore(engine).current()
+            with tqdm(total=await user_count(engine), unit="user", desc="persona") as bar:
+                return await rescan_personas(engine, settings, bar.update)
+
+    click.echo(f"personas rebuilt: {asyncio.run(run())} changed")
+
+
+@main.group()
 def retention() -> None:
     """Data lifecycle tools."""
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 CREDENTIALS = "Credentials"
 INCOMING = "Incoming"
@@ -20,6 +20,8 @@ SECTIONS = [CREDENTIALS, INCOMING, OUTGOING_USERS, OUTGOING_EVENTS, OUTGOING_ACC
 
 SECRET_FIELDS = ("write_key", "shared_secret")
 ALL = "ALL"
+MAX_ICP_RULES = 100
+MAX_POINTS = 1_000_000
 
 
 def _field(default: Any, section: str, title: str, description: str, secret: bool = False, **kw: Any) -> Any:
@@ -28,6 +30,45 @@ def _field(default: Any, section: str, title: str, description: str, secret: boo
         extra["secret"] = True
         extra["writeOnly"] = True
     return Field(default, title=title, description=description, json_schema_extra=extra, **kw)
+
+
+class IcpRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rule: dict[str, Any] = Field(
+        title="Rule", description="A segment rule over the account (the rule language of account segments)."
+    )
+    points: int = Field(
+        title="Points",
+        description="Added to the score of an account that matches the rule (negative points take away).",
+        ge=-MAX_POINTS,
+        le=MAX_POINTS,
+    )
+
+
+class IcpSettings(BaseModel):
+    """The ideal customer profile: icp.score is the sum of the points of the rules an account matches."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rules: list[IcpRule] = Field(title="Rules", max_length=MAX_ICP_RULES)
+    good_at: int = Field(
+        title="Good from", description="icp.fit is `good` from this score up.", ge=-MAX_POINTS, le=MAX_POINTS
+    )
+    medium_at: int = Field(
+        title="Medium from",
+        description="icp.fit is `medium` from this score up (below good_at), `poor` below it.",
+        ge=-MAX_POINTS,
+        le=MAX_POINTS,
+    )
+
+    @field_validator("medium_at")
+    @classmethod
+    def _below_good(cls, medium_at: int, info: ValidationInfo) -> int:
+        good_at = info.data.get("good_at")
+        if good_at is not None and medium_at > good_at:
+            raise ValueError(f"must not be above good_at ({good_at})")
+        return medium_at
 
 
 class ConnectorSettings(BaseModel):
@@ -92,6 +133,15 @@ class ConnectorSettings(BaseModel):
         "Link accounts by email domain",
         "Create or update the account of a user's company email domain (free and disposable mail "
         "providers excluded) unless a group call linked the user explicitly.",
+    )
+
+    icp: IcpSettings | None = _field(
+        None,
+        INCOMING,
+        "Ideal customer profile",
+        'Scores every account: {"rules": [{"rule": <account segment rule>, "points": <integer>}], "good_at": '
+        '<points>, "medium_at": <points>}. icp.score is the sum of the points of the rules an account matches; '
+        "icp.fit is good, medium or poor. Unset: accounts have no score.",
     )
 
     # Outgoing users

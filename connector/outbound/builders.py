@@ -88,12 +88,13 @@ class Built:
     targets: dict[str, Target] = field(default_factory=dict)  # outbox key -> its profile, when it still exists
 
 
-COMPUTED_ROOTS = ("usage.", "audiences.")
+COMPUTED_ROOTS = tuple(f"{root}." for root in computed.ROOTS)
 
 
 def trait_name(attribute: str) -> str:
     """The outbound trait name of an attribute: traits_ stripped, / -> _, account.x -> account_x,
-    and computed attributes flattened the same way (usage.top_features -> usage_top_features)."""
+    and computed attributes flattened the same way (usage.top_features -> usage_top_features,
+    persona.seniority -> persona_seniority, account.icp.fit -> account_icp_fit)."""
     if attribute.startswith("account."):
         return "account_" + trait_name(attribute[len("account.") :])
     if attribute.startswith(COMPUTED_ROOTS):
@@ -261,7 +262,7 @@ async def _load(conn: AsyncConnection, ids: dict[str, list[int]]) -> _Data:
 
 
 async def _load_computed(conn: AsyncConnection, settings: ConnectorSettings, data: _Data) -> None:
-    """usage.* and audiences.* attributes, only when the outbound settings ask for them."""
+    """Computed attributes (usage.*, audiences.*, persona.*, icp.*), only when the outbound settings ask for them."""
     wanted = (
         ("user", sorted(data.users), settings.synchronized_properties),
         (

@@ -9,6 +9,10 @@ more entry in ATTRIBUTES.
 The ``usage.*`` roots are computed attributes (connector.computed): the Python
 evaluator reads what membership.load_profiles loaded, the SQL evaluator the usage helpers'
 subqueries, which compute the same figures from feature_usage.
+
+The scanners' results are stored columns, read like the others: ``persona.seniority`` and
+``persona.department`` of a user (connector/persona.py), ``icp.score`` and ``icp.fit`` of an account
+(segments/icp.py), which a user's rules read as ``account.icp.*``.
 """
 
 from collections.abc import Callable
@@ -76,13 +80,14 @@ def _sql_account_column(name: str, kind: str) -> Callable[[Any, tuple[str, ...]]
     return lambda compiler, _path: compiler.column_value(compiler.account().c[name], kind)
 
 
-def _columns(names: dict[str, str], account: bool = False) -> dict[str, Attribute]:
+def _columns(names: dict[str, tuple[str, str]], account: bool = False) -> dict[str, Attribute]:
+    """Attributes read from a column: {attribute name: (column, kind)}, of the profile or of the user's account."""
     if account:
         return {
-            f"account.{name}": Attribute(kind, _account_column(name), _sql_account_column(name, kind))
-            for name, kind in names.items()
+            f"account.{name}": Attribute(kind, _account_column(column), _sql_account_column(column, kind))
+            for name, (column, kind) in names.items()
         }
-    return {name: Attribute(kind, _column(name), _sql_column(name, kind)) for name, kind in names.items()}
+    return {name: Attribute(kind, _column(column), _sql_column(column, kind)) for name, (column, kind) in names.items()}
 
 
 def _usage(name: str, kind: str, sql: Callable[[Any], Any], time_based: bool = False) -> Attribute:
@@ -123,10 +128,30 @@ USAGE = {
         "datetime",
         lambda c: c.column_value(usage.sql_last_feature_at(c.entity, c.table.c.id), "datetime"),
     ),
+    "usage.pattern": _usage(
+        "pattern",
+        "string",
+        lambda c: c.column_value(usage.sql_pattern(c.entity, c.table.c.id, c.today), "string"),
+        time_based=True,
+    ),
 }
 
-USER_COLUMNS = {"created_at": "datetime", "updated_at": "datetime", "last_seen_at": "datetime"}
-ACCOUNT_COLUMNS = {"domain": "string", "group_id": "string", "created_at": "datetime", "updated_at": "datetime"}
+# {attribute name: (column, kind)} of the users and accounts tables; membership.load_profiles loads these columns.
+USER_COLUMNS = {
+    "created_at": ("created_at", "datetime"),
+    "updated_at": ("updated_at", "datetime"),
+    "last_seen_at": ("last_seen_at", "datetime"),
+    "persona.seniority": ("persona_seniority", "string"),
+    "persona.department": ("persona_department", "string"),
+}
+ACCOUNT_COLUMNS = {
+    "domain": ("domain", "string"),
+    "group_id": ("group_id", "string"),
+    "created_at": ("created_at", "datetime"),
+    "updated_at": ("updated_at", "datetime"),
+    "icp.score": ("icp_score", "number"),
+    "icp.fit": ("icp_fit", "string"),
+}
 
 ATTRIBUTES: dict[str, dict[str, Attribute]] = {
     "user": {
@@ -164,3 +189,8 @@ def resolve_attribute(entity: str, name: str) -> tuple[Attribute, tuple[str, ...
             return attribute, path
     known = sorted(root + (".<path>" if attribute.prefix else "") for root, attribute in roots.items())
     raise KeyError(f"unknown attribute {name!r} for {entity} segments; expected one of {', '.join(known)}")
+
+
+def columns_of(entity: str) -> list[str]:
+    """The columns the Python evaluator reads of a user or an account (Profile.columns)."""
+    return [column for column, _ in (USER_COLUMNS if entity == "user" else ACCOUNT_COLUMNS).values()]

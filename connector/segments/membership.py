@@ -26,7 +26,7 @@ from connector.computed import computed_attributes_of
 from connector.db import any_of
 from connector.logs import get_logger
 from connector.models import Account, Event, Segment, SegmentMembership, SegmentTransition, User, UTCDateTime, utcnow
-from connector.segments.attributes import ACCOUNT_COLUMNS, USER_COLUMNS, Profile
+from connector.segments.attributes import Profile, columns_of
 from connector.segments.compile import Compiler
 from connector.segments.evaluate import evaluate
 from connector.segments.rules import conditions, uses_computed
@@ -299,14 +299,14 @@ async def load_profiles(
         rows = list(
             await conn.execute(
                 sa.select(
-                    users.c.id, users.c.traits, users.c.account_id, *(users.c[name] for name in USER_COLUMNS)
+                    users.c.id, users.c.traits, users.c.account_id, *(users.c[name] for name in columns_of("user"))
                 ).where(any_of(conn, users.c.id, ids))
             )
         )
         linked = await _load_accounts(conn, {row.account_id for row in rows if row.account_id is not None})
         profiles = {
             row.id: Profile(
-                columns={name: row._mapping[name] for name in USER_COLUMNS},
+                columns={name: row._mapping[name] for name in columns_of("user")},
                 traits=row.traits,
                 account=linked.get(row.account_id),
             )
@@ -330,11 +330,11 @@ async def _load_accounts(conn: AsyncConnection, ids: Iterable[int]) -> dict[int,
     if not ids:
         return {}
     rows = await conn.execute(
-        sa.select(accounts.c.id, accounts.c.traits, *(accounts.c[name] for name in ACCOUNT_COLUMNS)).where(
+        sa.select(accounts.c.id, accounts.c.traits, *(accounts.c[name] for name in columns_of("account"))).where(
             any_of(conn, accounts.c.id, ids)
         )
     )
     return {
-        row.id: Profile(columns={name: row._mapping[name] for name in ACCOUNT_COLUMNS}, traits=row.traits)
+        row.id: Profile(columns={name: row._mapping[name] for name in columns_of("account")}, traits=row.traits)
         for row in rows
     }

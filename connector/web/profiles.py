@@ -1,10 +1,16 @@
-"""Read models for the admin API: a user's or an account's profile as JSON."""
+"""Read models for the admin API: a user's or an account's profile as JSON.
+
+A profile carries its computed attributes under the names segment rules and outbound mappings use:
+`usage` (with `pattern`) on both, `persona` (seniority, department) and `audiences` on a user, `icp`
+(score, fit) on an account; a scanner's value is null when absent.
+"""
 
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from connector.computed import computed_attributes
 from connector.models import Account, Event, Segment, SegmentMembership, User, UserIdentifier
 from connector.processing.identity import PREVIOUS_USER_ID, USER_ID
 from connector.spec import format_timestamp
@@ -62,11 +68,14 @@ async def account_profile(conn: AsyncConnection, account_id: int) -> dict[str, A
     row = (await conn.execute(sa.select(accounts).where(accounts.c.id == account_id))).first()
     if row is None:
         return None
+    computed = await computed_attributes(conn, "account", row.id)
     return {
         "id": row.id,
         "group_id": row.group_id,
         "domain": row.domain,
         "traits": row.traits,
+        "icp": computed["icp"],
+        "usage": computed["usage"],
         "created_at": format_timestamp(row.created_at),
         "updated_at": format_timestamp(row.updated_at),
         "segments": await segment_names(conn, "account", row.id),
@@ -84,11 +93,15 @@ async def user_profile(conn: AsyncConnection, user_id: int) -> dict[str, Any] | 
         .order_by(identifiers.c.id)
     ):
         ids.setdefault(ident.kind, []).append(ident.value)
+    computed = await computed_attributes(conn, "user", row.id)
     return {
         "id": row.id,
         "user_id": ids["user_id"][0] if ids["user_id"] else None,
         "identifiers": ids,
         "traits": row.traits,
+        "persona": computed["persona"],
+        "usage": computed["usage"],
+        "audiences": computed["audiences"],
         "account": await account_profile(conn, row.account_id) if row.account_id else None,
         "account_link": row.account_link,
         "segments": await segment_names(conn, "user", row.id),

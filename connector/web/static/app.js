@@ -152,6 +152,8 @@ function typesOf(property) {
 
 function kindOf(property) {
   const types = typesOf(property);
+  // An object setting (the `icp` scores) is edited as JSON.
+  if (types.includes("object") || (property.anyOf ?? [property]).some((option) => option.$ref)) return "json";
   if (types.includes("boolean")) return "boolean";
   if (types.includes("array")) return "list";
   if (types.includes("integer") || types.includes("number")) return "number";
@@ -192,6 +194,8 @@ function renderField(name, property) {
     chips = h("ul", { className: "chips", "aria-hidden": "true" });
     control.addEventListener("input", () => renderChips(chips, parseList(control.value)));
     help.prepend("Comma-separated. ");
+  } else if (kind === "json") {
+    control = h("textarea", { id, name, rows: 6, "aria-describedby": describedBy, placeholder: "JSON, or empty for none" });
   } else if (property.secret) {
     control = h("input", { type: "password", id, name, autocomplete: "new-password", "aria-describedby": describedBy,
                            placeholder: "not set" });
@@ -231,7 +235,8 @@ function fillSettings(settings) {
     else if (field.kind === "list") {
       field.control.value = (value ?? []).join(", ");
       renderChips(field.chips, value ?? []);
-    } else field.control.value = value ?? "";
+    } else if (field.kind === "json") field.control.value = value == null ? "" : JSON.stringify(value, null, 2);
+    else field.control.value = value ?? "";
   }
 }
 
@@ -240,6 +245,13 @@ function readControl(field) {
   if (kind === "boolean") return control.checked;
   if (kind === "list") return parseList(control.value);
   if (control.value === "") return field.nullable ? null : "";
+  if (kind === "json") {
+    try {
+      return JSON.parse(control.value);
+    } catch {
+      return control.value; // sent as it is: the API names the field and says why it is not a setting
+    }
+  }
   return kind === "number" ? Number(control.value) : control.value;
 }
 
