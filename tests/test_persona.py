@@ -404,7 +404,7 @@ async def test_a_rebuild_queues_the_users_whose_persona_changed_for_sending(runt
     from connector.pipeline import rescan_personas
 
     async with runtime.engine.begin() as conn:
-        stale, current = [
+        stale, _up_to_date = [
             await conn.scalar(
                 users.insert()
                 .values(
