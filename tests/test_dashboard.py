@@ -4,6 +4,7 @@ The settings form is expected to follow settings.schema.json: the expectations b
 are derived from the schema the server serves, never from a list of field names.
 """
 
+import json
 import os
 import re
 from collections.abc import AsyncIterator
@@ -102,6 +103,8 @@ def field(page: Page, schema: dict[str, Any], name: str) -> Any:
 
 def kind(prop: dict[str, Any]) -> str:
     types = {option.get("type") for option in prop.get("anyOf", [prop])}
+    if "object" in types or any("$ref" in option for option in prop.get("anyOf", [prop])):
+        return "json"
     if types & {"integer", "number"}:
         return "number"
     return "boolean" if "boolean" in types else "array" if "array" in types else "string"
@@ -129,6 +132,8 @@ async def test_every_setting_is_a_labelled_control_in_its_section(page, server):
         elif kind(prop) == "number":
             await expect(control).to_have_attribute("type", "number")
             await expect(control).to_have_value(str(settings[name]))
+        elif kind(prop) == "json":
+            await expect(control).to_have_value("" if settings[name] is None else json.dumps(settings[name], indent=2))
         else:
             await expect(control).to_have_value(settings[name])
 
@@ -174,6 +179,29 @@ async def test_invalid_value_names_the_field_and_stores_nothing(page, server):
     )
     await expect(page.locator("#settings-status")).to_contain_text("segment_api_host")
     assert await stored_settings(server) == before
+
+
+async def test_the_icp_setting_is_edited_as_json_and_a_bad_rule_names_its_field(page, server):
+    schema = (await api_get(server, "/settings.schema.json")).json()
+    icp = {"rules": [{"rule": {"attribute": "traits.plan", "op": "eq", "value": "pro"}, "points": 10}]}
+    await open_dashboard(page, server)
+
+    control = field(page, schema, "icp")
+    await control.fill(json.dumps({**icp, "good_at": 10, "medium_at": 5}))
+    await page.get_by_role("button", name="Save settings").click()
+    await expect(page.locator("#settings-status")).to_contain_text("Saved")
+    saved = await stored_settings(server)
+    assert saved["settings"]["icp"] == {**icp, "good_at": 10, "medium_at": 5}
+
+    await control.fill(
+        json.dumps(
+            {"rules": [{"rule": {"attribute": "traits.plan", "op": "is"}, "points": 1}], "good_at": 10, "medium_at": 5}
+        )
+    )
+    await page.get_by_role("button", name="Save settings").click()
+    await expect(control).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator("#setting-icp-error")).to_contain_text("unknown operator")
+    assert await stored_settings(server) == saved
 
 
 async def test_write_key_is_only_ever_shown_masked(page, server):
