@@ -63,3 +63,63 @@ async def test_traffic_stops_after_one_round(live_server_factory, segment_api, e
         assert sum(posted for _, posted, _ in segment_api.echo_answers) == len(expected)
         status = (await http.get("/api/status", headers=admin_auth())).json()
         assert sum(status["journal"].values()) == 2  # our two calls; the echoes were dropped at the door
+
+
+async def test_the_echo_of_segment_events_changes_nothing(live_server_factory, segment_api):
+    """Added and changed events, and the identify beside them, come back from Segment: all dropped as our own,
+    and the traffic stops after one round."""
+    live = live_server_factory(run_worker_in_web=True)
+    segment_api.echo_to(live.url + "/segment", basic_auth())
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
+        created = await http.post(
+            "/api/segments",
+            headers=admin_auth(),
+            json={
+                "name": "Pro Users",
+                "entity": "user",
+                "rule": {"attribute": "traits.plan", "op": "eq", "value": "pro"},
+            },
+        )
+        assert created.status_code == 201, created.text
+        saved = await http.put(
+            "/api/settings",
+            headers=admin_auth(),
+            json={
+                "write_key": segment_api.write_key,
+                "segment_api_host": segment_api.url,
+                "synchronized_segments": ["ALL"],
+                "synchronized_properties": [{"from": "traits.plan", "to": "tier"}],
+                "forward_events": True,
+                "send_events": ["ALL"],
+                "segment_events": [
+                    {
+                        "segment": "Pro Users",
+                        "added": "Pro Started",
+                        "changed": "Pro Updated",
+                        "removed": "Pro Ended",
+                        "properties": [{"from": "traits.seats", "to": "seat_count"}],
+                    }
+                ],
+            },
+        )
+        assert saved.status_code == 200, saved.text
+        await asyncio.sleep(1.1)  # the worker's settings cache
+
+        def sent() -> list[str]:
+            return sorted(m.get("event", m["type"]) for m in segment_api.messages)
+
+        for seats, expected in ((3, ["Pro Started", "identify"]), (4, ["Pro Started", "Pro Updated", "identify"])):
+            call = {"type": "identify", "userId": "u-1", "traits": {"plan": "pro", "seats": seats}}
+            assert (await http.post("/v1/identify", headers=basic_auth(), json=call)).status_code == 200
+            await wait_until(lambda expected=expected: sent() in (expected, sorted([*expected, "identify"])))
+            await wait_until(lambda: segment_api.echo_posts == len(segment_api.bodies))
+        requests = segment_api.requests
+        await asyncio.sleep(QUIET_SECONDS)
+        assert segment_api.requests == requests
+        assert sent() == ["Pro Started", "Pro Updated", "identify"]
+        assert segment_api.echo_answers and all(
+            status == 200 and answer["accepted"] == 0 and answer["skipped"] == posted
+            for status, posted, answer in segment_api.echo_answers
+        )
+        status = (await http.get("/api/status", headers=admin_auth())).json()
+        assert sum(status["journal"].values()) == 2  # our two calls; the echoes were dropped at the door
