@@ -9,27 +9,13 @@ transport; the payload hash covers the names, so a renamed mapping resends once.
 from datetime import UTC, datetime
 
 import pytest
-from conftest import admin_auth, basic_auth, drain
-from fake_segment import configure, send_all
+from conftest import admin_auth, drain
+from fake_segment import configure, post_batch, send_all, sent_after
 
 from connector.models import User
 
 users = User.__table__
 NOW = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-async def post(client, *messages):
-    response = await client.post("/v1/batch", headers=basic_auth(), json={"batch": list(messages)})
-    assert response.status_code == 200 and "rejected" not in response.json(), response.text
-
-
-async def sent_after(client, runtime, segment_api, *messages):
-    before = len(segment_api.messages)
-    if messages:
-        await post(client, *messages)
-    await drain(runtime)
-    await send_all(runtime)
-    return segment_api.messages[before:]
 
 
 def of_type(messages, kind):
@@ -60,7 +46,7 @@ async def test_renamed_traits_reach_segment_under_the_names_chosen(client, runti
             "employees",
         ],
     )
-    await post(
+    await post_batch(
         client,
         {
             "type": "identify",

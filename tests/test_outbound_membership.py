@@ -6,35 +6,12 @@ ends the memberships of the merged-away profile that the survivor does not keep.
 """
 
 import sqlalchemy as sa
-from conftest import admin_auth, basic_auth, drain
-from fake_segment import configure, send_all, user_id_of
+from conftest import admin_auth, drain
+from fake_segment import configure, create_segment, post_batch, sent_after, user_id_of
 
 from connector.models import SegmentTransition
 
 PRO = {"attribute": "traits.plan", "op": "eq", "value": "pro"}
-
-
-async def post(client, *messages):
-    response = await client.post("/v1/batch", headers=basic_auth(), json={"batch": list(messages)})
-    assert response.status_code == 200 and "rejected" not in response.json(), response.text
-
-
-async def create_segment(client, name, rule, entity="user"):
-    response = await client.post(
-        "/api/segments", headers=admin_auth(), json={"name": name, "entity": entity, "rule": rule}
-    )
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
-
-
-async def sent_after(runtime, segment_api, *messages, client=None):
-    """Post the messages (if any), process them, run the sender; return what reached Segment this time."""
-    before = len(segment_api.messages)
-    if messages:
-        await post(client, *messages)
-    await drain(runtime)
-    await send_all(runtime)
-    return segment_api.messages[before:]
 
 
 def of_type(messages, kind, event=None):
@@ -84,7 +61,7 @@ async def test_a_user_who_leaves_the_filter_hears_it_once_then_nothing_until_bac
 async def test_a_user_never_sent_while_in_the_filter_gets_no_farewell(client, runtime, segment_api):
     await create_segment(client, "Pro Users", PRO)
     await configure(runtime, segment_api, synchronized_segments=["Pro Users"], segment_membership_traits=True)
-    await post(client, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}})
+    await post_batch(client, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}})
     await drain(runtime)
     # Left again before the sender ran: Segment never heard of the membership.
     assert (
@@ -142,9 +119,9 @@ async def test_a_renamed_segment_is_false_under_its_old_name_and_true_under_the_
     )
     renamed = await client.put(f"/api/segments/{segment_id}", headers=admin_auth(), json={"name": "Professionals"})
     assert renamed.status_code == 200, renamed.text
-    [identify] = of_type(await sent_after(runtime, segment_api), "identify")
+    [identify] = of_type(await sent_after(client, runtime, segment_api), "identify")
     assert identify["traits"] == {"hull_segments": ["Professionals"], "pro_users": False, "professionals": True}
-    assert await sent_after(runtime, segment_api) == []
+    assert await sent_after(client, runtime, segment_api) == []
 
 
 async def test_a_deleted_segment_is_sent_as_false_and_segment_exited(client, runtime, segment_api):
@@ -156,7 +133,7 @@ async def test_a_deleted_segment_is_sent_as_false_and_segment_exited(client, run
         runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}}, client=client
     )
     assert (await client.delete(f"/api/segments/{segment_id}", headers=admin_auth())).status_code == 204
-    sent = await sent_after(runtime, segment_api)
+    sent = await sent_after(client, runtime, segment_api)
     [identify] = of_type(sent, "identify")
     assert identify["traits"] == {"hull_segments": [], "pro_users": False}
     [exited] = of_type(sent, "track", "Segment Exited")
@@ -221,7 +198,7 @@ async def test_renaming_a_synchronized_segment_keeps_its_members_in_the_filter(c
     assert renamed.status_code == 200, renamed.text
     settings = (await client.get("/api/settings", headers=admin_auth())).json()["settings"]
     assert settings["synchronized_segments"] == ["Professionals", "Other"]
-    [identify] = of_type(await sent_after(runtime, segment_api), "identify")
+    [identify] = of_type(await sent_after(client, runtime, segment_api), "identify")
     assert identify["traits"] == {"hull_segments": ["Professionals"], "pro_users": False, "professionals": True}
     # Still in the filter: the next change is sent as usual.
     later = await sent_after(

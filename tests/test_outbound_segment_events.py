@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
-from conftest import admin_auth, basic_auth, drain
-from fake_segment import configure, send_all, user_id_of
+from conftest import admin_auth
+from fake_segment import configure, create_segment, send_all, sent_after, user_id_of
 
 from connector import __version__, outbox
 from connector.models import DeliveryState, SegmentTransition
@@ -32,29 +32,6 @@ STAMP = {
     "integrations": {"Webhooks": False},
     "context": {"integration": {"name": "hull-segment-connector", "version": __version__}},
 }
-
-
-async def post(client, *messages):
-    response = await client.post("/v1/batch", headers=basic_auth(), json={"batch": list(messages)})
-    assert response.status_code == 200 and "rejected" not in response.json(), response.text
-
-
-async def create_segment(client, name, rule, entity="user"):
-    response = await client.post(
-        "/api/segments", headers=admin_auth(), json={"name": name, "entity": entity, "rule": rule}
-    )
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
-
-
-async def sent_after(client, runtime, segment_api, *messages):
-    """Post the messages, process them, run the sender; what reached Segment this time."""
-    before = len(segment_api.messages)
-    if messages:
-        await post(client, *messages)
-    await drain(runtime)
-    await send_all(runtime)
-    return segment_api.messages[before:]
 
 
 def identify(plan, seats=3, **traits):
