@@ -29,14 +29,14 @@ async def test_a_user_who_leaves_the_filter_hears_it_once_then_nothing_until_bac
         entered_exited_events=True,
     )
     joined = await sent_after(
-        runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}}, client=client
+        client, runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}}
     )
     [identify] = of_type(joined, "identify")
     assert identify["traits"] == {"plan": "pro", "hull_segments": ["Pro Users"], "pro_users": True}
     assert [m["properties"]["segment_name"] for m in of_type(joined, "track", "Segment Entered")] == ["Pro Users"]
 
     left = await sent_after(
-        runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "free"}}, client=client
+        client, runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "free"}}
     )
     [farewell] = of_type(left, "identify")
     assert farewell["userId"] == "u-1"
@@ -44,15 +44,12 @@ async def test_a_user_who_leaves_the_filter_hears_it_once_then_nothing_until_bac
     assert [m["properties"]["segment_name"] for m in of_type(left, "track", "Segment Exited")] == ["Pro Users"]
 
     outside = await sent_after(
-        runtime,
-        segment_api,
-        {"type": "identify", "userId": "u-1", "traits": {"plan": "team", "seats": 3}},
-        client=client,
+        client, runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "team", "seats": 3}}
     )
     assert outside == []
 
     back = await sent_after(
-        runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}}, client=client
+        client, runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}}
     )
     [identify] = of_type(back, "identify")
     assert identify["traits"] == {"plan": "pro", "hull_segments": ["Pro Users"], "pro_users": True}
@@ -66,7 +63,7 @@ async def test_a_user_never_sent_while_in_the_filter_gets_no_farewell(client, ru
     # Left again before the sender ran: Segment never heard of the membership.
     assert (
         await sent_after(
-            runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "free"}}, client=client
+            client, runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "free"}}
         )
         == []
     )
@@ -85,28 +82,19 @@ async def test_an_account_that_leaves_the_filter_gets_one_last_group_call(client
         synchronized_account_properties=["employees"],
     )
     joined = await sent_after(
-        runtime,
-        segment_api,
-        {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"employees": 200}},
-        client=client,
+        client, runtime, segment_api, {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"employees": 200}}
     )
     [group] = of_type(joined, "group")
     assert group["traits"] == {"employees": 200, "hull_segments": ["Big Accounts"]}
 
     left = await sent_after(
-        runtime,
-        segment_api,
-        {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"employees": 10}},
-        client=client,
+        client, runtime, segment_api, {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"employees": 10}}
     )
     [farewell] = of_type(left, "group")
     assert farewell["groupId"] == "g-1" and farewell["traits"] == {"employees": 10, "hull_segments": []}
 
     outside = await sent_after(
-        runtime,
-        segment_api,
-        {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"employees": 20}},
-        client=client,
+        client, runtime, segment_api, {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"employees": 20}}
     )
     assert of_type(outside, "group") == []
 
@@ -114,9 +102,7 @@ async def test_an_account_that_leaves_the_filter_gets_one_last_group_call(client
 async def test_a_renamed_segment_is_false_under_its_old_name_and_true_under_the_new(client, runtime, segment_api):
     segment_id = await create_segment(client, "Pro Users", PRO)
     await configure(runtime, segment_api, synchronized_segments=["ALL"], segment_membership_traits=True)
-    await sent_after(
-        runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}}, client=client
-    )
+    await sent_after(client, runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}})
     renamed = await client.put(f"/api/segments/{segment_id}", headers=admin_auth(), json={"name": "Professionals"})
     assert renamed.status_code == 200, renamed.text
     [identify] = of_type(await sent_after(client, runtime, segment_api), "identify")
@@ -129,9 +115,7 @@ async def test_a_deleted_segment_is_sent_as_false_and_segment_exited(client, run
     await configure(
         runtime, segment_api, synchronized_segments=["ALL"], segment_membership_traits=True, entered_exited_events=True
     )
-    await sent_after(
-        runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}}, client=client
-    )
+    await sent_after(client, runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}})
     assert (await client.delete(f"/api/segments/{segment_id}", headers=admin_auth())).status_code == 204
     sent = await sent_after(client, runtime, segment_api)
     [identify] = of_type(sent, "identify")
@@ -147,20 +131,18 @@ async def test_a_merge_ends_the_memberships_the_survivor_does_not_keep(client, r
         runtime, segment_api, synchronized_segments=["ALL"], segment_membership_traits=True, entered_exited_events=True
     )
     first = await sent_after(
+        client,
         runtime,
         segment_api,
         {"type": "identify", "userId": "u-1", "traits": {"email": "ada@example.com"}},
         {"type": "track", "anonymousId": "a-1", "event": "Viewed Pricing"},
-        client=client,
     )
     entered = {
         (m.get("anonymousId"), m["properties"]["segment_name"]) for m in of_type(first, "track", "Segment Entered")
     }
     assert entered == {("a-1", "Anonymous Visitors"), ("a-1", "Saw Pricing")}
 
-    merged = await sent_after(
-        runtime, segment_api, {"type": "identify", "userId": "u-1", "anonymousId": "a-1"}, client=client
-    )
+    merged = await sent_after(client, runtime, segment_api, {"type": "identify", "userId": "u-1", "anonymousId": "a-1"})
     # The survivor has an email: the visitor's anonymous membership ends; its event keeps it in Saw Pricing.
     [exited] = of_type(merged, "track", "Segment Exited")
     assert exited["userId"] == "u-1" and exited["properties"]["segment_name"] == "Anonymous Visitors"
@@ -191,9 +173,7 @@ async def test_a_merge_ends_the_memberships_the_survivor_does_not_keep(client, r
 async def test_renaming_a_synchronized_segment_keeps_its_members_in_the_filter(client, runtime, segment_api):
     segment_id = await create_segment(client, "Pro Users", PRO)
     await configure(runtime, segment_api, synchronized_segments=["Pro Users", "Other"], segment_membership_traits=True)
-    await sent_after(
-        runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}}, client=client
-    )
+    await sent_after(client, runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}})
     renamed = await client.put(f"/api/segments/{segment_id}", headers=admin_auth(), json={"name": "Professionals"})
     assert renamed.status_code == 200, renamed.text
     settings = (await client.get("/api/settings", headers=admin_auth())).json()["settings"]
@@ -202,10 +182,10 @@ async def test_renaming_a_synchronized_segment_keeps_its_members_in_the_filter(c
     assert identify["traits"] == {"hull_segments": ["Professionals"], "pro_users": False, "professionals": True}
     # Still in the filter: the next change is sent as usual.
     later = await sent_after(
+        client,
         runtime,
         segment_api,
         {"type": "identify", "userId": "u-1", "traits": {"plan": "pro", "email": "ada@example.com"}},
-        client=client,
     )
     [identify] = of_type(later, "identify")
     assert identify["traits"]["email"] == "ada@example.com" and identify["traits"]["hull_segments"] == ["Professionals"]

@@ -10,11 +10,12 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
-from conftest import admin_auth
-from fake_segment import configure, create_segment, send_all, sent_after, user_id_of
+from conftest import admin_auth, drain
+from fake_segment import configure, create_segment, post_batch, send_all, sent_after, user_id_of
 
 from connector import __version__, outbox
 from connector.models import DeliveryState, SegmentTransition
+from connector.outbound import resync
 
 transitions = SegmentTransition.__table__
 delivery_state = DeliveryState.__table__
@@ -226,3 +227,46 @@ async def test_an_erased_user_leaves_no_segment_event_state(client, runtime, seg
     assert response.status_code == 200, response.text
     async with runtime.engine.connect() as conn:
         assert (await conn.execute(sa.select(delivery_state.c.key))).scalars().all() == []
+
+
+async def test_leaving_and_coming_back_between_two_sends_is_removed_then_added_not_changed(
+    client, runtime, segment_api
+):
+    await create_segment(client, "Pro Users", PRO)
+    await configure(runtime, segment_api, segment_events=[PRO_EVENTS])
+    await sent_after(client, runtime, segment_api, identify("pro"))
+
+    await post_batch(client, identify("free"))
+    await drain(runtime)
+    back = await sent_after(client, runtime, segment_api, identify("pro", seats=8))
+    assert summary(back) == [
+        ("Pro Ended", "u-1", {"email": "ada@example.com", "seat_count": 8}),
+        ("Pro Started", "u-1", {"email": "ada@example.com", "seat_count": 8}),
+    ]
+    # Followed from the new entry on: the payload it was announced with is the one changes are measured from.
+    assert await sent_after(client, runtime, segment_api, identify("pro", seats=8)) == []
+    [changed] = await sent_after(client, runtime, segment_api, identify("pro", seats=9))
+    assert changed["event"] == "Pro Updated"
+
+
+async def test_a_deleted_segment_sends_removed_to_its_members(client, runtime, segment_api):
+    segment = await create_segment(client, "Pro Users", PRO)
+    await configure(runtime, segment_api, segment_events=[PRO_EVENTS])
+    await sent_after(client, runtime, segment_api, identify("pro"))
+    assert (await client.delete(f"/api/segments/{segment}", headers=admin_auth())).status_code in (200, 204)
+    removed = await sent_after(client, runtime, segment_api)
+    assert summary(removed) == [("Pro Ended", "u-1", {"email": "ada@example.com", "seat_count": 3})]
+
+
+async def test_resync_added_repeats_the_message_id_of_the_added_already_sent(client, runtime, segment_api):
+    await create_segment(client, "Pro Users", PRO)
+    await configure(runtime, segment_api, segment_events=[PRO_EVENTS])
+    [added] = await sent_after(client, runtime, segment_api, identify("pro"))
+    settings = await runtime.settings.current()
+    assert await resync.resync_added(runtime.engine, settings) == 1
+    [again] = await sent_after(client, runtime, segment_api)
+    assert (again["event"], again["messageId"], again["properties"]) == (
+        "Pro Started",
+        added["messageId"],
+        added["properties"],
+    )

@@ -164,14 +164,18 @@ def member_key(segment_id: int, entity_id: int) -> str:
     return f"{segment_id}-{entity_id}"
 
 
+def _membership(member: str) -> tuple[int, int]:
+    segment_id, _, entity_id = member.partition("-")
+    return int(segment_id), int(entity_id)
+
+
 async def build(conn: AsyncConnection, settings: ConnectorSettings, keys: list[str]) -> Built:
     ids: dict[str, list[int]] = defaultdict(list)
     members: list[tuple[int, int]] = []
     for key in keys:
         kind, _, entity_id = key.partition(":")
         if kind == MEMBER:
-            segment_id, _, member_id = entity_id.partition("-")
-            members.append((int(segment_id), int(member_id)))
+            members.append(_membership(entity_id))
         else:
             ids[kind].append(int(entity_id))
     data = await _load(conn, settings, ids, members)
@@ -182,7 +186,7 @@ async def build(conn: AsyncConnection, settings: ConnectorSettings, keys: list[s
     for key in keys:
         kind, _, entity_id = key.partition(":")
         if kind == MEMBER:
-            messages, reason = followed.resynced(*members.pop(0))
+            messages, reason = followed.resynced(*_membership(entity_id))
         else:
             messages, reason = _build_one(data, settings, kind, int(entity_id))
             if events := followed.for_row(kind, int(entity_id)):
@@ -356,8 +360,12 @@ def _wanted(settings: ConnectorSettings, data: _Data) -> dict[str, list[Property
         + [source_of(entry).removeprefix("account.") for entry in settings.synchronized_properties],
     }
     for entry in settings.segment_events:
+        # A deleted segment is known only by its transitions (they keep its name and entity).
+        entities = {row.entity for row in data.transitions.values() if row.segment_name == entry.segment}
         if (segment := data.segments.get(entry.segment)) is not None:
-            wanted[segment.entity] += entry.properties + _timestamp_entries(entry)
+            entities.add(segment.entity)
+        for entity in entities:
+            wanted[entity] += entry.properties + _timestamp_entries(entry)
     return wanted
 
 
