@@ -101,9 +101,12 @@ def serve(no_worker: bool, host: str | None, port: int | None, forwarded_allow_i
     if env.web_concurrency > 1:
         uvicorn.run("connector.asgi:app", workers=env.web_concurrency, **options)
     else:
+        from connector.runtime import settle_heap
         from connector.web.app import create_app
 
-        uvicorn.run(create_app(env), **options)
+        app = create_app(env)
+        settle_heap()
+        uvicorn.run(app, **options)
 
 
 async def _print_welcome(env: Environment, listening: str | None = None) -> None:
@@ -146,9 +149,10 @@ def worker_command() -> None:
 
 async def _run_worker() -> None:
     from connector import worker
-    from connector.runtime import Runtime
+    from connector.runtime import Runtime, settle_heap
 
     runtime = await Runtime.start(get_environment())
+    settle_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
