@@ -2,7 +2,7 @@
 
 `computed_attributes` is what segment rules (`usage.*`, `{"audience": key}`), the outbound builder
 (`synchronized_properties` such as `usage.top_features`, `persona.seniority`, `account.icp.fit`) and
-the profile API read, under the roots in ROOTS; `merge_users` keeps usage and audiences exact when
+the profile API read, under the roots in settings.COMPUTED_ROOTS; `merge_users` keeps usage and audiences exact when
 identity resolution folds one profile into another (a persona is read again from the merged traits).
 """
 
@@ -16,8 +16,6 @@ from connector import audiences, usage
 from connector.db import any_of
 from connector.models import Account, User
 
-# The roots of computed attribute names (`persona.seniority` is `persona` then `seniority`).
-ROOTS = ("usage", "audiences", "persona", "icp")
 # The scanners' stored results: {root: {name: column}} of users and of accounts.
 SCANNED = {
     usage.USER: (User.__table__, "persona", {"seniority": "persona_seniority", "department": "persona_department"}),

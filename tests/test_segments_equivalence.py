@@ -16,13 +16,12 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from connector.attributes import ATTRIBUTES, load_profiles, resolve_attribute
 from connector.db import create_engine
 from connector.models import Account, AudienceMembership, Event, FeatureUsage, User
 from connector.segments import icp
-from connector.segments.attributes import ATTRIBUTES, resolve_attribute
 from connector.segments.compile import Compiler
 from connector.segments.evaluate import evaluate
-from connector.segments.membership import load_profiles
 from connector.segments.rules import COUNT_OPS, OPERATORS_BY_KIND, validate
 from connector.settings import IcpSettings
 

@@ -19,10 +19,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from connector.attributes import load_profiles
 from connector.models import Account
 from connector.segments.compile import Compiler
 from connector.segments.evaluate import evaluate
-from connector.segments.membership import load_profiles
 from connector.segments.rules import RuleError, conditions, is_time_based, uses_computed, validate
 from connector.settings import IcpSettings
 

@@ -93,8 +93,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from connector.segments import attributes
-from connector.segments.attributes import Attribute, resolve_attribute
+from connector import attributes
+from connector.attributes import Attribute, resolve_attribute
 
 ENTITIES = ("user", "account")
 GROUPS = ("all", "any", "not")

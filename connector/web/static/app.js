@@ -155,7 +155,8 @@ function kindOf(property) {
   // An object setting (the `icp` scores) is edited as JSON.
   if (types.includes("object") || (property.anyOf ?? [property]).some((option) => option.$ref)) return "json";
   if (types.includes("boolean")) return "boolean";
-  if (types.includes("array")) return "list";
+  // A list of objects (segment_events) is edited as JSON; names and mappings as a comma-separated list.
+  if (types.includes("array")) return property.items?.$ref ? "json" : "list";
   if (types.includes("integer") || types.includes("number")) return "number";
   return "text";
 }
@@ -164,11 +165,26 @@ function describeDefault(value) {
   if (value === true) return "on";
   if (value === false) return "off";
   if (value === null || value === undefined || (Array.isArray(value) && value.length === 0)) return "none";
-  return Array.isArray(value) ? value.join(", ") : String(value);
+  return Array.isArray(value) ? value.map(showEntry).join(", ") : String(value);
+}
+
+// A mapping {"from": a, "to": b} is written `a -> b` in a list of names.
+const MAPS_TO = " -> ";
+
+function showEntry(entry) {
+  return typeof entry === "string" ? entry : `${entry.from}${MAPS_TO}${entry.to}`;
 }
 
 function parseList(text) {
-  return text.split(",").map((item) => item.trim()).filter(Boolean);
+  return text.split(",").map((item) => item.trim()).filter(Boolean).map((item) => {
+    const [from, to] = item.split(MAPS_TO.trim()).map((part) => part.trim());
+    return to === undefined ? item : { from, to };
+  });
+}
+
+function showJson(value) {
+  const empty = value == null || (Array.isArray(value) && !value.length);
+  return empty ? "" : JSON.stringify(value, null, 2);
 }
 
 function renderChips(list, values) {
@@ -192,10 +208,12 @@ function renderField(name, property) {
   if (kind === "list") {
     control = h("input", { type: "text", id, name, "aria-describedby": describedBy, placeholder: "comma, separated, names" });
     chips = h("ul", { className: "chips", "aria-hidden": "true" });
-    control.addEventListener("input", () => renderChips(chips, parseList(control.value)));
-    help.prepend("Comma-separated. ");
+    control.addEventListener("input", () => renderChips(chips, parseList(control.value).map(showEntry)));
+    help.prepend(property.items?.anyOf ? "Comma-separated; `attribute -> name` sends it under that name. "
+      : "Comma-separated. ");
   } else if (kind === "json") {
     control = h("textarea", { id, name, rows: 6, "aria-describedby": describedBy, placeholder: "JSON, or empty for none" });
+    help.prepend("JSON. ");
   } else if (property.secret) {
     control = h("input", { type: "password", id, name, autocomplete: "new-password", "aria-describedby": describedBy,
                            placeholder: "not set" });
@@ -233,9 +251,9 @@ function fillSettings(settings) {
     const value = settings[name];
     if (field.kind === "boolean") field.control.checked = !!value;
     else if (field.kind === "list") {
-      field.control.value = (value ?? []).join(", ");
-      renderChips(field.chips, value ?? []);
-    } else if (field.kind === "json") field.control.value = value == null ? "" : JSON.stringify(value, null, 2);
+      field.control.value = (value ?? []).map(showEntry).join(", ");
+      renderChips(field.chips, (value ?? []).map(showEntry));
+    } else if (field.kind === "json") field.control.value = showJson(value);
     else field.control.value = value ?? "";
   }
 }
@@ -244,14 +262,15 @@ function readControl(field) {
   const { control, kind } = field;
   if (kind === "boolean") return control.checked;
   if (kind === "list") return parseList(control.value);
-  if (control.value === "") return field.nullable ? null : "";
   if (kind === "json") {
+    if (!control.value.trim()) return field.nullable ? null : [];
     try {
       return JSON.parse(control.value);
     } catch {
-      return control.value; // sent as it is: the API names the field and says why it is not a setting
+      return control.value;  // not JSON: the server refuses it, naming the field
     }
   }
+  if (control.value === "") return field.nullable ? null : "";
   return kind === "number" ? Number(control.value) : control.value;
 }
 

@@ -1,8 +1,8 @@
 """Scanners: a user's persona (seniority, department) and an account's ideal-customer-profile score and fit
 
-Revision ID: 0008
+Revision ID: 0006
 Revises: 0005
-Create Date: 2026-12-02 10:00:00
+Create Date: 2026-12-01 07:00:00
 
 Nullable columns without a default: adding them rewrites no table on PostgreSQL. Existing users get
 their persona from `connector persona rebuild`; accounts get their score when the `icp` setting is
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008"
+revision: str = "0006"
 down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
