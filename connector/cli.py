@@ -101,9 +101,12 @@ def serve(no_worker: bool, host: str | None, port: int | None, forwarded_allow_i
     if env.web_concurrency > 1:
         uvicorn.run("connector.asgi:app", workers=env.web_concurrency, **options)
     else:
+        from connector.runtime import settle_heap
         from connector.web.app import create_app
 
-        uvicorn.run(create_app(env), **options)
+        app = create_app(env)
+        settle_heap()
+        uvicorn.run(app, **options)
 
 
 async def _print_welcome(env: Environment, listening: str | None = None) -> None:
@@ -146,9 +149,10 @@ def worker_command() -> None:
 
 async def _run_worker() -> None:
     from connector import worker
-    from connector.runtime import Runtime
+    from connector.runtime import Runtime, settle_heap
 
     runtime = await Runtime.start(get_environment())
+    settle_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -211,6 +215,31 @@ def usage_rebuild() -> None:
 
 
 @main.group()
+def persona() -> None:
+    """Persona scanner tools."""
+
+
+@persona.command("rebuild")
+def persona_rebuild() -> None:
+    """Read every user's persona (seniority, department) again from the title, after the patterns changed;
+    users whose persona changed are re-evaluated in segments and queued for sending."""
+
+    async def run() -> int:
+        from tqdm import tqdm
+
+        from connector.pipeline import rescan_personas
+        from connector.processing.personas import user_count
+        from connector.settings_store import SettingsStore
+
+        async with _database() as engine:
+            settings = await SettingsStore(engine).current()
+            with tqdm(total=await user_count(engine), unit="user", desc="persona") as bar:
+                return await rescan_personas(engine, settings, bar.update)
+
+    click.echo(f"personas rebuilt: {asyncio.run(run())} changed")
+
+
+@main.group()
 def retention() -> None:
     """Data lifecycle tools."""
 
@@ -238,10 +267,15 @@ def retention_run() -> None:
 @main.command()
 @click.option("--segment", "segment_name", help="Only the members of this segment (user or account segment).")
 @click.option("--force", is_flag=True, help="Send even what Segment already has (forget the delivered hashes).")
-def resync(segment_name: str | None, force: bool) -> None:
+@click.option(
+    "--added",
+    is_flag=True,
+    help="Also send the added event of segment_events to every current member of the segments it follows.",
+)
+def resync(segment_name: str | None, force: bool, added: bool) -> None:
     """Queue everyone in the outbound filter for sending (initial sync); the worker sends them."""
 
-    async def run() -> int:
+    async def run() -> tuple[int, int]:
         from tqdm import tqdm
 
         from connector.outbound import resync as outbound_resync
@@ -252,11 +286,19 @@ def resync(segment_name: str | None, force: bool) -> None:
             try:
                 total = await outbound_resync.count(engine, settings, segment_name)
                 with tqdm(total=total, unit="profile", desc="resync") as bar:
-                    return await outbound_resync.resync(engine, settings, segment_name, force, bar.update)
+                    queued = await outbound_resync.resync(engine, settings, segment_name, force, bar.update)
             except outbound_resync.UnknownSegment as problem:
                 raise click.UsageError(str(problem)) from None
+            if not added:
+                return queued, 0
+            total = await outbound_resync.count_added(engine, settings, segment_name)
+            with tqdm(total=total, unit="member", desc="added events") as bar:
+                return queued, await outbound_resync.resync_added(engine, settings, segment_name, bar.update)
 
-    click.echo(f"{asyncio.run(run())} profiles queued for sending")
+    queued, members = asyncio.run(run())
+    click.echo(f"{queued} profiles queued for sending")
+    if added:
+        click.echo(f"{members} added events queued for sending")
 
 
 @main.command()

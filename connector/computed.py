@@ -1,35 +1,61 @@
-"""Computed attributes of a profile: product usage and Engage audiences.
+"""Computed attributes of a profile: product usage, Engage audiences and the scanners' results.
 
-`computed_attributes` is what segment rules (`usage.*`, `{"audience": key}`) and the outbound
-builder (`synchronized_properties` such as `usage.top_features`) read; `merge_users` keeps
-both exact when identity resolution folds one profile into another.
+`computed_attributes` is what segment rules (`usage.*`, `{"audience": key}`), the outbound builder
+(`synchronized_properties` such as `usage.top_features`, `persona.seniority`, `account.icp.fit`) and
+the profile API read, under the roots in settings.COMPUTED_ROOTS; `merge_users` keeps usage and audiences exact when
+identity resolution folds one profile into another (a persona is read again from the merged traits).
 """
 
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector import audiences, usage
+from connector.db import any_of
+from connector.models import Account, User
+
+# The scanners' stored results: {root: {name: column}} of users and of accounts.
+SCANNED = {
+    usage.USER: (User.__table__, "persona", {"seniority": "persona_seniority", "department": "persona_department"}),
+    usage.ACCOUNT: (Account.__table__, "icp", {"score": "icp_score", "fit": "icp_fit"}),
+}
 
 
 async def computed_attributes_of(
     conn: AsyncConnection, entity: str, ids: list[int], now: datetime | None = None
 ) -> dict[int, dict[str, Any]]:
-    """computed_attributes of many profiles in three queries; last_feature_at is a datetime here."""
+    """computed_attributes of many profiles in at most five queries; last_feature_at is a datetime here."""
     found = await usage.attributes_of(conn, entity, ids, now)
     members = await audiences.members_of(conn, sorted(found)) if entity == usage.USER else {}
+    table, root, columns = SCANNED[entity]
+    scanned = {
+        row.id: {name: row._mapping[column] for name, column in columns.items()}
+        for row in await conn.execute(
+            sa.select(table.c.id, *(table.c[column] for column in columns.values())).where(
+                any_of(conn, table.c.id, sorted(found))
+            )
+        )
+    }
+    empty = dict.fromkeys(columns)
     return {
-        entity_id: {"usage": values, "audiences": members.get(entity_id, {})} for entity_id, values in found.items()
+        entity_id: {
+            "usage": values,
+            "audiences": members.get(entity_id, {}),
+            root: scanned.get(entity_id, empty),
+        }
+        for entity_id, values in found.items()
     }
 
 
 async def computed_attributes(
     conn: AsyncConnection, entity: str, entity_id: int, now: datetime | None = None
 ) -> dict[str, Any]:
-    """{"usage": {top_features, events_30d, score_30d, trend, last_feature_at}, "audiences": {key: member}}.
+    """{"usage": {top_features, events_30d, score_30d, trend, last_feature_at, pattern}, "audiences": {key: member},
+    and for a user "persona": {seniority, department}, for an account "icp": {score, fit}}.
 
-    Accounts have usage but no audiences (Engage audiences are of users).
+    Accounts have usage but no audiences (Engage audiences are of users). A scanner's value is None when absent.
     """
     return as_json((await computed_attributes_of(conn, entity, [entity_id], now))[entity_id])
 

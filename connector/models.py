@@ -121,6 +121,9 @@ class Account(TableModel, table=True):
     domain: str | None = Field(default=None, max_length=255, sa_column_kwargs={"unique": True})
     traits: dict[str, Any] = _json()
     trait_timestamps: dict[str, str] = _json()
+    # The ideal-customer-profile scanner (segments/icp.py): NULL while the `icp` setting is unset.
+    icp_score: int | None = Field(default=None, sa_type=sa.BigInteger)
+    icp_fit: str | None = Field(default=None, max_length=8)  # good, medium, poor
     created_at: datetime = _time()
     updated_at: datetime = _time()
 
@@ -135,6 +138,9 @@ class User(TableModel, table=True):
     account_link: str | None = Field(default=None, max_length=16)  # "group" or "domain"
     # The time of the message that set the link: a late, older group call never moves the user back.
     account_linked_at: datetime | None = _time(nullable=True)
+    # The persona scanner (persona.py), from the title trait: NULL when no pattern matches.
+    persona_seniority: str | None = Field(default=None, max_length=16)
+    persona_department: str | None = Field(default=None, max_length=32)
     created_at: datetime = _time()
     updated_at: datetime = _time()
     last_seen_at: datetime | None = _time(nullable=True)

@@ -17,13 +17,14 @@ from connector.models import OutboxItem, UTCDateTime, utcnow
 
 outbox = OutboxItem.__table__
 USER, ACCOUNT, EVENT, TRANSITION = "user", "account", "event", "transition"
+MEMBER = "member"  # a resync's segment event for one membership: member:<segment id>-<entity id>
 
 
 def outbox_key(kind: str, entity_id: int | str) -> str:
     return f"{kind}:{entity_id}"
 
 
-async def enqueue(conn: AsyncConnection, kind: str, ids: Iterable[int]) -> None:
+async def enqueue(conn: AsyncConnection, kind: str, ids: Iterable[int | str]) -> None:
     now = utcnow()
     rows = [
         {"key": outbox_key(kind, entity_id), "version": 1, "attempts": 0, "available_at": now, "created_at": now}

@@ -1,8 +1,11 @@
 """One journal batch, end to end, in one transaction: lease -> apply -> segment refresh -> outbox -> mark.
 
-The stages meet only here and in the tables: processing/ applies the rows, segments/ refreshes the
-memberships of what changed, the outbox records what the sender must send; a committed change
-therefore always has its outbox row, and a crash leaves either all of a batch or none of it.
+The stages meet only here and in the tables: processing/ applies the rows, segments/ scores the
+changed accounts (segments/icp.py) and refreshes the memberships of what changed, the outbox records
+what the sender must send; a committed change therefore always has its outbox row, and a crash
+leaves either all of a batch or none of it. Changes that do not come from the journal are carried on
+the same way: a new `icp` setting (`save_settings`), the ICP schedule (`rescore_accounts`) and a
+rebuild of the personas (`rescan_personas`).
 
 Failures are sorted by what retrying can do:
 - transient (connection lost, deadlock, serialization failure, a database restarting; db.is_transient):
@@ -17,7 +20,10 @@ Failures are sorted by what retrying can do:
 
 import asyncio
 import random
+from collections.abc import Callable
+from datetime import datetime
 from time import perf_counter
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -26,12 +32,15 @@ from connector.changes import Changes
 from connector.db import is_contention, is_transient
 from connector.logs import get_logger
 from connector.metrics import JOURNAL_LAG, PROCESS_LATENCY, PROCESS_RETRIES
-from connector.processing import privacy, processor
-from connector.segments import membership
+from connector.models import utcnow
+from connector.processing import personas, privacy, processor
+from connector.segments import icp, membership
 from connector.settings import ConnectorSettings
+from connector.settings_store import SettingsStore
 
 RETRY_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # seconds, each jittered by +-50 %
 CONTENTION_ATTEMPTS = 5
+RESCAN_PAGE = 1000
 log = get_logger()
 
 
@@ -103,7 +112,13 @@ async def _apply_one_by_one(engine: AsyncEngine, settings: ConnectorSettings, id
 
 
 async def propagate(conn: AsyncConnection, settings: ConnectorSettings, changes: Changes) -> None:
-    """Carry a batch's changes forward, in its transaction: segment memberships, then the outbox.
+    """Carry a batch's changes forward, in its transaction: the changed accounts' ICP scores, then `carry`."""
+    await icp.refresh(conn, settings.icp, changes.accounts, utcnow())
+    await carry(conn, settings, changes)
+
+
+async def carry(conn: AsyncConnection, settings: ConnectorSettings, changes: Changes) -> None:
+    """Segment memberships of what changed, then the outbox, in the caller's transaction.
 
     Events are queued only while `send_events` names some: with none named the sender would skip each
     one, and a row per event is a fifth of a batch's writes."""
@@ -125,6 +140,51 @@ async def erase_user(engine: AsyncEngine, settings: ConnectorSettings, user_id: 
             return None
         await propagate(conn, settings, changes)
     return erasure
+
+
+async def save_settings(
+    engine: AsyncEngine, store: SettingsStore, changes: dict[str, Any]
+) -> tuple[int, ConnectorSettings]:
+    """Save a settings change (the admin API); a new `icp` setting scores every account again in the same
+    transaction. Raises pydantic's ValidationError or rules.RuleError (an ICP rule) naming the field, and
+    then stores nothing."""
+    _, before = await store.current_version()
+    async with engine.begin() as conn:
+        version, after = await store.save_in(conn, changes)
+        if after.icp != before.icp:
+            icp.check(after.icp)
+            await carry(conn, after, Changes(accounts=await icp.recompute(conn, after.icp, utcnow())))
+    store.forget()
+    return version, after
+
+
+async def rescore_accounts(engine: AsyncEngine, settings: ConnectorSettings, now: datetime | None = None) -> int:
+    """Score every account again with the SQL compiler (the schedule, see icp.due_on_schedule); returns how
+    many scores changed."""
+    async with engine.begin() as conn:
+        changed = await icp.recompute(conn, settings.icp, now or utcnow())
+        await carry(conn, settings, Changes(accounts=changed))
+    if changed:
+        log.info("icp.rescored", changed=len(changed))
+    return len(changed)
+
+
+async def rescan_personas(
+    engine: AsyncEngine, settings: ConnectorSettings, on_page: Callable[[int], object] | None = None
+) -> int:
+    """Read every user's persona again from the title (`connector persona rebuild`), a page per transaction;
+    the users whose persona changed are carried on like a batch's. Returns how many changed."""
+    changed, after_id = 0, 0
+    while True:
+        async with engine.begin() as conn:
+            page_changed, read = await personas.rescan_page(conn, after_id, RESCAN_PAGE)
+            await carry(conn, settings, Changes(users=page_changed))
+        if not read:
+            return changed
+        changed += len(page_changed)
+        if on_page:
+            on_page(len(read))
+        after_id = read[-1]
 
 
 async def journal_lag(engine: AsyncEngine) -> int:

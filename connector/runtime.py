@@ -1,5 +1,6 @@
 """What a running process holds: environment, engine, settings, credentials."""
 
+import gc
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -30,3 +31,12 @@ class Runtime:
 
     async def stop(self) -> None:
         await self.engine.dispose()
+
+
+def settle_heap() -> None:
+    """Take what the process has built at start (its modules above all) out of the garbage collector's
+    sweeps: it lives as long as the process, yet every full collection walked all of it, and a worker
+    spent a third of its CPU there. Called once per process by the entry points, once started;
+    garbage made so far is collected first, since frozen objects are never freed."""
+    gc.collect()
+    gc.freeze()

@@ -2,13 +2,20 @@
 
 The names are part of the contract (DESIGN.md, "Settings"). Each field carries a
 `section` so the dashboard can group the form; secrets are masked on every read.
+
+What the outbound side sends under which name is decided here too (`sent_name`), so that
+validation can refuse two entries sending the same name: an entry of a property list is an
+attribute name, sent under Hull's name rule (`trait_name`), or a `Mapping` sent under its `to`.
+Lists of plain names alone keep the rule they always had (identical names merged, nothing
+refused), so a stored document stays valid.
 """
 
 import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 CREDENTIALS = "Credentials"
 INCOMING = "Incoming"
@@ -20,6 +27,138 @@ SECTIONS = [CREDENTIALS, INCOMING, OUTGOING_USERS, OUTGOING_EVENTS, OUTGOING_ACC
 
 SECRET_FIELDS = ("write_key", "shared_secret")
 ALL = "ALL"
+MAX_ICP_RULES = 100
+MAX_POINTS = 1_000_000
+MAX_NAME_LENGTH = 200
+COMPUTED_ROOTS = ("usage.", "audiences.", "persona.", "icp.")
+RESERVED_TRAITS = ("hull_segments",)  # identify and group carry it: no mapping may send another value under it
+
+
+def trait_name(attribute: str) -> str:
+    """The outbound trait name of an attribute: traits_ stripped, / -> _, account.x -> account_x,
+    and computed attributes flattened the same way (usage.top_features -> usage_top_features,
+    persona.seniority -> persona_seniority, account.icp.fit -> account_icp_fit)."""
+    if attribute.startswith("account."):
+        return "account_" + trait_name(attribute[len("account.") :])
+    if attribute.startswith(COMPUTED_ROOTS):
+        return attribute.replace(".", "_").replace("/", "_")
+    return attribute.removeprefix("traits_").replace("/", "_")
+
+
+class Mapping(BaseModel):
+    """Hightouch's field mapping: the attribute `from`, sent under the name `to`."""
+
+    model_config = ConfigDict(extra="forbid", serialize_by_alias=True, title="Mapping")
+
+    source: str = Field(
+        alias="from",
+        title="Attribute",
+        description="What segment rules can read (traits.plan, account.traits.size, created_at, usage.events_30d, "
+        "...), or else an attribute name as in the plain entries (email, address/city, audiences.key).",
+    )
+    to: str = Field(title="Name in Segment", description="The trait or property name Segment receives.")
+
+
+Property = str | Mapping
+
+
+def source_of(entry: Property) -> str:
+    return entry.source if isinstance(entry, Mapping) else entry
+
+
+def sent_name(entry: Property) -> str:
+    return entry.to if isinstance(entry, Mapping) else trait_name(entry)
+
+
+def describe(entry: Property) -> str:
+    if isinstance(entry, Mapping):
+        return orjson.dumps(entry.model_dump()).decode()
+    return repr(entry)
+
+
+def clean_properties(entries: list[Property], reserved: tuple[str, ...] = ()) -> list[Property]:
+    """Stripped entries, identical plain names merged; an empty or duplicate sent name of a mapping refused,
+    naming the entry (by its position, from 0, and its content)."""
+    cleaned: list[Property] = []
+    for entry in entries:
+        if isinstance(entry, Mapping):
+            entry = Mapping.model_validate({"from": entry.source.strip(), "to": entry.to.strip()})
+        else:
+            entry = entry.strip()
+        if entry not in cleaned:
+            cleaned.append(entry)
+    senders: dict[str, int] = {}
+    for position, entry in enumerate(cleaned):
+        named = f"entry {position} {describe(entry)}"
+        if not source_of(entry):
+            raise ValueError(f"{named}: the attribute must not be empty")
+        if len(source_of(entry)) > MAX_NAME_LENGTH or len(sent_name(entry)) > MAX_NAME_LENGTH:
+            raise ValueError(f"{named}: names must be at most {MAX_NAME_LENGTH} characters")
+        if isinstance(entry, Mapping):
+            if not entry.to:
+                raise ValueError(f"{named}: the name in Segment (to) must not be empty")
+            if entry.to in reserved:
+                raise ValueError(f"{named}: {entry.to!r} is sent by the connector itself; choose another name")
+            if (earlier := senders.get(entry.to)) is not None:
+                raise ValueError(
+                    f"{named}: {entry.to!r} is already sent by entry {earlier} {describe(cleaned[earlier])}"
+                )
+        elif (earlier := senders.get(sent_name(entry))) is not None and isinstance(cleaned[earlier], Mapping):
+            raise ValueError(
+                f"{named}: {sent_name(entry)!r} is already sent by entry {earlier} {describe(cleaned[earlier])}"
+            )
+        senders.setdefault(sent_name(entry), position)
+    return cleaned
+
+
+class SegmentEvents(BaseModel):
+    """Hightouch's generic track: events named by the user when a profile enters the segment, changes a mapped
+    property while a member, or leaves it."""
+
+    model_config = ConfigDict(extra="forbid", title="Segment events")
+
+    segment: str = Field(title="Segment", description="The segment's name (a user or an account segment).")
+    added: str | None = Field(None, title="Added event", description="Sent when a profile enters the segment.")
+    changed: str | None = Field(
+        None, title="Changed event", description="Sent when a mapped property of a member changes."
+    )
+    removed: str | None = Field(None, title="Removed event", description="Sent when a profile leaves the segment.")
+    properties: list[Property] = Field(
+        [], title="Properties", description="The event's properties: attribute names or mappings."
+    )
+    timestamp: str | None = Field(
+        None,
+        title="Timestamp attribute",
+        description="The attribute whose date the event carries (for backfills); without it, the time of the change.",
+    )
+
+    @field_validator("segment")
+    @classmethod
+    def _clean_segment(cls, name: str) -> str:
+        name = name.strip()
+        if not name or len(name) > MAX_NAME_LENGTH:
+            raise ValueError(f"the segment name must have 1 to {MAX_NAME_LENGTH} characters")
+        return name
+
+    @field_validator("added", "changed", "removed", "timestamp")
+    @classmethod
+    def _clean_name(cls, name: str | None) -> str | None:
+        if name is None:
+            return None
+        name = name.strip()
+        if not name or len(name) > MAX_NAME_LENGTH:
+            raise ValueError(f"must be null or have 1 to {MAX_NAME_LENGTH} characters")
+        return name
+
+    @field_validator("properties")
+    @classmethod
+    def _clean_properties(cls, entries: list[Property]) -> list[Property]:
+        return clean_properties(entries)
+
+    def events(self) -> dict[str, str]:
+        """transition (added, changed, removed) -> the event name sent for it."""
+        named = {"added": self.added, "changed": self.changed, "removed": self.removed}
+        return {transition: name for transition, name in named.items() if name}
 
 
 def _field(default: Any, section: str, title: str, description: str, secret: bool = False, **kw: Any) -> Any:
@@ -28,6 +167,45 @@ def _field(default: Any, section: str, title: str, description: str, secret: boo
         extra["secret"] = True
         extra["writeOnly"] = True
     return Field(default, title=title, description=description, json_schema_extra=extra, **kw)
+
+
+class IcpRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rule: dict[str, Any] = Field(
+        title="Rule", description="A segment rule over the account (the rule language of account segments)."
+    )
+    points: int = Field(
+        title="Points",
+        description="Added to the score of an account that matches the rule (negative points take away).",
+        ge=-MAX_POINTS,
+        le=MAX_POINTS,
+    )
+
+
+class IcpSettings(BaseModel):
+    """The ideal customer profile: icp.score is the sum of the points of the rules an account matches."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rules: list[IcpRule] = Field(title="Rules", max_length=MAX_ICP_RULES)
+    good_at: int = Field(
+        title="Good from", description="icp.fit is `good` from this score up.", ge=-MAX_POINTS, le=MAX_POINTS
+    )
+    medium_at: int = Field(
+        title="Medium from",
+        description="icp.fit is `medium` from this score up (below good_at), `poor` below it.",
+        ge=-MAX_POINTS,
+        le=MAX_POINTS,
+    )
+
+    @field_validator("medium_at")
+    @classmethod
+    def _below_good(cls, medium_at: int, info: ValidationInfo) -> int:
+        good_at = info.data.get("good_at")
+        if good_at is not None and medium_at > good_at:
+            raise ValueError(f"must not be above good_at ({good_at})")
+        return medium_at
 
 
 class ConnectorSettings(BaseModel):
@@ -94,6 +272,15 @@ class ConnectorSettings(BaseModel):
         "providers excluded) unless a group call linked the user explicitly.",
     )
 
+    icp: IcpSettings | None = _field(
+        None,
+        INCOMING,
+        "Ideal customer profile",
+        'Scores every account: {"rules": [{"rule": <account segment rule>, "points": <integer>}], "good_at": '
+        '<points>, "medium_at": <points>}. icp.score is the sum of the points of the rules an account matches; '
+        "icp.fit is good, medium or poor. Unset: accounts have no score.",
+    )
+
     # Outgoing users
     synchronized_segments: list[str] = _field(
         [],
@@ -101,11 +288,12 @@ class ConnectorSettings(BaseModel):
         "User segments to send",
         "Users in any of these segments are sent as identify calls. `ALL` sends every user.",
     )
-    synchronized_properties: list[str] = _field(
+    synchronized_properties: list[Property] = _field(
         ["email"],
         OUTGOING_USERS,
         "User attributes to send",
-        "Attributes sent as identify traits (traits_ prefix stripped, / becomes _, account.x becomes account_x).",
+        "Attributes sent as identify traits (traits_ prefix stripped, / becomes _, account.x becomes account_x), "
+        'or mappings {"from": attribute, "to": trait name} sending an attribute under a name of your choosing.',
     )
     segment_membership_traits: bool = _field(
         False,
@@ -124,7 +312,16 @@ class ConnectorSettings(BaseModel):
         False,
         OUTGOING_USERS,
         "Events for initial members",
-        "Send Segment Entered events for the members a new segment starts with.",
+        "Send Segment Entered events (and the added events of segment_events) for the members a new segment "
+        "starts with.",
+    )
+    segment_events: list[SegmentEvents] = _field(
+        [],
+        OUTGOING_USERS,
+        "Segment events",
+        'Per segment, track events named by you: {"segment", "added", "changed", "removed", "properties", '
+        '"timestamp"}. Sent to the members of the segment (for an account segment, to each user of the account) '
+        "whatever the synchronized segments.",
     )
 
     # Outgoing events
@@ -151,8 +348,11 @@ class ConnectorSettings(BaseModel):
         "Account segments to send",
         "Accounts in these segments are sent as group calls. `ALL` sends every account.",
     )
-    synchronized_account_properties: list[str] = _field(
-        ["domain"], OUTGOING_ACCOUNTS, "Account attributes to send", "Attributes sent as group traits."
+    synchronized_account_properties: list[Property] = _field(
+        ["domain"],
+        OUTGOING_ACCOUNTS,
+        "Account attributes to send",
+        'Attributes sent as group traits, or mappings {"from": attribute, "to": trait name}.',
     )
 
     # Data lifecycle
@@ -191,22 +391,34 @@ class ConnectorSettings(BaseModel):
         le=3650,
     )
 
-    @field_validator(
-        "synchronized_segments",
-        "synchronized_properties",
-        "send_events",
-        "synchronized_account_segments",
-        "synchronized_account_properties",
-    )
+    @field_validator("synchronized_segments", "send_events", "synchronized_account_segments")
     @classmethod
     def _clean_names(cls, names: list[str]) -> list[str]:
         cleaned = [name.strip() for name in names]
         for name in cleaned:
             if not name:
                 raise ValueError("names must not be empty")
-            if len(name) > 200:
-                raise ValueError("names must be at most 200 characters")
+            if len(name) > MAX_NAME_LENGTH:
+                raise ValueError(f"names must be at most {MAX_NAME_LENGTH} characters")
         return list(dict.fromkeys(cleaned))
+
+    @field_validator("synchronized_properties", "synchronized_account_properties")
+    @classmethod
+    def _clean_properties(cls, entries: list[Property]) -> list[Property]:
+        return clean_properties(entries, RESERVED_TRAITS)
+
+    @field_validator("segment_events")
+    @classmethod
+    def _one_entry_per_segment(cls, entries: list[SegmentEvents]) -> list[SegmentEvents]:
+        seen: dict[str, int] = {}
+        for position, entry in enumerate(entries):
+            if not entry.events():
+                raise ValueError(
+                    f"entry {position} (segment {entry.segment!r}) names no event: set added, changed or removed"
+                )
+            if (earlier := seen.setdefault(entry.segment, position)) != position:
+                raise ValueError(f"entry {position}: segment {entry.segment!r} already has entry {earlier}")
+        return entries
 
     def masked(self) -> dict[str, Any]:
         """The document as every GET returns it: secrets shown by their last 4 characters only."""

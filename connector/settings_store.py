@@ -67,7 +67,8 @@ class SettingsStore:
         return saved
 
     async def save_in(self, conn: AsyncConnection, changes: dict[str, Any]) -> tuple[int, ConnectorSettings]:
-        """save, inside the caller's transaction (so a change and the settings that follow it commit together)."""
+        """save, inside the caller's transaction (so a change and the settings that follow it commit together);
+        the caller calls forget() once it has committed."""
         _, current = await self.current_version()
         document = current.model_dump()
         for name, value in changes.items():
@@ -79,8 +80,13 @@ class SettingsStore:
         await conn.execute(
             table.insert().values(version=latest + 1, document=updated.model_dump(), created_at=utcnow())
         )
-        self._cached = None  # read again once the caller's transaction is over
+        self._cached = None
         return latest + 1, updated
+
+    def forget(self) -> None:
+        """Once the transaction that called save_in has committed: the next read loads what it saved. (A read
+        while that transaction was open, by the worker of this process say, cached the settings before it.)"""
+        self._cached = None
 
 
 def validation_errors(error: ValidationError) -> list[dict[str, str]]:

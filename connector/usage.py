@@ -14,8 +14,22 @@ Account usage goes to the account the user was linked to when the event was stor
 
 Computed attributes (`usage.*`), relative to today's UTC date: top_features (up to 5 feature
 names by count, ties by name), events_30d and score_30d (today and the 29 days before),
-trend (event counts of the last 12 ISO weeks, oldest first, this week last) and
-last_feature_at. Events dated in the future count in the totals but not in those windows.
+trend (event counts of the last 12 ISO weeks, oldest first, this week last),
+last_feature_at and pattern. Events dated in the future count in the totals but not in those windows,
+nor in the pattern.
+
+The pattern labels the trend, from the days of use up to today (first and last) and the event
+counts of two windows of four weeks: `recent` (today and the 27 days before) and `previous` (the
+28 days before those):
+
+- absent: no use up to today;
+- `dormant`: no use in the 30-day window (the last use is 30 or more days ago);
+- `new`: the first use is within 14 days (today and the 13 days before);
+- `growing`: recent > previous and recent >= 1.25 x previous (any use against none is growing);
+- `declining`: recent < previous and recent <= 0.75 x previous;
+- `steady`: anything else (within a quarter either way).
+
+The first matching label wins. Time alone moves every label, so rules on it are time-based.
 """
 
 from collections.abc import Callable
@@ -34,6 +48,11 @@ USER, ACCOUNT = "user", "account"
 TOP_FEATURES = 5
 WINDOW_DAYS = 30
 TREND_WEEKS = 12
+NEW_DAYS = 14  # `new`: the first use is at most this many days old (today included)
+PATTERN_WINDOW_DAYS = 28  # `recent` and `previous`: two windows this long, the first ending today
+PATTERNS = ("new", "growing", "steady", "declining", "dormant")
+GROWING = (5, 4)  # recent * 4 >= previous * 5: at least a quarter more
+DECLINING = (3, 4)  # recent * 4 <= previous * 3: at least a quarter less
 FLAG_SCORES = {"positive": 1, "negative": -1}
 REBUILD_PAGE = 5000
 WRITE_CHUNK = 1000
@@ -201,6 +220,27 @@ def windows(today: date) -> tuple[date, date]:
     return today - timedelta(days=WINDOW_DAYS - 1), today - timedelta(days=today.weekday(), weeks=TREND_WEEKS - 1)
 
 
+def pattern_windows(today: date) -> tuple[date, date]:
+    """(first day of the `recent` window, first day of the `previous` one): each PATTERN_WINDOW_DAYS long."""
+    recent = today - timedelta(days=PATTERN_WINDOW_DAYS - 1)
+    return recent, recent - timedelta(days=PATTERN_WINDOW_DAYS)
+
+
+def pattern(first: date | None, last: date | None, recent: int, previous: int, today: date) -> str | None:
+    """The usage pattern label (see the module's docstring); first and last are days of use up to today."""
+    if first is None or last is None:
+        return None
+    if last < windows(today)[0]:
+        return "dormant"
+    if first > today - timedelta(days=NEW_DAYS):
+        return "new"
+    if recent > previous and recent * GROWING[1] >= previous * GROWING[0]:
+        return "growing"
+    if recent < previous and recent * DECLINING[1] <= previous * DECLINING[0]:
+        return "declining"
+    return "steady"
+
+
 def today_of(now: datetime | None) -> date:
     return (now or utcnow()).astimezone(UTC).date()
 
@@ -230,8 +270,21 @@ def _by_feature(entity: str, ids: list[int], limit: int) -> Any:
     return sa.select(ranked).where(ranked.c.rank <= limit).order_by(ranked.c.entity_id, ranked.c.rank)
 
 
+def _span(entity: str, ids: list[int], today: date) -> Any:
+    """The first and the last day of use of each entity, up to today."""
+    return (
+        sa.select(
+            feature_usage.c.entity_id,
+            sa.func.min(feature_usage.c.day).label("first"),
+            sa.func.max(feature_usage.c.day).label("last"),
+        )
+        .where(feature_usage.c.entity == entity, feature_usage.c.entity_id.in_(ids), feature_usage.c.day <= today)
+        .group_by(feature_usage.c.entity_id)
+    )
+
+
 def _by_day(entity: str, ids: list[int], today: date) -> Any:
-    """Daily sums of each entity over the trend and the 30-day window (up to today)."""
+    """Daily sums of each entity over the trend, the 30-day window and the pattern's windows (up to today)."""
     window_start, trend_start = windows(today)
     return (
         sa.select(
@@ -243,20 +296,24 @@ def _by_day(entity: str, ids: list[int], today: date) -> Any:
         .where(
             feature_usage.c.entity == entity,
             feature_usage.c.entity_id.in_(ids),
-            feature_usage.c.day >= min(window_start, trend_start),
+            feature_usage.c.day >= min(window_start, trend_start, pattern_windows(today)[1]),
             feature_usage.c.day <= today,
         )
         .group_by(feature_usage.c.entity_id, feature_usage.c.day)
     )
 
 
-def _summarise(features: list[Any], days: list[Any], today: date) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One entity's computed attributes (last_feature_at a datetime) and its trend weeks."""
+def _summarise(
+    features: list[Any], days: list[Any], span: Any, today: date
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One entity's computed attributes (last_feature_at a datetime) and its trend weeks; `span` is its
+    _span row (None without use up to today)."""
     window_start, trend_start = windows(today)
+    recent_start, previous_start = pattern_windows(today)
     weeks = [
         {"week": (trend_start + timedelta(weeks=i)).isoformat(), "count": 0, "score": 0} for i in range(TREND_WEEKS)
     ]
-    events_30d = score_30d = 0
+    events_30d = score_30d = recent = previous = 0
     for row in days:
         if row.day >= window_start:
             events_30d += int(row.count)
@@ -265,12 +322,17 @@ def _summarise(features: list[Any], days: list[Any], today: date) -> tuple[dict[
             week = weeks[(row.day - trend_start).days // 7]
             week["count"] += int(row.count)
             week["score"] += int(row.score)
+        if row.day >= recent_start:
+            recent += int(row.count)
+        elif row.day >= previous_start:
+            previous += int(row.count)
     attributes = {
         "top_features": [row.feature for row in features[:TOP_FEATURES]],
         "events_30d": events_30d,
         "score_30d": score_30d,
         "trend": [week["count"] for week in weeks],
         "last_feature_at": features[0].latest if features else None,
+        "pattern": pattern(span.first, span.last, recent, previous, today) if span else None,
     }
     return attributes, weeks
 
@@ -284,19 +346,23 @@ def formatted(attributes: dict[str, Any]) -> dict[str, Any]:
 async def attributes_of(
     conn: AsyncConnection, entity: str, ids: list[int], now: datetime | None = None
 ) -> dict[int, dict[str, Any]]:
-    """The computed attributes of many users (or accounts), in two queries whatever their number.
+    """The computed attributes of many users (or accounts), in three queries whatever their number.
 
-    Every id gets an entry (no usage: no top features, zeros); last_feature_at is a datetime.
+    Every id gets an entry (no usage: no top features, zeros, no pattern); last_feature_at is a datetime.
     """
     today, ids = today_of(now), sorted(set(ids))
     features: dict[int, list[Any]] = {entity_id: [] for entity_id in ids}
     days: dict[int, list[Any]] = {entity_id: [] for entity_id in ids}
+    spans: dict[int, Any] = {}
     if ids:
         for row in await conn.execute(_by_feature(entity, ids, TOP_FEATURES)):
             features[row.entity_id].append(row)
         for row in await conn.execute(_by_day(entity, ids, today)):
             days[row.entity_id].append(row)
-    return {entity_id: _summarise(features[entity_id], days[entity_id], today)[0] for entity_id in ids}
+        spans = {row.entity_id: row for row in await conn.execute(_span(entity, ids, today))}
+    return {
+        entity_id: _summarise(features[entity_id], days[entity_id], spans.get(entity_id), today)[0] for entity_id in ids
+    }
 
 
 async def report(
@@ -315,7 +381,8 @@ async def report(
         )
     ).one()
     features: list[Any] = list(await conn.execute(_by_feature(entity, [entity_id], max(feature_limit, TOP_FEATURES))))
-    attributes, weeks = _summarise(features, list(await conn.execute(_by_day(entity, [entity_id], today))), today)
+    span = (await conn.execute(_span(entity, [entity_id], today))).first()
+    attributes, weeks = _summarise(features, list(await conn.execute(_by_day(entity, [entity_id], today))), span, today)
     return {
         "attributes": formatted(attributes),
         "totals": {"count": int(count), "score": int(score), "features": int(feature_count)},
@@ -398,4 +465,34 @@ def sql_last_feature_at(entity: str, entity_id: Any) -> Any:
         .where(feature_usage.c.entity == entity, feature_usage.c.entity_id == entity_id)
         .correlate_except(feature_usage)
         .scalar_subquery()
+    )
+
+
+def _sql_day(entity: str, entity_id: Any, function: Any, today: date) -> Any:
+    return (
+        sa.select(function(feature_usage.c.day))
+        .where(feature_usage.c.entity == entity, feature_usage.c.entity_id == entity_id, feature_usage.c.day <= today)
+        .correlate_except(feature_usage)
+        .scalar_subquery()
+    )
+
+
+def sql_pattern(entity: str, entity_id: Any, today: date) -> Any:
+    """pattern of the entity, NULL without use up to today: `pattern`, as one CASE."""
+    first = _sql_day(entity, entity_id, sa.func.min, today)
+    last = _sql_day(entity, entity_id, sa.func.max, today)
+    recent_start, previous_start = pattern_windows(today)
+    recent = _sql_total(entity, entity_id, feature_usage.c.count, recent_start, today)
+    previous = _sql_total(entity, entity_id, feature_usage.c.count, previous_start, recent_start - timedelta(days=1))
+
+    def label(name: str) -> Any:
+        return sa.literal(name, sa.Text)
+
+    return sa.case(
+        (last.is_(None), sa.null()),
+        (last < windows(today)[0], label("dormant")),
+        (first > today - timedelta(days=NEW_DAYS), label("new")),
+        (sa.and_(recent > previous, recent * GROWING[1] >= previous * GROWING[0]), label("growing")),
+        (sa.and_(recent < previous, recent * DECLINING[1] <= previous * DECLINING[0]), label("declining")),
+        else_=label("steady"),
     )

@@ -15,6 +15,7 @@ exits; a crashed worker's lock goes with its process.
 import asyncio
 import contextlib
 import fcntl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,9 +26,10 @@ from connector.db import is_postgres
 from connector.heartbeat import beat_until
 from connector.logs import get_logger
 from connector.outbound.sender import Sender, outbox_depth
-from connector.pipeline import journal_lag, process_batch
+from connector.pipeline import journal_lag, process_batch, rescore_accounts
 from connector.retention import purge
 from connector.runtime import Runtime
+from connector.segments.icp import due_on_schedule
 from connector.segments.schedule import recompute_due
 
 IDLE_SECONDS = 0.2
@@ -112,13 +114,23 @@ async def run_forever(runtime: Runtime, stop: asyncio.Event) -> None:
 
 
 async def process_forever(runtime: Runtime, stop: asyncio.Event) -> None:
-    """Process the journal, then the segment schedule, until asked to stop."""
+    """Process the journal, then the segment schedule, until asked to stop.
+
+    The ICP scores are recomputed on the segment schedule too when their rules need it
+    (icp.due_on_schedule), counted from this process's start: each worker does it, which is harmless
+    (a second pass finds nothing changed)."""
+    rescored_at: float | None = None
     while not stop.is_set():
         try:
             changes = await run_once(runtime, stop)
             if not stop.is_set():
                 await journal_lag(runtime.engine)
                 await recompute_due(runtime.engine, runtime.env.segment_recompute_seconds)
+                settings = await runtime.settings.current()
+                since = None if rescored_at is None else time.monotonic() - rescored_at
+                if due_on_schedule(settings.icp) and (since is None or since >= runtime.env.segment_recompute_seconds):
+                    await rescore_accounts(runtime.engine, settings)
+                    rescored_at = time.monotonic()
             if changes.processed or changes.failed:
                 log.info(
                     "worker.batch.done", processed=changes.processed, failed=changes.failed, skipped=changes.skipped

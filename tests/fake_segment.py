@@ -24,7 +24,7 @@ import httpx
 import orjson
 import pytest
 import sqlalchemy as sa
-from conftest import ServerThread
+from conftest import ServerThread, admin_auth, basic_auth, drain
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -165,6 +165,32 @@ def segment_api() -> Iterator[FakeSegment]:
 
 async def configure(runtime: Any, fake: FakeSegment, **settings: Any) -> None:
     await runtime.settings.save({"write_key": fake.write_key, "segment_api_host": fake.url, **settings})
+
+
+async def post_batch(client: Any, *messages: dict[str, Any]) -> None:
+    """Messages posted to /v1/batch, every one accepted."""
+    response = await client.post("/v1/batch", headers=basic_auth(), json={"batch": list(messages)})
+    assert response.status_code == 200 and "rejected" not in response.json(), response.text
+
+
+async def create_segment(client: Any, name: str, rule: dict[str, Any], entity: str = "user") -> int:
+    """A segment made through the admin API: its initial members come from the real rule engine."""
+    response = await client.post(
+        "/api/segments", headers=admin_auth(), json={"name": name, "entity": entity, "rule": rule}
+    )
+    assert response.status_code == 201, response.text
+    segment_id: int = response.json()["id"]
+    return segment_id
+
+
+async def sent_after(client: Any, runtime: Any, fake: "FakeSegment", *messages: dict[str, Any]) -> list[Any]:
+    """Post the messages (if any), process them, run the sender; return what reached Segment this time."""
+    before = len(fake.messages)
+    if messages:
+        await post_batch(client, *messages)
+    await drain(runtime)
+    await send_all(runtime)
+    return fake.messages[before:]
 
 
 async def send_all(runtime: Any, rounds: int = 50, **options: Any) -> list[Any]:

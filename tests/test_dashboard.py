@@ -7,6 +7,7 @@ the run's temporary folder; the run prints where.
 """
 
 import base64
+import json
 import os
 import re
 from collections.abc import AsyncIterator
@@ -271,6 +272,54 @@ async def test_segments_and_attributes_picked_from_the_lists_stay_set_after_a_re
     # A picked name leaves the picker: it cannot be chosen twice.
     options = await field(page, schema, "synchronized_segments").locator("option").all_text_contents()
     assert "Paying" not in options and "ALL" in options
+
+
+async def test_an_attribute_sent_under_a_name_typed_beside_it_is_stored_as_a_mapping_and_shown_after_a_reload(
+    page, server
+):
+    schema = await admin(server, "GET", "/settings.schema.json")
+    await via_batch(server, identify("u-1", {"plan": "pro"}))
+    await eventually(lambda: user_found(server, "u-1"))
+    await sign_in(page, server, at="#/settings")
+    await expect(page.locator("#settings-status")).to_contain_text("Version")
+
+    await field(page, schema, "synchronized_properties").select_option("plan")
+    await page.get_by_label("plan sent as").fill("subscription_plan")
+    await page.get_by_role("button", name="Save settings").click()
+    await expect(page.locator("#settings-status")).to_contain_text("Saved")
+    assert (await settings_of(server))["synchronized_properties"] == [
+        "email",
+        {"from": "plan", "to": "subscription_plan"},
+    ]
+
+    await page.reload()
+    await expect(page.locator("#settings-status")).to_contain_text("Version")
+    await expect(page.get_by_label("plan sent as")).to_have_value("subscription_plan")
+    await expect(page.get_by_label("email sent as")).to_have_value("")
+
+
+async def test_the_icp_setting_is_edited_as_json_and_a_bad_rule_names_its_field(page, server):
+    schema = await admin(server, "GET", "/settings.schema.json")
+    icp = {
+        "rules": [{"rule": {"attribute": "traits.plan", "op": "eq", "value": "pro"}, "points": 10}],
+        "good_at": 10,
+        "medium_at": 5,
+    }
+    await sign_in(page, server, at="#/settings")
+    await expect(page.locator("#settings-status")).to_contain_text("Version")
+
+    control = field(page, schema, "icp")
+    await control.fill(json.dumps(icp))
+    await page.get_by_role("button", name="Save settings").click()
+    await expect(page.locator("#settings-status")).to_contain_text("Saved")
+    saved = await settings_of(server)
+    assert saved["icp"] == icp
+
+    await control.fill(json.dumps({**icp, "rules": [{"rule": {"attribute": "traits.plan", "op": "is"}, "points": 1}]}))
+    await page.get_by_role("button", name="Save settings").click()
+    await expect(control).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator("#setting-icp-error")).to_contain_text("unknown operator")
+    assert await settings_of(server) == saved
 
 
 async def test_a_rule_s_preview_equals_the_count_after_saving_and_a_segment_is_renamed_and_deleted(page, server):

@@ -116,6 +116,9 @@ async def test_the_names_list_segments_traits_events_and_audiences_for_the_picke
         "usage.score_30d",
         "usage.trend",
         "usage.last_feature_at",
+        "usage.pattern",
+        "persona.seniority",
+        "persona.department",
         "audiences.vip",
         "account.employees",
         "account.domain",
@@ -125,6 +128,9 @@ async def test_the_names_list_segments_traits_events_and_audiences_for_the_picke
         "account.usage.score_30d",
         "account.usage.trend",
         "account.usage.last_feature_at",
+        "account.usage.pattern",
+        "account.icp.score",
+        "account.icp.fit",
     ]
     assert "traits.plan" in names["attributes"]["user"] and "account.traits.employees" in names["attributes"]["user"]
     assert "traits.employees" in names["attributes"]["account"] and "domain" in names["attributes"]["account"]

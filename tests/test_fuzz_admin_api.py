@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from sqlmodel import SQLModel
 from starlette.routing import Route
 
+from connector.attributes import ATTRIBUTES as ATTRIBUTE_REGISTRY
 from connector.models import DeadLetter, utcnow
-from connector.segments.attributes import ATTRIBUTES as ATTRIBUTE_REGISTRY
 from connector.segments.rules import COUNT_OPS, OPERATORS, OPERATORS_BY_KIND
 from connector.settings import ConnectorSettings
 

@@ -6,35 +6,12 @@ ends the memberships of the merged-away profile that the survivor does not keep.
 """
 
 import sqlalchemy as sa
-from conftest import admin_auth, basic_auth, drain
-from fake_segment import configure, send_all, user_id_of
+from conftest import admin_auth, drain
+from fake_segment import configure, create_segment, post_batch, sent_after, user_id_of
 
 from connector.models import SegmentTransition
 
 PRO = {"attribute": "traits.plan", "op": "eq", "value": "pro"}
-
-
-async def post(client, *messages):
-    response = await client.post("/v1/batch", headers=basic_auth(), json={"batch": list(messages)})
-    assert response.status_code == 200 and "rejected" not in response.json(), response.text
-
-
-async def create_segment(client, name, rule, entity="user"):
-    response = await client.post(
-        "/api/segments", headers=admin_auth(), json={"name": name, "entity": entity, "rule": rule}
-    )
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
-
-
-async def sent_after(runtime, segment_api, *messages, client=None):
-    """Post the messages (if any), process them, run the sender; return what reached Segment this time."""
-    before = len(segment_api.messages)
-    if messages:
-        await post(client, *messages)
-    await drain(runtime)
-    await send_all(runtime)
-    return segment_api.messages[before:]
 
 
 def of_type(messages, kind, event=None):
@@ -52,14 +29,14 @@ async def test_a_user_who_leaves_the_filter_hears_it_once_then_nothing_until_bac
         entered_exited_events=True,
     )
     joined = await sent_after(
-        runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}}, client=client
+        client, runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}}
     )
     [identify] = of_type(joined, "identify")
     assert identify["traits"] == {"plan": "pro", "hull_segments": ["Pro Users"], "pro_users": True}
     assert [m["properties"]["segment_name"] for m in of_type(joined, "track", "Segment Entered")] == ["Pro Users"]
 
     left = await sent_after(
-        runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "free"}}, client=client
+        client, runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "free"}}
     )
     [farewell] = of_type(left, "identify")
     assert farewell["userId"] == "u-1"
@@ -67,15 +44,12 @@ async def test_a_user_who_leaves_the_filter_hears_it_once_then_nothing_until_bac
     assert [m["properties"]["segment_name"] for m in of_type(left, "track", "Segment Exited")] == ["Pro Users"]
 
     outside = await sent_after(
-        runtime,
-        segment_api,
-        {"type": "identify", "userId": "u-1", "traits": {"plan": "team", "seats": 3}},
-        client=client,
+        client, runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "team", "seats": 3}}
     )
     assert outside == []
 
     back = await sent_after(
-        runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}}, client=client
+        client, runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}}
     )
     [identify] = of_type(back, "identify")
     assert identify["traits"] == {"plan": "pro", "hull_segments": ["Pro Users"], "pro_users": True}
@@ -84,12 +58,12 @@ async def test_a_user_who_leaves_the_filter_hears_it_once_then_nothing_until_bac
 async def test_a_user_never_sent_while_in_the_filter_gets_no_farewell(client, runtime, segment_api):
     await create_segment(client, "Pro Users", PRO)
     await configure(runtime, segment_api, synchronized_segments=["Pro Users"], segment_membership_traits=True)
-    await post(client, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}})
+    await post_batch(client, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}})
     await drain(runtime)
     # Left again before the sender ran: Segment never heard of the membership.
     assert (
         await sent_after(
-            runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "free"}}, client=client
+            client, runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "free"}}
         )
         == []
     )
@@ -108,28 +82,19 @@ async def test_an_account_that_leaves_the_filter_gets_one_last_group_call(client
         synchronized_account_properties=["employees"],
     )
     joined = await sent_after(
-        runtime,
-        segment_api,
-        {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"employees": 200}},
-        client=client,
+        client, runtime, segment_api, {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"employees": 200}}
     )
     [group] = of_type(joined, "group")
     assert group["traits"] == {"employees": 200, "hull_segments": ["Big Accounts"]}
 
     left = await sent_after(
-        runtime,
-        segment_api,
-        {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"employees": 10}},
-        client=client,
+        client, runtime, segment_api, {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"employees": 10}}
     )
     [farewell] = of_type(left, "group")
     assert farewell["groupId"] == "g-1" and farewell["traits"] == {"employees": 10, "hull_segments": []}
 
     outside = await sent_after(
-        runtime,
-        segment_api,
-        {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"employees": 20}},
-        client=client,
+        client, runtime, segment_api, {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"employees": 20}}
     )
     assert of_type(outside, "group") == []
 
@@ -137,14 +102,12 @@ async def test_an_account_that_leaves_the_filter_gets_one_last_group_call(client
 async def test_a_renamed_segment_is_false_under_its_old_name_and_true_under_the_new(client, runtime, segment_api):
     segment_id = await create_segment(client, "Pro Users", PRO)
     await configure(runtime, segment_api, synchronized_segments=["ALL"], segment_membership_traits=True)
-    await sent_after(
-        runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}}, client=client
-    )
+    await sent_after(client, runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}})
     renamed = await client.put(f"/api/segments/{segment_id}", headers=admin_auth(), json={"name": "Professionals"})
     assert renamed.status_code == 200, renamed.text
-    [identify] = of_type(await sent_after(runtime, segment_api), "identify")
+    [identify] = of_type(await sent_after(client, runtime, segment_api), "identify")
     assert identify["traits"] == {"hull_segments": ["Professionals"], "pro_users": False, "professionals": True}
-    assert await sent_after(runtime, segment_api) == []
+    assert await sent_after(client, runtime, segment_api) == []
 
 
 async def test_a_deleted_segment_is_sent_as_false_and_segment_exited(client, runtime, segment_api):
@@ -152,11 +115,9 @@ async def test_a_deleted_segment_is_sent_as_false_and_segment_exited(client, run
     await configure(
         runtime, segment_api, synchronized_segments=["ALL"], segment_membership_traits=True, entered_exited_events=True
     )
-    await sent_after(
-        runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}}, client=client
-    )
+    await sent_after(client, runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}})
     assert (await client.delete(f"/api/segments/{segment_id}", headers=admin_auth())).status_code == 204
-    sent = await sent_after(runtime, segment_api)
+    sent = await sent_after(client, runtime, segment_api)
     [identify] = of_type(sent, "identify")
     assert identify["traits"] == {"hull_segments": [], "pro_users": False}
     [exited] = of_type(sent, "track", "Segment Exited")
@@ -170,20 +131,18 @@ async def test_a_merge_ends_the_memberships_the_survivor_does_not_keep(client, r
         runtime, segment_api, synchronized_segments=["ALL"], segment_membership_traits=True, entered_exited_events=True
     )
     first = await sent_after(
+        client,
         runtime,
         segment_api,
         {"type": "identify", "userId": "u-1", "traits": {"email": "ada@example.com"}},
         {"type": "track", "anonymousId": "a-1", "event": "Viewed Pricing"},
-        client=client,
     )
     entered = {
         (m.get("anonymousId"), m["properties"]["segment_name"]) for m in of_type(first, "track", "Segment Entered")
     }
     assert entered == {("a-1", "Anonymous Visitors"), ("a-1", "Saw Pricing")}
 
-    merged = await sent_after(
-        runtime, segment_api, {"type": "identify", "userId": "u-1", "anonymousId": "a-1"}, client=client
-    )
+    merged = await sent_after(client, runtime, segment_api, {"type": "identify", "userId": "u-1", "anonymousId": "a-1"})
     # The survivor has an email: the visitor's anonymous membership ends; its event keeps it in Saw Pricing.
     [exited] = of_type(merged, "track", "Segment Exited")
     assert exited["userId"] == "u-1" and exited["properties"]["segment_name"] == "Anonymous Visitors"
@@ -214,21 +173,19 @@ async def test_a_merge_ends_the_memberships_the_survivor_does_not_keep(client, r
 async def test_renaming_a_synchronized_segment_keeps_its_members_in_the_filter(client, runtime, segment_api):
     segment_id = await create_segment(client, "Pro Users", PRO)
     await configure(runtime, segment_api, synchronized_segments=["Pro Users", "Other"], segment_membership_traits=True)
-    await sent_after(
-        runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}}, client=client
-    )
+    await sent_after(client, runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}})
     renamed = await client.put(f"/api/segments/{segment_id}", headers=admin_auth(), json={"name": "Professionals"})
     assert renamed.status_code == 200, renamed.text
     settings = (await client.get("/api/settings", headers=admin_auth())).json()["settings"]
     assert settings["synchronized_segments"] == ["Professionals", "Other"]
-    [identify] = of_type(await sent_after(runtime, segment_api), "identify")
+    [identify] = of_type(await sent_after(client, runtime, segment_api), "identify")
     assert identify["traits"] == {"hull_segments": ["Professionals"], "pro_users": False, "professionals": True}
     # Still in the filter: the next change is sent as usual.
     later = await sent_after(
+        client,
         runtime,
         segment_api,
         {"type": "identify", "userId": "u-1", "traits": {"plan": "pro", "email": "ada@example.com"}},
-        client=client,
     )
     [identify] = of_type(later, "identify")
     assert identify["traits"]["email"] == "ada@example.com" and identify["traits"]["hull_segments"] == ["Professionals"]

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from connector import __version__, outbox
 from connector.metrics import SKIPPED_OUT
 from connector.models import utcnow
-from connector.outbound.builders import snake_case, trait_name
+from connector.outbound.builders import snake_case
+from connector.settings import trait_name
 
 STAMP = {
     "integrations": {"Webhooks": False},

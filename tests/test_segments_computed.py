@@ -11,8 +11,8 @@ from datetime import timedelta
 import sqlalchemy as sa
 from conftest import admin_auth, basic_auth, drain
 
+from connector.attributes import load_profiles
 from connector.models import SegmentTransition, utcnow
-from connector.segments.membership import load_profiles
 from connector.segments.schedule import recompute_due
 from connector.spec import format_timestamp
 

@@ -1,11 +1,12 @@
 """One rule, one meaning: the Python evaluator and the SQL compiler agree on every profile.
 
 Hypothesis generates rules (nested all/any/not, every operator, attribute, event and
-audience conditions, usage.* computed attributes) and profiles (traits of mixed JSON types,
-nested objects, arrays, date-like strings, accounts, events at various ages, feature usage
-around the 30-day and 12-week window edges with tied counts, audience entries and exits);
-the ids the compiled SQL selects must be exactly the ids the Python evaluator accepts, on
-SQLite and on PostgreSQL.
+audience conditions, usage.* computed attributes, the scanners' persona.* and icp.*) and profiles
+(traits of mixed JSON types, nested objects, arrays, date-like strings, accounts, events at various
+ages, feature usage around the 30-day, 12-week and usage.pattern window edges with tied counts,
+audience entries and exits, personas and ICP scores); the ids the compiled SQL selects must be
+exactly the ids the Python evaluator accepts, on SQLite and on PostgreSQL. ICP scores made in
+Python (icp.refresh) must be those the SQL compiler makes (icp.recompute).
 """
 
 from datetime import UTC, datetime, time, timedelta
@@ -15,21 +16,26 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from connector.attributes import ATTRIBUTES, load_profiles, resolve_attribute
 from connector.db import create_engine
 from connector.models import Account, AudienceMembership, Event, FeatureUsage, User
-from connector.segments.attributes import ATTRIBUTES, resolve_attribute
+from connector.segments import icp
 from connector.segments.compile import Compiler
 from connector.segments.evaluate import evaluate
-from connector.segments.membership import load_profiles
 from connector.segments.rules import COUNT_OPS, OPERATORS_BY_KIND, validate
+from connector.settings import IcpSettings
 
 NOW = datetime(2024, 6, 1, 12, 0, 0, 123456, tzinfo=UTC)
 EVENT_NAMES = ["Order Completed", "order completed", "Signed In"]
 TRAIT_KEYS = ["plan", "age", "tags", "signup", "flag", "nested"]
 # Saturday: this ISO week began 5 days ago, the 12-week trend 82 days ago; the 30-day window 29 days ago.
 FEATURES = ["export", "Export", "search", "api", "sso", "billing", "alerts"]
-USAGE_DAYS = [-2, 0, 1, 5, 6, 12, 13, 29, 30, 60, 82, 83, 200]
+USAGE_DAYS = [-2, 0, 1, 5, 6, 12, 13, 14, 27, 28, 29, 30, 55, 56, 60, 82, 83, 200]
 AUDIENCES = ["first_time_shopper", "vip", "Vip", "trial"]
+SENIORITIES = ["vp", "c_level", "entry", "VP"]
+DEPARTMENTS = ["engineering", "sales", "customer_success"]
+FITS = ["good", "medium", "poor"]
+PATTERNS = ["new", "growing", "steady", "declining", "dormant", "Dormant"]
 
 
 def _date_text(days: float, shape: str) -> str:
@@ -110,6 +116,7 @@ accounts_data = st.lists(
             "domain": st.one_of(st.none(), st.sampled_from(["acme.com", "pro.io", "Acme.com"])),
             "created_at": moments,
             "usage": usage_rows(),
+            "icp": st.one_of(st.none(), st.tuples(st.integers(-20, 100), st.sampled_from(FITS))),
         }
     ),
     max_size=3,
@@ -124,6 +131,10 @@ users_data = st.lists(
             "events": st.lists(st.tuples(st.sampled_from(EVENT_NAMES), moments), max_size=5),
             "usage": usage_rows(),
             "audiences": audience_rows,
+            "persona": st.tuples(
+                st.one_of(st.none(), st.sampled_from(SENIORITIES[:3])),
+                st.one_of(st.none(), st.sampled_from(DEPARTMENTS)),
+            ),
         }
     ),
     min_size=1,
@@ -148,8 +159,34 @@ VALUES = {
 }
 
 
-# Values that hit what usage.* holds, besides the general ones.
+def _labels(names, attributes, extra=()):
+    """Values of eq / neq / in / not_in / starts_with / contains that hit these string attributes' labels."""
+    return {
+        **{(name, op): st.one_of(st.sampled_from(names), VALUES[op]) for name in attributes for op in ("eq", "neq")},
+        **{
+            (name, op): st.lists(st.one_of(st.sampled_from(names), scalars), min_size=1, max_size=3)
+            for name in attributes
+            for op in ("in", "not_in")
+        },
+        **{
+            (name, op): st.sampled_from([label[:3] for label in names] + [label[-3:] for label in names])
+            for name in attributes
+            for op in ("starts_with", "ends_with", "contains")
+        },
+    }
+
+
+# Values that hit what usage.* and the scanners hold, besides the general ones.
 USAGE_VALUES = {
+    **_labels(SENIORITIES, ["persona.seniority"]),
+    **_labels(DEPARTMENTS, ["persona.department"]),
+    **_labels(FITS, ["icp.fit", "account.icp.fit"]),
+    **_labels(PATTERNS, ["usage.pattern"]),
+    **{
+        (name, op): st.one_of(st.integers(-20, 100), VALUES[op])
+        for name in ("icp.score", "account.icp.score")
+        for op in ("eq", "neq", "gt", "gte", "lt", "lte")
+    },
     ("usage.top_features", "contains"): st.one_of(st.sampled_from(FEATURES), VALUES["contains"]),
     ("usage.trend", "contains"): st.one_of(st.integers(0, 6), st.sampled_from([1.0, "1", True])),
     **{
@@ -252,6 +289,8 @@ async def _store(engine, accounts, users) -> None:
                         else None,
                         traits=account["traits"],
                         trait_timestamps={},
+                        icp_score=account["icp"] and account["icp"][0],
+                        icp_fit=account["icp"] and account["icp"][1],
                         created_at=account["created_at"],
                         updated_at=NOW,
                     )
@@ -271,6 +310,8 @@ async def _store(engine, accounts, users) -> None:
                     traits=user["traits"],
                     trait_timestamps={},
                     account_id=account,
+                    persona_seniority=user["persona"][0],
+                    persona_department=user["persona"][1],
                     created_at=user["created_at"],
                     updated_at=NOW,
                     last_seen_at=user["last_seen_at"],
@@ -377,6 +418,8 @@ def _profile(usage, audiences, account=None):
         "usage": usage,
         "audiences": audiences,
         "domain": None,
+        "persona": (None, None),
+        "icp": None,
     }
 
 
@@ -423,3 +466,49 @@ async def test_eq_is_exact_and_typed(engine, value, expected):
     async with engine.connect() as conn:
         selected = (await conn.execute(Compiler(conn.dialect.name, "user", NOW).select_ids(rule))).scalars().all()
     assert bool(selected) is expected
+
+
+# The ICP scanner: the scores icp.refresh makes in Python are those icp.recompute makes in SQL, so a
+# recompute after a refresh of every account changes nothing. Rules over accounts, icp.* excepted.
+icp_rules = st.lists(
+    st.tuples(
+        st.recursive(
+            st.one_of(attribute_conditions("account"), attribute_conditions("account", "usage.")).filter(
+                lambda node: not node["attribute"].startswith("icp.")
+            ),
+            lambda inner: st.one_of(
+                st.builds(lambda parts: {"all": parts}, st.lists(inner, max_size=3)),
+                st.builds(lambda parts: {"any": parts}, st.lists(inner, max_size=3)),
+                st.builds(lambda part: {"not": part}, inner),
+            ),
+            max_leaves=4,
+        ),
+        st.integers(-50, 50),
+    ),
+    max_size=5,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    accounts=st.one_of(accounts_data.filter(bool), computed_accounts),
+    rules_and_points=icp_rules,
+    thresholds=st.tuples(st.integers(-20, 60), st.integers(0, 40)),
+    now=nows,
+)
+async def test_icp_scores_are_the_same_in_python_and_sql(engine, accounts, rules_and_points, thresholds, now):
+    await _store(engine, accounts, [])
+    setting = IcpSettings(
+        rules=[{"rule": rule, "points": points} for rule, points in rules_and_points],
+        good_at=thresholds[0] + thresholds[1],
+        medium_at=thresholds[0],
+    )
+    icp.check(setting)
+    async with engine.begin() as conn:
+        ids = set((await conn.execute(sa.select(Account.__table__.c.id))).scalars())
+        await icp.refresh(conn, setting, ids, now)
+        assert await icp.recompute(conn, setting, now) == set()
+        scored = (
+            await conn.execute(sa.select(sa.func.count()).where(Account.__table__.c.icp_fit.is_not(None)))
+        ).scalar()
+        assert scored == len(ids)

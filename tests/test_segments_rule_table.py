@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from connector.attributes import load_profiles
 from connector.db import create_engine
 from connector.models import Account, AudienceMembership, Event, FeatureUsage, User
 from connector.segments.compile import Compiler
 from connector.segments.evaluate import evaluate
-from connector.segments.membership import load_profiles
 from connector.segments.rules import validate
 
 UTC = UTC

@@ -12,17 +12,37 @@ outbound filter gets one last identify (group) saying so, and nothing more until
 Each message and each skipped outbox row names the profile it concerns (the user, and
 for a group the account too), for the activity log the sender writes; the admin API's
 "what would be sent" is `build` itself.
+
+A property entry is an attribute name read by Hull's rule, or a mapping whose `from` is read
+as segment rules read it (connector/attributes.py: any root there is mappable) and, when it
+names no such attribute, by Hull's rule.
+
+Segment events (`segment_events`, Hightouch's generic track) follow a member of a segment:
+`added` from its `entered` transition (or a resync's `member:` row), `removed` from its
+`exited` one, `changed` when the mapped properties differ from those Segment last received for
+that membership. That last payload is a delivery_state row `segment_event:<user>:<segment>`,
+written when an added or changed is delivered; a member seen with no such row (an initial
+member, one from before the entry was configured) gets it as a baseline without an event, and
+an exit forgets it, so a member never gets `changed` for what came before it was followed.
+Message ids are derived from the transition (segment, user, kind, time of the membership
+change), so a resend is the same message and enter, leave, enter are three; a `changed` from
+the payloads before and after and the time the one before was recorded.
 """
 
+import functools
+import hashlib
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, NamedTuple
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector import computed
+from connector.attributes import MISSING, Attribute, load_profiles, resolve_attribute
 from connector.models import (
     Account,
     DeliveryState,
@@ -32,11 +52,21 @@ from connector.models import (
     SegmentTransition,
     User,
     UserIdentifier,
+    utcnow,
 )
 from connector.outbound.guard import payload_hash, stamp
-from connector.outbox import ACCOUNT, EVENT, TRANSITION, USER
-from connector.settings import ALL, ConnectorSettings
-from connector.spec import format_timestamp
+from connector.outbox import ACCOUNT, EVENT, MEMBER, TRANSITION, USER
+from connector.settings import (
+    ALL,
+    COMPUTED_ROOTS,
+    ConnectorSettings,
+    Mapping,
+    Property,
+    SegmentEvents,
+    sent_name,
+    source_of,
+)
+from connector.spec import SpecError, format_timestamp, parse_timestamp
 
 users = User.__table__
 identifiers = UserIdentifier.__table__
@@ -48,6 +78,7 @@ transitions = SegmentTransition.__table__
 delivery_state = DeliveryState.__table__
 
 MESSAGE_ID_PREFIX = "hsc"
+SEGMENT_EVENT_STATE = "segment_event"
 
 
 @dataclass
@@ -71,6 +102,7 @@ class Delivered:
     payload_hash: str
     segments: list[str]
     in_filter: bool
+    delivered_at: datetime
 
 
 class Target(NamedTuple):
@@ -86,23 +118,22 @@ class Built:
     messages: list[Outgoing] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # outbox key -> reason nothing was sent
     targets: dict[str, Target] = field(default_factory=dict)  # outbox key -> its profile, when it still exists
+    # Segment event states written whether or not anything is sent: a baseline's payload hash, or None to forget
+    states: dict[str, str | None] = field(default_factory=dict)
+    state_users: dict[str, int] = field(default_factory=dict)  # state key -> its user (an erased one is skipped)
 
 
-COMPUTED_ROOTS = ("usage.", "audiences.")
+def wants_computed(entries: list[Property]) -> bool:
+    return any(source_of(entry).startswith(COMPUTED_ROOTS) for entry in entries)
 
 
-def trait_name(attribute: str) -> str:
-    """The outbound trait name of an attribute: traits_ stripped, / -> _, account.x -> account_x,
-    and computed attributes flattened the same way (usage.top_features -> usage_top_features)."""
-    if attribute.startswith("account."):
-        return "account_" + trait_name(attribute[len("account.") :])
-    if attribute.startswith(COMPUTED_ROOTS):
-        return attribute.replace(".", "_").replace("/", "_")
-    return attribute.removeprefix("traits_").replace("/", "_")
-
-
-def wants_computed(attributes: list[str]) -> bool:
-    return any(attribute.startswith(COMPUTED_ROOTS) for attribute in attributes)
+@functools.cache
+def rule_attribute(entity: str, name: str) -> tuple[Attribute, tuple[str, ...]] | None:
+    """The attribute a segment rule would read under `name`, or None when rules know no such name."""
+    try:
+        return resolve_attribute(entity, name)
+    except KeyError:
+        return None
 
 
 def snake_case(name: str) -> str:
@@ -128,23 +159,44 @@ def in_filter(names: set[str], wanted: list[str]) -> bool:
     return ALL in wanted or not names.isdisjoint(wanted)
 
 
+def member_key(segment_id: int, entity_id: int) -> str:
+    """The outbox id of a resync's added event for one membership (`member:<segment>-<entity>`)."""
+    return f"{segment_id}-{entity_id}"
+
+
+def _membership(member: str) -> tuple[int, int]:
+    segment_id, _, entity_id = member.partition("-")
+    return int(segment_id), int(entity_id)
+
+
 async def build(conn: AsyncConnection, settings: ConnectorSettings, keys: list[str]) -> Built:
     ids: dict[str, list[int]] = defaultdict(list)
+    members: list[tuple[int, int]] = []
     for key in keys:
         kind, _, entity_id = key.partition(":")
-        ids[kind].append(int(entity_id))
-    data = await _load(conn, ids)
+        if kind == MEMBER:
+            members.append(_membership(entity_id))
+        else:
+            ids[kind].append(int(entity_id))
+    data = await _load(conn, settings, ids, members)
     await _load_computed(conn, settings, data)
+    await _load_profiles(conn, settings, data)
     built = Built()
+    followed = _Followed(data, settings, built)
     for key in keys:
         kind, _, entity_id = key.partition(":")
-        messages, reason = _build_one(data, settings, kind, int(entity_id))
+        if kind == MEMBER:
+            messages, reason = followed.resynced(*_membership(entity_id))
+        else:
+            messages, reason = _build_one(data, settings, kind, int(entity_id))
+            if events := followed.for_row(kind, int(entity_id)):
+                messages, reason = messages + events, ""
         for message in messages:
             message.key = key
         built.messages += messages
         if reason:
             built.skipped[key] = reason
-        if (target := _target(data, kind, int(entity_id))) is not None:
+        if kind != MEMBER and (target := _target(data, kind, int(entity_id))) is not None:
             built.targets[key] = target
     _drop_unchanged(built, data.delivered)
     return built
@@ -169,7 +221,8 @@ def _drop_unchanged(built: Built, delivered: dict[str, Delivered]) -> None:
     kept, seen = [], set()
     for outgoing in built.messages:
         state = delivered.get(outgoing.state_key or "")
-        if state is not None and state.payload_hash == outgoing.payload_hash:
+        # A segment event is sent for its transition, whatever Segment last received.
+        if outgoing.message["type"] != "track" and state is not None and state.payload_hash == outgoing.payload_hash:
             built.skipped.setdefault(outgoing.key, "unchanged")
         elif outgoing.message["messageId"] not in seen:
             seen.add(outgoing.message["messageId"])
@@ -190,9 +243,14 @@ class _Data:
     transitions: dict[int, Any] = field(default_factory=dict)
     delivered: dict[str, Delivered] = field(default_factory=dict)
     computed: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    profiles: dict[tuple[str, int], Any] = field(default_factory=dict)  # attributes.Profile, for mappings
+    segments: dict[str, Any] = field(default_factory=dict)  # name -> (id, name, entity), with segment_events
+    members: dict[tuple[int, int], datetime] = field(default_factory=dict)  # a resync's memberships -> entered_at
 
 
-async def _load(conn: AsyncConnection, ids: dict[str, list[int]]) -> _Data:
+async def _load(
+    conn: AsyncConnection, settings: ConnectorSettings, ids: dict[str, list[int]], members: list[tuple[int, int]]
+) -> _Data:
     data = _Data()
     if ids[EVENT]:
         data.events = {row.id: row for row in await conn.execute(sa.select(events).where(events.c.id.in_(ids[EVENT])))}
@@ -201,11 +259,36 @@ async def _load(conn: AsyncConnection, ids: dict[str, list[int]]) -> _Data:
             row.id: row
             for row in await conn.execute(sa.select(transitions).where(transitions.c.id.in_(ids[TRANSITION])))
         }
+    if settings.segment_events:
+        data.segments = {
+            row.name: row
+            for row in await conn.execute(
+                sa.select(segments.c.id, segments.c.name, segments.c.entity).where(
+                    segments.c.name.in_([entry.segment for entry in settings.segment_events])
+                )
+            )
+        }
+    if members:
+        data.members = {
+            (row.segment_id, row.entity_id): row.entered_at
+            for row in await conn.execute(
+                sa.select(memberships.c.segment_id, memberships.c.entity_id, memberships.c.entered_at).where(
+                    sa.tuple_(memberships.c.segment_id, memberships.c.entity_id).in_(members)
+                )
+            )
+        }
+    entity_of = {row.id: row.entity for row in data.segments.values()}
     user_ids = set(ids[USER]) | {row.user_id for row in data.events.values()}
     user_ids |= {row.entity_id for row in data.transitions.values() if row.entity == "user"}
-    if ids[ACCOUNT]:
+    user_ids |= {entity_id for segment_id, entity_id in members if entity_of.get(segment_id) == "user"}
+    # Segment events of an account segment go to each user of the account.
+    account_ids = set(ids[ACCOUNT])
+    if settings.segment_events:
+        account_ids |= {row.entity_id for row in data.transitions.values() if row.entity == "account"}
+        account_ids |= {entity_id for segment_id, entity_id in members if entity_of.get(segment_id) == "account"}
+    if account_ids:
         for row in await conn.execute(
-            sa.select(users.c.id, users.c.account_id).where(users.c.account_id.in_(ids[ACCOUNT]))
+            sa.select(users.c.id, users.c.account_id).where(users.c.account_id.in_(account_ids))
         ):
             data.account_users[row.account_id].append(row.id)
             user_ids.add(row.id)
@@ -213,7 +296,9 @@ async def _load(conn: AsyncConnection, ids: dict[str, list[int]]) -> _Data:
         data.users = {
             row.id: row
             for row in await conn.execute(
-                sa.select(users.c.id, users.c.traits, users.c.account_id).where(users.c.id.in_(user_ids))
+                sa.select(users.c.id, users.c.traits, users.c.account_id, users.c.updated_at).where(
+                    users.c.id.in_(user_ids)
+                )
             )
         }
         for identifier in await conn.execute(
@@ -223,14 +308,14 @@ async def _load(conn: AsyncConnection, ids: dict[str, list[int]]) -> _Data:
         ):
             target = data.user_ids if identifier.kind == "user_id" else data.anonymous_ids
             target.setdefault(identifier.user_id, identifier.value)
-    account_ids = set(ids[ACCOUNT]) | {row.account_id for row in data.users.values() if row.account_id}
+    account_ids |= {row.account_id for row in data.users.values() if row.account_id}
     if account_ids:
         data.accounts = {
             row.id: row
             for row in await conn.execute(
-                sa.select(accounts.c.id, accounts.c.group_id, accounts.c.domain, accounts.c.traits).where(
-                    accounts.c.id.in_(account_ids)
-                )
+                sa.select(
+                    accounts.c.id, accounts.c.group_id, accounts.c.domain, accounts.c.traits, accounts.c.updated_at
+                ).where(accounts.c.id.in_(account_ids))
             )
         }
     for entity, entity_ids in (("user", user_ids), ("account", account_ids)):
@@ -245,36 +330,98 @@ async def _load(conn: AsyncConnection, ids: dict[str, list[int]]) -> _Data:
         await conn.scalar(sa.select(sa.func.count()).select_from(segments).where(segments.c.entity == "account"))
     )
     state_keys = [f"{kind}:{user_id}" for user_id in data.users for kind in ("identify", "group")]
+    state_keys += [segment_state_key(user_id, row.id) for user_id in data.users for row in data.segments.values()]
     if state_keys:
         data.delivered = {
-            row.key: Delivered(row.payload_hash, row.segments, row.in_filter)
+            row.key: Delivered(row.payload_hash, row.segments, row.in_filter, row.delivered_at)
             for row in await conn.execute(
                 sa.select(
                     delivery_state.c.key,
                     delivery_state.c.payload_hash,
                     delivery_state.c.segments,
                     delivery_state.c.in_filter,
+                    delivery_state.c.delivered_at,
                 ).where(delivery_state.c.key.in_(state_keys))
             )
         }
     return data
 
 
+def segment_state_key(user_id: int, segment_id: int) -> str:
+    """The delivery_state key of what Segment last received in the segment events of one membership."""
+    return f"{SEGMENT_EVENT_STATE}:{user_id}:{segment_id}"
+
+
+def _wanted(settings: ConnectorSettings, data: _Data) -> dict[str, list[Property]]:
+    """The entries read per entity: synchronized properties and the segment events' properties and timestamps."""
+    wanted: dict[str, list[Property]] = {
+        "user": list(settings.synchronized_properties),
+        "account": settings.synchronized_account_properties
+        + [source_of(entry).removeprefix("account.") for entry in settings.synchronized_properties],
+    }
+    for entry in settings.segment_events:
+        # A deleted segment is known only by its transitions (they keep its name and entity).
+        entities = {row.entity for row in data.transitions.values() if row.segment_name == entry.segment}
+        if (segment := data.segments.get(entry.segment)) is not None:
+            entities.add(segment.entity)
+        for entity in entities:
+            wanted[entity] += entry.properties + _timestamp_entries(entry)
+    return wanted
+
+
+def _timestamp_entries(entry: SegmentEvents) -> list[Property]:
+    """The timestamp attribute is read as a mapping's `from` is (what segment rules read, else Hull's rule)."""
+    return [Mapping.model_validate({"from": entry.timestamp, "to": "timestamp"})] if entry.timestamp else []
+
+
 async def _load_computed(conn: AsyncConnection, settings: ConnectorSettings, data: _Data) -> None:
-    """usage.* and audiences.* attributes, only when the outbound settings ask for them."""
-    wanted = (
-        ("user", sorted(data.users), settings.synchronized_properties),
-        (
-            "account",
-            sorted(data.accounts),
-            settings.synchronized_account_properties
-            + [name.removeprefix("account.") for name in settings.synchronized_properties],
-        ),
-    )
-    for entity, entity_ids, attributes in wanted:
-        if entity_ids and wants_computed(attributes):
+    """Computed attributes (usage.*, audiences.*, persona.*, icp.*), only when the outbound settings ask for them."""
+    wanted = _wanted(settings, data)
+    for entity, entity_ids in (("user", sorted(data.users)), ("account", sorted(data.accounts))):
+        if entity_ids and wants_computed(wanted[entity]):
             for entity_id, values in (await computed.computed_attributes_of(conn, entity, entity_ids)).items():
                 data.computed[(entity, entity_id)] = computed.as_json(values)
+
+
+async def _load_profiles(conn: AsyncConnection, settings: ConnectorSettings, data: _Data) -> None:
+    """The profiles as segment rules see them, only when a mapping reads an attribute that way."""
+    for entity, entries in _wanted(settings, data).items():
+        read = [
+            found
+            for entry in entries
+            if isinstance(entry, Mapping) and (found := rule_attribute(entity, entry.source)) is not None
+        ]
+        entity_ids = data.users if entity == "user" else data.accounts
+        if read and entity_ids:
+            profiles = await load_profiles(
+                conn, entity, entity_ids, set(), utcnow(), computed=any(attribute.computed for attribute, _ in read)
+            )
+            data.profiles.update({(entity, entity_id): profile for entity_id, profile in profiles.items()})
+
+
+def _value(data: _Data, entity: str, entity_id: int, entry: Property) -> Any:
+    """An entry's value for a user or account; None when it has none."""
+    source = source_of(entry)
+    if isinstance(entry, Mapping) and (found := rule_attribute(entity, source)) is not None:
+        attribute, path = found
+        profile = data.profiles.get((entity, entity_id))
+        value = MISSING if profile is None else attribute.python(profile, path)
+        if value is MISSING:
+            return None
+        return format_timestamp(value) if isinstance(value, datetime) else value
+    if entity == "account":
+        return _account_attribute(data, data.accounts[entity_id], source)
+    user = data.users[entity_id]
+    if source.startswith("account."):
+        account = data.accounts.get(user.account_id) if user.account_id else None
+        return _account_attribute(data, account, source[len("account.") :]) if account else None
+    return _read(data, "user", entity_id, user.traits, source)
+
+
+def _properties(data: _Data, entity: str, entity_id: int, entries: list[Property]) -> dict[str, Any]:
+    return {
+        sent_name(entry): value for entry in entries if (value := _value(data, entity, entity_id, entry)) is not None
+    }
 
 
 def _read(data: _Data, entity: str, entity_id: int, traits: dict[str, Any], attribute: str) -> Any:
@@ -351,16 +498,7 @@ def _envelope(
 
 
 def _identify(data: _Data, settings: ConnectorSettings, user_id: int, in_filter: bool = True) -> Outgoing:
-    user = data.users[user_id]
-    account = data.accounts.get(user.account_id) if user.account_id else None
-    traits: dict[str, Any] = {}
-    for attribute in settings.synchronized_properties:
-        if attribute.startswith("account."):
-            value = _account_attribute(data, account, attribute[len("account.") :]) if account else None
-        else:
-            value = _read(data, "user", user_id, user.traits, attribute)
-        if value is not None:
-            traits[trait_name(attribute)] = value
+    traits = _properties(data, "user", user_id, settings.synchronized_properties)
     names = sorted(data.segment_names[("user", user_id)])
     traits["hull_segments"] = names
     state_key = f"identify:{user_id}"
@@ -395,11 +533,7 @@ def _group(data: _Data, settings: ConnectorSettings, user_id: int) -> Outgoing |
     account_in_filter = in_filter(set(names), settings.synchronized_account_segments)
     if not account_in_filter and not _told_in_filter(data, state_key):
         return None
-    traits = {
-        trait_name(attribute): value
-        for attribute in settings.synchronized_account_properties
-        if (value := _account_attribute(data, account, attribute)) is not None
-    }
+    traits = _properties(data, "account", account.id, settings.synchronized_account_properties)
     if data.account_segments_known:
         traits["hull_segments"] = names
     message = {
@@ -460,3 +594,171 @@ def _transition(data: _Data, settings: ConnectorSettings, transition_id: int) ->
         "properties": {"segment_name": row.segment_name, "segment_id": row.segment_id},
     }
     return [Outgoing(key="", message=stamp(message, settings), user_id=row.entity_id)], ""
+
+
+def event_id(kind: str, *parts: Any) -> str:
+    """A segment event's messageId: a digest of what identifies its transition."""
+    digest = hashlib.sha256(orjson.dumps(parts)).hexdigest()
+    return f"{MESSAGE_ID_PREFIX}-{kind}-{digest[:32]}"
+
+
+class _Followed:
+    """The segment events of one claim (see the module docstring)."""
+
+    def __init__(self, data: _Data, settings: ConnectorSettings, built: Built):
+        self.data, self.settings, self.built = data, settings, built
+        self.entries = {entry.segment: entry for entry in settings.segment_events}
+        self.by_id = {row.id: row for row in data.segments.values()}
+        # The last transition of each membership this claim changes: that one decides what is kept of it.
+        self.last: dict[tuple[int | None, int], int] = {}
+        for row in sorted(data.transitions.values(), key=lambda row: row.id):
+            self.last[(row.segment_id, row.entity_id)] = row.id
+
+    def for_row(self, kind: str, entity_id: int) -> list[Outgoing]:
+        """The events an outbox row of the claim owes: added / removed for a transition, changed for a profile."""
+        if not self.entries:
+            return []
+        if kind == TRANSITION:
+            return self._transition(entity_id)
+        followed = [
+            (entry, segment)
+            for entry in self.settings.segment_events
+            if entry.changed and (segment := self.data.segments.get(entry.segment)) is not None
+        ]
+        if kind == USER and (user := self.data.users.get(entity_id)) is not None:
+            return [
+                outgoing
+                for entry, segment in followed
+                for outgoing in self._changed(
+                    entry, segment, entity_id, entity_id if segment.entity == "user" else user.account_id
+                )
+            ]
+        if kind == ACCOUNT:
+            return [
+                outgoing
+                for entry, segment in followed
+                if segment.entity == "account"
+                for user_id in sorted(self.data.account_users.get(entity_id, []))
+                for outgoing in self._changed(entry, segment, user_id, entity_id)
+            ]
+        return []
+
+    def resynced(self, segment_id: int, entity_id: int) -> tuple[list[Outgoing], str]:
+        """A resync's `added` for a current member, with the messageId of the added its entry was sent as."""
+        segment = self.by_id.get(segment_id)
+        entry = self.entries.get(segment.name) if segment is not None else None
+        entered_at = self.data.members.get((segment_id, entity_id))
+        if segment is None or entry is None or not entry.added:
+            return [], "segment_events sends no added event for this segment"
+        if entered_at is None:
+            return [], "no longer a member of the segment"
+        return [
+            self._event(entry, "added", segment.name, segment.entity, entity_id, user_id, entered_at, segment.id)
+            for user_id in self._recipients(segment.entity, entity_id)
+        ], ""
+
+    def _recipients(self, entity: str, entity_id: int) -> list[int]:
+        if entity == "user":
+            return [entity_id] if entity_id in self.data.users else []
+        return sorted(self.data.account_users.get(entity_id, []))
+
+    def _transition(self, transition_id: int) -> list[Outgoing]:
+        row = self.data.transitions.get(transition_id)
+        entry = self.entries.get(row.segment_name) if row is not None else None
+        if row is None or entry is None:
+            return []
+        kind = "added" if row.transition == "entered" else "removed"
+        sent = kind in entry.events() and not (
+            kind == "added" and row.initial and not self.settings.send_initial_results
+        )
+        # What is kept of the membership is decided by its last transition in this claim (a deleted segment: nothing).
+        decides = row.segment_id is not None and self.last[(row.segment_id, row.entity_id)] == row.id
+        kept = row.segment_id if decides and kind == "added" else None
+        messages = []
+        for user_id in self._recipients(row.entity, row.entity_id):
+            if sent:
+                messages.append(
+                    self._event(entry, kind, row.segment_name, row.entity, row.entity_id, user_id, row.at, kept)
+                )
+            elif kept is not None and entry.changed:  # not announced: what later changes are measured from
+                self._remember(user_id, kept, self._digest(self._properties(entry, row.entity, row.entity_id)))
+            if decides and kind == "removed" and entry.changed:
+                self._remember(user_id, row.segment_id, None)
+        return messages
+
+    def _changed(self, entry: SegmentEvents, segment: Any, user_id: int, entity_id: int | None) -> list[Outgoing]:
+        entity = segment.entity
+        if entity_id is None or segment.name not in self.data.segment_names[(entity, entity_id)]:
+            return []
+        if (segment.id, entity_id) in self.last:  # entered or left in this claim: its transition speaks
+            return []
+        properties = self._properties(entry, entity, entity_id)
+        digest = self._digest(properties)
+        state = self.data.delivered.get(segment_state_key(user_id, segment.id))
+        if state is None:
+            self._remember(user_id, segment.id, digest)
+            return []
+        if state.payload_hash == digest:
+            return []
+        changed_at = (self.data.users if entity == "user" else self.data.accounts)[entity_id].updated_at
+        message_id = event_id(
+            "changed", segment.name, user_id, state.payload_hash, format_timestamp(state.delivered_at), digest
+        )
+        return [
+            self._event(entry, "changed", segment.name, entity, entity_id, user_id, changed_at, segment.id, message_id)
+        ]
+
+    def _remember(self, user_id: int, segment_id: int, digest: str | None) -> None:
+        key = segment_state_key(user_id, segment_id)
+        self.built.states[key] = digest
+        self.built.state_users[key] = user_id
+
+    def _properties(self, entry: SegmentEvents, entity: str, entity_id: int) -> dict[str, Any]:
+        return _properties(self.data, entity, entity_id, entry.properties)
+
+    @staticmethod
+    def _digest(properties: dict[str, Any]) -> str:
+        return hashlib.sha256(orjson.dumps(properties, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+    def _event(
+        self,
+        entry: SegmentEvents,
+        kind: str,
+        segment_name: str,
+        entity: str,
+        entity_id: int,
+        user_id: int,
+        at: datetime,
+        kept: int | None,
+        message_id: str | None = None,
+    ) -> Outgoing:
+        """A track named by the entry; with `kept` (a segment id) and a changed event to follow, Segment's
+        payload for the membership is remembered once it is delivered."""
+        properties = self._properties(entry, entity, entity_id)
+        message = {
+            "type": "track",
+            **_identity(self.data, user_id),
+            "event": entry.events()[kind],
+            "messageId": message_id or event_id(kind, segment_name, user_id, format_timestamp(at)),
+            "timestamp": self._timestamp(entry, entity, entity_id, at),
+            "properties": properties,
+        }
+        return Outgoing(
+            key="",
+            message=stamp(message, self.settings),
+            state_key=segment_state_key(user_id, kept) if kept is not None and entry.changed else None,
+            payload_hash=self._digest(properties),
+            user_id=user_id,
+            account_id=entity_id if entity == "account" else None,
+        )
+
+    def _timestamp(self, entry: SegmentEvents, entity: str, entity_id: int, fallback: datetime) -> str:
+        """The named attribute's date (an ISO 8601 string, as dates are sent), else the time of the change."""
+        for timestamp in _timestamp_entries(entry):
+            value = _value(self.data, entity, entity_id, timestamp)
+            if isinstance(value, str):
+                try:
+                    return format_timestamp(parse_timestamp(value, "timestamp"))
+                except SpecError:
+                    pass
+        return format_timestamp(fallback)

@@ -1,4 +1,5 @@
-"""Initial sync: put everyone in the outbound filter (or in one segment) in the outbox."""
+"""Initial sync: put everyone in the outbound filter (or in one segment) in the outbox; when asked, also the
+`added` event of segment_events for every current member of the segments it follows (`member:` rows)."""
 
 from collections.abc import Callable
 
@@ -7,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from connector import outbox
 from connector.models import DeliveryState, Segment, SegmentMembership, User
+from connector.outbound.builders import member_key
 from connector.settings import ALL, ConnectorSettings
 
 users = User.__table__
@@ -81,3 +83,41 @@ async def _segment(conn: AsyncConnection, name: str | None) -> tuple[int, str] |
     if row is None:
         raise UnknownSegment(f"no segment named {name!r}")
     return row.id, row.entity
+
+
+def _followed_members(settings: ConnectorSettings, segment_name: str | None) -> sa.Select[tuple[int, int]]:
+    """The memberships of the segments whose segment_events entry has an added event (or of one of them)."""
+    names = [entry.segment for entry in settings.segment_events if entry.added]
+    if segment_name is not None:
+        names = [name for name in names if name == segment_name]
+    return (
+        sa.select(memberships.c.segment_id, memberships.c.entity_id)
+        .join(segments, segments.c.id == memberships.c.segment_id)
+        .where(segments.c.name.in_(names))
+    )
+
+
+async def count_added(engine: AsyncEngine, settings: ConnectorSettings, segment_name: str | None = None) -> int:
+    async with engine.connect() as conn:
+        query = _followed_members(settings, segment_name).subquery()
+        return (await conn.execute(sa.select(sa.func.count()).select_from(query))).scalar_one()
+
+
+async def resync_added(
+    engine: AsyncEngine,
+    settings: ConnectorSettings,
+    segment_name: str | None = None,
+    progress: Callable[[int], object] = lambda n: None,
+) -> int:
+    """Enqueue the added event of every current member of the followed segments; each goes out with the messageId
+    of the added its membership was (or would have been) sent with, so Segment drops what it already holds."""
+    async with engine.connect() as conn:
+        found = (
+            await conn.execute(_followed_members(settings, segment_name).order_by(sa.text("1"), sa.text("2")))
+        ).all()
+    for start in range(0, len(found), CHUNK):
+        chunk = found[start : start + CHUNK]
+        async with engine.begin() as conn:
+            await outbox.enqueue(conn, outbox.MEMBER, [member_key(row.segment_id, row.entity_id) for row in chunk])
+        progress(len(chunk))
+    return len(found)

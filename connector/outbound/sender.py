@@ -212,9 +212,11 @@ async def acknowledge(
     delivered: list[builders.Outgoing],
     dead: list[tuple[builders.Outgoing, Failure]],
     entries: list[dict[str, Any]] | None = None,
+    built: builders.Built | None = None,
 ) -> None:
-    """Record one round in one transaction: delivered hashes, dead letters, what happens to each row,
-    and the round's activity log entries.
+    """Record one round in one transaction: delivered hashes, the segment event states the build decided
+    (baselines and exits, whatever was sent), dead letters, what happens to each row, and the round's
+    activity log entries.
 
     Keys are written in sorted order so that concurrent senders never deadlock on PostgreSQL.
     A profile erased while its messages were on the wire leaves nothing here: its rows are read
@@ -223,11 +225,32 @@ async def acknowledge(
     """
     now = utcnow()
     async with engine.begin() as conn:
-        erased = await _erased_profiles(conn, [*delivered, *(outgoing for outgoing, _ in dead)])
+        built = built or builders.Built()
+        erased = await _erased_profiles(
+            conn, [*delivered, *(outgoing for outgoing, _ in dead)], set(built.state_users.values())
+        )
         delivered = [outgoing for outgoing in delivered if outgoing.user_id not in erased]
         dead = [(outgoing, failure) for outgoing, failure in dead if outgoing.user_id not in erased]
         entries = [entry for entry in entries or [] if not (entry["entity"] == "user" and entry["entity_id"] in erased)]
-        states = {outgoing.state_key: outgoing for outgoing in delivered if outgoing.state_key}
+        decided = {key: digest for key, digest in built.states.items() if built.state_users[key] not in erased}
+        if forgotten := sorted(key for key, digest in decided.items() if digest is None):
+            await conn.execute(delivery_state.delete().where(delivery_state.c.key.in_(forgotten)))
+        states = {
+            key: {"payload_hash": digest, "segments": [], "in_filter": True}
+            for key, digest in decided.items()
+            if digest is not None
+        }
+        states.update(
+            {
+                outgoing.state_key: {
+                    "payload_hash": outgoing.payload_hash,
+                    "segments": outgoing.segments,
+                    "in_filter": outgoing.in_filter,
+                }
+                for outgoing in delivered
+                if outgoing.state_key
+            }
+        )
         if states:
             statement = insert(delivery_state, conn.dialect.name)
             await conn.execute(
@@ -238,16 +261,7 @@ async def acknowledge(
                         for name in ("payload_hash", "segments", "in_filter", "delivered_at")
                     },
                 ),
-                [
-                    {
-                        "key": key,
-                        "payload_hash": states[key].payload_hash,
-                        "segments": states[key].segments,
-                        "in_filter": states[key].in_filter,
-                        "delivered_at": now,
-                    }
-                    for key in sorted(states)
-                ],
+                [{"key": key, **states[key], "delivered_at": now} for key in sorted(states)],
             )
         if dead:
             await conn.execute(
@@ -300,9 +314,11 @@ async def acknowledge(
         await activity.append(conn, entries, now)
 
 
-async def _erased_profiles(conn: AsyncConnection, messages: list[builders.Outgoing]) -> set[int]:
-    """The profiles these messages are about that no longer exist (erased since they were built)."""
-    about = {outgoing.user_id for outgoing in messages if outgoing.user_id is not None}
+async def _erased_profiles(
+    conn: AsyncConnection, messages: list[builders.Outgoing], also: set[int] | None = None
+) -> set[int]:
+    """The profiles these messages (and `also`) are about that no longer exist (erased since they were built)."""
+    about = {outgoing.user_id for outgoing in messages if outgoing.user_id is not None} | (also or set())
     if not about:
         return set()
     present = await conn.execute(
@@ -411,7 +427,7 @@ class Sender:
                     dead.append((outgoing, failure))
                     entries += outcome_entries(outgoing, "dead_letter", failure)
         done = [row for row in rows if row.id not in backoff]
-        await acknowledge(self.runtime.engine, done, backoff, delivered, dead, entries)
+        await acknowledge(self.runtime.engine, done, backoff, delivered, dead, entries, built)
         self._count(result, delivered, dead, backoff, failures)
         return result
 

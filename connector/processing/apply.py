@@ -16,7 +16,8 @@ The statements a run needs do not grow with its messages:
    writes anything, so it moves only what was stored before.
 3. Data, in memory and in journal order: traits by their timestamps, account links by theirs, events
    with the account of their time, audiences, the activity log (an `incoming.user.success` entry per
-   applied message, an `incoming.account.success` per group call that changed its account).
+   applied message, an `incoming.account.success` per group call that changed its account). Then each
+   profile's persona is read again from its title trait as the run left it (connector/persona.py).
 4. Writes, one statement per kind of row: accounts, users, identifiers, events, usage, audiences,
    audits, activity.
 
@@ -33,7 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector import activity, audiences, usage
+from connector import activity, audiences, persona, usage
 from connector.changes import Changes
 from connector.db import Contention, any_of, insert_rows, is_postgres
 from connector.logs import get_logger
@@ -79,7 +80,17 @@ def is_disabled(kind: str, settings: ConnectorSettings) -> bool:
 class Profile:
     """The columns of a user that a run changes."""
 
-    __slots__ = ("account_id", "account_link", "account_linked_at", "dirty", "last_seen_at", "new", "stamps", "traits")
+    __slots__ = (
+        "account_id",
+        "account_link",
+        "account_linked_at",
+        "dirty",
+        "last_seen_at",
+        "new",
+        "persona",
+        "stamps",
+        "traits",
+    )
 
     def __init__(self, row: Any = None):
         self.new = row is None
@@ -89,7 +100,18 @@ class Profile:
         self.account_id: int | None = row.account_id if row else None
         self.account_link: str | None = row.account_link if row else None
         self.account_linked_at: datetime | None = row.account_linked_at if row else None
+        # (seniority, department) as stored: persona.py reads them from the title trait
+        self.persona: tuple[str | None, str | None] = (
+            (row.persona_seniority, row.persona_department) if row else (None, None)
+        )
         self.dirty = False
+
+    def scan_persona(self) -> None:
+        """The persona of the traits as they are now (after this run's messages, or a merge's)."""
+        found = persona.persona_of(self.traits, self.stamps)
+        if found != self.persona:
+            self.persona = found
+            self.dirty = True
 
 
 @dataclass
@@ -266,6 +288,8 @@ class BatchApplier:
                 users.c.account_id,
                 users.c.account_link,
                 users.c.account_linked_at,
+                users.c.persona_seniority,
+                users.c.persona_department,
             ).where(any_of(self.conn, users.c.id, wanted))
         )
         for row in rows:
@@ -417,6 +441,7 @@ class BatchApplier:
     async def _write_users(self) -> None:
         created, changed = [], []
         for user_id, profile in self.profiles.items():
+            profile.scan_persona()
             row = {
                 "user_id": user_id,
                 "traits": profile.traits,
@@ -425,6 +450,8 @@ class BatchApplier:
                 "account_id": profile.account_id,
                 "link": profile.account_link,
                 "linked_at": profile.account_linked_at,
+                "seniority": profile.persona[0],
+                "department": profile.persona[1],
                 "now": self.now,
             }
             if profile.new:
@@ -444,6 +471,8 @@ class BatchApplier:
                         "account_id": row["account_id"],
                         "account_link": row["link"],
                         "account_linked_at": row["linked_at"],
+                        "persona_seniority": row["seniority"],
+                        "persona_department": row["department"],
                         "created_at": self.now,
                         "updated_at": self.now,
                     }
@@ -461,6 +490,8 @@ class BatchApplier:
                     account_id=sa.bindparam("account_id"),
                     account_link=sa.bindparam("link"),
                     account_linked_at=sa.bindparam("linked_at"),
+                    persona_seniority=sa.bindparam("seniority"),
+                    persona_department=sa.bindparam("department"),
                     updated_at=sa.bindparam("now"),
                 ),
                 changed,

@@ -213,6 +213,18 @@ async def _erase_profile(conn: AsyncConnection, user_id: int, erasure: Erasure) 
         "usage",
     )
     await _delete(conn, audiences.delete().where(audiences.c.user_id == user_id), erasure, "audiences")
+    member_of = (
+        (
+            await conn.execute(
+                sa.select(memberships.c.segment_id).where(
+                    memberships.c.entity_id == user_id,
+                    memberships.c.segment_id.in_(sa.select(segments.c.id).where(segments.c.entity == "user")),
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
     await _delete(
         conn,
         memberships.delete().where(
@@ -234,13 +246,20 @@ async def _erase_profile(conn: AsyncConnection, user_id: int, erasure: Erasure) 
         outbox.c.key,
         [f"user:{user_id}"]
         + [f"transition:{transition_id}" for transition_id in ended]
-        + [f"event:{event.id}" for event in stored],
+        + [f"event:{event.id}" for event in stored]
+        + [f"member:{segment_id}-{user_id}" for segment_id in member_of],
         erasure,
         "outbox",
     )
     await _delete(
         conn,
-        delivery_state.delete().where(delivery_state.c.key.in_([f"identify:{user_id}", f"group:{user_id}"])),
+        delivery_state.delete().where(
+            sa.or_(
+                delivery_state.c.key.in_([f"identify:{user_id}", f"group:{user_id}"]),
+                # what its segment events last carried (builders.segment_state_key)
+                delivery_state.c.key.startswith(f"segment_event:{user_id}:", autoescape=True),
+            )
+        ),
         erasure,
         "delivery_state",
     )

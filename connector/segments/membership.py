@@ -12,7 +12,6 @@ On PostgreSQL a recompute locks its segment row (FOR UPDATE) and the incremental
 shares the lock (FOR SHARE), so the two never race on the same memberships.
 """
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,12 +20,11 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector import activity, outbox
+from connector.attributes import load_profiles
 from connector.changes import Changes
-from connector.computed import computed_attributes_of
 from connector.db import any_of
 from connector.logs import get_logger
 from connector.models import Account, Event, Segment, SegmentMembership, SegmentTransition, User, UTCDateTime, utcnow
-from connector.segments.attributes import ACCOUNT_COLUMNS, USER_COLUMNS, Profile
 from connector.segments.compile import Compiler
 from connector.segments.evaluate import evaluate
 from connector.segments.rules import conditions, uses_computed
@@ -285,56 +283,3 @@ async def record(
     await outbox.enqueue(conn, outbox.TRANSITION, ids)
     await outbox.enqueue(conn, OUTBOX_KIND[entity], {entity_id for _, entity_id in entered + exited})
     log.info("segment.membership.changed", entity=entity, entered=len(entered), exited=len(exited))
-
-
-async def load_profiles(
-    conn: AsyncConnection, entity: str, ids: Iterable[int], event_names: set[str], now: datetime, computed: bool = True
-) -> dict[int, Profile]:
-    """The profiles the Python evaluator needs: columns, traits, account, events of the named kinds
-    and, with `computed`, the computed attributes as of `now`; a few queries whatever the number."""
-    ids = sorted(ids)
-    if entity == "account":
-        profiles = await _load_accounts(conn, ids)
-    else:
-        rows = list(
-            await conn.execute(
-                sa.select(
-                    users.c.id, users.c.traits, users.c.account_id, *(users.c[name] for name in USER_COLUMNS)
-                ).where(any_of(conn, users.c.id, ids))
-            )
-        )
-        linked = await _load_accounts(conn, {row.account_id for row in rows if row.account_id is not None})
-        profiles = {
-            row.id: Profile(
-                columns={name: row._mapping[name] for name in USER_COLUMNS},
-                traits=row.traits,
-                account=linked.get(row.account_id),
-            )
-            for row in rows
-        }
-        if event_names and profiles:
-            for event in await conn.execute(
-                sa.select(events.c.user_id, events.c.event, events.c.timestamp).where(
-                    any_of(conn, events.c.user_id, sorted(profiles)), any_of(conn, events.c.event, sorted(event_names))
-                )
-            ):
-                profiles[event.user_id].events.append((event.event, event.timestamp))
-    if computed and profiles:
-        for entity_id, values in (await computed_attributes_of(conn, entity, sorted(profiles), now)).items():
-            profiles[entity_id].computed = values
-    return profiles
-
-
-async def _load_accounts(conn: AsyncConnection, ids: Iterable[int]) -> dict[int, Profile]:
-    ids = sorted(ids)
-    if not ids:
-        return {}
-    rows = await conn.execute(
-        sa.select(accounts.c.id, accounts.c.traits, *(accounts.c[name] for name in ACCOUNT_COLUMNS)).where(
-            any_of(conn, accounts.c.id, ids)
-        )
-    )
-    return {
-        row.id: Profile(columns={name: row._mapping[name] for name in ACCOUNT_COLUMNS}, traits=row.traits)
-        for row in rows
-    }

@@ -24,6 +24,17 @@ of ``now``:
   counts of the last 12 ISO weeks, oldest first, this week (up to today) last; never absent.
 - ``usage.last_feature_at`` (timestamp; ``exists``, ``not_exists`` and date operators): the
   latest use of any feature, absent without usage.
+- ``usage.pattern`` (string: ``new``, ``growing``, ``steady``, ``declining``, ``dormant``; equality,
+  string and presence operators): the label of the trend, as connector/usage.py defines it; absent
+  without use up to today.
+
+The scanners' results are strings and numbers like any other (equality, string, presence and, for
+numbers, number operators), absent when the scanner found nothing:
+
+- ``persona.seniority`` (``owner``, ``c_level``, ``vp``, ``director``, ``manager``, ``senior``,
+  ``entry``) and ``persona.department`` of a user (connector/persona.py);
+- ``icp.score`` (a number) and ``icp.fit`` (``good``, ``medium``, ``poor``) of an account, read by a
+  user's rules as ``account.icp.score`` / ``account.icp.fit`` (segments/icp.py).
 
 Events dated after today count in top_features and last_feature_at, not in the windows.
 
@@ -68,8 +79,8 @@ from one JSON type to another:
 
 A rule is *time-based* (re-evaluated on a schedule, schedule.py) when it has an event
 condition with ``within_days``, a date operator, or one of the windowed attributes
-(``usage.events_30d``, ``usage.score_30d``, ``usage.trend``): their membership can change
-with the clock alone.
+(``usage.events_30d``, ``usage.score_30d``, ``usage.trend``, ``usage.pattern``): their membership can
+change with the clock alone.
 
 Both evaluators (evaluate.py in Python, compile.py in SQL) implement exactly this, and
 the property-based tests hold them equal.
@@ -82,8 +93,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from connector.segments import attributes
-from connector.segments.attributes import Attribute, resolve_attribute
+from connector import attributes
+from connector.attributes import Attribute, resolve_attribute
 
 ENTITIES = ("user", "account")
 GROUPS = ("all", "any", "not")

@@ -11,7 +11,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from connector.credentials import rotate_api_key
+from connector.pipeline import save_settings
 from connector.runtime import Runtime
+from connector.segments.rules import RuleError
 from connector.settings_store import validation_errors
 from connector.web import profiles
 from connector.web.auth import requires_admin
@@ -51,6 +53,7 @@ async def get_settings(request: Request) -> JSONResponse:
 async def put_settings(request: Request) -> JSONResponse:
     """
     summary: Change settings (partial document); a rejected change names the field and stores nothing
+    description: A new `icp` setting scores every account again before the answer.
     requestBody: {content: {application/json: {schema: {$ref: "/settings.schema.json"}}}}
     responses:
       200: {description: "the new version", schema: {$ref: "#/components/schemas/Settings"}}
@@ -62,11 +65,15 @@ async def put_settings(request: Request) -> JSONResponse:
         return error(400, f"malformed settings document: {problem}", field="body")
     if not isinstance(changes, dict):
         return error(400, "settings must be a JSON object", field="body")
+    runtime = runtime_of(request)
     try:
-        version, settings = await runtime_of(request).settings.save(changes)
+        version, settings = await save_settings(runtime.engine, runtime.settings, changes)
     except ValidationError as problem:
         errors = validation_errors(problem)
         return error(400, f"invalid setting {errors[0]['field']}: {errors[0]['message']}", errors=errors)
+    except RuleError as problem:
+        errors = [{"field": problem.path, "message": problem.message}]
+        return error(400, f"invalid setting {problem.path}: {problem.message}", errors=errors)
     return JSONResponse({"version": version, "settings": settings.masked()})
 
 

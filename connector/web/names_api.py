@@ -5,7 +5,7 @@
   index probe per name, however many rows), up to MAX_NAMES each.
 - traits: the top-level trait keys of the MAX_PROFILES most recent users and accounts (traits are
   JSON documents: listing the keys of every profile would read the whole table).
-- attributes: what a segment rule can name (segments/attributes.py), with those trait keys.
+- attributes: what a segment rule can name (connector/attributes.py), with those trait keys.
 - settings: the choices of each settings list that names something: `ALL` and the segment names,
   the attributes the outbound builder reads (traits, `usage.*`, `audiences.*`, `account.*`), the
   event names.
@@ -19,8 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from connector.attributes import ATTRIBUTES, USAGE
+from connector.computed import SCANNED
 from connector.models import Account, AudienceMembership, Event, Segment, User
-from connector.segments.attributes import ATTRIBUTES, USAGE
 from connector.settings import ALL
 from connector.web.admin import runtime_of
 from connector.web.auth import requires_admin
@@ -68,8 +69,14 @@ def outbound_attributes(traits: list[str], audiences: list[str] | None) -> list[
     """Attribute names the outbound builder reads for a user (with audiences) or an account (without)."""
     usage = list(USAGE)
     if audiences is None:
-        return [*traits, *OUTBOUND_ACCOUNT_COLUMNS, *usage]
-    return [*traits, *usage, *(f"audiences.{key}" for key in audiences)]
+        return [*traits, *OUTBOUND_ACCOUNT_COLUMNS, *usage, *scanned("account")]
+    return [*traits, *usage, *scanned("user"), *(f"audiences.{key}" for key in audiences)]
+
+
+def scanned(entity: str) -> list[str]:
+    """The scanners' attributes of the entity (persona.* of a user, icp.* of an account)."""
+    _, root, columns = SCANNED[entity]
+    return [f"{root}.{name}" for name in columns]
 
 
 async def known_names(conn: AsyncConnection) -> dict[str, Any]:

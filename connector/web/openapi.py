@@ -16,6 +16,8 @@ from starlette.routing import BaseRoute, Route
 from starlette.schemas import SchemaGenerator
 
 from connector import __version__
+from connector.persona import DEPARTMENTS, SENIORITIES
+from connector.usage import PATTERNS
 from connector.web.auth import requires_admin
 from connector.web.paths import MAX_ID_DIGITS, IdConvertor
 
@@ -75,6 +77,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "group_id": {"type": "string", "nullable": True},
             "domain": {"type": "string", "nullable": True},
             "traits": ANY_OBJECT,
+            "icp": _object(
+                {
+                    "score": {"type": "integer", "nullable": True},
+                    "fit": {"type": "string", "enum": ["good", "medium", "poor", None], "nullable": True},
+                }
+            ),
+            "usage": _ref("UsageAttributes"),
             "created_at": TIME,
             "updated_at": TIME,
             "segments": TEXTS,
@@ -87,6 +96,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "user_id": {"type": "string", "nullable": True},
             "identifiers": _object({"user_id": TEXTS, "anonymous_id": TEXTS, "email": TEXTS}),
             "traits": ANY_OBJECT,
+            "persona": _object(
+                {
+                    "seniority": {"type": "string", "enum": [*SENIORITIES, None], "nullable": True},
+                    "department": {"type": "string", "enum": [*DEPARTMENTS, None], "nullable": True},
+                }
+            ),
+            "usage": _ref("UsageAttributes"),
+            "audiences": {"type": "object", "additionalProperties": {"type": "boolean"}},
             "account": {**_ref("Account"), "nullable": True},
             "segments": TEXTS,
             "created_at": TIME,
@@ -132,6 +149,16 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         }
     ),
     "Replayed": _object({"replayed": COUNT, "failed": COUNT}),
+    "UsageAttributes": _object(
+        {
+            "top_features": TEXTS,
+            "events_30d": {"type": "integer"},
+            "score_30d": {"type": "integer"},
+            "trend": {"type": "array", "items": COUNT},
+            "last_feature_at": MAYBE_TIME,
+            "pattern": {"type": "string", "enum": [*PATTERNS, None], "nullable": True},
+        }
+    ),
     "Usage": _object(
         {
             "entity": {"type": "string", "enum": ["user", "account"]},

@@ -1,10 +1,16 @@
-"""Read models for the admin API: a user's or an account's profile as JSON."""
+"""Read models for the admin API: a user's or an account's profile as JSON.
+
+A profile carries its computed attributes under the names segment rules and outbound mappings use:
+`usage` (with `pattern`) on both, `persona` (seniority, department) and `audiences` on a user, `icp`
+(score, fit) on an account; a scanner's value is null when absent.
+"""
 
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from connector.computed import computed_attributes
 from connector.models import Account, Event, Segment, SegmentMembership, User, UserIdentifier
 from connector.processing.identity import ANONYMOUS_ID, EMAIL, PREVIOUS_USER_ID, USER_ID
 from connector.spec import format_timestamp
@@ -77,6 +83,7 @@ async def account_profile(conn: AsyncConnection, account_id: int) -> dict[str, A
     if row is None:
         return None
     joined = await segment_memberships(conn, "account", row.id)
+    computed = await computed_attributes(conn, "account", row.id)
     return {
         "id": row.id,
         "group_id": row.group_id,
@@ -84,6 +91,8 @@ async def account_profile(conn: AsyncConnection, account_id: int) -> dict[str, A
         **_profile_times(row),
         "segments": [membership["name"] for membership in joined],
         "memberships": joined,
+        "icp": computed["icp"],
+        "usage": computed["usage"],
     }
 
 
@@ -99,11 +108,15 @@ async def user_profile(conn: AsyncConnection, user_id: int) -> dict[str, Any] | 
     ):
         ids.setdefault(ident.kind, []).append(ident.value)
     joined = await segment_memberships(conn, "user", row.id)
+    computed = await computed_attributes(conn, "user", row.id)
     return {
         "id": row.id,
         "user_id": ids["user_id"][0] if ids["user_id"] else None,
         "identifiers": ids,
         **_profile_times(row),
+        "persona": computed["persona"],
+        "usage": computed["usage"],
+        "audiences": computed["audiences"],
         "account": await account_profile(conn, row.account_id) if row.account_id else None,
         "account_link": row.account_link,
         "segments": [membership["name"] for membership in joined],

@@ -291,6 +291,7 @@ async def update_segment(request: Request) -> JSONResponse:
             body = await _serialise(conn, await _load(conn, segment_id))
     except IntegrityError:
         return error(409, "another segment has this name", field="name")
+    runtime_of(request).settings.forget()  # a rename may have saved settings naming the segment
     return JSONResponse(body)
 
 

@@ -112,7 +112,12 @@ def messages(facts: Facts, settings: ConnectorSettings, now: datetime) -> list[d
             f"no worker heartbeat {since}: nothing is processed or sent; "
             "start `connector worker` (or scale the worker dyno)",
         )
-    chosen = bool(settings.synchronized_segments or settings.synchronized_account_segments or settings.send_events)
+    chosen = bool(
+        settings.synchronized_segments
+        or settings.synchronized_account_segments
+        or settings.send_events
+        or settings.segment_events
+    )
     if chosen and not settings.write_key:
         say(
             "warning",

@@ -13,10 +13,12 @@ function typesOf(property) {
   return property.anyOf ? property.anyOf.map((option) => option.type) : [property.type];
 }
 
-function kindOf(property) {
+// An object setting (icp) and a list of objects other than mappings (segment_events) are edited as JSON.
+function kindOf(schema, property) {
   const types = typesOf(property);
+  if ((property.anyOf ?? [property]).some((option) => option.$ref || option.type === "object")) return "json";
   if (types.includes("boolean")) return "boolean";
-  if (types.includes("array")) return "list";
+  if (types.includes("array")) return resolve(schema, listOf(property).items)?.type === "object" ? "json" : "list";
   if (types.includes("integer") || types.includes("number")) return "number";
   return "text";
 }
@@ -26,10 +28,13 @@ function resolve(schema, node) {
   return ref ? ref.replace(/^#\//, "").split("/").reduce((found, key) => found?.[key], schema) : node;
 }
 
+function listOf(property) {
+  return (property.anyOf ?? [property]).find((option) => option.type === "array") ?? property;
+}
+
 // Whether a list's items may be a mapping {"from", "to"}: an item option that is an object with both.
 function takesMappings(schema, property) {
-  const list = (property.anyOf ?? [property]).find((option) => option.type === "array") ?? property;
-  const items = resolve(schema, list.items) ?? {};
+  const items = resolve(schema, listOf(property).items) ?? {};
   return (items.anyOf ?? items.oneOf ?? [items]).some((option) => {
     const properties = resolve(schema, option)?.properties ?? {};
     return "from" in properties && "to" in properties;
@@ -96,7 +101,7 @@ function listControl(name, title, choices, mappings, describedBy) {
 
 function renderField(schema, name, property, choices) {
   const id = `setting-${name}`;
-  const kind = kindOf(property);
+  const kind = kindOf(schema, property);
   const title = property.title ?? name;
   const describedBy = `${id}-help ${id}-error`;
   const label = h("label", { htmlFor: id }, title);
@@ -111,6 +116,26 @@ function renderField(schema, name, property, choices) {
   } else if (kind === "list") {
     field = listControl(name, title, choices ?? [], takesMappings(schema, property), describedBy);
     field.node = h("div", { className: "field list", "data-field": name }, label, field.node, help, error);
+  } else if (kind === "json") {
+    const nullable = typesOf(property).includes("null");
+    const control = h("textarea", { id, name, rows: 6, "aria-describedby": describedBy,
+      placeholder: "JSON, or empty for none" });
+    field = {
+      kind, control,
+      set: (value) => {
+        const empty = value === null || value === undefined || (Array.isArray(value) && value.length === 0);
+        control.value = empty ? "" : JSON.stringify(value, null, 2);
+      },
+      read: () => {
+        if (!control.value.trim()) return nullable ? null : [];
+        try {
+          return JSON.parse(control.value);
+        } catch {
+          return control.value;  // not JSON: the server refuses it, naming the field
+        }
+      },
+    };
+    field.node = h("div", { className: "field json" }, label, control, help, error);
   } else {
     const nullable = typesOf(property).includes("null");
     const control = property.secret

@@ -1,8 +1,8 @@
 """Dashboard: indexes on the journal's received_at and the segment transitions' time
 
-Revision ID: 0006
-Revises: 0005
-Create Date: 2026-12-01 06:00:00
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-12-01 07:30:00
 
 The overview counts the last 24 hours of journal messages by received_at, and the segment list the
 last 24 hours of transitions by their time: each reads a range of one index instead of the whole
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | None = "0005"
+revision: str = "0007"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

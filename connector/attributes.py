@@ -1,4 +1,5 @@
-"""What a rule's ``attribute`` can name, per entity, and how each evaluator reads it.
+"""What an attribute names, per entity, and how it is read: by segment rules (both evaluators) and by
+the outbound mappings, which read any attribute a rule can (a new root is mappable at once).
 
 A root is an exact name (``created_at``) or a prefix followed by a dotted path
 (``traits.`` + ``address.city``). Each root gives its kind (``json``: any JSON value;
@@ -7,17 +8,30 @@ SQL reads it (through the compiler, which adds the joins a root needs). A new ro
 more entry in ATTRIBUTES.
 
 The ``usage.*`` roots are computed attributes (connector.computed): the Python
-evaluator reads what membership.load_profiles loaded, the SQL evaluator the usage helpers'
+evaluator reads what load_profiles loaded, the SQL evaluator the usage helpers'
 subqueries, which compute the same figures from feature_usage.
+
+The scanners' results are stored columns, read like the others: ``persona.seniority`` and
+``persona.department`` of a user (connector/persona.py), ``icp.score`` and ``icp.fit`` of an account
+(segments/icp.py), which a user's rules read as ``account.icp.*``.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from connector import usage
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from connector import usage
+from connector.computed import computed_attributes_of
+from connector.db import any_of
+from connector.models import Account, Event, User
+
+users = User.__table__
+accounts = Account.__table__
+events = Event.__table__
 MISSING: Any = object()
 _PATH_PART_FORBIDDEN = set('"\\') | {chr(code) for code in range(32)}
 
@@ -76,13 +90,14 @@ def _sql_account_column(name: str, kind: str) -> Callable[[Any, tuple[str, ...]]
     return lambda compiler, _path: compiler.column_value(compiler.account().c[name], kind)
 
 
-def _columns(names: dict[str, str], account: bool = False) -> dict[str, Attribute]:
+def _columns(names: dict[str, tuple[str, str]], account: bool = False) -> dict[str, Attribute]:
+    """Attributes read from a column: {attribute name: (column, kind)}, of the profile or of the user's account."""
     if account:
         return {
-            f"account.{name}": Attribute(kind, _account_column(name), _sql_account_column(name, kind))
-            for name, kind in names.items()
+            f"account.{name}": Attribute(kind, _account_column(column), _sql_account_column(column, kind))
+            for name, (column, kind) in names.items()
         }
-    return {name: Attribute(kind, _column(name), _sql_column(name, kind)) for name, kind in names.items()}
+    return {name: Attribute(kind, _column(column), _sql_column(column, kind)) for name, (column, kind) in names.items()}
 
 
 def _usage(name: str, kind: str, sql: Callable[[Any], Any], time_based: bool = False) -> Attribute:
@@ -123,10 +138,30 @@ USAGE = {
         "datetime",
         lambda c: c.column_value(usage.sql_last_feature_at(c.entity, c.table.c.id), "datetime"),
     ),
+    "usage.pattern": _usage(
+        "pattern",
+        "string",
+        lambda c: c.column_value(usage.sql_pattern(c.entity, c.table.c.id, c.today), "string"),
+        time_based=True,
+    ),
 }
 
-USER_COLUMNS = {"created_at": "datetime", "updated_at": "datetime", "last_seen_at": "datetime"}
-ACCOUNT_COLUMNS = {"domain": "string", "group_id": "string", "created_at": "datetime", "updated_at": "datetime"}
+# {attribute name: (column, kind)} of the users and accounts tables; membership.load_profiles loads these columns.
+USER_COLUMNS = {
+    "created_at": ("created_at", "datetime"),
+    "updated_at": ("updated_at", "datetime"),
+    "last_seen_at": ("last_seen_at", "datetime"),
+    "persona.seniority": ("persona_seniority", "string"),
+    "persona.department": ("persona_department", "string"),
+}
+ACCOUNT_COLUMNS = {
+    "domain": ("domain", "string"),
+    "group_id": ("group_id", "string"),
+    "created_at": ("created_at", "datetime"),
+    "updated_at": ("updated_at", "datetime"),
+    "icp.score": ("icp_score", "number"),
+    "icp.fit": ("icp_fit", "string"),
+}
 
 ATTRIBUTES: dict[str, dict[str, Attribute]] = {
     "user": {
@@ -164,3 +199,61 @@ def resolve_attribute(entity: str, name: str) -> tuple[Attribute, tuple[str, ...
             return attribute, path
     known = sorted(root + (".<path>" if attribute.prefix else "") for root, attribute in roots.items())
     raise KeyError(f"unknown attribute {name!r} for {entity} segments; expected one of {', '.join(known)}")
+
+
+def columns_of(entity: str) -> list[str]:
+    """The columns the Python evaluator reads of a user or an account (Profile.columns)."""
+    return [column for column, _ in (USER_COLUMNS if entity == "user" else ACCOUNT_COLUMNS).values()]
+
+
+async def load_profiles(
+    conn: AsyncConnection, entity: str, ids: Iterable[int], event_names: set[str], now: datetime, computed: bool = True
+) -> dict[int, Profile]:
+    """The profiles the Python evaluator needs: columns, traits, account, events of the named kinds
+    and, with `computed`, the computed attributes as of `now`; a few queries whatever the number."""
+    ids = sorted(ids)
+    if entity == "account":
+        profiles = await _load_accounts(conn, ids)
+    else:
+        rows = list(
+            await conn.execute(
+                sa.select(
+                    users.c.id, users.c.traits, users.c.account_id, *(users.c[name] for name in columns_of("user"))
+                ).where(any_of(conn, users.c.id, ids))
+            )
+        )
+        linked = await _load_accounts(conn, {row.account_id for row in rows if row.account_id is not None})
+        profiles = {
+            row.id: Profile(
+                columns={name: row._mapping[name] for name in columns_of("user")},
+                traits=row.traits,
+                account=linked.get(row.account_id),
+            )
+            for row in rows
+        }
+        if event_names and profiles:
+            for event in await conn.execute(
+                sa.select(events.c.user_id, events.c.event, events.c.timestamp).where(
+                    any_of(conn, events.c.user_id, sorted(profiles)), any_of(conn, events.c.event, sorted(event_names))
+                )
+            ):
+                profiles[event.user_id].events.append((event.event, event.timestamp))
+    if computed and profiles:
+        for entity_id, values in (await computed_attributes_of(conn, entity, sorted(profiles), now)).items():
+            profiles[entity_id].computed = values
+    return profiles
+
+
+async def _load_accounts(conn: AsyncConnection, ids: Iterable[int]) -> dict[int, Profile]:
+    ids = sorted(ids)
+    if not ids:
+        return {}
+    rows = await conn.execute(
+        sa.select(accounts.c.id, accounts.c.traits, *(accounts.c[name] for name in columns_of("account"))).where(
+            any_of(conn, accounts.c.id, ids)
+        )
+    )
+    return {
+        row.id: Profile(columns={name: row._mapping[name] for name in columns_of("account")}, traits=row.traits)
+        for row in rows
+    }

@@ -1,0 +1,272 @@
+"""Segment events (Hightouch's generic track): added / changed / removed per segment, from real rules.
+
+Members are decided by the segment engine from real messages; the events reach the fake
+Segment through the real transport. No synchronized segment is chosen here: segment events
+follow the segment their entry names, whatever the outbound filter.
+"""
+
+import re
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from conftest import admin_auth, drain
+from fake_segment import configure, create_segment, post_batch, send_all, sent_after, user_id_of
+
+from connector import __version__, outbox
+from connector.models import DeliveryState, SegmentTransition
+from connector.outbound import resync
+
+transitions = SegmentTransition.__table__
+delivery_state = DeliveryState.__table__
+PRO = {"attribute": "traits.plan", "op": "eq", "value": "pro"}
+BIG = {"attribute": "traits.employees", "op": "gte", "value": 100}
+PRO_EVENTS = {
+    "segment": "Pro Users",
+    "added": "Pro Started",
+    "changed": "Pro Updated",
+    "removed": "Pro Ended",
+    "properties": ["email", {"from": "traits.seats", "to": "seat_count"}],
+    "timestamp": "traits.upgraded_at",
+}
+STAMP = {
+    "integrations": {"Webhooks": False},
+    "context": {"integration": {"name": "hull-segment-connector", "version": __version__}},
+}
+
+
+def identify(plan, seats=3, **traits):
+    return {
+        "type": "identify",
+        "userId": "u-1",
+        "traits": {"email": "ada@example.com", "plan": plan, "seats": seats, **traits},
+    }
+
+
+def summary(messages):
+    return [(message["event"], message["userId"], message["properties"]) for message in messages]
+
+
+async def test_added_changed_removed_carry_their_names_properties_timestamps_and_ids(client, runtime, segment_api):
+    await create_segment(client, "Pro Users", PRO)
+    await configure(runtime, segment_api, segment_events=[PRO_EVENTS])
+    upgraded = {"upgraded_at": "2024-03-01T09:00:00+01:00"}
+
+    [sent] = await sent_after(client, runtime, segment_api, identify("pro", **upgraded))
+    added = dict(sent)
+    assert re.fullmatch(r"hsc-added-[0-9a-f]{32}", added.pop("messageId"))
+    assert added == {
+        "type": "track",
+        "userId": "u-1",
+        "event": "Pro Started",
+        "timestamp": "2024-03-01T08:00:00.000000Z",
+        "properties": {"email": "ada@example.com", "seat_count": 3},
+        **STAMP,
+    }
+
+    # Neither a trait that is not mapped nor a message that changes nothing is a change.
+    assert await sent_after(client, runtime, segment_api, identify("pro", theme="dark")) == []
+    assert await sent_after(client, runtime, segment_api, identify("pro")) == []
+
+    [changed] = await sent_after(client, runtime, segment_api, identify("pro", seats=5))
+    assert summary([changed]) == [("Pro Updated", "u-1", {"email": "ada@example.com", "seat_count": 5})]
+    assert changed["timestamp"] == "2024-03-01T08:00:00.000000Z"
+    assert re.fullmatch(r"hsc-changed-[0-9a-f]{32}", changed["messageId"])
+    assert await sent_after(client, runtime, segment_api, identify("pro", seats=5)) == []  # once per change
+
+    [removed] = await sent_after(client, runtime, segment_api, identify("free", seats=5))
+    assert summary([removed]) == [("Pro Ended", "u-1", {"email": "ada@example.com", "seat_count": 5})]
+    assert re.fullmatch(r"hsc-removed-[0-9a-f]{32}", removed["messageId"])
+    assert removed["integrations"] == STAMP["integrations"] and removed["context"] == STAMP["context"]
+
+    # Outside the segment, changes are nobody's business.
+    assert await sent_after(client, runtime, segment_api, identify("free", seats=9)) == []
+    assert len(set(segment_api.message_ids())) == 3
+
+
+async def test_without_a_timestamp_attribute_the_event_carries_the_time_of_the_change(client, runtime, segment_api):
+    await create_segment(client, "Pro Users", PRO)
+    await configure(runtime, segment_api, segment_events=[{**PRO_EVENTS, "timestamp": "traits.not_a_date"}])
+    before = datetime.now(UTC)
+    [added] = await sent_after(client, runtime, segment_api, identify("pro", not_a_date="soon"))
+    [changed] = await sent_after(client, runtime, segment_api, identify("pro", seats=4, not_a_date="soon"))
+    after = datetime.now(UTC)
+    for message in (added, changed):
+        sent_at = datetime.fromisoformat(message["timestamp"].replace("Z", "+00:00"))
+        assert before <= sent_at <= after, message
+    assert changed["timestamp"] > added["timestamp"]
+
+
+async def test_enter_leave_enter_are_three_events_and_a_resend_repeats_their_ids(client, runtime, segment_api):
+    await create_segment(client, "Pro Users", PRO)
+    await configure(runtime, segment_api, segment_events=[PRO_EVENTS])
+    for plan in ("pro", "free", "pro"):
+        await sent_after(client, runtime, segment_api, identify(plan))
+    assert [message["event"] for message in segment_api.messages] == ["Pro Started", "Pro Ended", "Pro Started"]
+    first = segment_api.message_ids()
+    assert len(set(first)) == 3
+
+    # The same transitions sent again (a crash between send and acknowledgement): the same ids, for Segment to drop.
+    async with runtime.engine.begin() as conn:
+        ids = (await conn.execute(sa.select(transitions.c.id).order_by(transitions.c.id))).scalars().all()
+        await outbox.enqueue(conn, outbox.TRANSITION, ids)
+    await send_all(runtime)
+    assert segment_api.message_ids()[3:] == first
+
+
+@pytest.mark.parametrize("send_initial_results", [False, True])
+async def test_initial_members_get_added_only_with_send_initial_results(
+    client, runtime, segment_api, send_initial_results
+):
+    await configure(runtime, segment_api, segment_events=[PRO_EVENTS], send_initial_results=send_initial_results)
+    await sent_after(client, runtime, segment_api, identify("pro"))
+    assert segment_api.messages == []
+
+    await create_segment(client, "Pro Users", PRO)
+    initial = await sent_after(client, runtime, segment_api)
+    expected = [("Pro Started", "u-1", {"email": "ada@example.com", "seat_count": 3})]
+    assert summary(initial) == (expected if send_initial_results else [])
+
+    # Either way the member is followed from there: a mapped change is a change, an unmapped one is not.
+    assert await sent_after(client, runtime, segment_api, identify("pro", theme="dark")) == []
+    changed = await sent_after(client, runtime, segment_api, identify("pro", seats=4))
+    assert summary(changed) == [("Pro Updated", "u-1", {"email": "ada@example.com", "seat_count": 4})]
+
+
+async def test_a_member_from_before_the_entry_is_followed_from_its_next_change(client, runtime, segment_api):
+    await create_segment(client, "Pro Users", PRO)
+    await configure(runtime, segment_api, segment_events=[])
+    await sent_after(client, runtime, segment_api, identify("pro"))
+    await configure(runtime, segment_api, segment_events=[PRO_EVENTS])
+
+    # First seen after the entry was configured: what Segment holds is unknown, so nothing is claimed as changed.
+    assert await sent_after(client, runtime, segment_api, identify("pro", seats=4)) == []
+    changed = await sent_after(client, runtime, segment_api, identify("pro", seats=6))
+    assert summary(changed) == [("Pro Updated", "u-1", {"email": "ada@example.com", "seat_count": 6})]
+
+
+async def test_account_segment_events_go_to_each_user_of_the_account_with_its_properties(client, runtime, segment_api):
+    await configure(
+        runtime,
+        segment_api,
+        handle_accounts=True,
+        segment_events=[
+            {
+                "segment": "Big Accounts",
+                "added": "Account Became Big",
+                "changed": "Big Account Changed",
+                "removed": "Account Became Small",
+                "properties": [{"from": "traits.name", "to": "company"}, {"from": "domain", "to": "website"}],
+            }
+        ],
+    )
+    await create_segment(client, "Big Accounts", BIG, entity="account")
+    group = {"type": "group", "groupId": "g-1", "traits": {"name": "Acme", "domain": "acme.test"}}
+    added = await sent_after(
+        client,
+        runtime,
+        segment_api,
+        {**group, "userId": "u-1"},
+        {**group, "userId": "u-2", "traits": {**group["traits"], "employees": 120}},
+    )
+    properties = {"company": "Acme", "website": "acme.test"}
+    assert sorted(summary(added)) == [
+        ("Account Became Big", "u-1", properties),
+        ("Account Became Big", "u-2", properties),
+    ]
+    assert len({message["messageId"] for message in added}) == 2
+
+    renamed = await sent_after(
+        client, runtime, segment_api, {**group, "userId": "u-1", "traits": {"name": "Acme Inc", "employees": 150}}
+    )
+    assert sorted(summary(renamed)) == [
+        ("Big Account Changed", "u-1", {**properties, "company": "Acme Inc"}),
+        ("Big Account Changed", "u-2", {**properties, "company": "Acme Inc"}),
+    ]
+    assert (
+        await sent_after(client, runtime, segment_api, {**group, "userId": "u-2", "traits": {"employees": 160}}) == []
+    )
+
+    small = await sent_after(client, runtime, segment_api, {**group, "userId": "u-2", "traits": {"employees": 12}})
+    assert sorted(summary(small)) == [
+        ("Account Became Small", "u-1", {**properties, "company": "Acme Inc"}),
+        ("Account Became Small", "u-2", {**properties, "company": "Acme Inc"}),
+    ]
+
+
+async def test_segment_events_and_entered_exited_events_are_sent_side_by_side(client, runtime, segment_api):
+    await create_segment(client, "Pro Users", PRO)
+    await configure(
+        runtime,
+        segment_api,
+        entered_exited_events=True,
+        synchronized_segments=["Pro Users"],
+        synchronized_properties=[{"from": "traits.seats", "to": "seat_count"}],
+        segment_events=[{"segment": "Pro Users", "added": "Pro Started"}],
+    )
+    sent = await sent_after(client, runtime, segment_api, identify("pro"))
+    assert sorted((message["type"], message.get("event")) for message in sent) == [
+        ("identify", None),
+        ("track", "Pro Started"),
+        ("track", "Segment Entered"),
+    ]
+    [started] = [message for message in sent if message.get("event") == "Pro Started"]
+    assert started["properties"] == {}
+
+
+async def test_an_erased_user_leaves_no_segment_event_state(client, runtime, segment_api):
+    segment = await create_segment(client, "Pro Users", PRO)
+    await configure(runtime, segment_api, segment_events=[PRO_EVENTS])
+    await sent_after(client, runtime, segment_api, identify("pro"))
+    user = await user_id_of(runtime, "u-1")
+    async with runtime.engine.connect() as conn:
+        keys = (await conn.execute(sa.select(delivery_state.c.key))).scalars().all()
+    assert keys == [f"segment_event:{user}:{segment}"]
+
+    response = await client.delete("/api/users", headers=admin_auth(), params={"user_id": "u-1"})
+    assert response.status_code == 200, response.text
+    async with runtime.engine.connect() as conn:
+        assert (await conn.execute(sa.select(delivery_state.c.key))).scalars().all() == []
+
+
+async def test_leaving_and_coming_back_between_two_sends_is_removed_then_added_not_changed(
+    client, runtime, segment_api
+):
+    await create_segment(client, "Pro Users", PRO)
+    await configure(runtime, segment_api, segment_events=[PRO_EVENTS])
+    await sent_after(client, runtime, segment_api, identify("pro"))
+
+    await post_batch(client, identify("free"))
+    await drain(runtime)
+    back = await sent_after(client, runtime, segment_api, identify("pro", seats=8))
+    assert summary(back) == [
+        ("Pro Ended", "u-1", {"email": "ada@example.com", "seat_count": 8}),
+        ("Pro Started", "u-1", {"email": "ada@example.com", "seat_count": 8}),
+    ]
+    # Followed from the new entry on: the payload it was announced with is the one changes are measured from.
+    assert await sent_after(client, runtime, segment_api, identify("pro", seats=8)) == []
+    [changed] = await sent_after(client, runtime, segment_api, identify("pro", seats=9))
+    assert changed["event"] == "Pro Updated"
+
+
+async def test_a_deleted_segment_sends_removed_to_its_members(client, runtime, segment_api):
+    segment = await create_segment(client, "Pro Users", PRO)
+    await configure(runtime, segment_api, segment_events=[PRO_EVENTS])
+    await sent_after(client, runtime, segment_api, identify("pro"))
+    assert (await client.delete(f"/api/segments/{segment}", headers=admin_auth())).status_code in (200, 204)
+    removed = await sent_after(client, runtime, segment_api)
+    assert summary(removed) == [("Pro Ended", "u-1", {"email": "ada@example.com", "seat_count": 3})]
+
+
+async def test_resync_added_repeats_the_message_id_of_the_added_already_sent(client, runtime, segment_api):
+    await create_segment(client, "Pro Users", PRO)
+    await configure(runtime, segment_api, segment_events=[PRO_EVENTS])
+    [added] = await sent_after(client, runtime, segment_api, identify("pro"))
+    settings = await runtime.settings.current()
+    assert await resync.resync_added(runtime.engine, settings) == 1
+    [again] = await sent_after(client, runtime, segment_api)
+    assert (again["event"], again["messageId"], again["properties"]) == (
+        "Pro Started",
+        added["messageId"],
+        added["properties"],
+    )
