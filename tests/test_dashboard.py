@@ -126,6 +126,12 @@ async def outgoing_total(server: Any, outcome: str) -> int:
     return sum((await admin(server, "GET", "/api/overview"))["outgoing"][outcome])
 
 
+async def all_sent(server: Any) -> bool:
+    """Nothing waits in the journal or the outbox."""
+    status = await admin(server, "GET", "/api/status")
+    return status["journal"].get("pending", 0) == 0 and status["outbox"]["depth"] == 0
+
+
 async def settings_of(server: Any) -> dict[str, Any]:
     return (await admin(server, "GET", "/api/settings"))["settings"]
 
@@ -378,13 +384,19 @@ async def test_a_user_sent_through_segment_shows_traits_events_activity_and_the_
         },
     )
     await via_segment(
-        server, identify("u-seg", {"plan": "pro", "email": "ada@example.com"}, timestamp="2024-05-01T10:00:00Z")
+        server,
+        identify(
+            "u-seg",
+            {"plan": "pro", "email": "ada@example.com", "title": "VP of Engineering"},
+            timestamp="2024-05-01T10:00:00Z",
+        ),
     )
     await via_segment(
         server, {"type": "track", "userId": "u-seg", "event": "Order Completed", "properties": {"total": 42}}
     )
     user = await eventually(lambda: user_found(server, "u-seg"))
     await eventually(lambda: activity_has(server, user["id"], "outgoing.user.skip"))
+    await eventually(lambda: all_sent(server))
     # Now every user is in the filter: nothing was queued by the change, so the identify is what would be sent.
     await admin(server, "PUT", "/api/settings", json={"synchronized_segments": ["ALL"]})
     await sign_in(page, server, at="#/profiles")
@@ -396,6 +408,8 @@ async def test_a_user_sent_through_segment_shows_traits_events_activity_and_the_
     await expect(traits).to_contain_text('"pro"')
     await expect(traits).to_contain_text("2024")  # when the trait was set: the message's time
     await expect(page.locator("#events tr").filter(has_text="Order Completed")).to_have_count(1)
+    scanners = page.locator("section.card").filter(has=page.get_by_role("heading", name="Scanners"))
+    await expect(scanners.locator("dd")).to_have_text(["vp", "engineering", "—", "—"])
     skip = page.locator('tr[data-action="outgoing.user.skip"]').first
     await expect(skip.locator(".reason")).to_have_text("not in synchronized segments")
     would = page.locator("#would-send")

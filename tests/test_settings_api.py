@@ -174,9 +174,7 @@ async def test_a_bad_retention_setting_is_refused_naming_it(client, runtime, nam
     assert getattr(await runtime.settings.current(), name) == ConnectorSettings().model_dump()[name]
 
 
-async def test_settings_read_after_a_save_are_the_saved_ones_though_the_worker_read_them_while_it_ran(
-    client, runtime
-):
+async def test_settings_read_after_a_save_are_the_saved_ones_though_the_worker_read_them_while_it_ran(client, runtime):
     """The worker of a web process reads the settings all the time; a read while a save's transaction is
     open must not leave the settings before it cached (an ICP save scores accounts inside that transaction)."""
     reading = True

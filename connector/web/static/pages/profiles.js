@@ -1,6 +1,6 @@
 // Profiles: search users (user id, anonymous id, email) and accounts (group id, domain); a user's or an
 // account's page with identifiers, traits and when each was set, segments and when they were entered,
-// usage, the events timeline and the activity log (paged), what was last sent to Segment and what would
+// the scanners' persona, fit and usage pattern, usage, the events timeline and the activity log (paged), what was last sent to Segment and what would
 // be sent now, and erasure with a confirmation.
 
 import { api, bars, card, h, json, link, pairs, query, say, statusLine, table, time } from "../lib.js";
@@ -158,6 +158,12 @@ async function renderUser(root, id) {
         ["Last seen", time(user.last_seen_at)],
       ])),
       card("Segments", segmentsTable(user.memberships))),
+    card("Scanners", pairs([
+      ["Seniority", user.persona?.seniority ?? "—"],
+      ["Department", user.persona?.department ?? "—"],
+      ["Usage pattern", user.usage?.pattern ?? "—"],
+      ["Account fit", account?.icp?.fit ? `${account.icp.fit} (score ${account.icp.score})` : "—"],
+    ])),
     card("Traits", traitsTable(user.traits, user.trait_timestamps)),
     outgoingCard(outgoing),
     usageCard(usage),
@@ -182,6 +188,10 @@ async function renderAccount(root, id) {
       card("Identifiers", pairs([["Group id", account.group_id ?? "—"], ["Domain", account.domain ?? "—"],
         ["Created", time(account.created_at)], ["Updated", time(account.updated_at)]])),
       card("Segments", segmentsTable(account.memberships))),
+    card("Scanners", pairs([
+      ["Ideal customer profile", account.icp?.fit ? `${account.icp.fit} (score ${account.icp.score})` : "—"],
+      ["Usage pattern", account.usage?.pattern ?? "—"],
+    ])),
     card("Traits", traitsTable(account.traits, account.trait_timestamps)),
     usageCard(usage),
     card("Activity", activity.holder));
