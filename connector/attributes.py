@@ -18,7 +18,7 @@ The scanners' results are stored columns, read like the others: ``persona.senior
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,6 +44,10 @@ class Profile:
     traits: dict[str, Any] = field(default_factory=dict)
     account: "Profile | None" = None
     events: list[tuple[str, datetime]] = field(default_factory=list)
+    # By name, how many events came before the window `events` covers (EventNeeds.within_days): no windowed
+    # condition can count them, an all-time count adds them. Loaded as counts, not rows: a user's history
+    # grows without bound, the window does not.
+    earlier_events: dict[str, int] = field(default_factory=dict)
     # computed.computed_attributes_of: {"usage": {...}, "audiences": {key: member}}
     computed: dict[str, Any] = field(default_factory=dict)
 
@@ -206,11 +210,21 @@ def columns_of(entity: str) -> list[str]:
     return [column for column, _ in (USER_COLUMNS if entity == "user" else ACCOUNT_COLUMNS).values()]
 
 
+@dataclass(frozen=True)
+class EventNeeds:
+    """What the event conditions to evaluate read: the event names, and the widest `within_days` among them
+    (None when none has a window). rules.event_needs gives it for a set of rules."""
+
+    names: frozenset[str] = frozenset()
+    within_days: float | None = None
+
+
 async def load_profiles(
-    conn: AsyncConnection, entity: str, ids: Iterable[int], event_names: set[str], now: datetime, computed: bool = True
+    conn: AsyncConnection, entity: str, ids: Iterable[int], needs: EventNeeds, now: datetime, computed: bool = True
 ) -> dict[int, Profile]:
-    """The profiles the Python evaluator needs: columns, traits, account, events of the named kinds
-    and, with `computed`, the computed attributes as of `now`; a few queries whatever the number."""
+    """The profiles the Python evaluator needs: columns, traits, account, the events `needs` names (one by one
+    within its widest window, counted before it) and, with `computed`, the computed attributes as of `now`;
+    a few queries whatever the number."""
     ids = sorted(ids)
     if entity == "account":
         profiles = await _load_accounts(conn, ids)
@@ -231,17 +245,26 @@ async def load_profiles(
             )
             for row in rows
         }
-        if event_names and profiles:
-            for event in await conn.execute(
-                sa.select(events.c.user_id, events.c.event, events.c.timestamp).where(
-                    any_of(conn, events.c.user_id, sorted(profiles)), any_of(conn, events.c.event, sorted(event_names))
-                )
-            ):
-                profiles[event.user_id].events.append((event.event, event.timestamp))
+        if needs.names and profiles:
+            await _load_events(conn, profiles, needs, now)
     if computed and profiles:
         for entity_id, values in (await computed_attributes_of(conn, entity, sorted(profiles), now)).items():
             profiles[entity_id].computed = values
     return profiles
+
+
+async def _load_events(conn: AsyncConnection, profiles: dict[int, Profile], needs: EventNeeds, now: datetime) -> None:
+    named = (any_of(conn, events.c.user_id, sorted(profiles)), any_of(conn, events.c.event, sorted(needs.names)))
+    since = None if needs.within_days is None else now - timedelta(days=needs.within_days)
+    earlier = sa.select(events.c.user_id, events.c.event, sa.func.count()).where(*named)
+    if since is not None:
+        earlier = earlier.where(events.c.timestamp < since)
+        for event in await conn.execute(
+            sa.select(events.c.user_id, events.c.event, events.c.timestamp).where(*named, events.c.timestamp >= since)
+        ):
+            profiles[event.user_id].events.append((event.event, event.timestamp))
+    for user_id, name, count in await conn.execute(earlier.group_by(events.c.user_id, events.c.event)):
+        profiles[user_id].earlier_events[name] = count
 
 
 async def _load_accounts(conn: AsyncConnection, ids: Iterable[int]) -> dict[int, Profile]:

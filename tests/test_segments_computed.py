@@ -11,7 +11,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from conftest import admin_auth, basic_auth, drain
 
-from connector.attributes import load_profiles
+from connector.attributes import EventNeeds, load_profiles
 from connector.models import SegmentTransition, utcnow
 from connector.segments.schedule import recompute_due
 from connector.spec import format_timestamp
@@ -201,9 +201,9 @@ async def test_load_profiles_reads_computed_attributes_in_batches(client, runtim
         async with runtime.engine.connect() as conn:
             ids = (await conn.execute(sa.text("SELECT id FROM users ORDER BY id"))).scalars().all()
             few = len(statements)
-            two = await load_profiles(conn, "user", ids[:2], set(), now)
+            two = await load_profiles(conn, "user", ids[:2], EventNeeds(), now)
             few, many = len(statements) - few, len(statements)
-            twelve = await load_profiles(conn, "user", ids, set(), now)
+            twelve = await load_profiles(conn, "user", ids, EventNeeds(), now)
             many = len(statements) - many
     finally:
         sa.event.remove(runtime.engine.sync_engine, "before_cursor_execute", count)

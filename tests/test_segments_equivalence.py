@@ -22,7 +22,7 @@ from connector.models import Account, AudienceMembership, Event, FeatureUsage, U
 from connector.segments import icp
 from connector.segments.compile import Compiler
 from connector.segments.evaluate import evaluate
-from connector.segments.rules import COUNT_OPS, OPERATORS_BY_KIND, validate
+from connector.segments.rules import COUNT_OPS, OPERATORS_BY_KIND, event_needs, validate
 from connector.settings import IcpSettings
 
 NOW = datetime(2024, 6, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -367,7 +367,7 @@ async def _assert_same(engine, entity: str, rule_list: list, now=NOW) -> None:
     async with engine.connect() as conn:
         table = Compiler(conn.dialect.name, entity, now).table
         ids = set((await conn.execute(sa.select(table.c.id))).scalars())
-        profiles = await load_profiles(conn, entity, ids, set(EVENT_NAMES), now)
+        profiles = await load_profiles(conn, entity, ids, event_needs(rule_list), now)
         for rule in rule_list:
             validate(rule, entity)
             in_sql = set((await conn.execute(Compiler(conn.dialect.name, entity, now).select_ids(rule))).scalars())

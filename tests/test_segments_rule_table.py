@@ -18,7 +18,7 @@ from connector.db import create_engine
 from connector.models import Account, AudienceMembership, Event, FeatureUsage, User
 from connector.segments.compile import Compiler
 from connector.segments.evaluate import evaluate
-from connector.segments.rules import validate
+from connector.segments.rules import event_needs, validate
 
 UTC = UTC
 # A Saturday; the fraction checks that `now` is truncated to the second against traits.
@@ -774,8 +774,35 @@ async def test_each_operator_gives_the_specified_answer_in_python_and_in_sql(eng
     entity_id = await store(engine, entity, profile)
     async with engine.connect() as conn:
         in_sql = set((await conn.execute(Compiler(conn.dialect.name, entity, NOW).select_ids(rule))).scalars())
-        event_names = {name for name, _ in profile.events}
-        loaded = await load_profiles(conn, entity, [entity_id], event_names, NOW)
+        loaded = await load_profiles(conn, entity, [entity_id], event_needs([rule]), NOW)
         in_python = evaluate(rule, entity, loaded[entity_id], NOW)
     assert in_python is expected, f"Python evaluator: {rule} gave {in_python}"
     assert in_sql == ({entity_id} if expected else set()), f"SQL compiler ({conn.dialect.name}): {rule} gave {in_sql}"
+
+
+# Rules evaluated together, as one batch's refresh does: the widest window (30 days) decides which events
+# are loaded one by one; older ones are only counted, and only all-time conditions may count them.
+TOGETHER = [
+    ({"event": "Order Completed", "count": {"eq": 6}}, True),
+    ({"event": "Order Completed", "count": {"eq": 3}, "within_days": 30}, True),
+    ({"event": "Order Completed", "count": {"eq": 1}, "within_days": 5}, True),
+    ({"event": "Order Completed", "count": {"gte": 4}, "within_days": 30}, False),
+    ({"event": "Order Completed", "count": {"lt": 6}}, False),
+    ({"not": {"event": "Order Completed", "within_days": 0.5}}, True),
+    ({"event": "Signed Up", "count": {"eq": 1}}, True),
+    ({"event": "Signed Up", "within_days": 30}, False),
+]
+
+
+async def test_events_before_the_widest_window_count_for_all_time_conditions_only(engine):
+    history = [("Order Completed", NOW - timedelta(days=days)) for days in (400, 41, 40, 10, 9, 1)]
+    user_id = await store(engine, "user", P(events=[*history, ("Signed Up", NOW - timedelta(days=90))]))
+    rules = [rule for rule, _ in TOGETHER]
+    async with engine.connect() as conn:
+        loaded = (await load_profiles(conn, "user", [user_id], event_needs(rules), NOW))[user_id]
+        for rule, expected in TOGETHER:
+            assert evaluate(rule, "user", loaded, NOW) is expected, rule
+            in_sql = set((await conn.execute(Compiler(conn.dialect.name, "user", NOW).select_ids(rule))).scalars())
+            assert in_sql == ({user_id} if expected else set()), rule
+    assert len(loaded.events) == 3  # the three within 30 days; the four older ones only as counts
+    assert loaded.earlier_events == {"Order Completed": 3, "Signed Up": 1}

@@ -42,7 +42,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector import computed
-from connector.attributes import MISSING, Attribute, load_profiles, resolve_attribute
+from connector.attributes import MISSING, Attribute, EventNeeds, load_profiles, resolve_attribute
 from connector.models import (
     Account,
     DeliveryState,
@@ -394,7 +394,12 @@ async def _load_profiles(conn: AsyncConnection, settings: ConnectorSettings, dat
         entity_ids = data.users if entity == "user" else data.accounts
         if read and entity_ids:
             profiles = await load_profiles(
-                conn, entity, entity_ids, set(), utcnow(), computed=any(attribute.computed for attribute, _ in read)
+                conn,
+                entity,
+                entity_ids,
+                EventNeeds(),
+                utcnow(),
+                computed=any(attribute.computed for attribute, _ in read),
             )
             data.profiles.update({(entity, entity_id): profile for entity_id, profile in profiles.items()})
 

@@ -106,6 +106,8 @@ def event_since(node: dict[str, Any], now: datetime) -> datetime | None:
 def _event(node: dict[str, Any], entity: str, profile: Profile, now: datetime) -> bool:
     since = event_since(node, now)
     count = sum(1 for name, at in profile.events if name == node["event"] and (since is None or at >= since))
+    if since is None:
+        count += profile.earlier_events.get(node["event"], 0)
     return all(compare(count, op, bound) for op, bound in node.get("count", DEFAULT_COUNT).items())
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector.attributes import load_profiles
+from connector.attributes import EventNeeds, load_profiles
 from connector.models import Account
 from connector.segments.compile import Compiler
 from connector.segments.evaluate import evaluate
@@ -57,7 +57,7 @@ async def refresh(conn: AsyncConnection, icp: IcpSettings | None, ids: set[int],
     if icp is None or not ids:
         return set()
     profiles = await load_profiles(
-        conn, ENTITY, ids, set(), now, computed=any(uses_computed(entry.rule, ENTITY) for entry in icp.rules)
+        conn, ENTITY, ids, EventNeeds(), now, computed=any(uses_computed(entry.rule, ENTITY) for entry in icp.rules)
     )
     scored = {}
     for account_id, profile in profiles.items():

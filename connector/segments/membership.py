@@ -27,7 +27,7 @@ from connector.logs import get_logger
 from connector.models import Account, Event, Segment, SegmentMembership, SegmentTransition, User, UTCDateTime, utcnow
 from connector.segments.compile import Compiler
 from connector.segments.evaluate import evaluate
-from connector.segments.rules import conditions, uses_computed
+from connector.segments.rules import conditions, event_needs, uses_computed
 
 segments = Segment.__table__
 memberships = SegmentMembership.__table__
@@ -200,9 +200,13 @@ async def refresh(conn: AsyncConnection, changes: Changes, now: datetime | None 
 async def _refresh_entity(conn: AsyncConnection, entity: str, found: list[Any], ids: set[int], now: datetime) -> None:
     if not found or not ids:
         return
-    names = {node["event"] for segment in found for node in conditions(segment.rule) if "event" in node}
     profiles = await load_profiles(
-        conn, entity, ids, names, now, computed=any(uses_computed(segment.rule, entity) for segment in found)
+        conn,
+        entity,
+        ids,
+        event_needs(segment.rule for segment in found),
+        now,
+        computed=any(uses_computed(segment.rule, entity) for segment in found),
     )
     current = {
         tuple(row)

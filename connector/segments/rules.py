@@ -88,7 +88,7 @@ the property-based tests hold them equal.
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -303,6 +303,13 @@ def _validate_audience(node: dict[str, Any], entity: str, path: str) -> None:
 # The condition kinds, by the key that marks them; a new kind adds an entry here, in
 # evaluate.CONDITIONS and in compile.CONDITIONS.
 CONDITIONS = {"attribute": _validate_attribute, "event": _validate_event, "audience": _validate_audience}
+
+
+def event_needs(rules: Iterable[dict[str, Any]]) -> attributes.EventNeeds:
+    """The event names the (valid) rules count, and their widest `within_days`: what load_profiles loads."""
+    found = [node for rule in rules for node in conditions(rule) if "event" in node]
+    windows = [node["within_days"] for node in found if node.get("within_days") is not None]
+    return attributes.EventNeeds(frozenset(node["event"] for node in found), max(windows, default=None))
 
 
 def conditions(rule: dict[str, Any]) -> Iterator[dict[str, Any]]:
