@@ -154,7 +154,7 @@ async def save_settings(
         if after.icp != before.icp:
             icp.check(after.icp)
             await carry(conn, after, Changes(accounts=await icp.recompute(conn, after.icp, utcnow())))
-    store.forget()
+    store.remember((version, after))
     return version, after
 
 

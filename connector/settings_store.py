@@ -49,10 +49,9 @@ class SettingsStore:
             self._api_key = (
                 await conn.execute(sa.select(credentials.c.value).where(credentials.c.name == API_KEY))
             ).scalar()
-        self._cached = (
+        self.remember(
             (row.version, ConnectorSettings.model_validate(row.document)) if row else (0, ConnectorSettings())
         )
-        self._loaded_at = time.monotonic()
 
     async def save(self, changes: dict[str, Any]) -> tuple[int, ConnectorSettings]:
         """Apply a partial document; raises ValidationError naming the field, storing nothing.
@@ -62,13 +61,12 @@ class SettingsStore:
         """
         async with self.engine.begin() as conn:
             saved = await self.save_in(conn, changes)
-        self._cached = saved
-        self._loaded_at = time.monotonic()
+        self.remember(saved)
         return saved
 
     async def save_in(self, conn: AsyncConnection, changes: dict[str, Any]) -> tuple[int, ConnectorSettings]:
         """save, inside the caller's transaction (so a change and the settings that follow it commit together);
-        the caller calls forget() once it has committed."""
+        the caller calls remember() with what it returns once that transaction has committed."""
         _, current = await self.current_version()
         document = current.model_dump()
         for name, value in changes.items():
@@ -83,10 +81,13 @@ class SettingsStore:
         self._cached = None
         return latest + 1, updated
 
-    def forget(self) -> None:
-        """Once the transaction that called save_in has committed: the next read loads what it saved. (A read
-        while that transaction was open, by the worker of this process say, cached the settings before it.)"""
-        self._cached = None
+    def remember(self, found: tuple[int, ConnectorSettings]) -> None:
+        """Cache (version, settings) unless a later version is cached: a read that began before a save committed
+        (the worker of this process reads all the time) ends with the version before it, and must not
+        replace the saved one."""
+        if self._cached is None or found[0] >= self._cached[0]:
+            self._cached = found
+        self._loaded_at = time.monotonic()
 
 
 def validation_errors(error: ValidationError) -> list[dict[str, str]]:

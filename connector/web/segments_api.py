@@ -15,6 +15,7 @@ from connector.models import Segment, SegmentMembership, SegmentTransition, utcn
 from connector.segments.compile import Compiler
 from connector.segments.membership import OUTBOX_KIND, end, recompute
 from connector.segments.rules import ENTITIES, RuleError, is_time_based, validate
+from connector.settings import ConnectorSettings
 from connector.spec import format_timestamp, has_nul
 from connector.web import profiles
 from connector.web.admin import error, json_body, runtime_of
@@ -270,6 +271,7 @@ async def update_segment(request: Request) -> JSONResponse:
     except Invalid as problem:
         return _invalid(problem)
     now = utcnow()
+    followed = None
     try:
         async with runtime_of(request).engine.begin() as conn:
             current = await _load(conn, segment_id)
@@ -285,13 +287,14 @@ async def update_segment(request: Request) -> JSONResponse:
             if values.get("rule", current.rule) != current.rule:
                 await recompute(conn, segment_id, now)
             elif values.get("name", current.name) != current.name:
-                await _follow_rename(runtime_of(request), conn, current.name, values["name"])
+                followed = await _follow_rename(runtime_of(request), conn, current.name, values["name"])
                 # hull_segments carries names: every member's identify (or group) changes.
                 await outbox.enqueue_select(conn, OUTBOX_KIND[current.entity], _members(segment_id))
             body = await _serialise(conn, await _load(conn, segment_id))
     except IntegrityError:
         return error(409, "another segment has this name", field="name")
-    runtime_of(request).settings.forget()  # a rename may have saved settings naming the segment
+    if followed is not None:
+        runtime_of(request).settings.remember(followed)
     return JSONResponse(body)
 
 
@@ -314,17 +317,18 @@ async def delete_segment(request: Request) -> Response:
     return Response(status_code=204)
 
 
-async def _follow_rename(runtime: Any, conn: AsyncConnection, old: str, new: str) -> None:
+async def _follow_rename(
+    runtime: Any, conn: AsyncConnection, old: str, new: str
+) -> tuple[int, ConnectorSettings] | None:
     """Settings that name the segment follow its new name, in the rename's transaction: renaming a
-    synchronized segment must not take its members out of the outbound filter."""
+    synchronized segment must not take its members out of the outbound filter. Returns the settings saved."""
     settings = await runtime.settings.current()
     changes = {
         field: [new if name == old else name for name in getattr(settings, field)]
         for field in ("synchronized_segments", "synchronized_account_segments")
         if old in getattr(settings, field)
     }
-    if changes:
-        await runtime.settings.save_in(conn, changes)
+    return await runtime.settings.save_in(conn, changes) if changes else None
 
 
 def _members(segment_id: int) -> Any:
