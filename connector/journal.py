@@ -35,15 +35,19 @@ PENDING, PROCESSED, FAILED = "pending", "processed", "failed"
 
 journal = JournalEntry.__table__
 
+# The candidates are materialised first: were the lock attempt a filter of the partition scan (the planner
+# pushes it down into a subquery), every partition with work would be locked by one batch, and the
+# others, in this worker or another, would find nothing to do. Outside the CTE, rows are pulled one by one
+# through the filter, so only the partitions returned are locked. One index probe per partition finds the
+# candidates, however long the backlog.
 _LEASE = sa.text(
     """
-    SELECT p FROM (
+    WITH candidates AS MATERIALIZED (
         SELECT p FROM generate_series(0, :last) AS p
-        WHERE EXISTS (SELECT 1 FROM inbound_journal j WHERE j.status = 'pending' AND j.partition = p)
+        WHERE (SELECT true FROM inbound_journal j WHERE j.status = 'pending' AND j.partition = p LIMIT 1)
         ORDER BY random()
-    ) AS candidates
-    WHERE pg_try_advisory_xact_lock(:lock_class, p)
-    LIMIT :share
+    )
+    SELECT p FROM candidates WHERE pg_try_advisory_xact_lock(:lock_class, p) LIMIT :share
     """
 )
 

@@ -23,6 +23,7 @@ import os
 import random
 import time
 from collections import Counter, defaultdict
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -455,3 +456,23 @@ async def test_a_worker_whose_connections_are_cut_retries_and_parks_nothing(runt
     finally:
         worker.kill()
     await assert_applied_once(runtime, tracks)
+
+
+async def test_batches_side_by_side_lease_their_own_partitions_and_each_finds_work(runtime):
+    """Four batches at once (two workers with two in flight each) get rows of disjoint partitions; a lease
+    locks only the partitions it returns, so none of them finds the journal taken by the first."""
+    from connector import journal
+
+    await append(runtime, feature_tracks(2_000, users_count=500, seed=3))
+    async with AsyncExitStack() as stack:
+        leased = []
+        for _ in range(4):
+            conn = await stack.enter_async_context(runtime.engine.connect())
+            await stack.enter_async_context(conn.begin())
+            leased.append({row.partition for row in await journal.lease(conn, 100)})
+            held = await conn.scalar(
+                sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+            )
+            assert held == len(leased[-1]) + 1, "a lease holds its partitions and the journal's shared lock only"
+    assert all(leased), f"a batch found nothing to do: {leased}"
+    assert sum(len(partitions) for partitions in leased) == len(set().union(*leased)), "two batches shared a partition"
