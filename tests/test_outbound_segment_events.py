@@ -270,3 +270,28 @@ async def test_resync_added_repeats_the_message_id_of_the_added_already_sent(cli
         added["messageId"],
         added["properties"],
     )
+
+
+async def test_each_change_of_a_mapped_account_attribute_is_its_own_changed_event(client, runtime, segment_api):
+    """A member's own row does not change when its account does: two account changes in a row are two
+    transitions, with two messageIds, or Segment would drop the second as a duplicate."""
+    await create_segment(client, "Pro Users", PRO)
+    entry = {
+        **PRO_EVENTS,
+        "properties": [{"from": "account.traits.employees", "to": "company_size"}],
+        "timestamp": None,
+    }
+    await configure(runtime, segment_api, handle_accounts=True, segment_events=[entry])
+
+    def group(user, employees):
+        return {"type": "group", "userId": user, "groupId": "g-1", "traits": {"employees": employees}}
+
+    await sent_after(client, runtime, segment_api, identify("pro"), group("u-1", 10))
+    # A colleague's group calls change the account: u-1's own row stays as it was.
+    [first] = await sent_after(client, runtime, segment_api, group("u-2", 20))
+    [second] = await sent_after(client, runtime, segment_api, group("u-2", 30))
+    assert summary([first, second]) == [
+        ("Pro Updated", "u-1", {"company_size": 20}),
+        ("Pro Updated", "u-1", {"company_size": 30}),
+    ]
+    assert first["messageId"] != second["messageId"]

@@ -369,6 +369,11 @@ def _wanted(settings: ConnectorSettings, data: _Data) -> dict[str, list[Property
     return wanted
 
 
+def _reads_account(entry: SegmentEvents) -> bool:
+    """Whether a user segment's events map an attribute of the user's account (which changes on its own)."""
+    return any(source_of(property).startswith("account.") for property in entry.properties + _timestamp_entries(entry))
+
+
 def _timestamp_entries(entry: SegmentEvents) -> list[Property]:
     """The timestamp attribute is read as a mapping's `from` is (what segment rules read, else Hull's rule)."""
     return [Mapping.model_validate({"from": entry.timestamp, "to": "timestamp"})] if entry.timestamp else []
@@ -616,6 +621,8 @@ class _Followed:
         self.by_id = {row.id: row for row in data.segments.values()}
         # The last transition of each membership this claim changes: that one decides what is kept of it.
         self.last: dict[tuple[int | None, int], int] = {}
+        # (segment id, user id) already looked at for a changed event: a claim may hold the user and its account.
+        self.looked_at: set[tuple[int, int]] = set()
         for row in sorted(data.transitions.values(), key=lambda row: row.id):
             self.last[(row.segment_id, row.entity_id)] = row.id
 
@@ -638,13 +645,15 @@ class _Followed:
                     entry, segment, entity_id, entity_id if segment.entity == "user" else user.account_id
                 )
             ]
-        if kind == ACCOUNT:
+        if kind == ACCOUNT:  # an account segment's members, and user segments' members mapping account.*
             return [
                 outgoing
                 for entry, segment in followed
-                if segment.entity == "account"
+                if segment.entity == "account" or _reads_account(entry)
                 for user_id in sorted(self.data.account_users.get(entity_id, []))
-                for outgoing in self._changed(entry, segment, user_id, entity_id)
+                for outgoing in self._changed(
+                    entry, segment, user_id, entity_id if segment.entity == "account" else user_id
+                )
             ]
         return []
 
@@ -695,6 +704,9 @@ class _Followed:
         entity = segment.entity
         if entity_id is None or segment.name not in self.data.segment_names[(entity, entity_id)]:
             return []
+        if (segment.id, user_id) in self.looked_at:
+            return []
+        self.looked_at.add((segment.id, user_id))
         if (segment.id, entity_id) in self.last:  # entered or left in this claim: its transition speaks
             return []
         properties = self._properties(entry, entity, entity_id)
