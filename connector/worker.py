@@ -21,6 +21,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from connector import journal
 from connector.changes import Changes
 from connector.db import is_postgres
 from connector.heartbeat import beat_until
@@ -87,12 +88,20 @@ async def run_once(runtime: Runtime, stop: asyncio.Event | None = None) -> Chang
 
 async def _drain(runtime: Runtime, stop: asyncio.Event | None) -> Changes:
     total = Changes()
+    idle_since: float | None = None
     while True:
         settings = await runtime.settings.current()
         changes = await process_batch(runtime.engine, settings, runtime.env.journal_batch_size)
         total.add(changes)
-        if changes.processed + changes.failed + changes.skipped == 0 or (stop is not None and stop.is_set()):
+        if stop is not None and stop.is_set():
             return total
+        if changes.processed + changes.failed + changes.skipped:
+            idle_since = None
+            continue
+        idle_since = idle_since or time.monotonic()
+        if time.monotonic() - idle_since > 0.5 or not await journal.pending_count(runtime.engine):
+            return total
+        await asyncio.sleep(0.02)
 
 
 async def run_forever(runtime: Runtime, stop: asyncio.Event) -> None:
