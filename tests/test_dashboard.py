@@ -132,6 +132,16 @@ async def all_sent(server: Any) -> bool:
     return status["journal"].get("pending", 0) == 0 and status["outbox"]["depth"] == 0
 
 
+async def send_to_fake_segment(server: Any, segment_api: Any, **settings: Any) -> None:
+    """Settings that send to the fake Segment, with these others."""
+    await admin(
+        server,
+        "PUT",
+        "/api/settings",
+        json={"write_key": segment_api.write_key, "segment_api_host": segment_api.url, **settings},
+    )
+
+
 async def settings_of(server: Any) -> dict[str, Any]:
     return (await admin(server, "GET", "/api/settings"))["settings"]
 
@@ -193,17 +203,7 @@ async def test_signing_in_opens_the_overview_and_a_wrong_token_is_refused(page, 
 
 
 async def test_the_overview_charts_the_traffic_that_was_sent(page, server, segment_api):
-    await admin(
-        server,
-        "PUT",
-        "/api/settings",
-        json={
-            "write_key": segment_api.write_key,
-            "segment_api_host": segment_api.url,
-            "synchronized_segments": ["ALL"],
-            "send_events": ["Signed Up"],
-        },
-    )
+    await send_to_fake_segment(server, segment_api, synchronized_segments=["ALL"], send_events=["Signed Up"])
     await via_segment(server, identify("u-1", {"plan": "pro"}))
     await via_batch(
         server,
@@ -373,16 +373,7 @@ async def test_a_rule_s_preview_equals_the_count_after_saving_and_a_segment_is_r
 async def test_a_user_sent_through_segment_shows_traits_events_activity_and_the_would_be_identify(
     page, server, segment_api
 ):
-    await admin(
-        server,
-        "PUT",
-        "/api/settings",
-        json={
-            "write_key": segment_api.write_key,
-            "segment_api_host": segment_api.url,
-            "synchronized_segments": ["Paying"],
-        },
-    )
+    await send_to_fake_segment(server, segment_api, synchronized_segments=["Paying"])
     await via_segment(
         server,
         identify(
@@ -418,16 +409,7 @@ async def test_a_user_sent_through_segment_shows_traits_events_activity_and_the_
 
 
 async def test_a_dead_letter_is_replayed_from_the_deliveries_page(page, server, segment_api):
-    await admin(
-        server,
-        "PUT",
-        "/api/settings",
-        json={
-            "write_key": segment_api.write_key,
-            "segment_api_host": segment_api.url,
-            "synchronized_segments": ["ALL"],
-        },
-    )
+    await send_to_fake_segment(server, segment_api, synchronized_segments=["ALL"])
     segment_api.fail(400, 1)
     await via_batch(server, identify("u-dead", {"plan": "pro"}))
     letters = await eventually(lambda: dead_letters(server))
@@ -463,17 +445,12 @@ async def test_a_profile_is_erased_after_confirmation(page, server):
 
 
 async def test_every_page_looks_right_at_1400_by_900(page, server, segment_api, screenshots, request, capsys):
-    await admin(
+    await send_to_fake_segment(
         server,
-        "PUT",
-        "/api/settings",
-        json={
-            "write_key": segment_api.write_key,
-            "segment_api_host": segment_api.url,
-            "synchronized_segments": ["Paying"],
-            "synchronized_properties": ["email", "plan"],
-            "send_events": ["Order Completed"],
-        },
+        segment_api,
+        synchronized_segments=["Paying"],
+        synchronized_properties=["email", "plan"],
+        send_events=["Order Completed"],
     )
     for n in range(6):
         await via_segment(

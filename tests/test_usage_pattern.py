@@ -89,6 +89,21 @@ async def labels_in_python_and_sql(conn, ids, now):
     return in_python, in_sql
 
 
+async def ada_uses_a_feature(client, runtime, at) -> None:
+    """Ada tracks a feature at `at`, through /v1/track, and the journal is applied."""
+    await client.post(
+        "/v1/track",
+        headers=basic_auth(),
+        json={
+            "userId": "ada",
+            "event": "Feature Used",
+            "properties": {"feature": "export"},
+            "timestamp": format_timestamp(at),
+        },
+    )
+    await drain(runtime)
+
+
 async def test_each_history_gets_the_label_written_beside_it(runtime):
     async with runtime.engine.begin() as conn:
         ids = await new_users(conn, len(HISTORIES))
@@ -121,17 +136,7 @@ async def test_an_account_has_its_own_pattern_and_the_profile_api_shows_both(cli
     now = utcnow()
     await client.post("/v1/group", headers=basic_auth(), json={"userId": "ada", "groupId": "acme", "traits": {}})
     await drain(runtime)
-    await client.post(
-        "/v1/track",
-        headers=basic_auth(),
-        json={
-            "userId": "ada",
-            "event": "Feature Used",
-            "properties": {"feature": "export"},
-            "timestamp": format_timestamp(now),
-        },
-    )
-    await drain(runtime)
+    await ada_uses_a_feature(client, runtime, now)
     user = (await client.get("/api/users", params={"user_id": "ada"}, headers=admin_auth())).json()
     assert user["usage"]["pattern"] == "new"
     assert user["account"]["usage"]["pattern"] == "new"
@@ -145,17 +150,7 @@ async def test_an_account_has_its_own_pattern_and_the_profile_api_shows_both(cli
 
 async def test_a_segment_on_the_pattern_is_recomputed_on_the_schedule_as_time_passes(client, runtime):
     now = utcnow()
-    await client.post(
-        "/v1/track",
-        headers=basic_auth(),
-        json={
-            "userId": "ada",
-            "event": "Feature Used",
-            "properties": {"feature": "export"},
-            "timestamp": format_timestamp(now),
-        },
-    )
-    await drain(runtime)
+    await ada_uses_a_feature(client, runtime, now)
     response = await client.post(
         "/api/segments",
         headers=admin_auth(),
