@@ -79,7 +79,8 @@ async def insert_rows(
     columns = list(rows[0])
     statement = insert(table, conn.dialect.name)
     if is_postgres(conn):
-        statement = adapt(statement.from_select(columns, _recordset(table, rows, columns)))
+        records = recordset(rows, {name: table.c[name].type for name in columns})
+        statement = adapt(statement.from_select(columns, sa.select(*records.c)))
         if returning:
             statement = statement.returning(*returning)
         result = await conn.execute(statement)
@@ -89,18 +90,18 @@ async def insert_rows(
     return list(result.all()) if returning else []
 
 
-def _recordset(table: sa.Table, rows: list[dict[str, Any]], columns: list[str]) -> Any:
-    """The rows as one JSON parameter, expanded by the server (json_to_recordset, rows in array order).
+def recordset(rows: list[dict[str, Any]], types: dict[str, Any]) -> Any:
+    """PostgreSQL: the rows as one JSON parameter, expanded by the server into a table of these typed columns
+    (json_to_recordset, rows in array order), to select from.
 
     One parameter for the whole set: the driver encodes a string, where an array per column has it
     check every element (a third of the processor's time went there); JSON columns arrive as JSON."""
     records = sa.func.json_to_recordset(
         sa.cast(sa.bindparam(None, orjson.dumps(rows, option=orjson.OPT_NAIVE_UTC).decode(), sa.Text), sa.JSON)
     )
-    typed = records.table_valued(*(sa.column(name, table.c[name].type) for name in columns)).render_derived(
+    return records.table_valued(*(sa.column(name, type_) for name, type_ in types.items())).render_derived(
         with_types=True
     )
-    return sa.select(*(typed.c[name] for name in columns))
 
 
 def _json_dumps(value: Any) -> str:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from connector.db import any_of, is_postgres
@@ -51,6 +52,19 @@ _LEASE = sa.text(
     """
 )
 
+# What processing reads of a message's context: `traits` (identity.py, privacy.py) and `personas` (audiences.py).
+# On PostgreSQL a batch reads its messages with only these in their context: the rest (library, page, ip,
+# userAgent...) is a third of a message and is stored only with its event, whose INSERT takes it from the
+# journal row (processing/apply.py), so the worker neither decodes nor encodes it again.
+PROCESSED_CONTEXT = ("traits", "personas")
+_CONTEXT_KEPT = ", ".join(f"'{key}', inbound_journal.payload #> '{{context,{key}}}'" for key in PROCESSED_CONTEXT)
+_PROCESSOR_PAYLOAD = sa.literal_column(
+    "CASE WHEN inbound_journal.payload ? 'context' "
+    f"THEN jsonb_set(inbound_journal.payload, '{{context}}', jsonb_build_object({_CONTEXT_KEPT})) "
+    "ELSE inbound_journal.payload END",
+    JSONB,
+).label("payload")
+
 
 def partition_of(message: dict[str, Any]) -> int:
     identity = clean_id(message.get("anonymousId")) or clean_id(message.get("userId")) or ""
@@ -60,7 +74,7 @@ def partition_of(message: dict[str, Any]) -> int:
 async def lease(conn: AsyncConnection, limit: int) -> Sequence[Any]:
     """Up to `limit` pending rows (id, payload, source, partition) in journal order, from partitions this
     transaction now leases; empty when there is nothing to do or every partition with work is leased."""
-    rows = _pending_rows()
+    rows = _pending_rows(conn)
     if is_postgres(conn):
         await _share_journal(conn)
         held = (
@@ -83,13 +97,12 @@ async def lease_row(conn: AsyncConnection, journal_id: int) -> Sequence[Any]:
         if partition is None:
             return []
         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(PARTITION_LOCK_CLASS, partition)))
-    return (await conn.execute(_pending_rows().where(journal.c.id == journal_id))).all()
+    return (await conn.execute(_pending_rows(conn).where(journal.c.id == journal_id))).all()
 
 
-def _pending_rows() -> Any:
-    return sa.select(journal.c.id, journal.c.payload, journal.c.source, journal.c.partition).where(
-        journal.c.status == PENDING
-    )
+def _pending_rows(conn: AsyncConnection) -> Any:
+    payload = _PROCESSOR_PAYLOAD if is_postgres(conn) else journal.c.payload
+    return sa.select(journal.c.id, payload, journal.c.source, journal.c.partition).where(journal.c.status == PENDING)
 
 
 async def _share_journal(conn: AsyncConnection) -> None:

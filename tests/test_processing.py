@@ -14,7 +14,7 @@ from inbound_cases import find_user
 from connector import cli
 from connector.config import get_environment
 from connector.journal import retry_failed
-from connector.models import Account, JournalEntry
+from connector.models import Account, Event, JournalEntry
 from connector.processing import apply
 
 journal = JournalEntry.__table__
@@ -140,3 +140,35 @@ async def test_a_repeated_value_keeps_its_newer_time_so_a_late_older_message_doe
         account = (await conn.execute(sa.select(accounts.c.traits).where(accounts.c.group_id == "acme"))).scalar_one()
     assert (await find_user(client, user_id="ada"))["traits"]["plan"] == "pro"
     assert account["plan"] == "pro"
+
+
+async def test_an_event_stores_its_message_s_properties_and_context_and_a_page_s_name_and_category(client, runtime):
+    """The events as the profile API, segments and the sender read them: a track keeps its properties and context
+    as sent; a page or screen adds its name and category to its properties unless they hold their own; a
+    message without properties stores an empty object."""
+    await runtime.settings.save({"handle_pages": True, "handle_screens": True})
+    context = {"ip": "203.0.113.9", "page": {"path": "/pricing"}, "traits": {"email": "ada@example.com"}}
+    sent = [
+        {"type": "track", "event": "Signed In", "messageId": "t", "properties": {"plan": "pro", "n": [1, {"a": None}]}},
+        {"type": "track", "event": "Bare", "messageId": "bare"},
+        {"type": "page", "name": "Pricing", "category": "Docs", "messageId": "p", "properties": {"path": "/pricing"}},
+        {"type": "screen", "name": "Home", "category": "App", "messageId": "s", "properties": {"name": "Own"}},
+    ]
+    for body in sent:
+        response = await client.post(
+            f"/v1/{body['type']}", headers=basic_auth(), json={**body, "userId": "ada", "context": context}
+        )
+        assert response.status_code == 200, response.text
+    await drain(runtime)
+    async with runtime.engine.connect() as conn:
+        stored = {
+            row.message_id: (row.properties, row.context)
+            for row in await conn.execute(sa.select(Event.message_id, Event.properties, Event.context))
+        }
+    assert {message_id: properties for message_id, (properties, _) in stored.items()} == {
+        "t": {"plan": "pro", "n": [1, {"a": None}]},
+        "bare": {},
+        "p": {"path": "/pricing", "name": "Pricing", "category": "Docs"},
+        "s": {"name": "Own", "category": "App"},
+    }
+    assert all(stored_context == context for _, stored_context in stored.values())

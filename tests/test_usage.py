@@ -11,17 +11,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector import usage
-from connector.changes import Changes
 from connector.cli import main
 from connector.computed import computed_attributes
 from connector.config import get_environment
-from connector.db import create_engine
-from connector.models import FeatureUsage, UserIdentifier, utcnow
-from connector.processing.processor import apply_messages
+from connector.db import create_engine, insert
+from connector.inbound.journal import journal_row
+from connector.journal import lease_row
+from connector.models import FeatureUsage, JournalEntry, UserIdentifier, utcnow
+from connector.processing.processor import apply_journal
 from connector.settings import ConnectorSettings
 from connector.spec import format_timestamp, normalise_message
 
 feature_usage = FeatureUsage.__table__
+journal = JournalEntry.__table__
 FLAGS = [
     "positive",
     "Positive",
@@ -169,9 +171,7 @@ async def test_a_duplicate_message_counts_once(client, runtime):
     await drain(runtime)
     # the same message reaching the processor again (a replayed journal) is not counted either
     async with runtime.engine.begin() as conn:
-        await apply_messages(
-            conn, [(normalise_message({"type": "track", **message}, now), "api")], ConnectorSettings(), Changes()
-        )
+        await apply_through_journal(conn, {"type": "track", **message}, ConnectorSettings(), now)
     found = await usage_of(client, "users", await user_id_of(client, "ada"))
     assert found["totals"] == {"count": 1, "score": 1, "features": 1}
 
@@ -235,6 +235,16 @@ def people(run, index):
     return {"userId": f"{run}-u{index}"} if index < 3 else {"anonymousId": f"{run}-a{index}"}
 
 
+async def apply_through_journal(conn, raw, config, now):
+    """The message written to the journal and applied in `conn`'s transaction, as a worker's batch does; a
+    messageId the journal holds already is that row applied again (a replay)."""
+    row = journal_row(normalise_message(raw, now), now, "api")
+    await conn.execute(insert(journal, conn.dialect.name).values(row).on_conflict_do_nothing())
+    journal_id = await conn.scalar(sa.select(journal.c.id).where(journal.c.message_id == row["message_id"]))
+    await conn.execute(journal.update().where(journal.c.id == journal_id).values(status="pending"))
+    await apply_journal(conn, list(await lease_row(conn, journal_id)), config)
+
+
 async def snapshot(conn):
     rows = await conn.execute(sa.select(feature_usage).order_by(*feature_usage.primary_key.columns))
     return [tuple(row) for row in rows]
@@ -272,7 +282,7 @@ async def test_rebuild_equals_the_incremental_result(runtime, steps):
                 }
             else:
                 raw = {"type": "group", **people(run, step[1]), "groupId": f"{run}-g{step[2]}"}
-            await apply_messages(conn, [(normalise_message(raw, now), "api")], config, Changes())
+            await apply_through_journal(conn, raw, config, now)
         incremental = await snapshot(conn)
         # every distinct feature event counted once, whatever the duplicates and merges did
         assert await _run_totals(conn, run) == (expected_count, expected_score_total)
@@ -335,7 +345,7 @@ def test_cli_rebuild_restores_usage(database_url, monkeypatch):
                     "messageId": f"m-{number}",
                     "properties": {"feature": "search", "eventFlag": flag},
                 }
-                await apply_messages(conn, [(normalise_message(raw, now), "api")], config, Changes())
+                await apply_through_journal(conn, raw, config, now)
             expected = await snapshot(conn)
             await conn.execute(feature_usage.delete())
             emptied = await snapshot(conn)

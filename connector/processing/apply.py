@@ -29,18 +29,19 @@ lookup then finds it. Two workers never create two profiles for one identifier.
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector import activity, audiences, persona, usage
 from connector.changes import Changes
-from connector.db import Contention, any_of, insert_rows, is_postgres
+from connector.db import Contention, any_of, insert, insert_rows, is_postgres, recordset
 from connector.logs import get_logger
 from connector.metrics import PROCESSED
 from connector.models import Account as AccountRow
-from connector.models import Event, IdentityAudit, User, UserIdentifier, utcnow
+from connector.models import Event, IdentityAudit, JournalEntry, User, UserIdentifier, utcnow
 from connector.processing import accounts, identity
 from connector.processing.domains import company_domain
 from connector.processing.traits import update_traits
@@ -52,6 +53,7 @@ events = Event.__table__
 identifiers = UserIdentifier.__table__
 audit = IdentityAudit.__table__
 account_rows = AccountRow.__table__
+journal_rows = JournalEntry.__table__
 LOCK_ATTEMPTS = 5
 log = get_logger()
 
@@ -61,11 +63,15 @@ def event_name(message: dict[str, Any]) -> str:
 
 
 def event_properties(message: dict[str, Any]) -> dict[str, Any]:
-    properties = dict(message.get("properties") or {})
+    """The properties an event stores: the message's own (the same object), with a page's or screen's name and
+    category added where its properties lack them (then a new dict)."""
+    properties: dict[str, Any] = message.get("properties") or {}
     if message["type"] in ("page", "screen"):
-        for key in ("name", "category"):
-            if message.get(key) is not None:
-                properties.setdefault(key, message[key])
+        added = {
+            key: message[key] for key in ("name", "category") if message.get(key) is not None and key not in properties
+        }
+        if added:
+            return {**properties, **added}
     return properties
 
 
@@ -88,6 +94,7 @@ class Profile:
         "last_seen_at",
         "new",
         "persona",
+        "rescan",
         "stamps",
         "traits",
     )
@@ -105,21 +112,33 @@ class Profile:
             (row.persona_seniority, row.persona_department) if row else (None, None)
         )
         self.dirty = False
+        # The stored persona is the stored traits' (a pattern change is `connector persona rebuild`'s to
+        # apply): it is read again only for a new profile, one whose traits a message or a merge changed.
+        self.rescan = self.new
 
     def scan_persona(self) -> None:
         """The persona of the traits as they are now (after this run's messages, or a merge's)."""
+        if not self.rescan:
+            return
         found = persona.persona_of(self.traits, self.stamps)
         if found != self.persona:
             self.persona = found
             self.dirty = True
 
 
+class Incoming(NamedTuple):
+    """A journal row to apply: its message, where it came in (journal.source) and its id."""
+
+    message: dict[str, Any]
+    source: str
+    journal_id: int
+
+
 @dataclass
 class Step:
     """One message of the run, as identity resolution left it."""
 
-    message: dict[str, Any]
-    source: str
+    incoming: Incoming
     profile: int  # a key of the Resolver
     account: accounts.Account | None = None  # a group call's account, or an identify's company account
     account_changed: bool = False
@@ -133,15 +152,21 @@ class BatchApplier:
         self.changes = changes
         self.now = utcnow()
         self.profiles: dict[int, Profile] = {}
+        self.survivors: set[int] = set()  # stored profiles a merge of this run added another's traits to
         self.events: list[dict[str, Any]] = []
+        self.event_usage: dict[str, list[dict[str, Any]]] = {}  # by message id: what the event adds if stored
+        # PostgreSQL: an event's context, and its properties where they are the message's own, are read from its
+        # journal row by the INSERT (journal.PROCESSED_CONTEXT says why); SQLite stores what the message holds.
+        self.events_from_journal = is_postgres(conn)
         self.audience_changes: list[tuple[int, str, bool, datetime]] = []
         self.activity: list[dict[str, Any]] = []
         self.outcomes: Counter[str] = Counter()  # applied messages by type, for the metric (once per batch)
 
-    async def apply(self, messages: list[tuple[dict[str, Any], str]]) -> None:
-        """Apply (message, source) pairs in order; the source is the inbound journal's."""
+    async def apply(self, messages: list[Incoming]) -> None:
+        """Apply journal messages in journal order."""
         run = []
-        for message, source in messages:
+        for incoming in messages:
+            message = incoming.message
             if is_disabled(message["type"], self.settings):
                 self.changes.skipped += 1
                 PROCESSED.labels(message["type"], "skipped").inc()
@@ -149,11 +174,11 @@ class BatchApplier:
                     f"incoming.{message['type']}.skip", reason="disabled in settings", message_id=message["messageId"]
                 )
             else:
-                run.append((message, source))
+                run.append(incoming)
         if not run:
             return
-        claims = [self._claims(message) for message, _ in run]
-        account_claims = [self._account_claims(message) for message, _ in run]
+        claims = [self._claims(incoming.message) for incoming in run]
+        account_claims = [self._account_claims(incoming.message) for incoming in run]
         resolver, book = await self._load(claims, account_claims)
         steps = self._resolve(run, claims, account_claims, resolver, book)
         user_of = await self._allocate(resolver, book)
@@ -161,7 +186,12 @@ class BatchApplier:
         await self._load_profiles({user_of(step.profile) for step in steps})
         known_audiences = await audiences.known_keys(
             self.conn,
-            {key for message, _ in run if message["type"] == "identify" for key in audiences.boolean_traits(message)},
+            {
+                key
+                for incoming in run
+                if incoming.message["type"] == "identify"
+                for key in audiences.boolean_traits(incoming.message)
+            },
         )
         for step in steps:
             self._apply(step, user_of(step.profile), known_audiences)
@@ -220,21 +250,22 @@ class BatchApplier:
 
     def _resolve(
         self,
-        run: list[tuple[dict[str, Any], str]],
+        run: list[Incoming],
         claims: list[list[identity.Claim]],
         account_claims: list[tuple[str | None, str | None]],
         resolver: identity.Resolver,
         book: accounts.AccountBook,
     ) -> list[Step]:
         steps = []
-        for (message, source), message_claims, (group_id, domain) in zip(run, claims, account_claims, strict=True):
+        for incoming, message_claims, (group_id, domain) in zip(run, claims, account_claims, strict=True):
+            message = incoming.message
             message_id = message["messageId"]
             if message["type"] == "alias":
                 previous, new = clean_id(message.get("previousId")), clean_id(message.get("userId"))
                 key = resolver.alias(previous, new, message_id)
             else:
                 key = resolver.resolve(message_claims, message_id)
-            step = Step(message, source, key)
+            step = Step(incoming, key)
             if message["type"] == "group":
                 step.account, step.account_changed, step.account_traits_changed = book.upsert(
                     group_id, domain, message.get("traits") or {}, message["timestamp"], message_id
@@ -270,6 +301,7 @@ class BatchApplier:
                 _, survivor, merged, message_id = operation
                 await identity.merge_users(self.conn, survivor, merged, message_id, self.now)
                 self.changes.merged_away.add(merged)
+                self.survivors.add(survivor)
             else:
                 _, holder, previous, new, message_id = operation
                 if not await identity.rename_user_id(self.conn, holder, previous, new, message_id, self.now):
@@ -293,12 +325,14 @@ class BatchApplier:
             ).where(any_of(self.conn, users.c.id, wanted))
         )
         for row in rows:
-            self.profiles[row.id] = Profile(row)
+            profile = self.profiles[row.id] = Profile(row)
+            profile.rescan = row.id in self.survivors
 
     # -- 3. data ------------------------------------------------------------------------------------
 
     def _apply(self, step: Step, user_id: int, known_audiences: set[str]) -> None:
-        message, kind = step.message, step.message["type"]
+        message = step.incoming.message
+        kind = message["type"]
         profile = self.profiles[user_id]
         timestamp = parse_timestamp(message["timestamp"], "timestamp")
         self.changes.users.add(user_id)
@@ -308,6 +342,7 @@ class BatchApplier:
                 profile.traits, profile.stamps, message.get("traits") or {}, message["timestamp"]
             )
             profile.dirty |= store
+            profile.rescan |= store
             details["traits_changed"] = changed
             if step.account is not None:
                 self._account_changed(step)
@@ -335,7 +370,7 @@ class BatchApplier:
             linked = self._link(profile, step.account.id, "group", timestamp)
             details.update({"account_id": step.account.id, "account_linked": linked})
         elif kind in ("track", "page", "screen"):
-            self._event(user_id, profile, message, timestamp, step.source)
+            self._event(step.incoming, user_id, profile, timestamp)
             details["events_added"] = [event_name(message)]
             if (change := audiences.track_change(message)) is not None:
                 known_audiences.add(change[0])
@@ -362,20 +397,29 @@ class BatchApplier:
         self.changes.accounts.add(account_id)
         return True
 
-    def _event(self, user_id: int, profile: Profile, message: dict[str, Any], timestamp: datetime, source: str) -> None:
-        self.events.append(
-            {
-                "user_id": user_id,
-                "account_id": profile.account_id,
-                "message_id": message["messageId"],
-                "type": message["type"],
-                "event": event_name(message)[:255],
-                "source": source,
-                "timestamp": timestamp,
-                "received_at": parse_timestamp(message["receivedAt"], "receivedAt"),
-                "properties": event_properties(message),
-                "context": message.get("context") or {},
-            }
+    def _event(self, incoming: Incoming, user_id: int, profile: Profile, timestamp: datetime) -> None:
+        message = incoming.message
+        properties = event_properties(message)
+        row = {
+            "user_id": user_id,
+            "account_id": profile.account_id,
+            "message_id": message["messageId"],
+            "type": message["type"],
+            "event": event_name(message)[:255],
+            "source": incoming.source,
+            "timestamp": timestamp,
+            "received_at": parse_timestamp(message["receivedAt"], "receivedAt"),
+            "properties": properties,
+        }
+        if self.events_from_journal:
+            row["journal_id"] = incoming.journal_id
+            if properties is message.get("properties"):
+                row["properties"] = None  # the INSERT reads them from the journal row
+        else:
+            row["context"] = message.get("context") or {}
+        self.events.append(row)
+        self.event_usage[message["messageId"]] = usage.event_rows(
+            _StoredEvent(message["type"], user_id, profile.account_id, timestamp, properties)
         )
 
     # -- 4. writes ----------------------------------------------------------------------------------
@@ -518,23 +562,43 @@ class BatchApplier:
         rows = self.events
         if not rows:
             return
-        stored = await insert_rows(
-            self.conn,
-            events,
-            rows,
-            adapt=lambda statement: statement.on_conflict_do_nothing(index_elements=["message_id"]),
-            returning=[events.c.id, events.c.message_id],
-        )
-        by_message_id = {row["message_id"]: row for row in rows}
+        if self.events_from_journal:
+            stored = (await self.conn.execute(_insert_events_from_journal(rows))).all()
+        else:
+            stored = await insert_rows(
+                self.conn,
+                events,
+                rows,
+                adapt=lambda statement: statement.on_conflict_do_nothing(index_elements=["message_id"]),
+                returning=[events.c.id, events.c.message_id],
+            )
         usage_rows: list[dict[str, Any]] = []
-        for event_id, message_id in stored:
-            row = by_message_id[message_id]
+        for event_id, message_id in stored:  # a message stored before (a replay) adds nothing
             self.changes.events.append(event_id)
-            added = usage.event_rows(_StoredEvent(row))
+            added = self.event_usage[message_id]
             usage_rows += added
-            if row["account_id"] is not None and added:
-                self.changes.accounts.add(row["account_id"])
+            self.changes.accounts.update(row["entity_id"] for row in added if row["entity"] == usage.ACCOUNT)
         await usage.add(self.conn, usage_rows)
+
+
+def _insert_events_from_journal(rows: list[dict[str, Any]]) -> Any:
+    """PostgreSQL: INSERT the events, taking each one's context, and its properties where the row has none, from
+    its journal row (leased by this transaction, so it is there); RETURNING (id, message_id) of those stored."""
+    types = {name: events.c[name].type for name in rows[0] if name != "journal_id"}
+    records = recordset(rows, {**types, "journal_id": sa.BigInteger()})
+    payload = journal_rows.c.payload
+    columns = [name for name in types if name != "properties"]
+    select = sa.select(
+        *(records.c[name] for name in columns),
+        sa.func.coalesce(records.c.properties, payload["properties"], sa.cast(sa.literal("{}"), JSONB)),
+        sa.func.coalesce(payload["context"], sa.cast(sa.literal("{}"), JSONB)),
+    ).join_from(records, journal_rows, journal_rows.c.id == records.c.journal_id)
+    return (
+        insert(events, "postgresql")
+        .from_select([*columns, "properties", "context"], select)
+        .on_conflict_do_nothing(index_elements=["message_id"])
+        .returning(events.c.id, events.c.message_id)
+    )
 
 
 def _user_audit(row: dict[str, Any], user_of: Any) -> dict[str, Any]:
@@ -545,12 +609,11 @@ def _user_audit(row: dict[str, Any], user_of: Any) -> dict[str, Any]:
     return {**row, "kept_user_id": user_of(row["kept_user_id"]), "details": details}
 
 
-class _StoredEvent:
-    """An event row as usage.event_rows reads it, from the values just stored."""
+class _StoredEvent(NamedTuple):
+    """An event as usage.event_rows reads it."""
 
-    def __init__(self, row: dict[str, Any]):
-        self.type = row["type"]
-        self.user_id = row["user_id"]
-        self.account_id = row["account_id"]
-        self.timestamp = row["timestamp"]
-        self.properties = row["properties"]
+    type: str
+    user_id: int
+    account_id: int | None
+    timestamp: datetime
+    properties: dict[str, Any]

@@ -21,7 +21,7 @@ from connector.logs import get_logger
 from connector.metrics import ERASED, PROCESSED
 from connector.models import utcnow
 from connector.processing import privacy
-from connector.processing.apply import BatchApplier
+from connector.processing.apply import BatchApplier, Incoming
 from connector.processing.identity import Claim, lookup
 from connector.settings import ConnectorSettings
 
@@ -34,7 +34,7 @@ async def apply_journal(conn: AsyncConnection, rows: list[Any], settings: Connec
     changes = Changes()
     claims = [privacy.message_claims(row.payload) for row in rows]
     suppressed = await privacy.suppressed(conn, set().union(*claims))
-    run: list[tuple[dict[str, Any], str]] = []
+    run: list[Incoming] = []
     dropped: list[int] = []
     for row, named in zip(rows, claims, strict=True):
         message = row.payload
@@ -52,7 +52,7 @@ async def apply_journal(conn: AsyncConnection, rows: list[Any], settings: Connec
             changes.processed += 1
             PROCESSED.labels("delete", "success").inc()
         else:
-            run.append((message, row.source))
+            run.append(Incoming(message, row.source, row.id))
     await apply_messages(conn, run, settings, changes)
     await privacy.blank_journal(conn, dropped)
     return changes
@@ -75,7 +75,7 @@ async def erase(
 
 
 async def apply_messages(
-    conn: AsyncConnection, messages: list[tuple[dict[str, Any], str]], settings: ConnectorSettings, changes: Changes
+    conn: AsyncConnection, messages: list[Incoming], settings: ConnectorSettings, changes: Changes
 ) -> None:
-    """Apply (message, source) pairs: the journal's payloads and where each came in."""
+    """Apply journal messages in journal order (rows this transaction leased: events read from them)."""
     await BatchApplier(conn, settings, changes).apply(messages)
