@@ -1,4 +1,4 @@
-"""One journal batch, end to end, in one transaction: lease -> apply -> segment refresh -> outbox -> mark.
+"""One journal batch, end to end, in one transaction: lease -> mark -> apply -> segment refresh -> outbox.
 
 The stages meet only here and in the tables: processing/ applies the rows, segments/ scores the
 changed accounts (segments/icp.py) and refreshes the memberships of what changed, the outbox records
@@ -79,9 +79,11 @@ async def _apply_batch(engine: AsyncEngine, settings: ConnectorSettings, limit: 
         leased[:] = [row.id for row in rows]
         if not rows:
             return Changes()
+        # Marked first, in the same transaction: rows shared with concurrent batches (an account's usage, its
+        # outbox row) are written last, so another batch waits for them as briefly as it can.
+        await journal.mark(conn, leased, journal.PROCESSED)
         changes = await processor.apply_journal(conn, list(rows), settings)
         await propagate(conn, settings, changes)
-        await journal.mark(conn, leased, journal.PROCESSED)
     return changes
 
 

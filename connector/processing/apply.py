@@ -155,6 +155,7 @@ class BatchApplier:
         self.survivors: set[int] = set()  # stored profiles a merge of this run added another's traits to
         self.events: list[dict[str, Any]] = []
         self.event_usage: dict[str, list[dict[str, Any]]] = {}  # by message id: what the event adds if stored
+        self.usage_rows: list[dict[str, Any]] = []  # what the events stored add
         # PostgreSQL: an event's context, and its properties where they are the message's own, are read from its
         # journal row by the INSERT (journal.PROCESSED_CONTEXT says why); SQLite stores what the message holds.
         self.events_from_journal = is_postgres(conn)
@@ -433,6 +434,9 @@ class BatchApplier:
         audits = [_user_audit(row, user_of) for row in resolver.audits] + book.conflict_audits()
         await insert_rows(self.conn, audit, [{**row, "created_at": self.now} for row in audits])
         await activity.append(self.conn, self.activity, self.now)
+        # Last: an account's usage rows are shared with the batches of its other users, which wait for them
+        # until this transaction ends; written last, they are held the shortest time.
+        await usage.add(self.conn, self.usage_rows)
 
     async def _write_accounts(self, book: accounts.AccountBook) -> None:
         created = book.created()
@@ -578,7 +582,7 @@ class BatchApplier:
             added = self.event_usage[message_id]
             usage_rows += added
             self.changes.accounts.update(row["entity_id"] for row in added if row["entity"] == usage.ACCOUNT)
-        await usage.add(self.conn, usage_rows)
+        self.usage_rows = usage_rows
 
 
 def _insert_events_from_journal(rows: list[dict[str, Any]]) -> Any:
