@@ -3,7 +3,7 @@
 Shared by processing/, segments/ and outbound/, which write to it in the transactions that
 did the work, so an entry exists exactly when what it reports committed. Writes are
 set-based: `append` takes every entry of a batch and writes them with one statement
-(db.insert_rows).
+(db.copy_rows: a COPY on PostgreSQL).
 The log is read newest first by id, the order the work was done in.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector.db import insert_rows
+from connector.db import copy_rows
 from connector.models import ActivityEntry, utcnow
 
 activity_log = ActivityEntry.__table__
@@ -28,9 +28,12 @@ def entry(
 
 
 async def append(conn: AsyncConnection, entries: list[dict[str, Any]], now: datetime | None = None) -> None:
-    """Write entries in their order (ids follow it), all stamped `now`, with one statement (db.insert_rows)."""
+    """Write entries in their order (ids follow it), all stamped `now` (in place: entries are built to be
+    appended), with one statement (db.copy_rows)."""
     at = now or utcnow()
-    await insert_rows(conn, activity_log, [{**row, "created_at": at} for row in entries])
+    for row in entries:
+        row["created_at"] = at
+    await copy_rows(conn, activity_log, entries)
 
 
 async def append_select(conn: AsyncConnection, select: Any) -> None:

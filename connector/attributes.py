@@ -229,17 +229,18 @@ async def load_profiles(
     if entity == "account":
         profiles = await _load_accounts(conn, ids)
     else:
+        names = columns_of("user")
         rows = list(
             await conn.execute(
-                sa.select(
-                    users.c.id, users.c.traits, users.c.account_id, *(users.c[name] for name in columns_of("user"))
-                ).where(any_of(conn, users.c.id, ids))
+                sa.select(users.c.id, users.c.traits, users.c.account_id, *(users.c[name] for name in names)).where(
+                    any_of(conn, users.c.id, ids)
+                )
             )
         )
         linked = await _load_accounts(conn, {row.account_id for row in rows if row.account_id is not None})
         profiles = {
             row.id: Profile(
-                columns={name: row._mapping[name] for name in columns_of("user")},
+                columns=dict(zip(names, row[3:], strict=True)),
                 traits=row.traits,
                 account=linked.get(row.account_id),
             )
@@ -271,12 +272,10 @@ async def _load_accounts(conn: AsyncConnection, ids: Iterable[int]) -> dict[int,
     ids = sorted(ids)
     if not ids:
         return {}
+    names = columns_of("account")
     rows = await conn.execute(
-        sa.select(accounts.c.id, accounts.c.traits, *(accounts.c[name] for name in columns_of("account"))).where(
+        sa.select(accounts.c.id, accounts.c.traits, *(accounts.c[name] for name in names)).where(
             any_of(conn, accounts.c.id, ids)
         )
     )
-    return {
-        row.id: Profile(columns={name: row._mapping[name] for name in columns_of("account")}, traits=row.traits)
-        for row in rows
-    }
+    return {row.id: Profile(columns=dict(zip(names, row[2:], strict=True)), traits=row.traits) for row in rows}
