@@ -106,6 +106,9 @@ async def _apply_one_by_one(engine: AsyncEngine, settings: ConnectorSettings, id
             reason = _reason(error)[:2000]
             log.error("incoming.message.error", journal_id=journal_id, reason=reason)
             async with engine.begin() as conn:
+                # Leased again: between the rollback and here another batch may have tried the row too.
+                if not await journal.lease_row(conn, journal_id):
+                    continue  # it parked or applied it: counted there
                 await journal.mark(conn, [journal_id], journal.FAILED, error=reason)
             total.failed += 1
             continue
