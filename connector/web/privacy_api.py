@@ -102,7 +102,8 @@ async def delete_suppression(request: Request) -> Response:
     """
     summary: Let an identifier's messages in again (by its raw value, which is hashed; an email in any case)
     parameters:
-      - {name: value, in: path, required: true, schema: {type: string}}
+      - {name: value, in: path, required: true, schema: {type: string},
+         description: "percent-encoded in full, a dot as %2E too: clients drop a path's . and .. segments"}
     responses:
       204: {description: "removed; later messages for it are processed again"}
       404: {description: "the value is not on the suppression list"}
