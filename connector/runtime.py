@@ -33,10 +33,18 @@ class Runtime:
         await self.engine.dispose()
 
 
+GC_YOUNG_ALLOCATIONS = 50_000
+
+
 def settle_heap() -> None:
     """Take what the process has built at start (its modules above all) out of the garbage collector's
     sweeps: it lives as long as the process, yet every full collection walked all of it, and a worker
     spent a third of its CPU there. Called once per process by the entry points, once started;
-    garbage made so far is collected first, since frozen objects are never freed."""
+    garbage made so far is collected first, since frozen objects are never freed.
+
+    The youngest generation is collected every GC_YOUNG_ALLOCATIONS allocations instead of 700: a batch
+    builds hundreds of thousands of short-lived objects that reference counting frees, no cycles, and
+    with the default the collector ran over them ~250 times a batch, 15 us of a message's ~70 us."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(GC_YOUNG_ALLOCATIONS, *gc.get_threshold()[1:])
