@@ -84,7 +84,14 @@ async def lease(conn: AsyncConnection, limit: int) -> Sequence[Any]:
         ).all()
         if not held:
             return []
-        rows = rows.where(any_of(conn, journal.c.partition, held))
+        # Each partition's first rows by its index, merged in id order (a Merge Append): the rows read are
+        # the rows returned, however long the backlog. `partition = ANY(...)` read every pending row of the
+        # leased partitions and sorted them, when the statistics were behind a backlog written at once.
+        per_partition = sa.union_all(
+            *(rows.where(journal.c.partition == partition).order_by(journal.c.id).limit(limit) for partition in held)
+        ).subquery()
+        merged = sa.select(per_partition).order_by(per_partition.c.id).limit(limit)
+        return (await conn.execute(merged)).all()
     return (await conn.execute(rows.order_by(journal.c.id).limit(limit))).all()
 
 
@@ -102,7 +109,9 @@ async def lease_row(conn: AsyncConnection, journal_id: int) -> Sequence[Any]:
 
 def _pending_rows(conn: AsyncConnection) -> Any:
     payload = _PROCESSOR_PAYLOAD if is_postgres(conn) else journal.c.payload
-    return sa.select(journal.c.id, payload, journal.c.source, journal.c.partition).where(journal.c.status == PENDING)
+    # 'pending' written into the statement: a prepared statement's generic plan can then use the partial indexes
+    pending = journal.c.status == sa.literal_column(f"'{PENDING}'")
+    return sa.select(journal.c.id, payload, journal.c.source, journal.c.partition).where(pending)
 
 
 async def _share_journal(conn: AsyncConnection) -> None:
