@@ -101,9 +101,7 @@ async def copy_rows(conn: AsyncConnection, table: sa.Table, rows: list[dict[str,
         return
     columns = list(rows[0])
     json_columns = {name for name in columns if isinstance(table.c[name].type, sa.JSON)}
-    records = [
-        tuple(_json_dumps(row[name]) if name in json_columns else row[name] for name in columns) for row in rows
-    ]
+    records = [tuple(_json_dumps(row[name]) if name in json_columns else row[name] for name in columns) for row in rows]
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None  # an open connection's asyncpg connection
     await driver.copy_records_to_table(table.name, records=records, columns=columns)
