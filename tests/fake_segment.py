@@ -157,6 +157,13 @@ class FakeSegment(ServerThread):
 # --- shared by the outbound tests ------------------------------------------------
 
 
+def of_type(messages: list[dict[str, Any]], kind: str, event: str | None = None) -> list[dict[str, Any]]:
+    """The messages of one type (and, for a track, one event name), in the order received."""
+    return [
+        message for message in messages if message["type"] == kind and (event is None or message.get("event") == event)
+    ]
+
+
 @pytest.fixture
 def segment_api() -> Iterator[FakeSegment]:
     with FakeSegment() as fake:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 from conftest import basic_auth, drain
-from fake_segment import add_segment, add_transition, configure, send_all, user_id_of
+from fake_segment import add_segment, add_transition, configure, of_type, send_all, user_id_of
 
 from connector.models import SegmentTransition
 from connector.outbound.builders import snake_case
@@ -39,10 +39,6 @@ async def post(client, *messages):
     assert response.status_code == 200, response.text
 
 
-def of_type(fake, kind):
-    return [message for message in fake.messages if message["type"] == kind]
-
-
 async def test_a_group_sends_its_group_id_as_a_trait_when_the_traits_lack_it(client, runtime, segment_api):
     await configure(
         runtime,
@@ -56,10 +52,10 @@ async def test_a_group_sends_its_group_id_as_a_trait_when_the_traits_lack_it(cli
     await post(client, {"type": "group", "userId": "u-1", "groupId": "g-7", "traits": {"industry": "Software"}})
     await drain(runtime)
     await send_all(runtime)
-    [group] = of_type(segment_api, "group")
+    [group] = of_type(segment_api.messages, "group")
     assert group["groupId"] == "g-7"
     assert group["traits"] == {"group_id": "g-7", "industry": "Software"}
-    [identify] = of_type(segment_api, "identify")
+    [identify] = of_type(segment_api.messages, "identify")
     assert identify["traits"]["account_group_id"] == "g-7" and identify["traits"]["account_industry"] == "Software"
 
 
@@ -75,7 +71,7 @@ async def test_a_trait_named_like_the_group_id_wins_over_the_group_id(client, ru
     await post(client, {"type": "group", "userId": "u-1", "groupId": "g-7", "traits": {"group_id": "legacy-7"}})
     await drain(runtime)
     await send_all(runtime)
-    [group] = of_type(segment_api, "group")
+    [group] = of_type(segment_api.messages, "group")
     assert group["traits"] == {"group_id": "legacy-7"}
 
 
@@ -93,10 +89,10 @@ async def test_an_account_found_by_email_domain_is_sent_with_its_domain(client, 
     await post(client, {"type": "identify", "userId": "u-1", "traits": {"email": "ada@acme-robotics.io"}})
     await drain(runtime)
     await send_all(runtime)
-    [group] = of_type(segment_api, "group")
+    [group] = of_type(segment_api.messages, "group")
     assert group["groupId"] == "acme-robotics.io"
     assert group["traits"] == {"domain": "acme-robotics.io"}
-    assert of_type(segment_api, "identify")[-1]["traits"]["account_domain"] == "acme-robotics.io"
+    assert of_type(segment_api.messages, "identify")[-1]["traits"]["account_domain"] == "acme-robotics.io"
 
 
 async def test_segment_entered_carries_the_time_of_the_transition(client, runtime, segment_api):
@@ -115,7 +111,7 @@ async def test_segment_entered_carries_the_time_of_the_transition(client, runtim
         )
     segment_api.messages.clear()
     rounds = await send_all(runtime)
-    [track] = of_type(segment_api, "track")
+    [track] = of_type(segment_api.messages, "track")
     assert track["event"] == "Segment Entered" and track["timestamp"] == "2024-05-01T10:00:00.250000Z"
     assert sum(result.skipped for result in rounds) == 0
 
@@ -147,7 +143,7 @@ async def test_a_forwarded_event_keeps_its_context_and_carries_our_integration_m
     )
     await drain(runtime)
     await send_all(runtime)
-    [track] = of_type(segment_api, "track")
+    [track] = of_type(segment_api.messages, "track")
     mark = track["context"].pop("integration")
     assert mark["name"] == "hull-segment-connector" and mark["version"] != "9"
     assert track["context"] == {"ip": "203.0.113.9", "locale": "fr-FR", "page": {"path": "/login"}}

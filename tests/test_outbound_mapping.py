@@ -10,16 +10,12 @@ from datetime import UTC, datetime
 
 import pytest
 from conftest import admin_auth, drain
-from fake_segment import configure, post_batch, send_all, sent_after
+from fake_segment import configure, of_type, post_batch, send_all, sent_after
 
 from connector.models import User
 
 users = User.__table__
 NOW = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def of_type(messages, kind):
-    return [message for message in messages if message["type"] == kind]
 
 
 async def test_renamed_traits_reach_segment_under_the_names_chosen(client, runtime, segment_api):

@@ -7,15 +7,11 @@ ends the memberships of the merged-away profile that the survivor does not keep.
 
 import sqlalchemy as sa
 from conftest import admin_auth, drain
-from fake_segment import configure, create_segment, post_batch, sent_after, user_id_of
+from fake_segment import configure, create_segment, of_type, post_batch, sent_after, user_id_of
 
 from connector.models import SegmentTransition
 
 PRO = {"attribute": "traits.plan", "op": "eq", "value": "pro"}
-
-
-def of_type(messages, kind, event=None):
-    return [m for m in messages if m["type"] == kind and (event is None or m.get("event") == event)]
 
 
 async def test_a_user_who_leaves_the_filter_hears_it_once_then_nothing_until_back(client, runtime, segment_api):

@@ -4,7 +4,7 @@ import re
 
 import sqlalchemy as sa
 from conftest import basic_auth, drain
-from fake_segment import add_segment, add_transition, configure, send_all, user_id_of
+from fake_segment import add_segment, add_transition, configure, of_type, send_all, user_id_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,10 +23,6 @@ STAMP = {
 async def post(client, *messages):
     response = await client.post("/v1/batch", headers=basic_auth(), json={"batch": list(messages)})
     assert response.status_code == 200, response.text
-
-
-def by_type(fake, kind, event=None):
-    return [m for m in fake.messages if m["type"] == kind and (event is None or m.get("event") == event)]
 
 
 async def test_every_message_type_exact_json(client, runtime, segment_api):
@@ -89,7 +85,7 @@ async def test_every_message_type_exact_json(client, runtime, segment_api):
 
     await send_all(runtime)
 
-    [identify] = by_type(segment_api, "identify")
+    [identify] = of_type(segment_api.messages, "identify")
     assert re.fullmatch(rf"hsc-identify-{user}-[0-9a-f]{{32}}", identify.pop("messageId"))
     assert identify == {
         "type": "identify",
@@ -105,7 +101,7 @@ async def test_every_message_type_exact_json(client, runtime, segment_api):
             "paying_customers": True,
         },
     }
-    [group] = by_type(segment_api, "group")
+    [group] = of_type(segment_api.messages, "group")
     assert re.fullmatch(rf"hsc-group-{user}-[0-9a-f]{{32}}", group.pop("messageId"))
     assert group == {
         "type": "group",
@@ -115,16 +111,16 @@ async def test_every_message_type_exact_json(client, runtime, segment_api):
         **STAMP,
         "traits": {"domain": "example.com", "industry": "Software", "hull_segments": ["Big Accounts"]},
     }
-    [track] = by_type(segment_api, "track", "Order Completed")
+    [track] = of_type(segment_api.messages, "track", "Order Completed")
     assert track["messageId"] == "m-track" and track["timestamp"] == "2024-05-01T10:00:02.000000Z"
     assert track["properties"] == {"revenue": 42} and track["userId"] == "u-1"
     assert track["integrations"] == STAMP["integrations"]
     assert track["context"]["integration"] == STAMP["context"]["integration"]
-    [page] = by_type(segment_api, "page")
+    [page] = of_type(segment_api.messages, "page")
     assert (page["messageId"], page["name"], page["properties"]["path"]) == ("m-page", "Pricing", "/pricing")
-    assert not by_type(segment_api, "track", "Not Sent")
-    [enter] = by_type(segment_api, "track", "Segment Entered")
-    [leave] = by_type(segment_api, "track", "Segment Exited")
+    assert not of_type(segment_api.messages, "track", "Not Sent")
+    [enter] = of_type(segment_api.messages, "track", "Segment Entered")
+    [leave] = of_type(segment_api.messages, "track", "Segment Exited")
     assert enter["properties"] == {"segment_name": "Paying Customers", "segment_id": paying}
     assert leave["properties"] == {"segment_name": "Trial Users", "segment_id": trial}
     assert (enter["messageId"], leave["messageId"]) == (f"hsc-transition-{entered}", f"hsc-transition-{exited}")
@@ -188,7 +184,7 @@ async def test_forward_events_holds_back_only_what_segment_delivered(client, run
     await drain(runtime)
     await send_all(runtime)
     # /v1/* calls never went through Segment, so they cannot be echoes: send_events alone decides.
-    assert sorted(m["messageId"] for m in by_type(segment_api, "track")) == ["api-1"]
+    assert sorted(m["messageId"] for m in of_type(segment_api.messages, "track")) == ["api-1"]
 
     await configure(runtime, segment_api, synchronized_segments=["ALL"], send_events=["ALL"], forward_events=True)
     await deliver_from_segment(
@@ -196,7 +192,7 @@ async def test_forward_events_holds_back_only_what_segment_delivered(client, run
     )
     await drain(runtime)
     await send_all(runtime)
-    assert sorted(m["messageId"] for m in by_type(segment_api, "track")) == ["api-1", "seg-2"]
+    assert sorted(m["messageId"] for m in of_type(segment_api.messages, "track")) == ["api-1", "seg-2"]
 
 
 async def test_send_events_applies_to_events_from_both_sources(client, runtime, segment_api):
@@ -213,7 +209,7 @@ async def test_send_events_applies_to_events_from_both_sources(client, runtime, 
     )
     await drain(runtime)
     await send_all(runtime)
-    assert sorted(m["messageId"] for m in by_type(segment_api, "track")) == ["api-w", "seg-w"]
+    assert sorted(m["messageId"] for m in of_type(segment_api.messages, "track")) == ["api-w", "seg-w"]
 
 
 async def test_initial_transitions_need_send_initial_results(client, runtime, segment_api):
@@ -224,13 +220,13 @@ async def test_initial_transitions_need_send_initial_results(client, runtime, se
     segment = await add_segment(runtime, "New", [user])
     await add_transition(runtime, segment, user, "entered", initial=True)
     await send_all(runtime)
-    assert not by_type(segment_api, "track")
+    assert not of_type(segment_api.messages, "track")
     await configure(
         runtime, segment_api, synchronized_segments=["ALL"], entered_exited_events=True, send_initial_results=True
     )
     transition = await add_transition(runtime, segment, user, "entered", initial=True)
     await send_all(runtime)
-    assert [m["messageId"] for m in by_type(segment_api, "track", "Segment Entered")] == [
+    assert [m["messageId"] for m in of_type(segment_api.messages, "track", "Segment Entered")] == [
         f"hsc-transition-{transition}"
     ]
 
@@ -274,7 +270,7 @@ async def test_group_omits_hull_segments_when_no_account_segment_exists(client, 
     await post(client, {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"domain": "acme.io"}})
     await drain(runtime)
     await send_all(runtime)
-    [group] = by_type(segment_api, "group")
+    [group] = of_type(segment_api.messages, "group")
     assert group["traits"] == {"domain": "acme.io"}
 
 
@@ -338,7 +334,7 @@ async def test_computed_attributes_are_sent_like_traits(client, runtime, segment
     await drain(runtime)
     await send_all(runtime)
 
-    identify = by_type(segment_api, "identify")[-1]
+    identify = of_type(segment_api.messages, "identify")[-1]
     assert {
         key: identify["traits"][key]
         for key in (
@@ -355,7 +351,7 @@ async def test_computed_attributes_are_sent_like_traits(client, runtime, segment
         "audiences_first_time_shopper": True,
         "account_usage_events_30d": 4,
     }
-    group = by_type(segment_api, "group")[-1]
+    group = of_type(segment_api.messages, "group")[-1]
     assert group["traits"]["usage_top_features"] == ["export", "search"]
 
 

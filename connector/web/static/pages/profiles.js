@@ -154,8 +154,8 @@ async function renderUser(root, id) {
         ["Email", ids.email.join(", ") || "—"],
         ["Account", account ? link(`#/profiles/account/${account.id}`,
           account.group_id ?? account.domain ?? `#${account.id}`) : "none"],
-        ["First seen", time(user.created_at)],
-        ["Last seen", time(user.last_seen_at)],
+        ["Created", time(user.created_at)],
+        ["Last seen (message time)", time(user.last_seen_at)],
       ])),
       card("Segments", segmentsTable(user.memberships))),
     card("Scanners", pairs([
