@@ -24,7 +24,7 @@ on a trait and an event count, an account segment on a trait; neither time-based
 recompute), so membership is refreshed in each batch (--no-segments: none).
 
     .venv/bin/python benchmarks/processing.py [--profiles 5000] [--warm-messages 50000]
-        [--workers 1,2,4] [--backends postgresql,sqlite] [--stream cold,warm]
+        [--workers 1,2,4] [--backends postgresql,sqlite] [--stream cold,warm] [--repeat 1]
 
 Not part of the test suite: it measures, it does not assert.
 """
@@ -35,6 +35,7 @@ import itertools
 import math
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -458,6 +459,19 @@ def print_table(runs: list[Run]) -> None:
     )
 
 
+def print_spread(runs: list[Run]) -> None:
+    """Per stream, backend and worker count: the median run and the range (the machine's load moves them)."""
+    print("\nspread over the repeated runs (events/s):")
+    groups: dict[tuple[str, str, int], list[float]] = {}
+    for run in runs:
+        groups.setdefault((run.stream, run.backend, run.workers), []).append(run.per_second)
+    for (stream, backend, workers), rates in groups.items():
+        print(
+            f"  {stream:<5} {backend:<10} {workers} worker(s): median {statistics.median(rates):,.0f}, "
+            f"{min(rates):,.0f} to {max(rates):,.0f} over {len(rates)} runs"
+        )
+
+
 def print_checks(runs: list[Run], wanted: dict[str, dict[str, int]]) -> None:
     print(
         "\ncompleteness: the journal's statuses (preload included); users and accounts in the database and "
@@ -497,6 +511,9 @@ def main() -> None:
     parser.add_argument("--backends", type=listed, default=["postgresql", "sqlite"])
     parser.add_argument("--stream", type=listed, default=["cold", "warm"])
     parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of each stream and worker count, each on a fresh database"
+    )
+    parser.add_argument(
         "--segments", action=argparse.BooleanOptionalAction, default=True, help="the two segments (--no-segments: none)"
     )
     args = parser.parse_args()
@@ -525,10 +542,13 @@ def main() -> None:
         for workers in args.workers if backend == "postgresql" else [1]:
             for stream in args.stream:
                 rows, preload = streams[stream]
-                runs.append(run(backend, stream, workers, rows, preload, args.segments))
-                last = runs[-1]
-                print(f"  {stream} on {backend}, {workers} worker(s): {last.per_second:,.0f} events/s", flush=True)
+                for _ in range(args.repeat):
+                    runs.append(run(backend, stream, workers, rows, preload, args.segments))
+                    last = runs[-1]
+                    print(f"  {stream} on {backend}, {workers} worker(s): {last.per_second:,.0f} events/s", flush=True)
     print_table(runs)
+    if args.repeat > 1:
+        print_spread(runs)
     print_checks(runs, wanted)
 
 
