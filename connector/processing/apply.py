@@ -155,7 +155,6 @@ class BatchApplier:
         self.survivors: set[int] = set()  # stored profiles a merge of this run added another's traits to
         self.events: list[dict[str, Any]] = []
         self.event_usage: dict[str, list[dict[str, Any]]] = {}  # by message id: what the event adds if stored
-        self.usage_rows: list[dict[str, Any]] = []  # what the events stored add
         # PostgreSQL: an event's context, and its properties where they are the message's own, are read from its
         # journal row by the INSERT (journal.PROCESSED_CONTEXT says why); SQLite stores what the message holds.
         self.events_from_journal = is_postgres(conn)
@@ -429,14 +428,14 @@ class BatchApplier:
         await self._write_accounts(book)
         await self._write_users()
         await self._write_identifiers(resolver, user_of)
-        await self._write_events()
+        usage_rows = await self._write_events()
         await audiences.record(self.conn, self.audience_changes)
         audits = [_user_audit(row, user_of) for row in resolver.audits] + book.conflict_audits()
         await insert_rows(self.conn, audit, [{**row, "created_at": self.now} for row in audits])
         await activity.append(self.conn, self.activity, self.now)
         # Last: an account's usage rows are shared with the batches of its other users, which wait for them
         # until this transaction ends; written last, they are held the shortest time.
-        await usage.add(self.conn, self.usage_rows)
+        await usage.add(self.conn, usage_rows)
 
     async def _write_accounts(self, book: accounts.AccountBook) -> None:
         created = book.created()
@@ -562,10 +561,11 @@ class BatchApplier:
         if len(stored) != len(rows):
             raise Contention("an identifier of this batch was stored by another worker")
 
-    async def _write_events(self) -> None:
+    async def _write_events(self) -> list[dict[str, Any]]:
+        """Store the run's events; return the usage rows those stored add."""
         rows = self.events
         if not rows:
-            return
+            return []
         if self.events_from_journal:
             stored = (await self.conn.execute(_insert_events_from_journal(rows))).all()
         else:
@@ -582,7 +582,7 @@ class BatchApplier:
             added = self.event_usage[message_id]
             usage_rows += added
             self.changes.accounts.update(row["entity_id"] for row in added if row["entity"] == usage.ACCOUNT)
-        self.usage_rows = usage_rows
+        return usage_rows
 
 
 def _insert_events_from_journal(rows: list[dict[str, Any]]) -> Any:
