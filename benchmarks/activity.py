@@ -59,7 +59,7 @@ sender_module.outcome_entries = timed_outcome
 async def measure(dsn: str, messages: int) -> None:
     connection = await asyncpg.connect(dsn)
     await connection.copy_records_to_table(
-        "inbound_journal", records=journal_records(messages, 3, "pending"), columns=JOURNAL_COLUMNS
+        "inbound_journal", records=journal_records(messages, 3), columns=JOURNAL_COLUMNS
     )
     await connection.close()
     with FakeSegment() as fake:

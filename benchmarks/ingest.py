@@ -128,31 +128,35 @@ def load(url: str, path: str, seconds: float, clients: int, batch: int, processe
     }
 
 
-JOURNAL_COLUMNS = ["message_id", "type", "payload", "received_at", "status"]
+JOURNAL_COLUMNS = ["message_id", "type", "payload", "received_at"]
 
 
-def journal_records(count: int, seed: int, status: str) -> list[tuple]:
-    """Journal rows of `count` normalised messages, ready for COPY into inbound_journal."""
+def journal_records(count: int, seed: int) -> list[tuple]:
+    """Journal rows of `count` normalised messages, ready for COPY into inbound_journal (queued, so pending)."""
     rng = random.Random(seed)
     now = datetime.now(UTC)
     records = []
     for _ in range(count):
         message = make_event(rng)
         message["receivedAt"] = message["timestamp"] = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        records.append((message["messageId"], message["type"], orjson.dumps(message).decode(), now, status))
+        records.append((message["messageId"], message["type"], orjson.dumps(message).decode(), now))
     return records
 
 
 async def copy_ceiling(dsn: str, rows: int) -> float:
     """Rows/s for the journal rows written by a raw asyncpg COPY: the physical limit here."""
-    records = journal_records(rows, seed=7, status="processed")
+    records = journal_records(rows, seed=7)
     connection = await asyncpg.connect(dsn)
     try:
         started = time.perf_counter()
         async with connection.transaction():
             await connection.copy_records_to_table("inbound_journal", records=records, columns=JOURNAL_COLUMNS)
         elapsed = time.perf_counter() - started
-        await connection.execute("DELETE FROM inbound_journal WHERE status = 'processed'")
+        await connection.execute(
+            "WITH gone AS (DELETE FROM inbound_journal WHERE message_id = ANY($1::text[]) RETURNING id) "
+            "DELETE FROM journal_queue WHERE id IN (SELECT id FROM gone)",
+            [record[0] for record in records],
+        )
     finally:
         await connection.close()
     return rows / elapsed
@@ -164,7 +168,7 @@ async def processor_throughput(dsn: str) -> dict:
     from connector.settings import ConnectorSettings
 
     connection = await asyncpg.connect(dsn)
-    pending = await connection.fetchval("SELECT count(*) FROM inbound_journal WHERE status = 'pending'")
+    pending = await connection.fetchval("SELECT count(*) FROM journal_queue")
     await connection.close()
     engine = create_engine(dsn.replace("postgresql://", "postgresql+asyncpg://"))
     settings = ConnectorSettings()

@@ -51,7 +51,7 @@ async def fill_outbox(dsn: str, events: int) -> int:
     from connector.pipeline import process_batch
     from connector.settings import ConnectorSettings
 
-    records = journal_records(events, seed=11, status="pending")
+    records = journal_records(events, seed=11)
     connection = await asyncpg.connect(dsn)
     try:
         await connection.copy_records_to_table("inbound_journal", records=records, columns=JOURNAL_COLUMNS)
@@ -129,15 +129,17 @@ async def steady_load(url: str, seconds: float, rate: int, fake: FakeSegment) ->
 
 
 async def processed_at(dsn: str) -> dict[str, float]:
-    """When the processor committed each message: the hand-over from inbound to outbound."""
+    """When the processor applied each message (the time of its batch, in its activity entry): the hand-over from
+    inbound to outbound."""
     connection = await asyncpg.connect(dsn)
     try:
         rows = await connection.fetch(
-            "SELECT message_id, processed_at FROM inbound_journal WHERE processed_at IS NOT NULL"
+            "SELECT message_id, min(created_at) AS at FROM activity_log "
+            "WHERE action = 'incoming.user.success' GROUP BY message_id"
         )
     finally:
         await connection.close()
-    return {row["message_id"]: row["processed_at"].timestamp() for row in rows}
+    return {row["message_id"]: row["at"].timestamp() for row in rows}
 
 
 def latency(seconds: float, rate: int) -> dict:

@@ -38,7 +38,7 @@ async def run(dsn: str, journal: int, erasures: int) -> None:
 
     connection = await asyncpg.connect(dsn)
     await connection.copy_records_to_table(
-        "inbound_journal", records=journal_records(PROCESSED_FIRST, 1, "pending"), columns=JOURNAL_COLUMNS
+        "inbound_journal", records=journal_records(PROCESSED_FIRST, 1), columns=JOURNAL_COLUMNS
     )
     await connection.copy_records_to_table(
         "inbound_journal", records=journal_records(journal, 2, "processed"), columns=JOURNAL_COLUMNS

@@ -17,7 +17,7 @@ a raw asyncpg COPY, on SQLite (no COPY) by one executemany INSERT. That write, t
 (rows/s). The workers are started first, on the empty journal, and the write begins once each has
 beaten its heartbeat: process start-up is outside the figure (a worker that found nothing waits
 0.2 s before looking again, which is inside it). The clock runs from the commit of the rows until a
-poll (every 0.05 s, one EXISTS) finds no `pending` row. Settings: group calls handled
+poll (every 0.05 s, one EXISTS) finds no `pending` row (none left in `journal_queue`). Settings: group calls handled
 (handle_accounts), no Segment write key: the processor writes its outbox rows, the workers' senders
 skip them (they stay queued), so the figure is processing alone. Two segments exist (a user segment
 on a trait and an event count, an account segment on a trait; neither time-based, so no scheduled
@@ -252,6 +252,13 @@ def _copy_value(value: Any) -> Any:
     return orjson.dumps(value).decode() if isinstance(value, (dict, list)) else value
 
 
+# Pending while queued, failed when parked with a reason, processed otherwise.
+JOURNAL_STATUSES = sa.text(
+    "SELECT CASE WHEN id IN (SELECT id FROM journal_queue) THEN 'pending' WHEN error IS NOT NULL THEN 'failed' "
+    "ELSE 'processed' END, count(*) FROM inbound_journal GROUP BY 1"
+)
+
+
 async def scalar(engine: Any, sql: str) -> int:
     async with engine.connect() as conn:
         return int(await conn.scalar(sa.text(sql)))
@@ -293,6 +300,8 @@ class Run:
     copy_seconds: float
     worker_cpu: float
     database_cpu: float
+    wal_bytes: int
+    checkpoints: int
     statuses: dict[str, int]
     counts: dict[str, int]
     worker_problems: int
@@ -350,25 +359,54 @@ def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
-async def drain(engine: Any, url: str, rows: list[dict], processes: list) -> tuple[float, float, float, float]:
-    """Write the rows, then wait until none is pending; returns (write seconds, processing seconds, CPU seconds
-    of the workers, CPU seconds of the database's server processes) for the processing."""
+@dataclass
+class Drained:
+    copy_seconds: float
+    seconds: float
+    worker_cpu: float  # CPU seconds of the workers
+    database_cpu: float  # CPU seconds of the database's server processes
+    wal_bytes: int  # PostgreSQL's write-ahead log written meanwhile (0 on SQLite)
+    checkpoints: int  # PostgreSQL checkpoints begun meanwhile
+
+
+async def server_counters(engine: Any) -> tuple[int, int]:
+    """PostgreSQL's write-ahead log position and checkpoint count, server-wide; zeros on SQLite."""
+    if engine.dialect.name != "postgresql":
+        return 0, 0
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                sa.text(
+                    "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, checkpoints_timed + checkpoints_req "
+                    "FROM pg_stat_bgwriter"
+                )
+            )
+        ).one()
+    return int(row[0]), int(row[1])
+
+
+async def drain(engine: Any, url: str, rows: list[dict], processes: list) -> Drained:
+    """Write the rows, then wait until none is pending; what the processing took."""
     copy_seconds = await write_rows(url, rows)
     workers = [process.pid for process in processes]
     worker_cpu, database_cpu = cpu_seconds(workers), cpu_seconds(backends_of(url))
+    wal, checkpoints = await server_counters(engine)
     committed = time.perf_counter()
     deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
-    # EXISTS stops at the first pending row: a count would scan them all, and the poll must stay cheap.
-    while await scalar(engine, "SELECT EXISTS (SELECT 1 FROM inbound_journal WHERE status = 'pending')"):
+    # EXISTS stops at the first queued row: a count would scan them all, and the poll must stay cheap.
+    while await scalar(engine, "SELECT EXISTS (SELECT 1 FROM journal_queue)"):
         if any(process.poll() is not None for process in processes) or time.monotonic() > deadline:
             raise RuntimeError("a worker exited, or the journal did not drain in time")
         await asyncio.sleep(POLL_SECONDS)
     seconds = time.perf_counter() - committed
-    return (
+    wal_after, checkpoints_after = await server_counters(engine)
+    return Drained(
         copy_seconds,
         seconds,
         cpu_used(worker_cpu, cpu_seconds(workers)),
         cpu_used(database_cpu, cpu_seconds(backends_of(url))),
+        wal_after - wal,
+        checkpoints_after - checkpoints,
     )
 
 
@@ -380,11 +418,9 @@ async def measure(url: str, rows: list[dict], preload: list[dict], processes: li
             await drain(engine, url, preload, processes)
         before = await scalar(engine, "SELECT count(*) FROM events")
         load = os.getloadavg()[0]
-        copy_seconds, seconds, worker_cpu, database_cpu = await drain(engine, url, rows, processes)
+        drained = await drain(engine, url, rows, processes)
         async with engine.connect() as conn:
-            statuses = dict(
-                (await conn.execute(sa.text("SELECT status, count(*) FROM inbound_journal GROUP BY 1"))).all()
-            )
+            statuses = dict((await conn.execute(JOURNAL_STATUSES)).all())
         counts = {
             "users": await scalar(engine, "SELECT count(*) FROM users"),
             "accounts": await scalar(engine, "SELECT count(*) FROM accounts"),
@@ -394,10 +430,7 @@ async def measure(url: str, rows: list[dict], preload: list[dict], processes: li
     finally:
         await engine.dispose()
     return {
-        "copy_seconds": copy_seconds,
-        "seconds": seconds,
-        "worker_cpu": worker_cpu,
-        "database_cpu": database_cpu,
+        **vars(drained),
         "statuses": statuses,
         "counts": counts,
         "load": load,
@@ -441,20 +474,22 @@ def expected(stream: str, profiles: int, warm_messages: list[dict]) -> dict[str,
 def print_table(runs: list[Run]) -> None:
     print(
         f"\n{'stream':<6} {'backend':<10} {'workers':>7} {'messages':>9} {'seconds':>8} {'events/s':>9} "
-        f"{'COPY rows/s':>11} {'ratio':>6} {'worker CPU':>10} {'db CPU':>7} {'load':>5}"
+        f"{'COPY rows/s':>11} {'ratio':>6} {'worker CPU':>10} {'db CPU':>7} {'WAL/msg':>8} {'ckpt':>4} {'load':>5}"
     )
     for run in runs:
         print(
             f"{run.stream:<6} {run.backend:<10} {run.workers:>7} {run.messages:>9,} {run.seconds:>8.1f} "
             f"{run.per_second:>9,.0f} {run.copy_per_second:>11,.0f} {run.per_second / run.copy_per_second:>6.1%} "
             f"{run.worker_cpu / run.messages * 1e6:>7.0f} µs {run.database_cpu / run.messages * 1e6:>4.0f} µs "
-            f"{run.load:>5.1f}"
+            f"{run.wal_bytes / run.messages:>6,.0f} B {run.checkpoints:>4} {run.load:>5.1f}"
         )
     print(
         "events/s: journal messages processed per second; COPY rows/s: the same rows written in one transaction "
         "(asyncpg COPY on PostgreSQL, one executemany INSERT on SQLite); ratio: events/s over COPY rows/s; "
         "worker CPU, db CPU: CPU time per message of the worker processes and of the database's server processes "
         "(PostgreSQL only; SQLite works inside the worker), which the machine's load does not change much; "
+        "WAL/msg: bytes of PostgreSQL's write-ahead log written per message (server-wide); ckpt: checkpoints that "
+        "began while the stream was processed (after one, each page's first change writes the whole page); "
         "load: the machine's 1-minute load average as the timed stream began"
     )
 

@@ -39,25 +39,26 @@ from connector.migrate import upgrade
 
 CONNECTIONS = 16
 EXPIRED_ROWS = """
-INSERT INTO inbound_journal (message_id, type, payload, received_at, status, processed_at, source)
+INSERT INTO inbound_journal (message_id, type, payload, received_at, source)
 SELECT 'expired-' || g, 'track',
        jsonb_build_object('type', 'track', 'messageId', 'expired-' || g, 'userId', 'user-' || (g % 5000),
                           'event', 'Order Completed', 'timestamp', '2026-01-01T00:00:00.000Z',
                           'properties', jsonb_build_object('revenue', g % 100, 'notes', repeat('x', 800))),
-       now() - interval '8 days', 'processed', now() - interval '8 days' + g * interval '1 millisecond', 'segment'
+       now() - interval '8 days' + g * interval '1 millisecond', 'segment'
 FROM generate_series(1, $1) AS g
 """
 SQLITE_EXPIRED_ROWS = """
 WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < ?)
-INSERT INTO inbound_journal (message_id, type, payload, received_at, status, processed_at, source)
+INSERT INTO inbound_journal (message_id, type, payload, received_at, source)
 SELECT 'expired-' || n, 'track',
        json_object('type', 'track', 'messageId', 'expired-' || n, 'userId', 'user-' || (n % 5000),
                    'event', 'Order Completed', 'timestamp', '2026-01-01T00:00:00.000Z',
                    'properties', json_object('revenue', n % 100, 'notes', hex(zeroblob(400)))),
-       strftime('%Y-%m-%d %H:%M:%f', 'now', '-8 days'), 'processed',
        strftime('%Y-%m-%d %H:%M:%f', 'now', '-8 days'), 'segment'
 FROM g
 """
+# The expired rows are processed ones: the inserts queued them (the database does), so they leave the queue.
+PROCESSED = "DELETE FROM journal_queue WHERE id IN (SELECT id FROM inbound_journal WHERE message_id LIKE 'expired-%')"
 
 
 @contextmanager
@@ -77,12 +78,15 @@ async def insert_expired(dsn: str, rows: int) -> float:
         with sqlite3.connect(sqlite_path(dsn)) as connection:
             started = time.perf_counter()
             connection.execute(SQLITE_EXPIRED_ROWS, (rows,))
+            connection.execute(PROCESSED)
             connection.commit()
             return time.perf_counter() - started
     connection = await asyncpg.connect(dsn)
     try:
         started = time.perf_counter()
-        await connection.execute(EXPIRED_ROWS, rows)
+        async with connection.transaction():
+            await connection.execute(EXPIRED_ROWS, rows)
+            await connection.execute(PROCESSED)
         elapsed = time.perf_counter() - started
         await connection.execute("VACUUM ANALYZE inbound_journal")  # a table that has lived a while, not a fresh one
     finally:
@@ -201,8 +205,8 @@ async def single_delete(dsn: str) -> dict:
         with sqlite3.connect(sqlite_path(dsn), timeout=60) as connection:
             started = time.time()
             deleted = connection.execute(
-                "DELETE FROM inbound_journal WHERE status = 'processed' "
-                "AND processed_at < strftime('%Y-%m-%d %H:%M:%f', 'now', '-7 days')"
+                "DELETE FROM inbound_journal WHERE error IS NULL AND id NOT IN (SELECT id FROM journal_queue) "
+                "AND received_at < strftime('%Y-%m-%d %H:%M:%f', 'now', '-7 days')"
             ).rowcount
             connection.commit()
             return {"rows": deleted, "start": started, "end": time.time()}
@@ -210,7 +214,8 @@ async def single_delete(dsn: str) -> dict:
     try:
         started = time.time()
         status = await connection.execute(
-            "DELETE FROM inbound_journal WHERE status = 'processed' AND processed_at < now() - interval '7 days'"
+            "DELETE FROM inbound_journal WHERE error IS NULL AND id NOT IN (SELECT id FROM journal_queue) "
+            "AND received_at < now() - interval '7 days'"
         )
         ended = time.time()
     finally:

@@ -1,5 +1,9 @@
 """The inbound journal as the workers consume it: partitions, leases, and each row's outcome.
 
+A row is `pending` while its `journal_queue` row exists: the database inserts one with every journal row
+(migration 0008), and the transaction that applies or parks the message deletes it. A `failed` row keeps
+the reason it was parked in `error`; a row neither queued nor failed is `processed` (`status_of`).
+
 Each row carries a partition derived from its message's identity (the anonymousId when present,
 else the userId), so every message of one visitor or one known user shares a partition. A batch
 applies rows only from partitions it has leased, in journal order. On PostgreSQL a lease is a
@@ -25,7 +29,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from connector.db import any_of, is_postgres
-from connector.models import JournalEntry, utcnow
+from connector.models import JournalEntry, JournalQueueEntry
 from connector.spec import clean_id
 
 PARTITIONS = 64
@@ -33,8 +37,10 @@ LEASE_SHARE = 16
 JOURNAL_LOCK = 0x5E6E_0001  # bigint key: batches hold it shared, hold_all exclusively
 PARTITION_LOCK_CLASS = 0x5E6E_0002  # (class, partition) keys: a separate key space from the bigint one
 PENDING, PROCESSED, FAILED = "pending", "processed", "failed"
+SETTLE_SLICE = 30_000
 
 journal = JournalEntry.__table__
+queue = JournalQueueEntry.__table__
 
 # The candidates are materialised first: were the lock attempt a filter of the partition scan (the planner
 # pushes it down into a subquery), every partition with work would be locked by one batch, and the
@@ -45,7 +51,7 @@ _LEASE = sa.text(
     """
     WITH candidates AS MATERIALIZED (
         SELECT p FROM generate_series(0, :last) AS p
-        WHERE (SELECT true FROM inbound_journal j WHERE j.status = 'pending' AND j.partition = p LIMIT 1)
+        WHERE (SELECT true FROM journal_queue q WHERE q.partition = p LIMIT 1)
         ORDER BY random()
     )
     SELECT p FROM candidates WHERE pg_try_advisory_xact_lock(:lock_class, p) LIMIT :share
@@ -74,25 +80,26 @@ def partition_of(message: dict[str, Any]) -> int:
 async def lease(conn: AsyncConnection, limit: int) -> Sequence[Any]:
     """Up to `limit` pending rows (id, payload, source, partition) in journal order, from partitions this
     transaction now leases; empty when there is nothing to do or every partition with work is leased."""
-    rows = _pending_rows(conn)
-    if is_postgres(conn):
-        await _share_journal(conn)
-        held = (
-            await conn.scalars(
-                _LEASE, {"last": PARTITIONS - 1, "lock_class": PARTITION_LOCK_CLASS, "share": LEASE_SHARE}
-            )
-        ).all()
-        if not held:
-            return []
-        # Each partition's first rows by its index, merged in id order (a Merge Append): the rows read are
-        # the rows returned, however long the backlog. `partition = ANY(...)` read every pending row of the
-        # leased partitions and sorted them, when the statistics were behind a backlog written at once.
-        per_partition = sa.union_all(
-            *(rows.where(journal.c.partition == partition).order_by(journal.c.id).limit(limit) for partition in held)
-        ).subquery()
-        merged = sa.select(per_partition).order_by(per_partition.c.id).limit(limit)
-        return (await conn.execute(merged)).all()
-    return (await conn.execute(rows.order_by(journal.c.id).limit(limit))).all()
+    if not is_postgres(conn):
+        return (await conn.execute(_pending_rows(conn).order_by(queue.c.id).limit(limit))).all()
+    await _share_journal(conn)
+    held = (
+        await conn.scalars(_LEASE, {"last": PARTITIONS - 1, "lock_class": PARTITION_LOCK_CLASS, "share": LEASE_SHARE})
+    ).all()
+    if not held:
+        return []
+    # The ids first, from the narrow queue alone: each leased partition's first ones by its index, merged in
+    # id order. Joined to the journal in the same statement, PostgreSQL read and sorted every pending message
+    # of the leased partitions (building each one's processor payload) to keep the first `limit`.
+    per_partition = sa.union_all(
+        *(
+            sa.select(queue.c.id).where(queue.c.partition == held_partition).order_by(queue.c.id).limit(limit)
+            for held_partition in held
+        )
+    ).subquery()
+    ids = (await conn.scalars(sa.select(per_partition.c.id).order_by(per_partition.c.id).limit(limit))).all()
+    rows = sa.select(journal.c.id, _PROCESSOR_PAYLOAD, journal.c.source, journal.c.partition)
+    return (await conn.execute(rows.where(any_of(conn, journal.c.id, ids)).order_by(journal.c.id))).all()
 
 
 async def lease_row(conn: AsyncConnection, journal_id: int) -> Sequence[Any]:
@@ -104,14 +111,14 @@ async def lease_row(conn: AsyncConnection, journal_id: int) -> Sequence[Any]:
         if partition is None:
             return []
         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(PARTITION_LOCK_CLASS, partition)))
-    return (await conn.execute(_pending_rows(conn).where(journal.c.id == journal_id))).all()
+    return (await conn.execute(_pending_rows(conn).where(queue.c.id == journal_id))).all()
 
 
 def _pending_rows(conn: AsyncConnection) -> Any:
     payload = _PROCESSOR_PAYLOAD if is_postgres(conn) else journal.c.payload
-    # 'pending' written into the statement: a prepared statement's generic plan can then use the partial indexes
-    pending = journal.c.status == sa.literal_column(f"'{PENDING}'")
-    return sa.select(journal.c.id, payload, journal.c.source, journal.c.partition).where(pending)
+    return sa.select(journal.c.id, payload, journal.c.source, journal.c.partition).join_from(
+        queue, journal, journal.c.id == queue.c.id
+    )
 
 
 async def _share_journal(conn: AsyncConnection) -> None:
@@ -125,28 +132,36 @@ async def hold_all(conn: AsyncConnection) -> None:
         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(JOURNAL_LOCK)))
 
 
-async def mark(conn: AsyncConnection, ids: list[int], status: str, error: str | None = None) -> None:
-    if ids:
-        await conn.execute(
-            journal.update()
-            .where(any_of(conn, journal.c.id, ids))
-            .values(status=status, error=error, processed_at=utcnow())
-        )
+async def settle(conn: AsyncConnection, ids: list[int]) -> None:
+    """These rows are processed once this transaction commits."""
+    # In slices: SQLite takes at most 32,766 parameters a statement (an erasure may settle more rows).
+    for start in range(0, len(ids), SETTLE_SLICE):
+        await conn.execute(queue.delete().where(any_of(conn, queue.c.id, ids[start : start + SETTLE_SLICE])))
+
+
+async def park(conn: AsyncConnection, journal_id: int, error: str) -> None:
+    """The row failed for a reason not transient (a bug): out of the queue, with its reason."""
+    await settle(conn, [journal_id])
+    await conn.execute(journal.update().where(journal.c.id == journal_id).values(error=error))
+
+
+# A row's status, `pending`, `processed` or `failed`, over JOURNAL_WITH_QUEUE: an outer join, which
+# PostgreSQL runs as one hash join however many rows are counted.
+JOURNAL_WITH_QUEUE = journal.outerjoin(queue, queue.c.id == journal.c.id)
+STATUS = sa.case((queue.c.id.is_not(None), PENDING), (journal.c.error.is_not(None), FAILED), else_=PROCESSED)
 
 
 async def pending_count(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
-        return int(
-            (
-                await conn.execute(sa.select(sa.func.count()).select_from(journal).where(journal.c.status == PENDING))
-            ).scalar_one()
-        )
+        return int((await conn.execute(sa.select(sa.func.count()).select_from(queue))).scalar_one())
 
 
 async def retry_failed(engine: AsyncEngine) -> int:
     """Put failed journal messages back in the queue (after a fix); returns how many."""
     async with engine.begin() as conn:
-        result = await conn.execute(
-            journal.update().where(journal.c.status == FAILED).values(status=PENDING, error=None, processed_at=None)
+        failed = journal.c.error.is_not(None)
+        await conn.execute(
+            queue.insert().from_select(["id", "partition"], sa.select(journal.c.id, journal.c.partition).where(failed))
         )
+        result = await conn.execute(journal.update().where(failed).values(error=None))
     return int(result.rowcount)

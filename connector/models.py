@@ -70,25 +70,19 @@ class TableModel(SQLModel):
 
 
 class JournalEntry(TableModel, table=True):
-    """Every accepted inbound message, in arrival order; the processor consumes it."""
+    """Every accepted inbound message, in arrival order; the processor consumes it.
+
+    A row is pending while its `journal_queue` row exists (the database adds one with every row
+    inserted: migration 0008), failed when it carries an `error`, processed otherwise (journal.py)."""
 
     __tablename__ = "inbound_journal"
+    # The failed rows alone (status counts, the overview's last errors): a few, however long the journal.
     __table_args__ = (
         sa.Index(
-            "ix_inbound_journal_pending",
+            "ix_inbound_journal_failed",
             "id",
-            sqlite_where=sa.text("status = 'pending'"),
-            postgresql_where=sa.text("status = 'pending'"),
-        ),
-        # Retention's scan (retention.py): processed rows, oldest first; failed ones never in the way.
-        sa.Index("ix_inbound_journal_status_processed_at", "status", "processed_at"),
-        # A worker reads the pending rows of the partitions it leased (connector/leases.py).
-        sa.Index(
-            "ix_inbound_journal_pending_partition",
-            "partition",
-            "id",
-            sqlite_where=sa.text("status = 'pending'"),
-            postgresql_where=sa.text("status = 'pending'"),
+            sqlite_where=sa.text("error IS NOT NULL"),
+            postgresql_where=sa.text("error IS NOT NULL"),
         ),
     )
 
@@ -96,18 +90,29 @@ class JournalEntry(TableModel, table=True):
     message_id: str = Field(max_length=255, sa_column_kwargs={"unique": True})
     type: str = Field(max_length=16)
     payload: dict[str, Any] = _json()
-    received_at: datetime = _time(index=True)  # the dashboard's overview counts the last 24 hours by it
-    # Not indexed alone: (status, processed_at) serves the counts by status, and every processed row would
-    # otherwise update one index more.
-    status: str = Field(default="pending", max_length=16)
+    # The dashboard's overview counts the last 24 hours by it; retention ages processed rows by it.
+    received_at: datetime = _time(index=True)
+    # Why the message was parked (a bug, never a data reason); set only on failed rows.
     error: str | None = Field(default=None, sa_type=sa.Text)
-    processed_at: datetime | None = _time(nullable=True)
     # "segment" for what Segment delivered to /segment, "api" for what a library posted to /v1/*:
     # only the first can be an echo of what we sent, so only it is held back by forward_events.
     source: str = Field(default="segment", max_length=16, sa_column_kwargs={"server_default": "segment"})
-    # Derived from the message's identity (leases.partition_of): one identity's messages share a
+    # Derived from the message's identity (journal.partition_of): one identity's messages share a
     # partition, and a partition is applied by one worker at a time, in journal order.
     partition: int = Field(default=0, sa_column=sa.Column(sa.SmallInteger, nullable=False, server_default="0"))
+
+
+class JournalQueueEntry(TableModel, table=True):
+    """A pending journal row: inserted with it (by the database), deleted in the transaction that applies or
+    parks it. Deleting a row of this narrow table is what consuming a message costs, where updating the
+    journal row's status rewrote the whole message and an entry in each of its indexes (docs/performance.md).
+    No foreign key: the trigger only inserts ids that exist, and what deletes journal rows deletes these."""
+
+    __tablename__ = "journal_queue"
+    __table_args__ = (sa.Index("ix_journal_queue_partition_id", "partition", "id"),)
+
+    id: int = Field(sa_column=sa.Column(BigId, primary_key=True, autoincrement=False))
+    partition: int = Field(sa_column=sa.Column(sa.SmallInteger, nullable=False))
 
 
 # --- profiles --------------------------------------------------------------

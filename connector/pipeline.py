@@ -1,4 +1,4 @@
-"""One journal batch, end to end, in one transaction: lease -> mark -> apply -> segment refresh -> outbox.
+"""One journal batch, end to end, in one transaction: lease -> settle -> apply -> segment refresh -> outbox.
 
 The stages meet only here and in the tables: processing/ applies the rows, segments/ scores the
 changed accounts (segments/icp.py) and refreshes the memberships of what changed, the outbox records
@@ -79,9 +79,9 @@ async def _apply_batch(engine: AsyncEngine, settings: ConnectorSettings, limit: 
         leased[:] = [row.id for row in rows]
         if not rows:
             return Changes()
-        # Marked first, in the same transaction: rows shared with concurrent batches (an account's usage, its
+        # Settled first, in the same transaction: rows shared with concurrent batches (an account's usage, its
         # outbox row) are written last, so another batch waits for them as briefly as it can.
-        await journal.mark(conn, leased, journal.PROCESSED)
+        await journal.settle(conn, leased)
         changes = await processor.apply_journal(conn, list(rows), settings)
         await propagate(conn, settings, changes)
     return changes
@@ -99,7 +99,7 @@ async def _apply_one_by_one(engine: AsyncEngine, settings: ConnectorSettings, id
                     continue
                 changes = await processor.apply_journal(conn, list(rows), settings)
                 await propagate(conn, settings, changes)
-                await journal.mark(conn, [journal_id], journal.PROCESSED)
+                await journal.settle(conn, [journal_id])
         except Exception as error:
             if is_transient(error) or is_contention(error):
                 raise  # not this message's fault: the worker retries later
@@ -109,7 +109,7 @@ async def _apply_one_by_one(engine: AsyncEngine, settings: ConnectorSettings, id
                 # Leased again: between the rollback and here another batch may have tried the row too.
                 if not await journal.lease_row(conn, journal_id):
                     continue  # it parked or applied it: counted there
-                await journal.mark(conn, [journal_id], journal.FAILED, error=reason)
+                await journal.park(conn, journal_id, reason)
             total.failed += 1
             continue
         total.add(changes)

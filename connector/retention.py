@@ -2,9 +2,12 @@
 
 What goes, by age at the time of the pass:
 
-- `inbound_journal`: `processed` rows whose `processed_at` is older than journal_retention_days.
+- `inbound_journal`: `processed` rows received more than journal_retention_days ago.
   A `pending` or `failed` row is never removed here, however old: the DELETE repeats the
-  condition, so a row queued again between the SELECT and the DELETE stays.
+  condition, so a row queued again between the SELECT and the DELETE stays. (Aged by
+  `received_at`: a processed row carries no time of processing, which would cost every
+  message a write of its whole row; after an outage longer than the retention, rows are
+  purged by the first pass after they are processed.)
 - `events`: by `received_at`, when the connector accepted them (its own clock; `timestamp` is
   the sender's and may be years old for a backfill, which would then vanish on arrival).
   event_retention_days 0 keeps them forever. Product usage (`feature_usage`) is kept as sums
@@ -28,6 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from connector.journal import queue
 from connector.logs import get_logger
 from connector.metrics import RETENTION_PURGED
 from connector.models import ActivityEntry, DeadLetter, Event, JournalEntry, utcnow
@@ -43,8 +47,9 @@ log = get_logger()
 
 def expiry_rules(settings: ConnectorSettings, now: datetime) -> list[tuple[sa.Table, sa.Column[datetime], list[Any]]]:
     """(table, age column, conditions of an expired row) for each table whose retention is on."""
+    queued = sa.exists().where(queue.c.id == journal.c.id)
     rules = [
-        (journal, journal.c.processed_at, settings.journal_retention_days, [journal.c.status == "processed"]),
+        (journal, journal.c.received_at, settings.journal_retention_days, [journal.c.error.is_(None), ~queued]),
         (events, events.c.received_at, settings.event_retention_days, []),
         (activity_log, activity_log.c.created_at, settings.activity_retention_days, []),
         (dead_letters, dead_letters.c.created_at, settings.dead_letter_retention_days, []),

@@ -360,8 +360,8 @@ class ConnectorSettings(BaseModel):
         7,
         DATA_LIFECYCLE,
         "Keep processed journal messages (days)",
-        "Processed inbound messages are deleted after this many days. Failed ones are kept until retried "
-        "or removed by hand.",
+        "Processed inbound messages are deleted this many days after they arrived. Pending ones are kept "
+        "until processed, failed ones until retried or removed by hand.",
         ge=1,
         le=3650,
     )

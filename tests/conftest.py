@@ -234,3 +234,32 @@ async def stored_counts(runtime: Runtime) -> dict[str, int]:
             table.__tablename__: await conn.scalar(sa.select(sa.func.count()).select_from(table.__table__))
             for table in tables
         }
+
+
+# Written out here rather than taken from connector.journal: a message is pending while its queue row exists,
+# failed when parked with a reason, processed otherwise.
+JOURNAL_STATUS = sa.text(
+    "SELECT message_id, type, error, CASE WHEN id IN (SELECT id FROM journal_queue) THEN 'pending' "
+    "WHEN error IS NOT NULL THEN 'failed' ELSE 'processed' END AS status FROM inbound_journal ORDER BY id"
+)
+
+
+async def journal_statuses(engine: Any) -> list[Any]:
+    """Every journal row's message_id, type, error and status, in journal order."""
+    async with engine.connect() as conn:
+        return list((await conn.execute(JOURNAL_STATUS)).all())
+
+
+async def journal_status_counts(engine: Any) -> dict[str, int]:
+    """How many journal rows are pending, processed and failed (absent: none); cheap enough to poll."""
+    async with engine.connect() as conn:
+        total, pending, failed = (
+            await conn.execute(
+                sa.text(
+                    "SELECT (SELECT count(*) FROM inbound_journal), (SELECT count(*) FROM journal_queue), "
+                    "(SELECT count(*) FROM inbound_journal WHERE error IS NOT NULL)"
+                )
+            )
+        ).one()
+    counts = {"pending": pending, "processed": total - pending - failed, "failed": failed}
+    return {status: count for status, count in counts.items() if count}

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import pytest
 import sqlalchemy as sa
-from conftest import admin_auth, basic_auth, drain
+from conftest import admin_auth, basic_auth, drain, journal_status_counts, journal_statuses
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlmodel import SQLModel
@@ -422,14 +422,11 @@ async def configured(client):
 
 
 async def journal_outcomes(runtime) -> dict[str, int]:
-    async with runtime.engine.connect() as conn:
-        return dict((await conn.execute(sa.select(journal.c.status, sa.func.count()).group_by(journal.c.status))).all())
+    return await journal_status_counts(runtime.engine)
 
 
 async def failures(runtime) -> list[tuple[str, str]]:
-    async with runtime.engine.connect() as conn:
-        rows = await conn.execute(sa.select(journal.c.type, journal.c.error).where(journal.c.status == "failed"))
-        return [tuple(row) for row in rows]
+    return [(row.type, row.error) for row in await journal_statuses(runtime.engine) if row.status == "failed"]
 
 
 def allowed(path: str, status: int) -> bool:

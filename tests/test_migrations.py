@@ -49,6 +49,17 @@ def table_names(url: str) -> set[str]:
     return asyncio.run(read())
 
 
+async def execute(url: str, *statements: str) -> list:
+    """Each statement in one transaction; the rows of those that return rows."""
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            results = [await conn.execute(sa.text(statement)) for statement in statements]
+            return [result.all() if result.returns_rows else None for result in results]
+    finally:
+        await engine.dispose()
+
+
 def test_upgrade_head_matches_the_models(empty_database):
     upgrade(empty_database)
     assert table_names(empty_database) == set(SQLModel.metadata.tables) | {"alembic_version"}
@@ -67,17 +78,9 @@ def test_downgrade_base_then_upgrade_again(empty_database):
 def test_upgrading_from_0001_keeps_transitions_with_their_segment_name(empty_database):
     command.upgrade(alembic_config(empty_database), "0001")
 
-    async def run(*statements: str) -> list:
-        engine = create_engine(empty_database)
-        try:
-            async with engine.begin() as conn:
-                results = [await conn.execute(sa.text(statement)) for statement in statements]
-                return [result.all() if result.returns_rows else None for result in results]
-        finally:
-            await engine.dispose()
-
     asyncio.run(
-        run(
+        execute(
+            empty_database,
             "INSERT INTO segments (id, name, entity, rule, created_at, updated_at) "
             "VALUES (7, 'Pro Users', 'user', '{}', '2024-05-01 00:00:00', '2024-05-01 00:00:00')",
             "INSERT INTO segment_transitions (segment_id, entity_id, transition, initial, at) "
@@ -86,9 +89,56 @@ def test_upgrading_from_0001_keeps_transitions_with_their_segment_name(empty_dat
     )
     upgrade(empty_database)
     *_, kept = asyncio.run(
-        run(
+        execute(
+            empty_database,
             "DELETE FROM segments WHERE id = 7",
             "SELECT segment_id, segment_name, entity, entity_id FROM segment_transitions",
         )
     )
     assert [tuple(row) for row in kept] == [(None, "Pro Users", "user", 42)]
+
+
+def test_upgrading_to_the_journal_queue_keeps_each_message_pending_processed_or_failed(empty_database):
+    command.upgrade(alembic_config(empty_database), "0007")
+
+    columns = "INSERT INTO inbound_journal (message_id, type, payload, received_at, status, error, source, partition) "
+    asyncio.run(
+        execute(
+            empty_database,
+            columns + "VALUES ('waiting', 'track', '{}', '2026-11-01 00:00:00', 'pending', NULL, 'api', 5)",
+            columns + "VALUES ('done', 'track', '{}', '2026-11-01 00:00:00', 'processed', NULL, 'api', 6)",
+            columns + "VALUES ('parked', 'track', '{}', '2026-11-01 00:00:00', 'failed', 'KeyError: x', 'api', 7)",
+        )
+    )
+    upgrade(empty_database)
+    statuses = (
+        "SELECT message_id, error, CASE WHEN id IN (SELECT id FROM journal_queue) THEN 'pending' "
+        "WHEN error IS NOT NULL THEN 'failed' ELSE 'processed' END FROM inbound_journal ORDER BY id"
+    )
+    after, queued = asyncio.run(
+        execute(
+            empty_database,
+            "INSERT INTO inbound_journal (message_id, type, payload, received_at, source, partition) "
+            "VALUES ('new', 'track', '{}', '2026-11-02 00:00:00', 'api', 9)",
+            statuses,
+            "SELECT partition FROM journal_queue ORDER BY id",
+        )
+    )[1:]
+    assert [tuple(row) for row in after] == [
+        ("waiting", None, "pending"),
+        ("done", None, "processed"),
+        ("parked", "KeyError: x", "failed"),
+        ("new", None, "pending"),  # the database queues what is inserted after the upgrade
+    ]
+    assert [row[0] for row in queued] == [5, 9]
+
+    command.downgrade(alembic_config(empty_database), "0007")
+    (before,) = asyncio.run(
+        execute(empty_database, "SELECT message_id, status, error FROM inbound_journal ORDER BY id")
+    )
+    assert [tuple(row) for row in before] == [
+        ("waiting", "pending", None),
+        ("done", "processed", None),
+        ("parked", "failed", "KeyError: x"),
+        ("new", "pending", None),
+    ]

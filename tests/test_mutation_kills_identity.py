@@ -6,7 +6,7 @@ not objects (they must never stop a message from being processed).
 import json
 
 import sqlalchemy as sa
-from conftest import admin_auth, basic_auth, drain
+from conftest import admin_auth, basic_auth, drain, journal_status_counts
 from inbound_cases import find_user
 
 from connector.models import IdentityAudit, UserIdentifier
@@ -27,8 +27,7 @@ async def table(runtime, which):
 
 
 async def failed_journal_rows(runtime) -> int:
-    async with runtime.engine.connect() as conn:
-        return await conn.scalar(sa.text("SELECT count(*) FROM inbound_journal WHERE status = 'failed'"))
+    return (await journal_status_counts(runtime.engine)).get("failed", 0)
 
 
 async def test_a_rename_is_audited_with_the_profile_and_the_alias_message(client, runtime):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import ADMIN_TOKEN, API_KEY, basic_auth, drain, wait_until
+from conftest import ADMIN_TOKEN, API_KEY, basic_auth, drain, journal_statuses, wait_until
 from inbound_cases import find_user
 
 from connector import cli
@@ -23,9 +23,7 @@ CONNECTOR = Path(sys.executable).with_name("connector")
 
 
 async def journal_status(runtime) -> dict[str, tuple[str, str | None]]:
-    async with runtime.engine.connect() as conn:
-        rows = await conn.execute(sa.select(journal.c.message_id, journal.c.status, journal.c.error))
-        return {row.message_id: (row.status, row.error) for row in rows}
+    return {row.message_id: (row.status, row.error) for row in await journal_statuses(runtime.engine)}
 
 
 def fail_for(monkeypatch, message_id: str) -> None:

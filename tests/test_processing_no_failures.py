@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from conftest import admin_auth, basic_auth, drain, empty_tables
+from conftest import admin_auth, basic_auth, drain, empty_tables, journal_status_counts, journal_statuses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -139,15 +139,11 @@ def accepted(drawn: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 async def statuses(runtime: Any) -> dict[str, int]:
-    async with runtime.engine.connect() as conn:
-        rows = await conn.execute(sa.select(journal.c.status, sa.func.count()).group_by(journal.c.status))
-        return dict(rows.all())
+    return await journal_status_counts(runtime.engine)
 
 
 async def failures(runtime: Any) -> list[tuple[str, str]]:
-    async with runtime.engine.connect() as conn:
-        rows = await conn.execute(sa.select(journal.c.message_id, journal.c.error).where(journal.c.status == "failed"))
-        return [tuple(row) for row in rows]
+    return [(row.message_id, row.error) for row in await journal_statuses(runtime.engine) if row.status == "failed"]
 
 
 SEGMENTS = [

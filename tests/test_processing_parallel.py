@@ -30,7 +30,16 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import ADMIN_TOKEN, API_KEY, admin_auth, basic_auth, empty_tables, wait_until
+from conftest import (
+    ADMIN_TOKEN,
+    API_KEY,
+    admin_auth,
+    basic_auth,
+    empty_tables,
+    journal_status_counts,
+    journal_statuses,
+    wait_until,
+)
 from processes import Process
 
 from connector import spec
@@ -172,7 +181,7 @@ def interleave(rng: random.Random, sequences: list[list[dict[str, Any]]]) -> lis
 # --- processes ----------------------------------------------------------------
 
 
-def process_env(database_url: str) -> dict[str, str]:
+def process_env(database_url: str, **overrides: str) -> dict[str, str]:
     return {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -180,24 +189,21 @@ def process_env(database_url: str) -> dict[str, str]:
         "ADMIN_TOKEN": ADMIN_TOKEN,
         "CONNECTOR_API_KEY": API_KEY,
         "LOG_LEVEL": "WARNING",
+        **overrides,
     }
 
 
-def start_workers(database_url: str, count: int, logs: Path, name: str) -> list[Process]:
-    return [Process(["worker"], process_env(database_url), logs / f"{name}-{n}.log") for n in range(count)]
+def start_workers(database_url: str, count: int, logs: Path, name: str, **overrides: str) -> list[Process]:
+    environment = process_env(database_url, **overrides)
+    return [Process(["worker"], environment, logs / f"{name}-{n}.log") for n in range(count)]
 
 
-async def journal_statuses(runtime: Any) -> Counter[str]:
-    async with runtime.engine.connect() as conn:
-        return Counter(
-            dict((await conn.execute(sa.select(journal.c.status, sa.func.count()).group_by("status"))).all())
-        )
+async def status_counts(runtime: Any) -> Counter[str]:
+    return Counter(await journal_status_counts(runtime.engine))
 
 
 async def failed_rows(runtime: Any) -> list[tuple[str, str]]:
-    async with runtime.engine.connect() as conn:
-        rows = await conn.execute(sa.select(journal.c.message_id, journal.c.error).where(journal.c.status == "failed"))
-        return [(row.message_id, row.error) for row in rows]
+    return [(row.message_id, row.error) for row in await journal_statuses(runtime.engine) if row.status == "failed"]
 
 
 async def run_until_drained(runtime: Any, workers: list[Process], seconds: float = 300) -> None:
@@ -207,7 +213,7 @@ async def run_until_drained(runtime: Any, workers: list[Process], seconds: float
         async def drained() -> bool:
             for worker in workers:
                 assert worker.popen.poll() is None, worker.output()[-3000:]
-            return (await journal_statuses(runtime))["pending"] == 0
+            return (await status_counts(runtime))["pending"] == 0
 
         await wait_until(drained, timeout=seconds, interval=0.25)
     finally:
@@ -351,7 +357,7 @@ def expected_usage(tracks: list[dict[str, Any]]) -> dict[tuple[str, str, str], t
 
 async def assert_applied_once(runtime: Any, tracks: list[dict[str, Any]]) -> None:
     assert await failed_rows(runtime) == []
-    assert (await journal_statuses(runtime)) == Counter({"processed": len(tracks)})
+    assert (await status_counts(runtime)) == Counter({"processed": len(tracks)})
     async with runtime.engine.connect() as conn:
         owners = dict(
             (
@@ -386,7 +392,7 @@ async def wait_for_progress(runtime: Any, workers: list[Process], at_least: int)
     async def progressed() -> bool:
         for worker in workers:
             assert worker.popen.poll() is None, worker.output()[-3000:]
-        return (await journal_statuses(runtime))["processed"] >= at_least
+        return (await status_counts(runtime))["processed"] >= at_least
 
     await wait_until(progressed, timeout=120, interval=0.05)
 
@@ -394,11 +400,12 @@ async def wait_for_progress(runtime: Any, workers: list[Process], at_least: int)
 async def test_a_worker_killed_mid_journal_leaves_the_rest_to_another_with_nothing_lost_or_doubled(runtime, tmp_path):
     tracks = feature_tracks(20_000, users_count=2_000, seed=1)
     await append(runtime, tracks)
-    doomed, survivor = start_workers(runtime.env.database_url, 2, tmp_path, "worker")
+    # Batches of 500: killed after a tenth of the journal, the worker dies with batches still to come.
+    doomed, survivor = start_workers(runtime.env.database_url, 2, tmp_path, "worker", JOURNAL_BATCH_SIZE="500")
     try:
         await wait_for_progress(runtime, [doomed, survivor], at_least=len(tracks) // 10)
         doomed.kill()  # SIGKILL: no chance to roll back or release anything itself
-        assert (await journal_statuses(runtime))["pending"] > 0, "killed too late: the journal was already drained"
+        assert (await status_counts(runtime))["pending"] > 0, "killed too late: the journal was already drained"
         await run_until_drained(runtime, [survivor])
     finally:
         doomed.kill()
@@ -448,7 +455,7 @@ async def test_a_worker_whose_connections_are_cut_retries_and_parks_nothing(runt
     try:
         await wait_for_progress(runtime, [worker], at_least=1_000)
         cuts_while_busy, deadline = 0, time.monotonic() + 5
-        while time.monotonic() < deadline and (await journal_statuses(runtime))["pending"] > 0:
+        while time.monotonic() < deadline and (await status_counts(runtime))["pending"] > 0:
             cuts_while_busy += await cut_connections(runtime, worker.popen.pid) > 0
             await asyncio.sleep(0.2)
         assert cuts_while_busy >= 3, "the worker's connections were not cut while it had work"

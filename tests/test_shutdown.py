@@ -11,7 +11,7 @@ from typing import Any, Self
 
 import httpx
 import sqlalchemy as sa
-from conftest import ADMIN_TOKEN, API_KEY, basic_auth, free_port, wait_until
+from conftest import ADMIN_TOKEN, API_KEY, basic_auth, free_port, journal_statuses, wait_until
 from fake_segment import configure
 from processes import HEROKU_GRACE_SECONDS, Process, wait_for_http
 
@@ -102,16 +102,13 @@ async def claimed_rows(runtime: Any) -> list[Any]:
 
 async def drained(runtime: Any) -> bool:
     async with runtime.engine.connect() as conn:
-        pending = await conn.scalar(
-            sa.select(sa.func.count()).select_from(journal).where(journal.c.status == "pending")
-        )
+        pending = await conn.scalar(sa.text("SELECT count(*) FROM journal_queue"))
         queued = await conn.scalar(sa.select(sa.func.count()).select_from(outbox))
     return pending == 0 and queued == 0
 
 
 async def statuses(runtime: Any) -> dict[str, str]:
-    async with runtime.engine.connect() as conn:
-        return dict((await conn.execute(sa.select(journal.c.message_id, journal.c.status))).all())
+    return {row.message_id: row.status for row in await journal_statuses(runtime.engine)}
 
 
 async def test_sigterm_under_load_loses_no_acknowledged_message(runtime, segment_api, database_url, tmp_path):

@@ -171,7 +171,11 @@ async def test_a_journal_waiting_more_than_five_minutes_warns_until_processed(cl
     assert (await codes(client)) == {}
     await set_time(runtime, journal, "received_at", utcnow() - timedelta(minutes=6))
     body = await status(client)
-    assert (await codes(client)) == {"journal_lag": "warning"} and body["journal"] == {"pending": 1}
+    assert (await codes(client)) == {"journal_lag": "warning"} and body["journal"] == {
+        "pending": 1,
+        "processed": 0,
+        "failed": 0,
+    }
     await drain(runtime)
     assert (await codes(client)) == {}
 

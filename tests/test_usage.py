@@ -16,7 +16,7 @@ from connector.computed import computed_attributes
 from connector.config import get_environment
 from connector.db import create_engine, insert
 from connector.inbound.journal import journal_row
-from connector.journal import lease_row
+from connector.journal import lease_row, queue
 from connector.models import FeatureUsage, JournalEntry, UserIdentifier, utcnow
 from connector.processing.processor import apply_journal
 from connector.settings import ConnectorSettings
@@ -241,7 +241,8 @@ async def apply_through_journal(conn, raw, config, now):
     row = journal_row(normalise_message(raw, now), now, "api")
     await conn.execute(insert(journal, conn.dialect.name).values(row).on_conflict_do_nothing())
     journal_id = await conn.scalar(sa.select(journal.c.id).where(journal.c.message_id == row["message_id"]))
-    await conn.execute(journal.update().where(journal.c.id == journal_id).values(status="pending"))
+    queued = insert(queue, conn.dialect.name).values(id=journal_id, partition=row["partition"])
+    await conn.execute(queued.on_conflict_do_nothing())  # a replay: the row is pending again
     await apply_journal(conn, list(await lease_row(conn, journal_id)), config)
 
 

@@ -13,8 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
-import sqlalchemy as sa
-from conftest import POSTGRES_URL, admin_auth, basic_auth, wait_until
+from conftest import POSTGRES_URL, admin_auth, basic_auth, journal_statuses, wait_until
 
 from connector import worker
 from connector.models import JournalEntry
@@ -61,10 +60,7 @@ def unreachable(runtime: Runtime, database_url: str):
 
 
 async def processed(client, runtime, user_id: str) -> bool:
-    async with runtime.engine.connect() as conn:
-        statuses = set(
-            (await conn.execute(sa.select(journal.c.status).where(journal.c.message_id == f"m-{user_id}"))).scalars()
-        )
+    statuses = {row.status for row in await journal_statuses(runtime.engine) if row.message_id == f"m-{user_id}"}
     if statuses != {"processed"}:
         return False
     response = await client.get("/api/users", params={"user_id": user_id}, headers=admin_auth())

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-import sqlalchemy as sa
-from conftest import ADMIN_TOKEN, API_KEY, basic_auth, free_port, wait_until
+from conftest import ADMIN_TOKEN, API_KEY, basic_auth, free_port, journal_statuses, wait_until
 from processes import Process, wait_for_http, wait_for_log
 
 from connector import spec
@@ -63,9 +62,9 @@ async def processes_a_message(database_url: str, message_id: str) -> None:
         await JournalWriter(engine).append([journal_row(message, now, "api")])
 
         async def processed() -> bool:
-            async with engine.connect() as conn:
-                status = await conn.scalar(sa.select(journal.c.status).where(journal.c.message_id == message_id))
-            return status == "processed"
+            return [row.status for row in await journal_statuses(engine) if row.message_id == message_id] == [
+                "processed"
+            ]
 
         await wait_until(processed, timeout=30, interval=0.1)
     finally:

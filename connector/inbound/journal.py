@@ -28,7 +28,6 @@ def journal_row(message: dict[str, Any], received_at: datetime, source: str) -> 
         "type": message["type"],
         "payload": message,
         "received_at": received_at,
-        "status": "pending",
         "source": source,
     }
 

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector import usage
 from connector.db import any_of, insert, is_postgres
+from connector.journal import settle
 from connector.models import (
     ActivityEntry,
     AudienceMembership,
@@ -334,19 +335,16 @@ async def _blank_messages(conn: AsyncConnection, erasure: Erasure) -> set[str]:
     if not conditions:
         return set()
     blanked = (
-        (
-            await conn.execute(
-                journal.update()
-                .where(sa.or_(*conditions))
-                .values(payload={}, status="processed", error=None)
-                .returning(journal.c.message_id)
-            )
+        await conn.execute(
+            journal.update()
+            .where(sa.or_(*conditions))
+            .values(payload={}, error=None)
+            .returning(journal.c.id, journal.c.message_id)
         )
-        .scalars()
-        .all()
-    )
+    ).all()
+    await settle(conn, [row.id for row in blanked])  # processed: nothing of them is left to apply
     erasure.count("journal", len(blanked))
-    return set(blanked)
+    return {row.message_id for row in blanked}
 
 
 async def _delete_dead_letters(conn: AsyncConnection, erasure: Erasure) -> None:

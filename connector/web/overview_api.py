@@ -25,12 +25,12 @@ from starlette.routing import Route
 
 from connector.activity import activity_log
 from connector.db import epoch_minute
-from connector.models import JournalEntry, utcnow
+from connector.journal import JOURNAL_WITH_QUEUE, STATUS, journal
+from connector.models import utcnow
 from connector.spec import format_timestamp
 from connector.web.admin import runtime_of
 from connector.web.auth import requires_admin
 
-journal = JournalEntry.__table__
 MINUTES = 24 * 60
 LAST_ERRORS = 10
 OUTCOMES = {"success": "sent", "skip": "skipped", "error": "retried", "dead_letter": "dead_lettered"}
@@ -52,9 +52,10 @@ async def incoming(conn: AsyncConnection, first: int, since: datetime) -> dict[s
     """Journal messages per minute, keyed `<type>.<status>` (identify.processed, track.failed, ...)."""
     minute = epoch_minute(conn, journal.c.received_at).label("minute")
     rows = await conn.execute(
-        sa.select(minute, journal.c.type, journal.c.status, sa.func.count())
+        sa.select(minute, journal.c.type, STATUS, sa.func.count())
+        .select_from(JOURNAL_WITH_QUEUE)
         .where(journal.c.received_at >= since)
-        .group_by(minute, journal.c.type, journal.c.status)
+        .group_by(minute, journal.c.type, STATUS)
     )
     return _series(((row[0], f"{row[1]}.{row[2]}", row[3]) for row in rows), first, ())
 
@@ -95,7 +96,7 @@ async def last_errors(conn: AsyncConnection) -> list[dict[str, Any]]:
     ]
     processed = await conn.execute(
         sa.select(journal.c.received_at, journal.c.message_id, journal.c.error)
-        .where(journal.c.status == "failed")
+        .where(journal.c.error.is_not(None))
         .order_by(journal.c.id.desc())
         .limit(LAST_ERRORS)
     )

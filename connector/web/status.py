@@ -21,14 +21,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from connector import __version__
-from connector.models import DeadLetter, JournalEntry, OutboxItem, SegmentApiAnswer, WorkerHeartbeat, utcnow
+from connector.journal import FAILED, PENDING, PROCESSED, journal, queue
+from connector.models import DeadLetter, OutboxItem, SegmentApiAnswer, WorkerHeartbeat, utcnow
 from connector.outbound.sender import write_key_hash
 from connector.settings import ConnectorSettings, mask_secret
 from connector.spec import format_timestamp
 from connector.web.admin import runtime_of
 from connector.web.auth import requires_admin
 
-journal = JournalEntry.__table__
 outbox = OutboxItem.__table__
 dead_letters = DeadLetter.__table__
 answers = SegmentApiAnswer.__table__
@@ -54,11 +54,21 @@ class Facts:
 
 
 async def gather(conn: AsyncConnection, write_key: str | None, now: datetime) -> Facts:
-    counts: dict[str, int] = dict(
-        (await conn.execute(sa.select(journal.c.status, sa.func.count()).group_by(journal.c.status))).all()
-    )
+    # Each count by its own index: the whole journal by its primary key, the queue, the failed rows' index.
+    total, pending, failed = (
+        await conn.execute(
+            sa.select(
+                sa.select(sa.func.count()).select_from(journal).scalar_subquery(),
+                sa.select(sa.func.count()).select_from(queue).scalar_subquery(),
+                sa.select(sa.func.count()).select_from(journal).where(journal.c.error.is_not(None)).scalar_subquery(),
+            )
+        )
+    ).one()
+    counts = {PENDING: pending, PROCESSED: total - pending - failed, FAILED: failed}
     oldest = (
-        await conn.execute(sa.select(sa.func.min(journal.c.received_at)).where(journal.c.status == "pending"))
+        await conn.execute(
+            sa.select(sa.func.min(journal.c.received_at)).join_from(queue, journal, journal.c.id == queue.c.id)
+        )
     ).scalar_one()
     depth, failing = (
         await conn.execute(sa.select(sa.func.count(), sa.func.count(outbox.c.failing_since)).select_from(outbox))
