@@ -170,3 +170,20 @@ async def test_an_event_stores_its_message_s_properties_and_context_and_a_page_s
         "s": {"name": "Own", "category": "App"},
     }
     assert all(stored_context == context for _, stored_context in stored.values())
+
+
+async def test_a_message_sent_again_after_it_was_processed_is_not_queued_or_applied_again(client, runtime):
+    track = {"type": "track", "userId": "u1", "event": "Order Completed", "messageId": "once"}
+    assert (await client.post("/v1/track", headers=basic_auth(), json=track)).status_code == 200
+    assert (await drain(runtime)).processed == 1
+    again = [track, {**track, "messageId": "new"}]  # a retried batch: one message already stored, one new
+    assert (await client.post("/v1/batch", headers=basic_auth(), json={"batch": again})).status_code == 200
+
+    assert [(row.message_id, row.status) for row in await journal_statuses(runtime.engine)] == [
+        ("once", "processed"),
+        ("new", "pending"),
+    ]
+    assert (await drain(runtime)).processed == 1
+    async with runtime.engine.connect() as conn:
+        stored = (await conn.execute(sa.select(Event.message_id).order_by(Event.id))).scalars().all()
+    assert stored == ["once", "new"]
