@@ -2,7 +2,7 @@
 
 A row is `pending` while its `journal_queue` row exists: the database inserts one with every journal row
 (migration 0008), and the transaction that applies or parks the message deletes it. A `failed` row keeps
-the reason it was parked in `error`; a row neither queued nor failed is `processed` (`status_of`).
+the reason it was parked in `error`; a row neither queued nor failed is `processed` (`STATUS`).
 
 Each row carries a partition derived from its message's identity (the anonymousId when present,
 else the userId), so every message of one visitor or one known user shares a partition. A batch
@@ -41,6 +41,11 @@ SETTLE_SLICE = 30_000
 
 journal = JournalEntry.__table__
 queue = JournalQueueEntry.__table__
+
+# A row's status, `pending`, `processed` or `failed`, over JOURNAL_WITH_QUEUE: an outer join, which
+# PostgreSQL runs as one hash join however many rows are counted.
+JOURNAL_WITH_QUEUE = journal.outerjoin(queue, queue.c.id == journal.c.id)
+STATUS = sa.case((queue.c.id.is_not(None), PENDING), (journal.c.error.is_not(None), FAILED), else_=PROCESSED)
 
 # The candidates are materialised first: were the lock attempt a filter of the partition scan (the planner
 # pushes it down into a subquery), every partition with work would be locked by one batch, and the
@@ -143,12 +148,6 @@ async def park(conn: AsyncConnection, journal_id: int, error: str) -> None:
     """The row failed for a reason not transient (a bug): out of the queue, with its reason."""
     await settle(conn, [journal_id])
     await conn.execute(journal.update().where(journal.c.id == journal_id).values(error=error))
-
-
-# A row's status, `pending`, `processed` or `failed`, over JOURNAL_WITH_QUEUE: an outer join, which
-# PostgreSQL runs as one hash join however many rows are counted.
-JOURNAL_WITH_QUEUE = journal.outerjoin(queue, queue.c.id == journal.c.id)
-STATUS = sa.case((queue.c.id.is_not(None), PENDING), (journal.c.error.is_not(None), FAILED), else_=PROCESSED)
 
 
 async def pending_count(engine: AsyncEngine) -> int:
