@@ -11,8 +11,10 @@ exists, and applying it deletes that row (~1 µs). A failed row keeps its `error
 neither queued nor failed. The database queues every journal row inserted (a trigger: the inbound,
 `COPY`, anything), so no writer can forget it.
 
-Everything runs in one transaction: on PostgreSQL CREATE TRIGGER locks the journal against inserts
-until the commit, so no row arrives between filling the queue and the trigger taking over. Web
+Everything but the index of failed rows runs in one transaction: on PostgreSQL CREATE TRIGGER locks
+the journal against inserts until the commit, so no row arrives between filling the queue and the
+trigger taking over; the statements in it read the pending and failed rows by their indexes, not the
+whole journal. The index of failed rows is then built CONCURRENTLY. Web
 dynos of the previous release still name `status` when they insert: from the commit until they are
 replaced, their inbound writes fail and are answered 503, which Segment and its libraries retry.
 SQLite recreates the table to drop the columns (batch mode), which drops its triggers: the trigger
@@ -65,19 +67,28 @@ def upgrade() -> None:
     if postgres:
         for statement in POSTGRESQL_TRIGGER:
             op.execute(statement)
-    op.execute("INSERT INTO journal_queue (id, partition) SELECT id, partition FROM inbound_journal WHERE status = 'pending'")
-    # A failed row is told by its error from now on; a row the previous code left otherwise must not look failed.
+    op.execute(
+        "INSERT INTO journal_queue (id, partition) SELECT id, partition FROM inbound_journal WHERE status = 'pending'"
+    )
+    # A failed row is told by its error from now on (the previous code always gave one, and cleared it otherwise).
     op.execute("UPDATE inbound_journal SET error = 'failed' WHERE status = 'failed' AND error IS NULL")
-    op.execute("UPDATE inbound_journal SET error = NULL WHERE status <> 'failed' AND error IS NOT NULL")
     for name in (*PENDING_INDEXES, "ix_inbound_journal_status_processed_at"):
         op.drop_index(name, table_name="inbound_journal")
     with op.batch_alter_table("inbound_journal") as batch:
         batch.drop_column("status")
         batch.drop_column("processed_at")
-    failed = sa.text("error IS NOT NULL")
-    op.create_index("ix_inbound_journal_failed", "inbound_journal", ["id"], sqlite_where=failed, postgresql_where=failed)
     if not postgres:
         op.execute(SQLITE_TRIGGER)
+    failed = sa.text("error IS NOT NULL")
+    with op.get_context().autocommit_block():  # after the commit: the build does not hold the inbound's writes
+        op.create_index(
+            "ix_inbound_journal_failed",
+            "inbound_journal",
+            ["id"],
+            sqlite_where=failed,
+            postgresql_where=failed,
+            postgresql_concurrently=True,
+        )
 
 
 def downgrade() -> None:
@@ -95,7 +106,9 @@ def downgrade() -> None:
     with op.batch_alter_table("inbound_journal") as batch:
         batch.alter_column("status", server_default=None)
     pending = sa.text("status = 'pending'")
-    op.create_index("ix_inbound_journal_pending", "inbound_journal", ["id"], sqlite_where=pending, postgresql_where=pending)
+    op.create_index(
+        "ix_inbound_journal_pending", "inbound_journal", ["id"], sqlite_where=pending, postgresql_where=pending
+    )
     op.create_index(
         "ix_inbound_journal_pending_partition",
         "inbound_journal",
