@@ -229,6 +229,37 @@ async def test_an_erased_user_leaves_no_segment_event_state(client, runtime, seg
         assert (await conn.execute(sa.select(delivery_state.c.key))).scalars().all() == []
 
 
+@pytest.mark.parametrize("known_plan", ["pro", "free"])  # the survivor with a record of its own, or without
+async def test_a_merged_visitor_s_segment_event_record_goes_to_the_survivor_and_an_erasure_leaves_none(
+    client, runtime, segment_api, known_plan
+):
+    segment = await create_segment(client, "Pro Users", PRO)
+    await configure(runtime, segment_api, segment_events=[PRO_EVENTS])
+    await sent_after(client, runtime, segment_api, identify(known_plan))
+    visitor = {"type": "identify", "anonymousId": "a-9", "traits": {"email": "ada@example.com", "plan": "pro"}}
+    [added] = await sent_after(client, runtime, segment_api, visitor)
+    assert (added["event"], added["anonymousId"]) == ("Pro Started", "a-9")
+
+    # The visitor logs in: its profile is merged into u-1's, whose plan is now the visitor's newer "pro".
+    merged = await sent_after(client, runtime, segment_api, {"type": "identify", "userId": "u-1", "anonymousId": "a-9"})
+    # Without a record of its own, u-1 takes the visitor's: Segment last heard of this member without seats.
+    updated = [("Pro Updated", "u-1", {"email": "ada@example.com", "seat_count": 3})]
+    assert summary(merged) == ([] if known_plan == "pro" else updated)
+    user = await user_id_of(runtime, "u-1")
+    async with runtime.engine.connect() as conn:
+        keys = (
+            (await conn.execute(sa.select(delivery_state.c.key).where(delivery_state.c.key.like("segment_event:%"))))
+            .scalars()
+            .all()
+        )
+    assert keys == [f"segment_event:{user}:{segment}"]
+
+    response = await client.delete("/api/users", headers=admin_auth(), params={"user_id": "u-1"})
+    assert response.status_code == 200, response.text
+    async with runtime.engine.connect() as conn:
+        assert (await conn.execute(sa.select(delivery_state.c.key))).scalars().all() == []
+
+
 async def test_leaving_and_coming_back_between_two_sends_is_removed_then_added_not_changed(
     client, runtime, segment_api
 ):

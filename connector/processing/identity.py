@@ -375,6 +375,28 @@ async def _merge_delivered(conn: AsyncConnection, target: int, loser: int) -> No
         else:
             await conn.execute(delivered.update().where(delivered.c.key == f"{kind}:{target}").values(**values))
         await conn.execute(delivered.delete().where(delivered.c.key == gone.key))
+    await _merge_segment_event_records(conn, target, loser)
+
+
+async def _merge_segment_event_records(conn: AsyncConnection, target: int, loser: int) -> None:
+    """The loser's record of what Segment last received for a segment's events (`segment_event:<user>:<segment>`,
+    outbound/builders.py) becomes the survivor's where the survivor has none of its own, and goes otherwise:
+    none is left under a profile that no longer exists, where an erasure of the survivor would not find it."""
+
+    def records_of(user_id: int) -> Any:
+        return sa.select(delivered.c.key).where(
+            delivered.c.key.startswith(f"segment_event:{user_id}:", autoescape=True)
+        )
+
+    kept = {key.rsplit(":", 1)[1] for key in (await conn.scalars(records_of(target))).all()}
+    for key in (await conn.scalars(records_of(loser))).all():
+        segment = key.rsplit(":", 1)[1]
+        if segment in kept:
+            await conn.execute(delivered.delete().where(delivered.c.key == key))
+        else:
+            await conn.execute(
+                delivered.update().where(delivered.c.key == key).values(key=f"segment_event:{target}:{segment}")
+            )
 
 
 async def merge_users(conn: AsyncConnection, target: int, loser: int, message_id: str, now: datetime) -> None:
