@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
-from conftest import admin_auth, basic_auth, drain, wait_until
+from conftest import admin_auth, basic_auth, drain, journal_status_counts, wait_until
 from fake_segment import configure, send_all, user_id_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -195,6 +195,8 @@ async def test_an_erased_person_leaves_nothing_in_any_table_and_stays_out_until_
     assert response.status_code == 200, response.text
     assert response.json()["id"] == ada
     assert response.json()["erased"]["events"] >= 3
+    # Her message still pending was blanked and settled with her erasure: it is never applied.
+    assert "pending" not in await journal_status_counts(runtime.engine)
 
     assert await search(runtime, ADA_NEEDLES) == {}
     async with runtime.engine.connect() as conn:
