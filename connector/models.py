@@ -380,6 +380,15 @@ class WorkerHeartbeat(TableModel, table=True):
     beat_at: datetime = _time()
 
 
+class ScheduledRun(TableModel, table=True):
+    """When a piece of scheduled work last ran (`icp`: every account scored again), shared by the workers."""
+
+    __tablename__ = "scheduled_runs"
+
+    name: str = Field(max_length=64, primary_key=True)
+    ran_at: datetime = _time()
+
+
 class SegmentApiAnswer(TableModel, table=True):
     """The last answer Segment's API gave for a write key (kept by its hash, never the key)."""
 

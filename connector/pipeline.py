@@ -34,13 +34,14 @@ from connector.logs import get_logger
 from connector.metrics import JOURNAL_LAG, PROCESS_LATENCY, PROCESS_RETRIES
 from connector.models import utcnow
 from connector.processing import personas, privacy, processor
-from connector.segments import icp, membership
+from connector.segments import icp, membership, schedule
 from connector.settings import ConnectorSettings
 from connector.settings_store import SettingsStore
 
 RETRY_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # seconds, each jittered by +-50 %
 CONTENTION_ATTEMPTS = 5
 RESCAN_PAGE = 1000
+ICP_RUN = "icp"  # the ICP schedule's name in scheduled_runs
 log = get_logger()
 
 
@@ -163,11 +164,16 @@ async def save_settings(
     return version, after
 
 
-async def rescore_accounts(engine: AsyncEngine, settings: ConnectorSettings, now: datetime | None = None) -> int:
-    """Score every account again with the SQL compiler (the schedule, see icp.due_on_schedule); returns how
-    many scores changed."""
+async def rescore_accounts(
+    engine: AsyncEngine, settings: ConnectorSettings, now: datetime | None = None, every: float | None = None
+) -> int:
+    """Score every account again with the SQL compiler; returns how many scores changed. With `every` (seconds:
+    the schedule, see icp.due_on_schedule) only if no worker did within that time, else 0."""
+    now = now or utcnow()
     async with engine.begin() as conn:
-        changed = await icp.recompute(conn, settings.icp, now or utcnow())
+        if every is not None and not await schedule.claim_run(conn, ICP_RUN, every, now):
+            return 0
+        changed = await icp.recompute(conn, settings.icp, now)
         await carry(conn, settings, Changes(accounts=changed))
     if changed:
         log.info("icp.rescored", changed=len(changed))

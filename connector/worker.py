@@ -126,9 +126,7 @@ async def process_forever(runtime: Runtime, stop: asyncio.Event) -> None:
     """Process the journal, then the segment schedule, until asked to stop.
 
     The ICP scores are recomputed on the segment schedule too when their rules need it
-    (icp.due_on_schedule), counted from this process's start: each worker does it, which is harmless
-    (a second pass finds nothing changed)."""
-    rescored_at: float | None = None
+    (icp.due_on_schedule): by one worker per interval, whichever claims it first (schedule.claim_run)."""
     while not stop.is_set():
         try:
             changes = await run_once(runtime, stop)
@@ -136,10 +134,8 @@ async def process_forever(runtime: Runtime, stop: asyncio.Event) -> None:
                 await journal_lag(runtime.engine)
                 await recompute_due(runtime.engine, runtime.env.segment_recompute_seconds)
                 settings = await runtime.settings.current()
-                since = None if rescored_at is None else time.monotonic() - rescored_at
-                if due_on_schedule(settings.icp) and (since is None or since >= runtime.env.segment_recompute_seconds):
-                    await rescore_accounts(runtime.engine, settings)
-                    rescored_at = time.monotonic()
+                if due_on_schedule(settings.icp):
+                    await rescore_accounts(runtime.engine, settings, every=runtime.env.segment_recompute_seconds)
             if changes.processed or changes.failed:
                 log.info(
                     "worker.batch.done", processed=changes.processed, failed=changes.failed, skipped=changes.skipped

@@ -4,13 +4,16 @@ Scores and fits are written here by hand for a set of accounts, then after a cha
 a change of an account and the removal of the setting; on SQLite and PostgreSQL.
 """
 
+import asyncio
 from datetime import timedelta
 
+import pytest
 from conftest import admin_auth, basic_auth, drain
 from fake_segment import configure, send_all
 
 from connector.models import utcnow
 from connector.pipeline import rescore_accounts
+from connector.segments import schedule
 from connector.segments.icp import due_on_schedule, fit_of
 from connector.settings import IcpSettings
 from connector.spec import format_timestamp
@@ -232,3 +235,47 @@ async def test_a_rule_on_usage_is_rescored_on_the_schedule_as_time_passes(client
     assert await rescore_accounts(runtime.engine, settings, now + timedelta(days=28)) == 0  # still in the window
     assert await rescore_accounts(runtime.engine, settings, now + timedelta(days=31)) == 1
     assert (await account(client, "acme"))["icp"] == {"score": 0, "fit": "poor"}
+
+
+async def test_the_icp_schedule_runs_once_per_interval_whichever_worker_asks(client, runtime):
+    icp = {
+        "rules": [{"rule": {"attribute": "usage.events_30d", "op": "gte", "value": 1}, "points": 10}],
+        "good_at": 10,
+        "medium_at": 5,
+    }
+    assert (await put_settings(client, handle_accounts=True, icp=icp)).status_code == 200
+    await group(client, "acme", {})
+    now = utcnow()
+    track = {"userId": "user-of-acme", "event": "Feature Used", "properties": {"feature": "export"}}
+    assert (await client.post("/v1/track", headers=basic_auth(), json=track)).status_code == 200
+    await drain(runtime)
+    assert (await account(client, "acme"))["icp"] == {"score": 10, "fit": "good"}
+
+    settings, every = await runtime.settings.current(), timedelta(days=5).total_seconds()
+    # The first run of the schedule: the event is still within 30 days, nothing changes.
+    assert await rescore_accounts(runtime.engine, settings, now + timedelta(days=28), every=every) == 0
+    # Three days later the event is out of the window, but the schedule ran two days ago: not again yet.
+    assert await rescore_accounts(runtime.engine, settings, now + timedelta(days=31), every=every) == 0
+    assert (await account(client, "acme"))["icp"] == {"score": 10, "fit": "good"}
+    # Once the interval has passed since that run, whichever worker asks next runs it.
+    assert await rescore_accounts(runtime.engine, settings, now + timedelta(days=34), every=every) == 1
+    assert (await account(client, "acme"))["icp"] == {"score": 0, "fit": "poor"}
+
+
+@pytest.mark.postgres_only  # SQLite runs one worker
+async def test_of_two_workers_asking_at_once_one_runs_the_schedule_and_the_other_waits_then_skips(runtime):
+    now = utcnow()
+    async with runtime.engine.begin() as conn:  # a run two minutes ago: its record exists, and is stale
+        assert await schedule.claim_run(conn, "icp", 60, now - timedelta(seconds=120))
+    async with runtime.engine.connect() as first, runtime.engine.connect() as second:
+        await first.begin()
+        await second.begin()
+        assert await schedule.claim_run(first, "icp", 60, now)
+        waiting = asyncio.create_task(schedule.claim_run(second, "icp", 60, now + timedelta(seconds=1)))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # held by the first worker's run until it ends
+        await first.commit()
+        assert await waiting is False
+        await second.commit()
+    async with runtime.engine.begin() as conn:
+        assert await schedule.claim_run(conn, "icp", 60, now + timedelta(seconds=61))  # due again
