@@ -5,7 +5,7 @@ a change of an account and the removal of the setting; on SQLite and PostgreSQL.
 """
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from conftest import admin_auth, basic_auth, drain
@@ -205,18 +205,18 @@ async def test_icp_is_sent_in_group_and_identify_traits(client, runtime, segment
     assert group_call["traits"] == {"icp_score": 90, "icp_fit": "good"}
 
 
-async def test_a_rule_on_usage_is_rescored_on_the_schedule_as_time_passes(client, runtime):
-    icp = {
-        "rules": [{"rule": {"attribute": "usage.events_30d", "op": "gte", "value": 3}, "points": 10}],
-        "good_at": 10,
-        "medium_at": 5,
-    }
-    assert (await put_settings(client, handle_accounts=True, icp=icp)).status_code == 200
-    assert due_on_schedule(IcpSettings.model_validate(icp))
-    assert not due_on_schedule(IcpSettings.model_validate(ICP))
+def usage_icp(events: int) -> dict:
+    """An ICP that scores an account good with at least `events` events in the last 30 days."""
+    rule = {"attribute": "usage.events_30d", "op": "gte", "value": events}
+    return {"rules": [{"rule": rule, "points": 10}], "good_at": 10, "medium_at": 5}
+
+
+async def acme_scored_on_usage(client, runtime, events: int) -> datetime:
+    """Acme with `events` recent events, scored good by usage_icp(events); returns the time of the last one."""
+    assert (await put_settings(client, handle_accounts=True, icp=usage_icp(events))).status_code == 200
     await group(client, "acme", {})
     now = utcnow()
-    for number in range(3):
+    for number in range(events):
         response = await client.post(
             "/v1/track",
             headers=basic_auth(),
@@ -230,6 +230,13 @@ async def test_a_rule_on_usage_is_rescored_on_the_schedule_as_time_passes(client
         assert response.status_code == 200
     await drain(runtime)
     assert (await account(client, "acme"))["icp"] == {"score": 10, "fit": "good"}
+    return now
+
+
+async def test_a_rule_on_usage_is_rescored_on_the_schedule_as_time_passes(client, runtime):
+    assert due_on_schedule(IcpSettings.model_validate(usage_icp(3)))
+    assert not due_on_schedule(IcpSettings.model_validate(ICP))
+    now = await acme_scored_on_usage(client, runtime, events=3)
 
     settings = await runtime.settings.current()
     assert await rescore_accounts(runtime.engine, settings, now + timedelta(days=28)) == 0  # still in the window
@@ -238,18 +245,7 @@ async def test_a_rule_on_usage_is_rescored_on_the_schedule_as_time_passes(client
 
 
 async def test_the_icp_schedule_runs_once_per_interval_whichever_worker_asks(client, runtime):
-    icp = {
-        "rules": [{"rule": {"attribute": "usage.events_30d", "op": "gte", "value": 1}, "points": 10}],
-        "good_at": 10,
-        "medium_at": 5,
-    }
-    assert (await put_settings(client, handle_accounts=True, icp=icp)).status_code == 200
-    await group(client, "acme", {})
-    now = utcnow()
-    track = {"userId": "user-of-acme", "event": "Feature Used", "properties": {"feature": "export"}}
-    assert (await client.post("/v1/track", headers=basic_auth(), json=track)).status_code == 200
-    await drain(runtime)
-    assert (await account(client, "acme"))["icp"] == {"score": 10, "fit": "good"}
+    now = await acme_scored_on_usage(client, runtime, events=1)
 
     settings, every = await runtime.settings.current(), timedelta(days=5).total_seconds()
     # The first run of the schedule: the event is still within 30 days, nothing changes.
