@@ -20,8 +20,23 @@ USER, ACCOUNT, EVENT, TRANSITION = "user", "account", "event", "transition"
 MEMBER = "member"  # a resync's segment event for one membership: member:<segment id>-<entity id>
 
 
+# A delivery_state key that processing/ (merges, erasure) and outbound/ (builders) both use: what Segment last
+# received in the segment events of one membership.
+SEGMENT_EVENT_STATE = "segment_event"
+
+
 def outbox_key(kind: str, entity_id: int | str) -> str:
     return f"{kind}:{entity_id}"
+
+
+def segment_state_prefix(user_id: int) -> str:
+    """What the delivery_state keys of one user's segment-event records begin with."""
+    return f"{SEGMENT_EVENT_STATE}:{user_id}:"
+
+
+def segment_state_key(user_id: int, segment_id: int) -> str:
+    """The delivery_state key of what Segment last received in the segment events of one membership."""
+    return f"{segment_state_prefix(user_id)}{segment_id}"
 
 
 async def enqueue(conn: AsyncConnection, kind: str, ids: Iterable[int | str]) -> None:

@@ -55,7 +55,7 @@ from connector.models import (
     utcnow,
 )
 from connector.outbound.guard import payload_hash, stamp
-from connector.outbox import ACCOUNT, EVENT, MEMBER, TRANSITION, USER
+from connector.outbox import ACCOUNT, EVENT, MEMBER, TRANSITION, USER, segment_state_key
 from connector.settings import (
     ALL,
     COMPUTED_ROOTS,
@@ -78,7 +78,6 @@ transitions = SegmentTransition.__table__
 delivery_state = DeliveryState.__table__
 
 MESSAGE_ID_PREFIX = "hsc"
-SEGMENT_EVENT_STATE = "segment_event"
 
 
 @dataclass
@@ -345,11 +344,6 @@ async def _load(
             )
         }
     return data
-
-
-def segment_state_key(user_id: int, segment_id: int) -> str:
-    """The delivery_state key of what Segment last received in the segment events of one membership."""
-    return f"{SEGMENT_EVENT_STATE}:{user_id}:{segment_id}"
 
 
 def _wanted(settings: ConnectorSettings, data: _Data) -> dict[str, list[Property]]:

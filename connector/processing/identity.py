@@ -20,6 +20,7 @@ from connector import activity
 from connector.computed import merge_users as merge_computed
 from connector.db import any_of, is_postgres
 from connector.models import DeliveryState, Event, IdentityAudit, Segment, SegmentMembership, User, UserIdentifier
+from connector.outbox import segment_state_key, segment_state_prefix
 from connector.processing.accounts import stronger_link
 from connector.processing.traits import merge_traits
 from connector.spec import clean_id
@@ -379,24 +380,22 @@ async def _merge_delivered(conn: AsyncConnection, target: int, loser: int) -> No
 
 
 async def _merge_segment_event_records(conn: AsyncConnection, target: int, loser: int) -> None:
-    """The loser's record of what Segment last received for a segment's events (`segment_event:<user>:<segment>`,
-    outbound/builders.py) becomes the survivor's where the survivor has none of its own, and goes otherwise:
-    none is left under a profile that no longer exists, where an erasure of the survivor would not find it."""
+    """The loser's record of what Segment last received for a segment's events (outbox.segment_state_key) becomes
+    the survivor's where the survivor has none of its own, and goes otherwise: none is left under a profile that
+    no longer exists, where an erasure of the survivor would not find it."""
 
-    def records_of(user_id: int) -> Any:
-        return sa.select(delivered.c.key).where(
-            delivered.c.key.startswith(f"segment_event:{user_id}:", autoescape=True)
-        )
+    async def segments_recorded(user_id: int) -> list[int]:
+        prefix = segment_state_prefix(user_id)
+        keys = await conn.scalars(sa.select(delivered.c.key).where(delivered.c.key.startswith(prefix, autoescape=True)))
+        return [int(key.removeprefix(prefix)) for key in keys.all()]
 
-    kept = {key.rsplit(":", 1)[1] for key in (await conn.scalars(records_of(target))).all()}
-    for key in (await conn.scalars(records_of(loser))).all():
-        segment = key.rsplit(":", 1)[1]
-        if segment in kept:
-            await conn.execute(delivered.delete().where(delivered.c.key == key))
+    kept = set(await segments_recorded(target))
+    for segment_id in await segments_recorded(loser):
+        key = delivered.c.key == segment_state_key(loser, segment_id)
+        if segment_id in kept:
+            await conn.execute(delivered.delete().where(key))
         else:
-            await conn.execute(
-                delivered.update().where(delivered.c.key == key).values(key=f"segment_event:{target}:{segment}")
-            )
+            await conn.execute(delivered.update().where(key).values(key=segment_state_key(target, segment_id)))
 
 
 async def merge_users(conn: AsyncConnection, target: int, loser: int, message_id: str, now: datetime) -> None:

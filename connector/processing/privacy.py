@@ -53,6 +53,7 @@ from connector.models import (
     User,
     UserIdentifier,
 )
+from connector.outbox import segment_state_prefix
 from connector.processing.identity import ANONYMOUS_ID, EMAIL, PREVIOUS_USER_ID, USER_ID, Claim
 from connector.spec import clean_id
 
@@ -257,8 +258,8 @@ async def _erase_profile(conn: AsyncConnection, user_id: int, erasure: Erasure) 
         delivery_state.delete().where(
             sa.or_(
                 delivery_state.c.key.in_([f"identify:{user_id}", f"group:{user_id}"]),
-                # what its segment events last carried (builders.segment_state_key)
-                delivery_state.c.key.startswith(f"segment_event:{user_id}:", autoescape=True),
+                # what its segment events last carried (outbox.segment_state_key)
+                delivery_state.c.key.startswith(segment_state_prefix(user_id), autoescape=True),
             )
         ),
         erasure,
