@@ -42,8 +42,8 @@ SETTLE_SLICE = 30_000
 journal = JournalEntry.__table__
 queue = JournalQueueEntry.__table__
 
-# A row's status, `pending`, `processed` or `failed`, over JOURNAL_WITH_QUEUE: an outer join, which
-# PostgreSQL runs as one hash join however many rows are counted.
+# A row's status, `pending`, `processed` or `failed`, over JOURNAL_WITH_QUEUE: the journal outer-joined to
+# the queue by id, so the status of many rows is read in one pass rather than a lookup per row.
 JOURNAL_WITH_QUEUE = journal.outerjoin(queue, queue.c.id == journal.c.id)
 STATUS = sa.case((queue.c.id.is_not(None), PENDING), (journal.c.error.is_not(None), FAILED), else_=PROCESSED)
 
@@ -103,8 +103,8 @@ async def lease(conn: AsyncConnection, limit: int) -> Sequence[Any]:
         )
     ).subquery()
     ids = (await conn.scalars(sa.select(per_partition.c.id).order_by(per_partition.c.id).limit(limit))).all()
-    rows = sa.select(journal.c.id, _PROCESSOR_PAYLOAD, journal.c.source, journal.c.partition)
-    return (await conn.execute(rows.where(any_of(conn, journal.c.id, ids)).order_by(journal.c.id))).all()
+    rows = _rows(conn).where(any_of(conn, journal.c.id, ids)).order_by(journal.c.id)
+    return (await conn.execute(rows)).all()
 
 
 async def lease_row(conn: AsyncConnection, journal_id: int) -> Sequence[Any]:
@@ -119,11 +119,14 @@ async def lease_row(conn: AsyncConnection, journal_id: int) -> Sequence[Any]:
     return (await conn.execute(_pending_rows(conn).where(queue.c.id == journal_id))).all()
 
 
-def _pending_rows(conn: AsyncConnection) -> Any:
+def _rows(conn: AsyncConnection) -> Any:
+    """The journal's rows as a batch reads them: (id, payload, source, partition)."""
     payload = _PROCESSOR_PAYLOAD if is_postgres(conn) else journal.c.payload
-    return sa.select(journal.c.id, payload, journal.c.source, journal.c.partition).join_from(
-        queue, journal, journal.c.id == queue.c.id
-    )
+    return sa.select(journal.c.id, payload, journal.c.source, journal.c.partition)
+
+
+def _pending_rows(conn: AsyncConnection) -> Any:
+    return _rows(conn).join_from(queue, journal, journal.c.id == queue.c.id)
 
 
 async def _share_journal(conn: AsyncConnection) -> None:

@@ -54,7 +54,7 @@ class Facts:
 
 
 async def gather(conn: AsyncConnection, write_key: str | None, now: datetime) -> Facts:
-    # Each count by its own index: the whole journal by its primary key, the queue, the failed rows' index.
+    # Counted apart: the queue alone for the pending, the failed rows' partial index for the failed.
     total, pending, failed = (
         await conn.execute(
             sa.select(
