@@ -281,6 +281,9 @@ class SegmentTransition(TableModel, table=True):
     transition: str = Field(max_length=8)  # entered, exited
     initial: bool = False
     at: datetime = _time(index=True)  # the segment list counts the last 24 hours by it
+    # Written when the segment is deleted, on its transitions: what the settings said of it just before (its
+    # segment_events entry, whether it was synchronized), since the deletion takes it out of them.
+    retired: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(JSONType, nullable=True))
 
 
 # --- outbound --------------------------------------------------------------
@@ -321,6 +324,8 @@ class DeliveryState(TableModel, table=True):
     )
     in_filter: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
     delivered_at: datetime = _time()
+    # The account a group call was about (None before migration 0010: taken as the user's account).
+    account_id: int | None = Field(default=None, sa_type=BigId)
 
 
 class DeadLetter(TableModel, table=True):

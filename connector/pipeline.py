@@ -33,9 +33,10 @@ from connector.db import is_contention, is_transient
 from connector.logs import get_logger
 from connector.metrics import JOURNAL_LAG, PROCESS_LATENCY, PROCESS_RETRIES
 from connector.models import utcnow
+from connector.outbound import resync
 from connector.processing import personas, privacy, processor
 from connector.segments import icp, membership, schedule
-from connector.settings import ConnectorSettings
+from connector.settings import ALL, ConnectorSettings
 from connector.settings_store import SettingsStore
 
 RETRY_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # seconds, each jittered by +-50 %
@@ -151,17 +152,82 @@ async def erase_user(engine: AsyncEngine, settings: ConnectorSettings, user_id: 
 async def save_settings(
     engine: AsyncEngine, store: SettingsStore, changes: dict[str, Any]
 ) -> tuple[int, ConnectorSettings]:
-    """Save a settings change (the admin API); a new `icp` setting scores every account again in the same
-    transaction. Raises pydantic's ValidationError or rules.RuleError (an ICP rule) naming the field, and
+    """Save a settings change (the admin API); in the same transaction, a segment_events entry that starts
+    sending `changed` records what the segment's members hold now (resync.follow_members), and a new `icp`
+    setting scores every account again. Raises pydantic's ValidationError or rules.RuleError (an ICP rule) naming the field, and
     then stores nothing."""
     _, before = await store.current_version()
     async with engine.begin() as conn:
         version, after = await store.save_in(conn, changes)
+        await resync.follow_members(conn, before, after)
         if after.icp != before.icp:
             icp.check(after.icp)
             await carry(conn, after, Changes(accounts=await icp.recompute(conn, after.icp, utcnow())))
     store.remember((version, after))
     return version, after
+
+
+async def change_segment(engine: AsyncEngine, store: SettingsStore, segment_id: int, values: dict[str, Any]) -> bool:
+    """Rename a segment and/or change its rule (the admin API and the dashboard's editor), in one transaction:
+    a changed rule recomputes the members; a new name is carried into every setting that names the segment,
+    whatever else the same save changes, so its members stay in the filter and its segment events go on.
+    False if there is no such segment. Raises ValidationError if the settings cannot follow (nothing stored)."""
+    saved = None
+    async with engine.begin() as conn:
+        before = await membership.redefine(conn, segment_id, values, utcnow())
+        if before is None:
+            return False
+        if values.get("name", before.name) != before.name:
+            saved = await _follow_segment(conn, store, before.name, values["name"])
+    if saved is not None:
+        store.remember(saved)
+    return True
+
+
+async def delete_segment(engine: AsyncEngine, store: SettingsStore, segment_id: int) -> bool:
+    """Delete a segment: its members exit (sent as the settings in force said: `retired`), and it is taken out
+    of every setting that names it, in one transaction. False if there is no such segment."""
+    saved = None
+    async with engine.begin() as conn:
+        segment = await membership.locked(conn, segment_id)
+        if segment is None:
+            return False
+        _, settings = await store.current_version()
+        await membership.end(conn, segment_id, _retired(settings, segment.name, segment.entity))
+        saved = await _follow_segment(conn, store, segment.name, None)
+    if saved is not None:
+        store.remember(saved)
+    return True
+
+
+def _retired(settings: ConnectorSettings, name: str, entity: str) -> dict[str, Any]:
+    """What the settings say of a segment about to be deleted, for its exits (builders read it back)."""
+    synchronized = settings.synchronized_segments if entity == "user" else settings.synchronized_account_segments
+    entry = next((entry for entry in settings.segment_events if entry.segment == name), None)
+    return {
+        "synchronized": ALL in synchronized or name in synchronized,
+        "segment_events": entry.model_dump(mode="json") if entry is not None else None,
+    }
+
+
+async def _follow_segment(
+    conn: AsyncConnection, store: SettingsStore, old: str, new: str | None
+) -> tuple[int, ConnectorSettings] | None:
+    """The settings that name segment `old` name `new` instead (None: a deletion, the name is removed), saved in
+    the caller's transaction; the saved version, for the store to remember after the commit, or None."""
+    _, settings = await store.current_version()
+    changes: dict[str, Any] = {
+        field: [new if name == old else name for name in getattr(settings, field) if name != old or new is not None]
+        for field in ("synchronized_segments", "synchronized_account_segments")
+        if old in getattr(settings, field)
+    }
+    if any(entry.segment == old for entry in settings.segment_events):
+        changes["segment_events"] = [
+            entry if entry.segment != old else entry.model_copy(update={"segment": new})
+            for entry in settings.segment_events
+            if entry.segment != old or new is not None
+        ]
+    return await store.save_in(conn, changes) if changes else None
 
 
 async def rescore_accounts(

@@ -34,6 +34,7 @@ from starlette.routing import Route
 from connector import outbox
 from connector.models import Segment, SegmentMembership, SegmentTransition, UserIdentifier, utcnow
 from connector.outbound.sender import Sender
+from connector.pipeline import save_settings
 
 
 @dataclass
@@ -171,7 +172,10 @@ def segment_api() -> Iterator[FakeSegment]:
 
 
 async def configure(runtime: Any, fake: FakeSegment, **settings: Any) -> None:
-    await runtime.settings.save({"write_key": fake.write_key, "segment_api_host": fake.url, **settings})
+    """Settings saved as the admin API saves them (what a save carries out with it included), sending to `fake`."""
+    await save_settings(
+        runtime.engine, runtime.settings, {"write_key": fake.write_key, "segment_api_host": fake.url, **settings}
+    )
 
 
 async def post_batch(client: Any, *messages: dict[str, Any]) -> None:

@@ -5,33 +5,13 @@ what a round reports as skipped. Expected messages are written out by hand.
 
 from datetime import UTC, datetime
 
-import pytest
 from conftest import basic_auth, drain
 from fake_segment import add_segment, add_transition, configure, of_type, send_all, user_id_of
 
 from connector.models import SegmentTransition
-from connector.outbound.builders import snake_case
 from connector.outbound.sender import Sender
 
 transitions = SegmentTransition.__table__
-
-
-@pytest.mark.parametrize(
-    "name,trait",
-    [
-        ("Paying Customers", "paying_customers"),
-        ("PayingCustomers", "paying_customers"),
-        ("payingCustomers2024", "paying_customers2024"),
-        ("plan2Pro", "plan2_pro"),
-        ("  VIP users  ", "vip_users"),
-        ("X Men", "x_men"),
-        ("Xylophone Fans", "xylophone_fans"),
-        ("__Trial__Users__", "trial_users"),
-        ("Churn-risk (Q3)", "churn_risk_q3"),
-    ],
-)
-def test_a_segment_is_sent_as_an_engage_style_snake_case_trait(name, trait):
-    assert snake_case(name) == trait
 
 
 async def post(client, *messages):

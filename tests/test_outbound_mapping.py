@@ -223,3 +223,30 @@ async def test_a_bad_mapping_or_segment_event_is_refused_naming_the_entry(client
     [error] = response.json()["errors"]
     assert error["field"] == field and message in error["message"], error
     assert (await client.get("/api/settings", headers=admin_auth())).json() == before
+
+
+@pytest.mark.parametrize("synchronized_account_segments", [["ALL"], []])
+async def test_an_account_change_resends_the_identifies_that_map_its_attributes(
+    client, runtime, segment_api, synchronized_account_segments
+):
+    await configure(
+        runtime,
+        segment_api,
+        synchronized_segments=["ALL"],
+        handle_accounts=True,
+        synchronized_account_segments=synchronized_account_segments,
+        synchronized_properties=["email", {"from": "account.traits.employees", "to": "company_size"}],
+        synchronized_account_properties=["employees"],
+    )
+    ada = {"type": "group", "userId": "ada", "groupId": "acme", "traits": {"employees": 10}}
+    await sent_after(
+        client, runtime, segment_api, ada, {"type": "identify", "userId": "ada", "traits": {"email": "a@x.io"}}
+    )
+    # A colleague's group call changes the account: Ada's identify carries the new size too.
+    colleague = {"type": "group", "userId": "bob", "groupId": "acme", "traits": {"employees": 500}}
+    sent = await sent_after(client, runtime, segment_api, colleague)
+    identifies = {message["userId"]: message["traits"] for message in of_type(sent, "identify")}
+    assert identifies["ada"] == {"email": "a@x.io", "company_size": 500, "hull_segments": []}
+    assert identifies["bob"] == {"company_size": 500, "hull_segments": []}
+    # Nothing changed since: nothing is sent again.
+    assert of_type(await sent_after(client, runtime, segment_api, colleague), "identify") == []

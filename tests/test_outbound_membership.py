@@ -185,3 +185,67 @@ async def test_renaming_a_synchronized_segment_keeps_its_members_in_the_filter(c
     )
     [identify] = of_type(later, "identify")
     assert identify["traits"]["email"] == "ada@example.com" and identify["traits"]["hull_segments"] == ["Professionals"]
+
+
+async def test_a_rename_saved_with_its_rule_keeps_the_members_in_the_filter(client, runtime, segment_api):
+    segment_id = await create_segment(client, "Pro Users", PRO)
+    await configure(runtime, segment_api, synchronized_segments=["Pro Users"], synchronized_properties=["plan"])
+    await sent_after(client, runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}})
+    # The dashboard's editor saves name and rule together.
+    rule = {"attribute": "traits.plan", "op": "in", "value": ["pro", "team"]}
+    saved = await client.put(
+        f"/api/segments/{segment_id}", headers=admin_auth(), json={"name": "Professionals", "rule": rule}
+    )
+    assert saved.status_code == 200, saved.text
+    settings = (await client.get("/api/settings", headers=admin_auth())).json()["settings"]
+    assert settings["synchronized_segments"] == ["Professionals"]
+    [identify] = of_type(await sent_after(client, runtime, segment_api), "identify")
+    assert identify["traits"] == {"plan": "pro", "hull_segments": ["Professionals"]}
+    later = await sent_after(
+        client, runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "team"}}
+    )
+    [identify] = of_type(later, "identify")
+    assert identify["traits"] == {"plan": "team", "hull_segments": ["Professionals"]}
+
+
+async def test_a_deleted_synchronized_segment_leaves_the_settings_after_its_exits_are_sent(
+    client, runtime, segment_api
+):
+    segment_id = await create_segment(client, "Pro Users", PRO)
+    await create_segment(client, "Everyone", {"attribute": "traits.plan", "op": "exists"})
+    await configure(
+        runtime,
+        segment_api,
+        synchronized_segments=["Pro Users", "Everyone"],
+        synchronized_account_segments=["Pro Users"],
+        segment_membership_traits=True,
+        entered_exited_events=True,
+    )
+    await sent_after(client, runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}})
+    assert (await client.delete(f"/api/segments/{segment_id}", headers=admin_auth())).status_code == 204
+    settings = (await client.get("/api/settings", headers=admin_auth())).json()["settings"]
+    assert settings["synchronized_segments"] == ["Everyone"] and settings["synchronized_account_segments"] == []
+    sent = await sent_after(client, runtime, segment_api)
+    [identify] = of_type(sent, "identify")
+    assert identify["traits"] == {"hull_segments": ["Everyone"], "pro_users": False, "everyone": True}
+    assert [m["properties"]["segment_name"] for m in of_type(sent, "track", "Segment Exited")] == ["Pro Users"]
+
+
+async def test_segment_entered_and_exited_are_sent_only_for_the_synchronized_segments(client, runtime, segment_api):
+    await create_segment(client, "Pro Users", PRO)
+    await create_segment(client, "Newsletter", {"attribute": "traits.newsletter", "op": "eq", "value": True})
+    await configure(runtime, segment_api, synchronized_segments=["Pro Users"], entered_exited_events=True)
+    joined = await sent_after(
+        client,
+        runtime,
+        segment_api,
+        {"type": "identify", "userId": "u-1", "traits": {"plan": "pro", "newsletter": True}},
+    )
+    # In the filter through Pro Users, a member of Newsletter too: only Pro Users' entry is announced.
+    assert [m["properties"]["segment_name"] for m in of_type(joined, "track", "Segment Entered")] == ["Pro Users"]
+    [identify] = of_type(joined, "identify")
+    assert identify["traits"]["hull_segments"] == ["Newsletter", "Pro Users"]
+    left = await sent_after(
+        client, runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"newsletter": False}}
+    )
+    assert of_type(left, "track") == []

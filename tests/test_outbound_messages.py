@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from connector import __version__, outbox
 from connector.metrics import SKIPPED_OUT
 from connector.models import utcnow
-from connector.outbound.builders import snake_case
 from connector.settings import trait_name
 
 STAMP = {
@@ -29,7 +28,7 @@ async def test_every_message_type_exact_json(client, runtime, segment_api):
     await configure(
         runtime,
         segment_api,
-        synchronized_segments=["Paying Customers"],
+        synchronized_segments=["Paying Customers", "Trial Users"],
         handle_accounts=True,
         synchronized_properties=["email", "traits_plan", "address/city", "account.employees"],
         segment_membership_traits=True,
@@ -353,12 +352,3 @@ async def test_computed_attributes_are_sent_like_traits(client, runtime, segment
     }
     group = of_type(segment_api.messages, "group")[-1]
     assert group["traits"]["usage_top_features"] == ["export", "search"]
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.text(min_size=1, max_size=40))
-def test_segment_trait_names_are_snake_case(name):
-    snake = snake_case(name)
-    assert re.fullmatch(r"([a-z0-9]+(_[a-z0-9]+)*)?", snake)
-    assert snake_case(snake) == snake
-    assert snake_case("Paying Customers") == "paying_customers" and snake_case("VIP users") == "vip_users"

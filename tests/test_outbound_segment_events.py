@@ -133,16 +133,44 @@ async def test_initial_members_get_added_only_with_send_initial_results(
     assert summary(changed) == [("Pro Updated", "u-1", {"email": "ada@example.com", "seat_count": 4})]
 
 
-async def test_a_member_from_before_the_entry_is_followed_from_its_next_change(client, runtime, segment_api):
-    await create_segment(client, "Pro Users", PRO)
-    await configure(runtime, segment_api, segment_events=[])
-    await sent_after(client, runtime, segment_api, identify("pro"))
-    await configure(runtime, segment_api, segment_events=[PRO_EVENTS])
+async def test_a_member_from_before_the_entry_gets_changed_for_its_first_mapped_change(client, runtime, segment_api):
+    await create_segment(client, "Seat holders", PRO)
+    await configure(runtime, segment_api)
+    await sent_after(client, runtime, segment_api, identify("pro", seats=3))
+    entry = {
+        "segment": "Seat holders",
+        "changed": "Seats Changed",
+        "properties": [{"from": "traits.seats", "to": "seats"}],
+    }
+    saved = await client.put("/api/settings", headers=admin_auth(), json={"segment_events": [entry]})
+    assert saved.status_code == 200, saved.text
 
-    # First seen after the entry was configured: what Segment holds is unknown, so nothing is claimed as changed.
-    assert await sent_after(client, runtime, segment_api, identify("pro", seats=4)) == []
-    changed = await sent_after(client, runtime, segment_api, identify("pro", seats=6))
-    assert summary(changed) == [("Pro Updated", "u-1", {"email": "ada@example.com", "seat_count": 6})]
+    # Measured from what the member held when the entry was saved (3 seats), not taken silently as the baseline.
+    [changed] = await sent_after(client, runtime, segment_api, identify("pro", seats=5))
+    assert summary([changed]) == [("Seats Changed", "u-1", {"seats": 5})]
+    assert await sent_after(client, runtime, segment_api, identify("pro", seats=5, theme="dark")) == []
+    [again] = await sent_after(client, runtime, segment_api, identify("pro", seats=7))
+    assert summary([again]) == [("Seats Changed", "u-1", {"seats": 7})]
+
+    # Saving the settings again (the entry unchanged) moves nothing: the next change is still measured from 7.
+    assert (await client.put("/api/settings", headers=admin_auth(), json={"send_events": []})).status_code == 200
+    [third] = await sent_after(client, runtime, segment_api, identify("pro", seats=8))
+    assert summary([third]) == [("Seats Changed", "u-1", {"seats": 8})]
+
+
+async def test_a_member_of_an_account_segment_from_before_the_entry_gets_changed_for_its_first_change(
+    client, runtime, segment_api
+):
+    await create_segment(client, "Big Accounts", BIG, entity="account")
+    await configure(runtime, segment_api, handle_accounts=True)
+    group = {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"name": "Acme", "employees": 200}}
+    await sent_after(client, runtime, segment_api, group)
+    entry = {"segment": "Big Accounts", "changed": "Company Changed", "properties": ["name", "employees"]}
+    assert (
+        await client.put("/api/settings", headers=admin_auth(), json={"segment_events": [entry]})
+    ).status_code == 200
+    [changed] = await sent_after(client, runtime, segment_api, {**group, "traits": {"name": "Acme", "employees": 300}})
+    assert summary([changed]) == [("Company Changed", "u-1", {"name": "Acme", "employees": 300})]
 
 
 async def test_account_segment_events_go_to_each_user_of_the_account_with_its_properties(client, runtime, segment_api):
@@ -280,13 +308,34 @@ async def test_leaving_and_coming_back_between_two_sends_is_removed_then_added_n
     assert changed["event"] == "Pro Updated"
 
 
-async def test_a_deleted_segment_sends_removed_to_its_members(client, runtime, segment_api):
+async def test_a_deleted_segment_sends_removed_to_its_members_and_leaves_the_settings(client, runtime, segment_api):
+    segment = await create_segment(client, "Pro Users", PRO)
+    other = {**PRO_EVENTS, "segment": "Other", "added": "Other Started"}
+    await configure(runtime, segment_api, segment_events=[PRO_EVENTS, other])
+    await sent_after(client, runtime, segment_api, identify("pro"))
+    assert (await client.delete(f"/api/segments/{segment}", headers=admin_auth())).status_code == 204
+    settings = (await client.get("/api/settings", headers=admin_auth())).json()["settings"]
+    assert [entry["segment"] for entry in settings["segment_events"]] == ["Other"]
+    # Sent after the entry left the settings: as the settings said when the segment was deleted.
+    removed = await sent_after(client, runtime, segment_api)
+    assert summary(removed) == [("Pro Ended", "u-1", {"email": "ada@example.com", "seat_count": 3})]
+
+
+async def test_a_renamed_segment_keeps_its_segment_events(client, runtime, segment_api):
     segment = await create_segment(client, "Pro Users", PRO)
     await configure(runtime, segment_api, segment_events=[PRO_EVENTS])
     await sent_after(client, runtime, segment_api, identify("pro"))
-    assert (await client.delete(f"/api/segments/{segment}", headers=admin_auth())).status_code in (200, 204)
+    renamed = await client.put(f"/api/segments/{segment}", headers=admin_auth(), json={"name": "Professionals"})
+    assert renamed.status_code == 200, renamed.text
+    settings = (await client.get("/api/settings", headers=admin_auth())).json()["settings"]
+    assert [entry["segment"] for entry in settings["segment_events"]] == ["Professionals"]
+    assert settings["segment_events"][0]["changed"] == "Pro Updated"
+
+    changed = await sent_after(client, runtime, segment_api, identify("pro", seats=5))
+    assert summary(changed) == [("Pro Updated", "u-1", {"email": "ada@example.com", "seat_count": 5})]
+    assert (await client.delete(f"/api/segments/{segment}", headers=admin_auth())).status_code == 204
     removed = await sent_after(client, runtime, segment_api)
-    assert summary(removed) == [("Pro Ended", "u-1", {"email": "ada@example.com", "seat_count": 3})]
+    assert summary(removed) == [("Pro Ended", "u-1", {"email": "ada@example.com", "seat_count": 5})]
 
 
 async def test_resync_added_repeats_the_message_id_of_the_added_already_sent(client, runtime, segment_api):

@@ -55,6 +55,7 @@ from connector.models import (
     utcnow,
 )
 from connector.outbound.guard import payload_hash, stamp
+from connector.outbound.traits import membership_traits, trait_of
 from connector.outbox import ACCOUNT, EVENT, MEMBER, TRANSITION, USER, segment_state_key
 from connector.settings import (
     ALL,
@@ -133,12 +134,6 @@ def rule_attribute(entity: str, name: str) -> tuple[Attribute, tuple[str, ...]] 
         return resolve_attribute(entity, name)
     except KeyError:
         return None
-
-
-def snake_case(name: str) -> str:
-    """Engage-style trait name of a segment: "Paying Customers" -> "paying_customers"."""
-    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name.strip())
-    return re.sub(r"[^0-9a-zA-Z]+", "_", spaced).strip("_").lower()
 
 
 def read_attribute(traits: dict[str, Any], attribute: str) -> Any:
@@ -244,6 +239,7 @@ class _Data:
     computed: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     profiles: dict[tuple[str, int], Any] = field(default_factory=dict)  # attributes.Profile, for mappings
     segments: dict[str, Any] = field(default_factory=dict)  # name -> (id, name, entity), with segment_events
+    membership_traits: dict[str, str] = field(default_factory=dict)  # user segment name -> its trait, when sent
     members: dict[tuple[int, int], datetime] = field(default_factory=dict)  # a resync's memberships -> entered_at
 
 
@@ -282,7 +278,7 @@ async def _load(
     user_ids |= {entity_id for segment_id, entity_id in members if entity_of.get(segment_id) == "user"}
     # Segment events of an account segment go to each user of the account.
     account_ids = set(ids[ACCOUNT])
-    if settings.segment_events:
+    if settings.segment_events or any(row.retired for row in data.transitions.values()):
         account_ids |= {row.entity_id for row in data.transitions.values() if row.entity == "account"}
         account_ids |= {entity_id for segment_id, entity_id in members if entity_of.get(segment_id) == "account"}
     if account_ids:
@@ -325,6 +321,9 @@ async def _load(
                 .where(segments.c.entity == entity, memberships.c.entity_id.in_(entity_ids))
             ):
                 data.segment_names[(entity, row.entity_id)].add(row.name)
+    if settings.segment_membership_traits:
+        user_segments = await conn.execute(sa.select(segments.c.id, segments.c.name).where(segments.c.entity == "user"))
+        data.membership_traits = membership_traits((row.id, row.name) for row in user_segments)
     data.account_segments_known = bool(
         await conn.scalar(sa.select(sa.func.count()).select_from(segments).where(segments.c.entity == "account"))
     )
@@ -354,13 +353,23 @@ def _wanted(settings: ConnectorSettings, data: _Data) -> dict[str, list[Property
         + [source_of(entry).removeprefix("account.") for entry in settings.synchronized_properties],
     }
     for entry in settings.segment_events:
-        # A deleted segment is known only by its transitions (they keep its name and entity).
-        entities = {row.entity for row in data.transitions.values() if row.segment_name == entry.segment}
         if (segment := data.segments.get(entry.segment)) is not None:
-            entities.add(segment.entity)
-        for entity in entities:
-            wanted[entity] += entry.properties + _timestamp_entries(entry)
+            wanted[segment.entity] += entry.properties + _timestamp_entries(entry)
+    # A deleted segment is known only by its transitions (they keep its name, entity and retired entry).
+    entries = {entry.segment: entry for entry in settings.segment_events}
+    for row in data.transitions.values():
+        if (followed := _followed_by(row, entries)) is not None:
+            wanted[row.entity] += followed.properties + _timestamp_entries(followed)
     return wanted
+
+
+def _followed_by(row: Any, entries: dict[str, SegmentEvents]) -> SegmentEvents | None:
+    """The segment_events entry a transition is sent by: the settings' for its segment's name, or for a deleted
+    segment the one the settings had when it was deleted (None when they had none)."""
+    if row.retired is None:
+        return entries.get(row.segment_name)
+    retired = row.retired.get("segment_events")
+    return SegmentEvents.model_validate(retired) if retired is not None else None
 
 
 def _reads_account(entry: SegmentEvents) -> bool:
@@ -438,28 +447,38 @@ def _build_one(data: _Data, settings: ConnectorSettings, kind: str, entity_id: i
     if kind == USER:
         if entity_id not in data.users:
             return [], "user not found"
-        if not _user_in_filter(data, settings, entity_id):
-            if _told_in_filter(data, f"identify:{entity_id}"):
-                return [_identify(data, settings, entity_id, in_filter=False)], ""
-            return [], "not in synchronized segments"
-        outgoing = [_identify(data, settings, entity_id)]
+        identify, reason = _user_identify(data, settings, entity_id)
+        if identify is None or not identify.in_filter:
+            return [identify] if identify else [], reason
         group = _group(data, settings, entity_id)
-        return outgoing + ([group] if group else []), ""
+        return [identify] + ([group] if group else []), ""
     if kind == ACCOUNT:
         if not settings.handle_accounts:
             return [], "accounts are not handled"
-        groups = [
-            _group(data, settings, user_id)
-            for user_id in sorted(data.account_users.get(entity_id, []))
-            if _user_in_filter(data, settings, user_id)
-        ]
-        sent = [group for group in groups if group]
+        linked = sorted(data.account_users.get(entity_id, []))
+        # An identify that maps the account's attributes (account.*) changes with the account.
+        identifies = [_user_identify(data, settings, user_id)[0] for user_id in linked if _maps_account(settings)]
+        groups = [_group(data, settings, user_id) for user_id in linked if _user_in_filter(data, settings, user_id)]
+        sent = [message for message in identifies + groups if message]
         return sent, "" if sent else "no synchronized user in a synchronized account"
     if kind == EVENT:
         return _event(data, settings, entity_id)
     if kind == TRANSITION:
         return _transition(data, settings, entity_id)
     return [], f"unknown outbox kind {kind!r}"
+
+
+def _user_identify(data: _Data, settings: ConnectorSettings, user_id: int) -> tuple[Outgoing | None, str]:
+    """The identify a user is owed: in the filter, or the last one after leaving it; else None and why."""
+    if _user_in_filter(data, settings, user_id):
+        return _identify(data, settings, user_id), ""
+    if _told_in_filter(data, f"identify:{user_id}"):
+        return _identify(data, settings, user_id, in_filter=False), ""
+    return None, "not in synchronized segments"
+
+
+def _maps_account(settings: ConnectorSettings) -> bool:
+    return any(source_of(entry).startswith("account.") for entry in settings.synchronized_properties)
 
 
 def _user_in_filter(data: _Data, settings: ConnectorSettings, user_id: int) -> bool:
@@ -508,8 +527,8 @@ def _identify(data: _Data, settings: ConnectorSettings, user_id: int, in_filter:
     state_key = f"identify:{user_id}"
     if settings.segment_membership_traits:
         told = data.delivered[state_key].segments if state_key in data.delivered else []
-        traits.update({snake_case(name): False for name in told})
-        traits.update({snake_case(name): True for name in names})
+        traits.update({trait_of(name, data.membership_traits): False for name in told})
+        traits.update({trait_of(name, data.membership_traits): True for name in names})
     return _envelope(
         settings,
         {"type": "identify", **_identity(data, user_id), "traits": traits},
@@ -584,11 +603,13 @@ def _transition(data: _Data, settings: ConnectorSettings, transition_id: int) ->
         return [], "account segment transitions are sent as group traits"
     if row.initial and not settings.send_initial_results:
         return [], "initial result and send_initial_results is off"
-    # A user leaving the synchronized segments is still told about that exit.
-    if row.entity_id not in data.users or not (
-        _user_in_filter(data, settings, row.entity_id) or in_filter({row.segment_name}, settings.synchronized_segments)
+    # Only the synchronized segments' (a deleted one's as the settings said when it was deleted), member or not.
+    if not (
+        row.retired["synchronized"] if row.retired else in_filter({row.segment_name}, settings.synchronized_segments)
     ):
-        return [], "not in synchronized segments"
+        return [], "segment not in synchronized_segments"
+    if row.entity_id not in data.users:
+        return [], "user not found"
     message = {
         "type": "track",
         **_identity(data, row.entity_id),
@@ -622,10 +643,10 @@ class _Followed:
 
     def for_row(self, kind: str, entity_id: int) -> list[Outgoing]:
         """The events an outbox row of the claim owes: added / removed for a transition, changed for a profile."""
-        if not self.entries:
-            return []
         if kind == TRANSITION:
             return self._transition(entity_id)
+        if not self.entries:
+            return []
         followed = [
             (entry, segment)
             for entry in self.settings.segment_events
@@ -672,7 +693,7 @@ class _Followed:
 
     def _transition(self, transition_id: int) -> list[Outgoing]:
         row = self.data.transitions.get(transition_id)
-        entry = self.entries.get(row.segment_name) if row is not None else None
+        entry = _followed_by(row, self.entries) if row is not None else None
         if row is None or entry is None:
             return []
         kind = "added" if row.transition == "entered" else "removed"

@@ -1,5 +1,6 @@
 """Initial sync: put everyone in the outbound filter (or in one segment) in the outbox; when asked, also the
-`added` event of segment_events for every current member of the segments it follows (`member:` rows)."""
+`added` event of segment_events for every current member of the segments it follows (`member:` rows). And when
+segment_events starts following a segment's changes, what its current members hold then (`follow_members`)."""
 
 from collections.abc import Callable
 
@@ -7,8 +8,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from connector import outbox
-from connector.models import DeliveryState, Segment, SegmentMembership, User
-from connector.outbound.builders import member_key
+from connector.db import insert
+from connector.models import DeliveryState, Segment, SegmentMembership, User, utcnow
+from connector.outbound.builders import build, member_key
 from connector.settings import ALL, ConnectorSettings
 
 users = User.__table__
@@ -121,3 +123,39 @@ async def resync_added(
             await outbox.enqueue(conn, outbox.MEMBER, [member_key(row.segment_id, row.entity_id) for row in chunk])
         progress(len(chunk))
     return len(found)
+
+
+async def follow_members(conn: AsyncConnection, before: ConnectorSettings, after: ConnectorSettings) -> int:
+    """Record, in the caller's transaction (the settings save), the mapped properties of every current member of the
+    segments whose `changed` event the new settings start sending: a member from before the entry then gets
+    `changed` for its next mapped change, measured from what it held when the entry was saved. A member that
+    already has a record keeps it. Returns how many records were written."""
+    followed_before = {entry.segment for entry in before.segment_events if entry.changed}
+    entries = [entry for entry in after.segment_events if entry.changed and entry.segment not in followed_before]
+    if not entries:
+        return 0
+    members = (
+        await conn.execute(
+            sa.select(segments.c.entity, memberships.c.entity_id)
+            .join(segments, segments.c.id == memberships.c.segment_id)
+            .where(segments.c.name.in_([entry.segment for entry in entries]))
+            .distinct()
+            .order_by(sa.text("1"), sa.text("2"))
+        )
+    ).all()
+    keys = [
+        outbox.outbox_key(outbox.USER if row.entity == "user" else outbox.ACCOUNT, row.entity_id) for row in members
+    ]
+    following = after.model_copy(update={"segment_events": entries})
+    written = 0
+    for start in range(0, len(keys), CHUNK):
+        built = await build(conn, following, keys[start : start + CHUNK])
+        records = [
+            {"key": key, "payload_hash": digest, "segments": [], "in_filter": True, "delivered_at": utcnow()}
+            for key, digest in sorted(built.states.items())
+            if digest is not None
+        ]
+        if records:
+            statement = insert(delivery_state, conn.dialect.name).on_conflict_do_nothing(index_elements=["key"])
+            written += (await conn.execute(statement, records)).rowcount
+    return written

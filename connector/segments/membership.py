@@ -55,6 +55,12 @@ async def _segments(conn: AsyncConnection, segment_id: int | None = None) -> lis
     return list(await conn.execute(query.with_for_update(read=segment_id is None)))
 
 
+async def locked(conn: AsyncConnection, segment_id: int) -> Any | None:
+    """A segment's id, name, entity and rule, locked for the caller's transaction; None if there is none."""
+    found = await _segments(conn, segment_id)
+    return found[0] if found else None
+
+
 # --- full recompute --------------------------------------------------------------
 
 
@@ -151,23 +157,40 @@ def _details(segment_id: int, name: str) -> dict[str, Any]:
     return {"segment": name, "segment_id": segment_id}
 
 
-async def end(conn: AsyncConnection, segment_id: int, now: datetime | None = None) -> int:
-    """Before a segment is deleted: every member exits, with a transition (for Segment Exited) and an
-    outbox row (for the identify or group that drops it); the transitions keep the segment's name."""
+async def end(conn: AsyncConnection, segment_id: int, retired: dict[str, Any], now: datetime | None = None) -> int:
+    """Delete a segment: every member exits, with a transition (for Segment Exited) and an outbox row (for the
+    identify or group that drops it); its transitions keep its name, and `retired` (what the settings said of it
+    before the deletion took it out of them) for the exits and any of its transitions not yet sent."""
     now = now or utcnow()
-    found = await _segments(conn, segment_id)
-    if not found:
+    segment = await locked(conn, segment_id)
+    if segment is None:
         return 0
-    segment = found[0]
     watermark = await conn.scalar(sa.select(sa.func.coalesce(sa.func.max(transitions.c.id), 0)))
     members = sa.select(memberships.c.entity_id).where(memberships.c.segment_id == segment_id)
     await _insert_transitions(conn, segment, "exited", members.subquery(), False, now)
     await _enqueue_recorded(
         conn, segment, sa.and_(transitions.c.segment_id == segment_id, transitions.c.id > watermark)
     )
+    await conn.execute(transitions.update().where(transitions.c.segment_id == segment_id).values(retired=retired))
     deleted = await conn.execute(memberships.delete().where(memberships.c.segment_id == segment_id))
+    await conn.execute(segments.delete().where(segments.c.id == segment_id))
     log.info("segment.ended", segment_id=segment_id, exited=deleted.rowcount)
     return deleted.rowcount
+
+
+async def redefine(conn: AsyncConnection, segment_id: int, values: dict[str, Any], now: datetime) -> Any | None:
+    """Rename a segment or change its rule; a changed rule recomputes its members, a new name queues every
+    member (hull_segments carries names). Returns the segment as it was, or None if there is none."""
+    before = await locked(conn, segment_id)
+    if before is None:
+        return None
+    await conn.execute(segments.update().where(segments.c.id == segment_id).values(**values, updated_at=now))
+    if values.get("rule", before.rule) != before.rule:
+        await recompute(conn, segment_id, now)
+    if values.get("name", before.name) != before.name:
+        members = sa.select(memberships.c.entity_id).where(memberships.c.segment_id == segment_id)
+        await outbox.enqueue_select(conn, OUTBOX_KIND[before.entity], members)
+    return before
 
 
 # --- incremental ------------------------------------------------------------------

@@ -4,18 +4,20 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from connector import outbox
 from connector.models import Segment, SegmentMembership, SegmentTransition, utcnow
+from connector.pipeline import change_segment
+from connector.pipeline import delete_segment as delete_segment_in
 from connector.segments.compile import Compiler
-from connector.segments.membership import OUTBOX_KIND, end, recompute
+from connector.segments.membership import recompute
 from connector.segments.rules import ENTITIES, RuleError, is_time_based, validate
-from connector.settings import ConnectorSettings
+from connector.settings_store import validation_errors
 from connector.spec import format_timestamp, has_nul
 from connector.web import profiles
 from connector.web.admin import error, json_body, runtime_of
@@ -250,7 +252,8 @@ async def get_segment(request: Request) -> JSONResponse:
 async def update_segment(request: Request) -> JSONResponse:
     """
     summary: Rename a segment or change its rule (partial document); a changed rule recomputes every member;
-      a rename also renames the segment in synchronized_segments / synchronized_account_segments
+      a rename also renames the segment in every setting that names it (synchronized_segments,
+      synchronized_account_segments, segment_events), whatever else the same save changes
     requestBody:
       content:
         application/json:
@@ -263,76 +266,46 @@ async def update_segment(request: Request) -> JSONResponse:
       200: {description: "the segment, with member_count", schema: {$ref: "#/components/schemas/Segment"}}
       400: {description: "invalid segment; `field` names the bad part"}
       404: {description: "no such segment"}
-      409: {description: "another segment has this name"}
+      409: {description: "another segment has this name, or the settings cannot follow the new name"}
     """
     segment_id = request.path_params["segment_id"]
+    runtime = runtime_of(request)
     try:
         document = await _document(request)
-    except Invalid as problem:
-        return _invalid(problem)
-    now = utcnow()
-    followed = None
-    try:
-        async with runtime_of(request).engine.begin() as conn:
+        async with runtime.engine.connect() as conn:
             current = await _load(conn, segment_id)
             if current is None:
                 return error(404, "no such segment")
-            try:
-                values = _check(document, current)
-            except (Invalid, RuleError) as problem:
-                return _invalid(problem)
+            values = _check(document, current)
             if "name" in values and await _name_taken(conn, values["name"], segment_id):
                 return _name_conflict(values["name"])
-            await conn.execute(segments.update().where(segments.c.id == segment_id).values(**values, updated_at=now))
-            if values.get("rule", current.rule) != current.rule:
-                await recompute(conn, segment_id, now)
-            elif values.get("name", current.name) != current.name:
-                followed = await _follow_rename(runtime_of(request), conn, current.name, values["name"])
-                # hull_segments carries names: every member's identify (or group) changes.
-                await outbox.enqueue_select(conn, OUTBOX_KIND[current.entity], _members(segment_id))
-            body = await _serialise(conn, await _load(conn, segment_id))
+    except (Invalid, RuleError) as problem:
+        return _invalid(problem)
+    try:
+        if not await change_segment(runtime.engine, runtime.settings, segment_id, values):
+            return error(404, "no such segment")
     except IntegrityError:
         return error(409, "another segment has this name", field="name")
-    if followed is not None:
-        runtime_of(request).settings.remember(followed)
-    return JSONResponse(body)
+    except ValidationError as problem:
+        errors = validation_errors(problem)
+        return error(409, f"the settings cannot follow the new name: {errors[0]['message']}", errors=errors)
+    async with runtime.engine.connect() as conn:
+        return JSONResponse(await _serialise(conn, await _load(conn, segment_id)))
 
 
 @requires_admin
 async def delete_segment(request: Request) -> Response:
     """
-    summary: Delete a segment; its members exit it, so Segment hears `false` and, with entered_exited_events,
-      Segment Exited
+    summary: Delete a segment; its members exit it (Segment hears `false`, and Segment Exited and the
+      segment_events `removed` as the settings said before), and it is taken out of every setting that names it
     responses:
       204: {description: "deleted"}
       404: {description: "no such segment"}
     """
-    segment_id = request.path_params["segment_id"]
-    async with runtime_of(request).engine.begin() as conn:
-        current = await _load(conn, segment_id)
-        if current is None:
-            return error(404, "no such segment")
-        await end(conn, segment_id)
-        await conn.execute(segments.delete().where(segments.c.id == segment_id))
+    runtime = runtime_of(request)
+    if not await delete_segment_in(runtime.engine, runtime.settings, request.path_params["segment_id"]):
+        return error(404, "no such segment")
     return Response(status_code=204)
-
-
-async def _follow_rename(
-    runtime: Any, conn: AsyncConnection, old: str, new: str
-) -> tuple[int, ConnectorSettings] | None:
-    """Settings that name the segment follow its new name, in the rename's transaction: renaming a
-    synchronized segment must not take its members out of the outbound filter. Returns the settings saved."""
-    settings = await runtime.settings.current()
-    changes = {
-        field: [new if name == old else name for name in getattr(settings, field)]
-        for field in ("synchronized_segments", "synchronized_account_segments")
-        if old in getattr(settings, field)
-    }
-    return await runtime.settings.save_in(conn, changes) if changes else None
-
-
-def _members(segment_id: int) -> Any:
-    return sa.select(memberships.c.entity_id).where(memberships.c.segment_id == segment_id)
 
 
 routes = [
