@@ -154,8 +154,8 @@ async def save_settings(
 ) -> tuple[int, ConnectorSettings]:
     """Save a settings change (the admin API); in the same transaction, a segment_events entry that starts
     sending `changed` records what the segment's members hold now (resync.follow_members), and a new `icp`
-    setting scores every account again. Raises pydantic's ValidationError or rules.RuleError (an ICP rule) naming the field, and
-    then stores nothing."""
+    setting scores every account again. Raises pydantic's ValidationError or rules.RuleError (an ICP rule) naming
+    the field, and then stores nothing."""
     _, before = await store.current_version()
     async with engine.begin() as conn:
         version, after = await store.save_in(conn, changes)
