@@ -95,6 +95,31 @@ async def test_an_account_that_leaves_the_filter_gets_one_last_group_call(client
     assert of_type(outside, "group") == []
 
 
+async def test_a_user_who_moves_to_an_account_outside_the_filter_gets_no_group_call_naming_it(
+    client, runtime, segment_api
+):
+    await create_segment(
+        client, "Big Accounts", {"attribute": "traits.employees", "op": "gte", "value": 100}, entity="account"
+    )
+    await configure(
+        runtime,
+        segment_api,
+        handle_accounts=True,
+        synchronized_segments=["ALL"],
+        synchronized_account_segments=["Big Accounts"],
+        synchronized_account_properties=["employees"],
+    )
+    big = {"type": "group", "userId": "u-1", "groupId": "big-co", "traits": {"employees": 200}}
+    [group] = of_type(await sent_after(client, runtime, segment_api, big), "group")
+    assert group["groupId"] == "big-co"
+    small = {"type": "group", "userId": "u-1", "groupId": "small-co", "traits": {"employees": 5}}
+    assert of_type(await sent_after(client, runtime, segment_api, small), "group") == []
+    # Once the new account enters the filter, it is sent as usual.
+    grown = {**small, "traits": {"employees": 150}}
+    [group] = of_type(await sent_after(client, runtime, segment_api, grown), "group")
+    assert group["groupId"] == "small-co" and group["traits"] == {"employees": 150, "hull_segments": ["Big Accounts"]}
+
+
 async def test_a_renamed_segment_is_false_under_its_old_name_and_true_under_the_new(client, runtime, segment_api):
     segment_id = await create_segment(client, "Pro Users", PRO)
     await configure(runtime, segment_api, synchronized_segments=["ALL"], segment_membership_traits=True)

@@ -103,6 +103,7 @@ class Delivered:
     segments: list[str]
     in_filter: bool
     delivered_at: datetime
+    account_id: int | None = None  # a group call's account (None: recorded before it was kept, the user's)
 
 
 class Target(NamedTuple):
@@ -331,7 +332,7 @@ async def _load(
     state_keys += [segment_state_key(user_id, row.id) for user_id in data.users for row in data.segments.values()]
     if state_keys:
         data.delivered = {
-            row.key: Delivered(row.payload_hash, row.segments, row.in_filter, row.delivered_at)
+            row.key: Delivered(row.payload_hash, row.segments, row.in_filter, row.delivered_at, row.account_id)
             for row in await conn.execute(
                 sa.select(
                     delivery_state.c.key,
@@ -339,6 +340,7 @@ async def _load(
                     delivery_state.c.segments,
                     delivery_state.c.in_filter,
                     delivery_state.c.delivered_at,
+                    delivery_state.c.account_id,
                 ).where(delivery_state.c.key.in_(state_keys))
             )
         }
@@ -485,10 +487,11 @@ def _user_in_filter(data: _Data, settings: ConnectorSettings, user_id: int) -> b
     return in_filter(data.segment_names[("user", user_id)], settings.synchronized_segments)
 
 
-def _told_in_filter(data: _Data, state_key: str) -> bool:
-    """Segment last heard of this target while it was in the filter: it is owed a last call."""
+def _told_in_filter(data: _Data, state_key: str, account_id: int | None = None) -> bool:
+    """Segment last heard of this target while it was in the filter: it is owed a last call. For a group call,
+    only if it heard of this account: a user who moved to an account outside the filter is not sent one naming it."""
     state = data.delivered.get(state_key)
-    return state is not None and state.in_filter
+    return state is not None and state.in_filter and state.account_id in (None, account_id)
 
 
 def _identity(data: _Data, user_id: int) -> dict[str, Any]:
@@ -554,7 +557,7 @@ def _group(data: _Data, settings: ConnectorSettings, user_id: int) -> Outgoing |
     names = sorted(data.segment_names[("account", account.id)])
     state_key = f"group:{user_id}"
     account_in_filter = in_filter(set(names), settings.synchronized_account_segments)
-    if not account_in_filter and not _told_in_filter(data, state_key):
+    if not account_in_filter and not _told_in_filter(data, state_key, account.id):
         return None
     traits = _properties(data, "account", account.id, settings.synchronized_account_properties)
     if data.account_segments_known:

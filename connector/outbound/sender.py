@@ -236,7 +236,7 @@ async def acknowledge(
         if forgotten := sorted(key for key, digest in decided.items() if digest is None):
             await conn.execute(delivery_state.delete().where(delivery_state.c.key.in_(forgotten)))
         states = {
-            key: {"payload_hash": digest, "segments": [], "in_filter": True}
+            key: {"payload_hash": digest, "segments": [], "in_filter": True, "account_id": None}
             for key, digest in decided.items()
             if digest is not None
         }
@@ -246,6 +246,7 @@ async def acknowledge(
                     "payload_hash": outgoing.payload_hash,
                     "segments": outgoing.segments,
                     "in_filter": outgoing.in_filter,
+                    "account_id": outgoing.account_id if outgoing.message["type"] == "group" else None,
                 }
                 for outgoing in delivered
                 if outgoing.state_key
@@ -258,7 +259,7 @@ async def acknowledge(
                     index_elements=["key"],
                     set_={
                         name: statement.excluded[name]
-                        for name in ("payload_hash", "segments", "in_filter", "delivered_at")
+                        for name in ("payload_hash", "segments", "in_filter", "delivered_at", "account_id")
                     },
                 ),
                 [{"key": key, **states[key], "delivered_at": now} for key in sorted(states)],
