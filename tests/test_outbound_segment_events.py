@@ -222,6 +222,58 @@ async def test_account_segment_events_go_to_each_user_of_the_account_with_its_pr
     ]
 
 
+BIG_EVENTS = {
+    "segment": "Big Accounts",
+    "added": "Joined Big Account",
+    "changed": "Big Account Changed",
+    "removed": "Left Big Account",
+    "properties": [{"from": "traits.name", "to": "company"}],
+}
+
+
+async def test_a_user_who_joins_a_member_account_gets_added_and_removed_when_it_leaves(client, runtime, segment_api):
+    await create_segment(client, "Big Accounts", BIG, entity="account")
+    await configure(runtime, segment_api, handle_accounts=True, segment_events=[BIG_EVENTS])
+    acme = {"type": "group", "groupId": "acme", "traits": {"name": "Acme", "employees": 200}}
+    [first] = await sent_after(client, runtime, segment_api, {**acme, "userId": "u-1"})
+    assert summary([first]) == [("Joined Big Account", "u-1", {"company": "Acme"})]
+
+    # u-2 is linked after the account entered: it is announced by its own link, once.
+    joined = await sent_after(client, runtime, segment_api, {"type": "group", "groupId": "acme", "userId": "u-2"})
+    assert summary(joined) == [("Joined Big Account", "u-2", {"company": "Acme"})]
+    assert first["messageId"] != joined[0]["messageId"]
+    assert (
+        await sent_after(client, runtime, segment_api, {"type": "identify", "userId": "u-2", "traits": {"x": 1}}) == []
+    )
+
+    left = await sent_after(client, runtime, segment_api, {**acme, "userId": "u-1", "traits": {"employees": 3}})
+    assert sorted(summary(left)) == [
+        ("Left Big Account", "u-1", {"company": "Acme"}),
+        ("Left Big Account", "u-2", {"company": "Acme"}),
+    ]
+
+
+async def test_a_user_who_moves_to_another_account_leaves_the_old_one_s_segments(client, runtime, segment_api):
+    await create_segment(client, "Big Accounts", BIG, entity="account")
+    await configure(runtime, segment_api, handle_accounts=True, segment_events=[BIG_EVENTS])
+    acme = {"type": "group", "userId": "u-1", "groupId": "acme", "traits": {"name": "Acme", "employees": 200}}
+    globex = {"type": "group", "userId": "u-2", "groupId": "globex", "traits": {"name": "Globex", "employees": 900}}
+    await sent_after(client, runtime, segment_api, acme, globex)
+
+    # From one member account to another: still a member, with other properties.
+    moved = await sent_after(client, runtime, segment_api, {"type": "group", "userId": "u-1", "groupId": "globex"})
+    assert summary(moved) == [("Big Account Changed", "u-1", {"company": "Globex"})]
+
+    # To an account outside the segment: removed, with the properties of the account it left.
+    small = {"type": "group", "userId": "u-1", "groupId": "tiny", "traits": {"name": "Tiny", "employees": 2}}
+    left = await sent_after(client, runtime, segment_api, small)
+    assert summary(left) == [("Left Big Account", "u-1", {"company": "Globex"})]
+    assert await sent_after(client, runtime, segment_api, {**small, "traits": {"employees": 3}}) == []
+    # Globex leaving later concerns only the users still linked to it.
+    gone = await sent_after(client, runtime, segment_api, {**globex, "traits": {"employees": 1}})
+    assert summary(gone) == [("Left Big Account", "u-2", {"company": "Globex"})]
+
+
 async def test_segment_events_and_entered_exited_events_are_sent_side_by_side(client, runtime, segment_api):
     await create_segment(client, "Pro Users", PRO)
     await configure(

@@ -56,7 +56,7 @@ from connector.models import (
 )
 from connector.outbound.guard import payload_hash, stamp
 from connector.outbound.traits import membership_traits, trait_of
-from connector.outbox import ACCOUNT, EVENT, MEMBER, TRANSITION, USER, segment_state_key
+from connector.outbox import ACCOUNT, EVENT, MEMBER, SEGMENT_EVENT_STATE, TRANSITION, USER, segment_state_key
 from connector.settings import (
     ALL,
     COMPUTED_ROOTS,
@@ -122,6 +122,7 @@ class Built:
     # Segment event states written whether or not anything is sent: a baseline's payload hash, or None to forget
     states: dict[str, str | None] = field(default_factory=dict)
     state_users: dict[str, int] = field(default_factory=dict)  # state key -> its user (an erased one is skipped)
+    state_accounts: dict[str, int | None] = field(default_factory=dict)  # state key -> the account it follows through
 
 
 def wants_computed(entries: list[Property]) -> bool:
@@ -164,7 +165,8 @@ def _membership(member: str) -> tuple[int, int]:
     return int(segment_id), int(entity_id)
 
 
-async def build(conn: AsyncConnection, settings: ConnectorSettings, keys: list[str]) -> Built:
+async def build(conn: AsyncConnection, settings: ConnectorSettings, keys: list[str], quiet: bool = False) -> Built:
+    """The messages the outbox rows `keys` owe now; with `quiet`, only the segment-event records (see _Followed)."""
     ids: dict[str, list[int]] = defaultdict(list)
     members: list[tuple[int, int]] = []
     for key in keys:
@@ -177,7 +179,7 @@ async def build(conn: AsyncConnection, settings: ConnectorSettings, keys: list[s
     await _load_computed(conn, settings, data)
     await _load_profiles(conn, settings, data)
     built = Built()
-    followed = _Followed(data, settings, built)
+    followed = _Followed(data, settings, built, quiet)
     for key in keys:
         kind, _, entity_id = key.partition(":")
         if kind == MEMBER:
@@ -242,6 +244,8 @@ class _Data:
     segments: dict[str, Any] = field(default_factory=dict)  # name -> (id, name, entity), with segment_events
     membership_traits: dict[str, str] = field(default_factory=dict)  # user segment name -> its trait, when sent
     members: dict[tuple[int, int], datetime] = field(default_factory=dict)  # a resync's memberships -> entered_at
+    # (account segment id, account id) -> entered_at, for the account segments segment_events follow
+    entered: dict[tuple[int, int], datetime] = field(default_factory=dict)
 
 
 async def _load(
@@ -292,9 +296,9 @@ async def _load(
         data.users = {
             row.id: row
             for row in await conn.execute(
-                sa.select(users.c.id, users.c.traits, users.c.account_id, users.c.updated_at).where(
-                    users.c.id.in_(user_ids)
-                )
+                sa.select(
+                    users.c.id, users.c.traits, users.c.account_id, users.c.account_linked_at, users.c.updated_at
+                ).where(users.c.id.in_(user_ids))
             )
         }
         for identifier in await conn.execute(
@@ -344,7 +348,41 @@ async def _load(
                 ).where(delivery_state.c.key.in_(state_keys))
             )
         }
+    await _load_followed_accounts(conn, data)
     return data
+
+
+async def _load_followed_accounts(conn: AsyncConnection, data: _Data) -> None:
+    """For the account segments segment_events follow: the accounts users were last followed through (a user who
+    moved away is sent its removed with that account's properties) and when each account entered them."""
+    account_segments = [row.id for row in data.segments.values() if row.entity == "account"]
+    if not account_segments:
+        return
+    through = {
+        state.account_id
+        for key, state in data.delivered.items()
+        if key.startswith(SEGMENT_EVENT_STATE)
+        and state.account_id is not None
+        and state.account_id not in data.accounts
+    }
+    if through:
+        data.accounts |= {
+            row.id: row
+            for row in await conn.execute(
+                sa.select(
+                    accounts.c.id, accounts.c.group_id, accounts.c.domain, accounts.c.traits, accounts.c.updated_at
+                ).where(accounts.c.id.in_(through))
+            )
+        }
+    if data.accounts:
+        data.entered = {
+            (row.segment_id, row.entity_id): row.entered_at
+            for row in await conn.execute(
+                sa.select(memberships.c.segment_id, memberships.c.entity_id, memberships.c.entered_at).where(
+                    memberships.c.segment_id.in_(account_segments), memberships.c.entity_id.in_(data.accounts)
+                )
+            )
+        }
 
 
 def _wanted(settings: ConnectorSettings, data: _Data) -> dict[str, list[Property]]:
@@ -631,10 +669,11 @@ def event_id(kind: str, *parts: Any) -> str:
 
 
 class _Followed:
-    """The segment events of one claim (see the module docstring)."""
+    """The segment events of one claim (see the module docstring). With `quiet` (a settings save that starts
+    following a segment: resync.follow_members) nothing is announced: every member is recorded as it is."""
 
-    def __init__(self, data: _Data, settings: ConnectorSettings, built: Built):
-        self.data, self.settings, self.built = data, settings, built
+    def __init__(self, data: _Data, settings: ConnectorSettings, built: Built, quiet: bool = False):
+        self.data, self.settings, self.built, self.quiet = data, settings, built, quiet
         self.entries = {entry.segment: entry for entry in settings.segment_events}
         self.by_id = {row.id: row for row in data.segments.values()}
         # The last transition of each membership this claim changes: that one decides what is kept of it.
@@ -645,35 +684,32 @@ class _Followed:
             self.last[(row.segment_id, row.entity_id)] = row.id
 
     def for_row(self, kind: str, entity_id: int) -> list[Outgoing]:
-        """The events an outbox row of the claim owes: added / removed for a transition, changed for a profile."""
+        """The events an outbox row of the claim owes: added / removed for a transition; for a profile, changed,
+        and for a user who joined or left an account of an account segment, added or removed."""
         if kind == TRANSITION:
             return self._transition(entity_id)
-        if not self.entries:
-            return []
         followed = [
             (entry, segment)
             for entry in self.settings.segment_events
-            if entry.changed and (segment := self.data.segments.get(entry.segment)) is not None
+            if (segment := self.data.segments.get(entry.segment)) is not None
         ]
-        if kind == USER and (user := self.data.users.get(entity_id)) is not None:
-            return [
-                outgoing
-                for entry, segment in followed
-                for outgoing in self._changed(
-                    entry, segment, entity_id, entity_id if segment.entity == "user" else user.account_id
-                )
+        if kind == USER and entity_id in self.data.users:
+            user_ids = [entity_id]
+        elif kind == ACCOUNT:  # an account segment's members, and user segments' members mapping account.*
+            user_ids = sorted(self.data.account_users.get(entity_id, []))
+            followed = [
+                (entry, segment) for entry, segment in followed if segment.entity == "account" or _reads_account(entry)
             ]
-        if kind == ACCOUNT:  # an account segment's members, and user segments' members mapping account.*
-            return [
-                outgoing
-                for entry, segment in followed
-                if segment.entity == "account" or _reads_account(entry)
-                for user_id in sorted(self.data.account_users.get(entity_id, []))
-                for outgoing in self._changed(
-                    entry, segment, user_id, entity_id if segment.entity == "account" else user_id
-                )
-            ]
-        return []
+        else:
+            return []
+        messages = []
+        for entry, segment in followed:
+            for user_id in user_ids:
+                if segment.entity == "account":
+                    messages += self._through_account(entry, segment, user_id)
+                elif entry.changed:
+                    messages += self._changed(entry, segment, user_id)
+        return messages
 
     def resynced(self, segment_id: int, entity_id: int) -> tuple[list[Outgoing], str]:
         """A resync's `added` for a current member, with the messageId of the added its entry was sent as."""
@@ -685,7 +721,16 @@ class _Followed:
         if entered_at is None:
             return [], "no longer a member of the segment"
         return [
-            self._event(entry, "added", segment.name, segment.entity, entity_id, user_id, entered_at, segment.id)
+            self._event(
+                entry,
+                "added",
+                segment.name,
+                segment.entity,
+                entity_id,
+                user_id,
+                self._since(user_id, entered_at, segment.entity),
+                segment.id if entry.changed or segment.entity == "account" else None,
+            )
             for user_id in self._recipients(segment.entity, entity_id)
         ], ""
 
@@ -693,6 +738,12 @@ class _Followed:
         if entity == "user":
             return [entity_id] if entity_id in self.data.users else []
         return sorted(self.data.account_users.get(entity_id, []))
+
+    def _since(self, user_id: int, entered_at: datetime, entity: str) -> datetime:
+        """When a user became a member: for an account segment, the later of the account's entry and the user's
+        link to it (so the `added` of a user who joined a member account has one messageId, whoever sends it)."""
+        linked_at = self.data.users[user_id].account_linked_at if entity == "account" else None
+        return max(entered_at, linked_at) if linked_at is not None else entered_at
 
     def _transition(self, transition_id: int) -> list[Outgoing]:
         row = self.data.transitions.get(transition_id)
@@ -703,50 +754,122 @@ class _Followed:
         sent = kind in entry.events() and not (
             kind == "added" and row.initial and not self.settings.send_initial_results
         )
+        # An account segment's membership is recorded whatever the entry sends: a user who moves away is owed a
+        # removed. A user segment's, for the changed events only.
+        recorded = entry.changed is not None or row.entity == "account"
         # What is kept of the membership is decided by its last transition in this claim (a deleted segment: nothing).
         decides = row.segment_id is not None and self.last[(row.segment_id, row.entity_id)] == row.id
         kept = row.segment_id if decides and kind == "added" else None
+        account_id = row.entity_id if row.entity == "account" else None
         messages = []
         for user_id in self._recipients(row.entity, row.entity_id):
             if sent:
+                at, message_id = row.at, None
+                if kind == "added":
+                    at = self._since(user_id, row.at, row.entity)
+                elif row.entity == "account":
+                    message_id = self._removed_id(row.segment_name, user_id, row.segment_id)
                 messages.append(
-                    self._event(entry, kind, row.segment_name, row.entity, row.entity_id, user_id, row.at, kept)
+                    self._event(
+                        entry,
+                        kind,
+                        row.segment_name,
+                        row.entity,
+                        row.entity_id,
+                        user_id,
+                        at,
+                        kept if recorded else None,
+                        message_id,
+                    )
                 )
-            elif kept is not None and entry.changed:  # not announced: what later changes are measured from
-                self._remember(user_id, kept, self._digest(self._properties(entry, row.entity, row.entity_id)))
-            if decides and kind == "removed" and entry.changed:
+            elif kept is not None and recorded:  # not announced: what later changes are measured from
+                self._remember(
+                    user_id, kept, self._digest(self._properties(entry, row.entity, row.entity_id)), account_id
+                )
+            if decides and kind == "removed" and recorded:
                 self._remember(user_id, row.segment_id, None)
         return messages
 
-    def _changed(self, entry: SegmentEvents, segment: Any, user_id: int, entity_id: int | None) -> list[Outgoing]:
-        entity = segment.entity
-        if entity_id is None or segment.name not in self.data.segment_names[(entity, entity_id)]:
-            return []
+    def _removed_id(self, segment_name: str, user_id: int, segment_id: int | None) -> str | None:
+        """An account segment's removed for a user is identified by the record it ends, so the account's exit and
+        the user's move away, seen at once, are one message (None without a record: the transition's id)."""
+        state = self.data.delivered.get(segment_state_key(user_id, segment_id)) if segment_id is not None else None
+        if state is None:
+            return None
+        return event_id("removed", segment_name, user_id, format_timestamp(state.delivered_at))
+
+    def _through_account(self, entry: SegmentEvents, segment: Any, user_id: int) -> list[Outgoing]:
+        """An account segment's events for one user, followed through the account it is linked to: it joins a
+        member account (added, by its link's time), moves between member accounts or the account changes
+        (changed), or it leaves the account it was followed through (removed). The account's own entry and exit
+        are its transitions'."""
         if (segment.id, user_id) in self.looked_at:
             return []
         self.looked_at.add((segment.id, user_id))
-        if (segment.id, entity_id) in self.last:  # entered or left in this claim: its transition speaks
+        user = self.data.users[user_id]
+        account_id = user.account_id
+        state = self.data.delivered.get(segment_state_key(user_id, segment.id))
+        # A record from before the account was kept is about the user's account.
+        through = (state.account_id or account_id) if state is not None else None
+        member = account_id is not None and segment.name in self.data.segment_names[("account", account_id)]
+        if member and (segment.id, account_id) in self.last:
+            return []  # the account entered or left in this claim: its transition speaks
+        if not member:
+            if state is None or through is None or through == account_id:
+                return []  # never followed, or its account left the segment: that exit's transition speaks
+            self._remember(user_id, segment.id, None)
+            if self.quiet or not entry.removed:
+                return []
+            at = user.account_linked_at or user.updated_at
+            message_id = self._removed_id(segment.name, user_id, segment.id)
+            return [self._event(entry, "removed", segment.name, "account", through, user_id, at, None, message_id)]
+        digest = self._digest(self._properties(entry, "account", account_id))
+        if state is None:
+            since = self._since(user_id, self.data.entered[(segment.id, account_id)], "account")
+            if self.quiet or not entry.added or since == self.data.entered[(segment.id, account_id)]:
+                # linked before the account entered: announced by the account's entry (or from before we followed)
+                self._remember(user_id, segment.id, digest, account_id)
+                return []
+            return [self._event(entry, "added", segment.name, "account", account_id, user_id, since, segment.id)]
+        if state.payload_hash == digest or self.quiet or not entry.changed:
+            if through != state.account_id or state.payload_hash != digest:
+                self._remember(user_id, segment.id, digest, account_id)
             return []
-        properties = self._properties(entry, entity, entity_id)
-        digest = self._digest(properties)
+        return [self._changed_event(entry, segment, user_id, account_id, state, digest)]
+
+    def _changed(self, entry: SegmentEvents, segment: Any, user_id: int) -> list[Outgoing]:
+        """A user segment's changed event for one member, when its mapped properties differ from Segment's."""
+        if segment.name not in self.data.segment_names[("user", user_id)] or (segment.id, user_id) in self.looked_at:
+            return []
+        self.looked_at.add((segment.id, user_id))
+        if (segment.id, user_id) in self.last:  # entered or left in this claim: its transition speaks
+            return []
+        digest = self._digest(self._properties(entry, "user", user_id))
         state = self.data.delivered.get(segment_state_key(user_id, segment.id))
         if state is None:
             self._remember(user_id, segment.id, digest)
             return []
-        if state.payload_hash == digest:
+        if state.payload_hash == digest or self.quiet:
             return []
+        return [self._changed_event(entry, segment, user_id, user_id, state, digest)]
+
+    def _changed_event(
+        self, entry: SegmentEvents, segment: Any, user_id: int, entity_id: int, state: Delivered, digest: str
+    ) -> Outgoing:
+        entity = segment.entity
         changed_at = (self.data.users if entity == "user" else self.data.accounts)[entity_id].updated_at
         message_id = event_id(
             "changed", segment.name, user_id, state.payload_hash, format_timestamp(state.delivered_at), digest
         )
-        return [
-            self._event(entry, "changed", segment.name, entity, entity_id, user_id, changed_at, segment.id, message_id)
-        ]
+        return self._event(
+            entry, "changed", segment.name, entity, entity_id, user_id, changed_at, segment.id, message_id
+        )
 
-    def _remember(self, user_id: int, segment_id: int, digest: str | None) -> None:
+    def _remember(self, user_id: int, segment_id: int, digest: str | None, account_id: int | None = None) -> None:
         key = segment_state_key(user_id, segment_id)
         self.built.states[key] = digest
         self.built.state_users[key] = user_id
+        self.built.state_accounts[key] = account_id
 
     def _properties(self, entry: SegmentEvents, entity: str, entity_id: int) -> dict[str, Any]:
         return _properties(self.data, entity, entity_id, entry.properties)
@@ -781,7 +904,7 @@ class _Followed:
         return Outgoing(
             key="",
             message=stamp(message, self.settings),
-            state_key=segment_state_key(user_id, kept) if kept is not None and entry.changed else None,
+            state_key=segment_state_key(user_id, kept) if kept is not None else None,
             payload_hash=self._digest(properties),
             user_id=user_id,
             account_id=entity_id if entity == "account" else None,

@@ -3,6 +3,7 @@
 segment_events starts following a segment's changes, what its current members hold then (`follow_members`)."""
 
 from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -127,11 +128,11 @@ async def resync_added(
 
 async def follow_members(conn: AsyncConnection, before: ConnectorSettings, after: ConnectorSettings) -> int:
     """Record, in the caller's transaction (the settings save), the mapped properties of every current member of the
-    segments whose `changed` event the new settings start sending: a member from before the entry then gets
-    `changed` for its next mapped change, measured from what it held when the entry was saved. A member that
-    already has a record keeps it. Returns how many records were written."""
-    followed_before = {entry.segment for entry in before.segment_events if entry.changed}
-    entries = [entry for entry in after.segment_events if entry.changed and entry.segment not in followed_before]
+    segments segment_events starts following: a member from before the entry then gets `changed` for its next
+    mapped change, measured from what it held when the entry was saved (and, in an account segment, `removed` when
+    it leaves its account). A member that already has a record keeps it. Returns how many records were written."""
+    followed_before = {entry.segment for entry in before.segment_events}
+    entries = [entry for entry in after.segment_events if entry.segment not in followed_before]
     if not entries:
         return 0
     members = (
@@ -149,9 +150,16 @@ async def follow_members(conn: AsyncConnection, before: ConnectorSettings, after
     following = after.model_copy(update={"segment_events": entries})
     written = 0
     for start in range(0, len(keys), CHUNK):
-        built = await build(conn, following, keys[start : start + CHUNK])
-        records = [
-            {"key": key, "payload_hash": digest, "segments": [], "in_filter": True, "delivered_at": utcnow()}
+        built = await build(conn, following, keys[start : start + CHUNK], quiet=True)
+        records: list[dict[str, Any]] = [
+            {
+                "key": key,
+                "payload_hash": digest,
+                "segments": [],
+                "in_filter": True,
+                "delivered_at": utcnow(),
+                "account_id": built.state_accounts[key],
+            }
             for key, digest in sorted(built.states.items())
             if digest is not None
         ]

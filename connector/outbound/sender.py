@@ -235,8 +235,13 @@ async def acknowledge(
         decided = {key: digest for key, digest in built.states.items() if built.state_users[key] not in erased}
         if forgotten := sorted(key for key, digest in decided.items() if digest is None):
             await conn.execute(delivery_state.delete().where(delivery_state.c.key.in_(forgotten)))
-        states = {
-            key: {"payload_hash": digest, "segments": [], "in_filter": True, "account_id": None}
+        states: dict[str, dict[str, Any]] = {
+            key: {
+                "payload_hash": digest,
+                "segments": [],
+                "in_filter": True,
+                "account_id": built.state_accounts.get(key),
+            }
             for key, digest in decided.items()
             if digest is not None
         }
@@ -246,7 +251,7 @@ async def acknowledge(
                     "payload_hash": outgoing.payload_hash,
                     "segments": outgoing.segments,
                     "in_filter": outgoing.in_filter,
-                    "account_id": outgoing.account_id if outgoing.message["type"] == "group" else None,
+                    "account_id": outgoing.account_id,
                 }
                 for outgoing in delivered
                 if outgoing.state_key
