@@ -65,7 +65,8 @@ async def test_a_user_never_sent_while_in_the_filter_gets_no_farewell(client, ru
     )
 
 
-async def test_an_account_that_leaves_the_filter_gets_one_last_group_call(client, runtime, segment_api):
+async def synchronize_big_accounts(client, runtime, segment_api):
+    """Every user, and the accounts of 100 employees or more (their employees sent), are synchronized."""
     await create_segment(
         client, "Big Accounts", {"attribute": "traits.employees", "op": "gte", "value": 100}, entity="account"
     )
@@ -77,6 +78,10 @@ async def test_an_account_that_leaves_the_filter_gets_one_last_group_call(client
         synchronized_account_segments=["Big Accounts"],
         synchronized_account_properties=["employees"],
     )
+
+
+async def test_an_account_that_leaves_the_filter_gets_one_last_group_call(client, runtime, segment_api):
+    await synchronize_big_accounts(client, runtime, segment_api)
     joined = await sent_after(
         client, runtime, segment_api, {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"employees": 200}}
     )
@@ -98,17 +103,7 @@ async def test_an_account_that_leaves_the_filter_gets_one_last_group_call(client
 async def test_a_user_who_moves_to_an_account_outside_the_filter_gets_no_group_call_naming_it(
     client, runtime, segment_api
 ):
-    await create_segment(
-        client, "Big Accounts", {"attribute": "traits.employees", "op": "gte", "value": 100}, entity="account"
-    )
-    await configure(
-        runtime,
-        segment_api,
-        handle_accounts=True,
-        synchronized_segments=["ALL"],
-        synchronized_account_segments=["Big Accounts"],
-        synchronized_account_properties=["employees"],
-    )
+    await synchronize_big_accounts(client, runtime, segment_api)
     big = {"type": "group", "userId": "u-1", "groupId": "big-co", "traits": {"employees": 200}}
     [group] = of_type(await sent_after(client, runtime, segment_api, big), "group")
     assert group["groupId"] == "big-co"

@@ -497,7 +497,9 @@ def _build_one(data: _Data, settings: ConnectorSettings, kind: str, entity_id: i
             return [], "accounts are not handled"
         linked = sorted(data.account_users.get(entity_id, []))
         # An identify that maps the account's attributes (account.*) changes with the account.
-        identifies = [_user_identify(data, settings, user_id)[0] for user_id in linked if _maps_account(settings)]
+        identifies = (
+            [_user_identify(data, settings, user_id)[0] for user_id in linked] if _maps_account(settings) else []
+        )
         groups = [_group(data, settings, user_id) for user_id in linked if _user_in_filter(data, settings, user_id)]
         sent = [message for message in identifies + groups if message]
         return sent, "" if sent else "no synchronized user in a synchronized account"
