@@ -813,10 +813,10 @@ class _Followed:
         state = self.data.delivered.get(segment_state_key(user_id, segment.id))
         # A record from before the account was kept is about the user's account.
         through = (state.account_id or account_id) if state is not None else None
-        member = account_id is not None and segment.name in self.data.segment_names[("account", account_id)]
-        if member and (segment.id, account_id) in self.last:
+        entered_at = self.data.entered.get((segment.id, account_id)) if account_id is not None else None
+        if entered_at is not None and (segment.id, account_id) in self.last:
             return []  # the account entered or left in this claim: its transition speaks
-        if not member:
+        if entered_at is None:  # not a member
             if state is None or through is None or through == account_id:
                 return []  # never followed, or its account left the segment: that exit's transition speaks
             self._remember(user_id, segment.id, None)
@@ -827,8 +827,8 @@ class _Followed:
             return [self._event(entry, "removed", segment.name, "account", through, user_id, at, None, message_id)]
         digest = self._digest(self._properties(entry, "account", account_id))
         if state is None:
-            since = self._since(user_id, self.data.entered[(segment.id, account_id)], "account")
-            if self.quiet or not entry.added or since == self.data.entered[(segment.id, account_id)]:
+            since = self._since(user_id, entered_at, "account")
+            if self.quiet or not entry.added or since == entered_at:
                 # linked before the account entered: announced by the account's entry (or from before we followed)
                 self._remember(user_id, segment.id, digest, account_id)
                 return []
