@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
-from conftest import admin_auth, basic_auth, drain, journal_status_counts, wait_until
+from conftest import admin_auth, basic_auth, drain, journal_status_counts, stored_counts, wait_until
 from fake_segment import configure, send_all, user_id_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -271,6 +271,38 @@ async def test_an_erased_person_leaves_nothing_in_any_table_and_stays_out_until_
     back = await find(client, user_id="ada-42")
     assert back.status_code == 200 and back.json()["id"] != ada
     assert back.json()["traits"] == {"plan": "free"} and back.json()["identifiers"]["anonymous_id"] == []
+
+
+async def test_a_new_visitor_carrying_an_erased_email_only_in_context_traits_is_dropped_as_suppressed(client, runtime):
+    await post(client, {"type": "identify", **ADA, "traits": {"email": ADA_EMAIL, "name": "Ada Lovelace"}})
+    await drain(runtime)
+    response = await client.delete("/api/users", headers=admin_auth(), params={"user_id": "ada-42"})
+    assert response.status_code == 200, response.text
+    suppressed_before = await suppressed_count(client)
+
+    # As analytics.js sends a track once the page knows who it is: the email in context.traits, not in traits.
+    await post(
+        client,
+        {
+            "type": "track",
+            "anonymousId": "anon-new-visitor",
+            "event": "Report Exported",
+            "properties": {"feature": "reports-ada"},
+            "context": {"traits": {"email": "ada.lovelace@EXAMPLE.org"}},
+        },
+    )
+    await drain(runtime)
+
+    assert (await find(client, anonymous_id="anon-new-visitor")).status_code == 404
+    assert await stored_counts(runtime) == {
+        "inbound_journal": 2,  # the identify and the track, both blanked
+        "users": 0,
+        "user_identifiers": 0,
+        "events": 0,
+        "accounts": 0,
+    }
+    assert await search(runtime, [*ADA_NEEDLES, "anon-new-visitor"]) == {}
+    assert await suppressed_count(client) - suppressed_before == 1
 
 
 async def test_a_delete_message_on_segment_erases_what_came_before_it_even_unprocessed(client, runtime):
