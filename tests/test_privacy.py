@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import SQLModel
 
+from connector import journal
 from connector.models import Account, ActivityEntry, DeadLetter, DeliveryState, IdentityAudit, OutboxItem, utcnow
 from connector.outbound import sender
 from connector.spec import clean_id
@@ -303,6 +304,21 @@ async def test_a_new_visitor_carrying_an_erased_email_only_in_context_traits_is_
     }
     assert await search(runtime, [*ADA_NEEDLES, "anon-new-visitor"]) == {}
     assert await suppressed_count(client) - suppressed_before == 1
+
+
+async def test_an_erasure_settles_every_pending_message_of_the_person_however_many_slices_they_take(
+    client, runtime, monkeypatch
+):
+    monkeypatch.setattr(journal, "SETTLE_SLICE", 2)  # the slices SQLite's parameter limit calls for, made small
+    await post(client, {"type": "identify", **ADA, "traits": {"email": ADA_EMAIL}})
+    await drain(runtime)
+    await post(client, *({"type": "track", **ADA, "event": "Report Exported"} for _ in range(5)))
+    assert await journal_status_counts(runtime.engine) == {"pending": 5, "processed": 1}
+
+    response = await client.delete("/api/users", headers=admin_auth(), params={"user_id": "ada-42"})
+
+    assert response.status_code == 200, response.text
+    assert await journal_status_counts(runtime.engine) == {"processed": 6}
 
 
 async def test_a_delete_message_on_segment_erases_what_came_before_it_even_unprocessed(client, runtime):

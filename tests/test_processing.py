@@ -15,6 +15,7 @@ from connector import cli
 from connector.config import get_environment
 from connector.journal import retry_failed
 from connector.models import Account, Event, JournalEntry
+from connector.pipeline import process_batch
 from connector.processing import apply
 
 journal = JournalEntry.__table__
@@ -187,3 +188,18 @@ async def test_a_message_sent_again_after_it_was_processed_is_not_queued_or_appl
     async with runtime.engine.connect() as conn:
         stored = (await conn.execute(sa.select(Event.message_id).order_by(Event.id))).scalars().all()
     assert stored == ["once", "new"]
+
+
+async def test_a_batch_takes_the_oldest_pending_messages_first(client, runtime):
+    # One person's messages: one partition on PostgreSQL, so journal order decides there as it does on SQLite.
+    batch = [{"type": "track", "userId": "u1", "event": "E", "messageId": f"m-{n}"} for n in (1, 2, 3)]
+    assert (await client.post("/v1/batch", headers=basic_auth(), json={"batch": batch})).status_code == 200
+
+    changes = await process_batch(runtime.engine, await runtime.settings.current(), limit=2)
+
+    assert changes.processed == 2
+    assert [(row.message_id, row.status) for row in await journal_statuses(runtime.engine)] == [
+        ("m-1", "processed"),
+        ("m-2", "processed"),
+        ("m-3", "pending"),
+    ]
