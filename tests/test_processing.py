@@ -8,7 +8,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import ADMIN_TOKEN, API_KEY, basic_auth, drain, journal_statuses, wait_until
+from conftest import ADMIN_TOKEN, API_KEY, basic_auth, drain, fail_for, journal_statuses, wait_until
 from inbound_cases import find_user
 
 from connector import cli
@@ -16,7 +16,6 @@ from connector.config import get_environment
 from connector.journal import retry_failed
 from connector.models import Account, Event, JournalEntry
 from connector.pipeline import process_batch
-from connector.processing import apply
 
 journal = JournalEntry.__table__
 accounts = Account.__table__
@@ -25,18 +24,6 @@ CONNECTOR = Path(sys.executable).with_name("connector")
 
 async def journal_status(runtime) -> dict[str, tuple[str, str | None]]:
     return {row.message_id: (row.status, row.error) for row in await journal_statuses(runtime.engine)}
-
-
-def fail_for(monkeypatch, message_id: str) -> None:
-    """Make event storage raise for one messageId only, as a bug or a bad row would."""
-    event_properties = apply.event_properties
-
-    def failing(message):
-        if message["messageId"] == message_id:
-            raise RuntimeError(f"cannot store {message_id}")
-        return event_properties(message)
-
-    monkeypatch.setattr(apply, "event_properties", failing)
 
 
 async def test_a_failing_message_is_marked_and_does_not_hold_up_the_rest(client, runtime, monkeypatch):
