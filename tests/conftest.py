@@ -28,6 +28,7 @@ from connector import models
 from connector.config import Environment
 from connector.db import create_engine
 from connector.migrate import upgrade
+from connector.processing import apply
 from connector.runtime import Runtime
 from connector.web.app import create_app
 from connector.worker import run_once
@@ -234,6 +235,18 @@ async def stored_counts(runtime: Runtime) -> dict[str, int]:
             table.__tablename__: await conn.scalar(sa.select(sa.func.count()).select_from(table.__table__))
             for table in tables
         }
+
+
+def fail_for(monkeypatch: pytest.MonkeyPatch, message_id: str) -> None:
+    """Make event storage raise for one messageId only, as a bug or a bad row would."""
+    event_properties = apply.event_properties
+
+    def failing(message: dict[str, Any]) -> Any:
+        if message["messageId"] == message_id:
+            raise RuntimeError(f"cannot store {message_id}")
+        return event_properties(message)
+
+    monkeypatch.setattr(apply, "event_properties", failing)
 
 
 # Written out here rather than taken from connector.journal: a message is pending while its queue row exists,

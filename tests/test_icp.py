@@ -5,7 +5,7 @@ a change of an account and the removal of the setting; on SQLite and PostgreSQL.
 """
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import admin_auth, basic_auth, drain
@@ -256,6 +256,19 @@ async def test_the_icp_schedule_runs_once_per_interval_whichever_worker_asks(cli
     # Once the interval has passed since that run, whichever worker asks next runs it.
     assert await rescore_accounts(runtime.engine, settings, now + timedelta(days=34), every=every) == 1
     assert (await account(client, "acme"))["icp"] == {"score": 0, "fit": "poor"}
+
+
+async def test_the_schedule_runs_again_exactly_one_interval_after_its_last_run_and_not_a_second_sooner(runtime):
+    async def claimed(at: datetime) -> bool:
+        async with runtime.engine.begin() as conn:
+            return await schedule.claim_run(conn, "icp", 3600, at)
+
+    assert await claimed(datetime(2026, 6, 15, 12, 0, 0, tzinfo=UTC))  # never ran: due
+    assert not await claimed(datetime(2026, 6, 15, 12, 0, 0, tzinfo=UTC))
+    assert not await claimed(datetime(2026, 6, 15, 12, 59, 59, tzinfo=UTC))
+    assert await claimed(datetime(2026, 6, 15, 13, 0, 0, tzinfo=UTC))  # exactly an hour after the last run
+    assert not await claimed(datetime(2026, 6, 15, 13, 59, 59, tzinfo=UTC))  # measured from that run, not the first
+    assert await claimed(datetime(2026, 6, 15, 14, 0, 0, tzinfo=UTC))
 
 
 @pytest.mark.postgres_only  # SQLite runs one worker

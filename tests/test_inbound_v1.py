@@ -1,6 +1,7 @@
 """The Segment-compatible endpoints: POST /v1/<type>, /v1/batch and /v1/import."""
 
 import gzip
+import json
 from datetime import datetime, timedelta
 
 import orjson
@@ -228,6 +229,46 @@ async def test_batch_body_over_500_kb_is_413(client, runtime):
     response = await client.post("/v1/batch", headers=basic_auth(), json={"batch": messages})
     await assert_refused(client, runtime, response, 413)
     assert response.json()["limit"] == 500 * 1024
+
+
+async def test_a_gzipped_batch_that_expands_past_500_kb_is_413_however_small_on_the_wire(client, runtime):
+    # 30 messages of 20 KB: every one within 32 KB, 600 KB together once inflated (under the 2 MB gzip cap).
+    messages = [
+        {"type": "track", "userId": "u1", "event": "E", "messageId": f"m-{n}", "properties": {"blob": "x" * 20_000}}
+        for n in range(30)
+    ]
+    inflated = orjson.dumps({"batch": messages})
+    assert 600_000 < len(inflated) < 610_000
+    body = gzip.compress(inflated)
+    assert len(body) < 10_000
+    response = await client.post("/v1/batch", content=body, headers={**basic_auth(), "Content-Encoding": "gzip"})
+    await assert_refused(client, runtime, response, 413)
+    assert response.json()["limit"] == 500 * 1024
+
+
+@pytest.mark.parametrize("path", ["/v1/batch", "/v1/track"])
+@pytest.mark.parametrize("size", [32_768, 32_769])
+async def test_a_message_of_exactly_32_kb_is_accepted_and_one_byte_more_is_413(client, runtime, path, size):
+    """Segment's limit is 32 KB a message: 32,768 bytes. The connector measures a message once parsed, written
+    again as compact JSON (no spaces, keys in their order, non-ASCII as UTF-8), not as the bytes received; it is
+    posted here in exactly that form (alone, or within {"batch":[...]}), so both measures agree."""
+    message = {"type": "track", "userId": "u1", "event": "Big", "messageId": "big", "properties": {"blob": ""}}
+    without_blob = len(json.dumps(message, separators=(",", ":")).encode())
+    message["properties"]["blob"] = "x" * (size - without_blob)
+    encoded = json.dumps(message, separators=(",", ":")).encode()
+    assert len(encoded) == size
+    body = b'{"batch":[' + encoded + b"]}" if path == "/v1/batch" else encoded
+    response = await client.post(path, content=body, headers={**basic_auth(), "Content-Type": "application/json"})
+    if size == 32_768:
+        assert response.status_code == 200, response.text
+        assert response.json()["accepted"] == 1 and "rejected" not in response.json()
+        assert [payload["messageId"] for payload in await journal_payloads(runtime)] == ["big"]
+    elif path == "/v1/batch":
+        assert response.status_code == 400, response.text
+        assert [(r["index"], r["field"], r["status"]) for r in response.json()["rejected"]] == [(0, "body", 413)]
+        assert await journal_payloads(runtime) == []
+    else:
+        await assert_refused(client, runtime, response, 413)
 
 
 async def test_batch_of_more_than_2500_messages_is_400(client, runtime):

@@ -236,6 +236,31 @@ async def test_a_failing_row_is_dead_lettered_four_hours_after_its_first_failure
         assert await rows(runtime, dead_letters) == []
 
 
+async def test_a_delivery_that_keeps_failing_is_dead_lettered_four_hours_after_its_first_failure_not_its_last(
+    client, runtime, segment_api, monkeypatch
+):
+    """The sender alone keeps the time of the first failure: nothing here writes `failing_since`."""
+    await one_queued_identify(client, runtime, segment_api)
+    first_failure = utcnow()
+    clock = {"now": first_failure}
+    monkeypatch.setattr(sender, "utcnow", lambda: clock["now"])
+    segment_api.fail(500, count=3)
+
+    await sender.Sender(runtime).send_once()
+    clock["now"] = first_failure + timedelta(minutes=10)  # well past the first backoff
+    await sender.Sender(runtime).send_once()
+    [row] = await rows(runtime)
+    assert row.attempts == 2 and "500" in row.last_error
+    assert row.failing_since == first_failure
+
+    clock["now"] = first_failure + timedelta(hours=4)
+    await sender.Sender(runtime).send_once()
+    assert await rows(runtime) == []
+    [letter] = await rows(runtime, dead_letters)
+    assert letter.status_code == 500 and letter.message["userId"] == "u-1"
+    assert segment_api.requests == 3 and segment_api.messages == []
+
+
 async def test_the_total_wait_before_dead_lettering_is_four_hours_plus_at_most_one_backoff_step(
     client, runtime, segment_api
 ):

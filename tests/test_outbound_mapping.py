@@ -79,6 +79,35 @@ async def test_renamed_traits_reach_segment_under_the_names_chosen(client, runti
     assert group["traits"] == {"sector": "Software", "website": "example.com", "employees": 120}
 
 
+async def test_a_user_property_reads_the_account_s_usage_with_no_account_property_chosen(client, runtime, segment_api):
+    await configure(
+        runtime,
+        segment_api,
+        synchronized_segments=["ALL"],
+        handle_accounts=True,
+        synchronized_properties=["account.usage.events_30d"],
+        synchronized_account_properties=[],
+    )
+    used = {"type": "track", "event": "Used", "timestamp": NOW, "properties": {"feature": "reports"}}
+    await post_batch(
+        client,
+        {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"name": "Acme"}},
+        {"type": "group", "userId": "u-2", "groupId": "g-1"},
+        {**used, "userId": "u-1", "messageId": "used-1"},
+        {**used, "userId": "u-1", "messageId": "used-2"},
+        {**used, "userId": "u-2", "messageId": "used-3"},
+    )
+    await drain(runtime)
+    await send_all(runtime)
+
+    identifies = {message["userId"]: message["traits"] for message in of_type(segment_api.messages, "identify")}
+    # Three events by the account's two users in the last 30 days.
+    assert identifies == {
+        "u-1": {"account_usage_events_30d": 3, "hull_segments": []},
+        "u-2": {"account_usage_events_30d": 3, "hull_segments": []},
+    }
+
+
 async def test_an_unchanged_payload_is_not_sent_again(client, runtime, segment_api):
     await configure(
         runtime,

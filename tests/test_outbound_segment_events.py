@@ -360,6 +360,32 @@ async def test_leaving_and_coming_back_between_two_sends_is_removed_then_added_n
     assert changed["event"] == "Pro Updated"
 
 
+@pytest.mark.parametrize("announced_before", [False, True])  # new to the segment, or a member Segment heard of
+async def test_entering_and_leaving_before_the_sender_runs_sends_both_and_keeps_no_record(
+    client, runtime, segment_api, announced_before
+):
+    await create_segment(client, "Pro Users", PRO)
+    await configure(runtime, segment_api, segment_events=[PRO_EVENTS])
+    properties = {"email": "ada@example.com", "seat_count": 3}
+    expected = [("Pro Started", "u-1", properties), ("Pro Ended", "u-1", properties)]
+    if announced_before:
+        assert summary(await sent_after(client, runtime, segment_api, identify("pro"))) == expected[:1]
+        await post_batch(client, identify("free"))
+        await drain(runtime)  # left
+        expected = expected[1:] + expected
+    await post_batch(client, identify("pro"))
+    await drain(runtime)  # entered
+    await post_batch(client, identify("free"))
+    await drain(runtime)  # and left, all before the sender ran
+
+    assert summary(await sent_after(client, runtime, segment_api)) == expected
+    async with runtime.engine.connect() as conn:
+        keys = (await conn.execute(sa.select(delivery_state.c.key))).scalars().all()
+    assert [key for key in keys if key.startswith("segment_event:")] == []
+    # Not a member, so nothing to follow: a later change of a mapped trait sends nothing.
+    assert await sent_after(client, runtime, segment_api, identify("free", seats=7)) == []
+
+
 async def test_a_deleted_segment_sends_removed_to_its_members_and_leaves_the_settings(client, runtime, segment_api):
     segment = await create_segment(client, "Pro Users", PRO)
     other = {**PRO_EVENTS, "segment": "Other", "added": "Other Started"}

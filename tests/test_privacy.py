@@ -12,13 +12,14 @@ from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
-from conftest import admin_auth, basic_auth, drain, journal_status_counts, wait_until
+from conftest import admin_auth, basic_auth, drain, journal_status_counts, stored_counts, wait_until
 from fake_segment import configure, send_all, user_id_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import SQLModel
 
+from connector import journal
 from connector.models import Account, ActivityEntry, DeadLetter, DeliveryState, IdentityAudit, OutboxItem, utcnow
 from connector.outbound import sender
 from connector.spec import clean_id
@@ -271,6 +272,53 @@ async def test_an_erased_person_leaves_nothing_in_any_table_and_stays_out_until_
     back = await find(client, user_id="ada-42")
     assert back.status_code == 200 and back.json()["id"] != ada
     assert back.json()["traits"] == {"plan": "free"} and back.json()["identifiers"]["anonymous_id"] == []
+
+
+async def test_a_new_visitor_carrying_an_erased_email_only_in_context_traits_is_dropped_as_suppressed(client, runtime):
+    await post(client, {"type": "identify", **ADA, "traits": {"email": ADA_EMAIL, "name": "Ada Lovelace"}})
+    await drain(runtime)
+    response = await client.delete("/api/users", headers=admin_auth(), params={"user_id": "ada-42"})
+    assert response.status_code == 200, response.text
+    suppressed_before = await suppressed_count(client)
+
+    # As analytics.js sends a track once the page knows who it is: the email in context.traits, not in traits.
+    await post(
+        client,
+        {
+            "type": "track",
+            "anonymousId": "anon-new-visitor",
+            "event": "Report Exported",
+            "properties": {"feature": "reports-ada"},
+            "context": {"traits": {"email": "ada.lovelace@EXAMPLE.org"}},
+        },
+    )
+    await drain(runtime)
+
+    assert (await find(client, anonymous_id="anon-new-visitor")).status_code == 404
+    assert await stored_counts(runtime) == {
+        "inbound_journal": 2,  # the identify and the track, both blanked
+        "users": 0,
+        "user_identifiers": 0,
+        "events": 0,
+        "accounts": 0,
+    }
+    assert await search(runtime, [*ADA_NEEDLES, "anon-new-visitor"]) == {}
+    assert await suppressed_count(client) - suppressed_before == 1
+
+
+async def test_an_erasure_settles_every_pending_message_of_the_person_however_many_slices_they_take(
+    client, runtime, monkeypatch
+):
+    monkeypatch.setattr(journal, "SETTLE_SLICE", 2)  # the slices SQLite's parameter limit calls for, made small
+    await post(client, {"type": "identify", **ADA, "traits": {"email": ADA_EMAIL}})
+    await drain(runtime)
+    await post(client, *({"type": "track", **ADA, "event": "Report Exported"} for _ in range(5)))
+    assert await journal_status_counts(runtime.engine) == {"pending": 5, "processed": 1}
+
+    response = await client.delete("/api/users", headers=admin_auth(), params={"user_id": "ada-42"})
+
+    assert response.status_code == 200, response.text
+    assert await journal_status_counts(runtime.engine) == {"processed": 6}
 
 
 async def test_a_delete_message_on_segment_erases_what_came_before_it_even_unprocessed(client, runtime):

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import ADMIN_TOKEN, API_KEY, basic_auth, drain, journal_statuses, wait_until
+from conftest import ADMIN_TOKEN, API_KEY, basic_auth, drain, fail_for, journal_statuses, wait_until
 from inbound_cases import find_user
 
 from connector import cli
 from connector.config import get_environment
 from connector.journal import retry_failed
 from connector.models import Account, Event, JournalEntry
-from connector.processing import apply
+from connector.pipeline import process_batch
 
 journal = JournalEntry.__table__
 accounts = Account.__table__
@@ -24,18 +24,6 @@ CONNECTOR = Path(sys.executable).with_name("connector")
 
 async def journal_status(runtime) -> dict[str, tuple[str, str | None]]:
     return {row.message_id: (row.status, row.error) for row in await journal_statuses(runtime.engine)}
-
-
-def fail_for(monkeypatch, message_id: str) -> None:
-    """Make event storage raise for one messageId only, as a bug or a bad row would."""
-    event_properties = apply.event_properties
-
-    def failing(message):
-        if message["messageId"] == message_id:
-            raise RuntimeError(f"cannot store {message_id}")
-        return event_properties(message)
-
-    monkeypatch.setattr(apply, "event_properties", failing)
 
 
 async def test_a_failing_message_is_marked_and_does_not_hold_up_the_rest(client, runtime, monkeypatch):
@@ -187,3 +175,18 @@ async def test_a_message_sent_again_after_it_was_processed_is_not_queued_or_appl
     async with runtime.engine.connect() as conn:
         stored = (await conn.execute(sa.select(Event.message_id).order_by(Event.id))).scalars().all()
     assert stored == ["once", "new"]
+
+
+async def test_a_batch_takes_the_oldest_pending_messages_first(client, runtime):
+    # One person's messages: one partition on PostgreSQL, so journal order decides there as it does on SQLite.
+    batch = [{"type": "track", "userId": "u1", "event": "E", "messageId": f"m-{n}"} for n in (1, 2, 3)]
+    assert (await client.post("/v1/batch", headers=basic_auth(), json={"batch": batch})).status_code == 200
+
+    changes = await process_batch(runtime.engine, await runtime.settings.current(), limit=2)
+
+    assert changes.processed == 2
+    assert [(row.message_id, row.status) for row in await journal_statuses(runtime.engine)] == [
+        ("m-1", "processed"),
+        ("m-2", "processed"),
+        ("m-3", "pending"),
+    ]

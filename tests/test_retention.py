@@ -1,6 +1,7 @@
 """Data lifecycle: what the retention settings say has expired is deleted, a batch at a time, and nothing else."""
 
 import asyncio
+import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -151,6 +152,76 @@ async def test_failed_and_pending_journal_rows_are_never_removed_however_old(run
 
     assert await ids_in(engine, journal) == kept
     assert purged["inbound_journal"] == 1 and expired not in kept
+
+
+class QueuedAgainAfterTheSelect:
+    """The engine as a pass uses it, but once the first batch has selected its ids, `queue_again` runs (in a
+    transaction of its own, committed) before the batch deletes them."""
+
+    def __init__(self, engine, queue_again):
+        self.engine, self.queue_again, self.done = engine, queue_again, False
+
+    @contextlib.asynccontextmanager
+    async def begin(self):
+        async with self.engine.begin() as conn:
+            yield self._Connection(conn, self)
+
+    class _Connection:
+        def __init__(self, conn, outer):
+            self.conn, self.outer = conn, outer
+
+        async def execute(self, statement, *args, **kwargs):
+            result = await self.conn.execute(statement, *args, **kwargs)
+            if isinstance(statement, sa.Select) and not self.outer.done:
+                self.outer.done = True
+                await self.outer.queue_again()
+            return result
+
+
+async def test_a_journal_row_queued_again_between_the_select_and_the_delete_stays(runtime):
+    engine = runtime.engine
+    requeued = await add_journal(engine, "processed", NOW - timedelta(days=8))
+    expired = await add_journal(engine, "processed", NOW - timedelta(days=8))
+
+    async def queue_again():
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO journal_queue (id, partition) SELECT id, partition FROM inbound_journal WHERE id = :id"
+                ),
+                {"id": requeued},
+            )
+
+    purged = await purge(QueuedAgainAfterTheSelect(engine, queue_again), ConnectorSettings(), now=NOW)
+
+    assert await ids_in(engine, journal) == {requeued}
+    assert purged["inbound_journal"] == 1 and expired != requeued
+
+
+async def test_each_table_keeps_a_row_exactly_its_retention_old_and_deletes_it_a_second_older(runtime):
+    """The README: deleted N days "after they were received" (or written): at N days exactly a row is kept."""
+    engine = runtime.engine
+    now = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
+    user = await add_user(engine)
+    kept = {
+        "inbound_journal": await add_journal(engine, "processed", datetime(2026, 6, 8, 12, 0, tzinfo=UTC)),
+        "events": await add_event(engine, user, datetime(2026, 5, 16, 12, 0, tzinfo=UTC)),
+        "activity_log": await add_activity(engine, datetime(2026, 5, 16, 12, 0, tzinfo=UTC)),
+        "dead_letters": await add_dead_letter(engine, datetime(2026, 5, 16, 12, 0, tzinfo=UTC)),
+    }
+    await add_journal(engine, "processed", datetime(2026, 6, 8, 11, 59, 59, tzinfo=UTC))
+    await add_event(engine, user, datetime(2026, 5, 16, 11, 59, 59, tzinfo=UTC))
+    await add_activity(engine, datetime(2026, 5, 16, 11, 59, 59, tzinfo=UTC))
+    await add_dead_letter(engine, datetime(2026, 5, 16, 11, 59, 59, tzinfo=UTC))
+    settings = ConnectorSettings(
+        journal_retention_days=7, event_retention_days=30, activity_retention_days=30, dead_letter_retention_days=30
+    )
+
+    purged = await purge(engine, settings, now=now)
+
+    assert purged == {"inbound_journal": 1, "events": 1, "activity_log": 1, "dead_letters": 1}
+    for table in (journal, events, activity_log, dead_letters):
+        assert await ids_in(engine, table) == {kept[table.name]}, table.name
 
 
 journal_rows = st.lists(
