@@ -544,3 +544,34 @@ async def test_a_group_call_naming_an_erased_email_in_its_context_traits_is_drop
     statuses = {row.message_id: row.status for row in await journal_statuses(runtime.engine)}
     assert statuses["g-laptop"] == "processed"
     assert sent == []
+
+
+NIL_UUID = "00000000-0000-0000-0000-000000000000"
+
+
+async def test_two_users_sending_the_nil_uuid_as_anonymous_id_stay_two_profiles_without_it(
+    client, runtime, segment_api
+):
+    await configure(runtime, segment_api, synchronized_segments=["ALL"], synchronized_properties=["plan"])
+    sent = await sent_after(
+        client,
+        runtime,
+        segment_api,
+        {"type": "identify", "userId": "ada", "anonymousId": NIL_UUID, "traits": {"plan": "pro"}},
+        {"type": "identify", "userId": "bob", "anonymousId": NIL_UUID, "traits": {"plan": "free"}},
+        {"type": "track", "userId": "bob", "anonymousId": "0000", "event": "Signed In"},
+    )
+    ada, bob = await find_user(client, user_id="ada"), await find_user(client, user_id="bob")
+    assert ada["id"] != bob["id"]
+    assert ada["identifiers"]["anonymous_id"] == [] and bob["identifiers"]["anonymous_id"] == []
+    assert await find_user(client, anonymous_id=NIL_UUID) is None
+    assert [row.action for row in await audit_rows(runtime)] == []  # nothing linked them: no conflict either
+    assert identities(sent) == [
+        ("ada", None, {"plan": "pro", "hull_segments": []}),
+        ("bob", None, {"plan": "free", "hull_segments": []}),
+    ]
+    # Alone, the nil UUID identifies nobody: refused as 'null' would be.
+    response = await client.post(
+        "/v1/batch", headers=basic_auth(), json={"batch": [{"type": "track", "anonymousId": NIL_UUID, "event": "E"}]}
+    )
+    assert response.status_code == 400 and response.json()["rejected"][0]["field"] == "userId"
