@@ -1,7 +1,8 @@
-"""Identity resolution, traits and accounts, observed through the admin API."""
+"""Identity resolution, traits and accounts, observed through the admin API (and the fake Segment's identifies)."""
 
 import sqlalchemy as sa
-from conftest import admin_auth, basic_auth, drain
+from conftest import admin_auth, basic_auth, drain, journal_statuses
+from fake_segment import configure, of_type, sent_after
 from inbound_cases import enable_accounts, find_user
 
 from connector.models import IdentityAudit
@@ -407,3 +408,170 @@ async def test_alias_from_a_known_user_id_to_a_new_one_renames_the_profile(clien
     assert [(row.action, row.details) for row in await audit_rows(runtime)] == [
         ("rename", {"previous_user_id": "old-id", "user_id": "new-id"})
     ]
+
+
+# --- identify_by_email and group calls, end to end to the fake Segment ---------------------------------------
+# A group call's traits are the group's: their `email` is the company's address (the Spec: "Email address of
+# group"), never a claim on the person. The person's own email in a group call's context.traits is read as on any
+# other call. The fake Segment receives one identify per profile: two profiles are two identifies.
+
+BILLING = "billing@acme.com"
+
+
+async def start_with_identify_by_email(runtime, segment_api) -> None:
+    await configure(
+        runtime,
+        segment_api,
+        identify_by_email=True,
+        handle_accounts=True,
+        synchronized_segments=["ALL"],
+        synchronized_properties=["email"],
+    )
+
+
+def company_group(who: dict, **extra) -> dict:
+    """A group call of Acme's, its traits carrying the company's billing address."""
+    return {"type": "group", **who, "groupId": "acme", "traits": {"name": "Acme", "email": BILLING}, **extra}
+
+
+def identities(messages: list[dict]) -> list[tuple]:
+    """(userId, anonymousId, traits) of each identify the fake Segment received, sorted."""
+    found = [(m.get("userId"), m.get("anonymousId"), m["traits"]) for m in of_type(messages, "identify")]
+    return sorted(found, key=lambda item: (item[0] or "", item[1] or ""))
+
+
+async def test_two_visitors_whose_group_calls_carry_the_company_address_stay_two_profiles(client, runtime, segment_api):
+    await start_with_identify_by_email(runtime, segment_api)
+    sent = await sent_after(
+        client,
+        runtime,
+        segment_api,
+        company_group({"anonymousId": "visitor-1"}, messageId="g-1"),
+        company_group({"anonymousId": "visitor-2"}, messageId="g-2"),
+    )
+    first = await find_user(client, anonymous_id="visitor-1")
+    second = await find_user(client, anonymous_id="visitor-2")
+    assert first["id"] != second["id"]
+    for profile in (first, second):
+        assert profile["identifiers"]["email"] == [] and profile["traits"] == {}
+        assert profile["account"]["group_id"] == "acme"
+    assert await find_user(client, email=BILLING) is None
+    assert identities(sent) == [
+        (None, "visitor-1", {"hull_segments": []}),
+        (None, "visitor-2", {"hull_segments": []}),
+    ]
+
+
+async def test_an_identified_user_who_sends_the_company_address_in_a_group_call_is_not_merged_with_a_visitor(
+    client, runtime, segment_api
+):
+    await start_with_identify_by_email(runtime, segment_api)
+    sent = await sent_after(
+        client,
+        runtime,
+        segment_api,
+        company_group({"anonymousId": "visitor-1"}, messageId="g-visitor"),
+        {"type": "identify", "userId": "ada", "traits": {"email": "ada@example.com"}, "messageId": "i-ada"},
+        company_group({"userId": "ada"}, messageId="g-ada"),
+    )
+    ada = await find_user(client, user_id="ada")
+    visitor = await find_user(client, anonymous_id="visitor-1")
+    assert ada["id"] != visitor["id"]
+    assert ada["identifiers"] == {"user_id": ["ada"], "anonymous_id": [], "email": ["ada@example.com"]}
+    assert ada["traits"] == {"email": "ada@example.com"}
+    assert visitor["identifiers"]["email"] == []
+    assert identities(sent) == [
+        (None, "visitor-1", {"hull_segments": []}),
+        ("ada", None, {"email": "ada@example.com", "hull_segments": []}),
+    ]
+
+
+async def test_a_group_call_claims_the_email_in_its_context_traits_even_when_the_group_has_traits(
+    client, runtime, segment_api
+):
+    await start_with_identify_by_email(runtime, segment_api)
+    sent = await sent_after(
+        client,
+        runtime,
+        segment_api,
+        {"type": "identify", "userId": "ada", "traits": {"email": "ada@example.com"}, "messageId": "i-ada"},
+        # Ada on another device: only her email says who she is, in context.traits as libraries send it.
+        company_group(
+            {"anonymousId": "ada-laptop"}, messageId="g-laptop", context={"traits": {"email": "Ada@Example.com"}}
+        ),
+        # Someone new: the group call gives their profile their email claim.
+        company_group(
+            {"anonymousId": "grace-phone"}, messageId="g-grace", context={"traits": {"email": "grace@example.com"}}
+        ),
+    )
+    ada = await find_user(client, user_id="ada")
+    assert (await find_user(client, anonymous_id="ada-laptop"))["id"] == ada["id"]
+    assert ada["identifiers"] == {"user_id": ["ada"], "anonymous_id": ["ada-laptop"], "email": ["ada@example.com"]}
+    grace = await find_user(client, anonymous_id="grace-phone")
+    assert grace["id"] != ada["id"]
+    assert grace["identifiers"]["email"] == ["grace@example.com"]
+    assert (await find_user(client, email="GRACE@example.com"))["id"] == grace["id"]
+    assert await find_user(client, email=BILLING) is None
+    assert identities(sent) == [
+        (None, "grace-phone", {"hull_segments": []}),
+        ("ada", "ada-laptop", {"email": "ada@example.com", "hull_segments": []}),
+    ]
+
+
+async def test_a_group_call_naming_an_erased_email_in_its_context_traits_is_dropped_as_suppressed(
+    client, runtime, segment_api
+):
+    await start_with_identify_by_email(runtime, segment_api)
+    await sent_after(
+        client,
+        runtime,
+        segment_api,
+        {"type": "identify", "userId": "ada", "traits": {"email": "ada@example.com"}, "messageId": "i-ada"},
+    )
+    erased = await client.delete("/api/users", headers=admin_auth(), params={"user_id": "ada"})
+    assert erased.status_code == 200 and erased.json()["suppressed"] == 2, erased.text  # user_id and email
+
+    sent = await sent_after(
+        client,
+        runtime,
+        segment_api,
+        company_group(
+            {"anonymousId": "ada-laptop"}, messageId="g-laptop", context={"traits": {"email": "ada@example.com"}}
+        ),
+    )
+    assert await find_user(client, anonymous_id="ada-laptop") is None
+    assert await find_user(client, email="ada@example.com") is None
+    statuses = {row.message_id: row.status for row in await journal_statuses(runtime.engine)}
+    assert statuses["g-laptop"] == "processed"
+    assert sent == []
+
+
+NIL_UUID = "00000000-0000-0000-0000-000000000000"
+
+
+async def test_two_users_sending_the_nil_uuid_as_anonymous_id_stay_two_profiles_without_it(
+    client, runtime, segment_api
+):
+    await configure(runtime, segment_api, synchronized_segments=["ALL"], synchronized_properties=["plan"])
+    sent = await sent_after(
+        client,
+        runtime,
+        segment_api,
+        {"type": "identify", "userId": "ada", "anonymousId": NIL_UUID, "traits": {"plan": "pro"}},
+        {"type": "identify", "userId": "bob", "anonymousId": NIL_UUID, "traits": {"plan": "free"}},
+        {"type": "track", "userId": "bob", "anonymousId": "0000", "event": "Signed In"},
+    )
+    ada, bob = await find_user(client, user_id="ada"), await find_user(client, user_id="bob")
+    assert ada["id"] != bob["id"]
+    assert ada["identifiers"]["anonymous_id"] == [] and bob["identifiers"]["anonymous_id"] == []
+    assert await find_user(client, anonymous_id=NIL_UUID) is None
+    assert [row.action for row in await audit_rows(runtime)] == []  # nothing linked them: no conflict either
+    assert identities(sent) == [
+        ("ada", None, {"plan": "pro", "hull_segments": []}),
+        ("bob", None, {"plan": "free", "hull_segments": []}),
+    ]
+    # Alone, the nil UUID identifies nobody: refused as 'null' would be.
+    response = await client.post(
+        "/v1/batch", headers=basic_auth(), json={"batch": [{"type": "track", "anonymousId": NIL_UUID, "event": "E"}]}
+    )
+    assert response.status_code == 400 and response.json()["rejected"][0]["field"] == "userId"

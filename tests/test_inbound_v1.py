@@ -80,7 +80,12 @@ async def test_batch_context_and_integrations_apply_to_each_message(client, runt
     await drain(runtime)
     async with runtime.engine.connect() as conn:
         contexts = dict((await conn.execute(sa.select(Event.message_id, Event.context))).all())
-    assert contexts["m-b"] == {"library": {"name": "analytics-node"}, "ip": "10.0.0.2"}
+    # The event keeps its integrations in its stored context, for the sender to forward them (spec.py)
+    assert contexts["m-b"] == {
+        "library": {"name": "analytics-node"},
+        "ip": "10.0.0.2",
+        "_integrations": {"Amplitude": True},
+    }
 
 
 async def test_batch_level_loop_guard_drops_every_message(client, runtime):

@@ -211,6 +211,51 @@ async def test_send_events_applies_to_events_from_both_sources(client, runtime, 
     assert sorted(m["messageId"] for m in of_type(segment_api.messages, "track")) == ["api-w", "seg-w"]
 
 
+async def test_a_forwarded_event_keeps_the_routing_it_was_received_with_and_our_loop_flag_wins(
+    client, runtime, segment_api
+):
+    await configure(runtime, segment_api, synchronized_segments=["ALL"], send_events=["ALL"], forward_events=True)
+    await deliver_from_segment(
+        client,
+        {
+            "type": "track",
+            "userId": "u-1",
+            "event": "Order Completed",
+            "messageId": "seg-routed",
+            "integrations": {"All": False, "Mixpanel": True},
+        },
+    )
+    batch = {
+        "integrations": {"Amplitude": {"session_id": 7}, "Webhooks": True},  # batch-level: for each message
+        "batch": [
+            {"type": "identify", "userId": "u-1", "traits": {"email": "ada@example.com"}},
+            {"type": "track", "userId": "u-1", "event": "Signed In", "messageId": "api-batch"},
+            {
+                "type": "page",
+                "userId": "u-1",
+                "name": "Home",
+                "messageId": "api-own",
+                "integrations": {"Amplitude": False},
+            },
+        ],
+    }
+    assert (await client.post("/v1/batch", headers=basic_auth(), json=batch)).status_code == 200
+    await post(client, {"type": "track", "userId": "u-1", "event": "Signed Out", "messageId": "api-plain"})
+    await drain(runtime)
+    await send_all(runtime)
+
+    routing = {message["messageId"]: message["integrations"] for message in segment_api.messages}
+    assert routing.pop("seg-routed") == {"All": False, "Mixpanel": True, "Webhooks": False}
+    assert routing.pop("api-batch") == {"Amplitude": {"session_id": 7}, "Webhooks": False}
+    assert routing.pop("api-own") == {"Amplitude": False, "Webhooks": False}
+    assert routing.pop("api-plain") == {"Webhooks": False}
+    # The identify is the connector's own message, whatever its user's calls carried: the loop flag alone.
+    assert list(routing.values()) == [{"Webhooks": False}]
+    for message in segment_api.messages:
+        assert message["context"] == {**message["context"], **STAMP["context"]}
+        assert "_integrations" not in message["context"]
+
+
 async def test_initial_transitions_need_send_initial_results(client, runtime, segment_api):
     await configure(runtime, segment_api, synchronized_segments=["ALL"], entered_exited_events=True)
     await post(client, {"type": "identify", "userId": "u-1"})

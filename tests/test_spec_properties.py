@@ -171,6 +171,44 @@ def test_clock_skew_rule(original, delay_ms, skew_ms):
     assert spec.parse_timestamp(normalised["timestamp"], "t") == received - timedelta(milliseconds=delay_ms)
 
 
+# --- ids made only of zeros ------------------------------------------------
+# Segment blocks "all zeros" as an identifier value: the nil UUID, and any id of zeros (dashes between them or not)
+# is what a device without an advertising id or a broken SDK sends for everyone.
+
+zeros = st.text(alphabet="0-", min_size=1, max_size=60).filter(lambda text: "0" in text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(zeros, st.sampled_from(["{}", " {} ", "'{}'", '"{}"']))
+def test_an_id_made_only_of_zeros_and_dashes_is_never_an_identifier(text, wrapping):
+    value = wrapping.format(text)
+    assert spec.is_bogus_id(value) and spec.clean_id(value) is None
+    with pytest.raises(spec.SpecError) as refused:
+        spec.normalise_message({"type": "identify", "userId": value, "anonymousId": value}, RECEIVED)
+    assert refused.value.field == "userId"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["0", "0000", "-0", "0-", "00000000000000000000000000000000", "00000000-0000-0000-0000-000000000000"],
+)
+def test_the_nil_uuid_and_other_zeros_are_refused(value):
+    assert spec.clean_id(value) is None
+    normalised = spec.normalise_message(
+        {"type": "track", "userId": "u-1", "anonymousId": value, "event": "E"}, RECEIVED
+    )
+    assert normalised["anonymousId"] == value  # kept in the message as sent, but no identifier
+
+
+# A digit or a letter besides the zeros makes a real id: counters, padded numbers, UUIDs that are not nil.
+@pytest.mark.parametrize(
+    "value",
+    ["0a", "10", "01", "00000001", "-0-1", "1-0", "O0", "00000000-0000-0000-0000-000000000001"],
+)
+def test_ids_with_anything_besides_zeros_and_dashes_stay_identifiers(value):
+    assert not spec.is_bogus_id(value) and spec.clean_id(value) == value
+
+
 # --- identity resolution: delivery order does not matter ---------------------
 
 PEOPLE = 3

@@ -48,8 +48,17 @@ def normalise_email(value: Any) -> str | None:
         return None
 
 
+def person_traits(message: dict[str, Any]) -> Any:
+    """The traits a message carries about its person: its own `traits`, else (none sent) `context.traits`, where
+    libraries put the user's traits on a track, page or screen. A group call's `traits` describe the group (the
+    Spec: "email: Email address of group"), never the person: only its `context.traits` speak for the user."""
+    own = message.get("traits") if message.get("type") != "group" else None
+    return own or (message.get("context") or {}).get("traits") or {}
+
+
 def message_email(message: dict[str, Any]) -> str | None:
-    traits = message.get("traits") or (message.get("context") or {}).get("traits") or {}
+    """The person's email (normalised) from `person_traits`: a group's address never claims a profile."""
+    traits = person_traits(message)
     return normalise_email(traits.get("email")) if isinstance(traits, dict) else None
 
 

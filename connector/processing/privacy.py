@@ -89,9 +89,11 @@ def suppressed_email(value: Any) -> str | None:
 
 
 def message_claims(message: dict[str, Any]) -> set[Claim]:
-    """Every identifier a message names: its ids, an alias's previousId (either kind), its email.
+    """Every identifier a message names: its ids, an alias's previousId (either kind), its emails.
 
-    The email counts whatever `identify_by_email` says: a suppressed address must not come back as a trait.
+    The emails count whatever `identify_by_email` says: a suppressed address must not come back as a trait. Both
+    `traits.email` and `context.traits.email` count, on every type: a group call's traits are the group's (an
+    account trait), but its context.traits name the person, whom identity.py claims by them.
     """
     claims: set[Claim] = set()
     if user_id := clean_id(message.get("userId")):
@@ -100,9 +102,9 @@ def message_claims(message: dict[str, Any]) -> set[Claim]:
         claims.add((ANONYMOUS_ID, anonymous_id))
     if message.get("type") == "alias" and (previous := clean_id(message.get("previousId"))):
         claims |= {(USER_ID, previous), (ANONYMOUS_ID, previous)}
-    traits = message.get("traits") or (message.get("context") or {}).get("traits")
-    if isinstance(traits, dict) and (email := suppressed_email(traits.get("email"))):
-        claims.add((EMAIL, email))
+    for traits in (message.get("traits"), (message.get("context") or {}).get("traits")):
+        if isinstance(traits, dict) and (email := suppressed_email(traits.get("email"))):
+            claims.add((EMAIL, email))
     return claims
 
 
