@@ -188,6 +188,8 @@ class Event(TableModel, table=True):
     received_at: datetime = _time(index=True)  # retention deletes by it
     properties: dict[str, Any] = _json()
     context: dict[str, Any] = _json()
+    # Its sender's routing ({"All": false, "Mixpanel": true}), forwarded with the event; None when it had none.
+    integrations: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(JSONType, nullable=True))
     # The account the user was linked to when the event was stored: account usage counts
     # the event there, and a rebuild from the events must give the same answer.
     account_id: int | None = Field(default=None, sa_type=BigId)

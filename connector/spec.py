@@ -31,10 +31,6 @@ SNAKE_TO_CAMEL = {
     "write_key": "writeKey",
 }
 OBJECT_FIELDS = ("traits", "properties", "context", "integrations")
-# An event's `integrations` (its sender's routing: {"All": false, "Mixpanel": true}) is kept in the event's stored
-# context under this key, the events table having no column for it; the outbound guard takes it out of the
-# context and sends it back as `integrations`, with the loop flag added (outbound/guard.py: stamp).
-STORED_INTEGRATIONS = "_integrations"
 # Values that SDKs and broken integrations send where an id should be. Besides these, any id made only of zeros
 # and dashes (the nil UUID 00000000-0000-0000-0000-000000000000, "0000"): Segment blocks "all zeros" too.
 BOGUS_IDS = frozenset(

@@ -79,13 +79,13 @@ async def test_batch_context_and_integrations_apply_to_each_message(client, runt
     assert payloads["m-b"]["integrations"] == {"Amplitude": True}
     await drain(runtime)
     async with runtime.engine.connect() as conn:
-        contexts = dict((await conn.execute(sa.select(Event.message_id, Event.context))).all())
-    # The event keeps its integrations in its stored context, for the sender to forward them (spec.py)
-    assert contexts["m-b"] == {
-        "library": {"name": "analytics-node"},
-        "ip": "10.0.0.2",
-        "_integrations": {"Amplitude": True},
-    }
+        stored = {
+            row[0]: row[1:]
+            for row in await conn.execute(sa.select(Event.message_id, Event.context, Event.integrations))
+        }
+    # The event keeps its sender's routing beside its context, for the sender to forward it with
+    assert stored["m-a"] == ({"library": {"name": "analytics-node"}, "ip": "10.0.0.1"}, {"Amplitude": False})
+    assert stored["m-b"] == ({"library": {"name": "analytics-node"}, "ip": "10.0.0.2"}, {"Amplitude": True})
 
 
 async def test_batch_level_loop_guard_drops_every_message(client, runtime):

@@ -628,6 +628,7 @@ def _event(data: _Data, settings: ConnectorSettings, event_id: int) -> tuple[lis
         "timestamp": format_timestamp(event.timestamp),
         "properties": dict(event.properties),
         "context": {key: value for key, value in event.context.items() if key != "integration"},
+        "integrations": event.integrations,
     }
     if event.type == "track":
         message["event"] = event.event

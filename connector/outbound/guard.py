@@ -13,19 +13,17 @@ import orjson
 
 from connector import __version__
 from connector.settings import ConnectorSettings
-from connector.spec import STORED_INTEGRATIONS
 
 
 def stamp(message: dict[str, Any], settings: ConnectorSettings) -> dict[str, Any]:
     """The marks, on a message about to be sent. A forwarded event keeps the `integrations` it was received with
-    (its stored context holds them: spec.STORED_INTEGRATIONS), with our loop flag added, which wins over the
-    sender's value for our own integration name. What the connector builds (identify, group, segment events) has
-    none: the loop flag alone."""
-    context = dict(message.get("context") or {})
-    received = context.pop(STORED_INTEGRATIONS, None)
-    routing = received if isinstance(received, dict) else {}
-    message["integrations"] = {**routing, settings.integration_name: False}
-    message["context"] = {**context, "integration": {"name": settings.connector_name, "version": __version__}}
+    (`events.integrations`), with our loop flag added, which wins over the sender's value for our own integration
+    name. What the connector builds (identify, group, segment events) has none: the loop flag alone."""
+    message["integrations"] = {**(message.get("integrations") or {}), settings.integration_name: False}
+    message["context"] = {
+        **message.get("context", {}),
+        "integration": {"name": settings.connector_name, "version": __version__},
+    }
     return message
 
 
