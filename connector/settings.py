@@ -262,7 +262,11 @@ class ConnectorSettings(BaseModel):
         False, INCOMING, "Handle group calls", "Create accounts from group calls and link their users."
     )
     identify_by_email: bool = _field(
-        False, INCOMING, "Identify by email", "Use traits.email as an identity claim to find profiles."
+        False,
+        INCOMING,
+        "Identify by email",
+        "Use the person's email (traits.email, or context.traits.email) as an identity claim to find profiles. "
+        "A group call's traits describe the group: its traits.email is never a claim.",
     )
     link_accounts_by_domain: bool = _field(
         False,
