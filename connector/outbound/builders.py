@@ -21,12 +21,17 @@ Segment events (`segment_events`, Hightouch's generic track) follow a member of 
 `added` from its `entered` transition (or a resync's `member:` row), `removed` from its
 `exited` one, `changed` when the mapped properties differ from those Segment last received for
 that membership. That last payload is a delivery_state row `segment_event:<user>:<segment>`,
-written when an added or changed is delivered; a member seen with no such row (an initial
-member, one from before the entry was configured) gets it as a baseline without an event, and
-an exit forgets it, so a member never gets `changed` for what came before it was followed.
+written when an added or changed is delivered, and for every current member when an entry is
+saved (resync.follow_members: a member from before the entry is measured from what it held
+then); a member seen with no such row (an initial member) gets it as a baseline without an
+event, and an exit forgets it, so a member never gets `changed` for what came before it was
+followed. In an account segment the row also names the account the user is followed through:
+a user who joins a member account gets `added`, one who leaves it `removed`, one who moves
+between member accounts `changed` (_Followed._through_account).
 Message ids are derived from the transition (segment, user, kind, time of the membership
-change), so a resend is the same message and enter, leave, enter are three; a `changed` from
-the payloads before and after and the time the one before was recorded.
+change; in an account segment, the later of the account's entry and the user's link, and for
+a removed the record it ends), so a resend is the same message and enter, leave, enter are
+three; a `changed` from the payloads before and after and the time the one before was recorded.
 """
 
 import functools
