@@ -269,3 +269,29 @@ async def test_segment_entered_and_exited_are_sent_only_for_the_synchronized_seg
         client, runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"newsletter": False}}
     )
     assert of_type(left, "track") == []
+
+
+async def test_membership_traits_keep_every_script_and_never_share_or_empty_a_name(client, runtime, segment_api):
+    names = ["Clients Fidèles", "Käufer", "Клиенты", "Акция x", "Скидка x", "🔥", "Pro Users", "pro-users"]
+    ids = [await create_segment(client, name, {"attribute": "traits.vip", "op": "eq", "value": True}) for name in names]
+    await configure(runtime, segment_api, synchronized_segments=["ALL"], segment_membership_traits=True)
+    joined = await sent_after(
+        client, runtime, segment_api, {"type": "identify", "userId": "u-1", "traits": {"vip": True}}
+    )
+    [identify] = of_type(joined, "identify")
+    # 🔥: sha256("🔥")[:8]; pro-users, the younger of the two giving pro_users: sha256("pro-users")[:8]
+    expected = {
+        "clients_fidèles": True,
+        "käufer": True,
+        "клиенты": True,
+        "акция_x": True,
+        "скидка_x": True,
+        "segment_ed8d8305": True,
+        "pro_users": True,
+        "pro_users_c09da86a": True,
+    }
+    assert identify["traits"] == {"hull_segments": sorted(names), **expected}
+    # Deleted, a segment is sent as false under the trait it had.
+    assert (await client.delete(f"/api/segments/{ids[1]}", headers=admin_auth())).status_code == 204
+    [identify] = of_type(await sent_after(client, runtime, segment_api), "identify")
+    assert identify["traits"]["käufer"] is False and identify["traits"]["клиенты"] is True
