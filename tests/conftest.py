@@ -249,6 +249,17 @@ def fail_for(monkeypatch: pytest.MonkeyPatch, message_id: str) -> None:
     monkeypatch.setattr(apply, "event_properties", failing)
 
 
+async def post_with_poison(client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three tracks of three users in one /v1/batch, the middle one ("poison") failing in processing (fail_for)."""
+    fail_for(monkeypatch, "poison")
+    batch = [
+        {"type": "track", "userId": "u1", "event": "A", "messageId": "before"},
+        {"type": "track", "userId": "u2", "event": "B", "messageId": "poison"},
+        {"type": "track", "userId": "u3", "event": "C", "messageId": "after"},
+    ]
+    assert (await client.post("/v1/batch", headers=basic_auth(), json={"batch": batch})).status_code == 200
+
+
 # Written out here rather than taken from connector.journal: a message is pending while its queue row exists,
 # failed when parked with a reason, processed otherwise.
 JOURNAL_STATUS = sa.text(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import ADMIN_TOKEN, API_KEY, basic_auth, drain, fail_for, journal_statuses, wait_until
+from conftest import ADMIN_TOKEN, API_KEY, basic_auth, drain, fail_for, journal_statuses, post_with_poison, wait_until
 from inbound_cases import find_user
 
 from connector import cli
@@ -27,13 +27,7 @@ async def journal_status(runtime) -> dict[str, tuple[str, str | None]]:
 
 
 async def test_a_failing_message_is_marked_and_does_not_hold_up_the_rest(client, runtime, monkeypatch):
-    fail_for(monkeypatch, "poison")
-    batch = [
-        {"type": "track", "userId": "u1", "event": "A", "messageId": "before"},
-        {"type": "track", "userId": "u2", "event": "B", "messageId": "poison"},
-        {"type": "track", "userId": "u3", "event": "C", "messageId": "after"},
-    ]
-    assert (await client.post("/v1/batch", headers=basic_auth(), json={"batch": batch})).status_code == 200
+    await post_with_poison(client, monkeypatch)
     changes = await drain(runtime)
     assert (changes.processed, changes.failed) == (2, 1)
     status = await journal_status(runtime)

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from conftest import admin_auth, basic_auth, drain, fail_for
+from conftest import admin_auth, basic_auth, drain, post_with_poison
 from fake_segment import configure, send_all
 
 from connector import worker
@@ -200,13 +200,7 @@ async def test_messages_failed_in_processing_warn_until_retried(client, runtime,
 
 
 async def test_a_message_failed_in_processing_is_counted_as_failed_not_as_processed(client, runtime, monkeypatch):
-    fail_for(monkeypatch, "poison")
-    batch = [
-        {"type": "track", "userId": "u1", "event": "A", "messageId": "before"},
-        {"type": "track", "userId": "u2", "event": "B", "messageId": "poison"},
-        {"type": "track", "userId": "u3", "event": "C", "messageId": "after"},
-    ]
-    assert (await client.post("/v1/batch", headers=basic_auth(), json={"batch": batch})).status_code == 200
+    await post_with_poison(client, monkeypatch)
     await drain(runtime)
     assert (await status(client))["journal"] == {"pending": 0, "processed": 2, "failed": 1}
 
