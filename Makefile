@@ -65,7 +65,7 @@ clean:
 # Mutation testing with mutmut over the seven modules named in pyproject.toml's [tool.mutmut]
 # (docs/testing.md). Not part of `make test` or CI: it takes over an hour. On SQLite only; each
 # mutant is tested by its module's test files ([tool.mutation_scope], tests/mutation_scope.py).
-# MUTANTS narrows it (make mutation MUTANTS='connector.spec.*'); MUTATION_TIME stops it cleanly
+# MUTANTS narrows it (make mutation MUTANTS='connector.core.spec.*'); MUTATION_TIME stops it cleanly
 # after a while (MUTATION_TIME=30m): results are kept in mutants/ and the next run goes on with
 # the mutants not yet checked (and the functions changed since). `make clean` drops them.
 MUTANTS ?=
@@ -86,7 +86,7 @@ $(VENV)/.mutation-installed: pyproject.toml uv.lock $(VENV)/.installed
 	$(UV_SYNC) --extra test --extra mutation
 	touch $@
 
-# A new Alembic revision from the change to connector/models.py: make migration m="what changes".
+# A new Alembic revision from the change to connector/core/models.py: make migration m="what changes".
 migration: install
 	@test -n "$(m)" || { echo 'usage: make migration m="what changes"'; exit 2; }
 	rm -f /tmp/connector-migration.db

@@ -4,7 +4,7 @@ Robust to the machine's load, since both parts of each ratio see the same machin
 
 Processor: benchmarks/ingest.py's journal rows (COPY) through process_batch(500), as ingest.py's
 processor phase. Sender: benchmarks/outbound.py's full outbox drained by Sender.send_once against
-the fake Segment, in this process. Time spent in connector.activity.append (the INSERTs) and in
+the fake Segment, in this process. Time spent in connector.flow.activity.append (the INSERTs) and in
 building the sender's entries is summed and divided by the phase's wall time.
 
     .venv/bin/python benchmarks/activity.py [--messages 10000]
@@ -26,12 +26,12 @@ from fake_segment import FakeSegment
 from ingest import JOURNAL_COLUMNS, journal_records
 from outbound import SETTINGS
 
-from connector import activity
-from connector.config import Environment
+from connector.core.environment import Environment
+from connector.core.runtime import Runtime
+from connector.core.settings import ConnectorSettings
+from connector.flow import activity
 from connector.outbound import sender as sender_module
-from connector.pipeline import process_batch
-from connector.runtime import Runtime
-from connector.settings import ConnectorSettings
+from connector.service.pipeline import process_batch
 
 spent = {"append": 0.0, "entries": 0.0, "rows": 0}
 original_append = activity.append

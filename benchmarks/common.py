@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from connector.migrate import upgrade
+from connector.service.migrate import upgrade
 
 POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 API_KEY = "bench-api-key-0123456789"

@@ -37,8 +37,8 @@ SETTINGS = {
 
 
 async def save_settings(dsn: str, fake: FakeSegment) -> None:
-    from connector.db import create_engine
-    from connector.settings_store import SettingsStore
+    from connector.core.db import create_engine
+    from connector.core.settings_store import SettingsStore
 
     engine = create_engine(dsn.replace("postgresql://", "postgresql+asyncpg://"))
     await SettingsStore(engine).save({**SETTINGS, "write_key": fake.write_key, "segment_api_host": fake.url})
@@ -47,9 +47,9 @@ async def save_settings(dsn: str, fake: FakeSegment) -> None:
 
 async def fill_outbox(dsn: str, events: int) -> int:
     """Journal rows by COPY, then the processor turns them into profiles and outbox rows; returns rows queued."""
-    from connector.db import create_engine
-    from connector.pipeline import process_batch
-    from connector.settings import ConnectorSettings
+    from connector.core.db import create_engine
+    from connector.core.settings import ConnectorSettings
+    from connector.service.pipeline import process_batch
 
     records = journal_records(events, seed=11)
     connection = await asyncpg.connect(dsn)

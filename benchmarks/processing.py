@@ -54,13 +54,13 @@ import sqlalchemy as sa
 sys.path.insert(0, os.path.dirname(__file__))
 from common import running_workers, throwaway_database
 
-from connector import spec
-from connector.config import normalise_database_url
-from connector.db import create_engine
-from connector.inbound.journal import API, journal_row
-from connector.migrate import upgrade
-from connector.models import JournalEntry, Segment, utcnow
-from connector.settings_store import SettingsStore
+from connector.core import spec
+from connector.core.db import create_engine
+from connector.core.environment import normalise_database_url
+from connector.core.models import JournalEntry, Segment, utcnow
+from connector.core.settings_store import SettingsStore
+from connector.inbound.writer import API, journal_row
+from connector.service.migrate import upgrade
 
 USERS_PER_ACCOUNT = 10
 VISITORS_AT_ONCE = 50  # profiles in progress at any moment of the cold stream

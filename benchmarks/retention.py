@@ -1,6 +1,6 @@
 """Retention: purging 1,000,000 expired journal rows while /segment takes 500 requests/s.
 
-Prints: p50/p99 /segment latency with no purge, during the batched purge (connector.retention.purge,
+Prints: p50/p99 /segment latency with no purge, during the batched purge (connector.service.retention.purge,
 what the worker runs), and during one `DELETE` of the same rows in a single statement (the physical
 limit); the purge's and the single DELETE's duration and rows/s.
 
@@ -35,7 +35,7 @@ from common import percentile, running_server, throwaway_database
 from ingest import AUTH
 from rawhttp import RawConnection
 
-from connector.migrate import upgrade
+from connector.service.migrate import upgrade
 
 CONNECTIONS = 16
 EXPIRED_ROWS = """
@@ -185,10 +185,10 @@ def latencies_between(results: list[tuple[float, float, float, int]], start: flo
 
 
 async def batched_purge(dsn: str, batch_size: int) -> dict:
-    from connector.config import normalise_database_url
-    from connector.db import create_engine
-    from connector.retention import purge
-    from connector.settings import ConnectorSettings
+    from connector.core.db import create_engine
+    from connector.core.environment import normalise_database_url
+    from connector.core.settings import ConnectorSettings
+    from connector.service.retention import purge
 
     engine = create_engine(normalise_database_url(dsn))
     try:

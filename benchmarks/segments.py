@@ -24,9 +24,9 @@ import sqlalchemy as sa
 sys.path.insert(0, os.path.dirname(__file__))
 from common import throwaway_database
 
-from connector.db import create_engine
-from connector.logs import configure_logging
-from connector.models import Segment, utcnow
+from connector.core.db import create_engine
+from connector.core.logs import configure_logging
+from connector.core.models import Segment, utcnow
 from connector.segments.membership import recompute
 
 RULE = {

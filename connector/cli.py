@@ -12,8 +12,8 @@ import click
 import uvicorn
 from pydantic import ValidationError
 
-from connector.config import Environment, get_environment
-from connector.logs import configure_logging
+from connector.core.environment import Environment, get_environment
+from connector.core.logs import configure_logging
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -45,7 +45,7 @@ def checked_environment() -> Environment:
 @main.command()
 def migrate() -> None:
     """Apply database migrations (the Procfile's release process)."""
-    from connector.migrate import upgrade
+    from connector.service.migrate import upgrade
 
     upgrade(get_environment().database_url)
     click.echo("database is at the latest migration")
@@ -55,7 +55,7 @@ def migrate() -> None:
 @click.option("--output", type=click.Path(path_type=Path), default=SCHEMA_PATH, show_default=True)
 def schema(output: Path) -> None:
     """Write settings.schema.json from the settings model."""
-    from connector.settings import write_settings_schema
+    from connector.core.settings import write_settings_schema
 
     write_settings_schema(output)
     click.echo(f"wrote {output}")
@@ -101,7 +101,7 @@ def serve(no_worker: bool, host: str | None, port: int | None, forwarded_allow_i
     if env.web_concurrency > 1:
         uvicorn.run("connector.asgi:app", workers=env.web_concurrency, **options)
     else:
-        from connector.runtime import settle_heap
+        from connector.core.runtime import settle_heap
         from connector.web.app import create_app
 
         app = create_app(env)
@@ -110,8 +110,8 @@ def serve(no_worker: bool, host: str | None, port: int | None, forwarded_allow_i
 
 
 async def _print_welcome(env: Environment, listening: str | None = None) -> None:
-    from connector.runtime import Runtime
-    from connector.settings import mask_secret
+    from connector.core.runtime import Runtime
+    from connector.core.settings import mask_secret
 
     runtime = await Runtime.start(env)
     await runtime.stop()
@@ -138,7 +138,7 @@ def worker_command() -> None:
 
     On SQLite one worker runs: a second one says so and exits with an error.
     """
-    from connector import worker
+    from connector.service import worker
 
     try:
         with worker.sole_worker(get_environment().database_url):
@@ -148,8 +148,8 @@ def worker_command() -> None:
 
 
 async def _run_worker() -> None:
-    from connector import worker
-    from connector.runtime import Runtime, settle_heap
+    from connector.core.runtime import Runtime, settle_heap
+    from connector.service import worker
 
     runtime = await Runtime.start(get_environment())
     settle_heap()
@@ -166,7 +166,7 @@ async def _run_worker() -> None:
 @contextlib.asynccontextmanager
 async def _database() -> AsyncIterator["AsyncEngine"]:
     """An engine on DATABASE_URL for one operator command, disposed afterwards."""
-    from connector.db import create_engine
+    from connector.core.db import create_engine
 
     engine = create_engine(get_environment().database_url)
     try:
@@ -185,7 +185,7 @@ def journal_retry_failed() -> None:
     """Queue failed inbound messages again (after fixing what made them fail)."""
 
     async def run() -> int:
-        from connector.journal import retry_failed
+        from connector.flow.journal import retry_failed
 
         async with _database() as engine:
             return await retry_failed(engine)
@@ -205,7 +205,7 @@ def usage_rebuild() -> None:
     async def run() -> int:
         from tqdm import tqdm
 
-        from connector import usage as product_usage
+        from connector.profile import usage as product_usage
 
         async with _database() as engine:
             with tqdm(total=await product_usage.track_event_count(engine), unit="event", desc="usage") as bar:
@@ -227,9 +227,9 @@ def persona_rebuild() -> None:
     async def run() -> int:
         from tqdm import tqdm
 
-        from connector.pipeline import rescan_personas
-        from connector.processing.personas import user_count
-        from connector.settings_store import SettingsStore
+        from connector.core.settings_store import SettingsStore
+        from connector.processing.persona_rescan import user_count
+        from connector.service.pipeline import rescan_personas
 
         async with _database() as engine:
             settings = await SettingsStore(engine).current()
@@ -251,8 +251,8 @@ def retention_run() -> None:
     async def run() -> dict[str, int]:
         from tqdm import tqdm
 
-        from connector import retention as lifecycle
-        from connector.settings_store import SettingsStore
+        from connector.core.settings_store import SettingsStore
+        from connector.service import retention as lifecycle
 
         async with _database() as engine:
             settings = await SettingsStore(engine).current()
@@ -278,8 +278,8 @@ def resync(segment_name: str | None, force: bool, added: bool) -> None:
     async def run() -> tuple[int, int]:
         from tqdm import tqdm
 
+        from connector.core.settings_store import SettingsStore
         from connector.outbound import resync as outbound_resync
-        from connector.settings_store import SettingsStore
 
         async with _database() as engine:
             settings = await SettingsStore(engine).current()
@@ -307,8 +307,8 @@ def replay(ids: tuple[int, ...]) -> None:
     """Send dead letters to Segment again, with their original messageIds."""
 
     async def run() -> dict[str, int]:
+        from connector.core.settings_store import SettingsStore
         from connector.outbound.sender import replay as replay_dead_letters
-        from connector.settings_store import SettingsStore
 
         async with _database() as engine:
             try:

@@ -24,14 +24,14 @@ import sqlalchemy as sa
 import uvicorn
 from sqlmodel import SQLModel
 
-from connector import models
-from connector.config import Environment
-from connector.db import create_engine
-from connector.migrate import upgrade
+from connector.core import models
+from connector.core.db import create_engine
+from connector.core.environment import Environment
+from connector.core.runtime import Runtime
 from connector.processing import apply
-from connector.runtime import Runtime
+from connector.service.migrate import upgrade
+from connector.service.worker import run_once
 from connector.web.app import create_app
-from connector.worker import run_once
 
 pytest_plugins = ["fake_segment"]  # the fake Segment API fixture, for the outbound tests
 
@@ -260,7 +260,7 @@ async def post_with_poison(client: httpx.AsyncClient, monkeypatch: pytest.Monkey
     assert (await client.post("/v1/batch", headers=basic_auth(), json={"batch": batch})).status_code == 200
 
 
-# Written out here rather than taken from connector.journal: a message is pending while its queue row exists,
+# Written out here rather than taken from connector.flow.journal: a message is pending while its queue row exists,
 # failed when parked with a reason, processed otherwise.
 JOURNAL_STATUS = sa.text(
     "SELECT message_id, type, error, CASE WHEN id IN (SELECT id FROM journal_queue) THEN 'pending' "

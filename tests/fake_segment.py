@@ -31,10 +31,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from connector import outbox
-from connector.models import Segment, SegmentMembership, SegmentTransition, UserIdentifier, utcnow
+from connector.core.models import Segment, SegmentMembership, SegmentTransition, UserIdentifier, utcnow
+from connector.flow import outbox
 from connector.outbound.sender import Sender
-from connector.pipeline import save_settings
+from connector.service.pipeline import save_settings
 
 
 @dataclass

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from conftest import ADMIN_TOKEN, API_KEY, admin_auth, make_env
 from starlette.routing import Mount, Route
 
-from connector.models import Segment
+from connector.core.models import Segment
 from connector.web.app import create_app
 
 PARAMETER = re.compile(r"{[^}]+}")

@@ -5,10 +5,10 @@ from datetime import timedelta
 import sqlalchemy as sa
 from conftest import admin_auth, basic_auth, drain
 
-from connector.audiences import member_condition
-from connector.computed import computed_attributes
-from connector.models import utcnow
-from connector.spec import format_timestamp
+from connector.core.models import utcnow
+from connector.core.spec import format_timestamp
+from connector.profile.audiences import member_condition
+from connector.profile.computed import computed_attributes
 
 
 def personas(key):

@@ -8,8 +8,8 @@ import sqlalchemy as sa
 from conftest import admin_auth, basic_auth, make_env
 from pydantic import ValidationError
 
-from connector.config import DEFAULT_DATABASE_URL, Environment
-from connector.runtime import Runtime
+from connector.core.environment import DEFAULT_DATABASE_URL, Environment
+from connector.core.runtime import Runtime
 from connector.web.app import create_app
 
 CONFIG_VARS = (
@@ -159,7 +159,7 @@ async def test_the_welcome_shows_secrets_in_full_in_development_only(database_ur
 async def test_database_errors_do_not_carry_the_values_of_their_statement(database_url):
     import sqlalchemy as sa
 
-    from connector.db import create_engine
+    from connector.core.db import create_engine
 
     engine = create_engine(database_url)
     try:

@@ -7,7 +7,7 @@ import pytest
 from conftest import admin_auth, basic_auth, drain
 from fake_segment import add_segment, add_transition, configure, send_all, user_id_of
 
-from connector.models import utcnow
+from connector.core.models import utcnow
 
 
 async def post(client, *messages):

@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from sqlmodel import SQLModel
 from starlette.routing import Route
 
-from connector.attributes import ATTRIBUTES as ATTRIBUTE_REGISTRY
-from connector.models import DeadLetter, utcnow
+from connector.core.models import DeadLetter, utcnow
+from connector.core.settings import ConnectorSettings
+from connector.profile.attributes import ATTRIBUTES as ATTRIBUTE_REGISTRY
 from connector.segments.rules import COUNT_OPS, OPERATORS, OPERATORS_BY_KIND
-from connector.settings import ConnectorSettings
 
 FUZZ = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]

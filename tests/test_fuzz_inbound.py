@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlmodel import SQLModel
 
-from connector import spec
-from connector.models import JournalEntry
+from connector.core import spec
+from connector.core.models import JournalEntry
 
 journal = JournalEntry.__table__
 # Bounded for CI (SQLite and PostgreSQL on 2 cores): about 10 s per test and backend.

@@ -15,9 +15,9 @@ from conftest import free_port
 from processes import Process, wait_for_http, wait_for_log
 
 from connector.cli import main
-from connector.config import Environment
-from connector.db import create_engine
-from connector.models import Credential
+from connector.core.db import create_engine
+from connector.core.environment import Environment
+from connector.core.models import Credential
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "adm_dyno-admin-token-0123456789abcdef"

@@ -11,12 +11,12 @@ import pytest
 from conftest import admin_auth, basic_auth, drain
 from fake_segment import configure, send_all
 
-from connector.models import utcnow
-from connector.pipeline import rescore_accounts
+from connector.core.models import utcnow
+from connector.core.settings import IcpSettings
+from connector.core.spec import format_timestamp
 from connector.segments import schedule
 from connector.segments.icp import due_on_schedule, fit_of
-from connector.settings import IcpSettings
-from connector.spec import format_timestamp
+from connector.service.pipeline import rescore_accounts
 
 ACCOUNTS = {
     "acme": {"employees": 500, "industry": "Software", "plan": "enterprise"},

@@ -5,7 +5,7 @@ from conftest import admin_auth, basic_auth, drain, journal_statuses
 from fake_segment import configure, of_type, sent_after
 from inbound_cases import enable_accounts, find_user
 
-from connector.models import IdentityAudit
+from connector.core.models import IdentityAudit
 
 audit = IdentityAudit.__table__
 

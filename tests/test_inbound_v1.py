@@ -10,9 +10,9 @@ import sqlalchemy as sa
 from conftest import admin_auth, basic_auth, drain, free_port, stored_counts
 from inbound_cases import assert_journey_stored, enable_accounts, journey
 
-from connector.db import create_engine
-from connector.models import Event, JournalEntry
-from connector.spec import MAX_BATCH_MESSAGES, parse_timestamp
+from connector.core.db import create_engine
+from connector.core.models import Event, JournalEntry
+from connector.core.spec import MAX_BATCH_MESSAGES, parse_timestamp
 
 journal = JournalEntry.__table__
 

@@ -11,8 +11,8 @@ from alembic import command
 from conftest import BACKENDS
 from sqlmodel import SQLModel
 
-from connector.db import create_engine
-from connector.migrate import alembic_config, upgrade
+from connector.core.db import create_engine
+from connector.service.migrate import alembic_config, upgrade
 
 
 async def _admin(server_url: str, statement: str) -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from conftest import basic_auth, drain
 from fake_segment import add_segment, add_transition, configure, of_type, send_all, user_id_of
 
-from connector.models import SegmentTransition
+from connector.core.models import SegmentTransition
 from connector.outbound.sender import Sender
 
 transitions = SegmentTransition.__table__

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from conftest import admin_auth, basic_auth, drain, journal_status_counts
 from inbound_cases import find_user
 
-from connector.models import IdentityAudit, UserIdentifier
+from connector.core.models import IdentityAudit, UserIdentifier
 
 audit = IdentityAudit.__table__
 identifiers = UserIdentifier.__table__

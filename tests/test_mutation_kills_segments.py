@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from conftest import admin_auth, basic_auth, drain
 
-from connector.models import utcnow
+from connector.core.models import utcnow
 
 # rule -> the users in the segment, by hand from PEOPLE below
 RULES = [

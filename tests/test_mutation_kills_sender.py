@@ -16,9 +16,9 @@ from prometheus_client import REGISTRY
 from segment.analytics.request import APIError
 from test_outbound_delivery import replay_from_the_command_line
 
-from connector.models import DeadLetter, utcnow
+from connector.core.models import DeadLetter, utcnow
+from connector.core.settings import ConnectorSettings
 from connector.outbound import sender
-from connector.settings import ConnectorSettings
 
 dead_letters = DeadLetter.__table__
 

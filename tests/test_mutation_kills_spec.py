@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from conftest import basic_auth
 
-from connector import spec
+from connector.core import spec
 
 # message -> (field, status, message) of its `rejected` entry, written out by hand
 REFUSALS = [

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from segment.analytics.request import APIError
 
 from connector import cli
-from connector import outbox as outbox_module
-from connector.models import DeadLetter, OutboxItem, utcnow
+from connector.core.models import DeadLetter, OutboxItem, utcnow
+from connector.flow import outbox as outbox_module
 from connector.outbound import sender
 
 outbox = OutboxItem.__table__

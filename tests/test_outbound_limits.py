@@ -9,7 +9,7 @@ from conftest import basic_auth, drain
 from fake_segment import configure, send_all
 from test_outbound_delivery import rows
 
-from connector.models import DeadLetter
+from connector.core.models import DeadLetter
 
 NOVEL = "吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。🐈"  # 33 characters, one emoji
 SEGMENT_REQUEST_LIMIT = 500_000

@@ -12,7 +12,7 @@ import pytest
 from conftest import admin_auth, drain
 from fake_segment import configure, of_type, post_batch, send_all, sent_after
 
-from connector.models import User
+from connector.core.models import User
 
 users = User.__table__
 NOW = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

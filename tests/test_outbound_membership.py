@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from conftest import admin_auth, drain
 from fake_segment import configure, create_segment, of_type, post_batch, sent_after, user_id_of
 
-from connector.models import SegmentTransition
+from connector.core.models import SegmentTransition
 
 PRO = {"attribute": "traits.plan", "op": "eq", "value": "pro"}
 

@@ -8,10 +8,11 @@ from fake_segment import add_segment, add_transition, configure, of_type, send_a
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector import __version__, outbox
-from connector.metrics import SKIPPED_OUT
-from connector.models import utcnow
-from connector.settings import trait_name
+from connector import __version__
+from connector.core.metrics import SKIPPED_OUT
+from connector.core.models import utcnow
+from connector.core.settings import trait_name
+from connector.flow import outbox
 
 STAMP = {
     "integrations": {"Webhooks": False},

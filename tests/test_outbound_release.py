@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from conftest import basic_auth, drain, wait_until
 from fake_segment import configure
 
-from connector.models import OutboxItem, utcnow
+from connector.core.models import OutboxItem, utcnow
 from connector.outbound import sender
 
 outbox = OutboxItem.__table__

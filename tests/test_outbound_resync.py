@@ -8,7 +8,7 @@ from conftest import basic_auth, drain
 from fake_segment import add_segment, configure, send_all, user_id_of
 
 from connector import cli
-from connector.models import SegmentMembership
+from connector.core.models import SegmentMembership
 
 
 async def run_cli(monkeypatch, env, *args):

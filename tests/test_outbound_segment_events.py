@@ -13,8 +13,9 @@ import sqlalchemy as sa
 from conftest import admin_auth, drain
 from fake_segment import configure, create_segment, post_batch, send_all, sent_after, user_id_of
 
-from connector import __version__, outbox
-from connector.models import DeliveryState, SegmentTransition
+from connector import __version__
+from connector.core.models import DeliveryState, SegmentTransition
+from connector.flow import outbox
 from connector.outbound import resync
 
 transitions = SegmentTransition.__table__

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from conftest import API_KEY, basic_auth, drain, wait_until
 from fake_segment import configure
 
-from connector.models import OutboxItem
+from connector.core.models import OutboxItem
 
 USERS, EVENTS = 300, 900
 

@@ -13,10 +13,10 @@ from conftest import admin_auth, basic_auth, drain
 from fake_segment import configure, send_all
 
 from connector.cli import main
-from connector.config import get_environment
-from connector.db import create_engine
-from connector.models import User, utcnow
-from connector.persona import RULES, normalise, persona_of, scan
+from connector.core.db import create_engine
+from connector.core.environment import get_environment
+from connector.core.models import User, utcnow
+from connector.profile.persona import RULES, normalise, persona_of, scan
 
 users = User.__table__
 
@@ -401,7 +401,7 @@ def test_cli_rebuild_reads_every_persona_again_and_shows_progress(database_url, 
 
 
 async def test_a_rebuild_queues_the_users_whose_persona_changed_for_sending(runtime):
-    from connector.pipeline import rescan_personas
+    from connector.service.pipeline import rescan_personas
 
     async with runtime.engine.begin() as conn:
         stale, _up_to_date = [

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import SQLModel
 
-from connector import journal
-from connector.models import Account, ActivityEntry, DeadLetter, DeliveryState, IdentityAudit, OutboxItem, utcnow
+from connector.core.models import Account, ActivityEntry, DeadLetter, DeliveryState, IdentityAudit, OutboxItem, utcnow
+from connector.core.spec import clean_id
+from connector.flow import journal
 from connector.outbound import sender
-from connector.spec import clean_id
 
 ADA = {"userId": "ada-42"}
 ADA_ANONYMOUS = "anon-ada-7f3"

@@ -12,10 +12,10 @@ from conftest import ADMIN_TOKEN, API_KEY, basic_auth, drain, fail_for, journal_
 from inbound_cases import find_user
 
 from connector import cli
-from connector.config import get_environment
-from connector.journal import retry_failed
-from connector.models import Account, Event, JournalEntry
-from connector.pipeline import process_batch
+from connector.core.environment import get_environment
+from connector.core.models import Account, Event, JournalEntry
+from connector.flow.journal import retry_failed
+from connector.service.pipeline import process_batch
 
 journal = JournalEntry.__table__
 accounts = Account.__table__

@@ -23,9 +23,9 @@ from conftest import admin_auth, basic_auth, drain, empty_tables, journal_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connector import spec
-from connector.inbound.journal import JournalWriter, journal_row
-from connector.models import Account, IdentityAudit, JournalEntry
+from connector.core import spec
+from connector.core.models import Account, IdentityAudit, JournalEntry
+from connector.inbound.writer import JournalWriter, journal_row
 
 RECEIVED = datetime(2030, 1, 1, tzinfo=UTC)  # after most drawn times: those later are clamped to it, making ties
 journal = JournalEntry.__table__

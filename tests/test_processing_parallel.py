@@ -42,9 +42,8 @@ from conftest import (
 )
 from processes import Process
 
-from connector import spec
-from connector.inbound.journal import JournalWriter, journal_row
-from connector.models import (
+from connector.core import spec
+from connector.core.models import (
     Account,
     ActivityEntry,
     Event,
@@ -56,6 +55,7 @@ from connector.models import (
     UserIdentifier,
     utcnow,
 )
+from connector.inbound.writer import JournalWriter, journal_row
 
 pytestmark = pytest.mark.postgres_only
 
@@ -468,7 +468,7 @@ async def test_a_worker_whose_connections_are_cut_retries_and_parks_nothing(runt
 async def test_batches_side_by_side_lease_their_own_partitions_and_each_finds_work(runtime):
     """Four batches at once (two workers with two in flight each) get rows of disjoint partitions; a lease
     locks only the partitions it returns, so none of them finds the journal taken by the first."""
-    from connector import journal
+    from connector.flow import journal
 
     await append(runtime, feature_tracks(2_000, users_count=500, seed=3))
     async with AsyncExitStack() as stack:

@@ -12,15 +12,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from connector import worker
 from connector.cli import main
-from connector.config import get_environment
-from connector.db import create_engine
-from connector.models import ActivityEntry, DeadLetter, Event, JournalEntry, User
-from connector.retention import purge
-from connector.runtime import Runtime
-from connector.settings import ConnectorSettings
-from connector.spec import format_timestamp
+from connector.core.db import create_engine
+from connector.core.environment import get_environment
+from connector.core.models import ActivityEntry, DeadLetter, Event, JournalEntry, User
+from connector.core.runtime import Runtime
+from connector.core.settings import ConnectorSettings
+from connector.core.spec import format_timestamp
+from connector.service import worker
+from connector.service.retention import purge
 
 journal = JournalEntry.__table__
 events = Event.__table__

@@ -87,7 +87,7 @@ def test_short_secrets_are_redacted_from_the_logs():
         "authorization": "Basic q",
     }
     program = (
-        "import sys, json; from connector.logs import configure_logging, get_logger; "
+        "import sys, json; from connector.core.logs import configure_logging, get_logger; "
         "configure_logging('INFO'); get_logger().info('settings.saved', **json.loads(sys.argv[1]))"
     )
     result = subprocess.run(

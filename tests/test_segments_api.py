@@ -4,7 +4,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import admin_auth, basic_auth, drain
 
-from connector.models import OutboxItem, SegmentTransition
+from connector.core.models import OutboxItem, SegmentTransition
 
 PRO = {"attribute": "traits.plan", "op": "eq", "value": "pro"}
 

@@ -11,10 +11,10 @@ from datetime import timedelta
 import sqlalchemy as sa
 from conftest import admin_auth, basic_auth, drain
 
-from connector.attributes import EventNeeds, load_profiles
-from connector.models import SegmentTransition, utcnow
+from connector.core.models import SegmentTransition, utcnow
+from connector.core.spec import format_timestamp
+from connector.profile.attributes import EventNeeds, load_profiles
 from connector.segments.schedule import recompute_due
-from connector.spec import format_timestamp
 
 ACTIVE = {"attribute": "usage.events_30d", "op": "gte", "value": 3}
 EXPORTERS = {"attribute": "usage.top_features", "op": "contains", "value": "export"}

@@ -16,14 +16,14 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connector.attributes import ATTRIBUTES, load_profiles, resolve_attribute
-from connector.db import create_engine
-from connector.models import Account, AudienceMembership, Event, FeatureUsage, User
+from connector.core.db import create_engine
+from connector.core.models import Account, AudienceMembership, Event, FeatureUsage, User
+from connector.core.settings import IcpSettings
+from connector.profile.attributes import ATTRIBUTES, load_profiles, resolve_attribute
 from connector.segments import icp
 from connector.segments.compile import Compiler
 from connector.segments.evaluate import evaluate
 from connector.segments.rules import COUNT_OPS, OPERATORS_BY_KIND, event_needs, validate
-from connector.settings import IcpSettings
 
 NOW = datetime(2024, 6, 1, 12, 0, 0, 123456, tzinfo=UTC)
 EVENT_NAMES = ["Order Completed", "order completed", "Signed In"]

@@ -6,7 +6,7 @@ import httpx
 import sqlalchemy as sa
 from conftest import admin_auth, basic_auth, drain, wait_until
 
-from connector.models import OutboxItem, SegmentMembership, SegmentTransition, utcnow
+from connector.core.models import OutboxItem, SegmentMembership, SegmentTransition, utcnow
 from connector.segments.schedule import recompute_due
 
 ORDERED = {"event": "Order Completed", "count": {"gte": 2}, "within_days": 30}

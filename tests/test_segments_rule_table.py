@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from connector.attributes import load_profiles
-from connector.db import create_engine
-from connector.models import Account, AudienceMembership, Event, FeatureUsage, User
+from connector.core.db import create_engine
+from connector.core.models import Account, AudienceMembership, Event, FeatureUsage, User
+from connector.profile.attributes import load_profiles
 from connector.segments.compile import Compiler
 from connector.segments.evaluate import evaluate
 from connector.segments.rules import event_needs, validate

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from conftest import admin_auth
 
-from connector.settings import SECTIONS, ConnectorSettings, render_settings_schema
+from connector.core.settings import SECTIONS, ConnectorSettings, render_settings_schema
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "settings.schema.json"
 WRITE_KEY = "wk_live_0123456789abcdefWXYZ"

@@ -15,7 +15,7 @@ from conftest import ADMIN_TOKEN, API_KEY, basic_auth, free_port, journal_status
 from fake_segment import configure
 from processes import HEROKU_GRACE_SECONDS, Process, wait_for_http
 
-from connector.models import JournalEntry, OutboxItem, utcnow
+from connector.core.models import JournalEntry, OutboxItem, utcnow
 
 CLIENTS = 4
 journal = JournalEntry.__table__

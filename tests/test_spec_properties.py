@@ -10,10 +10,10 @@ from conftest import empty_tables
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connector import spec
-from connector.inbound.journal import JournalWriter, journal_row
-from connector.models import Event, User, UserIdentifier
-from connector.pipeline import process_batch
+from connector.core import spec
+from connector.core.models import Event, User, UserIdentifier
+from connector.inbound.writer import JournalWriter, journal_row
+from connector.service.pipeline import process_batch
 
 RECEIVED = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 REQUIRED = {"track": ["event"], "group": ["groupId"], "alias": ["previousId", "userId"]}

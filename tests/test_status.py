@@ -1,4 +1,4 @@
-"""GET /api/status: each condition of DESIGN.md brought about, seen, and cleared.
+"""GET /api/status: each condition docs/operations.md lists brought about, seen, and cleared.
 
 Times are moved by writing the rows a stalled process would have left (a heartbeat 61 s
 old, a message received 6 minutes ago), never by reading the module's thresholds.
@@ -12,12 +12,12 @@ import sqlalchemy as sa
 from conftest import admin_auth, basic_auth, drain, post_with_poison
 from fake_segment import configure, send_all
 
-from connector import worker
-from connector.db import create_engine
-from connector.heartbeat import beat
-from connector.journal import retry_failed
-from connector.models import DeadLetter, JournalEntry, WorkerHeartbeat, utcnow
+from connector.core.db import create_engine
+from connector.core.models import DeadLetter, JournalEntry, WorkerHeartbeat, utcnow
+from connector.flow.journal import retry_failed
 from connector.processing import apply
+from connector.service import worker
+from connector.service.heartbeat import beat
 
 journal = JournalEntry.__table__
 dead_letters = DeadLetter.__table__

@@ -10,17 +10,17 @@ from conftest import admin_auth, basic_auth, drain
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connector import usage
 from connector.cli import main
-from connector.computed import computed_attributes
-from connector.config import get_environment
-from connector.db import create_engine, insert
-from connector.inbound.journal import journal_row
-from connector.journal import lease_row, queue
-from connector.models import FeatureUsage, JournalEntry, UserIdentifier, utcnow
+from connector.core.db import create_engine, insert
+from connector.core.environment import get_environment
+from connector.core.models import FeatureUsage, JournalEntry, UserIdentifier, utcnow
+from connector.core.settings import ConnectorSettings
+from connector.core.spec import format_timestamp, normalise_message
+from connector.flow.journal import lease_row, queue
+from connector.inbound.writer import journal_row
 from connector.processing.processor import apply_journal
-from connector.settings import ConnectorSettings
-from connector.spec import format_timestamp, normalise_message
+from connector.profile import usage
+from connector.profile.computed import computed_attributes
 
 feature_usage = FeatureUsage.__table__
 journal = JournalEntry.__table__

@@ -11,11 +11,11 @@ import pytest
 import sqlalchemy as sa
 from conftest import admin_auth, basic_auth, drain
 
-from connector.computed import computed_attributes_of
-from connector.models import FeatureUsage, User, utcnow
+from connector.core.models import FeatureUsage, User, utcnow
+from connector.core.spec import format_timestamp
+from connector.profile.computed import computed_attributes_of
 from connector.segments.compile import Compiler
 from connector.segments.schedule import recompute_due
-from connector.spec import format_timestamp
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)  # a Saturday
 feature_usage = FeatureUsage.__table__

@@ -15,9 +15,9 @@ from pathlib import Path
 import asyncpg
 from conftest import POSTGRES_URL, admin_auth, basic_auth, journal_statuses, wait_until
 
-from connector import worker
-from connector.models import JournalEntry
-from connector.runtime import Runtime
+from connector.core.models import JournalEntry
+from connector.core.runtime import Runtime
+from connector.service import worker
 
 journal = JournalEntry.__table__
 

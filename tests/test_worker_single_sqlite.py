@@ -13,10 +13,10 @@ import pytest
 from conftest import ADMIN_TOKEN, API_KEY, basic_auth, free_port, journal_statuses, wait_until
 from processes import Process, wait_for_http, wait_for_log
 
-from connector import spec
-from connector.db import create_engine
-from connector.inbound.journal import JournalWriter, journal_row
-from connector.models import JournalEntry, utcnow
+from connector.core import spec
+from connector.core.db import create_engine
+from connector.core.models import JournalEntry, utcnow
+from connector.inbound.writer import JournalWriter, journal_row
 
 journal = JournalEntry.__table__
 REFUSAL = "SQLite runs one worker"

@@ -7,7 +7,7 @@ import hmac
 import orjson
 from starlette.requests import Request
 
-from connector.credentials import secrets_match
+from connector.core.credentials import secrets_match
 from connector.inbound.errors import InboundError
 
 

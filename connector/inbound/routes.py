@@ -16,16 +16,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from connector import spec
+from connector.core import spec
+from connector.core.logs import get_logger
+from connector.core.metrics import MESSAGES_IN, REQUEST_LATENCY
+from connector.core.models import utcnow
+from connector.core.runtime import Runtime
+from connector.core.settings import ConnectorSettings
 from connector.inbound.auth import basic_auth_user, require_key, require_signature
 from connector.inbound.body import read_body
 from connector.inbound.errors import InboundError, error_body
-from connector.inbound.journal import API, SEGMENT, JournalWriter, journal_row
-from connector.logs import get_logger
-from connector.metrics import MESSAGES_IN, REQUEST_LATENCY
-from connector.models import utcnow
-from connector.runtime import Runtime
-from connector.settings import ConnectorSettings
+from connector.inbound.writer import API, SEGMENT, JournalWriter, journal_row
 
 MAX_V1_BATCH_BYTES = 500 * 1024
 log = get_logger()

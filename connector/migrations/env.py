@@ -6,9 +6,9 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from connector import models  # noqa: F401  (registers the tables)
-from connector.config import get_environment
-from connector.db import create_engine
+from connector.core import models  # noqa: F401  (registers the tables)
+from connector.core.db import create_engine
+from connector.core.environment import get_environment
 
 target_metadata = SQLModel.metadata
 

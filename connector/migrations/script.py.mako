@@ -10,7 +10,7 @@ from alembic import op
 import sqlalchemy as sa
 from sqlalchemy import Text
 import sqlmodel.sql.sqltypes  # the AutoString columns autogenerate writes
-import connector.models
+import connector.core.models
 ${imports if imports else ""}
 
 revision: str = ${repr(up_revision)}

@@ -14,7 +14,7 @@ for a group the account too), for the activity log the sender writes; the admin 
 "what would be sent" is `build` itself.
 
 A property entry is an attribute name read by Hull's rule, or a mapping whose `from` is read
-as segment rules read it (connector/attributes.py: any root there is mappable) and, when it
+as segment rules read it (connector/profile/attributes.py: any root there is mappable) and, when it
 names no such attribute, by Hull's rule.
 
 Segment events (`segment_events`, Hightouch's generic track) follow a member of a segment:
@@ -46,9 +46,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector import computed
-from connector.attributes import MISSING, Attribute, EventNeeds, load_profiles, resolve_attribute
-from connector.models import (
+from connector.core.models import (
     Account,
     DeliveryState,
     Event,
@@ -59,10 +57,7 @@ from connector.models import (
     UserIdentifier,
     utcnow,
 )
-from connector.outbound.guard import payload_hash, stamp
-from connector.outbound.traits import membership_traits, trait_of
-from connector.outbox import ACCOUNT, EVENT, MEMBER, SEGMENT_EVENT_STATE, TRANSITION, USER, segment_state_key
-from connector.settings import (
+from connector.core.settings import (
     ALL,
     COMPUTED_ROOTS,
     ConnectorSettings,
@@ -72,7 +67,12 @@ from connector.settings import (
     sent_name,
     source_of,
 )
-from connector.spec import SpecError, format_timestamp, parse_timestamp
+from connector.core.spec import SpecError, format_timestamp, parse_timestamp
+from connector.flow.outbox import ACCOUNT, EVENT, MEMBER, SEGMENT_EVENT_STATE, TRANSITION, USER, segment_state_key
+from connector.outbound.guard import payload_hash, stamp
+from connector.outbound.traits import membership_traits, trait_of
+from connector.profile import computed
+from connector.profile.attributes import MISSING, Attribute, EventNeeds, load_profiles, resolve_attribute
 
 users = User.__table__
 identifiers = UserIdentifier.__table__

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from connector import __version__
-from connector.settings import ConnectorSettings
+from connector.core.settings import ConnectorSettings
 
 
 def stamp(message: dict[str, Any], settings: ConnectorSettings) -> dict[str, Any]:

@@ -8,11 +8,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from connector import outbox
-from connector.db import insert
-from connector.models import DeliveryState, Segment, SegmentMembership, User, utcnow
+from connector.core.db import insert
+from connector.core.models import DeliveryState, Segment, SegmentMembership, User, utcnow
+from connector.core.settings import ALL, ConnectorSettings
+from connector.flow import outbox
 from connector.outbound.builders import build, member_key
-from connector.settings import ALL, ConnectorSettings
 
 users = User.__table__
 segments = Segment.__table__

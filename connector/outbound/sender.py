@@ -33,15 +33,15 @@ import sqlalchemy as sa
 from segment.analytics import request as segment_request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from connector import activity
-from connector.db import insert
-from connector.logs import get_logger
-from connector.metrics import DEAD_LETTERED, DELIVERED, DELIVERY_LATENCY, OUTBOX_DEPTH, RETRIED, SKIPPED_OUT
-from connector.models import DeadLetter, DeliveryState, OutboxItem, SegmentApiAnswer, User, utcnow
+from connector.core.db import insert
+from connector.core.logs import get_logger
+from connector.core.metrics import DEAD_LETTERED, DELIVERED, DELIVERY_LATENCY, OUTBOX_DEPTH, RETRIED, SKIPPED_OUT
+from connector.core.models import DeadLetter, DeliveryState, OutboxItem, SegmentApiAnswer, User, utcnow
+from connector.core.runtime import Runtime
+from connector.core.settings import ConnectorSettings
+from connector.core.spec import MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES
+from connector.flow import activity
 from connector.outbound import builders
-from connector.runtime import Runtime
-from connector.settings import ConnectorSettings
-from connector.spec import MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES
 
 outbox = OutboxItem.__table__
 dead_letters = DeadLetter.__table__

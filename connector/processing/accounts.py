@@ -7,8 +7,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector.db import any_of
-from connector.models import Account as AccountRow
+from connector.core.db import any_of
+from connector.core.models import Account as AccountRow
 from connector.processing.traits import apply_traits, update_traits
 
 accounts = AccountRow.__table__

@@ -17,7 +17,7 @@ The statements a run needs do not grow with its messages:
 3. Data, in memory and in journal order: traits by their timestamps, account links by theirs, events
    with the account of their time, audiences, the activity log (an `incoming.user.success` entry per
    applied message, an `incoming.account.success` per group call that changed its account). Then each
-   profile's persona is read again from its title trait as the run left it (connector/persona.py).
+   profile's persona is read again from its title trait as the run left it (connector/profile/persona.py).
 4. Writes, one statement per kind of row: accounts, users, identifiers, events, usage, audiences,
    audits, activity.
 
@@ -35,18 +35,19 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector import activity, audiences, persona, usage
-from connector.changes import Changes
-from connector.db import Contention, any_of, insert, insert_rows, is_postgres, recordset
-from connector.logs import get_logger
-from connector.metrics import PROCESSED
-from connector.models import Account as AccountRow
-from connector.models import Event, IdentityAudit, JournalEntry, User, UserIdentifier, utcnow
+from connector.core.db import Contention, any_of, insert, insert_rows, is_postgres, recordset
+from connector.core.logs import get_logger
+from connector.core.metrics import PROCESSED
+from connector.core.models import Account as AccountRow
+from connector.core.models import Event, IdentityAudit, JournalEntry, User, UserIdentifier, utcnow
+from connector.core.settings import ConnectorSettings
+from connector.core.spec import clean_id, parse_timestamp
+from connector.flow import activity
+from connector.flow.changes import Changes
 from connector.processing import accounts, identity
 from connector.processing.domains import company_domain
 from connector.processing.traits import update_traits
-from connector.settings import ConnectorSettings
-from connector.spec import clean_id, parse_timestamp
+from connector.profile import audiences, persona, usage
 
 users = User.__table__
 events = Event.__table__

@@ -16,14 +16,14 @@ import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector import activity
-from connector.computed import merge_users as merge_computed
-from connector.db import any_of, is_postgres
-from connector.models import DeliveryState, Event, IdentityAudit, Segment, SegmentMembership, User, UserIdentifier
-from connector.outbox import segment_state_key, segment_state_prefix
+from connector.core.db import any_of, is_postgres
+from connector.core.models import DeliveryState, Event, IdentityAudit, Segment, SegmentMembership, User, UserIdentifier
+from connector.core.spec import clean_id
+from connector.flow import activity
+from connector.flow.outbox import segment_state_key, segment_state_prefix
 from connector.processing.accounts import stronger_link
 from connector.processing.traits import merge_traits
-from connector.spec import clean_id
+from connector.profile.computed import merge_users as merge_computed
 
 USER_ID, ANONYMOUS_ID, EMAIL = "user_id", "anonymous_id", "email"
 PREVIOUS_USER_ID = "previous_user_id"  # a user_id the profile was renamed from by an alias: still resolves to it

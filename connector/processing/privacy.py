@@ -33,10 +33,8 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector import usage
-from connector.db import any_of, insert, is_postgres
-from connector.journal import settle
-from connector.models import (
+from connector.core.db import any_of, insert, is_postgres
+from connector.core.models import (
     ActivityEntry,
     AudienceMembership,
     DeadLetter,
@@ -53,9 +51,11 @@ from connector.models import (
     User,
     UserIdentifier,
 )
-from connector.outbox import segment_state_prefix
+from connector.core.spec import clean_id
+from connector.flow.journal import settle
+from connector.flow.outbox import segment_state_prefix
 from connector.processing.identity import ANONYMOUS_ID, EMAIL, PREVIOUS_USER_ID, USER_ID, Claim
-from connector.spec import clean_id
+from connector.profile import usage
 
 CHUNK = 1000
 KINDS = (USER_ID, ANONYMOUS_ID, EMAIL)

@@ -8,22 +8,22 @@ the processor, not the inbound append). A person's messages may sit in several p
 erasure first waits until no other batch is in flight (journal.hold_all): a batch that started
 before it has committed, and every batch after it reads the suppression list it wrote.
 
-The caller (connector/pipeline.py) owns the transaction: this stage writes, and never commits.
+The caller (connector/service/pipeline.py) owns the transaction: this stage writes, and never commits.
 """
 
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector import journal
-from connector.changes import Changes
-from connector.logs import get_logger
-from connector.metrics import ERASED, PROCESSED
-from connector.models import utcnow
+from connector.core.logs import get_logger
+from connector.core.metrics import ERASED, PROCESSED
+from connector.core.models import utcnow
+from connector.core.settings import ConnectorSettings
+from connector.flow import journal
+from connector.flow.changes import Changes
 from connector.processing import privacy
 from connector.processing.apply import BatchApplier, Incoming
 from connector.processing.identity import Claim, lookup
-from connector.settings import ConnectorSettings
 
 log = get_logger()
 

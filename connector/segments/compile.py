@@ -12,8 +12,8 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-from connector.audiences import member_condition
-from connector.models import Account, Event, User
+from connector.core.models import Account, Event, User
+from connector.profile.audiences import member_condition
 from connector.segments.evaluate import compare, event_since
 from connector.segments.rules import DEFAULT_COUNT, Scalar, attribute_of, datetime_key, parse_date
 

@@ -3,7 +3,7 @@
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from connector.attributes import MISSING, Profile
+from connector.profile.attributes import MISSING, Profile
 from connector.segments.rules import DEFAULT_COUNT, Scalar, attribute_of, date_key, datetime_key, parse_date
 
 

@@ -19,12 +19,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector.attributes import EventNeeds, load_profiles
-from connector.models import Account
+from connector.core.models import Account
+from connector.core.settings import IcpSettings
+from connector.profile.attributes import EventNeeds, load_profiles
 from connector.segments.compile import Compiler
 from connector.segments.evaluate import evaluate
 from connector.segments.rules import RuleError, conditions, is_time_based, uses_computed, validate
-from connector.settings import IcpSettings
 
 accounts = Account.__table__
 ENTITY = "account"

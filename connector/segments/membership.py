@@ -19,12 +19,21 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector import activity, outbox
-from connector.attributes import load_profiles
-from connector.changes import Changes
-from connector.db import any_of
-from connector.logs import get_logger
-from connector.models import Account, Event, Segment, SegmentMembership, SegmentTransition, User, UTCDateTime, utcnow
+from connector.core.db import any_of
+from connector.core.logs import get_logger
+from connector.core.models import (
+    Account,
+    Event,
+    Segment,
+    SegmentMembership,
+    SegmentTransition,
+    User,
+    UTCDateTime,
+    utcnow,
+)
+from connector.flow import activity, outbox
+from connector.flow.changes import Changes
+from connector.profile.attributes import load_profiles
 from connector.segments.compile import Compiler
 from connector.segments.evaluate import evaluate
 from connector.segments.rules import conditions, event_needs, uses_computed

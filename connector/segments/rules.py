@@ -11,7 +11,7 @@ Attributes are resolved through the registry in attributes.py (``traits.<path>``
 walks nested objects key by key (``traits.address.city``); it never indexes into arrays.
 An attribute is *absent* when the path does not exist or holds JSON ``null``.
 
-The computed usage attributes (connector.usage) are those of the segment's own
+The computed usage attributes (connector.profile.usage) are those of the segment's own
 entity (a user's for user segments, an account's for account segments), as of the UTC date
 of ``now``:
 
@@ -25,14 +25,14 @@ of ``now``:
 - ``usage.last_feature_at`` (timestamp; ``exists``, ``not_exists`` and date operators): the
   latest use of any feature, absent without usage.
 - ``usage.pattern`` (string: ``new``, ``growing``, ``steady``, ``declining``, ``dormant``; equality,
-  string and presence operators): the label of the trend, as connector/usage.py defines it; absent
+  string and presence operators): the label of the trend, as connector/profile/usage.py defines it; absent
   without use up to today.
 
 The scanners' results are strings and numbers like any other (equality, string, presence and, for
 numbers, number operators), absent when the scanner found nothing:
 
 - ``persona.seniority`` (``owner``, ``c_level``, ``vp``, ``director``, ``manager``, ``senior``,
-  ``entry``) and ``persona.department`` of a user (connector/persona.py);
+  ``entry``) and ``persona.department`` of a user (connector/profile/persona.py);
 - ``icp.score`` (a number) and ``icp.fit`` (``good``, ``medium``, ``poor``) of an account, read by a
   user's rules as ``account.icp.score`` / ``account.icp.fit`` (segments/icp.py).
 
@@ -73,7 +73,7 @@ from one JSON type to another:
   from 0 to 2**63 - 1), all of which must hold; without ``count`` the condition is ``{"gte": 1}``.
   Event conditions apply to user segments only.
 - ``{"audience": key}`` holds when the user is now a member of that incoming Engage audience
-  (connector.audiences: the latest entry is later than the latest exit). The key
+  (connector.profile.audiences: the latest entry is later than the latest exit). The key
   is a non-empty string without surrounding spaces, at most 255 characters, compared exactly.
   Audience conditions apply to user segments only.
 
@@ -93,8 +93,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from connector import attributes
-from connector.attributes import Attribute, resolve_attribute
+from connector.profile import attributes
+from connector.profile.attributes import Attribute, resolve_attribute
 
 ENTITIES = ("user", "account")
 GROUPS = ("all", "any", "not")

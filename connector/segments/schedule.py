@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from connector.db import insert
-from connector.models import ScheduledRun, Segment, utcnow
+from connector.core.db import insert
+from connector.core.models import ScheduledRun, Segment, utcnow
 from connector.segments.membership import recompute
 from connector.segments.rules import is_time_based
 

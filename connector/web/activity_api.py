@@ -15,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from connector import outbox
-from connector.activity import ACCOUNT, USER, activity_log
+from connector.core.spec import format_timestamp
+from connector.flow import outbox
+from connector.flow.activity import ACCOUNT, USER, activity_log
 from connector.outbound import builders
-from connector.spec import format_timestamp
 from connector.web import profiles
 from connector.web.admin import error, query_int, query_limit, runtime_of
 from connector.web.auth import requires_admin

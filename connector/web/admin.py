@@ -10,11 +10,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from connector.credentials import rotate_api_key
-from connector.pipeline import save_settings
-from connector.runtime import Runtime
+from connector.core.credentials import rotate_api_key
+from connector.core.runtime import Runtime
+from connector.core.settings_store import validation_errors
 from connector.segments.rules import RuleError
-from connector.settings_store import validation_errors
+from connector.service.pipeline import save_settings
 from connector.web import profiles
 from connector.web.auth import requires_admin
 

@@ -8,12 +8,12 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
-from connector import worker
-from connector.config import Environment, get_environment
+from connector.core.environment import Environment, get_environment
+from connector.core.logs import get_logger
+from connector.core.runtime import Runtime
 from connector.inbound import routes as inbound
-from connector.inbound.journal import JournalWriter
-from connector.logs import get_logger
-from connector.runtime import Runtime
+from connector.inbound.writer import JournalWriter
+from connector.service import worker
 from connector.web import (
     activity_api,
     admin,

@@ -6,7 +6,7 @@ from functools import wraps
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from connector.credentials import secrets_match
+from connector.core.credentials import secrets_match
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 

@@ -15,7 +15,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from connector.settings import settings_json_schema
+from connector.core.settings import settings_json_schema
 
 STATIC = Path(__file__).with_name("static")
 CONTENT_SECURITY_POLICY = (

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from connector import audiences, usage
+from connector.profile import audiences, usage
 from connector.web.admin import error, runtime_of
 from connector.web.auth import requires_admin
 from connector.web.profiles import exists

@@ -5,7 +5,7 @@
   index probe per name, however many rows), up to MAX_NAMES each.
 - traits: the top-level trait keys of the MAX_PROFILES most recent users and accounts (traits are
   JSON documents: listing the keys of every profile would read the whole table).
-- attributes: what a segment rule can name (connector/attributes.py), with those trait keys.
+- attributes: what a segment rule can name (connector/profile/attributes.py), with those trait keys.
 - settings: the choices of each settings list that names something: `ALL` and the segment names,
   the attributes the outbound builder reads (traits, `usage.*`, `audiences.*`, `account.*`), the
   event names.
@@ -19,10 +19,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from connector.attributes import ATTRIBUTES, USAGE
-from connector.computed import SCANNED
-from connector.models import Account, AudienceMembership, Event, Segment, User
-from connector.settings import ALL
+from connector.core.models import Account, AudienceMembership, Event, Segment, User
+from connector.core.settings import ALL
+from connector.profile.attributes import ATTRIBUTES, USAGE
+from connector.profile.computed import SCANNED
 from connector.web.admin import runtime_of
 from connector.web.auth import requires_admin
 

@@ -16,8 +16,8 @@ from starlette.routing import BaseRoute, Route
 from starlette.schemas import SchemaGenerator
 
 from connector import __version__
-from connector.persona import DEPARTMENTS, SENIORITIES
-from connector.usage import PATTERNS
+from connector.profile.persona import DEPARTMENTS, SENIORITIES
+from connector.profile.usage import PATTERNS
 from connector.web.auth import requires_admin
 from connector.web.paths import MAX_ID_DIGITS, IdConvertor
 

@@ -5,9 +5,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from connector.models import DeadLetter
+from connector.core.models import DeadLetter
+from connector.core.spec import format_timestamp
 from connector.outbound.sender import replay
-from connector.spec import format_timestamp
 from connector.web.admin import error, json_body, query_int, query_limit, runtime_of
 from connector.web.auth import requires_admin
 

@@ -23,11 +23,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from connector.activity import activity_log
-from connector.db import epoch_minute
-from connector.journal import JOURNAL_WITH_QUEUE, STATUS, journal
-from connector.models import utcnow
-from connector.spec import format_timestamp
+from connector.core.db import epoch_minute
+from connector.core.models import utcnow
+from connector.core.spec import format_timestamp
+from connector.flow.activity import activity_log
+from connector.flow.journal import JOURNAL_WITH_QUEUE, STATUS, journal
 from connector.web.admin import runtime_of
 from connector.web.auth import requires_admin
 

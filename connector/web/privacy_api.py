@@ -11,10 +11,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from connector.models import Suppression
-from connector.pipeline import erase_user
+from connector.core.models import Suppression
+from connector.core.spec import format_timestamp
 from connector.processing.privacy import Erasure, suppressed_email, value_hash
-from connector.spec import format_timestamp
+from connector.service.pipeline import erase_user
 from connector.web.admin import error, find_user_by_query, query_int, query_limit, runtime_of
 from connector.web.auth import requires_admin
 

@@ -10,10 +10,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector.computed import computed_attributes
-from connector.models import Account, Event, Segment, SegmentMembership, User, UserIdentifier
+from connector.core.models import Account, Event, Segment, SegmentMembership, User, UserIdentifier
+from connector.core.spec import format_timestamp
 from connector.processing.identity import ANONYMOUS_ID, EMAIL, PREVIOUS_USER_ID, USER_ID
-from connector.spec import format_timestamp
+from connector.profile.computed import computed_attributes
 
 users = User.__table__
 identifiers = UserIdentifier.__table__

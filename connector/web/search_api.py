@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from connector.spec import has_nul
+from connector.core.spec import has_nul
 from connector.web import profiles
 from connector.web.admin import error, runtime_of
 from connector.web.auth import requires_admin

@@ -11,14 +11,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from connector.models import Segment, SegmentMembership, SegmentTransition, utcnow
-from connector.pipeline import change_segment
-from connector.pipeline import delete_segment as delete_segment_in
+from connector.core.models import Segment, SegmentMembership, SegmentTransition, utcnow
+from connector.core.settings_store import validation_errors
+from connector.core.spec import format_timestamp, has_nul
 from connector.segments.compile import Compiler
 from connector.segments.membership import recompute
 from connector.segments.rules import ENTITIES, RuleError, is_time_based, validate
-from connector.settings_store import validation_errors
-from connector.spec import format_timestamp, has_nul
+from connector.service.pipeline import change_segment
+from connector.service.pipeline import delete_segment as delete_segment_in
 from connector.web import profiles
 from connector.web.admin import error, json_body, runtime_of
 from connector.web.auth import requires_admin

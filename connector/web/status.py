@@ -1,7 +1,7 @@
 """GET /api/status, Hull style: a verdict (`ok`, `warning`, `error`), the messages behind it, figures.
 
 Every condition is read from the database, so any web process gives the same answer and
-a restart forgets nothing. The worst severity wins. The conditions (DESIGN.md, Operations):
+a restart forgets nothing. The worst severity wins. The conditions (docs/operations.md, "Metrics and alerts"):
 
 warnings: segments or events chosen but no write key; a write key but nothing chosen to
 send; Segment rejected the write key (401/403) on its last answer; deliveries failing
@@ -21,11 +21,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from connector import __version__
-from connector.journal import FAILED, PENDING, PROCESSED, journal, queue
-from connector.models import DeadLetter, OutboxItem, SegmentApiAnswer, WorkerHeartbeat, utcnow
+from connector.core.models import DeadLetter, OutboxItem, SegmentApiAnswer, WorkerHeartbeat, utcnow
+from connector.core.settings import ConnectorSettings, mask_secret
+from connector.core.spec import format_timestamp
+from connector.flow.journal import FAILED, PENDING, PROCESSED, journal, queue
 from connector.outbound.sender import write_key_hash
-from connector.settings import ConnectorSettings, mask_secret
-from connector.spec import format_timestamp
 from connector.web.admin import runtime_of
 from connector.web.auth import requires_admin
 

@@ -10,7 +10,7 @@ from alembic import op
 import sqlalchemy as sa
 from sqlalchemy import Text
 import sqlmodel.sql.sqltypes  # the AutoString columns autogenerate writes
-import connector.models
+import connector.core.models
 from sqlalchemy.dialects import postgresql
 
 revision: str = '0001'
@@ -27,8 +27,8 @@ def upgrade() -> None:
     sa.Column('domain', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=True),
     sa.Column('traits', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
     sa.Column('trait_timestamps', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
-    sa.Column('created_at', connector.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', connector.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('domain'),
     sa.UniqueConstraint('group_id')
@@ -36,7 +36,7 @@ def upgrade() -> None:
     op.create_table('credentials',
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('value', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
-    sa.Column('created_at', connector.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('name')
     )
     op.create_table('dead_letters',
@@ -44,8 +44,8 @@ def upgrade() -> None:
     sa.Column('message', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
     sa.Column('reason', sa.Text(), nullable=False),
     sa.Column('status_code', sa.Integer(), nullable=True),
-    sa.Column('created_at', connector.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('replayed_at', connector.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('replayed_at', connector.core.models.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('dead_letters', schema=None) as batch_op:
@@ -54,7 +54,7 @@ def upgrade() -> None:
     op.create_table('delivery_state',
     sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
     sa.Column('payload_hash', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-    sa.Column('delivered_at', connector.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('delivered_at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('key')
     )
     op.create_table('feature_usage',
@@ -65,8 +65,8 @@ def upgrade() -> None:
     sa.Column('count', sa.Integer(), nullable=False),
     sa.Column('positive', sa.Integer(), nullable=False),
     sa.Column('negative', sa.Integer(), nullable=False),
-    sa.Column('first_at', connector.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('last_at', connector.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('first_at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('entity', 'entity_id', 'feature', 'day')
     )
     op.create_table('identity_audit',
@@ -76,7 +76,7 @@ def upgrade() -> None:
     sa.Column('merged_user_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('message_id', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=True),
     sa.Column('details', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
-    sa.Column('created_at', connector.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('identity_audit', schema=None) as batch_op:
@@ -87,10 +87,10 @@ def upgrade() -> None:
     sa.Column('message_id', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
     sa.Column('type', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('payload', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
-    sa.Column('received_at', connector.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('received_at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('error', sa.Text(), nullable=True),
-    sa.Column('processed_at', connector.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('processed_at', connector.core.models.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('message_id')
     )
@@ -103,10 +103,10 @@ def upgrade() -> None:
     sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('available_at', connector.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('claimed_until', connector.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('available_at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('claimed_until', connector.core.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
-    sa.Column('created_at', connector.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('key')
     )
@@ -118,22 +118,22 @@ def upgrade() -> None:
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
     sa.Column('entity', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('rule', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
-    sa.Column('created_at', connector.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', connector.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('computed_at', connector.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('computed_at', connector.core.models.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('name')
     )
     op.create_table('settings_versions',
     sa.Column('version', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('document', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
-    sa.Column('created_at', connector.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('version')
     )
     op.create_table('segment_memberships',
     sa.Column('segment_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('entity_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=False, nullable=False),
-    sa.Column('entered_at', connector.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('entered_at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['segment_id'], ['segments.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('segment_id', 'entity_id')
     )
@@ -146,7 +146,7 @@ def upgrade() -> None:
     sa.Column('entity_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('transition', sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False),
     sa.Column('initial', sa.Boolean(), nullable=False),
-    sa.Column('at', connector.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['segment_id'], ['segments.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id')
     )
@@ -160,9 +160,9 @@ def upgrade() -> None:
     sa.Column('trait_timestamps', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
     sa.Column('account_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('account_link', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=True),
-    sa.Column('created_at', connector.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', connector.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('last_seen_at', connector.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_seen_at', connector.core.models.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id')
     )
@@ -172,8 +172,8 @@ def upgrade() -> None:
     op.create_table('audience_memberships',
     sa.Column('user_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('audience', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
-    sa.Column('entered_at', connector.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('exited_at', connector.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('entered_at', connector.core.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('exited_at', connector.core.models.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('user_id', 'audience')
     )
@@ -187,8 +187,8 @@ def upgrade() -> None:
     sa.Column('type', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('event', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
     sa.Column('source', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-    sa.Column('timestamp', connector.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('received_at', connector.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('timestamp', connector.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('received_at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('properties', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
     sa.Column('context', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
     sa.Column('account_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
@@ -205,7 +205,7 @@ def upgrade() -> None:
     sa.Column('user_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('value', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
-    sa.Column('created_at', connector.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('kind', 'value', name='uq_user_identifiers_kind_value')

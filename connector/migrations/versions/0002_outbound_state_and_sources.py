@@ -10,7 +10,7 @@ from alembic import op
 import sqlalchemy as sa
 from sqlalchemy import Text
 import sqlmodel.sql.sqltypes  # the AutoString columns autogenerate writes
-import connector.models
+import connector.core.models
 from sqlalchemy.dialects import postgresql
 
 revision: str = '0002'
@@ -39,7 +39,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('source', sqlmodel.sql.sqltypes.AutoString(length=16), server_default='segment', nullable=False))
 
     with op.batch_alter_table('outbox', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('failing_since', connector.models.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('failing_since', connector.core.models.UTCDateTime(timezone=True), nullable=True))
 
     with op.batch_alter_table('segment_transitions', schema=None) as batch_op:
         batch_op.add_column(sa.Column('segment_name', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True))
@@ -55,7 +55,7 @@ def upgrade() -> None:
         batch_op.create_foreign_key(_transition_fk(), 'segments', ['segment_id'], ['id'], ondelete='SET NULL')
 
     with op.batch_alter_table('users', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('account_linked_at', connector.models.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('account_linked_at', connector.core.models.UTCDateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:

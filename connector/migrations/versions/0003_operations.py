@@ -10,7 +10,7 @@ from alembic import op
 import sqlalchemy as sa
 from sqlalchemy import Text
 import sqlmodel.sql.sqltypes  # the AutoString columns autogenerate writes
-import connector.models
+import connector.core.models
 from sqlalchemy.dialects import postgresql
 
 revision: str = '0003'
@@ -28,7 +28,7 @@ def upgrade() -> None:
     sa.Column('action', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('message_id', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=True),
     sa.Column('details', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
-    sa.Column('created_at', connector.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('activity_log', schema=None) as batch_op:
@@ -39,13 +39,13 @@ def upgrade() -> None:
     sa.Column('write_key_hash', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('status_code', sa.Integer(), nullable=True),
     sa.Column('reason', sa.Text(), nullable=True),
-    sa.Column('answered_at', connector.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('answered_at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('write_key_hash')
     )
     op.create_table('suppressions',
     sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('value_hash', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-    sa.Column('created_at', connector.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('kind', 'value_hash')
     )
     with op.batch_alter_table('suppressions', schema=None) as batch_op:
@@ -53,8 +53,8 @@ def upgrade() -> None:
 
     op.create_table('worker_heartbeats',
     sa.Column('worker', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
-    sa.Column('started_at', connector.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('beat_at', connector.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('started_at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('beat_at', connector.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('worker')
     )
     # ### end Alembic commands ###

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import connector.models
+import connector.core.models
 
 revision: str = "0008"
 down_revision: str | None = "0007"
@@ -99,7 +99,7 @@ def downgrade() -> None:
     op.drop_index("ix_inbound_journal_failed", table_name="inbound_journal")
     with op.batch_alter_table("inbound_journal") as batch:
         batch.add_column(sa.Column("status", sa.String(length=16), nullable=False, server_default="processed"))
-        batch.add_column(sa.Column("processed_at", connector.models.UTCDateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("processed_at", connector.core.models.UTCDateTime(timezone=True), nullable=True))
     op.execute("UPDATE inbound_journal SET status = 'failed' WHERE error IS NOT NULL")
     op.execute("UPDATE inbound_journal SET status = 'pending' WHERE id IN (SELECT id FROM journal_queue)")
     op.execute("UPDATE inbound_journal SET processed_at = received_at WHERE status = 'processed'")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import connector.models
+import connector.core.models
 
 revision: str = "0009"
 down_revision: str | None = "0008"
@@ -25,7 +25,7 @@ def upgrade() -> None:
     op.create_table(
         "scheduled_runs",
         sa.Column("name", sa.String(length=64), nullable=False),
-        sa.Column("ran_at", connector.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("ran_at", connector.core.models.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name"),
     )
 

@@ -12,8 +12,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector.db import insert, insert_rows
-from connector.models import OutboxItem, UTCDateTime, utcnow
+from connector.core.db import insert, insert_rows
+from connector.core.models import OutboxItem, UTCDateTime, utcnow
 
 outbox = OutboxItem.__table__
 USER, ACCOUNT, EVENT, TRANSITION = "user", "account", "event", "transition"

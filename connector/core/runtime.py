@@ -5,10 +5,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connector.config import Environment
-from connector.credentials import ADMIN_TOKEN, API_KEY, ensure_credential
-from connector.db import create_engine
-from connector.settings_store import SettingsStore
+from connector.core.credentials import ADMIN_TOKEN, API_KEY, ensure_credential
+from connector.core.db import create_engine
+from connector.core.environment import Environment
+from connector.core.settings_store import SettingsStore
 
 
 @dataclass

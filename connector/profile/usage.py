@@ -39,10 +39,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from connector import journal
-from connector.db import insert_rows
-from connector.models import Event, FeatureUsage, utcnow
-from connector.spec import format_timestamp
+from connector.core.db import insert_rows
+from connector.core.models import Event, FeatureUsage, utcnow
+from connector.core.spec import format_timestamp
+from connector.flow import journal
 
 USER, ACCOUNT = "user", "account"
 TOP_FEATURES = 5

@@ -6,7 +6,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
+ALEMBIC_INI = Path(__file__).parent.parent / "alembic.ini"
 
 
 def alembic_config(database_url: str | None = None) -> Config:

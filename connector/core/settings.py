@@ -1,6 +1,6 @@
 """The connector's settings document: one model, the source of settings.schema.json.
 
-The names are part of the contract (DESIGN.md, "Settings"). Each field carries a
+The names are part of the contract (settings.schema.json, which this model generates, and the README). Each field carries a
 `section` so the dashboard can group the form; secrets are masked on every read.
 
 What the outbound side sends under which name is decided here too (`sent_name`), so that

@@ -7,9 +7,9 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from connector.credentials import API_KEY
-from connector.models import Credential, SettingsVersion, utcnow
-from connector.settings import SECRET_FIELDS, ConnectorSettings, mask_secret
+from connector.core.credentials import API_KEY
+from connector.core.models import Credential, SettingsVersion, utcnow
+from connector.core.settings import SECRET_FIELDS, ConnectorSettings, mask_secret
 
 table = SettingsVersion.__table__
 credentials = Credential.__table__

@@ -6,8 +6,8 @@ import secrets
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connector.db import insert
-from connector.models import Credential, utcnow
+from connector.core.db import insert
+from connector.core.models import Credential, utcnow
 
 API_KEY = "api_key"
 ADMIN_TOKEN = "admin_token"

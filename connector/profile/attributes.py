@@ -7,12 +7,12 @@ A root is an exact name (``created_at``) or a prefix followed by a dotted path
 SQL reads it (through the compiler, which adds the joins a root needs). A new root is one
 more entry in ATTRIBUTES.
 
-The ``usage.*`` roots are computed attributes (connector.computed): the Python
+The ``usage.*`` roots are computed attributes (connector.profile.computed): the Python
 evaluator reads what load_profiles loaded, the SQL evaluator the usage helpers'
 subqueries, which compute the same figures from feature_usage.
 
 The scanners' results are stored columns, read like the others: ``persona.seniority`` and
-``persona.department`` of a user (connector/persona.py), ``icp.score`` and ``icp.fit`` of an account
+``persona.department`` of a user (connector/profile/persona.py), ``icp.score`` and ``icp.fit`` of an account
 (segments/icp.py), which a user's rules read as ``account.icp.*``.
 """
 
@@ -24,10 +24,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector import usage
-from connector.computed import computed_attributes_of
-from connector.db import any_of
-from connector.models import Account, Event, User
+from connector.core.db import any_of
+from connector.core.models import Account, Event, User
+from connector.profile import usage
+from connector.profile.computed import computed_attributes_of
 
 users = User.__table__
 accounts = Account.__table__

@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connector.db import insert
-from connector.logs import get_logger
-from connector.models import WorkerHeartbeat, utcnow
+from connector.core.db import insert
+from connector.core.logs import get_logger
+from connector.core.models import WorkerHeartbeat, utcnow
 
 heartbeats = WorkerHeartbeat.__table__
 BEAT_EVERY_SECONDS = 10.0

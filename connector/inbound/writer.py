@@ -12,9 +12,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connector.db import insert
-from connector.journal import partition_of
-from connector.models import JournalEntry
+from connector.core.db import insert
+from connector.core.models import JournalEntry
+from connector.flow.journal import partition_of
 
 table = JournalEntry.__table__
 MAX_ROWS_PER_COMMIT = 5000

@@ -19,9 +19,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector.db import any_of, insert_rows
-from connector.models import AudienceMembership
-from connector.spec import format_timestamp
+from connector.core.db import any_of, insert_rows
+from connector.core.models import AudienceMembership
+from connector.core.spec import format_timestamp
 
 ENTERED, EXITED = "Audience Entered", "Audience Exited"
 memberships = AudienceMembership.__table__

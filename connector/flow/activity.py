@@ -13,8 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector.db import copy_rows
-from connector.models import ActivityEntry, utcnow
+from connector.core.db import copy_rows
+from connector.core.models import ActivityEntry, utcnow
 
 activity_log = ActivityEntry.__table__
 USER, ACCOUNT = "user", "account"

@@ -28,9 +28,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from connector.db import any_of, is_postgres
-from connector.models import JournalEntry, JournalQueueEntry
-from connector.spec import clean_id
+from connector.core.db import any_of, is_postgres
+from connector.core.models import JournalEntry, JournalQueueEntry
+from connector.core.spec import clean_id
 
 PARTITIONS = 64
 LEASE_SHARE = 16

@@ -9,8 +9,8 @@ one writer), so a batch changing one of them meanwhile waits and then reads the 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from connector.models import User
-from connector.persona import persona_of
+from connector.core.models import User
+from connector.profile.persona import persona_of
 
 users = User.__table__
 

@@ -31,11 +31,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connector.journal import queue
-from connector.logs import get_logger
-from connector.metrics import RETENTION_PURGED
-from connector.models import ActivityEntry, DeadLetter, Event, JournalEntry, utcnow
-from connector.settings import ConnectorSettings
+from connector.core.logs import get_logger
+from connector.core.metrics import RETENTION_PURGED
+from connector.core.models import ActivityEntry, DeadLetter, Event, JournalEntry, utcnow
+from connector.core.settings import ConnectorSettings
+from connector.flow.journal import queue
 
 BATCH_SIZE = 2_000
 journal = JournalEntry.__table__

@@ -21,17 +21,17 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from connector import journal
-from connector.changes import Changes
-from connector.db import is_postgres
-from connector.heartbeat import beat_until
-from connector.logs import get_logger
+from connector.core.db import is_postgres
+from connector.core.logs import get_logger
+from connector.core.runtime import Runtime
+from connector.flow import journal
+from connector.flow.changes import Changes
 from connector.outbound.sender import Sender, outbox_depth
-from connector.pipeline import journal_lag, process_batch, rescore_accounts
-from connector.retention import purge
-from connector.runtime import Runtime
 from connector.segments.icp import due_on_schedule
 from connector.segments.schedule import recompute_due
+from connector.service.heartbeat import beat_until
+from connector.service.pipeline import journal_lag, process_batch, rescore_accounts
+from connector.service.retention import purge
 
 IDLE_SECONDS = 0.2
 BATCHES_IN_FLIGHT = 2

@@ -27,17 +27,17 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from connector import journal, outbox
-from connector.changes import Changes
-from connector.db import is_contention, is_transient
-from connector.logs import get_logger
-from connector.metrics import JOURNAL_LAG, PROCESS_LATENCY, PROCESS_RETRIES
-from connector.models import utcnow
+from connector.core.db import is_contention, is_transient
+from connector.core.logs import get_logger
+from connector.core.metrics import JOURNAL_LAG, PROCESS_LATENCY, PROCESS_RETRIES
+from connector.core.models import utcnow
+from connector.core.settings import ALL, ConnectorSettings
+from connector.core.settings_store import SettingsStore
+from connector.flow import journal, outbox
+from connector.flow.changes import Changes
 from connector.outbound import resync
-from connector.processing import personas, privacy, processor
+from connector.processing import persona_rescan, privacy, processor
 from connector.segments import icp, membership, schedule
-from connector.settings import ALL, ConnectorSettings
-from connector.settings_store import SettingsStore
 
 RETRY_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # seconds, each jittered by +-50 %
 CONTENTION_ATTEMPTS = 5
@@ -254,7 +254,7 @@ async def rescan_personas(
     changed, after_id = 0, 0
     while True:
         async with engine.begin() as conn:
-            page_changed, read = await personas.rescan_page(conn, after_id, RESCAN_PAGE)
+            page_changed, read = await persona_rescan.rescan_page(conn, after_id, RESCAN_PAGE)
             await carry(conn, settings, Changes(users=page_changed))
         if not read:
             return changed

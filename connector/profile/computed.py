@@ -12,9 +12,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector import audiences, usage
-from connector.db import any_of
-from connector.models import Account, User
+from connector.core.db import any_of
+from connector.core.models import Account, User
+from connector.profile import audiences, usage
 
 # The scanners' stored results: {root: {name: column}} of users and of accounts.
 SCANNED = {

@@ -1,0 +1,1 @@
+"""The foundation: tables, database, environment, settings, the Spec, logs, metrics."""

@@ -1,0 +1,1 @@
+"""The durable hand-offs between stages: journal, outbox, activity log, changes."""

@@ -1,0 +1,1 @@
+"""What a profile is read as: attributes, computed attributes, usage, audiences, persona."""

@@ -1,0 +1,1 @@
+"""Processes and use cases: the worker, the batch, the runtime, retention, heartbeat, migrations."""
