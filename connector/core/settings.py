@@ -1,7 +1,7 @@
 """The connector's settings document: one model, the source of settings.schema.json.
 
-The names are part of the contract (settings.schema.json, which this model generates, and the README). Each field carries a
-`section` so the dashboard can group the form; secrets are masked on every read.
+The names are part of the contract (settings.schema.json, which this model generates, and the README).
+Each field carries a `section` so the dashboard can group the form; secrets are masked on every read.
 
 What the outbound side sends under which name is decided here too (`sent_name`), so that
 validation can refuse two entries sending the same name: an entry of a property list is an

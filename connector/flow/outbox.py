@@ -20,13 +20,24 @@ USER, ACCOUNT, EVENT, TRANSITION = "user", "account", "event", "transition"
 MEMBER = "member"  # a resync's segment event for one membership: member:<segment id>-<entity id>
 
 
-# A delivery_state key that processing/ (merges, erasure) and outbound/ (builders) both use: what Segment last
-# received in the segment events of one membership.
+# The delivery_state keys, which processing/ (merges, erasure) and outbound/ (builders, resync) both use: what
+# Segment last received in a user's identify and group calls, and in the segment events of one membership.
+IDENTIFY_STATE, GROUP_STATE = "identify", "group"
 SEGMENT_EVENT_STATE = "segment_event"
 
 
 def outbox_key(kind: str, entity_id: int | str) -> str:
     return f"{kind}:{entity_id}"
+
+
+def delivery_key(kind: str, user_id: int) -> str:
+    """The delivery_state key of what Segment last received in a user's identify (IDENTIFY_STATE) or group call."""
+    return f"{kind}:{user_id}"
+
+
+def delivery_keys(user_ids: list[int]) -> list[str]:
+    """The identify and group delivery_state keys of these users."""
+    return [delivery_key(kind, user_id) for user_id in user_ids for kind in (IDENTIFY_STATE, GROUP_STATE)]
 
 
 def segment_state_prefix(user_id: int) -> str:

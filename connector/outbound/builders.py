@@ -68,7 +68,19 @@ from connector.core.settings import (
     source_of,
 )
 from connector.core.spec import SpecError, format_timestamp, parse_timestamp
-from connector.flow.outbox import ACCOUNT, EVENT, MEMBER, SEGMENT_EVENT_STATE, TRANSITION, USER, segment_state_key
+from connector.flow.outbox import (
+    ACCOUNT,
+    EVENT,
+    GROUP_STATE,
+    IDENTIFY_STATE,
+    MEMBER,
+    SEGMENT_EVENT_STATE,
+    TRANSITION,
+    USER,
+    delivery_key,
+    delivery_keys,
+    segment_state_key,
+)
 from connector.outbound.guard import payload_hash, stamp
 from connector.outbound.traits import membership_traits, trait_of
 from connector.profile import computed
@@ -337,7 +349,7 @@ async def _load(
     data.account_segments_known = bool(
         await conn.scalar(sa.select(sa.func.count()).select_from(segments).where(segments.c.entity == "account"))
     )
-    state_keys = [f"{kind}:{user_id}" for user_id in data.users for kind in ("identify", "group")]
+    state_keys = delivery_keys(list(data.users))
     state_keys += [segment_state_key(user_id, row.id) for user_id in data.users for row in data.segments.values()]
     if state_keys:
         data.delivered = {
@@ -519,7 +531,7 @@ def _user_identify(data: _Data, settings: ConnectorSettings, user_id: int) -> tu
     """The identify a user is owed: in the filter, or the last one after leaving it; else None and why."""
     if _user_in_filter(data, settings, user_id):
         return _identify(data, settings, user_id), ""
-    if _told_in_filter(data, f"identify:{user_id}"):
+    if _told_in_filter(data, delivery_key(IDENTIFY_STATE, user_id)):
         return _identify(data, settings, user_id, in_filter=False), ""
     return None, "not in synchronized segments"
 
@@ -572,7 +584,7 @@ def _identify(data: _Data, settings: ConnectorSettings, user_id: int, in_filter:
     traits = _properties(data, "user", user_id, settings.synchronized_properties)
     names = sorted(data.segment_names[("user", user_id)])
     traits["hull_segments"] = names
-    state_key = f"identify:{user_id}"
+    state_key = delivery_key(IDENTIFY_STATE, user_id)
     if settings.segment_membership_traits:
         told = data.delivered[state_key].segments if state_key in data.delivered else []
         traits.update({trait_of(name, data.membership_traits): False for name in told})
@@ -600,7 +612,7 @@ def _group(data: _Data, settings: ConnectorSettings, user_id: int) -> Outgoing |
     if account is None:
         return None
     names = sorted(data.segment_names[("account", account.id)])
-    state_key = f"group:{user_id}"
+    state_key = delivery_key(GROUP_STATE, user_id)
     account_in_filter = in_filter(set(names), settings.synchronized_account_segments)
     if not account_in_filter and not _told_in_filter(data, state_key, account.id):
         return None

@@ -72,9 +72,9 @@ async def resync(
 async def _forget_delivered(conn: AsyncConnection, kind: str, ids: list[int]) -> None:
     if kind == outbox.ACCOUNT:
         linked = (await conn.execute(sa.select(users.c.id).where(users.c.account_id.in_(ids)))).scalars()
-        keys = [f"group:{user_id}" for user_id in linked]
+        keys = [outbox.delivery_key(outbox.GROUP_STATE, user_id) for user_id in linked]
     else:
-        keys = [f"{state}:{user_id}" for user_id in ids for state in ("identify", "group")]
+        keys = outbox.delivery_keys(ids)
     # Forget only the hash: what Segment was told (its segments, whether in the filter) still holds.
     await conn.execute(delivery_state.update().where(delivery_state.c.key.in_(keys)).values(payload_hash=""))
 

@@ -20,7 +20,14 @@ from connector.core.db import any_of, is_postgres
 from connector.core.models import DeliveryState, Event, IdentityAudit, Segment, SegmentMembership, User, UserIdentifier
 from connector.core.spec import clean_id
 from connector.flow import activity
-from connector.flow.outbox import segment_state_key, segment_state_prefix
+from connector.flow.outbox import (
+    GROUP_STATE,
+    IDENTIFY_STATE,
+    delivery_key,
+    delivery_keys,
+    segment_state_key,
+    segment_state_prefix,
+)
 from connector.processing.accounts import stronger_link
 from connector.processing.traits import merge_traits
 from connector.profile.computed import merge_users as merge_computed
@@ -363,27 +370,21 @@ async def _merge_delivered(conn: AsyncConnection, target: int, loser: int) -> No
     the survivor's next identify or group says `false` for whatever the loser was last sent in."""
     rows = {
         row.key: row
-        for row in await conn.execute(
-            sa.select(delivered).where(
-                delivered.c.key.in_(
-                    [f"{kind}:{user_id}" for kind in ("identify", "group") for user_id in (target, loser)]
-                )
-            )
-        )
+        for row in await conn.execute(sa.select(delivered).where(delivered.c.key.in_(delivery_keys([target, loser]))))
     }
-    for kind in ("identify", "group"):
-        gone = rows.get(f"{kind}:{loser}")
+    for kind in (IDENTIFY_STATE, GROUP_STATE):
+        gone = rows.get(delivery_key(kind, loser))
         if gone is None:
             continue
-        kept = rows.get(f"{kind}:{target}")
+        kept = rows.get(delivery_key(kind, target))
         told = sorted(set(gone.segments) | set(kept.segments if kept else []))
         in_filter = gone.in_filter or (kept is not None and kept.in_filter)
         # An empty hash matches no payload: the survivor's next call is sent.
         values = {"payload_hash": "", "segments": told, "in_filter": in_filter, "delivered_at": gone.delivered_at}
         if kept is None:
-            await conn.execute(delivered.insert().values(key=f"{kind}:{target}", **values))
+            await conn.execute(delivered.insert().values(key=delivery_key(kind, target), **values))
         else:
-            await conn.execute(delivered.update().where(delivered.c.key == f"{kind}:{target}").values(**values))
+            await conn.execute(delivered.update().where(delivered.c.key == delivery_key(kind, target)).values(**values))
         await conn.execute(delivered.delete().where(delivered.c.key == gone.key))
     await _merge_segment_event_records(conn, target, loser)
 

@@ -53,7 +53,7 @@ from connector.core.models import (
 )
 from connector.core.spec import clean_id
 from connector.flow.journal import settle
-from connector.flow.outbox import segment_state_prefix
+from connector.flow.outbox import delivery_keys, segment_state_prefix
 from connector.processing.identity import ANONYMOUS_ID, EMAIL, PREVIOUS_USER_ID, USER_ID, Claim
 from connector.profile import usage
 
@@ -259,7 +259,7 @@ async def _erase_profile(conn: AsyncConnection, user_id: int, erasure: Erasure) 
         conn,
         delivery_state.delete().where(
             sa.or_(
-                delivery_state.c.key.in_([f"identify:{user_id}", f"group:{user_id}"]),
+                delivery_state.c.key.in_(delivery_keys([user_id])),
                 # what its segment events last carried (outbox.segment_state_key)
                 delivery_state.c.key.startswith(segment_state_prefix(user_id), autoescape=True),
             )
