@@ -308,7 +308,7 @@ def replay(ids: tuple[int, ...]) -> None:
 
     async def run() -> dict[str, int]:
         from connector.core.settings_store import SettingsStore
-        from connector.outbound.sender import replay as replay_dead_letters
+        from connector.service.pipeline import replay_dead_letters
 
         async with _database() as engine:
             try:

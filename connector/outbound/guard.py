@@ -31,3 +31,8 @@ def payload_hash(message: dict[str, Any]) -> str:
     """The hash of what Segment would store: ids and traits, not the envelope."""
     content = {key: message.get(key) for key in ("type", "userId", "anonymousId", "groupId", "traits")}
     return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def write_key_hash(write_key: str) -> str:
+    """What Segment's last answer to a write key is kept under (segment_api_answers): never the key itself."""
+    return hashlib.sha256(write_key.encode()).hexdigest()

@@ -20,7 +20,6 @@ the activity log in the transaction that acknowledges the round.
 """
 
 import asyncio
-import hashlib
 import json
 import random
 from collections.abc import Callable, Sequence
@@ -42,6 +41,7 @@ from connector.core.settings import ConnectorSettings
 from connector.core.spec import MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES
 from connector.flow import activity
 from connector.outbound import builders
+from connector.outbound.guard import write_key_hash
 
 outbox = OutboxItem.__table__
 dead_letters = DeadLetter.__table__
@@ -500,10 +500,6 @@ def outcome_entries(outgoing: builders.Outgoing, outcome: str, failure: Failure 
         for entity, entity_id in targets
         if entity_id is not None
     ]
-
-
-def write_key_hash(write_key: str) -> str:
-    return hashlib.sha256(write_key.encode()).hexdigest()
 
 
 async def record_answer(engine: AsyncEngine, write_key: str, answers: list[Failure | None]) -> None:

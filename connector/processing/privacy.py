@@ -108,6 +108,16 @@ def message_claims(message: dict[str, Any]) -> set[Claim]:
     return claims
 
 
+async def let_in(conn: AsyncConnection, value: str) -> bool:
+    """Take an identifier (its raw value: an id as sent, or an email in any case) off the suppression list;
+    False if it was not on it."""
+    hashes = {value_hash(value), value_hash(value.strip())}  # ids are stored trimmed
+    if email := suppressed_email(value):
+        hashes.add(value_hash(email))
+    removed = await conn.execute(suppressions.delete().where(suppressions.c.value_hash.in_(sorted(hashes))))
+    return bool(removed.rowcount)
+
+
 async def suppressed(conn: AsyncConnection, claims: set[Claim]) -> set[Claim]:
     """The claims on the suppression list: one query (on SQLite, one per thousand distinct values)."""
     hashed = {(kind, value_hash(value)): (kind, value) for kind, value in claims}

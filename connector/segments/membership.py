@@ -64,6 +64,14 @@ async def _segments(conn: AsyncConnection, segment_id: int | None = None) -> lis
     return list(await conn.execute(query.with_for_update(read=segment_id is None)))
 
 
+async def create(conn: AsyncConnection, values: dict[str, Any], now: datetime) -> int:
+    """A new segment (name, entity, rule); its members come from `recompute`."""
+    segment_id: int = await conn.scalar(
+        segments.insert().values(**values, created_at=now, updated_at=now).returning(segments.c.id)
+    )
+    return segment_id
+
+
 async def locked(conn: AsyncConnection, segment_id: int) -> Any | None:
     """A segment's id, name, entity and rule, locked for the caller's transaction; None if there is none."""
     found = await _segments(conn, segment_id)

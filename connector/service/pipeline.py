@@ -35,7 +35,7 @@ from connector.core.settings import ALL, ConnectorSettings
 from connector.core.settings_store import SettingsStore
 from connector.flow import journal, outbox
 from connector.flow.changes import Changes
-from connector.outbound import resync
+from connector.outbound import resync, sender
 from connector.processing import persona_rescan, privacy, processor
 from connector.segments import icp, membership, schedule
 
@@ -147,6 +147,29 @@ async def erase_user(engine: AsyncEngine, settings: ConnectorSettings, user_id: 
             return None
         await propagate(conn, settings, changes)
     return erasure
+
+
+async def let_in(engine: AsyncEngine, value: str) -> bool:
+    """Let an identifier's messages in again (the admin API): off the suppression list; False if it was not on it."""
+    async with engine.begin() as conn:
+        return await privacy.let_in(conn, value)
+
+
+async def replay_dead_letters(
+    engine: AsyncEngine, settings: ConnectorSettings, ids: list[int] | None = None
+) -> dict[str, int]:
+    """Send dead letters again (the admin API, `connector replay`): all waiting ones, or these ids."""
+    return await sender.replay(engine, settings, ids)
+
+
+async def create_segment(engine: AsyncEngine, values: dict[str, Any]) -> int:
+    """Create a segment and compute its initial members (their transitions marked initial), in one transaction.
+    Raises IntegrityError when another segment has its name."""
+    now = utcnow()
+    async with engine.begin() as conn:
+        segment_id = await membership.create(conn, values, now)
+        await membership.recompute(conn, segment_id, now, initial=True)
+    return segment_id
 
 
 async def save_settings(

@@ -7,7 +7,7 @@ from starlette.routing import Route
 
 from connector.core.models import DeadLetter
 from connector.core.spec import format_timestamp
-from connector.outbound.sender import replay
+from connector.service import pipeline
 from connector.web.admin import error, json_body, query_int, query_limit, runtime_of
 from connector.web.auth import requires_admin
 
@@ -86,7 +86,7 @@ async def replay_dead_letters(request: Request) -> JSONResponse:
         return error(400, "ids must be a list of integers", field="ids")
     runtime = runtime_of(request)
     try:
-        counts = await replay(runtime.engine, await runtime.settings.current(), ids)
+        counts = await pipeline.replay_dead_letters(runtime.engine, await runtime.settings.current(), ids)
     except ValueError as problem:
         return error(409, str(problem), field="write_key")
     return JSONResponse(counts)

@@ -13,8 +13,8 @@ from starlette.routing import Route
 
 from connector.core.models import Suppression
 from connector.core.spec import format_timestamp
-from connector.processing.privacy import Erasure, suppressed_email, value_hash
-from connector.service.pipeline import erase_user
+from connector.processing.privacy import Erasure
+from connector.service.pipeline import erase_user, let_in
 from connector.web.admin import error, find_user_by_query, query_int, query_limit, runtime_of
 from connector.web.auth import requires_admin
 
@@ -108,15 +108,9 @@ async def delete_suppression(request: Request) -> Response:
       204: {description: "removed; later messages for it are processed again"}
       404: {description: "the value is not on the suppression list"}
     """
-    value = request.path_params["value"]
-    hashes = {value_hash(value), value_hash(value.strip())}  # ids are stored trimmed
-    if email := suppressed_email(value):
-        hashes.add(value_hash(email))
-    async with runtime_of(request).engine.begin() as conn:
-        removed = (
-            await conn.execute(suppressions.delete().where(suppressions.c.value_hash.in_(sorted(hashes))))
-        ).rowcount
-    return Response(status_code=204) if removed else error(404, "this value is not on the suppression list")
+    if await let_in(runtime_of(request).engine, request.path_params["value"]):
+        return Response(status_code=204)
+    return error(404, "this value is not on the suppression list")
 
 
 routes = [

@@ -15,9 +15,9 @@ from connector.core.models import Segment, SegmentMembership, SegmentTransition,
 from connector.core.settings_store import validation_errors
 from connector.core.spec import format_timestamp, has_nul
 from connector.segments.compile import Compiler
-from connector.segments.membership import recompute
 from connector.segments.rules import ENTITIES, RuleError, is_time_based, validate
 from connector.service.pipeline import change_segment
+from connector.service.pipeline import create_segment as create_segment_in
 from connector.service.pipeline import delete_segment as delete_segment_in
 from connector.web import profiles
 from connector.web.admin import error, json_body, runtime_of
@@ -220,19 +220,16 @@ async def create_segment(request: Request) -> JSONResponse:
         values = _check(await _document(request))
     except (Invalid, RuleError) as problem:
         return _invalid(problem)
-    now = utcnow()
+    engine = runtime_of(request).engine
+    async with engine.connect() as conn:
+        if await _name_taken(conn, values["name"]):
+            return _name_conflict(values["name"])
     try:
-        async with runtime_of(request).engine.begin() as conn:
-            if await _name_taken(conn, values["name"]):
-                return _name_conflict(values["name"])
-            segment_id = await conn.scalar(
-                segments.insert().values(**values, created_at=now, updated_at=now).returning(segments.c.id)
-            )
-            await recompute(conn, segment_id, now, initial=True)
-            body = await _serialise(conn, await _load(conn, segment_id))
+        segment_id = await create_segment_in(engine, values)
     except IntegrityError:
         return _name_conflict(values["name"])
-    return JSONResponse(body, status_code=201)
+    async with engine.connect() as conn:
+        return JSONResponse(await _serialise(conn, await _load(conn, segment_id)), status_code=201)
 
 
 @requires_admin

@@ -25,7 +25,7 @@ from connector.core.models import DeadLetter, OutboxItem, SegmentApiAnswer, Work
 from connector.core.settings import ConnectorSettings, mask_secret
 from connector.core.spec import format_timestamp
 from connector.flow.journal import FAILED, PENDING, PROCESSED, journal, queue
-from connector.outbound.sender import write_key_hash
+from connector.outbound.guard import write_key_hash
 from connector.web.admin import runtime_of
 from connector.web.auth import requires_admin
 
