@@ -10,7 +10,7 @@ UV := .tools/bin/uv
 # The machine's python3 (the lock covers every Python from 3.11; Heroku takes .python-version).
 UV_SYNC := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON=$(PYTHON) UV_PYTHON_DOWNLOADS=never $(UV) sync --locked
 
-.PHONY: install run test check browser schema migration bench clean mutation mutation-report lock
+.PHONY: install run test test-fast check browser schema migration bench clean mutation mutation-report lock
 
 install: $(VENV)/.installed
 
@@ -41,6 +41,11 @@ browser:
 
 test: install browser
 	$(BIN)/pytest
+
+# The tests that need neither a database nor a browser (Spec parsing, both rule evaluators on given profiles,
+# personas, settings, trait names, ...): about half a minute. CI runs them first.
+test-fast: install
+	$(BIN)/pytest -m "not database and not browser"
 
 # Lint, format check, strict typing of connector/ and the import layers (pyproject.toml
 # configures each); CI runs it before the tests.
