@@ -20,8 +20,8 @@ from connector.flow import outbox
 from connector.flow.activity import ACCOUNT, USER, activity_log
 from connector.outbound import builders
 from connector.web import profiles
-from connector.web.admin import error, query_int, query_limit, runtime_of
 from connector.web.auth import requires_admin
+from connector.web.deps import ApiError, query_int, query_limit, runtime_of
 
 LAST_SENT_TYPES = ("identify", "group")
 
@@ -34,7 +34,7 @@ async def _activity(request: Request, entity: str, entity_id: int) -> JSONRespon
         query = query.where(activity_log.c.id < before_id)
     async with runtime_of(request).engine.connect() as conn:
         if not await profiles.exists(conn, entity, entity_id):
-            return error(404, f"no such {entity}")
+            raise ApiError(404, f"no such {entity}")
         rows = await conn.execute(query.order_by(activity_log.c.id.desc()).limit(limit))
         return JSONResponse({"activity": [_entry(row) for row in rows]})
 
@@ -118,7 +118,7 @@ async def get_user_outgoing(request: Request) -> JSONResponse:
     settings = await runtime.settings.current()
     async with runtime.engine.connect() as conn:
         if not await profiles.exists(conn, USER, user_id):
-            return error(404, "no such user")
+            raise ApiError(404, "no such user")
         built = await builders.build(conn, settings, [outbox.outbox_key(outbox.USER, user_id)])
         sent = await last_sent(conn, user_id)
     not_sent = list(built.skipped.values())

@@ -1,41 +1,19 @@
 """The admin API under /api (bearer ADMIN_TOKEN). Each docstring is its OpenAPI entry."""
 
-from typing import Any, TypeVar
-
-import orjson
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncConnection
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from connector.core.credentials import rotate_api_key
-from connector.core.runtime import Runtime
 from connector.core.settings_store import validation_errors
 from connector.segments.rules import RuleError
 from connector.service.pipeline import save_settings
 from connector.web import profiles
 from connector.web.auth import requires_admin
+from connector.web.deps import ApiError, find_user_by_query, json_body, one_query, query_int, query_limit, runtime_of
 
 MAX_SETTINGS_BODY = 64 * 1024
-
-
-def runtime_of(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
-def error(status: int, message: str, **details: Any) -> JSONResponse:
-    return JSONResponse({"message": message, **details}, status_code=status)
-
-
-async def json_body(request: Request, limit: int) -> Any:
-    """The parsed body; ValueError (orjson's JSONDecodeError is one) when too large or malformed."""
-    body = await request.body()
-    if len(body) > limit:
-        raise ValueError(f"body exceeds the limit of {limit} bytes")
-    return orjson.loads(body)
 
 
 @requires_admin
@@ -62,18 +40,18 @@ async def put_settings(request: Request) -> JSONResponse:
     try:
         changes = await json_body(request, MAX_SETTINGS_BODY)
     except ValueError as problem:
-        return error(400, f"malformed settings document: {problem}", field="body")
+        raise ApiError(400, f"malformed settings document: {problem}", field="body") from None
     if not isinstance(changes, dict):
-        return error(400, "settings must be a JSON object", field="body")
+        raise ApiError(400, "settings must be a JSON object", field="body")
     runtime = runtime_of(request)
     try:
         version, settings = await save_settings(runtime.engine, runtime.settings, changes)
     except ValidationError as problem:
         errors = validation_errors(problem)
-        return error(400, f"invalid setting {errors[0]['field']}: {errors[0]['message']}", errors=errors)
+        raise ApiError(400, f"invalid setting {errors[0]['field']}: {errors[0]['message']}", errors=errors) from None
     except RuleError as problem:
         errors = [{"field": problem.path, "message": problem.message}]
-        return error(400, f"invalid setting {problem.path}: {problem.message}", errors=errors)
+        raise ApiError(400, f"invalid setting {problem.path}: {problem.message}", errors=errors) from None
     return JSONResponse({"version": version, "settings": settings.masked()})
 
 
@@ -93,20 +71,10 @@ async def get_users(request: Request) -> JSONResponse:
       404: {description: "no such user"}
     """
     async with runtime_of(request).engine.connect() as conn:
-        found = await find_user_by_query(request, conn)
-        if isinstance(found, JSONResponse):
-            return found
-        profile = await profiles.user_profile(conn, found)
-    return JSONResponse(profile) if profile else error(404, "no such user")
-
-
-async def find_user_by_query(request: Request, conn: AsyncConnection) -> int | JSONResponse:
-    """The user a lookup's query names (one of user_id, anonymous_id, email), or the 400 or 404 to answer."""
-    kind, value = _one_query(request, ("user_id", "anonymous_id", "email"))
-    if kind is None:
-        return error(400, "give one of user_id, anonymous_id or email", field="query")
-    user_id = await profiles.find_user(conn, kind, value.lower() if kind == "email" else value)
-    return error(404, f"no user with {kind} {value!r}") if user_id is None else user_id
+        profile = await profiles.user_profile(conn, await find_user_by_query(request, conn))
+    if not profile:
+        raise ApiError(404, "no such user")
+    return JSONResponse(profile)
 
 
 @requires_admin
@@ -119,7 +87,9 @@ async def get_user(request: Request) -> JSONResponse:
     """
     async with runtime_of(request).engine.connect() as conn:
         profile = await profiles.user_profile(conn, request.path_params["user_id"])
-    return JSONResponse(profile) if profile else error(404, "no such user")
+    if not profile:
+        raise ApiError(404, "no such user")
+    return JSONResponse(profile)
 
 
 @requires_admin
@@ -137,7 +107,7 @@ async def get_user_events(request: Request) -> JSONResponse:
     user_id = request.path_params["user_id"]
     async with runtime_of(request).engine.connect() as conn:
         if not await profiles.exists(conn, "user", user_id):
-            return error(404, "no such user")
+            raise ApiError(404, "no such user")
         events = await profiles.user_events(conn, user_id, limit, before_id)
     return JSONResponse({"events": events})
 
@@ -154,13 +124,15 @@ async def get_accounts(request: Request) -> JSONResponse:
       400: {description: "neither group_id nor domain given"}
       404: {description: "no such account"}
     """
-    kind, value = _one_query(request, ("group_id", "domain"))
+    kind, value = one_query(request, ("group_id", "domain"))
     if kind is None:
-        return error(400, "give one of group_id or domain", field="query")
+        raise ApiError(400, "give one of group_id or domain", field="query")
     async with runtime_of(request).engine.connect() as conn:
         account_id = await profiles.find_account(conn, kind, value.lower() if kind == "domain" else value)
         profile = await profiles.account_profile(conn, account_id) if account_id is not None else None
-    return JSONResponse(profile) if profile else error(404, f"no account with {kind} {value!r}")
+    if not profile:
+        raise ApiError(404, f"no account with {kind} {value!r}")
+    return JSONResponse(profile)
 
 
 @requires_admin
@@ -173,7 +145,9 @@ async def get_account(request: Request) -> JSONResponse:
     """
     async with runtime_of(request).engine.connect() as conn:
         profile = await profiles.account_profile(conn, request.path_params["account_id"])
-    return JSONResponse(profile) if profile else error(404, "no such account")
+    if not profile:
+        raise ApiError(404, "no such account")
+    return JSONResponse(profile)
 
 
 @requires_admin
@@ -196,41 +170,10 @@ async def rotate_key(request: Request) -> JSONResponse:
     """
     runtime = runtime_of(request)
     if runtime.env.connector_api_key:
-        return error(409, "the API key is set by CONNECTOR_API_KEY; change that config var instead")
+        raise ApiError(409, "the API key is set by CONNECTOR_API_KEY; change that config var instead")
     key = await rotate_api_key(runtime.engine)
     await runtime.settings.reload()
     return JSONResponse({"api_key": key})
-
-
-def _one_query(request: Request, names: tuple[str, ...]) -> tuple[str | None, str]:
-    """The first of these query parameters given. A NUL character is refused as inbound refuses it
-    (PostgreSQL text cannot hold one, so no identifier has it, and the driver would fail: a 500)."""
-    for name in names:
-        value = request.query_params.get(name)
-        if value:
-            if "\x00" in value:
-                raise HTTPException(400, f"{name} contains a NUL character (\\u0000), which no identifier holds")
-            return name, value
-    return None, ""
-
-
-INT64 = (-(2**63), 2**63 - 1)
-Default = TypeVar("Default", int, None)
-
-
-def query_int(request: Request, name: str, default: Default) -> int | Default:
-    """An integer query parameter; the default when absent or not an integer. Past the range of a
-    64-bit column it is clamped to it: the driver would refuse the bigger number (a 500)."""
-    value = request.query_params.get(name)
-    try:
-        return max(INT64[0], min(int(value), INT64[1])) if value is not None else default
-    except ValueError:
-        return default
-
-
-def query_limit(request: Request, default: int, maximum: int) -> int:
-    """The `limit` query parameter, within 0..maximum (a negative LIMIT is an error on PostgreSQL)."""
-    return max(0, min(query_int(request, "limit", default), maximum))
 
 
 routes = [

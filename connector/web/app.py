@@ -28,6 +28,7 @@ from connector.web import (
     segments_api,
     status,
 )
+from connector.web.deps import ApiError, api_error
 from connector.web.openapi import openapi_document
 from connector.web.paths import http_error
 
@@ -71,4 +72,6 @@ def create_app(env: Environment | None = None) -> Starlette:
         Route("/api/openapi.json", openapi_document, methods=["GET"], include_in_schema=False),
         *dashboard.routes,
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    return Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error, ApiError: api_error}
+    )

@@ -10,8 +10,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from connector.profile import audiences, usage
-from connector.web.admin import error, runtime_of
 from connector.web.auth import requires_admin
+from connector.web.deps import ApiError, runtime_of
 from connector.web.profiles import exists
 
 MAX_FEATURES = 100
@@ -20,10 +20,10 @@ MAX_FEATURES = 100
 async def _usage(request: Request, entity: str, entity_id: int) -> JSONResponse:
     limit = request.query_params.get("limit", "10")
     if not limit.isdecimal() or len(limit) > len(str(MAX_FEATURES)) or not 1 <= int(limit) <= MAX_FEATURES:
-        return error(400, f"limit must be an integer from 1 to {MAX_FEATURES}", field="limit")
+        raise ApiError(400, f"limit must be an integer from 1 to {MAX_FEATURES}", field="limit")
     async with runtime_of(request).engine.connect() as conn:
         if not await exists(conn, entity, entity_id):
-            return error(404, f"no such {entity}")
+            raise ApiError(404, f"no such {entity}")
         found = await usage.report(conn, entity, entity_id, feature_limit=int(limit))
     return JSONResponse({"entity": entity, "id": entity_id, **found})
 
@@ -78,7 +78,7 @@ async def get_user_audiences(request: Request) -> JSONResponse:
     user_id = request.path_params["user_id"]
     async with runtime_of(request).engine.connect() as conn:
         if not await exists(conn, usage.USER, user_id):
-            return error(404, "no such user")
+            raise ApiError(404, "no such user")
         found = await audiences.user_audiences(conn, user_id)
     return JSONResponse({"id": user_id, "audiences": found})
 

@@ -23,8 +23,8 @@ from connector.core.models import Account, AudienceMembership, Event, Segment, U
 from connector.core.settings import ALL
 from connector.profile.attributes import ATTRIBUTES, USAGE
 from connector.profile.computed import SCANNED
-from connector.web.admin import runtime_of
 from connector.web.auth import requires_admin
+from connector.web.deps import runtime_of
 
 MAX_NAMES = 1000
 MAX_PROFILES = 2000

@@ -8,8 +8,8 @@ from starlette.routing import Route
 from connector.core.models import DeadLetter
 from connector.core.spec import format_timestamp
 from connector.service import pipeline
-from connector.web.admin import error, json_body, query_int, query_limit, runtime_of
 from connector.web.auth import requires_admin
+from connector.web.deps import ApiError, json_body, query_int, query_limit, runtime_of
 
 dead_letters = DeadLetter.__table__
 MAX_REPLAY_BODY = 256 * 1024
@@ -74,21 +74,21 @@ async def replay_dead_letters(request: Request) -> JSONResponse:
     try:
         body = await json_body(request, MAX_REPLAY_BODY) if await request.body() else {}
     except ValueError as problem:
-        return error(400, f"malformed body: {problem}", field="body")
+        raise ApiError(400, f"malformed body: {problem}", field="body") from None
     if not isinstance(body, dict):
-        return error(
+        raise ApiError(
             400, 'body must be a JSON object: {} replays every waiting letter, {"ids": [...]} some', field="body"
         )
     ids = body.get("ids")
     if ids is not None and not (
         isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
     ):
-        return error(400, "ids must be a list of integers", field="ids")
+        raise ApiError(400, "ids must be a list of integers", field="ids")
     runtime = runtime_of(request)
     try:
         counts = await pipeline.replay_dead_letters(runtime.engine, await runtime.settings.current(), ids)
     except ValueError as problem:
-        return error(409, str(problem), field="write_key")
+        raise ApiError(409, str(problem), field="write_key") from None
     return JSONResponse(counts)
 
 

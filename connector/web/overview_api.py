@@ -28,8 +28,8 @@ from connector.core.models import utcnow
 from connector.core.spec import format_timestamp
 from connector.flow.activity import activity_log
 from connector.flow.journal import JOURNAL_WITH_QUEUE, STATUS, journal
-from connector.web.admin import runtime_of
 from connector.web.auth import requires_admin
+from connector.web.deps import runtime_of
 
 MINUTES = 24 * 60
 LAST_ERRORS = 10

@@ -15,8 +15,8 @@ from connector.core.models import Suppression
 from connector.core.spec import format_timestamp
 from connector.processing.privacy import Erasure
 from connector.service.pipeline import erase_user, let_in
-from connector.web.admin import error, find_user_by_query, query_int, query_limit, runtime_of
 from connector.web.auth import requires_admin
+from connector.web.deps import ApiError, find_user_by_query, query_int, query_limit, runtime_of
 
 suppressions = Suppression.__table__
 
@@ -54,14 +54,14 @@ async def erase_by_identifier(request: Request) -> JSONResponse:
     """
     async with runtime_of(request).engine.connect() as conn:
         found = await find_user_by_query(request, conn)
-    return found if isinstance(found, JSONResponse) else await _erase(request, found)
+    return await _erase(request, found)
 
 
 async def _erase(request: Request, user_id: int) -> JSONResponse:
     runtime = runtime_of(request)
     erasure: Erasure | None = await erase_user(runtime.engine, await runtime.settings.current(), user_id)
     if erasure is None:
-        return error(404, "no such user")
+        raise ApiError(404, "no such user")
     return JSONResponse({"id": user_id, "erased": erasure.counts, "suppressed": len(erasure.claims)})
 
 
@@ -110,7 +110,7 @@ async def delete_suppression(request: Request) -> Response:
     """
     if await let_in(runtime_of(request).engine, request.path_params["value"]):
         return Response(status_code=204)
-    return error(404, "this value is not on the suppression list")
+    raise ApiError(404, "this value is not on the suppression list")
 
 
 routes = [

@@ -14,8 +14,8 @@ from starlette.routing import Route
 
 from connector.core.spec import has_nul
 from connector.web import profiles
-from connector.web.admin import error, runtime_of
 from connector.web.auth import requires_admin
+from connector.web.deps import ApiError, runtime_of
 
 MAX_QUERY = 255  # the longest identifier, group id or domain stored
 
@@ -25,7 +25,7 @@ Search = Callable[[AsyncConnection, str], Awaitable[list[dict[str, Any]]]]
 async def _search(request: Request, search: Search, key: str) -> JSONResponse:
     text = request.query_params.get("q", "").strip()
     if not text or len(text) > MAX_QUERY or has_nul(text):
-        return error(400, f"q must be 1 to {MAX_QUERY} characters, without NUL", field="q")
+        raise ApiError(400, f"q must be 1 to {MAX_QUERY} characters, without NUL", field="q")
     async with runtime_of(request).engine.connect() as conn:
         return JSONResponse({key: await search(conn, text)})
 

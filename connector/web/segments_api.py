@@ -20,8 +20,8 @@ from connector.service.pipeline import change_segment
 from connector.service.pipeline import create_segment as create_segment_in
 from connector.service.pipeline import delete_segment as delete_segment_in
 from connector.web import profiles
-from connector.web.admin import error, json_body, runtime_of
 from connector.web.auth import requires_admin
+from connector.web.deps import ApiError, json_body, runtime_of
 
 segments = Segment.__table__
 memberships = SegmentMembership.__table__
@@ -38,9 +38,9 @@ class Invalid(ValueError):
         self.field, self.message = field, message
 
 
-def _invalid(problem: Invalid | RuleError) -> JSONResponse:
+def _invalid(problem: Invalid | RuleError) -> ApiError:
     field = problem.path if isinstance(problem, RuleError) else problem.field
-    return error(
+    return ApiError(
         400,
         f"invalid segment: {field}: {problem.message}",
         field=field,
@@ -125,8 +125,8 @@ async def _load(conn: AsyncConnection, segment_id: int) -> Any:
     return (await conn.execute(sa.select(segments).where(segments.c.id == segment_id))).first()
 
 
-def _name_conflict(name: str) -> JSONResponse:
-    return error(409, f"a segment named {name!r} exists", field="name")
+def _name_conflict(name: str) -> ApiError:
+    return ApiError(409, f"a segment named {name!r} exists", field="name")
 
 
 async def _name_taken(conn: AsyncConnection, name: str, other_than: int | None = None) -> bool:
@@ -188,7 +188,7 @@ async def preview_segment(request: Request) -> JSONResponse:
         entity = _entity(document, "user")
         rule = _rule(document, entity)
     except (Invalid, RuleError) as problem:
-        return _invalid(problem)
+        raise _invalid(problem) from None
     async with runtime_of(request).engine.connect() as conn:
         matching = Compiler(conn.dialect.name, entity, utcnow()).select_ids(rule).subquery()
         count = (await conn.execute(sa.select(sa.func.count()).select_from(matching))).scalar_one()
@@ -219,15 +219,15 @@ async def create_segment(request: Request) -> JSONResponse:
     try:
         values = _check(await _document(request))
     except (Invalid, RuleError) as problem:
-        return _invalid(problem)
+        raise _invalid(problem) from None
     engine = runtime_of(request).engine
     async with engine.connect() as conn:
         if await _name_taken(conn, values["name"]):
-            return _name_conflict(values["name"])
+            raise _name_conflict(values["name"])
     try:
         segment_id = await create_segment_in(engine, values)
     except IntegrityError:
-        return _name_conflict(values["name"])
+        raise _name_conflict(values["name"]) from None
     async with engine.connect() as conn:
         return JSONResponse(await _serialise(conn, await _load(conn, segment_id)), status_code=201)
 
@@ -242,7 +242,9 @@ async def get_segment(request: Request) -> JSONResponse:
     """
     async with runtime_of(request).engine.connect() as conn:
         row = await _load(conn, request.path_params["segment_id"])
-        return JSONResponse(await _serialise(conn, row)) if row else error(404, "no such segment")
+        if not row:
+            raise ApiError(404, "no such segment")
+        return JSONResponse(await _serialise(conn, row))
 
 
 @requires_admin
@@ -272,20 +274,20 @@ async def update_segment(request: Request) -> JSONResponse:
         async with runtime.engine.connect() as conn:
             current = await _load(conn, segment_id)
             if current is None:
-                return error(404, "no such segment")
+                raise ApiError(404, "no such segment")
             values = _check(document, current)
             if "name" in values and await _name_taken(conn, values["name"], segment_id):
-                return _name_conflict(values["name"])
+                raise _name_conflict(values["name"])
     except (Invalid, RuleError) as problem:
-        return _invalid(problem)
+        raise _invalid(problem) from None
     try:
         if not await change_segment(runtime.engine, runtime.settings, segment_id, values):
-            return error(404, "no such segment")
+            raise ApiError(404, "no such segment")
     except IntegrityError:
-        return error(409, "another segment has this name", field="name")
+        raise ApiError(409, "another segment has this name", field="name") from None
     except ValidationError as problem:
         errors = validation_errors(problem)
-        return error(409, f"the settings cannot follow the new name: {errors[0]['message']}", errors=errors)
+        raise ApiError(409, f"the settings cannot follow the new name: {errors[0]['message']}", errors=errors) from None
     async with runtime.engine.connect() as conn:
         return JSONResponse(await _serialise(conn, await _load(conn, segment_id)))
 
@@ -301,7 +303,7 @@ async def delete_segment(request: Request) -> Response:
     """
     runtime = runtime_of(request)
     if not await delete_segment_in(runtime.engine, runtime.settings, request.path_params["segment_id"]):
-        return error(404, "no such segment")
+        raise ApiError(404, "no such segment")
     return Response(status_code=204)
 
 

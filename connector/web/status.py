@@ -26,8 +26,8 @@ from connector.core.settings import ConnectorSettings, mask_secret
 from connector.core.spec import format_timestamp
 from connector.flow.journal import FAILED, PENDING, PROCESSED, journal, queue
 from connector.outbound.guard import write_key_hash
-from connector.web.admin import runtime_of
 from connector.web.auth import requires_admin
+from connector.web.deps import runtime_of
 
 outbox = OutboxItem.__table__
 dead_letters = DeadLetter.__table__
