@@ -38,6 +38,7 @@ import functools
 import hashlib
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -140,6 +141,14 @@ class Built:
     states: dict[str, str | None] = field(default_factory=dict)
     state_users: dict[str, int] = field(default_factory=dict)  # state key -> its user (an erased one is skipped)
     state_accounts: dict[str, int | None] = field(default_factory=dict)  # state key -> the account it follows through
+
+    def records(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The delivery_state rows (without key and time) of the segment-event records decided for these keys."""
+        return {
+            key: {"payload_hash": digest, "segments": [], "in_filter": True, "account_id": self.state_accounts.get(key)}
+            for key in keys
+            if (digest := self.states[key]) is not None
+        }
 
 
 def wants_computed(entries: list[Property]) -> bool:
@@ -409,14 +418,18 @@ def _wanted(settings: ConnectorSettings, data: _Data) -> dict[str, list[Property
         "account": settings.synchronized_account_properties
         + [source_of(entry).removeprefix("account.") for entry in settings.synchronized_properties],
     }
-    for entry in settings.segment_events:
-        if (segment := data.segments.get(entry.segment)) is not None:
-            wanted[segment.entity] += entry.properties + _timestamp_entries(entry)
+    followed = [
+        (segment.entity, entry)
+        for entry in settings.segment_events
+        if (segment := data.segments.get(entry.segment)) is not None
+    ]
     # A deleted segment is known only by its transitions (they keep its name, entity and retired entry).
     entries = {entry.segment: entry for entry in settings.segment_events}
     for row in data.transitions.values():
-        if (followed := _followed_by(row, entries)) is not None:
-            wanted[row.entity] += followed.properties + _timestamp_entries(followed)
+        if (entry := _followed_by(row, entries)) is not None and (row.entity, entry) not in followed:
+            followed.append((row.entity, entry))
+    for entity, entry in followed:
+        wanted[entity] += entry.properties + _timestamp_entries(entry)
     return wanted
 
 

@@ -3,7 +3,6 @@
 segment_events starts following a segment's changes, what its current members hold then (`follow_members`)."""
 
 from collections.abc import Callable
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -148,21 +147,10 @@ async def follow_members(conn: AsyncConnection, before: ConnectorSettings, after
         outbox.outbox_key(outbox.USER if row.entity == "user" else outbox.ACCOUNT, row.entity_id) for row in members
     ]
     following = after.model_copy(update={"segment_events": entries})
-    written = 0
+    written, now = 0, utcnow()
     for start in range(0, len(keys), CHUNK):
         built = await build(conn, following, keys[start : start + CHUNK], quiet=True)
-        records: list[dict[str, Any]] = [
-            {
-                "key": key,
-                "payload_hash": digest,
-                "segments": [],
-                "in_filter": True,
-                "delivered_at": utcnow(),
-                "account_id": built.state_accounts[key],
-            }
-            for key, digest in sorted(built.states.items())
-            if digest is not None
-        ]
+        records = [{"key": key, **row, "delivered_at": now} for key, row in sorted(built.records(built.states).items())]
         if records:
             statement = insert(delivery_state, conn.dialect.name).on_conflict_do_nothing(index_elements=["key"])
             written += (await conn.execute(statement, records)).rowcount

@@ -235,16 +235,7 @@ async def acknowledge(
         decided = {key: digest for key, digest in built.states.items() if built.state_users[key] not in erased}
         if forgotten := sorted(key for key, digest in decided.items() if digest is None):
             await conn.execute(delivery_state.delete().where(delivery_state.c.key.in_(forgotten)))
-        states: dict[str, dict[str, Any]] = {
-            key: {
-                "payload_hash": digest,
-                "segments": [],
-                "in_filter": True,
-                "account_id": built.state_accounts.get(key),
-            }
-            for key, digest in decided.items()
-            if digest is not None
-        }
+        states = built.records(decided)
         states.update(
             {
                 outgoing.state_key: {

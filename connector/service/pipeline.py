@@ -4,8 +4,10 @@ The stages meet only here and in the tables: processing/ applies the rows, segme
 changed accounts (segments/icp.py) and refreshes the memberships of what changed, the outbox records
 what the sender must send; a committed change therefore always has its outbox row, and a crash
 leaves either all of a batch or none of it. Changes that do not come from the journal are carried on
-the same way: a new `icp` setting (`save_settings`), the ICP schedule (`rescore_accounts`) and a
-rebuild of the personas (`rescan_personas`).
+the same way: a settings save (`save_settings`: a new `icp`, a new `segment_events` entry), a segment
+created, renamed, redefined or deleted (the settings that name it follow), an erasure, the ICP schedule
+(`rescore_accounts`) and a rebuild of the personas (`rescan_personas`). These are the use cases the web
+and the command line call; the web reaches no stage's write path but through them.
 
 Failures are sorted by what retrying can do:
 - transient (connection lost, deadlock, serialization failure, a database restarting; db.is_transient):
