@@ -47,6 +47,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from connector.core.kinds import Entity
 from connector.core.models import (
     Account,
     DeliveryState,
@@ -159,7 +160,7 @@ def wants_computed(entries: list[Property]) -> bool:
 def rule_attribute(entity: str, name: str) -> tuple[Attribute, tuple[str, ...]] | None:
     """The attribute a segment rule would read under `name`, or None when rules know no such name."""
     try:
-        return resolve_attribute(entity, name)
+        return resolve_attribute(Entity(entity), name)
     except KeyError:
         return None
 
@@ -457,7 +458,7 @@ async def _load_computed(conn: AsyncConnection, settings: ConnectorSettings, dat
     wanted = _wanted(settings, data)
     for entity, entity_ids in (("user", sorted(data.users)), ("account", sorted(data.accounts))):
         if entity_ids and wants_computed(wanted[entity]):
-            for entity_id, values in (await computed.computed_attributes_of(conn, entity, entity_ids)).items():
+            for entity_id, values in (await computed.computed_attributes_of(conn, Entity(entity), entity_ids)).items():
                 data.computed[(entity, entity_id)] = computed.as_json(values)
 
 
@@ -473,7 +474,7 @@ async def _load_profiles(conn: AsyncConnection, settings: ConnectorSettings, dat
         if read and entity_ids:
             profiles = await load_profiles(
                 conn,
-                entity,
+                Entity(entity),
                 entity_ids,
                 EventNeeds(),
                 utcnow(),

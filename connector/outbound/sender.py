@@ -33,6 +33,7 @@ from segment.analytics import request as segment_request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from connector.core.db import insert
+from connector.core.kinds import Entity
 from connector.core.logs import get_logger
 from connector.core.metrics import DEAD_LETTERED, DELIVERED, DELIVERY_LATENCY, OUTBOX_DEPTH, RETRIED, SKIPPED_OUT
 from connector.core.models import DeadLetter, DeliveryState, OutboxItem, SegmentApiAnswer, User, utcnow
@@ -379,7 +380,7 @@ class Sender:
             if (target := built.targets.get(key)) is not None:
                 entries.append(
                     activity.entry(
-                        target.entity,
+                        Entity(target.entity),
                         target.entity_id,
                         f"outgoing.{target.entity}.skip",
                         {"reason": reason, **target.about},
@@ -485,7 +486,7 @@ def outcome_entries(outgoing: builders.Outgoing, outcome: str, failure: Failure 
             details[name] = message[name]
     if failure is not None:
         details.update(status=failure.status, reason=failure.reason)
-    targets = [(activity.USER, outgoing.user_id), (activity.ACCOUNT, outgoing.account_id)]
+    targets = [(Entity.USER, outgoing.user_id), (Entity.ACCOUNT, outgoing.account_id)]
     return [
         activity.entry(entity, entity_id, f"outgoing.{entity}.{outcome}", details, message["messageId"])
         for entity, entity_id in targets

@@ -9,6 +9,7 @@ applied in memory in journal order, then one statement per kind of row. Only mer
 stored profiles and renames of a stored user_id run as statements of their own.
 """
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector.core.db import any_of, is_postgres
+from connector.core.kinds import Entity, MessageType
 from connector.core.models import DeliveryState, Event, IdentityAudit, Segment, SegmentMembership, User, UserIdentifier
 from connector.core.spec import clean_id
 from connector.flow import activity
@@ -59,7 +61,7 @@ def person_traits(message: dict[str, Any]) -> Any:
     """The traits a message carries about its person: its own `traits`, else (none sent) `context.traits`, where
     libraries put the user's traits on a track, page or screen. A group call's `traits` describe the group (the
     Spec: "email: Email address of group"), never the person: only its `context.traits` speak for the user."""
-    own = message.get("traits") if message.get("type") != "group" else None
+    own = message.get("traits") if message.get("type") != MessageType.GROUP else None
     return own or (message.get("context") or {}).get("traits") or {}
 
 
@@ -150,6 +152,25 @@ async def rename_user_id(
     return True
 
 
+@dataclass(frozen=True)
+class StoredMerge:
+    """A merge of two stored profiles, to run as statements: `merged` folds into `survivor`."""
+
+    survivor: int
+    merged: int
+    message_id: str
+
+
+@dataclass(frozen=True)
+class StoredRename:
+    """An alias that renames a stored profile's user_id from `previous` to `new`, to run as statements."""
+
+    holder: int
+    previous: str
+    new: str
+    message_id: str
+
+
 NEW = 1 << 62  # keys of the profiles a batch creates: above every stored id, in the order of creation
 
 
@@ -177,9 +198,7 @@ class Resolver:
         self.created = 0
         self.new_claims: dict[Claim, int] = {}  # identifiers to store: (kind, value) -> profile key
         self.claimed_by: dict[int, list[Claim]] = {}  # the new claims of each profile the batch created
-        # What must run as statements, in order: ("merge", survivor, merged, message_id) of two stored
-        # profiles, ("rename", stored holder, previous, new user_id, message_id).
-        self.operations: list[tuple[Any, ...]] = []
+        self.operations: list[StoredMerge | StoredRename] = []  # what must run as statements, in order
         self.audits: list[dict[str, Any]] = []  # conflicts, and renames of profiles the batch created
 
     def find(self, key: int) -> int:
@@ -264,7 +283,7 @@ class Resolver:
                 }
             )
         else:
-            self.operations.append(("merge", survivor, merged, message_id))
+            self.operations.append(StoredMerge(survivor, merged, message_id))
         self.parent[merged] = survivor
         if merged in self.held:
             self.held.setdefault(survivor, self.held.pop(merged))
@@ -281,7 +300,7 @@ class Resolver:
         self.held[holder] = new
         self.owner[(USER_ID, new)] = holder
         if self.new_claims.pop((USER_ID, previous), None) is None:
-            self.operations.append(("rename", holder, previous, new, message_id))
+            self.operations.append(StoredRename(holder, previous, new, message_id))
         else:  # the batch created this user_id: store it renamed at once
             if (USER_ID, previous) in self.claimed_by.get(holder, []):
                 self.claimed_by[holder].remove((USER_ID, previous))
@@ -422,7 +441,7 @@ async def merge_users(conn: AsyncConnection, target: int, loser: int, message_id
     ]
     await conn.execute(identifiers.update().where(identifiers.c.user_id == loser).values(user_id=target))
     await conn.execute(events.update().where(events.c.user_id == loser).values(user_id=target))
-    await activity.move(conn, activity.USER, loser, target)
+    await activity.move(conn, Entity.USER, loser, target)
     await _move_memberships(conn, target, loser)
     await _merge_delivered(conn, target, loser)
     last_seen = max((t for t in (kept.last_seen_at, gone.last_seen_at) if t is not None), default=None)

@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector.core.db import any_of, insert, is_postgres
+from connector.core.kinds import Entity, MessageType
 from connector.core.models import (
     ActivityEntry,
     AudienceMembership,
@@ -100,7 +101,7 @@ def message_claims(message: dict[str, Any]) -> set[Claim]:
         claims.add((USER_ID, user_id))
     if anonymous_id := clean_id(message.get("anonymousId")):
         claims.add((ANONYMOUS_ID, anonymous_id))
-    if message.get("type") == "alias" and (previous := clean_id(message.get("previousId"))):
+    if message.get("type") == MessageType.ALIAS and (previous := clean_id(message.get("previousId"))):
         claims |= {(USER_ID, previous), (ANONYMOUS_ID, previous)}
     for traits in (message.get("traits"), (message.get("context") or {}).get("traits")):
         if isinstance(traits, dict) and (email := suppressed_email(traits.get("email"))):
@@ -205,7 +206,7 @@ async def _erase_profile(conn: AsyncConnection, user_id: int, erasure: Erasure) 
         (row["entity_id"], row["feature"], row["day"])
         for event in stored
         for row in usage.event_rows(event)
-        if row["entity"] == usage.ACCOUNT
+        if row["entity"] == Entity.ACCOUNT
     }
     ended = (
         (
@@ -222,7 +223,7 @@ async def _erase_profile(conn: AsyncConnection, user_id: int, erasure: Erasure) 
     )
     await _delete(
         conn,
-        feature_usage.delete().where(feature_usage.c.entity == usage.USER, feature_usage.c.entity_id == user_id),
+        feature_usage.delete().where(feature_usage.c.entity == Entity.USER, feature_usage.c.entity_id == user_id),
         erasure,
         "usage",
     )

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from connector.core.kinds import MessageType
 from connector.core.logs import get_logger
 from connector.core.metrics import ERASED, PROCESSED
 from connector.core.models import utcnow
@@ -43,14 +44,14 @@ async def apply_journal(conn: AsyncConnection, rows: list[Any], settings: Connec
             changes.skipped += 1
             PROCESSED.labels(message["type"], "suppressed").inc()
             log.info("incoming.message.skip", reason="suppressed", type=message["type"], journal_id=row.id)
-        elif message["type"] == "delete":
+        elif message["type"] == MessageType.DELETE:
             await apply_messages(conn, run, settings, changes)
             run = []
             await journal.hold_all(conn)
             erasure = await erase(conn, [], named, changes, via="message")
             suppressed |= erasure.claims
             changes.processed += 1
-            PROCESSED.labels("delete", "success").inc()
+            PROCESSED.labels(MessageType.DELETE, "success").inc()
         else:
             run.append(Incoming(message, row.source, row.id))
     await apply_messages(conn, run, settings, changes)

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector.core.db import any_of
+from connector.core.kinds import Entity, OutboxKind, Transition, segment_action
 from connector.core.logs import get_logger
 from connector.core.models import (
     Account,
@@ -44,7 +45,7 @@ transitions = SegmentTransition.__table__
 users = User.__table__
 accounts = Account.__table__
 events = Event.__table__
-OUTBOX_KIND = {"user": outbox.USER, "account": outbox.ACCOUNT}
+OUTBOX_KIND = {Entity.USER: OutboxKind.USER, Entity.ACCOUNT: OutboxKind.ACCOUNT}
 matches = sa.Table(
     "segment_matches", sa.MetaData(), sa.Column("entity_id", sa.BigInteger, primary_key=True), prefixes=["TEMPORARY"]
 )
@@ -96,12 +97,15 @@ async def recompute(
     await conn.execute(matches.insert().from_select(["entity_id"], matching))
     members = sa.select(memberships.c.entity_id).where(memberships.c.segment_id == segment_id)
     candidates = sa.select(matches.c.entity_id)
-    for kind, difference in (("entered", candidates.except_(members)), ("exited", members.except_(candidates))):
+    for kind, difference in (
+        (Transition.ENTERED, candidates.except_(members)),
+        (Transition.EXITED, members.except_(candidates)),
+    ):
         await _insert_transitions(conn, segment, kind, difference.subquery(), initial, now)
     await conn.run_sync(matches.drop)
 
     recorded = sa.and_(transitions.c.segment_id == segment_id, transitions.c.id > watermark)
-    exited = sa.select(transitions.c.entity_id).where(recorded, transitions.c.transition == "exited")
+    exited = sa.select(transitions.c.entity_id).where(recorded, transitions.c.transition == Transition.EXITED)
     await conn.execute(
         memberships.delete().where(memberships.c.segment_id == segment_id, memberships.c.entity_id.in_(exited))
     )
@@ -109,7 +113,7 @@ async def recompute(
         memberships.insert().from_select(
             ["segment_id", "entity_id", "entered_at"],
             sa.select(transitions.c.segment_id, transitions.c.entity_id, transitions.c.at).where(
-                recorded, transitions.c.transition == "entered"
+                recorded, transitions.c.transition == Transition.ENTERED
             ),
         )
     )
@@ -122,7 +126,7 @@ async def recompute(
             )
         ).all()
     )
-    result = Recomputed(entered=counts.get("entered", 0), exited=counts.get("exited", 0))
+    result = Recomputed(entered=counts.get(Transition.ENTERED, 0), exited=counts.get(Transition.EXITED, 0))
     log.info(
         "segment.recompute.done", segment_id=segment_id, entered=result.entered, exited=result.exited, initial=initial
     )
@@ -130,7 +134,7 @@ async def recompute(
 
 
 async def _insert_transitions(
-    conn: AsyncConnection, segment: Any, kind: str, entity_ids: Any, initial: bool, now: datetime
+    conn: AsyncConnection, segment: Any, kind: Transition, entity_ids: Any, initial: bool, now: datetime
 ) -> None:
     """One `kind` transition of `segment` for each id the subquery returns, with one INSERT ... SELECT."""
     await conn.execute(
@@ -153,7 +157,7 @@ async def _insert_transitions(
 
 async def _enqueue_recorded(conn: AsyncConnection, segment: Any, recorded: Any) -> None:
     """The transitions just recorded, and the profiles they concern, go to the outbox and the activity log."""
-    await outbox.enqueue_select(conn, outbox.TRANSITION, sa.select(transitions.c.id).where(recorded))
+    await outbox.enqueue_select(conn, OutboxKind.TRANSITION, sa.select(transitions.c.id).where(recorded))
     await outbox.enqueue_select(conn, OUTBOX_KIND[segment.entity], sa.select(transitions.c.entity_id).where(recorded))
     await activity.append_select(
         conn,
@@ -184,7 +188,7 @@ async def end(conn: AsyncConnection, segment_id: int, retired: dict[str, Any], n
         return 0
     watermark = await conn.scalar(sa.select(sa.func.coalesce(sa.func.max(transitions.c.id), 0)))
     members = sa.select(memberships.c.entity_id).where(memberships.c.segment_id == segment_id)
-    await _insert_transitions(conn, segment, "exited", members.subquery(), False, now)
+    await _insert_transitions(conn, segment, Transition.EXITED, members.subquery(), False, now)
     await _enqueue_recorded(
         conn, segment, sa.and_(transitions.c.segment_id == segment_id, transitions.c.id > watermark)
     )
@@ -223,7 +227,7 @@ async def refresh(conn: AsyncConnection, changes: Changes, now: datetime | None 
     user_ids = set(changes.users) - changes.merged_away
     if changes.accounts and any(
         node.get("attribute", "").startswith("account.")
-        for segment in by_entity["user"]
+        for segment in by_entity[Entity.USER]
         for node in conditions(segment.rule)
     ):
         user_ids |= set(
@@ -233,11 +237,13 @@ async def refresh(conn: AsyncConnection, changes: Changes, now: datetime | None 
                 )
             ).scalars()
         )
-    await _refresh_entity(conn, "user", by_entity["user"], user_ids, now)
-    await _refresh_entity(conn, "account", by_entity["account"], set(changes.accounts), now)
+    await _refresh_entity(conn, Entity.USER, by_entity[Entity.USER], user_ids, now)
+    await _refresh_entity(conn, Entity.ACCOUNT, by_entity[Entity.ACCOUNT], set(changes.accounts), now)
 
 
-async def _refresh_entity(conn: AsyncConnection, entity: str, found: list[Any], ids: set[int], now: datetime) -> None:
+async def _refresh_entity(
+    conn: AsyncConnection, entity: Entity, found: list[Any], ids: set[int], now: datetime
+) -> None:
     if not found or not ids:
         return
     profiles = await load_profiles(
@@ -269,7 +275,7 @@ async def _refresh_entity(conn: AsyncConnection, entity: str, found: list[Any], 
 
 async def record(
     conn: AsyncConnection,
-    entity: str,
+    entity: Entity,
     names: dict[int, str],
     entered: list[tuple[int, int]],
     exited: list[tuple[int, int]],
@@ -307,7 +313,7 @@ async def record(
             "initial": False,
             "at": now,
         }
-        for kind, pairs in (("entered", entered), ("exited", exited))
+        for kind, pairs in ((Transition.ENTERED, entered), (Transition.EXITED, exited))
         for segment_id, entity_id in pairs
     ]
     ids = (await conn.execute(transitions.insert().returning(transitions.c.id), rows)).scalars().all()
@@ -317,13 +323,13 @@ async def record(
             activity.entry(
                 entity,
                 row["entity_id"],
-                f"segment.{row['transition']}",
+                segment_action(row["transition"]),
                 _details(row["segment_id"], row["segment_name"]),
             )
             for row in rows
         ],
         now,
     )
-    await outbox.enqueue(conn, outbox.TRANSITION, ids)
+    await outbox.enqueue(conn, OutboxKind.TRANSITION, ids)
     await outbox.enqueue(conn, OUTBOX_KIND[entity], {entity_id for _, entity_id in entered + exited})
     log.info("segment.membership.changed", entity=entity, entered=len(entered), exited=len(exited))
