@@ -17,6 +17,7 @@ from connector.core.models import OutboxItem, UTCDateTime, utcnow
 
 outbox = OutboxItem.__table__
 USER, ACCOUNT, EVENT, TRANSITION = "user", "account", "event", "transition"
+DISCARD_CHUNK = 1000
 MEMBER = "member"  # a resync's segment event for one membership: member:<segment id>-<entity id>
 
 
@@ -84,3 +85,17 @@ async def enqueue_select(conn: AsyncConnection, kind: str, ids: Any) -> None:
 def _coalescing(statement: Any) -> Any:
     """A change to a row already waiting bumps its version instead of adding a row."""
     return statement.on_conflict_do_update(index_elements=["key"], set_={"version": outbox.c.version + 1})
+
+
+def member_key(segment_id: int, entity_id: int) -> str:
+    """The id part of a `member:` row's key: one membership, `<segment id>-<entity id>`."""
+    return f"{segment_id}-{entity_id}"
+
+
+async def discard(conn: AsyncConnection, keys: list[str]) -> int:
+    """Rows that must never be sent (an erased person's) go, whatever their version; returns how many."""
+    count = 0
+    for start in range(0, len(keys), DISCARD_CHUNK):
+        chunk = keys[start : start + DISCARD_CHUNK]
+        count += (await conn.execute(outbox.delete().where(outbox.c.key.in_(chunk)))).rowcount
+    return count

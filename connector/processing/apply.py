@@ -44,7 +44,7 @@ from connector.core.models import Event, IdentityAudit, JournalEntry, User, User
 from connector.core.settings import ConnectorSettings
 from connector.core.spec import clean_id, parse_timestamp
 from connector.flow import activity
-from connector.flow.changes import Changes
+from connector.flow.changes import Changes, Merge
 from connector.processing import accounts, identity
 from connector.processing.domains import company_domain
 from connector.processing.traits import update_traits
@@ -303,7 +303,7 @@ class BatchApplier:
                 await identity.merge_users(
                     self.conn, operation.survivor, operation.merged, operation.message_id, self.now
                 )
-                self.changes.merged_away.add(operation.merged)
+                self.changes.merges.append(Merge(operation.survivor, operation.merged))
                 self.survivors.add(operation.survivor)
             elif not await identity.rename_user_id(
                 self.conn, operation.holder, operation.previous, operation.new, operation.message_id, self.now
