@@ -8,7 +8,7 @@ from starlette.routing import Route
 from connector.core.credentials import rotate_api_key
 from connector.core.settings_store import validation_errors
 from connector.segments.rules import RuleError
-from connector.service.pipeline import save_settings
+from connector.service.batch import save_settings
 from connector.web import profiles
 from connector.web.auth import requires_admin
 from connector.web.deps import ApiError, find_user_by_query, json_body, one_query, query_int, query_limit, runtime_of

@@ -16,9 +16,9 @@ from connector.core.settings_store import validation_errors
 from connector.core.spec import format_timestamp, has_nul
 from connector.segments.compile import Compiler
 from connector.segments.rules import ENTITIES, RuleError, is_time_based, validate
-from connector.service.pipeline import change_segment
-from connector.service.pipeline import create_segment as create_segment_in
-from connector.service.pipeline import delete_segment as delete_segment_in
+from connector.service.batch import change_segment
+from connector.service.batch import create_segment as create_segment_in
+from connector.service.batch import delete_segment as delete_segment_in
 from connector.web import profiles
 from connector.web.auth import requires_admin
 from connector.web.deps import ApiError, json_body, runtime_of
