@@ -16,7 +16,9 @@ from connector.inbound.writer import JournalWriter
 from connector.service import worker
 from connector.web import dashboard, health
 from connector.web.api import (
+    accounts,
     activity,
+    api_key,
     dead_letters,
     insights,
     names,
@@ -26,6 +28,7 @@ from connector.web.api import (
     segments,
     settings,
     status,
+    users,
 )
 from connector.web.deps import ApiError, api_error
 from connector.web.openapi import openapi_document
@@ -60,6 +63,9 @@ def create_app(env: Environment | None = None) -> Starlette:
         *inbound.routes,
         *search.routes,
         *settings.routes,
+        *users.routes,
+        *accounts.routes,
+        *api_key.routes,
         *activity.routes,
         *segments.routes,
         *dead_letters.routes,
