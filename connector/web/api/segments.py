@@ -16,9 +16,7 @@ from connector.core.settings_store import validation_errors
 from connector.core.spec import format_timestamp, has_nul
 from connector.segments.compile import Compiler
 from connector.segments.rules import ENTITIES, RuleError, is_time_based, validate
-from connector.service.batch import change_segment
-from connector.service.batch import create_segment as create_segment_in
-from connector.service.batch import delete_segment as delete_segment_in
+from connector.service import use_cases
 from connector.web import profiles
 from connector.web.auth import requires_admin
 from connector.web.deps import ApiError, json_body, runtime_of
@@ -225,7 +223,7 @@ async def create_segment(request: Request) -> JSONResponse:
         if await _name_taken(conn, values["name"]):
             raise _name_conflict(values["name"])
     try:
-        segment_id = await create_segment_in(engine, values)
+        segment_id = await use_cases.create_segment(engine, values)
     except IntegrityError:
         raise _name_conflict(values["name"]) from None
     async with engine.connect() as conn:
@@ -281,7 +279,7 @@ async def update_segment(request: Request) -> JSONResponse:
     except (Invalid, RuleError) as problem:
         raise _invalid(problem) from None
     try:
-        if not await change_segment(runtime.engine, runtime.settings, segment_id, values):
+        if not await use_cases.change_segment(runtime.engine, runtime.settings, segment_id, values):
             raise ApiError(404, "no such segment")
     except IntegrityError:
         raise ApiError(409, "another segment has this name", field="name") from None
@@ -302,7 +300,7 @@ async def delete_segment(request: Request) -> Response:
       404: {description: "no such segment"}
     """
     runtime = runtime_of(request)
-    if not await delete_segment_in(runtime.engine, runtime.settings, request.path_params["segment_id"]):
+    if not await use_cases.delete_segment(runtime.engine, runtime.settings, request.path_params["segment_id"]):
         raise ApiError(404, "no such segment")
     return Response(status_code=204)
 

@@ -7,7 +7,7 @@ from starlette.routing import Route
 
 from connector.core.settings_store import validation_errors
 from connector.segments.rules import RuleError
-from connector.service.batch import save_settings
+from connector.service.use_cases import save_settings
 from connector.web.auth import requires_admin
 from connector.web.deps import ApiError, json_body, runtime_of
 
