@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from connector.core.kinds import Entity
 from connector.core.logs import get_logger
 from connector.core.models import utcnow
 from connector.core.settings import ALL, ConnectorSettings
@@ -118,7 +119,7 @@ async def delete_segment(engine: AsyncEngine, store: SettingsStore, segment_id: 
 
 def _retired(settings: ConnectorSettings, name: str, entity: str) -> dict[str, Any]:
     """What the settings say of a segment about to be deleted, for its exits (builders read it back)."""
-    synchronized = settings.synchronized_segments if entity == "user" else settings.synchronized_account_segments
+    synchronized = settings.synchronized_segments if entity == Entity.USER else settings.synchronized_account_segments
     entry = next((entry for entry in settings.segment_events if entry.segment == name), None)
     return {
         "synchronized": ALL in synchronized or name in synchronized,

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from connector.core.kinds import Entity
 from connector.core.models import Account, Event, Segment, SegmentMembership, User, UserIdentifier
 from connector.core.spec import format_timestamp
 from connector.processing.identity import ANONYMOUS_ID, EMAIL, PREVIOUS_USER_ID, USER_ID
@@ -23,13 +24,13 @@ segments = Segment.__table__
 memberships = SegmentMembership.__table__
 RECENT_EVENTS = 20
 SEARCH_LIMIT = 20
-TABLES = {"user": users, "account": accounts}
+TABLES = {Entity.USER: users, Entity.ACCOUNT: accounts}
 # The highest code point: `value < prefix + LAST` holds for every string starting with prefix, so a prefix
 # search is a range of the (kind, value) index on both backends (SQLite's LIKE would ignore the index).
 LAST = "\U0010ffff"
 
 
-async def exists(conn: AsyncConnection, entity: str, entity_id: int) -> bool:
+async def exists(conn: AsyncConnection, entity: Entity, entity_id: int) -> bool:
     table = TABLES[entity]
     return await conn.scalar(sa.select(table.c.id).where(table.c.id == entity_id)) is not None
 
@@ -58,7 +59,7 @@ async def find_account(conn: AsyncConnection, kind: str, value: str) -> int | No
     return await conn.scalar(sa.select(accounts.c.id).where(column == value))
 
 
-async def segment_memberships(conn: AsyncConnection, entity: str, entity_id: int) -> list[dict[str, Any]]:
+async def segment_memberships(conn: AsyncConnection, entity: Entity, entity_id: int) -> list[dict[str, Any]]:
     rows = await conn.execute(
         sa.select(segments.c.id, segments.c.name, memberships.c.entered_at)
         .join(memberships, memberships.c.segment_id == segments.c.id)
@@ -82,8 +83,8 @@ async def account_profile(conn: AsyncConnection, account_id: int) -> dict[str, A
     row = (await conn.execute(sa.select(accounts).where(accounts.c.id == account_id))).first()
     if row is None:
         return None
-    joined = await segment_memberships(conn, "account", row.id)
-    computed = await computed_attributes(conn, "account", row.id)
+    joined = await segment_memberships(conn, Entity.ACCOUNT, row.id)
+    computed = await computed_attributes(conn, Entity.ACCOUNT, row.id)
     return {
         "id": row.id,
         "group_id": row.group_id,
@@ -107,8 +108,8 @@ async def user_profile(conn: AsyncConnection, user_id: int) -> dict[str, Any] | 
         .order_by(identifiers.c.id)
     ):
         ids.setdefault(ident.kind, []).append(ident.value)
-    joined = await segment_memberships(conn, "user", row.id)
-    computed = await computed_attributes(conn, "user", row.id)
+    joined = await segment_memberships(conn, Entity.USER, row.id)
+    computed = await computed_attributes(conn, Entity.USER, row.id)
     return {
         "id": row.id,
         "user_id": ids["user_id"][0] if ids["user_id"] else None,

@@ -4,6 +4,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from connector.core.kinds import Entity
 from connector.web import profiles
 from connector.web.auth import requires_admin
 from connector.web.deps import ApiError, find_user_by_query, query_int, query_limit, runtime_of
@@ -60,7 +61,7 @@ async def get_user_events(request: Request) -> JSONResponse:
     before_id = query_int(request, "before_id", None)
     user_id = request.path_params["user_id"]
     async with runtime_of(request).engine.connect() as conn:
-        if not await profiles.exists(conn, "user", user_id):
+        if not await profiles.exists(conn, Entity.USER, user_id):
             raise ApiError(404, "no such user")
         events = await profiles.user_events(conn, user_id, limit, before_id)
     return JSONResponse({"events": events})
