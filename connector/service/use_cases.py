@@ -1,10 +1,12 @@
 """The use cases the web and the command line call: what changes data outside the journal, carried on as a batch.
 
-Each runs in one transaction and carries what it changed on as a journal batch does (batch.propagate,
-batch.carry: ICP scores, segment memberships, the outbox): a settings save (`save_settings`: a new `icp`,
-a new `segment_events` entry), a segment created, renamed, redefined or deleted (the settings that name it
-follow), an erasure, the suppression list, dead-letter replays, the ICP schedule (`rescore_accounts`) and a
-rebuild of the personas (`rescan_personas`). The web reaches no stage's write path but through them.
+A change to profiles, segments or settings commits in one transaction with what it sets off, carried on as
+a journal batch's changes are (batch.propagate, batch.carry: ICP scores, segment memberships, the outbox):
+a settings save (`save_settings`: a new `icp`, a new `segment_events` entry), a segment created, renamed,
+redefined or deleted (the settings that name it follow), an erasure, the ICP schedule (`rescore_accounts`)
+and a rebuild of the personas (`rescan_personas`, a page per transaction). The suppression list (`let_in`)
+and dead-letter replays (the sender's own transactions) are here too: the web reaches no stage's write path
+but through these use cases.
 """
 
 from collections.abc import Callable
