@@ -34,7 +34,7 @@ from starlette.routing import Route
 from connector.core.models import Segment, SegmentMembership, SegmentTransition, UserIdentifier, utcnow
 from connector.flow import outbox
 from connector.outbound.sender import Sender
-from connector.service.pipeline import save_settings
+from connector.service.use_cases import save_settings
 
 
 @dataclass

@@ -15,7 +15,7 @@ from connector import cli
 from connector.core.environment import get_environment
 from connector.core.models import Account, Event, JournalEntry
 from connector.flow.journal import retry_failed
-from connector.service.pipeline import process_batch
+from connector.service.batch import process_batch
 
 journal = JournalEntry.__table__
 accounts = Account.__table__

@@ -20,7 +20,7 @@ from sqlmodel import SQLModel
 from connector.core import spec
 from connector.core.models import Account, Event, IdentityAudit, User, UserIdentifier
 from connector.inbound.writer import JournalWriter, journal_row
-from connector.service.pipeline import process_batch
+from connector.service.batch import process_batch
 
 RECEIVED = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 TIMES = ["2024-06-01T10:00:00Z", "2024-06-01T10:00:00Z", "2024-06-01T09:00:00Z", "2024-06-01T11:00:00Z"]

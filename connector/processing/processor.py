@@ -8,7 +8,7 @@ the processor, not the inbound append). A person's messages may sit in several p
 erasure first waits until no other batch is in flight (journal.hold_all): a batch that started
 before it has committed, and every batch after it reads the suppression list it wrote.
 
-The caller (connector/service/pipeline.py) owns the transaction: this stage writes, and never commits.
+The caller (connector/service/batch.py) owns the transaction: this stage writes, and never commits.
 """
 
 from typing import Any

@@ -29,9 +29,10 @@ from connector.flow.changes import Changes
 from connector.outbound.sender import Sender, outbox_depth
 from connector.segments.icp import due_on_schedule
 from connector.segments.schedule import recompute_due
+from connector.service.batch import journal_lag, process_batch
 from connector.service.heartbeat import beat_until
-from connector.service.pipeline import journal_lag, process_batch, rescore_accounts
 from connector.service.retention import purge
+from connector.service.use_cases import rescore_accounts
 
 IDLE_SECONDS = 0.2
 BATCHES_IN_FLIGHT = 2
