@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from segment.analytics.request import APIError
 
 from connector import cli
+from connector.core.kinds import OutboxKind
 from connector.core.models import DeadLetter, OutboxItem, utcnow
 from connector.flow import outbox as outbox_module
 from connector.outbound import sender
@@ -327,7 +328,7 @@ async def test_a_change_during_sending_keeps_the_row(client, runtime, segment_ap
     claimed = await sender.claim(runtime.engine, 10)
     user = await user_id_of(runtime, "u-1")
     async with runtime.engine.begin() as conn:
-        await outbox_module.enqueue(conn, outbox_module.USER, [user])
+        await outbox_module.enqueue(conn, OutboxKind.USER, [user])
     await sender.acknowledge(runtime.engine, claimed, {}, [], [])
     [row] = await rows(runtime)
     assert row.version == claimed[0].version + 1 and row.claimed_until is None

@@ -13,11 +13,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector.core.db import insert, insert_rows
+from connector.core.kinds import OutboxKind
 from connector.core.models import OutboxItem, UTCDateTime, utcnow
 
 outbox = OutboxItem.__table__
-USER, ACCOUNT, EVENT, TRANSITION = "user", "account", "event", "transition"
-MEMBER = "member"  # a resync's segment event for one membership: member:<segment id>-<entity id>
 
 
 # The delivery_state keys, which processing/ (merges, erasure) and outbound/ (builders, resync) both use: what
@@ -26,7 +25,7 @@ IDENTIFY_STATE, GROUP_STATE = "identify", "group"
 SEGMENT_EVENT_STATE = "segment_event"
 
 
-def outbox_key(kind: str, entity_id: int | str) -> str:
+def outbox_key(kind: OutboxKind, entity_id: int | str) -> str:
     return f"{kind}:{entity_id}"
 
 
@@ -50,7 +49,7 @@ def segment_state_key(user_id: int, segment_id: int) -> str:
     return f"{segment_state_prefix(user_id)}{segment_id}"
 
 
-async def enqueue(conn: AsyncConnection, kind: str, ids: Iterable[int | str]) -> None:
+async def enqueue(conn: AsyncConnection, kind: OutboxKind, ids: Iterable[int | str]) -> None:
     now = utcnow()
     rows = [
         {"key": outbox_key(kind, entity_id), "version": 1, "attempts": 0, "available_at": now, "created_at": now}
@@ -59,7 +58,7 @@ async def enqueue(conn: AsyncConnection, kind: str, ids: Iterable[int | str]) ->
     await insert_rows(conn, outbox, rows, adapt=_coalescing)
 
 
-async def enqueue_select(conn: AsyncConnection, kind: str, ids: Any) -> None:
+async def enqueue_select(conn: AsyncConnection, kind: OutboxKind, ids: Any) -> None:
     """enqueue for the ids a SELECT returns, without fetching them (same keys, same coalescing)."""
     selected = ids.subquery()
     now = utcnow()

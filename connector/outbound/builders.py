@@ -47,6 +47,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from connector.core.kinds import OutboxKind
 from connector.core.models import (
     Account,
     DeliveryState,
@@ -70,14 +71,9 @@ from connector.core.settings import (
 )
 from connector.core.spec import SpecError, format_timestamp, parse_timestamp
 from connector.flow.outbox import (
-    ACCOUNT,
-    EVENT,
     GROUP_STATE,
     IDENTIFY_STATE,
-    MEMBER,
     SEGMENT_EVENT_STATE,
-    TRANSITION,
-    USER,
     delivery_key,
     delivery_keys,
     segment_state_key,
@@ -197,7 +193,7 @@ async def build(conn: AsyncConnection, settings: ConnectorSettings, keys: list[s
     members: list[tuple[int, int]] = []
     for key in keys:
         kind, _, entity_id = key.partition(":")
-        if kind == MEMBER:
+        if kind == OutboxKind.MEMBER:
             members.append(_membership(entity_id))
         else:
             ids[kind].append(int(entity_id))
@@ -208,7 +204,7 @@ async def build(conn: AsyncConnection, settings: ConnectorSettings, keys: list[s
     followed = _Followed(data, settings, built, quiet)
     for key in keys:
         kind, _, entity_id = key.partition(":")
-        if kind == MEMBER:
+        if kind == OutboxKind.MEMBER:
             messages, reason = followed.resynced(*_membership(entity_id))
         else:
             messages, reason = _build_one(data, settings, kind, int(entity_id))
@@ -219,18 +215,20 @@ async def build(conn: AsyncConnection, settings: ConnectorSettings, keys: list[s
         built.messages += messages
         if reason:
             built.skipped[key] = reason
-        if kind != MEMBER and (target := _target(data, kind, int(entity_id))) is not None:
+        if kind != OutboxKind.MEMBER and (target := _target(data, kind, int(entity_id))) is not None:
             built.targets[key] = target
     _drop_unchanged(built, data.delivered)
     return built
 
 
 def _target(data: "_Data", kind: str, entity_id: int) -> Target | None:
-    if (kind == USER and entity_id in data.users) or (kind == ACCOUNT and entity_id in data.accounts):
+    if (kind == OutboxKind.USER and entity_id in data.users) or (
+        kind == OutboxKind.ACCOUNT and entity_id in data.accounts
+    ):
         return Target(kind, entity_id, {})
-    if kind == EVENT and (event := data.events.get(entity_id)) is not None:
-        return Target(USER, event.user_id, {"event_id": event.id, "event": event.event})
-    if kind == TRANSITION and (row := data.transitions.get(entity_id)) is not None:
+    if kind == OutboxKind.EVENT and (event := data.events.get(entity_id)) is not None:
+        return Target(OutboxKind.USER, event.user_id, {"event_id": event.id, "event": event.event})
+    if kind == OutboxKind.TRANSITION and (row := data.transitions.get(entity_id)) is not None:
         return Target(
             row.entity,
             row.entity_id,
@@ -278,12 +276,16 @@ async def _load(
     conn: AsyncConnection, settings: ConnectorSettings, ids: dict[str, list[int]], members: list[tuple[int, int]]
 ) -> _Data:
     data = _Data()
-    if ids[EVENT]:
-        data.events = {row.id: row for row in await conn.execute(sa.select(events).where(events.c.id.in_(ids[EVENT])))}
-    if ids[TRANSITION]:
+    if ids[OutboxKind.EVENT]:
+        data.events = {
+            row.id: row for row in await conn.execute(sa.select(events).where(events.c.id.in_(ids[OutboxKind.EVENT])))
+        }
+    if ids[OutboxKind.TRANSITION]:
         data.transitions = {
             row.id: row
-            for row in await conn.execute(sa.select(transitions).where(transitions.c.id.in_(ids[TRANSITION])))
+            for row in await conn.execute(
+                sa.select(transitions).where(transitions.c.id.in_(ids[OutboxKind.TRANSITION]))
+            )
         }
     if settings.segment_events:
         data.segments = {
@@ -304,11 +306,11 @@ async def _load(
             )
         }
     entity_of = {row.id: row.entity for row in data.segments.values()}
-    user_ids = set(ids[USER]) | {row.user_id for row in data.events.values()}
+    user_ids = set(ids[OutboxKind.USER]) | {row.user_id for row in data.events.values()}
     user_ids |= {row.entity_id for row in data.transitions.values() if row.entity == "user"}
     user_ids |= {entity_id for segment_id, entity_id in members if entity_of.get(segment_id) == "user"}
     # Segment events of an account segment go to each user of the account.
-    account_ids = set(ids[ACCOUNT])
+    account_ids = set(ids[OutboxKind.ACCOUNT])
     if settings.segment_events or any(row.retired for row in data.transitions.values()):
         account_ids |= {row.entity_id for row in data.transitions.values() if row.entity == "account"}
         account_ids |= {entity_id for segment_id, entity_id in members if entity_of.get(segment_id) == "account"}
@@ -514,7 +516,7 @@ def _read(data: _Data, entity: str, entity_id: int, traits: dict[str, Any], attr
 
 
 def _build_one(data: _Data, settings: ConnectorSettings, kind: str, entity_id: int) -> tuple[list[Outgoing], str]:
-    if kind == USER:
+    if kind == OutboxKind.USER:
         if entity_id not in data.users:
             return [], "user not found"
         identify, reason = _user_identify(data, settings, entity_id)
@@ -522,7 +524,7 @@ def _build_one(data: _Data, settings: ConnectorSettings, kind: str, entity_id: i
             return [identify] if identify else [], reason
         group = _group(data, settings, entity_id)
         return [identify] + ([group] if group else []), ""
-    if kind == ACCOUNT:
+    if kind == OutboxKind.ACCOUNT:
         if not settings.handle_accounts:
             return [], "accounts are not handled"
         linked = sorted(data.account_users.get(entity_id, []))
@@ -533,9 +535,9 @@ def _build_one(data: _Data, settings: ConnectorSettings, kind: str, entity_id: i
         groups = [_group(data, settings, user_id) for user_id in linked if _user_in_filter(data, settings, user_id)]
         sent = [message for message in identifies + groups if message]
         return sent, "" if sent else "no synchronized user in a synchronized account"
-    if kind == EVENT:
+    if kind == OutboxKind.EVENT:
         return _event(data, settings, entity_id)
-    if kind == TRANSITION:
+    if kind == OutboxKind.TRANSITION:
         return _transition(data, settings, entity_id)
     return [], f"unknown outbox kind {kind!r}"
 
@@ -719,16 +721,16 @@ class _Followed:
     def for_row(self, kind: str, entity_id: int) -> list[Outgoing]:
         """The events an outbox row of the claim owes: added / removed for a transition; for a profile, changed,
         and for a user who joined or left an account of an account segment, added or removed."""
-        if kind == TRANSITION:
+        if kind == OutboxKind.TRANSITION:
             return self._transition(entity_id)
         followed = [
             (entry, segment)
             for entry in self.settings.segment_events
             if (segment := self.data.segments.get(entry.segment)) is not None
         ]
-        if kind == USER and entity_id in self.data.users:
+        if kind == OutboxKind.USER and entity_id in self.data.users:
             user_ids = [entity_id]
-        elif kind == ACCOUNT:  # an account segment's members, and user segments' members mapping account.*
+        elif kind == OutboxKind.ACCOUNT:  # an account segment's members, and user segments' members mapping account.*
             user_ids = sorted(self.data.account_users.get(entity_id, []))
             followed = [
                 (entry, segment) for entry, segment in followed if segment.entity == "account" or _reads_account(entry)

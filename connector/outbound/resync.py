@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from connector.core.db import insert
+from connector.core.kinds import OutboxKind
 from connector.core.models import DeliveryState, Segment, SegmentMembership, User, utcnow
 from connector.core.settings import ALL, ConnectorSettings
 from connector.flow import outbox
@@ -57,7 +58,7 @@ async def resync(
     async with engine.connect() as conn:
         segment = await _segment(conn, segment_name)
         ids = list((await conn.execute(_selection(settings, segment).order_by(sa.text("1")))).scalars())
-    kind = outbox.ACCOUNT if segment is not None and segment[1] == "account" else outbox.USER
+    kind = OutboxKind.ACCOUNT if segment is not None and segment[1] == "account" else OutboxKind.USER
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
         async with engine.begin() as conn:
@@ -69,7 +70,7 @@ async def resync(
 
 
 async def _forget_delivered(conn: AsyncConnection, kind: str, ids: list[int]) -> None:
-    if kind == outbox.ACCOUNT:
+    if kind == OutboxKind.ACCOUNT:
         linked = (await conn.execute(sa.select(users.c.id).where(users.c.account_id.in_(ids)))).scalars()
         keys = [outbox.delivery_key(outbox.GROUP_STATE, user_id) for user_id in linked]
     else:
@@ -120,7 +121,7 @@ async def resync_added(
     for start in range(0, len(found), CHUNK):
         chunk = found[start : start + CHUNK]
         async with engine.begin() as conn:
-            await outbox.enqueue(conn, outbox.MEMBER, [member_key(row.segment_id, row.entity_id) for row in chunk])
+            await outbox.enqueue(conn, OutboxKind.MEMBER, [member_key(row.segment_id, row.entity_id) for row in chunk])
         progress(len(chunk))
     return len(found)
 
@@ -144,7 +145,8 @@ async def follow_members(conn: AsyncConnection, before: ConnectorSettings, after
         )
     ).all()
     keys = [
-        outbox.outbox_key(outbox.USER if row.entity == "user" else outbox.ACCOUNT, row.entity_id) for row in members
+        outbox.outbox_key(OutboxKind.USER if row.entity == "user" else OutboxKind.ACCOUNT, row.entity_id)
+        for row in members
     ]
     following = after.model_copy(update={"segment_events": entries})
     written, now = 0, utcnow()

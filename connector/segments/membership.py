@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector.core.db import any_of
+from connector.core.kinds import OutboxKind
 from connector.core.logs import get_logger
 from connector.core.models import (
     Account,
@@ -44,7 +45,7 @@ transitions = SegmentTransition.__table__
 users = User.__table__
 accounts = Account.__table__
 events = Event.__table__
-OUTBOX_KIND = {"user": outbox.USER, "account": outbox.ACCOUNT}
+OUTBOX_KIND = {"user": OutboxKind.USER, "account": OutboxKind.ACCOUNT}
 matches = sa.Table(
     "segment_matches", sa.MetaData(), sa.Column("entity_id", sa.BigInteger, primary_key=True), prefixes=["TEMPORARY"]
 )
@@ -153,7 +154,7 @@ async def _insert_transitions(
 
 async def _enqueue_recorded(conn: AsyncConnection, segment: Any, recorded: Any) -> None:
     """The transitions just recorded, and the profiles they concern, go to the outbox and the activity log."""
-    await outbox.enqueue_select(conn, outbox.TRANSITION, sa.select(transitions.c.id).where(recorded))
+    await outbox.enqueue_select(conn, OutboxKind.TRANSITION, sa.select(transitions.c.id).where(recorded))
     await outbox.enqueue_select(conn, OUTBOX_KIND[segment.entity], sa.select(transitions.c.entity_id).where(recorded))
     await activity.append_select(
         conn,
@@ -324,6 +325,6 @@ async def record(
         ],
         now,
     )
-    await outbox.enqueue(conn, outbox.TRANSITION, ids)
+    await outbox.enqueue(conn, OutboxKind.TRANSITION, ids)
     await outbox.enqueue(conn, OUTBOX_KIND[entity], {entity_id for _, entity_id in entered + exited})
     log.info("segment.membership.changed", entity=entity, entered=len(entered), exited=len(exited))

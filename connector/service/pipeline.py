@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from connector.core.db import is_contention, is_transient
+from connector.core.kinds import OutboxKind
 from connector.core.logs import get_logger
 from connector.core.metrics import JOURNAL_LAG, PROCESS_LATENCY, PROCESS_RETRIES
 from connector.core.models import utcnow
@@ -132,10 +133,10 @@ async def carry(conn: AsyncConnection, settings: ConnectorSettings, changes: Cha
     Events are queued only while `send_events` names some: with none named the sender would skip each
     one, and a row per event is a fifth of a batch's writes."""
     await membership.refresh(conn, changes)
-    await outbox.enqueue(conn, outbox.USER, changes.users - changes.merged_away)
-    await outbox.enqueue(conn, outbox.ACCOUNT, changes.accounts)
+    await outbox.enqueue(conn, OutboxKind.USER, changes.users - changes.merged_away)
+    await outbox.enqueue(conn, OutboxKind.ACCOUNT, changes.accounts)
     if settings.send_events:
-        await outbox.enqueue(conn, outbox.EVENT, changes.events)
+        await outbox.enqueue(conn, OutboxKind.EVENT, changes.events)
 
 
 async def erase_user(engine: AsyncEngine, settings: ConnectorSettings, user_id: int) -> privacy.Erasure | None:

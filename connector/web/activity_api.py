@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from connector.core.kinds import OutboxKind
 from connector.core.spec import format_timestamp
 from connector.flow import outbox
 from connector.flow.activity import ACCOUNT, USER, activity_log
@@ -119,7 +120,7 @@ async def get_user_outgoing(request: Request) -> JSONResponse:
     async with runtime.engine.connect() as conn:
         if not await profiles.exists(conn, USER, user_id):
             raise ApiError(404, "no such user")
-        built = await builders.build(conn, settings, [outbox.outbox_key(outbox.USER, user_id)])
+        built = await builders.build(conn, settings, [outbox.outbox_key(OutboxKind.USER, user_id)])
         sent = await last_sent(conn, user_id)
     not_sent = list(built.skipped.values())
     if not settings.write_key:
