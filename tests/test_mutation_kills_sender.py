@@ -18,6 +18,7 @@ from test_outbound_delivery import replay_from_the_command_line
 
 from connector.core.models import DeadLetter, utcnow
 from connector.core.settings import ConnectorSettings
+from connector.flow import outbox
 from connector.outbound import sender
 
 dead_letters = DeadLetter.__table__
@@ -212,7 +213,7 @@ async def queue_identifies(client, runtime, segment_api, *user_ids, traits=()):
 
 async def test_the_outbox_depth_is_counted_and_exported(client, runtime, segment_api):
     await queue_identifies(client, runtime, segment_api, "u-1", "u-2", "u-3")
-    assert await sender.outbox_depth(runtime.engine) == 3
+    assert await outbox.depth(runtime.engine) == 3
     assert sample("connector_outbox_depth") == 3.0
 
 

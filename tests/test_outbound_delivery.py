@@ -244,7 +244,8 @@ async def test_a_delivery_that_keeps_failing_is_dead_lettered_four_hours_after_i
     await one_queued_identify(client, runtime, segment_api)
     first_failure = utcnow()
     clock = {"now": first_failure}
-    monkeypatch.setattr(sender, "utcnow", lambda: clock["now"])
+    for module in (outbox_module, sender):  # the claim, and the round with its acknowledgement
+        monkeypatch.setattr(module, "utcnow", lambda: clock["now"])
     segment_api.fail(500, count=3)
 
     await sender.Sender(runtime).send_once()
@@ -325,7 +326,7 @@ async def test_a_change_during_sending_keeps_the_row(client, runtime, segment_ap
     await configure(runtime, segment_api, synchronized_segments=["ALL"])
     await client.post("/v1/identify", headers=basic_auth(), json={"userId": "u-1"})
     await drain(runtime)
-    claimed = await sender.claim(runtime.engine, 10)
+    claimed = await outbox_module.claim(runtime.engine, 10)
     user = await user_id_of(runtime, "u-1")
     async with runtime.engine.begin() as conn:
         await outbox_module.enqueue(conn, OutboxKind.USER, [user])

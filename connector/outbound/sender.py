@@ -34,16 +34,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from connector.core.db import insert
 from connector.core.logs import get_logger
-from connector.core.metrics import DEAD_LETTERED, DELIVERED, DELIVERY_LATENCY, OUTBOX_DEPTH, RETRIED, SKIPPED_OUT
-from connector.core.models import DeadLetter, DeliveryState, OutboxItem, SegmentApiAnswer, User, utcnow
+from connector.core.metrics import DEAD_LETTERED, DELIVERED, DELIVERY_LATENCY, RETRIED, SKIPPED_OUT
+from connector.core.models import DeadLetter, DeliveryState, SegmentApiAnswer, User, utcnow
 from connector.core.runtime import Runtime
 from connector.core.settings import ConnectorSettings
 from connector.core.spec import MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES
-from connector.flow import activity
+from connector.flow import activity, outbox
 from connector.outbound import builders
 from connector.outbound.guard import write_key_hash
 
-outbox = OutboxItem.__table__
 dead_letters = DeadLetter.__table__
 users = User.__table__
 delivery_state = DeliveryState.__table__
@@ -52,7 +51,6 @@ log = get_logger()
 
 MAX_BATCH_BYTES = 475_000  # Segment refuses a body over 500 KB: keep a margin below it
 BATCH_SEPARATOR_BYTES = len(", ")
-LEASE_SECONDS = 120.0
 REQUEST_TIMEOUT_SECONDS = 15.0
 CONCURRENT_BATCHES = 4
 BACKOFF_BASE_SECONDS = 1.0
@@ -163,48 +161,6 @@ def batches(messages: Sequence[Item], size_of: Callable[[Item], int], write_key:
 # --- claiming and acknowledging -------------------------------------------
 
 
-async def claim(engine: AsyncEngine, limit: int, lease: float = LEASE_SECONDS) -> list[Any]:
-    now = utcnow()
-    candidates = (
-        sa.select(outbox.c.id)
-        .where(outbox.c.available_at <= now, sa.or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now))
-        .order_by(outbox.c.available_at, outbox.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    async with engine.begin() as conn:
-        rows = (
-            await conn.execute(
-                outbox.update()
-                .where(outbox.c.id.in_(candidates.scalar_subquery()))
-                .values(claimed_until=now + timedelta(seconds=lease))
-                .returning(
-                    outbox.c.id,
-                    outbox.c.key,
-                    outbox.c.version,
-                    outbox.c.attempts,
-                    outbox.c.failing_since,
-                    outbox.c.claimed_until,
-                )
-            )
-        ).all()
-    return sorted(rows, key=lambda row: row.id)
-
-
-async def release(engine: AsyncEngine, rows: list[Any]) -> None:
-    """Give back claims not acknowledged, unless their lease ran out and another sender holds them."""
-    async with engine.begin() as conn:
-        await conn.execute(
-            outbox.update()
-            .where(
-                outbox.c.id == sa.bindparam("row_id"),
-                outbox.c.claimed_until == sa.bindparam("row_claimed_until", type_=outbox.c.claimed_until.type),
-            )
-            .values(claimed_until=None),
-            [{"row_id": row.id, "row_claimed_until": row.claimed_until} for row in rows],
-        )
-
-
 async def acknowledge(
     engine: AsyncEngine,
     done: list[Any],
@@ -273,41 +229,20 @@ async def acknowledge(
                     for outgoing, failure in dead
                 ],
             )
-        if done:
-            # Only the version we built from: a change that arrived meanwhile keeps its row for the next round.
-            await conn.execute(
-                outbox.delete().where(
-                    outbox.c.id == sa.bindparam("row_id"), outbox.c.version == sa.bindparam("row_version")
-                ),
-                [{"row_id": row.id, "row_version": row.version} for row in done],
-            )
-            await conn.execute(
-                outbox.update()
-                .where(outbox.c.id.in_([row.id for row in done]))
-                .values(claimed_until=None, attempts=0, last_error=None, available_at=now, failing_since=None)
-            )
-        if backoff:
-            await conn.execute(
-                outbox.update()
-                .where(outbox.c.id == sa.bindparam("row_id"))
-                .values(
-                    attempts=sa.bindparam("row_attempts"),
-                    claimed_until=None,
-                    last_error=sa.bindparam("row_error"),
-                    available_at=sa.bindparam("row_available_at", type_=outbox.c.available_at.type),
-                    failing_since=sa.bindparam("row_failing_since", type_=outbox.c.failing_since.type),
-                ),
-                [
-                    {
-                        "row_id": row.id,
-                        "row_attempts": row.attempts + 1,
-                        "row_error": failure.reason,
-                        "row_available_at": now + timedelta(seconds=backoff_seconds(row.attempts, failure.retry_after)),
-                        "row_failing_since": row.failing_since or now,
-                    }
-                    for row, failure in backoff.values()
-                ],
-            )
+        await outbox.finish(conn, done, now)
+        await outbox.retry_later(
+            conn,
+            [
+                outbox.Retry(
+                    row.id,
+                    row.attempts + 1,
+                    failure.reason,
+                    now + timedelta(seconds=backoff_seconds(row.attempts, failure.retry_after)),
+                    row.failing_since or now,
+                )
+                for row, failure in backoff.values()
+            ],
+        )
         await activity.append(conn, entries, now)
 
 
@@ -324,20 +259,13 @@ async def _erased_profiles(
     return about - set(present.scalars())
 
 
-async def outbox_depth(engine: AsyncEngine) -> int:
-    async with engine.connect() as conn:
-        depth = (await conn.execute(sa.select(sa.func.count()).select_from(outbox))).scalar_one()
-    OUTBOX_DEPTH.set(depth)
-    return depth
-
-
 # --- one round ------------------------------------------------------------
 
 
 class Sender:
     """Holds what must outlive one round: whether we already said the write key is missing."""
 
-    def __init__(self, runtime: Runtime, lease: float = LEASE_SECONDS, timeout: float = REQUEST_TIMEOUT_SECONDS):
+    def __init__(self, runtime: Runtime, lease: float = outbox.LEASE_SECONDS, timeout: float = REQUEST_TIMEOUT_SECONDS):
         self.runtime = runtime
         self.lease = lease
         self.timeout = timeout
@@ -351,14 +279,14 @@ class Sender:
                 self._warned_no_write_key = True
             return Round()
         self._warned_no_write_key = False
-        rows = await claim(self.runtime.engine, self.runtime.env.outbound_claim_limit, self.lease)
+        rows = await outbox.claim(self.runtime.engine, self.runtime.env.outbound_claim_limit, self.lease)
         if not rows:
             return Round()
         try:
             return await self._send_claimed(rows)
         except asyncio.CancelledError:
             try:
-                await release(self.runtime.engine, rows)
+                await outbox.release(self.runtime.engine, rows)
                 log.info("outgoing.release", rows=len(rows))
             except Exception as error:  # the lease still runs out
                 log.error("outgoing.release.error", error=f"{type(error).__name__}: {error}"[:500])
