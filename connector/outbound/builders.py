@@ -93,6 +93,7 @@ transitions = SegmentTransition.__table__
 delivery_state = DeliveryState.__table__
 
 MESSAGE_ID_PREFIX = "hsc"
+UNCHANGED = "unchanged"  # the reason skipped names when Segment already holds the message
 
 
 @dataclass
@@ -244,7 +245,7 @@ def _drop_unchanged(built: Built, delivered: dict[str, Delivered]) -> None:
         state = delivered.get(outgoing.state_key or "")
         # A segment event is sent for its transition, whatever Segment last received.
         if outgoing.message["type"] != "track" and state is not None and state.payload_hash == outgoing.payload_hash:
-            built.skipped.setdefault(outgoing.key, "unchanged")
+            built.skipped.setdefault(outgoing.key, UNCHANGED)
         elif outgoing.message["messageId"] not in seen:
             seen.add(outgoing.message["messageId"])
             kept.append(outgoing)

@@ -38,7 +38,7 @@ from connector.core.settings import ALL, ConnectorSettings
 from connector.core.settings_store import SettingsStore
 from connector.flow import journal, outbox
 from connector.flow.changes import Changes
-from connector.outbound import resync, sender
+from connector.outbound import replay, resync
 from connector.processing import persona_rescan, privacy, processor
 from connector.segments import icp, membership, schedule
 
@@ -162,7 +162,7 @@ async def replay_dead_letters(
     engine: AsyncEngine, settings: ConnectorSettings, ids: list[int] | None = None
 ) -> dict[str, int]:
     """Send dead letters again (the admin API, `connector replay`): all waiting ones, or these ids."""
-    return await sender.replay(engine, settings, ids)
+    return await replay.replay(engine, settings, ids)
 
 
 async def create_segment(engine: AsyncEngine, values: dict[str, Any]) -> int:
