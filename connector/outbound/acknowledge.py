@@ -13,8 +13,8 @@ from connector.core.db import insert
 from connector.core.kinds import Entity
 from connector.core.models import DeadLetter, DeliveryState, SegmentApiAnswer, User, utcnow
 from connector.flow import activity, outbox
-from connector.outbound.builders import Built, Outgoing
 from connector.outbound.guard import write_key_hash
+from connector.outbound.segment_events import Built, Outgoing
 from connector.outbound.transport import Failure, backoff_seconds
 
 dead_letters = DeadLetter.__table__

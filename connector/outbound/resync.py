@@ -12,7 +12,7 @@ from connector.core.kinds import OutboxKind
 from connector.core.models import DeliveryState, Segment, SegmentMembership, User, utcnow
 from connector.core.settings import ALL, ConnectorSettings
 from connector.flow import outbox
-from connector.outbound.builders import build, member_key
+from connector.outbound.segment_events import build, member_key
 
 users = User.__table__
 segments = Segment.__table__

@@ -23,7 +23,7 @@ from connector.core.runtime import Runtime
 from connector.core.settings import ConnectorSettings
 from connector.core.spec import MAX_MESSAGE_BYTES
 from connector.flow import activity, outbox
-from connector.outbound import builders
+from connector.outbound import segment_events as builders
 from connector.outbound.acknowledge import Acknowledgement, acknowledge, record_answer
 from connector.outbound.transport import (
     REQUEST_TIMEOUT_SECONDS,

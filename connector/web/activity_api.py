@@ -19,7 +19,7 @@ from connector.core.kinds import OutboxKind
 from connector.core.spec import format_timestamp
 from connector.flow import outbox
 from connector.flow.activity import ACCOUNT, USER, activity_log
-from connector.outbound import builders
+from connector.outbound import segment_events as builders
 from connector.web import profiles
 from connector.web.auth import requires_admin
 from connector.web.deps import ApiError, query_int, query_limit, runtime_of
