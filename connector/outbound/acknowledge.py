@@ -13,8 +13,9 @@ from connector.core.db import insert
 from connector.core.kinds import Entity
 from connector.core.models import DeadLetter, DeliveryState, SegmentApiAnswer, User, utcnow
 from connector.flow import activity, outbox
+from connector.outbound.build import Built
 from connector.outbound.guard import write_key_hash
-from connector.outbound.segment_events import Built, Outgoing
+from connector.outbound.messages import Outgoing
 from connector.outbound.transport import Failure, backoff_seconds
 
 dead_letters = DeadLetter.__table__
@@ -61,7 +62,7 @@ async def _erased_profiles(conn: AsyncConnection, round_: Acknowledgement) -> se
     they were built)."""
     messages = [*round_.delivered, *(outgoing for outgoing, _ in round_.dead)]
     about = {outgoing.user_id for outgoing in messages if outgoing.user_id is not None}
-    about |= set(round_.built.state_users.values())
+    about |= set(round_.built.event_records.users.values())
     if not about:
         return set()
     present = await conn.execute(
@@ -84,11 +85,11 @@ def _without(round_: Acknowledgement, erased: set[int]) -> Acknowledgement:
 
 async def _record_states(conn: AsyncConnection, round_: Acknowledgement, erased: set[int], now: datetime) -> None:
     """What Segment now holds: the identify and group payloads delivered, and the segment-event records decided."""
-    built = round_.built
-    decided = {key: digest for key, digest in built.states.items() if built.state_users[key] not in erased}
+    records = round_.built.event_records
+    decided = {key: digest for key, digest in records.digests.items() if records.users[key] not in erased}
     if forgotten := sorted(key for key, digest in decided.items() if digest is None):
         await conn.execute(delivery_state.delete().where(delivery_state.c.key.in_(forgotten)))
-    states = built.records(decided)
+    states = records.rows(decided)
     states.update(
         {
             outgoing.state_key: {

@@ -12,7 +12,7 @@ from connector.core.kinds import OutboxKind
 from connector.core.models import DeliveryState, Segment, SegmentMembership, User, utcnow
 from connector.core.settings import ALL, ConnectorSettings
 from connector.flow import outbox
-from connector.outbound.segment_events import build, member_key
+from connector.outbound.build import build, member_key
 
 users = User.__table__
 segments = Segment.__table__
@@ -152,7 +152,10 @@ async def follow_members(conn: AsyncConnection, before: ConnectorSettings, after
     written, now = 0, utcnow()
     for start in range(0, len(keys), CHUNK):
         built = await build(conn, following, keys[start : start + CHUNK], quiet=True)
-        records = [{"key": key, **row, "delivered_at": now} for key, row in sorted(built.records(built.states).items())]
+        decided = built.event_records
+        records = [
+            {"key": key, **row, "delivered_at": now} for key, row in sorted(decided.rows(decided.digests).items())
+        ]
         if records:
             statement = insert(delivery_state, conn.dialect.name).on_conflict_do_nothing(index_elements=["key"])
             written += (await conn.execute(statement, records)).rowcount

@@ -23,8 +23,9 @@ from connector.core.runtime import Runtime
 from connector.core.settings import ConnectorSettings
 from connector.core.spec import MAX_MESSAGE_BYTES
 from connector.flow import activity, outbox
-from connector.outbound import segment_events as builders
 from connector.outbound.acknowledge import Acknowledgement, acknowledge, record_answer
+from connector.outbound.build import UNCHANGED, Built, build
+from connector.outbound.messages import Outgoing
 from connector.outbound.transport import (
     REQUEST_TIMEOUT_SECONDS,
     Failure,
@@ -38,7 +39,7 @@ log = get_logger()
 
 CONCURRENT_BATCHES = 4
 
-Answer = tuple[list[builders.Outgoing], Failure | None]  # a batch sent, and Segment's failure (None: accepted)
+Answer = tuple[list[Outgoing], Failure | None]  # a batch sent, and Segment's failure (None: accepted)
 
 
 @dataclass
@@ -87,7 +88,7 @@ class Sender:
         await self.runtime.settings.reload()
         settings = await self.runtime.settings.current()
         async with self.runtime.engine.connect() as conn:
-            built = await builders.build(conn, settings, [row.key for row in rows])
+            built = await build(conn, settings, [row.key for row in rows])
         round_ = Acknowledgement(built, entries=_skip_entries(built))
         sizes = {id(outgoing): wire_size(outgoing.message) for outgoing in built.messages}
         sendable = _set_aside_too_big(built.messages, sizes, round_)
@@ -108,21 +109,21 @@ class Sender:
             dead_lettered=len(round_.dead),
         )
 
-    async def _send(self, settings: ConnectorSettings, groups: list[list[builders.Outgoing]]) -> list[Answer]:
+    async def _send(self, settings: ConnectorSettings, groups: list[list[Outgoing]]) -> list[Answer]:
         limit = asyncio.Semaphore(CONCURRENT_BATCHES)
 
-        async def send(group: list[builders.Outgoing]) -> Answer:
+        async def send(group: list[Outgoing]) -> Answer:
             async with limit:
                 return group, await post_batch(settings, [outgoing.message for outgoing in group], self.timeout)
 
         return list(await asyncio.gather(*(send(group) for group in groups)))
 
 
-def _skip_entries(built: builders.Built) -> list[dict[str, Any]]:
+def _skip_entries(built: Built) -> list[dict[str, Any]]:
     """The activity entries of the rows that sent nothing, with why (and their metrics and log lines)."""
     entries = []
     for key, reason in built.skipped.items():
-        SKIPPED_OUT.labels("unchanged" if reason == builders.UNCHANGED else "filtered").inc()
+        SKIPPED_OUT.labels("unchanged" if reason == UNCHANGED else "filtered").inc()
         if key.partition(":")[0] == OutboxKind.USER:
             log.info("outgoing.user.skip", key=key, reason=reason)
         if (target := built.targets.get(key)) is not None:
@@ -131,7 +132,7 @@ def _skip_entries(built: builders.Built) -> list[dict[str, Any]]:
     return entries
 
 
-def _set_aside_too_big(messages: list[builders.Outgoing], sizes: dict[int, int], round_: Acknowledgement) -> list[Any]:
+def _set_aside_too_big(messages: list[Outgoing], sizes: dict[int, int], round_: Acknowledgement) -> list[Any]:
     """The messages Segment would take; each one over its size limit is dead-lettered without a try."""
     sendable = []
     for outgoing in messages:
@@ -189,9 +190,7 @@ def _count(round_: Acknowledgement, answers: list[Answer]) -> None:
         log.info("outgoing.batch.success", delivered=len(round_.delivered))
 
 
-def outcome_entries(
-    outgoing: builders.Outgoing, outcome: Outcome, failure: Failure | None = None
-) -> list[dict[str, Any]]:
+def outcome_entries(outgoing: Outgoing, outcome: Outcome, failure: Failure | None = None) -> list[dict[str, Any]]:
     """Activity entries `outgoing.<entity>.<outcome>` for the user a message is about, and for a group its
     account: what was sent (type, messageId, traits or event) and, for a failure, Segment's answer."""
     message = outgoing.message
