@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from connector.core.db import insert, insert_rows
-from connector.core.kinds import OutboxKind
+from connector.core.kinds import MessageType, OutboxKind
 from connector.core.metrics import OUTBOX_DEPTH
 from connector.core.models import OutboxItem, UTCDateTime, utcnow
 
@@ -30,7 +30,7 @@ LEASE_SECONDS = 120.0
 
 # The delivery_state keys, which processing/ (merges, erasure) and outbound/ (builders, resync) both use: what
 # Segment last received in a user's identify and group calls, and in the segment events of one membership.
-IDENTIFY_STATE, GROUP_STATE = "identify", "group"
+IDENTIFY_STATE, GROUP_STATE = MessageType.IDENTIFY, MessageType.GROUP
 SEGMENT_EVENT_STATE = "segment_event"
 
 
@@ -38,7 +38,7 @@ def outbox_key(kind: OutboxKind, entity_id: int | str) -> str:
     return f"{kind}:{entity_id}"
 
 
-def delivery_key(kind: str, user_id: int) -> str:
+def delivery_key(kind: MessageType, user_id: int) -> str:
     """The delivery_state key of what Segment last received in a user's identify (IDENTIFY_STATE) or group call."""
     return f"{kind}:{user_id}"
 

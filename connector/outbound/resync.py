@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from connector.core.db import insert
-from connector.core.kinds import OutboxKind
+from connector.core.kinds import Entity, OutboxKind
 from connector.core.models import DeliveryState, Segment, SegmentMembership, User, utcnow
 from connector.core.settings import ALL, ConnectorSettings
 from connector.flow import outbox
@@ -35,7 +35,7 @@ def _selection(settings: ConnectorSettings, segment: tuple[int, str] | None) -> 
         sa.select(memberships.c.entity_id)
         .distinct()
         .join(segments, segments.c.id == memberships.c.segment_id)
-        .where(segments.c.entity == "user", segments.c.name.in_(settings.synchronized_segments))
+        .where(segments.c.entity == Entity.USER, segments.c.name.in_(settings.synchronized_segments))
     )
 
 
@@ -58,7 +58,7 @@ async def resync(
     async with engine.connect() as conn:
         segment = await _segment(conn, segment_name)
         ids = list((await conn.execute(_selection(settings, segment).order_by(sa.text("1")))).scalars())
-    kind = OutboxKind.ACCOUNT if segment is not None and segment[1] == "account" else OutboxKind.USER
+    kind = OutboxKind.ACCOUNT if segment is not None and segment[1] == Entity.ACCOUNT else OutboxKind.USER
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
         async with engine.begin() as conn:
@@ -69,7 +69,7 @@ async def resync(
     return len(ids)
 
 
-async def _forget_delivered(conn: AsyncConnection, kind: str, ids: list[int]) -> None:
+async def _forget_delivered(conn: AsyncConnection, kind: OutboxKind, ids: list[int]) -> None:
     if kind == OutboxKind.ACCOUNT:
         linked = (await conn.execute(sa.select(users.c.id).where(users.c.account_id.in_(ids)))).scalars()
         keys = [outbox.delivery_key(outbox.GROUP_STATE, user_id) for user_id in linked]
@@ -145,7 +145,7 @@ async def follow_members(conn: AsyncConnection, before: ConnectorSettings, after
         )
     ).all()
     keys = [
-        outbox.outbox_key(OutboxKind.USER if row.entity == "user" else OutboxKind.ACCOUNT, row.entity_id)
+        outbox.outbox_key(OutboxKind.USER if row.entity == Entity.USER else OutboxKind.ACCOUNT, row.entity_id)
         for row in members
     ]
     following = after.model_copy(update={"segment_events": entries})
