@@ -132,7 +132,7 @@ def _skip_entries(built: Built) -> list[dict[str, Any]]:
     return entries
 
 
-def _set_aside_too_big(messages: list[Outgoing], sizes: dict[int, int], round_: Acknowledgement) -> list[Any]:
+def _set_aside_too_big(messages: list[Outgoing], sizes: dict[int, int], round_: Acknowledgement) -> list[Outgoing]:
     """The messages Segment would take; each one over its size limit is dead-lettered without a try."""
     sendable = []
     for outgoing in messages:
