@@ -58,7 +58,6 @@ class Action(StrEnum):
 
     USER_PROCESSED = "incoming.user.success"
     ACCOUNT_PROCESSED = "incoming.account.success"
-    ACCOUNT_DOMAIN_LINK = "incoming.account.domain_link"
     SEGMENT_ENTERED = "segment.entered"
     SEGMENT_EXITED = "segment.exited"
 

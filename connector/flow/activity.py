@@ -14,16 +14,17 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector.core.db import copy_rows
+from connector.core.kinds import Action, Entity
 from connector.core.models import ActivityEntry, utcnow
 
 activity_log = ActivityEntry.__table__
-USER, ACCOUNT = "user", "account"
+CHUNK = 1000
 
 
 def entry(
-    entity: str, entity_id: int, action: str, details: dict[str, Any], message_id: str | None = None
+    entity: Entity, entity_id: int, action: Action | str, details: dict[str, Any], message_id: str | None = None
 ) -> dict[str, Any]:
-    """One row of the log: `action` is its event name (`incoming.user.success`, ...)."""
+    """One row of the log: `action` is its event name (an `Action`, or kinds.outgoing_action's)."""
     return {"entity": entity, "entity_id": entity_id, "action": action, "message_id": message_id, "details": details}
 
 
@@ -51,10 +52,27 @@ def details_literal(details: dict[str, Any]) -> Any:
     return sa.literal(details, activity_log.c.details.type)
 
 
-async def move(conn: AsyncConnection, entity: str, from_id: int, to_id: int) -> None:
+async def move(conn: AsyncConnection, entity: Entity, from_id: int, to_id: int) -> None:
     """A merged profile's history becomes the survivor's."""
     await conn.execute(
         activity_log.update()
         .where(activity_log.c.entity == entity, activity_log.c.entity_id == from_id)
         .values(entity_id=to_id)
     )
+
+
+async def forget(conn: AsyncConnection, entity: Entity, entity_id: int) -> int:
+    """An erased profile's history goes; returns how many entries."""
+    deleted = await conn.execute(
+        activity_log.delete().where(activity_log.c.entity == entity, activity_log.c.entity_id == entity_id)
+    )
+    return deleted.rowcount
+
+
+async def forget_messages(conn: AsyncConnection, message_ids: list[str]) -> int:
+    """The entries about these messages go (an erased person's, logged on accounts too); returns how many."""
+    count = 0
+    for start in range(0, len(message_ids), CHUNK):
+        chunk = message_ids[start : start + CHUNK]
+        count += (await conn.execute(activity_log.delete().where(activity_log.c.message_id.in_(chunk)))).rowcount
+    return count

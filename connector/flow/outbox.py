@@ -26,9 +26,10 @@ from connector.core.models import OutboxItem, UTCDateTime, utcnow
 
 outbox = OutboxItem.__table__
 LEASE_SECONDS = 120.0
+DISCARD_CHUNK = 1000
 
 
-# The delivery_state keys, which processing/ (merges, erasure) and outbound/ (builders, resync) both use: what
+# The delivery_state keys, which processing/ (merges, erasure) and outbound/ (building, resync) both use: what
 # Segment last received in a user's identify and group calls, and in the segment events of one membership.
 IDENTIFY_STATE, GROUP_STATE = MessageType.IDENTIFY, MessageType.GROUP
 SEGMENT_EVENT_STATE = "segment_event"
@@ -196,4 +197,18 @@ async def depth(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
         count = (await conn.execute(sa.select(sa.func.count()).select_from(outbox))).scalar_one()
     OUTBOX_DEPTH.set(count)
+    return count
+
+
+def member_key(segment_id: int, entity_id: int) -> str:
+    """The id part of a `member:` row's key: one membership, `<segment id>-<entity id>`."""
+    return f"{segment_id}-{entity_id}"
+
+
+async def discard(conn: AsyncConnection, keys: list[str]) -> int:
+    """Rows that must never be sent (an erased person's) go, whatever their version; returns how many."""
+    count = 0
+    for start in range(0, len(keys), DISCARD_CHUNK):
+        chunk = keys[start : start + DISCARD_CHUNK]
+        count += (await conn.execute(outbox.delete().where(outbox.c.key.in_(chunk)))).rowcount
     return count

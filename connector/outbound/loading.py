@@ -198,9 +198,9 @@ async def _load_followed_accounts(conn: AsyncConnection, data: ClaimRows) -> Non
         }
 
 
-def _wanted(settings: ConnectorSettings, data: ClaimRows) -> dict[str, list[Property]]:
+def _wanted(settings: ConnectorSettings, data: ClaimRows) -> dict[Entity, list[Property]]:
     """The entries read per entity: synchronized properties and the segment events' properties and timestamps."""
-    wanted: dict[str, list[Property]] = {
+    wanted: dict[Entity, list[Property]] = {
         Entity.USER: list(settings.synchronized_properties),
         Entity.ACCOUNT: settings.synchronized_account_properties
         + [source_of(entry).removeprefix("account.") for entry in settings.synchronized_properties],

@@ -57,7 +57,7 @@ class ClaimRows:
 def rule_attribute(entity: str, name: str) -> tuple[Attribute, tuple[str, ...]] | None:
     """The attribute a segment rule would read under `name`, or None when rules know no such name."""
     try:
-        return resolve_attribute(entity, name)
+        return resolve_attribute(Entity(entity), name)
     except KeyError:
         return None
 

@@ -36,6 +36,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector.core.db import Contention, any_of, insert, insert_rows, is_postgres, recordset
+from connector.core.kinds import Action, Entity, MessageType
 from connector.core.logs import get_logger
 from connector.core.metrics import PROCESSED
 from connector.core.models import Account as AccountRow
@@ -43,7 +44,7 @@ from connector.core.models import Event, IdentityAudit, JournalEntry, User, User
 from connector.core.settings import ConnectorSettings
 from connector.core.spec import clean_id, parse_timestamp
 from connector.flow import activity
-from connector.flow.changes import Changes
+from connector.flow.changes import Changes, Merge
 from connector.processing import accounts, identity
 from connector.processing.domains import company_domain
 from connector.processing.traits import update_traits
@@ -60,14 +61,14 @@ log = get_logger()
 
 
 def event_name(message: dict[str, Any]) -> str:
-    return str(message["event"]) if message["type"] == "track" else str(message["type"])
+    return str(message["event"]) if message["type"] == MessageType.TRACK else str(message["type"])
 
 
 def event_properties(message: dict[str, Any]) -> dict[str, Any]:
     """The properties an event stores: the message's own (the same object), with a page's or screen's name and
     category added where its properties lack them (then a new dict)."""
     properties: dict[str, Any] = message.get("properties") or {}
-    if message["type"] in ("page", "screen"):
+    if message["type"] in (MessageType.PAGE, MessageType.SCREEN):
         added = {
             key: message[key] for key in ("name", "category") if message.get(key) is not None and key not in properties
         }
@@ -78,9 +79,9 @@ def event_properties(message: dict[str, Any]) -> dict[str, Any]:
 
 def is_disabled(kind: str, settings: ConnectorSettings) -> bool:
     return (
-        (kind == "page" and not settings.handle_pages)
-        or (kind == "screen" and not settings.handle_screens)
-        or (kind == "group" and not settings.handle_accounts)
+        (kind == MessageType.PAGE and not settings.handle_pages)
+        or (kind == MessageType.SCREEN and not settings.handle_screens)
+        or (kind == MessageType.GROUP and not settings.handle_accounts)
     )
 
 
@@ -190,7 +191,7 @@ class BatchApplier:
             {
                 key
                 for incoming in run
-                if incoming.message["type"] == "identify"
+                if incoming.message["type"] == MessageType.IDENTIFY
                 for key in audiences.boolean_traits(incoming.message)
             },
         )
@@ -204,16 +205,16 @@ class BatchApplier:
 
     def _claims(self, message: dict[str, Any]) -> list[identity.Claim]:
         claims = identity.claims_of(message, self.settings.identify_by_email)
-        if message["type"] == "alias" and (previous := clean_id(message.get("previousId"))):
+        if message["type"] == MessageType.ALIAS and (previous := clean_id(message.get("previousId"))):
             claims += [(identity.USER_ID, previous), (identity.ANONYMOUS_ID, previous)]
         return claims
 
     def _account_claims(self, message: dict[str, Any]) -> tuple[str | None, str | None]:
         """(group id, domain) a message claims for an account."""
-        if message["type"] == "group":
+        if message["type"] == MessageType.GROUP:
             traits = message.get("traits") or {}
             return clean_id(message.get("groupId")), accounts.normalise_domain(traits.get("domain"))
-        if message["type"] == "identify" and self.settings.link_accounts_by_domain:
+        if message["type"] == MessageType.IDENTIFY and self.settings.link_accounts_by_domain:
             return None, company_domain(identity.message_email(message))
         return None, None
 
@@ -261,13 +262,13 @@ class BatchApplier:
         for incoming, message_claims, (group_id, domain) in zip(run, claims, account_claims, strict=True):
             message = incoming.message
             message_id = message["messageId"]
-            if message["type"] == "alias":
+            if message["type"] == MessageType.ALIAS:
                 previous, new = clean_id(message.get("previousId")), clean_id(message.get("userId"))
                 key = resolver.alias(previous, new, message_id)
             else:
                 key = resolver.resolve(message_claims, message_id)
             step = Step(incoming, key)
-            if message["type"] == "group":
+            if message["type"] == MessageType.GROUP:
                 step.account, step.account_changed, step.account_traits_changed = book.upsert(
                     group_id, domain, message.get("traits") or {}, message["timestamp"], message_id
                 )
@@ -298,15 +299,16 @@ class BatchApplier:
 
     async def _run_stored_merges(self, resolver: identity.Resolver) -> None:
         for operation in resolver.operations:
-            if operation[0] == "merge":
-                _, survivor, merged, message_id = operation
-                await identity.merge_users(self.conn, survivor, merged, message_id, self.now)
-                self.changes.merged_away.add(merged)
-                self.survivors.add(survivor)
-            else:
-                _, holder, previous, new, message_id = operation
-                if not await identity.rename_user_id(self.conn, holder, previous, new, message_id, self.now):
-                    raise Contention(f"user_id {previous!r} moved while this batch renamed it")
+            if isinstance(operation, identity.StoredMerge):
+                await identity.merge_users(
+                    self.conn, operation.survivor, operation.merged, operation.message_id, self.now
+                )
+                self.changes.merges.append(Merge(operation.survivor, operation.merged))
+                self.survivors.add(operation.survivor)
+            elif not await identity.rename_user_id(
+                self.conn, operation.holder, operation.previous, operation.new, operation.message_id, self.now
+            ):
+                raise Contention(f"user_id {operation.previous!r} moved while this batch renamed it")
 
     async def _load_profiles(self, user_ids: set[int]) -> None:
         wanted = sorted(user_ids - self.profiles.keys())
@@ -338,7 +340,7 @@ class BatchApplier:
         timestamp = parse_timestamp(message["timestamp"], "timestamp")
         self.changes.users.add(user_id)
         details: dict[str, Any] = {"type": kind}
-        if kind == "identify":
+        if kind == MessageType.IDENTIFY:
             changed, store = update_traits(
                 profile.traits, profile.stamps, message.get("traits") or {}, message["timestamp"]
             )
@@ -357,28 +359,30 @@ class BatchApplier:
             for key, member in audiences.identify_changes(message, known_audiences):
                 known_audiences.add(key)
                 self.audience_changes.append((user_id, key, member, timestamp))
-        elif kind == "group" and step.account is not None:
+        elif kind == MessageType.GROUP and step.account is not None:
             if self._account_changed(step):
                 self.activity.append(
                     activity.entry(
-                        activity.ACCOUNT,
+                        Entity.ACCOUNT,
                         step.account.id,
-                        "incoming.account.success",
-                        {"type": "group", "user_id": user_id, "traits_changed": step.account_traits_changed},
+                        Action.ACCOUNT_PROCESSED,
+                        {
+                            "type": MessageType.GROUP.value,
+                            "user_id": user_id,
+                            "traits_changed": step.account_traits_changed,
+                        },
                         message["messageId"],
                     )
                 )
             linked = self._link(profile, step.account.id, "group", timestamp)
             details.update({"account_id": step.account.id, "account_linked": linked})
-        elif kind in ("track", "page", "screen"):
+        elif kind in (MessageType.TRACK, MessageType.PAGE, MessageType.SCREEN):
             self._event(step.incoming, user_id, profile, timestamp)
             details["events_added"] = [event_name(message)]
             if (change := audiences.track_change(message)) is not None:
                 known_audiences.add(change[0])
                 self.audience_changes.append((user_id, *change, timestamp))
-        self.activity.append(
-            activity.entry(activity.USER, user_id, "incoming.user.success", details, message["messageId"])
-        )
+        self.activity.append(activity.entry(Entity.USER, user_id, Action.USER_PROCESSED, details, message["messageId"]))
         if profile.last_seen_at is None or profile.last_seen_at < timestamp:
             profile.last_seen_at = timestamp
             profile.dirty = True
@@ -583,7 +587,7 @@ class BatchApplier:
             self.changes.events.append(event_id)
             added = self.event_usage[message_id]
             usage_rows += added
-            self.changes.accounts.update(row["entity_id"] for row in added if row["entity"] == usage.ACCOUNT)
+            self.changes.accounts.update(row["entity_id"] for row in added if row["entity"] == Entity.ACCOUNT)
         return usage_rows
 
 

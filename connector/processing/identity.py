@@ -9,6 +9,7 @@ applied in memory in journal order, then one statement per kind of row. Only mer
 stored profiles and renames of a stored user_id run as statements of their own.
 """
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,17 +18,10 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector.core.db import any_of, is_postgres
+from connector.core.kinds import Entity, MessageType
 from connector.core.models import DeliveryState, Event, IdentityAudit, Segment, SegmentMembership, User, UserIdentifier
 from connector.core.spec import clean_id
 from connector.flow import activity
-from connector.flow.outbox import (
-    GROUP_STATE,
-    IDENTIFY_STATE,
-    delivery_key,
-    delivery_keys,
-    segment_state_key,
-    segment_state_prefix,
-)
 from connector.processing.accounts import stronger_link
 from connector.processing.traits import merge_traits
 from connector.profile.computed import merge_users as merge_computed
@@ -59,7 +53,7 @@ def person_traits(message: dict[str, Any]) -> Any:
     """The traits a message carries about its person: its own `traits`, else (none sent) `context.traits`, where
     libraries put the user's traits on a track, page or screen. A group call's `traits` describe the group (the
     Spec: "email: Email address of group"), never the person: only its `context.traits` speak for the user."""
-    own = message.get("traits") if message.get("type") != "group" else None
+    own = message.get("traits") if message.get("type") != MessageType.GROUP else None
     return own or (message.get("context") or {}).get("traits") or {}
 
 
@@ -150,6 +144,25 @@ async def rename_user_id(
     return True
 
 
+@dataclass(frozen=True)
+class StoredMerge:
+    """A merge of two stored profiles, to run as statements: `merged` folds into `survivor`."""
+
+    survivor: int
+    merged: int
+    message_id: str
+
+
+@dataclass(frozen=True)
+class StoredRename:
+    """An alias that renames a stored profile's user_id from `previous` to `new`, to run as statements."""
+
+    holder: int
+    previous: str
+    new: str
+    message_id: str
+
+
 NEW = 1 << 62  # keys of the profiles a batch creates: above every stored id, in the order of creation
 
 
@@ -177,9 +190,7 @@ class Resolver:
         self.created = 0
         self.new_claims: dict[Claim, int] = {}  # identifiers to store: (kind, value) -> profile key
         self.claimed_by: dict[int, list[Claim]] = {}  # the new claims of each profile the batch created
-        # What must run as statements, in order: ("merge", survivor, merged, message_id) of two stored
-        # profiles, ("rename", stored holder, previous, new user_id, message_id).
-        self.operations: list[tuple[Any, ...]] = []
+        self.operations: list[StoredMerge | StoredRename] = []  # what must run as statements, in order
         self.audits: list[dict[str, Any]] = []  # conflicts, and renames of profiles the batch created
 
     def find(self, key: int) -> int:
@@ -264,7 +275,7 @@ class Resolver:
                 }
             )
         else:
-            self.operations.append(("merge", survivor, merged, message_id))
+            self.operations.append(StoredMerge(survivor, merged, message_id))
         self.parent[merged] = survivor
         if merged in self.held:
             self.held.setdefault(survivor, self.held.pop(merged))
@@ -281,7 +292,7 @@ class Resolver:
         self.held[holder] = new
         self.owner[(USER_ID, new)] = holder
         if self.new_claims.pop((USER_ID, previous), None) is None:
-            self.operations.append(("rename", holder, previous, new, message_id))
+            self.operations.append(StoredRename(holder, previous, new, message_id))
         else:  # the batch created this user_id: store it renamed at once
             if (USER_ID, previous) in self.claimed_by.get(holder, []):
                 self.claimed_by[holder].remove((USER_ID, previous))
@@ -342,72 +353,6 @@ async def allocate_ids(conn: AsyncConnection, table: sa.Table, count: int) -> li
     return list(range(largest + 1, largest + 1 + count))
 
 
-async def _move_memberships(conn: AsyncConnection, target: int, loser: int) -> None:
-    """The survivor takes over the loser's user-segment memberships (the earliest entry wins).
-
-    The batch then re-evaluates the survivor, so each one it does not qualify for ends with an
-    `exited` transition: a Segment Entered sent for the loser is always followed by its exit.
-    """
-    user_segments = sa.select(segments.c.id).where(segments.c.entity == "user")
-    held = sa.select(memberships.c.segment_id).where(memberships.c.entity_id == target)
-    await conn.execute(
-        memberships.insert().from_select(
-            ["segment_id", "entity_id", "entered_at"],
-            sa.select(memberships.c.segment_id, sa.literal(target, sa.BigInteger), memberships.c.entered_at).where(
-                memberships.c.entity_id == loser,
-                memberships.c.segment_id.in_(user_segments),
-                memberships.c.segment_id.not_in(held),
-            ),
-        )
-    )
-    await conn.execute(
-        memberships.delete().where(memberships.c.entity_id == loser, memberships.c.segment_id.in_(user_segments))
-    )
-
-
-async def _merge_delivered(conn: AsyncConnection, target: int, loser: int) -> None:
-    """What Segment was told about the loser is now told about the survivor (Segment merges them too):
-    the survivor's next identify or group says `false` for whatever the loser was last sent in."""
-    rows = {
-        row.key: row
-        for row in await conn.execute(sa.select(delivered).where(delivered.c.key.in_(delivery_keys([target, loser]))))
-    }
-    for kind in (IDENTIFY_STATE, GROUP_STATE):
-        gone = rows.get(delivery_key(kind, loser))
-        if gone is None:
-            continue
-        kept = rows.get(delivery_key(kind, target))
-        told = sorted(set(gone.segments) | set(kept.segments if kept else []))
-        in_filter = gone.in_filter or (kept is not None and kept.in_filter)
-        # An empty hash matches no payload: the survivor's next call is sent.
-        values = {"payload_hash": "", "segments": told, "in_filter": in_filter, "delivered_at": gone.delivered_at}
-        if kept is None:
-            await conn.execute(delivered.insert().values(key=delivery_key(kind, target), **values))
-        else:
-            await conn.execute(delivered.update().where(delivered.c.key == delivery_key(kind, target)).values(**values))
-        await conn.execute(delivered.delete().where(delivered.c.key == gone.key))
-    await _merge_segment_event_records(conn, target, loser)
-
-
-async def _merge_segment_event_records(conn: AsyncConnection, target: int, loser: int) -> None:
-    """The loser's record of what Segment last received for a segment's events (outbox.segment_state_key) becomes
-    the survivor's where the survivor has none of its own, and goes otherwise: none is left under a profile that
-    no longer exists, where an erasure of the survivor would not find it."""
-
-    async def segments_recorded(user_id: int) -> list[int]:
-        prefix = segment_state_prefix(user_id)
-        keys = await conn.scalars(sa.select(delivered.c.key).where(delivered.c.key.startswith(prefix, autoescape=True)))
-        return [int(key.removeprefix(prefix)) for key in keys.all()]
-
-    kept = set(await segments_recorded(target))
-    for segment_id in await segments_recorded(loser):
-        key = delivered.c.key == segment_state_key(loser, segment_id)
-        if segment_id in kept:
-            await conn.execute(delivered.delete().where(key))
-        else:
-            await conn.execute(delivered.update().where(key).values(key=segment_state_key(target, segment_id)))
-
-
 async def merge_users(conn: AsyncConnection, target: int, loser: int, message_id: str, now: datetime) -> None:
     """Fold `loser` into `target` in the caller's transaction, and audit it."""
     rows = {row.id: row for row in await conn.execute(sa.select(users).where(users.c.id.in_([target, loser])))}
@@ -422,9 +367,7 @@ async def merge_users(conn: AsyncConnection, target: int, loser: int, message_id
     ]
     await conn.execute(identifiers.update().where(identifiers.c.user_id == loser).values(user_id=target))
     await conn.execute(events.update().where(events.c.user_id == loser).values(user_id=target))
-    await activity.move(conn, activity.USER, loser, target)
-    await _move_memberships(conn, target, loser)
-    await _merge_delivered(conn, target, loser)
+    await activity.move(conn, Entity.USER, loser, target)
     last_seen = max((t for t in (kept.last_seen_at, gone.last_seen_at) if t is not None), default=None)
     link = stronger_link(kept, gone)
     await conn.execute(

@@ -15,12 +15,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from connector.core.kinds import MessageType
 from connector.core.logs import get_logger
 from connector.core.metrics import ERASED, PROCESSED
 from connector.core.models import utcnow
 from connector.core.settings import ConnectorSettings
 from connector.flow import journal
-from connector.flow.changes import Changes
+from connector.flow.changes import Changes, Erasure
 from connector.processing import privacy
 from connector.processing.apply import BatchApplier, Incoming
 from connector.processing.identity import Claim, lookup
@@ -43,25 +44,25 @@ async def apply_journal(conn: AsyncConnection, rows: list[Any], settings: Connec
             changes.skipped += 1
             PROCESSED.labels(message["type"], "suppressed").inc()
             log.info("incoming.message.skip", reason="suppressed", type=message["type"], journal_id=row.id)
-        elif message["type"] == "delete":
+        elif message["type"] == MessageType.DELETE:
             await apply_messages(conn, run, settings, changes)
             run = []
             await journal.hold_all(conn)
             erasure = await erase(conn, [], named, changes, via="message")
             suppressed |= erasure.claims
             changes.processed += 1
-            PROCESSED.labels("delete", "success").inc()
+            PROCESSED.labels(MessageType.DELETE, "success").inc()
         else:
             run.append(Incoming(message, row.source, row.id))
     await apply_messages(conn, run, settings, changes)
-    await privacy.blank_journal(conn, dropped)
+    await journal.blank(conn, dropped)
     return changes
 
 
-async def erase(
-    conn: AsyncConnection, user_ids: list[int], claims: set[Claim], changes: Changes, via: str
-) -> privacy.Erasure:
-    """Erase these profiles and those holding `claims`; `changes` forgets them. The caller holds the journal."""
+async def erase(conn: AsyncConnection, user_ids: list[int], claims: set[Claim], changes: Changes, via: str) -> Erasure:
+    """Erase these profiles and those holding `claims` in processing's tables; `changes` forgets them and carries
+    the erasure to the other stages (service/ composes the rest, then privacy.record). The caller holds the
+    journal."""
     owners = sorted(set(user_ids) | set((await lookup(conn, sorted(claims))).values()))
     erasure = await privacy.erase(conn, owners, claims, utcnow())
     changes.users -= set(erasure.users)
@@ -70,7 +71,8 @@ async def erase(
     if not erasure.users and not erasure.claims:
         return erasure
     ERASED.labels(via).inc(len(erasure.users))
-    log.info("privacy.erased", via=via, profiles=len(erasure.users), **erasure.counts)
+    erasure.via = via
+    changes.erasures.append(erasure)
     return erasure
 
 

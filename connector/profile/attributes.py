@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector.core.db import any_of
+from connector.core.kinds import Entity
 from connector.core.models import Account, Event, User
 from connector.profile import usage
 from connector.profile.computed import computed_attributes_of
@@ -167,8 +168,8 @@ ACCOUNT_COLUMNS = {
     "icp.fit": ("icp_fit", "string"),
 }
 
-ATTRIBUTES: dict[str, dict[str, Attribute]] = {
-    "user": {
+ATTRIBUTES: dict[Entity, dict[str, Attribute]] = {
+    Entity.USER: {
         "traits": Attribute("json", _traits, lambda c, path: c.json_value(c.table.c.traits, path), prefix=True),
         "account.traits": Attribute(
             "json", _account_traits, lambda c, path: c.json_value(c.account().c.traits, path), prefix=True
@@ -177,7 +178,7 @@ ATTRIBUTES: dict[str, dict[str, Attribute]] = {
         **_columns(ACCOUNT_COLUMNS, account=True),
         **USAGE,
     },
-    "account": {
+    Entity.ACCOUNT: {
         "traits": Attribute("json", _traits, lambda c, path: c.json_value(c.table.c.traits, path), prefix=True),
         **_columns(ACCOUNT_COLUMNS),
         **USAGE,
@@ -190,7 +191,7 @@ def is_time_based(name: str) -> bool:
     return any(name in roots and roots[name].time_based for roots in ATTRIBUTES.values())
 
 
-def resolve_attribute(entity: str, name: str) -> tuple[Attribute, tuple[str, ...]]:
+def resolve_attribute(entity: Entity, name: str) -> tuple[Attribute, tuple[str, ...]]:
     """The attribute a name refers to and its path; KeyError (with the reason) when unknown."""
     roots = ATTRIBUTES[entity]
     if name in roots and not roots[name].prefix:
@@ -205,9 +206,9 @@ def resolve_attribute(entity: str, name: str) -> tuple[Attribute, tuple[str, ...
     raise KeyError(f"unknown attribute {name!r} for {entity} segments; expected one of {', '.join(known)}")
 
 
-def columns_of(entity: str) -> list[str]:
+def columns_of(entity: Entity) -> list[str]:
     """The columns the Python evaluator reads of a user or an account (Profile.columns)."""
-    return [column for column, _ in (USER_COLUMNS if entity == "user" else ACCOUNT_COLUMNS).values()]
+    return [column for column, _ in (USER_COLUMNS if entity == Entity.USER else ACCOUNT_COLUMNS).values()]
 
 
 @dataclass(frozen=True)
@@ -220,16 +221,16 @@ class EventNeeds:
 
 
 async def load_profiles(
-    conn: AsyncConnection, entity: str, ids: Iterable[int], needs: EventNeeds, now: datetime, computed: bool = True
+    conn: AsyncConnection, entity: Entity, ids: Iterable[int], needs: EventNeeds, now: datetime, computed: bool = True
 ) -> dict[int, Profile]:
     """The profiles the Python evaluator needs: columns, traits, account, the events `needs` names (one by one
     within its widest window, counted before it) and, with `computed`, the computed attributes as of `now`;
     a few queries whatever the number."""
     ids = sorted(ids)
-    if entity == "account":
+    if entity == Entity.ACCOUNT:
         profiles = await _load_accounts(conn, ids)
     else:
-        names = columns_of("user")
+        names = columns_of(Entity.USER)
         rows = list(
             await conn.execute(
                 sa.select(users.c.id, users.c.traits, users.c.account_id, *(users.c[name] for name in names)).where(
@@ -272,7 +273,7 @@ async def _load_accounts(conn: AsyncConnection, ids: Iterable[int]) -> dict[int,
     ids = sorted(ids)
     if not ids:
         return {}
-    names = columns_of("account")
+    names = columns_of(Entity.ACCOUNT)
     rows = await conn.execute(
         sa.select(accounts.c.id, accounts.c.traits, *(accounts.c[name] for name in names)).where(
             any_of(conn, accounts.c.id, ids)

@@ -13,22 +13,23 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector.core.db import any_of
+from connector.core.kinds import Entity
 from connector.core.models import Account, User
 from connector.profile import audiences, usage
 
 # The scanners' stored results: {root: {name: column}} of users and of accounts.
 SCANNED = {
-    usage.USER: (User.__table__, "persona", {"seniority": "persona_seniority", "department": "persona_department"}),
-    usage.ACCOUNT: (Account.__table__, "icp", {"score": "icp_score", "fit": "icp_fit"}),
+    Entity.USER: (User.__table__, "persona", {"seniority": "persona_seniority", "department": "persona_department"}),
+    Entity.ACCOUNT: (Account.__table__, "icp", {"score": "icp_score", "fit": "icp_fit"}),
 }
 
 
 async def computed_attributes_of(
-    conn: AsyncConnection, entity: str, ids: list[int], now: datetime | None = None
+    conn: AsyncConnection, entity: Entity, ids: list[int], now: datetime | None = None
 ) -> dict[int, dict[str, Any]]:
     """computed_attributes of many profiles in at most five queries; last_feature_at is a datetime here."""
     found = await usage.attributes_of(conn, entity, ids, now)
-    members = await audiences.members_of(conn, sorted(found)) if entity == usage.USER else {}
+    members = await audiences.members_of(conn, sorted(found)) if entity == Entity.USER else {}
     table, root, columns = SCANNED[entity]
     scanned = {
         row.id: {name: row._mapping[column] for name, column in columns.items()}
@@ -50,7 +51,7 @@ async def computed_attributes_of(
 
 
 async def computed_attributes(
-    conn: AsyncConnection, entity: str, entity_id: int, now: datetime | None = None
+    conn: AsyncConnection, entity: Entity, entity_id: int, now: datetime | None = None
 ) -> dict[str, Any]:
     """{"usage": {top_features, events_30d, score_30d, trend, last_feature_at, pattern}, "audiences": {key: member},
     and for a user "persona": {seniority, department}, for an account "icp": {score, fit}}.

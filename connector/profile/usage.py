@@ -40,11 +40,11 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from connector.core.db import insert_rows
+from connector.core.kinds import Entity, MessageType
 from connector.core.models import Event, FeatureUsage, utcnow
 from connector.core.spec import format_timestamp
 from connector.flow import journal
 
-USER, ACCOUNT = "user", "account"
 TOP_FEATURES = 5
 WINDOW_DAYS = 30
 TREND_WEEKS = 12
@@ -81,7 +81,7 @@ EVENT_COLUMNS = (events.c.type, events.c.user_id, events.c.account_id, events.c.
 
 def event_rows(event: Any) -> list[dict[str, Any]]:
     """The usage rows one stored event adds (none unless it is a track with a feature)."""
-    feature = feature_of(event.properties) if event.type == "track" else None
+    feature = feature_of(event.properties) if event.type == MessageType.TRACK else None
     if feature is None:
         return []
     score = flag_score(event.properties.get("eventFlag"))
@@ -94,9 +94,9 @@ def event_rows(event: Any) -> list[dict[str, Any]]:
         "first_at": event.timestamp,
         "last_at": event.timestamp,
     }
-    rows = [{"entity": USER, "entity_id": event.user_id, **row}]
+    rows = [{"entity": Entity.USER, "entity_id": event.user_id, **row}]
     if event.account_id is not None:
-        rows.append({"entity": ACCOUNT, "entity_id": event.account_id, **row})
+        rows.append({"entity": Entity.ACCOUNT, "entity_id": event.account_id, **row})
     return rows
 
 
@@ -126,15 +126,21 @@ async def add(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
 
 async def merge_users(conn: AsyncConnection, target: int, loser: int) -> None:
     """Fold the loser's usage into the target's (the caller merges the profiles)."""
-    mine = (feature_usage.c.entity == USER) & (feature_usage.c.entity_id == loser)
+    mine = (feature_usage.c.entity == Entity.USER) & (feature_usage.c.entity_id == loser)
     rows = [dict(row._mapping, entity_id=target) for row in await conn.execute(sa.select(feature_usage).where(mine))]
     await conn.execute(feature_usage.delete().where(mine))
     await add(conn, rows)
 
 
+async def forget_user(conn: AsyncConnection, user_id: int) -> int:
+    """An erased user's usage rows go (its accounts' are recounted by the caller); returns how many."""
+    mine = (feature_usage.c.entity == Entity.USER) & (feature_usage.c.entity_id == user_id)
+    return (await conn.execute(feature_usage.delete().where(mine))).rowcount
+
+
 async def track_event_count(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
-        return (await conn.execute(sa.select(sa.func.count()).where(events.c.type == "track"))).scalar_one()
+        return (await conn.execute(sa.select(sa.func.count()).where(events.c.type == MessageType.TRACK))).scalar_one()
 
 
 async def rebuild(engine: AsyncEngine, on_page: Callable[[int], object] | None = None) -> int:
@@ -152,7 +158,7 @@ async def rebuild(engine: AsyncEngine, on_page: Callable[[int], object] | None =
             page = (
                 await conn.execute(
                     sa.select(events.c.id, *EVENT_COLUMNS)
-                    .where(events.c.type == "track", events.c.id > last_id)
+                    .where(events.c.type == MessageType.TRACK, events.c.id > last_id)
                     .order_by(events.c.id)
                     .limit(REBUILD_PAGE)
                 )
@@ -178,7 +184,7 @@ async def recount_accounts(conn: AsyncConnection, keys: set[tuple[int, str, date
     sums: dict[tuple[Any, ...], dict[str, Any]] = {}
     rows = await conn.execute(
         sa.select(*EVENT_COLUMNS).where(
-            events.c.type == "track",
+            events.c.type == MessageType.TRACK,
             events.c.account_id.in_(sorted({key[0] for key in keys})),
             events.c.timestamp >= start,
             events.c.timestamp < end,
@@ -186,12 +192,12 @@ async def recount_accounts(conn: AsyncConnection, keys: set[tuple[int, str, date
     )
     for event in rows:
         for row in event_rows(event):
-            if row["entity"] == ACCOUNT and (row["entity_id"], row["feature"], row["day"]) in keys:
+            if row["entity"] == Entity.ACCOUNT and (row["entity_id"], row["feature"], row["day"]) in keys:
                 _fold(sums, row)
     for account_id, feature, day in sorted(keys):
         await conn.execute(
             feature_usage.delete().where(
-                feature_usage.c.entity == ACCOUNT,
+                feature_usage.c.entity == Entity.ACCOUNT,
                 feature_usage.c.entity_id == account_id,
                 feature_usage.c.feature == feature,
                 feature_usage.c.day == day,
@@ -245,7 +251,7 @@ def today_of(now: datetime | None) -> date:
     return (now or utcnow()).astimezone(UTC).date()
 
 
-def _by_feature(entity: str, ids: list[int], limit: int) -> Any:
+def _by_feature(entity: Entity, ids: list[int], limit: int) -> Any:
     """Per-feature sums of each entity, best first (count, then name: the order of top_features),
     at most `limit` of them each, with the entity's latest use of any feature."""
     count, last_at = sa.func.sum(feature_usage.c.count), sa.func.max(feature_usage.c.last_at)
@@ -270,7 +276,7 @@ def _by_feature(entity: str, ids: list[int], limit: int) -> Any:
     return sa.select(ranked).where(ranked.c.rank <= limit).order_by(ranked.c.entity_id, ranked.c.rank)
 
 
-def _span(entity: str, ids: list[int], today: date) -> Any:
+def _span(entity: Entity, ids: list[int], today: date) -> Any:
     """The first and the last day of use of each entity, up to today."""
     return (
         sa.select(
@@ -283,7 +289,7 @@ def _span(entity: str, ids: list[int], today: date) -> Any:
     )
 
 
-def _by_day(entity: str, ids: list[int], today: date) -> Any:
+def _by_day(entity: Entity, ids: list[int], today: date) -> Any:
     """Daily sums of each entity over the trend, the 30-day window and the pattern's windows (up to today)."""
     window_start, trend_start = windows(today)
     return (
@@ -344,7 +350,7 @@ def formatted(attributes: dict[str, Any]) -> dict[str, Any]:
 
 
 async def attributes_of(
-    conn: AsyncConnection, entity: str, ids: list[int], now: datetime | None = None
+    conn: AsyncConnection, entity: Entity, ids: list[int], now: datetime | None = None
 ) -> dict[int, dict[str, Any]]:
     """The computed attributes of many users (or accounts), in three queries whatever their number.
 
@@ -366,7 +372,11 @@ async def attributes_of(
 
 
 async def report(
-    conn: AsyncConnection, entity: str, entity_id: int, now: datetime | None = None, feature_limit: int = TOP_FEATURES
+    conn: AsyncConnection,
+    entity: Entity,
+    entity_id: int,
+    now: datetime | None = None,
+    feature_limit: int = TOP_FEATURES,
 ) -> dict[str, Any]:
     """Usage of one user or account: computed attributes, per-feature totals, weekly trend."""
     today = today_of(now)
@@ -408,7 +418,7 @@ async def report(
 # are also used inside UNIONs and FROM subqueries) and means exactly what attributes_of computes.
 
 
-def _sql_total(entity: str, entity_id: Any, value: Any, first_day: date, last_day: date) -> Any:
+def _sql_total(entity: Entity, entity_id: Any, value: Any, first_day: date, last_day: date) -> Any:
     return sa.func.coalesce(
         sa.select(sa.func.sum(value))
         .where(
@@ -423,14 +433,14 @@ def _sql_total(entity: str, entity_id: Any, value: Any, first_day: date, last_da
     )
 
 
-def sql_window_total(entity: str, entity_id: Any, measure: str, today: date) -> Any:
+def sql_window_total(entity: Entity, entity_id: Any, measure: str, today: date) -> Any:
     """events_30d (measure "count") or score_30d ("score") of the entity `entity_id` (a column), as SQL."""
     value = feature_usage.c.count if measure == "count" else feature_usage.c.positive - feature_usage.c.negative
     window_start, _ = windows(today)
     return _sql_total(entity, entity_id, value, window_start, today)
 
 
-def sql_trend(entity: str, entity_id: Any, today: date) -> Any:
+def sql_trend(entity: Entity, entity_id: Any, today: date) -> Any:
     """SELECT of the entity's trend: one row (column `count`) per week, zeros included."""
     _, trend_start = windows(today)
     return sa.union_all(
@@ -445,7 +455,7 @@ def sql_trend(entity: str, entity_id: Any, today: date) -> Any:
     )
 
 
-def sql_top_features(entity: str, entity_id: Any) -> Any:
+def sql_top_features(entity: Entity, entity_id: Any) -> Any:
     """SELECT of the entity's top_features (for `feature IN (...)`), ordered as the attribute."""
     count = sa.func.sum(feature_usage.c.count)
     return (
@@ -458,7 +468,7 @@ def sql_top_features(entity: str, entity_id: Any) -> Any:
     )
 
 
-def sql_last_feature_at(entity: str, entity_id: Any) -> Any:
+def sql_last_feature_at(entity: Entity, entity_id: Any) -> Any:
     """last_feature_at of the entity, NULL without usage."""
     return (
         sa.select(sa.func.max(feature_usage.c.last_at))
@@ -468,7 +478,7 @@ def sql_last_feature_at(entity: str, entity_id: Any) -> Any:
     )
 
 
-def _sql_day(entity: str, entity_id: Any, function: Any, today: date) -> Any:
+def _sql_day(entity: Entity, entity_id: Any, function: Any, today: date) -> Any:
     return (
         sa.select(function(feature_usage.c.day))
         .where(feature_usage.c.entity == entity, feature_usage.c.entity_id == entity_id, feature_usage.c.day <= today)
@@ -477,7 +487,7 @@ def _sql_day(entity: str, entity_id: Any, function: Any, today: date) -> Any:
     )
 
 
-def sql_pattern(entity: str, entity_id: Any, today: date) -> Any:
+def sql_pattern(entity: Entity, entity_id: Any, today: date) -> Any:
     """pattern of the entity, NULL without use up to today: `pattern`, as one CASE."""
     first = _sql_day(entity, entity_id, sa.func.min, today)
     last = _sql_day(entity, entity_id, sa.func.max, today)

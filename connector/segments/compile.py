@@ -12,6 +12,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
+from connector.core.kinds import Entity
 from connector.core.models import Account, Event, User
 from connector.profile.audiences import member_condition
 from connector.segments.evaluate import compare, event_since
@@ -158,7 +159,7 @@ class ListValue:
 class Compiler:
     """Compiles rules for one entity and one `now`; collects the joins the rule needs."""
 
-    def __init__(self, dialect: str, entity: str, now: datetime):
+    def __init__(self, dialect: str, entity: Entity, now: datetime):
         self.dialect, self.entity, self.now = dialect, entity, now
         self.today = now.astimezone(UTC).date()  # what usage windows are relative to
         self.table = TABLES[entity]

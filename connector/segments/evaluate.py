@@ -3,11 +3,12 @@
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+from connector.core.kinds import Entity
 from connector.profile.attributes import MISSING, Profile
 from connector.segments.rules import DEFAULT_COUNT, Scalar, attribute_of, date_key, datetime_key, parse_date
 
 
-def evaluate(rule: dict[str, Any], entity: str, profile: Profile, now: datetime) -> bool:
+def evaluate(rule: dict[str, Any], entity: Entity, profile: Profile, now: datetime) -> bool:
     if "all" in rule:
         return all(evaluate(part, entity, profile, now) for part in rule["all"])
     if "any" in rule:
@@ -49,7 +50,7 @@ def compare(left: Any, op: str, right: Any) -> Any:
     }[op]
 
 
-def _attribute(node: dict[str, Any], entity: str, profile: Profile, now: datetime) -> bool:
+def _attribute(node: dict[str, Any], entity: Entity, profile: Profile, now: datetime) -> bool:
     attribute, path = attribute_of(entity, node)
     value = attribute.python(profile, path)
     op: str = node["op"]
@@ -103,7 +104,7 @@ def event_since(node: dict[str, Any], now: datetime) -> datetime | None:
     return now - timedelta(days=days) if days is not None else None
 
 
-def _event(node: dict[str, Any], entity: str, profile: Profile, now: datetime) -> bool:
+def _event(node: dict[str, Any], entity: Entity, profile: Profile, now: datetime) -> bool:
     since = event_since(node, now)
     count = sum(1 for name, at in profile.events if name == node["event"] and (since is None or at >= since))
     if since is None:
@@ -111,7 +112,7 @@ def _event(node: dict[str, Any], entity: str, profile: Profile, now: datetime) -
     return all(compare(count, op, bound) for op, bound in node.get("count", DEFAULT_COUNT).items())
 
 
-def _audience(node: dict[str, Any], entity: str, profile: Profile, now: datetime) -> bool:
+def _audience(node: dict[str, Any], entity: Entity, profile: Profile, now: datetime) -> bool:
     member: bool = profile.computed["audiences"].get(node["audience"], False)
     return member
 

@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from connector.core.kinds import Entity
 from connector.core.models import Account
 from connector.core.settings import IcpSettings
 from connector.profile.attributes import EventNeeds, load_profiles
@@ -27,7 +28,7 @@ from connector.segments.evaluate import evaluate
 from connector.segments.rules import RuleError, conditions, is_time_based, uses_computed, validate
 
 accounts = Account.__table__
-ENTITY = "account"
+ENTITY = Entity.ACCOUNT
 WRITE_CHUNK = 1000
 
 

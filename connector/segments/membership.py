@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector.core.db import any_of
-from connector.core.kinds import OutboxKind
+from connector.core.kinds import Entity, OutboxKind, Transition, segment_action
 from connector.core.logs import get_logger
 from connector.core.models import (
     Account,
@@ -45,7 +45,7 @@ transitions = SegmentTransition.__table__
 users = User.__table__
 accounts = Account.__table__
 events = Event.__table__
-OUTBOX_KIND = {"user": OutboxKind.USER, "account": OutboxKind.ACCOUNT}
+OUTBOX_KIND = {Entity.USER: OutboxKind.USER, Entity.ACCOUNT: OutboxKind.ACCOUNT}
 matches = sa.Table(
     "segment_matches", sa.MetaData(), sa.Column("entity_id", sa.BigInteger, primary_key=True), prefixes=["TEMPORARY"]
 )
@@ -97,12 +97,15 @@ async def recompute(
     await conn.execute(matches.insert().from_select(["entity_id"], matching))
     members = sa.select(memberships.c.entity_id).where(memberships.c.segment_id == segment_id)
     candidates = sa.select(matches.c.entity_id)
-    for kind, difference in (("entered", candidates.except_(members)), ("exited", members.except_(candidates))):
+    for kind, difference in (
+        (Transition.ENTERED, candidates.except_(members)),
+        (Transition.EXITED, members.except_(candidates)),
+    ):
         await _insert_transitions(conn, segment, kind, difference.subquery(), initial, now)
     await conn.run_sync(matches.drop)
 
     recorded = sa.and_(transitions.c.segment_id == segment_id, transitions.c.id > watermark)
-    exited = sa.select(transitions.c.entity_id).where(recorded, transitions.c.transition == "exited")
+    exited = sa.select(transitions.c.entity_id).where(recorded, transitions.c.transition == Transition.EXITED)
     await conn.execute(
         memberships.delete().where(memberships.c.segment_id == segment_id, memberships.c.entity_id.in_(exited))
     )
@@ -110,7 +113,7 @@ async def recompute(
         memberships.insert().from_select(
             ["segment_id", "entity_id", "entered_at"],
             sa.select(transitions.c.segment_id, transitions.c.entity_id, transitions.c.at).where(
-                recorded, transitions.c.transition == "entered"
+                recorded, transitions.c.transition == Transition.ENTERED
             ),
         )
     )
@@ -123,7 +126,7 @@ async def recompute(
             )
         ).all()
     )
-    result = Recomputed(entered=counts.get("entered", 0), exited=counts.get("exited", 0))
+    result = Recomputed(entered=counts.get(Transition.ENTERED, 0), exited=counts.get(Transition.EXITED, 0))
     log.info(
         "segment.recompute.done", segment_id=segment_id, entered=result.entered, exited=result.exited, initial=initial
     )
@@ -131,7 +134,7 @@ async def recompute(
 
 
 async def _insert_transitions(
-    conn: AsyncConnection, segment: Any, kind: str, entity_ids: Any, initial: bool, now: datetime
+    conn: AsyncConnection, segment: Any, kind: Transition, entity_ids: Any, initial: bool, now: datetime
 ) -> None:
     """One `kind` transition of `segment` for each id the subquery returns, with one INSERT ... SELECT."""
     await conn.execute(
@@ -185,7 +188,7 @@ async def end(conn: AsyncConnection, segment_id: int, retired: dict[str, Any], n
         return 0
     watermark = await conn.scalar(sa.select(sa.func.coalesce(sa.func.max(transitions.c.id), 0)))
     members = sa.select(memberships.c.entity_id).where(memberships.c.segment_id == segment_id)
-    await _insert_transitions(conn, segment, "exited", members.subquery(), False, now)
+    await _insert_transitions(conn, segment, Transition.EXITED, members.subquery(), False, now)
     await _enqueue_recorded(
         conn, segment, sa.and_(transitions.c.segment_id == segment_id, transitions.c.id > watermark)
     )
@@ -224,7 +227,7 @@ async def refresh(conn: AsyncConnection, changes: Changes, now: datetime | None 
     user_ids = set(changes.users) - changes.merged_away
     if changes.accounts and any(
         node.get("attribute", "").startswith("account.")
-        for segment in by_entity["user"]
+        for segment in by_entity[Entity.USER]
         for node in conditions(segment.rule)
     ):
         user_ids |= set(
@@ -234,11 +237,13 @@ async def refresh(conn: AsyncConnection, changes: Changes, now: datetime | None 
                 )
             ).scalars()
         )
-    await _refresh_entity(conn, "user", by_entity["user"], user_ids, now)
-    await _refresh_entity(conn, "account", by_entity["account"], set(changes.accounts), now)
+    await _refresh_entity(conn, Entity.USER, by_entity[Entity.USER], user_ids, now)
+    await _refresh_entity(conn, Entity.ACCOUNT, by_entity[Entity.ACCOUNT], set(changes.accounts), now)
 
 
-async def _refresh_entity(conn: AsyncConnection, entity: str, found: list[Any], ids: set[int], now: datetime) -> None:
+async def _refresh_entity(
+    conn: AsyncConnection, entity: Entity, found: list[Any], ids: set[int], now: datetime
+) -> None:
     if not found or not ids:
         return
     profiles = await load_profiles(
@@ -270,7 +275,7 @@ async def _refresh_entity(conn: AsyncConnection, entity: str, found: list[Any], 
 
 async def record(
     conn: AsyncConnection,
-    entity: str,
+    entity: Entity,
     names: dict[int, str],
     entered: list[tuple[int, int]],
     exited: list[tuple[int, int]],
@@ -308,7 +313,7 @@ async def record(
             "initial": False,
             "at": now,
         }
-        for kind, pairs in (("entered", entered), ("exited", exited))
+        for kind, pairs in ((Transition.ENTERED, entered), (Transition.EXITED, exited))
         for segment_id, entity_id in pairs
     ]
     ids = (await conn.execute(transitions.insert().returning(transitions.c.id), rows)).scalars().all()
@@ -318,7 +323,7 @@ async def record(
             activity.entry(
                 entity,
                 row["entity_id"],
-                f"segment.{row['transition']}",
+                segment_action(row["transition"]),
                 _details(row["segment_id"], row["segment_name"]),
             )
             for row in rows
@@ -328,3 +333,43 @@ async def record(
     await outbox.enqueue(conn, OutboxKind.TRANSITION, ids)
     await outbox.enqueue(conn, OUTBOX_KIND[entity], {entity_id for _, entity_id in entered + exited})
     log.info("segment.membership.changed", entity=entity, entered=len(entered), exited=len(exited))
+
+
+async def merge_users(conn: AsyncConnection, target: int, loser: int) -> None:
+    """The survivor takes over the loser's user-segment memberships (the earliest entry wins).
+
+    The batch then re-evaluates the survivor, so each one it does not qualify for ends with an
+    `exited` transition: a Segment Entered sent for the loser is always followed by its exit.
+    """
+    user_segments = sa.select(segments.c.id).where(segments.c.entity == Entity.USER)
+    held = sa.select(memberships.c.segment_id).where(memberships.c.entity_id == target)
+    await conn.execute(
+        memberships.insert().from_select(
+            ["segment_id", "entity_id", "entered_at"],
+            sa.select(memberships.c.segment_id, sa.literal(target, sa.BigInteger), memberships.c.entered_at).where(
+                memberships.c.entity_id == loser,
+                memberships.c.segment_id.in_(user_segments),
+                memberships.c.segment_id.not_in(held),
+            ),
+        )
+    )
+    await conn.execute(
+        memberships.delete().where(memberships.c.entity_id == loser, memberships.c.segment_id.in_(user_segments))
+    )
+
+
+async def forget_users(conn: AsyncConnection, user_ids: list[int]) -> dict[str, int]:
+    """Erased users leave their segments silently: no transition, nothing sent (processing/privacy.py says why);
+    their transitions and the outbox rows of those and of their memberships go too. Counts by what went."""
+    user_segments = sa.select(segments.c.id).where(segments.c.entity == Entity.USER)
+    mine = sa.and_(memberships.c.entity_id.in_(user_ids), memberships.c.segment_id.in_(user_segments))
+    their_transitions = sa.and_(transitions.c.entity == Entity.USER, transitions.c.entity_id.in_(user_ids))
+    held = (await conn.execute(sa.select(memberships.c.segment_id, memberships.c.entity_id).where(mine))).all()
+    ended = (await conn.execute(sa.select(transitions.c.id).where(their_transitions))).scalars().all()
+    keys = [outbox.outbox_key(OutboxKind.TRANSITION, transition_id) for transition_id in ended]
+    keys += [outbox.outbox_key(OutboxKind.MEMBER, outbox.member_key(*row)) for row in held]
+    return {
+        "segments": (await conn.execute(memberships.delete().where(mine))).rowcount,
+        "transitions": (await conn.execute(transitions.delete().where(their_transitions))).rowcount,
+        "outbox": await outbox.discard(conn, keys),
+    }

@@ -93,10 +93,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from connector.core.kinds import Entity
 from connector.profile import attributes
 from connector.profile.attributes import Attribute, resolve_attribute
 
-ENTITIES = ("user", "account")
+ENTITIES = tuple(Entity)
 GROUPS = ("all", "any", "not")
 EQUALITY_OPS = ("eq", "neq", "in", "not_in")
 STRING_OPS = ("contains", "starts_with", "ends_with")
@@ -185,14 +186,14 @@ def parse_date(value: Any) -> datetime | None:
         return None
 
 
-def validate(rule: Any, entity: str, path: str = "rule") -> None:
+def validate(rule: Any, entity: Entity, path: str = "rule") -> None:
     """Raise RuleError naming the first bad part of `rule`, for a segment of `entity`."""
     if entity not in ENTITIES:
         raise RuleError("entity", f"must be one of {', '.join(ENTITIES)}")
     _validate(rule, entity, path, 0)
 
 
-def _validate(node: Any, entity: str, path: str, depth: int) -> None:
+def _validate(node: Any, entity: Entity, path: str, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise RuleError(path, f"nested deeper than {MAX_DEPTH} levels")
     if not isinstance(node, dict):
@@ -221,7 +222,7 @@ def _only(node: dict[str, Any], path: str, allowed: set[str]) -> None:
             raise RuleError(f"{path}.{key}", f"unknown key; expected {', '.join(sorted(allowed))}")
 
 
-def _validate_attribute(node: dict[str, Any], entity: str, path: str) -> None:
+def _validate_attribute(node: dict[str, Any], entity: Entity, path: str) -> None:
     _only(node, path, {"attribute", "op", "value"})
     name = node["attribute"]
     if not isinstance(name, str):
@@ -268,9 +269,9 @@ def _value_problem(op: str, value: Any, given: bool) -> str | None:
     return None
 
 
-def _validate_event(node: dict[str, Any], entity: str, path: str) -> None:
+def _validate_event(node: dict[str, Any], entity: Entity, path: str) -> None:
     _only(node, path, {"event", "count", "within_days"})
-    if entity != "user":
+    if entity != Entity.USER:
         raise RuleError(f"{path}.event", "event conditions apply to user segments only")
     if not isinstance(node["event"], str) or not node["event"]:
         raise RuleError(f"{path}.event", "must be a non-empty event name")
@@ -287,9 +288,9 @@ def _validate_event(node: dict[str, Any], entity: str, path: str) -> None:
         raise RuleError(f"{path}.within_days", f"must be a number of days, above 0 and at most {MAX_DAYS}")
 
 
-def _validate_audience(node: dict[str, Any], entity: str, path: str) -> None:
+def _validate_audience(node: dict[str, Any], entity: Entity, path: str) -> None:
     _only(node, path, {"audience"})
-    if entity != "user":
+    if entity != Entity.USER:
         raise RuleError(f"{path}.audience", "audience conditions apply to user segments only")
     key = node["audience"]
     if not (isinstance(key, str) and key and key == key.strip() and len(key) <= MAX_AUDIENCE_KEY):
@@ -335,7 +336,7 @@ def is_time_based(rule: dict[str, Any]) -> bool:
     )
 
 
-def uses_computed(rule: dict[str, Any], entity: str) -> bool:
+def uses_computed(rule: dict[str, Any], entity: Entity) -> bool:
     """Whether evaluating the rule in Python needs the profile's computed attributes."""
     return any(
         "audience" in node or ("attribute" in node and attribute_of(entity, node)[0].computed)
@@ -343,5 +344,5 @@ def uses_computed(rule: dict[str, Any], entity: str) -> bool:
     )
 
 
-def attribute_of(entity: str, node: dict[str, Any]) -> tuple[Attribute, tuple[str, ...]]:
+def attribute_of(entity: Entity, node: dict[str, Any]) -> tuple[Attribute, tuple[str, ...]]:
     return resolve_attribute(entity, node["attribute"])

@@ -37,9 +37,9 @@ from connector.core.models import utcnow
 from connector.core.settings import ALL, ConnectorSettings
 from connector.core.settings_store import SettingsStore
 from connector.flow import journal, outbox
-from connector.flow.changes import Changes
-from connector.outbound import replay, resync
-from connector.processing import persona_rescan, privacy, processor
+from connector.flow.changes import Changes, Erasure
+from connector.outbound import dead_letters, delivery_state, replay, resync
+from connector.processing import identity, persona_rescan, privacy, processor
 from connector.segments import icp, membership, schedule
 
 RETRY_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # seconds, each jittered by +-50 %
@@ -132,6 +132,7 @@ async def carry(conn: AsyncConnection, settings: ConnectorSettings, changes: Cha
 
     Events are queued only while `send_events` names some: with none named the sender would skip each
     one, and a row per event is a fifth of a batch's writes."""
+    await follow_profiles(conn, changes)
     await membership.refresh(conn, changes)
     await outbox.enqueue(conn, OutboxKind.USER, changes.users - changes.merged_away)
     await outbox.enqueue(conn, OutboxKind.ACCOUNT, changes.accounts)
@@ -139,7 +140,22 @@ async def carry(conn: AsyncConnection, settings: ConnectorSettings, changes: Cha
         await outbox.enqueue(conn, OutboxKind.EVENT, changes.events)
 
 
-async def erase_user(engine: AsyncEngine, settings: ConnectorSettings, user_id: int) -> privacy.Erasure | None:
+async def follow_profiles(conn: AsyncConnection, changes: Changes) -> None:
+    """The stages that keep something of a profile follow processing's merges and erasures, in their order,
+    through their tables' owners; an erasure is then recorded with what every stage removed."""
+    for merge in changes.merges:
+        await membership.merge_users(conn, merge.survivor, merge.merged)
+        await delivery_state.merge_users(conn, merge.survivor, merge.merged)
+    for erasure in changes.erasures:
+        for name, count in (await membership.forget_users(conn, erasure.users)).items():
+            erasure.count(name, count)
+        erasure.count("delivery_state", await delivery_state.forget_users(conn, erasure.users))
+        named = erasure.values(identity.USER_ID), erasure.values(identity.ANONYMOUS_ID), erasure.values(identity.EMAIL)
+        erasure.count("dead_letters", await dead_letters.forget_people(conn, *named))
+        await privacy.record(conn, erasure, utcnow())
+
+
+async def erase_user(engine: AsyncEngine, settings: ConnectorSettings, user_id: int) -> Erasure | None:
     """Erase one profile (the admin API) once no batch is in flight, so none applies a message of this person
     meanwhile. None if there is no such profile."""
     async with engine.begin() as conn:

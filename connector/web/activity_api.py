@@ -15,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from connector.core.kinds import OutboxKind
+from connector.core.kinds import Entity, OutboxKind
 from connector.core.spec import format_timestamp
 from connector.flow import outbox
-from connector.flow.activity import ACCOUNT, USER, activity_log
+from connector.flow.activity import activity_log
 from connector.outbound.build import build
 from connector.web import profiles
 from connector.web.auth import requires_admin
@@ -58,7 +58,7 @@ async def last_sent(conn: AsyncConnection, user_id: int) -> list[dict[str, Any]]
             await conn.execute(
                 sa.select(activity_log)
                 .where(
-                    activity_log.c.entity == USER,
+                    activity_log.c.entity == Entity.USER,
                     activity_log.c.entity_id == user_id,
                     activity_log.c.action == "outgoing.user.success",
                     activity_log.c.details["type"].as_string() == kind,
@@ -84,7 +84,7 @@ async def get_user_activity(request: Request) -> JSONResponse:
       200: {description: "entries, newest first", schema: {$ref: "#/components/schemas/Activity"}}
       404: {description: "no such user"}
     """
-    return await _activity(request, USER, request.path_params["user_id"])
+    return await _activity(request, Entity.USER, request.path_params["user_id"])
 
 
 @requires_admin
@@ -99,7 +99,7 @@ async def get_account_activity(request: Request) -> JSONResponse:
       200: {description: "entries, newest first", schema: {$ref: "#/components/schemas/Activity"}}
       404: {description: "no such account"}
     """
-    return await _activity(request, ACCOUNT, request.path_params["account_id"])
+    return await _activity(request, Entity.ACCOUNT, request.path_params["account_id"])
 
 
 @requires_admin
@@ -118,7 +118,7 @@ async def get_user_outgoing(request: Request) -> JSONResponse:
     runtime = runtime_of(request)
     settings = await runtime.settings.current()
     async with runtime.engine.connect() as conn:
-        if not await profiles.exists(conn, USER, user_id):
+        if not await profiles.exists(conn, Entity.USER, user_id):
             raise ApiError(404, "no such user")
         built = await build(conn, settings, [outbox.outbox_key(OutboxKind.USER, user_id)])
         sent = await last_sent(conn, user_id)

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from connector.core.kinds import Entity
 from connector.profile import audiences, usage
 from connector.web.auth import requires_admin
 from connector.web.deps import ApiError, runtime_of
@@ -24,7 +25,7 @@ async def _usage(request: Request, entity: str, entity_id: int) -> JSONResponse:
     async with runtime_of(request).engine.connect() as conn:
         if not await exists(conn, entity, entity_id):
             raise ApiError(404, f"no such {entity}")
-        found = await usage.report(conn, entity, entity_id, feature_limit=int(limit))
+        found = await usage.report(conn, Entity(entity), entity_id, feature_limit=int(limit))
     return JSONResponse({"entity": entity, "id": entity_id, **found})
 
 
@@ -45,7 +46,7 @@ async def get_user_usage(request: Request) -> JSONResponse:
       400: {description: "limit is not an integer from 1 to 100"}
       404: {description: "no such user"}
     """
-    return await _usage(request, usage.USER, request.path_params["user_id"])
+    return await _usage(request, Entity.USER, request.path_params["user_id"])
 
 
 @requires_admin
@@ -62,7 +63,7 @@ async def get_account_usage(request: Request) -> JSONResponse:
       400: {description: "limit is not an integer from 1 to 100"}
       404: {description: "no such account"}
     """
-    return await _usage(request, usage.ACCOUNT, request.path_params["account_id"])
+    return await _usage(request, Entity.ACCOUNT, request.path_params["account_id"])
 
 
 @requires_admin
@@ -77,7 +78,7 @@ async def get_user_audiences(request: Request) -> JSONResponse:
     """
     user_id = request.path_params["user_id"]
     async with runtime_of(request).engine.connect() as conn:
-        if not await exists(conn, usage.USER, user_id):
+        if not await exists(conn, Entity.USER, user_id):
             raise ApiError(404, "no such user")
         found = await audiences.user_audiences(conn, user_id)
     return JSONResponse({"id": user_id, "audiences": found})

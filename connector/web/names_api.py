@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from connector.core.kinds import Entity
 from connector.core.models import Account, AudienceMembership, Event, Segment, User
 from connector.core.settings import ALL
 from connector.profile.attributes import ATTRIBUTES, USAGE
@@ -56,7 +57,7 @@ async def trait_keys(conn: AsyncConnection, table: sa.Table) -> list[str]:
 def rule_attributes(entity: str, traits: dict[str, list[str]]) -> list[str]:
     """Every attribute a rule of this entity can name, trait paths from the keys seen."""
     names: list[str] = []
-    for root, attribute in ATTRIBUTES[entity].items():
+    for root, attribute in ATTRIBUTES[Entity(entity)].items():
         if attribute.prefix:
             owner = "account" if root == "account.traits" else entity
             names += [f"{root}.{key}" for key in traits[owner]]
@@ -75,7 +76,7 @@ def outbound_attributes(traits: list[str], audiences: list[str] | None) -> list[
 
 def scanned(entity: str) -> list[str]:
     """The scanners' attributes of the entity (persona.* of a user, icp.* of an account)."""
-    _, root, columns = SCANNED[entity]
+    _, root, columns = SCANNED[Entity(entity)]
     return [f"{root}.{name}" for name in columns]
 
 

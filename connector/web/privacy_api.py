@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from connector.core.models import Suppression
 from connector.core.spec import format_timestamp
-from connector.processing.privacy import Erasure
+from connector.flow.changes import Erasure
 from connector.service.pipeline import erase_user, let_in
 from connector.web.auth import requires_admin
 from connector.web.deps import ApiError, find_user_by_query, query_int, query_limit, runtime_of

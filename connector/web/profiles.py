@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from connector.core.kinds import Entity
 from connector.core.models import Account, Event, Segment, SegmentMembership, User, UserIdentifier
 from connector.core.spec import format_timestamp
 from connector.processing.identity import ANONYMOUS_ID, EMAIL, PREVIOUS_USER_ID, USER_ID
@@ -83,7 +84,7 @@ async def account_profile(conn: AsyncConnection, account_id: int) -> dict[str, A
     if row is None:
         return None
     joined = await segment_memberships(conn, "account", row.id)
-    computed = await computed_attributes(conn, "account", row.id)
+    computed = await computed_attributes(conn, Entity.ACCOUNT, row.id)
     return {
         "id": row.id,
         "group_id": row.group_id,
@@ -108,7 +109,7 @@ async def user_profile(conn: AsyncConnection, user_id: int) -> dict[str, Any] | 
     ):
         ids.setdefault(ident.kind, []).append(ident.value)
     joined = await segment_memberships(conn, "user", row.id)
-    computed = await computed_attributes(conn, "user", row.id)
+    computed = await computed_attributes(conn, Entity.USER, row.id)
     return {
         "id": row.id,
         "user_id": ids["user_id"][0] if ids["user_id"] else None,

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from connector.core.kinds import Entity
 from connector.core.models import Segment, SegmentMembership, SegmentTransition, utcnow
 from connector.core.settings_store import validation_errors
 from connector.core.spec import format_timestamp, has_nul
@@ -93,7 +94,7 @@ def _rule(document: dict[str, Any], entity: str) -> Any:
         raise Invalid("rule", "is required")
     if has_nul(document["rule"]):
         raise Invalid("rule", "contains a NUL character (\\u0000), which cannot be stored")
-    validate(document["rule"], entity)
+    validate(document["rule"], Entity(entity))
     return document["rule"]
 
 
@@ -190,7 +191,7 @@ async def preview_segment(request: Request) -> JSONResponse:
     except (Invalid, RuleError) as problem:
         raise _invalid(problem) from None
     async with runtime_of(request).engine.connect() as conn:
-        matching = Compiler(conn.dialect.name, entity, utcnow()).select_ids(rule).subquery()
+        matching = Compiler(conn.dialect.name, Entity(entity), utcnow()).select_ids(rule).subquery()
         count = (await conn.execute(sa.select(sa.func.count()).select_from(matching))).scalar_one()
         ids = list(await conn.scalars(sa.select(matching.c.id).order_by(matching.c.id).limit(SAMPLE)))
         summaries = profiles.user_summaries if entity == "user" else profiles.account_summaries
