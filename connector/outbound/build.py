@@ -41,12 +41,8 @@ class Built:
     event_records: Records = field(default_factory=Records)  # the segment-event records decided
 
 
-def member_key(segment_id: int, entity_id: int) -> str:
-    """The outbox id of a resync's added event for one membership (`member:<segment>-<entity>`)."""
-    return f"{segment_id}-{entity_id}"
-
-
 def _membership(member: str) -> tuple[int, int]:
+    """The (segment id, entity id) of a `member:` row (flow/outbox.py: member_key)."""
     segment_id, _, entity_id = member.partition("-")
     return int(segment_id), int(entity_id)
 

@@ -12,7 +12,7 @@ from connector.core.kinds import Entity, OutboxKind
 from connector.core.models import DeliveryState, Segment, SegmentMembership, User, utcnow
 from connector.core.settings import ALL, ConnectorSettings
 from connector.flow import outbox
-from connector.outbound.build import build, member_key
+from connector.outbound.build import build
 
 users = User.__table__
 segments = Segment.__table__
@@ -121,7 +121,9 @@ async def resync_added(
     for start in range(0, len(found), CHUNK):
         chunk = found[start : start + CHUNK]
         async with engine.begin() as conn:
-            await outbox.enqueue(conn, OutboxKind.MEMBER, [member_key(row.segment_id, row.entity_id) for row in chunk])
+            await outbox.enqueue(
+                conn, OutboxKind.MEMBER, [outbox.member_key(row.segment_id, row.entity_id) for row in chunk]
+            )
         progress(len(chunk))
     return len(found)
 
