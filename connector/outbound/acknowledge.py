@@ -11,16 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from connector.core.db import insert
 from connector.core.kinds import Entity
-from connector.core.models import DeadLetter, DeliveryState, SegmentApiAnswer, User, utcnow
+from connector.core.models import SegmentApiAnswer, User, utcnow
 from connector.flow import activity, outbox
+from connector.outbound import dead_letters, delivery_state
 from connector.outbound.build import Built
 from connector.outbound.guard import write_key_hash
 from connector.outbound.messages import Outgoing
 from connector.outbound.transport import Failure, backoff_seconds
 
-dead_letters = DeadLetter.__table__
 users = User.__table__
-delivery_state = DeliveryState.__table__
 segment_api_answers = SegmentApiAnswer.__table__
 
 
@@ -51,7 +50,10 @@ async def acknowledge(engine: AsyncEngine, round_: Acknowledgement) -> None:
         erased = await _erased_profiles(conn, round_)
         kept = _without(round_, erased)
         await _record_states(conn, kept, erased, now)
-        await _record_dead_letters(conn, kept.dead, now)
+        letters = [
+            dead_letters.Letter(outgoing.message, failure.reason, failure.status) for outgoing, failure in kept.dead
+        ]
+        await dead_letters.add(conn, letters, now)
         await outbox.finish(conn, round_.done, now)
         await outbox.retry_later(conn, [_retry(row, failure, now) for row, failure in round_.retries.values()])
         await activity.append(conn, kept.entries, now)
@@ -87,8 +89,6 @@ async def _record_states(conn: AsyncConnection, round_: Acknowledgement, erased:
     """What Segment now holds: the identify and group payloads delivered, and the segment-event records decided."""
     records = round_.built.event_records
     decided = {key: digest for key, digest in records.digests.items() if records.users[key] not in erased}
-    if forgotten := sorted(key for key, digest in decided.items() if digest is None):
-        await conn.execute(delivery_state.delete().where(delivery_state.c.key.in_(forgotten)))
     states = records.rows(decided)
     states.update(
         {
@@ -102,35 +102,8 @@ async def _record_states(conn: AsyncConnection, round_: Acknowledgement, erased:
             if outgoing.state_key
         }
     )
-    if not states:
-        return
-    statement = insert(delivery_state, conn.dialect.name)
-    await conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=["key"],
-            set_={
-                name: statement.excluded[name]
-                for name in ("payload_hash", "segments", "in_filter", "delivered_at", "account_id")
-            },
-        ),
-        [{"key": key, **states[key], "delivered_at": now} for key in sorted(states)],
-    )
-
-
-async def _record_dead_letters(conn: AsyncConnection, dead: list[tuple[Outgoing, Failure]], now: datetime) -> None:
-    if dead:
-        await conn.execute(
-            dead_letters.insert(),
-            [
-                {
-                    "message": outgoing.message,
-                    "reason": failure.reason,
-                    "status_code": failure.status,
-                    "created_at": now,
-                }
-                for outgoing, failure in dead
-            ],
-        )
+    forgotten = [key for key, digest in decided.items() if digest is None]
+    await delivery_state.record(conn, states, forgotten, now)
 
 
 def _retry(row: Any, failure: Failure, now: datetime) -> outbox.Retry:

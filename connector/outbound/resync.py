@@ -7,17 +7,16 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from connector.core.db import insert
 from connector.core.kinds import Entity, OutboxKind
-from connector.core.models import DeliveryState, Segment, SegmentMembership, User, utcnow
+from connector.core.models import Segment, SegmentMembership, User, utcnow
 from connector.core.settings import ALL, ConnectorSettings
 from connector.flow import outbox
+from connector.outbound import delivery_state
 from connector.outbound.build import build
 
 users = User.__table__
 segments = Segment.__table__
 memberships = SegmentMembership.__table__
-delivery_state = DeliveryState.__table__
 CHUNK = 1_000
 
 
@@ -75,8 +74,7 @@ async def _forget_delivered(conn: AsyncConnection, kind: OutboxKind, ids: list[i
         keys = [outbox.delivery_key(outbox.GROUP_STATE, user_id) for user_id in linked]
     else:
         keys = outbox.delivery_keys(ids)
-    # Forget only the hash: what Segment was told (its segments, whether in the filter) still holds.
-    await conn.execute(delivery_state.update().where(delivery_state.c.key.in_(keys)).values(payload_hash=""))
+    await delivery_state.forget_hashes(conn, keys)
 
 
 async def _segment(conn: AsyncConnection, name: str | None) -> tuple[int, str] | None:
@@ -155,10 +153,5 @@ async def follow_members(conn: AsyncConnection, before: ConnectorSettings, after
     for start in range(0, len(keys), CHUNK):
         built = await build(conn, following, keys[start : start + CHUNK], quiet=True)
         decided = built.event_records
-        records = [
-            {"key": key, **row, "delivered_at": now} for key, row in sorted(decided.rows(decided.digests).items())
-        ]
-        if records:
-            statement = insert(delivery_state, conn.dialect.name).on_conflict_do_nothing(index_elements=["key"])
-            written += (await conn.execute(statement, records)).rowcount
+        written += await delivery_state.record_baselines(conn, decided.rows(decided.digests), now)
     return written
