@@ -5,9 +5,13 @@ erasure forgets it. The keys (flow/outbox.py: delivery_key, segment_state_key) n
 identify, its group call, and the segment events of one membership.
 """
 
+from datetime import datetime
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from connector.core.db import insert
 from connector.core.models import DeliveryState
 from connector.flow.outbox import (
     GROUP_STATE,
@@ -74,3 +78,39 @@ async def forget_users(conn: AsyncConnection, user_ids: list[int]) -> int:
         )
         count += (await conn.execute(delivered.delete().where(mine))).rowcount
     return count
+
+
+async def record(conn: AsyncConnection, states: dict[str, dict[str, Any]], forgotten: list[str], now: datetime) -> None:
+    """What Segment now holds after a round: `states` (key -> payload_hash, segments, in_filter, account_id)
+    written, `forgotten` records gone. Keys are written in sorted order so that concurrent senders never
+    deadlock on PostgreSQL."""
+    if forgotten:
+        await conn.execute(delivered.delete().where(delivered.c.key.in_(sorted(forgotten))))
+    if not states:
+        return
+    statement = insert(delivered, conn.dialect.name)
+    await conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=["key"],
+            set_={
+                name: statement.excluded[name]
+                for name in ("payload_hash", "segments", "in_filter", "delivered_at", "account_id")
+            },
+        ),
+        [{"key": key, **states[key], "delivered_at": now} for key in sorted(states)],
+    )
+
+
+async def record_baselines(conn: AsyncConnection, states: dict[str, dict[str, Any]], now: datetime) -> int:
+    """Records written where none exists (a record already there is kept); returns how many were written."""
+    if not states:
+        return 0
+    statement = insert(delivered, conn.dialect.name).on_conflict_do_nothing(index_elements=["key"])
+    rows = [{"key": key, **states[key], "delivered_at": now} for key in sorted(states)]
+    return int((await conn.execute(statement, rows)).rowcount)
+
+
+async def forget_hashes(conn: AsyncConnection, keys: list[str]) -> None:
+    """The next identify or group of these keys is sent, changed or not. Only the hash goes: what Segment was
+    told (its segments, whether in the filter) still holds."""
+    await conn.execute(delivered.update().where(delivered.c.key.in_(keys)).values(payload_hash=""))

@@ -22,7 +22,7 @@ from connector.core.settings import ALL, ConnectorSettings
 from connector.core.settings_store import SettingsStore
 from connector.flow import journal
 from connector.flow.changes import Changes, Erasure
-from connector.outbound import resync, sender
+from connector.outbound import replay, resync
 from connector.processing import persona_rescan, privacy, processor
 from connector.segments import icp, membership, schedule
 from connector.service.batch import carry, propagate
@@ -55,7 +55,7 @@ async def replay_dead_letters(
     engine: AsyncEngine, settings: ConnectorSettings, ids: list[int] | None = None
 ) -> dict[str, int]:
     """Send dead letters again (the admin API, `connector replay`): all waiting ones, or these ids."""
-    return await sender.replay(engine, settings, ids)
+    return await replay.replay(engine, settings, ids)
 
 
 async def create_segment(engine: AsyncEngine, values: dict[str, Any]) -> int:
@@ -120,7 +120,7 @@ async def delete_segment(engine: AsyncEngine, store: SettingsStore, segment_id: 
 
 
 def _retired(settings: ConnectorSettings, name: str, entity: str) -> dict[str, Any]:
-    """What the settings say of a segment about to be deleted, for its exits (builders read it back)."""
+    """What the settings say of a segment about to be deleted, for its exits (outbound/build.py reads it back)."""
     synchronized = settings.synchronized_segments if entity == Entity.USER else settings.synchronized_account_segments
     entry = next((entry for entry in settings.segment_events if entry.segment == name), None)
     return {

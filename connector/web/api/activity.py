@@ -19,7 +19,7 @@ from connector.core.kinds import Entity, MessageType, OutboxKind, Outcome, outgo
 from connector.core.spec import format_timestamp
 from connector.flow import outbox
 from connector.flow.activity import activity_log
-from connector.outbound import builders
+from connector.outbound.build import build
 from connector.web import profiles
 from connector.web.auth import requires_admin
 from connector.web.deps import ApiError, query_int, query_limit, runtime_of
@@ -120,7 +120,7 @@ async def get_user_outgoing(request: Request) -> JSONResponse:
     async with runtime.engine.connect() as conn:
         if not await profiles.exists(conn, Entity.USER, user_id):
             raise ApiError(404, "no such user")
-        built = await builders.build(conn, settings, [outbox.outbox_key(OutboxKind.USER, user_id)])
+        built = await build(conn, settings, [outbox.outbox_key(OutboxKind.USER, user_id)])
         sent = await last_sent(conn, user_id)
     not_sent = list(built.skipped.values())
     if not settings.write_key:

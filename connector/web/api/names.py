@@ -29,7 +29,7 @@ from connector.web.deps import runtime_of
 
 MAX_NAMES = 1000
 MAX_PROFILES = 2000
-OUTBOUND_ACCOUNT_COLUMNS = ("domain", "group_id")  # sent when the account's traits lack them (builders)
+OUTBOUND_ACCOUNT_COLUMNS = ("domain", "group_id")  # sent when the account's traits lack them (outbound/messages.py)
 
 # Each step finds the next name after the last one through the column's index: a loose index scan.
 _DISTINCT = """
