@@ -2,8 +2,10 @@
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,6 +90,7 @@ def serve(no_worker: bool, host: str | None, port: int | None, forwarded_allow_i
             "and one `connector worker`"
         )
     host, port = host or env.host, port or env.port
+    _refuse_if_in_use(env, host, port)
     asyncio.run(_print_welcome(env, f"http://{host}:{port}"))
     options: dict[str, Any] = {  # uvicorn.run's keywords
         "host": host,
@@ -96,6 +99,7 @@ def serve(no_worker: bool, host: str | None, port: int | None, forwarded_allow_i
         "forwarded_allow_ips": forwarded_allow_ips,
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
         "log_level": "warning",
+        "log_config": None,  # uvicorn's records go through the root handler: JSON like every line
         "access_log": False,
     }
     if env.web_concurrency > 1:
@@ -107,6 +111,26 @@ def serve(no_worker: bool, host: str | None, port: int | None, forwarded_allow_i
         app = create_app(env)
         settle_heap()
         uvicorn.run(app, **options)
+
+
+def _refuse_if_in_use(env: Environment, host: str, port: int) -> None:
+    """A second `make run` says what is in the way and how to get past it, in one line, before the banner."""
+    from connector.service.worker import worker_elsewhere
+
+    try:
+        socket.create_server((host, port)).close()
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror}") from None
+        raise click.ClickException(
+            f"port {port} on {host} is in use (another `make run`?): stop that process, "
+            f"or choose another port: PORT={port + 1} make run"
+        ) from None
+    if env.run_worker_in_web and (held := worker_elsewhere(env.database_url)) is not None:
+        raise click.ClickException(
+            f"another connector process is using {held} (SQLite takes one worker): stop it, "
+            "or give this one a database of its own: DATABASE_URL=sqlite+aiosqlite:///./other.db make run"
+        )
 
 
 async def _print_welcome(env: Environment, listening: str | None = None) -> None:

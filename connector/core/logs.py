@@ -17,14 +17,39 @@ def _redact(_logger: object, _name: str, event: MutableMapping[str, Any]) -> Mut
     return event
 
 
+def _foreign_event(_logger: object, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A library's record (uvicorn, alembic, ...) as one of ours: its logger's name as the event name, its text
+    as `message`, so every line is JSON with one event name."""
+    record = event.get("_record")
+    event["message"] = event.pop("event", "")
+    event["event"] = f"{record.name}.log" if record is not None else "log"
+    return event
+
+
 def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(format="%(message)s", stream=sys.stdout, level=level.upper())
+    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_log_level, stamp, _foreign_event, _redact],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # segment-analytics-python logs a refused batch as text; the sender logs it as outgoing.* with its status.
+    logging.getLogger("segment").setLevel(logging.CRITICAL)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            stamp,
             _redact,
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),

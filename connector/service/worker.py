@@ -54,19 +54,40 @@ def sole_worker(database_url: str) -> Iterator[None]:
     flock, not a PID file: the kernel drops the lock when the process ends, however it ends.
     PostgreSQL takes several workers, and an in-memory SQLite database is one process's own.
     """
-    url = make_url(database_url)
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+    path = _lock_path(database_url)
+    if path is None:
         yield
         return
-    path = Path(url.database).absolute()
-    with path.with_name(path.name + ".worker-lock").open("a") as lock:
+    with path.open("a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            reason = f"SQLite runs one worker, and another worker process already runs on {path}"
+            reason = f"SQLite runs one worker, and another worker process already runs on {path.with_suffix('')}"
             log.error("worker.refused", reason=reason)
             raise AnotherWorker(reason) from None
         yield
+
+
+def worker_elsewhere(database_url: str) -> Path | None:
+    """The SQLite file whose worker lock another process holds now, or None (free, or not a SQLite file)."""
+    path = _lock_path(database_url)
+    if path is None or not path.exists():
+        return None
+    with path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return path.with_suffix("")
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return None
+
+
+def _lock_path(database_url: str) -> Path | None:
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    path = Path(url.database).absolute()
+    return path.with_name(path.name + ".worker-lock")
 
 
 async def run_once(runtime: Runtime, stop: asyncio.Event | None = None) -> Changes:
