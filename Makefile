@@ -69,7 +69,7 @@ clean:
 
 # Mutation testing with mutmut over the seven modules named in pyproject.toml's [tool.mutmut]
 # (docs/testing.md). Not part of `make test` or CI: it takes over an hour. On SQLite only; each
-# mutant is tested by its module's test files ([tool.mutation_scope], tests/mutation_scope.py).
+# mutant is tested by its module's test files ([tool.mutation_scope], tests/support/mutation_scope.py).
 # MUTANTS narrows it (make mutation MUTANTS='connector.core.spec.*'); MUTATION_TIME stops it cleanly
 # after a while (MUTATION_TIME=30m): results are kept in mutants/ and the next run goes on with
 # the mutants not yet checked (and the functions changed since). `make clean` drops them.
@@ -78,7 +78,7 @@ MUTATION_JOBS ?= 2
 MUTATION_TIME ?= 0
 mutation: install $(VENV)/.mutation-installed
 	mkdir -p /tmp/connector-mutmut
-	TEST_BACKENDS=sqlite PYTEST_PLUGINS=tests.mutation_scope PYTEST_DEBUG_TEMPROOT=/tmp/connector-mutmut \
+	TEST_BACKENDS=sqlite PYTEST_PLUGINS=tests.support.mutation_scope PYTEST_DEBUG_TEMPROOT=/tmp/connector-mutmut \
 		timeout -s INT $(MUTATION_TIME) $(BIN)/mutmut run --max-children $(MUTATION_JOBS) $(MUTANTS) \
 		|| test $$? -eq 124
 	$(MAKE) --no-print-directory mutation-report

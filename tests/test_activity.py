@@ -2,10 +2,10 @@
 skipped and why; read newest first through the admin API; and what would be sent for a user now."""
 
 import pytest
-from conftest import admin_auth, basic_auth, drain
-from fake_segment import configure, send_all, user_id_of
 
 from connector.outbound import sender
+from tests.support.app import admin_auth, basic_auth, drain
+from tests.support.fake_segment import configure, send_all, user_id_of
 
 
 async def post(client, *messages):

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import ADMIN_TOKEN, API_KEY, admin_auth, make_env
 from starlette.routing import Mount, Route
 
 from connector.core.models import Segment
 from connector.web.app import create_app
+from tests.support.app import ADMIN_TOKEN, API_KEY, admin_auth, make_env
 
 PARAMETER = re.compile(r"{[^}]+}")
 

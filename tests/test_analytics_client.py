@@ -4,10 +4,11 @@ import asyncio
 
 import httpx
 import pytest
-from conftest import API_KEY, admin_auth, wait_until
-from inbound_cases import assert_journey_stored, enable_accounts, find_user, journey
 from segment.analytics import Client
 from segment.analytics.request import APIError
+
+from tests.support.app import API_KEY, admin_auth, wait_until
+from tests.support.inbound_cases import assert_journey_stored, enable_accounts, find_user, journey
 
 
 def send_with_client(client: Client, messages: list[dict]) -> None:

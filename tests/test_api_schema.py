@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from conftest import admin_auth, basic_auth
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import (
@@ -22,6 +21,8 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+
+from tests.support.app import admin_auth, basic_auth
 
 # Not positive_data_acceptance: some rules cannot be said in OpenAPI 3.0 parameters (GET /api/users
 # takes exactly one of user_id, anonymous_id, email), so a schema-valid request may rightly be a 400.

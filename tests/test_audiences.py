@@ -3,12 +3,12 @@
 from datetime import timedelta
 
 import sqlalchemy as sa
-from conftest import admin_auth, basic_auth, drain
 
 from connector.core.models import utcnow
 from connector.core.spec import format_timestamp
 from connector.profile.audiences import member_condition
 from connector.profile.computed import computed_attributes
+from tests.support.app import admin_auth, basic_auth, drain
 
 
 def personas(key):

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import _in_ci
-from test_dashboard import chromium_missing
+
+from tests.support.app import in_ci
+from tests.support.browser import chromium_missing
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +68,7 @@ def test_ci_counts_as_set_when_it_says_true_1_or_yes(monkeypatch, value, expecte
         monkeypatch.delenv("CI", raising=False)
     else:
         monkeypatch.setenv("CI", value)
-    assert _in_ci() is expected
+    assert in_ci() is expected
 
 
 def test_with_ci_true_the_dashboard_tests_fail_when_chromium_is_missing():

@@ -5,12 +5,12 @@ import asyncio
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import admin_auth, basic_auth, make_env
 from pydantic import ValidationError
 
 from connector.core.environment import DEFAULT_DATABASE_URL, Environment
 from connector.core.runtime import Runtime
 from connector.web.app import create_app
+from tests.support.app import admin_auth, basic_auth, make_env
 
 CONFIG_VARS = (
     "DATABASE_URL",

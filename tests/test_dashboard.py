@@ -8,23 +8,23 @@ the run's temporary folder; the run prints where.
 
 import base64
 import json
-import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
-from conftest import ADMIN_TOKEN, API_KEY, _in_ci, admin_auth, basic_auth, wait_until
-from fake_segment import FakeSegment
 from playwright.async_api import Browser, Page, async_playwright, expect
+
+from tests.support.app import ADMIN_TOKEN, API_KEY, admin_auth, basic_auth, in_ci, wait_until
+from tests.support.browser import CHROMIUM, chromium_missing
+from tests.support.fake_segment import FakeSegment
 
 # The tests share the module's event loop, where the one browser lives.
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
-CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -34,21 +34,13 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 VIEWPORT = {"width": 1400, "height": 900}
-MISSING_CHROMIUM = "Debian's Chromium is missing: apt-get install -y chromium (or `make browser`)"
-
-
-def chromium_missing(in_ci: bool) -> NoReturn:
-    """No Chromium: with CI=true the browser tests fail (CI must run them); elsewhere they are skipped."""
-    if in_ci:
-        pytest.fail(f"CI=true expects Chromium at {CHROMIUM}: {MISSING_CHROMIUM}", pytrace=False)
-    pytest.skip(MISSING_CHROMIUM)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Browser]:
     """One Chromium for the module (launching takes a second or two); each test gets a fresh context."""
     if not CHROMIUM.exists():
-        chromium_missing(_in_ci())
+        chromium_missing(in_ci())
     async with async_playwright() as playwright:
         chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium

@@ -4,10 +4,10 @@ preview, entered/exited counts, profile search, per-trait times and what was las
 from datetime import datetime, timedelta
 
 import pytest
-from conftest import admin_auth, basic_auth, drain
-from fake_segment import add_segment, add_transition, configure, send_all, user_id_of
 
 from connector.core.models import utcnow
+from tests.support.app import admin_auth, basic_auth, drain
+from tests.support.fake_segment import add_segment, add_transition, configure, send_all, user_id_of
 
 
 async def post(client, *messages):

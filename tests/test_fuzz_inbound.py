@@ -20,13 +20,14 @@ from typing import Any
 import orjson
 import pytest
 import sqlalchemy as sa
-from conftest import admin_auth, basic_auth, drain, journal_status_counts, journal_statuses
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlmodel import SQLModel
 
 from connector.core import spec
 from connector.core.models import JournalEntry
+from tests.support.app import admin_auth, basic_auth, drain
+from tests.support.database import journal_status_counts, journal_statuses
 
 journal = JournalEntry.__table__
 # Bounded for CI (SQLite and PostgreSQL on 2 cores): about 10 s per test and backend.

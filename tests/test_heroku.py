@@ -11,13 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import free_port
-from processes import Process, wait_for_http, wait_for_log
 
 from connector.cli import main
 from connector.core.db import create_engine
 from connector.core.environment import Environment
 from connector.core.models import Credential
+from tests.support.app import free_port
+from tests.support.processes import Process, wait_for_http, wait_for_log
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "adm_dyno-admin-token-0123456789abcdef"

@@ -8,8 +8,6 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import admin_auth, basic_auth, drain
-from fake_segment import configure, send_all
 
 from connector.core.models import utcnow
 from connector.core.settings import IcpSettings
@@ -17,6 +15,8 @@ from connector.core.spec import format_timestamp
 from connector.segments import schedule
 from connector.segments.icp import due_on_schedule, fit_of
 from connector.service.pipeline import rescore_accounts
+from tests.support.app import admin_auth, basic_auth, drain
+from tests.support.fake_segment import configure, send_all
 
 ACCOUNTS = {
     "acme": {"employees": 500, "industry": "Software", "plan": "enterprise"},

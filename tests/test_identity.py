@@ -1,11 +1,12 @@
 """Identity resolution, traits and accounts, observed through the admin API (and the fake Segment's identifies)."""
 
 import sqlalchemy as sa
-from conftest import admin_auth, basic_auth, drain, journal_statuses
-from fake_segment import configure, of_type, sent_after
-from inbound_cases import enable_accounts, find_user
 
 from connector.core.models import IdentityAudit
+from tests.support.app import admin_auth, basic_auth, drain
+from tests.support.database import journal_statuses
+from tests.support.fake_segment import configure, of_type, sent_after
+from tests.support.inbound_cases import enable_accounts, find_user
 
 audit = IdentityAudit.__table__
 

@@ -5,7 +5,9 @@ import zlib
 
 import orjson
 import pytest
-from conftest import basic_auth, drain, stored_counts
+
+from tests.support.app import basic_auth, drain
+from tests.support.database import stored_counts
 
 SEGMENT_BODY = orjson.dumps(
     [

@@ -7,8 +7,10 @@ import json
 
 import orjson
 import pytest
-from conftest import admin_auth, basic_auth, drain, stored_counts
-from inbound_cases import assert_journey_stored, enable_accounts, journey
+
+from tests.support.app import admin_auth, basic_auth, drain
+from tests.support.database import stored_counts
+from tests.support.inbound_cases import assert_journey_stored, enable_accounts, journey
 
 SECRET = "s3cret-shared-with-segment"
 

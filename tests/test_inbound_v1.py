@@ -7,12 +7,13 @@ from datetime import datetime, timedelta
 import orjson
 import pytest
 import sqlalchemy as sa
-from conftest import admin_auth, basic_auth, drain, free_port, stored_counts
-from inbound_cases import assert_journey_stored, enable_accounts, journey
 
 from connector.core.db import create_engine
 from connector.core.models import Event, JournalEntry
 from connector.core.spec import MAX_BATCH_MESSAGES, parse_timestamp
+from tests.support.app import admin_auth, basic_auth, drain, free_port
+from tests.support.database import stored_counts
+from tests.support.inbound_cases import assert_journey_stored, enable_accounts, journey
 
 journal = JournalEntry.__table__
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from conftest import BACKENDS
 from sqlmodel import SQLModel
 
 from connector.core.db import create_engine
 from connector.service.migrate import alembic_config, upgrade
+from tests.support.app import BACKENDS
 
 
 async def _admin(server_url: str, statement: str) -> None:

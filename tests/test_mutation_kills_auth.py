@@ -8,7 +8,9 @@ import hmac
 
 import orjson
 import pytest
-from conftest import admin_auth, basic_auth, stored_counts
+
+from tests.support.app import admin_auth, basic_auth
+from tests.support.database import stored_counts
 
 SECRET = "another-s3cret-shared-with-segment"
 KEY = "test-api-key-0123456789"  # conftest's API key, written out

@@ -5,11 +5,10 @@ what a round reports as skipped. Expected messages are written out by hand.
 
 from datetime import UTC, datetime
 
-from conftest import basic_auth, drain
-from fake_segment import add_segment, add_transition, configure, of_type, send_all, user_id_of
-
 from connector.core.models import SegmentTransition
 from connector.outbound.sender import Sender
+from tests.support.app import basic_auth, drain
+from tests.support.fake_segment import add_segment, add_transition, configure, of_type, send_all, user_id_of
 
 transitions = SegmentTransition.__table__
 

@@ -6,10 +6,11 @@ not objects (they must never stop a message from being processed).
 import json
 
 import sqlalchemy as sa
-from conftest import admin_auth, basic_auth, drain, journal_status_counts
-from inbound_cases import find_user
 
 from connector.core.models import IdentityAudit, UserIdentifier
+from tests.support.app import admin_auth, basic_auth, drain
+from tests.support.database import journal_status_counts
+from tests.support.inbound_cases import find_user
 
 audit = IdentityAudit.__table__
 identifiers = UserIdentifier.__table__
@@ -170,7 +171,7 @@ async def test_a_conflict_is_audited_with_the_kept_profile_the_other_profiles_an
 
 
 async def test_a_merge_hands_what_segment_was_told_about_both_calls_to_the_survivor(client, runtime, segment_api):
-    from fake_segment import configure, send_all
+    from tests.support.fake_segment import configure, send_all
 
     await configure(
         runtime, segment_api, synchronized_segments=["ALL"], synchronized_account_segments=["ALL"], handle_accounts=True

@@ -8,9 +8,9 @@ dates in traits, starts_with / ends_with and booleans.
 from datetime import timedelta
 
 import pytest
-from conftest import admin_auth, basic_auth, drain
 
 from connector.core.models import utcnow
+from tests.support.app import admin_auth, basic_auth, drain
 
 # rule -> the users in the segment, by hand from PEOPLE below
 RULES = [

@@ -10,15 +10,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from conftest import basic_auth, drain
-from fake_segment import FakeSegment, configure
 from prometheus_client import REGISTRY
 from segment.analytics.request import APIError
-from test_outbound_delivery import replay_from_the_command_line
 
 from connector.core.models import DeadLetter, utcnow
 from connector.core.settings import ConnectorSettings
 from connector.outbound import sender
+from tests.support.app import basic_auth, drain
+from tests.support.delivery import replay_from_the_command_line
+from tests.support.fake_segment import FakeSegment, configure
 
 dead_letters = DeadLetter.__table__
 

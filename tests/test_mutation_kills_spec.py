@@ -7,9 +7,9 @@ import hashlib
 from datetime import UTC, datetime
 
 import pytest
-from conftest import basic_auth
 
 from connector.core import spec
+from tests.support.app import basic_auth
 
 # message -> (field, status, message) of its `rejected` entry, written out by hand
 REFUSALS = [

@@ -4,9 +4,10 @@ and it writes every time one way."""
 import re
 from typing import Any
 
-from conftest import admin_auth, basic_auth, drain
 from openapi_spec_validator import validate
 from starlette.routing import Route
+
+from tests.support.app import admin_auth, basic_auth, drain
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
 

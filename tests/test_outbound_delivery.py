@@ -1,23 +1,20 @@
 """Delivery to Segment: batching, retries, dead letters and replay, crashes, claims."""
 
-import asyncio
 import json
 from collections import Counter
 from datetime import timedelta
 
 import pytest
-import sqlalchemy as sa
-from click.testing import CliRunner
-from conftest import admin_auth, basic_auth, drain
-from fake_segment import configure, send_all, user_id_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from segment.analytics.request import APIError
 
-from connector import cli
 from connector.core.models import DeadLetter, OutboxItem, utcnow
 from connector.flow import outbox as outbox_module
 from connector.outbound import sender
+from tests.support.app import admin_auth, basic_auth, drain
+from tests.support.delivery import replay_from_the_command_line, rows
+from tests.support.fake_segment import configure, send_all, user_id_of
 
 outbox = OutboxItem.__table__
 dead_letters = DeadLetter.__table__
@@ -39,11 +36,6 @@ async def events(client, runtime, count, prefix="e"):
     assert response.status_code == 200
     await drain(runtime)
     return {m["messageId"] for m in messages}
-
-
-async def rows(runtime, table=outbox):
-    async with runtime.engine.connect() as conn:
-        return (await conn.execute(sa.select(table).order_by(table.c.id))).all()
 
 
 async def send_until_empty(runtime, **options):
@@ -119,19 +111,6 @@ async def test_bad_request_dead_letters_then_replay_delivers_once(client, runtim
         await client.get("/api/dead-letters", headers=admin_auth(), params={"include_replayed": "true"})
     ).json()
     assert all(d["replayed_at"] for d in everything["dead_letters"]) and len(everything["dead_letters"]) == 10
-
-
-async def replay_from_the_command_line(env, monkeypatch) -> list[str]:
-    """`connector replay` as an operator runs it: what it prints, line by line (its JSON log lines
-    and its summary)."""
-    monkeypatch.setenv("DATABASE_URL", env.database_url)
-    cli.get_environment.cache_clear()
-    try:
-        result = await asyncio.to_thread(CliRunner().invoke, cli.main, ["replay"])
-    finally:
-        cli.get_environment.cache_clear()
-    assert result.exit_code == 0, result.output
-    return result.output.splitlines()
 
 
 async def test_cli_replay(client, runtime, segment_api, monkeypatch, env):

@@ -9,8 +9,9 @@ import asyncio
 
 import httpx
 import pytest
-from conftest import admin_auth, basic_auth, wait_until
-from fake_segment import create_segment
+
+from tests.support.app import admin_auth, basic_auth, wait_until
+from tests.support.fake_segment import create_segment
 
 QUIET_SECONDS = 2.5  # ten idle rounds of the worker: long enough for an echo to come around again
 CALLS = [

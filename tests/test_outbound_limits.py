@@ -5,11 +5,10 @@ bytes, as Segment does; segment-analytics-python's transport writes `json.dumps`
 output, where every non-ASCII character is a 6-byte escape (an emoji 12 bytes).
 """
 
-from conftest import basic_auth, drain
-from fake_segment import configure, send_all
-from test_outbound_delivery import rows
-
 from connector.core.models import DeadLetter
+from tests.support.app import basic_auth, drain
+from tests.support.delivery import rows
+from tests.support.fake_segment import configure, send_all
 
 NOVEL = "吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。🐈"  # 33 characters, one emoji
 SEGMENT_REQUEST_LIMIT = 500_000

@@ -9,10 +9,10 @@ transport; the payload hash covers the names, so a renamed mapping resends once.
 from datetime import UTC, datetime
 
 import pytest
-from conftest import admin_auth, drain
-from fake_segment import configure, of_type, post_batch, send_all, sent_after
 
 from connector.core.models import User
+from tests.support.app import admin_auth, drain
+from tests.support.fake_segment import configure, of_type, post_batch, send_all, sent_after
 
 users = User.__table__
 NOW = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

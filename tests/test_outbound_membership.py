@@ -6,10 +6,10 @@ ends the memberships of the merged-away profile that the survivor does not keep.
 """
 
 import sqlalchemy as sa
-from conftest import admin_auth, drain
-from fake_segment import configure, create_segment, of_type, post_batch, sent_after, user_id_of
 
 from connector.core.models import SegmentTransition
+from tests.support.app import admin_auth, drain
+from tests.support.fake_segment import configure, create_segment, of_type, post_batch, sent_after, user_id_of
 
 PRO = {"attribute": "traits.plan", "op": "eq", "value": "pro"}
 

@@ -3,8 +3,6 @@
 import re
 
 import sqlalchemy as sa
-from conftest import basic_auth, drain
-from fake_segment import add_segment, add_transition, configure, of_type, send_all, user_id_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,6 +11,8 @@ from connector.core.metrics import SKIPPED_OUT
 from connector.core.models import utcnow
 from connector.core.settings import trait_name
 from connector.flow import outbox
+from tests.support.app import basic_auth, drain
+from tests.support.fake_segment import add_segment, add_transition, configure, of_type, send_all, user_id_of
 
 STAMP = {
     "integrations": {"Webhooks": False},

@@ -4,11 +4,11 @@ once, but never a claim another sender took after this one's lease ran out."""
 import asyncio
 
 import sqlalchemy as sa
-from conftest import basic_auth, drain, wait_until
-from fake_segment import configure
 
 from connector.core.models import OutboxItem, utcnow
 from connector.outbound import sender
+from tests.support.app import basic_auth, drain, wait_until
+from tests.support.fake_segment import configure
 
 outbox = OutboxItem.__table__
 

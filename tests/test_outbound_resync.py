@@ -4,11 +4,11 @@ import asyncio
 
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import basic_auth, drain
-from fake_segment import add_segment, configure, send_all, user_id_of
 
 from connector import cli
 from connector.core.models import SegmentMembership
+from tests.support.app import basic_auth, drain
+from tests.support.fake_segment import add_segment, configure, send_all, user_id_of
 
 
 async def run_cli(monkeypatch, env, *args):

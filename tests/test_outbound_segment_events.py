@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
-from conftest import admin_auth, drain
-from fake_segment import configure, create_segment, post_batch, send_all, sent_after, user_id_of
 
 from connector import __version__
 from connector.core.models import DeliveryState, SegmentTransition
 from connector.flow import outbox
 from connector.outbound import resync
+from tests.support.app import admin_auth, drain
+from tests.support.fake_segment import configure, create_segment, post_batch, send_all, sent_after, user_id_of
 
 transitions = SegmentTransition.__table__
 delivery_state = DeliveryState.__table__

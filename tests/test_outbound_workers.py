@@ -8,10 +8,10 @@ from collections import Counter
 
 import pytest
 import sqlalchemy as sa
-from conftest import API_KEY, basic_auth, drain, wait_until
-from fake_segment import configure
 
 from connector.core.models import OutboxItem
+from tests.support.app import API_KEY, basic_auth, drain, wait_until
+from tests.support.fake_segment import configure
 
 USERS, EVENTS = 300, 900
 

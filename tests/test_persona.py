@@ -9,14 +9,14 @@ import asyncio
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import admin_auth, basic_auth, drain
-from fake_segment import configure, send_all
 
 from connector.cli import main
 from connector.core.db import create_engine
 from connector.core.environment import get_environment
 from connector.core.models import User, utcnow
 from connector.profile.persona import RULES, normalise, persona_of, scan
+from tests.support.app import admin_auth, basic_auth, drain
+from tests.support.fake_segment import configure, send_all
 
 users = User.__table__
 

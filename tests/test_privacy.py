@@ -12,8 +12,6 @@ from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
-from conftest import admin_auth, basic_auth, drain, journal_status_counts, stored_counts, wait_until
-from fake_segment import configure, send_all, user_id_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,6 +21,9 @@ from connector.core.models import Account, ActivityEntry, DeadLetter, DeliverySt
 from connector.core.spec import clean_id
 from connector.flow import journal
 from connector.outbound import sender
+from tests.support.app import admin_auth, basic_auth, drain, wait_until
+from tests.support.database import journal_status_counts, stored_counts
+from tests.support.fake_segment import configure, send_all, user_id_of
 
 ADA = {"userId": "ada-42"}
 ADA_ANONYMOUS = "anon-ada-7f3"

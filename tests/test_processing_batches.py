@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from conftest import journal_status_counts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import SQLModel
@@ -21,6 +20,7 @@ from connector.core import spec
 from connector.core.models import Account, Event, IdentityAudit, User, UserIdentifier
 from connector.inbound.writer import JournalWriter, journal_row
 from connector.service.pipeline import process_batch
+from tests.support.database import journal_status_counts
 
 RECEIVED = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 TIMES = ["2024-06-01T10:00:00Z", "2024-06-01T10:00:00Z", "2024-06-01T09:00:00Z", "2024-06-01T11:00:00Z"]

@@ -19,13 +19,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from conftest import admin_auth, basic_auth, drain, empty_tables, journal_status_counts, journal_statuses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector.core import spec
 from connector.core.models import Account, IdentityAudit, JournalEntry
 from connector.inbound.writer import JournalWriter, journal_row
+from tests.support.app import admin_auth, basic_auth, drain
+from tests.support.database import empty_tables, journal_status_counts, journal_statuses
 
 RECEIVED = datetime(2030, 1, 1, tzinfo=UTC)  # after most drawn times: those later are clamped to it, making ties
 journal = JournalEntry.__table__

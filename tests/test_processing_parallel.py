@@ -30,17 +30,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import (
-    ADMIN_TOKEN,
-    API_KEY,
-    admin_auth,
-    basic_auth,
-    empty_tables,
-    journal_status_counts,
-    journal_statuses,
-    wait_until,
-)
-from processes import Process
 
 from connector.core import spec
 from connector.core.models import (
@@ -56,6 +45,9 @@ from connector.core.models import (
     utcnow,
 )
 from connector.inbound.writer import JournalWriter, journal_row
+from tests.support.app import ADMIN_TOKEN, API_KEY, admin_auth, basic_auth, wait_until
+from tests.support.database import empty_tables, journal_status_counts, journal_statuses
+from tests.support.processes import Process
 
 pytestmark = pytest.mark.postgres_only
 

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import admin_auth, basic_auth, drain, make_env, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
@@ -21,6 +20,7 @@ from connector.core.settings import ConnectorSettings
 from connector.core.spec import format_timestamp
 from connector.service import worker
 from connector.service.retention import purge
+from tests.support.app import admin_auth, basic_auth, drain, make_env, wait_until
 
 journal = JournalEntry.__table__
 events = Event.__table__

@@ -8,9 +8,9 @@ import sys
 
 import httpx
 import pytest
-from conftest import admin_auth, make_env
 
 from connector.web.app import create_app
+from tests.support.app import admin_auth, make_env
 
 SHORT_SECRETS = ["a", "abc", "wxyz", "12345678"]
 

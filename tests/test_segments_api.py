@@ -2,9 +2,9 @@
 
 import pytest
 import sqlalchemy as sa
-from conftest import admin_auth, basic_auth, drain
 
 from connector.core.models import OutboxItem, SegmentTransition
+from tests.support.app import admin_auth, basic_auth, drain
 
 PRO = {"attribute": "traits.plan", "op": "eq", "value": "pro"}
 

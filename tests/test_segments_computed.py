@@ -9,12 +9,12 @@ import uuid
 from datetime import timedelta
 
 import sqlalchemy as sa
-from conftest import admin_auth, basic_auth, drain
 
 from connector.core.models import SegmentTransition, utcnow
 from connector.core.spec import format_timestamp
 from connector.profile.attributes import EventNeeds, load_profiles
 from connector.segments.schedule import recompute_due
+from tests.support.app import admin_auth, basic_auth, drain
 
 ACTIVE = {"attribute": "usage.events_30d", "op": "gte", "value": 3}
 EXPORTERS = {"attribute": "usage.top_features", "op": "contains", "value": "export"}

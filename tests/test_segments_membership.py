@@ -4,10 +4,10 @@ from datetime import timedelta
 
 import httpx
 import sqlalchemy as sa
-from conftest import admin_auth, basic_auth, drain, wait_until
 
 from connector.core.models import OutboxItem, SegmentMembership, SegmentTransition, utcnow
 from connector.segments.schedule import recompute_due
+from tests.support.app import admin_auth, basic_auth, drain, wait_until
 
 ORDERED = {"event": "Order Completed", "count": {"gte": 2}, "within_days": 30}
 

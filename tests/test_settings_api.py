@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import admin_auth
 
 from connector.core.settings import SECTIONS, ConnectorSettings, render_settings_schema
+from tests.support.app import admin_auth
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "settings.schema.json"
 WRITE_KEY = "wk_live_0123456789abcdefWXYZ"

@@ -11,11 +11,12 @@ from typing import Any, Self
 
 import httpx
 import sqlalchemy as sa
-from conftest import ADMIN_TOKEN, API_KEY, basic_auth, free_port, journal_statuses, wait_until
-from fake_segment import configure
-from processes import HEROKU_GRACE_SECONDS, Process, wait_for_http
 
 from connector.core.models import JournalEntry, OutboxItem, utcnow
+from tests.support.app import ADMIN_TOKEN, API_KEY, basic_auth, free_port, wait_until
+from tests.support.database import journal_statuses
+from tests.support.fake_segment import configure
+from tests.support.processes import HEROKU_GRACE_SECONDS, Process, wait_for_http
 
 CLIENTS = 4
 journal = JournalEntry.__table__

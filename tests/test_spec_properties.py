@@ -6,7 +6,6 @@ from typing import Any
 import orjson
 import pytest
 import sqlalchemy as sa
-from conftest import empty_tables
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +13,7 @@ from connector.core import spec
 from connector.core.models import Event, User, UserIdentifier
 from connector.inbound.writer import JournalWriter, journal_row
 from connector.service.pipeline import process_batch
+from tests.support.database import empty_tables
 
 RECEIVED = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 REQUIRED = {"track": ["event"], "group": ["groupId"], "alias": ["previousId", "userId"]}

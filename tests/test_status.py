@@ -9,8 +9,6 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from conftest import admin_auth, basic_auth, drain, post_with_poison
-from fake_segment import configure, send_all
 
 from connector.core.db import create_engine
 from connector.core.models import DeadLetter, JournalEntry, WorkerHeartbeat, utcnow
@@ -18,6 +16,9 @@ from connector.flow.journal import retry_failed
 from connector.processing import apply
 from connector.service import worker
 from connector.service.heartbeat import beat
+from tests.support.app import admin_auth, basic_auth, drain
+from tests.support.database import post_with_poison
+from tests.support.fake_segment import configure, send_all
 
 journal = JournalEntry.__table__
 dead_letters = DeadLetter.__table__

@@ -6,7 +6,6 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import admin_auth, basic_auth, drain
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +20,7 @@ from connector.inbound.writer import journal_row
 from connector.processing.processor import apply_journal
 from connector.profile import usage
 from connector.profile.computed import computed_attributes
+from tests.support.app import admin_auth, basic_auth, drain
 
 feature_usage = FeatureUsage.__table__
 journal = JournalEntry.__table__

@@ -9,13 +9,13 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 import sqlalchemy as sa
-from conftest import admin_auth, basic_auth, drain
 
 from connector.core.models import FeatureUsage, User, utcnow
 from connector.core.spec import format_timestamp
 from connector.profile.computed import computed_attributes_of
 from connector.segments.compile import Compiler
 from connector.segments.schedule import recompute_due
+from tests.support.app import admin_auth, basic_auth, drain
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)  # a Saturday
 feature_usage = FeatureUsage.__table__

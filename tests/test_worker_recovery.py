@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
-from conftest import POSTGRES_URL, admin_auth, basic_auth, journal_statuses, wait_until
 
 from connector.core.models import JournalEntry
 from connector.core.runtime import Runtime
 from connector.service import worker
+from tests.support.app import POSTGRES_URL, admin_auth, basic_auth, wait_until
+from tests.support.database import journal_statuses
 
 journal = JournalEntry.__table__
 

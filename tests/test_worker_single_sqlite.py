@@ -10,13 +10,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ADMIN_TOKEN, API_KEY, basic_auth, free_port, journal_statuses, wait_until
-from processes import Process, wait_for_http, wait_for_log
 
 from connector.core import spec
 from connector.core.db import create_engine
 from connector.core.models import JournalEntry, utcnow
 from connector.inbound.writer import JournalWriter, journal_row
+from tests.support.app import ADMIN_TOKEN, API_KEY, basic_auth, free_port, wait_until
+from tests.support.database import journal_statuses
+from tests.support.processes import Process, wait_for_http, wait_for_log
 
 journal = JournalEntry.__table__
 REFUSAL = "SQLite runs one worker"

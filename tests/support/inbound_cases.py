@@ -7,7 +7,8 @@ the same profile whichever way they arrive.
 from typing import Any
 
 import httpx
-from conftest import admin_auth
+
+from tests.support.app import admin_auth
 
 
 def journey(user_id: str) -> list[dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 mutmut runs, for each mutant, every test that executed the mutated function; for functions
 every message passes through (spec.py, identity.py) that is most of the suite, too slow for
-thousands of mutants. The Makefile loads this plugin (PYTEST_PLUGINS=tests.mutation_scope);
+thousands of mutants. The Makefile loads this plugin (PYTEST_PLUGINS=tests.support.mutation_scope);
 while mutmut tests a mutant (MUTANT_UNDER_TEST names it) the plugin deselects every test
 outside the files that `[tool.mutation_scope]` in pyproject.toml lists for its module. It does
 nothing in any other run (mutmut's stats and clean runs, `make test`).

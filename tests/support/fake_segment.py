@@ -24,7 +24,6 @@ import httpx
 import orjson
 import pytest
 import sqlalchemy as sa
-from conftest import ServerThread, admin_auth, basic_auth, drain
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -35,6 +34,7 @@ from connector.core.models import Segment, SegmentMembership, SegmentTransition,
 from connector.flow import outbox
 from connector.outbound.sender import Sender
 from connector.service.pipeline import save_settings
+from tests.support.app import ServerThread, admin_auth, basic_auth, drain
 
 
 @dataclass
