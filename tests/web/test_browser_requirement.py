@@ -12,7 +12,7 @@ import pytest
 from tests.support.app import in_ci
 from tests.support.browser import chromium_missing
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_missing_chromium_fails_in_ci():
@@ -40,7 +40,7 @@ def run_a_dashboard_test(ci: str | None) -> subprocess.CompletedProcess:
             "-p",
             "no:cacheprovider",
             "-rfEs",
-            "tests/test_dashboard.py::test_signing_in_opens_the_overview_and_a_wrong_token_is_refused",
+            "tests/web/test_dashboard.py::test_signing_in_opens_the_overview_and_a_wrong_token_is_refused",
         ],
         cwd=ROOT,
         env=env,

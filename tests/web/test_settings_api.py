@@ -8,7 +8,7 @@ import pytest
 from connector.core.settings import SECTIONS, ConnectorSettings, render_settings_schema
 from tests.support.app import admin_auth
 
-SCHEMA_FILE = Path(__file__).resolve().parents[1] / "settings.schema.json"
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "settings.schema.json"
 WRITE_KEY = "wk_live_0123456789abcdefWXYZ"
 SHARED_SECRET = "shared-secret-9876"
 

@@ -19,7 +19,7 @@ from connector.core.models import Credential
 from tests.support.app import free_port
 from tests.support.processes import Process, wait_for_http, wait_for_log
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "adm_dyno-admin-token-0123456789abcdef"
 PORT = "41234"
 
