@@ -4,13 +4,9 @@ skipped and why; read newest first through the admin API; and what would be sent
 import pytest
 
 from connector.outbound import sender
+from tests.support.api import create_segment, post_batch
 from tests.support.app import admin_auth, basic_auth, drain
 from tests.support.fake_segment import configure, send_all, user_id_of
-
-
-async def post(client, *messages):
-    response = await client.post("/v1/batch", headers=basic_auth(), json={"batch": list(messages)})
-    assert response.status_code == 200, response.text
 
 
 async def activity(client, user, **params):
@@ -28,16 +24,11 @@ def of(entries, action):
     return [details for name, details in entries if name == action]
 
 
-async def create_segment(client, name, rule):
-    response = await client.post("/api/segments", headers=admin_auth(), json={"name": name, "rule": rule})
-    assert response.status_code == 201, response.text
-
-
 PRO = {"attribute": "traits.plan", "op": "eq", "value": "pro"}
 
 
 async def test_an_identify_names_the_traits_it_changed_and_a_track_the_event_it_added(client, runtime):
-    await post(
+    await post_batch(
         client,
         {
             "type": "identify",
@@ -48,7 +39,7 @@ async def test_an_identify_names_the_traits_it_changed_and_a_track_the_event_it_
         },
     )
     await drain(runtime)
-    await post(
+    await post_batch(
         client,
         {
             "type": "identify",
@@ -80,7 +71,7 @@ async def test_an_identify_names_the_traits_it_changed_and_a_track_the_event_it_
 
 
 async def test_a_late_identify_changes_no_trait_and_says_so(client, runtime):
-    await post(
+    await post_batch(
         client,
         {"type": "identify", "userId": "ada", "timestamp": "2024-05-01T10:00:00Z", "traits": {"plan": "pro"}},
         {"type": "identify", "userId": "ada", "timestamp": "2024-04-01T10:00:00Z", "traits": {"plan": "free"}},
@@ -92,7 +83,7 @@ async def test_a_late_identify_changes_no_trait_and_says_so(client, runtime):
 
 async def test_a_group_is_in_the_users_and_the_accounts_activity(client, runtime):
     await runtime.settings.save({"handle_accounts": True})
-    await post(
+    await post_batch(
         client,
         {
             "type": "group",
@@ -115,11 +106,11 @@ async def test_a_group_is_in_the_users_and_the_accounts_activity(client, runtime
 
 async def test_entering_and_leaving_a_segment_is_logged_with_its_name(client, runtime):
     await create_segment(client, "Pro", PRO)
-    await post(
+    await post_batch(
         client, {"type": "identify", "userId": "ada", "timestamp": "2024-05-01T10:00:00Z", "traits": {"plan": "pro"}}
     )
     await drain(runtime)
-    await post(
+    await post_batch(
         client, {"type": "identify", "userId": "ada", "timestamp": "2024-05-01T11:00:00Z", "traits": {"plan": "free"}}
     )
     await drain(runtime)
@@ -129,7 +120,7 @@ async def test_entering_and_leaving_a_segment_is_logged_with_its_name(client, ru
 
 
 async def test_a_new_segment_logs_the_entry_of_users_who_already_match(client, runtime):
-    await post(
+    await post_batch(
         client,
         {"type": "identify", "userId": "ada", "traits": {"plan": "pro"}},
         {"type": "identify", "userId": "bob", "traits": {"plan": "free"}},
@@ -144,7 +135,7 @@ async def test_a_delivered_identify_is_logged_with_what_was_sent(client, runtime
     await configure(
         runtime, segment_api, synchronized_segments=["ALL"], synchronized_properties=["plan"], send_events=["ALL"]
     )
-    await post(
+    await post_batch(
         client,
         {"type": "identify", "userId": "ada", "traits": {"plan": "pro", "name": "Ada"}},
         {"type": "track", "userId": "ada", "event": "Order Completed", "messageId": "order-1"},
@@ -162,7 +153,7 @@ async def test_a_delivered_identify_is_logged_with_what_was_sent(client, runtime
 
 async def test_a_user_outside_the_filter_is_logged_as_skipped_with_the_reason(client, runtime, segment_api):
     await configure(runtime, segment_api, synchronized_segments=["Paying"], send_events=["ALL"])
-    await post(
+    await post_batch(
         client,
         {"type": "identify", "userId": "ada", "traits": {"plan": "pro"}},
         {"type": "track", "userId": "ada", "event": "Order Completed", "messageId": "order-1"},
@@ -179,7 +170,7 @@ async def test_a_user_outside_the_filter_is_logged_as_skipped_with_the_reason(cl
 
 async def test_events_held_back_by_the_settings_are_logged_with_their_reason(client, runtime, segment_api):
     await configure(runtime, segment_api, synchronized_segments=["ALL"], send_events=["Wanted"])
-    await post(client, {"type": "track", "userId": "ada", "event": "Unwanted", "messageId": "api-1"})
+    await post_batch(client, {"type": "track", "userId": "ada", "event": "Unwanted", "messageId": "api-1"})
     response = await client.post(
         "/segment",
         headers=basic_auth(),
@@ -198,10 +189,12 @@ async def test_events_held_back_by_the_settings_are_logged_with_their_reason(cli
 
 async def test_an_identify_already_delivered_is_logged_as_unchanged(client, runtime, segment_api):
     await configure(runtime, segment_api, synchronized_segments=["ALL"], synchronized_properties=["plan"])
-    await post(client, {"type": "identify", "userId": "ada", "traits": {"plan": "pro"}})
+    await post_batch(client, {"type": "identify", "userId": "ada", "traits": {"plan": "pro"}})
     await drain(runtime)
     await send_all(runtime)
-    await post(client, {"type": "identify", "userId": "ada", "traits": {"name": "Ada"}})  # not a synchronized trait
+    await post_batch(
+        client, {"type": "identify", "userId": "ada", "traits": {"name": "Ada"}}
+    )  # not a synchronized trait
     await drain(runtime)
     await send_all(runtime)
     assert len(segment_api.messages) == 1
@@ -212,7 +205,7 @@ async def test_an_identify_already_delivered_is_logged_as_unchanged(client, runt
 
 async def test_a_batch_segment_refuses_is_logged_as_a_dead_letter(client, runtime, segment_api):
     await configure(runtime, segment_api, synchronized_segments=["ALL"])
-    await post(client, {"type": "identify", "userId": "ada", "traits": {"plan": "pro"}})
+    await post_batch(client, {"type": "identify", "userId": "ada", "traits": {"plan": "pro"}})
     await drain(runtime)
     segment_api.fail(400, 1)
     await send_all(runtime)
@@ -224,7 +217,7 @@ async def test_a_retried_batch_is_logged_as_an_error_then_as_sent(client, runtim
     monkeypatch.setattr(sender, "BACKOFF_BASE_SECONDS", 0.001)
     monkeypatch.setattr(sender, "BACKOFF_CAP_SECONDS", 0.01)
     await configure(runtime, segment_api, synchronized_segments=["ALL"])
-    await post(client, {"type": "identify", "userId": "ada", "traits": {"plan": "pro"}})
+    await post_batch(client, {"type": "identify", "userId": "ada", "traits": {"plan": "pro"}})
     await drain(runtime)
     segment_api.fail(503, 1)
     for _ in range(20):  # until the backoff has passed and the row was sent
@@ -240,7 +233,7 @@ async def test_a_retried_batch_is_logged_as_an_error_then_as_sent(client, runtim
 
 
 async def test_activity_is_newest_first_and_pages_with_before_id(client, runtime):
-    await post(
+    await post_batch(
         client,
         *({"type": "track", "userId": "ada", "event": f"Step {n}", "messageId": f"step-{n}"} for n in range(1, 6)),
     )
@@ -258,13 +251,13 @@ async def test_activity_is_newest_first_and_pages_with_before_id(client, runtime
 
 
 async def test_a_merge_keeps_the_history_of_both_profiles(client, runtime):
-    await post(
+    await post_batch(
         client,
         {"type": "track", "anonymousId": "anon-1", "event": "Visited", "messageId": "before-login"},
         {"type": "identify", "userId": "ada", "messageId": "signup", "traits": {"plan": "pro"}},
     )
     await drain(runtime)
-    await post(client, {"type": "identify", "userId": "ada", "anonymousId": "anon-1", "messageId": "login"})
+    await post_batch(client, {"type": "identify", "userId": "ada", "anonymousId": "anon-1", "messageId": "login"})
     await drain(runtime)
     entries = await activity(client, await user_id_of(runtime, "ada"))
     assert [entry["message_id"] for entry in entries] == ["login", "signup", "before-login"]
@@ -285,7 +278,7 @@ async def test_the_outgoing_route_shows_what_would_be_sent_now_and_why_not(clien
         synchronized_segments=["ALL"] if in_filter else ["Paying"],
         synchronized_properties=["plan"],
     )
-    await post(client, {"type": "identify", "userId": "ada", "anonymousId": "a-1", "traits": {"plan": "pro"}})
+    await post_batch(client, {"type": "identify", "userId": "ada", "anonymousId": "a-1", "traits": {"plan": "pro"}})
     await drain(runtime)
     user = await user_id_of(runtime, "ada")
     response = await client.get(f"/api/users/{user}/outgoing", headers=admin_auth())
@@ -313,7 +306,7 @@ async def test_the_outgoing_route_shows_what_would_be_sent_now_and_why_not(clien
 
 async def test_the_outgoing_route_says_when_no_write_key_is_set(client, runtime):
     await runtime.settings.save({"synchronized_segments": ["ALL"]})
-    await post(client, {"type": "identify", "userId": "ada", "traits": {"plan": "pro"}})
+    await post_batch(client, {"type": "identify", "userId": "ada", "traits": {"plan": "pro"}})
     await drain(runtime)
     answer = (await client.get(f"/api/users/{await user_id_of(runtime, 'ada')}/outgoing", headers=admin_auth())).json()
     assert [message["type"] for message in answer["messages"]] == ["identify"]
@@ -329,7 +322,7 @@ async def test_a_delivered_group_is_in_the_accounts_activity(client, runtime, se
         handle_accounts=True,
         synchronized_account_properties=["name"],
     )
-    await post(client, {"type": "group", "userId": "ada", "groupId": "g-1", "traits": {"name": "Acme"}})
+    await post_batch(client, {"type": "group", "userId": "ada", "groupId": "g-1", "traits": {"name": "Acme"}})
     await drain(runtime)
     await send_all(runtime)
     [group] = [message for message in segment_api.messages if message["type"] == "group"]

@@ -7,15 +7,11 @@ from datetime import UTC, datetime
 
 from connector.core.models import SegmentTransition
 from connector.outbound.sender import Sender
-from tests.support.app import basic_auth, drain
+from tests.support.api import post_batch
+from tests.support.app import drain
 from tests.support.fake_segment import add_segment, add_transition, configure, of_type, send_all, user_id_of
 
 transitions = SegmentTransition.__table__
-
-
-async def post(client, *messages):
-    response = await client.post("/v1/batch", headers=basic_auth(), json={"batch": list(messages)})
-    assert response.status_code == 200, response.text
 
 
 async def test_a_group_sends_its_group_id_as_a_trait_when_the_traits_lack_it(client, runtime, segment_api):
@@ -28,7 +24,7 @@ async def test_a_group_sends_its_group_id_as_a_trait_when_the_traits_lack_it(cli
         synchronized_account_properties=["group_id", "industry", "domain"],
         synchronized_properties=["account.group_id", "account.industry"],
     )
-    await post(client, {"type": "group", "userId": "u-1", "groupId": "g-7", "traits": {"industry": "Software"}})
+    await post_batch(client, {"type": "group", "userId": "u-1", "groupId": "g-7", "traits": {"industry": "Software"}})
     await drain(runtime)
     await send_all(runtime)
     [group] = of_type(segment_api.messages, "group")
@@ -47,7 +43,7 @@ async def test_a_trait_named_like_the_group_id_wins_over_the_group_id(client, ru
         handle_accounts=True,
         synchronized_account_properties=["group_id"],
     )
-    await post(client, {"type": "group", "userId": "u-1", "groupId": "g-7", "traits": {"group_id": "legacy-7"}})
+    await post_batch(client, {"type": "group", "userId": "u-1", "groupId": "g-7", "traits": {"group_id": "legacy-7"}})
     await drain(runtime)
     await send_all(runtime)
     [group] = of_type(segment_api.messages, "group")
@@ -65,7 +61,7 @@ async def test_an_account_found_by_email_domain_is_sent_with_its_domain(client, 
         synchronized_account_properties=["domain", "group_id", "industry"],
         synchronized_properties=["account.domain"],
     )
-    await post(client, {"type": "identify", "userId": "u-1", "traits": {"email": "ada@acme-robotics.io"}})
+    await post_batch(client, {"type": "identify", "userId": "u-1", "traits": {"email": "ada@acme-robotics.io"}})
     await drain(runtime)
     await send_all(runtime)
     [group] = of_type(segment_api.messages, "group")
@@ -76,7 +72,7 @@ async def test_an_account_found_by_email_domain_is_sent_with_its_domain(client, 
 
 async def test_segment_entered_carries_the_time_of_the_transition(client, runtime, segment_api):
     await configure(runtime, segment_api, synchronized_segments=["ALL"], entered_exited_events=True)
-    await post(client, {"type": "identify", "userId": "u-1"})
+    await post_batch(client, {"type": "identify", "userId": "u-1"})
     await drain(runtime)
     await send_all(runtime)
     user = await user_id_of(runtime, "u-1")
@@ -97,7 +93,7 @@ async def test_segment_entered_carries_the_time_of_the_transition(client, runtim
 
 async def test_a_round_that_sends_everything_reports_nothing_skipped(client, runtime, segment_api):
     await configure(runtime, segment_api, synchronized_segments=["ALL"], send_events=["ALL"])
-    await post(client, {"type": "track", "userId": "u-1", "event": "Signed In"})
+    await post_batch(client, {"type": "track", "userId": "u-1", "event": "Signed In"})
     await drain(runtime)
     result = await Sender(runtime).send_once()
     assert (result.claimed, result.delivered, result.skipped) == (2, 2, 0)
@@ -105,7 +101,7 @@ async def test_a_round_that_sends_everything_reports_nothing_skipped(client, run
 
 async def test_a_forwarded_event_keeps_its_context_and_carries_our_integration_mark(client, runtime, segment_api):
     await configure(runtime, segment_api, synchronized_segments=["ALL"], send_events=["ALL"])
-    await post(
+    await post_batch(
         client,
         {
             "type": "track",

@@ -10,8 +10,8 @@ import asyncio
 import httpx
 import pytest
 
+from tests.support.api import create_segment
 from tests.support.app import admin_auth, basic_auth, wait_until
-from tests.support.fake_segment import create_segment
 
 QUIET_SECONDS = 2.5  # ten idle rounds of the worker: long enough for an echo to come around again
 CALLS = [

@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 import pytest
 
 from connector.core.models import User
+from tests.support.api import post_batch_accepted
 from tests.support.app import admin_auth, drain
-from tests.support.fake_segment import configure, of_type, post_batch, send_all, sent_after
+from tests.support.fake_segment import configure, of_type, send_all, sent_after
 
 users = User.__table__
 NOW = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -42,7 +43,7 @@ async def test_renamed_traits_reach_segment_under_the_names_chosen(client, runti
             "employees",
         ],
     )
-    await post_batch(
+    await post_batch_accepted(
         client,
         {
             "type": "identify",
@@ -89,7 +90,7 @@ async def test_a_user_property_reads_the_account_s_usage_with_no_account_propert
         synchronized_account_properties=[],
     )
     used = {"type": "track", "event": "Used", "timestamp": NOW, "properties": {"feature": "reports"}}
-    await post_batch(
+    await post_batch_accepted(
         client,
         {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"name": "Acme"}},
         {"type": "group", "userId": "u-2", "groupId": "g-1"},

@@ -8,8 +8,9 @@ ends the memberships of the merged-away profile that the survivor does not keep.
 import sqlalchemy as sa
 
 from connector.core.models import SegmentTransition
+from tests.support.api import create_segment, post_batch_accepted
 from tests.support.app import admin_auth, drain
-from tests.support.fake_segment import configure, create_segment, of_type, post_batch, sent_after, user_id_of
+from tests.support.fake_segment import configure, of_type, sent_after, user_id_of
 
 PRO = {"attribute": "traits.plan", "op": "eq", "value": "pro"}
 
@@ -54,7 +55,7 @@ async def test_a_user_who_leaves_the_filter_hears_it_once_then_nothing_until_bac
 async def test_a_user_never_sent_while_in_the_filter_gets_no_farewell(client, runtime, segment_api):
     await create_segment(client, "Pro Users", PRO)
     await configure(runtime, segment_api, synchronized_segments=["Pro Users"], segment_membership_traits=True)
-    await post_batch(client, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}})
+    await post_batch_accepted(client, {"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}})
     await drain(runtime)
     # Left again before the sender ran: Segment never heard of the membership.
     assert (

@@ -11,6 +11,7 @@ from connector.core.metrics import SKIPPED_OUT
 from connector.core.models import utcnow
 from connector.core.settings import trait_name
 from connector.flow import outbox
+from tests.support.api import post_batch
 from tests.support.app import basic_auth, drain
 from tests.support.fake_segment import add_segment, add_transition, configure, of_type, send_all, user_id_of
 
@@ -18,11 +19,6 @@ STAMP = {
     "integrations": {"Webhooks": False},
     "context": {"integration": {"name": "hull-segment-connector", "version": __version__}},
 }
-
-
-async def post(client, *messages):
-    response = await client.post("/v1/batch", headers=basic_auth(), json={"batch": list(messages)})
-    assert response.status_code == 200, response.text
 
 
 async def test_every_message_type_exact_json(client, runtime, segment_api):
@@ -39,7 +35,7 @@ async def test_every_message_type_exact_json(client, runtime, segment_api):
         forward_events=True,
         entered_exited_events=True,
     )
-    await post(
+    await post_batch(
         client,
         {
             "type": "identify",
@@ -137,7 +133,7 @@ async def test_users_outside_the_filter_get_nothing(client, runtime, segment_api
         forward_events=True,
         entered_exited_events=True,
     )
-    await post(
+    await post_batch(
         client,
         {"type": "identify", "userId": "in", "traits": {"email": "in@example.com"}},
         {"type": "identify", "userId": "out", "traits": {"email": "out@example.com"}},
@@ -157,12 +153,12 @@ async def test_users_outside_the_filter_get_nothing(client, runtime, segment_api
 
 async def test_all_sends_every_user_and_empty_filter_sends_nobody(client, runtime, segment_api):
     await configure(runtime, segment_api)  # synchronized_segments defaults to []
-    await post(client, {"type": "identify", "userId": "u-1", "traits": {"email": "a@example.com"}})
+    await post_batch(client, {"type": "identify", "userId": "u-1", "traits": {"email": "a@example.com"}})
     await drain(runtime)
     await send_all(runtime)
     assert segment_api.messages == []
     await configure(runtime, segment_api, synchronized_segments=["ALL"])
-    await post(client, {"type": "identify", "userId": "u-1", "traits": {"email": "b@example.com"}})
+    await post_batch(client, {"type": "identify", "userId": "u-1", "traits": {"email": "b@example.com"}})
     await drain(runtime)
     await send_all(runtime)
     [identify] = segment_api.messages
@@ -180,7 +176,7 @@ async def test_forward_events_holds_back_only_what_segment_delivered(client, run
     await deliver_from_segment(
         client, {"type": "track", "userId": "u-1", "event": "From Segment", "messageId": "seg-1"}
     )
-    await post(client, {"type": "track", "userId": "u-1", "event": "From A Library", "messageId": "api-1"})
+    await post_batch(client, {"type": "track", "userId": "u-1", "event": "From A Library", "messageId": "api-1"})
     await drain(runtime)
     await send_all(runtime)
     # /v1/* calls never went through Segment, so they cannot be echoes: send_events alone decides.
@@ -202,7 +198,7 @@ async def test_send_events_applies_to_events_from_both_sources(client, runtime, 
         {"type": "track", "userId": "u-1", "event": "Wanted", "messageId": "seg-w"},
         {"type": "track", "userId": "u-1", "event": "Other", "messageId": "seg-o"},
     )
-    await post(
+    await post_batch(
         client,
         {"type": "track", "userId": "u-1", "event": "Wanted", "messageId": "api-w"},
         {"type": "track", "userId": "u-1", "event": "Other", "messageId": "api-o"},
@@ -241,7 +237,7 @@ async def test_a_forwarded_event_keeps_the_routing_it_was_received_with_and_our_
         ],
     }
     assert (await client.post("/v1/batch", headers=basic_auth(), json=batch)).status_code == 200
-    await post(client, {"type": "track", "userId": "u-1", "event": "Signed Out", "messageId": "api-plain"})
+    await post_batch(client, {"type": "track", "userId": "u-1", "event": "Signed Out", "messageId": "api-plain"})
     await drain(runtime)
     await send_all(runtime)
 
@@ -259,7 +255,7 @@ async def test_a_forwarded_event_keeps_the_routing_it_was_received_with_and_our_
 
 async def test_initial_transitions_need_send_initial_results(client, runtime, segment_api):
     await configure(runtime, segment_api, synchronized_segments=["ALL"], entered_exited_events=True)
-    await post(client, {"type": "identify", "userId": "u-1"})
+    await post_batch(client, {"type": "identify", "userId": "u-1"})
     await drain(runtime)
     user = await user_id_of(runtime, "u-1")
     segment = await add_segment(runtime, "New", [user])
@@ -278,7 +274,7 @@ async def test_initial_transitions_need_send_initial_results(client, runtime, se
 
 async def test_unchanged_payload_is_not_sent_again_and_changes_coalesce(client, runtime, segment_api):
     await configure(runtime, segment_api, synchronized_segments=["ALL"], synchronized_properties=["email", "plan"])
-    await post(
+    await post_batch(
         client,
         *[
             {
@@ -296,13 +292,13 @@ async def test_unchanged_payload_is_not_sent_again_and_changes_coalesce(client, 
     assert identify["traits"]["plan"] == "p9"
 
     skipped_before = SKIPPED_OUT.labels("unchanged")._value.get()
-    await post(client, {"type": "identify", "userId": "u-1", "traits": {"plan": "p9", "ignored": 1}})
+    await post_batch(client, {"type": "identify", "userId": "u-1", "traits": {"plan": "p9", "ignored": 1}})
     await drain(runtime)
     await send_all(runtime)
     assert len(segment_api.messages) == 1
     assert SKIPPED_OUT.labels("unchanged")._value.get() == skipped_before + 1
 
-    await post(client, {"type": "identify", "userId": "u-1", "traits": {"plan": "team"}})
+    await post_batch(client, {"type": "identify", "userId": "u-1", "traits": {"plan": "team"}})
     await drain(runtime)
     await send_all(runtime)
     assert [m["traits"]["plan"] for m in segment_api.messages] == ["p9", "team"]
@@ -312,7 +308,7 @@ async def test_group_omits_hull_segments_when_no_account_segment_exists(client, 
     await configure(
         runtime, segment_api, synchronized_segments=["ALL"], synchronized_account_segments=["ALL"], handle_accounts=True
     )
-    await post(client, {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"domain": "acme.io"}})
+    await post_batch(client, {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"domain": "acme.io"}})
     await drain(runtime)
     await send_all(runtime)
     [group] = of_type(segment_api.messages, "group")
@@ -356,7 +352,7 @@ async def test_computed_attributes_are_sent_like_traits(client, runtime, segment
     )
     now = utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
     uses = [("export", "positive"), ("export", "NEGATIVE"), ("export", "Positive"), ("search", None)]
-    await post(
+    await post_batch(
         client,
         {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"domain": "acme.io"}},
         *(

@@ -15,8 +15,9 @@ from connector import __version__
 from connector.core.models import DeliveryState, SegmentTransition
 from connector.flow import outbox
 from connector.outbound import resync
+from tests.support.api import create_segment, post_batch_accepted
 from tests.support.app import admin_auth, drain
-from tests.support.fake_segment import configure, create_segment, post_batch, send_all, sent_after, user_id_of
+from tests.support.fake_segment import configure, send_all, sent_after, user_id_of
 
 transitions = SegmentTransition.__table__
 delivery_state = DeliveryState.__table__
@@ -348,7 +349,7 @@ async def test_leaving_and_coming_back_between_two_sends_is_removed_then_added_n
     await configure(runtime, segment_api, segment_events=[PRO_EVENTS])
     await sent_after(client, runtime, segment_api, identify("pro"))
 
-    await post_batch(client, identify("free"))
+    await post_batch_accepted(client, identify("free"))
     await drain(runtime)
     back = await sent_after(client, runtime, segment_api, identify("pro", seats=8))
     assert summary(back) == [
@@ -371,12 +372,12 @@ async def test_entering_and_leaving_before_the_sender_runs_sends_both_and_keeps_
     expected = [("Pro Started", "u-1", properties), ("Pro Ended", "u-1", properties)]
     if announced_before:
         assert summary(await sent_after(client, runtime, segment_api, identify("pro"))) == expected[:1]
-        await post_batch(client, identify("free"))
+        await post_batch_accepted(client, identify("free"))
         await drain(runtime)  # left
         expected = expected[1:] + expected
-    await post_batch(client, identify("pro"))
+    await post_batch_accepted(client, identify("pro"))
     await drain(runtime)  # entered
-    await post_batch(client, identify("free"))
+    await post_batch_accepted(client, identify("free"))
     await drain(runtime)  # and left, all before the sender ran
 
     assert summary(await sent_after(client, runtime, segment_api)) == expected

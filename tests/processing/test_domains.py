@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connector.processing.domains import company_domain
-from tests.support.app import admin_auth, basic_auth, drain
+from tests.support.api import post_call, put_settings
+from tests.support.app import admin_auth, drain
 
 FREE = sorted(free_domains)
 DISPOSABLE = sorted(blocklist)
@@ -30,16 +31,6 @@ def test_company_domain_is_the_normalised_email_domain():
         assert company_domain(address) is None
 
 
-async def configure(client, **settings):
-    response = await client.put("/api/settings", headers=admin_auth(), json=settings)
-    assert response.status_code == 200, response.text
-
-
-async def send(client, kind, **message):
-    response = await client.post(f"/v1/{kind}", headers=basic_auth(), json=message)
-    assert response.status_code == 200, response.text
-
-
 async def profile(client, user_id):
     response = await client.get("/api/users", params={"user_id": user_id}, headers=admin_auth())
     assert response.status_code == 200, response.text
@@ -47,11 +38,11 @@ async def profile(client, user_id):
 
 
 async def test_company_emails_share_their_domain_account_and_free_mail_gets_none(client, runtime):
-    await configure(client, link_accounts_by_domain=True)
-    await send(client, "identify", userId="ada", traits={"email": "Ada@Acme.com"})
-    await send(client, "identify", userId="bob", traits={"email": "bob@acme.com"})
-    await send(client, "identify", userId="eve", traits={"email": "eve@gmail.com"})
-    await send(client, "identify", userId="tim", traits={"email": "tim@mailinator.com"})
+    await put_settings(client, link_accounts_by_domain=True)
+    await post_call(client, "identify", userId="ada", traits={"email": "Ada@Acme.com"})
+    await post_call(client, "identify", userId="bob", traits={"email": "bob@acme.com"})
+    await post_call(client, "identify", userId="eve", traits={"email": "eve@gmail.com"})
+    await post_call(client, "identify", userId="tim", traits={"email": "tim@mailinator.com"})
     await drain(runtime)
 
     ada, bob = await profile(client, "ada"), await profile(client, "bob")
@@ -64,7 +55,7 @@ async def test_company_emails_share_their_domain_account_and_free_mail_gets_none
 
 
 async def test_no_domain_accounts_while_the_setting_is_off(client, runtime):
-    await send(client, "identify", userId="ada", traits={"email": "ada@acme.com"})
+    await post_call(client, "identify", userId="ada", traits={"email": "ada@acme.com"})
     await drain(runtime)
     assert (await profile(client, "ada"))["account"] is None
     found = await client.get("/api/accounts", params={"domain": "acme.com"}, headers=admin_auth())
@@ -72,14 +63,14 @@ async def test_no_domain_accounts_while_the_setting_is_off(client, runtime):
 
 
 async def test_an_explicit_group_link_wins_over_the_email_domain(client, runtime):
-    await configure(client, link_accounts_by_domain=True, handle_accounts=True)
+    await put_settings(client, link_accounts_by_domain=True, handle_accounts=True)
     # group first, then an identify at another company's domain: the group link stays
-    await send(client, "group", userId="ada", groupId="g-1", traits={"name": "Initech"})
-    await send(client, "identify", userId="ada", traits={"email": "ada@acme.com"})
+    await post_call(client, "group", userId="ada", groupId="g-1", traits={"name": "Initech"})
+    await post_call(client, "identify", userId="ada", traits={"email": "ada@acme.com"})
     # identify first (domain link), then a group call: the group replaces the domain link
-    await send(client, "identify", userId="bob", traits={"email": "bob@acme.com"})
-    await send(client, "group", userId="bob", groupId="g-2")
-    await send(client, "identify", userId="bob", traits={"email": "bob@acme.com", "plan": "pro"})
+    await post_call(client, "identify", userId="bob", traits={"email": "bob@acme.com"})
+    await post_call(client, "group", userId="bob", groupId="g-2")
+    await post_call(client, "identify", userId="bob", traits={"email": "bob@acme.com", "plan": "pro"})
     await drain(runtime)
 
     ada, bob = await profile(client, "ada"), await profile(client, "bob")
@@ -88,9 +79,9 @@ async def test_an_explicit_group_link_wins_over_the_email_domain(client, runtime
 
 
 async def test_a_domain_claimed_by_a_group_account_links_to_that_account(client, runtime):
-    await configure(client, link_accounts_by_domain=True, handle_accounts=True)
-    await send(client, "group", userId="ada", groupId="g-1", traits={"domain": "https://www.acme.com/"})
-    await send(client, "identify", userId="bob", traits={"email": "bob@acme.com"})
+    await put_settings(client, link_accounts_by_domain=True, handle_accounts=True)
+    await post_call(client, "group", userId="ada", groupId="g-1", traits={"domain": "https://www.acme.com/"})
+    await post_call(client, "identify", userId="bob", traits={"email": "bob@acme.com"})
     await drain(runtime)
 
     bob = await profile(client, "bob")

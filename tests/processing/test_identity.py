@@ -3,6 +3,7 @@
 import sqlalchemy as sa
 
 from connector.core.models import IdentityAudit
+from tests.support.api import put_settings, send_and_process
 from tests.support.app import admin_auth, basic_auth, drain
 from tests.support.database import journal_statuses
 from tests.support.fake_segment import configure, of_type, sent_after
@@ -11,21 +12,9 @@ from tests.support.inbound_cases import enable_accounts, find_user
 audit = IdentityAudit.__table__
 
 
-async def send(client, runtime, *messages: dict) -> None:
-    """Journal the messages in this order, then process them."""
-    response = await client.post("/v1/batch", headers=basic_auth(), json={"batch": list(messages)})
-    assert response.status_code == 200 and "rejected" not in response.json(), response.text
-    await drain(runtime)
-
-
 async def audit_rows(runtime) -> list:
     async with runtime.engine.connect() as conn:
         return (await conn.execute(sa.select(audit).order_by(audit.c.id))).all()
-
-
-async def set_settings(client, **values) -> None:
-    response = await client.put("/api/settings", headers=admin_auth(), json=values)
-    assert response.status_code == 200, response.text
 
 
 async def events_of(client, profile: dict) -> list[dict]:
@@ -33,7 +22,7 @@ async def events_of(client, profile: dict) -> list[dict]:
 
 
 async def test_older_identify_does_not_overwrite_a_newer_trait(client, runtime):
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "u1", "timestamp": "2024-05-02T00:00:00Z", "traits": {"plan": "pro"}},
@@ -45,7 +34,7 @@ async def test_older_identify_does_not_overwrite_a_newer_trait(client, runtime):
         },
     )
     assert (await find_user(client, user_id="u1"))["traits"] == {"plan": "pro", "seats": 3}
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "u1", "timestamp": "2024-05-03T00:00:00Z", "traits": {"plan": "team"}},
@@ -54,7 +43,7 @@ async def test_older_identify_does_not_overwrite_a_newer_trait(client, runtime):
 
 
 async def test_null_values_are_ignored_and_nested_objects_kept(client, runtime):
-    await send(
+    await send_and_process(
         client,
         runtime,
         {
@@ -78,7 +67,7 @@ async def test_null_values_are_ignored_and_nested_objects_kept(client, runtime):
 
 
 async def test_anonymous_profile_merges_into_the_identified_one(client, runtime):
-    await send(
+    await send_and_process(
         client,
         runtime,
         {
@@ -91,7 +80,7 @@ async def test_anonymous_profile_merges_into_the_identified_one(client, runtime)
         {"type": "identify", "anonymousId": "anon-1", "timestamp": "2024-05-01T00:00:00Z", "traits": {"theme": "dark"}},
     )
     anonymous = await find_user(client, anonymous_id="anon-1")
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "u1", "traits": {"plan": "pro"}, "timestamp": "2024-05-02T00:00:00Z"},
@@ -99,7 +88,7 @@ async def test_anonymous_profile_merges_into_the_identified_one(client, runtime)
     identified = await find_user(client, user_id="u1")
     assert anonymous["id"] != identified["id"]
 
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "u1", "anonymousId": "anon-1", "timestamp": "2024-05-03T00:00:00Z"},
@@ -122,7 +111,7 @@ async def test_anonymous_profile_merges_into_the_identified_one(client, runtime)
 
 
 async def test_two_user_ids_never_merge_and_the_conflict_is_audited(client, runtime):
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "alice", "anonymousId": "shared-device", "traits": {"n": "a"}},
@@ -147,7 +136,7 @@ async def test_two_user_ids_never_merge_and_the_conflict_is_audited(client, runt
 
 
 async def test_alias_merges_previous_id_into_user_id(client, runtime):
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "track", "anonymousId": "visitor", "event": "Landed", "messageId": "m-1"},
@@ -163,7 +152,7 @@ async def test_alias_merges_previous_id_into_user_id(client, runtime):
 
 
 async def test_alias_of_a_new_user_id_takes_over_the_anonymous_profile(client, runtime):
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "anonymousId": "visitor", "traits": {"theme": "dark"}},
@@ -175,7 +164,7 @@ async def test_alias_of_a_new_user_id_takes_over_the_anonymous_profile(client, r
 
 
 async def test_alias_between_two_user_ids_never_merges(client, runtime):
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "old", "traits": {"a": 1}},
@@ -188,7 +177,7 @@ async def test_alias_between_two_user_ids_never_merges(client, runtime):
 
 
 async def test_bogus_ids_are_never_identifiers(client, runtime):
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "undefined", "anonymousId": "a-1", "traits": {"x": 1}},
@@ -203,8 +192,8 @@ async def test_bogus_ids_are_never_identifiers(client, runtime):
 
 
 async def test_identify_by_email_uses_the_normalised_email_as_a_claim(client, runtime):
-    await set_settings(client, identify_by_email=True)
-    await send(
+    await put_settings(client, identify_by_email=True)
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "u1", "traits": {"email": " Ada@Example.COM "}},
@@ -227,7 +216,7 @@ async def test_identify_by_email_uses_the_normalised_email_as_a_claim(client, ru
 
 
 async def test_without_identify_by_email_the_email_joins_nothing(client, runtime):
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "u1", "traits": {"email": "ada@example.com"}},
@@ -237,13 +226,15 @@ async def test_without_identify_by_email_the_email_joins_nothing(client, runtime
 
 
 async def test_group_is_ignored_unless_handle_accounts(client, runtime):
-    await send(client, runtime, {"type": "group", "userId": "u1", "groupId": "g1", "traits": {"name": "Acme"}})
+    await send_and_process(
+        client, runtime, {"type": "group", "userId": "u1", "groupId": "g1", "traits": {"name": "Acme"}}
+    )
     assert (await client.get("/api/accounts", params={"group_id": "g1"}, headers=admin_auth())).status_code == 404
 
 
 async def test_group_creates_an_account_and_the_last_group_call_wins(client, runtime):
     await enable_accounts(client)
-    await send(
+    await send_and_process(
         client,
         runtime,
         {
@@ -268,14 +259,16 @@ async def test_group_creates_an_account_and_the_last_group_call_wins(client, run
     assert by_domain["id"] == account["id"]
     assert (await find_user(client, user_id="u2"))["account"]["id"] == account["id"]
 
-    await send(client, runtime, {"type": "group", "userId": "u1", "groupId": "g2", "traits": {"name": "Beta"}})
+    await send_and_process(
+        client, runtime, {"type": "group", "userId": "u1", "groupId": "g2", "traits": {"name": "Beta"}}
+    )
     profile = await find_user(client, user_id="u1")
     assert profile["account"]["group_id"] == "g2" and profile["account_link"] == "group"
 
 
 async def test_domain_claim_finds_an_account_created_without_group_id(client, runtime):
     await enable_accounts(client)
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "group", "userId": "u1", "groupId": "g1", "traits": {"domain": "acme.com"}},
@@ -292,17 +285,17 @@ async def test_page_and_screen_are_stored_only_when_enabled(client, runtime):
         {"type": "page", "userId": "u1", "name": "Home", "category": "Docs"},
         {"type": "screen", "userId": "u1", "name": "Settings"},
     )
-    await send(client, runtime, *calls)
+    await send_and_process(client, runtime, *calls)
     profile = await find_user(client, user_id="u1")
     stored = {event["event"]: event["properties"] for event in await events_of(client, profile)}
     assert stored == {"page": {"name": "Home", "category": "Docs"}, "screen": {"name": "Settings"}}
 
-    await set_settings(client, handle_pages=False, handle_screens=False)
-    await send(client, runtime, *({**call, "userId": "u2"} for call in calls))
+    await put_settings(client, handle_pages=False, handle_screens=False)
+    await send_and_process(client, runtime, *({**call, "userId": "u2"} for call in calls))
     assert await find_user(client, user_id="u2") is None
 
-    await set_settings(client, handle_screens=True)
-    await send(client, runtime, *({**call, "userId": "u3"} for call in calls))
+    await put_settings(client, handle_screens=True)
+    await send_and_process(client, runtime, *({**call, "userId": "u3"} for call in calls))
     profile = await find_user(client, user_id="u3")
     assert [event["event"] for event in await events_of(client, profile)] == ["screen"]
 
@@ -333,7 +326,7 @@ async def test_event_pages_follow_time_order_when_events_arrive_late(client, run
 
 async def test_a_late_older_group_call_does_not_move_the_user_back(client, runtime):
     await enable_accounts(client)
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "group", "userId": "u1", "groupId": "new-co", "timestamp": "2024-05-02T00:00:00Z"},
@@ -342,7 +335,7 @@ async def test_a_late_older_group_call_does_not_move_the_user_back(client, runti
     assert (await find_user(client, user_id="u1"))["account"]["group_id"] == "new-co"
     # The older call still records its account; only the user's link follows the newest call.
     assert (await client.get("/api/accounts", params={"group_id": "old-co"}, headers=admin_auth())).status_code == 200
-    await send(
+    await send_and_process(
         client, runtime, {"type": "group", "userId": "u1", "groupId": "newest-co", "timestamp": "2024-05-03T00:00:00Z"}
     )
     assert (await find_user(client, user_id="u1"))["account"]["group_id"] == "newest-co"
@@ -355,14 +348,14 @@ async def test_the_account_link_does_not_depend_on_delivery_order(client, runtim
         for user in ("in-order", "reversed")
         for day, group in ((1, "a"), (2, "b"), (2, "c"))
     ]
-    await send(client, runtime, *calls[:3], *reversed(calls[3:]))
+    await send_and_process(client, runtime, *calls[:3], *reversed(calls[3:]))
     linked = {user: (await find_user(client, user_id=user))["account"]["group_id"] for user in ("in-order", "reversed")}
     assert linked["in-order"] == linked["reversed"] in ("b", "c")
 
 
 async def test_a_merge_keeps_the_newer_account_link(client, runtime):
     await enable_accounts(client)
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "group", "anonymousId": "visitor", "groupId": "newer", "timestamp": "2024-05-03T00:00:00Z"},
@@ -373,17 +366,17 @@ async def test_a_merge_keeps_the_newer_account_link(client, runtime):
 
 
 async def test_a_timestamp_in_the_future_does_not_freeze_a_trait(client, runtime):
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "u1", "timestamp": "2099-01-01T00:00:00Z", "traits": {"plan": "bad clock"}},
     )
-    await send(client, runtime, {"type": "identify", "userId": "u1", "traits": {"plan": "pro"}})
+    await send_and_process(client, runtime, {"type": "identify", "userId": "u1", "traits": {"plan": "pro"}})
     assert (await find_user(client, user_id="u1"))["traits"]["plan"] == "pro"
 
 
 async def test_alias_from_a_known_user_id_to_a_new_one_renames_the_profile(client, runtime):
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "old-id", "anonymousId": "visitor", "traits": {"plan": "pro"}},
@@ -395,7 +388,7 @@ async def test_alias_from_a_known_user_id_to_a_new_one_renames_the_profile(clien
     assert (await client.get("/api/users", params={"user_id": "old-id"}, headers=admin_auth())).json()["id"] == renamed[
         "id"
     ]
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "old-id", "traits": {"seats": 4}},

@@ -8,18 +8,13 @@ import json
 import sqlalchemy as sa
 
 from connector.core.models import IdentityAudit, UserIdentifier
-from tests.support.app import admin_auth, basic_auth, drain
+from tests.support.api import create_segment, send_and_process
+from tests.support.app import admin_auth
 from tests.support.database import journal_status_counts
 from tests.support.inbound_cases import find_user
 
 audit = IdentityAudit.__table__
 identifiers = UserIdentifier.__table__
-
-
-async def send(client, runtime, *messages):
-    response = await client.post("/v1/batch", headers=basic_auth(), json={"batch": list(messages)})
-    assert response.status_code == 200 and "rejected" not in response.json(), response.text
-    await drain(runtime)
 
 
 async def table(runtime, which):
@@ -32,7 +27,7 @@ async def failed_journal_rows(runtime) -> int:
 
 
 async def test_a_rename_is_audited_with_the_profile_and_the_alias_message(client, runtime):
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "old-id", "traits": {"plan": "pro"}},
@@ -50,7 +45,7 @@ async def test_a_rename_is_audited_with_the_profile_and_the_alias_message(client
 
 
 async def test_a_profile_whose_anonymous_id_equals_its_user_id_can_be_renamed(client, runtime):
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "ada", "anonymousId": "ada", "traits": {"plan": "pro"}},
@@ -67,7 +62,7 @@ async def test_a_profile_whose_anonymous_id_equals_its_user_id_can_be_renamed(cl
 async def test_a_numeric_email_trait_is_no_identifier_and_stops_nothing(client, runtime):
     response = await client.put("/api/settings", headers=admin_auth(), json={"identify_by_email": True})
     assert response.status_code == 200, response.text
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "u-1", "traits": {"email": 12345, "plan": "pro"}},
@@ -82,7 +77,7 @@ async def test_a_numeric_email_trait_is_no_identifier_and_stops_nothing(client, 
 async def test_context_traits_that_are_not_an_object_stop_nothing(client, runtime):
     response = await client.put("/api/settings", headers=admin_auth(), json={"identify_by_email": True})
     assert response.status_code == 200, response.text
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "track", "userId": "u-1", "event": "Signed In", "context": {"traits": "ada@example.com"}},
@@ -102,13 +97,13 @@ async def user_row(runtime, profile_id):
 
 
 async def test_a_merge_keeps_the_later_last_seen_of_the_two_profiles(client, runtime):
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "track", "anonymousId": "anon-1", "event": "Viewed", "timestamp": "2024-05-03T00:00:00Z"},
         {"type": "identify", "userId": "u1", "timestamp": "2024-05-01T00:00:00Z"},
     )
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "u1", "anonymousId": "anon-1", "timestamp": "2024-05-02T00:00:00Z"},
@@ -118,19 +113,19 @@ async def test_a_merge_keeps_the_later_last_seen_of_the_two_profiles(client, run
 
 
 async def test_a_merge_keeps_each_trait_with_its_time_so_an_older_message_cannot_overwrite_it(client, runtime):
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "anonymousId": "anon-1", "timestamp": "2024-05-03T00:00:00Z", "traits": {"plan": "pro"}},
         {"type": "identify", "userId": "u1", "timestamp": "2024-05-01T00:00:00Z", "traits": {"plan": "free"}},
     )
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "u1", "anonymousId": "anon-1", "timestamp": "2024-05-04T00:00:00Z"},
     )
     assert (await find_user(client, user_id="u1"))["traits"] == {"plan": "pro"}
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "u1", "timestamp": "2024-05-02T00:00:00Z", "traits": {"plan": "team"}},
@@ -141,13 +136,13 @@ async def test_a_merge_keeps_each_trait_with_its_time_so_an_older_message_cannot
 async def test_a_merge_keeps_the_group_link_of_the_merged_away_profile(client, runtime):
     response = await client.put("/api/settings", headers=admin_auth(), json={"handle_accounts": True})
     assert response.status_code == 200, response.text
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "group", "anonymousId": "anon-1", "groupId": "g-1", "timestamp": "2024-05-01T00:00:00Z"},
         {"type": "identify", "userId": "u1", "timestamp": "2024-05-01T00:00:00Z"},
     )
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "u1", "anonymousId": "anon-1", "timestamp": "2024-05-02T00:00:00Z"},
@@ -158,7 +153,7 @@ async def test_a_merge_keeps_the_group_link_of_the_merged_away_profile(client, r
 
 
 async def test_a_conflict_is_audited_with_the_kept_profile_the_other_profiles_and_both_user_ids(client, runtime):
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "alice", "anonymousId": "shared-device"},
@@ -176,7 +171,7 @@ async def test_a_merge_hands_what_segment_was_told_about_both_calls_to_the_survi
     await configure(
         runtime, segment_api, synchronized_segments=["ALL"], synchronized_account_segments=["ALL"], handle_accounts=True
     )
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "group", "anonymousId": "anon-1", "groupId": "g-1"},
@@ -189,7 +184,7 @@ async def test_a_merge_hands_what_segment_was_told_about_both_calls_to_the_survi
         before = set((await conn.execute(sa.text("SELECT key FROM delivery_state"))).scalars())
     assert before == {f"identify:{loser}", f"group:{loser}", f"identify:{survivor}"}
 
-    await send(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
+    await send_and_process(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
     async with runtime.engine.connect() as conn:
         after = {
             row.key: row
@@ -201,9 +196,9 @@ async def test_a_merge_hands_what_segment_was_told_about_both_calls_to_the_survi
 
 
 async def test_the_first_user_id_of_an_anonymous_profile_keeps_that_profile(client, runtime):
-    await send(client, runtime, {"type": "track", "anonymousId": "anon-1", "event": "Viewed"})
+    await send_and_process(client, runtime, {"type": "track", "anonymousId": "anon-1", "event": "Viewed"})
     anonymous = await find_user(client, anonymous_id="anon-1")
-    await send(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
+    await send_and_process(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
     identified = await find_user(client, user_id="u1")
     assert identified["id"] == anonymous["id"]
     assert identified["identifiers"]["anonymous_id"] == ["anon-1"]
@@ -213,12 +208,16 @@ async def test_the_first_user_id_of_an_anonymous_profile_keeps_that_profile(clie
 async def test_an_anonymous_profile_found_by_email_merges_into_the_profile_with_a_user_id(client, runtime):
     response = await client.put("/api/settings", headers=admin_auth(), json={"identify_by_email": True})
     assert response.status_code == 200, response.text
-    await send(client, runtime, {"type": "track", "anonymousId": "anon-1", "event": "Viewed"})
+    await send_and_process(client, runtime, {"type": "track", "anonymousId": "anon-1", "event": "Viewed"})
     anonymous = await find_user(client, anonymous_id="anon-1")
-    await send(client, runtime, {"type": "identify", "userId": "u1", "traits": {"email": "ada@example.com"}})
+    await send_and_process(
+        client, runtime, {"type": "identify", "userId": "u1", "traits": {"email": "ada@example.com"}}
+    )
     identified = await find_user(client, user_id="u1")
     assert anonymous["id"] < identified["id"]  # the anonymous profile is the older one, and it still loses
-    await send(client, runtime, {"type": "identify", "anonymousId": "anon-1", "traits": {"email": "ada@example.com"}})
+    await send_and_process(
+        client, runtime, {"type": "identify", "anonymousId": "anon-1", "traits": {"email": "ada@example.com"}}
+    )
     merged = await find_user(client, anonymous_id="anon-1")
     assert merged["id"] == identified["id"] and merged["identifiers"]["user_id"] == ["u1"]
     assert [(row.action, row.kept_user_id, row.merged_user_id) for row in await table(runtime, audit)] == [
@@ -227,8 +226,8 @@ async def test_an_anonymous_profile_found_by_email_merges_into_the_profile_with_
 
 
 async def test_events_buffered_in_the_batch_that_merges_their_profile_follow_it(client, runtime):
-    await send(client, runtime, {"type": "identify", "userId": "u1"})
-    await send(
+    await send_and_process(client, runtime, {"type": "identify", "userId": "u1"})
+    await send_and_process(
         client,
         runtime,
         {"type": "track", "anonymousId": "anon-1", "event": "Viewed", "messageId": "m-viewed"},
@@ -241,12 +240,6 @@ async def test_events_buffered_in_the_batch_that_merges_their_profile_follow_it(
     async with runtime.engine.connect() as conn:
         assert await conn.scalar(sa.text("SELECT count(*) FROM users")) == 1
         assert await conn.scalar(sa.text("SELECT count(*) FROM events")) == 2
-
-
-async def create_segment(client, name, rule):
-    response = await client.post("/api/segments", headers=admin_auth(), json={"name": name, "rule": rule})
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
 
 
 async def transitions_of(runtime, segment_id):
@@ -262,7 +255,7 @@ async def transitions_of(runtime, segment_id):
 
 async def test_a_merge_moves_the_loser_s_memberships_with_their_entry_and_no_new_entered(client, runtime):
     viewers = await create_segment(client, "Viewers", {"event": "Viewed"})
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "track", "anonymousId": "anon-1", "event": "Viewed"},
@@ -271,7 +264,7 @@ async def test_a_merge_moves_the_loser_s_memberships_with_their_entry_and_no_new
     loser = (await find_user(client, anonymous_id="anon-1"))["id"]
     survivor = (await find_user(client, user_id="u1"))["id"]
     assert await transitions_of(runtime, viewers) == [(loser, "entered")]
-    await send(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
+    await send_and_process(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
     assert (await find_user(client, user_id="u1"))["segments"] == ["Viewers"]
     assert await transitions_of(runtime, viewers) == [(loser, "entered")]  # the membership moved: nothing re-entered
     async with runtime.engine.connect() as conn:
@@ -285,13 +278,13 @@ async def test_a_merge_moves_the_loser_s_memberships_with_their_entry_and_no_new
 
 async def test_a_merge_of_two_members_of_one_segment_keeps_one_membership(client, runtime):
     everyone = await create_segment(client, "No plan", {"attribute": "traits.plan", "op": "not_exists"})
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "track", "anonymousId": "anon-1", "event": "Viewed"},
         {"type": "identify", "userId": "u1"},
     )
-    await send(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
+    await send_and_process(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
     assert await failed_journal_rows(runtime) == 0
     survivor = (await find_user(client, user_id="u1"))["id"]
     async with runtime.engine.connect() as conn:
@@ -305,7 +298,7 @@ async def test_a_merge_of_two_members_of_one_segment_keeps_one_membership(client
 
 async def test_a_merge_gives_the_survivor_none_of_another_user_s_memberships(client, runtime):
     pro = await create_segment(client, "Pro", {"attribute": "traits.plan", "op": "eq", "value": "pro"})
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "carl", "traits": {"plan": "pro"}},
@@ -313,7 +306,7 @@ async def test_a_merge_gives_the_survivor_none_of_another_user_s_memberships(cli
         {"type": "identify", "userId": "u1"},
     )
     carl = (await find_user(client, user_id="carl"))["id"]
-    await send(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
+    await send_and_process(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
     assert (await find_user(client, user_id="u1"))["segments"] == []
     assert await transitions_of(runtime, pro) == [(carl, "entered")]
 
@@ -321,13 +314,13 @@ async def test_a_merge_gives_the_survivor_none_of_another_user_s_memberships(cli
 async def test_a_merge_keeps_the_time_of_the_loser_s_group_link_so_an_older_group_call_cannot_move_it(client, runtime):
     response = await client.put("/api/settings", headers=admin_auth(), json={"handle_accounts": True})
     assert response.status_code == 200, response.text
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "group", "anonymousId": "anon-1", "groupId": "g-new", "timestamp": "2024-05-03T00:00:00Z"},
         {"type": "identify", "userId": "u1", "timestamp": "2024-05-01T00:00:00Z"},
     )
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "u1", "anonymousId": "anon-1", "timestamp": "2024-05-04T00:00:00Z"},
@@ -335,7 +328,7 @@ async def test_a_merge_keeps_the_time_of_the_loser_s_group_link_so_an_older_grou
     merged = await find_user(client, user_id="u1")
     linked = (await user_row(runtime, merged["id"])).account_id
     # a group call made before the one the link came from, arriving late
-    await send(
+    await send_and_process(
         client, runtime, {"type": "group", "userId": "u1", "groupId": "g-old", "timestamp": "2024-05-02T00:00:00Z"}
     )
     row = await user_row(runtime, merged["id"])
@@ -343,14 +336,14 @@ async def test_a_merge_keeps_the_time_of_the_loser_s_group_link_so_an_older_grou
 
 
 async def test_a_merge_marks_the_survivor_updated(client, runtime):
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "u1", "traits": {"plan": "pro"}},
         {"type": "track", "anonymousId": "anon-1", "event": "Viewed"},
     )
     before = (await find_user(client, user_id="u1"))["updated_at"]
-    await send(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
+    await send_and_process(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
     merged = await find_user(client, user_id="u1")
     assert merged["identifiers"]["anonymous_id"] == ["anon-1"]
     assert merged["updated_at"] > before
@@ -383,7 +376,7 @@ async def delivery_state(runtime):
 async def test_a_merge_hands_over_what_segment_was_told_of_one_call_when_the_loser_had_only_the_other(client, runtime):
     # Two merges: anon-1 was only sent a group call and u1 an identify and a group call;
     # anon-2 was only sent an identify, still in the filter, and u2 nothing.
-    await send(
+    await send_and_process(
         client,
         runtime,
         *[
@@ -409,7 +402,7 @@ async def test_a_merge_hands_over_what_segment_was_told_of_one_call_when_the_los
             (f"identify:{ids['anon-2']}", ["Trial"], True),
         ],
     )
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "u1", "anonymousId": "anon-1"},
@@ -425,7 +418,7 @@ async def test_a_merge_hands_over_what_segment_was_told_of_one_call_when_the_los
 async def test_a_merge_moves_the_loser_s_memberships_into_a_survivor_that_has_memberships_of_its_own(client, runtime):
     signed_up = await create_segment(client, "Signed up", {"event": "Signed Up"})
     viewers = await create_segment(client, "Viewers", {"event": "Viewed"})
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "track", "anonymousId": "anon-1", "event": "Viewed"},
@@ -433,7 +426,7 @@ async def test_a_merge_moves_the_loser_s_memberships_into_a_survivor_that_has_me
     )
     loser = (await find_user(client, anonymous_id="anon-1"))["id"]
     survivor = (await find_user(client, user_id="u1"))["id"]
-    await send(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
+    await send_and_process(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
     assert sorted((await find_user(client, user_id="u1"))["segments"]) == ["Signed up", "Viewers"]
     assert await transitions_of(runtime, viewers) == [(loser, "entered")]  # moved, not entered again
     assert await transitions_of(runtime, signed_up) == [(survivor, "entered")]
@@ -442,7 +435,7 @@ async def test_a_merge_moves_the_loser_s_memberships_into_a_survivor_that_has_me
 async def test_a_merge_leaves_the_account_segments_of_an_account_whose_id_is_the_loser_s(client, runtime):
     # Users and accounts number their ids apart: account 2 is no user, whatever user 2 merges into.
     await client.put("/api/settings", headers=admin_auth(), json={"handle_accounts": True})
-    await send(
+    await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "u1"},
@@ -459,7 +452,7 @@ async def test_a_merge_leaves_the_account_segments_of_an_account_whose_id_is_the
         json={"name": "Big", "entity": "account", "rule": {"attribute": "traits.employees", "op": "gte", "value": 10}},
     )
     assert response.status_code == 201 and response.json()["member_count"] == 1, response.text
-    await send(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-2"})
+    await send_and_process(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-2"})
     assert (await find_user(client, anonymous_id="anon-2"))["user_id"] == "u1"  # merged
     big = (await client.get("/api/accounts", params={"group_id": "big"}, headers=admin_auth())).json()
     assert big["segments"] == ["Big"]

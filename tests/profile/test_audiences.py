@@ -8,7 +8,8 @@ from connector.core.models import utcnow
 from connector.core.spec import format_timestamp
 from connector.profile.audiences import member_condition
 from connector.profile.computed import computed_attributes
-from tests.support.app import admin_auth, basic_auth, drain
+from tests.support.api import post_call
+from tests.support.app import admin_auth, drain
 
 
 def personas(key):
@@ -23,11 +24,6 @@ def personas(key):
     }
 
 
-async def send(client, kind, **message):
-    response = await client.post(f"/v1/{kind}", headers=basic_auth(), json=message)
-    assert response.status_code == 200, response.text
-
-
 async def audiences_of(client, user_id):
     found = await client.get("/api/users", params={"user_id": user_id}, headers=admin_auth())
     response = await client.get(f"/api/users/{found.json()['id']}/audiences", headers=admin_auth())
@@ -37,7 +33,7 @@ async def audiences_of(client, user_id):
 
 async def test_engage_identify_enters_and_exits_an_audience(client, runtime):
     entered, exited = utcnow() - timedelta(hours=2), utcnow() - timedelta(hours=1)
-    await send(
+    await post_call(
         client,
         "identify",
         userId="ada",
@@ -50,7 +46,7 @@ async def test_engage_identify_enters_and_exits_an_audience(client, runtime):
         "first_time_shopper": {"member": True, "entered_at": format_timestamp(entered), "exited_at": None}
     }
 
-    await send(
+    await post_call(
         client,
         "identify",
         userId="ada",
@@ -69,10 +65,10 @@ async def test_engage_identify_enters_and_exits_an_audience(client, runtime):
 
 
 async def test_a_boolean_trait_counts_only_when_named_like_a_known_audience(client, runtime):
-    await send(client, "identify", userId="ada", traits={"vip": True}, context=personas("vip"))
+    await post_call(client, "identify", userId="ada", traits={"vip": True}, context=personas("vip"))
     # no personas context: `vip` is a known audience key, `newsletter` is just a trait
-    await send(client, "identify", userId="bob", traits={"vip": True, "newsletter": True})
-    await send(client, "identify", userId="eve", traits={"newsletter": True, "vip": "yes"})
+    await post_call(client, "identify", userId="bob", traits={"vip": True, "newsletter": True})
+    await post_call(client, "identify", userId="eve", traits={"newsletter": True, "vip": "yes"})
     await drain(runtime)
     assert set(await audiences_of(client, "bob")) == {"vip"} and (await audiences_of(client, "bob"))["vip"]["member"]
     assert await audiences_of(client, "eve") == {}
@@ -83,7 +79,7 @@ async def test_a_boolean_trait_counts_only_when_named_like_a_known_audience(clie
 
 async def test_audience_entered_and_exited_track_events(client, runtime):
     entered, exited = utcnow() - timedelta(minutes=10), utcnow() - timedelta(minutes=5)
-    await send(
+    await post_call(
         client,
         "track",
         userId="ada",
@@ -91,7 +87,7 @@ async def test_audience_entered_and_exited_track_events(client, runtime):
         timestamp=format_timestamp(entered),
         properties={"audience_key": "churn_risk"},
     )
-    await send(
+    await post_call(
         client,
         "track",
         userId="ada",
@@ -100,7 +96,7 @@ async def test_audience_entered_and_exited_track_events(client, runtime):
         properties={},
         context=personas("power_users"),
     )
-    await send(
+    await post_call(
         client,
         "track",
         userId="ada",
@@ -117,7 +113,7 @@ async def test_audience_entered_and_exited_track_events(client, runtime):
 async def test_out_of_order_delivery_keeps_the_latest_state(client, runtime):
     entered, exited, again = (utcnow() - timedelta(hours=h) for h in (3, 2, 1))
     # delivered newest first: the re-entry, then the exit, then the first entry
-    await send(
+    await post_call(
         client,
         "identify",
         userId="ada",
@@ -125,7 +121,7 @@ async def test_out_of_order_delivery_keeps_the_latest_state(client, runtime):
         context=personas("vip"),
         timestamp=format_timestamp(again),
     )
-    await send(
+    await post_call(
         client,
         "identify",
         userId="ada",
@@ -133,7 +129,7 @@ async def test_out_of_order_delivery_keeps_the_latest_state(client, runtime):
         context=personas("vip"),
         timestamp=format_timestamp(exited),
     )
-    await send(
+    await post_call(
         client,
         "track",
         userId="ada",
@@ -143,7 +139,7 @@ async def test_out_of_order_delivery_keeps_the_latest_state(client, runtime):
     )
     # an old exit from another audience, delivered twice
     for _ in range(2):
-        await send(
+        await post_call(
             client,
             "track",
             userId="ada",
@@ -163,7 +159,7 @@ async def test_out_of_order_delivery_keeps_the_latest_state(client, runtime):
 
 async def test_a_merge_keeps_both_sides_audiences_latest_first(client, runtime):
     early, late = utcnow() - timedelta(hours=2), utcnow() - timedelta(hours=1)
-    await send(
+    await post_call(
         client,
         "identify",
         anonymousId="anon-1",
@@ -171,7 +167,7 @@ async def test_a_merge_keeps_both_sides_audiences_latest_first(client, runtime):
         context=personas("vip"),
         timestamp=format_timestamp(late),
     )
-    await send(
+    await post_call(
         client,
         "identify",
         anonymousId="anon-1",
@@ -179,7 +175,7 @@ async def test_a_merge_keeps_both_sides_audiences_latest_first(client, runtime):
         context=personas("trial"),
         timestamp=format_timestamp(early),
     )
-    await send(
+    await post_call(
         client,
         "identify",
         userId="ada",
@@ -188,7 +184,7 @@ async def test_a_merge_keeps_both_sides_audiences_latest_first(client, runtime):
         timestamp=format_timestamp(early),
     )
     await drain(runtime)
-    await send(client, "identify", userId="ada", anonymousId="anon-1")
+    await post_call(client, "identify", userId="ada", anonymousId="anon-1")
     await drain(runtime)
 
     found = await audiences_of(client, "ada")
@@ -202,7 +198,7 @@ async def test_a_merge_keeps_both_sides_audiences_latest_first(client, runtime):
 
 async def test_the_sql_membership_test_agrees_with_the_recorded_state(client, runtime):
     entered, exited = utcnow() - timedelta(hours=2), utcnow() - timedelta(hours=1)
-    await send(
+    await post_call(
         client,
         "track",
         userId="ada",
@@ -210,7 +206,7 @@ async def test_the_sql_membership_test_agrees_with_the_recorded_state(client, ru
         properties={"audience_key": "vip"},
         timestamp=format_timestamp(entered),
     )
-    await send(
+    await post_call(
         client,
         "track",
         userId="ada",
@@ -218,7 +214,7 @@ async def test_the_sql_membership_test_agrees_with_the_recorded_state(client, ru
         properties={"audience_key": "trial"},
         timestamp=format_timestamp(entered),
     )
-    await send(
+    await post_call(
         client,
         "track",
         userId="ada",

@@ -20,7 +20,8 @@ from connector.inbound.writer import journal_row
 from connector.processing.processor import apply_journal
 from connector.profile import usage
 from connector.profile.computed import computed_attributes
-from tests.support.app import admin_auth, basic_auth, drain
+from tests.support.api import post_call, put_settings
+from tests.support.app import admin_auth, drain
 
 feature_usage = FeatureUsage.__table__
 journal = JournalEntry.__table__
@@ -54,16 +55,6 @@ def expected_score(flag):
 @given(st.sampled_from(FLAGS))
 def test_flags_weigh_case_insensitively_and_anything_else_is_neutral(flag):
     assert usage.flag_score(flag) == expected_score(flag)
-
-
-async def send(client, kind, **message):
-    response = await client.post(f"/v1/{kind}", headers=basic_auth(), json=message)
-    assert response.status_code == 200, response.text
-
-
-async def configure(client, **values):
-    response = await client.put("/api/settings", headers=admin_auth(), json=values)
-    assert response.status_code == 200, response.text
 
 
 async def user_id_of(client, user_id):
@@ -101,9 +92,9 @@ async def test_counts_scores_windows_and_trend_for_mixed_flags(client, runtime):
         track("ada", "export", "negative", old),
         track("ada", None, "positive", now),
     ]:
-        await send(client, "track", **message)
+        await post_call(client, "track", **message)
     # a page with a feature property is not product usage: only track events are
-    await send(client, "page", userId="ada", name="Home", properties={"feature": "Reports"})
+    await post_call(client, "page", userId="ada", name="Home", properties={"feature": "Reports"})
     await drain(runtime)
 
     found = await usage_of(client, "users", await user_id_of(client, "ada"))
@@ -130,7 +121,7 @@ async def test_top_features_are_at_most_five_by_count_and_the_chart_limit_is_hon
     now = utcnow()
     for rank, feature in enumerate(["a", "b", "c", "d", "e", "f", "g"]):
         for _ in range(7 - rank):
-            await send(client, "track", **track("ada", feature, None, now))
+            await post_call(client, "track", **track("ada", feature, None, now))
     await drain(runtime)
     ada = await user_id_of(client, "ada")
     assert (await usage_of(client, "users", ada))["attributes"]["top_features"] == ["a", "b", "c", "d", "e"]
@@ -145,13 +136,13 @@ async def test_top_features_are_at_most_five_by_count_and_the_chart_limit_is_hon
 
 
 async def test_account_usage_goes_to_the_account_linked_at_the_time(client, runtime):
-    await configure(client, handle_accounts=True)
+    await put_settings(client, handle_accounts=True)
     now = utcnow()
-    await send(client, "group", userId="ada", groupId="g-1")
-    await send(client, "track", **track("ada", "search", "positive", now))
-    await send(client, "track", **track("ada", "search", "negative", now))
-    await send(client, "group", userId="ada", groupId="g-2")
-    await send(client, "track", **track("ada", "export", "positive", now))
+    await post_call(client, "group", userId="ada", groupId="g-1")
+    await post_call(client, "track", **track("ada", "search", "positive", now))
+    await post_call(client, "track", **track("ada", "search", "negative", now))
+    await post_call(client, "group", userId="ada", groupId="g-2")
+    await post_call(client, "track", **track("ada", "export", "positive", now))
     await drain(runtime)
 
     def account(group_id):
@@ -166,8 +157,8 @@ async def test_account_usage_goes_to_the_account_linked_at_the_time(client, runt
 async def test_a_duplicate_message_counts_once(client, runtime):
     now = utcnow()
     message = track("ada", "search", "positive", now, messageId="m-1")
-    await send(client, "track", **message)
-    await send(client, "track", **message)
+    await post_call(client, "track", **message)
+    await post_call(client, "track", **message)
     await drain(runtime)
     # the same message reaching the processor again (a replayed journal) is not counted either
     async with runtime.engine.begin() as conn:
@@ -178,7 +169,7 @@ async def test_a_duplicate_message_counts_once(client, runtime):
 
 async def test_a_merge_combines_both_sides_usage(client, runtime):
     now, earlier = utcnow(), utcnow() - timedelta(days=3)
-    await send(
+    await post_call(
         client,
         "track",
         anonymousId="anon-1",
@@ -186,7 +177,7 @@ async def test_a_merge_combines_both_sides_usage(client, runtime):
         timestamp=format_timestamp(earlier),
         properties={"feature": "search", "eventFlag": "positive"},
     )
-    await send(
+    await post_call(
         client,
         "track",
         anonymousId="anon-1",
@@ -194,10 +185,10 @@ async def test_a_merge_combines_both_sides_usage(client, runtime):
         timestamp=format_timestamp(now),
         properties={"feature": "search"},
     )
-    await send(client, "track", **track("ada", "search", "negative", now))
-    await send(client, "track", **track("ada", "export", "positive", now))
+    await post_call(client, "track", **track("ada", "search", "negative", now))
+    await post_call(client, "track", **track("ada", "export", "positive", now))
     await drain(runtime)
-    await send(client, "identify", userId="ada", anonymousId="anon-1")
+    await post_call(client, "identify", userId="ada", anonymousId="anon-1")
     await drain(runtime)
 
     found = await usage_of(client, "users", await user_id_of(client, "ada"))

@@ -14,17 +14,13 @@ from connector.core.models import SegmentTransition, utcnow
 from connector.core.spec import format_timestamp
 from connector.profile.attributes import EventNeeds, load_profiles
 from connector.segments.schedule import recompute_due
-from tests.support.app import admin_auth, basic_auth, drain
+from tests.support.api import post_call
+from tests.support.app import admin_auth, drain
 
 ACTIVE = {"attribute": "usage.events_30d", "op": "gte", "value": 3}
 EXPORTERS = {"attribute": "usage.top_features", "op": "contains", "value": "export"}
 HAPPY = {"attribute": "usage.score_30d", "op": "gt", "value": 0}
 SHOPPERS = {"audience": "first_time_shopper"}
-
-
-async def post(client, kind, **message):
-    response = await client.post(f"/v1/{kind}", headers=basic_auth(), json=message)
-    assert response.status_code == 200, response.text
 
 
 def feature_used(user, feature, at, flag=None):
@@ -59,12 +55,12 @@ async def test_usage_rules_select_users_by_feature_usage(client, runtime):
     active_before = await create(client, "Active (before)", ACTIVE)
     happy_before = await create(client, "Happy (before)", HAPPY)
     for flag in ("positive", "positive", None):
-        await post(client, "track", **feature_used("ada", "export", now, flag))
-    await post(client, "track", **feature_used("bob", "search", now, "negative"))
-    await post(client, "track", **feature_used("bob", "export", now - timedelta(days=40), "positive"))
-    await post(client, "track", **feature_used("eve", "search", now - timedelta(days=40)))
+        await post_call(client, "track", **feature_used("ada", "export", now, flag))
+    await post_call(client, "track", **feature_used("bob", "search", now, "negative"))
+    await post_call(client, "track", **feature_used("bob", "export", now - timedelta(days=40), "positive"))
+    await post_call(client, "track", **feature_used("eve", "search", now - timedelta(days=40)))
     for day in range(3):  # three uses, but the oldest is outside the 30-day window
-        await post(client, "track", **feature_used("eve", "search", now - timedelta(days=28 + day)))
+        await post_call(client, "track", **feature_used("eve", "search", now - timedelta(days=28 + day)))
     await drain(runtime)
 
     active_after = await create(client, "Active (after)", ACTIVE)
@@ -86,12 +82,12 @@ async def test_account_segments_read_the_accounts_usage(client, runtime):
     await runtime.settings.reload()
     busy = await create(client, "Busy accounts", ACTIVE, entity="account")
     now = utcnow()
-    await post(client, "group", userId="ada", groupId="acme")
-    await post(client, "group", userId="bob", groupId="acme")
-    await post(client, "group", userId="eve", groupId="globex")
+    await post_call(client, "group", userId="ada", groupId="acme")
+    await post_call(client, "group", userId="bob", groupId="acme")
+    await post_call(client, "group", userId="eve", groupId="globex")
     for user in ("ada", "bob", "ada"):
-        await post(client, "track", **feature_used(user, "reports", now))
-    await post(client, "track", **feature_used("eve", "reports", now))
+        await post_call(client, "track", **feature_used(user, "reports", now))
+    await post_call(client, "track", **feature_used("eve", "reports", now))
     await drain(runtime)
 
     # three uses by two users of acme: acme is busy although neither user is
@@ -110,7 +106,7 @@ async def test_account_segments_read_the_accounts_usage(client, runtime):
 async def test_audience_conditions_follow_entries_and_exits(client, runtime):
     shoppers = await create(client, "First-time shoppers", SHOPPERS)
     entered = utcnow() - timedelta(hours=2)
-    await post(
+    await post_call(
         client,
         "track",
         userId="ada",
@@ -118,7 +114,7 @@ async def test_audience_conditions_follow_entries_and_exits(client, runtime):
         timestamp=format_timestamp(entered),
         properties={"audience_key": "first_time_shopper"},
     )
-    await post(
+    await post_call(
         client,
         "identify",
         userId="bob",
@@ -126,7 +122,7 @@ async def test_audience_conditions_follow_entries_and_exits(client, runtime):
         timestamp=format_timestamp(entered),
         context={"personas": {"computation_class": "audience", "computation_key": "first_time_shopper"}},
     )
-    await post(
+    await post_call(
         client,
         "track",
         userId="eve",
@@ -139,7 +135,7 @@ async def test_audience_conditions_follow_entries_and_exits(client, runtime):
     assert (await create(client, "Shoppers, recomputed", SHOPPERS))["member_count"] == 2
     assert not shoppers["time_based"]
 
-    await post(
+    await post_call(
         client,
         "track",
         userId="ada",
@@ -168,7 +164,7 @@ async def test_usage_windows_move_with_the_clock(client, runtime):
     now = utcnow()
     active = await create(client, "Used this month", {"attribute": "usage.events_30d", "op": "gte", "value": 1})
     exporters = await create(client, "Exporters", EXPORTERS)
-    await post(client, "track", **feature_used("ada", "export", now))
+    await post_call(client, "track", **feature_used("ada", "export", now))
     await drain(runtime)
     assert await user_segments(client, "ada") == ["Exporters", "Used this month"]
 
@@ -181,8 +177,8 @@ async def test_usage_windows_move_with_the_clock(client, runtime):
 async def test_load_profiles_reads_computed_attributes_in_batches(client, runtime):
     now = utcnow()
     for number in range(12):
-        await post(client, "track", **feature_used(f"user-{number}", "export", now))
-        await post(
+        await post_call(client, "track", **feature_used(f"user-{number}", "export", now))
+        await post_call(
             client,
             "track",
             userId=f"user-{number}",

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 
 from connector.core.models import OutboxItem, SegmentMembership, SegmentTransition, utcnow
 from connector.segments.schedule import recompute_due
+from tests.support.api import create_segment
 from tests.support.app import admin_auth, basic_auth, drain, wait_until
 
 ORDERED = {"event": "Order Completed", "count": {"gte": 2}, "within_days": 30}
@@ -15,14 +16,6 @@ ORDERED = {"event": "Order Completed", "count": {"gte": 2}, "within_days": 30}
 async def post(client, path, body):
     response = await client.post(path, headers=basic_auth(), json=body)
     assert response.status_code == 200, response.text
-
-
-async def create(client, name, rule, entity="user"):
-    response = await client.post(
-        "/api/segments", headers=admin_auth(), json={"name": name, "rule": rule, "entity": entity}
-    )
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
 
 
 async def user_segments(client, user_id):
@@ -43,8 +36,8 @@ async def history(runtime, segment_id):
 
 
 async def test_identify_and_track_move_users_in_and_out(client, runtime):
-    pro = await create(client, "Pro", {"attribute": "traits.plan", "op": "eq", "value": "pro"})
-    buyers = await create(client, "Buyers", ORDERED)
+    pro = await create_segment(client, "Pro", {"attribute": "traits.plan", "op": "eq", "value": "pro"})
+    buyers = await create_segment(client, "Buyers", ORDERED)
     await post(client, "/v1/identify", {"userId": "ada", "traits": {"plan": "pro"}})
     await drain(runtime)
     assert await user_segments(client, "ada") == ["Pro"]
@@ -77,7 +70,9 @@ async def test_identify_and_track_move_users_in_and_out(client, runtime):
 async def test_account_trait_changes_move_the_accounts_users(client, runtime):
     await client.put("/api/settings", headers=admin_auth(), json={"handle_accounts": True})
     await runtime.settings.reload()
-    big = await create(client, "Big customers", {"attribute": "account.traits.employees", "op": "gte", "value": 100})
+    big = await create_segment(
+        client, "Big customers", {"attribute": "account.traits.employees", "op": "gte", "value": 100}
+    )
     await post(client, "/v1/group", {"userId": "ada", "groupId": "acme", "traits": {"employees": 50}})
     await post(client, "/v1/group", {"userId": "bob", "groupId": "acme"})
     await drain(runtime)
@@ -91,7 +86,7 @@ async def test_account_trait_changes_move_the_accounts_users(client, runtime):
 
 
 async def test_merged_away_profiles_leave_their_memberships(client, runtime):
-    await create(client, "Pro", {"attribute": "traits.plan", "op": "eq", "value": "pro"})
+    await create_segment(client, "Pro", {"attribute": "traits.plan", "op": "eq", "value": "pro"})
     await post(client, "/v1/identify", {"anonymousId": "anon-1", "traits": {"plan": "pro"}})
     await post(client, "/v1/identify", {"userId": "ada", "traits": {"plan": "pro"}})
     await drain(runtime)
@@ -105,11 +100,11 @@ async def test_merged_away_profiles_leave_their_memberships(client, runtime):
 
 
 async def test_time_based_rules_are_recomputed_on_schedule(client, runtime):
-    recent = await create(client, "Recent buyers", {"event": "Order Completed", "within_days": 7})
-    fresh = await create(
+    recent = await create_segment(client, "Recent buyers", {"event": "Order Completed", "within_days": 7})
+    fresh = await create_segment(
         client, "Fresh trial", {"attribute": "traits.trial_started", "op": "within_last_days", "value": 3}
     )
-    static = await create(client, "Pro", {"attribute": "traits.plan", "op": "eq", "value": "pro"})
+    static = await create_segment(client, "Pro", {"attribute": "traits.plan", "op": "eq", "value": "pro"})
     now = utcnow()
     await post(client, "/v1/track", {"userId": "ada", "event": "Order Completed", "timestamp": now.isoformat()})
     await post(

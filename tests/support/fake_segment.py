@@ -34,7 +34,8 @@ from connector.core.models import Segment, SegmentMembership, SegmentTransition,
 from connector.flow import outbox
 from connector.outbound.sender import Sender
 from connector.service.pipeline import save_settings
-from tests.support.app import ServerThread, admin_auth, basic_auth, drain
+from tests.support.api import post_batch_accepted
+from tests.support.app import ServerThread, drain
 
 
 @dataclass
@@ -178,27 +179,11 @@ async def configure(runtime: Any, fake: FakeSegment, **settings: Any) -> None:
     )
 
 
-async def post_batch(client: Any, *messages: dict[str, Any]) -> None:
-    """Messages posted to /v1/batch, every one accepted."""
-    response = await client.post("/v1/batch", headers=basic_auth(), json={"batch": list(messages)})
-    assert response.status_code == 200 and "rejected" not in response.json(), response.text
-
-
-async def create_segment(client: Any, name: str, rule: dict[str, Any], entity: str = "user") -> int:
-    """A segment made through the admin API: its initial members come from the real rule engine."""
-    response = await client.post(
-        "/api/segments", headers=admin_auth(), json={"name": name, "entity": entity, "rule": rule}
-    )
-    assert response.status_code == 201, response.text
-    segment_id: int = response.json()["id"]
-    return segment_id
-
-
 async def sent_after(client: Any, runtime: Any, fake: "FakeSegment", *messages: dict[str, Any]) -> list[Any]:
     """Post the messages (if any), process them, run the sender; return what reached Segment this time."""
     before = len(fake.messages)
     if messages:
-        await post_batch(client, *messages)
+        await post_batch_accepted(client, *messages)
     await drain(runtime)
     await send_all(runtime)
     return fake.messages[before:]

@@ -6,13 +6,9 @@ from datetime import datetime, timedelta
 import pytest
 
 from connector.core.models import utcnow
-from tests.support.app import admin_auth, basic_auth, drain
+from tests.support.api import post_batch
+from tests.support.app import admin_auth, drain
 from tests.support.fake_segment import add_segment, add_transition, configure, send_all, user_id_of
-
-
-async def post(client, *messages):
-    response = await client.post("/v1/batch", headers=basic_auth(), json={"batch": list(messages)})
-    assert response.status_code == 200, response.text
 
 
 async def get(client, path, **params):
@@ -35,7 +31,7 @@ PRO = {"attribute": "traits.plan", "op": "eq", "value": "pro"}
 async def test_the_overview_counts_the_last_24_hours_by_minute_in_and_out(client, runtime, segment_api):
     await configure(runtime, segment_api, synchronized_segments=["ALL"], send_events=["Signed Up"])
     before = utcnow()
-    await post(
+    await post_batch(
         client,
         identify("ada", {"plan": "pro"}),
         identify("bob", {"plan": "free"}),
@@ -65,7 +61,7 @@ async def test_the_overview_counts_the_last_24_hours_by_minute_in_and_out(client
 
 async def test_the_overview_lists_dead_letters_and_retries_among_the_last_errors(client, runtime, segment_api):
     await configure(runtime, segment_api, synchronized_segments=["ALL"])
-    await post(client, identify("ada", {"plan": "pro"}))
+    await post_batch(client, identify("ada", {"plan": "pro"}))
     await drain(runtime)
     segment_api.fail(400, 1)
     await send_all(runtime)
@@ -78,7 +74,7 @@ async def test_the_overview_lists_dead_letters_and_retries_among_the_last_errors
 
 
 async def test_the_names_list_segments_traits_events_and_audiences_for_the_pickers(client, runtime):
-    await post(
+    await post_batch(
         client,
         identify("ada", {"plan": "pro", "email": "ada@example.com", "first_time_shopper": True}),
         {"type": "group", "userId": "ada", "groupId": "g-1", "traits": {"employees": 12}},
@@ -137,7 +133,7 @@ async def test_the_names_list_segments_traits_events_and_audiences_for_the_picke
 
 
 async def test_a_preview_counts_what_the_saved_segment_then_holds(client, runtime):
-    await post(
+    await post_batch(
         client,
         *(identify(f"u-{n}", {"plan": "pro" if n % 3 else "free", "email": f"u{n}@example.com"}) for n in range(14)),
     )
@@ -168,7 +164,7 @@ async def test_a_preview_of_a_bad_rule_names_the_part_and_saves_nothing(client, 
 
 
 async def test_the_segment_list_counts_entries_and_exits_of_the_last_24_hours(client, runtime):
-    await post(client, *(identify(f"u-{n}", {"plan": "pro"}) for n in range(3)))
+    await post_batch(client, *(identify(f"u-{n}", {"plan": "pro"}) for n in range(3)))
     await drain(runtime)
     ids = [await user_id_of(runtime, f"u-{n}") for n in range(3)]
     segment_id = await add_segment(runtime, "Paying", ids[:2])
@@ -181,7 +177,7 @@ async def test_the_segment_list_counts_entries_and_exits_of_the_last_24_hours(cl
 
 async def test_users_are_found_by_the_start_of_any_identifier_and_accounts_by_group_id_or_domain(client, runtime):
     await runtime.settings.save({"handle_accounts": True})
-    await post(
+    await post_batch(
         client,
         identify("user-ada", {"email": "Ada@Example.com"}, anonymousId="anon-1"),
         identify("user-bob", {"email": "bob@other.org"}),
@@ -206,8 +202,8 @@ async def test_users_are_found_by_the_start_of_any_identifier_and_accounts_by_gr
 
 
 async def test_a_profile_shows_when_each_trait_was_set_and_when_it_entered_each_segment(client, runtime):
-    await post(client, identify("ada", {"plan": "pro"}, at="2024-05-01T10:00:00Z"))
-    await post(client, identify("ada", {"name": "Ada"}, at="2024-05-03T08:30:00Z"))
+    await post_batch(client, identify("ada", {"plan": "pro"}, at="2024-05-01T10:00:00Z"))
+    await post_batch(client, identify("ada", {"name": "Ada"}, at="2024-05-03T08:30:00Z"))
     await drain(runtime)
     await client.post("/api/segments", headers=admin_auth(), json={"name": "Pro", "rule": PRO})
     profile = await get(client, "/api/users", user_id="ada")
@@ -221,10 +217,10 @@ async def test_a_profile_shows_when_each_trait_was_set_and_when_it_entered_each_
 
 async def test_outgoing_shows_the_last_identify_delivered_beside_what_would_be_sent_now(client, runtime, segment_api):
     await configure(runtime, segment_api, synchronized_segments=["ALL"], synchronized_properties=["plan"])
-    await post(client, identify("ada", {"plan": "pro"}))
+    await post_batch(client, identify("ada", {"plan": "pro"}))
     await drain(runtime)
     await send_all(runtime)
-    await post(client, identify("ada", {"plan": "enterprise"}, at="2024-05-02T10:00:00Z"))
+    await post_batch(client, identify("ada", {"plan": "enterprise"}, at="2024-05-02T10:00:00Z"))
     await drain(runtime)
     user = await user_id_of(runtime, "ada")
     outgoing = await get(client, f"/api/users/{user}/outgoing")
