@@ -79,7 +79,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         path = tmp_path / "connector.db"
         shutil.copy(request.getfixturevalue("sqlite_template"), path)
         return f"sqlite+aiosqlite:///{path}"
-    url = request.getfixturevalue("postgres_database")
+    url: str = request.getfixturevalue("postgres_database")
     asyncio.run(_truncate_all(url))
     return url
 
@@ -106,7 +106,8 @@ async def app(env: Environment) -> AsyncIterator[Any]:
 
 @pytest.fixture
 def runtime(app: Any) -> Runtime:
-    return app.state.runtime
+    runtime: Runtime = app.state.runtime
+    return runtime
 
 
 @pytest.fixture
@@ -117,7 +118,7 @@ async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def live_server_factory(database_url: str) -> Callable[..., LiveServer]:
+def live_server_factory(database_url: str) -> Iterator[Callable[..., LiveServer]]:
     """Start live servers with env overrides, e.g. live_server_factory(run_worker_in_web=True)."""
     servers: list[LiveServer] = []
 

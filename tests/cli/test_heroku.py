@@ -7,6 +7,7 @@ import re
 import shlex
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,7 +25,7 @@ ADMIN_TOKEN = "adm_dyno-admin-token-0123456789abcdef"
 PORT = "41234"
 
 
-def app_json() -> dict:
+def app_json() -> dict[str, Any]:
     return json.loads((ROOT / "app.json").read_text())
 
 
@@ -60,6 +61,7 @@ def parse(command: str):
     argv = shlex.split(command.replace("$PORT", PORT))
     assert argv[0] == "connector"
     subcommand = main.get_command(None, argv[1])  # type: ignore[arg-type]
+    assert subcommand is not None, argv[1]
     return argv[1], subcommand.make_context(argv[1], argv[2:]).params
 
 

@@ -5,6 +5,7 @@ numbers, generated message ids, and the `rejected` entries of a batch, word for 
 
 import hashlib
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -61,7 +62,7 @@ RECEIVED = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 def nested(levels, container):
     """A JSON value `levels` deep: 1 is a scalar, 2 a container holding one, and so on."""
-    value = "leaf"
+    value: Any = "leaf"
     for _ in range(levels - 1):
         value = {"k": value} if container == "object" else [value]
     return value

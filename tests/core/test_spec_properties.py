@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlmodel import col
 
 from connector.core import spec
 from connector.core.models import Event, User, UserIdentifier
@@ -249,7 +250,7 @@ def journeys(draw: st.DrawFn) -> list[dict[str, Any]]:
     return messages
 
 
-async def profiles_after(runtime, messages: list[dict[str, Any]]) -> set[tuple]:
+async def profiles_after(runtime, messages: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
     await empty_tables(runtime.engine, keep={"settings_versions", "credentials"})
     await JournalWriter(runtime.engine).append(
         [journal_row(spec.normalise_message(m, RECEIVED), RECEIVED, "segment") for m in messages]
@@ -257,13 +258,15 @@ async def profiles_after(runtime, messages: list[dict[str, Any]]) -> set[tuple]:
     changes = await process_batch(runtime.engine, await runtime.settings.current(), limit=100)
     assert changes.failed == 0
     async with runtime.engine.connect() as conn:
-        claims: dict[int, set] = {}
-        for row in await conn.execute(sa.select(UserIdentifier.user_id, UserIdentifier.kind, UserIdentifier.value)):
+        claims: dict[int, set[tuple[str, str]]] = {}
+        for row in await conn.execute(
+            sa.select(col(UserIdentifier.user_id), col(UserIdentifier.kind), col(UserIdentifier.value))
+        ):
             claims.setdefault(row.user_id, set()).add((row.kind, row.value))
-        events: dict[int, set] = {}
-        for row in await conn.execute(sa.select(Event.user_id, Event.message_id)):
+        events: dict[int, set[str]] = {}
+        for row in await conn.execute(sa.select(col(Event.user_id), col(Event.message_id))):
             events.setdefault(row.user_id, set()).add(row.message_id)
-        traits = dict((await conn.execute(sa.select(User.id, User.traits))).all())
+        traits = dict((await conn.execute(sa.select(col(User.id), col(User.traits)))).all())
     assert set(traits) == set(claims)  # no profile without an identifier
     return {
         (frozenset(claims[user]), tuple(sorted(traits[user].items(), key=repr)), frozenset(events.get(user, ())))

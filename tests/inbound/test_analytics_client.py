@@ -1,6 +1,7 @@
 """A real segment-analytics-python client talking to the app under uvicorn over a socket."""
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
@@ -11,7 +12,7 @@ from tests.support.app import API_KEY, admin_auth, wait_until
 from tests.support.inbound_cases import assert_journey_stored, enable_accounts, find_user, journey
 
 
-def send_with_client(client: Client, messages: list[dict]) -> None:
+def send_with_client(client: Client, messages: list[dict[str, Any]]) -> None:
     """Replay messages through the library's public calls (it builds its own messageId, sentAt, context)."""
     for message in messages:
         ids = {"user_id": message.get("userId"), "anonymous_id": message.get("anonymousId")}
@@ -66,7 +67,7 @@ async def test_wrong_write_key_is_reported_to_the_library(live_server_factory):
         assert (await http.get("/api/users", params={"user_id": "u1"}, headers=admin_auth())).status_code == 404
 
 
-async def _journey_done(http: httpx.AsyncClient, user_id: str) -> dict | None:
+async def _journey_done(http: httpx.AsyncClient, user_id: str) -> dict[str, Any] | None:
     profile = await find_user(http, user_id=user_id)
     if profile is None or profile["account"] is None or len(profile["identifiers"]["anonymous_id"]) < 2:
         return None

@@ -3,10 +3,12 @@
 import gzip
 import json
 from datetime import datetime, timedelta
+from typing import Any
 
 import orjson
 import pytest
 import sqlalchemy as sa
+from sqlmodel import col
 
 from connector.core.db import create_engine
 from connector.core.models import Event, JournalEntry
@@ -18,7 +20,7 @@ from tests.support.inbound_cases import assert_journey_stored, enable_accounts, 
 journal = JournalEntry.__table__
 
 
-async def journal_payloads(runtime) -> list[dict]:
+async def journal_payloads(runtime) -> list[dict[str, Any]]:
     async with runtime.engine.connect() as conn:
         return [row.payload for row in await conn.execute(sa.select(journal.c.payload).order_by(journal.c.id))]
 
@@ -82,7 +84,7 @@ async def test_batch_context_and_integrations_apply_to_each_message(client, runt
     async with runtime.engine.connect() as conn:
         stored = {
             row[0]: row[1:]
-            for row in await conn.execute(sa.select(Event.message_id, Event.context, Event.integrations))
+            for row in await conn.execute(sa.select(col(Event.message_id), col(Event.context), col(Event.integrations)))
         }
     # The event keeps its sender's routing beside its context, for the sender to forward it with
     assert stored["m-a"] == ({"library": {"name": "analytics-node"}, "ip": "10.0.0.1"}, {"Amplitude": False})
@@ -215,7 +217,7 @@ async def test_malformed_json_is_400(client, runtime):
 
 async def test_json_nested_deeper_than_the_cap_is_400(client, runtime):
     depth = runtime.env.max_json_depth
-    nested: dict = {}
+    nested: dict[str, Any] = {}
     for _ in range(depth):
         nested = {"n": nested}
     response = await client.post("/v1/identify", headers=basic_auth(), json={"userId": "u1", "traits": nested})
@@ -258,7 +260,13 @@ async def test_a_message_of_exactly_32_kb_is_accepted_and_one_byte_more_is_413(c
     """Segment's limit is 32 KB a message: 32,768 bytes. The connector measures a message once parsed, written
     again as compact JSON (no spaces, keys in their order, non-ASCII as UTF-8), not as the bytes received; it is
     posted here in exactly that form (alone, or within {"batch":[...]}), so both measures agree."""
-    message = {"type": "track", "userId": "u1", "event": "Big", "messageId": "big", "properties": {"blob": ""}}
+    message: dict[str, Any] = {
+        "type": "track",
+        "userId": "u1",
+        "event": "Big",
+        "messageId": "big",
+        "properties": {"blob": ""},
+    }
     without_blob = len(json.dumps(message, separators=(",", ":")).encode())
     message["properties"]["blob"] = "x" * (size - without_blob)
     encoded = json.dumps(message, separators=(",", ":")).encode()
@@ -389,7 +397,7 @@ async def test_clock_skew_is_corrected_from_sent_at(client, runtime):
     assert payloads["G"]["timestamp"] == "2020-01-01T00:00:00.000000Z"  # set by the sender: kept
     await drain(runtime)
     async with runtime.engine.connect() as conn:
-        stored = dict((await conn.execute(sa.select(Event.event, Event.timestamp))).all())
+        stored = dict((await conn.execute(sa.select(col(Event.event), col(Event.timestamp)))).all())
     assert abs(stored["E"] - datetime.now(stored["E"].tzinfo)) < timedelta(minutes=1)
 
 

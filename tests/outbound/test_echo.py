@@ -6,6 +6,7 @@ echoed message must be answered 200 and counted as skipped (not stored, not sent
 """
 
 import asyncio
+import functools
 
 import httpx
 import pytest
@@ -100,9 +101,12 @@ async def test_the_echo_of_segment_events_changes_nothing(live_server_factory, s
         def sent() -> list[str]:
             return sorted(m.get("event", m["type"]) for m in segment_api.messages)
 
+        def sent_is(expected: list[str]) -> bool:
+            return sent() == expected
+
         for seats, expected in ((3, ["Pro Started", "identify"]), (4, ["Pro Started", "Pro Updated", "identify"])):
             call = {"type": "identify", "userId": "u-1", "traits": {"plan": "pro", "seats": seats}}
             assert (await http.post("/v1/identify", headers=basic_auth(), json=call)).status_code == 200
-            await wait_until(lambda expected=expected: sent() == expected)
+            await wait_until(functools.partial(sent_is, expected))
         await assert_quiet_with_every_echo_dropped(http, segment_api, calls=2)
         assert sent() == ["Pro Started", "Pro Updated", "identify"]

@@ -5,6 +5,8 @@ bytes, as Segment does; segment-analytics-python's transport writes `json.dumps`
 output, where every non-ASCII character is a 6-byte escape (an emoji 12 bytes).
 """
 
+from typing import Any
+
 from connector.core.models import DeadLetter
 from tests.support.app import basic_auth, drain
 from tests.support.delivery import rows
@@ -19,7 +21,7 @@ def bio(characters: int) -> str:
     return (NOVEL * (characters // len(NOVEL) + 1))[:characters]
 
 
-async def post_users(client, users: list[dict]) -> None:
+async def post_users(client, users: list[dict[str, Any]]) -> None:
     for start in range(0, len(users), 10):
         response = await client.post("/v1/batch", headers=basic_auth(), json={"batch": users[start : start + 10]})
         assert response.status_code == 200 and "rejected" not in response.json(), response.text

@@ -1,6 +1,7 @@
 """What the connector sends to Segment: the exact JSON of each message type, and who gets nothing."""
 
 import re
+from typing import Any
 
 import sqlalchemy as sa
 from hypothesis import given, settings
@@ -15,7 +16,7 @@ from tests.support.api import post_batch
 from tests.support.app import basic_auth, drain
 from tests.support.fake_segment import add_segment, add_transition, configure, of_type, send_all, user_id_of
 
-STAMP = {
+STAMP: dict[str, Any] = {
     "integrations": {"Webhooks": False},
     "context": {"integration": {"name": "hull-segment-connector", "version": __version__}},
 }

@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from connector import cli
+from connector.core.environment import get_environment
 from connector.core.models import SegmentMembership
 from tests.support.app import basic_auth, drain
 from tests.support.fake_segment import add_segment, configure, send_all, user_id_of
@@ -13,11 +14,11 @@ from tests.support.fake_segment import add_segment, configure, send_all, user_id
 
 async def run_cli(monkeypatch, env, *args):
     monkeypatch.setenv("DATABASE_URL", env.database_url)
-    cli.get_environment.cache_clear()
+    get_environment.cache_clear()
     try:
         return await asyncio.to_thread(CliRunner().invoke, cli.main, list(args))
     finally:
-        cli.get_environment.cache_clear()
+        get_environment.cache_clear()
 
 
 async def test_resync_sends_the_filter_once_and_again_with_force(client, runtime, segment_api, monkeypatch, env):

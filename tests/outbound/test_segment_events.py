@@ -7,6 +7,7 @@ follow the segment their entry names, whatever the outbound filter.
 
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -191,7 +192,7 @@ async def test_account_segment_events_go_to_each_user_of_the_account_with_its_pr
         ],
     )
     await create_segment(client, "Big Accounts", BIG, entity="account")
-    group = {"type": "group", "groupId": "g-1", "traits": {"name": "Acme", "domain": "acme.test"}}
+    group: dict[str, Any] = {"type": "group", "groupId": "g-1", "traits": {"name": "Acme", "domain": "acme.test"}}
     added = await sent_after(
         client,
         runtime,

@@ -6,7 +6,9 @@ from connector.outbound.sender.
 """
 
 import json
+import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -65,9 +67,9 @@ BACKOFF_TABLE = [
 
 @pytest.mark.parametrize("attempts,shortest,longest", BACKOFF_TABLE)
 def test_backoff_waits_between_half_a_step_and_a_whole_step(monkeypatch, attempts, shortest, longest):
-    monkeypatch.setattr(sender.random, "uniform", lambda low, high: low)
+    monkeypatch.setattr(random, "uniform", lambda low, high: low)
     assert sender.backoff_seconds(attempts) == shortest
-    monkeypatch.setattr(sender.random, "uniform", lambda low, high: high)
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
     assert sender.backoff_seconds(attempts) == longest
 
 
@@ -140,7 +142,7 @@ async def test_replay_without_a_write_key_is_refused_and_says_why(runtime):
         await sender.replay(runtime.engine, ConnectorSettings(write_key=""))
 
 
-def log_lines(output: list[str], event: str) -> list[dict]:
+def log_lines(output: list[str], event: str) -> list[dict[str, Any]]:
     return [
         line
         for line in map(json.loads, filter(lambda text: text.startswith("{"), output))
@@ -169,7 +171,7 @@ async def test_a_replay_logs_each_refused_batch_with_segment_s_answer_and_its_to
     assert (done["replayed"], done["failed"]) == (1, 0)
 
 
-def letter_of_wire_size(n: int, size: int) -> dict:
+def letter_of_wire_size(n: int, size: int) -> dict[str, Any]:
     """An identify whose JSON, as the transport writes it, is exactly `size` bytes."""
     message = identify(n)
     message["traits"]["padding"] = "p" * (size - len(json.dumps(message).encode()))

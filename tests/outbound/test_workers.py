@@ -61,7 +61,7 @@ async def test_two_worker_processes_share_the_outbox(client, runtime, segment_ap
         for worker in workers:
             worker.terminate()
         for worker in workers:
-            assert worker.wait(timeout=30) == 0, worker.stderr.read().decode()[-2000:]
+            assert worker.wait(timeout=30) == 0, (worker.stderr.read() if worker.stderr else b"").decode()[-2000:]
     counts = Counter(segment_api.message_ids())
     assert [message_id for message_id, n in counts.items() if n > 1] == []
     assert len(counts) == USERS + EVENTS

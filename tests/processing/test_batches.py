@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlmodel import SQLModel
+from sqlmodel import SQLModel, col
 
 from connector.core import spec
 from connector.core.models import Account, Event, IdentityAudit, User, UserIdentifier
@@ -49,7 +49,7 @@ def messages(draw: st.DrawFn, index: int) -> dict[str, Any]:
         message.update(type="track", event="Used", properties={"feature": draw(st.sampled_from(["a", "b"]))}, **ids)
     elif kind == "group":
         domain = draw(st.sampled_from(DOMAINS))
-        traits = {"plan": draw(st.sampled_from(["x", "y"]))} | ({"domain": domain} if domain else {})
+        traits: dict[str, Any] = {"plan": draw(st.sampled_from(["x", "y"]))} | ({"domain": domain} if domain else {})
         message.update(type="group", groupId=draw(st.sampled_from(GROUP_IDS)), traits=traits, **ids)
     else:
         traits = draw(st.dictionaries(st.sampled_from(["plan", "seats"]), st.integers(0, 2), max_size=2))
@@ -83,17 +83,23 @@ async def state_after(runtime: Any, stream: list[dict[str, Any]], batch_size: in
         assert changes.failed == 0
     async with runtime.engine.connect() as conn:
         claims: dict[int, set[tuple[str, str]]] = {}
-        for row in await conn.execute(sa.select(UserIdentifier.user_id, UserIdentifier.kind, UserIdentifier.value)):
+        for row in await conn.execute(
+            sa.select(col(UserIdentifier.user_id), col(UserIdentifier.kind), col(UserIdentifier.value))
+        ):
             claims.setdefault(row.user_id, set()).add((row.kind, row.value))
         events: dict[int, set[str]] = {}
-        for row in await conn.execute(sa.select(Event.user_id, Event.message_id)):
+        for row in await conn.execute(sa.select(col(Event.user_id), col(Event.message_id))):
             events.setdefault(row.user_id, set()).add(row.message_id)
         accounts = {
             row.id: (row.group_id, row.domain, tuple(sorted(row.traits.items())))
-            for row in await conn.execute(sa.select(Account.id, Account.group_id, Account.domain, Account.traits))
+            for row in await conn.execute(
+                sa.select(col(Account.id), col(Account.group_id), col(Account.domain), col(Account.traits))
+            )
         }
-        users = (await conn.execute(sa.select(User.id, User.traits, User.account_id, User.account_link))).all()
-        audits = sorted((await conn.scalars(sa.select(IdentityAudit.action))).all())
+        users = (
+            await conn.execute(sa.select(col(User.id), col(User.traits), col(User.account_id), col(User.account_link)))
+        ).all()
+        audits = sorted((await conn.scalars(sa.select(col(IdentityAudit.action)))).all())
     assert set(await journal_status_counts(runtime.engine)) == {"processed"}
     return {
         "profiles": {

@@ -1,5 +1,7 @@
 """Identity resolution, traits and accounts, observed through the admin API (and the fake Segment's identifies)."""
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from connector.core.models import IdentityAudit
@@ -7,17 +9,17 @@ from tests.support.api import put_settings, send_and_process
 from tests.support.app import admin_auth, basic_auth, drain
 from tests.support.database import journal_statuses
 from tests.support.fake_segment import configure, of_type, sent_after
-from tests.support.inbound_cases import enable_accounts, find_user
+from tests.support.inbound_cases import enable_accounts, find_user, user_profile
 
 audit = IdentityAudit.__table__
 
 
-async def audit_rows(runtime) -> list:
+async def audit_rows(runtime) -> list[Any]:
     async with runtime.engine.connect() as conn:
         return (await conn.execute(sa.select(audit).order_by(audit.c.id))).all()
 
 
-async def events_of(client, profile: dict) -> list[dict]:
+async def events_of(client, profile: dict[str, Any]) -> list[dict[str, Any]]:
     return (await client.get(f"/api/users/{profile['id']}/events", headers=admin_auth())).json()["events"]
 
 
@@ -33,13 +35,13 @@ async def test_older_identify_does_not_overwrite_a_newer_trait(client, runtime):
             "traits": {"plan": "free", "seats": 3},
         },
     )
-    assert (await find_user(client, user_id="u1"))["traits"] == {"plan": "pro", "seats": 3}
+    assert (await user_profile(client, user_id="u1"))["traits"] == {"plan": "pro", "seats": 3}
     await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "u1", "timestamp": "2024-05-03T00:00:00Z", "traits": {"plan": "team"}},
     )
-    assert (await find_user(client, user_id="u1"))["traits"] == {"plan": "team", "seats": 3}
+    assert (await user_profile(client, user_id="u1"))["traits"] == {"plan": "team", "seats": 3}
 
 
 async def test_null_values_are_ignored_and_nested_objects_kept(client, runtime):
@@ -59,7 +61,7 @@ async def test_null_values_are_ignored_and_nested_objects_kept(client, runtime):
             "traits": {"name": None, "age": None, "address": {"city": "Lyon"}},
         },
     )
-    assert (await find_user(client, user_id="u1"))["traits"] == {
+    assert (await user_profile(client, user_id="u1"))["traits"] == {
         "name": "Ada",
         "address": {"city": "Lyon"},
         "tags": ["a", "b"],
@@ -79,13 +81,13 @@ async def test_anonymous_profile_merges_into_the_identified_one(client, runtime)
         },
         {"type": "identify", "anonymousId": "anon-1", "timestamp": "2024-05-01T00:00:00Z", "traits": {"theme": "dark"}},
     )
-    anonymous = await find_user(client, anonymous_id="anon-1")
+    anonymous = await user_profile(client, anonymous_id="anon-1")
     await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "u1", "traits": {"plan": "pro"}, "timestamp": "2024-05-02T00:00:00Z"},
     )
-    identified = await find_user(client, user_id="u1")
+    identified = await user_profile(client, user_id="u1")
     assert anonymous["id"] != identified["id"]
 
     await send_and_process(
@@ -93,7 +95,7 @@ async def test_anonymous_profile_merges_into_the_identified_one(client, runtime)
         runtime,
         {"type": "identify", "userId": "u1", "anonymousId": "anon-1", "timestamp": "2024-05-03T00:00:00Z"},
     )
-    merged = await find_user(client, anonymous_id="anon-1")
+    merged = await user_profile(client, anonymous_id="anon-1")
     assert merged["id"] == identified["id"]
     assert merged["identifiers"]["user_id"] == ["u1"]
     assert merged["identifiers"]["anonymous_id"] == ["anon-1"]
@@ -123,7 +125,7 @@ async def test_two_user_ids_never_merge_and_the_conflict_is_audited(client, runt
             "messageId": "m-conflict",
         },
     )
-    alice, bob = await find_user(client, user_id="alice"), await find_user(client, user_id="bob")
+    alice, bob = await user_profile(client, user_id="alice"), await user_profile(client, user_id="bob")
     assert alice["id"] != bob["id"]
     assert alice["traits"] == {"n": "a"} and bob["traits"] == {"n": "b"}
     assert alice["identifiers"]["anonymous_id"] == ["shared-device"]
@@ -144,8 +146,8 @@ async def test_alias_merges_previous_id_into_user_id(client, runtime):
         {"type": "track", "userId": "u1", "event": "Paid", "messageId": "m-2"},
         {"type": "alias", "previousId": "visitor", "userId": "u1", "messageId": "m-alias"},
     )
-    profile = await find_user(client, user_id="u1")
-    assert (await find_user(client, anonymous_id="visitor"))["id"] == profile["id"]
+    profile = await user_profile(client, user_id="u1")
+    assert (await user_profile(client, anonymous_id="visitor"))["id"] == profile["id"]
     assert sorted(event["message_id"] for event in await events_of(client, profile)) == ["m-1", "m-2"]
     merges = [row for row in await audit_rows(runtime) if row.action == "merge"]
     assert [(row.kept_user_id, row.message_id) for row in merges] == [(profile["id"], "m-alias")]
@@ -158,7 +160,7 @@ async def test_alias_of_a_new_user_id_takes_over_the_anonymous_profile(client, r
         {"type": "identify", "anonymousId": "visitor", "traits": {"theme": "dark"}},
         {"type": "alias", "previousId": "visitor", "userId": "u-new"},
     )
-    profile = await find_user(client, user_id="u-new")
+    profile = await user_profile(client, user_id="u-new")
     assert profile["identifiers"]["anonymous_id"] == ["visitor"]
     assert profile["traits"] == {"theme": "dark"}
 
@@ -171,7 +173,7 @@ async def test_alias_between_two_user_ids_never_merges(client, runtime):
         {"type": "identify", "userId": "new", "traits": {"b": 2}},
         {"type": "alias", "previousId": "old", "userId": "new"},
     )
-    old, new = await find_user(client, user_id="old"), await find_user(client, user_id="new")
+    old, new = await user_profile(client, user_id="old"), await user_profile(client, user_id="new")
     assert old["id"] != new["id"] and old["traits"] == {"a": 1} and new["traits"] == {"b": 2}
     assert any(row.action == "conflict" for row in await audit_rows(runtime))
 
@@ -186,7 +188,7 @@ async def test_bogus_ids_are_never_identifiers(client, runtime):
     )
     for bogus in ("undefined", "'null'", "0", "  0 "):
         assert await find_user(client, user_id=bogus) is None, bogus
-    profiles = [await find_user(client, anonymous_id=f"a-{n}") for n in (1, 2, 3)]
+    profiles = [await user_profile(client, anonymous_id=f"a-{n}") for n in (1, 2, 3)]
     assert len({profile["id"] for profile in profiles}) == 3  # the bogus userId joined nothing
     assert all(profile["identifiers"]["user_id"] == [] for profile in profiles)
 
@@ -206,12 +208,12 @@ async def test_identify_by_email_uses_the_normalised_email_as_a_claim(client, ru
         },
         {"type": "identify", "anonymousId": "laptop", "traits": {"email": "not-an-email"}},
     )
-    profile = await find_user(client, user_id="u1")
+    profile = await user_profile(client, user_id="u1")
     assert profile["identifiers"]["email"] == ["ada@example.com"]
     assert profile["identifiers"]["anonymous_id"] == ["phone"]
     assert [event["message_id"] for event in await events_of(client, profile)] == ["m-phone"]
-    assert (await find_user(client, email="ADA@EXAMPLE.COM"))["id"] == profile["id"]
-    laptop = await find_user(client, anonymous_id="laptop")
+    assert (await user_profile(client, email="ADA@EXAMPLE.COM"))["id"] == profile["id"]
+    laptop = await user_profile(client, anonymous_id="laptop")
     assert laptop["id"] != profile["id"] and laptop["identifiers"]["email"] == []
 
 
@@ -222,7 +224,7 @@ async def test_without_identify_by_email_the_email_joins_nothing(client, runtime
         {"type": "identify", "userId": "u1", "traits": {"email": "ada@example.com"}},
         {"type": "identify", "anonymousId": "phone", "traits": {"email": "ada@example.com"}},
     )
-    assert (await find_user(client, user_id="u1"))["id"] != (await find_user(client, anonymous_id="phone"))["id"]
+    assert (await user_profile(client, user_id="u1"))["id"] != (await user_profile(client, anonymous_id="phone"))["id"]
 
 
 async def test_group_is_ignored_unless_handle_accounts(client, runtime):
@@ -257,12 +259,12 @@ async def test_group_creates_an_account_and_the_last_group_call_wins(client, run
     assert account["traits"] == {"name": "Acme", "domain": "https://www.Acme.com/about", "employees": 10}
     by_domain = (await client.get("/api/accounts", params={"domain": "ACME.com"}, headers=admin_auth())).json()
     assert by_domain["id"] == account["id"]
-    assert (await find_user(client, user_id="u2"))["account"]["id"] == account["id"]
+    assert (await user_profile(client, user_id="u2"))["account"]["id"] == account["id"]
 
     await send_and_process(
         client, runtime, {"type": "group", "userId": "u1", "groupId": "g2", "traits": {"name": "Beta"}}
     )
-    profile = await find_user(client, user_id="u1")
+    profile = await user_profile(client, user_id="u1")
     assert profile["account"]["group_id"] == "g2" and profile["account_link"] == "group"
 
 
@@ -286,7 +288,7 @@ async def test_page_and_screen_are_stored_only_when_enabled(client, runtime):
         {"type": "screen", "userId": "u1", "name": "Settings"},
     )
     await send_and_process(client, runtime, *calls)
-    profile = await find_user(client, user_id="u1")
+    profile = await user_profile(client, user_id="u1")
     stored = {event["event"]: event["properties"] for event in await events_of(client, profile)}
     assert stored == {"page": {"name": "Home", "category": "Docs"}, "screen": {"name": "Settings"}}
 
@@ -296,7 +298,7 @@ async def test_page_and_screen_are_stored_only_when_enabled(client, runtime):
 
     await put_settings(client, handle_screens=True)
     await send_and_process(client, runtime, *({**call, "userId": "u3"} for call in calls))
-    profile = await find_user(client, user_id="u3")
+    profile = await user_profile(client, user_id="u3")
     assert [event["event"] for event in await events_of(client, profile)] == ["screen"]
 
 
@@ -310,7 +312,7 @@ async def test_event_pages_follow_time_order_when_events_arrive_late(client, run
             json={"userId": "pager", "event": f"E {day}", "timestamp": f"{day}T12:00:00Z"},
         )
     await drain(runtime)
-    user = await find_user(client, user_id="pager")
+    user = await user_profile(client, user_id="pager")
     seen, before = [], None
     while True:
         params = {"limit": 2, **({"before_id": before} if before else {})}
@@ -332,13 +334,13 @@ async def test_a_late_older_group_call_does_not_move_the_user_back(client, runti
         {"type": "group", "userId": "u1", "groupId": "new-co", "timestamp": "2024-05-02T00:00:00Z"},
         {"type": "group", "userId": "u1", "groupId": "old-co", "timestamp": "2024-05-01T00:00:00Z"},
     )
-    assert (await find_user(client, user_id="u1"))["account"]["group_id"] == "new-co"
+    assert (await user_profile(client, user_id="u1"))["account"]["group_id"] == "new-co"
     # The older call still records its account; only the user's link follows the newest call.
     assert (await client.get("/api/accounts", params={"group_id": "old-co"}, headers=admin_auth())).status_code == 200
     await send_and_process(
         client, runtime, {"type": "group", "userId": "u1", "groupId": "newest-co", "timestamp": "2024-05-03T00:00:00Z"}
     )
-    assert (await find_user(client, user_id="u1"))["account"]["group_id"] == "newest-co"
+    assert (await user_profile(client, user_id="u1"))["account"]["group_id"] == "newest-co"
 
 
 async def test_the_account_link_does_not_depend_on_delivery_order(client, runtime):
@@ -349,7 +351,9 @@ async def test_the_account_link_does_not_depend_on_delivery_order(client, runtim
         for day, group in ((1, "a"), (2, "b"), (2, "c"))
     ]
     await send_and_process(client, runtime, *calls[:3], *reversed(calls[3:]))
-    linked = {user: (await find_user(client, user_id=user))["account"]["group_id"] for user in ("in-order", "reversed")}
+    linked = {
+        user: (await user_profile(client, user_id=user))["account"]["group_id"] for user in ("in-order", "reversed")
+    }
     assert linked["in-order"] == linked["reversed"] in ("b", "c")
 
 
@@ -362,7 +366,7 @@ async def test_a_merge_keeps_the_newer_account_link(client, runtime):
         {"type": "group", "userId": "u1", "groupId": "older", "timestamp": "2024-05-01T00:00:00Z"},
         {"type": "identify", "userId": "u1", "anonymousId": "visitor", "timestamp": "2024-05-04T00:00:00Z"},
     )
-    assert (await find_user(client, user_id="u1"))["account"]["group_id"] == "newer"
+    assert (await user_profile(client, user_id="u1"))["account"]["group_id"] == "newer"
 
 
 async def test_a_timestamp_in_the_future_does_not_freeze_a_trait(client, runtime):
@@ -372,7 +376,7 @@ async def test_a_timestamp_in_the_future_does_not_freeze_a_trait(client, runtime
         {"type": "identify", "userId": "u1", "timestamp": "2099-01-01T00:00:00Z", "traits": {"plan": "bad clock"}},
     )
     await send_and_process(client, runtime, {"type": "identify", "userId": "u1", "traits": {"plan": "pro"}})
-    assert (await find_user(client, user_id="u1"))["traits"]["plan"] == "pro"
+    assert (await user_profile(client, user_id="u1"))["traits"]["plan"] == "pro"
 
 
 async def test_alias_from_a_known_user_id_to_a_new_one_renames_the_profile(client, runtime):
@@ -382,9 +386,9 @@ async def test_alias_from_a_known_user_id_to_a_new_one_renames_the_profile(clien
         {"type": "identify", "userId": "old-id", "anonymousId": "visitor", "traits": {"plan": "pro"}},
         {"type": "alias", "previousId": "old-id", "userId": "new-id"},
     )
-    renamed = await find_user(client, user_id="new-id")
+    renamed = await user_profile(client, user_id="new-id")
     assert renamed is not None and renamed["traits"] == {"plan": "pro"}
-    assert (await find_user(client, anonymous_id="visitor"))["id"] == renamed["id"]
+    assert (await user_profile(client, anonymous_id="visitor"))["id"] == renamed["id"]
     assert (await client.get("/api/users", params={"user_id": "old-id"}, headers=admin_auth())).json()["id"] == renamed[
         "id"
     ]
@@ -394,7 +398,7 @@ async def test_alias_from_a_known_user_id_to_a_new_one_renames_the_profile(clien
         {"type": "identify", "userId": "old-id", "traits": {"seats": 4}},
         {"type": "track", "userId": "old-id", "event": "Late Event"},
     )
-    assert (await find_user(client, user_id="new-id"))["traits"] == {"plan": "pro", "seats": 4}
+    assert (await user_profile(client, user_id="new-id"))["traits"] == {"plan": "pro", "seats": 4}
     assert [event["event"] for event in await events_of(client, renamed)] == ["Late Event"]
     async with runtime.engine.connect() as conn:
         users = await conn.scalar(sa.text("SELECT count(*) FROM users"))
@@ -423,12 +427,12 @@ async def start_with_identify_by_email(runtime, segment_api) -> None:
     )
 
 
-def company_group(who: dict, **extra) -> dict:
+def company_group(who: dict[str, Any], **extra) -> dict[str, Any]:
     """A group call of Acme's, its traits carrying the company's billing address."""
     return {"type": "group", **who, "groupId": "acme", "traits": {"name": "Acme", "email": BILLING}, **extra}
 
 
-def identities(messages: list[dict]) -> list[tuple]:
+def identities(messages: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     """(userId, anonymousId, traits) of each identify the fake Segment received, sorted."""
     found = [(m.get("userId"), m.get("anonymousId"), m["traits"]) for m in of_type(messages, "identify")]
     return sorted(found, key=lambda item: (item[0] or "", item[1] or ""))
@@ -443,8 +447,8 @@ async def test_two_visitors_whose_group_calls_carry_the_company_address_stay_two
         company_group({"anonymousId": "visitor-1"}, messageId="g-1"),
         company_group({"anonymousId": "visitor-2"}, messageId="g-2"),
     )
-    first = await find_user(client, anonymous_id="visitor-1")
-    second = await find_user(client, anonymous_id="visitor-2")
+    first = await user_profile(client, anonymous_id="visitor-1")
+    second = await user_profile(client, anonymous_id="visitor-2")
     assert first["id"] != second["id"]
     for profile in (first, second):
         assert profile["identifiers"]["email"] == [] and profile["traits"] == {}
@@ -468,8 +472,8 @@ async def test_an_identified_user_who_sends_the_company_address_in_a_group_call_
         {"type": "identify", "userId": "ada", "traits": {"email": "ada@example.com"}, "messageId": "i-ada"},
         company_group({"userId": "ada"}, messageId="g-ada"),
     )
-    ada = await find_user(client, user_id="ada")
-    visitor = await find_user(client, anonymous_id="visitor-1")
+    ada = await user_profile(client, user_id="ada")
+    visitor = await user_profile(client, anonymous_id="visitor-1")
     assert ada["id"] != visitor["id"]
     assert ada["identifiers"] == {"user_id": ["ada"], "anonymous_id": [], "email": ["ada@example.com"]}
     assert ada["traits"] == {"email": "ada@example.com"}
@@ -498,13 +502,13 @@ async def test_a_group_call_claims_the_email_in_its_context_traits_even_when_the
             {"anonymousId": "grace-phone"}, messageId="g-grace", context={"traits": {"email": "grace@example.com"}}
         ),
     )
-    ada = await find_user(client, user_id="ada")
-    assert (await find_user(client, anonymous_id="ada-laptop"))["id"] == ada["id"]
+    ada = await user_profile(client, user_id="ada")
+    assert (await user_profile(client, anonymous_id="ada-laptop"))["id"] == ada["id"]
     assert ada["identifiers"] == {"user_id": ["ada"], "anonymous_id": ["ada-laptop"], "email": ["ada@example.com"]}
-    grace = await find_user(client, anonymous_id="grace-phone")
+    grace = await user_profile(client, anonymous_id="grace-phone")
     assert grace["id"] != ada["id"]
     assert grace["identifiers"]["email"] == ["grace@example.com"]
-    assert (await find_user(client, email="GRACE@example.com"))["id"] == grace["id"]
+    assert (await user_profile(client, email="GRACE@example.com"))["id"] == grace["id"]
     assert await find_user(client, email=BILLING) is None
     assert identities(sent) == [
         (None, "grace-phone", {"hull_segments": []}),
@@ -555,7 +559,7 @@ async def test_two_users_sending_the_nil_uuid_as_anonymous_id_stay_two_profiles_
         {"type": "identify", "userId": "bob", "anonymousId": NIL_UUID, "traits": {"plan": "free"}},
         {"type": "track", "userId": "bob", "anonymousId": "0000", "event": "Signed In"},
     )
-    ada, bob = await find_user(client, user_id="ada"), await find_user(client, user_id="bob")
+    ada, bob = await user_profile(client, user_id="ada"), await user_profile(client, user_id="bob")
     assert ada["id"] != bob["id"]
     assert ada["identifiers"]["anonymous_id"] == [] and bob["identifiers"]["anonymous_id"] == []
     assert await find_user(client, anonymous_id=NIL_UUID) is None

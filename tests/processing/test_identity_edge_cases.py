@@ -11,7 +11,7 @@ from connector.core.models import IdentityAudit, UserIdentifier
 from tests.support.api import create_segment, send_and_process
 from tests.support.app import admin_auth
 from tests.support.database import journal_status_counts
-from tests.support.inbound_cases import find_user
+from tests.support.inbound_cases import find_user, user_profile
 
 audit = IdentityAudit.__table__
 identifiers = UserIdentifier.__table__
@@ -33,7 +33,7 @@ async def test_a_rename_is_audited_with_the_profile_and_the_alias_message(client
         {"type": "identify", "userId": "old-id", "traits": {"plan": "pro"}},
         {"type": "alias", "previousId": "old-id", "userId": "new-id", "messageId": "m-rename"},
     )
-    profile = await find_user(client, user_id="new-id")
+    profile = await user_profile(client, user_id="new-id")
     [row] = await table(runtime, audit)
     assert (row.action, row.kept_user_id, row.merged_user_id, row.message_id) == (
         "rename",
@@ -51,7 +51,7 @@ async def test_a_profile_whose_anonymous_id_equals_its_user_id_can_be_renamed(cl
         {"type": "identify", "userId": "ada", "anonymousId": "ada", "traits": {"plan": "pro"}},
         {"type": "alias", "previousId": "ada", "userId": "ada-2"},
     )
-    renamed = await find_user(client, user_id="ada-2")
+    renamed = await user_profile(client, user_id="ada-2")
     assert renamed is not None and renamed["traits"] == {"plan": "pro"}
     assert renamed["identifiers"]["user_id"] == ["ada-2"] and renamed["identifiers"]["anonymous_id"] == ["ada"]
     async with runtime.engine.connect() as conn:
@@ -69,7 +69,7 @@ async def test_a_numeric_email_trait_is_no_identifier_and_stops_nothing(client, 
         {"type": "identify", "userId": "u-2", "traits": {"email": ["ada@example.com"]}},
     )
     assert await failed_journal_rows(runtime) == 0
-    assert (await find_user(client, user_id="u-1"))["traits"] == {"email": 12345, "plan": "pro"}
+    assert (await user_profile(client, user_id="u-1"))["traits"] == {"email": 12345, "plan": "pro"}
     kinds = {row.kind for row in await table(runtime, identifiers)}
     assert kinds == {"user_id"}
 
@@ -108,7 +108,7 @@ async def test_a_merge_keeps_the_later_last_seen_of_the_two_profiles(client, run
         runtime,
         {"type": "identify", "userId": "u1", "anonymousId": "anon-1", "timestamp": "2024-05-02T00:00:00Z"},
     )
-    merged = await find_user(client, user_id="u1")
+    merged = await user_profile(client, user_id="u1")
     assert merged["last_seen_at"].startswith("2024-05-03T00:00:00")
 
 
@@ -124,13 +124,13 @@ async def test_a_merge_keeps_each_trait_with_its_time_so_an_older_message_cannot
         runtime,
         {"type": "identify", "userId": "u1", "anonymousId": "anon-1", "timestamp": "2024-05-04T00:00:00Z"},
     )
-    assert (await find_user(client, user_id="u1"))["traits"] == {"plan": "pro"}
+    assert (await user_profile(client, user_id="u1"))["traits"] == {"plan": "pro"}
     await send_and_process(
         client,
         runtime,
         {"type": "identify", "userId": "u1", "timestamp": "2024-05-02T00:00:00Z", "traits": {"plan": "team"}},
     )
-    assert (await find_user(client, user_id="u1"))["traits"] == {"plan": "pro"}
+    assert (await user_profile(client, user_id="u1"))["traits"] == {"plan": "pro"}
 
 
 async def test_a_merge_keeps_the_group_link_of_the_merged_away_profile(client, runtime):
@@ -147,7 +147,7 @@ async def test_a_merge_keeps_the_group_link_of_the_merged_away_profile(client, r
         runtime,
         {"type": "identify", "userId": "u1", "anonymousId": "anon-1", "timestamp": "2024-05-02T00:00:00Z"},
     )
-    merged = await find_user(client, user_id="u1")
+    merged = await user_profile(client, user_id="u1")
     row = await user_row(runtime, merged["id"])
     assert row.account_id is not None and row.account_link == "group"
 
@@ -159,7 +159,7 @@ async def test_a_conflict_is_audited_with_the_kept_profile_the_other_profiles_an
         {"type": "identify", "userId": "alice", "anonymousId": "shared-device"},
         {"type": "identify", "userId": "bob", "anonymousId": "shared-device", "messageId": "m-conflict"},
     )
-    alice, bob = await find_user(client, user_id="alice"), await find_user(client, user_id="bob")
+    alice, bob = await user_profile(client, user_id="alice"), await user_profile(client, user_id="bob")
     [row] = [row for row in await table(runtime, audit) if row.action == "conflict"]
     assert (row.kept_user_id, row.merged_user_id, row.message_id) == (bob["id"], None, "m-conflict")
     assert row.details == {"reason": "different user_ids", "user_ids": ["alice", "bob"], "profiles": [alice["id"]]}
@@ -178,8 +178,8 @@ async def test_a_merge_hands_what_segment_was_told_about_both_calls_to_the_survi
         {"type": "identify", "userId": "u1"},
     )
     await send_all(runtime)
-    loser = (await find_user(client, anonymous_id="anon-1"))["id"]
-    survivor = (await find_user(client, user_id="u1"))["id"]
+    loser = (await user_profile(client, anonymous_id="anon-1"))["id"]
+    survivor = (await user_profile(client, user_id="u1"))["id"]
     async with runtime.engine.connect() as conn:
         before = set((await conn.execute(sa.text("SELECT key FROM delivery_state"))).scalars())
     assert before == {f"identify:{loser}", f"group:{loser}", f"identify:{survivor}"}
@@ -197,9 +197,9 @@ async def test_a_merge_hands_what_segment_was_told_about_both_calls_to_the_survi
 
 async def test_the_first_user_id_of_an_anonymous_profile_keeps_that_profile(client, runtime):
     await send_and_process(client, runtime, {"type": "track", "anonymousId": "anon-1", "event": "Viewed"})
-    anonymous = await find_user(client, anonymous_id="anon-1")
+    anonymous = await user_profile(client, anonymous_id="anon-1")
     await send_and_process(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
-    identified = await find_user(client, user_id="u1")
+    identified = await user_profile(client, user_id="u1")
     assert identified["id"] == anonymous["id"]
     assert identified["identifiers"]["anonymous_id"] == ["anon-1"]
     assert [row.action for row in await table(runtime, audit)] == []
@@ -209,16 +209,16 @@ async def test_an_anonymous_profile_found_by_email_merges_into_the_profile_with_
     response = await client.put("/api/settings", headers=admin_auth(), json={"identify_by_email": True})
     assert response.status_code == 200, response.text
     await send_and_process(client, runtime, {"type": "track", "anonymousId": "anon-1", "event": "Viewed"})
-    anonymous = await find_user(client, anonymous_id="anon-1")
+    anonymous = await user_profile(client, anonymous_id="anon-1")
     await send_and_process(
         client, runtime, {"type": "identify", "userId": "u1", "traits": {"email": "ada@example.com"}}
     )
-    identified = await find_user(client, user_id="u1")
+    identified = await user_profile(client, user_id="u1")
     assert anonymous["id"] < identified["id"]  # the anonymous profile is the older one, and it still loses
     await send_and_process(
         client, runtime, {"type": "identify", "anonymousId": "anon-1", "traits": {"email": "ada@example.com"}}
     )
-    merged = await find_user(client, anonymous_id="anon-1")
+    merged = await user_profile(client, anonymous_id="anon-1")
     assert merged["id"] == identified["id"] and merged["identifiers"]["user_id"] == ["u1"]
     assert [(row.action, row.kept_user_id, row.merged_user_id) for row in await table(runtime, audit)] == [
         ("merge", identified["id"], anonymous["id"])
@@ -234,7 +234,7 @@ async def test_events_buffered_in_the_batch_that_merges_their_profile_follow_it(
         {"type": "page", "anonymousId": "anon-1", "name": "Pricing", "messageId": "m-page"},
         {"type": "identify", "userId": "u1", "anonymousId": "anon-1"},
     )
-    merged = await find_user(client, user_id="u1")
+    merged = await user_profile(client, user_id="u1")
     events = (await client.get(f"/api/users/{merged['id']}/events", headers=admin_auth())).json()["events"]
     assert sorted(event["message_id"] for event in events) == ["m-page", "m-viewed"]
     async with runtime.engine.connect() as conn:
@@ -261,11 +261,11 @@ async def test_a_merge_moves_the_loser_s_memberships_with_their_entry_and_no_new
         {"type": "track", "anonymousId": "anon-1", "event": "Viewed"},
         {"type": "identify", "userId": "u1"},
     )
-    loser = (await find_user(client, anonymous_id="anon-1"))["id"]
-    survivor = (await find_user(client, user_id="u1"))["id"]
+    loser = (await user_profile(client, anonymous_id="anon-1"))["id"]
+    survivor = (await user_profile(client, user_id="u1"))["id"]
     assert await transitions_of(runtime, viewers) == [(loser, "entered")]
     await send_and_process(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
-    assert (await find_user(client, user_id="u1"))["segments"] == ["Viewers"]
+    assert (await user_profile(client, user_id="u1"))["segments"] == ["Viewers"]
     assert await transitions_of(runtime, viewers) == [(loser, "entered")]  # the membership moved: nothing re-entered
     async with runtime.engine.connect() as conn:
         assert [
@@ -286,7 +286,7 @@ async def test_a_merge_of_two_members_of_one_segment_keeps_one_membership(client
     )
     await send_and_process(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
     assert await failed_journal_rows(runtime) == 0
-    survivor = (await find_user(client, user_id="u1"))["id"]
+    survivor = (await user_profile(client, user_id="u1"))["id"]
     async with runtime.engine.connect() as conn:
         assert [
             tuple(row)
@@ -305,9 +305,9 @@ async def test_a_merge_gives_the_survivor_none_of_another_user_s_memberships(cli
         {"type": "track", "anonymousId": "anon-1", "event": "Viewed"},
         {"type": "identify", "userId": "u1"},
     )
-    carl = (await find_user(client, user_id="carl"))["id"]
+    carl = (await user_profile(client, user_id="carl"))["id"]
     await send_and_process(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
-    assert (await find_user(client, user_id="u1"))["segments"] == []
+    assert (await user_profile(client, user_id="u1"))["segments"] == []
     assert await transitions_of(runtime, pro) == [(carl, "entered")]
 
 
@@ -325,7 +325,7 @@ async def test_a_merge_keeps_the_time_of_the_loser_s_group_link_so_an_older_grou
         runtime,
         {"type": "identify", "userId": "u1", "anonymousId": "anon-1", "timestamp": "2024-05-04T00:00:00Z"},
     )
-    merged = await find_user(client, user_id="u1")
+    merged = await user_profile(client, user_id="u1")
     linked = (await user_row(runtime, merged["id"])).account_id
     # a group call made before the one the link came from, arriving late
     await send_and_process(
@@ -342,9 +342,9 @@ async def test_a_merge_marks_the_survivor_updated(client, runtime):
         {"type": "identify", "userId": "u1", "traits": {"plan": "pro"}},
         {"type": "track", "anonymousId": "anon-1", "event": "Viewed"},
     )
-    before = (await find_user(client, user_id="u1"))["updated_at"]
+    before = (await user_profile(client, user_id="u1"))["updated_at"]
     await send_and_process(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
-    merged = await find_user(client, user_id="u1")
+    merged = await user_profile(client, user_id="u1")
     assert merged["identifiers"]["anonymous_id"] == ["anon-1"]
     assert merged["updated_at"] > before
 
@@ -390,7 +390,7 @@ async def test_a_merge_hands_over_what_segment_was_told_of_one_call_when_the_los
         ],
     )
     ids = {
-        name: (await find_user(client, **{kind: name}))["id"]
+        name: (await user_profile(client, **{kind: name}))["id"]
         for kind, name in [("user_id", "u1"), ("anonymous_id", "anon-1"), ("user_id", "u2"), ("anonymous_id", "anon-2")]
     }
     await set_delivery_state(
@@ -424,10 +424,10 @@ async def test_a_merge_moves_the_loser_s_memberships_into_a_survivor_that_has_me
         {"type": "track", "anonymousId": "anon-1", "event": "Viewed"},
         {"type": "track", "userId": "u1", "event": "Signed Up"},
     )
-    loser = (await find_user(client, anonymous_id="anon-1"))["id"]
-    survivor = (await find_user(client, user_id="u1"))["id"]
+    loser = (await user_profile(client, anonymous_id="anon-1"))["id"]
+    survivor = (await user_profile(client, user_id="u1"))["id"]
     await send_and_process(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
-    assert sorted((await find_user(client, user_id="u1"))["segments"]) == ["Signed up", "Viewers"]
+    assert sorted((await user_profile(client, user_id="u1"))["segments"]) == ["Signed up", "Viewers"]
     assert await transitions_of(runtime, viewers) == [(loser, "entered")]  # moved, not entered again
     assert await transitions_of(runtime, signed_up) == [(survivor, "entered")]
 
@@ -443,7 +443,7 @@ async def test_a_merge_leaves_the_account_segments_of_an_account_whose_id_is_the
         {"type": "group", "userId": "u1", "groupId": "small", "traits": {"employees": 5}},
         {"type": "group", "userId": "u1", "groupId": "big", "traits": {"employees": 50}},
     )
-    loser = (await find_user(client, anonymous_id="anon-2"))["id"]
+    loser = (await user_profile(client, anonymous_id="anon-2"))["id"]
     big = (await client.get("/api/accounts", params={"group_id": "big"}, headers=admin_auth())).json()
     assert big["id"] == loser, "the case needs an account whose id is the merged-away user's"
     response = await client.post(
@@ -453,6 +453,6 @@ async def test_a_merge_leaves_the_account_segments_of_an_account_whose_id_is_the
     )
     assert response.status_code == 201 and response.json()["member_count"] == 1, response.text
     await send_and_process(client, runtime, {"type": "identify", "userId": "u1", "anonymousId": "anon-2"})
-    assert (await find_user(client, anonymous_id="anon-2"))["user_id"] == "u1"  # merged
+    assert (await user_profile(client, anonymous_id="anon-2"))["user_id"] == "u1"  # merged
     big = (await client.get("/api/accounts", params={"group_id": "big"}, headers=admin_auth())).json()
     assert big["segments"] == ["Big"]

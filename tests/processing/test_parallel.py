@@ -344,7 +344,7 @@ def expected_usage(tracks: list[dict[str, Any]]) -> dict[tuple[str, str, str], t
         sums[key][0] += 1
         sums[key][1] += flag == "positive"
         sums[key][2] += flag == "negative"
-    return {key: tuple(value) for key, value in sums.items()}
+    return {key: (value[0], value[1], value[2]) for key, value in sums.items()}
 
 
 async def assert_applied_once(runtime: Any, tracks: list[dict[str, Any]]) -> None:

@@ -56,7 +56,7 @@ async def find(client, **query):
 
 async def search(runtime, needles):
     """{needle: [table.column, ...]} for every column of every table holding the needle, cast to text."""
-    found = {}
+    found: dict[str, list[str]] = {}
     async with runtime.engine.connect() as conn:
         for table in SQLModel.metadata.sorted_tables:
             for column in table.columns:

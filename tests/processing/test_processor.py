@@ -5,9 +5,11 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from click.testing import CliRunner
+from sqlmodel import col
 
 from connector import cli
 from connector.core.environment import get_environment
@@ -16,7 +18,7 @@ from connector.flow.journal import retry_failed
 from connector.service.pipeline import process_batch
 from tests.support.app import ADMIN_TOKEN, API_KEY, basic_auth, drain, wait_until
 from tests.support.database import fail_for, journal_statuses, post_with_poison
-from tests.support.inbound_cases import find_user
+from tests.support.inbound_cases import find_user, user_profile
 
 journal = JournalEntry.__table__
 accounts = Account.__table__
@@ -48,7 +50,7 @@ async def test_a_failing_message_is_marked_and_does_not_hold_up_the_rest(client,
     assert (await journal_status(runtime))["poison"] == ("pending", None)
     assert (await drain(runtime)).processed == 1
     assert (await journal_status(runtime))["poison"][0] == "processed"
-    profile = await find_user(client, user_id="u2")
+    profile = await user_profile(client, user_id="u2")
     assert [event["message_id"] for event in profile["recent_events"]] == ["poison"]
 
 
@@ -119,7 +121,7 @@ async def test_a_repeated_value_keeps_its_newer_time_so_a_late_older_message_doe
     await send("2024-02-01T00:00:00Z", "free")  # late, and older than the second
     async with runtime.engine.connect() as conn:
         account = (await conn.execute(sa.select(accounts.c.traits).where(accounts.c.group_id == "acme"))).scalar_one()
-    assert (await find_user(client, user_id="ada"))["traits"]["plan"] == "pro"
+    assert (await user_profile(client, user_id="ada"))["traits"]["plan"] == "pro"
     assert account["plan"] == "pro"
 
 
@@ -129,7 +131,7 @@ async def test_an_event_stores_its_message_s_properties_and_context_and_a_page_s
     message without properties stores an empty object."""
     await runtime.settings.save({"handle_pages": True, "handle_screens": True})
     context = {"ip": "203.0.113.9", "page": {"path": "/pricing"}, "traits": {"email": "ada@example.com"}}
-    sent = [
+    sent: list[dict[str, Any]] = [
         {"type": "track", "event": "Signed In", "messageId": "t", "properties": {"plan": "pro", "n": [1, {"a": None}]}},
         {"type": "track", "event": "Bare", "messageId": "bare"},
         {"type": "page", "name": "Pricing", "category": "Docs", "messageId": "p", "properties": {"path": "/pricing"}},
@@ -144,7 +146,7 @@ async def test_an_event_stores_its_message_s_properties_and_context_and_a_page_s
     async with runtime.engine.connect() as conn:
         stored = {
             row.message_id: (row.properties, row.context)
-            for row in await conn.execute(sa.select(Event.message_id, Event.properties, Event.context))
+            for row in await conn.execute(sa.select(col(Event.message_id), col(Event.properties), col(Event.context)))
         }
     assert {message_id: properties for message_id, (properties, _) in stored.items()} == {
         "t": {"plan": "pro", "n": [1, {"a": None}]},
@@ -168,7 +170,7 @@ async def test_a_message_sent_again_after_it_was_processed_is_not_queued_or_appl
     ]
     assert (await drain(runtime)).processed == 1
     async with runtime.engine.connect() as conn:
-        stored = (await conn.execute(sa.select(Event.message_id).order_by(Event.id))).scalars().all()
+        stored = (await conn.execute(sa.select(col(Event.message_id)).order_by(col(Event.id)))).scalars().all()
     assert stored == ["once", "new"]
 
 

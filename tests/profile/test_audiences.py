@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from connector.core.kinds import Entity
 from connector.core.models import utcnow
 from connector.core.spec import format_timestamp
 from connector.profile.audiences import member_condition
@@ -191,7 +192,7 @@ async def test_a_merge_keeps_both_sides_audiences_latest_first(client, runtime):
     assert {key: value["member"] for key, value in found.items()} == {"vip": True, "trial": True}
     user = (await client.get("/api/users", params={"user_id": "ada"}, headers=admin_auth())).json()["id"]
     async with runtime.engine.connect() as conn:
-        attributes = await computed_attributes(conn, "user", user)
+        attributes = await computed_attributes(conn, Entity.USER, user)
     assert attributes["audiences"] == {"trial": True, "vip": True}
     assert attributes["usage"]["events_30d"] == 0 and attributes["usage"]["trend"] == [0] * 12
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from connector.cli import main
 from connector.core.db import create_engine, insert
 from connector.core.environment import get_environment
+from connector.core.kinds import Entity
 from connector.core.models import FeatureUsage, JournalEntry, UserIdentifier, utcnow
 from connector.core.settings import ConnectorSettings
 from connector.core.spec import format_timestamp, normalise_message
@@ -296,13 +297,13 @@ async def _sql_matches_python(conn, run, now):
     rows = await conn.execute(
         sa.select(
             users.c.id,
-            usage.sql_window_total("user", users.c.id, "count", now.date()),
-            usage.sql_window_total("user", users.c.id, "score", now.date()),
-            *(sa.literal(name).in_(usage.sql_top_features("user", users.c.id)) for name in FEATURES),
+            usage.sql_window_total(Entity.USER, users.c.id, "count", now.date()),
+            usage.sql_window_total(Entity.USER, users.c.id, "score", now.date()),
+            *(sa.literal(name).in_(usage.sql_top_features(Entity.USER, users.c.id)) for name in FEATURES),
         )
     )
     for user_id, events_30d, score_30d, *tops in rows:
-        attributes = (await usage.report(conn, "user", user_id, now))["attributes"]
+        attributes = (await usage.report(conn, Entity.USER, user_id, now))["attributes"]
         assert (events_30d, score_30d) == (attributes["events_30d"], attributes["score_30d"])
         assert [bool(top) for top in tops] == [name in attributes["top_features"] for name in FEATURES]
 
@@ -360,7 +361,7 @@ def test_cli_rebuild_restores_usage(database_url, monkeypatch):
         async with engine.connect() as conn:
             rows = await snapshot(conn)
             user = rows[0][1]
-            attributes = await computed_attributes(conn, "user", user)
+            attributes = await computed_attributes(conn, Entity.USER, user)
         await engine.dispose()
         return rows, attributes
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 import sqlalchemy as sa
 
+from connector.core.kinds import Entity
 from connector.core.models import FeatureUsage, User, utcnow
 from connector.core.spec import format_timestamp
 from connector.profile.computed import computed_attributes_of
@@ -76,15 +77,15 @@ async def new_users(conn, count):
 async def labels_in_python_and_sql(conn, ids, now):
     in_python = {
         user_id: values["usage"]["pattern"]
-        for user_id, values in (await computed_attributes_of(conn, "user", ids, now)).items()
+        for user_id, values in (await computed_attributes_of(conn, Entity.USER, ids, now)).items()
     }
     in_sql = dict.fromkeys(ids)
     for label in LABELS:
         rule = {"attribute": "usage.pattern", "op": "eq", "value": label}
-        for user_id in (await conn.execute(Compiler(conn.dialect.name, "user", now).select_ids(rule))).scalars():
+        for user_id in (await conn.execute(Compiler(conn.dialect.name, Entity.USER, now).select_ids(rule))).scalars():
             in_sql[user_id] = label
     absent = {"attribute": "usage.pattern", "op": "not_exists"}
-    none = set((await conn.execute(Compiler(conn.dialect.name, "user", now).select_ids(absent))).scalars())
+    none = set((await conn.execute(Compiler(conn.dialect.name, Entity.USER, now).select_ids(absent))).scalars())
     assert none == {user_id for user_id, label in in_sql.items() if label is None}
     return in_python, in_sql
 

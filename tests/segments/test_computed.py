@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from connector.core.kinds import Entity
 from connector.core.models import SegmentTransition, utcnow
 from connector.core.spec import format_timestamp
 from connector.profile.attributes import EventNeeds, load_profiles
@@ -197,9 +198,9 @@ async def test_load_profiles_reads_computed_attributes_in_batches(client, runtim
         async with runtime.engine.connect() as conn:
             ids = (await conn.execute(sa.text("SELECT id FROM users ORDER BY id"))).scalars().all()
             few = len(statements)
-            two = await load_profiles(conn, "user", ids[:2], EventNeeds(), now)
+            two = await load_profiles(conn, Entity.USER, ids[:2], EventNeeds(), now)
             few, many = len(statements) - few, len(statements)
-            twelve = await load_profiles(conn, "user", ids, EventNeeds(), now)
+            twelve = await load_profiles(conn, Entity.USER, ids, EventNeeds(), now)
             many = len(statements) - many
     finally:
         sa.event.remove(runtime.engine.sync_engine, "before_cursor_execute", count)

@@ -10,6 +10,7 @@ Python (icp.refresh) must be those the SQL compiler makes (icp.recompute).
 """
 
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -17,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector.core.db import create_engine
+from connector.core.kinds import Entity
 from connector.core.models import Account, AudienceMembership, Event, FeatureUsage, User
 from connector.core.settings import IcpSettings
 from connector.profile.attributes import ATTRIBUTES, load_profiles, resolve_attribute
@@ -216,7 +218,7 @@ USAGE_VALUES = {
 
 def attribute_names(entity: str) -> list[str]:
     names = []
-    for root, attribute in ATTRIBUTES[entity].items():
+    for root, attribute in ATTRIBUTES[Entity(entity)].items():
         names += (
             [f"{root}.{key}" for key in ("plan", "age", "tags", "signup", "nested.plan")]
             if attribute.prefix
@@ -228,7 +230,7 @@ def attribute_names(entity: str) -> list[str]:
 @st.composite
 def attribute_conditions(draw, entity: str, prefix: str = ""):
     name = draw(st.sampled_from([name for name in attribute_names(entity) if name.startswith(prefix)]))
-    attribute, _ = resolve_attribute(entity, name)
+    attribute, _ = resolve_attribute(Entity(entity), name)
     op = draw(st.sampled_from(OPERATORS_BY_KIND[attribute.kind]))
     node = {"attribute": name, "op": op}
     if op not in ("exists", "not_exists"):
@@ -363,7 +365,8 @@ async def _store_usage(conn, entity, entity_id, rows) -> None:
         )
 
 
-async def _assert_same(engine, entity: str, rule_list: list, now=NOW) -> None:
+async def _assert_same(engine, entity: str, rule_list: list[dict[str, Any]], now=NOW) -> None:
+    entity = Entity(entity)
     async with engine.connect() as conn:
         table = Compiler(conn.dialect.name, entity, now).table
         ids = set((await conn.execute(sa.select(table.c.id))).scalars())
@@ -401,7 +404,7 @@ async def test_account_rules_mean_the_same_in_python_and_sql(engine, accounts, r
 
 # Computed attributes alone, on profiles that mostly have usage: flat rule lists, so that
 # every condition's own result is compared.
-busy_usage = st.one_of(
+busy_usage: st.SearchStrategy[Any] = st.one_of(
     st.just({}), usage_rows(14).filter(bool), usage_rows(7, days=[0]).filter(lambda rows: len(rows) >= 6)
 )  # ties around the fifth
 # The clock moves over the stored usage: Saturday noon, then Sunday night and Monday (a new week).
@@ -464,7 +467,7 @@ async def test_eq_is_exact_and_typed(engine, value, expected):
     rule = {"attribute": "traits.plan", "op": "eq", "value": "pro"}
     await _assert_same(engine, "user", [rule, {"not": rule}])
     async with engine.connect() as conn:
-        selected = (await conn.execute(Compiler(conn.dialect.name, "user", NOW).select_ids(rule))).scalars().all()
+        selected = (await conn.execute(Compiler(conn.dialect.name, Entity.USER, NOW).select_ids(rule))).scalars().all()
     assert bool(selected) is expected
 
 

@@ -6,6 +6,7 @@ a change of an account and the removal of the setting; on SQLite and PostgreSQL.
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ ACCOUNTS = {
     "echo": {},
     "fjord": {"employees": 200, "industry": "Software", "plan": "free", "country": "FR"},
 }
-ICP = {
+ICP: dict[str, Any] = {
     "rules": [
         {"rule": {"attribute": "traits.employees", "op": "gte", "value": 100}, "points": 40},
         {"rule": {"attribute": "traits.industry", "op": "eq", "value": "Software"}, "points": 30},
@@ -205,7 +206,7 @@ async def test_icp_is_sent_in_group_and_identify_traits(client, runtime, segment
     assert group_call["traits"] == {"icp_score": 90, "icp_fit": "good"}
 
 
-def usage_icp(events: int) -> dict:
+def usage_icp(events: int) -> dict[str, Any]:
     """An ICP that scores an account good with at least `events` events in the last 30 days."""
     rule = {"attribute": "usage.events_30d", "op": "gte", "value": events}
     return {"rules": [{"rule": rule, "points": 10}], "good_at": 10, "medium_at": 5}

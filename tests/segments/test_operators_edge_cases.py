@@ -94,7 +94,7 @@ async def send_people(client, runtime):
 
 
 async def members_by_rule(client):
-    found = {name: set() for name in NAMES}
+    found: dict[str, set[str]] = {name: set() for name in NAMES}
     for user in ("ada", "bob", "carl", "dave"):
         profile = (await client.get("/api/users", params={"user_id": user}, headers=admin_auth())).json()
         for name in profile["segments"]:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from connector.core.db import create_engine
+from connector.core.kinds import Entity
 from connector.core.models import Account, AudienceMembership, Event, FeatureUsage, User
 from connector.profile.attributes import load_profiles
 from connector.segments.compile import Compiler
@@ -619,7 +620,7 @@ user({"not": {"audience": "vip"}}, (P(), True), (P(audiences={"vip": (NOW - HOUR
 # --- usage.*: the entity's feature usage as of the UTC date of now ----------------------------------
 
 
-def used(feature: str, days_ago: int, count: int = 1, positive: int = 0, negative: int = 0) -> tuple:
+def used(feature: str, days_ago: int, count: int = 1, positive: int = 0, negative: int = 0) -> tuple[Any, ...]:
     day = TODAY - timedelta(days=days_ago)
     return (feature, day, count, positive, negative, datetime(day.year, day.month, day.day, 9, 30, tzinfo=UTC))
 
@@ -765,6 +766,7 @@ async def store(engine: Any, entity: str, profile: P) -> int:
                     last_at=last_at,
                 )
             )
+    assert entity_id is not None
     return entity_id
 
 
@@ -782,7 +784,7 @@ async def test_each_operator_gives_the_specified_answer_in_python_and_in_sql(eng
 
 # Rules evaluated together, as one batch's refresh does: the widest window (30 days) decides which events
 # are loaded one by one; older ones are only counted, and only all-time conditions may count them.
-TOGETHER = [
+TOGETHER: list[tuple[dict[str, Any], bool]] = [
     ({"event": "Order Completed", "count": {"eq": 6}}, True),
     ({"event": "Order Completed", "count": {"eq": 3}, "within_days": 30}, True),
     ({"event": "Order Completed", "count": {"eq": 1}, "within_days": 5}, True),
@@ -799,10 +801,10 @@ async def test_events_before_the_widest_window_count_for_all_time_conditions_onl
     user_id = await store(engine, "user", P(events=[*history, ("Signed Up", NOW - timedelta(days=90))]))
     rules = [rule for rule, _ in TOGETHER]
     async with engine.connect() as conn:
-        loaded = (await load_profiles(conn, "user", [user_id], event_needs(rules), NOW))[user_id]
+        loaded = (await load_profiles(conn, Entity.USER, [user_id], event_needs(rules), NOW))[user_id]
         for rule, expected in TOGETHER:
-            assert evaluate(rule, "user", loaded, NOW) is expected, rule
-            in_sql = set((await conn.execute(Compiler(conn.dialect.name, "user", NOW).select_ids(rule))).scalars())
+            assert evaluate(rule, Entity.USER, loaded, NOW) is expected, rule
+            in_sql = set((await conn.execute(Compiler(conn.dialect.name, Entity.USER, NOW).select_ids(rule))).scalars())
             assert in_sql == ({user_id} if expected else set()), rule
     assert len(loaded.events) == 3  # the three within 30 days; the four older ones only as counts
     assert loaded.earlier_events == {"Order Completed": 3, "Signed Up": 1}

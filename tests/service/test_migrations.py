@@ -4,6 +4,7 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -49,7 +50,7 @@ def table_names(url: str) -> set[str]:
     return asyncio.run(read())
 
 
-async def execute(url: str, *statements: str) -> list:
+async def execute(url: str, *statements: str) -> list[Any]:
     """Each statement in one transaction; the rows of those that return rows."""
     engine = create_engine(url)
     try:

@@ -2,14 +2,17 @@
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import sqlalchemy as sa
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connector.cli import main
 from connector.core.db import create_engine
@@ -192,7 +195,9 @@ async def test_a_journal_row_queued_again_between_the_select_and_the_delete_stay
                 {"id": requeued},
             )
 
-    purged = await purge(QueuedAgainAfterTheSelect(engine, queue_again), ConnectorSettings(), now=NOW)
+    purged = await purge(
+        cast(AsyncEngine, QueuedAgainAfterTheSelect(engine, queue_again)), ConnectorSettings(), now=NOW
+    )
 
     assert await ids_in(engine, journal) == {requeued}
     assert purged["inbound_journal"] == 1 and expired != requeued
@@ -313,7 +318,7 @@ async def test_a_backlog_larger_than_a_batch_is_removed_over_several_batches(run
     expired = [await add_journal(engine, "processed", NOW - timedelta(days=8, minutes=i)) for i in range(25)]
     failed = {await add_journal(engine, "failed", NOW - timedelta(days=9, minutes=i)) for i in range(12)}
     young = await add_journal(engine, "processed", NOW - timedelta(days=1))
-    batches = []
+    batches: list[Any] = []
 
     purged = await purge(engine, ConnectorSettings(), now=NOW, batch_size=10, on_batch=batches.append)
 
@@ -361,7 +366,7 @@ async def test_the_worker_purges_on_its_own_every_interval(database_url):
         for _ in range(2):  # the second round is only removed by a later pass than the first
             expired = await add_journal(runtime.engine, "processed", now - timedelta(days=8))
             failed = await add_journal(runtime.engine, "failed", now - timedelta(days=8))
-            await wait_until(lambda expired=expired: _gone(runtime.engine, expired), timeout=10)
+            await wait_until(functools.partial(_gone, runtime.engine, expired), timeout=10)
             assert failed in await ids_in(runtime.engine, journal)
     finally:
         stop.set()

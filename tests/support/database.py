@@ -23,12 +23,18 @@ async def empty_tables(engine: Any, keep: set[str]) -> None:
 
 async def stored_counts(runtime: Runtime) -> dict[str, int]:
     """Rows in the inbound and profile tables: what a refused request must leave untouched."""
-    tables = [models.JournalEntry, models.User, models.UserIdentifier, models.Event, models.Account]
+    tables = [
+        models.JournalEntry.__table__,
+        models.User.__table__,
+        models.UserIdentifier.__table__,
+        models.Event.__table__,
+        models.Account.__table__,
+    ]
+    counts: dict[str, int] = {}
     async with runtime.engine.connect() as conn:
-        return {
-            table.__tablename__: await conn.scalar(sa.select(sa.func.count()).select_from(table.__table__))
-            for table in tables
-        }
+        for table in tables:
+            counts[table.name] = (await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar_one()
+    return counts
 
 
 def fail_for(monkeypatch: pytest.MonkeyPatch, message_id: str) -> None:

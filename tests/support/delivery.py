@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from connector import cli
-from connector.core.environment import Environment
+from connector.core.environment import Environment, get_environment
 from connector.core.models import OutboxItem
 from connector.core.runtime import Runtime
 
@@ -25,10 +25,10 @@ async def replay_from_the_command_line(env: Environment, monkeypatch: pytest.Mon
     """`connector replay` as an operator runs it: what it prints, line by line (its JSON log lines
     and its summary)."""
     monkeypatch.setenv("DATABASE_URL", env.database_url)
-    cli.get_environment.cache_clear()
+    get_environment.cache_clear()
     try:
         result = await asyncio.to_thread(CliRunner().invoke, cli.main, ["replay"])
     finally:
-        cli.get_environment.cache_clear()
+        get_environment.cache_clear()
     assert result.exit_code == 0, result.output
     return result.output.splitlines()

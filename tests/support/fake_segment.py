@@ -122,7 +122,7 @@ class FakeSegment(ServerThread):
         fault = self._next_fault()
         if fault is not None and fault.status is None:
             await asyncio.sleep(fault.stall_seconds)
-        elif fault is not None:
+        elif fault is not None and fault.status is not None:
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
             return JSONResponse(
                 {"code": "fault", "message": f"injected {fault.status}"}, status_code=fault.status, headers=headers
@@ -204,7 +204,7 @@ async def send_all(runtime: Any, rounds: int = 50, **options: Any) -> list[Any]:
 async def add_segment(runtime: Any, name: str, members: list[int], entity: str = "user") -> int:
     """A segment and its members, written straight to the tables (the segments code is not needed)."""
     async with runtime.engine.begin() as conn:
-        segment_id = (
+        segment_id: int = (
             await conn.execute(
                 sa.insert(Segment.__table__)
                 .values(name=name, entity=entity, rule={}, created_at=utcnow(), updated_at=utcnow())
@@ -225,7 +225,7 @@ async def add_transition(runtime: Any, segment_id: int, user_id: int, transition
         segment = (
             await conn.execute(sa.select(segments.c.name, segments.c.entity).where(segments.c.id == segment_id))
         ).one()
-        transition_id = (
+        transition_id: int = (
             await conn.execute(
                 sa.insert(SegmentTransition.__table__)
                 .values(
@@ -246,10 +246,11 @@ async def add_transition(runtime: Any, segment_id: int, user_id: int, transition
 
 async def user_id_of(runtime: Any, user_id: str) -> int:
     async with runtime.engine.connect() as conn:
-        return (
+        found: int = (
             await conn.execute(
                 sa.select(UserIdentifier.__table__.c.user_id).where(
                     UserIdentifier.__table__.c.kind == "user_id", UserIdentifier.__table__.c.value == user_id
                 )
             )
         ).scalar_one()
+    return found

@@ -41,8 +41,17 @@ async def enable_accounts(http: httpx.AsyncClient) -> None:
 
 
 async def find_user(http: httpx.AsyncClient, **query: str) -> dict[str, Any] | None:
+    """The profile the admin API finds for one identifier (user_id=, anonymous_id=, email=), None if it finds none."""
     response = await http.get("/api/users", params=query, headers=admin_auth())
-    return response.json() if response.status_code == 200 else None
+    found: dict[str, Any] | None = response.json() if response.status_code == 200 else None
+    return found
+
+
+async def user_profile(http: httpx.AsyncClient, **query: str) -> dict[str, Any]:
+    """The profile the admin API finds for one identifier, which must exist."""
+    profile = await find_user(http, **query)
+    assert profile is not None, f"no profile for {query}"
+    return profile
 
 
 async def assert_journey_stored(http: httpx.AsyncClient, user_id: str, source: str) -> None:

@@ -27,7 +27,8 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     patterns = _scope(config.rootpath, mutant)
     if patterns is None:
         return
-    keep, drop = [], []
+    keep: list[Any] = []
+    drop: list[Any] = []
     for item in items:
         path = item.path.relative_to(config.rootpath).as_posix()
         (keep if any(fnmatch.fnmatch(path, pattern) for pattern in patterns) else drop).append(item)

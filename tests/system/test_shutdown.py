@@ -62,7 +62,7 @@ class Load:
                 if self.stopping.is_set():
                     return
                 user = f"c{client}-u{n}"
-                batch = [
+                batch: list[dict[str, Any]] = [
                     {
                         "type": "identify",
                         "userId": user,

@@ -21,6 +21,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.core.result import Ok
 
 from tests.support.app import admin_auth, basic_auth
 
@@ -65,7 +66,10 @@ def operations(server: Any) -> list[Any]:
     with httpx.Client(base_url=server.url, timeout=10) as http:
         document = http.get("/api/openapi.json", headers=admin_auth()).json()
     schema = schemathesis.openapi.from_dict(document)
-    found = [result.ok() for result in schema.get_all_operations()]
+    found = []
+    for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result
+        found.append(result.ok())
     assert len(found) >= 10, [f"{o.method} {o.path}" for o in found]
     return found
 

@@ -25,7 +25,7 @@ def test_a_missing_chromium_is_skipped_outside_ci():
         chromium_missing(in_ci=False)
 
 
-def run_a_dashboard_test(ci: str | None) -> subprocess.CompletedProcess:
+def run_a_dashboard_test(ci: str | None) -> subprocess.CompletedProcess[str]:
     """One dashboard test in a pytest of its own, pointed at a Chromium that does not exist."""
     env = {key: value for key, value in os.environ.items() if key not in ("CI", "PYTEST_ADDOPTS", "PYTEST_PLUGINS")}
     env.update(CHROMIUM_PATH="/nonexistent/chromium", TEST_BACKENDS="sqlite")

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
 
 from tests.support.app import ADMIN_TOKEN, API_KEY, admin_auth, basic_auth, in_ci, wait_until
 from tests.support.browser import CHROMIUM, chromium_missing
@@ -33,7 +33,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-VIEWPORT = {"width": 1400, "height": 900}
+VIEWPORT: ViewportSize = {"width": 1400, "height": 900}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

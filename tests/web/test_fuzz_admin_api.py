@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from sqlmodel import SQLModel
 from starlette.routing import Route
 
+from connector.core.kinds import Entity
 from connector.core.models import DeadLetter, utcnow
 from connector.core.settings import ConnectorSettings
 from connector.profile.attributes import ATTRIBUTES as ATTRIBUTE_REGISTRY
@@ -159,6 +160,7 @@ plausible = st.sampled_from(["pro", "x", "Order Completed", "export"]) | st.samp
 
 def values_for(op: str) -> st.SearchStrategy[Any]:
     """A value that op's validation is likely to accept (so the evaluators run), or sometimes anything."""
+    good: st.SearchStrategy[Any]
     if op in ("before", "after"):
         good = st.sampled_from(DATES)
     elif op in ("gt", "gte", "lt", "lte", "within_last_days"):
@@ -227,7 +229,7 @@ def valid_conditions(draw: st.DrawFn, entity: str) -> dict[str, Any]:
         return condition
     if kind == "audience":
         return {"audience": draw(st.sampled_from(["vip", "first_time_shopper"]))}
-    roots = ATTRIBUTE_ROOTS[entity]
+    roots = ATTRIBUTE_ROOTS[Entity(entity)]
     name = draw(st.sampled_from(sorted(roots)))
     attribute_kind, prefix = roots[name]
     if prefix:

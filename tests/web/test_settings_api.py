@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ WRITE_KEY = "wk_live_0123456789abcdefWXYZ"
 SHARED_SECRET = "shared-secret-9876"
 
 
-async def get_settings(client) -> dict:
+async def get_settings(client) -> dict[str, Any]:
     response = await client.get("/api/settings", headers=admin_auth())
     assert response.status_code == 200, response.text
     return response.json()

@@ -6,6 +6,7 @@ old, a message received 6 minutes ago), never by reading the module's thresholds
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -25,7 +26,7 @@ dead_letters = DeadLetter.__table__
 heartbeats = WorkerHeartbeat.__table__
 
 
-async def status(client, expected_code: int = 200) -> dict:
+async def status(client, expected_code: int = 200) -> dict[str, Any]:
     response = await client.get("/api/status", headers=admin_auth())
     assert response.status_code == expected_code, response.text
     return response.json()
