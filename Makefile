@@ -47,13 +47,10 @@ test: install browser
 test-fast: install
 	$(BIN)/pytest -m "not database and not browser"
 
-# Lint, format check, strict typing of connector/ and the import layers (pyproject.toml
+# Lint, format check, strict typing of connector/ and tests/, and the import layers (scripts/check; pyproject.toml
 # configures each); CI runs it before the tests.
 check: install
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy
-	$(BIN)/lint-imports
+	BIN=$(BIN) scripts/check
 
 schema: install
 	$(BIN)/connector schema
