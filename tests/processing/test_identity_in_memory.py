@@ -294,7 +294,7 @@ def messages(draw: st.DrawFn) -> dict[str, Any]:
     return track(user_id, anonymous_id, email)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(messages(), min_size=1, max_size=12))
 def test_no_profile_ever_holds_two_user_ids_and_every_identifier_finds_one_profile(stream):
     resolver, _ = resolve_all(stream)
@@ -312,7 +312,7 @@ def test_no_profile_ever_holds_two_user_ids_and_every_identifier_finds_one_profi
             )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(messages(), min_size=1, max_size=12))
 def test_every_message_ends_in_the_profile_its_user_id_names(stream):
     resolver, keys = resolve_all(stream)

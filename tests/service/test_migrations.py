@@ -15,6 +15,10 @@ from connector.core.db import create_engine
 from connector.service.migrate import alembic_config, upgrade
 from tests.support.app import BACKENDS
 
+# Each test migrates a database of its own (empty_database takes postgres_database only when it runs, which
+# tests/conftest.py cannot see): not for `make test-fast`.
+pytestmark = pytest.mark.database
+
 
 async def _admin(server_url: str, statement: str) -> None:
     import asyncpg

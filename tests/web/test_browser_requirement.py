@@ -71,6 +71,7 @@ def test_ci_counts_as_set_when_it_says_true_1_or_yes(monkeypatch, value, expecte
     assert in_ci() is expected
 
 
+@pytest.mark.database  # the dashboard test it runs takes a SQLite database
 def test_with_ci_true_the_dashboard_tests_fail_when_chromium_is_missing():
     result = run_a_dashboard_test("true")
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
@@ -78,6 +79,7 @@ def test_with_ci_true_the_dashboard_tests_fail_when_chromium_is_missing():
     assert "1 error" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
 
 
+@pytest.mark.database  # the dashboard test it runs takes a SQLite database
 def test_without_ci_the_dashboard_tests_are_skipped_when_chromium_is_missing():
     result = run_a_dashboard_test(None)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
