@@ -42,8 +42,9 @@ browser:
 test: install browser
 	$(BIN)/pytest
 
-# The tests that need neither a database nor a browser (Spec parsing, both rule evaluators on given profiles,
-# personas, settings, trait names, ...): about half a minute. CI runs them first.
+# The tests that need neither a database nor a browser (Spec parsing, identity resolution in memory, the Python
+# rule evaluator on given profiles, personas, settings, trait names, ...): about half a minute. CI runs them first.
+# docs/testing.md describes the tiers and the layout of tests/.
 test-fast: install
 	$(BIN)/pytest -m "not database and not browser"
 
