@@ -65,7 +65,7 @@ bench: install
 clean:
 	rm -rf $(VENV) .tools connector.db connector.db-wal connector.db-shm .pytest_cache mutants
 
-# Mutation testing with mutmut over the seven modules named in pyproject.toml's [tool.mutmut]
+# Mutation testing with mutmut over the modules named in pyproject.toml's [tool.mutmut]
 # (docs/testing.md). Not part of `make test` or CI: it takes over an hour. On SQLite only; each
 # mutant is tested by its module's test files ([tool.mutation_scope], tests/support/mutation_scope.py).
 # MUTANTS narrows it (make mutation MUTANTS='connector.core.spec.*'); MUTATION_TIME stops it cleanly

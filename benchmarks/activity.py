@@ -30,7 +30,7 @@ from connector.core.runtime import Runtime
 from connector.core.settings import ConnectorSettings
 from connector.flow import activity
 from connector.outbound import sender as sender_module
-from connector.service.pipeline import process_batch
+from connector.service.batch import process_batch
 from tests.support.fake_segment import FakeSegment
 
 spent = {"append": 0.0, "entries": 0.0, "rows": 0}

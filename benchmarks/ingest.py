@@ -165,7 +165,7 @@ async def copy_ceiling(dsn: str, rows: int) -> float:
 async def processor_throughput(dsn: str) -> dict:
     from connector.core.db import create_engine
     from connector.core.settings import ConnectorSettings
-    from connector.service.pipeline import process_batch
+    from connector.service.batch import process_batch
 
     connection = await asyncpg.connect(dsn)
     pending = await connection.fetchval("SELECT count(*) FROM journal_queue")

@@ -50,7 +50,7 @@ async def fill_outbox(dsn: str, events: int) -> int:
     """Journal rows by COPY, then the processor turns them into profiles and outbox rows; returns rows queued."""
     from connector.core.db import create_engine
     from connector.core.settings import ConnectorSettings
-    from connector.service.pipeline import process_batch
+    from connector.service.batch import process_batch
 
     records = journal_records(events, seed=11)
     connection = await asyncpg.connect(dsn)

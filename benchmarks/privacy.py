@@ -34,7 +34,8 @@ async def run(dsn: str, journal: int, erasures: int) -> None:
     from connector.core.db import create_engine
     from connector.core.settings import ConnectorSettings
     from connector.processing import privacy
-    from connector.service.pipeline import erase_user, process_batch
+    from connector.service.batch import process_batch
+    from connector.service.use_cases import erase_user
 
     connection = await asyncpg.connect(dsn)
     await connection.copy_records_to_table(

@@ -229,7 +229,7 @@ def persona_rebuild() -> None:
 
         from connector.core.settings_store import SettingsStore
         from connector.processing.persona_rescan import user_count
-        from connector.service.pipeline import rescan_personas
+        from connector.service.use_cases import rescan_personas
 
         async with _database() as engine:
             settings = await SettingsStore(engine).current()
@@ -308,7 +308,7 @@ def replay(ids: tuple[int, ...]) -> None:
 
     async def run() -> dict[str, int]:
         from connector.core.settings_store import SettingsStore
-        from connector.service.pipeline import replay_dead_letters
+        from connector.service.use_cases import replay_dead_letters
 
         async with _database() as engine:
             try:

@@ -40,6 +40,7 @@ PENDING, PROCESSED, FAILED = "pending", "processed", "failed"
 SETTLE_SLICE = 30_000
 
 journal = JournalEntry.__table__
+BLANK_CHUNK = 1000
 queue = JournalQueueEntry.__table__
 
 # A row's status, `pending`, `processed` or `failed`, over JOURNAL_WITH_QUEUE: the journal outer-joined to
@@ -167,3 +168,36 @@ async def retry_failed(engine: AsyncEngine) -> int:
         )
         result = await conn.execute(journal.update().where(failed).values(error=None))
     return int(result.rowcount)
+
+
+async def blank(conn: AsyncConnection, ids: list[int]) -> None:
+    """Blank these messages' payloads (suppressed ones: nothing of the person is kept); the caller settles them."""
+    for start in range(0, len(ids), BLANK_CHUNK):
+        await conn.execute(
+            journal.update().where(journal.c.id.in_(ids[start : start + BLANK_CHUNK])).values(payload={})
+        )
+
+
+async def blank_naming(conn: AsyncConnection, ids: list[str], emails: list[str]) -> list[str]:
+    """Blank every message (pending ones too: they are never applied) whose userId, anonymousId or previousId is
+    one of `ids`, or whose traits or context.traits email (lower-cased) is one of `emails`, and settle them.
+    Returns their messageIds."""
+    payload = journal.c.payload
+    text = [payload["userId"].as_string(), payload["anonymousId"].as_string(), payload["previousId"].as_string()]
+    mail = [
+        sa.func.lower(payload["traits"]["email"].as_string()),
+        sa.func.lower(payload["context"]["traits"]["email"].as_string()),
+    ]
+    conditions = [column.in_(ids) for column in text if ids] + [column.in_(emails) for column in mail if emails]
+    if not conditions:
+        return []
+    blanked = (
+        await conn.execute(
+            journal.update()
+            .where(sa.or_(*conditions))
+            .values(payload={}, error=None)
+            .returning(journal.c.id, journal.c.message_id)
+        )
+    ).all()
+    await settle(conn, [row.id for row in blanked])
+    return [row.message_id for row in blanked]

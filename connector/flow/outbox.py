@@ -4,33 +4,42 @@ Rows only say *what* changed; the sender builds the message from current data wh
 it sends, so ten changes to one user become one identify. A change to a row that is
 already waiting bumps its `version`, and the sender deletes a row only if its version
 is unchanged since it was claimed: no change is lost to a race.
+
+This module owns the outbox's SQL: enqueueing, claiming with a lease (`claimed_until`,
+through FOR UPDATE SKIP LOCKED on PostgreSQL, so several workers never send the same
+row), releasing, finishing and retrying later. Backoff state (attempts, available_at,
+failing_since, last_error) lives in the row, so it survives restarts.
 """
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from connector.core.db import insert, insert_rows
+from connector.core.kinds import MessageType, OutboxKind
+from connector.core.metrics import OUTBOX_DEPTH
 from connector.core.models import OutboxItem, UTCDateTime, utcnow
 
 outbox = OutboxItem.__table__
-USER, ACCOUNT, EVENT, TRANSITION = "user", "account", "event", "transition"
-MEMBER = "member"  # a resync's segment event for one membership: member:<segment id>-<entity id>
+LEASE_SECONDS = 120.0
+DISCARD_CHUNK = 1000
 
 
-# The delivery_state keys, which processing/ (merges, erasure) and outbound/ (builders, resync) both use: what
+# The delivery_state keys, which processing/ (merges, erasure) and outbound/ (building, resync) both use: what
 # Segment last received in a user's identify and group calls, and in the segment events of one membership.
-IDENTIFY_STATE, GROUP_STATE = "identify", "group"
+IDENTIFY_STATE, GROUP_STATE = MessageType.IDENTIFY, MessageType.GROUP
 SEGMENT_EVENT_STATE = "segment_event"
 
 
-def outbox_key(kind: str, entity_id: int | str) -> str:
+def outbox_key(kind: OutboxKind, entity_id: int | str) -> str:
     return f"{kind}:{entity_id}"
 
 
-def delivery_key(kind: str, user_id: int) -> str:
+def delivery_key(kind: MessageType, user_id: int) -> str:
     """The delivery_state key of what Segment last received in a user's identify (IDENTIFY_STATE) or group call."""
     return f"{kind}:{user_id}"
 
@@ -50,7 +59,7 @@ def segment_state_key(user_id: int, segment_id: int) -> str:
     return f"{segment_state_prefix(user_id)}{segment_id}"
 
 
-async def enqueue(conn: AsyncConnection, kind: str, ids: Iterable[int | str]) -> None:
+async def enqueue(conn: AsyncConnection, kind: OutboxKind, ids: Iterable[int | str]) -> None:
     now = utcnow()
     rows = [
         {"key": outbox_key(kind, entity_id), "version": 1, "attempts": 0, "available_at": now, "created_at": now}
@@ -59,7 +68,7 @@ async def enqueue(conn: AsyncConnection, kind: str, ids: Iterable[int | str]) ->
     await insert_rows(conn, outbox, rows, adapt=_coalescing)
 
 
-async def enqueue_select(conn: AsyncConnection, kind: str, ids: Any) -> None:
+async def enqueue_select(conn: AsyncConnection, kind: OutboxKind, ids: Any) -> None:
     """enqueue for the ids a SELECT returns, without fetching them (same keys, same coalescing)."""
     selected = ids.subquery()
     now = utcnow()
@@ -84,3 +93,122 @@ async def enqueue_select(conn: AsyncConnection, kind: str, ids: Any) -> None:
 def _coalescing(statement: Any) -> Any:
     """A change to a row already waiting bumps its version instead of adding a row."""
     return statement.on_conflict_do_update(index_elements=["key"], set_={"version": outbox.c.version + 1})
+
+
+async def claim(engine: AsyncEngine, limit: int, lease: float = LEASE_SECONDS) -> list[Any]:
+    """Lease up to `limit` rows that are due and not leased, oldest first; returned in id order."""
+    now = utcnow()
+    candidates = (
+        sa.select(outbox.c.id)
+        .where(outbox.c.available_at <= now, sa.or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now))
+        .order_by(outbox.c.available_at, outbox.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    async with engine.begin() as conn:
+        rows = (
+            await conn.execute(
+                outbox.update()
+                .where(outbox.c.id.in_(candidates.scalar_subquery()))
+                .values(claimed_until=now + timedelta(seconds=lease))
+                .returning(
+                    outbox.c.id,
+                    outbox.c.key,
+                    outbox.c.version,
+                    outbox.c.attempts,
+                    outbox.c.failing_since,
+                    outbox.c.claimed_until,
+                )
+            )
+        ).all()
+    return sorted(rows, key=lambda row: row.id)
+
+
+async def release(engine: AsyncEngine, rows: list[Any]) -> None:
+    """Give back claims not acknowledged, unless their lease ran out and another sender holds them."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            outbox.update()
+            .where(
+                outbox.c.id == sa.bindparam("row_id"),
+                outbox.c.claimed_until == sa.bindparam("row_claimed_until", type_=outbox.c.claimed_until.type),
+            )
+            .values(claimed_until=None),
+            [{"row_id": row.id, "row_claimed_until": row.claimed_until} for row in rows],
+        )
+
+
+async def finish(conn: AsyncConnection, rows: list[Any], now: datetime) -> None:
+    """Delete claimed rows that were answered for. Only the version built from: a change that arrived meanwhile
+    keeps its row, released and reset, for the next round."""
+    if not rows:
+        return
+    await conn.execute(
+        outbox.delete().where(outbox.c.id == sa.bindparam("row_id"), outbox.c.version == sa.bindparam("row_version")),
+        [{"row_id": row.id, "row_version": row.version} for row in rows],
+    )
+    await conn.execute(
+        outbox.update()
+        .where(outbox.c.id.in_([row.id for row in rows]))
+        .values(claimed_until=None, attempts=0, last_error=None, available_at=now, failing_since=None)
+    )
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A claimed row to try again later, and the backoff state it keeps meanwhile."""
+
+    row_id: int
+    attempts: int
+    error: str
+    available_at: datetime
+    failing_since: datetime
+
+
+async def retry_later(conn: AsyncConnection, retries: list[Retry]) -> None:
+    """Release claimed rows until their `available_at`, with their backoff state."""
+    if not retries:
+        return
+    await conn.execute(
+        outbox.update()
+        .where(outbox.c.id == sa.bindparam("row_id"))
+        .values(
+            attempts=sa.bindparam("row_attempts"),
+            claimed_until=None,
+            last_error=sa.bindparam("row_error"),
+            available_at=sa.bindparam("row_available_at", type_=outbox.c.available_at.type),
+            failing_since=sa.bindparam("row_failing_since", type_=outbox.c.failing_since.type),
+        ),
+        [
+            {
+                "row_id": retry.row_id,
+                "row_attempts": retry.attempts,
+                "row_error": retry.error,
+                "row_available_at": retry.available_at,
+                "row_failing_since": retry.failing_since,
+            }
+            for retry in retries
+        ],
+    )
+
+
+async def depth(engine: AsyncEngine) -> int:
+    """The rows waiting, also exported as the outbox depth gauge."""
+    async with engine.connect() as conn:
+        count = (await conn.execute(sa.select(sa.func.count()).select_from(outbox))).scalar_one()
+    OUTBOX_DEPTH.set(count)
+    return count
+
+
+def member_key(segment_id: int, entity_id: int) -> str:
+    """The id part of a `member:` row's key: one membership, `<segment id>-<entity id>`."""
+    return f"{segment_id}-{entity_id}"
+
+
+async def discard(conn: AsyncConnection, keys: list[str]) -> int:
+    """Rows that must never be sent (an erased person's) go, whatever their version; returns how many."""
+    count = 0
+    for start in range(0, len(keys), DISCARD_CHUNK):
+        chunk = keys[start : start + DISCARD_CHUNK]
+        count += (await conn.execute(outbox.delete().where(outbox.c.key.in_(chunk)))).rowcount
+    return count

@@ -7,16 +7,16 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from connector.core.db import insert
-from connector.core.models import DeliveryState, Segment, SegmentMembership, User, utcnow
+from connector.core.kinds import Entity, OutboxKind
+from connector.core.models import Segment, SegmentMembership, User, utcnow
 from connector.core.settings import ALL, ConnectorSettings
 from connector.flow import outbox
-from connector.outbound.builders import build, member_key
+from connector.outbound import delivery_state
+from connector.outbound.build import build
 
 users = User.__table__
 segments = Segment.__table__
 memberships = SegmentMembership.__table__
-delivery_state = DeliveryState.__table__
 CHUNK = 1_000
 
 
@@ -34,7 +34,7 @@ def _selection(settings: ConnectorSettings, segment: tuple[int, str] | None) -> 
         sa.select(memberships.c.entity_id)
         .distinct()
         .join(segments, segments.c.id == memberships.c.segment_id)
-        .where(segments.c.entity == "user", segments.c.name.in_(settings.synchronized_segments))
+        .where(segments.c.entity == Entity.USER, segments.c.name.in_(settings.synchronized_segments))
     )
 
 
@@ -57,7 +57,7 @@ async def resync(
     async with engine.connect() as conn:
         segment = await _segment(conn, segment_name)
         ids = list((await conn.execute(_selection(settings, segment).order_by(sa.text("1")))).scalars())
-    kind = outbox.ACCOUNT if segment is not None and segment[1] == "account" else outbox.USER
+    kind = OutboxKind.ACCOUNT if segment is not None and segment[1] == Entity.ACCOUNT else OutboxKind.USER
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
         async with engine.begin() as conn:
@@ -68,14 +68,13 @@ async def resync(
     return len(ids)
 
 
-async def _forget_delivered(conn: AsyncConnection, kind: str, ids: list[int]) -> None:
-    if kind == outbox.ACCOUNT:
+async def _forget_delivered(conn: AsyncConnection, kind: OutboxKind, ids: list[int]) -> None:
+    if kind == OutboxKind.ACCOUNT:
         linked = (await conn.execute(sa.select(users.c.id).where(users.c.account_id.in_(ids)))).scalars()
         keys = [outbox.delivery_key(outbox.GROUP_STATE, user_id) for user_id in linked]
     else:
         keys = outbox.delivery_keys(ids)
-    # Forget only the hash: what Segment was told (its segments, whether in the filter) still holds.
-    await conn.execute(delivery_state.update().where(delivery_state.c.key.in_(keys)).values(payload_hash=""))
+    await delivery_state.forget_hashes(conn, keys)
 
 
 async def _segment(conn: AsyncConnection, name: str | None) -> tuple[int, str] | None:
@@ -120,7 +119,9 @@ async def resync_added(
     for start in range(0, len(found), CHUNK):
         chunk = found[start : start + CHUNK]
         async with engine.begin() as conn:
-            await outbox.enqueue(conn, outbox.MEMBER, [member_key(row.segment_id, row.entity_id) for row in chunk])
+            await outbox.enqueue(
+                conn, OutboxKind.MEMBER, [outbox.member_key(row.segment_id, row.entity_id) for row in chunk]
+            )
         progress(len(chunk))
     return len(found)
 
@@ -144,14 +145,13 @@ async def follow_members(conn: AsyncConnection, before: ConnectorSettings, after
         )
     ).all()
     keys = [
-        outbox.outbox_key(outbox.USER if row.entity == "user" else outbox.ACCOUNT, row.entity_id) for row in members
+        outbox.outbox_key(OutboxKind.USER if row.entity == Entity.USER else OutboxKind.ACCOUNT, row.entity_id)
+        for row in members
     ]
     following = after.model_copy(update={"segment_events": entries})
     written, now = 0, utcnow()
     for start in range(0, len(keys), CHUNK):
         built = await build(conn, following, keys[start : start + CHUNK], quiet=True)
-        records = [{"key": key, **row, "delivered_at": now} for key, row in sorted(built.records(built.states).items())]
-        if records:
-            statement = insert(delivery_state, conn.dialect.name).on_conflict_do_nothing(index_elements=["key"])
-            written += (await conn.execute(statement, records)).rowcount
+        decided = built.event_records
+        written += await delivery_state.record_baselines(conn, decided.rows(decided.digests), now)
     return written

@@ -6,7 +6,7 @@ The statements a run needs do not grow with its messages:
    them are then locked in id order and looked up again, until nothing moved (a worker on another
    partition may have merged one meanwhile); the accounts the run's group calls and company emails
    name are locked after them, in id order. Locks in one order cannot deadlock one another; a
-   deadlock with anything else rolls the batch back, and the pipeline retries it. The accounts the
+   deadlock with anything else rolls the batch back, and the batch (service/batch.py) retries it. The accounts the
    run's users are merely linked to are not locked: what a batch writes of them (usage sums, segment
    memberships) is safe beside another batch (usage.py, segments/membership.py), and a lock on them
    would make every batch of a shared account's users wait for the one before.
@@ -22,7 +22,7 @@ The statements a run needs do not grow with its messages:
    audits, activity.
 
 A row another worker stored since the lookup (an identifier, a group id, a domain) makes the insert
-skip it (ON CONFLICT DO NOTHING); that raises db.Contention, and the pipeline retries the batch, whose
+skip it (ON CONFLICT DO NOTHING); that raises db.Contention, and service/batch.py retries the batch, whose
 lookup then finds it. Two workers never create two profiles for one identifier.
 """
 
@@ -44,7 +44,7 @@ from connector.core.models import Event, IdentityAudit, JournalEntry, User, User
 from connector.core.settings import ConnectorSettings
 from connector.core.spec import clean_id, parse_timestamp
 from connector.flow import activity
-from connector.flow.changes import Changes
+from connector.flow.changes import Changes, Merge
 from connector.processing import accounts, identity
 from connector.processing.domains import company_domain
 from connector.processing.traits import update_traits
@@ -303,7 +303,7 @@ class BatchApplier:
                 await identity.merge_users(
                     self.conn, operation.survivor, operation.merged, operation.message_id, self.now
                 )
-                self.changes.merged_away.add(operation.merged)
+                self.changes.merges.append(Merge(operation.survivor, operation.merged))
                 self.survivors.add(operation.survivor)
             elif not await identity.rename_user_id(
                 self.conn, operation.holder, operation.previous, operation.new, operation.message_id, self.now

@@ -22,14 +22,6 @@ from connector.core.kinds import Entity, MessageType
 from connector.core.models import DeliveryState, Event, IdentityAudit, Segment, SegmentMembership, User, UserIdentifier
 from connector.core.spec import clean_id
 from connector.flow import activity
-from connector.flow.outbox import (
-    GROUP_STATE,
-    IDENTIFY_STATE,
-    delivery_key,
-    delivery_keys,
-    segment_state_key,
-    segment_state_prefix,
-)
 from connector.processing.accounts import stronger_link
 from connector.processing.traits import merge_traits
 from connector.profile.computed import merge_users as merge_computed
@@ -361,72 +353,6 @@ async def allocate_ids(conn: AsyncConnection, table: sa.Table, count: int) -> li
     return list(range(largest + 1, largest + 1 + count))
 
 
-async def _move_memberships(conn: AsyncConnection, target: int, loser: int) -> None:
-    """The survivor takes over the loser's user-segment memberships (the earliest entry wins).
-
-    The batch then re-evaluates the survivor, so each one it does not qualify for ends with an
-    `exited` transition: a Segment Entered sent for the loser is always followed by its exit.
-    """
-    user_segments = sa.select(segments.c.id).where(segments.c.entity == "user")
-    held = sa.select(memberships.c.segment_id).where(memberships.c.entity_id == target)
-    await conn.execute(
-        memberships.insert().from_select(
-            ["segment_id", "entity_id", "entered_at"],
-            sa.select(memberships.c.segment_id, sa.literal(target, sa.BigInteger), memberships.c.entered_at).where(
-                memberships.c.entity_id == loser,
-                memberships.c.segment_id.in_(user_segments),
-                memberships.c.segment_id.not_in(held),
-            ),
-        )
-    )
-    await conn.execute(
-        memberships.delete().where(memberships.c.entity_id == loser, memberships.c.segment_id.in_(user_segments))
-    )
-
-
-async def _merge_delivered(conn: AsyncConnection, target: int, loser: int) -> None:
-    """What Segment was told about the loser is now told about the survivor (Segment merges them too):
-    the survivor's next identify or group says `false` for whatever the loser was last sent in."""
-    rows = {
-        row.key: row
-        for row in await conn.execute(sa.select(delivered).where(delivered.c.key.in_(delivery_keys([target, loser]))))
-    }
-    for kind in (IDENTIFY_STATE, GROUP_STATE):
-        gone = rows.get(delivery_key(kind, loser))
-        if gone is None:
-            continue
-        kept = rows.get(delivery_key(kind, target))
-        told = sorted(set(gone.segments) | set(kept.segments if kept else []))
-        in_filter = gone.in_filter or (kept is not None and kept.in_filter)
-        # An empty hash matches no payload: the survivor's next call is sent.
-        values = {"payload_hash": "", "segments": told, "in_filter": in_filter, "delivered_at": gone.delivered_at}
-        if kept is None:
-            await conn.execute(delivered.insert().values(key=delivery_key(kind, target), **values))
-        else:
-            await conn.execute(delivered.update().where(delivered.c.key == delivery_key(kind, target)).values(**values))
-        await conn.execute(delivered.delete().where(delivered.c.key == gone.key))
-    await _merge_segment_event_records(conn, target, loser)
-
-
-async def _merge_segment_event_records(conn: AsyncConnection, target: int, loser: int) -> None:
-    """The loser's record of what Segment last received for a segment's events (outbox.segment_state_key) becomes
-    the survivor's where the survivor has none of its own, and goes otherwise: none is left under a profile that
-    no longer exists, where an erasure of the survivor would not find it."""
-
-    async def segments_recorded(user_id: int) -> list[int]:
-        prefix = segment_state_prefix(user_id)
-        keys = await conn.scalars(sa.select(delivered.c.key).where(delivered.c.key.startswith(prefix, autoescape=True)))
-        return [int(key.removeprefix(prefix)) for key in keys.all()]
-
-    kept = set(await segments_recorded(target))
-    for segment_id in await segments_recorded(loser):
-        key = delivered.c.key == segment_state_key(loser, segment_id)
-        if segment_id in kept:
-            await conn.execute(delivered.delete().where(key))
-        else:
-            await conn.execute(delivered.update().where(key).values(key=segment_state_key(target, segment_id)))
-
-
 async def merge_users(conn: AsyncConnection, target: int, loser: int, message_id: str, now: datetime) -> None:
     """Fold `loser` into `target` in the caller's transaction, and audit it."""
     rows = {row.id: row for row in await conn.execute(sa.select(users).where(users.c.id.in_([target, loser])))}
@@ -442,8 +368,6 @@ async def merge_users(conn: AsyncConnection, target: int, loser: int, message_id
     await conn.execute(identifiers.update().where(identifiers.c.user_id == loser).values(user_id=target))
     await conn.execute(events.update().where(events.c.user_id == loser).values(user_id=target))
     await activity.move(conn, Entity.USER, loser, target)
-    await _move_memberships(conn, target, loser)
-    await _merge_delivered(conn, target, loser)
     last_seen = max((t for t in (kept.last_seen_at, gone.last_seen_at) if t is not None), default=None)
     link = stronger_link(kept, gone)
     await conn.execute(

@@ -1,12 +1,14 @@
 """Erasure of a person, and the suppression list that keeps them forgotten.
 
-`erase` removes profiles and everything derived from them, in the caller's transaction:
-identifiers, events, activity entries, user usage, audience and segment memberships and
-transitions, outbox rows, delivery state, the dead letters that carry their identifiers,
-and the payloads of every journal message of any of their identifiers (blanked to `{}` and
-marked processed, so a pending one is never applied and a Segment retry of it is still a
-duplicate). The identity audit keeps the fact and time: one `erase` row with counts and
-internal ids only; older audit rows about the profile lose their details.
+An erasure removes profiles and everything derived from them, in the caller's transaction. `erase`
+does it in processing's tables and the shared ones: identifiers, events, activity entries, user
+usage, audiences, outbox rows, and the payloads of every journal message of any of their
+identifiers (blanked to `{}` and marked processed, so a pending one is never applied and a
+Segment retry of it is still a duplicate). The caller (service/) then has the other stages
+forget the same users through their tables' owners (segment memberships and transitions, delivery
+state, the dead letters that carry their identifiers) and calls `record`: the identity audit keeps
+the fact and time, one `erase` row with counts and internal ids only; older audit rows about the
+profile lose their details.
 
 Decisions, and why:
 
@@ -25,7 +27,6 @@ Decisions, and why:
 """
 
 import hashlib
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -34,29 +35,14 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector.core.db import any_of, insert, is_postgres
-from connector.core.kinds import Entity, MessageType
-from connector.core.models import (
-    ActivityEntry,
-    AudienceMembership,
-    DeadLetter,
-    DeliveryState,
-    Event,
-    FeatureUsage,
-    IdentityAudit,
-    JournalEntry,
-    OutboxItem,
-    Segment,
-    SegmentMembership,
-    SegmentTransition,
-    Suppression,
-    User,
-    UserIdentifier,
-)
+from connector.core.kinds import Entity, MessageType, OutboxKind
+from connector.core.logs import get_logger
+from connector.core.models import Event, IdentityAudit, Segment, Suppression, User, UserIdentifier
 from connector.core.spec import clean_id
-from connector.flow.journal import settle
-from connector.flow.outbox import delivery_keys, segment_state_prefix
+from connector.flow import activity, journal, outbox
+from connector.flow.changes import Erasure
 from connector.processing.identity import ANONYMOUS_ID, EMAIL, PREVIOUS_USER_ID, USER_ID, Claim
-from connector.profile import usage
+from connector.profile import audiences, usage
 
 CHUNK = 1000
 KINDS = (USER_ID, ANONYMOUS_ID, EMAIL)
@@ -64,18 +50,10 @@ KINDS = (USER_ID, ANONYMOUS_ID, EMAIL)
 users = User.__table__
 identifiers = UserIdentifier.__table__
 events = Event.__table__
-journal = JournalEntry.__table__
-activity = ActivityEntry.__table__
 audit = IdentityAudit.__table__
-feature_usage = FeatureUsage.__table__
-audiences = AudienceMembership.__table__
 segments = Segment.__table__
-memberships = SegmentMembership.__table__
-transitions = SegmentTransition.__table__
-outbox = OutboxItem.__table__
-delivery_state = DeliveryState.__table__
-dead_letters = DeadLetter.__table__
 suppressions = Suppression.__table__
+log = get_logger()
 
 
 def value_hash(value: str) -> str:
@@ -136,30 +114,10 @@ async def suppressed(conn: AsyncConnection, claims: set[Claim]) -> set[Claim]:
     return found
 
 
-async def blank_journal(conn: AsyncConnection, journal_ids: list[int]) -> None:
-    """Drop the payloads of these journal rows (suppressed messages): the row stays, for dedupe and order."""
-    for start in range(0, len(journal_ids), CHUNK):
-        await conn.execute(
-            journal.update().where(journal.c.id.in_(journal_ids[start : start + CHUNK])).values(payload={})
-        )
-
-
-@dataclass
-class Erasure:
-    """What an erasure removed: counts (for the log, the audit and the API) and what the caller must forget."""
-
-    users: list[int] = field(default_factory=list)
-    claims: set[Claim] = field(default_factory=set)
-    events: set[int] = field(default_factory=set)
-    accounts: set[int] = field(default_factory=set)  # whose usage was recounted: segments may change
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def count(self, name: str, number: int) -> None:
-        self.counts[name] = self.counts.get(name, 0) + max(number, 0)
-
-
 async def erase(conn: AsyncConnection, user_ids: list[int], claims: set[Claim], now: datetime) -> Erasure:
-    """Erase these profiles and suppress their identifiers and `claims` (which may belong to no profile).
+    """Erase these profiles and suppress their identifiers and `claims` (which may belong to no profile), in the
+    tables processing owns and the shared ones (flow/, profile/); the caller has the other stages forget the
+    erasure's users (service/batch.py) and then calls `record`.
 
     The caller holds the journal (the processor's lock): nothing is applied meanwhile. The first
     statement writes, so on SQLite the transaction holds the write lock before it reads anything.
@@ -176,9 +134,14 @@ async def erase(conn: AsyncConnection, user_ids: list[int], claims: set[Claim], 
     for user_id in erasure.users:
         await _erase_profile(conn, user_id, erasure)
     await _suppress(conn, erasure.claims, now)
-    message_ids = await _blank_messages(conn, erasure)
-    await _delete_in(conn, activity, activity.c.message_id, sorted(message_ids), erasure, "activity")
-    await _delete_dead_letters(conn, erasure)
+    blanked = await journal.blank_naming(conn, erasure.values(USER_ID, ANONYMOUS_ID), erasure.values(EMAIL))
+    erasure.count("journal", len(blanked))
+    erasure.count("activity", await activity.forget_messages(conn, sorted(set(blanked))))
+    return erasure
+
+
+async def record(conn: AsyncConnection, erasure: Erasure, now: datetime) -> None:
+    """The identity audit keeps the fact of an erasure (counts and internal ids only), and the log says it."""
     await conn.execute(
         audit.insert().values(
             action="erase",
@@ -187,19 +150,11 @@ async def erase(conn: AsyncConnection, user_ids: list[int], claims: set[Claim], 
             created_at=now,
         )
     )
-    return erasure
+    log.info("privacy.erased", via=erasure.via, profiles=len(erasure.users), **erasure.counts)
 
 
 async def _erase_profile(conn: AsyncConnection, user_id: int, erasure: Erasure) -> None:
-    row = (await conn.execute(sa.select(users.c.traits).where(users.c.id == user_id))).one()
-    held = (
-        await conn.execute(sa.select(identifiers.c.kind, identifiers.c.value).where(identifiers.c.user_id == user_id))
-    ).all()
-    for kind, value in held:
-        erasure.claims.add((USER_ID if kind == PREVIOUS_USER_ID else kind, value))
-    if email := suppressed_email(row.traits.get("email")):
-        erasure.claims.add((EMAIL, email))
-
+    held = await _claims_of(conn, user_id, erasure)
     stored = (await conn.execute(sa.select(events.c.id, *usage.EVENT_COLUMNS).where(events.c.user_id == user_id))).all()
     erasure.events |= {event.id for event in stored}
     recount = {
@@ -208,76 +163,12 @@ async def _erase_profile(conn: AsyncConnection, user_id: int, erasure: Erasure) 
         for row in usage.event_rows(event)
         if row["entity"] == Entity.ACCOUNT
     }
-    ended = (
-        (
-            await conn.execute(
-                sa.select(transitions.c.id).where(transitions.c.entity == "user", transitions.c.entity_id == user_id)
-            )
-        )
-        .scalars()
-        .all()
-    )
-
-    await _delete(
-        conn, activity.delete().where(activity.c.entity == "user", activity.c.entity_id == user_id), erasure, "activity"
-    )
-    await _delete(
-        conn,
-        feature_usage.delete().where(feature_usage.c.entity == Entity.USER, feature_usage.c.entity_id == user_id),
-        erasure,
-        "usage",
-    )
-    await _delete(conn, audiences.delete().where(audiences.c.user_id == user_id), erasure, "audiences")
-    member_of = (
-        (
-            await conn.execute(
-                sa.select(memberships.c.segment_id).where(
-                    memberships.c.entity_id == user_id,
-                    memberships.c.segment_id.in_(sa.select(segments.c.id).where(segments.c.entity == "user")),
-                )
-            )
-        )
-        .scalars()
-        .all()
-    )
-    await _delete(
-        conn,
-        memberships.delete().where(
-            memberships.c.entity_id == user_id,
-            memberships.c.segment_id.in_(sa.select(segments.c.id).where(segments.c.entity == "user")),
-        ),
-        erasure,
-        "segments",
-    )
-    await _delete(
-        conn,
-        transitions.delete().where(transitions.c.entity == "user", transitions.c.entity_id == user_id),
-        erasure,
-        "transitions",
-    )
-    await _delete_in(
-        conn,
-        outbox,
-        outbox.c.key,
-        [f"user:{user_id}"]
-        + [f"transition:{transition_id}" for transition_id in ended]
-        + [f"event:{event.id}" for event in stored]
-        + [f"member:{segment_id}-{user_id}" for segment_id in member_of],
-        erasure,
-        "outbox",
-    )
-    await _delete(
-        conn,
-        delivery_state.delete().where(
-            sa.or_(
-                delivery_state.c.key.in_(delivery_keys([user_id])),
-                # what its segment events last carried (outbox.segment_state_key)
-                delivery_state.c.key.startswith(segment_state_prefix(user_id), autoescape=True),
-            )
-        ),
-        erasure,
-        "delivery_state",
-    )
+    erasure.count("activity", await activity.forget(conn, Entity.USER, user_id))
+    erasure.count("usage", await usage.forget_user(conn, user_id))
+    erasure.count("audiences", await audiences.forget_user(conn, user_id))
+    keys = [outbox.outbox_key(OutboxKind.USER, user_id)]
+    keys += [outbox.outbox_key(OutboxKind.EVENT, event.id) for event in stored]
+    erasure.count("outbox", await outbox.discard(conn, keys))
     await _scrub_audit(conn, user_id, [value for kind, value in held if kind in (USER_ID, PREVIOUS_USER_ID)], erasure)
     await _delete(conn, events.delete().where(events.c.user_id == user_id), erasure, "events")
     await _delete(conn, identifiers.delete().where(identifiers.c.user_id == user_id), erasure, "identifiers")
@@ -285,6 +176,19 @@ async def _erase_profile(conn: AsyncConnection, user_id: int, erasure: Erasure) 
     if recount:
         await usage.recount_accounts(conn, recount)
         erasure.accounts |= {account_id for account_id, _, _ in recount}
+
+
+async def _claims_of(conn: AsyncConnection, user_id: int, erasure: Erasure) -> list[Any]:
+    """The profile's identifiers and its email trait join the erasure's claims; returns its identifier rows."""
+    traits = (await conn.execute(sa.select(users.c.traits).where(users.c.id == user_id))).scalar_one()
+    held = (
+        await conn.execute(sa.select(identifiers.c.kind, identifiers.c.value).where(identifiers.c.user_id == user_id))
+    ).all()
+    for kind, value in held:
+        erasure.claims.add((USER_ID if kind == PREVIOUS_USER_ID else kind, value))
+    if email := suppressed_email(traits.get("email")):
+        erasure.claims.add((EMAIL, email))
+    return list(held)
 
 
 async def _scrub_audit(conn: AsyncConnection, user_id: int, user_id_values: list[str], erasure: Erasure) -> None:
@@ -327,62 +231,5 @@ async def _suppress(conn: AsyncConnection, claims: set[Claim], now: datetime) ->
         await conn.execute(insert(suppressions, conn.dialect.name).on_conflict_do_nothing(), rows)
 
 
-def _values(claims: set[Claim], *kinds: str) -> list[str]:
-    return sorted({value for kind, value in claims if kind in kinds})
-
-
-async def _blank_messages(conn: AsyncConnection, erasure: Erasure) -> set[str]:
-    """Blank every journal message of any of the identifiers (pending ones too: they are never applied)."""
-    ids, anonymous, emails = (
-        _values(erasure.claims, USER_ID),
-        _values(erasure.claims, ANONYMOUS_ID),
-        _values(erasure.claims, EMAIL),
-    )
-    payload = journal.c.payload
-    text = [payload["userId"].as_string(), payload["anonymousId"].as_string(), payload["previousId"].as_string()]
-    mail = [
-        sa.func.lower(payload["traits"]["email"].as_string()),
-        sa.func.lower(payload["context"]["traits"]["email"].as_string()),
-    ]
-    conditions = [column.in_(ids + anonymous) for column in text if ids or anonymous]
-    conditions += [column.in_(emails) for column in mail if emails]
-    if not conditions:
-        return set()
-    blanked = (
-        await conn.execute(
-            journal.update()
-            .where(sa.or_(*conditions))
-            .values(payload={}, error=None)
-            .returning(journal.c.id, journal.c.message_id)
-        )
-    ).all()
-    await settle(conn, [row.id for row in blanked])  # processed: nothing of them is left to apply
-    erasure.count("journal", len(blanked))
-    return {row.message_id for row in blanked}
-
-
-async def _delete_dead_letters(conn: AsyncConnection, erasure: Erasure) -> None:
-    """Dead letters are outbound messages: they name the person by userId, anonymousId or traits.email."""
-    message = dead_letters.c.message
-    ids, anonymous = _values(erasure.claims, USER_ID), _values(erasure.claims, ANONYMOUS_ID)
-    emails = _values(erasure.claims, EMAIL)
-    conditions = []
-    if ids:
-        conditions.append(message["userId"].as_string().in_(ids))
-    if anonymous:
-        conditions.append(message["anonymousId"].as_string().in_(anonymous))
-    if emails:
-        conditions.append(sa.func.lower(message["traits"]["email"].as_string()).in_(emails))
-    if conditions:
-        await _delete(conn, dead_letters.delete().where(sa.or_(*conditions)), erasure, "dead_letters")
-
-
 async def _delete(conn: AsyncConnection, statement: Any, erasure: Erasure, name: str) -> None:
     erasure.count(name, (await conn.execute(statement)).rowcount)
-
-
-async def _delete_in(
-    conn: AsyncConnection, table: sa.Table, column: Any, values: list[Any], erasure: Erasure, name: str
-) -> None:
-    for start in range(0, len(values), CHUNK):
-        await _delete(conn, table.delete().where(column.in_(values[start : start + CHUNK])), erasure, name)

@@ -8,7 +8,7 @@ the processor, not the inbound append). A person's messages may sit in several p
 erasure first waits until no other batch is in flight (journal.hold_all): a batch that started
 before it has committed, and every batch after it reads the suppression list it wrote.
 
-The caller (connector/service/pipeline.py) owns the transaction: this stage writes, and never commits.
+The caller (connector/service/batch.py) owns the transaction: this stage writes, and never commits.
 """
 
 from typing import Any
@@ -21,7 +21,7 @@ from connector.core.metrics import ERASED, PROCESSED
 from connector.core.models import utcnow
 from connector.core.settings import ConnectorSettings
 from connector.flow import journal
-from connector.flow.changes import Changes
+from connector.flow.changes import Changes, Erasure
 from connector.processing import privacy
 from connector.processing.apply import BatchApplier, Incoming
 from connector.processing.identity import Claim, lookup
@@ -55,14 +55,14 @@ async def apply_journal(conn: AsyncConnection, rows: list[Any], settings: Connec
         else:
             run.append(Incoming(message, row.source, row.id))
     await apply_messages(conn, run, settings, changes)
-    await privacy.blank_journal(conn, dropped)
+    await journal.blank(conn, dropped)
     return changes
 
 
-async def erase(
-    conn: AsyncConnection, user_ids: list[int], claims: set[Claim], changes: Changes, via: str
-) -> privacy.Erasure:
-    """Erase these profiles and those holding `claims`; `changes` forgets them. The caller holds the journal."""
+async def erase(conn: AsyncConnection, user_ids: list[int], claims: set[Claim], changes: Changes, via: str) -> Erasure:
+    """Erase these profiles and those holding `claims` in processing's tables; `changes` forgets them and carries
+    the erasure to the other stages (service/ composes the rest, then privacy.record). The caller holds the
+    journal."""
     owners = sorted(set(user_ids) | set((await lookup(conn, sorted(claims))).values()))
     erasure = await privacy.erase(conn, owners, claims, utcnow())
     changes.users -= set(erasure.users)
@@ -71,7 +71,8 @@ async def erase(
     if not erasure.users and not erasure.claims:
         return erasure
     ERASED.labels(via).inc(len(erasure.users))
-    log.info("privacy.erased", via=via, profiles=len(erasure.users), **erasure.counts)
+    erasure.via = via
+    changes.erasures.append(erasure)
     return erasure
 
 

@@ -118,6 +118,11 @@ async def merge_users(conn: AsyncConnection, target: int, loser: int) -> None:
     await _upsert(conn, rows)
 
 
+async def forget_user(conn: AsyncConnection, user_id: int) -> int:
+    """An erased user's audiences go; returns how many."""
+    return (await conn.execute(memberships.delete().where(memberships.c.user_id == user_id))).rowcount
+
+
 async def user_audiences(conn: AsyncConnection, user_id: int) -> dict[str, dict[str, Any]]:
     rows = await conn.execute(
         sa.select(memberships).where(memberships.c.user_id == user_id).order_by(memberships.c.audience)

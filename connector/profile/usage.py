@@ -132,6 +132,12 @@ async def merge_users(conn: AsyncConnection, target: int, loser: int) -> None:
     await add(conn, rows)
 
 
+async def forget_user(conn: AsyncConnection, user_id: int) -> int:
+    """An erased user's usage rows go (its accounts' are recounted by the caller); returns how many."""
+    mine = (feature_usage.c.entity == Entity.USER) & (feature_usage.c.entity_id == user_id)
+    return (await conn.execute(feature_usage.delete().where(mine))).rowcount
+
+
 async def track_event_count(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
         return (await conn.execute(sa.select(sa.func.count()).where(events.c.type == MessageType.TRACK))).scalar_one()

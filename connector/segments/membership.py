@@ -333,3 +333,43 @@ async def record(
     await outbox.enqueue(conn, OutboxKind.TRANSITION, ids)
     await outbox.enqueue(conn, OUTBOX_KIND[entity], {entity_id for _, entity_id in entered + exited})
     log.info("segment.membership.changed", entity=entity, entered=len(entered), exited=len(exited))
+
+
+async def merge_users(conn: AsyncConnection, target: int, loser: int) -> None:
+    """The survivor takes over the loser's user-segment memberships (the earliest entry wins).
+
+    The batch then re-evaluates the survivor, so each one it does not qualify for ends with an
+    `exited` transition: a Segment Entered sent for the loser is always followed by its exit.
+    """
+    user_segments = sa.select(segments.c.id).where(segments.c.entity == Entity.USER)
+    held = sa.select(memberships.c.segment_id).where(memberships.c.entity_id == target)
+    await conn.execute(
+        memberships.insert().from_select(
+            ["segment_id", "entity_id", "entered_at"],
+            sa.select(memberships.c.segment_id, sa.literal(target, sa.BigInteger), memberships.c.entered_at).where(
+                memberships.c.entity_id == loser,
+                memberships.c.segment_id.in_(user_segments),
+                memberships.c.segment_id.not_in(held),
+            ),
+        )
+    )
+    await conn.execute(
+        memberships.delete().where(memberships.c.entity_id == loser, memberships.c.segment_id.in_(user_segments))
+    )
+
+
+async def forget_users(conn: AsyncConnection, user_ids: list[int]) -> dict[str, int]:
+    """Erased users leave their segments silently: no transition, nothing sent (processing/privacy.py says why);
+    their transitions and the outbox rows of those and of their memberships go too. Counts by what went."""
+    user_segments = sa.select(segments.c.id).where(segments.c.entity == Entity.USER)
+    mine = sa.and_(memberships.c.entity_id.in_(user_ids), memberships.c.segment_id.in_(user_segments))
+    their_transitions = sa.and_(transitions.c.entity == Entity.USER, transitions.c.entity_id.in_(user_ids))
+    held = (await conn.execute(sa.select(memberships.c.segment_id, memberships.c.entity_id).where(mine))).all()
+    ended = (await conn.execute(sa.select(transitions.c.id).where(their_transitions))).scalars().all()
+    keys = [outbox.outbox_key(OutboxKind.TRANSITION, transition_id) for transition_id in ended]
+    keys += [outbox.outbox_key(OutboxKind.MEMBER, outbox.member_key(*row)) for row in held]
+    return {
+        "segments": (await conn.execute(memberships.delete().where(mine))).rowcount,
+        "transitions": (await conn.execute(transitions.delete().where(their_transitions))).rowcount,
+        "outbox": await outbox.discard(conn, keys),
+    }

@@ -24,14 +24,15 @@ from sqlalchemy.engine import make_url
 from connector.core.db import is_postgres
 from connector.core.logs import get_logger
 from connector.core.runtime import Runtime
-from connector.flow import journal
+from connector.flow import journal, outbox
 from connector.flow.changes import Changes
-from connector.outbound.sender import Sender, outbox_depth
+from connector.outbound.sender import Sender
 from connector.segments.icp import due_on_schedule
 from connector.segments.schedule import recompute_due
+from connector.service.batch import journal_lag, process_batch
 from connector.service.heartbeat import beat_until
-from connector.service.pipeline import journal_lag, process_batch, rescore_accounts
 from connector.service.retention import purge
+from connector.service.use_cases import rescore_accounts
 
 IDLE_SECONDS = 0.2
 BATCHES_IN_FLIGHT = 2
@@ -153,7 +154,7 @@ async def send_forever(runtime: Runtime, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
             claimed = (await sender.send_once()).claimed
-            await outbox_depth(runtime.engine)
+            await outbox.depth(runtime.engine)
         except Exception as error:  # a storage outage must not kill the sender: wait and retry
             log.error("outgoing.error", error=f"{type(error).__name__}: {error}"[:500])
             await _sleep(stop, 2.0)

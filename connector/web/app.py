@@ -14,19 +14,21 @@ from connector.core.runtime import Runtime
 from connector.inbound import routes as inbound
 from connector.inbound.writer import JournalWriter
 from connector.service import worker
-from connector.web import (
-    activity_api,
-    admin,
-    dashboard,
-    health,
-    insights_api,
-    names_api,
-    outbound_api,
-    overview_api,
-    privacy_api,
-    search_api,
-    segments_api,
+from connector.web import dashboard, health
+from connector.web.api import (
+    accounts,
+    activity,
+    api_key,
+    dead_letters,
+    insights,
+    names,
+    overview,
+    privacy,
+    search,
+    segments,
+    settings,
     status,
+    users,
 )
 from connector.web.deps import ApiError, api_error
 from connector.web.openapi import openapi_document
@@ -59,16 +61,19 @@ def create_app(env: Environment | None = None) -> Starlette:
     routes = [
         *health.routes,
         *inbound.routes,
-        *search_api.routes,
-        *admin.routes,
-        *activity_api.routes,
-        *segments_api.routes,
-        *outbound_api.routes,
-        *insights_api.routes,
-        *privacy_api.routes,
+        *search.routes,
+        *settings.routes,
+        *users.routes,
+        *accounts.routes,
+        *api_key.routes,
+        *activity.routes,
+        *segments.routes,
+        *dead_letters.routes,
+        *insights.routes,
+        *privacy.routes,
         *status.routes,
-        *overview_api.routes,
-        *names_api.routes,
+        *overview.routes,
+        *names.routes,
         Route("/api/openapi.json", openapi_document, methods=["GET"], include_in_schema=False),
         *dashboard.routes,
     ]

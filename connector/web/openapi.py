@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.schemas import SchemaGenerator
 
 from connector import __version__
+from connector.core.kinds import Entity
 from connector.profile.persona import DEPARTMENTS, SENIORITIES
 from connector.profile.usage import PATTERNS
 from connector.web.auth import requires_admin
@@ -121,7 +122,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         {
             "id": ID,
             "name": TEXT,
-            "entity": {"type": "string", "enum": ["user", "account"]},
+            "entity": {"type": "string", "enum": [*Entity]},
             "rule": {},
             "member_count": {"type": "integer", "minimum": 0, "nullable": True},
             "time_based": {"type": "boolean"},
@@ -161,7 +162,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     ),
     "Usage": _object(
         {
-            "entity": {"type": "string", "enum": ["user", "account"]},
+            "entity": {"type": "string", "enum": [*Entity]},
             "id": ID,
             "attributes": ANY_OBJECT,
             "totals": ANY_OBJECT,
@@ -225,11 +226,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     ),
     "Names": _object(
         {
-            "segments": _object({"user": TEXTS, "account": TEXTS}),
+            "segments": _object(dict.fromkeys(Entity, TEXTS)),
             "events": TEXTS,
             "audiences": TEXTS,
-            "traits": _object({"user": TEXTS, "account": TEXTS}),
-            "attributes": _object({"user": TEXTS, "account": TEXTS}),
+            "traits": _object(dict.fromkeys(Entity, TEXTS)),
+            "attributes": _object(dict.fromkeys(Entity, TEXTS)),
             "settings": {"type": "object", "additionalProperties": TEXTS, "description": "setting -> its choices"},
         }
     ),
@@ -259,7 +260,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     ),
     "Preview": _object(
         {
-            "entity": {"type": "string", "enum": ["user", "account"]},
+            "entity": {"type": "string", "enum": [*Entity]},
             "count": COUNT,
             "sample": {"type": "array", "items": ANY_OBJECT, "description": "as in UserMatches or AccountMatches"},
         }

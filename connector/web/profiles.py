@@ -24,13 +24,13 @@ segments = Segment.__table__
 memberships = SegmentMembership.__table__
 RECENT_EVENTS = 20
 SEARCH_LIMIT = 20
-TABLES = {"user": users, "account": accounts}
+TABLES = {Entity.USER: users, Entity.ACCOUNT: accounts}
 # The highest code point: `value < prefix + LAST` holds for every string starting with prefix, so a prefix
 # search is a range of the (kind, value) index on both backends (SQLite's LIKE would ignore the index).
 LAST = "\U0010ffff"
 
 
-async def exists(conn: AsyncConnection, entity: str, entity_id: int) -> bool:
+async def exists(conn: AsyncConnection, entity: Entity, entity_id: int) -> bool:
     table = TABLES[entity]
     return await conn.scalar(sa.select(table.c.id).where(table.c.id == entity_id)) is not None
 
@@ -59,7 +59,7 @@ async def find_account(conn: AsyncConnection, kind: str, value: str) -> int | No
     return await conn.scalar(sa.select(accounts.c.id).where(column == value))
 
 
-async def segment_memberships(conn: AsyncConnection, entity: str, entity_id: int) -> list[dict[str, Any]]:
+async def segment_memberships(conn: AsyncConnection, entity: Entity, entity_id: int) -> list[dict[str, Any]]:
     rows = await conn.execute(
         sa.select(segments.c.id, segments.c.name, memberships.c.entered_at)
         .join(memberships, memberships.c.segment_id == segments.c.id)
@@ -83,7 +83,7 @@ async def account_profile(conn: AsyncConnection, account_id: int) -> dict[str, A
     row = (await conn.execute(sa.select(accounts).where(accounts.c.id == account_id))).first()
     if row is None:
         return None
-    joined = await segment_memberships(conn, "account", row.id)
+    joined = await segment_memberships(conn, Entity.ACCOUNT, row.id)
     computed = await computed_attributes(conn, Entity.ACCOUNT, row.id)
     return {
         "id": row.id,
@@ -108,7 +108,7 @@ async def user_profile(conn: AsyncConnection, user_id: int) -> dict[str, Any] | 
         .order_by(identifiers.c.id)
     ):
         ids.setdefault(ident.kind, []).append(ident.value)
-    joined = await segment_memberships(conn, "user", row.id)
+    joined = await segment_memberships(conn, Entity.USER, row.id)
     computed = await computed_attributes(conn, Entity.USER, row.id)
     return {
         "id": row.id,

@@ -13,7 +13,7 @@ from sqlmodel import col
 from connector.core import spec
 from connector.core.models import Event, User, UserIdentifier
 from connector.inbound.writer import JournalWriter, journal_row
-from connector.service.pipeline import process_batch
+from connector.service.batch import process_batch
 from tests.support.database import empty_tables
 
 RECEIVED = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)

@@ -3,7 +3,7 @@ skipped and why; read newest first through the admin API; and what would be sent
 
 import pytest
 
-from connector.outbound import sender
+from connector.outbound import transport
 from tests.support.api import create_segment, post_batch
 from tests.support.app import admin_auth, basic_auth, drain
 from tests.support.fake_segment import configure, send_all, user_id_of
@@ -214,8 +214,8 @@ async def test_a_batch_segment_refuses_is_logged_as_a_dead_letter(client, runtim
 
 
 async def test_a_retried_batch_is_logged_as_an_error_then_as_sent(client, runtime, segment_api, monkeypatch):
-    monkeypatch.setattr(sender, "BACKOFF_BASE_SECONDS", 0.001)
-    monkeypatch.setattr(sender, "BACKOFF_CAP_SECONDS", 0.01)
+    monkeypatch.setattr(transport, "BACKOFF_BASE_SECONDS", 0.001)
+    monkeypatch.setattr(transport, "BACKOFF_CAP_SECONDS", 0.01)
     await configure(runtime, segment_api, synchronized_segments=["ALL"])
     await post_batch(client, {"type": "identify", "userId": "ada", "traits": {"plan": "pro"}})
     await drain(runtime)

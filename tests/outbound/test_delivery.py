@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from segment.analytics.request import APIError
 
+from connector.core.kinds import OutboxKind
 from connector.core.models import DeadLetter, OutboxItem, utcnow
 from connector.flow import outbox as outbox_module
-from connector.outbound import sender
+from connector.outbound import acknowledge, sender, transport
 from tests.support.app import admin_auth, basic_auth, drain
 from tests.support.delivery import replay_from_the_command_line, rows
 from tests.support.fake_segment import configure, send_all, user_id_of
@@ -23,8 +24,8 @@ dead_letters = DeadLetter.__table__
 @pytest.fixture
 def quick_retries(monkeypatch):
     """Backoff in milliseconds, so a test sees many retries; small batches, so it sees many batches."""
-    monkeypatch.setattr(sender, "BACKOFF_BASE_SECONDS", 0.001)
-    monkeypatch.setattr(sender, "BACKOFF_CAP_SECONDS", 0.01)
+    monkeypatch.setattr(transport, "BACKOFF_BASE_SECONDS", 0.001)
+    monkeypatch.setattr(transport, "BACKOFF_CAP_SECONDS", 0.01)
 
 
 async def events(client, runtime, count, prefix="e"):
@@ -50,7 +51,7 @@ async def send_until_empty(runtime, **options):
 async def test_thirty_percent_failures_deliver_everything_exactly_once(
     client, runtime, segment_api, quick_retries, monkeypatch, status, retry_after
 ):
-    monkeypatch.setattr(sender, "MAX_BATCH_MESSAGES", 10)
+    monkeypatch.setattr(transport, "MAX_BATCH_MESSAGES", 10)
     await configure(runtime, segment_api, synchronized_segments=["ALL"], send_events=["ALL"], forward_events=True)
     expected = await events(client, runtime, 150)
     segment_api.fail_fraction(status, 0.3, retry_after=retry_after)
@@ -147,8 +148,8 @@ async def test_statuses_that_are_not_retried(client, runtime, segment_api, statu
 
 @pytest.mark.parametrize("status", [408, 410, 429, 460, 500, 502, 503, 504, 599])
 def test_statuses_that_are_retried(status):
-    assert sender.classify(APIError(status, "x", "y")).retry
-    assert not sender.classify(APIError(400, "x", "y")).retry
+    assert transport.classify(APIError(status, "x", "y")).retry
+    assert not transport.classify(APIError(400, "x", "y")).retry
 
 
 async def test_a_stalled_request_is_retried_after_the_timeout(client, runtime, segment_api, quick_retries):
@@ -222,7 +223,8 @@ async def test_a_delivery_that_keeps_failing_is_dead_lettered_four_hours_after_i
     await one_queued_identify(client, runtime, segment_api)
     first_failure = utcnow()
     clock = {"now": first_failure}
-    monkeypatch.setattr(sender, "utcnow", lambda: clock["now"])
+    for module in (outbox_module, sender, acknowledge):  # the claim, the round and its acknowledgement
+        monkeypatch.setattr(module, "utcnow", lambda: clock["now"])
     segment_api.fail(500, count=3)
 
     await sender.Sender(runtime).send_once()
@@ -266,7 +268,7 @@ def test_batches_stay_within_segment_limits_on_the_wire_and_keep_order(texts):
         {"type": "identify", "userId": f"u-{n}", "traits": {"bio": text * repeat, "name": "Zoë Ünal"}}
         for n, (text, repeat) in enumerate(texts)
     ]
-    groups = sender.batches(messages, sender.wire_size, "a-write-key")
+    groups = transport.batches(messages, transport.wire_size, "a-write-key")
     assert [m for group in groups for m in group] == messages
     for group in groups:
         body = json.dumps({"batch": group, "sentAt": "2026-11-23T02:03:28.184730+00:00", "writeKey": "a-write-key"})
@@ -275,7 +277,7 @@ def test_batches_stay_within_segment_limits_on_the_wire_and_keep_order(texts):
 
 def test_a_batch_holds_at_most_2500_messages():
     messages = [{"type": "track", "userId": "u", "event": "E", "messageId": str(n)} for n in range(5001)]
-    assert [len(group) for group in sender.batches(messages, sender.wire_size, "key")] == [2500, 2500, 1]
+    assert [len(group) for group in transport.batches(messages, transport.wire_size, "key")] == [2500, 2500, 1]
 
 
 async def test_a_crash_between_send_and_ack_resends_the_same_message_ids(client, runtime, segment_api, monkeypatch):
@@ -303,11 +305,11 @@ async def test_a_change_during_sending_keeps_the_row(client, runtime, segment_ap
     await configure(runtime, segment_api, synchronized_segments=["ALL"])
     await client.post("/v1/identify", headers=basic_auth(), json={"userId": "u-1"})
     await drain(runtime)
-    claimed = await sender.claim(runtime.engine, 10)
+    claimed = await outbox_module.claim(runtime.engine, 10)
     user = await user_id_of(runtime, "u-1")
     async with runtime.engine.begin() as conn:
-        await outbox_module.enqueue(conn, outbox_module.USER, [user])
-    await sender.acknowledge(runtime.engine, claimed, {}, [], [])
+        await outbox_module.enqueue(conn, OutboxKind.USER, [user])
+    await acknowledge.acknowledge(runtime.engine, acknowledge.Acknowledgement(done=claimed))
     [row] = await rows(runtime)
     assert row.version == claimed[0].version + 1 and row.claimed_until is None
 

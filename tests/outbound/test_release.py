@@ -6,6 +6,7 @@ import asyncio
 import sqlalchemy as sa
 
 from connector.core.models import OutboxItem, utcnow
+from connector.flow import outbox as outbox_module
 from connector.outbound import sender
 from tests.support.app import basic_auth, drain, wait_until
 from tests.support.fake_segment import configure
@@ -49,11 +50,11 @@ async def test_a_send_round_cancelled_while_segment_stalls_releases_its_claims(c
 async def test_a_late_release_leaves_the_claims_another_sender_took_since(client, runtime, segment_api):
     await configure(runtime, segment_api, synchronized_segments=["ALL"])
     await queue_users(client, runtime, 3)
-    first = await sender.claim(runtime.engine, 10, lease=0.05)
+    first = await outbox_module.claim(runtime.engine, 10, lease=0.05)
     await asyncio.sleep(0.1)  # the first lease runs out
-    second = await sender.claim(runtime.engine, 10)
+    second = await outbox_module.claim(runtime.engine, 10)
     assert sorted(row.id for row in first) == sorted(row.id for row in second)
-    await sender.release(runtime.engine, first)
+    await outbox_module.release(runtime.engine, first)
     assert await claimed(runtime) == 3
-    await sender.release(runtime.engine, second)
+    await outbox_module.release(runtime.engine, second)
     assert await claimed(runtime) == 0

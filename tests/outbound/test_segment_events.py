@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from connector import __version__
+from connector.core.kinds import OutboxKind
 from connector.core.models import DeliveryState, SegmentTransition
 from connector.flow import outbox
 from connector.outbound import resync
@@ -112,7 +113,7 @@ async def test_enter_leave_enter_are_three_events_and_a_resend_repeats_their_ids
     # The same transitions sent again (a crash between send and acknowledgement): the same ids, for Segment to drop.
     async with runtime.engine.begin() as conn:
         ids = (await conn.execute(sa.select(transitions.c.id).order_by(transitions.c.id))).scalars().all()
-        await outbox.enqueue(conn, outbox.TRANSITION, ids)
+        await outbox.enqueue(conn, OutboxKind.TRANSITION, ids)
     await send_all(runtime)
     assert segment_api.message_ids()[3:] == first
 

@@ -17,7 +17,8 @@ from segment.analytics.request import APIError
 
 from connector.core.models import DeadLetter, utcnow
 from connector.core.settings import ConnectorSettings
-from connector.outbound import sender
+from connector.flow import outbox
+from connector.outbound import replay, sender, transport
 from tests.support.app import basic_auth, drain
 from tests.support.delivery import replay_from_the_command_line
 from tests.support.fake_segment import FakeSegment, configure
@@ -38,17 +39,17 @@ dead_letters = DeadLetter.__table__
     ],
 )
 def test_server_errors_are_retried_only_from_500_to_599_except_501_and_505(status, retried):
-    assert sender.classify(APIError(status, "code", "message")).retry is retried
+    assert transport.classify(APIError(status, "code", "message")).retry is retried
 
 
 def test_the_reason_of_a_refusal_is_cut_to_1000_characters():
-    failure = sender.classify(APIError(400, "code", "x" * 5000))
+    failure = transport.classify(APIError(400, "code", "x" * 5000))
     assert failure.reason.startswith("HTTP 400: xxx") and len(failure.reason) == 1000
     assert failure.status == 400
 
 
 def test_a_network_error_is_retried_without_a_status_and_its_reason_cut_to_1000_characters():
-    failure = sender.classify(ConnectionRefusedError("y" * 5000))
+    failure = transport.classify(ConnectionRefusedError("y" * 5000))
     assert failure.retry is True and failure.status is None
     assert failure.reason.startswith("ConnectionRefusedError: yyy") and len(failure.reason) == 1000
 
@@ -68,21 +69,21 @@ BACKOFF_TABLE = [
 @pytest.mark.parametrize("attempts,shortest,longest", BACKOFF_TABLE)
 def test_backoff_waits_between_half_a_step_and_a_whole_step(monkeypatch, attempts, shortest, longest):
     monkeypatch.setattr(random, "uniform", lambda low, high: low)
-    assert sender.backoff_seconds(attempts) == shortest
+    assert transport.backoff_seconds(attempts) == shortest
     monkeypatch.setattr(random, "uniform", lambda low, high: high)
-    assert sender.backoff_seconds(attempts) == longest
+    assert transport.backoff_seconds(attempts) == longest
 
 
 @pytest.mark.parametrize("attempts", [0, 3, 12])
 def test_backoff_is_never_shorter_than_the_retry_after_segment_asked_for(attempts):
-    assert sender.backoff_seconds(attempts, retry_after=3600.0) == 3600.0
+    assert transport.backoff_seconds(attempts, retry_after=3600.0) == 3600.0
 
 
 def test_the_retry_budget_is_spent_at_exactly_four_hours():
     start = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-    assert not sender.retry_budget_spent(start, start + timedelta(hours=4) - timedelta(microseconds=1))
-    assert sender.retry_budget_spent(start, start + timedelta(hours=4))
-    assert sender.retry_budget_spent(start, start + timedelta(hours=9))
+    assert not transport.retry_budget_spent(start, start + timedelta(hours=4) - timedelta(microseconds=1))
+    assert transport.retry_budget_spent(start, start + timedelta(hours=4))
+    assert transport.retry_budget_spent(start, start + timedelta(hours=9))
 
 
 async def add_dead_letters(runtime, messages, status_code=None):
@@ -110,7 +111,7 @@ async def test_replay_counts_every_letter_when_they_take_several_batches(runtime
     # 30 letters of about 20 KB: more than one 475,000-byte batch.
     await add_dead_letters(runtime, [identify(n, size=20_000) for n in range(30)])
     settings = ConnectorSettings(write_key=segment_api.write_key, segment_api_host=segment_api.url)
-    assert await sender.replay(runtime.engine, settings) == {"replayed": 30, "failed": 0}
+    assert await replay.replay(runtime.engine, settings) == {"replayed": 30, "failed": 0}
     assert len(segment_api.bodies) >= 2
     assert sorted(segment_api.message_ids()) == sorted(f"replay-{n}" for n in range(30))
 
@@ -119,7 +120,7 @@ async def test_a_failed_replay_counts_every_letter_and_records_the_new_status_an
     await add_dead_letters(runtime, [identify(n, size=20_000) for n in range(30)])
     settings = ConnectorSettings(write_key=segment_api.write_key, segment_api_host=segment_api.url)
     segment_api.fail(403, count=10)
-    assert await sender.replay(runtime.engine, settings) == {"replayed": 0, "failed": 30}
+    assert await replay.replay(runtime.engine, settings) == {"replayed": 0, "failed": 30}
     async with runtime.engine.connect() as conn:
         letters = (await conn.execute(sa.select(dead_letters))).all()
     assert {(letter.status_code, letter.replayed_at) for letter in letters} == {(403, None)}
@@ -130,7 +131,7 @@ async def test_a_failed_replay_of_some_letters_leaves_the_others_untouched(runti
     ids = await add_dead_letters(runtime, [identify(1), identify(2)], status_code=None)
     settings = ConnectorSettings(write_key=segment_api.write_key, segment_api_host=segment_api.url)
     segment_api.fail(403, count=1)
-    assert await sender.replay(runtime.engine, settings, ids=[ids[0]]) == {"replayed": 0, "failed": 1}
+    assert await replay.replay(runtime.engine, settings, ids=[ids[0]]) == {"replayed": 0, "failed": 1}
     async with runtime.engine.connect() as conn:
         letters = {row.id: row for row in await conn.execute(sa.select(dead_letters))}
     assert letters[ids[0]].status_code == 403 and letters[ids[0]].reason.startswith("HTTP 403")
@@ -139,7 +140,7 @@ async def test_a_failed_replay_of_some_letters_leaves_the_others_untouched(runti
 
 async def test_replay_without_a_write_key_is_refused_and_says_why(runtime):
     with pytest.raises(ValueError, match=r"^no write_key in settings: nothing can be sent$"):
-        await sender.replay(runtime.engine, ConnectorSettings(write_key=""))
+        await replay.replay(runtime.engine, ConnectorSettings(write_key=""))
 
 
 def log_lines(output: list[str], event: str) -> list[dict[str, Any]]:
@@ -192,7 +193,7 @@ async def test_a_replayed_batch_stays_within_475000_bytes_on_the_wire_with_a_lon
             [letter_of_wire_size(n, letter_bytes) for n in range(15)] + [letter_of_wire_size(15, letter_bytes + 180)],
         )  # ... and this one 100 over
         settings = ConnectorSettings(write_key=write_key, segment_api_host=segment_api.url)
-        assert await sender.replay(runtime.engine, settings) == {"replayed": 16, "failed": 0}
+        assert await replay.replay(runtime.engine, settings) == {"replayed": 16, "failed": 0}
     assert len(segment_api.body_sizes) == 2
     assert max(segment_api.body_sizes) <= 475_000
     assert sorted(segment_api.message_ids()) == sorted(f"replay-{n}" for n in range(16))
@@ -214,7 +215,7 @@ async def queue_identifies(client, runtime, segment_api, *user_ids, traits=()):
 
 async def test_the_outbox_depth_is_counted_and_exported(client, runtime, segment_api):
     await queue_identifies(client, runtime, segment_api, "u-1", "u-2", "u-3")
-    assert await sender.outbox_depth(runtime.engine) == 3
+    assert await outbox.depth(runtime.engine) == 3
     assert sample("connector_outbox_depth") == 3.0
 
 

@@ -19,7 +19,7 @@ from sqlmodel import SQLModel, col
 from connector.core import spec
 from connector.core.models import Account, Event, IdentityAudit, User, UserIdentifier
 from connector.inbound.writer import JournalWriter, journal_row
-from connector.service.pipeline import process_batch
+from connector.service.batch import process_batch
 from tests.support.database import journal_status_counts
 
 RECEIVED = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)

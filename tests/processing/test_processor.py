@@ -15,7 +15,7 @@ from connector import cli
 from connector.core.environment import get_environment
 from connector.core.models import Account, Event, JournalEntry
 from connector.flow.journal import retry_failed
-from connector.service.pipeline import process_batch
+from connector.service.batch import process_batch
 from tests.support.app import ADMIN_TOKEN, API_KEY, basic_auth, drain, wait_until
 from tests.support.database import fail_for, journal_statuses, post_with_poison
 from tests.support.inbound_cases import find_user, user_profile

@@ -401,7 +401,7 @@ def test_cli_rebuild_reads_every_persona_again_and_shows_progress(database_url, 
 
 
 async def test_a_rebuild_queues_the_users_whose_persona_changed_for_sending(runtime):
-    from connector.service.pipeline import rescan_personas
+    from connector.service.use_cases import rescan_personas
 
     async with runtime.engine.begin() as conn:
         stale, _up_to_date = [

@@ -15,7 +15,7 @@ from connector.core.settings import IcpSettings
 from connector.core.spec import format_timestamp
 from connector.segments import schedule
 from connector.segments.icp import due_on_schedule, fit_of
-from connector.service.pipeline import rescore_accounts
+from connector.service.use_cases import rescore_accounts
 from tests.support.app import admin_auth, basic_auth, drain
 from tests.support.fake_segment import configure, send_all
 

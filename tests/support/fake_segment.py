@@ -30,10 +30,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from connector.core.kinds import OutboxKind
 from connector.core.models import Segment, SegmentMembership, SegmentTransition, UserIdentifier, utcnow
 from connector.flow import outbox
 from connector.outbound.sender import Sender
-from connector.service.pipeline import save_settings
+from connector.service.use_cases import save_settings
 from tests.support.api import post_batch_accepted
 from tests.support.app import ServerThread, drain
 
@@ -240,7 +241,7 @@ async def add_transition(runtime: Any, segment_id: int, user_id: int, transition
                 .returning(SegmentTransition.__table__.c.id)
             )
         ).scalar_one()
-        await outbox.enqueue(conn, outbox.TRANSITION, [transition_id])
+        await outbox.enqueue(conn, OutboxKind.TRANSITION, [transition_id])
     return transition_id
 
 

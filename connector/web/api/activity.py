@@ -15,19 +15,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from connector.core.kinds import Entity
+from connector.core.kinds import Entity, MessageType, OutboxKind, Outcome, outgoing_action
 from connector.core.spec import format_timestamp
 from connector.flow import outbox
 from connector.flow.activity import activity_log
-from connector.outbound import builders
+from connector.outbound.build import build
 from connector.web import profiles
 from connector.web.auth import requires_admin
 from connector.web.deps import ApiError, query_int, query_limit, runtime_of
 
-LAST_SENT_TYPES = ("identify", "group")
+LAST_SENT_TYPES = (MessageType.IDENTIFY, MessageType.GROUP)
 
 
-async def _activity(request: Request, entity: str, entity_id: int) -> JSONResponse:
+async def _activity(request: Request, entity: Entity, entity_id: int) -> JSONResponse:
     limit = query_limit(request, 100, 500)
     before_id = query_int(request, "before_id", None)
     query = sa.select(activity_log).where(activity_log.c.entity == entity, activity_log.c.entity_id == entity_id)
@@ -60,7 +60,7 @@ async def last_sent(conn: AsyncConnection, user_id: int) -> list[dict[str, Any]]
                 .where(
                     activity_log.c.entity == Entity.USER,
                     activity_log.c.entity_id == user_id,
-                    activity_log.c.action == "outgoing.user.success",
+                    activity_log.c.action == outgoing_action(Entity.USER, Outcome.SUCCESS),
                     activity_log.c.details["type"].as_string() == kind,
                 )
                 .order_by(activity_log.c.id.desc())
@@ -120,7 +120,7 @@ async def get_user_outgoing(request: Request) -> JSONResponse:
     async with runtime.engine.connect() as conn:
         if not await profiles.exists(conn, Entity.USER, user_id):
             raise ApiError(404, "no such user")
-        built = await builders.build(conn, settings, [outbox.outbox_key(outbox.USER, user_id)])
+        built = await build(conn, settings, [outbox.outbox_key(OutboxKind.USER, user_id)])
         sent = await last_sent(conn, user_id)
     not_sent = list(built.skipped.values())
     if not settings.write_key:

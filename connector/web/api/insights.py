@@ -18,7 +18,7 @@ from connector.web.profiles import exists
 MAX_FEATURES = 100
 
 
-async def _usage(request: Request, entity: str, entity_id: int) -> JSONResponse:
+async def _usage(request: Request, entity: Entity, entity_id: int) -> JSONResponse:
     limit = request.query_params.get("limit", "10")
     if not limit.isdecimal() or len(limit) > len(str(MAX_FEATURES)) or not 1 <= int(limit) <= MAX_FEATURES:
         raise ApiError(400, f"limit must be an integer from 1 to {MAX_FEATURES}", field="limit")

@@ -1,144 +1,38 @@
-"""One journal batch, end to end, in one transaction: lease -> settle -> apply -> segment refresh -> outbox.
+"""The use cases the web and the command line call: what changes data outside the journal, carried on as a batch.
 
-The stages meet only here and in the tables: processing/ applies the rows, segments/ scores the
-changed accounts (segments/icp.py) and refreshes the memberships of what changed, the outbox records
-what the sender must send; a committed change therefore always has its outbox row, and a crash
-leaves either all of a batch or none of it. Changes that do not come from the journal are carried on
-the same way: a settings save (`save_settings`: a new `icp`, a new `segment_events` entry), a segment
-created, renamed, redefined or deleted (the settings that name it follow), an erasure, the ICP schedule
-(`rescore_accounts`) and a rebuild of the personas (`rescan_personas`). These are the use cases the web
-and the command line call; the web reaches no stage's write path but through them.
-
-Failures are sorted by what retrying can do:
-- transient (connection lost, deadlock, serialization failure, a database restarting; db.is_transient):
-  the batch is retried with backoff, then the error goes up to the worker, which waits and tries
-  again. Such a batch is never parked.
-- contention (another worker stored a row this batch meant to create; db.is_contention): retried
-  like a transient failure, up to CONTENTION_ATTEMPTS times in a row; past that it is a bug.
-- anything else is a bug: the batch's rows are applied one per transaction, so only the message
-  that fails on its own is parked (`failed`, with its reason; status reports it) and the ones
-  behind it go on.
+A change to profiles, segments or settings commits in one transaction with what it sets off, carried on as
+a journal batch's changes are (batch.propagate, batch.carry: ICP scores, segment memberships, the outbox):
+a settings save (`save_settings`: a new `icp`, a new `segment_events` entry), a segment created, renamed,
+redefined or deleted (the settings that name it follow), an erasure, the ICP schedule (`rescore_accounts`)
+and a rebuild of the personas (`rescan_personas`, a page per transaction). The suppression list (`let_in`)
+and dead-letter replays (the sender's own transactions) are here too: the web reaches no stage's write path
+but through these use cases.
 """
 
-import asyncio
-import random
 from collections.abc import Callable
 from datetime import datetime
-from time import perf_counter
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from connector.core.db import is_contention, is_transient
+from connector.core.kinds import Entity
 from connector.core.logs import get_logger
-from connector.core.metrics import JOURNAL_LAG, PROCESS_LATENCY, PROCESS_RETRIES
 from connector.core.models import utcnow
 from connector.core.settings import ALL, ConnectorSettings
 from connector.core.settings_store import SettingsStore
-from connector.flow import journal, outbox
-from connector.flow.changes import Changes
-from connector.outbound import resync, sender
+from connector.flow import journal
+from connector.flow.changes import Changes, Erasure
+from connector.outbound import replay, resync
 from connector.processing import persona_rescan, privacy, processor
 from connector.segments import icp, membership, schedule
+from connector.service.batch import carry, propagate
 
-RETRY_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # seconds, each jittered by +-50 %
-CONTENTION_ATTEMPTS = 5
 RESCAN_PAGE = 1000
 ICP_RUN = "icp"  # the ICP schedule's name in scheduled_runs
 log = get_logger()
 
 
-async def process_batch(engine: AsyncEngine, settings: ConnectorSettings, limit: int = 500) -> Changes:
-    """Apply up to `limit` pending journal rows of the partitions this call leases; return what changed."""
-    started = perf_counter()
-    contended = 0
-    leased: list[int] = []
-    for attempt in range(len(RETRY_DELAYS) + 1):
-        try:
-            changes = await _apply_batch(engine, settings, limit, leased)
-            break
-        except Exception as error:
-            reason = _reason(error)
-            if is_contention(error) and contended < CONTENTION_ATTEMPTS:
-                contended += 1
-                PROCESS_RETRIES.labels("contention").inc()
-            elif is_transient(error):
-                PROCESS_RETRIES.labels("transient").inc()
-            else:
-                log.error("processing.batch.error", reason=reason)
-                changes = await _apply_one_by_one(engine, settings, leased)
-                break
-            if attempt == len(RETRY_DELAYS):
-                raise  # the worker logs it, waits and tries again: a transient failure never parks a message
-            log.warning("processing.batch.retry", reason=reason, attempt=attempt + 1)
-            await asyncio.sleep(RETRY_DELAYS[attempt] * random.uniform(0.5, 1.5))
-    PROCESS_LATENCY.observe(perf_counter() - started)
-    return changes
-
-
-async def _apply_batch(engine: AsyncEngine, settings: ConnectorSettings, limit: int, leased: list[int]) -> Changes:
-    """One batch in one transaction; `leased` is set to its rows' ids, for _apply_one_by_one if it fails."""
-    async with engine.begin() as conn:
-        rows = await journal.lease(conn, limit)
-        leased[:] = [row.id for row in rows]
-        if not rows:
-            return Changes()
-        # Settled first, in the same transaction: rows shared with concurrent batches (an account's usage, its
-        # outbox row) are written last, so another batch waits for them as briefly as it can.
-        await journal.settle(conn, leased)
-        changes = await processor.apply_journal(conn, list(rows), settings)
-        await propagate(conn, settings, changes)
-    return changes
-
-
-async def _apply_one_by_one(engine: AsyncEngine, settings: ConnectorSettings, ids: list[int]) -> Changes:
-    """After a batch failed for a reason not transient: each of its rows in a transaction of its own, in
-    journal order; a row that fails alone for such a reason is parked, the others are applied."""
-    total = Changes()
-    for journal_id in ids:
-        try:
-            async with engine.begin() as conn:
-                rows = await journal.lease_row(conn, journal_id)
-                if not rows:
-                    continue
-                changes = await processor.apply_journal(conn, list(rows), settings)
-                await propagate(conn, settings, changes)
-                await journal.settle(conn, [journal_id])
-        except Exception as error:
-            if is_transient(error) or is_contention(error):
-                raise  # not this message's fault: the worker retries later
-            reason = _reason(error)[:2000]
-            log.error("incoming.message.error", journal_id=journal_id, reason=reason)
-            async with engine.begin() as conn:
-                # Leased again: between the rollback and here another batch may have tried the row too.
-                if not await journal.lease_row(conn, journal_id):
-                    continue  # it parked or applied it: counted there
-                await journal.park(conn, journal_id, reason)
-            total.failed += 1
-            continue
-        total.add(changes)
-    return total
-
-
-async def propagate(conn: AsyncConnection, settings: ConnectorSettings, changes: Changes) -> None:
-    """Carry a batch's changes forward, in its transaction: the changed accounts' ICP scores, then `carry`."""
-    await icp.refresh(conn, settings.icp, changes.accounts, utcnow())
-    await carry(conn, settings, changes)
-
-
-async def carry(conn: AsyncConnection, settings: ConnectorSettings, changes: Changes) -> None:
-    """Segment memberships of what changed, then the outbox, in the caller's transaction.
-
-    Events are queued only while `send_events` names some: with none named the sender would skip each
-    one, and a row per event is a fifth of a batch's writes."""
-    await membership.refresh(conn, changes)
-    await outbox.enqueue(conn, outbox.USER, changes.users - changes.merged_away)
-    await outbox.enqueue(conn, outbox.ACCOUNT, changes.accounts)
-    if settings.send_events:
-        await outbox.enqueue(conn, outbox.EVENT, changes.events)
-
-
-async def erase_user(engine: AsyncEngine, settings: ConnectorSettings, user_id: int) -> privacy.Erasure | None:
+async def erase_user(engine: AsyncEngine, settings: ConnectorSettings, user_id: int) -> Erasure | None:
     """Erase one profile (the admin API) once no batch is in flight, so none applies a message of this person
     meanwhile. None if there is no such profile."""
     async with engine.begin() as conn:
@@ -161,7 +55,7 @@ async def replay_dead_letters(
     engine: AsyncEngine, settings: ConnectorSettings, ids: list[int] | None = None
 ) -> dict[str, int]:
     """Send dead letters again (the admin API, `connector replay`): all waiting ones, or these ids."""
-    return await sender.replay(engine, settings, ids)
+    return await replay.replay(engine, settings, ids)
 
 
 async def create_segment(engine: AsyncEngine, values: dict[str, Any]) -> int:
@@ -226,8 +120,8 @@ async def delete_segment(engine: AsyncEngine, store: SettingsStore, segment_id: 
 
 
 def _retired(settings: ConnectorSettings, name: str, entity: str) -> dict[str, Any]:
-    """What the settings say of a segment about to be deleted, for its exits (builders read it back)."""
-    synchronized = settings.synchronized_segments if entity == "user" else settings.synchronized_account_segments
+    """What the settings say of a segment about to be deleted, for its exits (outbound/build.py reads it back)."""
+    synchronized = settings.synchronized_segments if entity == Entity.USER else settings.synchronized_account_segments
     entry = next((entry for entry in settings.segment_events if entry.segment == name), None)
     return {
         "synchronized": ALL in synchronized or name in synchronized,
@@ -287,13 +181,3 @@ async def rescan_personas(
         if on_page:
             on_page(len(read))
         after_id = read[-1]
-
-
-async def journal_lag(engine: AsyncEngine) -> int:
-    lag = await journal.pending_count(engine)
-    JOURNAL_LAG.set(lag)
-    return lag
-
-
-def _reason(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"[:500]

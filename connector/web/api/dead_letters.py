@@ -7,7 +7,7 @@ from starlette.routing import Route
 
 from connector.core.models import DeadLetter
 from connector.core.spec import format_timestamp
-from connector.service import pipeline
+from connector.service import use_cases
 from connector.web.auth import requires_admin
 from connector.web.deps import ApiError, json_body, query_int, query_limit, runtime_of
 
@@ -86,7 +86,7 @@ async def replay_dead_letters(request: Request) -> JSONResponse:
         raise ApiError(400, "ids must be a list of integers", field="ids")
     runtime = runtime_of(request)
     try:
-        counts = await pipeline.replay_dead_letters(runtime.engine, await runtime.settings.current(), ids)
+        counts = await use_cases.replay_dead_letters(runtime.engine, await runtime.settings.current(), ids)
     except ValueError as problem:
         raise ApiError(409, str(problem), field="write_key") from None
     return JSONResponse(counts)

@@ -29,7 +29,7 @@ from connector.web.deps import runtime_of
 
 MAX_NAMES = 1000
 MAX_PROFILES = 2000
-OUTBOUND_ACCOUNT_COLUMNS = ("domain", "group_id")  # sent when the account's traits lack them (builders)
+OUTBOUND_ACCOUNT_COLUMNS = ("domain", "group_id")  # sent when the account's traits lack them (outbound/messages.py)
 
 # Each step finds the next name after the last one through the column's index: a loose index scan.
 _DISTINCT = """
@@ -54,12 +54,12 @@ async def trait_keys(conn: AsyncConnection, table: sa.Table) -> list[str]:
     return sorted({key for traits in documents if isinstance(traits, dict) for key in traits})
 
 
-def rule_attributes(entity: str, traits: dict[str, list[str]]) -> list[str]:
+def rule_attributes(entity: Entity, traits: dict[Entity, list[str]]) -> list[str]:
     """Every attribute a rule of this entity can name, trait paths from the keys seen."""
     names: list[str] = []
     for root, attribute in ATTRIBUTES[Entity(entity)].items():
         if attribute.prefix:
-            owner = "account" if root == "account.traits" else entity
+            owner = Entity.ACCOUNT if root == "account.traits" else entity
             names += [f"{root}.{key}" for key in traits[owner]]
         else:
             names.append(root)
@@ -70,37 +70,40 @@ def outbound_attributes(traits: list[str], audiences: list[str] | None) -> list[
     """Attribute names the outbound builder reads for a user (with audiences) or an account (without)."""
     usage = list(USAGE)
     if audiences is None:
-        return [*traits, *OUTBOUND_ACCOUNT_COLUMNS, *usage, *scanned("account")]
-    return [*traits, *usage, *scanned("user"), *(f"audiences.{key}" for key in audiences)]
+        return [*traits, *OUTBOUND_ACCOUNT_COLUMNS, *usage, *scanned(Entity.ACCOUNT)]
+    return [*traits, *usage, *scanned(Entity.USER), *(f"audiences.{key}" for key in audiences)]
 
 
-def scanned(entity: str) -> list[str]:
+def scanned(entity: Entity) -> list[str]:
     """The scanners' attributes of the entity (persona.* of a user, icp.* of an account)."""
     _, root, columns = SCANNED[Entity(entity)]
     return [f"{root}.{name}" for name in columns]
 
 
 async def known_names(conn: AsyncConnection) -> dict[str, Any]:
-    segments: dict[str, list[str]] = {"user": [], "account": []}
+    segments: dict[str, list[str]] = {Entity.USER: [], Entity.ACCOUNT: []}
     for name, entity in await conn.execute(
         sa.select(Segment.__table__.c.name, Segment.__table__.c.entity).order_by(Segment.__table__.c.name)
     ):
         segments.setdefault(entity, []).append(name)
-    traits = {"user": await trait_keys(conn, User.__table__), "account": await trait_keys(conn, Account.__table__)}
+    traits = {
+        Entity.USER: await trait_keys(conn, User.__table__),
+        Entity.ACCOUNT: await trait_keys(conn, Account.__table__),
+    }
     events = await distinct_names(conn, Event.__table__, "event")
     audiences = await distinct_names(conn, AudienceMembership.__table__, "audience")
-    account_attributes = outbound_attributes(traits["account"], None)
+    account_attributes = outbound_attributes(traits[Entity.ACCOUNT], None)
     return {
         "segments": segments,
         "events": events,
         "audiences": audiences,
         "traits": traits,
-        "attributes": {entity: rule_attributes(entity, traits) for entity in ("user", "account")},
+        "attributes": {entity: rule_attributes(entity, traits) for entity in Entity},
         "settings": {
-            "synchronized_segments": [ALL, *segments["user"]],
-            "synchronized_account_segments": [ALL, *segments["account"]],
+            "synchronized_segments": [ALL, *segments[Entity.USER]],
+            "synchronized_account_segments": [ALL, *segments[Entity.ACCOUNT]],
             "synchronized_properties": [
-                *outbound_attributes(traits["user"], audiences),
+                *outbound_attributes(traits[Entity.USER], audiences),
                 *(f"account.{name}" for name in account_attributes),
             ],
             "synchronized_account_properties": account_attributes,

@@ -11,15 +11,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from connector.core.kinds import Entity
+from connector.core.kinds import Entity, Transition
 from connector.core.models import Segment, SegmentMembership, SegmentTransition, utcnow
 from connector.core.settings_store import validation_errors
 from connector.core.spec import format_timestamp, has_nul
 from connector.segments.compile import Compiler
-from connector.segments.rules import ENTITIES, RuleError, is_time_based, validate
-from connector.service.pipeline import change_segment
-from connector.service.pipeline import create_segment as create_segment_in
-from connector.service.pipeline import delete_segment as delete_segment_in
+from connector.segments.rules import RuleError, is_time_based, validate
+from connector.service import use_cases
 from connector.web import profiles
 from connector.web.auth import requires_admin
 from connector.web.deps import ApiError, json_body, runtime_of
@@ -72,7 +70,7 @@ def _check(document: dict[str, Any], current: Any = None) -> dict[str, Any]:
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
             raise Invalid("name", f"must be a non-empty string of at most {MAX_NAME} characters")
         values["name"] = name.strip()
-    entity = _entity(document, current.entity if current is not None else "user")
+    entity = _entity(document, current.entity if current is not None else Entity.USER)
     if current is not None and entity != current.entity:
         raise Invalid("entity", "cannot change; create a new segment instead")
     values["entity"] = entity
@@ -81,20 +79,20 @@ def _check(document: dict[str, Any], current: Any = None) -> dict[str, Any]:
     return values
 
 
-def _entity(document: dict[str, Any], default: str) -> str:
+def _entity(document: dict[str, Any], default: str) -> Entity:
     entity = document.get("entity", default)
-    if entity not in ENTITIES:
-        raise Invalid("entity", f"must be one of {', '.join(ENTITIES)}")
-    return str(entity)
+    if entity not in tuple(Entity):
+        raise Invalid("entity", f"must be one of {', '.join(Entity)}")
+    return Entity(entity)
 
 
-def _rule(document: dict[str, Any], entity: str) -> Any:
+def _rule(document: dict[str, Any], entity: Entity) -> Any:
     """The document's rule, valid for the entity (RuleError names the bad part)."""
     if "rule" not in document:
         raise Invalid("rule", "is required")
     if has_nul(document["rule"]):
         raise Invalid("rule", "contains a NUL character (\\u0000), which cannot be stored")
-    validate(document["rule"], Entity(entity))
+    validate(document["rule"], entity)
     return document["rule"]
 
 
@@ -106,8 +104,8 @@ def _summary(row: Any, member_count: int, recent: dict[str, int] | None = None) 
         "entity": row.entity,
         "rule": row.rule,
         "member_count": member_count,
-        "entered_24h": (recent or {}).get("entered", 0),
-        "exited_24h": (recent or {}).get("exited", 0),
+        "entered_24h": (recent or {}).get(Transition.ENTERED, 0),
+        "exited_24h": (recent or {}).get(Transition.EXITED, 0),
         "time_based": is_time_based(row.rule),
         "computed_at": format_timestamp(row.computed_at) if row.computed_at else None,
     }
@@ -186,15 +184,15 @@ async def preview_segment(request: Request) -> JSONResponse:
     """
     try:
         document = await _document(request)
-        entity = _entity(document, "user")
+        entity = _entity(document, Entity.USER)
         rule = _rule(document, entity)
     except (Invalid, RuleError) as problem:
         raise _invalid(problem) from None
     async with runtime_of(request).engine.connect() as conn:
-        matching = Compiler(conn.dialect.name, Entity(entity), utcnow()).select_ids(rule).subquery()
+        matching = Compiler(conn.dialect.name, entity, utcnow()).select_ids(rule).subquery()
         count = (await conn.execute(sa.select(sa.func.count()).select_from(matching))).scalar_one()
         ids = list(await conn.scalars(sa.select(matching.c.id).order_by(matching.c.id).limit(SAMPLE)))
-        summaries = profiles.user_summaries if entity == "user" else profiles.account_summaries
+        summaries = profiles.user_summaries if entity == Entity.USER else profiles.account_summaries
         return JSONResponse({"entity": entity, "count": count, "sample": await summaries(conn, ids)})
 
 
@@ -226,7 +224,7 @@ async def create_segment(request: Request) -> JSONResponse:
         if await _name_taken(conn, values["name"]):
             raise _name_conflict(values["name"])
     try:
-        segment_id = await create_segment_in(engine, values)
+        segment_id = await use_cases.create_segment(engine, values)
     except IntegrityError:
         raise _name_conflict(values["name"]) from None
     async with engine.connect() as conn:
@@ -282,7 +280,7 @@ async def update_segment(request: Request) -> JSONResponse:
     except (Invalid, RuleError) as problem:
         raise _invalid(problem) from None
     try:
-        if not await change_segment(runtime.engine, runtime.settings, segment_id, values):
+        if not await use_cases.change_segment(runtime.engine, runtime.settings, segment_id, values):
             raise ApiError(404, "no such segment")
     except IntegrityError:
         raise ApiError(409, "another segment has this name", field="name") from None
@@ -303,7 +301,7 @@ async def delete_segment(request: Request) -> Response:
       404: {description: "no such segment"}
     """
     runtime = runtime_of(request)
-    if not await delete_segment_in(runtime.engine, runtime.settings, request.path_params["segment_id"]):
+    if not await use_cases.delete_segment(runtime.engine, runtime.settings, request.path_params["segment_id"]):
         raise ApiError(404, "no such segment")
     return Response(status_code=204)
 

@@ -1,7 +1,7 @@
 """Erasure and the suppression list in the admin API.
 
 `DELETE /api/users/{id}` and `DELETE /api/users?user_id=|anonymous_id=|email=` (the lookups of
-`GET /api/users`) erase a profile at once, between journal batches (`pipeline.erase_user`);
+`GET /api/users`) erase a profile at once, between journal batches (`use_cases.erase_user`);
 an identifier no profile holds is a 404 and suppresses nothing. The suppression list shows
 hashes only: the values are not kept, so an entry is removed by giving its raw value again.
 """
@@ -13,8 +13,8 @@ from starlette.routing import Route
 
 from connector.core.models import Suppression
 from connector.core.spec import format_timestamp
-from connector.processing.privacy import Erasure
-from connector.service.pipeline import erase_user, let_in
+from connector.flow.changes import Erasure
+from connector.service.use_cases import erase_user, let_in
 from connector.web.auth import requires_admin
 from connector.web.deps import ApiError, find_user_by_query, query_int, query_limit, runtime_of
 

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from connector.core.db import epoch_minute
+from connector.core.kinds import Entity, Outcome, outgoing_action
 from connector.core.models import utcnow
 from connector.core.spec import format_timestamp
 from connector.flow.activity import activity_log
@@ -33,10 +34,13 @@ from connector.web.deps import runtime_of
 
 MINUTES = 24 * 60
 LAST_ERRORS = 10
-OUTCOMES = {"success": "sent", "skip": "skipped", "error": "retried", "dead_letter": "dead_lettered"}
-OUTGOING_ACTIONS = {
-    f"outgoing.{entity}.{suffix}": outcome for entity in ("user", "account") for suffix, outcome in OUTCOMES.items()
+OUTCOMES = {
+    Outcome.SUCCESS: "sent",
+    Outcome.SKIP: "skipped",
+    Outcome.ERROR: "retried",
+    Outcome.DEAD_LETTER: "dead_lettered",
 }
+OUTGOING_ACTIONS = {outgoing_action(entity, outcome): name for entity in Entity for outcome, name in OUTCOMES.items()}
 
 
 def _series(rows: Any, first: int, names: Any) -> dict[str, list[int]]:

@@ -1,0 +1,34 @@
+"""Dead letters sent again, on request (the admin API, `connector replay`): the same messageIds, so Segment
+drops what it already holds."""
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from connector.core.logs import get_logger
+from connector.core.settings import ConnectorSettings
+from connector.outbound import dead_letters
+from connector.outbound.transport import batches, post_batch, wire_size
+
+log = get_logger()
+
+
+async def replay(engine: AsyncEngine, settings: ConnectorSettings, ids: list[int] | None = None) -> dict[str, int]:
+    """Send dead letters again (all waiting ones, or these ids); the same messageIds, so no duplicates."""
+    if not settings.write_key:
+        raise ValueError("no write_key in settings: nothing can be sent")
+    async with engine.connect() as conn:
+        rows = await dead_letters.waiting(conn, ids)
+    replayed = failed = 0
+    for group in batches(rows, lambda row: wire_size(row.message), settings.write_key):
+        failure = await post_batch(settings, [row.message for row in group])
+        async with engine.begin() as conn:
+            if failure is None:
+                await dead_letters.replayed(conn, [row.id for row in group])
+            else:
+                await dead_letters.refused_again(conn, [row.id for row in group], failure.reason, failure.status)
+        if failure is None:
+            replayed += len(group)
+        else:
+            failed += len(group)
+            log.warning("outgoing.replay.error", reason=failure.reason, status=failure.status, count=len(group))
+    log.info("outgoing.replay.done", replayed=replayed, failed=failed)
+    return {"replayed": replayed, "failed": failed}

@@ -1,0 +1,53 @@
+"""Accounts in the admin API: one found by group_id or domain, or by id (its profile)."""
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from connector.web import profiles
+from connector.web.auth import requires_admin
+from connector.web.deps import ApiError, one_query, runtime_of
+
+
+@requires_admin
+async def get_accounts(request: Request) -> JSONResponse:
+    """
+    summary: Find one account by group_id or domain
+    parameters:
+      - {name: group_id, in: query, schema: {type: string}}
+      - {name: domain, in: query, schema: {type: string}}
+    responses:
+      200: {description: "the account", schema: {$ref: "#/components/schemas/Account"}}
+      400: {description: "neither group_id nor domain given"}
+      404: {description: "no such account"}
+    """
+    kind, value = one_query(request, ("group_id", "domain"))
+    if kind is None:
+        raise ApiError(400, "give one of group_id or domain", field="query")
+    async with runtime_of(request).engine.connect() as conn:
+        account_id = await profiles.find_account(conn, kind, value.lower() if kind == "domain" else value)
+        profile = await profiles.account_profile(conn, account_id) if account_id is not None else None
+    if not profile:
+        raise ApiError(404, f"no account with {kind} {value!r}")
+    return JSONResponse(profile)
+
+
+@requires_admin
+async def get_account(request: Request) -> JSONResponse:
+    """
+    summary: One account by internal id
+    responses:
+      200: {description: "the account", schema: {$ref: "#/components/schemas/Account"}}
+      404: {description: "no such account"}
+    """
+    async with runtime_of(request).engine.connect() as conn:
+        profile = await profiles.account_profile(conn, request.path_params["account_id"])
+    if not profile:
+        raise ApiError(404, "no such account")
+    return JSONResponse(profile)
+
+
+routes = [
+    Route("/api/accounts", get_accounts, methods=["GET"]),
+    Route("/api/accounts/{account_id:id}", get_account, methods=["GET"]),
+]
