@@ -42,18 +42,16 @@ browser:
 test: install browser
 	$(BIN)/pytest
 
-# The tests that need neither a database nor a browser (Spec parsing, both rule evaluators on given profiles,
-# personas, settings, trait names, ...): about half a minute. CI runs them first.
+# The tests that need neither a database nor a browser (Spec parsing, identity resolution in memory, the Python
+# rule evaluator on given profiles, personas, settings, trait names, ...): about half a minute. CI runs them first.
+# docs/testing.md describes the tiers and the layout of tests/.
 test-fast: install
 	$(BIN)/pytest -m "not database and not browser"
 
-# Lint, format check, strict typing of connector/ and the import layers (pyproject.toml
+# Lint, format check, strict typing of connector/ and tests/, and the import layers (scripts/check; pyproject.toml
 # configures each); CI runs it before the tests.
 check: install
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy
-	$(BIN)/lint-imports
+	BIN=$(BIN) scripts/check
 
 schema: install
 	$(BIN)/connector schema
@@ -69,7 +67,7 @@ clean:
 
 # Mutation testing with mutmut over the modules named in pyproject.toml's [tool.mutmut]
 # (docs/testing.md). Not part of `make test` or CI: it takes over an hour. On SQLite only; each
-# mutant is tested by its module's test files ([tool.mutation_scope], tests/mutation_scope.py).
+# mutant is tested by its module's test files ([tool.mutation_scope], tests/support/mutation_scope.py).
 # MUTANTS narrows it (make mutation MUTANTS='connector.core.spec.*'); MUTATION_TIME stops it cleanly
 # after a while (MUTATION_TIME=30m): results are kept in mutants/ and the next run goes on with
 # the mutants not yet checked (and the functions changed since). `make clean` drops them.
@@ -78,7 +76,7 @@ MUTATION_JOBS ?= 2
 MUTATION_TIME ?= 0
 mutation: install $(VENV)/.mutation-installed
 	mkdir -p /tmp/connector-mutmut
-	TEST_BACKENDS=sqlite PYTEST_PLUGINS=tests.mutation_scope PYTEST_DEBUG_TEMPROOT=/tmp/connector-mutmut \
+	TEST_BACKENDS=sqlite PYTEST_PLUGINS=tests.support.mutation_scope PYTEST_DEBUG_TEMPROOT=/tmp/connector-mutmut \
 		timeout -s INT $(MUTATION_TIME) $(BIN)/mutmut run --max-children $(MUTATION_JOBS) $(MUTANTS) \
 		|| test $$? -eq 124
 	$(MAKE) --no-print-directory mutation-report

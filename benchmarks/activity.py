@@ -19,10 +19,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import asyncpg
 from common import throwaway_database
-from fake_segment import FakeSegment
 from ingest import JOURNAL_COLUMNS, journal_records
 from outbound import SETTINGS
 
@@ -32,6 +31,7 @@ from connector.core.settings import ConnectorSettings
 from connector.flow import activity
 from connector.outbound import sender as sender_module
 from connector.service.batch import process_batch
+from tests.support.fake_segment import FakeSegment
 
 spent = {"append": 0.0, "entries": 0.0, "rows": 0}
 original_append = activity.append

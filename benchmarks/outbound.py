@@ -23,10 +23,11 @@ import httpx
 import orjson
 
 sys.path.insert(0, os.path.dirname(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from common import API_KEY, percentile, running_server, throwaway_database
-from fake_segment import FakeSegment
 from ingest import AUTH, JOURNAL_COLUMNS, journal_records, make_event
+
+from tests.support.fake_segment import FakeSegment
 
 SETTINGS = {
     "synchronized_segments": ["ALL"],

@@ -1,0 +1,188 @@
+"""GET/PUT /api/settings, the admin token, and the checked-in settings.schema.json."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector.core.settings import SECTIONS, ConnectorSettings, render_settings_schema
+from tests.support.app import admin_auth
+
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "settings.schema.json"
+WRITE_KEY = "wk_live_0123456789abcdefWXYZ"
+SHARED_SECRET = "shared-secret-9876"
+
+
+async def get_settings(client) -> dict[str, Any]:
+    response = await client.get("/api/settings", headers=admin_auth())
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def put_settings(client, **values):
+    return await client.put("/api/settings", headers=admin_auth(), json=values)
+
+
+async def test_defaults_before_any_save(client):
+    body = await get_settings(client)
+    assert body == {"version": 0, "settings": ConnectorSettings().model_dump()}
+
+
+async def test_secrets_are_masked_on_every_read(client):
+    response = await put_settings(client, write_key=WRITE_KEY, shared_secret=SHARED_SECRET)
+    assert response.status_code == 200
+    for body in (response.json(), await get_settings(client)):
+        settings = body["settings"]
+        assert settings["write_key"].endswith("WXYZ") and WRITE_KEY not in settings["write_key"]
+        assert settings["shared_secret"].endswith("9876") and SHARED_SECRET not in settings["shared_secret"]
+    raw = (await client.get("/api/settings", headers=admin_auth())).text
+    assert WRITE_KEY[:-4] not in raw and SHARED_SECRET[:-4] not in raw
+
+
+async def test_round_tripping_the_masked_secret_keeps_it(client, runtime):
+    await put_settings(client, write_key=WRITE_KEY, shared_secret=SHARED_SECRET)
+    document = (await get_settings(client))["settings"]
+    response = await put_settings(client, **{**document, "handle_accounts": True})
+    assert response.status_code == 200, response.text
+    stored = await runtime.settings.current()
+    assert stored.write_key == WRITE_KEY and stored.shared_secret == SHARED_SECRET and stored.handle_accounts
+
+    assert (await put_settings(client, write_key="wk_new_key_ABCDEFGH1234")).status_code == 200
+    assert (await runtime.settings.current()).write_key == "wk_new_key_ABCDEFGH1234"
+    assert (await put_settings(client, shared_secret=None)).status_code == 200
+    assert (await runtime.settings.current()).shared_secret is None
+
+
+async def test_versions_increase_with_each_save(client):
+    versions = []
+    for value in (True, False, True):
+        response = await put_settings(client, handle_accounts=value)
+        versions.append(response.json()["version"])
+    assert versions == [1, 2, 3]
+    body = await get_settings(client)
+    assert body["version"] == 3 and body["settings"]["handle_accounts"] is True
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"handle_pages": "sometimes"}, "handle_pages"),
+        ({"segment_api_host": "not a url"}, "segment_api_host"),
+        ({"synchronized_segments": ["ok", "  "]}, "synchronized_segments"),
+        ({"send_events": "Order Completed"}, "send_events"),
+        ({"connector_name": ""}, "connector_name"),
+        ({"no_such_setting": 1}, "no_such_setting"),
+        ({"handle_accounts": True, "write_key": "x" * 300}, "write_key"),
+    ],
+)
+async def test_a_bad_value_is_400_naming_the_field_and_changes_nothing(client, values, field):
+    await put_settings(client, handle_screens=False)
+    before = await get_settings(client)
+    response = await put_settings(client, **values)
+    assert response.status_code == 400, response.text
+    assert field in response.json()["message"]
+    assert response.json()["errors"][0]["field"] == field
+    assert await get_settings(client) == before
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'"text"'])
+async def test_a_malformed_document_is_400(client, body):
+    response = await client.put("/api/settings", headers=admin_auth(), content=body)
+    assert response.status_code == 400
+    assert response.json()["field"] == "body"
+    assert (await get_settings(client))["version"] == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/settings"),
+        ("PUT", "/api/settings"),
+        ("GET", "/api/users?user_id=u1"),
+        ("GET", "/api/users/1/events"),
+        ("GET", "/api/accounts?group_id=g1"),
+        ("GET", "/api/status"),
+        ("POST", "/api/api-key/reveal"),
+        ("POST", "/api/api-key/rotate"),
+        ("GET", "/api/openapi.json"),
+    ],
+)
+async def test_admin_endpoints_need_the_bearer_token(client, runtime, method, path):
+    for headers in ({}, admin_auth("wrong-token"), {"Authorization": "Basic dGVzdDo="}, {"Authorization": "Bearer"}):
+        response = await client.request(method, path, headers=headers, json={"handle_accounts": True})
+        assert response.status_code == 401, headers
+        assert response.headers["www-authenticate"] == "Bearer"
+    assert (await runtime.settings.current()).handle_accounts is False
+
+
+async def test_status_masks_the_api_key(client, runtime):
+    body = (await client.get("/api/status", headers=admin_auth())).json()
+    assert body["api_key"].endswith(runtime.api_key[-4:]) and runtime.api_key not in body["api_key"]
+
+
+def test_checked_in_schema_is_up_to_date():
+    assert SCHEMA_FILE.read_text() == render_settings_schema(), "run `connector schema` and commit the result"
+
+
+def test_schema_documents_every_setting():
+    schema = json.loads(SCHEMA_FILE.read_text())
+    assert schema["x-sections"] == SECTIONS and len(SECTIONS) == 6
+    assert set(schema["properties"]) == set(ConnectorSettings.model_fields)
+    defaults = ConnectorSettings().model_dump()
+    for name, field in schema["properties"].items():
+        assert field.get("title") and field.get("description"), name
+        assert field["section"] in SECTIONS, name
+        assert field["default"] == defaults[name], name
+    assert {name for name, field in schema["properties"].items() if field.get("writeOnly")} == {
+        "write_key",
+        "shared_secret",
+    }
+    assert {field["section"] for field in schema["properties"].values()} == set(SECTIONS)
+
+
+def test_schema_validates_the_defaults_and_refuses_unknown_settings():
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(SCHEMA_FILE.read_text())
+    jsonschema.Draft202012Validator(schema).validate(ConnectorSettings().model_dump())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(schema).validate({"no_such_setting": True})
+
+
+def test_retention_settings_have_the_documented_defaults():
+    defaults = ConnectorSettings().model_dump()
+    assert (
+        defaults["journal_retention_days"],
+        defaults["event_retention_days"],
+        defaults["activity_retention_days"],
+        defaults["dead_letter_retention_days"],
+    ) == (7, 0, 30, 30)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("journal_retention_days", 0),
+        ("event_retention_days", -1),
+        ("activity_retention_days", 0),
+        ("dead_letter_retention_days", "thirty"),
+    ],
+)
+async def test_a_bad_retention_setting_is_refused_naming_it(client, runtime, name, value):
+    response = await client.put("/api/settings", headers=admin_auth(), json={name: value})
+    assert response.status_code == 400 and name in response.text
+    assert getattr(await runtime.settings.current(), name) == ConnectorSettings().model_dump()[name]
+
+
+async def test_a_read_that_began_before_a_save_and_ended_after_it_does_not_bring_the_old_settings_back(client, runtime):
+    """The worker of a web process reads the settings all the time: a read whose query ran before a save
+    committed ends with the version before it, while the save's answer already said the new one is in force."""
+    icp = {"rules": [{"rule": {"attribute": "traits.plan", "op": "eq", "value": "pro"}, "points": 10}]}
+    before = await runtime.settings.current_version()
+    response = await put_settings(client, icp={**icp, "good_at": 10, "medium_at": 5})
+    assert response.status_code == 200, response.text
+
+    runtime.settings.remember(before)  # what that read ends with
+
+    assert (await get_settings(client))["settings"]["icp"] == {**icp, "good_at": 10, "medium_at": 5}
+    assert (await runtime.settings.current()).icp is not None
