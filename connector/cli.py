@@ -128,7 +128,7 @@ def _refuse_if_in_use(env: Environment, host: str, port: int) -> None:
         ) from None
     if env.run_worker_in_web and (held := worker_elsewhere(env.database_url)) is not None:
         raise click.ClickException(
-            f"another connector process is using {held} (SQLite takes one worker): stop it, "
+            f"SQLite runs one worker, and another connector process works on {held}: stop it, "
             "or give this one a database of its own: DATABASE_URL=sqlite+aiosqlite:///./other.db make run"
         )
 
