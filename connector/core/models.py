@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
+from connector.core.kinds import Entity
+
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
@@ -251,7 +253,7 @@ class Segment(TableModel, table=True):
 
     id: int | None = _id()
     name: str = Field(max_length=200, sa_column_kwargs={"unique": True})
-    entity: str = Field(default="user", max_length=16)  # user, account
+    entity: str = Field(default=Entity.USER.value, max_length=16)  # an Entity
     rule: dict[str, Any] = _json()
     created_at: datetime = _time()
     updated_at: datetime = _time()

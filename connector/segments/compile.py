@@ -18,7 +18,7 @@ from connector.profile.audiences import member_condition
 from connector.segments.evaluate import compare, event_since
 from connector.segments.rules import DEFAULT_COUNT, Scalar, attribute_of, datetime_key, parse_date
 
-TABLES = {"user": User.__table__, "account": Account.__table__}
+TABLES = {Entity.USER: User.__table__, Entity.ACCOUNT: Account.__table__}
 events = Event.__table__
 SQLITE_KINDS = {
     "string": ("text",),
