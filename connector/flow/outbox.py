@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from connector.core.db import insert, insert_rows
-from connector.core.kinds import MessageType, OutboxKind
+from connector.core.kinds import OutboxKind
 from connector.core.metrics import OUTBOX_DEPTH
 from connector.core.models import OutboxItem, UTCDateTime, utcnow
 
@@ -29,34 +29,8 @@ LEASE_SECONDS = 120.0
 DISCARD_CHUNK = 1000
 
 
-# The delivery_state keys, which processing/ (merges, erasure) and outbound/ (building, resync) both use: what
-# Segment last received in a user's identify and group calls, and in the segment events of one membership.
-IDENTIFY_STATE, GROUP_STATE = MessageType.IDENTIFY, MessageType.GROUP
-SEGMENT_EVENT_STATE = "segment_event"
-
-
 def outbox_key(kind: OutboxKind, entity_id: int | str) -> str:
     return f"{kind}:{entity_id}"
-
-
-def delivery_key(kind: MessageType, user_id: int) -> str:
-    """The delivery_state key of what Segment last received in a user's identify (IDENTIFY_STATE) or group call."""
-    return f"{kind}:{user_id}"
-
-
-def delivery_keys(user_ids: list[int]) -> list[str]:
-    """The identify and group delivery_state keys of these users."""
-    return [delivery_key(kind, user_id) for user_id in user_ids for kind in (IDENTIFY_STATE, GROUP_STATE)]
-
-
-def segment_state_prefix(user_id: int) -> str:
-    """What the delivery_state keys of one user's segment-event records begin with."""
-    return f"{SEGMENT_EVENT_STATE}:{user_id}:"
-
-
-def segment_state_key(user_id: int, segment_id: int) -> str:
-    """The delivery_state key of what Segment last received in the segment events of one membership."""
-    return f"{segment_state_prefix(user_id)}{segment_id}"
 
 
 async def enqueue(conn: AsyncConnection, kind: OutboxKind, ids: Iterable[int | str]) -> None:

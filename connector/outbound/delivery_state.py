@@ -1,7 +1,7 @@
 """What Segment was last told about each user (the delivery_state table), kept across merges and erasures.
 
 The sender records it as it delivers; a merge gives the survivor what the merged profile was told, and an
-erasure forgets it. The keys (flow/outbox.py: delivery_key, segment_state_key) name what was sent: a user's
+erasure forgets it. The keys (delivery_key, segment_state_key) name what was sent: a user's
 identify, its group call, and the segment events of one membership.
 """
 
@@ -12,17 +12,34 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector.core.db import insert
+from connector.core.kinds import MessageType
 from connector.core.models import DeliveryState
-from connector.flow.outbox import (
-    GROUP_STATE,
-    IDENTIFY_STATE,
-    delivery_key,
-    delivery_keys,
-    segment_state_key,
-    segment_state_prefix,
-)
 
 delivered = DeliveryState.__table__
+# The keys: what Segment last received in a user's identify and group calls, and in the segment events of one
+# membership. The builders read them, the sender records them, merges and erasures move and forget them.
+IDENTIFY_STATE, GROUP_STATE = MessageType.IDENTIFY, MessageType.GROUP
+SEGMENT_EVENT_STATE = "segment_event"
+
+
+def delivery_key(kind: MessageType, user_id: int) -> str:
+    """The delivery_state key of what Segment last received in a user's identify (IDENTIFY_STATE) or group call."""
+    return f"{kind}:{user_id}"
+
+
+def delivery_keys(user_ids: list[int]) -> list[str]:
+    """The identify and group delivery_state keys of these users."""
+    return [delivery_key(kind, user_id) for user_id in user_ids for kind in (IDENTIFY_STATE, GROUP_STATE)]
+
+
+def segment_state_prefix(user_id: int) -> str:
+    """What the delivery_state keys of one user's segment-event records begin with."""
+    return f"{SEGMENT_EVENT_STATE}:{user_id}:"
+
+
+def segment_state_key(user_id: int, segment_id: int) -> str:
+    """The delivery_state key of what Segment last received in the segment events of one membership."""
+    return f"{segment_state_prefix(user_id)}{segment_id}"
 
 
 async def merge_users(conn: AsyncConnection, target: int, loser: int) -> None:
@@ -50,7 +67,7 @@ async def merge_users(conn: AsyncConnection, target: int, loser: int) -> None:
 
 
 async def _merge_segment_event_records(conn: AsyncConnection, target: int, loser: int) -> None:
-    """The loser's record of what Segment last received for a segment's events (outbox.segment_state_key) becomes
+    """The loser's record of what Segment last received for a segment's events (segment_state_key) becomes
     the survivor's where the survivor has none of its own, and goes otherwise: none is left under a profile that
     no longer exists, where an erasure of the survivor would not find it."""
 

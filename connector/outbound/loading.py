@@ -20,7 +20,7 @@ from connector.core.models import (
     utcnow,
 )
 from connector.core.settings import COMPUTED_ROOTS, ConnectorSettings, Mapping, Property, source_of
-from connector.flow.outbox import SEGMENT_EVENT_STATE, delivery_keys, segment_state_key
+from connector.outbound.delivery_state import SEGMENT_EVENT_STATE, delivery_keys, segment_state_key
 from connector.outbound.rows import ClaimRows, Delivered, rule_attribute
 from connector.outbound.segment_events import followed_by, timestamp_entries
 from connector.outbound.traits import membership_traits

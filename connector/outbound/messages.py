@@ -17,7 +17,7 @@ from typing import Any
 from connector.core.kinds import Entity, MessageType, OutboxKind, Transition
 from connector.core.settings import ALL, ConnectorSettings, source_of
 from connector.core.spec import format_timestamp
-from connector.flow.outbox import GROUP_STATE, IDENTIFY_STATE, delivery_key
+from connector.outbound.delivery_state import GROUP_STATE, IDENTIFY_STATE, delivery_key
 from connector.outbound.guard import payload_hash, stamp
 from connector.outbound.rows import ClaimRows, identity, properties_of
 from connector.outbound.traits import trait_of

@@ -71,9 +71,9 @@ async def resync(
 async def _forget_delivered(conn: AsyncConnection, kind: OutboxKind, ids: list[int]) -> None:
     if kind == OutboxKind.ACCOUNT:
         linked = (await conn.execute(sa.select(users.c.id).where(users.c.account_id.in_(ids)))).scalars()
-        keys = [outbox.delivery_key(outbox.GROUP_STATE, user_id) for user_id in linked]
+        keys = [delivery_state.delivery_key(delivery_state.GROUP_STATE, user_id) for user_id in linked]
     else:
-        keys = outbox.delivery_keys(ids)
+        keys = delivery_state.delivery_keys(ids)
     await delivery_state.forget_hashes(conn, keys)
 
 

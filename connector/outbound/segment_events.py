@@ -28,7 +28,7 @@ import orjson
 from connector.core.kinds import Entity, MessageType, OutboxKind, Transition
 from connector.core.settings import ConnectorSettings, Mapping, Property, SegmentEvents, source_of
 from connector.core.spec import SpecError, format_timestamp, parse_timestamp
-from connector.flow.outbox import segment_state_key
+from connector.outbound.delivery_state import segment_state_key
 from connector.outbound.guard import stamp
 from connector.outbound.messages import MESSAGE_ID_PREFIX, Outgoing, Owed, Skipped
 from connector.outbound.rows import ClaimRows, Delivered, identity, properties_of, value_of
