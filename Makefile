@@ -10,7 +10,7 @@ UV := .tools/bin/uv
 # The machine's python3 (the lock covers every Python from 3.11; Heroku takes .python-version).
 UV_SYNC := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON=$(PYTHON) UV_PYTHON_DOWNLOADS=never $(UV) sync --locked
 
-.PHONY: install run test test-fast check browser schema migration bench clean mutation mutation-report lock
+.PHONY: install run test test-fast check browser node-deps schema migration bench clean mutation mutation-report lock
 
 install: $(VENV)/.installed
 
@@ -39,7 +39,14 @@ run: $(VENV)/.run-installed
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
-test: install browser
+# What the browser tests inject into pages (axe-core), pinned in tests/package-lock.json.
+node-deps: tests/node_modules/.installed
+
+tests/node_modules/.installed: tests/package.json tests/package-lock.json
+	npm ci --prefix tests --ignore-scripts --no-audit --no-fund
+	touch $@
+
+test: install browser node-deps
 	$(BIN)/pytest
 
 # The tests that need neither a database nor a browser (Spec parsing, identity resolution in memory, the Python

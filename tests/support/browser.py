@@ -5,8 +5,18 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from playwright.async_api import ViewportSize
 
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEWPORT: ViewportSize = {"width": 1400, "height": 900}
 MISSING_CHROMIUM = "Debian's Chromium is missing: apt-get install -y chromium (or `make browser`)"
 
 
