@@ -101,21 +101,42 @@ const PALETTE = ["#2f5bd3", "#1b7a3d", "#c77700", "#b3261e", "#6b3fa0", "#0f7c8c
 // The legend is ours (name and total, as text), so a reader and a test see the figures without the canvas.
 export function lineChart(title, start, step, series, height = 220) {
   const holder = h("div", { className: "chart" });
-  const legend = h("ul", { className: "legend" }, series.map(([name, values], index) => {
+  const totals = series.map(([, values]) => h("strong", {}, String(sum(values))));
+  const legend = h("ul", { className: "legend" }, series.map(([name], index) => {
     const swatch = h("span", { className: "swatch", "aria-hidden": "true" });
     swatch.style.background = PALETTE[index % PALETTE.length];
-    return h("li", { "data-series": name }, swatch, `${name} `, h("strong", {}, String(sum(values))));
+    return h("li", { "data-series": name }, swatch, `${name} `, totals[index]);
   }));
+  const shown = h("p", { className: "help", "aria-live": "polite" }, "Drag across the chart to zoom in.");
   const figure = h("figure", { className: "chart-figure" }, h("figcaption", {}, title), holder, legend);
   if (!series.length) {
     holder.append(h("p", { className: "empty" }, "No traffic in this period."));
     return figure;
   }
   const times = series[0][1].map((_, index) => start + index * step);
+  const whole = { min: times[0], max: times[times.length - 1] };
+  let chart = null;
+  // Dragging across the chart zooms into that span (double-click also zooms out); the button is the way back
+  // by keyboard, shown only while zoomed.
+  const zoomOut = h("button", { type: "button", className: "secondary zoom-out", hidden: true,
+    onclick: () => chart?.setScale("x", whole) }, "Zoom out");
+  const zoomed = (u) => u.scales.x.min > whole.min || u.scales.x.max < whole.max;
+  // The legend's totals and the line below say what the chart shows: the whole period or the zoomed span.
+  function showSpan(u) {
+    const { min, max } = u.scales.x;
+    series.forEach(([, values], index) => {
+      totals[index].textContent = String(sum(values.filter((_, at) => times[at] >= min && times[at] <= max)));
+    });
+    zoomOut.hidden = !zoomed(u);
+    shown.textContent = zoomed(u)
+      ? `Showing ${time(new Date(min * 1000).toISOString())} to ${time(new Date(max * 1000).toISOString())}.`
+      : "Drag across the chart to zoom in.";
+  }
   const options = {
     height,
     legend: { show: false },
-    cursor: { drag: { x: false, y: false } },
+    cursor: { drag: { x: true, y: false, setScale: true } },
+    hooks: { setScale: [(u, key) => { if (key === "x") showSpan(u); }] },
     scales: { x: { time: true } },
     axes: [{ stroke: "#5d6678" }, { stroke: "#5d6678", size: 48 }],
     series: [{}, ...series.map(([name], index) => ({
@@ -123,8 +144,11 @@ export function lineChart(title, start, step, series, height = 220) {
     }))],
   };
   // Drawn once the figure is in the document, as wide as it is laid out.
-  requestAnimationFrame(() => new uPlot({ ...options, width: holder.clientWidth || 600 },
-    [times, ...series.map(([, values]) => values)], holder));
+  requestAnimationFrame(() => {
+    chart = new uPlot({ ...options, width: holder.clientWidth || 600 }, [times, ...series.map(([, values]) => values)],
+      holder);
+  });
+  figure.append(shown, zoomOut);
   return figure;
 }
 
