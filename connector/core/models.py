@@ -9,6 +9,9 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal, _TraverseInternalsType
 from sqlmodel import Field, SQLModel
 
 from connector.core.kinds import Entity
@@ -135,6 +138,52 @@ class Account(TableModel, table=True):
     updated_at: datetime = _time()
 
 
+class EmailTrait(sa.ColumnElement[str]):
+    """The `email` trait of a `traits` column, lower-cased: the expression `ix_users_email_trait` holds. Written
+    with its path as a literal, so a query naming it is the index's own expression on both backends."""
+
+    type = sa.String()
+    inherit_cache = True
+    _traverse_internals: _TraverseInternalsType = [("traits", InternalTraversal.dp_clauseelement)]  # noqa: RUF012 (SQLAlchemy types it so)
+
+    def __init__(self, traits: Any) -> None:
+        self.traits = traits
+
+
+class AfterAt(sa.ColumnElement[str]):
+    """What follows the first `@` of a text (all of it when it holds none): an email's domain, the expression of
+    `ix_users_email_trait_domain` and `ix_user_identifiers_email_domain`."""
+
+    type = sa.String()
+    inherit_cache = True
+    _traverse_internals: _TraverseInternalsType = [("text", InternalTraversal.dp_clauseelement)]  # noqa: RUF012 (SQLAlchemy types it so)
+
+    def __init__(self, text: Any) -> None:
+        self.text = text
+
+
+@compiles(EmailTrait, "postgresql")
+def _email_trait_postgresql(element: EmailTrait, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"lower({compiler.process(element.traits, **kw)} ->> 'email')"
+
+
+@compiles(EmailTrait, "sqlite")
+def _email_trait_sqlite(element: EmailTrait, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"lower(json_extract({compiler.process(element.traits, **kw)}, '$.email'))"
+
+
+@compiles(AfterAt, "postgresql")
+def _after_at_postgresql(element: AfterAt, compiler: SQLCompiler, **kw: Any) -> str:
+    text = compiler.process(element.text, **kw)
+    return f"substr({text}, strpos({text}, '@') + 1)"
+
+
+@compiles(AfterAt, "sqlite")
+def _after_at_sqlite(element: AfterAt, compiler: SQLCompiler, **kw: Any) -> str:
+    text = compiler.process(element.text, **kw)
+    return f"substr({text}, instr({text}, '@') + 1)"
+
+
 class User(TableModel, table=True):
     __tablename__ = "users"
 
@@ -174,6 +223,22 @@ class UserIdentifier(TableModel, table=True):
     kind: str = Field(max_length=16)
     value: str = Field(max_length=255)
     created_at: datetime = _time()
+
+
+# Profile search by the start of an email or of its domain, whether the email is a trait or (identify_by_email)
+# an identifier: ranges of these indexes. Only email identifiers enter the last one (the condition is a literal in
+# the queries too, so both backends see the index applies); its leading `kind` makes it the one SQLite's planner
+# picks over the unique (kind, value) index, which would read every email.
+EMAIL_KIND = sa.text("kind = 'email'")
+sa.Index("ix_users_email_trait", EmailTrait(User.__table__.c.traits))
+sa.Index("ix_users_email_trait_domain", AfterAt(EmailTrait(User.__table__.c.traits)))
+sa.Index(
+    "ix_user_identifiers_email_domain",
+    UserIdentifier.__table__.c.kind,
+    AfterAt(UserIdentifier.__table__.c.value),
+    postgresql_where=EMAIL_KIND,
+    sqlite_where=EMAIL_KIND,
+)
 
 
 class Event(TableModel, table=True):

@@ -11,7 +11,16 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector.core.kinds import Entity
-from connector.core.models import Account, Event, Segment, SegmentMembership, User, UserIdentifier
+from connector.core.models import (
+    Account,
+    AfterAt,
+    EmailTrait,
+    Event,
+    Segment,
+    SegmentMembership,
+    User,
+    UserIdentifier,
+)
 from connector.core.spec import format_timestamp
 from connector.processing.identity import ANONYMOUS_ID, EMAIL, PREVIOUS_USER_ID, USER_ID
 from connector.profile.computed import computed_attributes
@@ -156,9 +165,14 @@ def serialise_event(row: Any) -> dict[str, Any]:
 
 
 async def search_users(conn: AsyncConnection, text: str) -> list[dict[str, Any]]:
-    """Users holding a user_id, anonymous_id or email that starts with `text` (emails in any case); when `text`
-    holds an @, also users whose email trait starts with it (a scan of the users, as find_user's)."""
-    kinds = ((USER_ID, text), (PREVIOUS_USER_ID, text), (ANONYMOUS_ID, text), (EMAIL, text.lower()))
+    """Users holding a user_id or anonymous_id that starts with `text`, or an email (an identifier, or the email
+    trait when identify_by_email is off) that starts with it or whose part after the @ does (emails in any case;
+    a leading @ names the domain only: "acme" and "@acme" find bob@acme.com). Each way is a range of one index
+    (the identifiers' (kind, value), ix_users_email_trait, ix_users_email_trait_domain,
+    ix_user_identifiers_email_domain), read in its order up to SEARCH_LIMIT; the first SEARCH_LIMIT users by id
+    of what they found."""
+    lowered = text.lower()
+    kinds = ((USER_ID, text), (PREVIOUS_USER_ID, text), (ANONYMOUS_ID, text), (EMAIL, lowered))
     value = identifiers.c.value
     starting = [sa.and_(identifiers.c.kind == kind, value >= start, value < start + LAST) for kind, start in kinds]
     found = set(
@@ -170,14 +184,17 @@ async def search_users(conn: AsyncConnection, text: str) -> list[dict[str, Any]]
             .limit(SEARCH_LIMIT)
         )
     )
-    if "@" in text:  # emails are identifiers only with identify_by_email: the trait too, as find_user reads it
-        email = sa.func.lower(users.c.traits["email"].as_string())
+    email_trait = EmailTrait(users.c.traits)
+    ranges: list[tuple[sa.Select[Any], Any, str]] = [(sa.select(users.c.id), email_trait, lowered)]
+    domain = lowered.removeprefix("@")
+    if domain and "@" not in domain:
+        # The kind as a literal: the partial index's own condition, which each backend's planner must see.
+        email_identifiers = sa.select(identifiers.c.user_id).where(identifiers.c.kind == sa.literal_column("'email'"))
+        ranges += [(sa.select(users.c.id), AfterAt(email_trait), domain), (email_identifiers, AfterAt(value), domain)]
+    for query, indexed, start in ranges:
         found |= set(
             await conn.scalars(
-                sa.select(users.c.id)
-                .where(email >= text.lower(), email < text.lower() + LAST)
-                .order_by(users.c.id)
-                .limit(SEARCH_LIMIT)
+                query.where(indexed >= start, indexed < start + LAST).order_by(indexed).limit(SEARCH_LIMIT)
             )
         )
     return await user_summaries(conn, sorted(found)[:SEARCH_LIMIT])
@@ -211,6 +228,18 @@ async def user_summaries(conn: AsyncConnection, user_ids: list[int]) -> list[dic
         for user_id in user_ids
         if user_id in rows
     ]
+
+
+async def account_users(
+    conn: AsyncConnection, account_id: int, limit: int, before_id: int | None
+) -> list[dict[str, Any]]:
+    """The users linked to an account, newest profile first (by id, below `before_id` when given), as lines
+    of user_summaries: a range of ix_users_account_id."""
+    query = sa.select(users.c.id).where(users.c.account_id == account_id)
+    if before_id is not None:
+        query = query.where(users.c.id < before_id)
+    found = list(await conn.scalars(query.order_by(users.c.id.desc()).limit(limit)))
+    return await user_summaries(conn, found)
 
 
 async def search_accounts(conn: AsyncConnection, text: str) -> list[dict[str, Any]]:

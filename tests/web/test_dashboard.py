@@ -11,9 +11,9 @@ import re
 from typing import Any
 
 import pytest
-from playwright.async_api import expect
+from playwright.async_api import Page, expect
 
-from tests.support.app import ADMIN_TOKEN, basic_auth
+from tests.support.app import ADMIN_TOKEN, admin_auth, basic_auth
 from tests.support.dashboard import (
     activity_has,
     admin,
@@ -254,7 +254,7 @@ async def test_a_user_sent_through_segment_shows_traits_events_activity_and_the_
 
     await page.get_by_label("Starts with").fill("u-se")
     await page.get_by_role("button", name="Search").click()
-    await page.get_by_role("link", name=f"User #{user['id']}").click()
+    await page.get_by_role("link", name="u-seg", exact=True).click()
     traits = page.locator('tr[data-trait="plan"]')
     await expect(traits).to_contain_text('"pro"')
     await expect(traits).to_contain_text("2024")  # when the trait was set: the message's time
@@ -262,7 +262,7 @@ async def test_a_user_sent_through_segment_shows_traits_events_activity_and_the_
     scanners = page.locator("section.card").filter(has=page.get_by_role("heading", name="Scanners"))
     await expect(scanners.locator("dd")).to_have_text(["vp", "engineering", "—", "—"])
     skip = page.locator('tr[data-action="outgoing.user.skip"]').first
-    await expect(skip.locator(".reason")).to_have_text("not in synchronized segments")
+    await expect(skip.locator(".activity-reason")).to_have_text("not in synchronized segments")
     would = page.locator("#would-send")
     await expect(would).to_contain_text('"type": "identify"')
     await expect(would).to_contain_text('"userId": "u-seg"')
@@ -300,8 +300,136 @@ async def test_a_profile_is_erased_after_confirmation(page, server):
 
     page.once("dialog", lambda dialog: dialog.accept())
     await page.get_by_role("button", name="Erase user").click()
-    await expect(page.locator("#erased")).to_contain_text("identifiers suppressed")
+    await expect(page.locator("#erased")).to_have_text(ERASED_U_GONE)
     assert await user_found(server, "u-gone") is None
+
+
+# What erasing u-gone removes, said as a person would: its one message left an activity entry, the journal row, and
+# (no write_key: nothing is sent) its identify waiting in the outbox.
+ERASED_U_GONE = (
+    "Removed the profile, 2 identifiers, 1 activity entry, 1 message waiting to be sent, 1 received message's payload. "
+    "2 identifiers are on the suppression list: later messages naming them are dropped."
+)
+
+
+def results(page: Page) -> Any:
+    return page.locator("#search-results tbody tr")
+
+
+async def search_users(page: Page, text: str) -> None:
+    await page.get_by_label("Starts with").fill(text)
+    await page.get_by_role("button", name="Search").click()
+
+
+async def test_a_user_is_found_by_a_word_of_its_email_listed_by_user_id_and_email_and_shows_the_email_trait(
+    page, server
+):
+    await via_batch(server, identify("u-bob", {"email": "bob@acme.com"}), identify("u-eve", {"email": "eve@else.org"}))
+    await eventually(lambda: user_found(server, "u-eve"))
+    await sign_in(page, server, at="#/profiles")
+
+    for text in ("bob", "acme", "@ACME.com"):
+        await search_users(page, text)
+        await expect(results(page)).to_have_count(1)
+        await expect(results(page).locator("td")).to_have_text(["u-bob", "bob@acme.com", "—", re.compile(r"\d")])
+    await search_users(page, "com")
+    await expect(page.locator("#search-results")).to_have_text("No user starts with “com”.")
+
+    await search_users(page, "acme")
+    await results(page).get_by_role("link", name="u-bob").click()
+    identifiers = page.locator("section.card").filter(has=page.get_by_role("heading", name="Identifiers"))
+    # identify_by_email is off: the email is a trait, and said to be one.
+    await expect(identifiers.locator("dt").nth(2)).to_have_text("Email (trait)")
+    await expect(identifiers.locator("dd").nth(2)).to_have_text("bob@acme.com")
+
+
+async def test_an_account_lists_its_users_and_a_user_and_its_account_link_each_other(page, server):
+    await admin(server, "PUT", "/api/settings", json={"handle_accounts": True})
+    await via_batch(server, identify("u-ada", {"email": "ada@acme.com"}), identify("u-cid", {}))
+    await via_batch(
+        server,
+        *(
+            {"type": "group", "userId": user, "groupId": "acme-1", "traits": {"name": "Acme"}}
+            for user in ("u-ada", "u-cid")
+        ),
+    )
+    account = await eventually(lambda: account_with_users(server, "acme-1", 2))
+    await sign_in(page, server, at=f"#/profiles/account/{account}")
+
+    members = page.locator("#account-users tbody tr")
+    await expect(members.locator("td:first-child")).to_have_text(["u-cid", "u-ada"])  # newest profile first
+    await expect(members.nth(1).locator("td").nth(1)).to_have_text("ada@acme.com")
+    await members.get_by_role("link", name="u-ada").click()
+    await expect(page.get_by_role("heading", name=re.compile("User u-ada"))).to_be_visible()
+    await page.get_by_role("link", name="acme-1").click()
+    await expect(page.locator("#account-users")).to_contain_text("u-cid")
+
+
+async def account_with_users(server: Any, group_id: str, count: int) -> int | None:
+    response = await call(server, "GET", "/api/accounts", headers=admin_auth(), params={"group_id": group_id})
+    if response.status_code != 200:
+        return None
+    account: int = response.json()["id"]
+    users = (await admin(server, "GET", f"/api/accounts/{account}/users"))["users"]
+    return account if len(users) == count else None
+
+
+RED = "rgb(179, 38, 30)"  # --danger
+
+
+async def test_activity_colours_outcomes_by_severity_and_shows_the_reason_once_and_details_as_fields(
+    page, server, segment_api
+):
+    await send_to_fake_segment(server, segment_api, synchronized_segments=["ALL"], synchronized_properties=["plan"])
+    segment_api.fail(400, 1)
+    await via_batch(server, identify("u-act", {"plan": "pro"}))
+    user = await eventually(lambda: user_found(server, "u-act"))
+    await eventually(lambda: activity_has(server, user["id"], "outgoing.user.dead_letter"))
+    await via_batch(server, identify("u-act", {"plan": "max"}))
+    await eventually(lambda: activity_has(server, user["id"], "outgoing.user.success"))
+    await via_batch(server, {"type": "track", "userId": "u-act", "event": "Page Scrolled"})  # not in send_events
+    await eventually(lambda: activity_has(server, user["id"], "outgoing.user.skip"))
+    await sign_in(page, server, at=f"#/profiles/user/{user['id']}")
+
+    skip = page.locator('#activity tr[data-action="outgoing.user.skip"]')
+    await expect(skip).to_have_attribute("data-severity", "neutral")
+    await expect(skip.locator(".activity-reason")).to_have_count(1)
+    assert await skip.locator(".activity-reason").evaluate("node => getComputedStyle(node).color") != RED
+    assert await skip.locator(".action").evaluate("node => getComputedStyle(node).color") != RED
+    # The reason is said once: not again among the fields, and no JSON anywhere in the row.
+    assert "reason" not in await skip.locator("dl.fields dt").all_inner_texts()
+    assert "{" not in await skip.inner_text()
+
+    sent = page.locator('#activity tr[data-action="outgoing.user.success"]')
+    await expect(sent).to_have_attribute("data-severity", "ok")
+    assert await sent.locator(".action").evaluate("node => getComputedStyle(node).color") == "rgb(27, 122, 61)"
+    names, values = await sent.locator("dt").all_inner_texts(), await sent.locator("dd").all_inner_texts()
+    fields = dict(zip(names, values, strict=True))
+    assert fields["type"] == "identify" and fields["traits.plan"] == "max"
+
+    failed = page.locator('#activity tr[data-action="outgoing.user.dead_letter"]')
+    await expect(failed).to_have_attribute("data-severity", "error")
+    assert await failed.locator(".action").evaluate("node => getComputedStyle(node).color") == RED
+    assert await failed.locator(".activity-reason").evaluate("node => getComputedStyle(node).color") == RED
+    await expect(failed.locator("dl.fields")).to_contain_text("400")
+
+
+async def test_weeks_without_usage_draw_no_bar(page, server):
+    await via_batch(
+        server, {"type": "track", "userId": "u-use", "event": "Exported", "properties": {"feature": "export"}}
+    )
+    user = await eventually(lambda: user_found(server, "u-use"))
+    await eventually(lambda: usage_counted(server, user["id"]))
+    await sign_in(page, server, at=f"#/profiles/user/{user['id']}")
+
+    weekly = page.get_by_role("heading", name="Weekly trend (12 ISO weeks)").locator("xpath=following-sibling::ul")
+    await expect(weekly.locator("li")).to_have_count(12)
+    await expect(weekly.locator(".bar:visible")).to_have_count(1)
+    await expect(weekly.locator("li").last.locator(".bar-value")).to_have_text("1")
+
+
+async def usage_counted(server: Any, user: int) -> bool:
+    return any(week["count"] for week in (await admin(server, "GET", f"/api/users/{user}/usage"))["trend"])
 
 
 async def test_every_page_looks_right_at_1400_by_900(page, server, segment_api, screenshots, request, capsys):

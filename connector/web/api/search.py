@@ -1,6 +1,7 @@
-"""Profile search for the dashboard: users by the start of an identifier, accounts by group id or domain.
+"""Profile search for the dashboard: users by the start of an identifier or email, or of an email's domain;
+accounts by group id or domain.
 
-A search reads ranges of the identifier and account indexes (profiles.LAST), at most
+A search reads ranges of the identifier, email and account indexes (profiles.LAST), at most
 profiles.SEARCH_LIMIT profiles, by id; an exact lookup is GET /api/users and GET /api/accounts.
 """
 
@@ -33,7 +34,8 @@ async def _search(request: Request, search: Search, key: str) -> JSONResponse:
 @requires_admin
 async def search_users(request: Request) -> JSONResponse:
     """
-    summary: Users whose user_id, anonymous_id or email starts with q (emails in any case), by id
+    summary: Users whose user_id, anonymous_id or email starts with q, or whose email's part after the @ does
+      ("acme" or "@acme" finds bob@acme.com); emails in any case, the email trait too; by id
     parameters:
       - {name: q, in: query, required: true, schema: {type: string, minLength: 1, maxLength: 255}}
     responses:

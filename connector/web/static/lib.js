@@ -157,7 +157,8 @@ export function bars(rows, empty) {
   if (!rows.length) return h("p", { className: "empty" }, empty);
   const top = Math.max(...rows.map(([, value]) => value), 1);
   return h("ul", { className: "bars" }, rows.map(([label, value, detail]) => {
-    const bar = h("span", { className: "bar" });
+    // A zero draws no bar; any other value at least a sliver, so it is seen.
+    const bar = h("span", { className: "bar", hidden: value <= 0 });
     bar.style.width = `${Math.max(2, (100 * value) / top)}%`;
     return h("li", {}, h("span", { className: "bar-label" }, label), h("span", { className: "bar-track" }, bar),
       h("span", { className: "bar-value" }, detail ?? String(value)));

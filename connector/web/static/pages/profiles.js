@@ -17,7 +17,7 @@ function searchForm(root, kind, text) {
     h("option", { value: "accounts", selected: kind === "accounts" }, "Accounts"));
   const box = h("input", { id: "search-text", type: "search", required: true, value: text ?? "",
     "aria-label": "Starts with",
-    placeholder: "the start of a user id, anonymous id or email; of a group id or domain for accounts" });
+    placeholder: "the start of a user id, anonymous id, email or email domain (acme); of a group id or domain for accounts" });
   const form = h("form", { className: "row search" }, kindSelect, box, h("button", { type: "submit" }, "Search"));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -33,13 +33,11 @@ async function renderSearch(root, kind = "users", text = "") {
   try {
     const found = await api("GET", `/api/${kind}/search?${query({ q: text })}`);
     const rows = kind === "users"
-      ? found.users.map((user) => h("tr", {},
-        h("td", {}, link(`#/profiles/user/${user.id}`, `User #${user.id}`)), h("td", {}, user.user_id ?? "—"),
-        h("td", {}, user.anonymous_id ?? "—"), h("td", {}, user.email ?? "—"), h("td", {}, time(user.last_seen_at))))
+      ? found.users.map(userRow)
       : found.accounts.map((account) => h("tr", {},
         h("td", {}, link(`#/profiles/account/${account.id}`, `Account #${account.id}`)),
         h("td", {}, account.group_id ?? "—"), h("td", {}, account.domain ?? "—"), h("td", {}, String(account.name ?? "—"))));
-    const headings = kind === "users" ? ["Profile", "userId", "anonymousId", "Email", "Last seen"]
+    const headings = kind === "users" ? USER_HEADINGS
       : ["Profile", "Group id", "Domain", "Name"];
     results.replaceChildren(table(headings, rows, `No ${kind === "users" ? "user" : "account"} starts with “${text}”.`));
   } catch (error) {
@@ -48,6 +46,15 @@ async function renderSearch(root, kind = "users", text = "") {
 }
 
 // --- pieces of a profile -----------------------------------------------------------------------
+
+// A user in a list (search results, an account's users): named by what a person knows it by.
+const USER_HEADINGS = ["User", "Email", "anonymousId", "Last seen"];
+
+function userRow(user) {
+  const name = user.user_id ?? user.email ?? user.anonymous_id ?? `#${user.id}`;
+  return h("tr", { "data-user": user.id }, h("td", {}, link(`#/profiles/user/${user.id}`, name)),
+    h("td", {}, user.email ?? "—"), h("td", {}, user.anonymous_id ?? "—"), h("td", {}, time(user.last_seen_at)));
+}
 
 const compact = (value) => h("code", { className: "compact" }, JSON.stringify(value));
 
@@ -91,10 +98,35 @@ function pagedTable(id, headings, fetchPage, row, empty) {
   return { holder, more };
 }
 
-function describeActivity(entry) {
-  const { details } = entry;
-  if (details.reason) return [h("strong", { className: "reason" }, details.reason), " ", compact(details)];
-  return compact(details);
+// What an entry's outcome means to a reader: outgoing.<entity>.<outcome>. A skip is the filter or the loop guard
+// doing its job (neutral), a failure is something to act on.
+const SEVERITY = { success: "ok", skip: "neutral", error: "error", dead_letter: "error" };
+
+function severity(action) {
+  return action.startsWith("outgoing.") ? SEVERITY[action.split(".").at(-1)] ?? "neutral" : "neutral";
+}
+
+// A detail's value as text: nested objects as their own fields (traits.plan), lists joined ("none" when empty).
+function flatten(details, prefix = "") {
+  return Object.entries(details).flatMap(([name, value]) => {
+    const key = prefix + name;
+    if (value && typeof value === "object" && !Array.isArray(value)) {
+      return Object.keys(value).length ? flatten(value, `${key}.`) : [[key, "{}"]];
+    }
+    if (!Array.isArray(value)) return [[key, String(value)]];
+    return [[key, value.length ? value.map((item) => (typeof item === "object" ? JSON.stringify(item) : String(item)))
+      .join(", ") : "none"]];
+  });
+}
+
+function activityRow(entry) {
+  const { reason, ...rest } = entry.details ?? {};
+  const fields = flatten(rest);
+  return h("tr", { "data-action": entry.action, "data-severity": severity(entry.action) },
+    h("td", {}, time(entry.created_at)), h("td", { className: "mono action" }, entry.action),
+    h("td", {}, reason ? h("p", { className: "activity-reason" }, reason) : null,
+      fields.length ? h("dl", { className: "fields" }, fields.map(([name, value]) => [h("dt", {}, name), h("dd", {}, value)]))
+        : null));
 }
 
 function outgoingCard(outgoing) {
@@ -111,6 +143,41 @@ function outgoingCard(outgoing) {
           outgoing.not_sent.map((reason) => h("li", {}, `Not sent: ${reason}`))) : null)));
 }
 
+// --- erasure ------------------------------------------------------------------------------------
+
+// What an erasure's counts (rows per table, as DELETE /api/users/{id} answers) mean, in words, in the order they
+// are said: [one, many], or one phrase for what is the same however many rows hold it.
+const ERASED = [
+  ["users", "the profile"],
+  ["identifiers", ["identifier", "identifiers"]],
+  ["events", ["event", "events"]],
+  ["activity", ["activity entry", "activity entries"]],
+  ["usage", ["daily usage count", "daily usage counts"]],
+  ["audiences", ["audience membership", "audience memberships"]],
+  ["segments", ["segment membership", "segment memberships"]],
+  ["transitions", ["segment entry or exit", "segment entries and exits"]],
+  ["outbox", ["message waiting to be sent", "messages waiting to be sent"]],
+  ["delivery_state", "the delivery records"],
+  ["dead_letters", ["dead letter", "dead letters"]],
+  ["journal", ["received message's payload", "received messages' payloads"]],
+  ["audit", ["identity audit entry", "identity audit entries"]],
+];
+
+const counted = (count, [one, many]) => `${count} ${count === 1 ? one : many}`;
+
+function erasureSummary(erased) {
+  const known = new Map(ERASED);
+  // A count the API learns later is still said, by its name.
+  const names = [...known.keys(), ...Object.keys(erased.erased).filter((name) => !known.has(name))];
+  const parts = names.filter((name) => erased.erased[name] > 0).map((name) => {
+    const words = known.get(name) ?? [name.replaceAll("_", " "), name.replaceAll("_", " ")];
+    return typeof words === "string" ? words : counted(erased.erased[name], words);
+  });
+  const removed = parts.length ? `Removed ${parts.join(", ")}.` : "Nothing else was stored about this user.";
+  return `${removed} ${counted(erased.suppressed, ["identifier is", "identifiers are"])} on the suppression list: `
+    + "later messages naming them are dropped.";
+}
+
 // --- a user ------------------------------------------------------------------------------------
 
 async function renderUser(root, id) {
@@ -124,9 +191,8 @@ async function renderUser(root, id) {
     try {
       const erased = await api("DELETE", `/api/users/${user.id}`);
       root.replaceChildren(h("div", { className: "page-head" }, h("h2", {}, `User ${who} erased`)),
-        card("Erased", h("p", { id: "erased", role: "status" },
-          `Removed: ${Object.entries(erased.erased).map(([table, count]) => `${table} ${count}`).join(", ")}; `
-          + `${erased.suppressed} identifiers suppressed.`), link("#/profiles", "Back to the search")));
+        card("Erased", h("p", { id: "erased", role: "status" }, erasureSummary(erased)),
+          link("#/profiles", "Back to the search")));
     } catch (error) {
       say(status, error.message, "error");
     }
@@ -139,9 +205,7 @@ async function renderUser(root, id) {
     "No events.");
   const activity = pagedTable("activity", ["When", "What", "Details"],
     async (before) => (await api("GET", `/api/users/${id}/activity?${query({ limit: PAGE, before_id: before })}`)).activity,
-    (entry) => h("tr", { "data-action": entry.action }, h("td", {}, time(entry.created_at)),
-      h("td", { className: "mono" }, entry.action), h("td", {}, describeActivity(entry))),
-    "No activity.");
+    activityRow, "No activity.");
   const account = user.account;
   root.append(
     h("div", { className: "page-head" }, h("h2", {}, `User ${user.user_id ?? ""} #${user.id}`),
@@ -151,7 +215,8 @@ async function renderUser(root, id) {
       card("Identifiers", pairs([
         ["userId", ids.user_id.join(", ") || "—"],
         ["anonymousId", ids.anonymous_id.join(", ") || "—"],
-        ["Email", ids.email.join(", ") || "—"],
+        ids.email.length || typeof user.traits.email !== "string" ? ["Email", ids.email.join(", ") || "—"]
+          : ["Email (trait)", user.traits.email],
         ["Account", account ? link(`#/profiles/account/${account.id}`,
           account.group_id ?? account.domain ?? `#${account.id}`) : "none"],
         ["Created", time(user.created_at)],
@@ -178,9 +243,10 @@ async function renderAccount(root, id) {
   const [account, usage] = await Promise.all([api("GET", `/api/accounts/${id}`), api("GET", `/api/accounts/${id}/usage`)]);
   const activity = pagedTable("activity", ["When", "What", "Details"],
     async (before) => (await api("GET", `/api/accounts/${id}/activity?${query({ limit: PAGE, before_id: before })}`)).activity,
-    (entry) => h("tr", { "data-action": entry.action }, h("td", {}, time(entry.created_at)),
-      h("td", { className: "mono" }, entry.action), h("td", {}, describeActivity(entry))),
-    "No activity.");
+    activityRow, "No activity.");
+  const members = pagedTable("account-users", USER_HEADINGS,
+    async (before) => (await api("GET", `/api/accounts/${id}/users?${query({ limit: PAGE, before_id: before })}`)).users,
+    userRow, "No user is linked to this account.");
   root.append(
     h("div", { className: "page-head" }, h("h2", {}, `Account ${account.group_id ?? account.domain ?? ""} #${account.id}`),
       link("#/profiles/search/accounts", "Search")),
@@ -192,10 +258,11 @@ async function renderAccount(root, id) {
       ["Ideal customer profile", account.icp?.fit ? `${account.icp.fit} (score ${account.icp.score})` : "—"],
       ["Usage pattern", account.usage?.pattern ?? "—"],
     ])),
+    card("Users", members.holder),
     card("Traits", traitsTable(account.traits, account.trait_timestamps)),
     usageCard(usage),
     card("Activity", activity.holder));
-  await activity.more();
+  await Promise.all([members.more(), activity.more()]);
 }
 
 export async function render(root, params) {
