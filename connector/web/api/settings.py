@@ -43,7 +43,7 @@ async def put_settings(request: Request) -> JSONResponse:
     requestBody: {content: {application/json: {schema: {$ref: "/settings.schema.json"}}}}
     responses:
       200: {description: "the new version", schema: {$ref: "#/components/schemas/Settings"}}
-      400: {description: "invalid document; `errors` lists each field"}
+      400: {description: "invalid document, or a segment name no segment has; `errors` lists each problem in words"}
     """
     try:
         changes = await json_body(request, MAX_SETTINGS_BODY)
