@@ -11,11 +11,14 @@ refused), so a stored document stays valid.
 """
 
 import json
+from difflib import get_close_matches
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from connector.core.kinds import Entity
 
 CREDENTIALS = "Credentials"
 INCOMING = "Incoming"
@@ -78,7 +81,7 @@ def describe(entry: Property) -> str:
 
 def clean_properties(entries: list[Property], reserved: tuple[str, ...] = ()) -> list[Property]:
     """Stripped entries, identical plain names merged; an empty or duplicate sent name of a mapping refused,
-    naming the entry (by its position, from 0, and its content)."""
+    naming the entry (by its position as a person counts, from 1, and its content)."""
     cleaned: list[Property] = []
     for entry in entries:
         if isinstance(entry, Mapping):
@@ -88,7 +91,7 @@ def clean_properties(entries: list[Property], reserved: tuple[str, ...] = ()) ->
         if entry not in cleaned:
             cleaned.append(entry)
     senders: dict[str, int] = {}
-    for position, entry in enumerate(cleaned):
+    for position, entry in enumerate(cleaned, start=1):
         named = f"entry {position} {describe(entry)}"
         if not source_of(entry):
             raise ValueError(f"{named}: the attribute must not be empty")
@@ -101,11 +104,11 @@ def clean_properties(entries: list[Property], reserved: tuple[str, ...] = ()) ->
                 raise ValueError(f"{named}: {entry.to!r} is sent by the connector itself; choose another name")
             if (earlier := senders.get(entry.to)) is not None:
                 raise ValueError(
-                    f"{named}: {entry.to!r} is already sent by entry {earlier} {describe(cleaned[earlier])}"
+                    f"{named}: {entry.to!r} is already sent by entry {earlier} {describe(cleaned[earlier - 1])}"
                 )
-        elif (earlier := senders.get(sent_name(entry))) is not None and isinstance(cleaned[earlier], Mapping):
+        elif (earlier := senders.get(sent_name(entry))) is not None and isinstance(cleaned[earlier - 1], Mapping):
             raise ValueError(
-                f"{named}: {sent_name(entry)!r} is already sent by entry {earlier} {describe(cleaned[earlier])}"
+                f"{named}: {sent_name(entry)!r} is already sent by entry {earlier} {describe(cleaned[earlier - 1])}"
             )
         senders.setdefault(sent_name(entry), position)
     return cleaned
@@ -147,7 +150,7 @@ class SegmentEvents(BaseModel):
             return None
         name = name.strip()
         if not name or len(name) > MAX_NAME_LENGTH:
-            raise ValueError(f"must be null or have 1 to {MAX_NAME_LENGTH} characters")
+            raise ValueError(f"must be left empty or have 1 to {MAX_NAME_LENGTH} characters")
         return name
 
     @field_validator("properties")
@@ -204,7 +207,7 @@ class IcpSettings(BaseModel):
     def _below_good(cls, medium_at: int, info: ValidationInfo) -> int:
         good_at = info.data.get("good_at")
         if good_at is not None and medium_at > good_at:
-            raise ValueError(f"must not be above good_at ({good_at})")
+            raise ValueError(f"must not be above the good score ({good_at})")
         return medium_at
 
 
@@ -415,7 +418,7 @@ class ConnectorSettings(BaseModel):
     @classmethod
     def _one_entry_per_segment(cls, entries: list[SegmentEvents]) -> list[SegmentEvents]:
         seen: dict[str, int] = {}
-        for position, entry in enumerate(entries):
+        for position, entry in enumerate(entries, start=1):
             if not entry.events():
                 raise ValueError(
                     f"entry {position} (segment {entry.segment!r}) names no event: set added, changed or removed"
@@ -453,3 +456,154 @@ def render_settings_schema() -> str:
 
 def write_settings_schema(path: Path) -> None:
     path.write_text(render_settings_schema())
+
+
+# --- problems in words ----------------------------------------------------------------------------------
+
+UNION_TAGS = ("str", "Mapping")  # how pydantic names the alternatives of Property in an error's location
+# What a value must be, said of the fields whose type alone does not say it.
+MEANINGS = {
+    "segment_api_host": "a URL such as https://api.segment.io",
+    "synchronized_segments": "a list of segment names",
+    "synchronized_account_segments": "a list of segment names",
+    "send_events": "a list of event names",
+    "synchronized_properties": "a list of attribute names or mappings",
+    "synchronized_account_properties": "a list of attribute names or mappings",
+    "properties": "a list of attribute names or mappings",
+    "segment_events": "a list of entries, each naming a segment and its events",
+    "rules": "a list of rules, each with its points",
+}
+ENTRY = 'an attribute name or a mapping {"from": attribute, "to": name}'
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds, itself or inside a list or an optional (None for plain values)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        if (model := _model_in(argument)) is not None:
+            return model
+    return None
+
+
+def _keys(model: type[BaseModel]) -> dict[str, Any]:
+    return {info.alias or name: info for name, info in model.model_fields.items()}
+
+
+def place(loc: tuple[str | int, ...]) -> tuple[str, str, type[BaseModel] | None]:
+    """Where a problem is: the input's path (segment_events.0.added), its label by the fields' titles with entries
+    counted from 1 (Segment events, entry 1, Added event), and the model found there (None for a plain value).
+    Union tags leave no trace; a key no model has (an extra one) is named as written, and ends the walk."""
+    model: type[BaseModel] | None = ConnectorSettings
+    path: list[str] = []
+    labels: list[str] = []
+    for part in loc:
+        if isinstance(part, int):
+            path.append(str(part))
+            labels.append(f"entry {part + 1}")
+        elif part in UNION_TAGS:
+            model = Mapping if part == "Mapping" else None
+        elif model is not None and part in (keys := _keys(model)):
+            path.append(part)
+            labels.append(keys[part].title or part)
+            model = _model_in(keys[part].annotation)
+        else:
+            path.append(part)
+            labels.append(part)
+            model = None
+            break
+    return ".".join(path) or "body", ", ".join(labels) or "The settings", model
+
+
+def explain(loc: tuple[str | int, ...], kind: str, ctx: dict[str, Any], fallback: str) -> dict[str, str]:
+    """One problem of a settings document in words: {"field", "label", "message"} (see `place`). `kind` is
+    pydantic's error type (`union_type`: neither alternative of a union fits), `ctx` its context."""
+    path, label, model = place(loc)
+    named = [part for part in loc if isinstance(part, str) and part not in UNION_TAGS]
+    meaning = MEANINGS.get(str(named[-1]) if named else "")
+    if kind == "extra_forbidden":
+        _, parent, holder = place(loc[:-1])
+        keys = ", ".join(_keys(holder or ConnectorSettings))
+        message = "is not a setting" if len(loc) == 1 else f"is not a key of {parent} (the keys: {keys})"
+    elif kind == "value_error":
+        message = str(ctx["error"])
+    elif kind == "union_type":
+        message = f"must be {ENTRY}"
+    elif kind in ("dict_type", "model_type", "model_attributes_type"):
+        message = f"must be an object with {', '.join(_keys(model))}" if model else "must be an object"
+    else:
+        message = _sentence(kind, ctx, meaning) or fallback.replace("Input should be", "must be")
+    return {"field": path, "label": label, "message": message}
+
+
+def at_path(path: str, message: str) -> dict[str, str]:
+    """A problem found after pydantic (an ICP rule's, at icp.rules.0.rule.all[1].op) in the same words."""
+    _, label, _ = place(tuple(int(part) if part.isdigit() else part for part in path.split(".")))
+    return {"field": path, "label": label, "message": message}
+
+
+def _sentence(kind: str, ctx: dict[str, Any], meaning: str | None) -> str | None:
+    simple = {
+        "missing": "is required",
+        "bool_type": "must be true or false",
+        "bool_parsing": "must be true or false",
+        "int_type": "must be a whole number",
+        "int_parsing": "must be a whole number",
+        "int_from_float": "must be a whole number",
+        "string_type": "must be text",
+        "string_pattern_mismatch": f"must be {meaning}" if meaning else "is not in the expected form",
+        "list_type": f"must be {meaning or 'a list'}",
+    }
+    if kind in simple:
+        return simple[kind]
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx['ge']}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx['le']}"
+    if kind == "string_too_short":
+        return "must not be empty" if ctx["min_length"] == 1 else f"must have at least {ctx['min_length']} characters"
+    if kind == "string_too_long":
+        return f"must have at most {ctx['max_length']} characters"
+    if kind == "too_long":
+        return f"must have at most {ctx['max_length']} entries"
+    return None
+
+
+# --- the segments the settings name -------------------------------------------------------------------------
+
+
+def unknown_segments(
+    before: ConnectorSettings, after: ConnectorSettings, segments: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The segment names `after` brings in that no segment has, as problems (see `explain`) with `name` and
+    `suggestions` (the closest names, by difflib): user segments in synchronized_segments, account segments in
+    synchronized_account_segments, either in segment_events. `segments` maps each segment's name to its entity.
+    `ALL` is no segment's name and always allowed; a name the settings already held is not questioned again."""
+    found: list[dict[str, Any]] = []
+    for name, entity in (("synchronized_segments", Entity.USER), ("synchronized_account_segments", Entity.ACCOUNT)):
+        held = set(getattr(before, name))
+        for segment in getattr(after, name):
+            if segment != ALL and segment not in held and segments.get(segment) != entity:
+                found.append(_unknown((name,), segment, segments, entity))
+    held = {entry.segment for entry in before.segment_events}
+    for position, entry in enumerate(after.segment_events):
+        if entry.segment not in held and entry.segment not in segments:
+            found.append(_unknown(("segment_events", position, "segment"), entry.segment, segments, None))
+    return found
+
+
+def _unknown(loc: tuple[str | int, ...], name: str, segments: dict[str, str], entity: Entity | None) -> dict[str, Any]:
+    path, label, _ = place(loc)
+    kind = f"{entity} segment" if entity else "segment"
+    candidates = {known.lower(): known for known, of in segments.items() if entity is None or of == entity}
+    close = [candidates[match] for match in get_close_matches(name.lower(), list(candidates), n=3, cutoff=0.6)]
+    if name in segments:  # a segment of the other entity
+        message = f"{name!r} is {'an account' if entity == Entity.USER else 'a user'} segment; this list takes {kind}s"
+    elif not candidates:
+        message = f"no {kind} named {name!r}: there are no {kind}s yet (create one on the Segments page)"
+    else:
+        message = f"no {kind} named {name!r}"
+        names = sorted(candidates.values())
+        known = ", ".join(map(repr, names[:5])) + (", ..." if len(names) > 5 else "")
+        message += f"; did you mean {' or '.join(map(repr, close))}?" if close else f" (the {kind}s: {known})"
+    return {"field": path, "label": label, "message": message, "name": name, "suggestions": close}

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from connector.core.credentials import API_KEY
 from connector.core.models import Credential, SettingsVersion, utcnow
-from connector.core.settings import SECRET_FIELDS, ConnectorSettings, mask_secret
+from connector.core.settings import SECRET_FIELDS, UNION_TAGS, ConnectorSettings, explain, mask_secret
 
 table = SettingsVersion.__table__
 credentials = Credential.__table__
@@ -64,16 +64,20 @@ class SettingsStore:
         self.remember(saved)
         return saved
 
-    async def save_in(self, conn: AsyncConnection, changes: dict[str, Any]) -> tuple[int, ConnectorSettings]:
-        """save, inside the caller's transaction (so a change and the settings that follow it commit together);
-        the caller calls remember() with what it returns once that transaction has committed."""
+    async def proposed(self, changes: dict[str, Any]) -> ConnectorSettings:
+        """The settings a save of this partial document would store; raises ValidationError, storing nothing."""
         _, current = await self.current_version()
         document = current.model_dump()
         for name, value in changes.items():
             if name in SECRET_FIELDS and value is not None and value == mask_secret(document.get(name)):
                 continue
             document[name] = value
-        updated = ConnectorSettings.model_validate(document)
+        return ConnectorSettings.model_validate(document)
+
+    async def save_in(self, conn: AsyncConnection, changes: dict[str, Any]) -> tuple[int, ConnectorSettings]:
+        """save, inside the caller's transaction (so a change and the settings that follow it commit together);
+        the caller calls remember() with what it returns once that transaction has committed."""
+        updated = await self.proposed(changes)
         latest = (await conn.execute(sa.select(sa.func.max(table.c.version)))).scalar() or 0
         await conn.execute(
             table.insert().values(version=latest + 1, document=updated.model_dump(), created_at=utcnow())
@@ -91,7 +95,20 @@ class SettingsStore:
 
 
 def validation_errors(error: ValidationError) -> list[dict[str, str]]:
-    return [
-        {"field": ".".join(str(part) for part in item["loc"]) or "body", "message": item["msg"]}
-        for item in error.errors()
-    ]
+    """Each problem of a settings document as a person would say it (settings.explain): `field` the input's path
+    (segment_events.0.added, what the form attaches the message to), `label` the same by its titles (Segment
+    events, entry 1, Added event), `message` a sentence. An entry that is neither alternative of a union (neither
+    an attribute name nor a mapping) is one problem, not one per alternative."""
+    items = error.errors()
+    found: list[dict[str, str]] = []
+    for item in items:
+        loc = tuple(item["loc"])
+        if loc and loc[-1] in UNION_TAGS and item["type"].endswith("_type"):
+            # This alternative does not fit at all: said once for the entry, unless the other one explains more.
+            if any(tuple(other["loc"])[: len(loc) - 1] == loc[:-1] and len(other["loc"]) > len(loc) for other in items):
+                continue
+            item = {**item, "type": "union_type"}
+        problem = explain(loc, item["type"], item.get("ctx") or {}, item["msg"])
+        if problem not in found:
+            found.append(problem)
+    return found

@@ -192,22 +192,22 @@ async def test_a_mapping_is_stored_and_returned_as_written(client):
         (
             {"synchronized_properties": ["email", {"from": "traits.plan", "to": ""}]},
             "synchronized_properties",
-            'entry 1 {"from":"traits.plan","to":""}: the name in Segment (to) must not be empty',
+            'entry 2 {"from":"traits.plan","to":""}: the name in Segment (to) must not be empty',
         ),
         (
             {"synchronized_properties": ["email", {"from": "traits.mail", "to": "email"}]},
             "synchronized_properties",
-            """entry 1 {"from":"traits.mail","to":"email"}: 'email' is already sent by entry 0 'email'""",
+            """entry 2 {"from":"traits.mail","to":"email"}: 'email' is already sent by entry 1 'email'""",
         ),
         (
             {"synchronized_properties": [{"from": "traits.plan", "to": "plan"}, "traits_plan"]},
             "synchronized_properties",
-            """entry 1 'traits_plan': 'plan' is already sent by entry 0 {"from":"traits.plan","to":"plan"}""",
+            """entry 2 'traits_plan': 'plan' is already sent by entry 1 {"from":"traits.plan","to":"plan"}""",
         ),
         (
             {"synchronized_account_properties": [{"from": "a", "to": "x"}, {"from": "b", "to": " x "}]},
             "synchronized_account_properties",
-            """entry 1 {"from":"b","to":"x"}: 'x' is already sent by entry 0 {"from":"a","to":"x"}""",
+            """entry 2 {"from":"b","to":"x"}: 'x' is already sent by entry 1 {"from":"a","to":"x"}""",
         ),
         (
             {"synchronized_properties": [{"from": "traits.tags", "to": "hull_segments"}]},
@@ -217,32 +217,33 @@ async def test_a_mapping_is_stored_and_returned_as_written(client):
         (
             {"synchronized_properties": [{"from": " ", "to": "x"}]},
             "synchronized_properties",
-            'entry 0 {"from":"","to":"x"}: the attribute must not be empty',
+            'entry 1 {"from":"","to":"x"}: the attribute must not be empty',
         ),
         (
             {"segment_events": [{"segment": "VIP", "added": "VIP Added", "properties": [{"from": "a", "to": ""}]}]},
             "segment_events.0.properties",
-            'entry 0 {"from":"a","to":""}: the name in Segment (to) must not be empty',
+            'entry 1 {"from":"a","to":""}: the name in Segment (to) must not be empty',
         ),
         (
             {"segment_events": [{"segment": "VIP"}]},
             "segment_events",
-            "entry 0 (segment 'VIP') names no event: set added, changed or removed",
+            "entry 1 (segment 'VIP') names no event: set added, changed or removed",
         ),
         (
             {"segment_events": [{"segment": "VIP", "added": "A"}, {"segment": " VIP ", "removed": "R"}]},
             "segment_events",
-            "entry 1: segment 'VIP' already has entry 0",
+            "entry 2: segment 'VIP' already has entry 1",
         ),
         (
             {"segment_events": [{"segment": "VIP", "added": " "}]},
             "segment_events.0.added",
-            "must be null or have 1 to 200 characters",
+            "must be left empty or have 1 to 200 characters",
         ),
         (
             {"segment_events": [{"segment": "VIP", "added": "A", "when": "now"}]},
             "segment_events.0.when",
-            "Extra inputs are not permitted",
+            "is not a key of Segment events, entry 1 (the keys: segment, added, changed, removed, properties, "
+            "timestamp)",
         ),
     ],
 )

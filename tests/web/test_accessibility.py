@@ -59,7 +59,6 @@ async def test_no_page_has_a_serious_or_critical_accessibility_violation(
     open_tab, server, segment_api, axe_source, screenshots, request
 ):
     page = open_tab
-    await send_to_fake_segment(server, segment_api, synchronized_segments=["Paying"], send_events=["Signed Up"])
     await via_batch(
         server,
         identify("ada", {"email": "ada@example.com", "plan": "pro"}),
@@ -72,6 +71,7 @@ async def test_no_page_has_a_serious_or_critical_accessibility_violation(
         "/api/segments",
         json={"name": "Paying", "rule": {"attribute": "traits.plan", "op": "eq", "value": "pro"}},
     )
+    await send_to_fake_segment(server, segment_api, synchronized_segments=["Paying"], send_events=["Signed Up"])
     user = await eventually(lambda: user_found(server, "ada"))
     segment = (await admin(server, "GET", "/api/segments"))["segments"][0]
 

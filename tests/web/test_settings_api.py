@@ -186,3 +186,159 @@ async def test_a_read_that_began_before_a_save_and_ended_after_it_does_not_bring
 
     assert (await get_settings(client))["settings"]["icp"] == {**icp, "good_at": 10, "medium_at": 5}
     assert (await runtime.settings.current()).icp is not None
+
+
+# --- settings that name segments ----------------------------------------------------------------------
+
+
+async def create_segments(client) -> None:
+    for name, entity, rule in [
+        ("Pro users", "user", {"attribute": "traits.plan", "op": "eq", "value": "pro"}),
+        ("Pro trials", "user", {"attribute": "traits.plan", "op": "eq", "value": "trial"}),
+        ("Big accounts", "account", {"attribute": "traits.employees", "op": "gt", "value": 100}),
+    ]:
+        response = await client.post(
+            "/api/segments", headers=admin_auth(), json={"name": name, "entity": entity, "rule": rule}
+        )
+        assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize(
+    ("values", "field", "message", "suggestions"),
+    [
+        (
+            {"synchronized_segments": ["ALL", "Pro userz"]},
+            "synchronized_segments",
+            "no user segment named 'Pro userz'; did you mean 'Pro users'?",
+            ["Pro users"],
+        ),
+        (
+            {"synchronized_segments": ["Big accounts"]},
+            "synchronized_segments",
+            "'Big accounts' is an account segment; this list takes user segments",
+            [],
+        ),
+        (
+            {"synchronized_account_segments": ["big acounts"]},
+            "synchronized_account_segments",
+            "no account segment named 'big acounts'; did you mean 'Big accounts'?",
+            ["Big accounts"],
+        ),
+        (
+            {"synchronized_account_segments": ["Pro users"]},
+            "synchronized_account_segments",
+            "'Pro users' is a user segment; this list takes account segments",
+            [],
+        ),
+        (
+            {"segment_events": [{"segment": "Nope", "added": "Nope Entered"}]},
+            "segment_events.0.segment",
+            "no segment named 'Nope' (the segments: 'Big accounts', 'Pro trials', 'Pro users')",
+            [],
+        ),
+    ],
+)
+async def test_a_setting_naming_an_unknown_segment_is_refused_with_the_closest_names_and_nothing_is_stored(
+    client, values, field, message, suggestions
+):
+    await create_segments(client)
+    before = await get_settings(client)
+    response = await put_settings(client, handle_accounts=True, **values)
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["message"] == f"{field}: {message}"
+    assert body["field"] == field
+    [error] = body["errors"]
+    assert error["field"] == field and error["message"] == message and error["suggestions"] == suggestions
+    assert await get_settings(client) == before
+
+
+async def test_all_and_existing_segments_are_saved_and_a_name_already_saved_is_not_questioned_again(client):
+    await create_segments(client)
+    response = await put_settings(
+        client,
+        synchronized_segments=["ALL", "Pro users"],
+        synchronized_account_segments=["Big accounts"],
+        segment_events=[{"segment": "Big accounts", "added": "Became Big"}],
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["settings"]["synchronized_segments"] == ["ALL", "Pro users"]
+    # A save of something else sends the whole form back: the names it holds pass again.
+    settings = (await get_settings(client))["settings"]
+    response = await put_settings(client, **{**settings, "handle_pages": False})
+    assert response.status_code == 200, response.text
+
+
+async def test_with_no_segments_yet_the_refusal_says_to_create_one(client):
+    response = await put_settings(client, synchronized_segments=["Paying"])
+    assert response.status_code == 400
+    assert response.json()["message"] == (
+        "synchronized_segments: no user segment named 'Paying': there are no user segments yet "
+        "(create one on the Segments page)"
+    )
+    assert (await get_settings(client))["version"] == 0
+
+
+@pytest.mark.parametrize(
+    ("values", "field", "label", "message"),
+    [
+        (
+            {"segment_api_host": "api.segment.io"},
+            "segment_api_host",
+            "Segment API host",
+            "must be a URL such as https://api.segment.io",
+        ),
+        (
+            {"segment_events": '[{"segment": "VIP",'},
+            "segment_events",
+            "Segment events",
+            "must be a list of entries, each naming a segment and its events",
+        ),
+        (
+            {"synchronized_segments": "ALL"},
+            "synchronized_segments",
+            "User segments to send",
+            "must be a list of segment names",
+        ),
+        ({"handle_pages": "sometimes"}, "handle_pages", "Store page calls", "must be true or false"),
+        (
+            {"journal_retention_days": 0},
+            "journal_retention_days",
+            "Keep processed journal messages (days)",
+            "must be at least 1",
+        ),
+        ({"event_retention_days": "30 days"}, "event_retention_days", "Keep events (days)", "must be a whole number"),
+        ({"connector_name": ""}, "connector_name", "Connector name", "must not be empty"),
+        ({"write_key": "x" * 300}, "write_key", "Segment write key", "must have at most 256 characters"),
+        ({"no_such_setting": 1}, "no_such_setting", "no_such_setting", "is not a setting"),
+        (
+            {"synchronized_properties": ["email", 7]},
+            "synchronized_properties.1",
+            "User attributes to send, entry 2",
+            'must be an attribute name or a mapping {"from": attribute, "to": name}',
+        ),
+        (
+            {"synchronized_properties": [{"from": "traits.plan"}]},
+            "synchronized_properties.0.to",
+            "User attributes to send, entry 1, Name in Segment",
+            "is required",
+        ),
+        (
+            {"icp": "strong"},
+            "icp",
+            "Ideal customer profile",
+            "must be an object with rules, good_at, medium_at",
+        ),
+        (
+            {"icp": {"rules": [], "good_at": 10, "medium_at": 20}},
+            "icp.medium_at",
+            "Ideal customer profile, Medium from",
+            "must not be above the good score (10)",
+        ),
+    ],
+)
+async def test_a_refused_value_is_explained_in_words_under_the_field_s_title(client, values, field, label, message):
+    response = await put_settings(client, **values)
+    assert response.status_code == 400, response.text
+    assert response.json()["errors"] == [{"field": field, "label": label, "message": message}]
+    assert response.json()["message"] == f"{field}: {message}"

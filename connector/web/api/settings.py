@@ -1,10 +1,20 @@
-"""The settings document in the admin API: read it (secrets masked), change it (a partial document)."""
+"""The settings document in the admin API: read it (secrets masked), change it (a partial document).
 
+A refused change answers 400 in the API's one error shape: `message` ("<field path>: <what is wrong>"), `field`
+(the path of the first problem) and `errors`, each problem with its `field`, `label` (the field's title, for
+people) and `message` (a sentence; core/settings.py `explain`).
+"""
+
+from typing import Any
+
+import sqlalchemy as sa
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from connector.core.models import Segment
+from connector.core.settings import at_path, unknown_segments
 from connector.core.settings_store import validation_errors
 from connector.segments.rules import RuleError
 from connector.service.use_cases import save_settings
@@ -33,7 +43,7 @@ async def put_settings(request: Request) -> JSONResponse:
     requestBody: {content: {application/json: {schema: {$ref: "/settings.schema.json"}}}}
     responses:
       200: {description: "the new version", schema: {$ref: "#/components/schemas/Settings"}}
-      400: {description: "invalid document; `errors` lists each field"}
+      400: {description: "invalid document, or a segment name no segment has; `errors` lists each problem in words"}
     """
     try:
         changes = await json_body(request, MAX_SETTINGS_BODY)
@@ -43,14 +53,22 @@ async def put_settings(request: Request) -> JSONResponse:
         raise ApiError(400, "settings must be a JSON object", field="body")
     runtime = runtime_of(request)
     try:
+        before = await runtime.settings.current()
+        after = await runtime.settings.proposed(changes)
+        async with runtime.engine.connect() as conn:
+            segments = dict((await conn.execute(sa.select(Segment.__table__.c.name, Segment.__table__.c.entity))).all())
+        if unknown := unknown_segments(before, after, segments):
+            raise _refused(unknown)
         version, settings = await save_settings(runtime.engine, runtime.settings, changes)
     except ValidationError as problem:
-        errors = validation_errors(problem)
-        raise ApiError(400, f"invalid setting {errors[0]['field']}: {errors[0]['message']}", errors=errors) from None
+        raise _refused(validation_errors(problem)) from None
     except RuleError as problem:
-        errors = [{"field": problem.path, "message": problem.message}]
-        raise ApiError(400, f"invalid setting {problem.path}: {problem.message}", errors=errors) from None
+        raise _refused([at_path(problem.path, problem.message)]) from None
     return JSONResponse({"version": version, "settings": settings.masked()})
+
+
+def _refused(errors: list[dict[str, Any]]) -> ApiError:
+    return ApiError(400, f"{errors[0]['field']}: {errors[0]['message']}", field=errors[0]["field"], errors=errors)
 
 
 routes = [

@@ -1,6 +1,7 @@
 // The dashboard's shell: sign in, the status banner, and hash routes (#/segments/12) to one ES module
 // per page under pages/. A page module exports render(root, params, app) and, if it runs timers,
-// returns a function that stops them; the next navigation calls it.
+// returns a function that stops them; the next navigation calls it. A page holding changes not yet saved
+// says so through app.guard(unsaved): leaving it for another page, or closing the tab, asks first.
 
 import { api, h, session, say } from "./lib.js";
 
@@ -8,10 +9,13 @@ const PAGES = ["overview", "settings", "segments", "profiles", "deliveries", "se
 const $ = (id) => document.getElementById(id);
 let leave = null;
 let rendering = 0;
+let unsaved = null; // the page's own () => boolean: whether it holds changes not yet saved
+let shown = location.hash; // the route on screen, to come back to when leaving is cancelled
 
 export const app = {
   // Pages call this after a change that can move the verdict (settings saved, letters replayed).
   refreshStatus,
+  guard: (check) => { unsaved = check; },
 };
 
 async function signIn(token) {
@@ -34,6 +38,7 @@ function signOut(message = "") {
   session.forget();
   leave?.();
   leave = null;
+  unsaved = null;
   for (const id of ["page", "nav", "sign-out", "status-banner"]) $(id).hidden = true;
   $("page").replaceChildren();
   $("sign-in").hidden = false;
@@ -77,6 +82,8 @@ async function route() {
   }
   leave?.();
   leave = null;
+  unsaved = null;
+  shown = location.hash;
   const ticket = ++rendering;
   const root = h("div", { className: "page", "data-page": page });
   $("page").replaceChildren(root);
@@ -97,7 +104,17 @@ $("sign-in-form").addEventListener("submit", (event) => {
   signIn($("admin-token").value.trim());
 });
 $("sign-out").addEventListener("click", () => signOut());
-window.addEventListener("hashchange", route);
+window.addEventListener("hashchange", () => {
+  if (unsaved?.() && !confirm("This page has changes that are not saved. Leave it and lose them?")) {
+    history.replaceState(null, "", shown || location.pathname); // back to the page, its changes still there (no second hashchange)
+    return;
+  }
+  route();
+});
+// Closing or reloading the tab: the browser asks in its own words.
+window.addEventListener("beforeunload", (event) => {
+  if (unsaved?.()) event.preventDefault();
+});
 
 const saved = session.token();
 if (saved) signIn(saved);
