@@ -56,3 +56,47 @@ async def test_a_group_call_with_accounts_turned_off_teaches_no_account_trait(cl
     await drain(runtime)
 
     assert (await names_of(client))["traits"] == {"user": [], "account": []}
+
+
+async def test_a_setting_naming_an_attribute_never_seen_is_saved_with_a_warning_suggesting_the_names_seen(
+    client, runtime
+):
+    await runtime.settings.save({"handle_accounts": True})
+    await post_batch(
+        client,
+        {"type": "identify", "userId": "ada", "traits": {"plan": "pro", "address": {"city": "Paris"}}},
+        {"type": "group", "userId": "ada", "groupId": "acme", "traits": {"industry": "retail"}},
+    )
+    await drain(runtime)
+    document = {
+        "synchronized_properties": [
+            "plan",
+            "address/city",
+            "traits.address.city",
+            "usage.events_30d",
+            "account.industry",
+            "paln",
+            {"from": "traits.paln", "to": "Plan"},
+        ],
+        "synchronized_account_properties": ["industry", "domain", "employees"],
+    }
+    response = await client.put("/api/settings", headers=admin_auth(), json=document)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["warnings"] == [
+        {
+            "field": "synchronized_properties[5]",
+            "message": "'paln' was never seen: no user has sent it yet; did you mean 'plan'?",
+        },
+        {
+            "field": "synchronized_properties[6].from",
+            "message": "'traits.paln' was never seen: no user has sent it yet; did you mean 'traits.plan'?",
+        },
+        {
+            "field": "synchronized_account_properties[2]",
+            "message": "'employees' was never seen: no account has sent it yet",
+        },
+    ]
+    saved = await runtime.settings.current()
+    assert saved.synchronized_properties[5] == "paln"
+    assert saved.synchronized_account_properties == ["industry", "domain", "employees"]

@@ -10,8 +10,13 @@
 - settings: the choices of each settings list that names something: `ALL` and the segment names,
   the attributes the outbound builder reads (traits, `usage.*`, `audiences.*`, `account.*`), the
   event names.
+
+A settings list of attributes may name one never seen (a typo, or data not sent yet): the save keeps it and
+`unseen_attributes` words a warning for it, with the closest names seen.
 """
 
+import difflib
+import re
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,7 +27,7 @@ from starlette.routing import Route
 
 from connector.core.kinds import Entity
 from connector.core.models import AudienceMembership, Segment
-from connector.core.settings import ALL
+from connector.core.settings import ALL, ConnectorSettings, Mapping, source_of
 from connector.profile import names
 from connector.profile.attributes import ATTRIBUTES, USAGE
 from connector.profile.computed import SCANNED
@@ -103,6 +108,54 @@ async def known_names(conn: AsyncConnection) -> dict[str, Any]:
             "send_events": [ALL, *events],
         },
     }
+
+
+PROPERTY_LISTS = {"synchronized_properties": Entity.USER, "synchronized_account_properties": Entity.ACCOUNT}
+SUGGESTIONS = 3
+
+
+def is_seen(name: str, entity: Entity, choices: set[str], traits: dict[Entity, list[str]]) -> bool:
+    """Whether an entry's attribute names something seen: a choice of its list or an attribute rules read, or a
+    path into a trait key seen, written as rules write it (`traits.address.city`) or by Hull's rule
+    (`address/city`, `traits_plan`, `account.industry` for a user)."""
+    if name in choices:
+        return True
+    if entity == Entity.USER and name.startswith("account."):
+        entity, name = Entity.ACCOUNT, name.removeprefix("account.")
+    path = name.removeprefix("traits.") if name.startswith("traits.") else name.removeprefix("traits_")
+    return re.split(r"[/.]", path)[0] in traits[entity]
+
+
+def closest(name: str, choices: list[str]) -> list[str]:
+    """The names seen most like `name` (a typo's likely intent): at most SUGGESTIONS, the best and those nearly as
+    close, never one far off (difflib's ratio under 0.6)."""
+    scored = sorted(
+        ((difflib.SequenceMatcher(None, name, choice).ratio(), choice) for choice in set(choices)),
+        key=lambda pair: (-pair[0], pair[1]),
+    )
+    best = scored[0][0] if scored else 0
+    return [choice for ratio, choice in scored[:SUGGESTIONS] if ratio >= max(0.6, best - 0.1)]
+
+
+def unseen_attributes(settings: ConnectorSettings, known: dict[str, Any]) -> list[dict[str, str]]:
+    """A warning for each entry of the attribute lists (a plain name or a mapping's `from`) that names nothing
+    seen, with the closest names seen: `{"field", "message"}`, the field as the errors name it."""
+    warnings = []
+    for field, entity in PROPERTY_LISTS.items():
+        choices = [*known["settings"][field], *known["attributes"][entity]]
+        for index, entry in enumerate(getattr(settings, field)):
+            name = source_of(entry)
+            if is_seen(name, entity, set(choices), known["traits"]):
+                continue
+            close = closest(name, choices)
+            hint = f"; did you mean {' or '.join(repr(choice) for choice in close)}?" if close else ""
+            warnings.append(
+                {
+                    "field": f"{field}[{index}]" + (".from" if isinstance(entry, Mapping) else ""),
+                    "message": f"{name!r} was never seen: no {entity.value} has sent it yet{hint}",
+                }
+            )
+    return warnings
 
 
 @requires_admin

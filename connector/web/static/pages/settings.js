@@ -3,7 +3,8 @@
 // (GET /api/names: `settings` maps a field to its choices), and a name not seen yet can be typed.
 // A list whose items may be {"from", "to"} (the schema's items offer such an object) lets each entry
 // be sent under another name. Secrets come back masked and are sent only when typed; a rejected
-// save shows each error at its field and stores nothing.
+// save shows each error at its field and stores nothing; a saved list entry naming an attribute never seen shows
+// the answer's warning at its field.
 
 import { api, ApiError, h, say, statusLine } from "../lib.js";
 
@@ -108,6 +109,7 @@ function renderField(schema, name, property, choices) {
   const help = h("p", { className: "help", id: `${id}-help` }, property.description ?? "",
     h("span", { className: "default" }, ` Default: ${describeDefault(property.default)}.`));
   const error = h("p", { className: "error", id: `${id}-error` });
+  const warning = h("p", { className: "warning", id: `${id}-warning`, role: "status" });
   let field;
   if (kind === "boolean") {
     const control = h("input", { type: "checkbox", id, name, "aria-describedby": describedBy });
@@ -115,7 +117,7 @@ function renderField(schema, name, property, choices) {
     field.node = h("div", { className: "field checkbox" }, h("div", { className: "row" }, control, label), help, error);
   } else if (kind === "list") {
     field = listControl(name, title, choices ?? [], takesMappings(schema, property), describedBy);
-    field.node = h("div", { className: "field list", "data-field": name }, label, field.node, help, error);
+    field.node = h("div", { className: "field list", "data-field": name }, label, field.node, help, error, warning);
   } else if (kind === "json") {
     const nullable = typesOf(property).includes("null");
     const control = h("textarea", { id, name, rows: 6, "aria-describedby": describedBy,
@@ -154,6 +156,7 @@ function renderField(schema, name, property, choices) {
   }
   field.title = title;
   field.error = error;
+  field.warning = warning;
   return field;
 }
 
@@ -209,6 +212,18 @@ function showErrors(errors) {
   first?.focus();
 }
 
+// Warnings name an entry (`synchronized_properties[5].from`): each shows at its list, one line per entry.
+function showWarnings(warnings) {
+  const byField = new Map();
+  for (const { field: path, message } of warnings) {
+    const name = String(path).split(/[.[]/)[0];
+    byField.set(name, [...(byField.get(name) ?? []), message]);
+  }
+  for (const [name, field] of form.fields) {
+    field.warning?.replaceChildren(...(byField.get(name) ?? []).map((message) => h("span", {}, message)));
+  }
+}
+
 export async function render(root, _params, app) {
   const status = statusLine("settings-status");
   const fields = h("div", { id: "settings-fields" });
@@ -227,6 +242,7 @@ export async function render(root, _params, app) {
   element.addEventListener("submit", async (event) => {
     event.preventDefault();
     showErrors([]);
+    showWarnings([]);
     const changed = changes();
     if (!Object.keys(changed).length) {
       say(status, "Nothing changed.");
@@ -235,6 +251,7 @@ export async function render(root, _params, app) {
     try {
       const saved = await api("PUT", "/api/settings", changed);
       fill(saved.settings);
+      showWarnings(saved.warnings ?? []);
       say(status, `Saved: version ${saved.version} is in force.`, "ok");
       await app.refreshStatus();
     } catch (error) {
