@@ -347,7 +347,9 @@ async def test_a_rule_s_preview_equals_the_count_after_saving_and_a_segment_is_r
     assert (segment["name"], segment["member_count"]) == ("Pro with seats", 2)
 
     await page.get_by_label("Segment name").fill("Seated pros")
-    await page.get_by_role("button", name="Save segment").click()
+    # The status already says "Saved: 2 members." from the creation: wait for the rename's own answer.
+    async with page.expect_response(lambda response: response.request.method == "PUT"):
+        await page.get_by_role("button", name="Save segment").click()
     await expect(page.locator("#segment-status")).to_have_text("Saved: 2 members.")
     await page.get_by_role("link", name="All segments").click()
     row = page.locator('tr[data-segment="Seated pros"]')
