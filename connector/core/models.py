@@ -310,6 +310,18 @@ class AudienceMembership(TableModel, table=True):
     exited_at: datetime | None = _time(nullable=True)
 
 
+class SeenName(TableModel, table=True):
+    """A name the connector has seen, kept by processing as it applies messages (profile/names.py): a trait key of
+    a user or an account, an event's name. Only ever added to: a name once seen stays (pickers offer it, the
+    segment editor and the settings know it), whatever retention or erasure later removes."""
+
+    __tablename__ = "seen_names"
+
+    entity: str = Field(max_length=16, primary_key=True)  # user, account
+    kind: str = Field(max_length=16, primary_key=True)  # trait, event
+    name: str = Field(max_length=255, primary_key=True)
+
+
 # --- segments --------------------------------------------------------------
 
 

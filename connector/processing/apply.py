@@ -15,11 +15,12 @@ The statements a run needs do not grow with its messages:
    statement each. A merge of two stored profiles runs now (identity.merge_users), before the run
    writes anything, so it moves only what was stored before.
 3. Data, in memory and in journal order: traits by their timestamps, account links by theirs, events
-   with the account of their time, audiences, the activity log (an `incoming.user.success` entry per
-   applied message, an `incoming.account.success` per group call that changed its account). Then each
-   profile's persona is read again from its title trait as the run left it (connector/profile/persona.py).
+   with the account of their time, audiences, the names seen (trait keys, event names), the activity log
+   (an `incoming.user.success` entry per applied message, an `incoming.account.success` per group call
+   that changed its account). Then each profile's persona is read again from its title trait as the run
+   left it (connector/profile/persona.py).
 4. Writes, one statement per kind of row: accounts, users, identifiers, events, usage, audiences,
-   audits, activity.
+   audits, activity, seen names.
 
 A row another worker stored since the lookup (an identifier, a group id, a domain) makes the insert
 skip it (ON CONFLICT DO NOTHING); that raises db.Contention, and service/batch.py retries the batch, whose
@@ -48,7 +49,7 @@ from connector.flow.changes import Changes, Merge
 from connector.processing import accounts, identity
 from connector.processing.domains import company_domain
 from connector.processing.traits import update_traits
-from connector.profile import audiences, persona, usage
+from connector.profile import audiences, names, persona, usage
 
 users = User.__table__
 events = Event.__table__
@@ -162,6 +163,7 @@ class BatchApplier:
         self.events_from_journal = is_postgres(conn)
         self.audience_changes: list[tuple[int, str, bool, datetime]] = []
         self.activity: list[dict[str, Any]] = []
+        self.names: set[tuple[str, str, str]] = set()  # trait keys and event names the run saw (profile/names.py)
         self.outcomes: Counter[str] = Counter()  # applied messages by type, for the metric (once per batch)
 
     async def apply(self, messages: list[Incoming]) -> None:
@@ -346,6 +348,7 @@ class BatchApplier:
             )
             profile.dirty |= store
             profile.rescan |= store
+            self._saw_traits(Entity.USER, message)
             details["traits_changed"] = changed
             if step.account is not None:
                 self._account_changed(step)
@@ -360,6 +363,7 @@ class BatchApplier:
                 known_audiences.add(key)
                 self.audience_changes.append((user_id, key, member, timestamp))
         elif kind == MessageType.GROUP and step.account is not None:
+            self._saw_traits(Entity.ACCOUNT, message)
             if self._account_changed(step):
                 self.activity.append(
                     activity.entry(
@@ -388,6 +392,11 @@ class BatchApplier:
             profile.dirty = True
         self.changes.processed += 1
         self.outcomes[kind] += 1
+
+    def _saw_traits(self, entity: Entity, message: dict[str, Any]) -> None:
+        traits = message.get("traits")
+        if isinstance(traits, dict):
+            self.names.update(names.seen(entity, names.TRAIT, key) for key in traits)
 
     def _account_changed(self, step: Step) -> bool:
         if step.account_changed and step.account is not None:
@@ -424,6 +433,7 @@ class BatchApplier:
             row["context"] = message.get("context") or {}
             row["integrations"] = message.get("integrations") or None
         self.events.append(row)
+        self.names.add(names.seen(Entity.USER, names.EVENT, row["event"]))
         self.event_usage[message["messageId"]] = usage.event_rows(
             _StoredEvent(message["type"], user_id, profile.account_id, timestamp, properties)
         )
@@ -439,6 +449,7 @@ class BatchApplier:
         audits = [_user_audit(row, user_of) for row in resolver.audits] + book.conflict_audits()
         await insert_rows(self.conn, audit, [{**row, "created_at": self.now} for row in audits])
         await activity.append(self.conn, self.activity, self.now)
+        await names.record(self.conn, self.names)
         # Last: an account's usage rows are shared with the batches of its other users, which wait for them
         # until this transaction ends; written last, they are held the shortest time.
         await usage.add(self.conn, usage_rows)

@@ -56,7 +56,16 @@ MEMBERSHIPS = {
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "Error": _object({"message": TEXT}, {"field": TEXT, "errors": {"type": "array", "items": ANY_OBJECT}}),
-    "Settings": _object({"version": COUNT, "settings": ANY_OBJECT}),
+    "Settings": _object(
+        {"version": COUNT, "settings": ANY_OBJECT},
+        {
+            "warnings": {
+                "type": "array",
+                "items": _object({"field": TEXT, "message": TEXT}),
+                "description": "a saved change's entries that name an attribute never seen",
+            }
+        },
+    ),
     "ApiKey": _object({"api_key": TEXT}),
     "Event": _object(
         {

@@ -147,3 +147,35 @@ def test_upgrading_to_the_journal_queue_keeps_each_message_pending_processed_or_
         ("parked", "failed", "KeyError: x"),
         ("new", "pending", None),
     ]
+
+
+def test_upgrading_to_seen_names_fills_it_with_the_trait_keys_and_event_names_already_stored(empty_database):
+    command.upgrade(alembic_config(empty_database), "0010")
+
+    at = "'2026-11-01 00:00:00'"
+    asyncio.run(
+        execute(
+            empty_database,
+            f"INSERT INTO accounts (id, traits, trait_timestamps, created_at, updated_at) "
+            f"VALUES (1, '{{\"industry\": \"retail\"}}', '{{}}', {at}, {at})",
+            f"INSERT INTO users (id, traits, trait_timestamps, created_at, updated_at) "
+            f'VALUES (1, \'{{"plan": "pro", "seats": 3}}\', \'{{}}\', {at}, {at}), '
+            f'(2, \'{{"plan": "free", "address": {{"city": "Paris"}}}}\', \'{{}}\', {at}, {at})',
+            "INSERT INTO events (user_id, message_id, type, event, source, timestamp, received_at, properties, "
+            "context) "
+            f"VALUES (1, 'm-1', 'track', 'Report Created', 'api', {at}, {at}, '{{}}', '{{}}'), "
+            f"(2, 'm-2', 'track', 'Report Created', 'api', {at}, {at}, '{{}}', '{{}}'), "
+            f"(2, 'm-3', 'page', 'page', 'api', {at}, {at}, '{{}}', '{{}}')",
+        )
+    )
+    upgrade(empty_database)
+    [seen] = asyncio.run(execute(empty_database, "SELECT entity, kind, name FROM seen_names"))
+
+    assert sorted(tuple(row) for row in seen) == [
+        ("account", "trait", "industry"),
+        ("user", "event", "Report Created"),
+        ("user", "event", "page"),
+        ("user", "trait", "address"),
+        ("user", "trait", "plan"),
+        ("user", "trait", "seats"),
+    ]

@@ -191,7 +191,9 @@ async def test_a_rule_s_preview_equals_the_count_after_saving_and_a_segment_is_r
     assert (segment["name"], segment["member_count"]) == ("Pro with seats", 2)
 
     await page.get_by_label("Segment name").fill("Seated pros")
-    await page.get_by_role("button", name="Save segment").click()
+    # The status already says "Saved: 2 members." from the creation: wait for the rename's own answer.
+    async with page.expect_response(lambda response: response.request.method == "PUT"):
+        await page.get_by_role("button", name="Save segment").click()
     await expect(page.locator("#segment-status")).to_have_text("Saved: 2 members.")
     await page.get_by_role("link", name="All segments").click()
     row = page.locator('tr[data-segment="Seated pros"]')
@@ -204,6 +206,113 @@ async def test_a_rule_s_preview_equals_the_count_after_saving_and_a_segment_is_r
     await expect(page).to_have_url(re.compile(r"#/segments$"))
     await expect(page.get_by_text("No segments yet")).to_be_visible()
     assert (await admin(server, "GET", "/api/segments"))["segments"] == []
+
+
+async def test_a_name_never_seen_is_marked_as_it_is_typed_and_a_suggestion_replaces_it(page, server, screenshots):
+    await via_batch(
+        server,
+        identify("ada", {"plan": "pro"}),
+        {"type": "track", "userId": "ada", "event": "Report Created"},
+    )
+    await eventually(lambda: user_found(server, "ada"))
+    await sign_in(page, server, at="#/segments/new")
+
+    condition = page.locator(".condition").first
+    await condition.get_by_label("Attribute").fill("traits.paln")
+    await expect(condition.locator(".unseen")).to_contain_text("Never seen: no attribute named “traits.paln”")
+    await condition.get_by_role("button", name="traits.plan").click()
+    await expect(condition.get_by_label("Attribute")).to_have_value("traits.plan")
+    await expect(condition.locator(".unseen")).to_be_hidden()
+    await expect(page.locator("#preview-count")).to_have_text("1 user matches now")
+
+    await condition.get_by_label("Condition on").select_option("event")
+    await condition.get_by_label("Event name").fill("Report Crated")
+    await expect(condition.locator(".unseen")).to_contain_text("Did you mean Report Created?")
+    await page.screenshot(path=str(screenshots / "segment-editor-unseen.png"))
+    await condition.get_by_role("button", name="Report Created").click()
+    await expect(condition.locator(".unseen")).to_be_hidden()
+    # "at least N times, within N days" and the remove button keep to one line: "days" and the button never wrap alone.
+    middles = []
+    for part in (
+        condition.get_by_label("Count is"),
+        condition.get_by_text("days", exact=False).last,
+        condition.get_by_role("button", name="Remove condition"),
+    ):
+        box = await part.bounding_box()
+        assert box is not None
+        middles.append(box["y"] + box["height"] / 2)
+    assert max(middles) - min(middles) < 10, middles
+
+
+async def test_a_short_trait_name_is_read_as_traits_dot_name_the_spelling_of_every_screen(page, server):
+    await via_batch(server, identify("ada", {"plan": "pro"}))
+    await eventually(lambda: user_found(server, "ada"))
+    await sign_in(page, server, at="#/segments/new")
+
+    attribute = page.locator(".condition").first.get_by_label("Attribute")
+    await attribute.fill("plan")
+    await attribute.press("Tab")
+    await expect(attribute).to_have_value("traits.plan")
+    await page.locator("summary", has_text="JSON view").click()
+    assert '"attribute": "traits.plan"' in await page.get_by_label("Rule (JSON)").input_value()
+
+
+async def test_the_json_view_and_the_builder_are_one_rule_and_errors_name_the_condition(page, server, screenshots):
+    await sign_in(page, server, at="#/segments/new")
+    await page.locator("summary", has_text="JSON view").click()
+    rule = page.get_by_label("Rule (JSON)")
+    await rule.fill('{"all": [{"attribute": "traits.plan", "op": "equals", "value": "pro"}]}')
+
+    operator = page.locator(".condition").first.get_by_label("Operator")
+    await expect(operator.locator("option:checked")).to_have_text("equals (unknown)")
+    await expect(page.locator("#segment-error")).to_contain_text("Condition 1: choose an operator")
+    await expect(page.locator("#segment-error")).not_to_contain_text("rule.all[0]")
+    preview = page.locator("#preview-count")
+    await expect(preview).to_have_text("No preview: the rule is not complete.")
+    # A small muted line, not a heading-sized figure.
+    size = await preview.evaluate("node => parseFloat(getComputedStyle(node).fontSize)")
+    body = await page.evaluate("parseFloat(getComputedStyle(document.body).fontSize)")
+    assert size <= body
+    await page.screenshot(path=str(screenshots / "segment-editor-json.png"))
+
+    await operator.select_option("neq")
+    assert '"op": "neq"' in await rule.input_value()
+    await expect(preview).to_have_text("0 users match now")
+    await rule.fill('{"any": [{"event": "Signed Up", "count": {"lte": 2}}]}')
+    await expect(page.locator(".condition").first.get_by_label("Event name")).to_have_value("Signed Up")
+    await expect(page.locator(".condition").first.get_by_label("Count is")).to_have_value("lte")
+
+
+async def test_saving_one_member_says_member_and_one_account_matches(page, server):
+    await via_batch(server, {"type": "group", "userId": "ada", "groupId": "acme", "traits": {"industry": "retail"}})
+    await admin(server, "PUT", "/api/settings", json={"handle_accounts": True})
+    await via_batch(server, {"type": "group", "userId": "ada", "groupId": "acme", "traits": {"industry": "retail"}})
+    await eventually(lambda: user_found(server, "ada"))
+    await sign_in(page, server, at="#/segments/new")
+    await page.get_by_label("Segment name").fill("Retail")
+    await page.get_by_label("Segment of").select_option("account")
+    condition = page.locator(".condition").first
+    await condition.get_by_label("Attribute").fill("traits.industry")
+    await condition.get_by_label("Value").fill("retail")
+    await expect(page.locator("#preview-count")).to_have_text("1 account matches now")
+    await page.get_by_role("button", name="Create segment").click()
+    await expect(page.locator("#segment-status")).to_have_text("Saved: 1 member.")
+
+
+async def test_a_setting_naming_an_attribute_never_seen_is_saved_with_a_warning_at_its_field(page, server):
+    await via_batch(server, identify("ada", {"plan": "pro", "email": "ada@example.com"}))
+    await eventually(lambda: user_found(server, "ada"))
+    schema = (await call(server, "GET", "/settings.schema.json")).json()
+    await sign_in(page, server, at="#/settings")
+    prop = schema["properties"]["synchronized_properties"]
+    other = page.locator('.field[data-field="synchronized_properties"]').get_by_label(f"{prop['title']}: another name")
+    await other.fill("paln")
+    await page.get_by_role("button", name="Save settings").click()
+    await expect(page.locator("#settings-status")).to_contain_text("Saved")
+    await expect(page.locator("#setting-synchronized_properties-warning")).to_have_text(
+        "'paln' was never seen: no user has sent it yet; did you mean 'plan'?"
+    )
+    assert (await settings_of(server))["synchronized_properties"] == ["email", "paln"]
 
 
 async def test_a_user_sent_through_segment_shows_traits_events_activity_and_the_would_be_identify(

@@ -1,16 +1,22 @@
 """The names the connector knows, for the dashboard's pickers: segments, attributes, events, audiences.
 
 - segments: every segment's name, by entity.
-- events and audiences: every distinct name stored, read by skipping through their indexes (one
-  index probe per name, however many rows), up to MAX_NAMES each.
-- traits: the top-level trait keys of the MAX_PROFILES most recent users and accounts (traits are
-  JSON documents: listing the keys of every profile would read the whole table).
+- events and traits: every event name and top-level trait key of users and accounts the connector has
+  seen, as processing keeps them (profile/names.py), up to MAX_NAMES each: a name stays known after
+  retention or an erasure removed what named it.
+- audiences: every distinct audience stored, read by skipping through its index (one index probe per
+  name, however many rows), up to MAX_NAMES.
 - attributes: what a segment rule can name (connector/profile/attributes.py), with those trait keys.
 - settings: the choices of each settings list that names something: `ALL` and the segment names,
   the attributes the outbound builder reads (traits, `usage.*`, `audiences.*`, `account.*`), the
   event names.
+
+A settings list of attributes may name one never seen (a typo, or data not sent yet): the save keeps it and
+`unseen_attributes` words a warning for it, with the closest names seen.
 """
 
+import difflib
+import re
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,15 +26,15 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from connector.core.kinds import Entity
-from connector.core.models import Account, AudienceMembership, Event, Segment, User
-from connector.core.settings import ALL
+from connector.core.models import AudienceMembership, Segment
+from connector.core.settings import ALL, ConnectorSettings, Mapping, source_of
+from connector.profile import names
 from connector.profile.attributes import ATTRIBUTES, USAGE
 from connector.profile.computed import SCANNED
 from connector.web.auth import requires_admin
 from connector.web.deps import runtime_of
 
 MAX_NAMES = 1000
-MAX_PROFILES = 2000
 OUTBOUND_ACCOUNT_COLUMNS = ("domain", "group_id")  # sent when the account's traits lack them (outbound/messages.py)
 
 # Each step finds the next name after the last one through the column's index: a loose index scan.
@@ -47,11 +53,6 @@ async def distinct_names(conn: AsyncConnection, table: sa.Table, column: str) ->
     """The column's distinct values in order, up to MAX_NAMES (the column must be indexed)."""
     query = sa.text(_DISTINCT.format(table=table.name, column=table.c[column].name))
     return list((await conn.scalars(query, {"limit": MAX_NAMES})).all())
-
-
-async def trait_keys(conn: AsyncConnection, table: sa.Table) -> list[str]:
-    documents = await conn.scalars(sa.select(table.c.traits).order_by(table.c.id.desc()).limit(MAX_PROFILES))
-    return sorted({key for traits in documents if isinstance(traits, dict) for key in traits})
 
 
 def rule_attributes(entity: Entity, traits: dict[Entity, list[str]]) -> list[str]:
@@ -86,11 +87,8 @@ async def known_names(conn: AsyncConnection) -> dict[str, Any]:
         sa.select(Segment.__table__.c.name, Segment.__table__.c.entity).order_by(Segment.__table__.c.name)
     ):
         segments.setdefault(entity, []).append(name)
-    traits = {
-        Entity.USER: await trait_keys(conn, User.__table__),
-        Entity.ACCOUNT: await trait_keys(conn, Account.__table__),
-    }
-    events = await distinct_names(conn, Event.__table__, "event")
+    traits = {entity: await names.known(conn, entity, names.TRAIT, MAX_NAMES) for entity in Entity}
+    events = await names.known(conn, Entity.USER, names.EVENT, MAX_NAMES)
     audiences = await distinct_names(conn, AudienceMembership.__table__, "audience")
     account_attributes = outbound_attributes(traits[Entity.ACCOUNT], None)
     return {
@@ -112,14 +110,61 @@ async def known_names(conn: AsyncConnection) -> dict[str, Any]:
     }
 
 
+PROPERTY_LISTS = {"synchronized_properties": Entity.USER, "synchronized_account_properties": Entity.ACCOUNT}
+SUGGESTIONS = 3
+
+
+def is_seen(name: str, entity: Entity, choices: set[str], traits: dict[Entity, list[str]]) -> bool:
+    """Whether an entry's attribute names something seen: a choice of its list or an attribute rules read, or a
+    path into a trait key seen, written as rules write it (`traits.address.city`) or by Hull's rule
+    (`address/city`, `traits_plan`, `account.industry` for a user)."""
+    if name in choices:
+        return True
+    if entity == Entity.USER and name.startswith("account."):
+        entity, name = Entity.ACCOUNT, name.removeprefix("account.")
+    path = name.removeprefix("traits.") if name.startswith("traits.") else name.removeprefix("traits_")
+    return re.split(r"[/.]", path)[0] in traits[entity]
+
+
+def closest(name: str, choices: list[str]) -> list[str]:
+    """The names seen most like `name` (a typo's likely intent): at most SUGGESTIONS, the best and those nearly as
+    close, never one far off (difflib's ratio under 0.6)."""
+    scored = sorted(
+        ((difflib.SequenceMatcher(None, name, choice).ratio(), choice) for choice in set(choices)),
+        key=lambda pair: (-pair[0], pair[1]),
+    )
+    best = scored[0][0] if scored else 0
+    return [choice for ratio, choice in scored[:SUGGESTIONS] if ratio >= max(0.6, best - 0.1)]
+
+
+def unseen_attributes(settings: ConnectorSettings, known: dict[str, Any]) -> list[dict[str, str]]:
+    """A warning for each entry of the attribute lists (a plain name or a mapping's `from`) that names nothing
+    seen, with the closest names seen: `{"field", "message"}`, the field as the errors name it."""
+    warnings = []
+    for field, entity in PROPERTY_LISTS.items():
+        choices = [*known["settings"][field], *known["attributes"][entity]]
+        for index, entry in enumerate(getattr(settings, field)):
+            name = source_of(entry)
+            if is_seen(name, entity, set(choices), known["traits"]):
+                continue
+            close = closest(name, choices)
+            hint = f"; did you mean {' or '.join(repr(choice) for choice in close)}?" if close else ""
+            warnings.append(
+                {
+                    "field": f"{field}[{index}]" + (".from" if isinstance(entry, Mapping) else ""),
+                    "message": f"{name!r} was never seen: no {entity.value} has sent it yet{hint}",
+                }
+            )
+    return warnings
+
+
 @requires_admin
 async def get_names(request: Request) -> JSONResponse:
     """
     summary: The names the connector knows, for pickers (segments, attributes, events, audiences)
     description: >-
-      `settings` maps each settings list that names something to its choices. Events and audiences
-      list every stored name (up to 1,000); trait keys are those of the 2,000 most recent users and
-      accounts.
+      `settings` maps each settings list that names something to its choices. Events, trait keys
+      and audiences list every name the connector has seen (up to 1,000 each).
     responses:
       200: {description: "the names", schema: {$ref: "#/components/schemas/Names"}}
     """

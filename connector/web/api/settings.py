@@ -18,6 +18,7 @@ from connector.core.settings import at_path, unknown_segments
 from connector.core.settings_store import validation_errors
 from connector.segments.rules import RuleError
 from connector.service.use_cases import save_settings
+from connector.web.api.names import known_names, unseen_attributes
 from connector.web.auth import requires_admin
 from connector.web.deps import ApiError, json_body, runtime_of
 
@@ -39,7 +40,10 @@ async def get_settings(request: Request) -> JSONResponse:
 async def put_settings(request: Request) -> JSONResponse:
     """
     summary: Change settings (partial document); a rejected change names the field and stores nothing
-    description: A new `icp` setting scores every account again before the answer.
+    description: >-
+      A new `icp` setting scores every account again before the answer. An attribute list entry (a name
+      or a mapping's `from`) naming nothing the connector has seen is saved, and answered in `warnings`
+      (`field`, `message` with the closest names seen).
     requestBody: {content: {application/json: {schema: {$ref: "/settings.schema.json"}}}}
     responses:
       200: {description: "the new version", schema: {$ref: "#/components/schemas/Settings"}}
@@ -64,7 +68,9 @@ async def put_settings(request: Request) -> JSONResponse:
         raise _refused(validation_errors(problem)) from None
     except RuleError as problem:
         raise _refused([at_path(problem.path, problem.message)]) from None
-    return JSONResponse({"version": version, "settings": settings.masked()})
+    async with runtime.engine.connect() as conn:
+        warnings = unseen_attributes(settings, await known_names(conn))
+    return JSONResponse({"version": version, "settings": settings.masked(), "warnings": warnings})
 
 
 def _refused(errors: list[dict[str, Any]]) -> ApiError:

@@ -1,7 +1,11 @@
 // Segments: the list (members, entered and exited in the last 24 hours) and an editor for one segment.
 // The editor builds the rule as groups (all / any / none of) of conditions on attributes, events and
-// audiences, keeps a JSON view in step with it, and previews after each change how many users or
-// accounts match and a sample of them (POST /api/segments/preview compiles the rule as saving does).
+// audiences. The builder and the JSON view are one state: editing either redraws the other (an operator
+// typed in the JSON shows in the builder, marked when it is none). An attribute, event or audience the
+// connector has never seen (GET /api/names) is marked as it is typed, with the closest names seen; a
+// trait typed by its short name (`plan`) is read as `traits.plan`, the one spelling every screen shows.
+// After each change it previews how many users or accounts match and a sample of them
+// (POST /api/segments/preview compiles the rule as saving does); a rule's errors name the condition.
 
 import { api, card, datalist, h, link, say, statusLine, table, time } from "../lib.js";
 
@@ -16,6 +20,7 @@ const LIST_VALUE = ["in", "not_in"];
 const NUMBER_VALUE = ["gt", "gte", "lt", "lte", "within_last_days"];
 const COUNT_OPS = [["gte", "at least"], ["eq", "exactly"], ["lte", "at most"], ["gt", "more than"], ["lt", "fewer than"]];
 const PREVIEW_DELAY_MS = 300;
+const SUGGESTIONS = 3;
 let flash = ""; // what the editor of a segment just created says once it opens on the new segment's URL
 
 // --- the list ------------------------------------------------------------------------------------
@@ -67,11 +72,85 @@ function parseScalar(text) {
 const showScalar = (value) => (typeof value === "string" && parseScalar(value) !== value ? JSON.stringify(value)
   : String(value ?? ""));
 
+const plural = (count, one, many) => `${count} ${count === 1 ? one : many}`;
+
+// --- names seen: marks and "did you mean" ----------------------------------------------------------
+
+// Edit distance where swapping two neighbours counts once ("paln" is one step from "plan").
+function distance(a, b) {
+  const rows = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j += 1) rows[0][j] = j;
+  for (let i = 1; i <= a.length; i += 1) {
+    for (let j = 1; j <= b.length; j += 1) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      rows[i][j] = Math.min(rows[i - 1][j] + 1, rows[i][j - 1] + 1, rows[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        rows[i][j] = Math.min(rows[i][j], rows[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return rows[a.length][b.length];
+}
+
+const likeness = (a, b) => 1 - distance(a.toLowerCase(), b.toLowerCase()) / Math.max(a.length, b.length, 1);
+
+// The names seen most like `typed`, compared whole and by their last part (`plan` is like `traits.plan`):
+// the best and those nearly as close, never one far off.
+function closest(typed, seen) {
+  const scored = seen.map((name) => [Math.max(likeness(typed, name), likeness(typed, name.split(".").pop())), name])
+    .sort((x, y) => y[0] - x[0] || x[1].localeCompare(y[1]));
+  const best = scored[0]?.[0] ?? 0;
+  return scored.slice(0, SUGGESTIONS).filter(([score]) => score >= Math.max(0.6, best - 0.1)).map(([, name]) => name);
+}
+
+// Whether an attribute names something seen: a name of the list, or a path inside one (traits.address.city).
+const attributeSeen = (name, seen) => seen.some((known) => name === known || name.startsWith(`${known}.`));
+
+// The one spelling of a trait: `plan` typed where `traits.plan` is an attribute seen is read as the latter.
+function spelled(name, seen) {
+  return !attributeSeen(name, seen) && seen.includes(`traits.${name}`) ? `traits.${name}` : name;
+}
+
+// A note under a condition: nothing while the name is seen (or empty), else "never seen" and the closest.
+function unseenNote(note, typed, seen, what, replace) {
+  if (!typed || (what === "attribute" ? attributeSeen(typed, seen) : seen.includes(typed))) {
+    note.replaceChildren();
+    return;
+  }
+  const close = closest(typed, seen);
+  note.replaceChildren(h("span", {}, `Never seen: no ${what} named “${typed}” has arrived yet.`),
+    ...(close.length ? [h("span", {}, " Did you mean "), ...close.flatMap((name, index) => [
+      index ? h("span", {}, " or ") : null,
+      h("button", { type: "button", className: "link", onclick: () => replace(name) }, name)]).filter(Boolean),
+    h("span", {}, "?")] : []));
+}
+
+// --- rule errors in people's words -------------------------------------------------------------------
+
+const FIELD_WORDS = { op: "operator", attribute: "attribute", value: "value", event: "event name", count: "times",
+  within_days: "days", audience: "audience" };
+
+// `rule.all[1].any[0].op` -> "Condition 2.1: choose an operator", the numbers the builder shows.
+function ruleProblem(path, message) {
+  const numbers = [...String(path).matchAll(/\[(\d+)\]/g)].map((match) => Number(match[1]) + 1);
+  const key = String(path).split(".").pop().replace(/\[\d+\]$/, "");
+  const where = `Condition ${numbers.length ? numbers.join(".") : 1}`;
+  if (key === "op") return `${where}: choose an operator (${message.split(";")[0]})`;
+  if (key in FIELD_WORDS) return `${where}: ${FIELD_WORDS[key]}: ${message}`;
+  return `${where}: ${message}`;
+}
+
+const problemText = (problem) => (String(problem.body?.field ?? "").startsWith("rule")
+  ? ruleProblem(problem.body.field, problem.body.errors?.[0]?.message ?? problem.message) : problem.message);
+
 // --- the editor -------------------------------------------------------------------------------------
 
+// A value not among the options (an operator typed in the JSON view) shows as itself, marked, until changed.
 function selectOf(options, value, label, onchange) {
-  const select = h("select", { "aria-label": label },
-    options.map(([key, text]) => h("option", { value: key, selected: key === value }, text)));
+  const known = options.some(([key]) => key === value);
+  const shown = known || value === undefined ? options : [[value, `${value} (unknown)`], ...options];
+  const select = h("select", { "aria-label": label, "aria-invalid": known ? null : "true" },
+    shown.map(([key, text]) => h("option", { value: key, selected: key === value }, text)));
   select.addEventListener("change", () => onchange(select.value));
   return select;
 }
@@ -82,62 +161,96 @@ function input(value, label, oninput, props = {}) {
   return node;
 }
 
-function conditionEditor(part, changed, redraw) {
+// `ctx`: what every condition's editor shares: changed() after an edit, redraw() after a change of shape, and
+// `seen()`, the names seen for the segment's entity ({attributes, events, audiences}).
+function conditionEditor(part, number, ctx) {
+  const { changed, redraw } = ctx;
   const kind = "event" in part ? "event" : "audience" in part ? "audience" : "attribute";
+  const note = h("p", { className: "unseen", role: "status" });
   const kindSelect = selectOf([["attribute", "attribute"], ["event", "event"], ["audience", "audience"]], kind,
     "Condition on", (next) => {
       for (const key of Object.keys(part)) delete part[key];
       Object.assign(part, next === "event" ? { event: "" } : next === "audience" ? { audience: "" }
         : { attribute: "", op: "eq", value: "" });
+      changed();
       redraw();
     });
+  // A name box marked as it is typed when the connector never saw the name; a suggestion picked replaces it.
+  function nameInput(key, label, list, what, seen, props = {}) {
+    const mark = () => unseenNote(note, part[key], seen(), what, (name) => {
+      part[key] = name;
+      node.value = name;
+      mark();
+      changed();
+    });
+    const node = input(part[key], label, (text) => { part[key] = text; mark(); changed(); }, { list, ...props });
+    if (what === "attribute") {
+      node.addEventListener("change", () => {
+        const one = spelled(node.value.trim(), seen());
+        if (one !== node.value) { node.value = part[key] = one; mark(); changed(); }
+      });
+    }
+    mark();
+    return node;
+  }
+  const head = [h("span", { className: "condition-number" }, `${number}.`), kindSelect];
+  let body;
   if (kind === "event") {
     const count = Object.entries(part.count ?? { gte: 1 })[0];
-    return [kindSelect,
-      input(part.event, "Event name", (value) => { part.event = value; changed(); }, { list: "known-events" }),
-      selectOf(COUNT_OPS, count[0], "Count is", (op) => { part.count = { [op]: count[1] }; changed(); redraw(); }),
-      input(String(count[1]), "Times", (value) => { part.count = { [count[0]]: Number(value) }; changed(); },
-        { type: "number", min: "0", className: "short" }),
-      h("span", {}, "times, within"),
-      input(part.within_days ?? "", "Within days", (value) => {
-        if (value === "") delete part.within_days; else part.within_days = Number(value);
-        changed();
-      }, { type: "number", min: "1", className: "short", placeholder: "any" }),
-      h("span", {}, "days")];
-  }
-  if (kind === "audience") {
-    return [kindSelect, input(part.audience, "Audience key", (value) => { part.audience = value; changed(); },
-      { list: "known-audiences" })];
-  }
-  const value = NO_VALUE.includes(part.op) ? null
-    : input(LIST_VALUE.includes(part.op) ? (part.value ?? []).map(showScalar).join(", ") : showScalar(part.value),
-      "Value", (text) => {
+    body = [...head,
+      nameInput("event", "Event name", "known-events", "event", () => ctx.seen().events),
+      // One phrase, "at least N times, within N days": it moves to the next line whole, never in pieces.
+      h("span", { className: "nowrap" },
+        selectOf(COUNT_OPS, count[0], "Count is", (op) => { part.count = { [op]: count[1] }; changed(); redraw(); }),
+        input(String(count[1]), "Times", (value) => { part.count = { [count[0]]: Number(value) }; changed(); },
+          { type: "number", min: "0", className: "short" }),
+        " times, within ",
+        input(part.within_days ?? "", "Within days", (value) => {
+          if (value === "") delete part.within_days; else part.within_days = Number(value);
+          changed();
+        }, { type: "number", min: "1", className: "short", placeholder: "any" }),
+        " days")];
+  } else if (kind === "audience") {
+    body = [...head, nameInput("audience", "Audience key", "known-audiences", "audience", () => ctx.seen().audiences)];
+  } else {
+    const value = NO_VALUE.includes(part.op) ? null
+      : input(LIST_VALUE.includes(part.op) ? [].concat(part.value ?? []).map(showScalar).join(", ")
+        : showScalar(part.value), "Value", (text) => {
         if (LIST_VALUE.includes(part.op)) part.value = text.split(",").map((item) => item.trim()).filter(Boolean).map(parseScalar);
         else if (NUMBER_VALUE.includes(part.op)) part.value = Number(text);
         else part.value = parseScalar(text);
         changed();
       }, { placeholder: LIST_VALUE.includes(part.op) ? "a, b, c" : "value" });
-  return [kindSelect,
-    input(part.attribute, "Attribute", (text) => { part.attribute = text; changed(); }, { list: "known-attributes" }),
-    selectOf(OPERATORS, part.op, "Operator", (op) => {
-      part.op = op;
-      if (NO_VALUE.includes(op)) delete part.value;
-      else if (LIST_VALUE.includes(op)) part.value = [].concat(part.value ?? []).filter((item) => item !== "");
-      else if (Array.isArray(part.value)) part.value = part.value[0] ?? "";
-      changed();
-      redraw();
-    }),
-    value];
+    body = [...head,
+      nameInput("attribute", "Attribute", "known-attributes", "attribute", () => ctx.seen().attributes),
+      selectOf(OPERATORS, part.op, "Operator", (op) => {
+        part.op = op;
+        if (NO_VALUE.includes(op)) delete part.value;
+        else if (LIST_VALUE.includes(op)) part.value = [].concat(part.value ?? []).filter((item) => item !== "");
+        else if (Array.isArray(part.value)) part.value = part.value[0] ?? "";
+        changed();
+        redraw();
+      }),
+      value];
+  }
+  return { body, note };
 }
 
-function groupEditor(group, changed, redraw, remove = null) {
+function groupEditor(group, ctx, prefix = "", remove = null) {
+  const { changed, redraw } = ctx;
   const mode = selectOf([["all", "all of"], ["any", "any of"], ["none", "none of"]], group.mode, "Match",
     (next) => { group.mode = next; changed(); });
   const parts = group.parts.map((part, index) => {
+    const number = `${prefix}${index + 1}`;
     const drop = () => { group.parts.splice(index, 1); changed(); redraw(); };
-    if (part.mode) return groupEditor(part, changed, redraw, drop);
-    return h("li", { className: "condition row" }, conditionEditor(part, changed, redraw),
-      h("button", { type: "button", className: "secondary", "aria-label": "Remove condition", onclick: drop }, "×"));
+    if (part.mode) return groupEditor(part, ctx, `${number}.`, drop);
+    const { body, note } = conditionEditor(part, number, ctx);
+    // The remove button ends the line it belongs to: it never wraps alone onto the next one.
+    return h("li", { className: "condition", "data-condition": number },
+      h("div", { className: "row" }, ...body.slice(0, -1),
+        h("span", { className: "nowrap" }, body.at(-1),
+          h("button", { type: "button", className: "secondary", "aria-label": "Remove condition", onclick: drop }, "×"))),
+      note);
   });
   const add = (part) => () => { group.parts.push(part()); changed(); redraw(); };
   return h("li", { className: "group" },
@@ -177,46 +290,58 @@ async function renderEditor(root, segmentId, app) {
     h("option", { value: "account", selected: state.entity === "account" }, "accounts"));
   const builder = h("ul", { className: "rule-builder", "aria-label": "Rule" });
   const jsonView = h("textarea", { id: "segment-rule", rows: 8, className: "mono", spellcheck: false });
+  const jsonError = h("p", { className: "error", id: "segment-rule-error", role: "alert" });
   const previewCount = h("p", { className: "preview-count", id: "preview-count", role: "status" });
   const previewSample = h("div", { id: "preview-sample" });
   const attributes = datalist("known-attributes", names.attributes[state.entity]);
   let timer = null;
 
-  function changed() {
-    jsonView.value = JSON.stringify(toRule(state.group), null, 2);
-    clearTimeout(timer);
-    timer = setTimeout(preview, PREVIEW_DELAY_MS);
-  }
-  function redraw() {
-    builder.replaceChildren(groupEditor(state.group, changed, redraw));
-  }
+  const ctx = {
+    seen: () => ({ attributes: names.attributes[state.entity], events: names.events, audiences: names.audiences }),
+    // After an edit in the builder the JSON view shows the rule; after one in the JSON view, it is left as typed.
+    changed: (fromJson = false) => {
+      if (!fromJson) {
+        jsonView.value = JSON.stringify(toRule(state.group), null, 2);
+        say(jsonError, "");
+      }
+      clearTimeout(timer);
+      timer = setTimeout(preview, PREVIEW_DELAY_MS);
+    },
+    redraw: () => builder.replaceChildren(groupEditor(state.group, ctx)),
+  };
   async function preview() {
     try {
       const result = await api("POST", "/api/segments/preview", { entity: state.entity, rule: toRule(state.group) });
       say(error, "");
-      say(previewCount, `${result.count} ${state.entity === "account" ? "accounts" : "users"} match now`);
+      const [one, many] = state.entity === "account" ? ["account", "accounts"] : ["user", "users"];
+      say(previewCount, `${plural(result.count, one, many)} ${result.count === 1 ? "matches" : "match"} now`);
       previewSample.replaceChildren(sampleTable(result.entity, result.sample));
     } catch (problem) {
-      say(previewCount, "No preview: the rule is not complete.");
-      say(error, problem.message);
+      say(previewCount, "No preview: the rule is not complete.", "incomplete");
+      say(error, problemText(problem));
       previewSample.replaceChildren();
     }
   }
   entity.addEventListener("change", () => {
     state.entity = entity.value;
     attributes.replaceChildren(...names.attributes[state.entity].map((value) => h("option", { value })));
-    changed();
+    ctx.redraw();
+    ctx.changed();
   });
-  const applyJson = h("button", { type: "button", className: "secondary", onclick: () => {
+  // The JSON view is the builder's other face: each edit that parses becomes the state and redraws the builder.
+  jsonView.addEventListener("input", () => {
+    let rule;
     try {
-      state.group = toGroup(JSON.parse(jsonView.value));
+      rule = JSON.parse(jsonView.value);
     } catch (problem) {
-      say(error, `The rule is not valid JSON: ${problem.message}`);
+      say(jsonError, `Not valid JSON yet: ${problem.message}`);
       return;
     }
-    redraw();
-    changed();
-  } }, "Apply JSON");
+    say(jsonError, "");
+    state.group = toGroup(rule);
+    ctx.redraw();
+    ctx.changed(true);
+  });
 
   async function save(event) {
     event.preventDefault();
@@ -226,14 +351,14 @@ async function renderEditor(root, segmentId, app) {
         ? await api("PUT", `/api/segments/${segment.id}`, body)
         : await api("POST", "/api/segments", { ...body, entity: state.entity });
       say(error, "");
-      say(status, `Saved: ${saved.member_count} members.`, "ok");
+      say(status, `Saved: ${plural(saved.member_count, "member", "members")}.`, "ok");
       if (!segment) {
         flash = status.textContent;
         location.hash = `#/segments/${saved.id}`;
       }
       await app.refreshStatus();
     } catch (problem) {
-      say(error, problem.message);
+      say(error, problemText(problem));
     }
   }
   async function remove() {
@@ -253,7 +378,7 @@ async function renderEditor(root, segmentId, app) {
     h("label", { htmlFor: "segment-entity" }, "Segment of"), entity,
     h("h3", {}, "Rule"), builder,
     h("details", { className: "json-view" }, h("summary", {}, "JSON view"),
-      h("label", { htmlFor: "segment-rule" }, "Rule (JSON)"), jsonView, applyJson),
+      h("label", { htmlFor: "segment-rule" }, "Rule (JSON)"), jsonView, jsonError),
     error,
     h("div", { className: "row" }, h("button", { type: "submit" }, segment ? "Save segment" : "Create segment"),
       segment && h("button", { type: "button", className: "danger", onclick: remove }, "Delete segment"), status));
@@ -266,9 +391,10 @@ async function renderEditor(root, segmentId, app) {
       h("section", { className: "card" }, form),
       card("Preview", previewCount, previewSample,
         segment ? h("p", { className: "help" },
-          `${segment.member_count} members now; last computed ${time(segment.computed_at)}.`) : null)));
-  redraw();
-  changed();
+          `${plural(segment.member_count, "member", "members")} now; last computed ${time(segment.computed_at)}.`)
+          : null)));
+  ctx.redraw();
+  ctx.changed();
   say(status, flash, "ok");
   flash = "";
   return () => clearTimeout(timer);

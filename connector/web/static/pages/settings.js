@@ -4,8 +4,9 @@
 // A list whose items may be {"from", "to"} (the schema's items offer such an object) lets each entry
 // be sent under another name. The ideal customer profile (icp) and the segment events are edited in
 // forms, with a JSON view of the same value. Secrets come back masked and are sent only when typed; a
-// rejected save shows each error, in words, at its field and stores nothing. Unsaved changes are
-// reported to the shell (app.guard), which asks before they are left behind.
+// rejected save shows each error, in words, at its field and stores nothing; a saved list entry naming an
+// attribute never seen shows the answer's warning at its field. Unsaved changes are reported to the shell
+// (app.guard), which asks before they are left behind.
 
 import { api, ApiError, h, say, statusLine } from "../lib.js";
 
@@ -373,6 +374,7 @@ function renderField(schema, name, property, names) {
   const help = h("p", { className: "help", id: `${id}-help` }, ...richText(property.description),
     h("span", { className: "default" }, ` Default: ${describeDefault(property.default)}.`));
   const error = h("p", { className: "error", id: `${id}-error` });
+  const warning = h("p", { className: "warning", id: `${id}-warning`, role: "status" });
   let field;
   if (kind === "boolean") {
     const control = h("input", { type: "checkbox", id, name, "aria-describedby": describedBy });
@@ -380,7 +382,7 @@ function renderField(schema, name, property, names) {
     field.node = h("div", { className: "field checkbox" }, h("div", { className: "row" }, control, label), help, error);
   } else if (kind === "list") {
     field = listControl(name, title, choices ?? [], takesMappings(schema, property), describedBy);
-    field.node = h("div", { className: "field list", "data-field": name }, label, field.node, help, error);
+    field.node = h("div", { className: "field list", "data-field": name }, label, field.node, help, error, warning);
   } else if (kind === "editor") {
     field = editorControl(name, title, EDITORS[name](schema, names), describedBy);
     field.node = h("div", { className: "field editor-field", "data-field": name },
@@ -419,6 +421,7 @@ function renderField(schema, name, property, names) {
   }
   field.title = title;
   field.error = error;
+  field.warning = warning;
   return field;
 }
 
@@ -498,6 +501,18 @@ function showErrors(errors) {
   first?.focus();
 }
 
+// Warnings name an entry (`synchronized_properties[5].from`): each shows at its list, one line per entry.
+function showWarnings(warnings) {
+  const byField = new Map();
+  for (const { field: path, message } of warnings) {
+    const name = String(path).split(/[.[]/)[0];
+    byField.set(name, [...(byField.get(name) ?? []), message]);
+  }
+  for (const [name, field] of form.fields) {
+    field.warning?.replaceChildren(...(byField.get(name) ?? []).map((message) => h("span", {}, message)));
+  }
+}
+
 export async function render(root, _params, app) {
   const status = statusLine("settings-status");
   const fields = h("div", { id: "settings-fields" });
@@ -518,6 +533,7 @@ export async function render(root, _params, app) {
   element.addEventListener("submit", async (event) => {
     event.preventDefault();
     showErrors([]);
+    showWarnings([]);
     const { changed, problems } = changes();
     if (problems.length) {
       showErrors(problems);
@@ -531,6 +547,7 @@ export async function render(root, _params, app) {
     try {
       const saved = await api("PUT", "/api/settings", changed);
       fill(saved.settings);
+      showWarnings(saved.warnings ?? []);
       say(status, `Saved: version ${saved.version} is in force.`, "ok");
       await app.refreshStatus();
     } catch (error) {
