@@ -56,7 +56,30 @@ MEMBERSHIPS = {
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "Error": _object({"message": TEXT}, {"field": TEXT, "errors": {"type": "array", "items": ANY_OBJECT}}),
-    "Settings": _object({"version": COUNT, "settings": ANY_OBJECT}),
+    "Settings": _object(
+        {"version": COUNT, "settings": ANY_OBJECT},
+        {"queued": _object({"users": COUNT, "accounts": COUNT})},  # a save's answer: what its first sync queued
+    ),
+    "Sync": _object(
+        {
+            "sync": {
+                **_object(
+                    {
+                        "id": ID,
+                        "trigger": {"type": "string", "enum": ["settings", "resync"]},
+                        "segments": {"type": "array", "items": TEXT},
+                        "started_at": TIME,
+                        "queued": _object({"users": COUNT, "accounts": COUNT}),
+                        "sent": COUNT,
+                        "skipped": COUNT,
+                        "failed": COUNT,
+                        "waiting": COUNT,
+                    }
+                ),
+                "nullable": True,
+            }
+        }
+    ),
     "ApiKey": _object({"api_key": TEXT}),
     "Event": _object(
         {
@@ -219,6 +242,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                         "message_id": MAYBE_TEXT,
                         "status_code": {"type": "integer", "nullable": True},
                         "reason": TEXT,
+                        "name": {**MAYBE_TEXT, "description": "userId, else email (a user); group id, else domain"},
                     }
                 ),
             },
@@ -288,7 +312,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "messages": {
                 "type": "array",
                 "items": _object(
-                    {"severity": {"type": "string", "enum": ["warning", "error"]}, "code": TEXT, "message": TEXT}
+                    {"severity": {"type": "string", "enum": ["warning", "error"]}, "code": TEXT, "message": TEXT},
+                    {"link": {"type": "string", "description": "the dashboard page that fixes it (#/settings)"}},
                 ),
             },
             "version": TEXT,

@@ -29,7 +29,11 @@ async def get_settings(request: Request) -> JSONResponse:
 async def put_settings(request: Request) -> JSONResponse:
     """
     summary: Change settings (partial document); a rejected change names the field and stores nothing
-    description: A new `icp` setting scores every account again before the answer.
+    description: >-
+      A new `icp` setting scores every account again before the answer. Segments added to
+      `synchronized_segments` or `synchronized_account_segments` (or `ALL`) have their current members
+      queued to be sent at once, in the same transaction: `queued` says how many users and accounts
+      (GET /api/sync shows the progress).
     requestBody: {content: {application/json: {schema: {$ref: "/settings.schema.json"}}}}
     responses:
       200: {description: "the new version", schema: {$ref: "#/components/schemas/Settings"}}
@@ -43,14 +47,14 @@ async def put_settings(request: Request) -> JSONResponse:
         raise ApiError(400, "settings must be a JSON object", field="body")
     runtime = runtime_of(request)
     try:
-        version, settings = await save_settings(runtime.engine, runtime.settings, changes)
+        saved = await save_settings(runtime.engine, runtime.settings, changes)
     except ValidationError as problem:
         errors = validation_errors(problem)
         raise ApiError(400, f"invalid setting {errors[0]['field']}: {errors[0]['message']}", errors=errors) from None
     except RuleError as problem:
         errors = [{"field": problem.path, "message": problem.message}]
         raise ApiError(400, f"invalid setting {problem.path}: {problem.message}", errors=errors) from None
-    return JSONResponse({"version": version, "settings": settings.masked()})
+    return JSONResponse({"version": saved.version, "settings": saved.settings.masked(), "queued": saved.queued})
 
 
 routes = [

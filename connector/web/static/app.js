@@ -2,7 +2,7 @@
 // per page under pages/. A page module exports render(root, params, app) and, if it runs timers,
 // returns a function that stops them; the next navigation calls it.
 
-import { api, h, session, say } from "./lib.js";
+import { api, h, link, session, say } from "./lib.js";
 
 const PAGES = ["overview", "settings", "segments", "profiles", "deliveries", "setup"];
 const $ = (id) => document.getElementById(id);
@@ -52,7 +52,8 @@ function showStatus(status) {
   banner.replaceChildren(
     h("strong", { className: "verdict" }, `Status: ${status.status}`),
     h("ul", {}, status.messages.map((message) =>
-      h("li", { "data-code": message.code, "data-severity": message.severity }, message.message))));
+      h("li", { "data-code": message.code, "data-severity": message.severity }, message.message,
+        message.link ? [" (", link(message.link, "fix it"), ")"] : ""))));
   banner.hidden = !status.messages.length;
 }
 

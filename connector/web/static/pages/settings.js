@@ -235,7 +235,10 @@ export async function render(root, _params, app) {
     try {
       const saved = await api("PUT", "/api/settings", changed);
       fill(saved.settings);
-      say(status, `Saved: version ${saved.version} is in force.`, "ok");
+      const queued = saved.queued.users + saved.queued.accounts;
+      say(status, `Saved: version ${saved.version} is in force.` + (queued ? ` ${saved.queued.users} users`
+        + (saved.queued.accounts ? ` and ${saved.queued.accounts} accounts` : "")
+        + " queued to be sent now: follow it on the Overview." : ""), "ok");
       await app.refreshStatus();
     } catch (error) {
       showErrors(error.body?.errors ?? []);
