@@ -13,7 +13,7 @@ function figures(status) {
     ["Verdict", h("span", { className: "verdict", "data-status": status.status }, status.status)],
     ["Journal waiting", `${journal.pending ?? 0} messages`
       + (status.journal_oldest_pending_at ? ` (oldest ${time(status.journal_oldest_pending_at)})` : "")],
-    ["Journal processed / failed", `${journal.processed ?? 0} / ${journal.failed ?? 0}`],
+    ["Journal processed / skipped / failed", `${journal.processed ?? 0} / ${journal.skipped ?? 0} / ${journal.failed ?? 0}`],
     ["Outbox depth", `${status.outbox?.depth ?? 0} waiting, ${status.outbox?.failing ?? 0} failing`],
     ["Dead letters (last hour)", String(status.dead_letters_last_hour ?? 0)],
     ["Workers alive", `${status.workers?.alive ?? 0} (last heartbeat ${time(status.workers?.last_heartbeat_at)})`],
