@@ -89,6 +89,13 @@ class JournalEntry(TableModel, table=True):
             sqlite_where=sa.text("error IS NOT NULL"),
             postgresql_where=sa.text("error IS NOT NULL"),
         ),
+        # The skipped rows alone, by type (the status counts the group calls ignored).
+        sa.Index(
+            "ix_inbound_journal_skipped",
+            "type",
+            sqlite_where=sa.text("skipped IS NOT NULL"),
+            postgresql_where=sa.text("skipped IS NOT NULL"),
+        ),
     )
 
     id: int | None = _id()
@@ -99,6 +106,9 @@ class JournalEntry(TableModel, table=True):
     received_at: datetime = _time(index=True)
     # Why the message was parked (a bug, never a data reason); set only on failed rows.
     error: str | None = Field(default=None, sa_type=sa.Text)
+    # Why a processed message was not applied (a kind of call the settings turn off: "Handle group calls is
+    # off"); set only on skipped rows, which count as `skipped`, not `processed` (journal.py: STATUS).
+    skipped: str | None = Field(default=None, sa_type=sa.Text)
     # "segment" for what Segment delivered to /segment, "api" for what a library posted to /v1/*:
     # only the first can be an echo of what we sent, so only it is held back by forward_events.
     source: str = Field(default="segment", max_length=16, sa_column_kwargs={"server_default": "segment"})
@@ -473,6 +483,21 @@ class ScheduledRun(TableModel, table=True):
 
     name: str = Field(max_length=64, primary_key=True)
     ran_at: datetime = _time()
+
+
+class SyncRun(TableModel, table=True):
+    """A sync: the profiles queued at once to be sent to Segment (outbound/resync.py), by a settings save that
+    added segments to the outbound filter (`trigger` settings) or by a resync (`resync`: the dashboard's "Send
+    to everyone now", `connector resync`). Its progress is counted from the activity log since `started_at`."""
+
+    __tablename__ = "sync_runs"
+
+    id: int | None = _id()
+    trigger: str = Field(max_length=16)
+    segments: list[str] = Field(default_factory=list, sa_column=sa.Column(JSONType, nullable=False))
+    users: int = 0
+    accounts: int = 0
+    started_at: datetime = _time(index=True)
 
 
 class SegmentApiAnswer(TableModel, table=True):

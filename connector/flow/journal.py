@@ -2,7 +2,8 @@
 
 A row is `pending` while its `journal_queue` row exists: the database inserts one with every journal row
 (migration 0008), and the transaction that applies or parks the message deletes it. A `failed` row keeps
-the reason it was parked in `error`; a row neither queued nor failed is `processed` (`STATUS`).
+the reason it was parked in `error`; a `skipped` row was taken out of the queue unapplied, with the reason in
+`skipped` (a kind of call the settings turn off); any other row is `processed` (`STATUS`).
 
 Each row carries a partition derived from its message's identity (the anonymousId when present,
 else the userId), so every message of one visitor or one known user shares a partition. A batch
@@ -36,7 +37,7 @@ PARTITIONS = 64
 LEASE_SHARE = 16
 JOURNAL_LOCK = 0x5E6E_0001  # bigint key: batches hold it shared, hold_all exclusively
 PARTITION_LOCK_CLASS = 0x5E6E_0002  # (class, partition) keys: a separate key space from the bigint one
-PENDING, PROCESSED, FAILED = "pending", "processed", "failed"
+PENDING, PROCESSED, FAILED, SKIPPED = "pending", "processed", "failed", "skipped"
 SETTLE_SLICE = 30_000
 
 journal = JournalEntry.__table__
@@ -46,7 +47,12 @@ queue = JournalQueueEntry.__table__
 # A row's status, `pending`, `processed` or `failed`, over JOURNAL_WITH_QUEUE: the journal outer-joined to
 # the queue by id, so the status of many rows is read in one pass rather than a lookup per row.
 JOURNAL_WITH_QUEUE = journal.outerjoin(queue, queue.c.id == journal.c.id)
-STATUS = sa.case((queue.c.id.is_not(None), PENDING), (journal.c.error.is_not(None), FAILED), else_=PROCESSED)
+STATUS = sa.case(
+    (queue.c.id.is_not(None), PENDING),
+    (journal.c.error.is_not(None), FAILED),
+    (journal.c.skipped.is_not(None), SKIPPED),
+    else_=PROCESSED,
+)
 
 # The candidates are materialised first: were the lock attempt a filter of the partition scan (the planner
 # pushes it down into a subquery), every partition with work would be locked by one batch, and the
@@ -152,6 +158,13 @@ async def park(conn: AsyncConnection, journal_id: int, error: str) -> None:
     """The row failed for a reason not transient (a bug): out of the queue, with its reason."""
     await settle(conn, [journal_id])
     await conn.execute(journal.update().where(journal.c.id == journal_id).values(error=error))
+
+
+async def mark_skipped(conn: AsyncConnection, ids: list[int], reason: str) -> None:
+    """These rows, settled in this transaction, were not applied, for `reason` (they count as skipped)."""
+    for start in range(0, len(ids), SETTLE_SLICE):
+        chosen = any_of(conn, journal.c.id, ids[start : start + SETTLE_SLICE])
+        await conn.execute(journal.update().where(chosen).values(skipped=reason))
 
 
 async def pending_count(engine: AsyncEngine) -> int:

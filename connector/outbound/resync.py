@@ -1,23 +1,36 @@
 """Initial sync: put everyone in the outbound filter (or in one segment) in the outbox; when asked, also the
 `added` event of segment_events for every current member of the segments it follows (`member:` rows). And when
-segment_events starts following a segment's changes, what its current members hold then (`follow_members`)."""
+segment_events starts following a segment's changes, what its current members hold then (`follow_members`).
+
+First sync: a settings save that adds segments (or `ALL`) to `synchronized_segments` or
+`synchronized_account_segments` queues their current members in its own transaction (`queue_added`): users for
+user segments, accounts (a group call from each linked user) for account segments. Members already in the filter
+through another segment are queued too and cost nothing: the outbox coalesces, and a payload Segment already
+holds is not sent again. Each sync (that one, or a resync) is a `sync_runs` row: what was queued and when; its
+progress is read from the activity log since then (`progress`)."""
 
 from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from connector.core.kinds import Entity, OutboxKind
-from connector.core.models import Segment, SegmentMembership, User, utcnow
+from connector.core.kinds import Entity, OutboxKind, Outcome, outgoing_action
+from connector.core.models import Account, ActivityEntry, OutboxItem, Segment, SegmentMembership, SyncRun, User, utcnow
 from connector.core.settings import ALL, ConnectorSettings
 from connector.flow import outbox
 from connector.outbound import delivery_state
 from connector.outbound.build import build
 
 users = User.__table__
+accounts = Account.__table__
+sync_runs = SyncRun.__table__
+activity_log = ActivityEntry.__table__
+outbox_rows = OutboxItem.__table__
 segments = Segment.__table__
 memberships = SegmentMembership.__table__
 CHUNK = 1_000
+SETTINGS, RESYNC = "settings", "resync"  # what started a sync run
 
 
 class UnknownSegment(LookupError):
@@ -28,14 +41,90 @@ def _selection(settings: ConnectorSettings, segment: tuple[int, str] | None) -> 
     """The ids to enqueue: members of one segment, or the users in the outbound filter."""
     if segment is not None:
         return sa.select(memberships.c.entity_id).where(memberships.c.segment_id == segment[0])
-    if ALL in settings.synchronized_segments:
-        return sa.select(users.c.id)
+    return _members(Entity.USER, settings.synchronized_segments)
+
+
+def _members(entity: Entity, names: list[str]) -> sa.Select[int]:
+    """The users (or accounts) in segments of these names: all of them with `ALL`."""
+    if ALL in names:
+        return sa.select((users if entity == Entity.USER else accounts).c.id)
     return (
         sa.select(memberships.c.entity_id)
         .distinct()
         .join(segments, segments.c.id == memberships.c.segment_id)
-        .where(segments.c.entity == Entity.USER, segments.c.name.in_(settings.synchronized_segments))
+        .where(segments.c.entity == entity, segments.c.name.in_(names))
     )
+
+
+async def queue_added(conn: AsyncConnection, before: ConnectorSettings, after: ConnectorSettings) -> dict[str, int]:
+    """In the caller's transaction (the settings save): queue the current members of the segments the save adds
+    to the outbound filters, and record the sync run when it queued anyone. Nothing is new to a filter that held
+    `ALL` already. Returns how many users and accounts were queued."""
+    queued = {"users": 0, "accounts": 0}
+    names: list[str] = []
+    filters = (
+        (Entity.USER, OutboxKind.USER, "users", before.synchronized_segments, after.synchronized_segments),
+        (
+            Entity.ACCOUNT,
+            OutboxKind.ACCOUNT,
+            "accounts",
+            before.synchronized_account_segments,
+            after.synchronized_account_segments,
+        ),
+    )
+    for entity, kind, counted, was, now in filters:
+        added = [ALL] if ALL in now else [name for name in now if name not in was]
+        if ALL in was or not added:
+            continue
+        selection = _members(entity, added)
+        queued[counted] = (
+            await conn.execute(sa.select(sa.func.count()).select_from(selection.subquery()))
+        ).scalar_one()
+        await outbox.enqueue_select(conn, kind, selection)
+        names += added
+    if queued["users"] or queued["accounts"]:
+        await _record_run(conn, SETTINGS, names, queued["users"], queued["accounts"])
+    return queued
+
+
+async def _record_run(conn: AsyncConnection, trigger: str, names: list[str], users: int, accounts: int) -> None:
+    await conn.execute(
+        sync_runs.insert().values(trigger=trigger, segments=names, users=users, accounts=accounts, started_at=utcnow())
+    )
+
+
+async def progress(conn: AsyncConnection) -> dict[str, Any] | None:
+    """The latest sync run and how far it got: what it queued; the users the sender sent to, skipped (unchanged,
+    not in the filter) and failed for (retried or dead-lettered) since it began, from the activity log (whatever
+    else was sent meanwhile counts too: the log does not say which run queued a row); the outbox rows waiting now.
+    None before the first run."""
+    run = (await conn.execute(sa.select(sync_runs).order_by(sync_runs.c.id.desc()).limit(1))).first()
+    if run is None:
+        return None
+    outcomes = {
+        outgoing_action(Entity.USER, Outcome.SUCCESS): "sent",
+        outgoing_action(Entity.USER, Outcome.SKIP): "skipped",
+        outgoing_action(Entity.USER, Outcome.ERROR): "failed",
+        outgoing_action(Entity.USER, Outcome.DEAD_LETTER): "failed",
+    }
+    outcome = sa.case(outcomes, value=activity_log.c.action).label("outcome")
+    counted = dict.fromkeys(outcomes.values(), 0)
+    rows = await conn.execute(
+        sa.select(outcome, sa.func.count(sa.distinct(activity_log.c.entity_id)))
+        .where(activity_log.c.created_at >= run.started_at, activity_log.c.action.in_(outcomes))
+        .group_by(outcome)
+    )
+    counted.update({name: int(count) for name, count in rows})
+    waiting = (await conn.execute(sa.select(sa.func.count()).select_from(outbox_rows))).scalar_one()
+    return {
+        "id": run.id,
+        "trigger": run.trigger,
+        "segments": run.segments,
+        "started_at": run.started_at,
+        "queued": {"users": run.users, "accounts": run.accounts},
+        **counted,
+        "waiting": waiting,
+    }
 
 
 async def count(engine: AsyncEngine, settings: ConnectorSettings, segment_name: str | None = None) -> int:
@@ -58,6 +147,10 @@ async def resync(
         segment = await _segment(conn, segment_name)
         ids = list((await conn.execute(_selection(settings, segment).order_by(sa.text("1")))).scalars())
     kind = OutboxKind.ACCOUNT if segment is not None and segment[1] == Entity.ACCOUNT else OutboxKind.USER
+    async with engine.begin() as conn:
+        names = [segment_name] if segment_name is not None else settings.synchronized_segments
+        accounts_queued = len(ids) if kind == OutboxKind.ACCOUNT else 0
+        await _record_run(conn, RESYNC, names, len(ids) - accounts_queued, accounts_queued)
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
         async with engine.begin() as conn:

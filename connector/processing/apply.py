@@ -44,7 +44,7 @@ from connector.core.models import Account as AccountRow
 from connector.core.models import Event, IdentityAudit, JournalEntry, User, UserIdentifier, utcnow
 from connector.core.settings import ConnectorSettings
 from connector.core.spec import clean_id, parse_timestamp
-from connector.flow import activity
+from connector.flow import activity, journal
 from connector.flow.changes import Changes, Merge
 from connector.processing import accounts, identity
 from connector.processing.domains import company_domain
@@ -78,12 +78,20 @@ def event_properties(message: dict[str, Any]) -> dict[str, Any]:
     return properties
 
 
-def is_disabled(kind: str, settings: ConnectorSettings) -> bool:
-    return (
-        (kind == MessageType.PAGE and not settings.handle_pages)
-        or (kind == MessageType.SCREEN and not settings.handle_screens)
-        or (kind == MessageType.GROUP and not settings.handle_accounts)
-    )
+# The setting that turns each kind of call off: a call of a kind turned off is skipped, not applied.
+SWITCHES: dict[str, str] = {
+    MessageType.PAGE: "handle_pages",
+    MessageType.SCREEN: "handle_screens",
+    MessageType.GROUP: "handle_accounts",
+}
+
+
+def disabled_reason(kind: str, settings: ConnectorSettings) -> str | None:
+    """Why a call of this kind is not applied ("Handle group calls is off", the setting's title), or None."""
+    switch = SWITCHES.get(kind)
+    if switch is None or getattr(settings, switch):
+        return None
+    return f"{type(settings).model_fields[switch].title} is off"
 
 
 class Profile:
@@ -169,16 +177,19 @@ class BatchApplier:
     async def apply(self, messages: list[Incoming]) -> None:
         """Apply journal messages in journal order."""
         run = []
+        skipped: dict[str, list[int]] = {}
         for incoming in messages:
             message = incoming.message
-            if is_disabled(message["type"], self.settings):
+            reason = disabled_reason(message["type"], self.settings)
+            if reason is not None:
+                skipped.setdefault(reason, []).append(incoming.journal_id)
                 self.changes.skipped += 1
                 PROCESSED.labels(message["type"], "skipped").inc()
-                log.info(
-                    f"incoming.{message['type']}.skip", reason="disabled in settings", message_id=message["messageId"]
-                )
+                log.info(f"incoming.{message['type']}.skip", reason=reason, message_id=message["messageId"])
             else:
                 run.append(incoming)
+        for reason, ids in skipped.items():
+            await journal.mark_skipped(self.conn, ids, reason)
         if not run:
             return
         claims = [self._claims(incoming.message) for incoming in run]

@@ -2,7 +2,8 @@
 
 A change to profiles, segments or settings commits in one transaction with what it sets off, carried on as
 a journal batch's changes are (batch.propagate, batch.carry: ICP scores, segment memberships, the outbox):
-a settings save (`save_settings`: a new `icp`, a new `segment_events` entry), a segment created, renamed,
+a settings save (`save_settings`: a new `icp`, a new `segment_events` entry, segments added to the outbound
+filters: their members queued at once, the first sync), a segment created, renamed,
 redefined or deleted (the settings that name it follow), an erasure, the ICP schedule (`rescore_accounts`)
 and a rebuild of the personas (`rescan_personas`, a page per transaction). The suppression list (`let_in`)
 and dead-letter replays (the sender's own transactions) are here too: the web reaches no stage's write path
@@ -11,7 +12,7 @@ but through these use cases.
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -68,22 +69,40 @@ async def create_segment(engine: AsyncEngine, values: dict[str, Any]) -> int:
     return segment_id
 
 
-async def save_settings(
-    engine: AsyncEngine, store: SettingsStore, changes: dict[str, Any]
-) -> tuple[int, ConnectorSettings]:
-    """Save a settings change (the admin API); in the same transaction, a segment_events entry that starts
-    sending `changed` records what the segment's members hold now (resync.follow_members), and a new `icp`
-    setting scores every account again. Raises pydantic's ValidationError or rules.RuleError (an ICP rule) naming
-    the field, and then stores nothing."""
+class Saved(NamedTuple):
+    version: int
+    settings: ConnectorSettings
+    queued: dict[str, int]  # users and accounts queued by the save (the first sync of the segments it added)
+
+
+async def save_settings(engine: AsyncEngine, store: SettingsStore, changes: dict[str, Any]) -> Saved:
+    """Save a settings change (the admin API); in the same transaction, segments added to
+    `synchronized_segments` / `synchronized_account_segments` have their current members queued to be sent
+    (resync.queue_added: no command needed), a segment_events entry that starts sending `changed` records what
+    the segment's members hold now (resync.follow_members), and a new `icp` setting scores every account again.
+    Raises pydantic's ValidationError or rules.RuleError (an ICP rule) naming the field, and then stores nothing."""
     _, before = await store.current_version()
     async with engine.begin() as conn:
         version, after = await store.save_in(conn, changes)
+        queued = await resync.queue_added(conn, before, after)
         await resync.follow_members(conn, before, after)
         if after.icp != before.icp:
             icp.check(after.icp)
             await carry(conn, after, Changes(accounts=await icp.recompute(conn, after.icp, utcnow())))
     store.remember((version, after))
-    return version, after
+    return Saved(version, after, queued)
+
+
+async def send_everyone(engine: AsyncEngine, settings: ConnectorSettings) -> int:
+    """Queue everyone in the outbound filter to be sent (the dashboard's "Send to everyone now", what
+    `connector resync` does), recorded as a sync run; returns how many users were queued."""
+    return await resync.resync(engine, settings)
+
+
+async def sync_progress(engine: AsyncEngine) -> dict[str, Any] | None:
+    """The latest sync run and its progress (resync.progress), or None before the first."""
+    async with engine.connect() as conn:
+        return await resync.progress(conn)
 
 
 async def change_segment(engine: AsyncEngine, store: SettingsStore, segment_id: int, values: dict[str, Any]) -> bool:

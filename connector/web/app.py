@@ -28,6 +28,7 @@ from connector.web.api import (
     segments,
     settings,
     status,
+    sync,
     users,
 )
 from connector.web.deps import ApiError, api_error
@@ -73,6 +74,7 @@ def create_app(env: Environment | None = None) -> Starlette:
         *privacy.routes,
         *status.routes,
         *overview.routes,
+        *sync.routes,
         *names.routes,
         Route("/api/openapi.json", openapi_document, methods=["GET"], include_in_schema=False),
         *dashboard.routes,

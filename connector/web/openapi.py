@@ -63,8 +63,29 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "type": "array",
                 "items": _object({"field": TEXT, "message": TEXT}),
                 "description": "a saved change's entries that name an attribute never seen",
-            }
+            },
+            "queued": _object({"users": COUNT, "accounts": COUNT}),  # a save's answer: what its first sync queued
         },
+    ),
+    "Sync": _object(
+        {
+            "sync": {
+                **_object(
+                    {
+                        "id": ID,
+                        "trigger": {"type": "string", "enum": ["settings", "resync"]},
+                        "segments": {"type": "array", "items": TEXT},
+                        "started_at": TIME,
+                        "queued": _object({"users": COUNT, "accounts": COUNT}),
+                        "sent": COUNT,
+                        "skipped": COUNT,
+                        "failed": COUNT,
+                        "waiting": COUNT,
+                    }
+                ),
+                "nullable": True,
+            }
+        }
     ),
     "ApiKey": _object({"api_key": TEXT}),
     "Event": _object(
@@ -228,6 +249,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                         "message_id": MAYBE_TEXT,
                         "status_code": {"type": "integer", "nullable": True},
                         "reason": TEXT,
+                        "name": {**MAYBE_TEXT, "description": "userId, else email (a user); group id, else domain"},
                     }
                 ),
             },
@@ -297,7 +319,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "messages": {
                 "type": "array",
                 "items": _object(
-                    {"severity": {"type": "string", "enum": ["warning", "error"]}, "code": TEXT, "message": TEXT}
+                    {"severity": {"type": "string", "enum": ["warning", "error"]}, "code": TEXT, "message": TEXT},
+                    {"link": {"type": "string", "description": "the dashboard page that fixes it (#/settings)"}},
                 ),
             },
             "version": TEXT,

@@ -84,7 +84,7 @@ async def test_no_page_has_a_serious_or_critical_accessibility_violation(
         "overview": ("#/overview", "Messages out"),
         "settings": ("#/settings", "Save settings"),
         "segments": ("#/segments", "Paying"),
-        "segment-editor": (f"#/segments/{segment['id']}", "match now"),
+        "segment-editor": (f"#/segments/{segment['id']}", "matches now"),
         "profiles": ("#/profiles/search/users/ada", "ada"),
         "profile": (f"#/profiles/user/{user['id']}", "Would be sent now"),
         "deliveries": ("#/deliveries", "Dead letters"),

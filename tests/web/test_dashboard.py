@@ -31,6 +31,7 @@ from tests.support.dashboard import (
     via_batch,
     via_segment,
 )
+from tests.support.fake_segment import of_type
 
 # The tests share the module's event loop, where the one browser lives.
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
@@ -336,8 +337,11 @@ async def test_a_user_sent_through_segment_shows_traits_events_activity_and_the_
     user = await eventually(lambda: user_found(server, "u-seg"))
     await eventually(lambda: activity_has(server, user["id"], "outgoing.user.skip"))
     await eventually(lambda: all_sent(server))
-    # Now every user is in the filter: nothing was queued by the change, so the identify is what would be sent.
-    await admin(server, "PUT", "/api/settings", json={"synchronized_segments": ["ALL"]})
+    # Now every user is in the filter: the save queues u-seg at once (the first sync); Segment failing, it is
+    # not delivered, so its identify is what would be sent.
+    segment_api.fail(500, count=1000)
+    saved = await admin(server, "PUT", "/api/settings", json={"synchronized_segments": ["ALL"]})
+    assert saved["queued"] == {"users": 1, "accounts": 0}
     await sign_in(page, server, at="#/profiles")
 
     await page.get_by_label("Starts with").fill("u-se")
@@ -370,6 +374,91 @@ async def test_a_dead_letter_is_replayed_from_the_deliveries_page(page, server, 
     await expect(page.locator("#dead-letters-status")).to_contain_text("Replayed 1.")
     await expect(row).to_have_count(0)
     assert [message["userId"] for message in segment_api.messages] == ["u-dead"]
+    await expect(page.locator('#status-banner [data-code="dead_letters"]')).to_have_count(0)
+    await page.get_by_role("navigation", name="Pages").get_by_role("link", name="Overview").click()
+    await expect(page.get_by_role("link", name="user u-dead")).to_be_visible()  # the last errors: its userId
+
+
+async def test_a_segment_saved_into_the_filter_in_settings_reaches_segment_and_the_overview_shows_the_sync(
+    page, server, segment_api, screenshots, request
+):
+    schema = await admin(server, "GET", "/settings.schema.json")
+    await via_batch(server, *(identify(f"u-{n}", {"plan": "pro" if n < 3 else "free"}) for n in (1, 2, 3)))
+    await eventually(lambda: user_found(server, "u-3"))
+    await admin(
+        server,
+        "POST",
+        "/api/segments",
+        json={"name": "Pro users", "rule": {"attribute": "traits.plan", "op": "eq", "value": "pro"}},
+    )
+    await send_to_fake_segment(server, segment_api)
+    await eventually(lambda: all_sent(server))
+    assert segment_api.messages == []
+    await sign_in(page, server, at="#/settings")
+    await expect(page.locator("#settings-status")).to_contain_text("Version")
+
+    await field(page, schema, "synchronized_segments").select_option("Pro users")
+    await page.get_by_role("button", name="Save settings").click()
+    await expect(page.locator("#settings-status")).to_contain_text("2 users queued to be sent now")
+    await eventually(lambda: len(of_type(segment_api.messages, "identify")) == 2)
+    assert sorted(message["userId"] for message in segment_api.messages) == ["u-1", "u-2"]
+
+    await page.get_by_role("navigation", name="Pages").get_by_role("link", name="Overview").click()
+    await expect(page.locator("#sync-queued")).to_have_text("2 users")
+    await expect(page.locator("#sync-sent")).to_have_text("2 users")
+    await expect(page.locator("#sync-failed")).to_have_text("0 users")
+    await expect(page.locator("#sync-waiting")).to_have_text("none: done")
+    await expect(page.locator("#sync")).to_contain_text("Pro users")
+    await page.screenshot(path=str(screenshots / f"state-{request.node.callspec.id}-overview-sync.png"))
+
+
+async def test_send_to_everyone_now_queues_the_filter_and_its_progress_follows_until_nothing_waits(
+    page, server, segment_api
+):
+    await send_to_fake_segment(server, segment_api, synchronized_segments=["ALL"])
+    await via_batch(server, identify("u-1", {"plan": "pro"}), identify("u-2", {"plan": "free"}))
+    await eventually(lambda: len(segment_api.messages) == 2)
+    await eventually(lambda: all_sent(server))
+    await sign_in(page, server)
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    await page.get_by_role("button", name="Send to everyone now").click()
+    await expect(page.locator("#sync-status")).to_have_text("Queued 2 users: they are being sent now.")
+    await expect(page.locator("#sync-queued")).to_have_text("2 users")
+    # Segment holds both unchanged: skipped, not sent again; the card follows until the outbox is empty.
+    await expect(page.locator("#sync-skipped")).to_have_text("2 users")
+    await expect(page.locator("#sync-waiting")).to_have_text("none: done")
+    assert len(segment_api.messages) == 2
+
+
+async def test_the_status_names_group_calls_ignored_and_messages_waiting_without_a_write_key_with_a_fix_link(
+    page, server, screenshots, request
+):
+    await via_batch(
+        server,
+        identify("u-1", {"email": "ada@example.com"}),
+        {"type": "group", "userId": "u-1", "groupId": "g-1", "traits": {"name": "Acme"}},
+    )
+    await eventually(lambda: all_processed(server))
+    await sign_in(page, server)
+
+    status = page.locator("#page ul.messages")
+    await expect(page.get_by_text("Everything is working.")).to_have_count(0)
+    ignored = status.locator('[data-code="groups_ignored"]')
+    await expect(ignored).to_contain_text("1 group call ignored: Handle group calls is off")
+    await expect(status.locator('[data-code="no_write_key"]')).to_contain_text(
+        "1 outgoing message waits in the outbox but no write key is set"
+    )
+    incoming = page.get_by_role("figure").filter(has_text="Messages in")
+    await expect(incoming.locator('[data-series="group.skipped"]')).to_have_text(re.compile(r"group\.skipped 1$"))
+    await expect(incoming.locator('[data-series="group.processed"]')).to_have_count(0)
+    await page.screenshot(path=str(screenshots / f"state-{request.node.callspec.id}-overview-status.png"))
+    await ignored.get_by_role("link", name="fix it").click()
+    await expect(page).to_have_url(re.compile(r"#/settings$"))
+
+
+async def all_processed(server: Any) -> bool:
+    return (await admin(server, "GET", "/api/status"))["journal"].get("pending", 0) == 0
 
 
 async def dead_letters(server: Any) -> list[dict[str, Any]]:

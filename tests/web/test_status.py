@@ -167,6 +167,63 @@ async def test_dead_letters_warn_for_an_hour(client, runtime, segment_api, live_
     assert (await codes(client)) == {}
 
 
+async def test_a_replayed_dead_letter_no_longer_warns(client, runtime, segment_api, live_worker):
+    await configure(runtime, segment_api, synchronized_segments=["ALL"])
+    segment_api.fail(400, count=1)
+    await client.post("/v1/identify", headers=basic_auth(), json={"userId": "u1"})
+    await drain(runtime)
+    await send_all(runtime)
+    warning = next(m for m in (await status(client))["messages"] if m["code"] == "dead_letters")
+    assert warning["link"] == "#/deliveries"
+
+    replayed = await client.post("/api/dead-letters/replay", headers=admin_auth(), json={})
+    assert replayed.json() == {"replayed": 1, "failed": 0}
+    assert (await codes(client)) == {} and (await status(client))["dead_letters_last_hour"] == 0
+
+
+async def test_outgoing_messages_waiting_without_a_write_key_warn_on_a_fresh_install(client, runtime, live_worker):
+    for user in ("u1", "u2"):
+        await client.post("/v1/identify", headers=basic_auth(), json={"userId": user, "traits": {"plan": "pro"}})
+    await drain(runtime)
+    body = await status(client)
+    assert body["status"] == "warning" and body["outbox"]["depth"] == 2
+    assert body["messages"] == [
+        {
+            "severity": "warning",
+            "code": "no_write_key",
+            "message": "2 outgoing messages wait in the outbox but no write key is set: "
+            "nothing is sent to Segment until you set one",
+            "link": "#/settings",
+        }
+    ]
+
+
+async def test_group_calls_ignored_while_handle_group_calls_is_off_are_a_warning_and_counted_skipped(
+    client, runtime, live_worker
+):
+    for group in ("g-1", "g-2"):
+        answer = await client.post("/v1/group", headers=basic_auth(), json={"userId": "u1", "groupId": group})
+        assert answer.status_code == 200
+    await client.post("/v1/identify", headers=basic_auth(), json={"userId": "u1"})
+    await runtime.settings.save({"write_key": "a-write-key", "synchronized_segments": ["ALL"]})
+    await drain(runtime)
+    body = await status(client)
+    assert body["journal"] == {"pending": 0, "processed": 1, "failed": 0, "skipped": 2}
+    assert [m for m in body["messages"] if m["code"] == "groups_ignored"] == [
+        {
+            "severity": "warning",
+            "code": "groups_ignored",
+            "message": "2 group calls ignored: Handle group calls is off",
+            "link": "#/settings",
+        }
+    ]
+    overview = (await client.get("/api/overview", headers=admin_auth())).json()
+    assert sum(overview["incoming"]["group.skipped"]) == 2 and "group.processed" not in overview["incoming"]
+
+    await runtime.settings.save({"handle_accounts": True})  # the calls skipped before are history now
+    assert "groups_ignored" not in await codes(client)
+
+
 async def test_a_journal_waiting_more_than_five_minutes_warns_until_processed(client, runtime, live_worker):
     await client.post("/v1/track", headers=basic_auth(), json={"userId": "u1", "event": "Signed Up"})
     await set_time(runtime, journal, "received_at", utcnow() - timedelta(minutes=4, seconds=50))
@@ -177,9 +234,10 @@ async def test_a_journal_waiting_more_than_five_minutes_warns_until_processed(cl
         "pending": 1,
         "processed": 0,
         "failed": 0,
+        "skipped": 0,
     }
     await drain(runtime)
-    assert (await codes(client)) == {}
+    assert "journal_lag" not in await codes(client)
 
 
 async def test_messages_failed_in_processing_warn_until_retried(client, runtime, live_worker, monkeypatch):
@@ -194,17 +252,19 @@ async def test_messages_failed_in_processing_warn_until_retried(client, runtime,
     await client.post("/v1/track", headers=basic_auth(), json={"userId": "u1", "event": "A", "messageId": "poison"})
     await drain(runtime)
     found = (await status(client))["messages"]
-    assert [m["code"] for m in found] == ["processing_failed"] and found[0]["message"].startswith("1 messages")
+    assert [m["code"] for m in found] == ["processing_failed"] and found[0]["message"].startswith(
+        "1 message failed in processing"
+    )
     monkeypatch.undo()
     await retry_failed(runtime.engine)
     await drain(runtime)
-    assert (await codes(client)) == {}
+    assert "processing_failed" not in await codes(client)
 
 
 async def test_a_message_failed_in_processing_is_counted_as_failed_not_as_processed(client, runtime, monkeypatch):
     await post_with_poison(client, monkeypatch)
     await drain(runtime)
-    assert (await status(client))["journal"] == {"pending": 0, "processed": 2, "failed": 1}
+    assert (await status(client))["journal"] == {"pending": 0, "processed": 2, "failed": 1, "skipped": 0}
 
 
 async def test_several_conditions_are_all_listed_and_the_worst_wins(client, runtime):

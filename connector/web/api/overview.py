@@ -11,7 +11,8 @@ answer and a restart forgets nothing (the Prometheus counters are per process):
   logged for its user and its account with one messageId and counts once; a skipped target has
   no message and counts once per entry.
 - the last errors: outgoing failures and dead letters (activity log) and messages that failed in
-  processing (journal), newest first.
+  processing (journal), newest first; each profile named as people know it (`name`: a user's userId, else
+  its email; an account's group id, else its domain), its internal id when it has none of them.
 """
 
 from datetime import datetime
@@ -25,13 +26,15 @@ from starlette.routing import Route
 
 from connector.core.db import epoch_minute
 from connector.core.kinds import Entity, Outcome, outgoing_action
-from connector.core.models import utcnow
+from connector.core.models import Account, UserIdentifier, utcnow
 from connector.core.spec import format_timestamp
 from connector.flow.activity import activity_log
 from connector.flow.journal import JOURNAL_WITH_QUEUE, STATUS, journal
 from connector.web.auth import requires_admin
 from connector.web.deps import runtime_of
 
+identifiers = UserIdentifier.__table__
+accounts = Account.__table__
 MINUTES = 24 * 60
 LAST_ERRORS = 10
 OUTCOMES = {
@@ -117,7 +120,35 @@ async def last_errors(conn: AsyncConnection) -> list[dict[str, Any]]:
         for row in processed
     ]
     found.sort(key=lambda error: error["at"], reverse=True)
-    return [{**error, "at": format_timestamp(error["at"])} for error in found[:LAST_ERRORS]]
+    found = found[:LAST_ERRORS]
+    names = await _names(conn, found)
+    return [
+        {**error, "at": format_timestamp(error["at"]), "name": names.get((error["entity"], error["entity_id"]))}
+        for error in found
+    ]
+
+
+async def _names(conn: AsyncConnection, errors: list[dict[str, Any]]) -> dict[tuple[str, int], str]:
+    """What people know these profiles by: a user's userId, else its email; an account's group id, else its
+    domain. A profile with none of them (or erased since) is left out."""
+    user_ids = sorted({error["entity_id"] for error in errors if error["entity"] == Entity.USER})
+    account_ids = sorted({error["entity_id"] for error in errors if error["entity"] == Entity.ACCOUNT})
+    names: dict[tuple[str, int], str] = {}
+    if user_ids:
+        rows = await conn.execute(
+            sa.select(identifiers.c.user_id, identifiers.c.kind, identifiers.c.value)
+            .where(identifiers.c.user_id.in_(user_ids), identifiers.c.kind.in_(("user_id", "email")))
+            .order_by(identifiers.c.kind, identifiers.c.id)  # user_id after email: it wins
+        )
+        names.update({(Entity.USER, row.user_id): row.value for row in rows})
+    if account_ids:
+        rows = await conn.execute(
+            sa.select(accounts.c.id, sa.func.coalesce(accounts.c.group_id, accounts.c.domain)).where(
+                accounts.c.id.in_(account_ids)
+            )
+        )
+        names.update({(Entity.ACCOUNT, row[0]): row[1] for row in rows if row[1] is not None})
+    return names
 
 
 @requires_admin

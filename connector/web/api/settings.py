@@ -43,7 +43,9 @@ async def put_settings(request: Request) -> JSONResponse:
     description: >-
       A new `icp` setting scores every account again before the answer. An attribute list entry (a name
       or a mapping's `from`) naming nothing the connector has seen is saved, and answered in `warnings`
-      (`field`, `message` with the closest names seen).
+      (`field`, `message` with the closest names seen). Segments added to `synchronized_segments` or
+      `synchronized_account_segments` (or `ALL`) have their current members queued to be sent at once, in
+      the same transaction: `queued` says how many users and accounts (GET /api/sync shows the progress).
     requestBody: {content: {application/json: {schema: {$ref: "/settings.schema.json"}}}}
     responses:
       200: {description: "the new version", schema: {$ref: "#/components/schemas/Settings"}}
@@ -63,14 +65,15 @@ async def put_settings(request: Request) -> JSONResponse:
             segments = dict((await conn.execute(sa.select(Segment.__table__.c.name, Segment.__table__.c.entity))).all())
         if unknown := unknown_segments(before, after, segments):
             raise _refused(unknown)
-        version, settings = await save_settings(runtime.engine, runtime.settings, changes)
+        saved = await save_settings(runtime.engine, runtime.settings, changes)
     except ValidationError as problem:
         raise _refused(validation_errors(problem)) from None
     except RuleError as problem:
         raise _refused([at_path(problem.path, problem.message)]) from None
     async with runtime.engine.connect() as conn:
-        warnings = unseen_attributes(settings, await known_names(conn))
-    return JSONResponse({"version": version, "settings": settings.masked(), "warnings": warnings})
+        warnings = unseen_attributes(saved.settings, await known_names(conn))
+    answer = {"version": saved.version, "settings": saved.settings.masked(), "queued": saved.queued}
+    return JSONResponse({**answer, "warnings": warnings})
 
 
 def _refused(errors: list[dict[str, Any]]) -> ApiError:

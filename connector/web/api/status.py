@@ -3,13 +3,17 @@
 Every condition is read from the database, so any web process gives the same answer and
 a restart forgets nothing. The worst severity wins. The conditions (docs/operations.md, "Metrics and alerts"):
 
-warnings: segments or events chosen but no write key; a write key but nothing chosen to
-send; Segment rejected the write key (401/403) on its last answer; deliveries failing
-(outbox rows in backoff); dead letters in the last hour; the journal falling behind (its
-oldest pending message waited more than 5 minutes); messages failed in processing.
+warnings: segments or events chosen, or outgoing messages waiting in the outbox, but no write
+key; a write key but nothing chosen to send; Segment rejected the write key (401/403) on its
+last answer; deliveries failing (outbox rows in backoff); dead letters of the last hour not
+replayed yet; the journal falling behind (its oldest pending message waited more than 5
+minutes); messages failed in processing; group calls ignored because "Handle group calls" is
+off (while it is: the journal rows skipped for that reason). A message may carry a `link` to
+the dashboard page that fixes it.
 errors: the database unreachable (503); no worker heartbeat within 60 seconds.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,10 +25,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from connector import __version__
+from connector.core.kinds import MessageType
 from connector.core.models import DeadLetter, OutboxItem, SegmentApiAnswer, WorkerHeartbeat, utcnow
 from connector.core.settings import ConnectorSettings, mask_secret
 from connector.core.spec import format_timestamp
-from connector.flow.journal import FAILED, PENDING, PROCESSED, journal, queue
+from connector.flow.journal import FAILED, PENDING, PROCESSED, SKIPPED, journal, queue
 from connector.outbound.guard import write_key_hash
 from connector.web.auth import requires_admin
 from connector.web.deps import runtime_of
@@ -48,13 +53,22 @@ class Facts:
     outbox_depth: int
     outbox_failing: int
     dead_letters_last_hour: int
+    groups_skipped: dict[str, int]  # group calls skipped (still in the journal), by the reason stored with them
     last_heartbeat_at: datetime | None
     workers: int
     segment_answer: dict[str, Any] | None
 
 
 async def gather(conn: AsyncConnection, write_key: str | None, now: datetime) -> Facts:
-    # Counted apart: the queue alone for the pending, the failed rows' partial index for the failed.
+    # Counted apart: the queue alone for the pending, the partial indexes for the failed and the skipped.
+    skipped_rows = (
+        sa.select(journal.c.type, journal.c.skipped, sa.func.count().label("n"))
+        .where(journal.c.skipped.is_not(None))
+        .group_by(journal.c.type, journal.c.skipped)
+    )
+    skipped_by_type: dict[str, dict[str, int]] = {}
+    for kind, reason, count in await conn.execute(skipped_rows):
+        skipped_by_type.setdefault(kind, {})[reason] = count
     total, pending, failed = (
         await conn.execute(
             sa.select(
@@ -64,7 +78,8 @@ async def gather(conn: AsyncConnection, write_key: str | None, now: datetime) ->
             )
         )
     ).one()
-    counts = {PENDING: pending, PROCESSED: total - pending - failed, FAILED: failed}
+    skipped = sum(sum(reasons.values()) for reasons in skipped_by_type.values())
+    counts = {PENDING: pending, PROCESSED: total - pending - failed - skipped, FAILED: failed, SKIPPED: skipped}
     oldest = (
         await conn.execute(
             sa.select(sa.func.min(journal.c.received_at)).join_from(queue, journal, journal.c.id == queue.c.id)
@@ -77,7 +92,7 @@ async def gather(conn: AsyncConnection, write_key: str | None, now: datetime) ->
         await conn.execute(
             sa.select(sa.func.count())
             .select_from(dead_letters)
-            .where(dead_letters.c.created_at >= now - DEAD_LETTERS_WITHIN)
+            .where(dead_letters.c.created_at >= now - DEAD_LETTERS_WITHIN, dead_letters.c.replayed_at.is_(None))
         )
     ).scalar_one()
     last_beat, workers = (
@@ -98,7 +113,8 @@ async def gather(conn: AsyncConnection, write_key: str | None, now: datetime) ->
             )
         ).one_or_none()
         answer = dict(row._mapping) if row else None
-    return Facts(counts, _aware(oldest), depth, failing, dead, _aware(last_beat), workers, answer)
+    groups = skipped_by_type.get(MessageType.GROUP, {})
+    return Facts(counts, _aware(oldest), depth, failing, dead, groups, _aware(last_beat), workers, answer)
 
 
 def _aware(value: Any) -> datetime | None:
@@ -108,11 +124,14 @@ def _aware(value: Any) -> datetime | None:
     return datetime.fromisoformat(value).replace(tzinfo=utcnow().tzinfo)
 
 
+Say = Callable[..., None]  # say(severity, code, message, link=None)
+
+
 def messages(facts: Facts, settings: ConnectorSettings, now: datetime) -> list[dict[str, str]]:
     found: list[dict[str, str]] = []
 
-    def say(severity: str, code: str, message: str) -> None:
-        found.append({"severity": severity, "code": code, "message": message})
+    def say(severity: str, code: str, message: str, link: str | None = None) -> None:
+        found.append({"severity": severity, "code": code, "message": message, **({"link": link} if link else {})})
 
     if facts.last_heartbeat_at is None or now - facts.last_heartbeat_at > WORKER_SILENT_AFTER:
         since = "ever" if facts.last_heartbeat_at is None else f"since {format_timestamp(facts.last_heartbeat_at)}"
@@ -122,17 +141,35 @@ def messages(facts: Facts, settings: ConnectorSettings, now: datetime) -> list[d
             f"no worker heartbeat {since}: nothing is processed or sent; "
             "start `connector worker` (or scale the worker dyno)",
         )
+    _sending(facts, settings, say)
+    _processing(facts, settings, now, say)
+    return found
+
+
+def _counted(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
+def _sending(facts: Facts, settings: ConnectorSettings, say: Say) -> None:
+    """What stops or slows sending to Segment."""
     chosen = bool(
         settings.synchronized_segments
         or settings.synchronized_account_segments
         or settings.send_events
         or settings.segment_events
     )
-    if chosen and not settings.write_key:
+    if (chosen or facts.outbox_depth) and not settings.write_key:
+        waiting = (
+            f"{_counted(facts.outbox_depth, 'outgoing message waits', 'outgoing messages wait')} in the outbox"
+            if facts.outbox_depth
+            else ""
+        )
+        what = " and ".join(filter(None, ["segments or events are chosen to send" if chosen else "", waiting]))
         say(
             "warning",
             "no_write_key",
-            "segments or events are chosen to send but no write key is set: nothing is sent to Segment",
+            f"{what} but no write key is set: nothing is sent to Segment until you set one",
+            "#/settings",
         )
     if settings.write_key and not chosen:
         say("warning", "nothing_to_send", "a write key is set but no segment or event is chosen to send")
@@ -145,9 +182,15 @@ def messages(facts: Facts, settings: ConnectorSettings, now: datetime) -> list[d
             f"at {format_timestamp(answer['answered_at'])}: check the write key",
         )
     if facts.outbox_failing:
-        say("warning", "deliveries_failing", f"{facts.outbox_failing} outgoing messages are failing and being retried")
+        failing = _counted(facts.outbox_failing, "outgoing message is", "outgoing messages are")
+        say("warning", "deliveries_failing", f"{failing} failing and being retried")
     if facts.dead_letters_last_hour:
-        say("warning", "dead_letters", f"{facts.dead_letters_last_hour} messages were dead-lettered in the last hour")
+        dead = _counted(facts.dead_letters_last_hour, "message was", "messages were")
+        say("warning", "dead_letters", f"{dead} dead-lettered in the last hour and wait for a replay", "#/deliveries")
+
+
+def _processing(facts: Facts, settings: ConnectorSettings, now: datetime, say: Say) -> None:
+    """What stops or slows processing what arrives, or drops it."""
     if facts.oldest_pending_at is not None and now - facts.oldest_pending_at > JOURNAL_BEHIND_AFTER:
         waited = int((now - facts.oldest_pending_at).total_seconds())
         say(
@@ -155,14 +198,21 @@ def messages(facts: Facts, settings: ConnectorSettings, now: datetime) -> list[d
             "journal_lag",
             f"the oldest unprocessed message has waited {waited} s: processing is falling behind",
         )
-    if facts.journal.get("failed"):
+    if failed := facts.journal.get("failed"):
         say(
             "warning",
             "processing_failed",
-            f"{facts.journal['failed']} messages failed in processing; fix the "
+            f"{_counted(failed, 'message', 'messages')} failed in processing; fix the "
             "cause, then `connector journal retry-failed`",
         )
-    return found
+    if not settings.handle_accounts:  # once it is on, the calls skipped before are history, not a problem
+        for reason, count in sorted(facts.groups_skipped.items()):
+            say(
+                "warning",
+                "groups_ignored",
+                f"{_counted(count, 'group call', 'group calls')} ignored: {reason}",
+                "#/settings",
+            )
 
 
 def verdict(found: list[dict[str, str]]) -> str:

@@ -3,7 +3,7 @@
 // returns a function that stops them; the next navigation calls it. A page holding changes not yet saved
 // says so through app.guard(unsaved): leaving it for another page, or closing the tab, asks first.
 
-import { api, h, session, say } from "./lib.js";
+import { api, h, link, session, say } from "./lib.js";
 
 const PAGES = ["overview", "settings", "segments", "profiles", "deliveries", "setup"];
 const $ = (id) => document.getElementById(id);
@@ -57,7 +57,8 @@ function showStatus(status) {
   banner.replaceChildren(
     h("strong", { className: "verdict" }, `Status: ${status.status}`),
     h("ul", {}, status.messages.map((message) =>
-      h("li", { "data-code": message.code, "data-severity": message.severity }, message.message))));
+      h("li", { "data-code": message.code, "data-severity": message.severity }, message.message,
+        message.link ? [" (", link(message.link, "fix it"), ")"] : ""))));
   banner.hidden = !status.messages.length;
 }
 

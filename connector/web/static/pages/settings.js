@@ -513,6 +513,13 @@ function showWarnings(warnings) {
   }
 }
 
+// What a save's first sync queued, in words ("" when nothing).
+function queuedText({ users, accounts }) {
+  const counted = (n, one) => `${n} ${one}${n === 1 ? "" : "s"}`;
+  const parts = [users ? counted(users, "user") : "", accounts ? counted(accounts, "account") : ""].filter(Boolean);
+  return parts.length ? ` ${parts.join(" and ")} queued to be sent now: follow it on the Overview.` : "";
+}
+
 export async function render(root, _params, app) {
   const status = statusLine("settings-status");
   const fields = h("div", { id: "settings-fields" });
@@ -548,7 +555,7 @@ export async function render(root, _params, app) {
       const saved = await api("PUT", "/api/settings", changed);
       fill(saved.settings);
       showWarnings(saved.warnings ?? []);
-      say(status, `Saved: version ${saved.version} is in force.`, "ok");
+      say(status, `Saved: version ${saved.version} is in force.${queuedText(saved.queued)}`, "ok");
       await app.refreshStatus();
     } catch (error) {
       const errors = error.body?.errors ?? [];

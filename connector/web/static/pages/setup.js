@@ -74,8 +74,13 @@ export async function render(root) {
         "In Segment, Connections → Sources → Add Source → HTTP API; name it after this connector.",
         "Copy its write key.",
         ["In ", link("#/settings", "Settings"), ", paste it as Segment write key (and the API host for the EU)."],
-        "Choose the user segments, attributes and events to send, then save.",
         "Keep the destination's integration name (Webhooks) as Destination integration name: it stops loops.",
-        "Watch Overview: messages out appear as sent, skipped (with the reason on each profile) or retried.",
+        "Choose the user segments (or ALL), attributes and events to send, then save. Saving sends the "
+          + "current members of each segment you added at once: no command needed.",
+        ["Watch ", link("#/overview", "Overview"), ": its Sync card counts what was queued, sent, skipped and "
+          + "failed until nothing waits; messages out appear as sent, skipped (with the reason on each profile) "
+          + "or retried."],
+        "From then on, changes are sent as they happen: a profile that changes, or enters or leaves a segment, "
+          + "is sent within seconds. Send to everyone now (Overview) sends everyone in the filter again.",
       ]))));
 }
