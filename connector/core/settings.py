@@ -40,11 +40,15 @@ RESERVED_TRAITS = ("hull_segments",)  # identify and group carry it: no mapping 
 def trait_name(attribute: str) -> str:
     """The outbound trait name of an attribute: traits_ stripped, / -> _, account.x -> account_x,
     and computed attributes flattened the same way (usage.top_features -> usage_top_features,
-    persona.seniority -> persona_seniority, account.icp.fit -> account_icp_fit)."""
+    persona.seniority -> persona_seniority, account.icp.fit -> account_icp_fit). A trait named as the
+    segment rules name it is sent as Hull would name it: traits.plan -> plan, traits.address.city ->
+    address_city, account.traits.industry -> account_industry."""
     if attribute.startswith("account."):
         return "account_" + trait_name(attribute[len("account.") :])
     if attribute.startswith(COMPUTED_ROOTS):
         return attribute.replace(".", "_").replace("/", "_")
+    if attribute.startswith("traits."):
+        return attribute[len("traits.") :].replace(".", "_").replace("/", "_")
     return attribute.removeprefix("traits_").replace("/", "_")
 
 
@@ -299,7 +303,8 @@ class ConnectorSettings(BaseModel):
         ["email"],
         OUTGOING_USERS,
         "User attributes to send",
-        "Attributes sent as identify traits (traits_ prefix stripped, / becomes _, account.x becomes account_x), "
+        "Attributes sent as identify traits (traits.plan and traits_plan are sent as plan, / becomes _, "
+        "account.traits.x and account.x become account_x), "
         'or mappings {"from": attribute, "to": trait name} sending an attribute under a name of your choosing.',
     )
     segment_membership_traits: bool = _field(

@@ -63,12 +63,14 @@ def rule_attribute(entity: str, name: str) -> tuple[Attribute, tuple[str, ...]] 
 
 
 def read_attribute(traits: dict[str, Any], attribute: str) -> Any:
-    """A trait by its attribute name: the key as written, without traits_, or a / or . path."""
-    for name in (attribute, attribute.removeprefix("traits_")):
+    """A trait by its attribute name: the key as written, without traits_ (Hull's prefix) or traits. (the
+    segment rules' root), or a / or . path."""
+    bare = attribute.removeprefix("traits.") if attribute.startswith("traits.") else attribute.removeprefix("traits_")
+    for name in (attribute, bare):
         if name in traits:
             return traits[name]
     value: Any = traits
-    for part in re.split(r"[/.]", attribute.removeprefix("traits_")):
+    for part in re.split(r"[/.]", bare):
         if not isinstance(value, dict) or part not in value:
             return None
         value = value[part]

@@ -318,7 +318,9 @@ async def test_group_omits_hull_segments_when_no_account_segment_exists(client, 
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.sampled_from(["", "account.", "traits_", "usage.", "audiences.", "account.usage."]),
+    st.sampled_from(
+        ["", "account.", "traits_", "traits.", "usage.", "audiences.", "account.usage.", "account.traits."]
+    ),
     st.text(alphabet="abcXYZ_/.0 -", min_size=1, max_size=20),
 )
 def test_trait_names(prefix, rest):
@@ -329,6 +331,8 @@ def test_trait_names(prefix, rest):
         assert name == "account_" + trait_name(attribute[len("account.") :])
     elif attribute.startswith(("usage.", "audiences.")):
         assert "." not in name and name == attribute.replace(".", "_").replace("/", "_")
+    elif attribute.startswith("traits."):  # the rules' spelling of a trait: sent under the trait's own name
+        assert name == rest.replace(".", "_").replace("/", "_")
     else:
         assert name == attribute.removeprefix("traits_").replace("/", "_")
 

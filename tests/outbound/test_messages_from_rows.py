@@ -93,6 +93,14 @@ def test_an_identify_carries_the_synchronized_traits_and_the_users_segments_as_h
     }
 
 
+def test_a_trait_named_as_the_segment_rules_name_it_is_read_and_sent_under_its_own_name() -> None:
+    settings = ConnectorSettings(synchronized_segments=["Paying"], synchronized_properties=["traits.plan"])
+
+    message = only(messages.for_row(rows_of_ada("Paying"), settings, "user", 1))
+
+    assert message["traits"] == {"plan": "pro", "hull_segments": ["Paying"]}
+
+
 def test_an_identify_of_the_same_traits_is_the_same_message_and_of_other_traits_another() -> None:
     settings = ConnectorSettings(synchronized_segments=["Paying"])
     first = only(messages.for_row(rows_of_ada("Paying"), settings, "user", 1))

@@ -86,7 +86,7 @@ async def test_a_setting_naming_an_attribute_never_seen_is_saved_with_a_warning_
     assert response.json()["warnings"] == [
         {
             "field": "synchronized_properties[5]",
-            "message": "'paln' was never seen: no user has sent it yet; did you mean 'plan'?",
+            "message": "'paln' was never seen: no user has sent it yet; did you mean 'traits.plan'?",
         },
         {
             "field": "synchronized_properties[6].from",

@@ -120,19 +120,19 @@ async def test_segments_and_attributes_picked_from_the_lists_stay_set_after_a_re
     await expect(page.locator("#settings-status")).to_contain_text("Version")
 
     await field(page, schema, "synchronized_segments").select_option("Paying")
-    await field(page, schema, "synchronized_properties").select_option("company_size")
+    await field(page, schema, "synchronized_properties").select_option("traits.company_size")
     await field(page, schema, "synchronized_properties").select_option("usage.events_30d")
     await page.get_by_role("button", name="Save settings").click()
     await expect(page.locator("#settings-status")).to_contain_text("Saved")
     stored = await settings_of(server)
     assert stored["synchronized_segments"] == ["Paying"]
-    assert stored["synchronized_properties"] == ["email", "company_size", "usage.events_30d"]
+    assert stored["synchronized_properties"] == ["email", "traits.company_size", "usage.events_30d"]
 
     await page.reload()
     await expect(page.locator("#settings-status")).to_contain_text("Version")
     await expect(chips(page, "synchronized_segments")).to_have_attribute("data-name", "Paying")
     await expect(chips(page, "synchronized_properties")).to_have_count(3)
-    for name in ("email", "company_size", "usage.events_30d"):
+    for name in ("email", "traits.company_size", "usage.events_30d"):
         await expect(
             page.locator(f'.field[data-field="synchronized_properties"] li[data-name="{name}"]')
         ).to_have_count(1)
@@ -150,18 +150,18 @@ async def test_an_attribute_sent_under_a_name_typed_beside_it_is_stored_as_a_map
     await sign_in(page, server, at="#/settings")
     await expect(page.locator("#settings-status")).to_contain_text("Version")
 
-    await field(page, schema, "synchronized_properties").select_option("plan")
-    await page.get_by_label("plan sent as").fill("subscription_plan")
+    await field(page, schema, "synchronized_properties").select_option("traits.plan")
+    await page.get_by_label("traits.plan sent as").fill("subscription_plan")
     await page.get_by_role("button", name="Save settings").click()
     await expect(page.locator("#settings-status")).to_contain_text("Saved")
     assert (await settings_of(server))["synchronized_properties"] == [
         "email",
-        {"from": "plan", "to": "subscription_plan"},
+        {"from": "traits.plan", "to": "subscription_plan"},
     ]
 
     await page.reload()
     await expect(page.locator("#settings-status")).to_contain_text("Version")
-    await expect(page.get_by_label("plan sent as")).to_have_value("subscription_plan")
+    await expect(page.get_by_label("traits.plan sent as")).to_have_value("subscription_plan")
     await expect(page.get_by_label("email sent as")).to_have_value("")
 
 
@@ -311,7 +311,7 @@ async def test_a_setting_naming_an_attribute_never_seen_is_saved_with_a_warning_
     await page.get_by_role("button", name="Save settings").click()
     await expect(page.locator("#settings-status")).to_contain_text("Saved")
     await expect(page.locator("#setting-synchronized_properties-warning")).to_have_text(
-        "'paln' was never seen: no user has sent it yet; did you mean 'plan'?"
+        "'paln' was never seen: no user has sent it yet; did you mean 'traits.plan'?"
     )
     assert (await settings_of(server))["synchronized_properties"] == ["email", "paln"]
 

@@ -103,10 +103,10 @@ async def test_the_names_list_segments_traits_events_and_audiences_for_the_picke
     assert settings["synchronized_segments"] == ["ALL", "Paying"]
     assert settings["synchronized_account_segments"] == ["ALL", "Big accounts"]
     assert settings["send_events"] == ["ALL", "Audience Entered", "Order Completed", "Signed Up"]
-    assert settings["synchronized_properties"] == [
-        "email",
-        "first_time_shopper",
-        "plan",
+    assert settings["synchronized_properties"] == [  # traits spelled as the segment rules spell them
+        "traits.email",
+        "traits.first_time_shopper",
+        "traits.plan",
         "usage.top_features",
         "usage.events_30d",
         "usage.score_30d",
@@ -116,7 +116,7 @@ async def test_the_names_list_segments_traits_events_and_audiences_for_the_picke
         "persona.seniority",
         "persona.department",
         "audiences.vip",
-        "account.employees",
+        "account.traits.employees",
         "account.domain",
         "account.group_id",
         "account.usage.top_features",

@@ -68,11 +68,13 @@ def rule_attributes(entity: Entity, traits: dict[Entity, list[str]]) -> list[str
 
 
 def outbound_attributes(traits: list[str], audiences: list[str] | None) -> list[str]:
-    """Attribute names the outbound builder reads for a user (with audiences) or an account (without)."""
+    """Attribute names the outbound builder reads for a user (with audiences) or an account (without), spelled as
+    the segment rules spell them (`traits.plan`), so a name reads the same in Settings and in the editor."""
     usage = list(USAGE)
+    named = [f"traits.{key}" for key in traits]
     if audiences is None:
-        return [*traits, *OUTBOUND_ACCOUNT_COLUMNS, *usage, *scanned(Entity.ACCOUNT)]
-    return [*traits, *usage, *scanned(Entity.USER), *(f"audiences.{key}" for key in audiences)]
+        return [*named, *OUTBOUND_ACCOUNT_COLUMNS, *usage, *scanned(Entity.ACCOUNT)]
+    return [*named, *usage, *scanned(Entity.USER), *(f"audiences.{key}" for key in audiences)]
 
 
 def scanned(entity: Entity) -> list[str]:
@@ -126,11 +128,18 @@ def is_seen(name: str, entity: Entity, choices: set[str], traits: dict[Entity, l
     return re.split(r"[/.]", path)[0] in traits[entity]
 
 
+def _bare(name: str) -> str:
+    """A name without the trait root, so `paln` is compared with `plan`, not with `traits.plan`."""
+    return name.removeprefix("traits.")
+
+
 def closest(name: str, choices: list[str]) -> list[str]:
-    """The names seen most like `name` (a typo's likely intent): at most SUGGESTIONS, the best and those nearly as
-    close, never one far off (difflib's ratio under 0.6)."""
+    """The names seen most like `name` (a typo's likely intent), compared without the trait root and offered as
+    the choices spell them: at most SUGGESTIONS, the best and those nearly as close, never one far off
+    (difflib's ratio under 0.6)."""
+    bare = _bare(name)
     scored = sorted(
-        ((difflib.SequenceMatcher(None, name, choice).ratio(), choice) for choice in set(choices)),
+        ((difflib.SequenceMatcher(None, bare, _bare(choice)).ratio(), choice) for choice in set(choices)),
         key=lambda pair: (-pair[0], pair[1]),
     )
     best = scored[0][0] if scored else 0
