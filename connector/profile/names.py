@@ -1,7 +1,7 @@
 """The names the connector has seen (`seen_names`): trait keys of users and accounts, event names.
 
 Written by processing only, as it applies a batch (processing/apply.py: one INSERT of the batch's set of names,
-ON CONFLICT DO NOTHING, so a name already on record costs an index probe and writes nothing); migration 0011
+ON CONFLICT DO NOTHING, so a name already on record costs an index probe and writes nothing); migration 0012
 filled it from the data stored before. Names are only ever added: one seen stays known after retention or an
 erasure removed the data that named it (a name is a key or an event name, never a value of a profile).
 Read by the dashboard's pickers, the segment editor's "never seen" marks and the settings' warnings
