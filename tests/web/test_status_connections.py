@@ -14,10 +14,12 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from playwright.async_api import async_playwright, expect
 from sqlalchemy.engine import make_url
 
 from connector.web.app import create_app
-from tests.support.app import admin_auth, basic_auth, make_env
+from tests.support.app import ADMIN_TOKEN, LiveServer, admin_auth, basic_auth, in_ci, make_env
+from tests.support.browser import CHROMIUM, chromium_missing
 
 pytestmark = pytest.mark.postgres_only
 
@@ -91,3 +93,28 @@ async def test_refused_connections_are_a_status_warning_naming_the_arithmetic_an
     finally:
         await connection.close()
     assert [row["message_id"] for row in stored] == ["retried-1"]
+
+
+@pytest.mark.browser
+async def test_signing_in_while_postgresql_refuses_connections_shows_why_on_the_dashboard(database_url, role):
+    if not CHROMIUM.exists():
+        chromium_missing(in_ci())
+    url = make_url(database_url).set(username=role).render_as_string(hide_password=False)
+    with LiveServer(make_env(url)) as server:
+        # The server's pooled connections were let in before the limit: end them, so it must open new ones.
+        await _admin(
+            database_url,
+            f'ALTER ROLE "{role}" CONNECTION LIMIT 0',
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'",
+        )
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+            try:
+                page = await browser.new_page()
+                await page.goto(f"{server.url}/")
+                await page.get_by_label("Admin token").fill(ADMIN_TOKEN)
+                await page.get_by_role("button", name="Sign in").click()
+                await expect(page.get_by_text("PostgreSQL refuses new connections (too many clients)")).to_be_visible()
+                await expect(page.get_by_text("DATABASE_MAX_CONNECTIONS (20)")).to_be_visible()
+            finally:
+                await browser.close()
