@@ -71,9 +71,11 @@ def database_errors(process: Process) -> list[str]:
 
 
 def assert_delivered(segment_api: Any, users: range, track_ids: list[str]) -> None:
+    """Every user's identify and every track reached Segment. At least once: a send whose acknowledgement the
+    pooler's restart cut off goes again once its claim's lease ends, with the same messageId (Segment dedupes)."""
     sent = segment_api.messages
     assert {message["userId"] for message in sent if message["type"] == "identify"} == {f"user-{u}" for u in users}
-    assert sorted(message["messageId"] for message in sent if message["type"] == "track") == sorted(track_ids)
+    assert {message["messageId"] for message in sent if message["type"] == "track"} == set(track_ids)
 
 
 async def test_without_pooler_mode_the_second_migrate_through_the_pooler_fails_on_a_prepared_statement(
@@ -152,7 +154,8 @@ async def test_the_pooler_restarting_mid_stream_loses_no_acknowledged_message(
         track_ids = await sending
         await asyncio.to_thread(client.shutdown)
         assert failures == []  # every batch was acknowledged in the end
-        await wait_until(lambda: drained(runtime), timeout=180, interval=0.5)
+        # A send round the restart cut off leaves its rows claimed until the lease ends (2 minutes).
+        await wait_until(lambda: drained(runtime), timeout=200, interval=0.5)
         assert all(process.popen.poll() is None for process in processes)  # each rode out the restart
     finally:
         for process in processes:
