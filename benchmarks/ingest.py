@@ -164,13 +164,15 @@ async def copy_ceiling(dsn: str, rows: int) -> float:
 
 async def processor_throughput(dsn: str) -> dict:
     from connector.core.db import create_engine
+    from connector.core.environment import Environment
     from connector.core.settings import ConnectorSettings
     from connector.service.batch import process_batch
 
     connection = await asyncpg.connect(dsn)
     pending = await connection.fetchval("SELECT count(*) FROM journal_queue")
     await connection.close()
-    engine = create_engine(dsn.replace("postgresql://", "postgresql+asyncpg://"))
+    database = Environment(_env_file=None, database_url=dsn).direct_database  # DATABASE_POOLER, as a worker
+    engine = create_engine(database.url, pooler=database.pooler)
     settings = ConnectorSettings()
     started = time.perf_counter()
     processed = 0

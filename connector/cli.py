@@ -49,7 +49,8 @@ def migrate() -> None:
     """Apply database migrations (the Procfile's release process)."""
     from connector.service.migrate import upgrade
 
-    upgrade(get_environment().database_url)
+    database = get_environment().direct_database  # on Heroku the release runs on the direct connection
+    upgrade(database.url, pooler=database.pooler)
     click.echo("database is at the latest migration")
 
 
@@ -189,10 +190,11 @@ async def _run_worker() -> None:
 
 @contextlib.asynccontextmanager
 async def _database() -> AsyncIterator["AsyncEngine"]:
-    """An engine on DATABASE_URL for one operator command, disposed afterwards."""
+    """An engine on DATABASE_URL (the direct connection) for one operator command, disposed afterwards."""
     from connector.core.db import create_engine
 
-    engine = create_engine(get_environment().database_url)
+    database = get_environment().direct_database
+    engine = create_engine(database.url, pooler=database.pooler)
     try:
         yield engine
     finally:

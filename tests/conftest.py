@@ -24,6 +24,7 @@ from connector.core.runtime import Runtime
 from connector.service.migrate import upgrade
 from connector.web.app import create_app
 from tests.support.app import BACKENDS, POSTGRES_URL, LiveServer, in_ci, make_env
+from tests.support.pooler import PgBouncer, pgbouncer_binary
 
 pytest_plugins = ["tests.support.fake_segment"]  # the fake Segment API fixture, for the outbound tests
 
@@ -69,6 +70,22 @@ def postgres_database() -> Iterator[str]:
     upgrade(url)
     yield url
     asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def pgbouncer(postgres_database: str) -> Iterator[PgBouncer]:
+    """A real PgBouncer in transaction mode in front of the test PostgreSQL (tests/support/pooler.py). With
+    CI=true a missing pgbouncer binary fails the run (`.ci/run` installs it); elsewhere its tests are skipped."""
+    binary = pgbouncer_binary()
+    if binary is None:
+        message = "pgbouncer is not installed (apt-get install pgbouncer)"
+        if in_ci():
+            pytest.fail(f"CI=true expects PgBouncer: {message}", pytrace=False)
+        pytest.skip(message)
+    bouncer = PgBouncer(binary, POSTGRES_URL)
+    bouncer.start()
+    yield bouncer
+    bouncer.close()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -15,8 +15,15 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 
-def create_engine(database_url: str, max_connections: int = 20, **kwargs: Any) -> AsyncEngine:
-    """The engine; on PostgreSQL it opens at most `max_connections` (a hosted plan limits them)."""
+def create_engine(database_url: str, max_connections: int = 20, *, pooler: bool = False, **kwargs: Any) -> AsyncEngine:
+    """The engine; on PostgreSQL it opens at most `max_connections` (a hosted plan limits them).
+
+    `pooler`: the URL is a transaction-mode pooler (PgBouncer and its work-alikes), which may run each
+    transaction on another server connection. Then no named prepared statement is made: with both statement
+    caches off (asyncpg's own, SQLAlchemy's adapter's) asyncpg prepares every statement as the unnamed one,
+    which lives only until the next statement of the same transaction. Nothing else the code does outlives a
+    transaction (docs/architecture.md, "Connections"), so nothing else changes.
+    """
     kwargs.setdefault("json_serializer", _json_dumps)
     kwargs.setdefault("json_deserializer", orjson.loads)
     # Errors name the SQL but not its values: those hold secrets (API key, write key) and profile data.
@@ -28,7 +35,12 @@ def create_engine(database_url: str, max_connections: int = 20, **kwargs: Any) -
     kwargs.setdefault("pool_size", max_connections // 2)
     kwargs.setdefault("max_overflow", max_connections - max_connections // 2)
     kwargs.setdefault("pool_pre_ping", True)
+    if pooler:
+        kwargs["connect_args"] = {**kwargs.get("connect_args", {}), **POOLER_CONNECT_ARGS}
     return create_async_engine(database_url, **kwargs)
+
+
+POOLER_CONNECT_ARGS = {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

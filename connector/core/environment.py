@@ -6,6 +6,7 @@ On a Heroku dyno (DYNO is set) CONNECTOR_ENV defaults to production: secrets are
 never printed in full to the log stream, and ADMIN_TOKEN is required.
 """
 
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
@@ -25,6 +26,14 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+@dataclass(frozen=True)
+class Database:
+    """Where to connect, and whether that is a transaction-mode pooler (core/db.py's `pooler`)."""
+
+    url: str
+    pooler: bool
+
+
 class Environment(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
@@ -35,6 +44,16 @@ class Environment(BaseSettings):
     )
     dyno: str | None = Field(None, description="Set by Heroku on every dyno (`web.1`).")
     database_url: str = DEFAULT_DATABASE_URL
+    database_connection_pool_url: str | None = Field(
+        None,
+        description="Heroku's connection pooling (PgBouncer in transaction mode): the web and worker processes "
+        "connect through it; `connector migrate` and the operator commands use DATABASE_URL, the direct one.",
+    )
+    database_pooler: Literal["none", "transaction"] = Field(
+        "none",
+        description="`transaction` when DATABASE_URL itself is a transaction-mode pooler (Supabase, Neon, "
+        "a PgBouncer of your own): no prepared statement is kept past its transaction.",
+    )
     port: int = 8000
     host: str = "127.0.0.1"
     admin_token: str | None = None
@@ -69,10 +88,10 @@ class Environment(BaseSettings):
     outbound_batch_wait_seconds: float = 0.2
     outbound_claim_limit: int = 2_000
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_connection_pool_url")
     @classmethod
-    def _async_driver(cls, value: str) -> str:
-        return normalise_database_url(value)
+    def _async_driver(cls, value: str | None) -> str | None:
+        return normalise_database_url(value) if value else None
 
     @model_validator(mode="after")
     def _production_on_heroku(self) -> "Environment":
@@ -88,6 +107,18 @@ class Environment(BaseSettings):
     @property
     def is_postgres(self) -> bool:
         return self.database_url.startswith("postgresql")
+
+    @property
+    def direct_database(self) -> Database:
+        """DATABASE_URL: for migrations and operator commands, which need no pooling."""
+        return Database(self.database_url, self.database_pooler == "transaction")
+
+    @property
+    def service_database(self) -> Database:
+        """What the web and worker processes connect to: Heroku's pooler when attached, else DATABASE_URL."""
+        if self.database_connection_pool_url:
+            return Database(self.database_connection_pool_url, pooler=True)
+        return self.direct_database
 
 
 @lru_cache

@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 from structlog.typing import FilteringBoundLogger
 
+DATABASE_LOGGERS = ("sqlalchemy", "aiosqlite", "asyncpg")
 REDACTED_KEYS = frozenset({"write_key", "writeKey", "shared_secret", "api_key", "authorization", "admin_token"})
 
 
@@ -43,6 +44,12 @@ def configure_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # SQLAlchemy's engine (at INFO and DEBUG) and aiosqlite (at DEBUG, LOG_LEVEL=debug) log every statement with
+    # its parameters, and SQLAlchemy every row fetched: those hold the API key, the admin token, the write key, the
+    # shared secret and profile data. Their records never reach the log, at any level (SQLAlchemy's errors name
+    # the SQL without its values: hide_parameters in core/db.py).
+    for driver in DATABASE_LOGGERS:
+        logging.getLogger(driver).setLevel(logging.WARNING)
     # segment-analytics-python logs a refused batch as text; the sender logs it as outgoing.* with its status.
     logging.getLogger("segment").setLevel(logging.CRITICAL)
     structlog.configure(

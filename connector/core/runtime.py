@@ -21,7 +21,8 @@ class Runtime:
 
     @classmethod
     async def start(cls, env: Environment) -> "Runtime":
-        engine = create_engine(env.database_url, env.database_max_connections)
+        database = env.service_database
+        engine = create_engine(database.url, env.database_max_connections, pooler=database.pooler)
         runtime = cls(env=env, engine=engine, settings=SettingsStore(engine))
         runtime.api_key = await ensure_credential(engine, API_KEY, env.connector_api_key, "hsc_")
         # Outside development ADMIN_TOKEN is required (config.py); in development one is generated once.

@@ -8,13 +8,17 @@ from sqlmodel import SQLModel
 
 from connector.core import models  # noqa: F401  (registers the tables)
 from connector.core.db import create_engine
-from connector.core.environment import get_environment
+from connector.core.environment import Database, get_environment
 
 target_metadata = SQLModel.metadata
 
 
-def _database_url() -> str:
-    return context.config.attributes.get("database_url") or get_environment().database_url
+def _database() -> Database:
+    """The URL `upgrade` was given, else DATABASE_URL: the direct connection even where Heroku's pooler is
+    attached (the release runs there)."""
+    if url := context.config.attributes.get("database_url"):
+        return Database(url, context.config.attributes.get("pooler", False))
+    return get_environment().direct_database
 
 
 def _run(connection: Connection) -> None:
@@ -29,7 +33,8 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_online() -> None:
-    engine = create_engine(_database_url())
+    database = _database()
+    engine = create_engine(database.url, pooler=database.pooler)
     async with engine.connect() as connection:
         await connection.run_sync(_run)
         await connection.commit()
@@ -37,7 +42,7 @@ async def _run_online() -> None:
 
 
 if context.is_offline_mode():
-    context.configure(url=_database_url(), target_metadata=target_metadata, literal_binds=True)
+    context.configure(url=_database().url, target_metadata=target_metadata, literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
 else:

@@ -46,8 +46,14 @@ users = User.__table__
 accounts = Account.__table__
 events = Event.__table__
 OUTBOX_KIND = {Entity.USER: OutboxKind.USER, Entity.ACCOUNT: OutboxKind.ACCOUNT}
+# Created and dropped in the recompute's transaction; ON COMMIT DROP (PostgreSQL) makes sure of it even if that
+# code changes, as behind a transaction-mode pooler the next transaction may run on another server connection.
 matches = sa.Table(
-    "segment_matches", sa.MetaData(), sa.Column("entity_id", sa.BigInteger, primary_key=True), prefixes=["TEMPORARY"]
+    "segment_matches",
+    sa.MetaData(),
+    sa.Column("entity_id", sa.BigInteger, primary_key=True),
+    prefixes=["TEMPORARY"],
+    postgresql_on_commit="DROP",
 )
 log = get_logger()
 

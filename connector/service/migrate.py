@@ -9,16 +9,18 @@ from alembic.config import Config
 ALEMBIC_INI = Path(__file__).parent.parent / "alembic.ini"
 
 
-def alembic_config(database_url: str | None = None) -> Config:
+def alembic_config(database_url: str | None = None, pooler: bool = False) -> Config:
+    """Alembic's configuration; `pooler`: `database_url` is a transaction-mode pooler (core/db.py)."""
     config = Config(str(ALEMBIC_INI))
     if database_url:
         config.attributes["database_url"] = database_url
+        config.attributes["pooler"] = pooler
     return config
 
 
-def upgrade(database_url: str | None = None, revision: str = "head") -> None:
+def upgrade(database_url: str | None = None, revision: str = "head", pooler: bool = False) -> None:
     """Upgrade to `revision`; safe to call from inside a running event loop."""
-    config = alembic_config(database_url)
+    config = alembic_config(database_url, pooler)
     try:
         asyncio.get_running_loop()
     except RuntimeError:

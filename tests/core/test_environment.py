@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from connector.core.environment import DEFAULT_DATABASE_URL, Environment
+from connector.core.environment import DEFAULT_DATABASE_URL, Database, Environment
 from connector.core.runtime import Runtime
 from connector.web.app import create_app
 from tests.support.app import admin_auth, basic_auth, make_env
@@ -23,6 +23,8 @@ CONFIG_VARS = (
     "LOG_LEVEL",
     "DYNO",
     "DATABASE_MAX_CONNECTIONS",
+    "DATABASE_CONNECTION_POOL_URL",
+    "DATABASE_POOLER",
 )
 
 
@@ -195,4 +197,32 @@ async def test_a_process_opens_no_more_database_connections_than_database_max_co
 def test_database_max_connections_below_four_is_refused_naming_it(config_vars):
     config_vars.setenv("DATABASE_MAX_CONNECTIONS", "2")
     with pytest.raises(ValidationError, match="database_max_connections"):
+        Environment(_env_file=None)
+
+
+def test_on_heroku_with_connection_pooling_web_and_worker_use_the_pooler_and_the_release_the_direct_url(config_vars):
+    config_vars.setenv("DATABASE_URL", "postgres://u:p@direct.example:5432/d1")
+    config_vars.setenv("DATABASE_CONNECTION_POOL_URL", "postgres://u:p@pooler.example:6000/d1")
+    env = Environment(_env_file=None)
+    assert env.service_database == Database("postgresql+asyncpg://u:p@pooler.example:6000/d1", pooler=True)
+    assert env.direct_database == Database("postgresql+asyncpg://u:p@direct.example:5432/d1", pooler=False)
+
+
+def test_database_pooler_transaction_says_database_url_is_a_pooler(config_vars):
+    config_vars.setenv("DATABASE_URL", "postgres://u:p@pooler.supabase.example:6543/postgres")
+    config_vars.setenv("DATABASE_POOLER", "transaction")
+    env = Environment(_env_file=None)
+    expected = Database("postgresql+asyncpg://u:p@pooler.supabase.example:6543/postgres", pooler=True)
+    assert env.service_database == expected and env.direct_database == expected
+
+
+def test_a_plain_database_url_keeps_its_prepared_statements(config_vars):
+    config_vars.setenv("DATABASE_URL", "postgres://u:p@direct.example:5432/d1")
+    env = Environment(_env_file=None)
+    assert env.service_database == Database("postgresql+asyncpg://u:p@direct.example:5432/d1", pooler=False)
+
+
+def test_an_unknown_database_pooler_is_refused_naming_it(config_vars):
+    config_vars.setenv("DATABASE_POOLER", "session")
+    with pytest.raises(ValidationError, match="database_pooler"):
         Environment(_env_file=None)

@@ -11,7 +11,22 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.app import ADMIN_TOKEN, API_KEY
+
 HEROKU_GRACE_SECONDS = 30  # Heroku's SIGKILL follows SIGTERM after 30 s
+
+
+def process_env(database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a production dyno on `database_url`, with `extra` config vars."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "CONNECTOR_ENV": "production",
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "CONNECTOR_API_KEY": API_KEY,
+        "LOG_LEVEL": "INFO",
+        **extra,
+    }
 
 
 class Process:

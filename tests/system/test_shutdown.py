@@ -4,7 +4,6 @@ posting /v1/batch over HTTP: each process exits in time, no outbox row stays cla
 message that got a 200 is processed afterwards by a fresh worker and reaches Segment.
 """
 
-import os
 import threading
 import time
 from typing import Any, Self
@@ -13,26 +12,14 @@ import httpx
 import sqlalchemy as sa
 
 from connector.core.models import JournalEntry, OutboxItem, utcnow
-from tests.support.app import ADMIN_TOKEN, API_KEY, basic_auth, free_port, wait_until
+from tests.support.app import basic_auth, free_port, wait_until
 from tests.support.database import journal_statuses
 from tests.support.fake_segment import configure
-from tests.support.processes import HEROKU_GRACE_SECONDS, Process, wait_for_http
+from tests.support.processes import HEROKU_GRACE_SECONDS, Process, process_env, wait_for_http
 
 CLIENTS = 4
 journal = JournalEntry.__table__
 outbox = OutboxItem.__table__
-
-
-def process_env(database_url: str, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "CONNECTOR_ENV": "production",
-        "ADMIN_TOKEN": ADMIN_TOKEN,
-        "CONNECTOR_API_KEY": API_KEY,
-        "LOG_LEVEL": "INFO",
-        **extra,
-    }
 
 
 class Load:

@@ -11,6 +11,8 @@ minutes); messages failed in processing; group calls ignored because "Handle gro
 off (while it is: the journal rows skipped for that reason). A message may carry a `link` to
 the dashboard page that fixes it.
 errors: the database unreachable (503); no worker heartbeat within 60 seconds.
+PostgreSQL refusing connections (too many clients) is a warning naming the connection arithmetic (503 too:
+nothing can be read).
 """
 
 from collections.abc import Callable
@@ -25,6 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from connector import __version__
+from connector.core.db import sqlstate
 from connector.core.kinds import MessageType
 from connector.core.models import DeadLetter, OutboxItem, SegmentApiAnswer, WorkerHeartbeat, utcnow
 from connector.core.settings import ConnectorSettings, mask_secret
@@ -43,6 +46,7 @@ WORKER_SILENT_AFTER = timedelta(seconds=60)
 JOURNAL_BEHIND_AFTER = timedelta(minutes=5)
 DEAD_LETTERS_WITHIN = timedelta(hours=1)
 REJECTED_KEY_STATUSES = (401, 403)
+TOO_MANY_CONNECTIONS = "53300"  # PostgreSQL's "too many clients already" (and the per-role, per-database limits)
 SEVERITY_ORDER = ("ok", "warning", "error")
 
 
@@ -215,6 +219,25 @@ def _processing(facts: Facts, settings: ConnectorSettings, now: datetime, say: S
             )
 
 
+def unreachable(error: Exception, max_connections: int) -> dict[str, str]:
+    """Why the database could not be read: refusing connections (the processes together open more than the
+    plan allows: a warning, inbound answers 503 and Segment retries), else unreachable (an error)."""
+    if sqlstate(error) == TOO_MANY_CONNECTIONS:
+        return {
+            "severity": "warning",
+            "code": "too_many_connections",
+            "message": "PostgreSQL refuses new connections (too many clients): dynos x processes x "
+            f"DATABASE_MAX_CONNECTIONS ({max_connections}) must stay under the plan's connection limit, or the "
+            "pool size of the pooler in front (docs/operations.md, Behind a pooler); inbound answers 503 and "
+            "Segment retries",
+        }
+    return {
+        "severity": "error",
+        "code": "database_unreachable",
+        "message": f"the database is unreachable: {type(error).__name__}",
+    }
+
+
 def verdict(found: list[dict[str, str]]) -> str:
     return max((message["severity"] for message in found), key=SEVERITY_ORDER.index, default="ok")
 
@@ -225,7 +248,8 @@ async def get_status(request: Request) -> JSONResponse:
     summary: The verdict (ok, warning, error) with the messages behind it, and figures
     responses:
       200: {description: "status, messages and figures", schema: {$ref: "#/components/schemas/Status"}}
-      503: {description: "the database is unreachable (status error, code database_unreachable)"}
+      503: {description: "the database is unreachable (status error, code database_unreachable) or refuses
+        more connections (status warning, code too_many_connections)"}
     """
     runtime = runtime_of(request)
     now = utcnow()
@@ -235,12 +259,8 @@ async def get_status(request: Request) -> JSONResponse:
         async with runtime.engine.connect() as conn:
             facts = await gather(conn, settings.write_key, now)
     except Exception as error:  # the status must answer precisely when storage does not
-        message = {
-            "severity": "error",
-            "code": "database_unreachable",
-            "message": f"the database is unreachable: {type(error).__name__}",
-        }
-        return JSONResponse({"status": "error", "messages": [message], **base}, status_code=503)
+        message = unreachable(error, runtime.env.database_max_connections)
+        return JSONResponse({"status": message["severity"], "messages": [message], **base}, status_code=503)
     found = messages(facts, settings, now)
     return JSONResponse(
         {

@@ -8,7 +8,8 @@ const TOKEN_KEY = "connector.admin-token";
 
 export class ApiError extends Error {
   constructor(status, body) {
-    super(body?.message ?? `the server answered ${status}`);
+    // The status answers 503 with its messages (the database unreachable, refusing connections): say the first.
+    super(body?.message ?? body?.messages?.[0]?.message ?? `the server answered ${status}`);
     this.status = status;
     this.body = body ?? {};
   }
