@@ -364,8 +364,10 @@ async def test_the_worker_purges_on_its_own_every_interval(database_url):
     try:
         now = datetime.now(UTC)
         for _ in range(2):  # the second round is only removed by a later pass than the first
-            expired = await add_journal(runtime.engine, "processed", now - timedelta(days=8))
+            # The kept row first: SQLite gives a new row the largest id + 1, so an expired row the pass deleted
+            # before the next insert would hand its id on, and the test would wait for the wrong row.
             failed = await add_journal(runtime.engine, "failed", now - timedelta(days=8))
+            expired = await add_journal(runtime.engine, "processed", now - timedelta(days=8))
             await wait_until(functools.partial(_gone, runtime.engine, expired), timeout=10)
             assert failed in await ids_in(runtime.engine, journal)
     finally:
