@@ -455,6 +455,7 @@ async def test_the_status_names_group_calls_ignored_and_messages_waiting_without
     await page.screenshot(path=str(screenshots / f"state-{request.node.callspec.id}-overview-status.png"))
     await ignored.get_by_role("link", name="fix it").click()
     await expect(page).to_have_url(re.compile(r"#/settings$"))
+    await expect(page.locator("#settings-status")).to_contain_text("Version")  # the page the link opens, loaded
 
 
 async def all_processed(server: Any) -> bool:
