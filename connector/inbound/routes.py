@@ -25,7 +25,7 @@ from connector.core.settings import ConnectorSettings
 from connector.inbound.auth import basic_auth_user, require_key, require_signature
 from connector.inbound.body import read_body
 from connector.inbound.errors import InboundError, error_body
-from connector.inbound.writer import API, SEGMENT, JournalWriter, journal_row
+from connector.inbound.writer import API, SEGMENT, Journal, journal_row
 
 MAX_V1_BATCH_BYTES = 500 * 1024
 log = get_logger()
@@ -69,7 +69,7 @@ def inbound_endpoint(label: str) -> Callable[[Endpoint], Endpoint]:
 @inbound_endpoint("segment")
 async def segment_webhook(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
-    journal: JournalWriter = request.app.state.journal
+    journal: Journal = request.app.state.journal
     require_key(basic_auth_user(request), await runtime.settings.api_key())
     raw = await read_body(request, runtime.env.max_body_bytes, runtime.env.max_decompressed_bytes)
     document = _parse(raw, runtime)
@@ -89,7 +89,7 @@ async def segment_webhook(request: Request) -> JSONResponse:
 @inbound_endpoint("v1")
 async def v1_single(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
-    journal: JournalWriter = request.app.state.journal
+    journal: Journal = request.app.state.journal
     if request.path_params["message_type"] not in spec.MESSAGE_TYPES:  # 501 is for a message's type, on /segment
         raise InboundError(
             404,
@@ -110,7 +110,7 @@ async def v1_single(request: Request) -> JSONResponse:
 @inbound_endpoint("v1_batch")
 async def v1_batch(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
-    journal: JournalWriter = request.app.state.journal
+    journal: Journal = request.app.state.journal
     await _require_basic_key_if_sent(request, runtime)
     raw = await read_body(request, MAX_V1_BATCH_BYTES, runtime.env.max_decompressed_bytes)
     if len(raw) > MAX_V1_BATCH_BYTES:
@@ -170,7 +170,7 @@ def _normalise_one(
 
 
 async def _accept_many(
-    journal: JournalWriter,
+    journal: Journal,
     settings: ConnectorSettings,
     documents: list[Any],
     default_type: str | None,
@@ -203,7 +203,7 @@ async def _accept_many(
 
 
 async def _accept(
-    journal: JournalWriter,
+    journal: Journal,
     settings: ConnectorSettings,
     messages: list[dict[str, Any]],
     rejected: list[dict[str, Any]],
