@@ -25,7 +25,7 @@ from connector.core.settings import ConnectorSettings
 from connector.inbound.auth import basic_auth_user, require_key, require_signature
 from connector.inbound.body import read_body
 from connector.inbound.errors import InboundError, error_body
-from connector.inbound.writer import API, SEGMENT, Journal, journal_row
+from connector.inbound.writer import API, SEGMENT, Journal, JournalUnavailable, journal_row
 
 MAX_V1_BATCH_BYTES = 500 * 1024
 log = get_logger()
@@ -40,7 +40,7 @@ def is_own_echo(message: dict[str, Any], settings: ConnectorSettings) -> bool:
     return isinstance(integration, dict) and integration.get("name") == settings.connector_name
 
 
-STORAGE_ERRORS = (DBAPIError, OperationalError, OSError, asyncio.TimeoutError)
+STORAGE_ERRORS = (JournalUnavailable, DBAPIError, OperationalError, OSError, asyncio.TimeoutError)
 Endpoint = Callable[[Request], Awaitable[JSONResponse]]
 
 

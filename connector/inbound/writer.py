@@ -1,16 +1,22 @@
 """Durable append to the inbound journal, with group commit.
 
-Concurrent requests hand their rows to one writer, which commits everything that
-arrived while the previous commit ran in a single transaction. Each request is
-answered only after the transaction holding its rows has committed, so a 200 always
-means "durable"; under load, many requests share one commit.
+Concurrent requests hand their rows to one writer, which commits everything that arrived while the
+previous commit ran as one unit. Each request is answered only after the commit holding its rows,
+so a 200 always means "durable"; under load, many requests share one commit.
+
+On PostgreSQL the writer holds one connection of its own and commits a group as ONE statement in
+autocommit: no pool checkout, no pre-ping, no BEGIN/COMMIT, the statement text built once (and, without
+a pooler, prepared once). One statement is atomic: its rows, and the journal_queue rows the statement
+trigger of migration 0008 adds for them, commit together or not at all.
 """
 
 import asyncio
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+import orjson
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from connector.core.db import insert, is_postgres
 from connector.core.models import JournalEntry
@@ -19,9 +25,10 @@ from connector.flow.journal import partition_of
 table = JournalEntry.__table__
 MAX_ROWS_PER_COMMIT = 5000
 SEGMENT, API = "segment", "api"  # delivered by Segment to /segment; posted by a library to /v1/*
+Row = dict[str, Any]
 
 
-def journal_row(message: dict[str, Any], received_at: datetime, source: str) -> dict[str, Any]:
+def journal_row(message: dict[str, Any], received_at: datetime, source: str) -> Row:
     return {
         "partition": partition_of(message),
         "message_id": message["messageId"],
@@ -32,35 +39,43 @@ def journal_row(message: dict[str, Any], received_at: datetime, source: str) -> 
     }
 
 
+class JournalUnavailable(Exception):
+    """The rows could not be committed (the database is away, or refused them): the request answers 503,
+    and Segment or the library retries it. Nothing of a failed group commit is stored."""
+
+
 class Journal(Protocol):
     """What the inbound routes append through; one per web process, built by `open_journal`.
 
-    `append(rows)` returns only once every row is committed (durable), and raises once they cannot be
-    (the route answers 503, so Segment or the library retries): rows are `journal_row` dicts; a row whose
-    message_id is already stored is ignored (acknowledged, not stored twice). Concurrent calls are group
-    committed. The writer connects on first use and after losing its connection, so a database that comes
-    back is used again without a restart. `close()` runs once, after the last request was answered."""
+    `append(rows)` returns only once every row is committed (durable), and raises JournalUnavailable once
+    they cannot be (the route answers 503, so Segment or the library retries): rows are `journal_row` dicts;
+    a row whose message_id is already stored is ignored (acknowledged, not stored twice). Concurrent calls
+    are group committed. The writer connects on first use and after losing its connection, so a database
+    that comes back is used again without a restart. `close()` runs once, after the last request was
+    answered."""
 
-    async def append(self, rows: list[dict[str, Any]]) -> None: ...
+    async def append(self, rows: list[Row]) -> None: ...
 
     async def close(self) -> None: ...
 
 
-def open_journal(engine: AsyncEngine) -> Journal:
+def open_journal(engine: AsyncEngine, pooler: bool) -> Journal:
     """The journal writer for the engine's backend. It connects where the engine does, with the engine's
-    settings (a transaction-mode pooler's included: see core/db.create_engine), and holds its own connection."""
+    settings; `pooler`: the engine's URL is a transaction-mode pooler (core/db.create_engine)."""
     if is_postgres(engine):
-        return JournalWriter(engine)
-    return JournalWriter(engine)
+        return PostgresJournal(engine, pooler)
+    return EngineJournal(engine)
 
 
-class JournalWriter:
-    def __init__(self, engine: AsyncEngine):
-        self.engine = engine
-        self._waiting: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
+class GroupCommit:
+    """The queue of a group commit: `append` waits for the `_commit` that carries its rows; one commit runs
+    at a time, and takes every request waiting when it starts (up to MAX_ROWS_PER_COMMIT rows)."""
+
+    def __init__(self) -> None:
+        self._waiting: list[tuple[list[Row], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def append(self, rows: list[dict[str, Any]]) -> None:
+    async def append(self, rows: list[Row]) -> None:
         """Return once `rows` are committed; duplicates of a stored messageId are ignored."""
         if not rows:
             return
@@ -70,12 +85,9 @@ class JournalWriter:
             self._flusher = asyncio.create_task(self._flush_while_waiting())
         await done
 
-    async def close(self) -> None:
-        pass  # holds no connection of its own: the engine's pool is closed with the runtime
-
     async def _flush_while_waiting(self) -> None:
         while self._waiting:
-            taken: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
+            taken: list[tuple[list[Row], asyncio.Future[None]]] = []
             count = 0
             while self._waiting and (not taken or count + len(self._waiting[0][0]) <= MAX_ROWS_PER_COMMIT):
                 rows, done = self._waiting.pop(0)
@@ -92,7 +104,96 @@ class JournalWriter:
                     if not done.done():
                         done.set_result(None)
 
-    async def _commit(self, rows: list[dict[str, Any]]) -> None:
+    async def _commit(self, rows: list[Row]) -> None:
+        raise NotImplementedError
+
+
+def _unnest_insert() -> str:
+    """INSERT … SELECT FROM unnest(one array per column) ON CONFLICT (message_id) DO NOTHING: one statement
+    text whatever the number of rows. The payloads travel as text (JSON already encoded) and the server
+    parses them as it would any JSON parameter."""
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    arrays = ", ".join(
+        f"${number}::text[]" if name == "payload" else f"${number}::{table.c[name].type.compile(dialect)}[]"
+        for number, name in enumerate(COLUMNS, start=1)
+    )
+    selected = ", ".join(f"{name}::jsonb" if name == "payload" else name for name in COLUMNS)
+    return (
+        f"INSERT INTO {table.name} ({', '.join(COLUMNS)}) SELECT {selected} FROM unnest({arrays}) "
+        f"AS rows ({', '.join(COLUMNS)}) ON CONFLICT (message_id) DO NOTHING"
+    )
+
+
+COLUMNS = ("partition", "message_id", "type", "payload", "received_at", "source")
+INSERT_ROWS = _unnest_insert()
+
+
+class PostgresJournal(GroupCommit):
+    """The group commit on one held connection, in autocommit.
+
+    The connection is the engine's (checked out once, so it has the engine's URL and driver settings): without
+    a pooler the statement is prepared once and each commit is one round trip. Through a transaction-mode
+    pooler (statement caches off) asyncpg prepares the unnamed statement and then binds it, two exchanges a
+    pooler may route to different servers, so there the statement runs in a transaction, which the pooler
+    keeps on one server. A failure drops the connection (it may be dead); the next commit connects anew."""
+
+    def __init__(self, engine: AsyncEngine, pooler: bool):
+        super().__init__()
+        self.engine = engine
+        self.pooler = pooler
+        self._held: AsyncConnection | None = None
+        self._driver: Any = None  # the held connection's asyncpg connection
+
+    async def _commit(self, rows: list[Row]) -> None:
+        columns = (
+            [row["partition"] for row in rows],
+            [row["message_id"] for row in rows],
+            [row["type"] for row in rows],
+            [orjson.dumps(row["payload"]).decode() for row in rows],
+            [row["received_at"] for row in rows],
+            [row["source"] for row in rows],
+        )
+        try:
+            driver = self._driver or await self._connect()
+            if self.pooler:
+                async with driver.transaction():
+                    await driver.execute(INSERT_ROWS, *columns)
+            else:
+                await driver.execute(INSERT_ROWS, *columns)
+        except Exception as error:  # asyncpg's, or the engine's on connecting; the text may hold data: not kept
+            await self._drop()
+            raise JournalUnavailable(type(error).__name__) from error
+
+    async def _connect(self) -> Any:
+        self._held = await self.engine.connect()
+        raw = await self._held.get_raw_connection()
+        self._driver = raw.driver_connection
+        return self._driver
+
+    async def _drop(self) -> None:
+        held, self._held, self._driver = self._held, None, None
+        if held is not None:
+            try:
+                await held.invalidate()
+                await held.close()
+            except Exception:  # already gone: nothing left to release
+                pass
+
+    async def close(self) -> None:
+        await self._drop()
+
+
+class EngineJournal(GroupCommit):
+    """The group commit as a transaction from the engine's pool (SQLite)."""
+
+    def __init__(self, engine: AsyncEngine):
+        super().__init__()
+        self.engine = engine
+
+    async def close(self) -> None:
+        pass  # holds no connection of its own: the engine's pool is closed with the runtime
+
+    async def _commit(self, rows: list[Row]) -> None:
         async with self.engine.begin() as conn:
             statement = insert(table, conn.dialect.name).on_conflict_do_nothing(index_elements=["message_id"])
             await conn.execute(statement, rows)
