@@ -1,0 +1,145 @@
+"""The accept path on PostgreSQL against its ceilings, measured in the same run.
+
+1. POST /segment, one ~1 KB message a request (the Webhooks destination's shape), 8 keep-alive
+   connections: the connector (one web process, no worker) against the minimal durable-accept app of
+   benchmarks/durable_accept.py on the same uvicorn and database: req/s, p50/p99, and the ratio.
+2. POST /v1/batch, 100 such events a request, 8 connections, no worker: events/s against a raw asyncpg
+   COPY of the same rows into the journal, and the ratio.
+
+Load from wrk (Debian: apt-get install wrk), each message with a messageId of its own. Rounds alternate
+ceiling and connector, so a machine that gets busier mid-run weighs on both.
+
+    .venv/bin/python benchmarks/accept.py [--seconds 10] [--rounds 2]      # short: --seconds 3 --rounds 1
+
+Not part of the test suite: it measures, it does not assert.
+"""
+
+import argparse
+import asyncio
+import base64
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import orjson
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import API_KEY, free_port, running_server, throwaway_database
+from ingest import copy_ceiling, make_event
+
+CONNECTIONS = 8
+BATCH = 100
+AUTHORIZATION = "Basic " + base64.b64encode(f"{API_KEY}:".encode()).decode()
+
+# wrk: each request gets fresh messageIds (MSGID in the body replaced by thread-prefix-counter); done()
+# prints one machine-readable line.
+LUA = """
+local template = [==[%(body)s]==]
+local headers = {["Content-Type"] = "application/json", ["Authorization"] = "%(authorization)s"}
+local threads, counter, prefix = 0, 0, ""
+function setup(thread) threads = threads + 1; thread:set("number", threads) end
+function init(args) prefix = tostring(number) .. "-" .. tostring(os.time()) .. "-" .. tostring(math.random(1e9)) end
+function request()
+  local body = template:gsub("MSGID", function() counter = counter + 1; return prefix .. "-" .. counter end)
+  return wrk.format("POST", "%(path)s", headers, body)
+end
+function done(summary, latency, requests)
+  io.write(string.format("RESULT %%d %%f %%f %%f %%d %%d\\n", summary.requests, summary.duration / 1e6,
+    latency:percentile(50) / 1e3, latency:percentile(99) / 1e3, summary.errors.status, summary.errors.timeout))
+end
+"""
+
+
+def body(count: int) -> bytes:
+    """`count` ~1 KB events (one object, or {"batch": [...]}), each messageId the placeholder MSGID."""
+    rng = random.Random(1)
+    events = [{**make_event(rng), "messageId": "MSGID"} for _ in range(count)]
+    return orjson.dumps(events[0] if count == 1 else {"batch": events})
+
+
+def wrk(url: str, path: str, payload: bytes, seconds: float, workdir: Path) -> dict[str, float]:
+    script = workdir / f"{path.strip('/').replace('/', '_')}.lua"
+    script.write_text(LUA % {"body": payload.decode(), "authorization": AUTHORIZATION, "path": path})
+    command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{round(seconds)}s", "-s", str(script), url]
+    done = subprocess.run(command, capture_output=True, text=True)
+    output = done.stdout + done.stderr
+    match = re.search(r"RESULT (\d+) ([\d.]+) ([\d.]+) ([\d.]+) (\d+) (\d+)", output)
+    if match is None:
+        raise RuntimeError(f"wrk printed no result:\n{output}")
+    requests, duration, p50, p99, bad_status, timeouts = match.groups()
+    if int(bad_status) or int(timeouts):
+        raise RuntimeError(f"{path}: {bad_status} non-2xx answers, {timeouts} timeouts:\n{output}")
+    return {"rps": int(requests) / float(duration), "p50_ms": float(p50), "p99_ms": float(p99)}
+
+
+@contextmanager
+def ceiling_app(dsn: str) -> Iterator[str]:
+    port = free_port()
+    script = Path(__file__).with_name("durable_accept.py")
+    process = subprocess.Popen([sys.executable, str(script), "--dsn", dsn, "--port", str(port)])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.post(url + "/segment", content=b'{"messageId":"warm-up"}', timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the durable-accept app did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def load_average() -> str:
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def line(name: str, figures: dict[str, float], unit: str = "req/s") -> str:
+    return f"{name:<26}{figures['rps']:>9,.0f} {unit}  p50 {figures['p50_ms']:5.1f} ms  p99 {figures['p99_ms']:5.1f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
+    print(f"machine: {os.cpu_count()} cores, load average {load_average()}; {CONNECTIONS} connections, one web process")
+    single, batch = body(1), body(BATCH)
+    with (
+        throwaway_database() as dsn,
+        tempfile.TemporaryDirectory() as workdir,
+        ceiling_app(dsn) as ceiling_url,
+        running_server(dsn) as url,
+    ):
+        for round_number in range(1, args.rounds + 1):
+            ceiling = wrk(ceiling_url, "/segment", single, args.seconds, Path(workdir))
+            connector = wrk(url, "/segment", single, args.seconds, Path(workdir))
+            batches = wrk(url, "/v1/batch", batch, args.seconds, Path(workdir))
+            copy = asyncio.run(copy_ceiling(dsn, 50_000))
+            events = {**batches, "rps": batches["rps"] * BATCH}
+            print(f"\nround {round_number} (load average {load_average()})")
+            print(line("durable-accept ceiling", ceiling))
+            print(line("connector POST /segment", connector))
+            print(f"{'':<26}ratio {connector['rps'] / ceiling['rps']:.2f} of the ceiling")
+            print(line("connector POST /v1/batch", events, "events/s"))
+            print(f"{'COPY of the same rows':<26}{copy:>9,.0f} rows/s")
+            print(f"{'':<26}ratio {events['rps'] / copy:.2f} of COPY")
+
+
+if __name__ == "__main__":
+    main()
