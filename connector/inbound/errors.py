@@ -6,6 +6,7 @@ APIError(status, code, message)), so a refused call is reported by name, not as 
 
 from typing import Any
 
+import orjson
 from starlette.responses import JSONResponse
 
 CODES = {
@@ -24,6 +25,14 @@ def error_body(status: int, message: str, **details: Any) -> dict[str, Any]:
     return {"code": CODES.get(status, "error"), "message": message, **details}
 
 
+class InboundResponse(JSONResponse):
+    """A JSON answer rendered by orjson: the same compact UTF-8 bytes as starlette's, in a fraction of the
+    time (on the accept path, every request renders one)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 class InboundError(Exception):
     def __init__(self, status: int, message: str, **details: Any):
         super().__init__(message)
@@ -33,6 +42,6 @@ class InboundError(Exception):
 
     def response(self) -> JSONResponse:
         headers = {"WWW-Authenticate": 'Basic realm="segment"'} if self.status == 401 else None
-        return JSONResponse(
+        return InboundResponse(
             error_body(self.status, self.message, **self.details), status_code=self.status, headers=headers
         )

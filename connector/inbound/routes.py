@@ -5,6 +5,7 @@ echoes, append to the journal, and answer 200 only once the append has committed
 """
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import wraps
@@ -24,7 +25,7 @@ from connector.core.runtime import Runtime
 from connector.core.settings import ConnectorSettings
 from connector.inbound.auth import basic_auth_user, require_key, require_signature
 from connector.inbound.body import read_body
-from connector.inbound.errors import InboundError, error_body
+from connector.inbound.errors import InboundError, InboundResponse, error_body
 from connector.inbound.writer import API, SEGMENT, Journal, JournalUnavailable, journal_row
 
 MAX_V1_BATCH_BYTES = 500 * 1024
@@ -196,7 +197,7 @@ async def _accept_many(
             MESSAGES_IN.labels(_type_label(document), "rejected").inc()
             rejected.append({"index": index, "status": error.status, **error.as_dict()})
     if not messages:
-        return JSONResponse(
+        return InboundResponse(
             error_body(400, "every message in the batch was rejected", rejected=rejected), status_code=400
         )
     return await _accept(journal, settings, messages, rejected, source)
@@ -217,12 +218,12 @@ async def _accept(
         else:
             kept.append(message)
     await journal.append([journal_row(message, _received(message), source) for message in kept])
-    for message in kept:
-        MESSAGES_IN.labels(message["type"], "accepted").inc()
+    for message_type, count in Counter(message["type"] for message in kept).items():
+        MESSAGES_IN.labels(message_type, "accepted").inc(count)
     body: dict[str, Any] = {"success": True, "accepted": len(kept), "skipped": len(messages) - len(kept)}
     if rejected:
         body["rejected"] = rejected
-    return JSONResponse(body)
+    return InboundResponse(body)
 
 
 def _received(message: dict[str, Any]) -> datetime:

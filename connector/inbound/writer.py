@@ -135,7 +135,8 @@ class PostgresJournal(GroupCommit):
     a pooler the statement is prepared once and each commit is one round trip. Through a transaction-mode
     pooler (statement caches off) asyncpg prepares the unnamed statement and then binds it, two exchanges a
     pooler may route to different servers, so there the statement runs in a transaction, which the pooler
-    keeps on one server. A failure drops the connection (it may be dead); the next commit connects anew."""
+    keeps on one server. A failure drops the connection (it may be dead) and, if that connection was held from
+    before, the commit is tried once more on a new one; then it fails (503), and the next commit connects anew."""
 
     def __init__(self, engine: AsyncEngine, pooler: bool):
         super().__init__()
@@ -153,16 +154,24 @@ class PostgresJournal(GroupCommit):
             [row["received_at"] for row in rows],
             [row["source"] for row in rows],
         )
-        try:
-            driver = self._driver or await self._connect()
-            if self.pooler:
-                async with driver.transaction():
-                    await driver.execute(INSERT_ROWS, *columns)
-            else:
+        while True:
+            reused = self._driver is not None
+            try:
+                await self._execute(self._driver or await self._connect(), columns)
+                return
+            except Exception as error:  # asyncpg's, or the engine's on connecting; their text may hold data
+                await self._drop()
+                if not reused:
+                    raise JournalUnavailable(type(error).__name__) from error
+                # The held connection may have died while idle (a database restart, an idle timeout): once more
+                # on a new one, as a pool's pre-ping would. Rows already committed are ignored the second time.
+
+    async def _execute(self, driver: Any, columns: tuple[list[Any], ...]) -> None:
+        if self.pooler:
+            async with driver.transaction():
                 await driver.execute(INSERT_ROWS, *columns)
-        except Exception as error:  # asyncpg's, or the engine's on connecting; the text may hold data: not kept
-            await self._drop()
-            raise JournalUnavailable(type(error).__name__) from error
+        else:
+            await driver.execute(INSERT_ROWS, *columns)
 
     async def _connect(self) -> Any:
         self._held = await self.engine.connect()
