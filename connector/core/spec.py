@@ -158,6 +158,8 @@ def format_timestamp(value: datetime) -> str:
     return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
+# The messages of one request share their receivedAt: formatted once.
+_format_received = lru_cache(maxsize=16)(format_timestamp)
 SENDER_TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt")
 
 
@@ -242,8 +244,9 @@ def normalise_message(
         message["messageId"] = generated_message_id(message, sent_at)
 
     # Newest wins everywhere, so a clock in the future must not make a message win until then.
-    message["timestamp"] = format_timestamp(min(_corrected_timestamp(message, received_at, sent_at), received_at))
-    message["receivedAt"] = format_timestamp(received_at)
+    corrected = _corrected_timestamp(message, received_at, sent_at)
+    message["receivedAt"] = _format_received(received_at)
+    message["timestamp"] = message["receivedAt"] if corrected >= received_at else format_timestamp(corrected)
     message.pop("writeKey", None)
     return message
 
