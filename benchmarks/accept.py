@@ -21,6 +21,7 @@ import os
 import random
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,6 +127,7 @@ def main() -> None:
         ceiling_app(dsn) as ceiling_url,
         running_server(dsn) as url,
     ):
+        ratios: dict[str, list[float]] = {"/segment": [], "/v1/batch": []}
         for round_number in range(1, args.rounds + 1):
             ceiling = wrk(ceiling_url, "/segment", single, args.seconds, Path(workdir))
             connector = wrk(url, "/segment", single, args.seconds, Path(workdir))
@@ -139,6 +141,13 @@ def main() -> None:
             print(line("connector POST /v1/batch", events, "events/s"))
             print(f"{'COPY of the same rows':<26}{copy:>9,.0f} rows/s")
             print(f"{'':<26}ratio {events['rps'] / copy:.2f} of COPY")
+            ratios["/segment"].append(connector["rps"] / ceiling["rps"])
+            ratios["/v1/batch"].append(events["rps"] / copy)
+        print(
+            f"\nmedian of {args.rounds} rounds: /segment {statistics.median(ratios['/segment']):.2f} of the ceiling, ",
+            end="",
+        )
+        print(f"/v1/batch {statistics.median(ratios['/v1/batch']):.2f} of COPY (load average {load_average()})")
 
 
 if __name__ == "__main__":
