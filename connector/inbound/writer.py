@@ -41,18 +41,19 @@ def journal_row(message: dict[str, Any], received_at: datetime, source: str) -> 
 
 class JournalUnavailable(Exception):
     """The rows could not be committed (the database is away, or refused them): the request answers 503,
-    and Segment or the library retries it. Nothing of a failed group commit is stored."""
+    and Segment or the library retries it. Its rows may still have been stored (a connection lost after the
+    commit, before its answer): the retry is then acknowledged as a duplicate."""
 
 
 class Journal(Protocol):
     """What the inbound routes append through; one per web process, built by `open_journal`.
 
-    `append(rows)` returns only once every row is committed (durable), and raises JournalUnavailable once
-    they cannot be (the route answers 503, so Segment or the library retries): rows are `journal_row` dicts;
-    a row whose message_id is already stored is ignored (acknowledged, not stored twice). Concurrent calls
-    are group committed. The writer connects on first use and after losing its connection, so a database
-    that comes back is used again without a restart. `close()` runs once, after the last request was
-    answered."""
+    `append(rows)` returns only once every row is committed (durable), and raises once they cannot be,
+    JournalUnavailable or a database error (the route answers 503, so Segment or the library retries). Rows
+    are `journal_row` dicts; a row whose message_id is already stored is ignored (acknowledged, not stored
+    twice). Concurrent calls are group committed. The writer connects on first use and after losing its
+    connection, so a database that comes back is used again without a restart. `close()` runs once, after
+    the last request was answered."""
 
     async def append(self, rows: list[Row]) -> None: ...
 
@@ -108,6 +109,9 @@ class GroupCommit:
         raise NotImplementedError
 
 
+COLUMNS = ("partition", "message_id", "type", "payload", "received_at", "source")
+
+
 def _unnest_insert() -> str:
     """INSERT … SELECT FROM unnest(one array per column) ON CONFLICT (message_id) DO NOTHING: one statement
     text whatever the number of rows. The payloads travel as text (JSON already encoded) and the server
@@ -124,7 +128,6 @@ def _unnest_insert() -> str:
     )
 
 
-COLUMNS = ("partition", "message_id", "type", "payload", "received_at", "source")
 INSERT_ROWS = _unnest_insert()
 
 
