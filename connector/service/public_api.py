@@ -52,13 +52,13 @@ class PublicApi:
         self,
         url: str,
         token: str,
-        timeout: float = TIMEOUT_SECONDS,
+        timeout: float | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ):
         self._http = httpx.AsyncClient(
             base_url=url,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-            timeout=timeout,
+            timeout=timeout or TIMEOUT_SECONDS,
         )
         self._sleep = sleep
 
