@@ -100,7 +100,9 @@ class FakePublicApi(ServerThread):
     def stall(self, seconds: float, count: int = 1, prefix: str = "") -> None:
         self.faults.append(Fault(None, count, prefix, stall_seconds=seconds))
 
-    def add_source(self, name: str, metadata_id: str = "meta-javascript", slug: str | None = None) -> dict[str, Any]:
+    def add_source(
+        self, name: str, metadata_id: str = "meta-javascript", slug: str | None = None, write_key: str | None = None
+    ) -> dict[str, Any]:
         source_id = f"src-{next(self._ids)}"
         metadata = next(item for item in SOURCE_CATALOG if item["id"] == metadata_id)
         self.sources[source_id] = {
@@ -110,7 +112,7 @@ class FakePublicApi(ServerThread):
             "metadata": {**metadata, "description": "", "logos": {}, "options": [], "categories": []},
             "workspaceId": self.workspace["id"],
             "enabled": True,
-            "writeKeys": [secrets.token_hex(12)],
+            "writeKeys": [write_key or secrets.token_hex(12)],
             "labels": [],
         }
         return self.sources[source_id]
