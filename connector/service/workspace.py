@@ -165,6 +165,7 @@ class Found:
     back: dict[str, Any] | None  # the HTTP API source to send back through, when it exists
     back_metadata_id: str | None  # the catalog's HTTP API, to create it
     connected: dict[str, list[dict[str, Any]]]  # source id -> its connected destinations
+    names: dict[str, str]  # source id -> its name, for people to read
 
 
 async def connect(runtime: Runtime, token: str | None, region: str | None, source_ids: list[str]) -> dict[str, Any]:
@@ -218,7 +219,8 @@ async def _read(api: PublicApi, settings: ConnectorSettings, chosen: list[str], 
     connected = {}
     for source_id in dict.fromkeys([*chosen, *([back["id"]] if back else [])]):
         connected[source_id] = await api.connected_destinations(source_id)
-    return Found(workspace, webhooks_id, back, back_metadata_id, connected)
+    names = {source["id"]: source.get("name") or source.get("slug") or source["id"] for source in sources}
+    return Found(workspace, webhooks_id, back, back_metadata_id, connected, names)
 
 
 async def _back_source(api: PublicApi, found: Found, slug: str, done: list[dict[str, Any]]) -> dict[str, Any]:
@@ -227,6 +229,7 @@ async def _back_source(api: PublicApi, found: Found, slug: str, done: list[dict[
     assert found.back_metadata_id is not None
     source = await api.create_source(slug, found.back_metadata_id)
     found.connected[source["id"]] = []
+    found.names[source["id"]] = slug
     done.append({"kind": "source", "action": "created", "source_id": source["id"], "slug": slug})
     return source
 
@@ -275,7 +278,11 @@ async def _one_destination(
             done.append(
                 {"kind": "destination", "action": "deleted", "source_id": source_id, "destination_id": duplicate["id"]}
             )
-    entry = {"source_id": source_id, "destination_id": destination_id}
+    entry = {
+        "source_id": source_id,
+        "source_name": found.names.get(source_id, source_id),
+        "destination_id": destination_id,
+    }
     if action != "unchanged":
         done.append({"kind": "destination", "action": action, **entry})
     return {**entry, "action": action}
@@ -305,7 +312,7 @@ def _state(
         "workspace": {key: found.workspace.get(key) for key in ("id", "slug", "name")},
         "region": region,
         "source_ids": chosen,
-        "destinations": [{"source_id": d["source_id"], "destination_id": d["destination_id"]} for d in destinations],
+        "destinations": [{key: d[key] for key in ("source_id", "source_name", "destination_id")} for d in destinations],
         "back_source": _source_shown(back),
     }
 

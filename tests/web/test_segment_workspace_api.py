@@ -108,7 +108,13 @@ async def test_status_names_what_drifted_and_connecting_again_repairs_only_that(
     assert fake.writes()[writes:] == [f"PATCH /destinations/{edited['id']}"]
     assert (await client.get("/api/segment-workspace", headers=admin_auth())).json()["matches"] is True
     assert repaired.json()["done"] == [
-        {"kind": "destination", "action": "updated", "source_id": website, "destination_id": edited["id"]}
+        {
+            "kind": "destination",
+            "action": "updated",
+            "source_id": website,
+            "source_name": "Website",
+            "destination_id": edited["id"],
+        }
     ]
 
 
@@ -129,6 +135,7 @@ async def test_a_webhooks_destination_already_pointing_here_is_adopted_and_never
     assert [d["id"] for d in hooks_here(fake, website)] == ["by-hand-1"]
     assert answer.json()["destinations"][0] == {
         "source_id": website,
+        "source_name": "Website",
         "destination_id": "by-hand-1",
         "action": "updated",
     }
@@ -196,6 +203,7 @@ async def test_segment_failing_midway_answers_502_with_what_was_done_and_a_rerun
             "kind": "destination",
             "action": "created",
             "source_id": mobile,
+            "source_name": "Mobile app",
             "destination_id": fake.on_source(mobile)[0]["id"],
         }
     ]
