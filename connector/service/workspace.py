@@ -30,6 +30,7 @@ from connector.service import use_cases
 from connector.service.public_api import PublicApi, PublicApiError, base_url
 
 REGIONS = ("us", "eu")
+TOKEN_SHAPE = re.compile(r"[\x21-\x7e]{1,1000}")  # printable ASCII: it travels in an HTTP header
 TRACKING_HOSTS = {"us": "https://api.segment.io", "eu": "https://events.eu1.segmentapis.com"}
 WEBHOOKS = "Webhooks"  # the classic destination's catalog name ("Webhooks (Actions)" is another one)
 HTTP_API = "HTTP API"
@@ -132,6 +133,8 @@ async def _token(runtime: Runtime, given: str | None) -> str:
         raise WorkspaceError(
             400, "a Segment Public API token is required (Settings > Access Management > Tokens)", "token"
         )
+    if not TOKEN_SHAPE.fullmatch(token):
+        raise WorkspaceError(400, "this is not a Segment token: it holds spaces or characters no token has", "token")
     return token
 
 

@@ -165,7 +165,12 @@ async def test_an_existing_http_api_source_of_the_connectors_name_is_used_and_th
 
 @pytest.mark.parametrize(
     ("token", "field", "words"),
-    [("sgp_wrong", "token", "refused the token (401)"), (READ_ONLY_TOKEN, "token", "lacks a scope")],
+    [
+        ("sgp_wrong", "token", "refused the token (401)"),
+        (READ_ONLY_TOKEN, "token", "lacks a scope"),
+        ("sgp_pasted with a space", "token", "not a Segment token"),
+        ("sgp_é", "token", "not a Segment token"),  # never sent: a header holds ASCII only
+    ],
 )
 async def test_a_bad_token_or_a_missing_scope_is_a_400_in_words_and_saves_nothing(client, fake, token, field, words):
     answer = await connect(client, source_id(fake, "Website"), token=token)
