@@ -15,6 +15,7 @@ running connect again completes it. The token is a credential (core/credentials.
 
 import base64
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,8 +89,9 @@ def target_of(runtime: Runtime, settings: ConnectorSettings, api_key: str) -> Ta
 
 
 def slug_of(name: str) -> str:
-    """Segment's source slug from `connector_name`: lower case, runs of other characters as one hyphen."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "segment-connector"
+    """Segment's source slug from `connector_name`: ASCII lower case, runs of other characters as one hyphen."""
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()  # Über -> Uber
+    return re.sub(r"[^a-z0-9]+", "-", plain.lower()).strip("-") or "segment-connector"
 
 
 def in_words(error: PublicApiError) -> WorkspaceError:

@@ -12,19 +12,13 @@ from tests.support.fake_public_api import OWNER_TOKEN, FakePublicApi
 
 
 @pytest.fixture
-def fake() -> Iterator[FakePublicApi]:
-    with FakePublicApi() as api:
-        yield api
-
-
-@pytest.fixture
-def run(database_url: str, fake: FakePublicApi, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+def run(database_url: str, public_api: FakePublicApi, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     for name, value in {
         "DATABASE_URL": database_url,
         "ADMIN_TOKEN": "x",
         "CONNECTOR_API_KEY": API_KEY,
         "PUBLIC_URL": "https://connector.example.com",
-        "SEGMENT_PUBLIC_API_URL": fake.url,
+        "SEGMENT_PUBLIC_API_URL": public_api.url,
         "LOG_LEVEL": "WARNING",
     }.items():
         monkeypatch.setenv(name, value)
@@ -37,10 +31,10 @@ def run(database_url: str, fake: FakePublicApi, monkeypatch: pytest.MonkeyPatch)
     get_environment.cache_clear()
 
 
-def test_connect_status_and_disconnect_from_a_terminal(run, fake):
+def test_connect_status_and_disconnect_from_a_terminal(run, public_api):
     listed = run("sources", "--token", OWNER_TOKEN)
     assert listed.exit_code == 0, listed.output
-    website = next(s["id"] for s in fake.sources.values() if s["name"] == "Website")
+    website = next(s["id"] for s in public_api.sources.values() if s["name"] == "Website")
     assert f"{website}  Website  (Javascript)" in listed.output
     assert "Backend" in listed.output  # on the second page
     connected = run("connect", "--token", OWNER_TOKEN, "--source", website)
@@ -51,7 +45,7 @@ def test_connect_status_and_disconnect_from_a_terminal(run, fake):
     assert OWNER_TOKEN not in connected.output
     status = run("status")
     assert status.exit_code == 0 and "drifted" not in status.output
-    (destination,) = fake.on_source(website)
+    (destination,) = public_api.on_source(website)
     destination["enabled"] = False
     drifted = run("status")
     assert drifted.exit_code == 1
@@ -63,7 +57,7 @@ def test_connect_status_and_disconnect_from_a_terminal(run, fake):
     assert "no Segment workspace is connected" in run("status").output
 
 
-def test_a_refusal_is_one_line_in_words(run, fake):
+def test_a_refusal_is_one_line_in_words(run, public_api):
     refused = run("connect", "--token", "sgp_wrong", "--source", "src-1")
     assert refused.exit_code == 1
     assert "Segment refused the token (401)" in refused.output

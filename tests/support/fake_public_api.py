@@ -19,15 +19,17 @@ import asyncio
 import base64
 import itertools
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tests.support.app import ServerThread
+from tests.support.app import LiveServer, ServerThread, free_port, make_env
 
 PAGE_SIZE = 2
 OWNER_TOKEN = "sgp_owner-token-0123456789abcdef"
@@ -269,3 +271,24 @@ def _hook_shaped(hook: Any) -> bool:
     return isinstance(headers, list) and all(
         isinstance(h, dict) and isinstance(h.get("key"), str) and isinstance(h.get("value"), str) for h in headers
     )
+
+
+@pytest.fixture
+def public_api() -> Iterator[FakePublicApi]:
+    with FakePublicApi() as fake:
+        yield fake
+
+
+@pytest.fixture
+def own_url_server(database_url: str, public_api: FakePublicApi) -> Iterator[LiveServer]:
+    """A live connector (its worker embedded) whose PUBLIC_URL is its own address, on the fake Public API:
+    the Webhooks destinations connect puts in the fake point back at it."""
+    port = free_port()
+    env = make_env(
+        database_url,
+        public_url=f"http://127.0.0.1:{port}",
+        segment_public_api_url=public_api.url,
+        run_worker_in_web=True,
+    )
+    with LiveServer(env, port=port) as server:
+        yield server

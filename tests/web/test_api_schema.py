@@ -7,7 +7,6 @@ code, content type, headers and body that the document declares for that operati
 """
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -42,12 +41,6 @@ SEED = [
     {"type": "track", "userId": "u1", "event": "Order Completed", "properties": {"feature": "export"}},
     {"type": "group", "userId": "u1", "groupId": "g1", "traits": {"domain": "acme.com", "employees": 12}},
 ]
-
-
-@pytest.fixture
-def public_api() -> Iterator[FakePublicApi]:
-    with FakePublicApi() as fake:
-        yield fake
 
 
 @pytest.fixture

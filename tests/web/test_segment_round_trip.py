@@ -2,44 +2,28 @@
 delivered back to /segment by the fake Segment acting as the workspace the fake Public API describes, all over
 real HTTP to a live connector."""
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 import sqlalchemy as sa
 
 from connector.core.db import create_engine
 from connector.core.models import JournalEntry
 from connector.flow.round_trips import NONCE, ROUND_TRIP_EVENT
-from tests.support.app import LiveServer, admin_auth, basic_auth, free_port, make_env
+from tests.support.app import LiveServer, admin_auth, basic_auth
 from tests.support.fake_public_api import OWNER_TOKEN, FakePublicApi
 from tests.support.fake_segment import FakeSegment
 
 
-@pytest.fixture
-def workspace() -> Iterator[FakePublicApi]:
-    with FakePublicApi() as api:
-        yield api
-
-
-@pytest.fixture
-def connector(database_url: str, workspace: FakePublicApi) -> Iterator[LiveServer]:
-    port = free_port()
-    env = make_env(database_url, public_url=f"http://127.0.0.1:{port}", segment_public_api_url=workspace.url)
-    with LiveServer(env, port=port) as server:
-        yield server
-
-
-async def connected(connector: LiveServer, workspace: FakePublicApi, segment: FakeSegment) -> httpx.AsyncClient:
+async def connected(own_url_server: LiveServer, public_api: FakePublicApi, segment: FakeSegment) -> httpx.AsyncClient:
     """The workspace connected, its way-back source's write key the fake Segment's; sending to the fake Segment."""
-    workspace.add_source("hull-segment-connector", "meta-http-api", write_key=segment.write_key)
-    website = next(s["id"] for s in workspace.sources.values() if s["name"] == "Website")
-    http = httpx.AsyncClient(base_url=connector.url, headers=admin_auth(), timeout=30)
+    public_api.add_source("hull-segment-connector", "meta-http-api", write_key=segment.write_key)
+    website = next(s["id"] for s in public_api.sources.values() if s["name"] == "Website")
+    http = httpx.AsyncClient(base_url=own_url_server.url, headers=admin_auth(), timeout=30)
     answer = await http.post("/api/segment-workspace", json={"token": OWNER_TOKEN, "source_ids": [website]})
     assert answer.status_code == 200, answer.text
     await http.put("/api/settings", json={"segment_api_host": segment.url})
-    segment.deliver_through(workspace)
+    segment.deliver_through(public_api)
     return http
 
 
@@ -56,9 +40,9 @@ async def journal_rows(database_url: str) -> int:
 
 
 async def test_the_round_trip_works_and_says_how_long_it_took_and_the_test_event_is_never_stored(
-    database_url, connector, workspace, segment_api
+    database_url, own_url_server, public_api, segment_api
 ):
-    http = await connected(connector, workspace, segment_api)
+    http = await connected(own_url_server, public_api, segment_api)
     answer = (await http.post("/api/segment-workspace/round-trip", json={"wait_seconds": 15})).json()
     assert answer["outcome"] == "works", answer
     assert 0 <= answer["seconds"] < 15
@@ -72,9 +56,9 @@ async def test_the_round_trip_works_and_says_how_long_it_took_and_the_test_event
     await http.aclose()
 
 
-async def test_a_test_event_that_never_comes_back_blames_the_destination(connector, workspace, segment_api):
-    http = await connected(connector, workspace, segment_api)
-    for destination in workspace.destinations.values():
+async def test_a_test_event_that_never_comes_back_blames_the_destination(own_url_server, public_api, segment_api):
+    http = await connected(own_url_server, public_api, segment_api)
+    for destination in public_api.destinations.values():
         destination["enabled"] = False  # disabled in Segment
     answer = (await http.post("/api/segment-workspace/round-trip", json={"wait_seconds": 1})).json()
     assert answer["outcome"] == "lost"
@@ -82,8 +66,8 @@ async def test_a_test_event_that_never_comes_back_blames_the_destination(connect
     await http.aclose()
 
 
-async def test_a_test_event_refused_on_the_way_out_blames_the_write_key(connector, workspace, segment_api):
-    http = await connected(connector, workspace, segment_api)
+async def test_a_test_event_refused_on_the_way_out_blames_the_write_key(own_url_server, public_api, segment_api):
+    http = await connected(own_url_server, public_api, segment_api)
     segment_api.write_key = "another-key"  # Segment no longer knows the connector's write key
     answer = (await http.post("/api/segment-workspace/round-trip", json={"wait_seconds": 1})).json()
     assert answer["outcome"] == "refused"

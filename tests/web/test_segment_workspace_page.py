@@ -2,40 +2,19 @@
 repaired, the round trip, disconnect — in Chromium against a live connector, the fake Public API and the fake
 Segment delivering back over real HTTP."""
 
-from collections.abc import Iterator
-
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.support.app import LiveServer, free_port, make_env
+from tests.support.app import LiveServer
 from tests.support.dashboard import admin, sign_in
-from tests.support.fake_public_api import OWNER_TOKEN, FakePublicApi
+from tests.support.fake_public_api import OWNER_TOKEN
 
 # The tests share the module's event loop, where the one browser lives.
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 
-@pytest.fixture
-def workspace() -> Iterator[FakePublicApi]:
-    with FakePublicApi() as api:
-        yield api
-
-
-@pytest.fixture
-def connector(database_url: str, workspace: FakePublicApi) -> Iterator[LiveServer]:
-    port = free_port()
-    env = make_env(
-        database_url,
-        public_url=f"http://127.0.0.1:{port}",
-        segment_public_api_url=workspace.url,
-        run_worker_in_web=True,
-    )
-    with LiveServer(env, port=port) as server:
-        yield server
-
-
-async def connect_through_the_page(page: Page, connector: LiveServer, *names: str) -> None:
-    await sign_in(page, connector, at="#/setup")
+async def connect_through_the_page(page: Page, own_url_server: LiveServer, *names: str) -> None:
+    await sign_in(page, own_url_server, at="#/setup")
     card = page.locator("#segment-workspace")
     await card.get_by_label("Public API token").fill(OWNER_TOKEN)
     await card.get_by_role("button", name="List sources").click()
@@ -50,10 +29,10 @@ async def connect_through_the_page(page: Page, connector: LiveServer, *names: st
 
 
 async def test_connecting_from_the_setup_page_lists_what_was_created_and_the_round_trip_works(
-    page, connector, workspace, segment_api, screenshots, request
+    page, own_url_server, public_api, segment_api, screenshots, request
 ):
-    workspace.add_source("hull-segment-connector", "meta-http-api", write_key=segment_api.write_key)
-    await connect_through_the_page(page, connector, "Website (Javascript)", "Backend (HTTP API)")
+    public_api.add_source("hull-segment-connector", "meta-http-api", write_key=segment_api.write_key)
+    await connect_through_the_page(page, own_url_server, "Website (Javascript)", "Backend (HTTP API)")
     changes = page.locator("#workspace-changes li")
     await expect(changes).to_have_count(3)  # Website, Backend, and the way-back source
     await expect(changes.first).to_contain_text("created")
@@ -61,20 +40,20 @@ async def test_connecting_from_the_setup_page_lists_what_was_created_and_the_rou
     await expect(page.locator("#workspace-connected")).to_contain_text("Acme")
     await expect(page.locator("#workspace-connected")).not_to_contain_text(OWNER_TOKEN)
 
-    await admin(connector, "PUT", "/api/settings", json={"segment_api_host": segment_api.url})
-    segment_api.deliver_through(workspace)
+    await admin(own_url_server, "PUT", "/api/settings", json={"segment_api_host": segment_api.url})
+    segment_api.deliver_through(public_api)
     await page.get_by_role("button", name="Test the round trip").click()
     await expect(page.locator("#round-trip-status")).to_contain_text("round trip works", timeout=30_000)
-    await page.screenshot(path=str(screenshots / f"{request.node.callspec.id}-setup-workspace.png"), full_page=True)
+    await page.screenshot(path=str(screenshots / f"{request.node.callspec.id}-setup-public_api.png"), full_page=True)
 
 
 async def test_a_destination_disabled_in_segment_shows_as_drifted_and_repair_puts_it_back(
-    page, connector, workspace, screenshots, request
+    page, own_url_server, public_api, screenshots, request
 ):
-    await connect_through_the_page(page, connector, "Website (Javascript)")
+    await connect_through_the_page(page, own_url_server, "Website (Javascript)")
     await expect(page.locator("#workspace-verdict")).to_have_text("Everything matches.")
-    website = next(s["id"] for s in workspace.sources.values() if s["name"] == "Website")
-    (destination,) = workspace.on_source(website)
+    website = next(s["id"] for s in public_api.sources.values() if s["name"] == "Website")
+    (destination,) = public_api.on_source(website)
     destination["enabled"] = False
     await page.reload()
     await expect(page.locator(f'li[data-source="{website}"]')).to_contain_text("on Website")
@@ -89,11 +68,11 @@ async def test_a_destination_disabled_in_segment_shows_as_drifted_and_repair_put
     await page.get_by_role("button", name="Disconnect").click()
     await expect(page.locator("#workspace-changes")).to_contain_text("Disconnected: 2 destinations deleted")
     await expect(page.get_by_label("Public API token")).to_be_visible()
-    assert workspace.on_source(website) == []
+    assert public_api.on_source(website) == []
 
 
-async def test_a_wrong_token_is_said_in_words_on_the_page(page, connector):
-    await sign_in(page, connector, at="#/setup")
+async def test_a_wrong_token_is_said_in_words_on_the_page(page, own_url_server):
+    await sign_in(page, own_url_server, at="#/setup")
     card = page.locator("#segment-workspace")
     await card.get_by_label("Public API token").fill("sgp_wrong")
     await card.get_by_role("button", name="List sources").click()
