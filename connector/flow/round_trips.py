@@ -8,7 +8,7 @@ and the one (or the command) waiting for it meet in this table.
 """
 
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +19,7 @@ from connector.core.models import RoundTrip, utcnow
 ROUND_TRIP_EVENT = "Segment Connector Round Trip Test"
 NONCE = "round_trip_nonce"
 ANONYMOUS_ID = "segment-connector-round-trip"
+KEPT_FOR = timedelta(days=30)  # the status shows the latest test; older ones only say what was
 table = RoundTrip.__table__
 
 
@@ -43,10 +44,11 @@ def is_round_trip(document: Any) -> bool:
 
 
 async def start(engine: AsyncEngine) -> str:
-    """A new test's nonce, its row recorded as sent now."""
-    nonce = secrets.token_hex(16)
+    """A new test's nonce, its row recorded as sent now; tests older than KEPT_FOR are forgotten meanwhile."""
+    nonce, now = secrets.token_hex(16), utcnow()
     async with engine.begin() as conn:
-        await conn.execute(table.insert().values(nonce=nonce, sent_at=utcnow()))
+        await conn.execute(table.delete().where(table.c.sent_at < now - KEPT_FOR))
+        await conn.execute(table.insert().values(nonce=nonce, sent_at=now))
     return nonce
 
 

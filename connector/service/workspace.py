@@ -187,6 +187,9 @@ async def connect(runtime: Runtime, token: str | None, region: str | None, sourc
             back = await _back_source(api, found, slug_of(settings.connector_name), done)
             destinations = await _destinations(api, found, target, [*chosen, back["id"]], state, done)
         except PublicApiError as error:
+            log.warning(
+                "workspace.connect.failed", call=error.call, status=error.status, kind=error.kind, done=len(done)
+            )
             failure = in_words(error)
             failure.done = done
             raise failure from None

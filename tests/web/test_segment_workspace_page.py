@@ -2,6 +2,8 @@
 repaired, the round trip, disconnect — in Chromium against a live connector, the fake Public API and the fake
 Segment delivering back over real HTTP."""
 
+from pathlib import Path
+
 import pytest
 from playwright.async_api import Page, expect
 
@@ -13,7 +15,9 @@ from tests.support.fake_public_api import OWNER_TOKEN
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 
-async def connect_through_the_page(page: Page, own_url_server: LiveServer, *names: str) -> None:
+async def connect_through_the_page(
+    page: Page, own_url_server: LiveServer, *names: str, screenshot: Path | None = None
+) -> None:
     await sign_in(page, own_url_server, at="#/setup")
     card = page.locator("#segment-workspace")
     await card.get_by_label("Public API token").fill(OWNER_TOKEN)
@@ -25,6 +29,8 @@ async def connect_through_the_page(page: Page, own_url_server: LiveServer, *name
     await expect(card.get_by_role("button", name="More sources")).to_be_hidden()
     for name in names:
         await card.get_by_label(name).check()
+    if screenshot is not None:
+        await page.screenshot(path=str(screenshot), full_page=True)
     await card.get_by_role("button", name="Connect").click()
 
 
@@ -32,7 +38,10 @@ async def test_connecting_from_the_setup_page_lists_what_was_created_and_the_rou
     page, own_url_server, public_api, segment_api, screenshots, request
 ):
     public_api.add_source("hull-segment-connector", "meta-http-api", write_key=segment_api.write_key)
-    await connect_through_the_page(page, own_url_server, "Website (Javascript)", "Backend (HTTP API)")
+    picked = screenshots / f"{request.node.callspec.id}-setup-sources.png"
+    await connect_through_the_page(
+        page, own_url_server, "Website (Javascript)", "Backend (HTTP API)", screenshot=picked
+    )
     changes = page.locator("#workspace-changes li")
     await expect(changes).to_have_count(3)  # Website, Backend, and the way-back source
     await expect(changes.first).to_contain_text("created")
