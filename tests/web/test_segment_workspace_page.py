@@ -53,7 +53,7 @@ async def test_connecting_from_the_setup_page_lists_what_was_created_and_the_rou
     segment_api.deliver_through(public_api)
     await page.get_by_role("button", name="Test the round trip").click()
     await expect(page.locator("#round-trip-status")).to_contain_text("round trip works", timeout=30_000)
-    await page.screenshot(path=str(screenshots / f"{request.node.callspec.id}-setup-public_api.png"), full_page=True)
+    await page.screenshot(path=str(screenshots / f"{request.node.callspec.id}-setup-workspace.png"), full_page=True)
 
 
 async def test_a_destination_disabled_in_segment_shows_as_drifted_and_repair_puts_it_back(

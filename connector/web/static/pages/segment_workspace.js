@@ -7,8 +7,9 @@ import { api, card, h, pairs, say, statusLine } from "../lib.js";
 const ACTIONS = { created: "created", updated: "updated (repaired)", unchanged: "already right", deleted: "deleted" };
 
 function changeLine(change) {
-  const what = change.kind === "source" ? `HTTP API source ${change.slug}` : `Webhooks destination ${change.destination_id}`;
-  return `${what} on ${change.source_name ?? change.source_id}: ${ACTIONS[change.action] ?? change.action}`;
+  const what = change.kind === "source" ? `HTTP API source ${change.slug} (to send back through)`
+    : `Webhooks destination on ${change.source_name ?? change.source_id} (${change.destination_id})`;
+  return `${what}: ${ACTIONS[change.action] ?? change.action}`;
 }
 
 // The sources to tick, listed a page at a time; `chosen` starts ticked.
