@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from connector.core.db import create_engine
 from connector.core.models import JournalEntry
 from connector.flow.round_trips import NONCE, ROUND_TRIP_EVENT
-from tests.support.app import LiveServer, admin_auth, basic_auth
+from tests.support.app import LiveServer, admin_auth, basic_auth, wait_until
 from tests.support.fake_public_api import OWNER_TOKEN, FakePublicApi
 from tests.support.fake_segment import FakeSegment
 
@@ -85,3 +85,24 @@ async def test_a_round_trip_event_posted_to_segment_is_acknowledged_and_never_jo
     answer = await client.post("/segment", headers=basic_auth(), json=message)
     assert answer.status_code == 200 and answer.json()["skipped"] == 1
     assert await journal_rows(database_url) == 0
+
+
+async def test_in_a_connected_workspace_only_the_test_event_comes_back_never_the_connectors_own_calls(
+    database_url, own_url_server, public_api, segment_api
+):
+    """The way-back source has a Webhooks destination (for the round trip); what the connector sends carries
+    `integrations: {"Webhooks": false}`, so Segment delivers none of it there."""
+    http = await connected(own_url_server, public_api, segment_api)
+    saved = await http.put("/api/settings", json={"synchronized_segments": ["ALL"], "send_events": ["ALL"]})
+    assert saved.status_code == 200, saved.text
+    calls = [
+        {"type": "identify", "userId": "u-1", "traits": {"email": "ada@example.com"}},
+        {"type": "track", "userId": "u-1", "event": "Signed In"},
+    ]
+    assert (await http.post("/v1/batch", headers=basic_auth(), json={"batch": calls})).status_code == 200
+    await wait_until(lambda: {m["type"] for m in segment_api.messages} == {"identify", "track"}, timeout=30)
+    answer = (await http.post("/api/segment-workspace/round-trip", json={"wait_seconds": 15})).json()
+    assert answer["outcome"] == "works"
+    assert [message["event"] for _, message in segment_api.deliveries] == [ROUND_TRIP_EVENT]
+    assert await journal_rows(database_url) == 2  # the two calls; nothing came back
+    await http.aclose()
