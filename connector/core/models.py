@@ -500,6 +500,35 @@ class SyncRun(TableModel, table=True):
     started_at: datetime = _time(index=True)
 
 
+class SegmentWorkspace(TableModel, table=True):
+    """The Segment workspace connected through the Public API (service/workspace.py), one row: its id, slug
+    and name, the region, the sources chosen, the Webhooks destinations the connector manages there (created
+    or adopted) and the HTTP API source it sends back through. The token itself is a credential."""
+
+    __tablename__ = "segment_workspace"
+
+    id: int = Field(default=1, primary_key=True)
+    workspace: dict[str, Any] = _json()
+    region: str = Field(max_length=8)
+    source_ids: list[str] = Field(default_factory=list, sa_column=sa.Column(JSONType, nullable=False))
+    destinations: list[dict[str, Any]] = Field(default_factory=list, sa_column=sa.Column(JSONType, nullable=False))
+    back_source: dict[str, Any] = _json()
+    updated_at: datetime = _time()
+
+
+class RoundTrip(TableModel, table=True):
+    """A round-trip test (flow/round_trips.py): one test event sent through the write key at `sent_at`;
+    `refused` says why Segment refused it on the way out, `arrived_at` when it came back to /segment."""
+
+    __tablename__ = "round_trips"
+
+    id: int | None = _id()
+    nonce: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    sent_at: datetime = _time(index=True)
+    refused: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    arrived_at: datetime | None = _time(nullable=True)
+
+
 class SegmentApiAnswer(TableModel, table=True):
     """The last answer Segment's API gave for a write key (kept by its hash, never the key)."""
 
