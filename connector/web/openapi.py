@@ -88,6 +88,16 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         }
     ),
     "ApiKey": _object({"api_key": TEXT}),
+    "WriteKey": _object(
+        {
+            "id": ID,
+            "name": TEXT,
+            "key": {"type": "string", "description": "in full when created; masked (hwk_…abcd) in the list"},
+            "allowed_origins": TEXTS,
+            "created_at": TIME,
+        }
+    ),
+    "WriteKeys": _object({"write_keys": {"type": "array", "items": _ref("WriteKey")}}),
     "Event": _object(
         {
             "id": ID,
