@@ -58,15 +58,6 @@ async def active(engine: AsyncEngine) -> list[dict[str, Any]]:
         return [listed(row) for row in rows]
 
 
-async def names(engine: AsyncEngine, ids: list[int]) -> dict[int, str]:
-    """The name of each of these keys, revoked ones included."""
-    if not ids:
-        return {}
-    async with engine.connect() as conn:
-        rows = await conn.execute(sa.select(table.c.id, table.c.name).where(table.c.id.in_(ids)))
-        return {row.id: row.name for row in rows}
-
-
 async def revoke(engine: AsyncEngine, key_id: int) -> bool:
     """False when no active key has this id."""
     async with engine.begin() as conn:

@@ -248,6 +248,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "buckets": COUNT,
             "incoming": {"type": "object", "additionalProperties": COUNTS, "description": "<type>.<status>"},
             "outgoing": _object({name: COUNTS for name in ("sent", "skipped", "retried", "dead_lettered")}),
+            "write_keys": {
+                "type": "array",
+                "items": _object({"id": ID, "name": TEXT, "revoked": {"type": "boolean"}, "messages": COUNT}),
+                "description": "messages each browser write key sent in the 24 hours",
+            },
             "last_errors": {
                 "type": "array",
                 "items": _object(

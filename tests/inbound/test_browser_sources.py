@@ -4,6 +4,7 @@ browser write keys, the CDN settings document, the per-key rate limit)."""
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import sqlalchemy as sa
 
@@ -17,8 +18,8 @@ SHOP = "https://shop.example"
 ELSEWHERE = "https://elsewhere.example"
 
 
-async def create_key(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
-    response = await client.post("/api/write-keys", headers=admin_auth(), json={"name": "website", **body})
+async def create_key(client: httpx.AsyncClient, name: str = "website", **body: Any) -> dict[str, Any]:
+    response = await client.post("/api/write-keys", headers=admin_auth(), json={"name": name, **body})
     assert response.status_code == 201, response.text
     created: dict[str, Any] = response.json()
     return created
@@ -27,7 +28,7 @@ async def create_key(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
 def beacon(key: str, **message: Any) -> dict[str, Any]:
     """What sendBeacon and a keepalive fetch post: the write key in the body, as text/plain."""
     return {
-        "content": httpx.Request("POST", "/", json={**message, "writeKey": key}).content,
+        "content": orjson.dumps({**message, "writeKey": key}),
         "headers": {"Content-Type": "text/plain;charset=UTF-8", "Origin": SHOP},
     }
 
@@ -116,7 +117,7 @@ SHORT_PATHS = {
     "/v1/s": "screen",
     "/v1/a": "alias",
 }
-MESSAGES = {
+MESSAGES: dict[str, dict[str, Any]] = {
     "track": {"userId": "u1", "event": "Viewed"},
     "page": {"anonymousId": "a1", "name": "Home"},
     "identify": {"userId": "u1", "traits": {"email": "u1@shop.example"}},
@@ -280,3 +281,18 @@ def test_the_rate_limit_counts_each_key_in_one_second_windows():
     limiter.admit(2, 2, now=100.9)  # another key has its own count
     limiter.admit(1, 2, now=101.0)  # the next second starts again
     limiter.admit(1, 0, now=101.0)  # 0: no limit
+
+
+async def test_the_overview_counts_the_messages_of_each_write_key_revoked_ones_included(client):
+    shop, blog = [await create_key(client, name=name) for name in ("shop", "blog")]
+    await create_key(client, name="unused")
+    for _ in range(3):
+        await client.post("/v1/t", headers=basic_auth(shop["key"]), json={"userId": "u1", "event": "E"})
+    await client.post("/v1/b", **beacon(blog["key"], batch=[{"type": "page", "anonymousId": "a1"}] * 2))
+    await client.post("/v1/t", headers=basic_auth(), json={"userId": "u1", "event": "E"})  # the API key: no key
+    await client.delete(f"/api/write-keys/{blog['id']}", headers=admin_auth())
+    overview = (await client.get("/api/overview", headers=admin_auth())).json()
+    assert overview["write_keys"] == [
+        {"id": shop["id"], "name": "shop", "revoked": False, "messages": 3},
+        {"id": blog["id"], "name": "blog", "revoked": True, "messages": 2},
+    ]
