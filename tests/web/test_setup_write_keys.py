@@ -2,7 +2,6 @@
 the snippet with the connector's URL), see it masked after a reload, revoke it (refused at once)."""
 
 import re
-from typing import Any
 
 import pytest
 from playwright.async_api import expect
