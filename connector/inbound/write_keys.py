@@ -28,8 +28,8 @@ class ActiveKey:
     allowed_origins: list[str]
 
     def allows(self, origin: str | None) -> bool:
-        """Any origin when the list is empty; otherwise only a listed one (a request with no Origin
-        header is no browser's cross-origin call, and a listed origin is what the key is for)."""
+        """Any origin when the list is empty; otherwise only a listed one. A call with no Origin at all
+        (not from a browser) is refused too: a key limited to some sites is for browsers on them."""
         return not self.allowed_origins or origin in self.allowed_origins
 
 
