@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from connector.core.models import JournalEntry
+from connector.inbound.project_settings import settings_document
 from tests.support.api import put_settings
 from tests.support.app import admin_auth, basic_auth, drain
 from tests.support.inbound_cases import find_user
@@ -105,6 +106,13 @@ async def test_an_origin_outside_the_keys_allowed_origins_is_refused_without_a_g
     assert allowed.status_code == 200
     assert allowed.headers["access-control-allow-origin"] == SHOP
     assert len(await journal_rows(runtime)) == 1
+
+
+async def test_a_key_limited_to_some_sites_refuses_a_call_without_an_origin(client, runtime):
+    key = (await create_key(client, allowed_origins=[SHOP]))["key"]
+    response = await client.post("/v1/t", headers=basic_auth(key), json={"userId": "u1", "event": "E"})
+    assert response.status_code == 403
+    assert await journal_rows(runtime) == []
 
 
 # --- the paths and bodies analytics.js sends ----------------------------------------------------------------
@@ -241,6 +249,22 @@ async def test_the_cdn_settings_point_analytics_js_at_the_connector(client):
     assert response.headers["access-control-allow-origin"] == SHOP
     segment_io = response.json()["integrations"]["Segment.io"]
     assert segment_io == {"apiKey": key, "apiHost": "testserver/v1", "protocol": "http"}
+
+
+@pytest.mark.parametrize(
+    ("public_url", "api_host", "protocol"),
+    [
+        ("https://connector.example", "connector.example/v1", "https"),
+        ("https://connector.example/", "connector.example/v1", "https"),
+        ("https://tools.example/segment-connector", "tools.example/segment-connector/v1", "https"),
+        ("http://127.0.0.1:8000", "127.0.0.1:8000/v1", "http"),
+    ],
+)
+def test_the_cdn_settings_name_the_connector_as_analytics_js_joins_host_and_path(public_url, api_host, protocol):
+    # analytics.js posts to `${protocol}://${apiHost}/t`: apiHost carries the host and the path, not the scheme.
+    document = settings_document("hwk_key", public_url)
+    assert document["integrations"] == {"Segment.io": {"apiKey": "hwk_key", "apiHost": api_host, "protocol": protocol}}
+    assert document["metrics"] == {"sampleRate": 0}  # nothing sent to api.segment.io
 
 
 async def test_the_cdn_settings_of_an_unknown_or_revoked_key_are_404(client):
