@@ -47,3 +47,7 @@ async def test_setup_creates_a_write_key_shows_its_code_and_revokes_it(page, ser
     refused = await call(server, "POST", "/v1/t", headers=basic_auth(key[1]), json=track)
     assert refused.status_code == 401
     assert (await admin(server, "GET", "/api/overview"))["write_keys"][0]["messages"] == 1
+    await page.goto(f"{server.url}/#/overview")  # the Overview counts the revoked key's message under its name
+    card = page.locator(".card", has=page.get_by_role("heading", name="Browser write keys"))
+    await expect(card).to_contain_text("Marketing site (revoked)")
+    await page.screenshot(path=str(screenshots / f"{request.node.callspec.id}-overview-write-keys.png"), full_page=True)
