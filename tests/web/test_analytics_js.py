@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from tests.support.app import ServerThread
+from tests.support.app import ServerThread, admin_auth
 from tests.support.browser import VIEWPORT
 from tests.support.dashboard import admin, call, eventually, user_found
 
@@ -148,18 +148,22 @@ async def test_a_website_sends_every_call_to_the_connector(tab, shop, server, st
     assert counted[key["id"]] == 4
 
 
-async def test_a_track_fired_as_the_page_unloads_arrives(tab, shop, server):
+async def test_calls_made_as_the_page_unloads_arrive(tab, shop, server):
     key = await write_key(server)
     await tab.page.evaluate(
         """async ({connector, writeKey, integrations}) => {
           const [analytics] = await AnalyticsNext.AnalyticsBrowser.load({writeKey, cdnURL: connector}, {integrations});
           analytics.track("Left the shop", {}, {userId: "leaver"});
           await new Promise((resolve) => setTimeout(resolve, 300));  // in the batch, which waits for a minute
+          // What a page does by hand as it goes: a beacon, text/plain with the write key in the body.
+          const beacon = {userId: "beaconer", event: "Closed the tab", writeKey};
+          if (!navigator.sendBeacon(`${connector}/v1/t`, JSON.stringify(beacon))) throw new Error("beacon refused");
         }""",
         {"connector": server.url, "writeKey": key["key"], "integrations": LONG_BATCH},
     )
     await tab.page.goto("about:blank")  # pagehide: analytics.js sends the waiting batch with keepalive
     assert await eventually(lambda: _has_event(server, "leaver", "Left the shop"))
+    assert await eventually(lambda: _has_event(server, "beaconer", "Closed the tab"))
 
 
 async def test_a_revoked_key_and_a_foreign_origin_are_refused(tab, shop, server):
@@ -188,16 +192,10 @@ async def test_a_revoked_key_and_a_foreign_origin_are_refused(tab, shop, server)
 
 
 async def _account(server: Any, group_id: str) -> Any:
-    response = await call(server, "GET", "/api/accounts", headers=_admin(), params={"group_id": group_id})
+    response = await call(server, "GET", "/api/accounts", headers=admin_auth(), params={"group_id": group_id})
     return response.json() if response.status_code == 200 else None
 
 
 async def _has_event(server: Any, user: str, event: str) -> Any:
     found = await user_found(server, user)
     return found if found and event in {e["event"] for e in found["recent_events"]} else None
-
-
-def _admin() -> dict[str, str]:
-    from tests.support.app import admin_auth
-
-    return admin_auth()
