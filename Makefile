@@ -39,7 +39,7 @@ run: $(VENV)/.run-installed
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
-# What the browser tests inject into pages (axe-core), pinned in tests/package-lock.json.
+# What the browser tests load (axe-core, analytics.js), pinned in tests/package-lock.json.
 node-deps: tests/node_modules/.installed
 
 tests/node_modules/.installed: tests/package.json tests/package-lock.json

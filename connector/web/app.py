@@ -6,12 +6,16 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from connector.core.environment import Environment, get_environment
 from connector.core.logs import get_logger
 from connector.core.runtime import Runtime
+from connector.inbound import project_settings
 from connector.inbound import routes as inbound
+from connector.inbound.cors import CorsMiddleware
+from connector.inbound.rate_limit import RateLimiter
 from connector.inbound.writer import JournalWriter
 from connector.service import worker
 from connector.web import dashboard, health
@@ -31,6 +35,7 @@ from connector.web.api import (
     status,
     sync,
     users,
+    write_keys,
 )
 from connector.web.deps import ApiError, api_error
 from connector.web.openapi import openapi_document
@@ -49,6 +54,7 @@ def create_app(env: Environment | None = None) -> Starlette:
             runtime = await Runtime.start(env)
             app.state.runtime = runtime
             app.state.journal = JournalWriter(runtime.engine)  # only the web process appends to the journal
+            app.state.rate_limiter = RateLimiter()
             stop = asyncio.Event()
             task = asyncio.create_task(worker.run_forever(runtime, stop)) if env.run_worker_in_web else None
             try:
@@ -62,12 +68,14 @@ def create_app(env: Environment | None = None) -> Starlette:
 
     routes = [
         *health.routes,
+        *project_settings.routes,
         *inbound.routes,
         *search.routes,
         *settings.routes,
         *users.routes,
         *accounts.routes,
         *api_key.routes,
+        *write_keys.routes,
         *activity.routes,
         *segments.routes,
         *dead_letters.routes,
@@ -82,5 +90,8 @@ def create_app(env: Environment | None = None) -> Starlette:
         *dashboard.routes,
     ]
     return Starlette(
-        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error, ApiError: api_error}
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, ApiError: api_error},
+        middleware=[Middleware(CorsMiddleware)],  # /v1 only: it passes every other path through
     )

@@ -88,6 +88,16 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         }
     ),
     "ApiKey": _object({"api_key": TEXT}),
+    "WriteKey": _object(
+        {
+            "id": ID,
+            "name": TEXT,
+            "key": {"type": "string", "description": "in full when created; masked (hwk_…abcd) in the list"},
+            "allowed_origins": TEXTS,
+            "created_at": TIME,
+        }
+    ),
+    "WriteKeys": _object({"write_keys": {"type": "array", "items": _ref("WriteKey")}}),
     "Event": _object(
         {
             "id": ID,
@@ -284,6 +294,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "buckets": COUNT,
             "incoming": {"type": "object", "additionalProperties": COUNTS, "description": "<type>.<status>"},
             "outgoing": _object({name: COUNTS for name in ("sent", "skipped", "retried", "dead_lettered")}),
+            "write_keys": {
+                "type": "array",
+                "items": _object({"id": ID, "name": TEXT, "revoked": {"type": "boolean"}, "messages": COUNT}),
+                "description": "messages each browser write key sent in the 24 hours",
+            },
             "last_errors": {
                 "type": "array",
                 "items": _object(

@@ -3,7 +3,7 @@ destinations the connector manages there, the source it sends back through) and 
 tests: sent, refused, arrived)
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-06 12:30:00
 
 The Public API token is a credential (`credentials`, name `segment_public_api_token`), not a column here.
@@ -22,7 +22,7 @@ BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 TIME = connector.core.models.UTCDateTime(timezone=True)
 
 revision: str = "0015"
-down_revision: str | None = "0013"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

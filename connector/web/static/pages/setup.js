@@ -1,8 +1,10 @@
-// Setup: the automatic way first (segment_workspace.js: Segment's Public API); then, by hand, where Segment sends to (the /segment URL, the /v1 host), the API key (reveal, copy, rotate),
-// the shared secret, and the steps in Segment's app for both directions.
+// Setup: the automatic way first (segment_workspace.js: Segment's Public API); then, by hand, where Segment sends to (the /segment URL,
+// the /v1 host), the API key (reveal, copy, rotate), the shared secret, the steps in Segment's app for both directions, and the browser
+// write keys (write_keys.js).
 
 import { api, card, h, link, pairs, say, statusLine } from "../lib.js";
 import { workspaceCard } from "./segment_workspace.js";
+import { writeKeysCard } from "./write_keys.js";
 
 function steps(items) {
   return h("ol", { className: "steps" }, items.map((item) => h("li", {}, item)));
@@ -51,6 +53,7 @@ export async function render(root) {
   } }, "Rotate");
 
   const segmentUrl = `${location.origin}/segment`;
+  const websites = writeKeysCard(location.origin);
   root.append(
     h("div", { className: "page-head" }, h("h2", {}, "Setup")),
     workspace,
@@ -85,5 +88,7 @@ export async function render(root) {
           + "or retried."],
         "From then on, changes are sent as they happen: a profile that changes, or enters or leaves a segment, "
           + "is sent within seconds. Send to everyone now (Overview) sends everyone in the filter again.",
-      ]))));
+      ]))),
+    websites.section);
+  await websites.load();
 }
