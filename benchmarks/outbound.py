@@ -279,8 +279,8 @@ def bulk_push(users: int) -> dict:
 def print_bulk_push(users: int) -> None:
     push = bulk_push(users)
     print(
-        f"bulk push   {push['connector_per_s']:>8,.0f} users/s: `connector resync` of {push['users']:,} users, one worker, "
-        f"resync start to last delivery (first row queued {push['first_queued']:.2f} s after resync started)"
+        f"bulk push   {push['connector_per_s']:>8,.0f} users/s: `connector resync` of {push['users']:,} users, "
+        f"one worker, resync start to last delivery (first row queued {push['first_queued']:.2f} s after its start)"
     )
     print(
         f"            {push['library_per_s']:>8,.0f} users/s: segment-analytics-python alone, the same identify calls, "
@@ -303,7 +303,9 @@ def main() -> None:
         return
     if args.short:
         args.users, args.events, args.seconds = 5_000, 10_000, 5
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; PostgreSQL; fake Segment on localhost")
+    print(
+        f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; PostgreSQL; fake Segment on localhost"
+    )
     if args.only in (None, "push"):
         print_bulk_push(args.users)
     if args.only in (None, "throughput"):
