@@ -55,9 +55,7 @@ def modules_loaded_by(tmp_path: Path, database_url: str, *command: str) -> list[
 
 
 @pytest.mark.parametrize("command", [("resync",), ("resync", "--force"), ("journal", "retry-failed"), ("migrate",)])
-def test_an_operator_command_loads_neither_the_web_server_nor_the_stages_it_does_not_run(
-    tmp_path, sqlite_url, command
-):
+def test_an_operator_command_loads_neither_the_web_server_nor_the_stages_it_does_not_run(tmp_path, sqlite_url, command):
     loaded = modules_loaded_by(tmp_path, sqlite_url, *command)
     unwanted = [name for name in loaded if name.startswith(NOT_FOR_OPERATOR_COMMANDS)]
     assert unwanted == []
