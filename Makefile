@@ -18,13 +18,17 @@ $(UV):
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
+# uv compiles the dependencies' bytecode ([tool.uv] compile-bytecode); the project itself is installed editable,
+# so its own modules are compiled here: with PYTHONDONTWRITEBYTECODE=1 nothing else would write them.
 $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 	$(UV_SYNC) --extra test
+	$(BIN)/python -m compileall -q connector
 	touch $@
 
 # --inexact: keeps the test extra if `make test` installed it.
 $(VENV)/.run-installed: pyproject.toml uv.lock | $(UV)
 	$(UV_SYNC) --inexact
+	$(BIN)/python -m compileall -q connector
 	touch $@
 
 # After a change to pyproject.toml's dependencies: pins them again in uv.lock (commit both).

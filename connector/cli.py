@@ -1,4 +1,10 @@
-"""Command line: serve, worker, migrate, schema, and the operator tools."""
+"""Command line: serve, worker, migrate, schema, and the operator tools.
+
+Each command imports what it uses in its own body, never at the top of this module: a process pays only for
+its command's modules (`connector resync` neither loads uvicorn nor the web app nor the processing stages), and
+an operator command starts working in a fraction of a second. A new command or command group follows the same
+pattern; tests/cli/test_cli_imports.py lists what each command must not import.
+"""
 
 import asyncio
 import contextlib
@@ -12,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-import uvicorn
 from pydantic import ValidationError
 
 from connector.core.environment import Environment, get_environment
@@ -93,6 +98,8 @@ def serve(no_worker: bool, host: str | None, port: int | None, forwarded_allow_i
             "SQLite runs one worker: with WEB_CONCURRENCY > 1, run `connector serve --no-worker` "
             "and one `connector worker`"
         )
+    import uvicorn
+
     host, port = host or env.host, port or env.port
     _refuse_if_in_use(env, host, port)
     asyncio.run(_print_welcome(env, f"http://{host}:{port}"))

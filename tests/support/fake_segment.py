@@ -64,6 +64,7 @@ class FakeSegment(ServerThread):
         self.bodies: list[dict[str, Any]] = []
         self.body_sizes: list[int] = []  # bytes of every request body, accepted or not
         self.message_sizes: list[int] = []  # bytes of every message of every request, as it stood in the body
+        self.raw_requests: list[tuple[dict[str, str], bytes]] = []  # headers and body of each request, as sent
         self.arrivals: dict[str, float] = {}  # messageId -> time.time() of its first delivery
         self.requests = 0
         self.refused = 0
@@ -114,6 +115,7 @@ class FakeSegment(ServerThread):
             self.refused += 1
             return JSONResponse({"code": "unauthorized", "message": "bad write key"}, status_code=401)
         raw = await request.body()
+        self.raw_requests.append((dict(request.headers), raw))
         if request.headers.get("content-encoding") == "gzip":
             raw = gzip.decompress(raw)
         self.body_sizes.append(len(raw))
