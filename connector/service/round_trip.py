@@ -16,7 +16,7 @@ from connector.core.models import utcnow
 from connector.core.settings import ConnectorSettings
 from connector.core.spec import format_timestamp
 from connector.flow import round_trips
-from connector.outbound.transport import post_batch
+from connector.outbound.transport import encode, post_batch
 
 WAIT_SECONDS = 30.0
 POLL_SECONDS = 0.2
@@ -28,7 +28,7 @@ async def run(engine: AsyncEngine, settings: ConnectorSettings, wait_seconds: fl
     if not settings.write_key:
         return {"outcome": "refused", "message": "no write key is set: the test event cannot be sent"}
     nonce = await round_trips.start(engine)
-    failure = await post_batch(settings, [round_trips.round_trip_event(nonce, utcnow())])
+    failure = await post_batch(settings, [encode(round_trips.round_trip_event(nonce, utcnow()))])
     if failure is not None:
         await round_trips.refused(engine, nonce, failure.reason)
     else:
