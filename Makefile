@@ -18,13 +18,17 @@ $(UV):
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
+# uv compiles the dependencies' bytecode ([tool.uv] compile-bytecode); the project itself is installed editable,
+# so its own modules are compiled here: with PYTHONDONTWRITEBYTECODE=1 nothing else would write them.
 $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 	$(UV_SYNC) --extra test
+	$(BIN)/python -m compileall -q connector
 	touch $@
 
 # --inexact: keeps the test extra if `make test` installed it.
 $(VENV)/.run-installed: pyproject.toml uv.lock | $(UV)
 	$(UV_SYNC) --inexact
+	$(BIN)/python -m compileall -q connector
 	touch $@
 
 # After a change to pyproject.toml's dependencies: pins them again in uv.lock (commit both).
@@ -39,7 +43,7 @@ run: $(VENV)/.run-installed
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
-# What the browser tests inject into pages (axe-core), pinned in tests/package-lock.json.
+# What the browser tests load (axe-core, analytics.js), pinned in tests/package-lock.json.
 node-deps: tests/node_modules/.installed
 
 tests/node_modules/.installed: tests/package.json tests/package-lock.json

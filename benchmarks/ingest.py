@@ -8,6 +8,11 @@ against their ceilings in alternating rounds, with wrk.
 
     .venv/bin/python benchmarks/ingest.py [--seconds 10] [--web-concurrency 2]
 
+With --cors it measures instead what the CORS handling of /v1 costs (benchmarks/ingest.py --cors --seconds 4):
+/v1/batch without an Origin (a server library: the middleware only scans the headers), with one (a browser: the
+grant added to each answer), and with one and a browser write key (its lookup by hash), in alternating phases
+against one server; and the middleware alone in process, per request, next to the same request without it.
+
 Not part of the test suite: it measures, it does not assert.
 """
 
@@ -23,10 +28,11 @@ import uuid
 from datetime import UTC, datetime
 
 import asyncpg
+import httpx
 import orjson
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import API_KEY, percentile, running_server, throwaway_database
+from common import ADMIN_TOKEN, API_KEY, percentile, running_server, throwaway_database
 from rawhttp import RawConnection
 
 AUTH = {
@@ -76,7 +82,7 @@ def make_event(rng: random.Random) -> dict:
 
 
 async def _client(
-    url: str, path: str, deadline: float, concurrency: int, batch: int, seed: int
+    url: str, path: str, deadline: float, concurrency: int, batch: int, seed: int, headers: dict[str, str] | None = None
 ) -> tuple[int, list[float]]:
     """`concurrency` clients, each on its own keep-alive connection, posting until the deadline."""
     rng = random.Random(seed)
@@ -85,7 +91,7 @@ async def _client(
 
     async def one_client() -> None:
         nonlocal sent
-        async with RawConnection(url, AUTH) as connection:
+        async with RawConnection(url, headers or AUTH) as connection:
             while time.monotonic() < deadline:
                 if batch:
                     body = orjson.dumps({"batch": [make_event(rng) for _ in range(batch)]})
@@ -106,14 +112,16 @@ def _client_process(args: tuple) -> tuple[int, list[float]]:
     return asyncio.run(_client(*args))
 
 
-def load(url: str, path: str, seconds: float, clients: int, batch: int, processes: int) -> dict:
+def load(
+    url: str, path: str, seconds: float, clients: int, batch: int, processes: int, headers: dict | None = None
+) -> dict:
     """`clients` concurrent clients spread over `processes` OS processes (the load generator needs CPU too)."""
     deadline = time.monotonic() + seconds
     per_process = max(1, clients // processes)
     with multiprocessing.Pool(processes) as pool:
         started = time.monotonic()
         results = pool.map(
-            _client_process, [(url, path, deadline, per_process, batch, seed) for seed in range(processes)]
+            _client_process, [(url, path, deadline, per_process, batch, seed, headers) for seed in range(processes)]
         )
         elapsed = time.monotonic() - started
     events = sum(count for count, _ in results)
@@ -188,12 +196,79 @@ async def processor_throughput(dsn: str) -> dict:
     return {"pending": pending, "processed": processed, "seconds": elapsed, "events_per_s": processed / elapsed}
 
 
+ORIGIN = "https://shop.example"
+
+
+def cors_phases(url: str, seconds: float, processes: int) -> dict[str, list[dict]]:
+    """/v1/batch as a server library, as a browser with the API key, as a browser with a write key: the three
+    alternate, twice, so that a machine slowing down in the meantime weighs on each alike."""
+    created = httpx.post(
+        f"{url}/api/write-keys", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, json={"name": "bench"}
+    )
+    write_key = "Basic " + base64.b64encode(f"{created.json()['key']}:".encode()).decode()
+    variants = {
+        "no Origin (server library)": AUTH,
+        "Origin, API key": {**AUTH, "Origin": ORIGIN},
+        "Origin, write key": {**AUTH, "Origin": ORIGIN, "Authorization": write_key},
+    }
+    results: dict[str, list[dict]] = {name: [] for name in variants}
+    for _ in range(2):
+        for name, headers in variants.items():
+            results[name].append(load(url, "/v1/batch", seconds / 2, 8, 100, processes, headers))
+    return results
+
+
+def middleware_cost(requests: int = 20_000) -> tuple[float, float]:
+    """Microseconds per request of a minimal ASGI answer, without and with CorsMiddleware (an Origin sent)."""
+    from connector.inbound.cors import CorsMiddleware
+
+    async def answer(scope: dict, receive: object, send: object) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b"{}"})  # type: ignore[operator]
+
+    async def discard(message: dict) -> None:
+        return None
+
+    async def timed(app: object) -> float:
+        headers = [(b"authorization", b"Basic x"), (b"content-type", b"text/plain"), (b"origin", ORIGIN.encode())]
+        started = time.perf_counter()
+        for _ in range(requests):
+            scope = {"type": "http", "path": "/v1/batch", "method": "POST", "headers": headers}
+            await app(scope, None, discard)  # type: ignore[operator]
+        return (time.perf_counter() - started) / requests * 1e6
+
+    bare, wrapped = asyncio.run(timed(answer)), asyncio.run(timed(CorsMiddleware(answer)))
+    return bare, wrapped
+
+
+def report_cors(results: dict[str, list[dict]], bare_us: float, wrapped_us: float) -> None:
+    print(f"\nload average: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
+    base = sum(phase["events_per_s"] for phase in results["no Origin (server library)"]) / 2
+    for name, phases in results.items():
+        mean = sum(phase["events_per_s"] for phase in phases) / len(phases)
+        runs = ", ".join(f"{phase['events_per_s']:,.0f}" for phase in phases)
+        p50 = sum(phase["p50_ms"] for phase in phases) / len(phases)
+        print(f"/v1/batch {name:<28} {mean:>9,.0f} events/s ({runs}; p50 {p50:.1f} ms) = {mean / base:.1%}")
+    batch_us = 1e6 / (base / 100) if base else float("nan")  # one request's share of the server, at that rate
+    print(
+        f"CorsMiddleware in process: {wrapped_us - bare_us:.2f} µs a request ({bare_us:.2f} µs bare, "
+        f"{wrapped_us:.2f} µs wrapped) = {(wrapped_us - bare_us) / batch_us:.3%} of a /v1/batch request's "
+        f"{batch_us:,.0f} µs at the rate above"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--web-concurrency", type=int, default=2)
     parser.add_argument("--client-processes", type=int, default=2)
+    parser.add_argument("--cors", action="store_true", help="measure the CORS handling of /v1 instead")
     args = parser.parse_args()
+    if args.cors:
+        with throwaway_database() as dsn, running_server(dsn, web_concurrency=args.web_concurrency) as url:
+            results = cors_phases(url, args.seconds, args.client_processes)
+        report_cors(results, *middleware_cost())
+        return
     print(
         f"machine: {os.cpu_count()} cores; server: {args.web_concurrency} web process(es); "
         f"load: 8 clients over {args.client_processes} processes; {args.seconds:.0f} s per phase"

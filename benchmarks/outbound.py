@@ -1,22 +1,29 @@
 """Outbound throughput and latency on PostgreSQL, against the fake Segment of the tests.
 
-Prints: messages/s delivered to the fake Segment by one `connector worker` process
-draining a full outbox (identify per user, track per event), and the latency from
-inbound accept (the 200 of POST /v1/batch) to delivery at the fake Segment, p50/p95/p99,
-at a steady 500 events/s through a server with its embedded worker.
+Prints: the bulk push (`connector resync` of --users stored users, one `connector worker`
+draining to the fake Segment) in users/s, against segment-analytics-python alone sending the
+same identify calls to the same fake in the same run, and the ratio; how long `connector resync`
+takes from its start to its first queued row; messages/s delivered by one `connector worker`
+draining a full outbox (identify per user, track per event); and the latency from inbound
+accept (the 200 of POST /v1/batch) to delivery at the fake Segment, p50/p95/p99, at a steady
+500 events/s through a server with its embedded worker.
 
-    .venv/bin/python benchmarks/outbound.py [--events 50000] [--seconds 20] [--rate 500]
+    .venv/bin/python benchmarks/outbound.py [--users 20000] [--events 50000] [--seconds 20] [--rate 500]
+    .venv/bin/python benchmarks/outbound.py --only push [--short]    # the bulk push alone (--short: 5,000 users)
 
 Not part of the test suite: it measures, it does not assert.
 """
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
+from datetime import UTC
 
 import asyncpg
 import httpx
@@ -159,22 +166,167 @@ def latency(seconds: float, rate: int) -> dict:
     }
 
 
+async def store_users(dsn: str, count: int) -> None:
+    """`count` users, each with a userId and the three synchronized traits, as the processor would have stored
+    them, with nothing queued."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(
+            "INSERT INTO users (traits, trait_timestamps, created_at, updated_at) "
+            "SELECT jsonb_build_object('email', 'user' || n || '@example.com', 'plan', 'pro', 'name', 'User ' || n), "
+            "'{}'::jsonb, now(), now() FROM generate_series(1, $1) AS n",
+            count,
+        )
+        await connection.execute(
+            "INSERT INTO user_identifiers (user_id, kind, value, created_at) "
+            "SELECT id, 'user_id', 'bulk-' || id, now() FROM users"
+        )
+        await connection.execute("DELETE FROM outbox")
+        await connection.execute("VACUUM ANALYZE")
+    finally:
+        await connection.close()
+
+
+def resync_first_row(dsn: str, env: dict[str, str]) -> float:
+    """Seconds from starting `connector resync` (no worker running) to its first row's commit (the row's
+    created_at); the rows are deleted afterwards."""
+    started = time.time()
+    subprocess.run([sys.executable, "-m", "connector", "resync"], env=env, check=True, capture_output=True)
+    return asyncio.run(_first_queued(dsn)) - started
+
+
+async def _first_queued(dsn: str) -> float:
+    connection = await asyncpg.connect(dsn)
+    try:
+        first = await connection.fetchval("SELECT min(created_at) FROM outbox")
+        await connection.execute("DELETE FROM outbox")
+        return float(first.replace(tzinfo=UTC).timestamp())
+    finally:
+        await connection.close()
+
+
+def library_alone(messages: list[dict], fake: FakeSegment) -> float:
+    """Seconds segment-analytics-python takes to send these identify calls to the fake, in a process of its own
+    (as the worker is): its Client, batches of up to 2,500 (its byte limit cuts them as the connector's does)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as file:
+        json.dump(messages, file)
+    try:
+        output = subprocess.run(
+            [sys.executable, __file__, "--library-alone", file.name, fake.url, fake.write_key],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    finally:
+        os.unlink(file.name)
+    return float(output.strip())
+
+
+def _library_alone_process(path: str, host: str, write_key: str) -> None:
+    from segment.analytics import Client
+
+    with open(path) as file:
+        messages = json.load(file)
+    client = Client(write_key, host=host, max_queue_size=len(messages) + 1, upload_size=2500, max_retries=0)
+    started = time.perf_counter()
+    for message in messages:
+        client.identify(
+            message.get("userId"),
+            message["traits"],
+            message.get("context"),
+            None,
+            message.get("anonymousId"),
+            message.get("integrations"),
+            message["messageId"],
+        )
+    client.flush()
+    print(time.perf_counter() - started)
+
+
+def bulk_push(users: int) -> dict:
+    """`connector resync` with one `connector worker` already running, until the fake holds every identify;
+    then the library alone sends the same identify calls to a fresh fake."""
+    with throwaway_database() as dsn, FakeSegment() as fake:
+        asyncio.run(save_settings(dsn, fake))
+        asyncio.run(store_users(dsn, users))
+        env = {**os.environ, "DATABASE_URL": dsn, "CONNECTOR_API_KEY": API_KEY, "LOG_LEVEL": "WARNING"}
+        queued_in = resync_first_row(dsn, env)
+        worker = subprocess.Popen([sys.executable, "-m", "connector", "worker"], env=env, stderr=subprocess.PIPE)
+        try:
+            time.sleep(3)  # started and idle: its start is not the push's
+            started = time.time()
+            subprocess.run([sys.executable, "-m", "connector", "resync"], env=env, check=True, capture_output=True)
+            while len(fake.arrivals) < users and time.time() - started < 600:
+                if worker.poll() is not None:
+                    raise RuntimeError(worker.stderr.read().decode()[-2000:])
+                time.sleep(0.02)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+        connector_seconds = max(fake.arrivals.values()) - started
+        sent = [message for message in fake.messages if message["type"] == "identify"]
+    with FakeSegment() as fake:
+        library_seconds = library_alone(sent, fake)
+        assert len(fake.arrivals) == len(sent), "the library did not deliver every call"
+    return {
+        "users": len(sent),
+        "first_queued": queued_in,
+        "connector_per_s": len(sent) / connector_seconds,
+        "library_per_s": len(sent) / library_seconds,
+    }
+
+
+def print_bulk_push(users: int) -> None:
+    push = bulk_push(users)
+    print(
+        f"bulk push   {push['connector_per_s']:>8,.0f} users/s: `connector resync` of {push['users']:,} users, "
+        f"one worker, resync start to last delivery (first row queued {push['first_queued']:.2f} s after its start)"
+    )
+    print(
+        f"            {push['library_per_s']:>8,.0f} users/s: segment-analytics-python alone, the same identify calls, "
+        f"same fake; ratio {push['connector_per_s'] / push['library_per_s']:.2f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--rate", type=int, default=500)
+    parser.add_argument("--only", choices=("push", "throughput", "latency"))
+    parser.add_argument("--short", action="store_true", help="5,000 users, 10,000 events, 5 s of steady load")
+    parser.add_argument("--library-alone", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} cores; PostgreSQL; fake Segment on localhost")
-    result = throughput(args.events)
+    if args.library_alone:
+        _library_alone_process(*args.library_alone)
+        return
+    if args.short:
+        args.users, args.events, args.seconds = 5_000, 10_000, 5
+    print(
+        f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; PostgreSQL; fake Segment on localhost"
+    )
+    if args.only in (None, "push"):
+        print_bulk_push(args.users)
+    if args.only in (None, "throughput"):
+        print_throughput(args.events)
+    if args.only in (None, "latency"):
+        print_latency(args.seconds, args.rate)
+
+
+def print_throughput(events: int) -> None:
+    result = throughput(events)
     print(
         f"throughput  {result['per_s']:>8,.0f} messages/s delivered ({result['delivered']:,} of {result['queued']:,} "
         f"queued, {result['batches']:,} batches, {result['seconds']:.1f} s from worker start; "
         f"{result['steady_per_s']:,.0f}/s first to last delivery)"
     )
-    steady = latency(args.seconds, args.rate)
+
+
+def print_latency(seconds: float, rate: int) -> None:
+    steady = latency(seconds, rate)
     print(
-        f"latency     accept -> delivered at {args.rate} events/s for {args.seconds:.0f} s: "
+        f"latency     accept -> delivered at {rate} events/s for {seconds:.0f} s: "
         f"p50 {steady['p50'] * 1000:.0f} ms, p95 {steady['p95'] * 1000:.0f} ms, p99 {steady['p99'] * 1000:.0f} ms "
         f"({steady['delivered']:,} of {steady['events']:,} delivered)"
     )

@@ -1,17 +1,23 @@
-"""Command line: serve, worker, migrate, schema, and the operator tools."""
+"""Command line: serve, worker, migrate, schema, and the operator tools.
+
+Each command imports what it uses in its own body, never at the top of this module: a process pays only for
+its command's modules (`connector resync` neither loads uvicorn nor the web app nor the processing stages), and
+an operator command starts working in a fraction of a second. A new command or command group follows the same
+pattern; tests/cli/test_cli_imports.py lists what each command must not import.
+"""
 
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-import uvicorn
 from pydantic import ValidationError
 
 from connector.core.environment import Environment, get_environment
@@ -19,6 +25,8 @@ from connector.core.logs import configure_logging
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from connector.core.runtime import Runtime
 
 SCHEMA_PATH = Path("settings.schema.json")
 # Heroku sends SIGTERM, then SIGKILL 30 s later: requests in flight get this long to finish.
@@ -90,6 +98,8 @@ def serve(no_worker: bool, host: str | None, port: int | None, forwarded_allow_i
             "SQLite runs one worker: with WEB_CONCURRENCY > 1, run `connector serve --no-worker` "
             "and one `connector worker`"
         )
+    import uvicorn
+
     host, port = host or env.host, port or env.port
     _refuse_if_in_use(env, host, port)
     asyncio.run(_print_welcome(env, f"http://{host}:{port}"))
@@ -344,3 +354,133 @@ def replay(ids: tuple[int, ...]) -> None:
 
     counts = asyncio.run(run())
     click.echo(f"{counts['replayed']} dead letters delivered, {counts['failed']} failed")
+
+
+@main.group("segment-workspace")
+def segment_workspace() -> None:
+    """Connect a Segment workspace through its Public API (what the Setup page does), and test the round trip."""
+
+
+@contextlib.asynccontextmanager
+async def _runtime() -> AsyncIterator["Runtime"]:
+    """A runtime on DATABASE_URL for one command: the settings, the API key and the environment it needs."""
+    from connector.core.credentials import API_KEY, ensure_credential
+    from connector.core.runtime import Runtime
+    from connector.core.settings_store import SettingsStore
+
+    env = get_environment()
+    async with _database() as engine:
+        await ensure_credential(engine, API_KEY, env.connector_api_key, "hsc_")  # as a process's start does
+        yield Runtime(env=env, engine=engine, settings=SettingsStore(engine))
+
+
+def _workspace_call(call: Callable[["Runtime"], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """Run a workspace use case; its refusal is the command's one-line error, after what it did."""
+    from connector.service.workspace import WorkspaceError
+
+    async def run() -> dict[str, Any]:
+        async with _runtime() as runtime:
+            return await call(runtime)
+
+    try:
+        return asyncio.run(run())
+    except WorkspaceError as error:
+        for change in error.done:
+            click.echo(f"done before it failed: {_change_line(change)}")
+        raise click.ClickException(error.message) from None
+
+
+def _change_line(change: dict[str, Any]) -> str:
+    what = "the HTTP API source" if change.get("kind") == "source" else f"destination {change.get('destination_id')}"
+    return f"{change['action']} {what} (source {change.get('source_id')})"
+
+
+TOKEN_OPTION = click.option(
+    "--token",
+    envvar="SEGMENT_PUBLIC_API_TOKEN",
+    help="A Public API token of the workspace (default: $SEGMENT_PUBLIC_API_TOKEN, else the one stored).",
+)
+REGION_OPTION = click.option("--region", type=click.Choice(["us", "eu"]), help="The workspace's region (default us).")
+
+
+@segment_workspace.command("sources")
+@TOKEN_OPTION
+@REGION_OPTION
+def segment_workspace_sources(token: str | None, region: str | None) -> None:
+    """List the workspace's sources (their ids are what `connect --source` takes)."""
+    from connector.service.workspace import sources_page
+
+    cursor: str | None = None
+    while True:
+        page = _workspace_call(functools.partial(sources_page, token=token, region=region, cursor=cursor))
+        for source in page["sources"]:
+            click.echo(
+                f"{source['id']}  {source['name']}  ({source['kind']}){'  [chosen]' if source['chosen'] else ''}"
+            )
+        cursor = page["next"]
+        if not cursor:
+            return
+
+
+@segment_workspace.command("connect")
+@TOKEN_OPTION
+@REGION_OPTION
+@click.option("--source", "sources", multiple=True, required=True, help="A source to deliver to the connector.")
+def segment_workspace_connect(token: str | None, region: str | None, sources: tuple[str, ...]) -> None:
+    """Put one Webhooks destination to this connector on each source, and take the write key of the HTTP API
+    source it sends back through (run it again to repair what drifted)."""
+    from connector.service.workspace import connect
+
+    answer = _workspace_call(lambda runtime: connect(runtime, token, region, list(sources)))
+    click.echo(f"workspace {answer['workspace']['name']} ({answer['region']})")
+    click.echo(f"HTTP API source {answer['source']['slug']}: {answer['source']['action']}")
+    for destination in answer["destinations"]:
+        click.echo(
+            f"source {destination['source_id']}: destination {destination['destination_id']} {destination['action']}"
+        )
+    click.echo("settings changed: " + (", ".join(answer["settings_changed"]) or "none"))
+
+
+@segment_workspace.command("status")
+def segment_workspace_status() -> None:
+    """Whether the destinations and the source still match, re-read from the Public API."""
+    from connector.service.workspace import status
+
+    answer = _workspace_call(status)
+    if not answer["connected"]:
+        click.echo("no Segment workspace is connected")
+        return
+    click.echo(f"workspace {answer['workspace']['name']} ({answer['region']}), token {answer['token']}")
+    for item in [answer["source"], *answer["destinations"]]:
+        name = (
+            f"source {item['id']}" if "slug" in item else f"destination {item['destination_id']} on {item['source_id']}"
+        )
+        click.echo(f"{name}: {'matches' if item['matches'] else 'drifted: ' + '; '.join(item['problems'])}")
+    if not answer["matches"]:
+        raise click.ClickException("something drifted: run `connector segment-workspace connect` again to repair it")
+
+
+@segment_workspace.command("disconnect")
+def segment_workspace_disconnect() -> None:
+    """Delete the destinations the connector manages; the source and the write key stay; the token is forgotten."""
+    from connector.service.workspace import disconnect
+
+    answer = _workspace_call(disconnect)
+    click.echo(f"deleted {len(answer['deleted'])} destinations; the token is forgotten")
+
+
+@segment_workspace.command("test")
+@click.option("--wait", "wait_seconds", type=click.FloatRange(1, 120), default=30.0, show_default=True)
+def segment_workspace_test(wait_seconds: float) -> None:
+    """Send one test event through the write key and wait for Segment to deliver it back to /segment (a running
+    `connector serve` receives it)."""
+    from connector.service import round_trip
+
+    async def run() -> dict[str, Any]:
+        async with _runtime() as runtime:
+            return await round_trip.run(runtime.engine, await runtime.settings.current(), wait_seconds)
+
+    answer = asyncio.run(run())
+    if answer["outcome"] != "works":
+        raise click.ClickException(answer["message"])
+    click.echo(answer["message"])

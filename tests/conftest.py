@@ -26,7 +26,8 @@ from connector.web.app import create_app
 from tests.support.app import BACKENDS, POSTGRES_URL, LiveServer, in_ci, make_env
 from tests.support.pooler import PgBouncer, pgbouncer_binary
 
-pytest_plugins = ["tests.support.fake_segment"]  # the fake Segment API fixture, for the outbound tests
+# The fake Segment API fixture (the outbound tests), the fake Public API ones (the workspace setup).
+pytest_plugins = ["tests.support.fake_segment", "tests.support.fake_public_api"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

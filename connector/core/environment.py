@@ -61,7 +61,16 @@ class Environment(BaseSettings):
     log_level: str = "INFO"
     web_concurrency: int = 1
     run_worker_in_web: bool = True
-    public_url: str | None = Field(None, description="The URL users reach this service at.")
+    public_url: str | None = Field(
+        None,
+        description="The URL users reach this service at; the Segment workspace setup points the Webhooks "
+        "destination at <PUBLIC_URL>/segment, and refuses without it.",
+    )
+    segment_public_api_url: str | None = Field(
+        None,
+        description="Base URL of Segment's Public API, instead of the region's (https://api.segmentapis.com, "
+        "https://eu1.api.segmentapis.com).",
+    )
 
     max_body_bytes: int = 512_000
     max_decompressed_bytes: int = 2_000_000

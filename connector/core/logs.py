@@ -9,7 +9,9 @@ import structlog
 from structlog.typing import FilteringBoundLogger
 
 DATABASE_LOGGERS = ("sqlalchemy", "aiosqlite", "asyncpg")
-REDACTED_KEYS = frozenset({"write_key", "writeKey", "shared_secret", "api_key", "authorization", "admin_token"})
+REDACTED_KEYS = frozenset(
+    {"write_key", "writeKey", "shared_secret", "api_key", "authorization", "admin_token", "token"}
+)
 
 
 def _redact(_logger: object, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -115,6 +115,24 @@ class JournalEntry(TableModel, table=True):
     # Derived from the message's identity (journal.partition_of): one identity's messages share a
     # partition, and a partition is applied by one worker at a time, in journal order.
     partition: int = Field(default=0, sa_column=sa.Column(sa.SmallInteger, nullable=False, server_default="0"))
+    # The browser write key (write_keys.id) that sent the message to /v1; None for the API key and /segment.
+    # No foreign key: a revoked key keeps its row, and the overview counts the messages of each key by it.
+    write_key_id: int | None = Field(default=None, sa_column=sa.Column(BigId, nullable=True))
+
+
+class WriteKey(TableModel, table=True):
+    """A browser write key: public (it is in a web page), good on /v1 only. Kept as its SHA-256, never in
+    full: the key is shown once, when created. Revoking sets `revoked_at`; the row stays for the overview."""
+
+    __tablename__ = "write_keys"
+
+    id: int | None = _id()
+    name: str = Field(max_length=200)
+    key_hash: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    key_hint: str = Field(max_length=16)  # the key's last characters, for the masked list
+    allowed_origins: list[str] = Field(default_factory=list, sa_column=sa.Column(JSONType, nullable=False))
+    created_at: datetime = _time()
+    revoked_at: datetime | None = _time(nullable=True)
 
 
 class JournalQueueEntry(TableModel, table=True):
@@ -498,6 +516,35 @@ class SyncRun(TableModel, table=True):
     users: int = 0
     accounts: int = 0
     started_at: datetime = _time(index=True)
+
+
+class SegmentWorkspace(TableModel, table=True):
+    """The Segment workspace connected through the Public API (service/workspace.py), one row: its id, slug
+    and name, the region, the sources chosen, the Webhooks destinations the connector manages there (created
+    or adopted) and the HTTP API source it sends back through. The token itself is a credential."""
+
+    __tablename__ = "segment_workspace"
+
+    id: int = Field(default=1, primary_key=True)
+    workspace: dict[str, Any] = _json()
+    region: str = Field(max_length=8)
+    source_ids: list[str] = Field(default_factory=list, sa_column=sa.Column(JSONType, nullable=False))
+    destinations: list[dict[str, Any]] = Field(default_factory=list, sa_column=sa.Column(JSONType, nullable=False))
+    back_source: dict[str, Any] = _json()
+    updated_at: datetime = _time()
+
+
+class RoundTrip(TableModel, table=True):
+    """A round-trip test (flow/round_trips.py): one test event sent through the write key at `sent_at`;
+    `refused` says why Segment refused it on the way out, `arrived_at` when it came back to /segment."""
+
+    __tablename__ = "round_trips"
+
+    id: int | None = _id()
+    nonce: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    sent_at: datetime = _time(index=True)
+    refused: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    arrived_at: datetime | None = _time(nullable=True)
 
 
 class SegmentApiAnswer(TableModel, table=True):

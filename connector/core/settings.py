@@ -282,6 +282,15 @@ class ConnectorSettings(BaseModel):
         "Create or update the account of a user's company email domain (free and disposable mail "
         "providers excluded) unless a group call linked the user explicitly.",
     )
+    write_key_rate_limit: int = _field(
+        0,
+        INCOMING,
+        "Requests a second per browser write key",
+        "Past this many requests in a second, a browser write key's calls to /v1 are answered 429 with "
+        "Retry-After (counted per web process). 0 sets no limit. The API key is never limited.",
+        ge=0,
+        le=100_000,
+    )
 
     icp: IcpSettings | None = _field(
         None,

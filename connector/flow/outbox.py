@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from connector.core.db import insert, insert_rows
+from connector.core.db import any_of, insert, insert_rows, is_postgres, recordset
 from connector.core.kinds import OutboxKind
 from connector.core.metrics import OUTBOX_DEPTH
 from connector.core.models import OutboxItem, UTCDateTime, utcnow
@@ -79,11 +79,17 @@ async def claim(engine: AsyncEngine, limit: int, lease: float = LEASE_SECONDS) -
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    # Materialized: run once. As a plain IN (subquery), PostgreSQL may plan a join that runs the subquery again
+    # for each row (it did after a resync filled an outbox whose statistics said empty): each run skips the rows
+    # the previous ones locked, so one claim took far more than `limit` rows, in minutes.
+    chosen = candidates.cte("candidates")
+    if engine.dialect.name == "postgresql":
+        chosen = chosen.prefix_with("MATERIALIZED")
     async with engine.begin() as conn:
         rows = (
             await conn.execute(
                 outbox.update()
-                .where(outbox.c.id.in_(candidates.scalar_subquery()))
+                .where(outbox.c.id.in_(sa.select(chosen.c.id)))
                 .values(claimed_until=now + timedelta(seconds=lease))
                 .returning(
                     outbox.c.id,
@@ -117,13 +123,22 @@ async def finish(conn: AsyncConnection, rows: list[Any], now: datetime) -> None:
     keeps its row, released and reset, for the next round."""
     if not rows:
         return
-    await conn.execute(
-        outbox.delete().where(outbox.c.id == sa.bindparam("row_id"), outbox.c.version == sa.bindparam("row_version")),
-        [{"row_id": row.id, "row_version": row.version} for row in rows],
-    )
+    if is_postgres(conn):  # one statement whatever the count: the (id, version) pairs as one parameter
+        built = recordset(
+            [{"id": row.id, "version": row.version} for row in rows],
+            {"id": outbox.c.id.type, "version": outbox.c.version.type},
+        )
+        await conn.execute(outbox.delete().where(outbox.c.id == built.c.id, outbox.c.version == built.c.version))
+    else:
+        await conn.execute(
+            outbox.delete().where(
+                outbox.c.id == sa.bindparam("row_id"), outbox.c.version == sa.bindparam("row_version")
+            ),
+            [{"row_id": row.id, "row_version": row.version} for row in rows],
+        )
     await conn.execute(
         outbox.update()
-        .where(outbox.c.id.in_([row.id for row in rows]))
+        .where(any_of(conn, outbox.c.id, [row.id for row in rows]))
         .values(claimed_until=None, attempts=0, last_error=None, available_at=now, failing_since=None)
     )
 

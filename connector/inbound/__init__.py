@@ -1,1 +1,2 @@
-"""Inbound: the HTTP endpoints Segment calls, up to the durable journal append."""
+"""Inbound: the HTTP endpoints that Segment, its libraries and websites' analytics.js call, up to the
+durable journal append."""

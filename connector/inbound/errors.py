@@ -12,10 +12,12 @@ from starlette.responses import JSONResponse
 CODES = {
     400: "invalid_request",
     401: "unauthorized",
+    403: "origin_not_allowed",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
     415: "unsupported_encoding",
+    429: "rate_limited",
     501: "unknown_type",
     503: "storage_unavailable",
 }
@@ -41,7 +43,11 @@ class InboundError(Exception):
         self.details = details
 
     def response(self) -> JSONResponse:
-        headers = {"WWW-Authenticate": 'Basic realm="segment"'} if self.status == 401 else None
+        headers = None
+        if self.status == 401:
+            headers = {"WWW-Authenticate": 'Basic realm="segment"'}
+        elif self.status == 429:
+            headers = {"Retry-After": str(self.details["retry_after"])}
         return InboundResponse(
             error_body(self.status, self.message, **self.details), status_code=self.status, headers=headers
         )

@@ -2,6 +2,9 @@
 
 Each request: authenticate, read within the limits, parse, validate, drop our own
 echoes, append to the journal, and answer 200 only once the append has committed.
+/v1 also takes analytics.js's short paths (/v1/t, /p, /i, /g, /s, /a and the batch /v1/b), its
+text/plain bodies (sendBeacon, keepalive: the body is parsed as JSON whatever its Content-Type) and
+browser write keys (auth.v1_sender); a `delete` is refused there: deletions come from Segment, on /segment.
 """
 
 import asyncio
@@ -23,12 +26,14 @@ from connector.core.metrics import MESSAGES_IN, REQUEST_LATENCY
 from connector.core.models import utcnow
 from connector.core.runtime import Runtime
 from connector.core.settings import ConnectorSettings
-from connector.inbound.auth import basic_auth_user, require_key, require_signature
+from connector.flow import round_trips
+from connector.inbound.auth import basic_auth_user, require_key, require_signature, v1_sender
 from connector.inbound.body import read_body
 from connector.inbound.errors import InboundError, InboundResponse, error_body
 from connector.inbound.writer import API, SEGMENT, Journal, JournalUnavailable, journal_row
 
 MAX_V1_BATCH_BYTES = 500 * 1024
+SHORT_PATHS = {"t": "track", "p": "page", "i": "identify", "g": "group", "s": "screen", "a": "alias"}  # analytics.js
 log = get_logger()
 
 
@@ -77,42 +82,49 @@ async def segment_webhook(request: Request) -> JSONResponse:
     settings = await runtime.settings.current()
     if settings.shared_secret:
         require_signature(request, raw, document, settings.shared_secret)
+    if round_trips.is_round_trip(document):  # the connector's own test, back from Segment: never journaled
+        await round_trips.arrived(runtime.engine, document)
+        return JSONResponse({"success": True, "accepted": 0, "skipped": 1})
     # A `delete` (Segment forwarding a user deletion) is journaled like any message: the processor
     # applies it in journal order, so it erases what came before it even if not yet processed.
     if isinstance(document, list):
         return await _accept_many(
             journal, settings, document, default_type=None, sent_at=None, source=SEGMENT, types=spec.SEGMENT_TYPES
         )
-    message = _normalise_one(document, default_type=None, sent_at=None, types=spec.SEGMENT_TYPES)
-    return await _accept(journal, settings, [message], rejected=[], source=SEGMENT)
+    message = _normalise_one(document, default_type=None, sent_at=None, source=SEGMENT, types=spec.SEGMENT_TYPES)
+    return await _accept(journal, settings, [message], rejected=[], source=SEGMENT, write_key_id=None)
 
 
 @inbound_endpoint("v1")
 async def v1_single(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
     journal: Journal = request.app.state.journal
-    if request.path_params["message_type"] not in spec.MESSAGE_TYPES:  # 501 is for a message's type, on /segment
+    path = request.path_params["message_type"]
+    message_type = SHORT_PATHS.get(path, path)
+    if message_type not in spec.MESSAGE_TYPES:  # 501 is for a message's type, on /segment
         raise InboundError(
             404,
-            f"no endpoint /v1/{request.path_params['message_type']}; the message types are "
-            f"{', '.join(spec.MESSAGE_TYPES)}, and batch",
+            f"no endpoint /v1/{path}; the message types are {', '.join(spec.MESSAGE_TYPES)}, and batch",
         )
-    await _require_basic_key_if_sent(request, runtime)
+    basic = basic_auth_user(request)  # a wrong Basic key is refused before the body is read
+    write_key_id = await v1_sender(request, runtime, basic) if basic is not None else None
     raw = await read_body(request, runtime.env.max_body_bytes, runtime.env.max_decompressed_bytes)
     document = _parse(raw, runtime)
     if not isinstance(document, dict):
         raise InboundError(400, "body must be a JSON object", field="body")
-    require_key(basic_auth_user(request) or _write_key(document), await runtime.settings.api_key())
+    if basic is None:
+        write_key_id = await v1_sender(request, runtime, _write_key(document))
     settings = await runtime.settings.current()
-    message = _normalise_one(document, default_type=request.path_params["message_type"], sent_at=None)
-    return await _accept(journal, settings, [message], rejected=[], source=API)
+    message = _normalise_one(document, default_type=message_type, sent_at=None, source=API)
+    return await _accept(journal, settings, [message], rejected=[], source=API, write_key_id=write_key_id)
 
 
 @inbound_endpoint("v1_batch")
 async def v1_batch(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
     journal: Journal = request.app.state.journal
-    await _require_basic_key_if_sent(request, runtime)
+    basic = basic_auth_user(request)
+    write_key_id = await v1_sender(request, runtime, basic) if basic is not None else None
     raw = await read_body(request, MAX_V1_BATCH_BYTES, runtime.env.max_decompressed_bytes)
     if len(raw) > MAX_V1_BATCH_BYTES:
         raise InboundError(
@@ -121,20 +133,23 @@ async def v1_batch(request: Request) -> JSONResponse:
     document = _parse(raw, runtime)
     if not isinstance(document, dict):
         raise InboundError(400, 'body must be a JSON object {"batch": [...]}', field="body")
-    require_key(basic_auth_user(request) or _write_key(document), await runtime.settings.api_key())
+    if basic is None:
+        write_key_id = await v1_sender(request, runtime, _write_key(document))
     batch = document.get("batch")
     if not isinstance(batch, list):
         raise InboundError(400, "batch is required and must be an array", field="batch")
     settings = await runtime.settings.current()
     shared = {key: document[key] for key in ("context", "integrations") if isinstance(document.get(key), dict)}
     merged = [_with_batch_defaults(item, shared) for item in batch]
-    return await _accept_many(journal, settings, merged, default_type=None, sent_at=document.get("sentAt"), source=API)
-
-
-async def _require_basic_key_if_sent(request: Request, runtime: Runtime) -> None:
-    """A wrong Basic key is refused before the body is read; without one, writeKey in the body decides."""
-    if (user := basic_auth_user(request)) is not None:
-        require_key(user, await runtime.settings.api_key())
+    return await _accept_many(
+        journal,
+        settings,
+        merged,
+        default_type=None,
+        sent_at=document.get("sentAt"),
+        source=API,
+        write_key_id=write_key_id,
+    )
 
 
 def _parse(raw: bytes, runtime: Runtime) -> Any:
@@ -161,13 +176,22 @@ def _with_batch_defaults(item: Any, shared: dict[str, dict[str, Any]]) -> Any:
 
 
 def _normalise_one(
-    document: Any, default_type: str | None, sent_at: Any, types: tuple[str, ...] = spec.MESSAGE_TYPES
+    document: Any, default_type: str | None, sent_at: Any, source: str, types: tuple[str, ...] = spec.MESSAGE_TYPES
 ) -> dict[str, Any]:
     try:
-        return spec.normalise_message(document, utcnow(), default_type, sent_at, types)
+        return _normalise(document, utcnow(), default_type, sent_at, source, types)
     except spec.SpecError as error:
         MESSAGES_IN.labels(_type_label(document), "rejected").inc()
         raise InboundError(error.status, error.message, field=error.field) from None
+
+
+def _normalise(
+    document: Any, received_at: datetime, default_type: str | None, sent_at: Any, source: str, types: tuple[str, ...]
+) -> dict[str, Any]:
+    """spec.normalise_message, and on /v1 no `delete`: a write key is public, and deletions come from Segment."""
+    if source == API and isinstance(document, dict) and document.get("type") == "delete":
+        raise spec.SpecError("type", "a delete is refused on /v1: deletions come from Segment, on /segment")
+    return spec.normalise_message(document, received_at, default_type, sent_at, types)
 
 
 async def _accept_many(
@@ -178,6 +202,7 @@ async def _accept_many(
     sent_at: Any,
     source: str,
     types: tuple[str, ...] = spec.MESSAGE_TYPES,
+    write_key_id: int | None = None,
 ) -> JSONResponse:
     if not documents:
         raise InboundError(400, "the batch is empty", field="batch")
@@ -192,7 +217,7 @@ async def _accept_many(
     messages, rejected = [], []
     for index, document in enumerate(documents):
         try:
-            messages.append(spec.normalise_message(document, received_at, default_type, sent_at, types))
+            messages.append(_normalise(document, received_at, default_type, sent_at, source, types))
         except spec.SpecError as error:
             MESSAGES_IN.labels(_type_label(document), "rejected").inc()
             rejected.append({"index": index, "status": error.status, **error.as_dict()})
@@ -200,7 +225,7 @@ async def _accept_many(
         return InboundResponse(
             error_body(400, "every message in the batch was rejected", rejected=rejected), status_code=400
         )
-    return await _accept(journal, settings, messages, rejected, source)
+    return await _accept(journal, settings, messages, rejected, source, write_key_id)
 
 
 async def _accept(
@@ -209,6 +234,7 @@ async def _accept(
     messages: list[dict[str, Any]],
     rejected: list[dict[str, Any]],
     source: str,
+    write_key_id: int | None,
 ) -> JSONResponse:
     kept = []
     for message in messages:
@@ -217,7 +243,10 @@ async def _accept(
             log.info("incoming.message.skip", reason="loop", type=message["type"], message_id=message["messageId"])
         else:
             kept.append(message)
-    await journal.append([journal_row(message, _received(message), source) for message in kept])
+    # Every row names its sender's write key (None but on /v1 from a browser): one commit holds rows of all kinds.
+    await journal.append(
+        [{**journal_row(message, _received(message), source), "write_key_id": write_key_id} for message in kept]
+    )
     for message_type, count in Counter(message["type"] for message in kept).items():
         MESSAGES_IN.labels(message_type, "accepted").inc(count)
     body: dict[str, Any] = {"success": True, "accepted": len(kept), "skipped": len(messages) - len(kept)}
@@ -239,5 +268,6 @@ routes = [
     Route("/segment", segment_webhook, methods=["POST"]),
     Route("/v1/batch", v1_batch, methods=["POST"]),
     Route("/v1/import", v1_batch, methods=["POST"]),
+    Route("/v1/b", v1_batch, methods=["POST"]),  # analytics.js's batching strategy
     Route("/v1/{message_type:str}", v1_single, methods=["POST"]),
 ]

@@ -109,7 +109,7 @@ class GroupCommit:
         raise NotImplementedError
 
 
-COLUMNS = ("partition", "message_id", "type", "payload", "received_at", "source")
+COLUMNS = ("partition", "message_id", "type", "payload", "received_at", "source", "write_key_id")
 
 
 def _unnest_insert() -> str:
@@ -156,6 +156,7 @@ class PostgresJournal(GroupCommit):
             [orjson.dumps(row["payload"]).decode() for row in rows],
             [row["received_at"] for row in rows],
             [row["source"] for row in rows],
+            [row.get("write_key_id") for row in rows],  # set by the routes (a browser's key, else None)
         )
         while True:
             reused = self._driver is not None

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from connector.core.db import insert
+from connector.core.db import any_of, insert
 from connector.core.kinds import Entity
 from connector.core.models import SegmentApiAnswer, User, utcnow
 from connector.flow import activity, outbox
@@ -68,7 +68,10 @@ async def _erased_profiles(conn: AsyncConnection, round_: Acknowledgement) -> se
     if not about:
         return set()
     present = await conn.execute(
-        sa.select(users.c.id).where(users.c.id.in_(sorted(about))).order_by(users.c.id).with_for_update(read=True)
+        sa.select(users.c.id)
+        .where(any_of(conn, users.c.id, sorted(about)))
+        .order_by(users.c.id)
+        .with_for_update(read=True)
     )
     return about - set(present.scalars())
 

@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from connector.core.db import insert
+from connector.core.db import any_of, insert, insert_rows
 from connector.core.kinds import MessageType
 from connector.core.models import DeliveryState
 
@@ -102,20 +102,21 @@ async def record(conn: AsyncConnection, states: dict[str, dict[str, Any]], forgo
     written, `forgotten` records gone. Keys are written in sorted order so that concurrent senders never
     deadlock on PostgreSQL."""
     if forgotten:
-        await conn.execute(delivered.delete().where(delivered.c.key.in_(sorted(forgotten))))
+        await conn.execute(delivered.delete().where(any_of(conn, delivered.c.key, sorted(forgotten))))
     if not states:
         return
-    statement = insert(delivered, conn.dialect.name)
-    await conn.execute(
-        statement.on_conflict_do_update(
+
+    def upsert(statement: Any) -> Any:
+        return statement.on_conflict_do_update(
             index_elements=["key"],
             set_={
                 name: statement.excluded[name]
                 for name in ("payload_hash", "segments", "in_filter", "delivered_at", "account_id")
             },
-        ),
-        [{"key": key, **states[key], "delivered_at": now} for key in sorted(states)],
-    )
+        )
+
+    rows = [{"key": key, **states[key], "delivered_at": now} for key in sorted(states)]
+    await insert_rows(conn, delivered, rows, adapt=upsert)
 
 
 async def record_baselines(conn: AsyncConnection, states: dict[str, dict[str, Any]], now: datetime) -> int:

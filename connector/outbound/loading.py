@@ -7,6 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from connector.core.db import any_of
 from connector.core.kinds import Entity, OutboxKind
 from connector.core.models import (
     Account,
@@ -70,21 +71,29 @@ async def _load_claimed(
 ) -> None:
     """The events, transitions and resync memberships claimed, and the segments segment_events follow."""
     if ids[OutboxKind.EVENT]:
-        query = sa.select(events).where(events.c.id.in_(ids[OutboxKind.EVENT]))
+        query = sa.select(events).where(any_of(conn, events.c.id, ids[OutboxKind.EVENT]))
         data.events = {row.id: row for row in await conn.execute(query)}
     if ids[OutboxKind.TRANSITION]:
-        query = sa.select(transitions).where(transitions.c.id.in_(ids[OutboxKind.TRANSITION]))
+        query = sa.select(transitions).where(any_of(conn, transitions.c.id, ids[OutboxKind.TRANSITION]))
         data.transitions = {row.id: row for row in await conn.execute(query)}
     if settings.segment_events:
         query = sa.select(segments.c.id, segments.c.name, segments.c.entity).where(
-            segments.c.name.in_([entry.segment for entry in settings.segment_events])
+            any_of(conn, segments.c.name, [entry.segment for entry in settings.segment_events])
         )
         data.segments = {row.name: row for row in await conn.execute(query)}
     if members:
+        # The segments' rows of these entities, then the pairs asked for: array parameters, where a
+        # (segment, entity) IN list would be a statement text of its own for each claim's size.
+        wanted = set(members)
         query = sa.select(memberships.c.segment_id, memberships.c.entity_id, memberships.c.entered_at).where(
-            sa.tuple_(memberships.c.segment_id, memberships.c.entity_id).in_(members)
+            any_of(conn, memberships.c.segment_id, sorted({segment_id for segment_id, _ in wanted})),
+            any_of(conn, memberships.c.entity_id, sorted({entity_id for _, entity_id in wanted})),
         )
-        data.members = {(row.segment_id, row.entity_id): row.entered_at for row in await conn.execute(query)}
+        data.members = {
+            (row.segment_id, row.entity_id): row.entered_at
+            for row in await conn.execute(query)
+            if (row.segment_id, row.entity_id) in wanted
+        }
 
 
 def _concerned(
@@ -104,7 +113,7 @@ def _concerned(
 
 
 async def _load_account_users(conn: AsyncConnection, data: ClaimRows, account_ids: set[int]) -> None:
-    query = sa.select(users.c.id, users.c.account_id).where(users.c.account_id.in_(account_ids))
+    query = sa.select(users.c.id, users.c.account_id).where(any_of(conn, users.c.account_id, sorted(account_ids)))
     for row in await conn.execute(query):
         data.account_users[row.account_id].append(row.id)
 
@@ -113,11 +122,13 @@ async def _load_users(conn: AsyncConnection, data: ClaimRows, user_ids: set[int]
     """The users, and the first user_id and anonymous_id of each (the ids its messages name it by)."""
     query = sa.select(
         users.c.id, users.c.traits, users.c.account_id, users.c.account_linked_at, users.c.updated_at
-    ).where(users.c.id.in_(user_ids))
+    ).where(any_of(conn, users.c.id, sorted(user_ids)))
     data.users = {row.id: row for row in await conn.execute(query)}
     for identifier in await conn.execute(
         sa.select(identifiers.c.user_id, identifiers.c.kind, identifiers.c.value)
-        .where(identifiers.c.user_id.in_(user_ids), identifiers.c.kind.in_(("user_id", "anonymous_id")))
+        .where(
+            any_of(conn, identifiers.c.user_id, sorted(user_ids)), identifiers.c.kind.in_(("user_id", "anonymous_id"))
+        )
         .order_by(identifiers.c.id)
     ):
         target = data.user_ids if identifier.kind == "user_id" else data.anonymous_ids
@@ -127,7 +138,7 @@ async def _load_users(conn: AsyncConnection, data: ClaimRows, user_ids: set[int]
 async def _accounts(conn: AsyncConnection, account_ids: set[int]) -> dict[int, Any]:
     query = sa.select(
         accounts.c.id, accounts.c.group_id, accounts.c.domain, accounts.c.traits, accounts.c.updated_at
-    ).where(accounts.c.id.in_(account_ids))
+    ).where(any_of(conn, accounts.c.id, sorted(account_ids)))
     return {row.id: row for row in await conn.execute(query)}
 
 
@@ -141,7 +152,7 @@ async def _load_segments_of(
             for row in await conn.execute(
                 sa.select(memberships.c.entity_id, segments.c.name)
                 .join(segments, segments.c.id == memberships.c.segment_id)
-                .where(segments.c.entity == entity, memberships.c.entity_id.in_(entity_ids))
+                .where(segments.c.entity == entity, any_of(conn, memberships.c.entity_id, sorted(entity_ids)))
             ):
                 data.segment_names[(entity, row.entity_id)].add(row.name)
     if settings.segment_membership_traits:
@@ -165,7 +176,7 @@ async def _load_delivered(conn: AsyncConnection, data: ClaimRows) -> None:
         delivery_state.c.in_filter,
         delivery_state.c.delivered_at,
         delivery_state.c.account_id,
-    ).where(delivery_state.c.key.in_(state_keys))
+    ).where(any_of(conn, delivery_state.c.key, state_keys))
     data.delivered = {
         row.key: Delivered(row.payload_hash, row.segments, row.in_filter, row.delivered_at, row.account_id)
         for row in await conn.execute(query)
@@ -192,7 +203,8 @@ async def _load_followed_accounts(conn: AsyncConnection, data: ClaimRows) -> Non
             (row.segment_id, row.entity_id): row.entered_at
             for row in await conn.execute(
                 sa.select(memberships.c.segment_id, memberships.c.entity_id, memberships.c.entered_at).where(
-                    memberships.c.segment_id.in_(account_segments), memberships.c.entity_id.in_(data.accounts)
+                    any_of(conn, memberships.c.segment_id, account_segments),
+                    any_of(conn, memberships.c.entity_id, sorted(data.accounts)),
                 )
             )
         }

@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from connector.core.logs import get_logger
 from connector.core.settings import ConnectorSettings
 from connector.outbound import dead_letters
-from connector.outbound.transport import batches, post_batch, wire_size
+from connector.outbound.transport import batches, encode, post_batch
 
 log = get_logger()
 
@@ -18,8 +18,9 @@ async def replay(engine: AsyncEngine, settings: ConnectorSettings, ids: list[int
     async with engine.connect() as conn:
         rows = await dead_letters.waiting(conn, ids)
     replayed = failed = 0
-    for group in batches(rows, lambda row: wire_size(row.message), settings.write_key):
-        failure = await post_batch(settings, [row.message for row in group])
+    encoded = {row.id: encode(row.message) for row in rows}
+    for group in batches(rows, lambda row: len(encoded[row.id]), settings.write_key):
+        failure = await post_batch(settings, [encoded[row.id] for row in group])
         async with engine.begin() as conn:
             if failure is None:
                 await dead_letters.replayed(conn, [row.id for row in group])

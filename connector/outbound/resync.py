@@ -20,7 +20,6 @@ from connector.core.models import Account, ActivityEntry, OutboxItem, Segment, S
 from connector.core.settings import ALL, ConnectorSettings
 from connector.flow import outbox
 from connector.outbound import delivery_state
-from connector.outbound.build import build
 
 users = User.__table__
 accounts = Account.__table__
@@ -241,6 +240,9 @@ async def follow_members(conn: AsyncConnection, before: ConnectorSettings, after
         outbox.outbox_key(OutboxKind.USER if row.entity == Entity.USER else OutboxKind.ACCOUNT, row.entity_id)
         for row in members
     ]
+    # Here, not at the top: `connector resync` need not load the message builders to queue its rows.
+    from connector.outbound.build import build
+
     following = after.model_copy(update={"segment_events": entries})
     written, now = 0, utcnow()
     for start in range(0, len(keys), CHUNK):

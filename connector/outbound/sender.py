@@ -12,6 +12,7 @@ the activity log in the transaction that acknowledges the round.
 """
 
 import asyncio
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +31,9 @@ from connector.outbound.transport import (
     REQUEST_TIMEOUT_SECONDS,
     Failure,
     batches,
+    encode,
     post_batch,
     retry_budget_spent,
-    wire_size,
 )
 
 log = get_logger()
@@ -90,11 +91,11 @@ class Sender:
         async with self.runtime.engine.connect() as conn:
             built = await build(conn, settings, [row.key for row in rows])
         round_ = Acknowledgement(built, entries=_skip_entries(built))
-        sizes = {id(outgoing): wire_size(outgoing.message) for outgoing in built.messages}
-        sendable = _set_aside_too_big(built.messages, sizes, round_)
-        answers = await self._send(
-            settings, batches(sendable, lambda outgoing: sizes[id(outgoing)], settings.write_key)
-        )
+        # Encoded once: these bytes are measured against the limits and sent.
+        encoded = {id(outgoing): encode(outgoing.message) for outgoing in built.messages}
+        sendable = _set_aside_too_big(built.messages, encoded, round_)
+        groups = batches(sendable, lambda outgoing: len(encoded[id(outgoing)]), settings.write_key)
+        answers = await self._send(settings, groups, encoded)
         if answers and settings.write_key:
             await record_answer(self.runtime.engine, settings.write_key, [failure for _, failure in answers])
         _sort_answers(rows, answers, round_)
@@ -109,12 +110,14 @@ class Sender:
             dead_lettered=len(round_.dead),
         )
 
-    async def _send(self, settings: ConnectorSettings, groups: list[list[Outgoing]]) -> list[Answer]:
+    async def _send(
+        self, settings: ConnectorSettings, groups: list[list[Outgoing]], encoded: dict[int, str]
+    ) -> list[Answer]:
         limit = asyncio.Semaphore(CONCURRENT_BATCHES)
 
         async def send(group: list[Outgoing]) -> Answer:
             async with limit:
-                return group, await post_batch(settings, [outgoing.message for outgoing in group], self.timeout)
+                return group, await post_batch(settings, [encoded[id(outgoing)] for outgoing in group], self.timeout)
 
         return list(await asyncio.gather(*(send(group) for group in groups)))
 
@@ -122,8 +125,11 @@ class Sender:
 def _skip_entries(built: Built) -> list[dict[str, Any]]:
     """The activity entries of the rows that sent nothing, with why (and their metrics and log lines)."""
     entries = []
+    for label, count in Counter(
+        "unchanged" if reason == UNCHANGED else "filtered" for reason in built.skipped.values()
+    ).items():
+        SKIPPED_OUT.labels(label).inc(count)
     for key, reason in built.skipped.items():
-        SKIPPED_OUT.labels("unchanged" if reason == UNCHANGED else "filtered").inc()
         if key.partition(":")[0] == OutboxKind.USER:
             log.info("outgoing.user.skip", key=key, reason=reason)
         if (target := built.targets.get(key)) is not None:
@@ -132,12 +138,12 @@ def _skip_entries(built: Built) -> list[dict[str, Any]]:
     return entries
 
 
-def _set_aside_too_big(messages: list[Outgoing], sizes: dict[int, int], round_: Acknowledgement) -> list[Outgoing]:
+def _set_aside_too_big(messages: list[Outgoing], encoded: dict[int, str], round_: Acknowledgement) -> list[Outgoing]:
     """The messages Segment would take; each one over its size limit is dead-lettered without a try."""
     sendable = []
     for outgoing in messages:
-        if sizes[id(outgoing)] > MAX_MESSAGE_BYTES:
-            too_big = Failure(f"message is {sizes[id(outgoing)]} bytes as sent; Segment's limit is {MAX_MESSAGE_BYTES}")
+        if (size := len(encoded[id(outgoing)])) > MAX_MESSAGE_BYTES:
+            too_big = Failure(f"message is {size} bytes as sent; Segment's limit is {MAX_MESSAGE_BYTES}")
             round_.dead.append((outgoing, too_big))
             round_.entries += outcome_entries(outgoing, Outcome.DEAD_LETTER, too_big)
         else:
@@ -168,10 +174,12 @@ def _sort_answers(rows: list[Any], answers: list[Answer], round_: Acknowledgemen
 
 def _count(round_: Acknowledgement, answers: list[Answer]) -> None:
     """The round's metrics and log lines."""
-    for outgoing in round_.delivered:
-        DELIVERED.labels(outgoing.message["type"]).inc()
+    # One increment per label a round, not one per message.
+    for kind, count in Counter(outgoing.message["type"] for outgoing in round_.delivered).items():
+        DELIVERED.labels(kind).inc(count)
+    for status, count in Counter(str(failure.status or "error") for _, failure in round_.dead).items():
+        DEAD_LETTERED.labels(status).inc(count)
     for outgoing, failure in round_.dead:
-        DEAD_LETTERED.labels(str(failure.status or "error")).inc()
         message = outgoing.message
         log.warning(
             "outgoing.message.dead_letter",

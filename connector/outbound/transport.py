@@ -1,13 +1,17 @@
-"""Segment's transport: one POST /v1/batch through segment-analytics-python, what a failure is worth (retried or
-not, and when), and batches cut to Segment's limits.
+"""Segment's transport: one POST /v1/batch as segment-analytics-python makes it, what a failure is worth (retried
+or not, and when), and batches cut to Segment's limits.
 
-Sizes are measured on the bytes the transport sends: segment-analytics-python posts
-`json.dumps(body)` (ASCII escapes for every non-ASCII character, a space after each
-`,` and `:`), so a batch's size is exactly the sum of its messages' `json.dumps`
-lengths, their separators and the envelope around them.
+Each message is encoded once (`encode`), and those bytes are both what is measured and what is sent: the
+body is the library's own `json.dumps(body)` (ASCII escapes for every non-ASCII character, a space after each
+`,` and `:`; the keys batch, sentAt, writeKey in that order), assembled from the encoded messages, so a batch's
+size is exactly the sum of its messages' lengths, their separators and the envelope around them
+(tests/outbound/test_transport.py holds it byte for byte against the library's body, over real HTTP). The
+request itself is the library's: its requests session, headers, Basic auth, no gzip (its default),
+its APIError and Retry-After parsing.
 """
 
 import asyncio
+import base64
 import json
 import random
 from collections.abc import Callable, Sequence
@@ -17,6 +21,8 @@ from time import perf_counter
 from typing import Any, TypeVar
 
 from segment.analytics import request as segment_request
+from segment.analytics.utils import remove_trailing_slash
+from segment.analytics.version import VERSION as SEGMENT_LIBRARY_VERSION
 
 from connector.core.metrics import DELIVERY_LATENCY
 from connector.core.models import utcnow
@@ -53,24 +59,70 @@ def classify(error: Exception) -> Failure:
 
 
 async def post_batch(
-    settings: ConnectorSettings, batch: list[dict[str, Any]], request_timeout: float = REQUEST_TIMEOUT_SECONDS
+    settings: ConnectorSettings, encoded: list[str], request_timeout: float = REQUEST_TIMEOUT_SECONDS
 ) -> Failure | None:
-    """One POST /v1/batch with segment-analytics-python's transport; None when Segment accepted it."""
+    """One POST /v1/batch of these encoded messages (`encode`); None when Segment accepted it."""
     started = perf_counter()
     try:
         await asyncio.to_thread(
-            segment_request.post,
-            settings.write_key,
-            host=settings.segment_api_host,
-            batch=batch,
-            sentAt=utcnow().isoformat(),
-            timeout=request_timeout,
+            post_encoded,
+            settings.write_key or "",
+            settings.segment_api_host,
+            encoded,
+            utcnow().isoformat(),
+            request_timeout,
         )
     except Exception as error:  # every failure is classified: retried or dead-lettered, never lost
         return classify(error)
     finally:
         DELIVERY_LATENCY.observe(perf_counter() - started)
     return None
+
+
+def encode(message: dict[str, Any]) -> str:
+    """A message as it stands in the request body. ASCII only (json.dumps escapes the rest): one byte a character."""
+    return json.dumps(message, cls=segment_request.DatetimeSerializer)
+
+
+def request_body(encoded: list[str], sent_at: str, write_key: str) -> str:
+    """What segment_request.post sends for `batch=` these messages and `sentAt=sent_at`: json.dumps of
+    {"batch": [...], "sentAt": ..., "writeKey": ...}, built around the messages already encoded."""
+    return (
+        '{"batch": ['
+        + ", ".join(encoded)
+        + '], "sentAt": '
+        + json.dumps(sent_at)
+        + ', "writeKey": '
+        + json.dumps(write_key)
+        + "}"
+    )
+
+
+def post_encoded(write_key: str, host: str | None, encoded: list[str], sent_at: str, timeout: float) -> None:
+    """segment_request.post's request and answer, with the body from request_body: the library's session,
+    headers (Content-Type, User-Agent, Basic auth of the write key), no gzip, and its APIError for any status
+    but 2xx (the code and message of Segment's JSON answer, or "unknown"; a 3xx is "redirect")."""
+    credentials = base64.b64encode(f"{write_key}:".encode()).decode()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "analytics-python/" + SEGMENT_LIBRARY_VERSION,
+        "Authorization": f"Basic {credentials}",
+    }
+    url = remove_trailing_slash(host or "https://api.segment.io") + "/v1/batch"
+    response = segment_request._session.post(
+        url, data=request_body(encoded, sent_at, write_key), headers=headers, timeout=timeout
+    )
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    if 300 <= status < 400:
+        raise segment_request.APIError(status, "redirect", response.reason, response)
+    try:
+        payload = response.json()
+        code, message = payload["code"], payload["message"]
+    except (ValueError, KeyError, TypeError):
+        raise segment_request.APIError(status, "unknown", response.text, response) from None
+    raise segment_request.APIError(status, code, message, response)
 
 
 def backoff_seconds(attempts: int, retry_after: float | None = None) -> float:
@@ -86,7 +138,7 @@ def retry_budget_spent(failing_since: datetime, now: datetime) -> bool:
 
 def wire_size(message: dict[str, Any]) -> int:
     """The bytes a message takes in the transport's request body."""
-    return len(json.dumps(message, cls=segment_request.DatetimeSerializer).encode())
+    return len(encode(message))
 
 
 def envelope_size(write_key: str | None) -> int:

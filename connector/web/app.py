@@ -6,12 +6,16 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from connector.core.environment import Environment, get_environment
 from connector.core.logs import get_logger
 from connector.core.runtime import Runtime
+from connector.inbound import project_settings
 from connector.inbound import routes as inbound
+from connector.inbound.cors import CorsMiddleware
+from connector.inbound.rate_limit import RateLimiter
 from connector.inbound.writer import open_journal
 from connector.service import worker
 from connector.web import dashboard, health
@@ -25,11 +29,13 @@ from connector.web.api import (
     overview,
     privacy,
     search,
+    segment_workspace,
     segments,
     settings,
     status,
     sync,
     users,
+    write_keys,
 )
 from connector.web.deps import ApiError, api_error
 from connector.web.openapi import openapi_document
@@ -49,6 +55,7 @@ def create_app(env: Environment | None = None) -> Starlette:
             app.state.runtime = runtime
             # Only the web process appends to the journal.
             app.state.journal = journal = open_journal(runtime.engine, env.service_database.pooler)
+            app.state.rate_limiter = RateLimiter()
             stop = asyncio.Event()
             task = asyncio.create_task(worker.run_forever(runtime, stop)) if env.run_worker_in_web else None
             try:
@@ -63,12 +70,14 @@ def create_app(env: Environment | None = None) -> Starlette:
 
     routes = [
         *health.routes,
+        *project_settings.routes,
         *inbound.routes,
         *search.routes,
         *settings.routes,
         *users.routes,
         *accounts.routes,
         *api_key.routes,
+        *write_keys.routes,
         *activity.routes,
         *segments.routes,
         *dead_letters.routes,
@@ -77,10 +86,14 @@ def create_app(env: Environment | None = None) -> Starlette:
         *status.routes,
         *overview.routes,
         *sync.routes,
+        *segment_workspace.routes,
         *names.routes,
         Route("/api/openapi.json", openapi_document, methods=["GET"], include_in_schema=False),
         *dashboard.routes,
     ]
     return Starlette(
-        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error, ApiError: api_error}
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, ApiError: api_error},
+        middleware=[Middleware(CorsMiddleware)],  # /v1 only: it passes every other path through
     )

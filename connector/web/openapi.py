@@ -88,6 +88,16 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         }
     ),
     "ApiKey": _object({"api_key": TEXT}),
+    "WriteKey": _object(
+        {
+            "id": ID,
+            "name": TEXT,
+            "key": {"type": "string", "description": "in full when created; masked (hwk_…abcd) in the list"},
+            "allowed_origins": TEXTS,
+            "created_at": TIME,
+        }
+    ),
+    "WriteKeys": _object({"write_keys": {"type": "array", "items": _ref("WriteKey")}}),
     "Event": _object(
         {
             "id": ID,
@@ -180,6 +190,52 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         }
     ),
     "Replayed": _object({"replayed": COUNT, "failed": COUNT}),
+    "WorkspaceConnected": _object(
+        {
+            "workspace": ANY_OBJECT,
+            "region": {"type": "string", "enum": ["us", "eu"]},
+            "token": {**TEXT, "description": "masked: its last 4 characters"},
+            "source": {**ANY_OBJECT, "description": "the HTTP API source the connector sends back through"},
+            "destinations": {
+                "type": "array",
+                "items": _object({"source_id": TEXT, "destination_id": TEXT, "action": TEXT}),
+                "description": "the Webhooks destination on each source: created, updated or unchanged",
+            },
+            "done": {"type": "array", "items": ANY_OBJECT, "description": "every change made in Segment"},
+            "settings_changed": TEXTS,
+        }
+    ),
+    "WorkspaceStatus": _object(
+        {"connected": {"type": "boolean"}, "round_trip": ANY_OBJECT},
+        {
+            "workspace": ANY_OBJECT,
+            "region": TEXT,
+            "token": TEXT,
+            "source_ids": TEXTS,
+            "source": ANY_OBJECT,
+            "destinations": {
+                "type": "array",
+                "items": _object(
+                    {"source_id": TEXT, "destination_id": TEXT, "matches": {"type": "boolean"}, "problems": TEXTS}
+                ),
+            },
+            "matches": {"type": "boolean"},
+            "error": TEXT,
+        },
+    ),
+    "WorkspaceDisconnected": _object(
+        {"deleted": {"type": "array", "items": ANY_OBJECT}, "kept": {**ANY_OBJECT, "nullable": True}}
+    ),
+    "WorkspaceSources": _object(
+        {"sources": {"type": "array", "items": ANY_OBJECT}, "next": {**TEXT, "nullable": True}}
+    ),
+    "RoundTrip": _object(
+        {
+            "outcome": {"type": "string", "enum": ["works", "refused", "lost", "waiting", None], "nullable": True},
+            "message": TEXT,
+        },
+        {"seconds": {"type": "number"}, "sent_at": TIME},
+    ),
     "UsageAttributes": _object(
         {
             "top_features": TEXTS,
@@ -238,6 +294,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "buckets": COUNT,
             "incoming": {"type": "object", "additionalProperties": COUNTS, "description": "<type>.<status>"},
             "outgoing": _object({name: COUNTS for name in ("sent", "skipped", "retried", "dead_lettered")}),
+            "write_keys": {
+                "type": "array",
+                "items": _object({"id": ID, "name": TEXT, "revoked": {"type": "boolean"}, "messages": COUNT}),
+                "description": "messages each browser write key sent in the 24 hours",
+            },
             "last_errors": {
                 "type": "array",
                 "items": _object(

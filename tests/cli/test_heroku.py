@@ -90,6 +90,12 @@ def test_heroku_installs_the_locked_dependencies_on_a_python_the_project_support
     assert (major, minor) >= tuple(map(int, project["requires-python"].removeprefix(">=").split(".")))
 
 
+def test_every_install_compiles_bytecode_so_no_process_compiles_its_modules_at_start():
+    # `uv sync` reads [tool.uv] wherever it runs in the project: Heroku's build, `make install`, `make run`, CI.
+    # A dyno or container with PYTHONDONTWRITEBYTECODE=1 would otherwise compile every module at each start.
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["uv"]["compile-bytecode"] is True
+
+
 def dyno_env(database_url: str, dyno: str, **extra: str) -> dict[str, str]:
     env = {
         name: value

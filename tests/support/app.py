@@ -65,9 +65,9 @@ def free_port() -> int:
 class ServerThread:
     """An ASGI app under uvicorn on a real localhost socket, in a thread with its own event loop."""
 
-    def __init__(self, app: Any, name: str = "server"):
+    def __init__(self, app: Any, name: str = "server", port: int | None = None):
         self.name = name
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
@@ -91,8 +91,8 @@ class ServerThread:
 class LiveServer(ServerThread):
     """The connector itself, on a real socket."""
 
-    def __init__(self, env: Environment):
-        super().__init__(create_app(env), name="live server")
+    def __init__(self, env: Environment, port: int | None = None):
+        super().__init__(create_app(env), name="live server", port=port)
 
 
 async def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:

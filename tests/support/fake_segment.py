@@ -6,7 +6,11 @@ is refused with 400, as Segment does), records every body's size and every accep
 body, and can be told to fail: answer a status (500, 429 with Retry-After, 400, ...) or
 stall past the client's timeout, for the next N requests or for a seeded fraction of
 them. With `echo_to`, it posts every message it accepted back to a connector's
-POST /segment, as a workspace where the connector is both source and destination.
+POST /segment, as a workspace where the connector is both source and destination. With `deliver_through`, it
+acts as the workspace a fake Public API describes (tests/support/fake_public_api.py): each accepted message goes,
+one request per message as Segment's Webhooks destination sends them, to every enabled Webhooks destination on
+the source whose write key was used, with that destination's headers, unless the message's `integrations`
+turn Webhooks off.
 """
 
 import asyncio
@@ -60,6 +64,7 @@ class FakeSegment(ServerThread):
         self.bodies: list[dict[str, Any]] = []
         self.body_sizes: list[int] = []  # bytes of every request body, accepted or not
         self.message_sizes: list[int] = []  # bytes of every message of every request, as it stood in the body
+        self.raw_requests: list[tuple[dict[str, str], bytes]] = []  # headers and body of each request, as sent
         self.arrivals: dict[str, float] = {}  # messageId -> time.time() of its first delivery
         self.requests = 0
         self.refused = 0
@@ -67,6 +72,8 @@ class FakeSegment(ServerThread):
         self.echo: tuple[str, dict[str, str]] | None = None
         self.echo_posts = 0
         self.echo_answers: list[tuple[int, int, dict[str, Any]]] = []  # (status, messages posted, answer body)
+        self.workspace: Any = None  # a FakePublicApi: deliver as its Webhooks destinations say
+        self.deliveries: list[tuple[int, dict[str, Any]]] = []  # (status /segment answered, message delivered)
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         super().__init__(Starlette(routes=[Route("/v1/batch", self._batch, methods=["POST"])]), name="fake Segment")
@@ -88,6 +95,9 @@ class FakeSegment(ServerThread):
     def echo_to(self, url: str, headers: dict[str, str]) -> None:
         self.echo = (url, headers)
 
+    def deliver_through(self, workspace: Any) -> None:
+        self.workspace = workspace
+
     # --- what it received -------------------------------------------------
 
     @property
@@ -105,6 +115,7 @@ class FakeSegment(ServerThread):
             self.refused += 1
             return JSONResponse({"code": "unauthorized", "message": "bad write key"}, status_code=401)
         raw = await request.body()
+        self.raw_requests.append((dict(request.headers), raw))
         if request.headers.get("content-encoding") == "gzip":
             raw = gzip.decompress(raw)
         self.body_sizes.append(len(raw))
@@ -134,6 +145,8 @@ class FakeSegment(ServerThread):
             for message in body["batch"]:
                 self.arrivals.setdefault(message.get("messageId"), now)
         task = BackgroundTask(self._echo, body["batch"]) if self.echo else None
+        if self.workspace is not None:
+            task = BackgroundTask(self._deliver, body["batch"])
         return JSONResponse({"success": True}, background=task)
 
     def _next_fault(self) -> Fault | None:
@@ -155,6 +168,27 @@ class FakeSegment(ServerThread):
             answer = await http.post(url, headers=headers, json=batch)
         self.echo_answers.append((answer.status_code, len(batch), answer.json()))
         self.echo_posts += 1
+
+    async def _deliver(self, batch: list[dict[str, Any]]) -> None:
+        """What Segment does with a source's messages: each to the source's enabled Webhooks destinations."""
+        source = next(s for s in self.workspace.sources.values() if self.write_key in s["writeKeys"])
+        hooks = [
+            hook
+            for destination in self.workspace.on_source(source["id"])
+            if destination["enabled"] and destination["metadata"]["name"] == "Webhooks"
+            for hook in destination["settings"].get("hooks", [])
+        ]
+        async with httpx.AsyncClient(timeout=10) as http:
+            for message in batch:
+                integrations = message.get("integrations") or {}
+                if integrations.get("Webhooks") is False or (
+                    integrations.get("All") is False and "Webhooks" not in integrations
+                ):
+                    continue
+                for hook in hooks:
+                    headers = {header["key"]: header["value"] for header in hook.get("headers", [])}
+                    answer = await http.post(hook["hook"], headers=headers, json=message)
+                    self.deliveries.append((answer.status_code, message))
 
 
 # --- shared by the outbound tests ------------------------------------------------

@@ -24,6 +24,7 @@ from schemathesis.checks import (
 from schemathesis.core.result import Ok
 
 from tests.support.app import admin_auth, basic_auth
+from tests.support.fake_public_api import FakePublicApi
 
 # Not positive_data_acceptance: some rules cannot be said in OpenAPI 3.0 parameters (GET /api/users
 # takes exactly one of user_id, anonymous_id, email), so a schema-valid request may rightly be a 400.
@@ -43,8 +44,11 @@ SEED = [
 
 
 @pytest.fixture
-def server(live_server_factory: Any) -> Any:
-    server = live_server_factory(run_worker_in_web=True)
+def server(live_server_factory: Any, public_api: FakePublicApi) -> Any:
+    # The Segment workspace routes reach the fake Public API (a generated token is refused there: a 400).
+    server = live_server_factory(
+        run_worker_in_web=True, public_url="https://connector.example.com", segment_public_api_url=public_api.url
+    )
     with httpx.Client(base_url=server.url, timeout=10) as http:
         assert http.put("/api/settings", headers=admin_auth(), json={"handle_accounts": True}).status_code == 200
         assert http.post("/v1/batch", headers=basic_auth(), json={"batch": SEED}).status_code == 200

@@ -10,6 +10,8 @@ answer and a restart forgets nothing (the Prometheus counters are per process):
   `retried` (a failed batch in backoff, once per attempt) and `dead_lettered`. A group call is
   logged for its user and its account with one messageId and counts once; a skipped target has
   no message and counts once per entry.
+- messages in per browser write key: the journal's rows of the last 24 hours by `write_key_id`, with each key's
+  name (a revoked key's messages still count, under its name).
 - the last errors: outgoing failures and dead letters (activity log) and messages that failed in
   processing (journal), newest first; each profile named as people know it (`name`: a user's userId, else
   its email; an account's group id, else its domain), its internal id when it has none of them.
@@ -26,7 +28,7 @@ from starlette.routing import Route
 
 from connector.core.db import epoch_minute
 from connector.core.kinds import Entity, Outcome, outgoing_action
-from connector.core.models import Account, UserIdentifier, utcnow
+from connector.core.models import Account, UserIdentifier, WriteKey, utcnow
 from connector.core.spec import format_timestamp
 from connector.flow.activity import activity_log
 from connector.flow.journal import JOURNAL_WITH_QUEUE, STATUS, journal
@@ -35,6 +37,7 @@ from connector.web.deps import runtime_of
 
 identifiers = UserIdentifier.__table__
 accounts = Account.__table__
+write_keys = WriteKey.__table__
 MINUTES = 24 * 60
 LAST_ERRORS = 10
 OUTCOMES = {
@@ -78,6 +81,22 @@ async def outgoing(conn: AsyncConnection, first: int, since: datetime) -> dict[s
         .group_by(minute, outcome)
     )
     return _series(rows, first, OUTCOMES.values())
+
+
+async def by_write_key(conn: AsyncConnection, since: datetime) -> list[dict[str, Any]]:
+    """Messages each browser write key sent since `since`, most first; keys that sent none are left out."""
+    count = sa.func.count().label("messages")
+    rows = await conn.execute(
+        sa.select(write_keys.c.id, write_keys.c.name, write_keys.c.revoked_at, count)
+        .select_from(journal.join(write_keys, write_keys.c.id == journal.c.write_key_id))
+        .where(journal.c.received_at >= since)
+        .group_by(write_keys.c.id, write_keys.c.name, write_keys.c.revoked_at)
+        .order_by(count.desc(), write_keys.c.id)
+    )
+    return [
+        {"id": row.id, "name": row.name, "revoked": row.revoked_at is not None, "messages": row.messages}
+        for row in rows
+    ]
 
 
 async def last_errors(conn: AsyncConnection) -> list[dict[str, Any]]:
@@ -157,7 +176,8 @@ async def get_overview(request: Request) -> JSONResponse:
     summary: Traffic of the last 24 hours at one-minute resolution, from the database, and the last errors
     description: >-
       `incoming` counts journal messages by `<type>.<status>` (status pending, processed or failed),
-      `outgoing` messages out by outcome (sent, skipped, retried, dead_lettered) from the activity log.
+      `outgoing` messages out by outcome (sent, skipped, retried, dead_lettered) from the activity log,
+      `write_keys` the messages each browser write key sent in the 24 hours.
       Each series holds `buckets` numbers, the first for the minute starting at `start`, one per
       `step_seconds`. Journal lag, outbox depth and the verdict are in GET /api/status.
     responses:
@@ -174,6 +194,7 @@ async def get_overview(request: Request) -> JSONResponse:
             "buckets": MINUTES,
             "incoming": await incoming(conn, first, since),
             "outgoing": await outgoing(conn, first, since),
+            "write_keys": await by_write_key(conn, since),
             "last_errors": await last_errors(conn),
         }
     return JSONResponse(body)

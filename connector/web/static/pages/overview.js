@@ -1,6 +1,6 @@
 // Overview: the verdict and its messages, the latest sync (queued, sent, skipped, failed, waiting) with
 // "Send to everyone now", journal lag and outbox depth, traffic of the last 24 hours (in by type and
-// outcome, out by outcome) at one-minute resolution, and the last errors.
+// outcome, out by outcome) at one-minute resolution, the messages each browser write key sent, and the last errors.
 
 import { api, card, h, lineChart, link, pairs, say, statusLine, sum, table, time } from "../lib.js";
 
@@ -57,6 +57,13 @@ function charts(overview) {
     lineChart("Messages out: sent, skipped, retried, dead-lettered (per minute)", start, step, outgoing));
 }
 
+function byWriteKey(overview) {
+  return table(["Write key", "Messages in, last 24 hours"], overview.write_keys.map((key) => h("tr", {},
+    h("td", {}, key.name, key.revoked ? " (revoked)" : ""),
+    h("td", { className: "number" }, String(key.messages)))),
+  h("span", {}, "No browser write key sent anything (", link("#/setup", "create one"), ")."));
+}
+
 function errors(overview) {
   return table(["When", "What", "Status", "Reason"], overview.last_errors.map((error) => h("tr", {},
     h("td", {}, time(error.at)),
@@ -107,6 +114,7 @@ export async function render(root, _params, app) {
       card("Status", h("div", { className: "grid-2" }, messages(status), figures(status))),
       syncCard,
       card("Traffic, last 24 hours", charts(overview)),
+      card("Browser write keys", byWriteKey(overview)),
       card("Last errors", errors(overview)));
   }
   await load();

@@ -1,14 +1,18 @@
-// Setup: where Segment sends to (the /segment URL, the /v1 host), the API key (reveal, copy, rotate),
-// the shared secret, and the steps in Segment's app for both directions.
+// Setup: the automatic way first (segment_workspace.js: Segment's Public API); then, by hand, where Segment sends to (the /segment URL,
+// the /v1 host), the API key (reveal, copy, rotate), the shared secret, the steps in Segment's app for both directions, and the browser
+// write keys (write_keys.js).
 
 import { api, card, h, link, pairs, say, statusLine } from "../lib.js";
+import { workspaceCard } from "./segment_workspace.js";
+import { writeKeysCard } from "./write_keys.js";
 
 function steps(items) {
   return h("ol", { className: "steps" }, items.map((item) => h("li", {}, item)));
 }
 
 export async function render(root) {
-  const [status, { settings }] = await Promise.all([api("GET", "/api/status"), api("GET", "/api/settings")]);
+  const [status, { settings }, workspace] = await Promise.all(
+    [api("GET", "/api/status"), api("GET", "/api/settings"), workspaceCard()]);
   const keyStatus = statusLine("api-key-status");
   const key = h("input", { id: "api-key", readOnly: true, className: "mono", value: status.api_key ?? "",
     "aria-describedby": "api-key-status" });
@@ -49,8 +53,10 @@ export async function render(root) {
   } }, "Rotate");
 
   const segmentUrl = `${location.origin}/segment`;
+  const websites = writeKeysCard(location.origin);
   root.append(
     h("div", { className: "page-head" }, h("h2", {}, "Setup")),
+    workspace,
     card("Connection",
       pairs([
         ["Segment Webhooks destination URL", h("code", { id: "segment-endpoint" }, segmentUrl)],
@@ -62,7 +68,7 @@ export async function render(root) {
       ]),
       keyStatus),
     h("div", { className: "grid-2" },
-      card("Receive from Segment: the Webhooks destination", steps([
+      card("Or by hand: receive from Segment with a Webhooks destination", steps([
         "In Segment, open the source whose data this connector should receive, then Add Destination → Webhooks.",
         ["Webhook URL: ", h("code", {}, segmentUrl), "."],
         "Headers: Authorization = Basic base64(<API key>:) — the API key above as the user name, no password.",
@@ -70,7 +76,7 @@ export async function render(root) {
         "Enable the destination and send a test event: it appears on the Overview within a minute.",
         "Or send straight from a Segment library: host = this service, write key = the API key.",
       ])),
-      card("Send to Segment: an HTTP API source", steps([
+      card("Or by hand: send to Segment through an HTTP API source", steps([
         "In Segment, Connections → Sources → Add Source → HTTP API; name it after this connector.",
         "Copy its write key.",
         ["In ", link("#/settings", "Settings"), ", paste it as Segment write key (and the API host for the EU)."],
@@ -82,5 +88,7 @@ export async function render(root) {
           + "or retried."],
         "From then on, changes are sent as they happen: a profile that changes, or enters or leaves a segment, "
           + "is sent within seconds. Send to everyone now (Overview) sends everyone in the filter again.",
-      ]))));
+      ]))),
+    websites.section);
+  await websites.load();
 }

@@ -1,0 +1,425 @@
+"""Segment workspace setup through the Public API: connect, status, disconnect (Hull's "Enable with Segment").
+
+Connect makes the workspace deliver to this connector and take what it sends back:
+- each chosen source, and the source the connector sends back through (so the round-trip test can come back:
+  the connector's own calls carry `integrations: {<integration_name>: false}`, which stops Segment from
+  delivering them there), has exactly one Webhooks destination pointing at `<PUBLIC_URL>/segment` with the
+  connector's key (and shared secret), enabled: created, or the one already there adopted and patched;
+- one HTTP API source, slug from `connector_name`, exists; its write key and the region's tracking host become
+  the `write_key` and `segment_api_host` settings.
+Everything is read before anything is written (an unknown source changes nothing), and a re-run creates and
+deletes nothing and patches only what differs. The settings, the token and the `segment_workspace` row (this
+module owns it) are saved only once every call succeeded; a call that fails midway answers what was done, and
+running connect again completes it. The token is a credential (core/credentials.py), forgotten on disconnect.
+"""
+
+import base64
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from connector.core.credentials import SEGMENT_PUBLIC_API_TOKEN, forget_secret, keep_secret, read_secret
+from connector.core.logs import get_logger
+from connector.core.models import SegmentWorkspace, utcnow
+from connector.core.runtime import Runtime
+from connector.core.settings import ConnectorSettings, mask_secret
+from connector.service import use_cases
+from connector.service.public_api import PublicApi, PublicApiError, base_url
+
+REGIONS = ("us", "eu")
+TOKEN_SHAPE = re.compile(r"[\x21-\x7e]{1,1000}")  # printable ASCII: it travels in an HTTP header
+TRACKING_HOSTS = {"us": "https://api.segment.io", "eu": "https://events.eu1.segmentapis.com"}
+WEBHOOKS = "Webhooks"  # the classic destination's catalog name ("Webhooks (Actions)" is another one)
+HTTP_API = "HTTP API"
+DESTINATION_NAME = "Segment connector"
+table = SegmentWorkspace.__table__
+log = get_logger()
+
+
+class WorkspaceError(Exception):
+    """A refusal in words: the admin API's status (400 the user's mistake, 409 not possible now, 502 Segment's
+    failure), the field at fault, and what was done before it (a re-run completes it)."""
+
+    def __init__(self, status: int, message: str, field: str | None = None, done: list[dict[str, Any]] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.field, self.done = status, message, field, done or []
+
+
+@dataclass
+class Target:
+    """What a source should hold: the Webhooks destination whose settings point at this connector."""
+
+    hook: str
+    authorization: str
+    shared_secret: str | None
+
+    def settings(self) -> dict[str, Any]:
+        hooks = [{"hook": self.hook, "headers": [{"key": "Authorization", "value": self.authorization}]}]
+        return {"hooks": hooks, **({"sharedSecret": self.shared_secret} if self.shared_secret else {})}
+
+    def points_here(self, destination: dict[str, Any]) -> bool:
+        hooks = (destination.get("settings") or {}).get("hooks") or []
+        return any(isinstance(hook, dict) and hook.get("hook") == self.hook for hook in hooks)
+
+    def problems(self, destination: dict[str, Any]) -> list[str]:
+        """What differs from what it should be, in words (empty: it matches)."""
+        settings = destination.get("settings") or {}
+        problems = [] if destination.get("enabled") else ["disabled"]
+        if settings.get("hooks") != self.settings()["hooks"]:
+            problems.append("its URL or Authorization header was changed")
+        if self.shared_secret and settings.get("sharedSecret") != self.shared_secret:
+            problems.append("its shared secret differs")
+        return problems
+
+
+def target_of(runtime: Runtime, settings: ConnectorSettings, api_key: str) -> Target:
+    if not runtime.env.public_url:
+        raise WorkspaceError(
+            409,
+            "PUBLIC_URL is not set: Segment's Webhooks destination needs the address this connector is reached "
+            "at (set PUBLIC_URL, e.g. https://connector.example.com, and restart)",
+            field="PUBLIC_URL",
+        )
+    authorization = "Basic " + base64.b64encode(f"{api_key}:".encode()).decode()
+    return Target(runtime.env.public_url.rstrip("/") + "/segment", authorization, settings.shared_secret)
+
+
+def slug_of(name: str) -> str:
+    """Segment's source slug from `connector_name`: ASCII lower case, runs of other characters as one hyphen."""
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()  # Über -> Uber
+    return re.sub(r"[^a-z0-9]+", "-", plain.lower()).strip("-") or "segment-connector"
+
+
+def in_words(error: PublicApiError) -> WorkspaceError:
+    """A Public API failure as the user reads it (`done` is added by the caller)."""
+    if error.kind == "token":
+        return WorkspaceError(400, "Segment refused the token (401): check it is copied whole and not revoked", "token")
+    if error.kind == "scope":
+        message = f"the token lacks a scope this needs (403 on {error.call}): give it the Workspace Owner role"
+        return WorkspaceError(400, message, "token")
+    if error.kind == "not_found":
+        return WorkspaceError(400, f"Segment found nothing at {error.call} (404): {error.message}", "source_ids")
+    if error.kind == "refused":
+        return WorkspaceError(400, f"Segment refused {error.call} ({error.status}): {error.message}")
+    message = f"{error.message} ({error.call}); nothing was saved in the settings, try again later"
+    return WorkspaceError(502, message)
+
+
+# --- the stored state ---------------------------------------------------------
+
+
+async def read_state(engine: AsyncEngine) -> dict[str, Any] | None:
+    async with engine.connect() as conn:
+        row = (await conn.execute(sa.select(table))).mappings().first()
+    return dict(row) if row else None
+
+
+async def _save_state(engine: AsyncEngine, state: dict[str, Any]) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(table.delete())
+        await conn.execute(table.insert().values(id=1, updated_at=utcnow(), **state))
+
+
+async def _forget_state(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(table.delete())
+
+
+async def _token(runtime: Runtime, given: str | None) -> str:
+    token = given or await read_secret(runtime.engine, SEGMENT_PUBLIC_API_TOKEN)
+    if not token:
+        raise WorkspaceError(
+            400, "a Segment Public API token is required (Settings > Access Management > Tokens)", "token"
+        )
+    if not TOKEN_SHAPE.fullmatch(token):
+        raise WorkspaceError(400, "this is not a Segment token: it holds spaces or characters no token has", "token")
+    return token
+
+
+def _region(given: str | None, state: dict[str, Any] | None) -> str:
+    region = given or (state or {}).get("region") or "us"
+    if region not in REGIONS:
+        raise WorkspaceError(400, f"region must be one of {', '.join(REGIONS)}", "region")
+    return region
+
+
+def _client(runtime: Runtime, region: str, token: str) -> PublicApi:
+    return PublicApi(base_url(region, runtime.env.segment_public_api_url), token)
+
+
+def _named(catalog: list[dict[str, Any]], name: str) -> str:
+    found = [str(item["id"]) for item in catalog if item.get("name") == name]
+    if not found:
+        raise WorkspaceError(502, f"Segment's catalog has no {name!r}; nothing was changed")
+    return found[0]
+
+
+# --- connect --------------------------------------------------------------------
+
+
+@dataclass
+class Found:
+    """What connect read before writing anything."""
+
+    workspace: dict[str, Any]
+    webhooks_id: str
+    back: dict[str, Any] | None  # the HTTP API source to send back through, when it exists
+    back_metadata_id: str | None  # the catalog's HTTP API, to create it
+    connected: dict[str, list[dict[str, Any]]]  # source id -> its connected destinations
+    names: dict[str, str]  # source id -> its name, for people to read
+
+
+async def connect(runtime: Runtime, token: str | None, region: str | None, source_ids: list[str]) -> dict[str, Any]:
+    """Connect (or repair) the workspace; the answer says what was found, created and changed."""
+    settings = await runtime.settings.current()
+    target = target_of(runtime, settings, await runtime.settings.api_key())
+    state = await read_state(runtime.engine)
+    token, region = await _token(runtime, token), _region(region, state)
+    chosen = list(dict.fromkeys(source_ids))
+    done: list[dict[str, Any]] = []
+    async with _client(runtime, region, token) as api:
+        try:
+            found = await _read(api, settings, chosen, state)
+            back = await _back_source(api, found, slug_of(settings.connector_name), done)
+            destinations = await _destinations(api, found, target, [*chosen, back["id"]], state, done)
+        except PublicApiError as error:
+            log.warning(
+                "workspace.connect.failed", call=error.call, status=error.status, kind=error.kind, done=len(done)
+            )
+            failure = in_words(error)
+            failure.done = done
+            raise failure from None
+    changes = _settings_changes(settings, back, region)
+    await keep_secret(runtime.engine, SEGMENT_PUBLIC_API_TOKEN, token)
+    await _save_state(runtime.engine, _state(found, region, chosen, destinations, back))
+    if changes:
+        await use_cases.save_settings(runtime.engine, runtime.settings, changes)
+    log.info("workspace.connect", workspace=found.workspace.get("slug"), changes=len(done), settings=sorted(changes))
+    return {
+        "workspace": found.workspace,
+        "region": region,
+        "token": mask_secret(token),
+        "source": {
+            **_source_shown(back),
+            "action": next((d["action"] for d in done if d.get("kind") == "source"), "found"),
+        },
+        "destinations": destinations,
+        "done": done,
+        "settings_changed": sorted(changes),
+    }
+
+
+async def _read(api: PublicApi, settings: ConnectorSettings, chosen: list[str], state: dict[str, Any] | None) -> Found:
+    workspace = await api.workspace()
+    webhooks_id = _named(await api.destination_catalog(), WEBHOOKS)
+    sources = await api.sources()
+    unknown = sorted(set(chosen) - {source["id"] for source in sources})
+    if unknown:
+        message = f"the workspace {workspace.get('name')!r} has no source {', '.join(unknown)}; nothing was changed"
+        raise WorkspaceError(400, message, "source_ids")
+    slug = slug_of(settings.connector_name)
+    back = next((source for source in sources if source.get("slug") == slug), None)
+    back_metadata_id = None if back else _named(await api.source_catalog(), HTTP_API)
+    connected = {}
+    for source_id in dict.fromkeys([*chosen, *([back["id"]] if back else [])]):
+        connected[source_id] = await api.connected_destinations(source_id)
+    names = {source["id"]: source.get("name") or source.get("slug") or source["id"] for source in sources}
+    return Found(workspace, webhooks_id, back, back_metadata_id, connected, names)
+
+
+async def _back_source(api: PublicApi, found: Found, slug: str, done: list[dict[str, Any]]) -> dict[str, Any]:
+    if found.back is not None:
+        return found.back
+    assert found.back_metadata_id is not None
+    source = await api.create_source(slug, found.back_metadata_id)
+    found.connected[source["id"]] = []
+    found.names[source["id"]] = slug
+    done.append({"kind": "source", "action": "created", "source_id": source["id"], "slug": slug})
+    return source
+
+
+async def _destinations(
+    api: PublicApi,
+    found: Found,
+    target: Target,
+    sources: list[str],
+    state: dict[str, Any] | None,
+    done: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Exactly one Webhooks destination to this connector on each source; none left where no longer wanted."""
+    previous = (state or {}).get("destinations") or []
+    managed = {entry["destination_id"] for entry in previous}
+    result = []
+    for source_id in dict.fromkeys(sources):
+        ours = [
+            destination
+            for destination in found.connected.get(source_id, [])
+            if destination["id"] in managed
+            or ((destination.get("metadata") or {}).get("id") == found.webhooks_id and target.points_here(destination))
+        ]
+        result.append(await _one_destination(api, found, target, source_id, ours, done))
+    for entry in previous:
+        if entry["source_id"] not in sources:
+            await _delete(api, entry["destination_id"])
+            done.append({"kind": "destination", "action": "deleted", **entry})
+    return result
+
+
+async def _one_destination(
+    api: PublicApi, found: Found, target: Target, source_id: str, ours: list[dict[str, Any]], done: list[dict[str, Any]]
+) -> dict[str, Any]:
+    if not ours:
+        destination_id = await api.create_destination(source_id, found.webhooks_id, DESTINATION_NAME, target.settings())
+        action = "created"
+    else:
+        keep, *extra = ours
+        destination_id, problems = keep["id"], target.problems(keep)
+        if problems:
+            await api.update_destination(destination_id, target.settings())
+        action = "updated" if problems else "unchanged"
+        for duplicate in extra:  # never two: a second one would deliver every message twice
+            await _delete(api, duplicate["id"])
+            done.append(
+                {"kind": "destination", "action": "deleted", "source_id": source_id, "destination_id": duplicate["id"]}
+            )
+    entry = {
+        "source_id": source_id,
+        "source_name": found.names.get(source_id, source_id),
+        "destination_id": destination_id,
+    }
+    if action != "unchanged":
+        done.append({"kind": "destination", "action": action, **entry})
+    return {**entry, "action": action}
+
+
+async def _delete(api: PublicApi, destination_id: str) -> None:
+    """Delete a destination; one already gone is what was wanted."""
+    try:
+        await api.delete_destination(destination_id)
+    except PublicApiError as error:
+        if error.kind != "not_found":
+            raise
+
+
+def _settings_changes(settings: ConnectorSettings, back: dict[str, Any], region: str) -> dict[str, Any]:
+    keys = back.get("writeKeys") or []
+    if not keys:
+        raise WorkspaceError(502, f"Segment's source {back.get('slug')!r} has no write key; nothing was saved")
+    wanted = {"write_key": keys[0], "segment_api_host": TRACKING_HOSTS[region]}
+    return {name: value for name, value in wanted.items() if getattr(settings, name) != value}
+
+
+def _state(
+    found: Found, region: str, chosen: list[str], destinations: list[dict[str, Any]], back: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "workspace": {key: found.workspace.get(key) for key in ("id", "slug", "name")},
+        "region": region,
+        "source_ids": chosen,
+        "destinations": [{key: d[key] for key in ("source_id", "source_name", "destination_id")} for d in destinations],
+        "back_source": _source_shown(back),
+    }
+
+
+def _source_shown(source: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": source["id"],
+        "slug": source.get("slug"),
+        "name": source.get("name"),
+        "kind": (source.get("metadata") or {}).get("name"),
+        "enabled": source.get("enabled"),
+    }
+
+
+# --- status, disconnect, the sources to choose from -------------------------------
+
+
+async def status(runtime: Runtime) -> dict[str, Any]:
+    """Connected or not; re-read from the Public API: whether each destination and the source still match."""
+    state, token = await read_state(runtime.engine), await read_secret(runtime.engine, SEGMENT_PUBLIC_API_TOKEN)
+    if state is None or token is None:
+        return {"connected": False}
+    settings = await runtime.settings.current()
+    target = target_of(runtime, settings, await runtime.settings.api_key())
+    async with _client(runtime, state["region"], token) as api:
+        try:
+            workspace = await api.workspace()
+            destinations = [await _checked(api, target, entry) for entry in state["destinations"]]
+            source = _source_checked(state["back_source"], await api.sources(), settings, state["region"])
+        except PublicApiError as error:
+            raise in_words(error) from None
+    return {
+        "connected": True,
+        "token": mask_secret(token),
+        "region": state["region"],
+        "workspace": {key: workspace.get(key) for key in ("id", "slug", "name")},
+        "source_ids": state["source_ids"],
+        "source": source,
+        "destinations": destinations,
+        "matches": source["matches"] and all(entry["matches"] for entry in destinations),
+    }
+
+
+async def _checked(api: PublicApi, target: Target, entry: dict[str, Any]) -> dict[str, Any]:
+    try:
+        connected = await api.connected_destinations(entry["source_id"])
+    except PublicApiError as error:
+        if error.kind != "not_found":
+            raise
+        connected = []
+    destination = next((d for d in connected if d["id"] == entry["destination_id"]), None)
+    problems = ["deleted in Segment"] if destination is None else target.problems(destination)
+    return {**entry, "matches": not problems, "problems": problems}
+
+
+def _source_checked(
+    back: dict[str, Any], sources: list[dict[str, Any]], settings: ConnectorSettings, region: str
+) -> dict[str, Any]:
+    source = next((s for s in sources if s["id"] == back["id"]), None)
+    problems = []
+    if source is None:
+        problems.append("deleted in Segment")
+    elif settings.write_key not in (source.get("writeKeys") or [])[:1]:
+        problems.append("the write_key setting is not this source's write key")
+    if settings.segment_api_host != TRACKING_HOSTS[region]:
+        problems.append(f"segment_api_host is not the {region} region's {TRACKING_HOSTS[region]}")
+    return {**back, "matches": not problems, "problems": problems}
+
+
+async def disconnect(runtime: Runtime) -> dict[str, Any]:
+    """Delete the destinations the connector manages; keep the source and the write key; forget the token."""
+    state, token = await read_state(runtime.engine), await read_secret(runtime.engine, SEGMENT_PUBLIC_API_TOKEN)
+    if state is None and token is None:
+        raise WorkspaceError(409, "no Segment workspace is connected")
+    deleted: list[dict[str, Any]] = []
+    if state is not None and token is not None:
+        async with _client(runtime, state["region"], token) as api:
+            for entry in state["destinations"]:
+                try:
+                    await _delete(api, entry["destination_id"])
+                except PublicApiError as error:
+                    failure = in_words(error)
+                    failure.done = [{"kind": "destination", "action": "deleted", **d} for d in deleted]
+                    raise failure from None
+                deleted.append(entry)
+    await forget_secret(runtime.engine, SEGMENT_PUBLIC_API_TOKEN)
+    await _forget_state(runtime.engine)
+    log.info("workspace.disconnect", deleted=len(deleted))
+    return {"deleted": deleted, "kept": (state or {}).get("back_source")}
+
+
+async def sources_page(runtime: Runtime, token: str | None, region: str | None, cursor: str | None) -> dict[str, Any]:
+    """One page of the workspace's sources to choose from, and the cursor of the next (null on the last)."""
+    state = await read_state(runtime.engine)
+    token, region = await _token(runtime, token), _region(region, state)
+    async with _client(runtime, region, token) as api:
+        try:
+            sources, following = await api.sources_page(cursor)
+        except PublicApiError as error:
+            raise in_words(error) from None
+    chosen = set((state or {}).get("source_ids") or [])
+    return {"sources": [{**_source_shown(s), "chosen": s["id"] in chosen} for s in sources], "next": following}

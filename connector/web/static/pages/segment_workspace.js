@@ -1,0 +1,157 @@
+// The Setup page's automatic way (Segment's Public API): a token and the region, the workspace's sources to
+// tick (a page at a time), connect; then what was created or changed, what drifted with "Repair",
+// "Disconnect", and the round-trip test. The admin API is /api/segment-workspace (web/api/segment_workspace.py).
+
+import { api, card, h, pairs, say, statusLine } from "../lib.js";
+
+const ACTIONS = { created: "created", updated: "updated (repaired)", unchanged: "already right", deleted: "deleted" };
+
+function changeLine(change) {
+  const what = change.kind === "source" ? `HTTP API source ${change.slug} (to send back through)`
+    : `Webhooks destination on ${change.source_name ?? change.source_id} (${change.destination_id})`;
+  return `${what}: ${ACTIONS[change.action] ?? change.action}`;
+}
+
+// The sources to tick, listed a page at a time; `chosen` starts ticked.
+function sourcePicker(credentials, chosen) {
+  const list = h("ul", { className: "checks", id: "workspace-sources" });
+  const more = h("button", { type: "button", className: "secondary", hidden: true }, "More sources");
+  const status = statusLine("workspace-sources-status");
+  let cursor = null;
+  async function load() {
+    try {
+      const page = await api("POST", "/api/segment-workspace/sources", { ...credentials(), cursor: cursor ?? undefined });
+      for (const source of page.sources) {
+        const box = h("input", { type: "checkbox", value: source.id, id: `source-${source.id}`,
+          checked: chosen.has(source.id) || source.chosen });
+        list.append(h("li", {}, box, h("label", { htmlFor: box.id }, `${source.name ?? source.slug} (${source.kind})`)));
+      }
+      cursor = page.next;
+      more.hidden = !cursor;
+      say(status, list.children.length ? "" : "This workspace has no sources yet.");
+    } catch (error) {
+      say(status, error.message, "error");
+    }
+  }
+  more.addEventListener("click", load);
+  const ticked = () => [...list.querySelectorAll("input:checked")].map((box) => box.value);
+  return { node: h("div", {}, h("p", { className: "help" }, "Sources that send to this connector:"), list, more, status),
+    load, ticked };
+}
+
+function connectForm(refresh, chosen = new Set(), connected = false) {
+  const token = h("input", { id: "workspace-token", type: "password", autocomplete: "off",
+    placeholder: connected ? "the stored token is used" : "" });
+  const region = h("select", { id: "workspace-region" },
+    h("option", { value: "us" }, "US (api.segmentapis.com)"), h("option", { value: "eu" }, "EU (eu1.api.segmentapis.com)"));
+  const status = statusLine("workspace-status");
+  const credentials = () => ({ token: token.value || undefined, region: region.value });
+  const picker = sourcePicker(credentials, chosen);
+  const connect = h("button", { type: "button", hidden: true }, "Connect");
+  const list = h("button", { type: "button", className: "secondary" }, "List sources");
+  list.addEventListener("click", async () => {
+    picker.node.querySelector("ul").replaceChildren();
+    await picker.load();
+    connect.hidden = false;
+  });
+  connect.addEventListener("click", async () => {
+    say(status, "Connecting…");
+    try {
+      const answer = await api("POST", "/api/segment-workspace", { ...credentials(), source_ids: picker.ticked() });
+      await refresh(answer.done.map(changeLine));
+    } catch (error) {
+      say(status, [error.message, ...(error.body.done ?? []).map(changeLine)].join(" — "), "error");
+    }
+  });
+  return h("div", { className: "workspace-form" },
+    pairs([
+      [h("label", { htmlFor: "workspace-token" }, "Public API token"), token],
+      [h("label", { htmlFor: "workspace-region" }, "Region"), region],
+    ]),
+    h("p", { className: "help" }, "A workspace token (Settings → Access Management → Tokens) with the Workspace "
+      + "Owner role. It is kept as a secret, to repair and disconnect later."),
+    h("div", { className: "row" }, list), picker.node, h("div", { className: "row" }, connect), status);
+}
+
+function drift(item) {
+  return item.matches ? "matches" : `drifted: ${item.problems.join("; ")}`;
+}
+
+function connectedView(state, refresh) {
+  const status = statusLine("workspace-status");
+  const repair = h("button", { type: "button", disabled: state.matches }, "Repair");
+  repair.addEventListener("click", async () => {
+    try {
+      const answer = await api("POST", "/api/segment-workspace", { source_ids: state.source_ids });
+      await refresh(answer.done.map(changeLine));
+    } catch (error) {
+      say(status, error.message, "error");
+    }
+  });
+  const disconnect = h("button", { type: "button", className: "danger" }, "Disconnect");
+  disconnect.addEventListener("click", async () => {
+    if (!confirm("Disconnect the workspace? The Webhooks destinations the connector manages are deleted in "
+      + "Segment; the HTTP API source and the write key stay.")) return;
+    try {
+      const answer = await api("DELETE", "/api/segment-workspace");
+      await refresh([`Disconnected: ${answer.deleted.length} destinations deleted; the token is forgotten.`]);
+    } catch (error) {
+      say(status, error.message, "error");
+    }
+  });
+  const change = h("button", { type: "button", className: "secondary" }, "Change sources");
+  const holder = h("div", {});
+  change.addEventListener("click", () => holder.replaceChildren(connectForm(refresh, new Set(state.source_ids), true)));
+  const rows = state.destinations.map((entry) => h("li", { "data-source": entry.source_id },
+    `Webhooks destination on ${entry.source_name ?? entry.source_id} (${entry.destination_id}): ${drift(entry)}`));
+  return h("div", { id: "workspace-connected" },
+    pairs([
+      ["Workspace", `${state.workspace.name} (${state.workspace.slug}, ${state.region.toUpperCase()})`],
+      ["Token", h("code", {}, state.token)],
+      ["Sends back through", `HTTP API source ${state.source.slug}: ${drift(state.source)}`],
+    ]),
+    h("ul", { className: "workspace-destinations" }, rows),
+    h("p", { className: "status", "data-kind": state.matches ? "ok" : "error", id: "workspace-verdict" },
+      state.matches ? "Everything matches." : "Something drifted in Segment: Repair puts it back."),
+    h("div", { className: "row" }, repair, change, disconnect), status, holder);
+}
+
+function roundTrip(latest) {
+  const status = statusLine("round-trip-status");
+  if (latest?.outcome) say(status, latest.message, latest.outcome === "works" ? "ok" : "error");
+  const button = h("button", { type: "button", className: "secondary" }, "Test the round trip");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    say(status, "Sent a test event through the write key; waiting for Segment to deliver it back…");
+    try {
+      const answer = await api("POST", "/api/segment-workspace/round-trip", {});
+      say(status, answer.message, answer.outcome === "works" ? "ok" : "error");
+    } catch (error) {
+      say(status, error.message, "error");
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return h("div", {}, h("h3", {}, "Round trip"),
+    h("p", { className: "help" }, "One test event goes out through the write key and must come back to /segment "
+      + "through the Webhooks destination; it is never stored as anyone's data."),
+    h("div", { className: "row" }, button), status);
+}
+
+// The card, rendered again (with the changes just made) after every action.
+export async function workspaceCard() {
+  const section = card("Connect Segment automatically");
+  section.id = "segment-workspace";
+  async function refresh(changes = []) {
+    const state = await api("GET", "/api/segment-workspace");
+    const body = state.connected && !state.error ? connectedView(state, refresh)
+      : h("div", {}, state.error ? h("p", { className: "status", "data-kind": "error" }, state.error) : null,
+        connectForm(refresh));
+    const done = changes.length
+      ? h("div", { id: "workspace-changes" }, h("p", {}, "What changed:"), h("ul", {}, changes.map((line) => h("li", {}, line))))
+      : null;
+    section.replaceChildren(section.firstChild, body, done ?? "", roundTrip(state.round_trip));
+  }
+  await refresh();
+  return section;
+}

@@ -1,0 +1,320 @@
+"""Connecting a Segment workspace through its Public API (POST/GET/DELETE /api/segment-workspace), against the
+fake Public API (tests/support/fake_public_api.py) over real HTTP."""
+
+import base64
+import logging
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from connector.core.credentials import SEGMENT_PUBLIC_API_TOKEN, read_secret
+from connector.core.environment import Environment
+from connector.core.logs import configure_logging
+from connector.core.models import Credential
+from connector.service import public_api as public_api_client
+from connector.web.app import create_app
+from tests.support.app import API_KEY, admin_auth, make_env
+from tests.support.fake_public_api import OWNER_TOKEN, READ_ONLY_TOKEN, WEBHOOKS_ID, FakePublicApi
+
+PUBLIC_URL = "https://connector.example.com"
+HOOK = PUBLIC_URL + "/segment"
+AUTHORIZATION = "Basic " + base64.b64encode(f"{API_KEY}:".encode()).decode()
+# The tracking API hosts of Segment's regions, as its documentation gives them.
+US_HOST, EU_HOST = "https://api.segment.io", "https://events.eu1.segmentapis.com"
+
+
+@pytest.fixture
+def env(database_url: str, public_api: FakePublicApi) -> Environment:
+    return make_env(database_url, public_url=PUBLIC_URL, segment_public_api_url=public_api.url)
+
+
+def source_id(public_api: FakePublicApi, name: str) -> str:
+    return next(source["id"] for source in public_api.sources.values() if source["name"] == name)
+
+
+async def connect(client: Any, *sources: str, **body: Any) -> Any:
+    return await client.post(
+        "/api/segment-workspace", headers=admin_auth(), json={"token": OWNER_TOKEN, "source_ids": list(sources), **body}
+    )
+
+
+async def settings_of(client: Any) -> dict[str, Any]:
+    document: dict[str, Any] = (await client.get("/api/settings", headers=admin_auth())).json()["settings"]
+    return document
+
+
+def hooks_here(public_api: FakePublicApi, source: str) -> list[dict[str, Any]]:
+    return [d for d in public_api.on_source(source) if any(h["hook"] == HOOK for h in d["settings"].get("hooks", []))]
+
+
+async def test_connecting_puts_one_webhooks_destination_on_each_chosen_source_and_takes_the_write_key(
+    client, public_api
+):
+    website, mobile = source_id(public_api, "Website"), source_id(public_api, "Mobile app")
+    answer = await connect(client, website, mobile)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["workspace"]["name"] == "Acme"
+    assert body["token"].endswith(OWNER_TOKEN[-4:]) and OWNER_TOKEN not in answer.text
+    back = next(s for s in public_api.sources.values() if s["slug"] == "hull-segment-connector")
+    assert back["metadata"]["name"] == "HTTP API"
+    assert body["source"]["action"] == "created"
+    for source in (website, mobile, back["id"]):
+        (destination,) = public_api.on_source(source)
+        assert destination["metadata"]["id"] == WEBHOOKS_ID  # "Webhooks", not "Webhooks (Actions)"
+        assert destination["enabled"] is True
+        assert destination["settings"] == {
+            "hooks": [{"hook": HOOK, "headers": [{"key": "Authorization", "value": AUTHORIZATION}]}]
+        }
+    settings = await settings_of(client)
+    assert settings["write_key"].endswith(back["writeKeys"][0][-4:])
+    assert settings["segment_api_host"] == US_HOST
+    # The catalogs were paged (two items a page: 5 destinations, 3 sources) to find "Webhooks" and "HTTP API".
+    assert public_api.calls.count("GET /catalog/destinations") == 3
+    assert public_api.calls.count("GET /catalog/sources") == 2
+
+
+async def test_connecting_again_creates_deletes_and_patches_nothing(client, public_api):
+    website = source_id(public_api, "Website")
+    assert (await connect(client, website)).status_code == 200
+    writes = len(public_api.writes())
+    again = await connect(client, website)
+    assert again.status_code == 200
+    assert public_api.writes()[writes:] == []
+    assert {d["action"] for d in again.json()["destinations"]} == {"unchanged"}
+    assert again.json()["done"] == [] and again.json()["source"]["action"] == "found"
+
+
+async def test_status_names_what_drifted_and_connecting_again_repairs_only_that(client, public_api):
+    website, mobile = source_id(public_api, "Website"), source_id(public_api, "Mobile app")
+    await connect(client, website, mobile)
+    status = (await client.get("/api/segment-workspace", headers=admin_auth())).json()
+    assert status["connected"] is True and status["matches"] is True
+    (edited,) = public_api.on_source(website)
+    edited["enabled"] = False
+    edited["settings"]["hooks"][0]["headers"] = []
+    status = (await client.get("/api/segment-workspace", headers=admin_auth())).json()
+    assert status["matches"] is False
+    drifted = {d["source_id"]: d["problems"] for d in status["destinations"]}
+    assert drifted[website] == ["disabled", "its URL or Authorization header was changed"]
+    assert drifted[mobile] == []
+    writes = len(public_api.writes())
+    repaired = await connect(client, *status["source_ids"])  # the stored token: no token in the body
+    assert public_api.writes()[writes:] == [f"PATCH /destinations/{edited['id']}"]
+    assert (await client.get("/api/segment-workspace", headers=admin_auth())).json()["matches"] is True
+    assert repaired.json()["done"] == [
+        {
+            "kind": "destination",
+            "action": "updated",
+            "source_id": website,
+            "source_name": "Website",
+            "destination_id": edited["id"],
+        }
+    ]
+
+
+async def test_a_webhooks_destination_already_pointing_here_is_adopted_and_never_doubled(client, public_api):
+    website = source_id(public_api, "Website")
+    settings = {"hooks": [{"hook": HOOK, "headers": []}]}
+    for number in (1, 2):
+        public_api.destinations[f"by-hand-{number}"] = {
+            "id": f"by-hand-{number}",
+            "name": "by hand",
+            "enabled": True,
+            "metadata": {"id": WEBHOOKS_ID, "name": "Webhooks"},
+            "sourceId": website,
+            "settings": settings,
+        }
+    answer = await connect(client, website)
+    assert answer.status_code == 200
+    assert [d["id"] for d in hooks_here(public_api, website)] == ["by-hand-1"]
+    assert answer.json()["destinations"][0] == {
+        "source_id": website,
+        "source_name": "Website",
+        "destination_id": "by-hand-1",
+        "action": "updated",
+    }
+
+
+async def test_a_source_no_longer_chosen_loses_the_destination_the_connector_put_there(client, public_api):
+    website, mobile = source_id(public_api, "Website"), source_id(public_api, "Mobile app")
+    await connect(client, website, mobile)
+    answer = await connect(client, website)
+    assert public_api.on_source(mobile) == []
+    assert len(public_api.on_source(website)) == 1
+    assert [d["action"] for d in answer.json()["done"]] == ["deleted"]
+
+
+async def test_an_existing_http_api_source_of_the_connectors_name_is_used_and_the_eu_host_follows_the_region(
+    client, public_api
+):
+    existing = public_api.add_source("hull-segment-connector", "meta-http-api")
+    answer = await connect(client, source_id(public_api, "Website"), region="eu")
+    assert answer.status_code == 200
+    assert answer.json()["source"] | {"action": "found"} == answer.json()["source"]
+    assert "POST /sources" not in public_api.calls
+    settings = await settings_of(client)
+    assert settings["write_key"].endswith(existing["writeKeys"][0][-4:])
+    assert settings["segment_api_host"] == EU_HOST
+
+
+@pytest.mark.parametrize(
+    ("token", "field", "words"),
+    [
+        ("sgp_wrong", "token", "refused the token (401)"),
+        (READ_ONLY_TOKEN, "token", "lacks a scope"),
+        ("sgp_pasted with a space", "token", "not a Segment token"),
+        ("sgp_é", "token", "not a Segment token"),  # never sent: a header holds ASCII only
+    ],
+)
+async def test_a_bad_token_or_a_missing_scope_is_a_400_in_words_and_saves_nothing(
+    client, public_api, token, field, words
+):
+    answer = await connect(client, source_id(public_api, "Website"), token=token)
+    assert answer.status_code == 400
+    assert answer.json()["field"] == field and words in answer.json()["message"]
+    assert token not in answer.text
+    assert (await settings_of(client))["write_key"] is None
+    assert (await client.get("/api/segment-workspace", headers=admin_auth())).json()["connected"] is False
+
+
+async def test_an_unknown_source_is_a_400_naming_it_before_anything_is_changed(client, public_api):
+    answer = await connect(client, source_id(public_api, "Website"), "src-nope")
+    assert answer.status_code == 400
+    assert answer.json()["field"] == "source_ids" and "src-nope" in answer.json()["message"]
+    assert public_api.writes() == []
+
+
+async def test_throttling_is_waited_out_after_retry_after(client, public_api):
+    public_api.fail(429, count=2, prefix="GET /catalog/destinations", retry_after=0)
+    answer = await connect(client, source_id(public_api, "Website"))
+    assert answer.status_code == 200
+    assert public_api.calls.count("GET /catalog/destinations") == 5  # two refused, then its three pages
+
+
+async def test_throttling_that_never_ends_is_segment_failing_a_502(client, public_api):
+    public_api.fail(429, count=50, prefix="GET /", retry_after=0)
+    answer = await connect(client, "src-1")
+    assert answer.status_code == 502 and "kept throttling" in answer.json()["message"]
+    assert public_api.calls.count("GET /") == 5  # the first call and four retries
+
+
+async def test_with_a_shared_secret_each_destination_signs_with_it(client, public_api):
+    await client.put("/api/settings", headers=admin_auth(), json={"shared_secret": "s3cret-shared-value"})
+    website = source_id(public_api, "Website")
+    await connect(client, website)
+    (destination,) = public_api.on_source(website)
+    assert destination["settings"]["sharedSecret"] == "s3cret-shared-value"
+    await client.put("/api/settings", headers=admin_auth(), json={"shared_secret": "another-shared-value"})
+    status = (await client.get("/api/segment-workspace", headers=admin_auth())).json()
+    assert {entry["source_id"]: entry["problems"] for entry in status["destinations"]}[website] == [
+        "its shared secret differs"
+    ]
+
+
+async def test_segment_failing_midway_answers_502_with_what_was_done_and_a_rerun_completes_it(client, public_api):
+    website, mobile, backend = (source_id(public_api, name) for name in ("Website", "Mobile app", "Backend"))
+    await connect(client, website)
+    settings_before = await settings_of(client)
+    public_api.fail(503, count=1, prefix="POST /destinations", after=1)  # the first new one is created, not the second
+    answer = await connect(client, website, mobile, backend)
+    assert answer.status_code == 502
+    assert "nothing was saved in the settings" in answer.json()["message"]
+    assert answer.json()["done"] == [
+        {
+            "kind": "destination",
+            "action": "created",
+            "source_id": mobile,
+            "source_name": "Mobile app",
+            "destination_id": public_api.on_source(mobile)[0]["id"],
+        }
+    ]
+    status = (await client.get("/api/segment-workspace", headers=admin_auth())).json()
+    assert status["source_ids"] == [website]  # the state is the last complete connect's
+    rerun = await connect(client, website, mobile, backend)
+    assert rerun.status_code == 200
+    assert [len(hooks_here(public_api, s)) for s in (website, mobile, backend)] == [1, 1, 1]
+    assert [d["action"] for d in rerun.json()["destinations"]][:3] == ["unchanged", "unchanged", "created"]
+    assert (await settings_of(client))["write_key"] == settings_before["write_key"]
+
+
+async def test_segment_down_on_a_first_connect_leaves_the_settings_untouched(client, public_api):
+    public_api.fail(500, count=1, prefix="POST /destinations")
+    answer = await connect(client, source_id(public_api, "Website"))
+    assert answer.status_code == 502
+    assert [d["action"] for d in answer.json()["done"]] == ["created"]  # the HTTP API source
+    assert (await settings_of(client))["write_key"] is None
+    rerun = await connect(client, source_id(public_api, "Website"))
+    assert rerun.status_code == 200 and rerun.json()["source"]["action"] == "found"
+
+
+async def test_a_public_api_that_does_not_answer_is_a_502(client, public_api, monkeypatch):
+    monkeypatch.setattr(public_api_client, "TIMEOUT_SECONDS", 0.3)
+    public_api.stall(2.0, count=1, prefix="GET /")
+    answer = await connect(client, source_id(public_api, "Website"))
+    assert answer.status_code == 502 and "did not answer in time" in answer.json()["message"]
+
+
+async def test_without_public_url_connect_refuses_and_says_why(database_url, public_api):
+    application = create_app(make_env(database_url, segment_public_api_url=public_api.url))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            answer = await connect(http, source_id(public_api, "Website"))
+    assert answer.status_code == 409
+    assert answer.json()["field"] == "PUBLIC_URL" and "PUBLIC_URL" in answer.json()["message"]
+    assert public_api.calls == []
+
+
+async def test_disconnect_deletes_the_managed_destinations_keeps_the_source_and_write_key_and_forgets_the_token(
+    client, public_api, runtime
+):
+    website = source_id(public_api, "Website")
+    public_api.destinations["someone-elses"] = {
+        "id": "someone-elses",
+        "enabled": True,
+        "metadata": {"id": "meta-amplitude", "name": "Amplitude"},
+        "sourceId": website,
+        "settings": {},
+    }
+    await connect(client, website)
+    write_key = (await settings_of(client))["write_key"]
+    answer = await client.delete("/api/segment-workspace", headers=admin_auth())
+    assert answer.status_code == 200
+    assert [d["id"] for d in public_api.on_source(website)] == ["someone-elses"]
+    assert any(s["slug"] == "hull-segment-connector" for s in public_api.sources.values())
+    assert (await settings_of(client))["write_key"] == write_key
+    assert await read_secret(runtime.engine, SEGMENT_PUBLIC_API_TOKEN) is None
+    async with runtime.engine.connect() as conn:
+        names = (await conn.execute(sa.select(Credential.__table__.c.name))).scalars().all()
+    assert SEGMENT_PUBLIC_API_TOKEN not in names
+    assert (await client.get("/api/segment-workspace", headers=admin_auth())).json()["connected"] is False
+    assert (await client.delete("/api/segment-workspace", headers=admin_auth())).status_code == 409
+
+
+async def test_the_sources_are_listed_a_page_at_a_time(client, public_api):
+    seen, cursor = [], None
+    for _ in range(5):
+        body = {"token": OWNER_TOKEN, **({"cursor": cursor} if cursor else {})}
+        page = (await client.post("/api/segment-workspace/sources", headers=admin_auth(), json=body)).json()
+        seen += [source["name"] for source in page["sources"]]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert seen == ["Website", "Mobile app", "Backend"]
+
+
+async def test_the_token_never_reaches_the_log_even_at_debug(client, public_api, capfd):
+    configure_logging("DEBUG")
+    try:
+        await connect(client, source_id(public_api, "Website"))
+        await client.get("/api/segment-workspace", headers=admin_auth())
+        await client.delete("/api/segment-workspace", headers=admin_auth())
+    finally:
+        configure_logging("WARNING")
+        logging.getLogger().setLevel(logging.WARNING)
+    out, err = capfd.readouterr()
+    assert "workspace.connect" in out  # the log was written at all
+    assert OWNER_TOKEN not in out + err

@@ -1,0 +1,88 @@
+"""The Setup page's automatic way: a token, the sources ticked from a paged list, connect, what changed, drift
+repaired, the round trip, disconnect — in Chromium against a live connector, the fake Public API and the fake
+Segment delivering back over real HTTP."""
+
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Page, expect
+
+from tests.support.app import LiveServer
+from tests.support.dashboard import admin, sign_in
+from tests.support.fake_public_api import OWNER_TOKEN
+
+# The tests share the module's event loop, where the one browser lives.
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
+
+
+async def connect_through_the_page(
+    page: Page, own_url_server: LiveServer, *names: str, screenshot: Path | None = None
+) -> None:
+    await sign_in(page, own_url_server, at="#/setup")
+    card = page.locator("#segment-workspace")
+    await card.get_by_label("Public API token").fill(OWNER_TOKEN)
+    await card.get_by_role("button", name="List sources").click()
+    await expect(card.get_by_label("Mobile app (iOS)")).to_be_visible()
+    await expect(card.get_by_label("Backend (HTTP API)")).to_have_count(0)  # on the next page
+    await card.get_by_role("button", name="More sources").click()
+    await expect(card.get_by_label("Backend (HTTP API)")).to_be_visible()
+    await expect(card.get_by_role("button", name="More sources")).to_be_hidden()
+    for name in names:
+        await card.get_by_label(name).check()
+    if screenshot is not None:
+        await page.screenshot(path=str(screenshot), full_page=True)
+    await card.get_by_role("button", name="Connect").click()
+
+
+async def test_connecting_from_the_setup_page_lists_what_was_created_and_the_round_trip_works(
+    page, own_url_server, public_api, segment_api, screenshots, request
+):
+    public_api.add_source("hull-segment-connector", "meta-http-api", write_key=segment_api.write_key)
+    picked = screenshots / f"{request.node.callspec.id}-setup-sources.png"
+    await connect_through_the_page(
+        page, own_url_server, "Website (Javascript)", "Backend (HTTP API)", screenshot=picked
+    )
+    changes = page.locator("#workspace-changes li")
+    await expect(changes).to_have_count(3)  # Website, Backend, and the way-back source
+    await expect(changes.first).to_contain_text("created")
+    await expect(page.locator("#workspace-verdict")).to_have_text("Everything matches.")
+    await expect(page.locator("#workspace-connected")).to_contain_text("Acme")
+    await expect(page.locator("#workspace-connected")).not_to_contain_text(OWNER_TOKEN)
+
+    await admin(own_url_server, "PUT", "/api/settings", json={"segment_api_host": segment_api.url})
+    segment_api.deliver_through(public_api)
+    await page.get_by_role("button", name="Test the round trip").click()
+    await expect(page.locator("#round-trip-status")).to_contain_text("round trip works", timeout=30_000)
+    await page.screenshot(path=str(screenshots / f"{request.node.callspec.id}-setup-workspace.png"), full_page=True)
+
+
+async def test_a_destination_disabled_in_segment_shows_as_drifted_and_repair_puts_it_back(
+    page, own_url_server, public_api, screenshots, request
+):
+    await connect_through_the_page(page, own_url_server, "Website (Javascript)")
+    await expect(page.locator("#workspace-verdict")).to_have_text("Everything matches.")
+    website = next(s["id"] for s in public_api.sources.values() if s["name"] == "Website")
+    (destination,) = public_api.on_source(website)
+    destination["enabled"] = False
+    await page.reload()
+    await expect(page.locator(f'li[data-source="{website}"]')).to_contain_text("on Website")
+    await expect(page.locator(f'li[data-source="{website}"]')).to_contain_text("drifted: disabled")
+    await page.screenshot(path=str(screenshots / f"{request.node.callspec.id}-setup-drifted.png"), full_page=True)
+    await page.get_by_role("button", name="Repair").click()
+    await expect(page.locator("#workspace-verdict")).to_have_text("Everything matches.")
+    await expect(page.locator("#workspace-changes")).to_contain_text("updated (repaired)")
+    assert destination["enabled"] is True
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    await page.get_by_role("button", name="Disconnect").click()
+    await expect(page.locator("#workspace-changes")).to_contain_text("Disconnected: 2 destinations deleted")
+    await expect(page.get_by_label("Public API token")).to_be_visible()
+    assert public_api.on_source(website) == []
+
+
+async def test_a_wrong_token_is_said_in_words_on_the_page(page, own_url_server):
+    await sign_in(page, own_url_server, at="#/setup")
+    card = page.locator("#segment-workspace")
+    await card.get_by_label("Public API token").fill("sgp_wrong")
+    await card.get_by_role("button", name="List sources").click()
+    await expect(page.locator("#workspace-sources-status")).to_contain_text("Segment refused the token (401)")
