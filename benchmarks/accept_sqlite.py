@@ -86,7 +86,7 @@ def _resolve(futures: list[asyncio.Future]) -> None:
         future.set_result(None)
 
 
-def ceiling_app(path: str):  # noqa: ANN201 (starlette is imported in the server process only)
+def ceiling_app(path: str):  # starlette is imported in the server process only
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -209,7 +209,8 @@ def main() -> None:
             f"(p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms)"
         )
     print(
-        f"ratio      /segment at {connector['requests_per_s'] / ceiling['requests_per_s']:.2f} of the sqlite3 group commit"
+        f"ratio      /segment at {connector['requests_per_s'] / ceiling['requests_per_s']:.2f} "
+        "of the sqlite3 group commit"
     )
     print(f"load average at the end: {load_average()}")
 
