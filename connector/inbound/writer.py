@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from connector.core.db import insert, is_postgres
 from connector.core.models import JournalEntry
 from connector.flow.journal import partition_of
+from connector.inbound.sqlite_writer import SqliteJournalWriter
 
 table = JournalEntry.__table__
 MAX_ROWS_PER_COMMIT = 5000
@@ -51,7 +52,7 @@ def open_journal(engine: AsyncEngine) -> Journal:
     settings (a transaction-mode pooler's included: see core/db.create_engine), and holds its own connection."""
     if is_postgres(engine):
         return JournalWriter(engine)
-    return JournalWriter(engine)
+    return SqliteJournalWriter(engine)
 
 
 class JournalWriter:
