@@ -10,7 +10,7 @@ answers 200 once that commit returned. Its table is the journal of a second migr
 same indexes and queue trigger). Load: 8 keep-alive connections, each request a distinct
 ~1 KB message, by wrk when installed (`apt-get install -y wrk`), else benchmarks/rawhttp.py.
 
-    .venv/bin/python benchmarks/accept_sqlite.py [--seconds 10]    # --seconds 3: a short run
+    .venv/bin/python benchmarks/accept_sqlite.py [--seconds 10] [--rounds 2]    # --seconds 3 --rounds 1: a short run
 
 Not part of the test suite: it measures, it does not assert.
 """
@@ -181,9 +181,21 @@ def load_average() -> str:
     return " ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
+def report(round_: int, connector: dict, ceiling: dict) -> None:
+    print(f"round {round_} (load average {load_average()})")
+    for name, figures in (("/segment", connector), ("ceiling", ceiling)):
+        print(
+            f"  {name:<10} {figures['requests_per_s']:>7,.0f} req/s  "
+            f"(p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms)"
+        )
+    ratio = connector["requests_per_s"] / ceiling["requests_per_s"]
+    print(f"  ratio      /segment at {ratio:.2f} of the sqlite3 group commit")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--ceiling", help=argparse.SUPPRESS)  # run the ceiling server on this file
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -199,19 +211,12 @@ def main() -> None:
         workdir = Path(directory)
         for name in ("connector.db", "ceiling.db"):
             upgrade(f"sqlite+aiosqlite:///{workdir / name}")
-        with running_server(f"sqlite+aiosqlite:///{workdir / 'connector.db'}") as url:
-            connector = measure(url, args.seconds, workdir)
-        with running_ceiling(workdir / "ceiling.db") as url:
-            ceiling = measure(url, args.seconds, workdir)
-    for name, figures in (("/segment", connector), ("ceiling", ceiling)):
-        print(
-            f"{name:<10} {figures['requests_per_s']:>7,.0f} req/s  "
-            f"(p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms)"
-        )
-    print(
-        f"ratio      /segment at {connector['requests_per_s'] / ceiling['requests_per_s']:.2f} "
-        "of the sqlite3 group commit"
-    )
+        for round_ in range(1, args.rounds + 1):  # alternated: a load that changes meanwhile hits both
+            with running_server(f"sqlite+aiosqlite:///{workdir / 'connector.db'}") as url:
+                connector = measure(url, args.seconds, workdir)
+            with running_ceiling(workdir / "ceiling.db") as url:
+                ceiling = measure(url, args.seconds, workdir)
+            report(round_, connector, ceiling)
     print(f"load average at the end: {load_average()}")
 
 
