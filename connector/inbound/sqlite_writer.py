@@ -13,7 +13,6 @@ import asyncio
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -60,7 +59,7 @@ class SqliteJournalWriter:
         self._stopped: asyncio.Future[None] | None = None
         # Owned by the thread: only it reads or writes these.
         self._connection: sqlite3.Connection | None = None
-        self._statements: dict[tuple[str, ...], tuple[str, list[Callable[[Any], Any] | None]]] = {}
+        self._statements: dict[tuple[str, ...], tuple[str, list[Any]]] = {}
 
     async def append(self, rows: list[dict[str, Any]]) -> None:
         """Return once `rows` are committed; duplicates of a stored messageId are ignored."""
@@ -129,7 +128,7 @@ class SqliteJournalWriter:
             return error
         return None
 
-    def _statement(self, columns: tuple[str, ...]) -> tuple[str, list[Callable[[Any], Any] | None]]:
+    def _statement(self, columns: tuple[str, ...]) -> tuple[str, list[Any]]:
         """The INSERT for rows with these keys, and each column's conversion to what the engine stores."""
         if columns not in self._statements:
             names = ", ".join(columns)
