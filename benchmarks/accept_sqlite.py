@@ -172,9 +172,28 @@ def wrk_load(url: str, seconds: float, workdir: Path) -> dict:
 
 
 def measure(url: str, seconds: float, workdir: Path) -> dict:
+    """The load's figures, and the server's processor time per request (user + kernel) and the kernel's share."""
+    before = server_times()
     if shutil.which("wrk"):
-        return wrk_load(url, seconds, workdir)
-    return load(url, "/segment", seconds, clients=CONNECTIONS, batch=0, processes=2)
+        figures = wrk_load(url, seconds, workdir)
+    else:
+        figures = load(url, "/segment", seconds, clients=CONNECTIONS, batch=0, processes=2)
+    user, kernel = (after - first for after, first in zip(server_times(), before, strict=True))
+    requests = figures["requests_per_s"] * seconds
+    figures["cpu_us"] = (user + kernel) / requests * 1e6
+    figures["kernel_share"] = kernel / (user + kernel)
+    return figures
+
+
+def server_times() -> tuple[float, float]:
+    """User and kernel seconds of this process's children (the one server running), from /proc."""
+    user = kernel = 0.0
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            user += int(fields[11]) / os.sysconf("SC_CLK_TCK")
+            kernel += int(fields[12]) / os.sysconf("SC_CLK_TCK")
+    return user, kernel
 
 
 def load_average() -> str:
@@ -186,7 +205,8 @@ def report(round_: int, connector: dict, ceiling: dict) -> None:
     for name, figures in (("/segment", connector), ("ceiling", ceiling)):
         print(
             f"  {name:<10} {figures['requests_per_s']:>7,.0f} req/s  "
-            f"(p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms)"
+            f"(p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms; server CPU "
+            f"{figures['cpu_us']:.0f} µs a request, {figures['kernel_share']:.0%} in the kernel)"
         )
     ratio = connector["requests_per_s"] / ceiling["requests_per_s"]
     print(f"  ratio      /segment at {ratio:.2f} of the sqlite3 group commit")
