@@ -85,15 +85,15 @@ class SqliteJournalWriter:
         """The thread: commit what is queued, settle its requests, until close()'s marker."""
         while True:
             taken: list[Waiter] = []
-            count, stopping = 0, False
-            first = self._queue.get()
-            while first is not None:
-                taken.append(first)
-                count += len(first.rows)
+            count = 0
+            item = self._queue.get()  # waits for the first append since the last commit
+            while item is not None:
+                taken.append(item)
+                count += len(item.rows)
                 if count >= MAX_ROWS_PER_COMMIT or self._queue.empty():
                     break
-                first = self._queue.get()
-            stopping = first is None
+                item = self._queue.get()
+            stopping = item is None
             if taken:
                 error = self._commit([row for waiter in taken for row in waiter.rows])
                 for loop in {waiter.loop for waiter in taken}:
