@@ -13,6 +13,7 @@ import asyncio
 import queue
 import sqlite3
 import threading
+from itertools import groupby
 from typing import Any
 
 import sqlalchemy as sa
@@ -105,20 +106,17 @@ class SqliteJournalWriter:
                 return
 
     def _commit(self, rows: list[dict[str, Any]]) -> Exception | None:
-        """Commit `rows` in one transaction; the failure, as SQLAlchemy's error for it, or None."""
+        """Commit `rows` in one transaction; the failure, as SQLAlchemy's error for it, or None.
+
+        Rows are inserted in their order, each run of rows with the same keys by one `executemany` (a
+        request's rows all have the same keys; appends that leave out a nullable column differ)."""
         statement = ""
         try:
-            statement, processors = self._statement(tuple(rows[0]))
-            values = [
-                [
-                    value if process is None else process(value)
-                    for value, process in zip(row.values(), processors, strict=True)
-                ]
-                for row in rows
-            ]
+            runs = [(self._statement(columns), list(run)) for columns, run in groupby(rows, key=tuple)]
             connection = self._connection or self._connect()
             connection.execute("BEGIN IMMEDIATE")  # takes the write lock now, waiting for it up to the busy timeout
-            connection.executemany(statement, values)
+            for (statement, processors), run in runs:
+                connection.executemany(statement, (_converted(row, processors) for row in run))
             connection.execute("COMMIT")
         except sqlite3.Error as error:
             self._disconnect()  # rolls back what this transaction wrote
@@ -158,6 +156,12 @@ class SqliteJournalWriter:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def _converted(row: dict[str, Any], processors: list[Any]) -> list[Any]:
+    return [
+        value if process is None else process(value) for value, process in zip(row.values(), processors, strict=True)
+    ]
 
 
 def _settle(taken: list[Waiter], error: Exception | None) -> None:

@@ -106,6 +106,27 @@ async def test_a_message_id_is_stored_once_whether_repeated_in_one_commit_or_acr
     assert (await stored_counts(runtime))["events"] == 4
 
 
+async def test_appends_whose_rows_name_different_columns_are_all_stored_in_their_order(
+    runtime: Runtime, lock_holder: Any
+):
+    writer = SqliteJournalWriter(runtime.engine)
+    holder = lock_holder()  # the three appends queue up behind it (one commit, or the first alone and two)
+    try:
+        keyed = [{**row, "write_key_id": 7} for row in rows("k-1", "k-2")]
+        appends = [writer.append(rows("a-1", "a-2")), writer.append(keyed), writer.append(rows("a-3"))]
+        pending = asyncio.gather(*appends)
+        await asyncio.sleep(0.1)
+        holder.release()
+        await pending
+    finally:
+        await writer.close()
+    async with runtime.engine.connect() as conn:
+        stored = (
+            await conn.execute(sa.select(journal.c.message_id, journal.c.write_key_id).order_by(journal.c.id))
+        ).all()
+    assert [tuple(row) for row in stored] == [("a-1", None), ("a-2", None), ("k-1", 7), ("k-2", 7), ("a-3", None)]
+
+
 async def test_a_request_waits_for_another_writer_holding_the_file_and_gets_its_200_after(
     client: httpx.AsyncClient, runtime: Runtime, lock_holder: Any
 ):
