@@ -29,7 +29,7 @@ from connector.flow import round_trips
 from connector.inbound.auth import basic_auth_user, require_key, require_signature, v1_sender
 from connector.inbound.body import read_body
 from connector.inbound.errors import InboundError, error_body
-from connector.inbound.writer import API, SEGMENT, JournalWriter, journal_row
+from connector.inbound.writer import API, SEGMENT, Journal, journal_row
 
 MAX_V1_BATCH_BYTES = 500 * 1024
 SHORT_PATHS = {"t": "track", "p": "page", "i": "identify", "g": "group", "s": "screen", "a": "alias"}  # analytics.js
@@ -74,7 +74,7 @@ def inbound_endpoint(label: str) -> Callable[[Endpoint], Endpoint]:
 @inbound_endpoint("segment")
 async def segment_webhook(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
-    journal: JournalWriter = request.app.state.journal
+    journal: Journal = request.app.state.journal
     require_key(basic_auth_user(request), await runtime.settings.api_key())
     raw = await read_body(request, runtime.env.max_body_bytes, runtime.env.max_decompressed_bytes)
     document = _parse(raw, runtime)
@@ -97,7 +97,7 @@ async def segment_webhook(request: Request) -> JSONResponse:
 @inbound_endpoint("v1")
 async def v1_single(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
-    journal: JournalWriter = request.app.state.journal
+    journal: Journal = request.app.state.journal
     path = request.path_params["message_type"]
     message_type = SHORT_PATHS.get(path, path)
     if message_type not in spec.MESSAGE_TYPES:  # 501 is for a message's type, on /segment
@@ -121,7 +121,7 @@ async def v1_single(request: Request) -> JSONResponse:
 @inbound_endpoint("v1_batch")
 async def v1_batch(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime
-    journal: JournalWriter = request.app.state.journal
+    journal: Journal = request.app.state.journal
     basic = basic_auth_user(request)
     write_key_id = await v1_sender(request, runtime, basic) if basic is not None else None
     raw = await read_body(request, MAX_V1_BATCH_BYTES, runtime.env.max_decompressed_bytes)
@@ -194,7 +194,7 @@ def _normalise(
 
 
 async def _accept_many(
-    journal: JournalWriter,
+    journal: Journal,
     settings: ConnectorSettings,
     documents: list[Any],
     default_type: str | None,
@@ -228,7 +228,7 @@ async def _accept_many(
 
 
 async def _accept(
-    journal: JournalWriter,
+    journal: Journal,
     settings: ConnectorSettings,
     messages: list[dict[str, Any]],
     rejected: list[dict[str, Any]],

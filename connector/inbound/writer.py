@@ -8,13 +8,14 @@ means "durable"; under load, many requests share one commit.
 
 import asyncio
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connector.core.db import insert
+from connector.core.db import insert, is_postgres
 from connector.core.models import JournalEntry
 from connector.flow.journal import partition_of
+from connector.inbound.sqlite_writer import SqliteJournalWriter
 
 table = JournalEntry.__table__
 MAX_ROWS_PER_COMMIT = 5000
@@ -32,6 +33,28 @@ def journal_row(message: dict[str, Any], received_at: datetime, source: str) -> 
     }
 
 
+class Journal(Protocol):
+    """What the inbound routes append through; one per web process, built by `open_journal`.
+
+    `append(rows)` returns only once every row is committed (durable), and raises once they cannot be
+    (the route answers 503, so Segment or the library retries): rows are `journal_row` dicts; a row whose
+    message_id is already stored is ignored (acknowledged, not stored twice). Concurrent calls are group
+    committed. The writer connects on first use and after losing its connection, so a database that comes
+    back is used again without a restart. `close()` runs once, after the last request was answered."""
+
+    async def append(self, rows: list[dict[str, Any]]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def open_journal(engine: AsyncEngine) -> Journal:
+    """The journal writer for the engine's backend. It connects where the engine does, with the engine's
+    settings (a transaction-mode pooler's included: see core/db.create_engine), and holds its own connection."""
+    if is_postgres(engine):
+        return JournalWriter(engine)
+    return SqliteJournalWriter(engine)
+
+
 class JournalWriter:
     def __init__(self, engine: AsyncEngine):
         self.engine = engine
@@ -47,6 +70,9 @@ class JournalWriter:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_while_waiting())
         await done
+
+    async def close(self) -> None:
+        pass  # holds no connection of its own: the engine's pool is closed with the runtime
 
     async def _flush_while_waiting(self) -> None:
         while self._waiting:

@@ -16,7 +16,7 @@ from connector.inbound import project_settings
 from connector.inbound import routes as inbound
 from connector.inbound.cors import CorsMiddleware
 from connector.inbound.rate_limit import RateLimiter
-from connector.inbound.writer import JournalWriter
+from connector.inbound.writer import open_journal
 from connector.service import worker
 from connector.web import dashboard, health
 from connector.web.api import (
@@ -53,7 +53,8 @@ def create_app(env: Environment | None = None) -> Starlette:
         with worker.sole_worker(env.database_url) if env.run_worker_in_web else contextlib.nullcontext():
             runtime = await Runtime.start(env)
             app.state.runtime = runtime
-            app.state.journal = JournalWriter(runtime.engine)  # only the web process appends to the journal
+            # Only the web process appends to the journal.
+            app.state.journal = journal = open_journal(runtime.engine)
             app.state.rate_limiter = RateLimiter()
             stop = asyncio.Event()
             task = asyncio.create_task(worker.run_forever(runtime, stop)) if env.run_worker_in_web else None
@@ -63,6 +64,7 @@ def create_app(env: Environment | None = None) -> Starlette:
                 stop.set()
                 if task is not None:
                     await task
+                await journal.close()
                 await runtime.stop()
                 log.info("web.stop")  # requests in flight were answered: uvicorn stops the app after them
 
