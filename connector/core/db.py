@@ -30,7 +30,7 @@ def create_engine(database_url: str, max_connections: int = 20, *, pooler: bool 
     kwargs.setdefault("hide_parameters", True)
     if database_url.startswith("sqlite"):
         engine = create_async_engine(database_url, connect_args={"timeout": 30}, **kwargs)
-        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine.sync_engine, "connect", set_sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_size", max_connections // 2)
     kwargs.setdefault("max_overflow", max_connections - max_connections // 2)
@@ -43,7 +43,7 @@ def create_engine(database_url: str, max_connections: int = 20, *, pooler: bool 
 POOLER_CONNECT_ARGS = {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the web process read while the worker writes; foreign keys are off by default.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")

@@ -7,7 +7,7 @@ so a 200 always means "durable"; under load, many requests share one commit.
 On PostgreSQL the writer holds one connection of its own and commits a group as ONE statement in
 autocommit: no pool checkout, no pre-ping, no BEGIN/COMMIT, the statement text built once (and, without
 a pooler, prepared once). One statement is atomic: its rows, and the journal_queue rows the statement
-trigger of migration 0008 adds for them, commit together or not at all.
+trigger of migration 0008 adds for them, commit together or not at all. On SQLite: inbound/sqlite_writer.py.
 """
 
 import asyncio
@@ -18,9 +18,10 @@ import orjson
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from connector.core.db import insert, is_postgres
+from connector.core.db import is_postgres
 from connector.core.models import JournalEntry
 from connector.flow.journal import partition_of
+from connector.inbound.sqlite_writer import SqliteJournalWriter
 
 table = JournalEntry.__table__
 MAX_ROWS_PER_COMMIT = 5000
@@ -60,19 +61,53 @@ class Journal(Protocol):
     async def close(self) -> None: ...
 
 
-def open_journal(engine: AsyncEngine, pooler: bool) -> Journal:
+def open_journal(engine: AsyncEngine, pooler: bool = False) -> Journal:
     """The journal writer for the engine's backend. It connects where the engine does, with the engine's
     settings; `pooler`: the engine's URL is a transaction-mode pooler (core/db.create_engine)."""
     if is_postgres(engine):
         return PostgresJournal(engine, pooler)
-    return EngineJournal(engine)
+    return SqliteJournalWriter(engine)
 
 
-class GroupCommit:
-    """The queue of a group commit: `append` waits for the `_commit` that carries its rows; one commit runs
-    at a time, and takes every request waiting when it starts (up to MAX_ROWS_PER_COMMIT rows)."""
+COLUMNS = ("partition", "message_id", "type", "payload", "received_at", "source", "write_key_id")
 
-    def __init__(self) -> None:
+
+def _unnest_insert() -> str:
+    """INSERT … SELECT FROM unnest(one array per column) ON CONFLICT (message_id) DO NOTHING: one statement
+    text whatever the number of rows. The payloads travel as text (JSON already encoded) and the server
+    parses them as it would any JSON parameter."""
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    arrays = ", ".join(
+        f"${number}::text[]" if name == "payload" else f"${number}::{table.c[name].type.compile(dialect)}[]"
+        for number, name in enumerate(COLUMNS, start=1)
+    )
+    selected = ", ".join(f"{name}::jsonb" if name == "payload" else name for name in COLUMNS)
+    return (
+        f"INSERT INTO {table.name} ({', '.join(COLUMNS)}) SELECT {selected} FROM unnest({arrays}) "
+        f"AS rows ({', '.join(COLUMNS)}) ON CONFLICT (message_id) DO NOTHING"
+    )
+
+
+INSERT_ROWS = _unnest_insert()
+
+
+class PostgresJournal:
+    """The group commit on one held connection, in autocommit: `append` waits for the commit that carries its
+    rows; one commit runs at a time, and takes every request waiting when it starts (up to MAX_ROWS_PER_COMMIT
+    rows).
+
+    The connection is the engine's (checked out once, so it has the engine's URL and driver settings): without
+    a pooler the statement is prepared once and each commit is one round trip. Through a transaction-mode
+    pooler (statement caches off) asyncpg prepares the unnamed statement and then binds it, two exchanges a
+    pooler may route to different servers, so there the statement runs in a transaction, which the pooler
+    keeps on one server. A failure drops the connection (it may be dead) and, if that connection was held from
+    before, the commit is tried once more on a new one; then it fails (503), and the next commit connects anew."""
+
+    def __init__(self, engine: AsyncEngine, pooler: bool):
+        self.engine = engine
+        self.pooler = pooler
+        self._held: AsyncConnection | None = None
+        self._driver: Any = None  # the held connection's asyncpg connection
         self._waiting: list[tuple[list[Row], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -104,49 +139,6 @@ class GroupCommit:
                 for _, done in taken:
                     if not done.done():
                         done.set_result(None)
-
-    async def _commit(self, rows: list[Row]) -> None:
-        raise NotImplementedError
-
-
-COLUMNS = ("partition", "message_id", "type", "payload", "received_at", "source", "write_key_id")
-
-
-def _unnest_insert() -> str:
-    """INSERT … SELECT FROM unnest(one array per column) ON CONFLICT (message_id) DO NOTHING: one statement
-    text whatever the number of rows. The payloads travel as text (JSON already encoded) and the server
-    parses them as it would any JSON parameter."""
-    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-    arrays = ", ".join(
-        f"${number}::text[]" if name == "payload" else f"${number}::{table.c[name].type.compile(dialect)}[]"
-        for number, name in enumerate(COLUMNS, start=1)
-    )
-    selected = ", ".join(f"{name}::jsonb" if name == "payload" else name for name in COLUMNS)
-    return (
-        f"INSERT INTO {table.name} ({', '.join(COLUMNS)}) SELECT {selected} FROM unnest({arrays}) "
-        f"AS rows ({', '.join(COLUMNS)}) ON CONFLICT (message_id) DO NOTHING"
-    )
-
-
-INSERT_ROWS = _unnest_insert()
-
-
-class PostgresJournal(GroupCommit):
-    """The group commit on one held connection, in autocommit.
-
-    The connection is the engine's (checked out once, so it has the engine's URL and driver settings): without
-    a pooler the statement is prepared once and each commit is one round trip. Through a transaction-mode
-    pooler (statement caches off) asyncpg prepares the unnamed statement and then binds it, two exchanges a
-    pooler may route to different servers, so there the statement runs in a transaction, which the pooler
-    keeps on one server. A failure drops the connection (it may be dead) and, if that connection was held from
-    before, the commit is tried once more on a new one; then it fails (503), and the next commit connects anew."""
-
-    def __init__(self, engine: AsyncEngine, pooler: bool):
-        super().__init__()
-        self.engine = engine
-        self.pooler = pooler
-        self._held: AsyncConnection | None = None
-        self._driver: Any = None  # the held connection's asyncpg connection
 
     async def _commit(self, rows: list[Row]) -> None:
         columns = (
@@ -194,19 +186,3 @@ class PostgresJournal(GroupCommit):
 
     async def close(self) -> None:
         await self._drop()
-
-
-class EngineJournal(GroupCommit):
-    """The group commit as a transaction from the engine's pool (SQLite)."""
-
-    def __init__(self, engine: AsyncEngine):
-        super().__init__()
-        self.engine = engine
-
-    async def close(self) -> None:
-        pass  # holds no connection of its own: the engine's pool is closed with the runtime
-
-    async def _commit(self, rows: list[Row]) -> None:
-        async with self.engine.begin() as conn:
-            statement = insert(table, conn.dialect.name).on_conflict_do_nothing(index_elements=["message_id"])
-            await conn.execute(statement, rows)

@@ -13,6 +13,7 @@ from sqlmodel import col
 from connector.core.db import create_engine
 from connector.core.models import Event, JournalEntry
 from connector.core.spec import MAX_BATCH_MESSAGES, parse_timestamp
+from connector.inbound.writer import open_journal
 from tests.support.app import admin_auth, basic_auth, drain, free_port
 from tests.support.database import stored_counts
 from tests.support.inbound_cases import assert_journey_stored, enable_accounts, journey
@@ -318,8 +319,10 @@ async def test_batch_keeps_valid_messages_and_lists_rejected_ones(client, runtim
 
 async def test_storage_unavailable_is_503_and_nothing_is_acknowledged(app, client, runtime):
     dead = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/gone", pool_pre_ping=False)
-    live = runtime.engine
-    app.state.journal.engine = runtime.settings.engine = dead
+    live, journal = runtime.engine, app.state.journal
+    # The journal writer of a database that is away (on SQLite too: the web process's writer holds its own
+    # connection to the file, which an outage test cannot take away; tests/inbound/test_sqlite_writer.py).
+    app.state.journal, runtime.settings.engine = open_journal(dead), dead
     runtime.settings._loaded_at = 0.0  # the settings cache has expired too: a full outage
     try:
         response = await client.post("/v1/identify", headers=basic_auth(), json={"userId": "u1"})
@@ -330,7 +333,7 @@ async def test_storage_unavailable_is_503_and_nothing_is_acknowledged(app, clien
         )
         assert batch.status_code == 503, batch.text
     finally:
-        app.state.journal.engine = runtime.settings.engine = live
+        app.state.journal, runtime.settings.engine = journal, live
         await dead.dispose()
     assert set((await stored_counts(runtime)).values()) == {0}
     # Segment retries 5xx: the same call succeeds once storage is back.
