@@ -25,16 +25,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
 import orjson
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import API_KEY, free_port, running_server, throwaway_database
+from common import API_KEY, free_port, load_average, running_server, serving, throwaway_database
 from ingest import copy_ceiling, make_event
 
 CONNECTIONS = 8
@@ -82,30 +80,16 @@ def wrk(url: str, path: str, payload: bytes, seconds: float, workdir: Path) -> d
     return {"rps": int(requests) / float(duration), "p50_ms": float(p50), "p99_ms": float(p99)}
 
 
-@contextmanager
-def ceiling_app(dsn: str) -> Iterator[str]:
+def ceiling_app(dsn: str) -> AbstractContextManager[str]:
     port = free_port()
     script = Path(__file__).with_name("durable_accept.py")
-    process = subprocess.Popen([sys.executable, str(script), "--dsn", dsn, "--port", str(port)])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.post(url + "/segment", content=b'{"messageId":"warm-up"}', timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the durable-accept app did not start") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def load_average() -> str:
-    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    command = [sys.executable, str(script), "--dsn", dsn, "--port", str(port)]
+    return serving(
+        command,
+        port,
+        lambda url: httpx.post(url + "/segment", content=b'{"messageId":"warm-up"}'),
+        "the durable-accept app",
+    )
 
 
 def line(name: str, figures: dict[str, float], unit: str = "req/s") -> str:
