@@ -68,6 +68,7 @@ schema: install
 	$(BIN)/connector schema
 
 bench: install
+	$(BIN)/python benchmarks/accept.py
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/outbound.py
 	$(BIN)/python benchmarks/segments.py

@@ -27,9 +27,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,7 +35,7 @@ import httpx
 import orjson
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import free_port, running_server
+from common import free_port, load_average, running_server, serving
 from ingest import AUTH, load, make_event
 
 from connector.service.migrate import upgrade
@@ -110,25 +108,10 @@ def serve_ceiling(path: str, port: int) -> None:
     uvicorn.run(ceiling_app(path), host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-@contextmanager
-def running_ceiling(path: Path) -> Iterator[str]:
+def running_ceiling(path: Path) -> AbstractContextManager[str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, __file__, "--ceiling", str(path), "--port", str(port)])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/", timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the ceiling server did not start") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    command = [sys.executable, __file__, "--ceiling", str(path), "--port", str(port)]
+    return serving(command, port, lambda url: httpx.get(url + "/", timeout=1), "the ceiling server")
 
 
 # --- the load ---
@@ -194,10 +177,6 @@ def server_times() -> tuple[float, float]:
             user += int(fields[11]) / os.sysconf("SC_CLK_TCK")
             kernel += int(fields[12]) / os.sysconf("SC_CLK_TCK")
     return user, kernel
-
-
-def load_average() -> str:
-    return " ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 def report(round_: int, connector: dict, ceiling: dict) -> None:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -83,6 +83,32 @@ def running_server(dsn: str, web_concurrency: int = 1, run_worker: bool = False,
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@contextmanager
+def serving(command: list[str], port: int, probe: Callable[[str], object], name: str) -> Iterator[str]:
+    """A server started by `command` on `port`; yields its URL once `probe(url)` raises no httpx error
+    (within 30 s); terminated afterwards."""
+    process = subprocess.Popen(command)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                probe(url)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"{name} did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def load_average() -> str:
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -1,5 +1,6 @@
 """Persist and read the versioned settings document."""
 
+import asyncio
 import time
 from typing import Any
 
@@ -24,13 +25,14 @@ class SettingsStore:
         self._cached: tuple[int, ConnectorSettings] | None = None
         self._loaded_at = 0.0
         self._api_key: str | None = None
+        self._reloading: asyncio.Future[None] | None = None
 
     async def current(self) -> ConnectorSettings:
         return (await self.current_version())[1]
 
     async def current_version(self) -> tuple[int, ConnectorSettings]:
         if self._cached is None or time.monotonic() - self._loaded_at > self.ttl:
-            await self.reload()
+            await self._reload_shared()
         assert self._cached is not None
         return self._cached
 
@@ -38,6 +40,13 @@ class SettingsStore:
         await self.current_version()
         assert self._api_key is not None, "ensure_api_key() runs at start-up"
         return self._api_key
+
+    async def _reload_shared(self) -> None:
+        """One reload for all the callers that find the cache expired while it runs: under load every request
+        in flight did, each with a connection of its own. Shielded: a caller cancelled leaves it to the others."""
+        if self._reloading is None or self._reloading.done():
+            self._reloading = asyncio.ensure_future(self.reload())
+        await asyncio.shield(self._reloading)
 
     async def reload(self) -> None:
         async with self.engine.connect() as conn:

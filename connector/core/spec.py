@@ -17,6 +17,7 @@ MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 SEGMENT_TYPES = (*MESSAGE_TYPES, "delete")
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BATCH_MESSAGES = 2500
+NUL_ESCAPE = b"\\u0000"  # how JSON writes U+0000, which PostgreSQL cannot store
 
 # Top-level snake_case keys that Segment also accepts, mapped to the Spec's camelCase.
 SNAKE_TO_CAMEL = {
@@ -76,21 +77,25 @@ def parse_json(body: bytes, max_depth: int) -> Any:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as error:
         raise SpecError("body", f"malformed JSON: {error}") from None
-    check_depth(document, max_depth)
+    # A value lies inside at most as many objects and arrays as the body has opening brackets (those in
+    # strings only add to the count), so a body with fewer than max_depth of them needs no walk.
+    if body.count(b"{") + body.count(b"[") >= max_depth:
+        check_depth(document, max_depth)
     return document
 
 
 def check_depth(document: Any, max_depth: int) -> None:
-    """Refuse documents nested deeper than max_depth (iterative: no recursion limit)."""
-    stack = [(document, 1)]
-    while stack:
-        value, depth = stack.pop()
+    """Refuse documents nested deeper than max_depth: the document is at depth 1, a value in an object or
+    array one deeper than it. Level by level (no recursion limit), descending only into objects and arrays."""
+    depth, values = 1, [document]
+    while values:
         if depth > max_depth:
             raise SpecError("body", f"JSON nested deeper than the limit of {max_depth} levels", status=400)
-        if isinstance(value, dict):
-            stack.extend((child, depth + 1) for child in value.values())
-        elif isinstance(value, list):
-            stack.extend((child, depth + 1) for child in value)
+        containers = [value for value in values if isinstance(value, (dict, list))]
+        values = []
+        for container in containers:
+            values.extend(container.values() if isinstance(container, dict) else container)
+        depth += 1
 
 
 def is_bogus_id(value: Any) -> bool:
@@ -148,9 +153,13 @@ def _parse_text_timestamp(value: str) -> datetime:
 
 def format_timestamp(value: datetime) -> str:
     """Fixed-width UTC ISO 8601 (years zero-padded), so that string order is time order."""
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    if value.tzinfo is not UTC:  # what this module parses, and utcnow(), are UTC already
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
+# The messages of one request share their receivedAt: formatted once.
+_format_received = lru_cache(maxsize=16)(format_timestamp)
 SENDER_TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt")
 
 
@@ -192,10 +201,13 @@ def normalise_message(
     """
     if not isinstance(raw, dict):
         raise SpecError("body", "each message must be a JSON object")
-    size = len(orjson.dumps(raw))
-    if size > MAX_MESSAGE_BYTES:
-        raise SpecError("body", f"message is {size} bytes; the limit is {MAX_MESSAGE_BYTES} bytes (32 KB)", status=413)
-    _refuse_nul_characters(raw)
+    encoded = orjson.dumps(raw)
+    if len(encoded) > MAX_MESSAGE_BYTES:
+        raise SpecError(
+            "body", f"message is {len(encoded)} bytes; the limit is {MAX_MESSAGE_BYTES} bytes (32 KB)", status=413
+        )
+    if NUL_ESCAPE in encoded:  # JSON always escapes U+0000 so: without the escape there is none to look for
+        _refuse_nul_characters(raw)
     message = normalise_keys(raw)
     message_type = message.get("type") or default_type
     if default_type and message.get("type") not in (None, default_type):
@@ -232,8 +244,9 @@ def normalise_message(
         message["messageId"] = generated_message_id(message, sent_at)
 
     # Newest wins everywhere, so a clock in the future must not make a message win until then.
-    message["timestamp"] = format_timestamp(min(_corrected_timestamp(message, received_at, sent_at), received_at))
-    message["receivedAt"] = format_timestamp(received_at)
+    corrected = _corrected_timestamp(message, received_at, sent_at)
+    message["receivedAt"] = _format_received(received_at)
+    message["timestamp"] = message["receivedAt"] if corrected >= received_at else format_timestamp(corrected)
     message.pop("writeKey", None)
     return message
 

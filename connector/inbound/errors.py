@@ -6,6 +6,7 @@ APIError(status, code, message)), so a refused call is reported by name, not as 
 
 from typing import Any
 
+import orjson
 from starlette.responses import JSONResponse
 
 CODES = {
@@ -26,6 +27,14 @@ def error_body(status: int, message: str, **details: Any) -> dict[str, Any]:
     return {"code": CODES.get(status, "error"), "message": message, **details}
 
 
+class InboundResponse(JSONResponse):
+    """A JSON answer rendered by orjson: the same compact UTF-8 bytes as starlette's, in a fraction of the
+    time (on the accept path, every request renders one)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 class InboundError(Exception):
     def __init__(self, status: int, message: str, **details: Any):
         super().__init__(message)
@@ -39,6 +48,6 @@ class InboundError(Exception):
             headers = {"WWW-Authenticate": 'Basic realm="segment"'}
         elif self.status == 429:
             headers = {"Retry-After": str(self.details["retry_after"])}
-        return JSONResponse(
+        return InboundResponse(
             error_body(self.status, self.message, **self.details), status_code=self.status, headers=headers
         )

@@ -8,6 +8,7 @@ browser write keys (auth.v1_sender); a `delete` is refused there: deletions come
 """
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import wraps
@@ -28,8 +29,8 @@ from connector.core.settings import ConnectorSettings
 from connector.flow import round_trips
 from connector.inbound.auth import basic_auth_user, require_key, require_signature, v1_sender
 from connector.inbound.body import read_body
-from connector.inbound.errors import InboundError, error_body
-from connector.inbound.writer import API, SEGMENT, Journal, journal_row
+from connector.inbound.errors import InboundError, InboundResponse, error_body
+from connector.inbound.writer import API, SEGMENT, Journal, JournalUnavailable, journal_row
 
 MAX_V1_BATCH_BYTES = 500 * 1024
 SHORT_PATHS = {"t": "track", "p": "page", "i": "identify", "g": "group", "s": "screen", "a": "alias"}  # analytics.js
@@ -45,7 +46,7 @@ def is_own_echo(message: dict[str, Any], settings: ConnectorSettings) -> bool:
     return isinstance(integration, dict) and integration.get("name") == settings.connector_name
 
 
-STORAGE_ERRORS = (DBAPIError, OperationalError, OSError, asyncio.TimeoutError)
+STORAGE_ERRORS = (JournalUnavailable, DBAPIError, OperationalError, OSError, asyncio.TimeoutError)
 Endpoint = Callable[[Request], Awaitable[JSONResponse]]
 
 
@@ -221,7 +222,7 @@ async def _accept_many(
             MESSAGES_IN.labels(_type_label(document), "rejected").inc()
             rejected.append({"index": index, "status": error.status, **error.as_dict()})
     if not messages:
-        return JSONResponse(
+        return InboundResponse(
             error_body(400, "every message in the batch was rejected", rejected=rejected), status_code=400
         )
     return await _accept(journal, settings, messages, rejected, source, write_key_id)
@@ -246,12 +247,12 @@ async def _accept(
     await journal.append(
         [{**journal_row(message, _received(message), source), "write_key_id": write_key_id} for message in kept]
     )
-    for message in kept:
-        MESSAGES_IN.labels(message["type"], "accepted").inc()
+    for message_type, count in Counter(message["type"] for message in kept).items():
+        MESSAGES_IN.labels(message_type, "accepted").inc(count)
     body: dict[str, Any] = {"success": True, "accepted": len(kept), "skipped": len(messages) - len(kept)}
     if rejected:
         body["rejected"] = rejected
-    return JSONResponse(body)
+    return InboundResponse(body)
 
 
 def _received(message: dict[str, Any]) -> datetime:

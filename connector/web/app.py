@@ -54,7 +54,7 @@ def create_app(env: Environment | None = None) -> Starlette:
             runtime = await Runtime.start(env)
             app.state.runtime = runtime
             # Only the web process appends to the journal.
-            app.state.journal = journal = open_journal(runtime.engine)
+            app.state.journal = journal = open_journal(runtime.engine, env.service_database.pooler)
             app.state.rate_limiter = RateLimiter()
             stop = asyncio.Event()
             task = asyncio.create_task(worker.run_forever(runtime, stop)) if env.run_worker_in_web else None

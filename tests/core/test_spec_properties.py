@@ -12,9 +12,9 @@ from sqlmodel import col
 
 from connector.core import spec
 from connector.core.models import Event, User, UserIdentifier
-from connector.inbound.writer import JournalWriter, journal_row
+from connector.inbound.writer import journal_row
 from connector.service.batch import process_batch
-from tests.support.database import empty_tables
+from tests.support.database import append_to_journal, empty_tables
 
 RECEIVED = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 REQUIRED = {"track": ["event"], "group": ["groupId"], "alias": ["previousId", "userId"]}
@@ -252,8 +252,8 @@ def journeys(draw: st.DrawFn) -> list[dict[str, Any]]:
 
 async def profiles_after(runtime, messages: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
     await empty_tables(runtime.engine, keep={"settings_versions", "credentials"})
-    await JournalWriter(runtime.engine).append(
-        [journal_row(spec.normalise_message(m, RECEIVED), RECEIVED, "segment") for m in messages]
+    await append_to_journal(
+        runtime.engine, [journal_row(spec.normalise_message(m, RECEIVED), RECEIVED, "segment") for m in messages]
     )
     changes = await process_batch(runtime.engine, await runtime.settings.current(), limit=100)
     assert changes.failed == 0

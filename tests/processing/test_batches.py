@@ -18,9 +18,9 @@ from sqlmodel import SQLModel, col
 
 from connector.core import spec
 from connector.core.models import Account, Event, IdentityAudit, User, UserIdentifier
-from connector.inbound.writer import JournalWriter, journal_row
+from connector.inbound.writer import journal_row
 from connector.service.batch import process_batch
-from tests.support.database import journal_status_counts
+from tests.support.database import append_to_journal, journal_status_counts
 
 RECEIVED = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 TIMES = ["2024-06-01T10:00:00Z", "2024-06-01T10:00:00Z", "2024-06-01T09:00:00Z", "2024-06-01T11:00:00Z"]
@@ -75,8 +75,8 @@ async def reset(runtime: Any) -> None:
 async def state_after(runtime: Any, stream: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
     """What the stream leaves, in terms that do not depend on row ids."""
     await reset(runtime)
-    await JournalWriter(runtime.engine).append(
-        [journal_row(spec.normalise_message(m, RECEIVED), RECEIVED, "api") for m in stream]
+    await append_to_journal(
+        runtime.engine, [journal_row(spec.normalise_message(m, RECEIVED), RECEIVED, "api") for m in stream]
     )
     current = await runtime.settings.current()
     while (changes := await process_batch(runtime.engine, current, limit=batch_size)).processed + changes.skipped:

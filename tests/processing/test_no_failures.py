@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 
 from connector.core import spec
 from connector.core.models import Account, IdentityAudit, JournalEntry
-from connector.inbound.writer import JournalWriter, journal_row
+from connector.inbound.writer import journal_row
 from tests.support.app import admin_auth, basic_auth, drain
-from tests.support.database import empty_tables, journal_status_counts, journal_statuses
+from tests.support.database import append_to_journal, empty_tables, journal_status_counts, journal_statuses
 
 RECEIVED = datetime(2030, 1, 1, tzinfo=UTC)  # after most drawn times: those later are clamped to it, making ties
 journal = JournalEntry.__table__
@@ -173,8 +173,8 @@ async def test_no_accepted_message_ends_failed_whatever_its_values_and_order(cli
     )
     drawn = data.draw(st.lists(messages(), min_size=8, max_size=30), label="messages")
     repeated = data.draw(st.lists(st.sampled_from(drawn), max_size=3), label="exact duplicates")
-    await JournalWriter(runtime.engine).append(
-        [journal_row(message, RECEIVED, "api") for message in accepted(drawn + repeated)]
+    await append_to_journal(
+        runtime.engine, [journal_row(message, RECEIVED, "api") for message in accepted(drawn + repeated)]
     )
 
     await drain(runtime)

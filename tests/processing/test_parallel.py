@@ -44,9 +44,9 @@ from connector.core.models import (
     UserIdentifier,
     utcnow,
 )
-from connector.inbound.writer import JournalWriter, journal_row
+from connector.inbound.writer import journal_row
 from tests.support.app import ADMIN_TOKEN, API_KEY, admin_auth, basic_auth, wait_until
-from tests.support.database import empty_tables, journal_status_counts, journal_statuses
+from tests.support.database import append_to_journal, empty_tables, journal_status_counts, journal_statuses
 from tests.support.processes import Process
 
 pytestmark = pytest.mark.postgres_only
@@ -218,7 +218,7 @@ async def append(runtime: Any, messages: list[dict[str, Any]]) -> None:
     received = utcnow()
     rows = [journal_row(spec.normalise_message(message, received), received, "api") for message in messages]
     for start in range(0, len(rows), 2000):
-        await JournalWriter(runtime.engine).append(rows[start : start + 2000])
+        await append_to_journal(runtime.engine, rows[start : start + 2000])
 
 
 # --- what the tables hold, independent of row ids ---------------------------------

@@ -14,9 +14,9 @@ import pytest
 from connector.core import spec
 from connector.core.db import create_engine
 from connector.core.models import JournalEntry, utcnow
-from connector.inbound.writer import JournalWriter, journal_row
+from connector.inbound.writer import journal_row
 from tests.support.app import ADMIN_TOKEN, API_KEY, basic_auth, free_port, wait_until
-from tests.support.database import journal_statuses
+from tests.support.database import append_to_journal, journal_statuses
 from tests.support.processes import Process, wait_for_http, wait_for_log
 
 journal = JournalEntry.__table__
@@ -60,7 +60,7 @@ async def processes_a_message(database_url: str, message_id: str) -> None:
     try:
         now = utcnow()
         message = spec.normalise_message({"type": "track", "userId": "u-1", "event": "E", "messageId": message_id}, now)
-        await JournalWriter(engine).append([journal_row(message, now, "api")])
+        await append_to_journal(engine, [journal_row(message, now, "api")])
 
         async def processed() -> bool:
             return [row.status for row in await journal_statuses(engine) if row.message_id == message_id] == [

@@ -1,4 +1,5 @@
-"""What the database holds: emptying tables, counting stored rows, the journal's statuses; a message made to fail."""
+"""What the database holds: emptying tables, counting stored rows, the journal's statuses, appending to it; a message
+made to fail."""
 
 from typing import Any
 
@@ -9,6 +10,7 @@ from sqlmodel import SQLModel
 
 from connector.core import models
 from connector.core.runtime import Runtime
+from connector.inbound.writer import open_journal
 from connector.processing import apply
 from tests.support.app import basic_auth
 
@@ -19,6 +21,15 @@ async def empty_tables(engine: Any, keep: set[str]) -> None:
         for table in reversed(SQLModel.metadata.sorted_tables):
             if table.name not in keep:
                 await conn.execute(table.delete())
+
+
+async def append_to_journal(engine: Any, rows: list[dict[str, Any]]) -> None:
+    """Commit journal rows as the web process does (its journal writer), then release the writer's connection."""
+    journal = open_journal(engine, pooler=False)
+    try:
+        await journal.append(rows)
+    finally:
+        await journal.close()
 
 
 async def stored_counts(runtime: Runtime) -> dict[str, int]:
