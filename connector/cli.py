@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import errno
 import functools
+import gc
 import os
 import signal
 import socket
@@ -198,6 +199,14 @@ async def _run_worker() -> None:
         await runtime.stop()
 
 
+def imports_done() -> None:
+    """The garbage collector, off while the command imported (connector/__main__.py), runs from here on; what
+    the imports built is frozen out of its sweeps first (it lives as long as the process)."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
 @contextlib.asynccontextmanager
 async def _database() -> AsyncIterator["AsyncEngine"]:
     """An engine on DATABASE_URL (the direct connection) for one operator command, disposed afterwards."""
@@ -205,6 +214,7 @@ async def _database() -> AsyncIterator["AsyncEngine"]:
 
     database = get_environment().direct_database
     engine = create_engine(database.url, pooler=database.pooler)
+    imports_done()
     try:
         yield engine
     finally:

@@ -49,3 +49,4 @@ def settle_heap() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_ALLOCATIONS, *gc.get_threshold()[1:])
+    gc.enable()  # the command line turns it off while it imports (connector/__main__.py)
