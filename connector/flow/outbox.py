@@ -69,8 +69,9 @@ def _coalescing(statement: Any) -> Any:
     return statement.on_conflict_do_update(index_elements=["key"], set_={"version": outbox.c.version + 1})
 
 
-async def claim(engine: AsyncEngine, limit: int, lease: float = LEASE_SECONDS) -> list[Any]:
-    """Lease up to `limit` rows that are due and not leased, oldest first; returned in id order."""
+async def claim(bind: AsyncEngine | AsyncConnection, limit: int, lease: float = LEASE_SECONDS) -> list[Any]:
+    """Lease up to `limit` rows that are due and not leased, oldest first; returned in id order. Committed when
+    it returns, on a connection of its own or on `bind` when that is a connection with no transaction open."""
     now = utcnow()
     candidates = (
         sa.select(outbox.c.id)
@@ -83,24 +84,27 @@ async def claim(engine: AsyncEngine, limit: int, lease: float = LEASE_SECONDS) -
     # for each row (it did after a resync filled an outbox whose statistics said empty): each run skips the rows
     # the previous ones locked, so one claim took far more than `limit` rows, in minutes.
     chosen = candidates.cte("candidates")
-    if engine.dialect.name == "postgresql":
+    if bind.dialect.name == "postgresql":
         chosen = chosen.prefix_with("MATERIALIZED")
-    async with engine.begin() as conn:
-        rows = (
-            await conn.execute(
-                outbox.update()
-                .where(outbox.c.id.in_(sa.select(chosen.c.id)))
-                .values(claimed_until=now + timedelta(seconds=lease))
-                .returning(
-                    outbox.c.id,
-                    outbox.c.key,
-                    outbox.c.version,
-                    outbox.c.attempts,
-                    outbox.c.failing_since,
-                    outbox.c.claimed_until,
-                )
-            )
-        ).all()
+    statement = (
+        outbox.update()
+        .where(outbox.c.id.in_(sa.select(chosen.c.id)))
+        .values(claimed_until=now + timedelta(seconds=lease))
+        .returning(
+            outbox.c.id,
+            outbox.c.key,
+            outbox.c.version,
+            outbox.c.attempts,
+            outbox.c.failing_since,
+            outbox.c.claimed_until,
+        )
+    )
+    if isinstance(bind, AsyncEngine):
+        async with bind.begin() as conn:
+            rows = (await conn.execute(statement)).all()
+    else:
+        async with bind.begin():
+            rows = (await bind.execute(statement)).all()
     return sorted(rows, key=lambda row: row.id)
 
 
