@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from connector.core.db import is_postgres
 from connector.core.kinds import Entity, OutboxKind, Outcome, outgoing_action
 from connector.core.logs import get_logger
 from connector.core.metrics import DEAD_LETTERED, DELIVERED, RETRIED, SKIPPED_OUT
@@ -77,6 +78,10 @@ class Sender:
             # one pre-ping), back in the pool before the send. The acknowledgement takes a fresh one: a database
             # restarted while the round was on the wire does not cost the round.
             async with self.runtime.engine.connect() as conn:
+                if is_postgres(conn):
+                    # The claim is one statement, atomic alone, and the build's reads see each its own snapshot
+                    # in a transaction too (READ COMMITTED): no BEGIN and COMMIT (or ROLLBACK) round trips.
+                    await conn.execution_options(isolation_level="AUTOCOMMIT")
                 rows = await outbox.claim(conn, self.runtime.env.outbound_claim_limit, self.lease)
                 if not rows:
                     return Round()
