@@ -132,7 +132,11 @@ async def finish(conn: AsyncConnection, rows: list[Any], now: datetime) -> None:
             [{"id": row.id, "version": row.version} for row in rows],
             {"id": outbox.c.id.type, "version": outbox.c.version.type},
         )
-        await conn.execute(outbox.delete().where(outbox.c.id == built.c.id, outbox.c.version == built.c.version))
+        deleted = await conn.scalars(
+            outbox.delete().where(outbox.c.id == built.c.id, outbox.c.version == built.c.version).returning(outbox.c.id)
+        )
+        # Usually every row went: the second statement only when a change arrived meanwhile.
+        changed = sorted({row.id for row in rows} - set(deleted))
     else:
         await conn.execute(
             outbox.delete().where(
@@ -140,11 +144,13 @@ async def finish(conn: AsyncConnection, rows: list[Any], now: datetime) -> None:
             ),
             [{"row_id": row.id, "row_version": row.version} for row in rows],
         )
-    await conn.execute(
-        outbox.update()
-        .where(any_of(conn, outbox.c.id, [row.id for row in rows]))
-        .values(claimed_until=None, attempts=0, last_error=None, available_at=now, failing_since=None)
-    )
+        changed = [row.id for row in rows]  # those deleted are not found
+    if changed:
+        await conn.execute(
+            outbox.update()
+            .where(any_of(conn, outbox.c.id, changed))
+            .values(claimed_until=None, attempts=0, last_error=None, available_at=now, failing_since=None)
+        )
 
 
 @dataclass(frozen=True)

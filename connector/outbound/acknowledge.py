@@ -82,6 +82,8 @@ async def _erased_profiles(conn: AsyncConnection, round_: Acknowledgement) -> se
 
 def _without(round_: Acknowledgement, erased: set[int]) -> Acknowledgement:
     """The round without what concerns these profiles."""
+    if not erased:
+        return round_
     return replace(
         round_,
         delivered=[outgoing for outgoing in round_.delivered if outgoing.user_id not in erased],

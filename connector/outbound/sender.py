@@ -78,9 +78,11 @@ class Sender:
             # one pre-ping), back in the pool before the send. The acknowledgement takes a fresh one: a database
             # restarted while the round was on the wire does not cost the round.
             async with self.runtime.engine.connect() as conn:
-                if is_postgres(conn):
+                if is_postgres(conn) and not self.runtime.env.service_database.pooler:
                     # The claim is one statement, atomic alone, and the build's reads see each its own snapshot
-                    # in a transaction too (READ COMMITTED): no BEGIN and COMMIT (or ROLLBACK) round trips.
+                    # in a transaction too (READ COMMITTED): no BEGIN and COMMIT (or ROLLBACK) round trips. Not
+                    # through a transaction-mode pooler: there asyncpg's unnamed statement takes two exchanges,
+                    # which the pooler keeps on one server only within a transaction.
                     await conn.execution_options(isolation_level="AUTOCOMMIT")
                 rows = await outbox.claim(conn, self.runtime.env.outbound_claim_limit, self.lease)
                 if not rows:
