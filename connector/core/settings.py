@@ -10,6 +10,7 @@ Lists of plain names alone keep the rule they always had (identical names merged
 refused), so a stored document stays valid.
 """
 
+import functools
 import json
 from difflib import get_close_matches
 from pathlib import Path
@@ -37,6 +38,7 @@ COMPUTED_ROOTS = ("usage.", "audiences.", "persona.", "icp.")
 RESERVED_TRAITS = ("hull_segments",)  # identify and group carry it: no mapping may send another value under it
 
 
+@functools.lru_cache(maxsize=4096)  # read for every entry of every message sent: the same few names
 def trait_name(attribute: str) -> str:
     """The outbound trait name of an attribute: traits_ stripped, / -> _, account.x -> account_x,
     and computed attributes flattened the same way (usage.top_features -> usage_top_features,

@@ -48,19 +48,28 @@ class SettingsStore:
             self._reloading = asyncio.ensure_future(self.reload())
         await asyncio.shield(self._reloading)
 
-    async def reload(self) -> None:
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(table.c.version, table.c.document).order_by(table.c.version.desc()).limit(1)
-                )
-            ).first()
-            self._api_key = (
-                await conn.execute(sa.select(credentials.c.value).where(credentials.c.name == API_KEY))
-            ).scalar()
-        self.remember(
-            (row.version, ConnectorSettings.model_validate(row.document)) if row else (0, ConnectorSettings())
-        )
+    async def reload(self, conn: AsyncConnection | None = None) -> None:
+        """Read the newest version, on `conn` when given (the sender reads it on the connection it claimed on).
+        A version already cached is not validated again: a saved version never changes."""
+        if conn is None:
+            async with self.engine.connect() as own:
+                await self._read(own)
+        else:
+            await self._read(conn)
+
+    async def _read(self, conn: AsyncConnection) -> None:
+        row = (
+            await conn.execute(sa.select(table.c.version, table.c.document).order_by(table.c.version.desc()).limit(1))
+        ).first()
+        self._api_key = (
+            await conn.execute(sa.select(credentials.c.value).where(credentials.c.name == API_KEY))
+        ).scalar()
+        if row is None:
+            self.remember((0, ConnectorSettings()))
+        elif self._cached is not None and self._cached[0] == row.version:
+            self.remember(self._cached)
+        else:
+            self.remember((row.version, ConnectorSettings.model_validate(row.document)))
 
     async def save(self, changes: dict[str, Any]) -> tuple[int, ConnectorSettings]:
         """Apply a partial document; raises ValidationError naming the field, storing nothing.

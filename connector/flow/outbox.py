@@ -69,8 +69,9 @@ def _coalescing(statement: Any) -> Any:
     return statement.on_conflict_do_update(index_elements=["key"], set_={"version": outbox.c.version + 1})
 
 
-async def claim(engine: AsyncEngine, limit: int, lease: float = LEASE_SECONDS) -> list[Any]:
-    """Lease up to `limit` rows that are due and not leased, oldest first; returned in id order."""
+async def claim(bind: AsyncEngine | AsyncConnection, limit: int, lease: float = LEASE_SECONDS) -> list[Any]:
+    """Lease up to `limit` rows that are due and not leased, oldest first; returned in id order. Committed when
+    it returns, on a connection of its own or on `bind` when that is a connection with no transaction open."""
     now = utcnow()
     candidates = (
         sa.select(outbox.c.id)
@@ -83,24 +84,27 @@ async def claim(engine: AsyncEngine, limit: int, lease: float = LEASE_SECONDS) -
     # for each row (it did after a resync filled an outbox whose statistics said empty): each run skips the rows
     # the previous ones locked, so one claim took far more than `limit` rows, in minutes.
     chosen = candidates.cte("candidates")
-    if engine.dialect.name == "postgresql":
+    if bind.dialect.name == "postgresql":
         chosen = chosen.prefix_with("MATERIALIZED")
-    async with engine.begin() as conn:
-        rows = (
-            await conn.execute(
-                outbox.update()
-                .where(outbox.c.id.in_(sa.select(chosen.c.id)))
-                .values(claimed_until=now + timedelta(seconds=lease))
-                .returning(
-                    outbox.c.id,
-                    outbox.c.key,
-                    outbox.c.version,
-                    outbox.c.attempts,
-                    outbox.c.failing_since,
-                    outbox.c.claimed_until,
-                )
-            )
-        ).all()
+    statement = (
+        outbox.update()
+        .where(outbox.c.id.in_(sa.select(chosen.c.id)))
+        .values(claimed_until=now + timedelta(seconds=lease))
+        .returning(
+            outbox.c.id,
+            outbox.c.key,
+            outbox.c.version,
+            outbox.c.attempts,
+            outbox.c.failing_since,
+            outbox.c.claimed_until,
+        )
+    )
+    if isinstance(bind, AsyncEngine):
+        async with bind.begin() as conn:
+            rows = (await conn.execute(statement)).all()
+    else:
+        async with bind.begin():
+            rows = (await bind.execute(statement)).all()
     return sorted(rows, key=lambda row: row.id)
 
 
@@ -128,7 +132,11 @@ async def finish(conn: AsyncConnection, rows: list[Any], now: datetime) -> None:
             [{"id": row.id, "version": row.version} for row in rows],
             {"id": outbox.c.id.type, "version": outbox.c.version.type},
         )
-        await conn.execute(outbox.delete().where(outbox.c.id == built.c.id, outbox.c.version == built.c.version))
+        deleted = await conn.scalars(
+            outbox.delete().where(outbox.c.id == built.c.id, outbox.c.version == built.c.version).returning(outbox.c.id)
+        )
+        # Usually every row went: the second statement only when a change arrived meanwhile.
+        changed = sorted({row.id for row in rows} - set(deleted))
     else:
         await conn.execute(
             outbox.delete().where(
@@ -136,11 +144,13 @@ async def finish(conn: AsyncConnection, rows: list[Any], now: datetime) -> None:
             ),
             [{"row_id": row.id, "row_version": row.version} for row in rows],
         )
-    await conn.execute(
-        outbox.update()
-        .where(any_of(conn, outbox.c.id, [row.id for row in rows]))
-        .values(claimed_until=None, attempts=0, last_error=None, available_at=now, failing_since=None)
-    )
+        changed = [row.id for row in rows]  # those deleted are not found
+    if changed:
+        await conn.execute(
+            outbox.update()
+            .where(any_of(conn, outbox.c.id, changed))
+            .values(claimed_until=None, attempts=0, last_error=None, available_at=now, failing_since=None)
+        )
 
 
 @dataclass(frozen=True)

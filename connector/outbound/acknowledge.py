@@ -33,12 +33,14 @@ class Acknowledgement:
     delivered: list[Outgoing] = field(default_factory=list)
     dead: list[tuple[Outgoing, Failure]] = field(default_factory=list)
     entries: list[dict[str, Any]] = field(default_factory=list)  # the round's activity entries
+    answers: list[Failure | None] = field(default_factory=list)  # Segment's answer to each batch sent (None: 200)
 
 
-async def acknowledge(engine: AsyncEngine, round_: Acknowledgement) -> None:
+async def acknowledge(engine: AsyncEngine, round_: Acknowledgement, write_key: str = "") -> None:
     """Record one round in one transaction: delivered hashes, the segment event states the build decided
-    (baselines and exits, whatever was sent), dead letters, what happens to each row, and the round's
-    activity log entries.
+    (baselines and exits, whatever was sent), dead letters, what happens to each row, the round's
+    activity log entries, and Segment's last answer to `write_key` (record_answer: last, so that the one
+    row every round writes is locked for the shortest time).
 
     Keys are written in sorted order so that concurrent senders never deadlock on PostgreSQL.
     A profile erased while its messages were on the wire leaves nothing here: its rows are read
@@ -57,6 +59,8 @@ async def acknowledge(engine: AsyncEngine, round_: Acknowledgement) -> None:
         await outbox.finish(conn, round_.done, now)
         await outbox.retry_later(conn, [_retry(row, failure, now) for row, failure in round_.retries.values()])
         await activity.append(conn, kept.entries, now)
+        if round_.answers and write_key:
+            await record_answer(conn, write_key, round_.answers, now)
 
 
 async def _erased_profiles(conn: AsyncConnection, round_: Acknowledgement) -> set[int]:
@@ -78,6 +82,8 @@ async def _erased_profiles(conn: AsyncConnection, round_: Acknowledgement) -> se
 
 def _without(round_: Acknowledgement, erased: set[int]) -> Acknowledgement:
     """The round without what concerns these profiles."""
+    if not erased:
+        return round_
     return replace(
         round_,
         delivered=[outgoing for outgoing in round_.delivered if outgoing.user_id not in erased],
@@ -119,7 +125,7 @@ def _retry(row: Any, failure: Failure, now: datetime) -> outbox.Retry:
     )
 
 
-async def record_answer(engine: AsyncEngine, write_key: str, answers: list[Failure | None]) -> None:
+async def record_answer(conn: AsyncConnection, write_key: str, answers: list[Failure | None], now: datetime) -> None:
     """Keep Segment's last answer for this write key (a failure wins over a success in the same round):
     the status warns when Segment rejects the key, and clears once it accepts it."""
     failure = next((answer for answer in answers if answer is not None), None)
@@ -128,11 +134,9 @@ async def record_answer(engine: AsyncEngine, write_key: str, answers: list[Failu
         if failure is None
         else {"status_code": failure.status, "reason": failure.reason}
     )
-    now = utcnow()
-    statement = insert(segment_api_answers, engine.dialect.name).values(
+    statement = insert(segment_api_answers, conn.dialect.name).values(
         write_key_hash=write_key_hash(write_key), answered_at=now, **values
     )
-    async with engine.begin() as conn:
-        await conn.execute(
-            statement.on_conflict_do_update(index_elements=["write_key_hash"], set_={"answered_at": now, **values})
-        )
+    await conn.execute(
+        statement.on_conflict_do_update(index_elements=["write_key_hash"], set_={"answered_at": now, **values})
+    )

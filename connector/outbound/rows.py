@@ -99,8 +99,25 @@ def value_of(data: ClaimRows, entity: str, entity_id: int, entry: Property) -> A
 def properties_of(data: ClaimRows, entity: str, entity_id: int, entries: list[Property]) -> dict[str, Any]:
     """The entries' values under their sent names, leaving out those with none."""
     return {
-        sent_name(entry): value for entry in entries if (value := value_of(data, entity, entity_id, entry)) is not None
+        name: value
+        for name, entry in _named(entries)
+        if (value := value_of(data, entity, entity_id, entry)) is not None
     }
+
+
+_NAMED: dict[int, tuple[list[Property], list[tuple[str, Property]]]] = {}
+
+
+def _named(entries: list[Property]) -> list[tuple[str, Property]]:
+    """Each entry with its sent name, worked out once per list: a settings version's lists are read for every
+    message of every round. Found by the list's id and kept only while its entries are equal to those named
+    (a few string comparisons), so a list changed in place, or a new one at a reused id, is named anew."""
+    cached = _NAMED.get(id(entries))
+    if cached is None or cached[0] != entries:
+        if len(_NAMED) >= 64:  # a few settings versions' lists: old ones go
+            _NAMED.clear()
+        cached = _NAMED[id(entries)] = (list(entries), [(sent_name(entry), entry) for entry in entries])
+    return cached[1]
 
 
 def _read(data: ClaimRows, entity: str, entity_id: int, traits: dict[str, Any], attribute: str) -> Any:

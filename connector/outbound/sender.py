@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from connector.core.db import is_postgres
 from connector.core.kinds import Entity, OutboxKind, Outcome, outgoing_action
 from connector.core.logs import get_logger
 from connector.core.metrics import DEAD_LETTERED, DELIVERED, RETRIED, SKIPPED_OUT
@@ -24,7 +25,7 @@ from connector.core.runtime import Runtime
 from connector.core.settings import ConnectorSettings
 from connector.core.spec import MAX_MESSAGE_BYTES
 from connector.flow import activity, outbox
-from connector.outbound.acknowledge import Acknowledgement, acknowledge, record_answer
+from connector.outbound.acknowledge import Acknowledgement, acknowledge
 from connector.outbound.build import UNCHANGED, Built, build
 from connector.outbound.messages import Outgoing
 from connector.outbound.transport import (
@@ -71,36 +72,49 @@ class Sender:
                 self._warned_no_write_key = True
             return Round()
         self._warned_no_write_key = False
-        rows = await outbox.claim(self.runtime.engine, self.runtime.env.outbound_claim_limit, self.lease)
-        if not rows:
-            return Round()
+        rows: list[Any] = []
         try:
-            return await self._send_claimed(rows)
+            # One connection for the claim, the settings read after it and the build's reads (one pool checkout,
+            # one pre-ping), back in the pool before the send. The acknowledgement takes a fresh one: a database
+            # restarted while the round was on the wire does not cost the round.
+            async with self.runtime.engine.connect() as conn:
+                if is_postgres(conn) and not self.runtime.env.service_database.pooler:
+                    # The claim is one statement, atomic alone, and the build's reads see each its own snapshot
+                    # in a transaction too (READ COMMITTED): no BEGIN and COMMIT (or ROLLBACK) round trips. Not
+                    # through a transaction-mode pooler: there asyncpg's unnamed statement takes two exchanges,
+                    # which the pooler keeps on one server only within a transaction.
+                    await conn.execution_options(isolation_level="AUTOCOMMIT")
+                rows = await outbox.claim(conn, self.runtime.env.outbound_claim_limit, self.lease)
+                if not rows:
+                    return Round()
+                # Read after the claim: settings that changed with these rows (a segment rename) are seen with them.
+                await self.runtime.settings.reload(conn)
+                settings = await self.runtime.settings.current()
+                built = await build(conn, settings, [row.key for row in rows])
+            return await self._send_built(settings, rows, built)
         except asyncio.CancelledError:
-            try:
-                await outbox.release(self.runtime.engine, rows)
-                log.info("outgoing.release", rows=len(rows))
-            except Exception as error:  # the lease still runs out
-                log.error("outgoing.release.error", error=f"{type(error).__name__}: {error}"[:500])
+            if rows:
+                await self._release(rows)
             raise
 
-    async def _send_claimed(self, rows: list[Any]) -> Round:
-        # Read after the claim: settings that changed with these rows (a segment rename) are seen with them.
-        await self.runtime.settings.reload()
-        settings = await self.runtime.settings.current()
-        async with self.runtime.engine.connect() as conn:
-            built = await build(conn, settings, [row.key for row in rows])
+    async def _release(self, rows: list[Any]) -> None:
+        try:
+            await outbox.release(self.runtime.engine, rows)
+            log.info("outgoing.release", rows=len(rows))
+        except Exception as error:  # the lease still runs out
+            log.error("outgoing.release.error", error=f"{type(error).__name__}: {error}"[:500])
+
+    async def _send_built(self, settings: ConnectorSettings, rows: list[Any], built: Built) -> Round:
         round_ = Acknowledgement(built, entries=_skip_entries(built))
         # Encoded once: these bytes are measured against the limits and sent.
         encoded = {id(outgoing): encode(outgoing.message) for outgoing in built.messages}
         sendable = _set_aside_too_big(built.messages, encoded, round_)
         groups = batches(sendable, lambda outgoing: len(encoded[id(outgoing)]), settings.write_key)
         answers = await self._send(settings, groups, encoded)
-        if answers and settings.write_key:
-            await record_answer(self.runtime.engine, settings.write_key, [failure for _, failure in answers])
+        round_.answers = [failure for _, failure in answers]
         _sort_answers(rows, answers, round_)
         round_.done = [row for row in rows if row.id not in round_.retries]
-        await acknowledge(self.runtime.engine, round_)
+        await acknowledge(self.runtime.engine, round_, settings.write_key or "")
         _count(round_, answers)
         return Round(
             claimed=len(rows),

@@ -37,6 +37,7 @@ from connector.service.use_cases import rescore_accounts
 IDLE_SECONDS = 0.2
 BATCHES_IN_FLIGHT = 2
 SENDERS = 2  # two claim/build/send loops: one builds while the other waits on Segment
+DEPTH_SECONDS = 1.0
 # A send already on the wire runs out its request timeout (15 s) after being cancelled: the grace
 # plus that stays within Heroku's 30 s.
 STOP_GRACE_SECONDS = 10.0
@@ -132,7 +133,7 @@ async def run_forever(runtime: Runtime, stop: asyncio.Event) -> None:
         asyncio.create_task(process_forever(runtime, stop)),
         asyncio.create_task(beat_until(runtime.engine, stop)),
         asyncio.create_task(purge_forever(runtime, stop)),
-        *(asyncio.create_task(send_forever(runtime, stop)) for _ in range(SENDERS)),
+        *(asyncio.create_task(send_forever(runtime, stop, phase=index / SENDERS)) for index in range(SENDERS)),
     ]
     try:
         await stop.wait()
@@ -169,19 +170,28 @@ async def process_forever(runtime: Runtime, stop: asyncio.Event) -> None:
         await _sleep(stop, IDLE_SECONDS)
 
 
-async def send_forever(runtime: Runtime, stop: asyncio.Event) -> None:
-    """Send the outbox until asked to stop; a round that claimed rows is followed at once by the next."""
+async def send_forever(runtime: Runtime, stop: asyncio.Event, phase: float = 0.0) -> None:
+    """Send the outbox until asked to stop; a round that claimed rows is followed at once by the next.
+
+    A loop that claimed nothing looks again at its next turn: every OUTBOUND_BATCH_WAIT_SECONDS, offset by
+    `phase` of that period, so that the senders of a worker look in turn, not together (rows queued while
+    all are idle wait half as long for the first look). The outbox depth gauge is counted at most every
+    DEPTH_SECONDS, not after every round."""
     sender = Sender(runtime)
+    wait = runtime.env.outbound_batch_wait_seconds
+    depth_due = 0.0
     while not stop.is_set():
         try:
             claimed = (await sender.send_once()).claimed
-            await outbox.depth(runtime.engine)
+            if time.monotonic() >= depth_due:
+                await outbox.depth(runtime.engine)
+                depth_due = time.monotonic() + DEPTH_SECONDS
         except Exception as error:  # a storage outage must not kill the sender: wait and retry
             log.error("outgoing.error", error=f"{type(error).__name__}: {error}"[:500])
             await _sleep(stop, 2.0)
             continue
         if not claimed:
-            await _sleep(stop, runtime.env.outbound_batch_wait_seconds)
+            await _sleep(stop, wait - (time.monotonic() - phase * wait) % wait if wait > 0 else 0)
 
 
 async def purge_forever(runtime: Runtime, stop: asyncio.Event) -> None:
