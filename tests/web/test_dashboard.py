@@ -882,15 +882,18 @@ async def test_leaving_unsaved_settings_asks_first_and_nothing_is_asked_once_the
     forward = field(page, schema, "forward_events")
     await forward.check()
 
-    await page.get_by_role("link", name="Segments").click()
-    await expect(page).to_have_url(f"{server.url}/#/settings")
+    # The address shows the new page before the question is put (hashchange runs once the hash has changed),
+    # so each step waits for what the answer leads to: the address back, or the next page on screen.
+    async with page.expect_event("dialog"):
+        await page.get_by_role("link", name="Segments").click()
+    await expect(page).to_have_url(f"{server.url}/#/settings")  # put back once the question was dismissed
     assert asked == ["confirm"]
     await expect(forward).to_be_checked()  # staying keeps the change
 
     await save_settings(page)
     await expect(page.locator("#settings-status")).to_contain_text("Saved")
     await page.get_by_role("link", name="Segments").click()
-    await expect(page).to_have_url(f"{server.url}/#/segments")
+    await expect(page.get_by_role("heading", name="Segments", exact=True)).to_be_visible()
     assert asked == ["confirm"]  # saved: not asked
 
     await page.get_by_role("link", name="Settings").click()
@@ -898,7 +901,7 @@ async def test_leaving_unsaved_settings_asks_first_and_nothing_is_asked_once_the
     await field(page, schema, "identify_by_email").check()
     answer["accept"] = True
     await page.get_by_role("link", name="Overview").click()
-    await expect(page).to_have_url(f"{server.url}/#/overview")
+    await expect(page.get_by_role("heading", name="Overview", exact=True)).to_be_visible()  # drawn once accepted
     assert asked == ["confirm", "confirm"]
 
     await page.get_by_role("link", name="Settings").click()
