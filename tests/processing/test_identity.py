@@ -138,13 +138,19 @@ async def test_two_user_ids_never_merge_and_the_conflict_is_audited(client, runt
 
 
 async def test_alias_merges_previous_id_into_user_id(client, runtime):
+    # In three steps: the visitor's messages and u1's are in different journal partitions, which two batches may
+    # apply in either order.
+    await send_and_process(
+        client, runtime, {"type": "track", "anonymousId": "visitor", "event": "Landed", "messageId": "m-1"}
+    )
     await send_and_process(
         client,
         runtime,
-        {"type": "track", "anonymousId": "visitor", "event": "Landed", "messageId": "m-1"},
         {"type": "identify", "userId": "u1", "traits": {"plan": "pro"}},
         {"type": "track", "userId": "u1", "event": "Paid", "messageId": "m-2"},
-        {"type": "alias", "previousId": "visitor", "userId": "u1", "messageId": "m-alias"},
+    )
+    await send_and_process(
+        client, runtime, {"type": "alias", "previousId": "visitor", "userId": "u1", "messageId": "m-alias"}
     )
     profile = await user_profile(client, user_id="u1")
     assert (await user_profile(client, anonymous_id="visitor"))["id"] == profile["id"]
@@ -382,12 +388,10 @@ async def test_a_timestamp_in_the_future_does_not_freeze_a_trait(client, runtime
 
 
 async def test_alias_from_a_known_user_id_to_a_new_one_renames_the_profile(client, runtime):
-    await send_and_process(
-        client,
-        runtime,
-        {"type": "identify", "userId": "old-id", "anonymousId": "visitor", "traits": {"plan": "pro"}},
-        {"type": "alias", "previousId": "old-id", "userId": "new-id"},
-    )
+    # One after the other: the identify is in the visitor's journal partition, the alias in new-id's.
+    identify = {"type": "identify", "userId": "old-id", "anonymousId": "visitor", "traits": {"plan": "pro"}}
+    await send_and_process(client, runtime, identify)
+    await send_and_process(client, runtime, {"type": "alias", "previousId": "old-id", "userId": "new-id"})
     renamed = await user_profile(client, user_id="new-id")
     assert renamed is not None and renamed["traits"] == {"plan": "pro"}
     assert (await user_profile(client, anonymous_id="visitor"))["id"] == renamed["id"]
