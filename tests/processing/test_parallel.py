@@ -45,9 +45,9 @@ from connector.core.models import (
     utcnow,
 )
 from connector.inbound.writer import journal_row
-from tests.support.app import ADMIN_TOKEN, API_KEY, admin_auth, basic_auth, wait_until
+from tests.support.app import admin_auth, basic_auth, wait_until
 from tests.support.database import append_to_journal, empty_tables, journal_status_counts, journal_statuses
-from tests.support.processes import Process
+from tests.support.processes import Process, process_env
 
 pytestmark = pytest.mark.postgres_only
 
@@ -173,20 +173,8 @@ def interleave(rng: random.Random, sequences: list[list[dict[str, Any]]]) -> lis
 # --- processes ----------------------------------------------------------------
 
 
-def process_env(database_url: str, **overrides: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "CONNECTOR_ENV": "production",
-        "ADMIN_TOKEN": ADMIN_TOKEN,
-        "CONNECTOR_API_KEY": API_KEY,
-        "LOG_LEVEL": "WARNING",
-        **overrides,
-    }
-
-
 def start_workers(database_url: str, count: int, logs: Path, name: str, **overrides: str) -> list[Process]:
-    environment = process_env(database_url, **overrides)
+    environment = process_env(database_url, **{"LOG_LEVEL": "WARNING", **overrides})
     return [Process(["worker"], environment, logs / f"{name}-{n}.log") for n in range(count)]
 
 

@@ -32,6 +32,21 @@ def run_migrate(env: dict[str, str], log: Any) -> Process:
     return migrate
 
 
+def start_web_and_two_workers(env: dict[str, str], tmp_path: Any) -> tuple[str, list[Process]]:
+    """`connector serve --no-worker` (its URL, once it answers) and two `connector worker`s, as dynos."""
+    port = free_port()
+    web = Process(["serve", "--no-worker", "--port", str(port)], env, tmp_path / "web.log")
+    workers = [Process(["worker"], env, tmp_path / f"worker-{n}.log") for n in range(2)]
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(url, web)
+    except BaseException:
+        for process in (web, *workers):
+            process.terminate()
+        raise
+    return url, [web, *workers]
+
+
 def send(client: Client, users: range, pause: float = 0.0) -> list[str]:
     """Each user's identify and tracks through the library's public calls; the track messageIds, in order."""
     track_ids = []
@@ -104,13 +119,8 @@ async def test_migrate_twice_then_web_and_two_workers_through_the_pooler_process
 
     # Web and workers as on Heroku with connection pooling attached: DATABASE_CONNECTION_POOL_URL, nothing else.
     env = process_env(database_url, DATABASE_CONNECTION_POOL_URL=pooled)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    web = Process(["serve", "--no-worker", "--port", str(port)], env, tmp_path / "web.log")
-    workers = [Process(["worker"], env, tmp_path / f"worker-{n}.log") for n in range(2)]
-    processes = [web, *workers]
+    url, processes = start_web_and_two_workers(env, tmp_path)
     try:
-        wait_for_http(url, web)
         failures: list[Any] = []
         client = library(url, failures)
         track_ids = await asyncio.to_thread(send, client, range(USERS))
@@ -137,13 +147,8 @@ async def test_the_pooler_restarting_mid_stream_loses_no_acknowledged_message(
     await configure(runtime, segment_api, synchronized_segments=["ALL"], send_events=["ALL"])
     # DATABASE_URL is the pooler (Supabase, Neon): DATABASE_POOLER says so.
     env = process_env(pgbouncer.url(database_url), DATABASE_POOLER="transaction")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    web = Process(["serve", "--no-worker", "--port", str(port)], env, tmp_path / "web.log")
-    workers = [Process(["worker"], env, tmp_path / f"worker-{n}.log") for n in range(2)]
-    processes = [web, *workers]
+    url, processes = start_web_and_two_workers(env, tmp_path)
     try:
-        wait_for_http(url, web)
         failures: list[Any] = []
         client = library(url, failures)
         sending = asyncio.create_task(asyncio.to_thread(send, client, range(USERS), 0.01))
