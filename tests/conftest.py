@@ -8,6 +8,7 @@ the run; elsewhere its tests are skipped with the reason.
 
 import asyncio
 import shutil
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+import structlog
 from sqlmodel import SQLModel
 
 from connector.core.db import create_engine
@@ -36,6 +38,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if {"database_url", "postgres_database", "sqlite_template"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.database)
+
+
+@pytest.fixture(autouse=True)
+def loggers_at_the_configured_level() -> None:
+    """Each module's logger keeps the level that was configured when it first logged (structlog's
+    cache_logger_on_first_use): forgotten before each test, so that a test that configures the level (an
+    in-process CLI run with its LOG_LEVEL) sees it applied, whichever tests ran before it in the process."""
+    for name, module in list(sys.modules.items()):
+        log = getattr(module, "log", None) if name.startswith("connector.") else None
+        if isinstance(log, structlog._config.BoundLoggerLazyProxy):
+            vars(log).pop("bind", None)
 
 
 @pytest.fixture(scope="session")

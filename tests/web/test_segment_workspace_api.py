@@ -316,8 +316,6 @@ async def test_the_token_never_reaches_the_log_even_at_debug(client, public_api,
         configure_logging("WARNING")
         logging.getLogger().setLevel(logging.WARNING)
     out, err = capfd.readouterr()
-    # The level was on for the calls that carry the token: httpx logged each request to the Public API. (The
-    # connector's own `workspace.connect` line is not a proof: structlog keeps each module's logger at the level
-    # it first logged at, which an earlier test in the same process may have set.)
+    # The level was on for the calls that carry the token: httpx logged each request to the Public API.
     assert f"HTTP Request: GET {public_api.url}" in out
     assert OWNER_TOKEN not in out + err
