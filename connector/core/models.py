@@ -244,6 +244,15 @@ class UserIdentifier(TableModel, table=True):
             sqlite_where=sa.text("kind = 'user_id'"),
             postgresql_where=sa.text("kind = 'user_id'"),
         ),
+        # A userId names one profile, as its user_id or as the previous_user_id it was renamed from: two batches
+        # racing to claim one as each kind collide here, and the one that lost is retried (migration 0016).
+        sa.Index(
+            "uq_user_identifiers_user_id_value",
+            "value",
+            unique=True,
+            sqlite_where=sa.text("kind IN ('user_id', 'previous_user_id')"),
+            postgresql_where=sa.text("kind IN ('user_id', 'previous_user_id')"),
+        ),
     )
 
     id: int | None = _id()

@@ -179,3 +179,39 @@ def test_upgrading_to_seen_names_fills_it_with_the_trait_keys_and_event_names_al
         ("user", "trait", "plan"),
         ("user", "trait", "seats"),
     ]
+
+
+def test_upgrading_to_one_profile_per_user_id_keeps_the_user_id_where_a_race_left_it_twice(empty_database):
+    command.upgrade(alembic_config(empty_database), "0015")
+
+    at = "'2026-11-01 00:00:00'"
+    asyncio.run(
+        execute(
+            empty_database,
+            f"INSERT INTO users (id, traits, trait_timestamps, created_at, updated_at) "
+            f"VALUES (1, '{{}}', '{{}}', {at}, {at}), (2, '{{}}', '{{}}', {at}, {at}), (3, '{{}}', '{{}}', {at}, {at})",
+            "INSERT INTO user_identifiers (user_id, kind, value, created_at) VALUES "
+            f"(1, 'user_id', 'old-7', {at}), (1, 'anonymous_id', 'visit-7', {at}), "
+            f"(2, 'user_id', 'new-7', {at}), (2, 'previous_user_id', 'old-7', {at}), "
+            f"(3, 'user_id', 'new-8', {at}), (3, 'previous_user_id', 'old-8', {at})",
+        )
+    )
+    upgrade(empty_database)
+    [kept] = asyncio.run(execute(empty_database, "SELECT user_id, kind, value FROM user_identifiers"))
+
+    # old-7 went on resolving to profile 1 (a user_id wins a lookup); old-8 was renamed without a race.
+    assert sorted(tuple(row) for row in kept) == [
+        (1, "anonymous_id", "visit-7"),
+        (1, "user_id", "old-7"),
+        (2, "user_id", "new-7"),
+        (3, "previous_user_id", "old-8"),
+        (3, "user_id", "new-8"),
+    ]
+    with pytest.raises(sa.exc.IntegrityError):
+        asyncio.run(
+            execute(
+                empty_database,
+                f"INSERT INTO user_identifiers (user_id, kind, value, created_at) "
+                f"VALUES (2, 'previous_user_id', 'old-7', {at})",
+            )
+        )
