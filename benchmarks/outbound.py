@@ -187,12 +187,42 @@ async def store_users(dsn: str, count: int) -> None:
         await connection.close()
 
 
+# What every command that touches the database imports before it can do anything: the stack (SQLAlchemy with
+# its asyncio extension and ORM, SQLModel, asyncpg, pydantic-settings, click, structlog), none of the connector.
+STACK_IMPORTS = (
+    "import asyncio, click, pydantic_settings, structlog, sqlalchemy, sqlalchemy.ext.asyncio, sqlmodel, asyncpg, "
+    "sqlalchemy.dialects.postgresql.asyncpg"
+)
+
+
+def stack_imports_floor(runs: int = 5) -> float:
+    """Seconds from starting a Python process to having imported STACK_IMPORTS (the fastest of `runs`): the
+    least any such command takes to its first row, whatever it does after."""
+    timings = []
+    for _ in range(runs):
+        started = time.time()
+        code = f"import gc, time; gc.disable(); {STACK_IMPORTS}; print(time.time())"
+        done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+        timings.append(float(done) - started)
+    return min(timings)
+
+
 def resync_first_row(dsn: str, env: dict[str, str]) -> float:
     """Seconds from starting `connector resync` (no worker running) to its first row's commit (the row's
     created_at); the rows are deleted afterwards."""
     started = time.time()
     subprocess.run([sys.executable, "-m", "connector", "resync"], env=env, check=True, capture_output=True)
     return asyncio.run(_first_queued(dsn)) - started
+
+
+async def _sync_run_started(dsn: str) -> float:
+    """When the latest resync started queuing (its sync_runs row is written just before its first rows)."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        started = await connection.fetchval("SELECT max(started_at) FROM sync_runs")
+        return float(started.replace(tzinfo=UTC).timestamp())
+    finally:
+        await connection.close()
 
 
 async def _first_queued(dsn: str) -> float:
@@ -264,6 +294,7 @@ def bulk_push(users: int) -> dict:
             worker.terminate()
             worker.wait(timeout=30)
         connector_seconds = max(fake.arrivals.values()) - started
+        drain_seconds = max(fake.arrivals.values()) - asyncio.run(_sync_run_started(dsn))
         sent = [message for message in fake.messages if message["type"] == "identify"]
     with FakeSegment() as fake:
         library_seconds = library_alone(sent, fake)
@@ -271,7 +302,9 @@ def bulk_push(users: int) -> dict:
     return {
         "users": len(sent),
         "first_queued": queued_in,
+        "stack_floor": stack_imports_floor(),
         "connector_per_s": len(sent) / connector_seconds,
+        "drain_per_s": len(sent) / drain_seconds,
         "library_per_s": len(sent) / library_seconds,
     }
 
@@ -285,6 +318,14 @@ def print_bulk_push(users: int) -> None:
     print(
         f"            {push['library_per_s']:>8,.0f} users/s: segment-analytics-python alone, the same identify calls, "
         f"same fake; ratio {push['connector_per_s'] / push['library_per_s']:.2f}"
+    )
+    print(
+        f"            {push['drain_per_s']:>8,.0f} users/s: the same push from the resync's first rows (its sync run) "
+        f"to the last delivery, without the process start; ratio {push['drain_per_s'] / push['library_per_s']:.2f}"
+    )
+    print(
+        f"first row   {push['first_queued']:.2f} s; importing the stack alone (no connector module, no query) takes "
+        f"{push['stack_floor']:.2f} s in a fresh process"
     )
 
 

@@ -330,9 +330,10 @@ def resync(segment_name: str | None, force: bool, added: bool) -> None:
         async with _database() as engine:
             settings = await SettingsStore(engine).current()
             try:
-                total = await outbound_resync.count(engine, settings, segment_name)
-                with tqdm(total=total, unit="profile", desc="resync") as bar:
-                    queued = await outbound_resync.resync(engine, settings, segment_name, force, bar.update)
+                with tqdm(unit="profile", desc="resync") as bar:
+                    queued = await outbound_resync.resync(
+                        engine, settings, segment_name, force, bar.update, lambda total: bar.reset(total=total)
+                    )
             except outbound_resync.UnknownSegment as problem:
                 raise click.UsageError(str(problem)) from None
             if not added:

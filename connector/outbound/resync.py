@@ -126,38 +126,40 @@ async def progress(conn: AsyncConnection) -> dict[str, Any] | None:
     }
 
 
-async def count(engine: AsyncEngine, settings: ConnectorSettings, segment_name: str | None = None) -> int:
-    async with engine.connect() as conn:
-        segment = await _segment(conn, segment_name)
-        return (
-            await conn.execute(sa.select(sa.func.count()).select_from(_selection(settings, segment).subquery()))
-        ).scalar_one()
-
-
 async def resync(
     engine: AsyncEngine,
     settings: ConnectorSettings,
     segment_name: str | None = None,
     force: bool = False,
     progress: Callable[[int], object] = lambda n: None,
+    started: Callable[[int], object] = lambda total: None,
 ) -> int:
-    """Enqueue users (or a segment's accounts); with force, everything is sent again, unchanged or not."""
-    async with engine.connect() as conn:
-        segment = await _segment(conn, segment_name)
-        ids = list((await conn.execute(_selection(settings, segment).order_by(sa.text("1")))).scalars())
-    kind = OutboxKind.ACCOUNT if segment is not None and segment[1] == Entity.ACCOUNT else OutboxKind.USER
+    """Enqueue users (or a segment's accounts); with force, everything is sent again, unchanged or not.
+
+    The sync run is recorded with how many there are (`started` is told too), then the ids are read and queued a
+    chunk a transaction, in id order: the first rows are queued as soon as the run is recorded, however many
+    follow, and no list of every id is held."""
     async with engine.begin() as conn:
+        segment = await _segment(conn, segment_name)
+        selected = _selection(settings, segment).subquery()
+        total = (await conn.execute(sa.select(sa.func.count()).select_from(selected))).scalar_one()
+        kind = OutboxKind.ACCOUNT if segment is not None and segment[1] == Entity.ACCOUNT else OutboxKind.USER
         names = [segment_name] if segment_name is not None else settings.synchronized_segments
-        accounts_queued = len(ids) if kind == OutboxKind.ACCOUNT else 0
-        await _record_run(conn, RESYNC, names, len(ids) - accounts_queued, accounts_queued)
-    for start in range(0, len(ids), CHUNK):
-        chunk = ids[start : start + CHUNK]
+        accounts_queued = total if kind == OutboxKind.ACCOUNT else 0
+        await _record_run(conn, RESYNC, names, total - accounts_queued, accounts_queued)
+    started(total)
+    entity_id, queued, last = selected.c[0], 0, 0  # ids are positive
+    while True:
         async with engine.begin() as conn:
+            following = sa.select(entity_id).where(entity_id > last).order_by(entity_id).limit(CHUNK)
+            chunk = list((await conn.execute(following)).scalars())
+            if not chunk:
+                return queued
             if force:
                 await _forget_delivered(conn, kind, chunk)
             await outbox.enqueue(conn, kind, chunk)
+        last, queued = chunk[-1], queued + len(chunk)
         progress(len(chunk))
-    return len(ids)
 
 
 async def _forget_delivered(conn: AsyncConnection, kind: OutboxKind, ids: list[int]) -> None:

@@ -7,7 +7,9 @@ from click.testing import CliRunner
 
 from connector import cli
 from connector.core.environment import get_environment
-from connector.core.models import SegmentMembership
+from connector.core.models import OutboxItem, SegmentMembership, SyncRun
+from connector.core.settings import ConnectorSettings
+from connector.outbound import resync
 from tests.support.app import basic_auth, drain
 from tests.support.fake_segment import add_segment, configure, send_all, user_id_of
 
@@ -137,3 +139,32 @@ async def test_resync_sends_the_added_events_of_segment_events_only_when_asked(
     assert "1 added events queued" in (await run_cli(monkeypatch, env, "resync", "--added")).output
     await send_all(runtime)
     assert [m["userId"] for m in segment_api.messages if m["type"] == "track"][4:] == ["u-2"]
+
+
+async def test_a_resync_larger_than_a_chunk_queues_each_member_once_a_chunk_at_a_time(client, runtime, monkeypatch):
+    await client.post(
+        "/v1/batch", headers=basic_auth(), json={"batch": [{"type": "identify", "userId": f"u-{n}"} for n in range(8)]}
+    )
+    await drain(runtime)
+    ids = [await user_id_of(runtime, f"u-{n}") for n in range(8)]
+    await add_segment(runtime, "A", ids[:5])
+    await add_segment(runtime, "B", ids[3:7])  # u-3 and u-4 in both; u-7 in neither
+    monkeypatch.setattr(resync, "CHUNK", 3)
+    totals: list[int] = []
+    chunks: list[int] = []
+    async with runtime.engine.begin() as conn:
+        await conn.execute(OutboxItem.__table__.delete())
+
+    queued = await resync.resync(
+        runtime.engine,
+        ConnectorSettings(synchronized_segments=["A", "B"]),
+        progress=chunks.append,
+        started=totals.append,
+    )
+
+    assert (queued, totals, chunks) == (7, [7], [3, 3, 1])
+    async with runtime.engine.connect() as conn:
+        keys = (await conn.execute(sa.select(OutboxItem.__table__.c.key))).scalars().all()
+        run = (await conn.execute(sa.select(SyncRun.__table__))).one()
+    assert sorted(keys) == sorted(f"user:{user}" for user in ids[:7])
+    assert (run.trigger, run.segments, run.users, run.accounts) == ("resync", ["A", "B"], 7, 0)
