@@ -13,7 +13,6 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import InternalTraversal, _TraverseInternalsType
 from sqlmodel import Field, SQLModel
-from sqlmodel.main import SQLModelConfig
 
 from connector.core.kinds import Entity
 
@@ -73,7 +72,7 @@ class TableModel(SQLModel):
     validates anything, so pydantic does not build their validators (~7 ms of every process start)."""
 
     __table__: ClassVar[sa.Table]
-    model_config = SQLModelConfig(defer_build=True)
+    model_config = {"defer_build": True}
 
 
 # --- inbound ---------------------------------------------------------------
