@@ -36,7 +36,9 @@ from connector.service.use_cases import rescore_accounts
 
 IDLE_SECONDS = 0.2
 BATCHES_IN_FLIGHT = 2
-SENDERS = 2  # two claim/build/send loops: one builds while the other waits on Segment
+# Claim/build/send loops: one builds while the others wait on Segment or on the database. Three drained a bulk
+# push 5-15 % faster than two (docs/performance.md, "Bulk push"); four no faster than three.
+SENDERS = 3
 DEPTH_SECONDS = 1.0
 # A send already on the wire runs out its request timeout (15 s) after being cancelled: the grace
 # plus that stays within Heroku's 30 s.
@@ -175,8 +177,8 @@ async def send_forever(runtime: Runtime, stop: asyncio.Event, phase: float = 0.0
 
     A loop that claimed nothing looks again at its next turn: every OUTBOUND_BATCH_WAIT_SECONDS, offset by
     `phase` of that period, so that the senders of a worker look in turn, not together (rows queued while
-    all are idle wait half as long for the first look). The outbox depth gauge is counted at most every
-    DEPTH_SECONDS, not after every round."""
+    all are idle wait at most a period divided by the number of senders for the first look). The outbox depth
+    gauge is counted at most every DEPTH_SECONDS, not after every round."""
     sender = Sender(runtime)
     wait = runtime.env.outbound_batch_wait_seconds
     depth_due = 0.0
