@@ -41,10 +41,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def loggers_at_the_configured_level() -> None:
-    """Each module's logger keeps the level that was configured when it first logged (structlog's
-    cache_logger_on_first_use): forgotten before each test, so that a test that configures the level (an
-    in-process CLI run with its LOG_LEVEL) sees it applied, whichever tests ran before it in the process."""
+def logging_as_a_fresh_process() -> None:
+    """Each test starts with structlog as a fresh process has it (its defaults: every level, console lines) and
+    with no module's logger bound yet: a module's logger keeps the configuration it first logged with
+    (cache_logger_on_first_use), so a level set by an earlier test (an in-process CLI run at LOG_LEVEL=WARNING)
+    would otherwise silence the info lines a later test reads."""
+    structlog.reset_defaults()
     for name, module in list(sys.modules.items()):
         log = getattr(module, "log", None) if name.startswith("connector.") else None
         if isinstance(log, structlog._config.BoundLoggerLazyProxy):
