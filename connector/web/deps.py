@@ -34,12 +34,18 @@ def runtime_of(request: Request) -> Runtime:
     return runtime
 
 
-async def json_body(request: Request, limit: int) -> Any:
-    """The parsed body; ValueError (orjson's JSONDecodeError is one) when too large or malformed."""
+async def json_body(request: Request, limit: int, optional: bool = False) -> Any:
+    """The parsed body (`{}` for an empty one when the body is `optional`); ApiError 400 naming the body when it
+    is larger than `limit` bytes or not JSON."""
     body = await request.body()
+    if optional and not body:
+        return {}
     if len(body) > limit:
-        raise ValueError(f"body exceeds the limit of {limit} bytes")
-    return orjson.loads(body)
+        raise ApiError(400, f"malformed body: it exceeds the limit of {limit} bytes", field="body")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as problem:
+        raise ApiError(400, f"malformed body: {problem}", field="body") from None
 
 
 def one_query(request: Request, names: tuple[str, ...]) -> tuple[str | None, str]:

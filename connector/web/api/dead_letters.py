@@ -71,10 +71,7 @@ async def replay_dead_letters(request: Request) -> JSONResponse:
       400: {description: "malformed body"}
       409: {description: "no write key configured: nothing can be sent"}
     """
-    try:
-        body = await json_body(request, MAX_REPLAY_BODY) if await request.body() else {}
-    except ValueError as problem:
-        raise ApiError(400, f"malformed body: {problem}", field="body") from None
+    body = await json_body(request, MAX_REPLAY_BODY, optional=True)
     if not isinstance(body, dict):
         raise ApiError(
             400, 'body must be a JSON object: {} replays every waiting letter, {"ids": [...]} some', field="body"

@@ -28,10 +28,7 @@ def _refusal(error: workspace.WorkspaceError) -> ApiError:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    try:
-        body = await json_body(request, MAX_BODY) if await request.body() else {}
-    except ValueError as problem:
-        raise ApiError(400, f"malformed body: {problem}", field="body") from None
+    body = await json_body(request, MAX_BODY, optional=True)
     if not isinstance(body, dict):
         raise ApiError(400, "body must be a JSON object", field="body")
     for name in ("token", "region", "cursor"):

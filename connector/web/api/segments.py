@@ -48,10 +48,7 @@ def _invalid(problem: Invalid | RuleError) -> ApiError:
 
 
 async def _document(request: Request) -> dict[str, Any]:
-    try:
-        document = await json_body(request, MAX_SEGMENT_BODY)
-    except ValueError as problem:
-        raise Invalid("body", f"malformed JSON: {problem}") from None
+    document = await json_body(request, MAX_SEGMENT_BODY)
     if not isinstance(document, dict):
         raise Invalid("body", "must be a JSON object with name, entity and rule")
     unknown = set(document) - {"name", "entity", "rule"}

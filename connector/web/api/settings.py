@@ -51,10 +51,7 @@ async def put_settings(request: Request) -> JSONResponse:
       200: {description: "the new version", schema: {$ref: "#/components/schemas/Settings"}}
       400: {description: "invalid document, or a segment name no segment has; `errors` lists each problem in words"}
     """
-    try:
-        changes = await json_body(request, MAX_SETTINGS_BODY)
-    except ValueError as problem:
-        raise ApiError(400, f"malformed settings document: {problem}", field="body") from None
+    changes = await json_body(request, MAX_SETTINGS_BODY)
     if not isinstance(changes, dict):
         raise ApiError(400, "settings must be a JSON object", field="body")
     runtime = runtime_of(request)

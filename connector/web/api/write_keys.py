@@ -67,10 +67,7 @@ async def create_write_key(request: Request) -> JSONResponse:
       201: {description: "the key, in full this once", schema: {$ref: "#/components/schemas/WriteKey"}}
       400: {description: "invalid name or allowed_origins; `field` names it"}
     """
-    try:
-        document = await json_body(request, MAX_BODY)
-    except ValueError as problem:
-        raise ApiError(400, f"malformed JSON: {problem}", field="body") from None
+    document = await json_body(request, MAX_BODY)
     name, origins = _checked(document)
     row, key = await write_keys.create(runtime_of(request).engine, name, origins)
     log.info("write_key.create", write_key_id=row["id"], allowed_origins=len(origins))
