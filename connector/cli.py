@@ -402,7 +402,9 @@ def _workspace_call(call: Callable[["Runtime"], Awaitable[dict[str, Any]]]) -> d
 
 
 def _change_line(change: dict[str, Any]) -> str:
-    what = "the HTTP API source" if change.get("kind") == "source" else f"destination {change.get('destination_id')}"
+    what = {"source": "the HTTP API source", "write_key": "a write key"}.get(
+        change.get("kind", ""), f"destination {change.get('destination_id')}"
+    )
     return f"{change['action']} {what} (source {change.get('source_id')})"
 
 

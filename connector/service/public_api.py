@@ -97,6 +97,11 @@ class PublicApi:
         source: dict[str, Any] = (await self._call("POST", "/sources", json=body))["source"]
         return source
 
+    async def create_write_key(self, source_id: str) -> dict[str, Any]:
+        """A new write key on the source; the source as it then is."""
+        source: dict[str, Any] = (await self._call("POST", f"/sources/{_segment(source_id)}/writekey"))["source"]
+        return source
+
     async def create_destination(self, source_id: str, metadata_id: str, name: str, settings: dict[str, Any]) -> str:
         body = {"sourceId": source_id, "metadataId": metadata_id, "name": name, "enabled": True, "settings": settings}
         destination_id: str = (await self._call("POST", "/destinations", json=body))["destination"]["id"]

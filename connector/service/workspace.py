@@ -232,13 +232,18 @@ async def _read(api: PublicApi, settings: ConnectorSettings, chosen: list[str], 
 
 
 async def _back_source(api: PublicApi, found: Found, slug: str, done: list[dict[str, Any]]) -> dict[str, Any]:
-    if found.back is not None:
-        return found.back
-    assert found.back_metadata_id is not None
-    source = await api.create_source(slug, found.back_metadata_id)
-    found.connected[source["id"]] = []
-    found.names[source["id"]] = slug
-    done.append({"kind": "source", "action": "created", "source_id": source["id"], "slug": slug})
+    """The HTTP API source the connector sends back through, created when missing, with a write key (one is
+    created when every key of the source was removed in Segment)."""
+    source = found.back
+    if source is None:
+        assert found.back_metadata_id is not None
+        source = await api.create_source(slug, found.back_metadata_id)
+        found.connected[source["id"]] = []
+        found.names[source["id"]] = slug
+        done.append({"kind": "source", "action": "created", "source_id": source["id"], "slug": slug})
+    if not source.get("writeKeys"):
+        source = await api.create_write_key(source["id"])
+        done.append({"kind": "write_key", "action": "created", "source_id": source["id"]})
     return source
 
 

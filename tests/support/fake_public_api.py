@@ -86,6 +86,7 @@ class FakePublicApi(ServerThread):
             Route("/sources", self._list_sources, methods=["GET"]),
             Route("/sources", self._create_source, methods=["POST"]),
             Route("/sources/{source_id}/connected-destinations", self._connected, methods=["GET"]),
+            Route("/sources/{source_id}/writekey", self._create_write_key, methods=["POST"]),
             Route("/destinations", self._create_destination, methods=["POST"]),
             Route("/destinations/{destination_id}", self._update_destination, methods=["PATCH"]),
             Route("/destinations/{destination_id}", self._delete_destination, methods=["DELETE"]),
@@ -103,8 +104,14 @@ class FakePublicApi(ServerThread):
         self.faults.append(Fault(None, count, prefix, stall_seconds=seconds))
 
     def add_source(
-        self, name: str, metadata_id: str = "meta-javascript", slug: str | None = None, write_key: str | None = None
+        self,
+        name: str,
+        metadata_id: str = "meta-javascript",
+        slug: str | None = None,
+        write_key: str | None = None,
+        keyless: bool = False,
     ) -> dict[str, Any]:
+        """A source of the workspace; `keyless`: one whose write keys were all removed in Segment."""
         source_id = f"src-{next(self._ids)}"
         metadata = next(item for item in SOURCE_CATALOG if item["id"] == metadata_id)
         self.sources[source_id] = {
@@ -114,7 +121,7 @@ class FakePublicApi(ServerThread):
             "metadata": {**metadata, "description": "", "logos": {}, "options": [], "categories": []},
             "workspaceId": self.workspace["id"],
             "enabled": True,
-            "writeKeys": [write_key or secrets.token_hex(12)],
+            "writeKeys": [] if keyless else [write_key or secrets.token_hex(12)],
             "labels": [],
         }
         return self.sources[source_id]
@@ -200,6 +207,17 @@ class FakePublicApi(ServerThread):
         source = self.add_source(body["slug"], body["metadataId"], slug=body["slug"])
         source["enabled"] = body["enabled"]
         return JSONResponse({"data": {"source": source}}, status_code=201)
+
+    async def _create_write_key(self, request: Request) -> JSONResponse:
+        """Segment's createWriteKeyForSource: a new key added to the source, which is answered whole."""
+        refused = await self._guard(request, write=True)
+        if refused:
+            return refused
+        source = self.sources.get(request.path_params["source_id"])
+        if source is None:
+            return _error(404, "not-found", f"source {request.path_params['source_id']} not found")
+        source["writeKeys"].append(secrets.token_hex(12))
+        return JSONResponse({"data": {"source": source}})
 
     async def _create_destination(self, request: Request) -> JSONResponse:
         refused = await self._guard(request, write=True)

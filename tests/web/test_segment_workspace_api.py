@@ -160,6 +160,21 @@ async def test_an_existing_http_api_source_of_the_connectors_name_is_used_and_th
     assert settings["segment_api_host"] == EU_HOST
 
 
+async def test_a_source_of_the_connectors_name_without_a_write_key_gets_one_and_the_settings_take_it(
+    client, public_api
+):
+    existing = public_api.add_source("hull-segment-connector", "meta-http-api", keyless=True)
+    answer = await connect(client, source_id(public_api, "Website"))
+    assert answer.status_code == 200, answer.text
+    assert {"kind": "write_key", "action": "created", "source_id": existing["id"]} in answer.json()["done"]
+    [key] = existing["writeKeys"]
+    assert (await settings_of(client))["write_key"].endswith(key[-4:])
+
+    writes = len(public_api.writes())
+    assert (await connect(client, source_id(public_api, "Website"))).status_code == 200
+    assert public_api.writes()[writes:] == [] and existing["writeKeys"] == [key]  # one key, made once
+
+
 @pytest.mark.parametrize(
     ("token", "field", "words"),
     [

@@ -8,6 +8,7 @@ const ACTIONS = { created: "created", updated: "updated (repaired)", unchanged: 
 
 function changeLine(change) {
   const what = change.kind === "source" ? `HTTP API source ${change.slug} (to send back through)`
+    : change.kind === "write_key" ? `write key of the source ${change.source_id} (it had none)`
     : `Webhooks destination on ${change.source_name ?? change.source_id} (${change.destination_id})`;
   return `${what}: ${ACTIONS[change.action] ?? change.action}`;
 }
