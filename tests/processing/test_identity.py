@@ -278,10 +278,13 @@ async def test_group_creates_an_account_and_the_last_group_call_wins(client, run
 
 async def test_domain_claim_finds_an_account_created_without_group_id(client, runtime):
     await enable_accounts(client)
+    # One after the other: u1's and u2's calls are in different journal partitions, applied in either order.
+    await send_and_process(
+        client, runtime, {"type": "group", "userId": "u1", "groupId": "g1", "traits": {"domain": "acme.com"}}
+    )
     await send_and_process(
         client,
         runtime,
-        {"type": "group", "userId": "u1", "groupId": "g1", "traits": {"domain": "acme.com"}},
         {"type": "group", "userId": "u2", "groupId": "g2", "traits": {"domain": "acme.com", "name": "Other"}},
     )
     first = (await client.get("/api/accounts", params={"group_id": "g1"}, headers=admin_auth())).json()

@@ -179,11 +179,16 @@ async def test_the_segment_list_counts_entries_and_exits_of_the_last_24_hours(cl
 
 async def test_users_are_found_by_the_start_of_any_identifier_and_accounts_by_group_id_or_domain(client, runtime):
     await runtime.settings.save({"handle_accounts": True})
+    # Ada's profile first, then Bob's (their calls are in different journal partitions, applied in either order).
     await post_batch(
         client,
         identify("user-ada", {"email": "Ada@Example.com"}, anonymousId="anon-1"),
-        identify("user-bob", {"email": "bob@other.org"}),
         {"type": "group", "userId": "user-ada", "groupId": "acme-1", "traits": {"domain": "acme.com", "name": "Acme"}},
+    )
+    await drain(runtime)
+    await post_batch(
+        client,
+        identify("user-bob", {"email": "bob@other.org"}),
         {"type": "group", "userId": "user-bob", "groupId": "other-1", "traits": {"domain": "other.org"}},
     )
     await drain(runtime)
