@@ -167,6 +167,12 @@ async def mark_skipped(conn: AsyncConnection, ids: list[int], reason: str) -> No
         await conn.execute(journal.update().where(chosen).values(skipped=reason))
 
 
+async def has_pending(engine: AsyncEngine) -> bool:
+    """Whether any message waits to be applied (one index probe, however long the queue)."""
+    async with engine.connect() as conn:
+        return bool(await conn.scalar(sa.select(sa.exists(sa.select(queue.c.id)))))
+
+
 async def pending_count(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
         return int((await conn.execute(sa.select(sa.func.count()).select_from(queue))).scalar_one())

@@ -99,6 +99,8 @@ async def run_once(runtime: Runtime, stop: asyncio.Event | None = None) -> Chang
     On PostgreSQL BATCHES_IN_FLIGHT batches run at once, each on its own connection and partitions, so
     one batch's Python work overlaps the other's time in the database (a worker has one core to
     itself at most; the database has the others)."""
+    if not await journal.has_pending(runtime.engine):  # an idle worker's every turn: a probe, not a batch per loop
+        return Changes()
     loops = BATCHES_IN_FLIGHT if is_postgres(runtime.engine) else 1
     try:
         async with asyncio.TaskGroup() as group:
@@ -124,7 +126,7 @@ async def _drain(runtime: Runtime, stop: asyncio.Event | None) -> Changes:
             idle_since = None
             continue
         idle_since = idle_since or time.monotonic()
-        if time.monotonic() - idle_since > 0.5 or not await journal.pending_count(runtime.engine):
+        if time.monotonic() - idle_since > 0.5 or not await journal.has_pending(runtime.engine):
             return total
         await asyncio.sleep(0.02)
 
