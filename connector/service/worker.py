@@ -133,11 +133,12 @@ async def _drain(runtime: Runtime, stop: asyncio.Event | None) -> Changes:
 
 async def run_forever(runtime: Runtime, stop: asyncio.Event) -> None:
     log.info("worker.start")
+    sender = Sender(runtime)  # one for the loops: what it has said (no write key) is said once per worker
     tasks = [
         asyncio.create_task(process_forever(runtime, stop)),
         asyncio.create_task(beat_until(runtime.engine, stop)),
         asyncio.create_task(purge_forever(runtime, stop)),
-        *(asyncio.create_task(send_forever(runtime, stop, phase=index / SENDERS)) for index in range(SENDERS)),
+        *(asyncio.create_task(send_forever(sender, stop, phase=index / SENDERS)) for index in range(SENDERS)),
     ]
     try:
         await stop.wait()
@@ -174,14 +175,15 @@ async def process_forever(runtime: Runtime, stop: asyncio.Event) -> None:
         await _sleep(stop, IDLE_SECONDS)
 
 
-async def send_forever(runtime: Runtime, stop: asyncio.Event, phase: float = 0.0) -> None:
-    """Send the outbox until asked to stop; a round that claimed rows is followed at once by the next.
+async def send_forever(sender: Sender, stop: asyncio.Event, phase: float = 0.0) -> None:
+    """Send the outbox until asked to stop; a round that claimed rows is followed at once by the next. The
+    loops of a worker share their `sender` (its rounds keep nothing between them but what it has said).
 
     A loop that claimed nothing looks again at its next turn: every OUTBOUND_BATCH_WAIT_SECONDS, offset by
     `phase` of that period, so that the senders of a worker look in turn, not together (rows queued while
     all are idle wait at most a period divided by the number of senders for the first look). The outbox depth
     gauge is counted at most every DEPTH_SECONDS, not after every round."""
-    sender = Sender(runtime)
+    runtime = sender.runtime
     wait = runtime.env.outbound_batch_wait_seconds
     depth_due = 0.0
     while not stop.is_set():
