@@ -212,25 +212,17 @@ def resync_first_row(dsn: str, env: dict[str, str]) -> float:
     created_at); the rows are deleted afterwards."""
     started = time.time()
     subprocess.run([sys.executable, "-m", "connector", "resync"], env=env, check=True, capture_output=True)
-    return asyncio.run(_first_queued(dsn)) - started
+    return asyncio.run(_stamp(dsn, "SELECT min(created_at) FROM outbox", "DELETE FROM outbox")) - started
 
 
-async def _sync_run_started(dsn: str) -> float:
-    """When the latest resync started queuing (its sync_runs row is written just before its first rows)."""
+async def _stamp(dsn: str, query: str, *after: str) -> float:
+    """The timestamp `query` returns, in seconds since the epoch; the statements `after` run next."""
     connection = await asyncpg.connect(dsn)
     try:
-        started = await connection.fetchval("SELECT max(started_at) FROM sync_runs")
-        return float(started.replace(tzinfo=UTC).timestamp())
-    finally:
-        await connection.close()
-
-
-async def _first_queued(dsn: str) -> float:
-    connection = await asyncpg.connect(dsn)
-    try:
-        first = await connection.fetchval("SELECT min(created_at) FROM outbox")
-        await connection.execute("DELETE FROM outbox")
-        return float(first.replace(tzinfo=UTC).timestamp())
+        stamp = await connection.fetchval(query)
+        for statement in after:
+            await connection.execute(statement)
+        return float(stamp.replace(tzinfo=UTC).timestamp())
     finally:
         await connection.close()
 
@@ -294,7 +286,8 @@ def bulk_push(users: int) -> dict:
             worker.terminate()
             worker.wait(timeout=30)
         connector_seconds = max(fake.arrivals.values()) - started
-        drain_seconds = max(fake.arrivals.values()) - asyncio.run(_sync_run_started(dsn))
+        # From the resync's sync run, recorded just before its first rows.
+        drain_seconds = max(fake.arrivals.values()) - asyncio.run(_stamp(dsn, "SELECT max(started_at) FROM sync_runs"))
         sent = [message for message in fake.messages if message["type"] == "identify"]
     with FakeSegment() as fake:
         library_seconds = library_alone(sent, fake)
