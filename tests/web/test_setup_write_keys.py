@@ -15,10 +15,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 async def test_setup_creates_a_write_key_shows_its_code_and_revokes_it(page, server, screenshots, request):
     await sign_in(page, server, at="#/setup")
     await expect(page.locator("#write-keys")).to_contain_text("No write key yet")
+    await expect(page.get_by_label("Code for")).to_be_hidden()  # no key to choose yet
     await page.get_by_label("Website name").fill("Marketing site")
     await page.get_by_label("Allowed origins (empty: any)").fill("https://shop.example, https://www.shop.example/")
     await page.get_by_role("button", name="Create write key").click()
     await expect(page.locator("#write-keys-status")).to_contain_text("Created Marketing site")
+    await expect(page.get_by_label("Code for")).to_have_value(re.compile(r"^\d+$"))
 
     [created] = (await admin(server, "GET", "/api/write-keys"))["write_keys"]
     assert created["allowed_origins"] == ["https://shop.example", "https://www.shop.example"]
@@ -44,6 +46,7 @@ async def test_setup_creates_a_write_key_shows_its_code_and_revokes_it(page, ser
     await page.get_by_role("button", name="Revoke Marketing site").click()
     await expect(page.locator("#write-keys-status")).to_contain_text("revoked")
     await expect(page.locator("#write-keys")).to_contain_text("No write key yet")
+    await expect(page.get_by_label("Code for")).to_be_hidden()
     refused = await call(server, "POST", "/v1/t", headers=basic_auth(key[1]), json=track)
     assert refused.status_code == 401
     assert (await admin(server, "GET", "/api/overview"))["write_keys"][0]["messages"] == 1

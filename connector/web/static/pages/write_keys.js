@@ -40,6 +40,8 @@ export function writeKeysCard(connector) {
   const status = statusLine("write-keys-status");
   const list = h("div", { id: "write-keys" });
   const chooser = h("select", { id: "write-key-choice" });
+  const choice = h("div", { className: "row", hidden: true }, h("label", { htmlFor: "write-key-choice" }, "Code for"),
+    chooser); // no key, nothing to choose: the code below shows where a key goes
   const npm = h("pre", { id: "write-key-npm", tabIndex: 0 });
   const tag = h("pre", { id: "write-key-snippet", tabIndex: 0 });
   const name = h("input", { id: "write-key-name", required: true, maxLength: 200, placeholder: "Marketing site" });
@@ -66,6 +68,7 @@ export function writeKeysCard(connector) {
     const previous = choose ?? Number(chooser.value);
     chooser.replaceChildren(...keys.map((key) => h("option", { value: String(key.id) }, `${key.name} (${key.key})`)));
     if (keys.some((key) => key.id === previous)) chooser.value = String(previous);
+    choice.hidden = keys.length === 0;
     showCode();
   }
 
@@ -102,8 +105,7 @@ export function writeKeysCard(connector) {
     h("p", {}, "A write key lets a website's analytics.js send page, identify, track and group calls straight to "
       + "this connector (/v1). It is public, so it opens nothing else: not /segment, not this dashboard, and no "
       + "deletion. Allowed origins limit it to your sites."),
-    form, status, list,
-    h("div", { className: "row" }, h("label", { htmlFor: "write-key-choice" }, "Code for"), chooser),
+    form, status, list, choice,
     h("h4", {}, "With npm"), npm,
     h("h4", {}, "Or with a script tag"), tag);
   return { section, load };
