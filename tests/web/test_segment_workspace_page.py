@@ -21,7 +21,9 @@ async def connect_through_the_page(
     await sign_in(page, own_url_server, at="#/setup")
     card = page.locator("#segment-workspace")
     await card.get_by_label("Public API token").fill(OWNER_TOKEN)
+    await expect(card.get_by_text("Sources that send to this connector:")).to_be_hidden()  # nothing listed yet
     await card.get_by_role("button", name="List sources").click()
+    await expect(card.get_by_text("Sources that send to this connector:")).to_be_visible()
     await expect(card.get_by_label("Mobile app (iOS)")).to_be_visible()
     await expect(card.get_by_label("Backend (HTTP API)")).to_have_count(0)  # on the next page
     await card.get_by_role("button", name="More sources").click()
@@ -86,3 +88,4 @@ async def test_a_wrong_token_is_said_in_words_on_the_page(page, own_url_server):
     await card.get_by_label("Public API token").fill("sgp_wrong")
     await card.get_by_role("button", name="List sources").click()
     await expect(page.locator("#workspace-sources-status")).to_contain_text("Segment refused the token (401)")
+    await expect(card.get_by_text("Sources that send to this connector:")).to_be_hidden()

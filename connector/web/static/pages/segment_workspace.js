@@ -18,6 +18,7 @@ function sourcePicker(credentials, chosen) {
   const list = h("ul", { className: "checks", id: "workspace-sources" });
   const more = h("button", { type: "button", className: "secondary", hidden: true }, "More sources");
   const status = statusLine("workspace-sources-status");
+  const heading = h("p", { className: "help", hidden: true }, "Sources that send to this connector:"); // once listed
   let cursor = null;
   async function load() {
     try {
@@ -29,6 +30,7 @@ function sourcePicker(credentials, chosen) {
       }
       cursor = page.next;
       more.hidden = !cursor;
+      heading.hidden = false;
       say(status, list.children.length ? "" : "This workspace has no sources yet.");
     } catch (error) {
       say(status, error.message, "error");
@@ -36,7 +38,7 @@ function sourcePicker(credentials, chosen) {
   }
   more.addEventListener("click", load);
   const ticked = () => [...list.querySelectorAll("input:checked")].map((box) => box.value);
-  return { node: h("div", {}, h("p", { className: "help" }, "Sources that send to this connector:"), list, more, status),
+  return { node: h("div", {}, heading, list, more, status),
     load, ticked };
 }
 
