@@ -69,9 +69,9 @@ def _coalescing(statement: Any) -> Any:
     return statement.on_conflict_do_update(index_elements=["key"], set_={"version": outbox.c.version + 1})
 
 
-async def claim(bind: AsyncEngine | AsyncConnection, limit: int, lease: float = LEASE_SECONDS) -> list[Any]:
-    """Lease up to `limit` rows that are due and not leased, oldest first; returned in id order. Committed when
-    it returns, on a connection of its own or on `bind` when that is a connection with no transaction open."""
+async def claim(conn: AsyncConnection, limit: int, lease: float = LEASE_SECONDS) -> list[Any]:
+    """Lease up to `limit` rows that are due and not leased, oldest first; returned in id order. `conn` has no
+    transaction open: the claim is committed when this returns."""
     now = utcnow()
     candidates = (
         sa.select(outbox.c.id)
@@ -84,7 +84,7 @@ async def claim(bind: AsyncEngine | AsyncConnection, limit: int, lease: float = 
     # for each row (it did after a resync filled an outbox whose statistics said empty): each run skips the rows
     # the previous ones locked, so one claim took far more than `limit` rows, in minutes.
     chosen = candidates.cte("candidates")
-    if bind.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql":
         chosen = chosen.prefix_with("MATERIALIZED")
     statement = (
         outbox.update()
@@ -99,12 +99,8 @@ async def claim(bind: AsyncEngine | AsyncConnection, limit: int, lease: float = 
             outbox.c.claimed_until,
         )
     )
-    if isinstance(bind, AsyncEngine):
-        async with bind.begin() as conn:
-            rows = (await conn.execute(statement)).all()
-    else:
-        async with bind.begin():
-            rows = (await bind.execute(statement)).all()
+    async with conn.begin():
+        rows = (await conn.execute(statement)).all()
     return sorted(rows, key=lambda row: row.id)
 
 

@@ -16,7 +16,8 @@ async def test_a_claim_takes_at_most_its_limit_oldest_first_from_an_outbox_analy
     async with runtime.engine.begin() as conn:
         await outbox_module.enqueue(conn, OutboxKind.USER, range(1, 5001))
 
-    rows = await outbox_module.claim(runtime.engine, 100)
+    async with runtime.engine.connect() as conn:
+        rows = await outbox_module.claim(conn, 100)
 
     async with runtime.engine.connect() as conn:
         leased = await conn.scalar(sa.select(sa.func.count()).where(outbox.c.claimed_until.is_not(None)))

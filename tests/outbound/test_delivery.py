@@ -305,7 +305,8 @@ async def test_a_change_during_sending_keeps_the_row(client, runtime, segment_ap
     await configure(runtime, segment_api, synchronized_segments=["ALL"])
     await client.post("/v1/identify", headers=basic_auth(), json={"userId": "u-1"})
     await drain(runtime)
-    claimed = await outbox_module.claim(runtime.engine, 10)
+    async with runtime.engine.connect() as conn:
+        claimed = await outbox_module.claim(conn, 10)
     user = await user_id_of(runtime, "u-1")
     async with runtime.engine.begin() as conn:
         await outbox_module.enqueue(conn, OutboxKind.USER, [user])

@@ -50,9 +50,10 @@ async def test_a_send_round_cancelled_while_segment_stalls_releases_its_claims(c
 async def test_a_late_release_leaves_the_claims_another_sender_took_since(client, runtime, segment_api):
     await configure(runtime, segment_api, synchronized_segments=["ALL"])
     await queue_users(client, runtime, 3)
-    first = await outbox_module.claim(runtime.engine, 10, lease=0.05)
-    await asyncio.sleep(0.1)  # the first lease runs out
-    second = await outbox_module.claim(runtime.engine, 10)
+    async with runtime.engine.connect() as conn:
+        first = await outbox_module.claim(conn, 10, lease=0.05)
+        await asyncio.sleep(0.1)  # the first lease runs out
+        second = await outbox_module.claim(conn, 10)
     assert sorted(row.id for row in first) == sorted(row.id for row in second)
     await outbox_module.release(runtime.engine, first)
     assert await claimed(runtime) == 3
