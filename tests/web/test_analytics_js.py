@@ -191,6 +191,26 @@ async def test_a_revoked_key_and_a_foreign_origin_are_refused(tab, shop, server)
     assert status["journal"].get("pending", 0) == 0
 
 
+async def test_a_rate_limited_page_reads_how_long_to_wait(tab, server):
+    # analytics.js waits a 429's Retry-After (res.headers.get("Retry-After")) before it sends again.
+    await admin(server, "PUT", "/api/settings", json={"write_key_rate_limit": 1})
+    key = await write_key(server)
+    answers = await tab.page.evaluate(
+        """async ({connector, writeKey}) => {
+          const answers = [];
+          for (let call = 0; call < 3; call++) {
+            const body = JSON.stringify({userId: "hasty", event: "Clicked", writeKey});  // text/plain: no preflight
+            const answer = await fetch(`${connector}/v1/t`, {method: "POST", body});
+            answers.push([answer.status, answer.headers.get("Retry-After")]);
+          }
+          return answers;
+        }""",
+        {"connector": server.url, "writeKey": key["key"]},
+    )
+    assert answers[0] == [200, None]
+    assert [429, "1"] in answers[1:]
+
+
 async def _account(server: Any, group_id: str) -> Any:
     response = await call(server, "GET", "/api/accounts", headers=admin_auth(), params={"group_id": group_id})
     return response.json() if response.status_code == 200 else None
