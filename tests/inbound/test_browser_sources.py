@@ -1,6 +1,7 @@
 """Browser sources: analytics.js posting straight to /v1 from a website (CORS, short paths, text/plain bodies,
 browser write keys, the CDN settings document, the per-key rate limit)."""
 
+import gzip
 from typing import Any
 
 import httpx
@@ -8,10 +9,12 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
+from connector.core.db import create_engine
 from connector.core.models import JournalEntry
 from connector.inbound.project_settings import settings_document
+from connector.inbound.writer import open_journal
 from tests.support.api import put_settings
-from tests.support.app import admin_auth, basic_auth, drain
+from tests.support.app import admin_auth, basic_auth, drain, free_port
 from tests.support.inbound_cases import find_user
 
 journal = JournalEntry.__table__
@@ -73,6 +76,36 @@ async def test_every_v1_answer_to_a_browser_carries_the_grant_errors_included(cl
     ]
     assert [answer.status_code for answer in answers] == [200, 400, 401, 404, 405]
     assert [answer.headers.get("access-control-allow-origin") for answer in answers] == [SHOP] * 5
+
+
+async def test_a_body_too_large_for_v1_is_refused_with_the_grant(client):
+    key = (await create_key(client))["key"]
+    batch = {"batch": [{"type": "track", "userId": "u1", "event": "E", "properties": {"x": "a" * 1000}}] * 600}
+    headers = {"Origin": SHOP, "Content-Type": "application/json", **basic_auth(key)}
+    plain = await client.post("/v1/b", headers=headers, content=orjson.dumps(batch))
+    gzipped = await client.post(
+        "/v1/b", headers={**headers, "Content-Encoding": "gzip"}, content=gzip.compress(orjson.dumps(batch))
+    )
+    assert [plain.status_code, gzipped.status_code] == [413, 413]
+    assert [plain.headers.get("access-control-allow-origin"), gzipped.headers.get("access-control-allow-origin")] == [
+        SHOP,
+        SHOP,
+    ]
+
+
+async def test_storage_unavailable_is_a_503_a_website_can_read(app, client):
+    key = (await create_key(client))["key"]
+    dead = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/gone", pool_pre_ping=False)
+    journal, app.state.journal = app.state.journal, open_journal(dead)
+    try:
+        response = await client.post(
+            "/v1/t", headers={"Origin": SHOP, **basic_auth(key)}, json={"userId": "u1", "event": "E"}
+        )
+    finally:
+        app.state.journal = journal
+        await dead.dispose()
+    assert response.status_code == 503, response.text
+    assert response.headers["access-control-allow-origin"] == SHOP  # analytics.js sees a 5xx and retries
 
 
 @pytest.mark.parametrize(
@@ -172,6 +205,16 @@ async def test_a_delete_is_refused_on_v1_whatever_the_key(client, runtime):
     shortcut = await client.post("/v1/t", headers=basic_auth(key), json={"type": "delete", "userId": "u1"})
     assert shortcut.status_code == 400
     assert await journal_rows(runtime) == []
+
+
+async def test_a_delete_in_a_browser_batch_is_refused_alone(client, runtime):
+    key = (await create_key(client))["key"]
+    batch = [{"type": "track", "userId": "u1", "event": "E"}, {"type": "delete", "userId": "u1"}]
+    response = await client.post("/v1/b", **beacon(key, batch=batch))
+    assert response.status_code == 200
+    assert response.json()["accepted"] == 1
+    assert [(item["index"], item["field"]) for item in response.json()["rejected"]] == [(1, "type")]
+    assert [row.type for row in await journal_rows(runtime)] == ["track"]
 
 
 # --- write keys ---------------------------------------------------------------------------------------------
