@@ -64,6 +64,22 @@ async def test_a_preflight_on_v1_is_granted_with_the_headers_analytics_js_sends(
     assert "origin" in response.headers["vary"].lower()
 
 
+async def test_a_preflight_carries_no_key_so_it_is_granted_and_the_call_is_judged_by_its_key(client):
+    key = (await create_key(client, allowed_origins=[SHOP]))["key"]
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    calls = []
+    for origin, path in [(ELSEWHERE, "/v1/t"), (SHOP, "/v1/nowhere")]:
+        granted = await client.options(path, headers={"Origin": origin, **preflight})
+        assert (granted.status_code, granted.headers["access-control-allow-origin"]) == (204, origin)
+        calls.append(await client.post(path, headers={"Origin": origin, **basic_auth(key)}, json={"userId": "u1"}))
+    # The foreign origin's 403 goes without the grant (the browser keeps it from the page); the unknown path's 404
+    # carries it, so the page can read what is wrong.
+    assert [(call.status_code, call.headers.get("access-control-allow-origin")) for call in calls] == [
+        (403, None),
+        (404, SHOP),
+    ]
+
+
 async def test_every_v1_answer_to_a_browser_carries_the_grant_errors_included(client):
     key = (await create_key(client))["key"]
     headers = {"Origin": SHOP, **basic_auth(key)}
