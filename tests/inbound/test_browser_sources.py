@@ -2,6 +2,7 @@
 browser write keys, the CDN settings document, the per-key rate limit)."""
 
 import gzip
+import logging
 from typing import Any
 
 import httpx
@@ -10,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from connector.core.db import create_engine
+from connector.core.logs import configure_logging
 from connector.core.models import JournalEntry
 from connector.inbound.project_settings import settings_document
 from connector.inbound.writer import open_journal
@@ -238,6 +240,7 @@ async def test_a_delete_in_a_browser_batch_is_refused_alone(client, runtime):
 
 async def test_a_write_key_is_shown_once_then_masked(client):
     created = await create_key(client, allowed_origins=[SHOP])
+    assert set(created) == {"id", "name", "key", "allowed_origins", "created_at"}
     assert created["name"] == "website"
     assert created["allowed_origins"] == [SHOP]
     assert len(created["key"]) > 30
@@ -282,6 +285,29 @@ async def test_a_write_key_opens_neither_segment_nor_the_admin_api(client):
     assert segment.status_code == 401
     admin = await client.get("/api/write-keys", headers={"Authorization": f"Bearer {key}"})
     assert admin.status_code == 401
+
+
+async def test_a_write_key_is_never_logged_in_full(client, capsys):
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging("DEBUG")  # the JSON lines a deployed process writes, at every level
+    try:
+        created = await create_key(client, allowed_origins=[SHOP])
+        key = created["key"]
+        await client.post("/v1/t", headers={"Origin": SHOP, **basic_auth(key)}, json={"userId": "u1", "event": "E"})
+        await client.post("/v1/t", headers={"Origin": ELSEWHERE, **basic_auth(key)}, json={"userId": "u1"})
+        await client.get(f"/v1/projects/{key}/settings", headers={"Origin": SHOP})
+        await client.post("/segment", headers=basic_auth(key), json={"type": "track", "userId": "u", "event": "E"})
+        await client.delete(f"/api/write-keys/{created['id']}", headers=admin_auth())
+        await client.post("/v1/t", headers={"Origin": SHOP, **basic_auth(key)}, json={"userId": "u1", "event": "E"})
+        logged = capsys.readouterr()
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    # The connector's lines: the test's own client (httpx) logs each URL it requests, the settings' key included.
+    lines = [line for line in (logged.out + logged.err).splitlines() if '"httpx.log"' not in line]
+    assert any('"write_key.create"' in line for line in lines) and any('"write_key.revoke"' in line for line in lines)
+    assert not [line for line in lines if key.removeprefix("hwk_")[:8] in line]
 
 
 async def test_the_api_key_still_works_on_v1_for_server_libraries(client, runtime):
