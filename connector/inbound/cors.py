@@ -4,8 +4,11 @@ analytics.js always sends `Authorization`, so each call is preceded by a preflig
 with an `Origin` is answered here, 204 with the grant, before any route. Every other /v1 answer to a request
 with an `Origin` carries `Access-Control-Allow-Origin` (the request's origin), errors included, so the page
 can read why it was refused, unless the route refused the origin itself (a write key whose allowed_origins do
-not list it: `refuse_grant`). A preflight carries no key, so it is granted to any origin; what the call may do
-is decided by its key. /segment, /api and the dashboard are never granted: this passes them through untouched.
+not list it: `refuse_grant`). The grant also exposes `Retry-After`, which is not a CORS-safelisted header: without
+it a page reads a 429's Retry-After as null, and analytics.js retries by its own backoff instead of waiting as told.
+A preflight carries no key, so it is granted to any origin and any /v1 path; what the call may do is decided by
+its key (an unknown path then answers 404 with the grant, readable by the page). /segment, /api and the dashboard
+are never granted: this passes them through untouched.
 """
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,6 +22,8 @@ PREFLIGHT_HEADERS = [
     (b"access-control-max-age", b"86400"),  # a day (Chromium caps it at 2 hours, Firefox at 1 day)
     (b"content-length", b"0"),
 ]
+# What a page may read of an answer besides the safelisted headers: how long a 429 asks it to wait.
+EXPOSED = [(b"access-control-expose-headers", b"Retry-After")]
 
 
 def refuse_grant(scope: Scope) -> None:
@@ -53,7 +58,7 @@ class CorsMiddleware:
 
         async def send_with_grant(message: Message) -> None:
             if message["type"] == "http.response.start" and not scope.get(REFUSED):
-                message["headers"] = [*message.get("headers", ()), *grant]
+                message["headers"] = [*message.get("headers", ()), *grant, *EXPOSED]
             await send(message)
 
         await self.app(scope, receive, send_with_grant)

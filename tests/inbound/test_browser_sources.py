@@ -1,6 +1,8 @@
 """Browser sources: analytics.js posting straight to /v1 from a website (CORS, short paths, text/plain bodies,
 browser write keys, the CDN settings document, the per-key rate limit)."""
 
+import gzip
+import logging
 from typing import Any
 
 import httpx
@@ -8,10 +10,13 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
+from connector.core.db import create_engine
+from connector.core.logs import configure_logging
 from connector.core.models import JournalEntry
 from connector.inbound.project_settings import settings_document
+from connector.inbound.writer import open_journal
 from tests.support.api import put_settings
-from tests.support.app import admin_auth, basic_auth, drain
+from tests.support.app import admin_auth, basic_auth, drain, free_port
 from tests.support.inbound_cases import find_user
 
 journal = JournalEntry.__table__
@@ -61,6 +66,22 @@ async def test_a_preflight_on_v1_is_granted_with_the_headers_analytics_js_sends(
     assert "origin" in response.headers["vary"].lower()
 
 
+async def test_a_preflight_carries_no_key_so_it_is_granted_and_the_call_is_judged_by_its_key(client):
+    key = (await create_key(client, allowed_origins=[SHOP]))["key"]
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    calls = []
+    for origin, path in [(ELSEWHERE, "/v1/t"), (SHOP, "/v1/nowhere")]:
+        granted = await client.options(path, headers={"Origin": origin, **preflight})
+        assert (granted.status_code, granted.headers["access-control-allow-origin"]) == (204, origin)
+        calls.append(await client.post(path, headers={"Origin": origin, **basic_auth(key)}, json={"userId": "u1"}))
+    # The foreign origin's 403 goes without the grant (the browser keeps it from the page); the unknown path's 404
+    # carries it, so the page can read what is wrong.
+    assert [(call.status_code, call.headers.get("access-control-allow-origin")) for call in calls] == [
+        (403, None),
+        (404, SHOP),
+    ]
+
+
 async def test_every_v1_answer_to_a_browser_carries_the_grant_errors_included(client):
     key = (await create_key(client))["key"]
     headers = {"Origin": SHOP, **basic_auth(key)}
@@ -73,6 +94,36 @@ async def test_every_v1_answer_to_a_browser_carries_the_grant_errors_included(cl
     ]
     assert [answer.status_code for answer in answers] == [200, 400, 401, 404, 405]
     assert [answer.headers.get("access-control-allow-origin") for answer in answers] == [SHOP] * 5
+
+
+async def test_a_body_too_large_for_v1_is_refused_with_the_grant(client):
+    key = (await create_key(client))["key"]
+    batch = {"batch": [{"type": "track", "userId": "u1", "event": "E", "properties": {"x": "a" * 1000}}] * 600}
+    headers = {"Origin": SHOP, "Content-Type": "application/json", **basic_auth(key)}
+    plain = await client.post("/v1/b", headers=headers, content=orjson.dumps(batch))
+    gzipped = await client.post(
+        "/v1/b", headers={**headers, "Content-Encoding": "gzip"}, content=gzip.compress(orjson.dumps(batch))
+    )
+    assert [plain.status_code, gzipped.status_code] == [413, 413]
+    assert [plain.headers.get("access-control-allow-origin"), gzipped.headers.get("access-control-allow-origin")] == [
+        SHOP,
+        SHOP,
+    ]
+
+
+async def test_storage_unavailable_is_a_503_a_website_can_read(app, client):
+    key = (await create_key(client))["key"]
+    dead = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/gone", pool_pre_ping=False)
+    journal, app.state.journal = app.state.journal, open_journal(dead)
+    try:
+        response = await client.post(
+            "/v1/t", headers={"Origin": SHOP, **basic_auth(key)}, json={"userId": "u1", "event": "E"}
+        )
+    finally:
+        app.state.journal = journal
+        await dead.dispose()
+    assert response.status_code == 503, response.text
+    assert response.headers["access-control-allow-origin"] == SHOP  # analytics.js sees a 5xx and retries
 
 
 @pytest.mark.parametrize(
@@ -174,11 +225,22 @@ async def test_a_delete_is_refused_on_v1_whatever_the_key(client, runtime):
     assert await journal_rows(runtime) == []
 
 
+async def test_a_delete_in_a_browser_batch_is_refused_alone(client, runtime):
+    key = (await create_key(client))["key"]
+    batch = [{"type": "track", "userId": "u1", "event": "E"}, {"type": "delete", "userId": "u1"}]
+    response = await client.post("/v1/b", **beacon(key, batch=batch))
+    assert response.status_code == 200
+    assert response.json()["accepted"] == 1
+    assert [(item["index"], item["field"]) for item in response.json()["rejected"]] == [(1, "type")]
+    assert [row.type for row in await journal_rows(runtime)] == ["track"]
+
+
 # --- write keys ---------------------------------------------------------------------------------------------
 
 
 async def test_a_write_key_is_shown_once_then_masked(client):
     created = await create_key(client, allowed_origins=[SHOP])
+    assert set(created) == {"id", "name", "key", "allowed_origins", "created_at"}
     assert created["name"] == "website"
     assert created["allowed_origins"] == [SHOP]
     assert len(created["key"]) > 30
@@ -223,6 +285,29 @@ async def test_a_write_key_opens_neither_segment_nor_the_admin_api(client):
     assert segment.status_code == 401
     admin = await client.get("/api/write-keys", headers={"Authorization": f"Bearer {key}"})
     assert admin.status_code == 401
+
+
+async def test_a_write_key_is_never_logged_in_full(client, capsys):
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging("DEBUG")  # the JSON lines a deployed process writes, at every level
+    try:
+        created = await create_key(client, allowed_origins=[SHOP])
+        key = created["key"]
+        await client.post("/v1/t", headers={"Origin": SHOP, **basic_auth(key)}, json={"userId": "u1", "event": "E"})
+        await client.post("/v1/t", headers={"Origin": ELSEWHERE, **basic_auth(key)}, json={"userId": "u1"})
+        await client.get(f"/v1/projects/{key}/settings", headers={"Origin": SHOP})
+        await client.post("/segment", headers=basic_auth(key), json={"type": "track", "userId": "u", "event": "E"})
+        await client.delete(f"/api/write-keys/{created['id']}", headers=admin_auth())
+        await client.post("/v1/t", headers={"Origin": SHOP, **basic_auth(key)}, json={"userId": "u1", "event": "E"})
+        logged = capsys.readouterr()
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    # The connector's lines: the test's own client (httpx) logs each URL it requests, the settings' key included.
+    lines = [line for line in (logged.out + logged.err).splitlines() if '"httpx.log"' not in line]
+    assert any('"write_key.create"' in line for line in lines) and any('"write_key.revoke"' in line for line in lines)
+    assert not [line for line in lines if key.removeprefix("hwk_")[:8] in line]
 
 
 async def test_the_api_key_still_works_on_v1_for_server_libraries(client, runtime):
@@ -288,6 +373,8 @@ async def test_past_the_rate_limit_a_write_key_gets_429_with_retry_after(client)
     assert {answer.status_code for answer in answers} == {200, 429}
     assert int(limited[0].headers["retry-after"]) >= 1
     assert limited[0].headers["access-control-allow-origin"] == SHOP
+    # Retry-After is not CORS-safelisted: the page (analytics.js) reads it only if the grant exposes it.
+    assert "retry-after" in limited[0].headers["access-control-expose-headers"].lower()
     api_key = [await client.post("/v1/t", headers=basic_auth(), json={"userId": "u", "event": "E"}) for _ in range(6)]
     assert {answer.status_code for answer in api_key} == {200}
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, Page, Request
+from playwright.async_api import Browser, BrowserContext, Page, Request, expect
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
 from starlette.routing import Mount, Route
@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from tests.support.app import ServerThread, admin_auth
 from tests.support.browser import VIEWPORT
-from tests.support.dashboard import admin, call, eventually, user_found
+from tests.support.dashboard import admin, call, eventually, sign_in, user_found
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
@@ -41,6 +41,9 @@ VISIT = """async ({connector, writeKey, integrations, user}) => {
 }"""
 
 
+PAGES: dict[str, str] = {}  # pages a test writes for the shop to serve at /pages/<name>
+
+
 @pytest.fixture(scope="module")
 def shop() -> Any:
     """The website: another origin (another local port) serving a page and the analytics.js UMD bundle."""
@@ -50,7 +53,11 @@ def shop() -> Any:
     async def page(_: Any) -> HTMLResponse:
         return HTMLResponse(SHOP_PAGE)
 
-    app = Starlette(routes=[Route("/", page), Mount("/analytics-next/bundles", StaticFiles(directory=UMD))])
+    async def pasted(request: Any) -> HTMLResponse:
+        return HTMLResponse(PAGES[request.path_params["name"]])
+
+    routes = [Route("/", page), Route("/pages/{name}", pasted)]
+    app = Starlette(routes=[*routes, Mount("/analytics-next/bundles", StaticFiles(directory=UMD))])
     with ServerThread(app, name="shop") as server:
         yield server
 
@@ -149,7 +156,7 @@ async def test_a_website_sends_every_call_to_the_connector(tab, shop, server, st
 
 
 async def test_calls_made_as_the_page_unloads_arrive(tab, shop, server):
-    key = await write_key(server)
+    key = await write_key(server, allowed_origins=[shop.url])  # a beacon and a keepalive fetch carry the Origin too
     await tab.page.evaluate(
         """async ({connector, writeKey, integrations}) => {
           const [analytics] = await AnalyticsNext.AnalyticsBrowser.load({writeKey, cdnURL: connector}, {integrations});
@@ -189,6 +196,51 @@ async def test_a_revoked_key_and_a_foreign_origin_are_refused(tab, shop, server)
         assert await user_found(server, user) is None
     status = await admin(server, "GET", "/api/status")
     assert status["journal"].get("pending", 0) == 0
+
+
+async def test_the_setup_pages_script_tag_works_as_given_on_a_website(page, tab, shop, server):
+    # The snippet the Setup page shows, pasted into a page of the shop, which serves the UMD bundle's folder where
+    # the snippet says. A reader comes from a newsletter (analytics.js's ajs_ query string) and clicks a tracked
+    # link: analytics.js loads those two optional parts of itself, from the shop (the tab fails on any other host).
+    await sign_in(page, server, at="#/setup")
+    await page.get_by_label("Website name").fill("The shop")
+    await page.get_by_role("button", name="Create write key").click()
+    await expect(page.locator("#write-key-snippet")).to_contain_text('writeKey: "hwk_')  # the new key, filled in
+    snippet = await page.locator("#write-key-snippet").text_content()
+    PAGES["snippet"] = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Pasted</title></head>
+<body><a id="more" href="#more">More</a>
+{snippet}
+</body></html>"""
+    await tab.page.goto(f"{shop.url}/pages/snippet?ajs_uid=reader&ajs_event=Opened%20the%20newsletter")
+    await tab.page.wait_for_function("() => typeof window.analytics.trackLink === 'function'")  # loaded
+    await tab.page.evaluate("analytics.trackLink(document.getElementById('more'), 'Read more')")
+    await tab.page.click("#more")
+    profile = await eventually(lambda: _has_event(server, "reader", "Read more"))
+    assert {"page", "Opened the newsletter", "Read more"} <= {event["event"] for event in profile["recent_events"]}
+    for event in profile["recent_events"]:
+        assert event["context"]["page"]["path"] == "/pages/snippet", event
+        assert event["context"]["library"]["name"] == "analytics.js", event
+
+
+async def test_a_rate_limited_page_reads_how_long_to_wait(tab, server):
+    # analytics.js waits a 429's Retry-After (res.headers.get("Retry-After")) before it sends again.
+    await admin(server, "PUT", "/api/settings", json={"write_key_rate_limit": 1})
+    key = await write_key(server)
+    answers = await tab.page.evaluate(
+        """async ({connector, writeKey}) => {
+          const answers = [];
+          for (let call = 0; call < 3; call++) {
+            const body = JSON.stringify({userId: "hasty", event: "Clicked", writeKey});  // text/plain: no preflight
+            const answer = await fetch(`${connector}/v1/t`, {method: "POST", body});
+            answers.push([answer.status, answer.headers.get("Retry-After")]);
+          }
+          return answers;
+        }""",
+        {"connector": server.url, "writeKey": key["key"]},
+    )
+    assert answers[0] == [200, None]
+    assert [429, "1"] in answers[1:]
 
 
 async def _account(server: Any, group_id: str) -> Any:

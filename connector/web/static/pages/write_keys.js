@@ -9,8 +9,7 @@ const UNKNOWN_KEY = "<the write key shown when it was created>";
 
 export function npmCode(writeKey, connector) {
   return [
-    `npm install @segment/analytics-next@${ANALYTICS_NEXT}`,
-    "",
+    `// npm install @segment/analytics-next@${ANALYTICS_NEXT}`,
     'import { AnalyticsBrowser } from "@segment/analytics-next";',
     "",
     "// cdnURL: analytics.js reads its settings from the connector, which sends it nowhere else.",
@@ -20,9 +19,14 @@ export function npmCode(writeKey, connector) {
   ].join("\n");
 }
 
+// The UMD bundle loads its optional parts (trackLink, ajs_ query strings, ...) from `window.analytics._cdn` +
+// "/analytics-next/bundles/", fixed when it runs, else from Segment's CDN: served by the site, it names the site.
 export function snippet(writeKey, connector) {
   return [
-    `<script src="https://cdn.jsdelivr.net/npm/@segment/analytics-next@${ANALYTICS_NEXT}/dist/umd/index.js"></script>`,
+    `<!-- Serve the dist/umd folder of @segment/analytics-next@${ANALYTICS_NEXT} (npm pack, or node_modules) from this site`,
+    "     as /analytics-next/bundles/: with _cdn, analytics.js loads its parts from there, not from Segment's CDN. -->",
+    "<script>window.analytics = { _cdn: location.origin };</script>",
+    '<script src="/analytics-next/bundles/index.js"></script>',
     "<script>",
     "  AnalyticsNext.AnalyticsBrowser",
     `    .load({ writeKey: "${writeKey}", cdnURL: "${connector}" })`,
