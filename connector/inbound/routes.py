@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connector.core import spec
@@ -47,7 +47,7 @@ def is_own_echo(message: dict[str, Any], settings: ConnectorSettings) -> bool:
 
 
 STORAGE_ERRORS = (JournalUnavailable, DBAPIError, OperationalError, OSError, asyncio.TimeoutError)
-Endpoint = Callable[[Request], Awaitable[JSONResponse]]
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def inbound_endpoint(label: str) -> Callable[[Endpoint], Endpoint]:
@@ -55,7 +55,7 @@ def inbound_endpoint(label: str) -> Callable[[Endpoint], Endpoint]:
 
     def decorate(endpoint: Endpoint) -> Endpoint:
         @wraps(endpoint)
-        async def handle(request: Request) -> JSONResponse:
+        async def handle(request: Request) -> Response:
             started = perf_counter()
             try:
                 return await endpoint(request)

@@ -12,7 +12,7 @@ from starlette.routing import Route
 from connector.core.environment import Environment, get_environment
 from connector.core.logs import get_logger
 from connector.core.runtime import Runtime
-from connector.inbound import project_settings
+from connector.inbound import analytics_js, project_settings
 from connector.inbound import routes as inbound
 from connector.inbound.cors import CorsMiddleware
 from connector.inbound.rate_limit import RateLimiter
@@ -71,6 +71,7 @@ def create_app(env: Environment | None = None) -> Starlette:
     routes = [
         *health.routes,
         *project_settings.routes,
+        *analytics_js.routes,
         *inbound.routes,
         *search.routes,
         *settings.routes,

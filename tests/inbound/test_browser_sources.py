@@ -3,6 +3,7 @@ browser write keys, the CDN settings document, the per-key rate limit)."""
 
 import gzip
 import logging
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,6 +11,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
+import connector.inbound.analytics_js
 from connector.core.db import create_engine
 from connector.core.logs import configure_logging
 from connector.core.models import JournalEntry
@@ -357,6 +359,38 @@ async def test_the_cdn_settings_of_an_unknown_or_revoked_key_are_404(client):
     await client.delete(f"/api/write-keys/{created['id']}", headers=admin_auth())
     for key in ("hwk_unknown", created["key"], "test-api-key-0123456789"):
         assert (await client.get(f"/v1/projects/{key}/settings")).status_code == 404
+
+
+# --- analytics.js served as Segment's CDN serves it --------------------------------------------------------
+
+
+async def test_analytics_js_is_served_for_an_active_write_key_at_the_path_of_segments_cdn(client):
+    key = (await create_key(client))["key"]
+    answer = await client.get(f"/analytics.js/v1/{key}/analytics.min.js")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/javascript")
+    assert answer.headers["cache-control"] == "public, max-age=300"  # a new version reaches pages within minutes
+    assert b"analytics-next/bundles/" in answer.content  # the standalone build, which loads its parts from there
+    assert len(answer.content) > 50_000
+
+
+async def test_analytics_js_for_an_unknown_or_revoked_key_is_404(client):
+    created = await create_key(client)
+    await client.delete(f"/api/write-keys/{created['id']}", headers=admin_auth())
+    for key in ("hwk_unknown", created["key"], "test-api-key-0123456789"):
+        answer = await client.get(f"/analytics.js/v1/{key}/analytics.min.js")
+        assert answer.status_code == 404
+        assert answer.json()["code"] == "not_found"
+
+
+async def test_analytics_js_parts_are_cached_for_good_and_nothing_else_is_reachable_beside_them(client):
+    served = Path(connector.inbound.analytics_js.__file__).with_name("analytics_next")
+    name = next(served.glob("queryString.bundle.*.js")).name  # the part behind the ajs_ query string
+    answer = await client.get(f"/analytics-next/bundles/{name}")
+    assert answer.status_code == 200
+    assert answer.headers["cache-control"] == "public, max-age=31536000, immutable"
+    for path in ("../analytics_js.py", "..%2Fanalytics_js.py", "nothing.bundle.js"):
+        assert (await client.get(f"/analytics-next/bundles/{path}")).status_code == 404
 
 
 # --- the rate limit -----------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ origin the key does not allow). No request may go to any host but the two local 
 api.segment.io).
 """
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+import connector.inbound.analytics_js
 from tests.support.app import ServerThread, admin_auth
 from tests.support.browser import VIEWPORT
 from tests.support.dashboard import admin, call, eventually, sign_in, user_found
@@ -198,29 +200,49 @@ async def test_a_revoked_key_and_a_foreign_origin_are_refused(tab, shop, server)
     assert status["journal"].get("pending", 0) == 0
 
 
-async def test_the_setup_pages_script_tag_works_as_given_on_a_website(page, tab, shop, server):
-    # The snippet the Setup page shows, pasted into a page of the shop, which serves the UMD bundle's folder where
-    # the snippet says. A reader comes from a newsletter (analytics.js's ajs_ query string) and clicks a tracked
-    # link: analytics.js loads those two optional parts of itself, from the shop (the tab fails on any other host).
+async def test_the_setup_pages_snippet_works_as_given_on_a_website(page, tab, shop, server):
+    # The snippet the Setup page shows, pasted into a page of the shop: analytics.js comes from the connector.
+    # A reader comes from a newsletter (analytics.js's ajs_ query string) and clicks a tracked link: analytics.js
+    # loads those two optional parts of itself, from the connector too (the tab fails on any other host).
     await sign_in(page, server, at="#/setup")
     await page.get_by_label("Website name").fill("The shop")
     await page.get_by_role("button", name="Create write key").click()
-    await expect(page.locator("#write-key-snippet")).to_contain_text('writeKey: "hwk_')  # the new key, filled in
+    await expect(page.locator("#write-key-snippet")).to_contain_text('_writeKey = "hwk_')  # the new key, filled in
     snippet = await page.locator("#write-key-snippet").text_content()
     PAGES["snippet"] = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Pasted</title></head>
 <body><a id="more" href="#more">More</a>
 {snippet}
+<script>analytics.track("Read the page")</script>
 </body></html>"""
+    scripts: list[str] = []
+    tab.page.on("request", lambda request: scripts.append(request.url) if request.resource_type == "script" else None)
     await tab.page.goto(f"{shop.url}/pages/snippet?ajs_uid=reader&ajs_event=Opened%20the%20newsletter")
-    await tab.page.wait_for_function("() => typeof window.analytics.trackLink === 'function'")  # loaded
+    await tab.page.wait_for_function("() => typeof window.analytics.initialized === 'boolean'")  # analytics.js ran
     await tab.page.evaluate("analytics.trackLink(document.getElementById('more'), 'Read more')")
     await tab.page.click("#more")
     profile = await eventually(lambda: _has_event(server, "reader", "Read more"))
-    assert {"page", "Opened the newsletter", "Read more"} <= {event["event"] for event in profile["recent_events"]}
+    events = {event["event"] for event in profile["recent_events"]}
+    assert {"page", "Read the page", "Opened the newsletter", "Read more"} <= events  # queued calls included
     for event in profile["recent_events"]:
         assert event["context"]["page"]["path"] == "/pages/snippet", event
         assert event["context"]["library"]["name"] == "analytics.js", event
+    assert scripts[0].startswith(f"{server.url}/analytics.js/v1/hwk_"), scripts
+    parts = [url for url in scripts[1:] if url.startswith(f"{server.url}/analytics-next/bundles/")]
+    assert len(parts) == len(scripts) - 1 >= 2, scripts  # the query string's part and trackLink's
+
+
+async def test_the_connector_serves_analytics_js_as_the_pinned_npm_package_has_it():
+    # What websites load from the connector is the package the browser tests run, unchanged:
+    # scripts/vendor-analytics-next copies it again after tests/package.json changes.
+    served = Path(connector.inbound.analytics_js.__file__).with_name("analytics_next")
+    pinned = json.loads((Path(__file__).parents[1] / "package.json").read_text())["devDependencies"]
+    assert (served / "VERSION").read_text().strip() == pinned["@segment/analytics-next"]
+    wanted = {path.name for path in UMD.iterdir() if path.name == "standalone.js" or ".bundle." in path.name}
+    wanted = {name for name in wanted if name.endswith(".js")}
+    assert {path.name for path in served.glob("*.js")} == wanted
+    for name in wanted:
+        assert (served / name).read_bytes() == (UMD / name).read_bytes(), name
 
 
 async def test_a_rate_limited_page_reads_how_long_to_wait(tab, server):

@@ -29,7 +29,9 @@ async def test_setup_creates_a_write_key_shows_its_code_and_revokes_it(page, ser
     assert key is not None, npm
     assert f'cdnURL: "{server.url}"' in npm
     snippet = await page.locator("#write-key-snippet").text_content() or ""
-    assert key[1] in snippet and f'cdnURL: "{server.url}"' in snippet
+    assert f'_writeKey = "{key[1]}"' in snippet and f'_cdn = "{server.url}"' in snippet
+    await page.get_by_role("button", name="Copy the snippet").click()
+    assert await page.evaluate("navigator.clipboard.readText()") == snippet
     track = {"userId": "u1", "event": "Signed up"}
     sent = await call(
         server, "POST", "/v1/t", headers={"Origin": "https://shop.example", **basic_auth(key[1])}, json=track

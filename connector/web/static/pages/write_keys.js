@@ -19,20 +19,44 @@ export function npmCode(writeKey, connector) {
   ].join("\n");
 }
 
-// The UMD bundle loads its optional parts (trackLink, ajs_ query strings, ...) from `window.analytics._cdn` +
-// "/analytics-next/bundles/", fixed when it runs, else from Segment's CDN: served by the site, it names the site.
+// The snippet queues the calls made before analytics.js arrives (window.analytics as an array of
+// [method, ...arguments]: what its standalone build replays) and loads analytics.js from the connector, which
+// serves it as Segment's CDN does; `_cdn` makes it read its settings and its optional parts there too.
 export function snippet(writeKey, connector) {
   return [
-    `<!-- Serve the dist/umd folder of @segment/analytics-next@${ANALYTICS_NEXT} (npm pack, or node_modules) from this site`,
-    "     as /analytics-next/bundles/: with _cdn, analytics.js loads its parts from there, not from Segment's CDN. -->",
-    "<script>window.analytics = { _cdn: location.origin };</script>",
-    '<script src="/analytics-next/bundles/index.js"></script>',
     "<script>",
-    "  AnalyticsNext.AnalyticsBrowser",
-    `    .load({ writeKey: "${writeKey}", cdnURL: "${connector}" })`,
-    "    .then(([analytics]) => { window.analytics = analytics; analytics.page(); });",
+    "  (function () {",
+    "    var analytics = (window.analytics = window.analytics || []);",
+    "    if (analytics.invoked) return;",
+    "    analytics.invoked = true;",
+    `    analytics._writeKey = "${writeKey}";`,
+    `    analytics._cdn = "${connector}";`,
+    '    ["page", "identify", "track", "group", "alias", "screen", "reset", "ready", "trackLink", "trackForm",',
+    '     "on", "once", "off", "addSourceMiddleware", "setAnonymousId", "debug"].forEach(function (method) {',
+    "      analytics[method] = function () {",
+    "        analytics.push([method].concat(Array.prototype.slice.call(arguments)));",
+    "        return analytics;",
+    "      };",
+    "    });",
+    '    var script = document.createElement("script");',
+    "    script.async = true;",
+    '    script.src = analytics._cdn + "/analytics.js/v1/" + analytics._writeKey + "/analytics.min.js";',
+    "    document.head.appendChild(script);",
+    "    analytics.page();",
+    "  })();",
     "</script>",
   ].join("\n");
+}
+
+function copyButton(code, label, status) {
+  return h("button", { type: "button", className: "secondary", "aria-label": label, onclick: async () => {
+    try {
+      await navigator.clipboard.writeText(code.textContent);
+      say(status, "Copied to the clipboard.", "ok");
+    } catch (error) {
+      say(status, `Could not copy (${error.message}); select the code and copy it by hand.`, "error");
+    }
+  } }, "Copy");
 }
 
 function origins(text) {
@@ -46,8 +70,8 @@ export function writeKeysCard(connector) {
   const chooser = h("select", { id: "write-key-choice" });
   const choice = h("div", { className: "row", hidden: true }, h("label", { htmlFor: "write-key-choice" }, "Code for"),
     chooser); // no key, nothing to choose: the code below shows where a key goes
-  const npm = h("pre", { id: "write-key-npm", tabIndex: 0 });
-  const tag = h("pre", { id: "write-key-snippet", tabIndex: 0 });
+  const npm = h("pre", { id: "write-key-npm", className: "whole", tabIndex: 0 });
+  const tag = h("pre", { id: "write-key-snippet", className: "whole", tabIndex: 0 });
   const name = h("input", { id: "write-key-name", required: true, maxLength: 200, placeholder: "Marketing site" });
   const allowed = h("input", { id: "write-key-origins", placeholder: "https://shop.example https://www.shop.example" });
 
@@ -110,7 +134,7 @@ export function writeKeysCard(connector) {
       + "this connector (/v1). It is public, so it opens nothing else: not /segment, not this dashboard, and no "
       + "deletion. Allowed origins limit it to your sites."),
     form, status, list, choice,
-    h("h4", {}, "With npm"), npm,
-    h("h4", {}, "Or with a script tag"), tag);
+    h("div", { className: "row" }, h("h4", {}, "With npm"), copyButton(npm, "Copy the npm code", status)), npm,
+    h("div", { className: "row" }, h("h4", {}, "Or with a script tag"), copyButton(tag, "Copy the snippet", status)), tag);
   return { section, load };
 }

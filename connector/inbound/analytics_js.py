@@ -1,0 +1,58 @@
+"""analytics.js itself, served to websites as Segment's CDN serves it, so that a page needs no Segment host.
+
+The files are @segment/analytics-next's standalone build and the parts it loads on demand (trackLink, the
+ajs_ query string, ...), copied unchanged from the npm package pinned in tests/package.json
+(scripts/vendor-analytics-next) into `analytics_next/`:
+
+- `GET /analytics.js/v1/{write_key}/analytics.min.js`: the standalone build, at the path of Segment's CDN
+  (`cdn.segment.com/analytics.js/v1/<write key>/analytics.min.js`). 404 for an unknown or revoked key, as
+  the CDN settings answer (project_settings.py). Cached a few minutes, as Segment's CDN does: a new
+  version reaches pages soon.
+- `GET /analytics-next/bundles/{name}`: the parts. Their names carry their content's hash, so they are
+  cached for good.
+
+The standalone build takes the host it reads its settings and parts from from `window.analytics._cdn` (the
+Setup page's snippet sets it to the connector) and the write key from `window.analytics._writeKey`. Like
+the dashboard's files, these are public: they are the same for everyone and hold no data.
+"""
+
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+from connector.core.runtime import Runtime
+from connector.inbound import write_keys
+from connector.inbound.errors import InboundError
+from connector.inbound.routes import inbound_endpoint
+
+FILES = Path(__file__).with_name("analytics_next")
+STANDALONE = (FILES / "standalone.js").read_bytes()
+JAVASCRIPT = "text/javascript; charset=utf-8"
+LOADER_CACHE = "public, max-age=300"
+PART_CACHE = "public, max-age=31536000, immutable"
+
+
+@inbound_endpoint("analytics_js")
+async def loader(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    if await write_keys.find(runtime.engine, request.path_params["write_key"]) is None:
+        raise InboundError(404, "no active write key with this value")
+    return Response(STANDALONE, media_type=JAVASCRIPT, headers={"Cache-Control": LOADER_CACHE})
+
+
+class Parts(StaticFiles):
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        if response.status_code == 200:
+            response.headers["Cache-Control"] = PART_CACHE
+        return response
+
+
+routes = [
+    Route("/analytics.js/v1/{write_key:str}/analytics.min.js", loader, methods=["GET"]),
+    Mount("/analytics-next/bundles", Parts(directory=FILES), name="analytics_next"),
+]
