@@ -51,29 +51,39 @@ class WorkspaceError(Exception):
 
 @dataclass
 class Target:
-    """What a source should hold: the Webhooks destination whose settings point at this connector."""
+    """What a source should hold: the Webhooks destination whose settings point at this connector.
+
+    A destination the connector created holds its hook alone. One it adopted (set up by hand, already pointing
+    here) may hold others (a Webhooks destination takes up to five): those are someone else's and are kept."""
 
     hook: str
     authorization: str
     shared_secret: str | None
 
-    def settings(self) -> dict[str, Any]:
-        hooks = [{"hook": self.hook, "headers": [{"key": "Authorization", "value": self.authorization}]}]
-        return {"hooks": hooks, **({"sharedSecret": self.shared_secret} if self.shared_secret else {})}
+    def ours(self) -> dict[str, Any]:
+        return {"hook": self.hook, "headers": [{"key": "Authorization", "value": self.authorization}]}
+
+    def settings(self, destination: dict[str, Any] | None = None, adopted: bool = False) -> dict[str, Any]:
+        others = [hook for hook in _hooks(destination) if hook.get("hook") != self.hook] if adopted else []
+        return {"hooks": [self.ours(), *others], **({"sharedSecret": self.shared_secret} if self.shared_secret else {})}
 
     def points_here(self, destination: dict[str, Any]) -> bool:
-        hooks = (destination.get("settings") or {}).get("hooks") or []
-        return any(isinstance(hook, dict) and hook.get("hook") == self.hook for hook in hooks)
+        return any(hook.get("hook") == self.hook for hook in _hooks(destination))
 
-    def problems(self, destination: dict[str, Any]) -> list[str]:
+    def problems(self, destination: dict[str, Any], adopted: bool = False) -> list[str]:
         """What differs from what it should be, in words (empty: it matches)."""
-        settings = destination.get("settings") or {}
         problems = [] if destination.get("enabled") else ["disabled"]
-        if settings.get("hooks") != self.settings()["hooks"]:
+        hooks = _hooks(destination)
+        if [hook for hook in hooks if adopted is False or hook.get("hook") == self.hook] != [self.ours()]:
             problems.append("its URL or Authorization header was changed")
-        if self.shared_secret and settings.get("sharedSecret") != self.shared_secret:
+        if self.shared_secret and (destination.get("settings") or {}).get("sharedSecret") != self.shared_secret:
             problems.append("its shared secret differs")
         return problems
+
+
+def _hooks(destination: dict[str, Any] | None) -> list[dict[str, Any]]:
+    hooks = ((destination or {}).get("settings") or {}).get("hooks")
+    return [hook for hook in hooks if isinstance(hook, dict)] if isinstance(hooks, list) else []
 
 
 def target_of(runtime: Runtime, settings: ConnectorSettings, api_key: str) -> Target:
@@ -257,7 +267,7 @@ async def _destinations(
 ) -> list[dict[str, Any]]:
     """Exactly one Webhooks destination to this connector on each source; none left where no longer wanted."""
     previous = (state or {}).get("destinations") or []
-    managed = {entry["destination_id"] for entry in previous}
+    managed = {entry["destination_id"]: bool(entry.get("adopted")) for entry in previous}  # id -> adopted
     result = []
     for source_id in dict.fromkeys(sources):
         ours = [
@@ -266,7 +276,7 @@ async def _destinations(
             if destination["id"] in managed
             or ((destination.get("metadata") or {}).get("id") == found.webhooks_id and target.points_here(destination))
         ]
-        result.append(await _one_destination(api, found, target, source_id, ours, done))
+        result.append(await _one_destination(api, found, target, source_id, ours, managed, done))
     for entry in previous:
         if entry["source_id"] not in sources:
             await _delete(api, entry["destination_id"])
@@ -275,16 +285,24 @@ async def _destinations(
 
 
 async def _one_destination(
-    api: PublicApi, found: Found, target: Target, source_id: str, ours: list[dict[str, Any]], done: list[dict[str, Any]]
+    api: PublicApi,
+    found: Found,
+    target: Target,
+    source_id: str,
+    ours: list[dict[str, Any]],
+    managed: dict[str, bool],
+    done: list[dict[str, Any]],
 ) -> dict[str, Any]:
+    adopted = False
     if not ours:
         destination_id = await api.create_destination(source_id, found.webhooks_id, DESTINATION_NAME, target.settings())
         action = "created"
     else:
         keep, *extra = ours
-        destination_id, problems = keep["id"], target.problems(keep)
+        adopted = managed.get(keep["id"], True)  # one the connector did not create was adopted
+        destination_id, problems = keep["id"], target.problems(keep, adopted)
         if problems:
-            await api.update_destination(destination_id, target.settings())
+            await api.update_destination(destination_id, target.settings(keep, adopted))
         action = "updated" if problems else "unchanged"
         for duplicate in extra:  # never two: a second one would deliver every message twice
             await _delete(api, duplicate["id"])
@@ -298,7 +316,7 @@ async def _one_destination(
     }
     if action != "unchanged":
         done.append({"kind": "destination", "action": action, **entry})
-    return {**entry, "action": action}
+    return {**entry, "action": action, "adopted": adopted}
 
 
 async def _delete(api: PublicApi, destination_id: str) -> None:
@@ -325,7 +343,9 @@ def _state(
         "workspace": {key: found.workspace.get(key) for key in ("id", "slug", "name")},
         "region": region,
         "source_ids": chosen,
-        "destinations": [{key: d[key] for key in ("source_id", "source_name", "destination_id")} for d in destinations],
+        "destinations": [
+            {key: d[key] for key in ("source_id", "source_name", "destination_id", "adopted")} for d in destinations
+        ],
         "back_source": _source_shown(back),
     }
 
@@ -377,7 +397,9 @@ async def _checked(api: PublicApi, target: Target, entry: dict[str, Any]) -> dic
             raise
         connected = []
     destination = next((d for d in connected if d["id"] == entry["destination_id"]), None)
-    problems = ["deleted in Segment"] if destination is None else target.problems(destination)
+    problems = (
+        ["deleted in Segment"] if destination is None else target.problems(destination, entry.get("adopted", False))
+    )
     return {**entry, "matches": not problems, "problems": problems}
 
 

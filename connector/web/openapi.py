@@ -198,8 +198,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "source": {**ANY_OBJECT, "description": "the HTTP API source the connector sends back through"},
             "destinations": {
                 "type": "array",
-                "items": _object({"source_id": TEXT, "destination_id": TEXT, "action": TEXT}),
-                "description": "the Webhooks destination on each source: created, updated or unchanged",
+                "items": _object(
+                    {"source_id": TEXT, "destination_id": TEXT, "action": TEXT, "adopted": {"type": "boolean"}}
+                ),
+                "description": "the Webhooks destination on each source: created, updated or unchanged; adopted: "
+                "one set up by hand that already pointed here (its other hooks are kept)",
             },
             "done": {"type": "array", "items": ANY_OBJECT, "description": "every change made in Segment"},
             "settings_changed": TEXTS,

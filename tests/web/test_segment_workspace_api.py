@@ -135,7 +135,44 @@ async def test_a_webhooks_destination_already_pointing_here_is_adopted_and_never
         "source_name": "Website",
         "destination_id": "by-hand-1",
         "action": "updated",
+        "adopted": True,
     }
+
+
+async def test_an_adopted_webhooks_destination_keeps_the_other_hooks_it_delivers_to(client, public_api):
+    """A destination set up by hand may hold up to five hooks; the connector's is one of them, the others are
+    someone else's: adopting it changes only the connector's hook, and connecting again changes nothing."""
+    website = source_id(public_api, "Website")
+    others = [{"hook": "https://crm.example.com/segment", "headers": [{"key": "X-Token", "value": "crm"}]}]
+    public_api.destinations["by-hand"] = {
+        "id": "by-hand",
+        "name": "by hand",
+        "enabled": True,
+        "metadata": {"id": WEBHOOKS_ID, "name": "Webhooks"},
+        "sourceId": website,
+        "settings": {"hooks": [*others, {"hook": HOOK, "headers": []}]},
+    }
+    assert (await connect(client, website)).status_code == 200
+    hooks = public_api.destinations["by-hand"]["settings"]["hooks"]
+    assert [hook for hook in hooks if hook["hook"] != HOOK] == others
+    assert [hook for hook in hooks if hook["hook"] == HOOK] == [
+        {"hook": HOOK, "headers": [{"key": "Authorization", "value": AUTHORIZATION}]}
+    ]
+    assert (await client.get("/api/segment-workspace", headers=admin_auth())).json()["matches"] is True
+    writes = len(public_api.writes())
+    assert (await connect(client, website)).status_code == 200
+    assert public_api.writes()[writes:] == []
+
+
+async def test_a_hook_edited_in_a_destination_the_connector_created_is_put_back_not_kept_beside_it(client, public_api):
+    website = source_id(public_api, "Website")
+    await connect(client, website)
+    (created,) = public_api.on_source(website)
+    created["settings"]["hooks"][0]["hook"] = "https://typo.example.com/segment"
+    await connect(client, website)
+    assert created["settings"]["hooks"] == [
+        {"hook": HOOK, "headers": [{"key": "Authorization", "value": AUTHORIZATION}]}
+    ]
 
 
 async def test_a_source_no_longer_chosen_loses_the_destination_the_connector_put_there(client, public_api):
