@@ -5,8 +5,9 @@ files), written out here by hand: a Bearer token; every answer `{"data": ...}`; 
 `{"errors": [{"type", "message"}]}`; lists need the query `pagination.count` (and take `pagination.cursor`)
 and answer `pagination` with `current`, `next` (null on the last page), `previous` and `totalEntries`;
 `POST /sources` answers 201 with `{"source": SourceV1}`, `POST /destinations` 200 with
-`{"destination": DestinationV1}`, `PATCH /destinations/{id}` likewise, `DELETE /destinations/{id}`
-`{"status": "SUCCESS"}`. A body missing a required field, or a Webhooks destination whose settings are not
+`{"destination": DestinationV1}` (a Webhooks one's settings filled with the catalog's defaults),
+`PATCH /destinations/{id}` likewise, `DELETE /destinations/{id}` `{"status": "SUCCESS"}`. A body missing a
+required field, or a Webhooks destination whose settings are not
 `{"hooks": [{"hook", "headers": [{"key", "value"}]}], "sharedSecret"?}`, gets 400 as Segment gives it.
 
 It pages with PAGE_SIZE items whatever count is asked (Segment caps the count too), so every list is paged;
@@ -52,6 +53,9 @@ SOURCE_CATALOG = [
     {"id": "meta-http-api", "name": "HTTP API", "slug": "http-api"},
 ]
 WEBHOOKS_ID = "meta-webhooks"
+# Segment answers a classic Webhooks destination's settings with every one of the catalog's, unset ones at their
+# default (its catalog: globalHook, hooks, sharedSecret; destinations exported by terraform-provider-segment).
+WEBHOOKS_DEFAULTS = {"globalHook": "", "hooks": [], "sharedSecret": ""}
 
 
 def _error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -265,7 +269,9 @@ class FakePublicApi(ServerThread):
             "enabled": bool(body.get("enabled", False)),
             "metadata": {**metadata, "description": "", "logos": {}, "options": []},
             "sourceId": body["sourceId"],
-            "settings": body["settings"],
+            "settings": {**WEBHOOKS_DEFAULTS, **body["settings"]}
+            if metadata["id"] == WEBHOOKS_ID
+            else body["settings"],
         }
         return JSONResponse({"data": {"destination": self.destinations[destination_id]}})
 

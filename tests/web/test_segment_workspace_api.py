@@ -66,7 +66,9 @@ async def test_connecting_puts_one_webhooks_destination_on_each_chosen_source_an
         assert destination["metadata"]["id"] == WEBHOOKS_ID  # "Webhooks", not "Webhooks (Actions)"
         assert destination["enabled"] is True
         assert destination["settings"] == {
-            "hooks": [{"hook": HOOK, "headers": [{"key": "Authorization", "value": AUTHORIZATION}]}]
+            "globalHook": "",
+            "hooks": [{"hook": HOOK, "headers": [{"key": "Authorization", "value": AUTHORIZATION}]}],
+            "sharedSecret": "",  # unset: Segment's default
         }
     settings = await settings_of(client)
     assert settings["write_key"].endswith(back["writeKeys"][0][-4:])
