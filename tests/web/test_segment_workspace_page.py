@@ -89,3 +89,30 @@ async def test_a_wrong_token_is_said_in_words_on_the_page(page, own_url_server):
     await card.get_by_role("button", name="List sources").click()
     await expect(page.locator("#workspace-sources-status")).to_contain_text("Segment refused the token (401)")
     await expect(card.get_by_text("Sources that send to this connector:")).to_be_hidden()
+
+
+async def test_changing_sources_keeps_the_chosen_ones_on_pages_not_listed_and_the_workspaces_region(
+    page, own_url_server, public_api
+):
+    """Backend is on the sources' second page: ticking another source on the first must not drop it; and an EU
+    workspace is listed and connected again in the EU."""
+    website, mobile, backend = (
+        next(s["id"] for s in public_api.sources.values() if s["name"] == name)
+        for name in ("Website", "Mobile app", "Backend")
+    )
+    body = {"token": OWNER_TOKEN, "region": "eu", "source_ids": [website, backend]}
+    await admin(own_url_server, "POST", "/api/segment-workspace", json=body)
+    await sign_in(page, own_url_server, at="#/setup")
+    card = page.locator("#segment-workspace")
+    await card.get_by_role("button", name="Change sources").click()
+    await expect(card.get_by_label("Region")).to_have_value("eu")
+    await card.get_by_role("button", name="List sources").click()
+    await expect(card.get_by_label("Website (Javascript)")).to_be_checked()
+    await card.get_by_label("Mobile app (iOS)").check()
+    await card.get_by_role("button", name="Connect", exact=True).click()
+    await expect(page.locator("#workspace-changes")).to_contain_text("on Mobile app")
+    await expect(page.locator("#workspace-changes")).not_to_contain_text("deleted")
+    state = await admin(own_url_server, "GET", "/api/segment-workspace")
+    assert state["region"] == "eu"
+    assert sorted(state["source_ids"]) == sorted([website, mobile, backend])
+    assert len(public_api.on_source(backend)) == 1

@@ -13,7 +13,8 @@ function changeLine(change) {
   return `${what}: ${ACTIONS[change.action] ?? change.action}`;
 }
 
-// The sources to tick, listed a page at a time; `chosen` starts ticked.
+// The sources to tick, listed a page at a time; `chosen` starts ticked. A chosen source on a page not listed
+// yet stays chosen: connecting would otherwise delete its destination unseen.
 function sourcePicker(credentials, chosen) {
   const list = h("ul", { className: "checks", id: "workspace-sources" });
   const more = h("button", { type: "button", className: "secondary", hidden: true }, "More sources");
@@ -37,16 +38,22 @@ function sourcePicker(credentials, chosen) {
     }
   }
   more.addEventListener("click", load);
-  const ticked = () => [...list.querySelectorAll("input:checked")].map((box) => box.value);
+  const boxes = () => [...list.querySelectorAll("input")];
+  const ticked = () => {
+    const listed = new Set(boxes().map((box) => box.value));
+    return [...boxes().filter((box) => box.checked).map((box) => box.value),
+      ...[...chosen].filter((id) => !listed.has(id))];
+  };
   return { node: h("div", {}, heading, list, more, status),
     load, ticked };
 }
 
-function connectForm(refresh, chosen = new Set(), connected = false) {
+function connectForm(refresh, chosen = new Set(), connected = null) {
   const token = h("input", { id: "workspace-token", type: "password", autocomplete: "off",
     placeholder: connected ? "the stored token is used" : "" });
   const region = h("select", { id: "workspace-region" },
     h("option", { value: "us" }, "US (api.segmentapis.com)"), h("option", { value: "eu" }, "EU (eu1.api.segmentapis.com)"));
+  region.value = connected?.region ?? "us"; // changing sources stays in the connected workspace's region
   const status = statusLine("workspace-status");
   const credentials = () => ({ token: token.value || undefined, region: region.value });
   const picker = sourcePicker(credentials, chosen);
@@ -104,7 +111,7 @@ function connectedView(state, refresh) {
   });
   const change = h("button", { type: "button", className: "secondary" }, "Change sources");
   const holder = h("div", {});
-  change.addEventListener("click", () => holder.replaceChildren(connectForm(refresh, new Set(state.source_ids), true)));
+  change.addEventListener("click", () => holder.replaceChildren(connectForm(refresh, new Set(state.source_ids), state)));
   const rows = state.destinations.map((entry) => h("li", { "data-source": entry.source_id },
     `Webhooks destination on ${entry.source_name ?? entry.source_id} (${entry.destination_id}): ${drift(entry)}`));
   return h("div", { id: "workspace-connected" },
