@@ -104,8 +104,12 @@ def slug_of(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", plain.lower()).strip("-") or "segment-connector"
 
 
-def in_words(error: PublicApiError) -> WorkspaceError:
-    """A Public API failure as the user reads it (`done` is added by the caller)."""
+SAVED_NOTHING = "nothing was saved in the settings, try again later"
+
+
+def in_words(error: PublicApiError, then: str = SAVED_NOTHING) -> WorkspaceError:
+    """A Public API failure as the user reads it (`done` is added by the caller); `then`, after Segment's own
+    failure, what it left and what to do."""
     if error.kind == "token":
         return WorkspaceError(400, "Segment refused the token (401): check it is copied whole and not revoked", "token")
     if error.kind == "scope":
@@ -115,8 +119,7 @@ def in_words(error: PublicApiError) -> WorkspaceError:
         return WorkspaceError(400, f"Segment found nothing at {error.call} (404): {error.message}", "source_ids")
     if error.kind == "refused":
         return WorkspaceError(400, f"Segment refused {error.call} ({error.status}): {error.message}")
-    message = f"{error.message} ({error.call}); nothing was saved in the settings, try again later"
-    return WorkspaceError(502, message)
+    return WorkspaceError(502, f"{error.message} ({error.call}); {then}")
 
 
 # --- the stored state ---------------------------------------------------------
@@ -376,7 +379,7 @@ async def status(runtime: Runtime) -> dict[str, Any]:
             destinations = [await _checked(api, target, entry) for entry in state["destinations"]]
             source = _source_checked(state["back_source"], await api.sources(), settings, state["region"])
         except PublicApiError as error:
-            raise in_words(error) from None
+            raise in_words(error, "try again later") from None
     return {
         "connected": True,
         "token": mask_secret(token),
@@ -386,6 +389,19 @@ async def status(runtime: Runtime) -> dict[str, Any]:
         "source": source,
         "destinations": destinations,
         "matches": source["matches"] and all(entry["matches"] for entry in destinations),
+    }
+
+
+async def unchecked(runtime: Runtime) -> dict[str, Any]:
+    """The connected workspace as the last connect saved it, not re-read (for when Segment cannot be read)."""
+    state, token = await read_state(runtime.engine), await read_secret(runtime.engine, SEGMENT_PUBLIC_API_TOKEN)
+    if state is None or token is None:
+        return {"connected": False}
+    return {
+        "connected": True,
+        "token": mask_secret(token),
+        **{key: state[key] for key in ("region", "workspace", "source_ids", "destinations")},
+        "source": state["back_source"],
     }
 
 
@@ -429,7 +445,7 @@ async def disconnect(runtime: Runtime) -> dict[str, Any]:
                 try:
                     await _delete(api, entry["destination_id"])
                 except PublicApiError as error:
-                    failure = in_words(error)
+                    failure = in_words(error, "the token is kept: disconnecting again completes it")
                     failure.done = [{"kind": "destination", "action": "deleted", **d} for d in deleted]
                     raise failure from None
                 deleted.append(entry)
@@ -447,6 +463,6 @@ async def sources_page(runtime: Runtime, token: str | None, region: str | None, 
         try:
             sources, following = await api.sources_page(cursor)
         except PublicApiError as error:
-            raise in_words(error) from None
+            raise in_words(error, "try again later") from None
     chosen = set((state or {}).get("source_ids") or [])
     return {"sources": [{**_source_shown(s), "chosen": s["id"] in chosen} for s in sources], "next": following}

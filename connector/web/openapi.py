@@ -219,11 +219,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "destinations": {
                 "type": "array",
                 "items": _object(
-                    {"source_id": TEXT, "destination_id": TEXT, "matches": {"type": "boolean"}, "problems": TEXTS}
+                    {"source_id": TEXT, "destination_id": TEXT},
+                    {"matches": {"type": "boolean"}, "problems": TEXTS, "adopted": {"type": "boolean"}},
                 ),
+                "description": "`matches` and `problems` once re-read from Segment (absent with `error`)",
             },
             "matches": {"type": "boolean"},
-            "error": TEXT,
+            "error": {**TEXT, "description": "Segment could not be read: the rest is what the last connect saved"},
         },
     ),
     "WorkspaceDisconnected": _object(

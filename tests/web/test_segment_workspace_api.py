@@ -304,6 +304,21 @@ async def test_segment_down_on_a_first_connect_leaves_the_settings_untouched(cli
     assert rerun.status_code == 200 and rerun.json()["source"]["action"] == "found"
 
 
+async def test_a_status_segment_cannot_answer_says_why_and_keeps_what_the_last_connect_saved(client, public_api):
+    website = source_id(public_api, "Website")
+    await connect(client, website)
+    public_api.fail(503, count=1000, prefix="GET")
+    status = (await client.get("/api/segment-workspace", headers=admin_auth())).json()
+    assert status["connected"] is True and status["workspace"]["name"] == "Acme"
+    assert status["error"] == "Segment's Public API failed (503) (GET /); try again later"
+    assert [entry["source_id"] for entry in status["destinations"]] == [website, status["source"]["id"]]
+    assert "matches" not in status and status["token"].endswith(OWNER_TOKEN[-4:])
+    public_api.fail(503, count=1000, prefix="DELETE")
+    refused = await client.delete("/api/segment-workspace", headers=admin_auth())
+    assert refused.status_code == 502
+    assert refused.json()["message"].endswith("the token is kept: disconnecting again completes it")
+
+
 async def test_a_public_api_that_does_not_answer_is_a_502(client, public_api, monkeypatch):
     monkeypatch.setattr(public_api_client, "TIMEOUT_SECONDS", 0.3)
     public_api.stall(2.0, count=1, prefix="GET /")

@@ -116,3 +116,18 @@ async def test_changing_sources_keeps_the_chosen_ones_on_pages_not_listed_and_th
     assert state["region"] == "eu"
     assert sorted(state["source_ids"]) == sorted([website, mobile, backend])
     assert len(public_api.on_source(backend)) == 1
+
+
+async def test_when_segment_cannot_be_read_the_connected_workspace_stays_on_the_page_with_the_reason(
+    page, own_url_server, public_api, screenshots, request
+):
+    website = next(s["id"] for s in public_api.sources.values() if s["name"] == "Website")
+    await admin(own_url_server, "POST", "/api/segment-workspace", json={"token": OWNER_TOKEN, "source_ids": [website]})
+    public_api.fail(503, count=1000, prefix="GET")
+    await sign_in(page, own_url_server, at="#/setup")
+    connected = page.locator("#workspace-connected")
+    await expect(connected).to_contain_text("Acme")
+    await expect(page.locator("#workspace-verdict")).to_contain_text("Segment's Public API failed (503)")
+    await expect(page.locator("#workspace-verdict")).not_to_contain_text("nothing was saved")
+    await expect(connected.get_by_role("button", name="Disconnect")).to_be_visible()
+    await page.screenshot(path=str(screenshots / f"{request.node.callspec.id}-setup-unreadable.png"), full_page=True)

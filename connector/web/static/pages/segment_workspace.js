@@ -84,7 +84,14 @@ function connectForm(refresh, chosen = new Set(), connected = null) {
 }
 
 function drift(item) {
+  if (item.matches === undefined) return "not checked"; // Segment could not be read
   return item.matches ? "matches" : `drifted: ${item.problems.join("; ")}`;
+}
+
+function verdict(state) {
+  const [kind, words] = state.error ? ["error", `Segment could not be read: ${state.error}`]
+    : state.matches ? ["ok", "Everything matches."] : ["error", "Something drifted: Repair puts it back."];
+  return h("p", { className: "status", "data-kind": kind, id: "workspace-verdict" }, words);
 }
 
 function connectedView(state, refresh) {
@@ -121,8 +128,7 @@ function connectedView(state, refresh) {
       ["Sends back through", `HTTP API source ${state.source.slug}: ${drift(state.source)}`],
     ]),
     h("ul", { className: "workspace-destinations" }, rows),
-    h("p", { className: "status", "data-kind": state.matches ? "ok" : "error", id: "workspace-verdict" },
-      state.matches ? "Everything matches." : "Something drifted in Segment: Repair puts it back."),
+    verdict(state),
     h("div", { className: "row" }, repair, change, disconnect), status, holder);
 }
 
@@ -154,9 +160,7 @@ export async function workspaceCard() {
   section.id = "segment-workspace";
   async function refresh(changes = []) {
     const state = await api("GET", "/api/segment-workspace");
-    const body = state.connected && !state.error ? connectedView(state, refresh)
-      : h("div", {}, state.error ? h("p", { className: "status", "data-kind": "error" }, state.error) : null,
-        connectForm(refresh));
+    const body = state.connected ? connectedView(state, refresh) : connectForm(refresh);
     const done = changes.length
       ? h("div", { id: "workspace-changes" }, h("p", {}, "What changed:"), h("ul", {}, changes.map((line) => h("li", {}, line))))
       : null;
