@@ -56,6 +56,17 @@ async def test_the_round_trip_works_and_says_how_long_it_took_and_the_test_event
     await http.aclose()
 
 
+async def test_with_a_shared_secret_the_round_trip_comes_back_signed_and_works(own_url_server, public_api, segment_api):
+    """Segment signs what a Webhooks destination with a shared secret delivers; /segment then requires it."""
+    async with httpx.AsyncClient(base_url=own_url_server.url, headers=admin_auth()) as http:
+        assert (await http.put("/api/settings", json={"shared_secret": "s3cret-shared-value"})).status_code == 200
+    http = await connected(own_url_server, public_api, segment_api)
+    answer = (await http.post("/api/segment-workspace/round-trip", json={"wait_seconds": 15})).json()
+    assert answer["outcome"] == "works", answer
+    assert [status for status, _ in segment_api.deliveries] == [200]
+    await http.aclose()
+
+
 async def test_a_test_event_that_never_comes_back_blames_the_destination(own_url_server, public_api, segment_api):
     http = await connected(own_url_server, public_api, segment_api)
     for destination in public_api.destinations.values():
