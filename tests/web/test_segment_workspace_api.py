@@ -241,6 +241,17 @@ async def test_an_unknown_source_is_a_400_naming_it_before_anything_is_changed(c
     assert public_api.writes() == []
 
 
+async def test_a_source_segment_no_longer_finds_is_a_400_naming_it_and_nothing_is_changed(client, public_api):
+    """Listed, then gone when its destinations are read (deleted in Segment meanwhile): Segment's 404."""
+    website = source_id(public_api, "Website")
+    public_api.fail(404, count=1, prefix=f"GET /sources/{website}/connected-destinations")
+    answer = await connect(client, website)
+    assert answer.status_code == 400
+    assert answer.json()["field"] == "source_ids"
+    assert f"Segment found nothing at GET /sources/{website}/connected-destinations (404)" in answer.json()["message"]
+    assert public_api.writes() == [] and answer.json()["done"] == []
+
+
 async def test_throttling_is_waited_out_after_retry_after(client, public_api):
     public_api.fail(429, count=2, prefix="GET /catalog/destinations", retry_after=0)
     answer = await connect(client, source_id(public_api, "Website"))
