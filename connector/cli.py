@@ -438,9 +438,9 @@ def segment_workspace_sources(token: str | None, region: str | None) -> None:
     while True:
         page = _workspace_call(functools.partial(sources_page, token=token, region=region, cursor=cursor))
         for source in page["sources"]:
-            click.echo(
-                f"{source['id']}  {source['name']}  ({source['kind']}){'  [chosen]' if source['chosen'] else ''}"
-            )
+            marks = "  [chosen]" if source["chosen"] else ""
+            marks += "  [the connector sends back through it: always connected]" if source["way_back"] else ""
+            click.echo(f"{source['id']}  {source['name']}  ({source['kind']}){marks}")
         cursor = page["next"]
         if not cursor:
             return

@@ -456,8 +456,9 @@ async def disconnect(runtime: Runtime) -> dict[str, Any]:
 
 
 async def sources_page(runtime: Runtime, token: str | None, region: str | None, cursor: str | None) -> dict[str, Any]:
-    """One page of the workspace's sources to choose from, and the cursor of the next (null on the last)."""
-    state = await read_state(runtime.engine)
+    """One page of the workspace's sources to choose from, and the cursor of the next (null on the last);
+    `way_back`: the HTTP API source the connector sends back through (always connected, chosen or not)."""
+    state, slug = await read_state(runtime.engine), slug_of((await runtime.settings.current()).connector_name)
     token, region = await _token(runtime, token), _region(region, state)
     async with _client(runtime, region, token) as api:
         try:
@@ -465,4 +466,5 @@ async def sources_page(runtime: Runtime, token: str | None, region: str | None, 
         except PublicApiError as error:
             raise in_words(error, "try again later") from None
     chosen = set((state or {}).get("source_ids") or [])
-    return {"sources": [{**_source_shown(s), "chosen": s["id"] in chosen} for s in sources], "next": following}
+    shown = [{**_source_shown(s), "chosen": s["id"] in chosen, "way_back": s.get("slug") == slug} for s in sources]
+    return {"sources": shown, "next": following}

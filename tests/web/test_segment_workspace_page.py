@@ -131,3 +131,21 @@ async def test_when_segment_cannot_be_read_the_connected_workspace_stays_on_the_
     await expect(page.locator("#workspace-verdict")).not_to_contain_text("nothing was saved")
     await expect(connected.get_by_role("button", name="Disconnect")).to_be_visible()
     await page.screenshot(path=str(screenshots / f"{request.node.callspec.id}-setup-unreadable.png"), full_page=True)
+
+
+async def test_the_source_the_connector_sends_back_through_is_listed_ticked_and_said_why(
+    page, own_url_server, public_api
+):
+    """Unticking it would not take its destination away (the round trip comes back through it): it reads so."""
+    public_api.add_source("hull-segment-connector", "meta-http-api")
+    await sign_in(page, own_url_server, at="#/setup")
+    card = page.locator("#segment-workspace")
+    await card.get_by_label("Public API token").fill(OWNER_TOKEN)
+    await card.get_by_role("button", name="List sources").click()
+    await card.get_by_role("button", name="More sources").click()
+    way_back = card.get_by_label("hull-segment-connector (HTTP API): the connector sends back through it")
+    await expect(way_back).to_be_checked()
+    await expect(way_back).to_be_disabled()
+    await card.get_by_label("Website (Javascript)").check()
+    await card.get_by_role("button", name="Connect", exact=True).click()
+    await expect(page.locator("#workspace-verdict")).to_have_text("Everything matches.")

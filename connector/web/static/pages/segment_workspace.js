@@ -26,8 +26,9 @@ function sourcePicker(credentials, chosen) {
       const page = await api("POST", "/api/segment-workspace/sources", { ...credentials(), cursor: cursor ?? undefined });
       for (const source of page.sources) {
         const box = h("input", { type: "checkbox", value: source.id, id: `source-${source.id}`,
-          checked: chosen.has(source.id) || source.chosen });
-        list.append(h("li", {}, box, h("label", { htmlFor: box.id }, `${source.name ?? source.slug} (${source.kind})`)));
+          checked: chosen.has(source.id) || source.chosen || source.way_back, disabled: source.way_back });
+        const why = source.way_back ? ": the connector sends back through it, always connected" : "";
+        list.append(h("li", {}, box, h("label", { htmlFor: box.id }, `${source.name ?? source.slug} (${source.kind})${why}`)));
       }
       cursor = page.next;
       more.hidden = !cursor;
