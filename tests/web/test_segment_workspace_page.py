@@ -45,7 +45,8 @@ async def test_connecting_from_the_setup_page_lists_what_was_created_and_the_rou
         page, own_url_server, "Website (Javascript)", "Backend (HTTP API)", screenshot=picked
     )
     changes = page.locator("#workspace-changes li")
-    await expect(changes).to_have_count(3)  # Website, Backend, and the way-back source
+    await expect(changes).to_have_count(4)  # Website, Backend, the way-back source, and the write_key setting
+    await expect(changes.last).to_have_text("setting write_key: set from the workspace")
     await expect(changes.first).to_contain_text("created")
     await expect(page.locator("#workspace-verdict")).to_have_text("Everything matches.")
     await expect(page.locator("#workspace-connected")).to_contain_text("Acme")
@@ -149,3 +150,15 @@ async def test_the_source_the_connector_sends_back_through_is_listed_ticked_and_
     await card.get_by_label("Website (Javascript)").check()
     await card.get_by_role("button", name="Connect", exact=True).click()
     await expect(page.locator("#workspace-verdict")).to_have_text("Everything matches.")
+
+
+async def test_connecting_again_with_nothing_to_change_says_so(page, own_url_server, public_api):
+    website = next(s["id"] for s in public_api.sources.values() if s["name"] == "Website")
+    await admin(own_url_server, "POST", "/api/segment-workspace", json={"token": OWNER_TOKEN, "source_ids": [website]})
+    await sign_in(page, own_url_server, at="#/setup")
+    await page.get_by_role("button", name="Change sources").click()
+    await page.get_by_role("button", name="List sources").click()
+    await page.get_by_role("button", name="Connect", exact=True).click()
+    await expect(page.locator("#workspace-changes")).to_have_text(
+        "What changed:Nothing needed changing: everything was already right."
+    )

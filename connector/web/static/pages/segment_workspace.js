@@ -13,6 +13,13 @@ function changeLine(change) {
   return `${what}: ${ACTIONS[change.action] ?? change.action}`;
 }
 
+// What a connect changed, in lines; one line when nothing needed to.
+function changesOf(answer) {
+  const lines = [...answer.done.map(changeLine),
+    ...answer.settings_changed.map((name) => `setting ${name}: set from the workspace`)];
+  return lines.length ? lines : ["Nothing needed changing: everything was already right."];
+}
+
 // The sources to tick, listed a page at a time; `chosen` starts ticked. A chosen source on a page not listed
 // yet stays chosen: connecting would otherwise delete its destination unseen.
 function sourcePicker(credentials, chosen) {
@@ -69,7 +76,7 @@ function connectForm(refresh, chosen = new Set(), connected = null) {
     say(status, "Connecting…");
     try {
       const answer = await api("POST", "/api/segment-workspace", { ...credentials(), source_ids: picker.ticked() });
-      await refresh(answer.done.map(changeLine));
+      await refresh(changesOf(answer));
     } catch (error) {
       say(status, [error.message, ...(error.body.done ?? []).map(changeLine)].join(" — "), "error");
     }
@@ -101,7 +108,7 @@ function connectedView(state, refresh) {
   repair.addEventListener("click", async () => {
     try {
       const answer = await api("POST", "/api/segment-workspace", { source_ids: state.source_ids });
-      await refresh(answer.done.map(changeLine));
+      await refresh(changesOf(answer));
     } catch (error) {
       say(status, error.message, "error");
     }
