@@ -54,7 +54,10 @@ def verdict(test: dict[str, Any] | None, wait_seconds: float = WAIT_SECONDS) -> 
         return {"outcome": None, "message": "no round-trip test has run yet"}
     shown = {"sent_at": format_timestamp(test["sent_at"])}
     if test["refused"]:
-        message = f"Segment refused the test event on the way out (check the write key): {test['refused']}"
+        message = (
+            "Segment refused the test event on the way out (check the write key, and segment_api_host: "
+            f"the region's tracking host): {test['refused']}"
+        )
         return {**shown, "outcome": "refused", "message": message}
     if test["arrived_at"]:
         seconds = round((test["arrived_at"] - test["sent_at"]).total_seconds(), 1)

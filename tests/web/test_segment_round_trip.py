@@ -85,6 +85,7 @@ async def test_a_test_event_refused_on_the_way_out_blames_the_write_key(own_url_
     answer = (await http.post("/api/segment-workspace/round-trip", json={"wait_seconds": 1})).json()
     assert answer["outcome"] == "refused"
     assert "refused the test event on the way out" in answer["message"] and "write key" in answer["message"]
+    assert "segment_api_host" in answer["message"]  # the other setting the way out goes by
     await http.aclose()
 
 
