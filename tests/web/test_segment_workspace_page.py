@@ -51,6 +51,7 @@ async def test_connecting_from_the_setup_page_lists_what_was_created_and_the_rou
     await expect(page.locator("#workspace-verdict")).to_have_text("Everything matches.")
     await expect(page.locator("#workspace-connected")).to_contain_text("Acme")
     await expect(page.locator("#workspace-connected")).not_to_contain_text(OWNER_TOKEN)
+    await expect(page.locator("#round-trip-status")).to_have_text("no round-trip test has run yet")
 
     await admin(own_url_server, "PUT", "/api/settings", json={"segment_api_host": segment_api.url})
     segment_api.deliver_through(public_api)

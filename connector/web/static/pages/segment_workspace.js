@@ -142,7 +142,7 @@ function connectedView(state, refresh) {
 
 function roundTrip(latest) {
   const status = statusLine("round-trip-status");
-  if (latest?.outcome) say(status, latest.message, latest.outcome === "works" ? "ok" : "error");
+  if (latest) say(status, latest.message, !latest.outcome ? "" : latest.outcome === "works" ? "ok" : "error");
   const button = h("button", { type: "button", className: "secondary" }, "Test the round trip");
   button.addEventListener("click", async () => {
     button.disabled = true;
