@@ -468,7 +468,7 @@ def segment_workspace_connect(token: str | None, region: str | None, sources: tu
     for change in [*answer["destinations"], *answer["done"]]:
         if change.get("kind") == "write_key":
             click.echo(_change_line(change))
-        elif change.get("action") == "deleted":
+        elif change.get("action") in ("deleted", "unhooked"):
             chosen = any(d["source_id"] == change["source_id"] for d in answer["destinations"])
             why = "a second one on the source: never two" if chosen else "no longer chosen"
             click.echo(f"{_change_line(change)} ({why})")

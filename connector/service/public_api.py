@@ -113,8 +113,11 @@ class PublicApi:
         destination_id: str = (await self._call("POST", "/destinations", json=body))["destination"]["id"]
         return destination_id
 
-    async def update_destination(self, destination_id: str, settings: dict[str, Any]) -> None:
-        body = {"enabled": True, "settings": settings}
+    async def update_destination(
+        self, destination_id: str, settings: dict[str, Any], enabled: bool | None = True
+    ) -> None:
+        """Its settings (and `enabled`, unless None: left as it is)."""
+        body = {**({"enabled": enabled} if enabled is not None else {}), "settings": settings}
         await self._call("PATCH", f"/destinations/{_segment(destination_id)}", json=body)
 
     async def delete_destination(self, destination_id: str) -> None:

@@ -308,10 +308,7 @@ async def _one_destination(
             await api.update_destination(destination_id, target.settings(keep, adopted))
         action = "updated" if problems else "unchanged"
         for duplicate in extra:  # never two: a second one would deliver every message twice
-            await _delete(api, duplicate["id"])
-            done.append(
-                {"kind": "destination", "action": "deleted", "source_id": source_id, "destination_id": duplicate["id"]}
-            )
+            done.append({**await _drop_second(api, target, duplicate), "source_id": source_id})
     entry = {
         "source_id": source_id,
         "source_name": found.names.get(source_id, source_id),
@@ -320,6 +317,17 @@ async def _one_destination(
     if action != "unchanged":
         done.append({"kind": "destination", "action": action, **entry})
     return {**entry, "action": action, "adopted": adopted}
+
+
+async def _drop_second(api: PublicApi, target: Target, duplicate: dict[str, Any]) -> dict[str, Any]:
+    """A second destination pointing here: deleted, or, when it holds other hooks (someone else's), left with
+    those alone, as enabled as it was."""
+    others = [hook for hook in _hooks(duplicate) if hook.get("hook") != target.hook]
+    if not others:
+        await _delete(api, duplicate["id"])
+        return {"kind": "destination", "action": "deleted", "destination_id": duplicate["id"]}
+    await api.update_destination(duplicate["id"], {"hooks": others}, enabled=None)
+    return {"kind": "destination", "action": "unhooked", "destination_id": duplicate["id"]}
 
 
 async def _delete(api: PublicApi, destination_id: str) -> None:

@@ -166,6 +166,29 @@ async def test_an_adopted_webhooks_destination_keeps_the_other_hooks_it_delivers
     assert public_api.writes()[writes:] == []
 
 
+async def test_a_second_destination_pointing_here_loses_only_its_hook_here_when_it_holds_others(client, public_api):
+    """Never two deliveries to /segment; but the second destination's other hooks are someone else's."""
+    website = source_id(public_api, "Website")
+    crm = {"hook": "https://crm.example.com/segment", "headers": []}
+    for number, hooks in ((1, [{"hook": HOOK, "headers": []}]), (2, [crm, {"hook": HOOK, "headers": []}])):
+        public_api.destinations[f"by-hand-{number}"] = {
+            "id": f"by-hand-{number}",
+            "name": "by hand",
+            "enabled": False,
+            "metadata": {"id": WEBHOOKS_ID, "name": "Webhooks"},
+            "sourceId": website,
+            "settings": {"hooks": hooks},
+        }
+    answer = await connect(client, website)
+    assert answer.status_code == 200, answer.text
+    assert [d["id"] for d in hooks_here(public_api, website)] == ["by-hand-1"]
+    second = public_api.destinations["by-hand-2"]
+    assert second["settings"]["hooks"] == [crm] and second["enabled"] is False  # left as it was, but for our hook
+    assert {"kind": "destination", "action": "unhooked", "source_id": website, "destination_id": "by-hand-2"} in (
+        answer.json()["done"]
+    )
+
+
 async def test_a_hook_edited_in_a_destination_the_connector_created_is_put_back_not_kept_beside_it(client, public_api):
     website = source_id(public_api, "Website")
     await connect(client, website)

@@ -4,7 +4,8 @@
 
 import { api, card, h, pairs, say, statusLine } from "../lib.js";
 
-const ACTIONS = { created: "created", updated: "updated (repaired)", unchanged: "already right", deleted: "deleted" };
+const ACTIONS = { created: "created", updated: "updated (repaired)", unchanged: "already right", deleted: "deleted",
+  unhooked: "its hook to this connector removed (a second one; its other hooks kept)" };
 
 function changeLine(change) {
   const what = change.kind === "source" ? `HTTP API source ${change.slug} (to send back through)`
