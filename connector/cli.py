@@ -504,7 +504,8 @@ def segment_workspace_disconnect() -> None:
     from connector.service.workspace import disconnect
 
     answer = _workspace_call(disconnect)
-    click.echo(f"deleted {len(answer['deleted'])} destinations; the token is forgotten")
+    unhooked = f", {len(answer['unhooked'])} left with their other hooks" if answer["unhooked"] else ""
+    click.echo(f"deleted {len(answer['deleted'])} destinations{unhooked}; the token is forgotten")
 
 
 @segment_workspace.command("test")

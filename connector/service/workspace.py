@@ -98,6 +98,11 @@ def target_of(runtime: Runtime, settings: ConnectorSettings, api_key: str) -> Ta
     return Target(runtime.env.public_url.rstrip("/") + "/segment", authorization, settings.shared_secret)
 
 
+def _hook_of(runtime: Runtime) -> str | None:
+    """The connector's hook URL, when PUBLIC_URL is set (to let go of an adopted destination's hook alone)."""
+    return runtime.env.public_url.rstrip("/") + "/segment" if runtime.env.public_url else None
+
+
 def slug_of(name: str) -> str:
     """Segment's source slug from `connector_name`: ASCII lower case, runs of other characters as one hyphen."""
     plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()  # Über -> Uber
@@ -282,8 +287,7 @@ async def _destinations(
         result.append(await _one_destination(api, found, target, source_id, ours, managed, done))
     for entry in previous:
         if entry["source_id"] not in sources:
-            await _delete(api, entry["destination_id"])
-            done.append({"kind": "destination", "action": "deleted", **entry})
+            done.append({"kind": "destination", "action": await _let_go_managed(api, target.hook, entry), **entry})
     return result
 
 
@@ -308,7 +312,10 @@ async def _one_destination(
             await api.update_destination(destination_id, target.settings(keep, adopted))
         action = "updated" if problems else "unchanged"
         for duplicate in extra:  # never two: a second one would deliver every message twice
-            done.append({**await _drop_second(api, target, duplicate), "source_id": source_id})
+            let_go = await _let_go(api, target.hook, duplicate["id"], duplicate)
+            done.append(
+                {"kind": "destination", "action": let_go, "source_id": source_id, "destination_id": duplicate["id"]}
+            )
     entry = {
         "source_id": source_id,
         "source_name": found.names.get(source_id, source_id),
@@ -319,15 +326,29 @@ async def _one_destination(
     return {**entry, "action": action, "adopted": adopted}
 
 
-async def _drop_second(api: PublicApi, target: Target, duplicate: dict[str, Any]) -> dict[str, Any]:
-    """A second destination pointing here: deleted, or, when it holds other hooks (someone else's), left with
-    those alone, as enabled as it was."""
-    others = [hook for hook in _hooks(duplicate) if hook.get("hook") != target.hook]
-    if not others:
-        await _delete(api, duplicate["id"])
-        return {"kind": "destination", "action": "deleted", "destination_id": duplicate["id"]}
-    await api.update_destination(duplicate["id"], {"hooks": others}, enabled=None)
-    return {"kind": "destination", "action": "unhooked", "destination_id": duplicate["id"]}
+async def _let_go(api: PublicApi, hook: str | None, destination_id: str, destination: dict[str, Any] | None) -> str:
+    """A destination the connector no longer wants: deleted, or, when it holds other hooks (someone else's),
+    left with those alone, as enabled as it was ("unhooked")."""
+    others = [each for each in _hooks(destination) if each.get("hook") != hook]
+    if destination is not None and hook is not None and others:
+        await api.update_destination(destination_id, {"hooks": others}, enabled=None)
+        return "unhooked"
+    await _delete(api, destination_id)
+    return "deleted"
+
+
+async def _let_go_managed(api: PublicApi, hook: str | None, entry: dict[str, Any]) -> str:
+    """`_let_go` of a managed destination: one the connector created holds nothing else; an adopted one is read."""
+    destination = None
+    if entry.get("adopted") and hook is not None:
+        try:
+            connected = await api.connected_destinations(entry["source_id"])
+        except PublicApiError as error:
+            if error.kind != "not_found":
+                raise
+            connected = []
+        destination = next((d for d in connected if d["id"] == entry["destination_id"]), None)
+    return await _let_go(api, hook, entry["destination_id"], destination)
 
 
 async def _delete(api: PublicApi, destination_id: str) -> None:
@@ -442,25 +463,29 @@ def _source_checked(
 
 
 async def disconnect(runtime: Runtime) -> dict[str, Any]:
-    """Delete the destinations the connector manages; keep the source and the write key; forget the token."""
+    """Delete the destinations the connector manages (an adopted one holding other hooks only loses its hook here);
+    keep the source and the write key; forget the token."""
     state, token = await read_state(runtime.engine), await read_secret(runtime.engine, SEGMENT_PUBLIC_API_TOKEN)
     if state is None and token is None:
         raise WorkspaceError(409, "no Segment workspace is connected")
-    deleted: list[dict[str, Any]] = []
+    let_go: list[dict[str, Any]] = []
     if state is not None and token is not None:
         async with _client(runtime, state["region"], token) as api:
             for entry in state["destinations"]:
                 try:
-                    await _delete(api, entry["destination_id"])
+                    let_go.append({**entry, "action": await _let_go_managed(api, _hook_of(runtime), entry)})
                 except PublicApiError as error:
                     failure = in_words(error, "the token is kept: disconnecting again completes it")
-                    failure.done = [{"kind": "destination", "action": "deleted", **d} for d in deleted]
+                    failure.done = [{"kind": "destination", **d} for d in let_go]
                     raise failure from None
-                deleted.append(entry)
     await forget_secret(runtime.engine, SEGMENT_PUBLIC_API_TOKEN)
     await _forget_state(runtime.engine)
-    log.info("workspace.disconnect", deleted=len(deleted))
-    return {"deleted": deleted, "kept": (state or {}).get("back_source")}
+    log.info("workspace.disconnect", let_go=len(let_go))
+    return {
+        "deleted": [d for d in let_go if d["action"] == "deleted"],
+        "unhooked": [d for d in let_go if d["action"] == "unhooked"],
+        "kept": (state or {}).get("back_source"),
+    }
 
 
 async def sources_page(runtime: Runtime, token: str | None, region: str | None, cursor: str | None) -> dict[str, Any]:

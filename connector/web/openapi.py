@@ -229,7 +229,15 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         },
     ),
     "WorkspaceDisconnected": _object(
-        {"deleted": {"type": "array", "items": ANY_OBJECT}, "kept": {**ANY_OBJECT, "nullable": True}}
+        {
+            "deleted": {"type": "array", "items": ANY_OBJECT},
+            "unhooked": {
+                "type": "array",
+                "items": ANY_OBJECT,
+                "description": "adopted destinations holding other hooks: only the connector's hook was removed",
+            },
+            "kept": {**ANY_OBJECT, "nullable": True},
+        }
     ),
     "WorkspaceSources": _object(
         {"sources": {"type": "array", "items": ANY_OBJECT}, "next": {**TEXT, "nullable": True}}

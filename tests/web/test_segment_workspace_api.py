@@ -189,6 +189,30 @@ async def test_a_second_destination_pointing_here_loses_only_its_hook_here_when_
     )
 
 
+async def test_an_adopted_destination_let_go_keeps_its_other_hooks_on_disconnect_and_when_no_longer_chosen(
+    client, public_api
+):
+    website, mobile = source_id(public_api, "Website"), source_id(public_api, "Mobile app")
+    crm = {"hook": "https://crm.example.com/segment", "headers": []}
+    for source in (website, mobile):
+        public_api.destinations[f"by-hand-{source}"] = {
+            "id": f"by-hand-{source}",
+            "name": "by hand",
+            "enabled": True,
+            "metadata": {"id": WEBHOOKS_ID, "name": "Webhooks"},
+            "sourceId": source,
+            "settings": {"hooks": [crm, {"hook": HOOK, "headers": []}]},
+        }
+    await connect(client, website, mobile)
+    dropped = await connect(client, website)
+    assert {"action": "unhooked", "destination_id": f"by-hand-{mobile}"}.items() <= dropped.json()["done"][0].items()
+    gone = await client.delete("/api/segment-workspace", headers=admin_auth())
+    assert [d["destination_id"] for d in gone.json()["unhooked"]] == [f"by-hand-{website}"]
+    assert len(gone.json()["deleted"]) == 1  # the one on the way-back source, which the connector created
+    for source in (website, mobile):
+        assert public_api.destinations[f"by-hand-{source}"]["settings"]["hooks"] == [crm]
+
+
 async def test_a_hook_edited_in_a_destination_the_connector_created_is_put_back_not_kept_beside_it(client, public_api):
     website = source_id(public_api, "Website")
     await connect(client, website)

@@ -99,7 +99,9 @@ async def get_status(request: Request) -> JSONResponse:
 async def disconnect(request: Request) -> JSONResponse:
     """
     summary: Disconnect the Segment workspace (delete the destinations the connector manages, forget the token)
-    description: The HTTP API source and the write key stay.
+    description: >-
+      The HTTP API source and the write key stay; an adopted destination (set up by hand) that holds other hooks
+      only loses the connector's hook (`unhooked`).
     responses:
       200: {description: "what was deleted and kept", schema: {$ref: "#/components/schemas/WorkspaceDisconnected"}}
       400: {description: "Segment refused the stored token"}

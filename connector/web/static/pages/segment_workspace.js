@@ -120,7 +120,8 @@ function connectedView(state, refresh) {
       + "Segment; the HTTP API source and the write key stay.")) return;
     try {
       const answer = await api("DELETE", "/api/segment-workspace");
-      await refresh([`Disconnected: ${answer.deleted.length} destinations deleted; the token is forgotten.`]);
+      const unhooked = answer.unhooked.length ? `, ${answer.unhooked.length} left with their other hooks` : "";
+      await refresh([`Disconnected: ${answer.deleted.length} destinations deleted${unhooked}; the token is forgotten.`]);
     } catch (error) {
       say(status, error.message, "error");
     }
