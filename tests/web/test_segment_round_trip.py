@@ -107,16 +107,18 @@ async def test_in_a_connected_workspace_only_the_test_event_comes_back_never_the
     """The way-back source has a Webhooks destination (for the round trip); what the connector sends carries
     `integrations: {"Webhooks": false}`, so Segment delivers none of it there."""
     http = await connected(own_url_server, public_api, segment_api)
-    saved = await http.put("/api/settings", json={"synchronized_segments": ["ALL"], "send_events": ["ALL"]})
+    everything = {"synchronized_segments": ["ALL"], "synchronized_account_segments": ["ALL"], "send_events": ["ALL"]}
+    saved = await http.put("/api/settings", json={**everything, "handle_accounts": True})
     assert saved.status_code == 200, saved.text
     calls = [
         {"type": "identify", "userId": "u-1", "traits": {"email": "ada@example.com"}},
+        {"type": "group", "userId": "u-1", "groupId": "acme", "traits": {"name": "Acme"}},
         {"type": "track", "userId": "u-1", "event": "Signed In"},
     ]
     assert (await http.post("/v1/batch", headers=basic_auth(), json={"batch": calls})).status_code == 200
-    await wait_until(lambda: {m["type"] for m in segment_api.messages} == {"identify", "track"}, timeout=30)
+    await wait_until(lambda: {m["type"] for m in segment_api.messages} >= {"identify", "group", "track"}, timeout=30)
     answer = (await http.post("/api/segment-workspace/round-trip", json={"wait_seconds": 15})).json()
     assert answer["outcome"] == "works"
     assert [message["event"] for _, message in segment_api.deliveries] == [ROUND_TRIP_EVENT]
-    assert await journal_rows(database_url) == 2  # the two calls; nothing came back
+    assert await journal_rows(database_url) == 3  # the three calls; nothing came back
     await http.aclose()
