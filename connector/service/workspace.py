@@ -6,7 +6,8 @@ Connect makes the workspace deliver to this connector and take what it sends bac
   delivering them there), has exactly one Webhooks destination pointing at `<PUBLIC_URL>/segment` with the
   connector's key (and shared secret), enabled: created, or the one already there adopted and patched;
 - one HTTP API source, slug from `connector_name`, exists; its write key and the region's tracking host become
-  the `write_key` and `segment_api_host` settings.
+  the `write_key` and `segment_api_host` settings, and `integration_name` is "Webhooks" (the loop flag must
+  name the destination Segment is to skip).
 Everything is read before anything is written (an unknown source changes nothing), and a re-run creates and
 deletes nothing and patches only what differs. The settings, the token and the `segment_workspace` row (this
 module owns it) are saved only once every call succeeded; a call that fails midway answers what was done, and
@@ -364,7 +365,7 @@ def _settings_changes(settings: ConnectorSettings, back: dict[str, Any], region:
     keys = back.get("writeKeys") or []
     if not keys:
         raise WorkspaceError(502, f"Segment's source {back.get('slug')!r} has no write key; nothing was saved")
-    wanted = {"write_key": keys[0], "segment_api_host": TRACKING_HOSTS[region]}
+    wanted = {"write_key": keys[0], "segment_api_host": TRACKING_HOSTS[region], "integration_name": WEBHOOKS}
     return {name: value for name, value in wanted.items() if getattr(settings, name) != value}
 
 
@@ -459,6 +460,8 @@ def _source_checked(
         problems.append("the write_key setting is not this source's write key")
     if settings.segment_api_host != TRACKING_HOSTS[region]:
         problems.append(f"segment_api_host is not the {region} region's {TRACKING_HOSTS[region]}")
+    if settings.integration_name != WEBHOOKS:  # the loop flag names the destination Segment skips
+        problems.append(f"integration_name is not {WEBHOOKS!r}: Segment would deliver the connector's own calls back")
     return {**back, "matches": not problems, "problems": problems}
 
 

@@ -117,6 +117,21 @@ async def test_status_names_what_drifted_and_connecting_again_repairs_only_that(
     ]
 
 
+async def test_an_integration_name_other_than_webhooks_is_drift_and_connecting_again_puts_it_back(client, public_api):
+    """The loop flag names the destination Segment must skip: `integrations: {"Webhooks": false}`, else Segment
+    delivers every outbound call back to /segment."""
+    await connect(client, source_id(public_api, "Website"))
+    await client.put("/api/settings", headers=admin_auth(), json={"integration_name": "Connector hook"})
+    status = (await client.get("/api/segment-workspace", headers=admin_auth())).json()
+    assert status["matches"] is False
+    assert status["source"]["problems"] == [
+        "integration_name is not 'Webhooks': Segment would deliver the connector's own calls back"
+    ]
+    repaired = await connect(client, source_id(public_api, "Website"))
+    assert repaired.json()["settings_changed"] == ["integration_name"]
+    assert (await settings_of(client))["integration_name"] == "Webhooks"
+
+
 async def test_a_webhooks_destination_already_pointing_here_is_adopted_and_never_doubled(client, public_api):
     website = source_id(public_api, "Website")
     settings = {"hooks": [{"hook": HOOK, "headers": []}]}
