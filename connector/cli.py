@@ -401,11 +401,18 @@ def _workspace_call(call: Callable[["Runtime"], Awaitable[dict[str, Any]]]) -> d
         raise click.ClickException(error.message) from None
 
 
+def _source_label(entry: dict[str, Any]) -> str:
+    """A source as people read it: its name and id (the id alone when the name is not known)."""
+    name, source_id = entry.get("source_name"), entry.get("source_id")
+    return f"{name} ({source_id})" if name and name != source_id else str(source_id)
+
+
 def _change_line(change: dict[str, Any]) -> str:
-    what = {"source": "the HTTP API source", "write_key": "a write key"}.get(
-        change.get("kind", ""), f"destination {change.get('destination_id')}"
-    )
-    return f"{change['action']} {what} (source {change.get('source_id')})"
+    if change.get("kind") == "source":
+        return f"HTTP API source {change.get('slug')} ({change.get('source_id')}): {change['action']}"
+    if change.get("kind") == "write_key":
+        return f"a write key on the HTTP API source {change.get('source_id')} (it had none): {change['action']}"
+    return f"{_source_label(change)}: Webhooks destination {change.get('destination_id')} {change['action']}"
 
 
 TOKEN_OPTION = click.option(
@@ -413,7 +420,11 @@ TOKEN_OPTION = click.option(
     envvar="SEGMENT_PUBLIC_API_TOKEN",
     help="A Public API token of the workspace (default: $SEGMENT_PUBLIC_API_TOKEN, else the one stored).",
 )
-REGION_OPTION = click.option("--region", type=click.Choice(["us", "eu"]), help="The workspace's region (default us).")
+REGION_OPTION = click.option(
+    "--region",
+    type=click.Choice(["us", "eu"]),
+    help="The workspace's region (default: the connected workspace's, else us).",
+)
 
 
 @segment_workspace.command("sources")
@@ -427,9 +438,9 @@ def segment_workspace_sources(token: str | None, region: str | None) -> None:
     while True:
         page = _workspace_call(functools.partial(sources_page, token=token, region=region, cursor=cursor))
         for source in page["sources"]:
-            click.echo(
-                f"{source['id']}  {source['name']}  ({source['kind']}){'  [chosen]' if source['chosen'] else ''}"
-            )
+            marks = "  [chosen]" if source["chosen"] else ""
+            marks += "  [the connector sends back through it: always connected]" if source["way_back"] else ""
+            click.echo(f"{source['id']}  {source['name']}  ({source['kind']}){marks}")
         cursor = page["next"]
         if not cursor:
             return
@@ -438,7 +449,14 @@ def segment_workspace_sources(token: str | None, region: str | None) -> None:
 @segment_workspace.command("connect")
 @TOKEN_OPTION
 @REGION_OPTION
-@click.option("--source", "sources", multiple=True, required=True, help="A source to deliver to the connector.")
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    required=True,
+    help="The id of a source (see `sources`) whose data the connector receives. Repeat it for each source: "
+    "those left out lose the destination the connector put there.",
+)
 def segment_workspace_connect(token: str | None, region: str | None, sources: tuple[str, ...]) -> None:
     """Put one Webhooks destination to this connector on each source, and take the write key of the HTTP API
     source it sends back through (run it again to repair what drifted)."""
@@ -447,10 +465,15 @@ def segment_workspace_connect(token: str | None, region: str | None, sources: tu
     answer = _workspace_call(lambda runtime: connect(runtime, token, region, list(sources)))
     click.echo(f"workspace {answer['workspace']['name']} ({answer['region']})")
     click.echo(f"HTTP API source {answer['source']['slug']}: {answer['source']['action']}")
-    for destination in answer["destinations"]:
-        click.echo(
-            f"source {destination['source_id']}: destination {destination['destination_id']} {destination['action']}"
-        )
+    for change in [*answer["destinations"], *answer["done"]]:
+        if change.get("kind") == "write_key":
+            click.echo(_change_line(change))
+        elif change.get("action") in ("deleted", "unhooked"):
+            chosen = any(d["source_id"] == change["source_id"] for d in answer["destinations"])
+            why = "a second one on the source: never two" if chosen else "no longer chosen"
+            click.echo(f"{_change_line(change)} ({why})")
+        elif change.get("kind") is None:  # a destination as it now is
+            click.echo(_change_line(change))
     click.echo("settings changed: " + (", ".join(answer["settings_changed"]) or "none"))
 
 
@@ -466,7 +489,9 @@ def segment_workspace_status() -> None:
     click.echo(f"workspace {answer['workspace']['name']} ({answer['region']}), token {answer['token']}")
     for item in [answer["source"], *answer["destinations"]]:
         name = (
-            f"source {item['id']}" if "slug" in item else f"destination {item['destination_id']} on {item['source_id']}"
+            f"HTTP API source {item['slug']} ({item['id']})"
+            if "slug" in item
+            else f"destination {item['destination_id']} on {_source_label(item)}"
         )
         click.echo(f"{name}: {'matches' if item['matches'] else 'drifted: ' + '; '.join(item['problems'])}")
     if not answer["matches"]:
@@ -479,11 +504,19 @@ def segment_workspace_disconnect() -> None:
     from connector.service.workspace import disconnect
 
     answer = _workspace_call(disconnect)
-    click.echo(f"deleted {len(answer['deleted'])} destinations; the token is forgotten")
+    unhooked = f", {len(answer['unhooked'])} left with their other hooks" if answer["unhooked"] else ""
+    click.echo(f"deleted {len(answer['deleted'])} destinations{unhooked}; the token is forgotten")
 
 
 @segment_workspace.command("test")
-@click.option("--wait", "wait_seconds", type=click.FloatRange(1, 120), default=30.0, show_default=True)
+@click.option(
+    "--wait",
+    "wait_seconds",
+    type=click.FloatRange(1, 120),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the test event to come back.",
+)
 def segment_workspace_test(wait_seconds: float) -> None:
     """Send one test event through the write key and wait for Segment to deliver it back to /segment (a running
     `connector serve` receives it)."""

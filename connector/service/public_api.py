@@ -6,11 +6,16 @@ answers wrapped in `{"data": ...}`, errors as `{"errors": [{"type", "message"}]}
 
 Every failure becomes a PublicApiError whose `kind` says whose it is: the user's (`token` for a 401,
 `scope` for a 403, `not_found` for a 404, `refused` for another 4xx) or Segment's (`unavailable`: a 5xx, a
-timeout, a connection that failed, or throttling that outlasted the retries). A 429 is retried after its
-`Retry-After`. The token is only ever in the Authorization header: never in a message, never logged.
+timeout, a connection that failed, or throttling that outlasted the retries). A 429 is retried after the wait
+it names: its `Retry-After` when it has one, else what Segment's own 429 gives (docs.segmentapis.com, Rate
+Limits: no Retry-After, the error's `data.msBeforeNext`, the window's end in `X-RateLimit-Reset`); a wait
+longer than an admin request should hang is Segment being unavailable, said with the wait. The token is only
+ever in the Authorization header: never in a message, never logged.
 """
 
 import asyncio
+import email.utils
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
@@ -21,7 +26,8 @@ BASE_URLS = {"us": "https://api.segmentapis.com", "eu": "https://eu1.api.segment
 PAGE_SIZE = 200  # the most the Public API answers per page
 TIMEOUT_SECONDS = 15.0
 THROTTLE_RETRIES = 4
-LONGEST_RETRY_AFTER = 60.0  # a longer wait is Segment being unavailable, not a pause to sit through
+THROTTLE_BUDGET_SECONDS = 20.0  # waits beyond it are Segment being unavailable (Heroku's router gives up at 30 s)
+DEFAULT_THROTTLE_SECONDS = 1.0
 
 KIND_OF_STATUS = {401: "token", 403: "scope", 404: "not_found"}
 
@@ -107,8 +113,11 @@ class PublicApi:
         destination_id: str = (await self._call("POST", "/destinations", json=body))["destination"]["id"]
         return destination_id
 
-    async def update_destination(self, destination_id: str, settings: dict[str, Any]) -> None:
-        body = {"enabled": True, "settings": settings}
+    async def update_destination(
+        self, destination_id: str, settings: dict[str, Any], enabled: bool | None = True
+    ) -> None:
+        """Its settings (and `enabled`, unless None: left as it is)."""
+        body = {**({"enabled": enabled} if enabled is not None else {}), "settings": settings}
         await self._call("PATCH", f"/destinations/{_segment(destination_id)}", json=body)
 
     async def delete_destination(self, destination_id: str) -> None:
@@ -130,7 +139,7 @@ class PublicApi:
     async def _call(
         self, method: str, path: str, params: dict[str, Any] | None = None, json: Any = None
     ) -> dict[str, Any]:
-        call = f"{method} {path}"
+        call, waited = f"{method} {path}", 0.0
         for attempt in range(THROTTLE_RETRIES + 1):
             try:
                 answer = await self._http.request(method, path, params=params, json=json)
@@ -142,10 +151,12 @@ class PublicApi:
             wait = _throttled_for(answer)
             if wait is None:
                 return _data(answer, call)
-            if attempt == THROTTLE_RETRIES or wait > LONGEST_RETRY_AFTER:
+            if attempt == THROTTLE_RETRIES or waited + wait > THROTTLE_BUDGET_SECONDS:
                 break
             await self._sleep(wait)
-        raise PublicApiError("unavailable", 429, "Segment's Public API kept throttling the requests (429)", call)
+            waited += wait
+        message = f"Segment's Public API kept throttling the requests (429): try again in {wait:.0f} s"
+        raise PublicApiError("unavailable", 429, message, call)
 
 
 def _page(cursor: str | None) -> dict[str, Any]:
@@ -158,13 +169,35 @@ def _segment(value: str) -> str:
 
 
 def _throttled_for(answer: httpx.Response) -> float | None:
-    """Seconds to wait before asking again (a 429), or None when the answer is not a throttle."""
+    """Seconds to wait before asking again (a 429), or None when the answer is not a throttle: Retry-After, else
+    the error's `data.msBeforeNext`, else until `X-RateLimit-Reset`, else a second."""
     if answer.status_code != 429:
         return None
+    for wait in (_retry_after(answer), _ms_before_next(answer), _until_reset(answer)):
+        if wait is not None:
+            return max(0.0, wait)
+    return DEFAULT_THROTTLE_SECONDS
+
+
+def _retry_after(answer: httpx.Response) -> float | None:
     try:
-        return max(0.0, float(answer.headers.get("retry-after", "1")))
-    except ValueError:
-        return 1.0
+        return float(answer.headers["retry-after"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _ms_before_next(answer: httpx.Response) -> float | None:
+    try:
+        return float(answer.json()["errors"][0]["data"]["msBeforeNext"]) / 1000
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def _until_reset(answer: httpx.Response) -> float | None:
+    try:
+        return email.utils.parsedate_to_datetime(answer.headers["x-ratelimit-reset"]).timestamp() - time.time()
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 def _data(answer: httpx.Response, call: str) -> dict[str, Any]:

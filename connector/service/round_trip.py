@@ -3,7 +3,8 @@
 One test event goes to Segment through the write key, without the loop flag, and the test waits for Segment
 to deliver it back to /segment (flow/round_trips.py recognises it there and records its arrival). The verdict
 names the half that failed: `refused` (the way out: no write key, or Segment refused it), `lost` (sent, never
-came back within the wait: the Webhooks destination), or `works` with the seconds it took.
+came back within the wait: the Webhooks destination, or a write key Segment does not know, which its tracking
+API accepts with a 200 all the same), or `works` with the seconds it took.
 """
 
 import asyncio
@@ -53,15 +54,19 @@ def verdict(test: dict[str, Any] | None, wait_seconds: float = WAIT_SECONDS) -> 
         return {"outcome": None, "message": "no round-trip test has run yet"}
     shown = {"sent_at": format_timestamp(test["sent_at"])}
     if test["refused"]:
-        message = f"Segment refused the test event on the way out (check the write key): {test['refused']}"
+        message = (
+            "Segment refused the test event on the way out (check the write key, and segment_api_host: "
+            f"the region's tracking host): {test['refused']}"
+        )
         return {**shown, "outcome": "refused", "message": message}
     if test["arrived_at"]:
         seconds = round((test["arrived_at"] - test["sent_at"]).total_seconds(), 1)
         return {**shown, "outcome": "works", "seconds": seconds, "message": f"round trip works, {seconds} s"}
     if (utcnow() - test["sent_at"]).total_seconds() < wait_seconds:
         return {**shown, "outcome": "waiting", "message": "the test event was sent; waiting for it to come back"}
-    message = (
+    message = (  # Segment's tracking API answers 200 even to a write key it does not know: that is lost too
         "Segment accepted the test event but never delivered it back to /segment: check the Webhooks "
-        "destination on the write key's source (enabled, its URL and Authorization header)"
+        "destination on the write key's source (enabled, its URL and Authorization header), and that the "
+        "write key is that source's (Segment accepts a write key it does not know without saying so)"
     )
     return {**shown, "outcome": "lost", "message": message}

@@ -6,7 +6,8 @@ Connect makes the workspace deliver to this connector and take what it sends bac
   delivering them there), has exactly one Webhooks destination pointing at `<PUBLIC_URL>/segment` with the
   connector's key (and shared secret), enabled: created, or the one already there adopted and patched;
 - one HTTP API source, slug from `connector_name`, exists; its write key and the region's tracking host become
-  the `write_key` and `segment_api_host` settings.
+  the `write_key` and `segment_api_host` settings, and `integration_name` is "Webhooks" (the loop flag must
+  name the destination Segment is to skip).
 Everything is read before anything is written (an unknown source changes nothing), and a re-run creates and
 deletes nothing and patches only what differs. The settings, the token and the `segment_workspace` row (this
 module owns it) are saved only once every call succeeded; a call that fails midway answers what was done, and
@@ -51,29 +52,39 @@ class WorkspaceError(Exception):
 
 @dataclass
 class Target:
-    """What a source should hold: the Webhooks destination whose settings point at this connector."""
+    """What a source should hold: the Webhooks destination whose settings point at this connector.
+
+    A destination the connector created holds its hook alone. One it adopted (set up by hand, already pointing
+    here) may hold others (a Webhooks destination takes up to five): those are someone else's and are kept."""
 
     hook: str
     authorization: str
     shared_secret: str | None
 
-    def settings(self) -> dict[str, Any]:
-        hooks = [{"hook": self.hook, "headers": [{"key": "Authorization", "value": self.authorization}]}]
-        return {"hooks": hooks, **({"sharedSecret": self.shared_secret} if self.shared_secret else {})}
+    def ours(self) -> dict[str, Any]:
+        return {"hook": self.hook, "headers": [{"key": "Authorization", "value": self.authorization}]}
+
+    def settings(self, destination: dict[str, Any] | None = None, adopted: bool = False) -> dict[str, Any]:
+        others = [hook for hook in _hooks(destination) if hook.get("hook") != self.hook] if adopted else []
+        return {"hooks": [self.ours(), *others], **({"sharedSecret": self.shared_secret} if self.shared_secret else {})}
 
     def points_here(self, destination: dict[str, Any]) -> bool:
-        hooks = (destination.get("settings") or {}).get("hooks") or []
-        return any(isinstance(hook, dict) and hook.get("hook") == self.hook for hook in hooks)
+        return any(hook.get("hook") == self.hook for hook in _hooks(destination))
 
-    def problems(self, destination: dict[str, Any]) -> list[str]:
+    def problems(self, destination: dict[str, Any], adopted: bool = False) -> list[str]:
         """What differs from what it should be, in words (empty: it matches)."""
-        settings = destination.get("settings") or {}
         problems = [] if destination.get("enabled") else ["disabled"]
-        if settings.get("hooks") != self.settings()["hooks"]:
+        hooks = _hooks(destination)
+        if [hook for hook in hooks if adopted is False or hook.get("hook") == self.hook] != [self.ours()]:
             problems.append("its URL or Authorization header was changed")
-        if self.shared_secret and settings.get("sharedSecret") != self.shared_secret:
+        if self.shared_secret and (destination.get("settings") or {}).get("sharedSecret") != self.shared_secret:
             problems.append("its shared secret differs")
         return problems
+
+
+def _hooks(destination: dict[str, Any] | None) -> list[dict[str, Any]]:
+    hooks = ((destination or {}).get("settings") or {}).get("hooks")
+    return [hook for hook in hooks if isinstance(hook, dict)] if isinstance(hooks, list) else []
 
 
 def target_of(runtime: Runtime, settings: ConnectorSettings, api_key: str) -> Target:
@@ -88,14 +99,23 @@ def target_of(runtime: Runtime, settings: ConnectorSettings, api_key: str) -> Ta
     return Target(runtime.env.public_url.rstrip("/") + "/segment", authorization, settings.shared_secret)
 
 
+def _hook_of(runtime: Runtime) -> str | None:
+    """The connector's hook URL, when PUBLIC_URL is set (to let go of an adopted destination's hook alone)."""
+    return runtime.env.public_url.rstrip("/") + "/segment" if runtime.env.public_url else None
+
+
 def slug_of(name: str) -> str:
     """Segment's source slug from `connector_name`: ASCII lower case, runs of other characters as one hyphen."""
     plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()  # Über -> Uber
     return re.sub(r"[^a-z0-9]+", "-", plain.lower()).strip("-") or "segment-connector"
 
 
-def in_words(error: PublicApiError) -> WorkspaceError:
-    """A Public API failure as the user reads it (`done` is added by the caller)."""
+SAVED_NOTHING = "nothing was saved in the settings, try again later"
+
+
+def in_words(error: PublicApiError, then: str = SAVED_NOTHING) -> WorkspaceError:
+    """A Public API failure as the user reads it (`done` is added by the caller); `then`, after Segment's own
+    failure, what it left and what to do."""
     if error.kind == "token":
         return WorkspaceError(400, "Segment refused the token (401): check it is copied whole and not revoked", "token")
     if error.kind == "scope":
@@ -105,8 +125,7 @@ def in_words(error: PublicApiError) -> WorkspaceError:
         return WorkspaceError(400, f"Segment found nothing at {error.call} (404): {error.message}", "source_ids")
     if error.kind == "refused":
         return WorkspaceError(400, f"Segment refused {error.call} ({error.status}): {error.message}")
-    message = f"{error.message} ({error.call}); nothing was saved in the settings, try again later"
-    return WorkspaceError(502, message)
+    return WorkspaceError(502, f"{error.message} ({error.call}); {then}")
 
 
 # --- the stored state ---------------------------------------------------------
@@ -257,7 +276,7 @@ async def _destinations(
 ) -> list[dict[str, Any]]:
     """Exactly one Webhooks destination to this connector on each source; none left where no longer wanted."""
     previous = (state or {}).get("destinations") or []
-    managed = {entry["destination_id"] for entry in previous}
+    managed = {entry["destination_id"]: bool(entry.get("adopted")) for entry in previous}  # id -> adopted
     result = []
     for source_id in dict.fromkeys(sources):
         ours = [
@@ -266,30 +285,37 @@ async def _destinations(
             if destination["id"] in managed
             or ((destination.get("metadata") or {}).get("id") == found.webhooks_id and target.points_here(destination))
         ]
-        result.append(await _one_destination(api, found, target, source_id, ours, done))
+        result.append(await _one_destination(api, found, target, source_id, ours, managed, done))
     for entry in previous:
         if entry["source_id"] not in sources:
-            await _delete(api, entry["destination_id"])
-            done.append({"kind": "destination", "action": "deleted", **entry})
+            done.append({"kind": "destination", "action": await _let_go_managed(api, target.hook, entry), **entry})
     return result
 
 
 async def _one_destination(
-    api: PublicApi, found: Found, target: Target, source_id: str, ours: list[dict[str, Any]], done: list[dict[str, Any]]
+    api: PublicApi,
+    found: Found,
+    target: Target,
+    source_id: str,
+    ours: list[dict[str, Any]],
+    managed: dict[str, bool],
+    done: list[dict[str, Any]],
 ) -> dict[str, Any]:
+    adopted = False
     if not ours:
         destination_id = await api.create_destination(source_id, found.webhooks_id, DESTINATION_NAME, target.settings())
         action = "created"
     else:
         keep, *extra = ours
-        destination_id, problems = keep["id"], target.problems(keep)
+        adopted = managed.get(keep["id"], True)  # one the connector did not create was adopted
+        destination_id, problems = keep["id"], target.problems(keep, adopted)
         if problems:
-            await api.update_destination(destination_id, target.settings())
+            await api.update_destination(destination_id, target.settings(keep, adopted))
         action = "updated" if problems else "unchanged"
         for duplicate in extra:  # never two: a second one would deliver every message twice
-            await _delete(api, duplicate["id"])
+            let_go = await _let_go(api, target.hook, duplicate["id"], duplicate)
             done.append(
-                {"kind": "destination", "action": "deleted", "source_id": source_id, "destination_id": duplicate["id"]}
+                {"kind": "destination", "action": let_go, "source_id": source_id, "destination_id": duplicate["id"]}
             )
     entry = {
         "source_id": source_id,
@@ -298,7 +324,32 @@ async def _one_destination(
     }
     if action != "unchanged":
         done.append({"kind": "destination", "action": action, **entry})
-    return {**entry, "action": action}
+    return {**entry, "action": action, "adopted": adopted}
+
+
+async def _let_go(api: PublicApi, hook: str | None, destination_id: str, destination: dict[str, Any] | None) -> str:
+    """A destination the connector no longer wants: deleted, or, when it holds other hooks (someone else's),
+    left with those alone, as enabled as it was ("unhooked")."""
+    others = [each for each in _hooks(destination) if each.get("hook") != hook]
+    if destination is not None and hook is not None and others:
+        await api.update_destination(destination_id, {"hooks": others}, enabled=None)
+        return "unhooked"
+    await _delete(api, destination_id)
+    return "deleted"
+
+
+async def _let_go_managed(api: PublicApi, hook: str | None, entry: dict[str, Any]) -> str:
+    """`_let_go` of a managed destination: one the connector created holds nothing else; an adopted one is read."""
+    destination = None
+    if entry.get("adopted") and hook is not None:
+        try:
+            connected = await api.connected_destinations(entry["source_id"])
+        except PublicApiError as error:
+            if error.kind != "not_found":
+                raise
+            connected = []
+        destination = next((d for d in connected if d["id"] == entry["destination_id"]), None)
+    return await _let_go(api, hook, entry["destination_id"], destination)
 
 
 async def _delete(api: PublicApi, destination_id: str) -> None:
@@ -314,7 +365,7 @@ def _settings_changes(settings: ConnectorSettings, back: dict[str, Any], region:
     keys = back.get("writeKeys") or []
     if not keys:
         raise WorkspaceError(502, f"Segment's source {back.get('slug')!r} has no write key; nothing was saved")
-    wanted = {"write_key": keys[0], "segment_api_host": TRACKING_HOSTS[region]}
+    wanted = {"write_key": keys[0], "segment_api_host": TRACKING_HOSTS[region], "integration_name": WEBHOOKS}
     return {name: value for name, value in wanted.items() if getattr(settings, name) != value}
 
 
@@ -325,7 +376,9 @@ def _state(
         "workspace": {key: found.workspace.get(key) for key in ("id", "slug", "name")},
         "region": region,
         "source_ids": chosen,
-        "destinations": [{key: d[key] for key in ("source_id", "source_name", "destination_id")} for d in destinations],
+        "destinations": [
+            {key: d[key] for key in ("source_id", "source_name", "destination_id", "adopted")} for d in destinations
+        ],
         "back_source": _source_shown(back),
     }
 
@@ -356,7 +409,7 @@ async def status(runtime: Runtime) -> dict[str, Any]:
             destinations = [await _checked(api, target, entry) for entry in state["destinations"]]
             source = _source_checked(state["back_source"], await api.sources(), settings, state["region"])
         except PublicApiError as error:
-            raise in_words(error) from None
+            raise in_words(error, "try again later") from None
     return {
         "connected": True,
         "token": mask_secret(token),
@@ -369,6 +422,19 @@ async def status(runtime: Runtime) -> dict[str, Any]:
     }
 
 
+async def unchecked(runtime: Runtime) -> dict[str, Any]:
+    """The connected workspace as the last connect saved it, not re-read (for when Segment cannot be read)."""
+    state, token = await read_state(runtime.engine), await read_secret(runtime.engine, SEGMENT_PUBLIC_API_TOKEN)
+    if state is None or token is None:
+        return {"connected": False}
+    return {
+        "connected": True,
+        "token": mask_secret(token),
+        **{key: state[key] for key in ("region", "workspace", "source_ids", "destinations")},
+        "source": state["back_source"],
+    }
+
+
 async def _checked(api: PublicApi, target: Target, entry: dict[str, Any]) -> dict[str, Any]:
     try:
         connected = await api.connected_destinations(entry["source_id"])
@@ -377,7 +443,9 @@ async def _checked(api: PublicApi, target: Target, entry: dict[str, Any]) -> dic
             raise
         connected = []
     destination = next((d for d in connected if d["id"] == entry["destination_id"]), None)
-    problems = ["deleted in Segment"] if destination is None else target.problems(destination)
+    problems = (
+        ["deleted in Segment"] if destination is None else target.problems(destination, entry.get("adopted", False))
+    )
     return {**entry, "matches": not problems, "problems": problems}
 
 
@@ -392,39 +460,47 @@ def _source_checked(
         problems.append("the write_key setting is not this source's write key")
     if settings.segment_api_host != TRACKING_HOSTS[region]:
         problems.append(f"segment_api_host is not the {region} region's {TRACKING_HOSTS[region]}")
+    if settings.integration_name != WEBHOOKS:  # the loop flag names the destination Segment skips
+        problems.append(f"integration_name is not {WEBHOOKS!r}: Segment would deliver the connector's own calls back")
     return {**back, "matches": not problems, "problems": problems}
 
 
 async def disconnect(runtime: Runtime) -> dict[str, Any]:
-    """Delete the destinations the connector manages; keep the source and the write key; forget the token."""
+    """Delete the destinations the connector manages (an adopted one holding other hooks only loses its hook here);
+    keep the source and the write key; forget the token."""
     state, token = await read_state(runtime.engine), await read_secret(runtime.engine, SEGMENT_PUBLIC_API_TOKEN)
     if state is None and token is None:
         raise WorkspaceError(409, "no Segment workspace is connected")
-    deleted: list[dict[str, Any]] = []
+    let_go: list[dict[str, Any]] = []
     if state is not None and token is not None:
         async with _client(runtime, state["region"], token) as api:
             for entry in state["destinations"]:
                 try:
-                    await _delete(api, entry["destination_id"])
+                    let_go.append({**entry, "action": await _let_go_managed(api, _hook_of(runtime), entry)})
                 except PublicApiError as error:
-                    failure = in_words(error)
-                    failure.done = [{"kind": "destination", "action": "deleted", **d} for d in deleted]
+                    failure = in_words(error, "the token is kept: disconnecting again completes it")
+                    failure.done = [{"kind": "destination", **d} for d in let_go]
                     raise failure from None
-                deleted.append(entry)
     await forget_secret(runtime.engine, SEGMENT_PUBLIC_API_TOKEN)
     await _forget_state(runtime.engine)
-    log.info("workspace.disconnect", deleted=len(deleted))
-    return {"deleted": deleted, "kept": (state or {}).get("back_source")}
+    log.info("workspace.disconnect", let_go=len(let_go))
+    return {
+        "deleted": [d for d in let_go if d["action"] == "deleted"],
+        "unhooked": [d for d in let_go if d["action"] == "unhooked"],
+        "kept": (state or {}).get("back_source"),
+    }
 
 
 async def sources_page(runtime: Runtime, token: str | None, region: str | None, cursor: str | None) -> dict[str, Any]:
-    """One page of the workspace's sources to choose from, and the cursor of the next (null on the last)."""
-    state = await read_state(runtime.engine)
+    """One page of the workspace's sources to choose from, and the cursor of the next (null on the last);
+    `way_back`: the HTTP API source the connector sends back through (always connected, chosen or not)."""
+    state, slug = await read_state(runtime.engine), slug_of((await runtime.settings.current()).connector_name)
     token, region = await _token(runtime, token), _region(region, state)
     async with _client(runtime, region, token) as api:
         try:
             sources, following = await api.sources_page(cursor)
         except PublicApiError as error:
-            raise in_words(error) from None
+            raise in_words(error, "try again later") from None
     chosen = set((state or {}).get("source_ids") or [])
-    return {"sources": [{**_source_shown(s), "chosen": s["id"] in chosen} for s in sources], "next": following}
+    shown = [{**_source_shown(s), "chosen": s["id"] in chosen, "way_back": s.get("slug") == slug} for s in sources]
+    return {"sources": shown, "next": following}

@@ -198,8 +198,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "source": {**ANY_OBJECT, "description": "the HTTP API source the connector sends back through"},
             "destinations": {
                 "type": "array",
-                "items": _object({"source_id": TEXT, "destination_id": TEXT, "action": TEXT}),
-                "description": "the Webhooks destination on each source: created, updated or unchanged",
+                "items": _object(
+                    {"source_id": TEXT, "destination_id": TEXT, "action": TEXT, "adopted": {"type": "boolean"}}
+                ),
+                "description": "the Webhooks destination on each source: created, updated or unchanged; adopted: "
+                "one set up by hand that already pointed here (its other hooks are kept)",
             },
             "done": {"type": "array", "items": ANY_OBJECT, "description": "every change made in Segment"},
             "settings_changed": TEXTS,
@@ -216,15 +219,25 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "destinations": {
                 "type": "array",
                 "items": _object(
-                    {"source_id": TEXT, "destination_id": TEXT, "matches": {"type": "boolean"}, "problems": TEXTS}
+                    {"source_id": TEXT, "destination_id": TEXT},
+                    {"matches": {"type": "boolean"}, "problems": TEXTS, "adopted": {"type": "boolean"}},
                 ),
+                "description": "`matches` and `problems` once re-read from Segment (absent with `error`)",
             },
             "matches": {"type": "boolean"},
-            "error": TEXT,
+            "error": {**TEXT, "description": "Segment could not be read: the rest is what the last connect saved"},
         },
     ),
     "WorkspaceDisconnected": _object(
-        {"deleted": {"type": "array", "items": ANY_OBJECT}, "kept": {**ANY_OBJECT, "nullable": True}}
+        {
+            "deleted": {"type": "array", "items": ANY_OBJECT},
+            "unhooked": {
+                "type": "array",
+                "items": ANY_OBJECT,
+                "description": "adopted destinations holding other hooks: only the connector's hook was removed",
+            },
+            "kept": {**ANY_OBJECT, "nullable": True},
+        }
     ),
     "WorkspaceSources": _object(
         {"sources": {"type": "array", "items": ANY_OBJECT}, "next": {**TEXT, "nullable": True}}

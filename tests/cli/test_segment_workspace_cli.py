@@ -49,12 +49,31 @@ def test_connect_status_and_disconnect_from_a_terminal(run, public_api):
     destination["enabled"] = False
     drifted = run("status")
     assert drifted.exit_code == 1
-    assert f"destination {destination['id']} on {website}: drifted: disabled" in drifted.output
+    assert f"destination {destination['id']} on Website ({website}): drifted: disabled" in drifted.output
     assert run("connect", "--source", website).exit_code == 0  # the stored token repairs it
     assert run("status").exit_code == 0
     gone = run("disconnect")
     assert gone.exit_code == 0 and "deleted 2 destinations" in gone.output
     assert "no Segment workspace is connected" in run("status").output
+
+
+def test_connect_names_each_source_and_says_what_it_deleted(run, public_api):
+    website, mobile = (
+        next(s["id"] for s in public_api.sources.values() if s["name"] == n) for n in ("Website", "Mobile app")
+    )
+    assert run("connect", "--token", OWNER_TOKEN, "--source", website, "--source", mobile).exit_code == 0
+    (kept,), (dropped,) = public_api.on_source(website), public_api.on_source(mobile)
+    again = run("connect", "--source", website)
+    assert again.exit_code == 0, again.output
+    assert f"Website ({website}): Webhooks destination {kept['id']} unchanged" in again.output
+    assert f"Mobile app ({mobile}): Webhooks destination {dropped['id']} deleted (no longer chosen)" in again.output
+
+
+def test_the_help_says_what_the_options_default_to_and_that_sources_left_out_are_disconnected(run):
+    connect = " ".join(run("connect", "--help").output.split())  # as read, whatever the terminal's width
+    assert "default: the connected workspace's, else us" in connect
+    assert "Repeat it for each source: those left out lose the destination" in connect
+    assert "Seconds to wait for the test event to come back" in " ".join(run("test", "--help").output.split())
 
 
 def test_a_refusal_is_one_line_in_words(run, public_api):

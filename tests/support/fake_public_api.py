@@ -5,20 +5,25 @@ files), written out here by hand: a Bearer token; every answer `{"data": ...}`; 
 `{"errors": [{"type", "message"}]}`; lists need the query `pagination.count` (and take `pagination.cursor`)
 and answer `pagination` with `current`, `next` (null on the last page), `previous` and `totalEntries`;
 `POST /sources` answers 201 with `{"source": SourceV1}`, `POST /destinations` 200 with
-`{"destination": DestinationV1}`, `PATCH /destinations/{id}` likewise, `DELETE /destinations/{id}`
-`{"status": "SUCCESS"}`. A body missing a required field, or a Webhooks destination whose settings are not
+`{"destination": DestinationV1}` (a Webhooks one's settings filled with the catalog's defaults),
+`PATCH /destinations/{id}` likewise, `DELETE /destinations/{id}` `{"status": "SUCCESS"}`. A body missing a
+required field, or a Webhooks destination whose settings are not
 `{"hooks": [{"hook", "headers": [{"key", "value"}]}], "sharedSecret"?}`, gets 400 as Segment gives it.
 
 It pages with PAGE_SIZE items whatever count is asked (Segment caps the count too), so every list is paged;
 its catalogs hold distractors ("Webhooks (Actions)" before "Webhooks", "Javascript" before "HTTP API"). It
-can be told to answer a status (401, 403, 404, 429 with Retry-After, 5xx) for the next requests, optionally
-only those whose "METHOD /path" starts with a prefix and after letting some through, or to stall.
+can be told to answer a status (401, 403, 404, 429, 5xx) for the next requests, optionally only those whose
+"METHOD /path" starts with a prefix and after letting some through, or to stall. A 429 is Segment's as its
+documentation (docs.segmentapis.com, Rate Limits) gives it: no Retry-After, but `X-RateLimit-Reset` (an RFC
+5322 date) and the wait in the error's `data.msBeforeNext`; a Retry-After header only when told one.
 """
 
 import asyncio
 import base64
+import email.utils
 import itertools
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +53,9 @@ SOURCE_CATALOG = [
     {"id": "meta-http-api", "name": "HTTP API", "slug": "http-api"},
 ]
 WEBHOOKS_ID = "meta-webhooks"
+# Segment answers a classic Webhooks destination's settings with every one of the catalog's, unset ones at their
+# default (its catalog: globalHook, hooks, sharedSecret; destinations exported by terraform-provider-segment).
+WEBHOOKS_DEFAULTS = {"globalHook": "", "hooks": [], "sharedSecret": ""}
 
 
 def _error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -62,6 +70,18 @@ class Fault:
     retry_after: int | None = None
     stall_seconds: float = 0.0
     after: int = 0  # matching requests let through first
+    ms_before_next: int = 1000  # a 429's wait, in its body as Segment gives it
+
+
+def _throttled(fault: Fault) -> JSONResponse:
+    """Segment's 429: the wait in `data.msBeforeNext`, the window's end in X-RateLimit-Reset."""
+    reset = email.utils.formatdate(time.time() + fault.ms_before_next / 1000, usegmt=True)
+    headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}
+    if fault.retry_after is not None:
+        headers["Retry-After"] = str(fault.retry_after)
+    data = {"remainingPoints": 0, "msBeforeNext": fault.ms_before_next, "consumedPoints": 60}
+    body = {"errors": [{"type": "RequestError", "message": "Too many requests", "data": data}]}
+    return JSONResponse(body, status_code=429, headers=headers)
 
 
 class FakePublicApi(ServerThread):
@@ -96,9 +116,18 @@ class FakePublicApi(ServerThread):
     # --- control ------------------------------------------------------------
 
     def fail(
-        self, status: int, count: int = 1, prefix: str = "", retry_after: int | None = None, after: int = 0
+        self,
+        status: int,
+        count: int = 1,
+        prefix: str = "",
+        retry_after: int | None = None,
+        after: int = 0,
+        ms_before_next: int | None = None,
     ) -> None:
-        self.faults.append(Fault(status, count, prefix, retry_after, after=after))
+        """The next `count` matching requests answer `status`; a 429 asks to wait `ms_before_next` (default: the
+        Retry-After when one is given, else a second)."""
+        wait = ms_before_next if ms_before_next is not None else 1000 if retry_after is None else retry_after * 1000
+        self.faults.append(Fault(status, count, prefix, retry_after, after=after, ms_before_next=wait))
 
     def stall(self, seconds: float, count: int = 1, prefix: str = "") -> None:
         self.faults.append(Fault(None, count, prefix, stall_seconds=seconds))
@@ -147,6 +176,8 @@ class FakePublicApi(ServerThread):
                 self.faults.remove(fault)
             if fault.status is None:
                 await asyncio.sleep(fault.stall_seconds)
+            elif fault.status == 429:
+                return _throttled(fault)
             else:
                 headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
                 return _error(fault.status, "injected", f"injected {fault.status}", headers)
@@ -238,7 +269,9 @@ class FakePublicApi(ServerThread):
             "enabled": bool(body.get("enabled", False)),
             "metadata": {**metadata, "description": "", "logos": {}, "options": []},
             "sourceId": body["sourceId"],
-            "settings": body["settings"],
+            "settings": {**WEBHOOKS_DEFAULTS, **body["settings"]}
+            if metadata["id"] == WEBHOOKS_ID
+            else body["settings"],
         }
         return JSONResponse({"data": {"destination": self.destinations[destination_id]}})
 

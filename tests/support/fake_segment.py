@@ -16,6 +16,8 @@ turn Webhooks off.
 import asyncio
 import base64
 import gzip
+import hashlib
+import hmac
 import json
 import random
 import threading
@@ -170,10 +172,11 @@ class FakeSegment(ServerThread):
         self.echo_posts += 1
 
     async def _deliver(self, batch: list[dict[str, Any]]) -> None:
-        """What Segment does with a source's messages: each to the source's enabled Webhooks destinations."""
+        """What Segment does with a source's messages: each to the source's enabled Webhooks destinations, signed
+        (X-Signature: hex HMAC-SHA1 of the body) when the destination has a shared secret."""
         source = next(s for s in self.workspace.sources.values() if self.write_key in s["writeKeys"])
         hooks = [
-            hook
+            (hook, destination["settings"].get("sharedSecret") or "")
             for destination in self.workspace.on_source(source["id"])
             if destination["enabled"] and destination["metadata"]["name"] == "Webhooks"
             for hook in destination["settings"].get("hooks", [])
@@ -185,9 +188,13 @@ class FakeSegment(ServerThread):
                     integrations.get("All") is False and "Webhooks" not in integrations
                 ):
                     continue
-                for hook in hooks:
+                body = json.dumps(message).encode()
+                for hook, secret in hooks:
                     headers = {header["key"]: header["value"] for header in hook.get("headers", [])}
-                    answer = await http.post(hook["hook"], headers=headers, json=message)
+                    headers["Content-Type"] = "application/json"
+                    if secret:
+                        headers["X-Signature"] = hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
+                    answer = await http.post(hook["hook"], headers=headers, content=body)
                     self.deliveries.append((answer.status_code, message))
 
 

@@ -56,6 +56,17 @@ async def test_the_round_trip_works_and_says_how_long_it_took_and_the_test_event
     await http.aclose()
 
 
+async def test_with_a_shared_secret_the_round_trip_comes_back_signed_and_works(own_url_server, public_api, segment_api):
+    """Segment signs what a Webhooks destination with a shared secret delivers; /segment then requires it."""
+    async with httpx.AsyncClient(base_url=own_url_server.url, headers=admin_auth()) as http:
+        assert (await http.put("/api/settings", json={"shared_secret": "s3cret-shared-value"})).status_code == 200
+    http = await connected(own_url_server, public_api, segment_api)
+    answer = (await http.post("/api/segment-workspace/round-trip", json={"wait_seconds": 15})).json()
+    assert answer["outcome"] == "works", answer
+    assert [status for status, _ in segment_api.deliveries] == [200]
+    await http.aclose()
+
+
 async def test_a_test_event_that_never_comes_back_blames_the_destination(own_url_server, public_api, segment_api):
     http = await connected(own_url_server, public_api, segment_api)
     for destination in public_api.destinations.values():
@@ -63,6 +74,8 @@ async def test_a_test_event_that_never_comes_back_blames_the_destination(own_url
     answer = (await http.post("/api/segment-workspace/round-trip", json={"wait_seconds": 1})).json()
     assert answer["outcome"] == "lost"
     assert "never delivered it back" in answer["message"] and "Webhooks destination" in answer["message"]
+    # Segment's tracking API answers 200 to a write key it does not know: that also ends here, so it is named.
+    assert "that the write key is that source's" in answer["message"]
     await http.aclose()
 
 
@@ -72,6 +85,7 @@ async def test_a_test_event_refused_on_the_way_out_blames_the_write_key(own_url_
     answer = (await http.post("/api/segment-workspace/round-trip", json={"wait_seconds": 1})).json()
     assert answer["outcome"] == "refused"
     assert "refused the test event on the way out" in answer["message"] and "write key" in answer["message"]
+    assert "segment_api_host" in answer["message"]  # the other setting the way out goes by
     await http.aclose()
 
 
@@ -93,16 +107,18 @@ async def test_in_a_connected_workspace_only_the_test_event_comes_back_never_the
     """The way-back source has a Webhooks destination (for the round trip); what the connector sends carries
     `integrations: {"Webhooks": false}`, so Segment delivers none of it there."""
     http = await connected(own_url_server, public_api, segment_api)
-    saved = await http.put("/api/settings", json={"synchronized_segments": ["ALL"], "send_events": ["ALL"]})
+    everything = {"synchronized_segments": ["ALL"], "synchronized_account_segments": ["ALL"], "send_events": ["ALL"]}
+    saved = await http.put("/api/settings", json={**everything, "handle_accounts": True})
     assert saved.status_code == 200, saved.text
     calls = [
         {"type": "identify", "userId": "u-1", "traits": {"email": "ada@example.com"}},
+        {"type": "group", "userId": "u-1", "groupId": "acme", "traits": {"name": "Acme"}},
         {"type": "track", "userId": "u-1", "event": "Signed In"},
     ]
     assert (await http.post("/v1/batch", headers=basic_auth(), json={"batch": calls})).status_code == 200
-    await wait_until(lambda: {m["type"] for m in segment_api.messages} == {"identify", "track"}, timeout=30)
+    await wait_until(lambda: {m["type"] for m in segment_api.messages} >= {"identify", "group", "track"}, timeout=30)
     answer = (await http.post("/api/segment-workspace/round-trip", json={"wait_seconds": 15})).json()
     assert answer["outcome"] == "works"
     assert [message["event"] for _, message in segment_api.deliveries] == [ROUND_TRIP_EVENT]
-    assert await journal_rows(database_url) == 2  # the two calls; nothing came back
+    assert await journal_rows(database_url) == 3  # the three calls; nothing came back
     await http.aclose()

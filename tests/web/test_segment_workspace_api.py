@@ -66,7 +66,9 @@ async def test_connecting_puts_one_webhooks_destination_on_each_chosen_source_an
         assert destination["metadata"]["id"] == WEBHOOKS_ID  # "Webhooks", not "Webhooks (Actions)"
         assert destination["enabled"] is True
         assert destination["settings"] == {
-            "hooks": [{"hook": HOOK, "headers": [{"key": "Authorization", "value": AUTHORIZATION}]}]
+            "globalHook": "",
+            "hooks": [{"hook": HOOK, "headers": [{"key": "Authorization", "value": AUTHORIZATION}]}],
+            "sharedSecret": "",  # unset: Segment's default
         }
     settings = await settings_of(client)
     assert settings["write_key"].endswith(back["writeKeys"][0][-4:])
@@ -115,6 +117,21 @@ async def test_status_names_what_drifted_and_connecting_again_repairs_only_that(
     ]
 
 
+async def test_an_integration_name_other_than_webhooks_is_drift_and_connecting_again_puts_it_back(client, public_api):
+    """The loop flag names the destination Segment must skip: `integrations: {"Webhooks": false}`, else Segment
+    delivers every outbound call back to /segment."""
+    await connect(client, source_id(public_api, "Website"))
+    await client.put("/api/settings", headers=admin_auth(), json={"integration_name": "Connector hook"})
+    status = (await client.get("/api/segment-workspace", headers=admin_auth())).json()
+    assert status["matches"] is False
+    assert status["source"]["problems"] == [
+        "integration_name is not 'Webhooks': Segment would deliver the connector's own calls back"
+    ]
+    repaired = await connect(client, source_id(public_api, "Website"))
+    assert repaired.json()["settings_changed"] == ["integration_name"]
+    assert (await settings_of(client))["integration_name"] == "Webhooks"
+
+
 async def test_a_webhooks_destination_already_pointing_here_is_adopted_and_never_doubled(client, public_api):
     website = source_id(public_api, "Website")
     settings = {"hooks": [{"hook": HOOK, "headers": []}]}
@@ -135,7 +152,91 @@ async def test_a_webhooks_destination_already_pointing_here_is_adopted_and_never
         "source_name": "Website",
         "destination_id": "by-hand-1",
         "action": "updated",
+        "adopted": True,
     }
+
+
+async def test_an_adopted_webhooks_destination_keeps_the_other_hooks_it_delivers_to(client, public_api):
+    """A destination set up by hand may hold up to five hooks; the connector's is one of them, the others are
+    someone else's: adopting it changes only the connector's hook, and connecting again changes nothing."""
+    website = source_id(public_api, "Website")
+    others = [{"hook": "https://crm.example.com/segment", "headers": [{"key": "X-Token", "value": "crm"}]}]
+    public_api.destinations["by-hand"] = {
+        "id": "by-hand",
+        "name": "by hand",
+        "enabled": True,
+        "metadata": {"id": WEBHOOKS_ID, "name": "Webhooks"},
+        "sourceId": website,
+        "settings": {"hooks": [*others, {"hook": HOOK, "headers": []}]},
+    }
+    assert (await connect(client, website)).status_code == 200
+    hooks = public_api.destinations["by-hand"]["settings"]["hooks"]
+    assert [hook for hook in hooks if hook["hook"] != HOOK] == others
+    assert [hook for hook in hooks if hook["hook"] == HOOK] == [
+        {"hook": HOOK, "headers": [{"key": "Authorization", "value": AUTHORIZATION}]}
+    ]
+    assert (await client.get("/api/segment-workspace", headers=admin_auth())).json()["matches"] is True
+    writes = len(public_api.writes())
+    assert (await connect(client, website)).status_code == 200
+    assert public_api.writes()[writes:] == []
+
+
+async def test_a_second_destination_pointing_here_loses_only_its_hook_here_when_it_holds_others(client, public_api):
+    """Never two deliveries to /segment; but the second destination's other hooks are someone else's."""
+    website = source_id(public_api, "Website")
+    crm = {"hook": "https://crm.example.com/segment", "headers": []}
+    for number, hooks in ((1, [{"hook": HOOK, "headers": []}]), (2, [crm, {"hook": HOOK, "headers": []}])):
+        public_api.destinations[f"by-hand-{number}"] = {
+            "id": f"by-hand-{number}",
+            "name": "by hand",
+            "enabled": False,
+            "metadata": {"id": WEBHOOKS_ID, "name": "Webhooks"},
+            "sourceId": website,
+            "settings": {"hooks": hooks},
+        }
+    answer = await connect(client, website)
+    assert answer.status_code == 200, answer.text
+    assert [d["id"] for d in hooks_here(public_api, website)] == ["by-hand-1"]
+    second = public_api.destinations["by-hand-2"]
+    assert second["settings"]["hooks"] == [crm] and second["enabled"] is False  # left as it was, but for our hook
+    assert {"kind": "destination", "action": "unhooked", "source_id": website, "destination_id": "by-hand-2"} in (
+        answer.json()["done"]
+    )
+
+
+async def test_an_adopted_destination_let_go_keeps_its_other_hooks_on_disconnect_and_when_no_longer_chosen(
+    client, public_api
+):
+    website, mobile = source_id(public_api, "Website"), source_id(public_api, "Mobile app")
+    crm = {"hook": "https://crm.example.com/segment", "headers": []}
+    for source in (website, mobile):
+        public_api.destinations[f"by-hand-{source}"] = {
+            "id": f"by-hand-{source}",
+            "name": "by hand",
+            "enabled": True,
+            "metadata": {"id": WEBHOOKS_ID, "name": "Webhooks"},
+            "sourceId": source,
+            "settings": {"hooks": [crm, {"hook": HOOK, "headers": []}]},
+        }
+    await connect(client, website, mobile)
+    dropped = await connect(client, website)
+    assert {"action": "unhooked", "destination_id": f"by-hand-{mobile}"}.items() <= dropped.json()["done"][0].items()
+    gone = await client.delete("/api/segment-workspace", headers=admin_auth())
+    assert [d["destination_id"] for d in gone.json()["unhooked"]] == [f"by-hand-{website}"]
+    assert len(gone.json()["deleted"]) == 1  # the one on the way-back source, which the connector created
+    for source in (website, mobile):
+        assert public_api.destinations[f"by-hand-{source}"]["settings"]["hooks"] == [crm]
+
+
+async def test_a_hook_edited_in_a_destination_the_connector_created_is_put_back_not_kept_beside_it(client, public_api):
+    website = source_id(public_api, "Website")
+    await connect(client, website)
+    (created,) = public_api.on_source(website)
+    created["settings"]["hooks"][0]["hook"] = "https://typo.example.com/segment"
+    await connect(client, website)
+    assert created["settings"]["hooks"] == [
+        {"hook": HOOK, "headers": [{"key": "Authorization", "value": AUTHORIZATION}]}
+    ]
 
 
 async def test_a_source_no_longer_chosen_loses_the_destination_the_connector_put_there(client, public_api):
@@ -202,6 +303,17 @@ async def test_an_unknown_source_is_a_400_naming_it_before_anything_is_changed(c
     assert public_api.writes() == []
 
 
+async def test_a_source_segment_no_longer_finds_is_a_400_naming_it_and_nothing_is_changed(client, public_api):
+    """Listed, then gone when its destinations are read (deleted in Segment meanwhile): Segment's 404."""
+    website = source_id(public_api, "Website")
+    public_api.fail(404, count=1, prefix=f"GET /sources/{website}/connected-destinations")
+    answer = await connect(client, website)
+    assert answer.status_code == 400
+    assert answer.json()["field"] == "source_ids"
+    assert f"Segment found nothing at GET /sources/{website}/connected-destinations (404)" in answer.json()["message"]
+    assert public_api.writes() == [] and answer.json()["done"] == []
+
+
 async def test_throttling_is_waited_out_after_retry_after(client, public_api):
     public_api.fail(429, count=2, prefix="GET /catalog/destinations", retry_after=0)
     answer = await connect(client, source_id(public_api, "Website"))
@@ -263,6 +375,21 @@ async def test_segment_down_on_a_first_connect_leaves_the_settings_untouched(cli
     assert (await settings_of(client))["write_key"] is None
     rerun = await connect(client, source_id(public_api, "Website"))
     assert rerun.status_code == 200 and rerun.json()["source"]["action"] == "found"
+
+
+async def test_a_status_segment_cannot_answer_says_why_and_keeps_what_the_last_connect_saved(client, public_api):
+    website = source_id(public_api, "Website")
+    await connect(client, website)
+    public_api.fail(503, count=1000, prefix="GET")
+    status = (await client.get("/api/segment-workspace", headers=admin_auth())).json()
+    assert status["connected"] is True and status["workspace"]["name"] == "Acme"
+    assert status["error"] == "Segment's Public API failed (503) (GET /); try again later"
+    assert [entry["source_id"] for entry in status["destinations"]] == [website, status["source"]["id"]]
+    assert "matches" not in status and status["token"].endswith(OWNER_TOKEN[-4:])
+    public_api.fail(503, count=1000, prefix="DELETE")
+    refused = await client.delete("/api/segment-workspace", headers=admin_auth())
+    assert refused.status_code == 502
+    assert refused.json()["message"].endswith("the token is kept: disconnecting again completes it")
 
 
 async def test_a_public_api_that_does_not_answer_is_a_502(client, public_api, monkeypatch):

@@ -81,7 +81,8 @@ async def get_status(request: Request) -> JSONResponse:
     summary: The connected Segment workspace, re-read from its Public API, and the last round-trip test
     description: >-
       Whether each managed destination and the source still match (`problems` says what drifted: disabled,
-      edited, deleted); `error` when the Public API could not be read.
+      edited, deleted); when the Public API could not be read, `error` says why and the rest is what the last
+      connect saved, unchecked (no `matches`).
     responses:
       200: {description: "connected or not", schema: {$ref: "#/components/schemas/WorkspaceStatus"}}
     """
@@ -89,7 +90,7 @@ async def get_status(request: Request) -> JSONResponse:
     try:
         answer = await workspace.status(runtime)
     except workspace.WorkspaceError as error:
-        answer = {"connected": True, "error": error.message}
+        answer = {**await workspace.unchecked(runtime), "error": error.message}
     latest = round_trip.verdict(await round_trips.read(runtime.engine))
     return JSONResponse({**answer, "round_trip": latest})
 
@@ -98,7 +99,9 @@ async def get_status(request: Request) -> JSONResponse:
 async def disconnect(request: Request) -> JSONResponse:
     """
     summary: Disconnect the Segment workspace (delete the destinations the connector manages, forget the token)
-    description: The HTTP API source and the write key stay.
+    description: >-
+      The HTTP API source and the write key stay; an adopted destination (set up by hand) that holds other hooks
+      only loses the connector's hook (`unhooked`).
     responses:
       200: {description: "what was deleted and kept", schema: {$ref: "#/components/schemas/WorkspaceDisconnected"}}
       400: {description: "Segment refused the stored token"}

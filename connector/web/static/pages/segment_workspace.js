@@ -4,7 +4,8 @@
 
 import { api, card, h, pairs, say, statusLine } from "../lib.js";
 
-const ACTIONS = { created: "created", updated: "updated (repaired)", unchanged: "already right", deleted: "deleted" };
+const ACTIONS = { created: "created", updated: "updated (repaired)", unchanged: "already right", deleted: "deleted",
+  unhooked: "its hook to this connector removed (a second one; its other hooks kept)" };
 
 function changeLine(change) {
   const what = change.kind === "source" ? `HTTP API source ${change.slug} (to send back through)`
@@ -13,7 +14,15 @@ function changeLine(change) {
   return `${what}: ${ACTIONS[change.action] ?? change.action}`;
 }
 
-// The sources to tick, listed a page at a time; `chosen` starts ticked.
+// What a connect changed, in lines; one line when nothing needed to.
+function changesOf(answer) {
+  const lines = [...answer.done.map(changeLine),
+    ...answer.settings_changed.map((name) => `setting ${name}: set from the workspace`)];
+  return lines.length ? lines : ["Nothing needed changing: everything was already right."];
+}
+
+// The sources to tick, listed a page at a time; `chosen` starts ticked. A chosen source on a page not listed
+// yet stays chosen: connecting would otherwise delete its destination unseen.
 function sourcePicker(credentials, chosen) {
   const list = h("ul", { className: "checks", id: "workspace-sources" });
   const more = h("button", { type: "button", className: "secondary", hidden: true }, "More sources");
@@ -25,8 +34,9 @@ function sourcePicker(credentials, chosen) {
       const page = await api("POST", "/api/segment-workspace/sources", { ...credentials(), cursor: cursor ?? undefined });
       for (const source of page.sources) {
         const box = h("input", { type: "checkbox", value: source.id, id: `source-${source.id}`,
-          checked: chosen.has(source.id) || source.chosen });
-        list.append(h("li", {}, box, h("label", { htmlFor: box.id }, `${source.name ?? source.slug} (${source.kind})`)));
+          checked: chosen.has(source.id) || source.chosen || source.way_back, disabled: source.way_back });
+        const why = source.way_back ? ": the connector sends back through it, always connected" : "";
+        list.append(h("li", {}, box, h("label", { htmlFor: box.id }, `${source.name ?? source.slug} (${source.kind})${why}`)));
       }
       cursor = page.next;
       more.hidden = !cursor;
@@ -37,16 +47,22 @@ function sourcePicker(credentials, chosen) {
     }
   }
   more.addEventListener("click", load);
-  const ticked = () => [...list.querySelectorAll("input:checked")].map((box) => box.value);
+  const boxes = () => [...list.querySelectorAll("input")];
+  const ticked = () => {
+    const listed = new Set(boxes().map((box) => box.value));
+    return [...boxes().filter((box) => box.checked).map((box) => box.value),
+      ...[...chosen].filter((id) => !listed.has(id))];
+  };
   return { node: h("div", {}, heading, list, more, status),
     load, ticked };
 }
 
-function connectForm(refresh, chosen = new Set(), connected = false) {
+function connectForm(refresh, chosen = new Set(), connected = null) {
   const token = h("input", { id: "workspace-token", type: "password", autocomplete: "off",
     placeholder: connected ? "the stored token is used" : "" });
   const region = h("select", { id: "workspace-region" },
     h("option", { value: "us" }, "US (api.segmentapis.com)"), h("option", { value: "eu" }, "EU (eu1.api.segmentapis.com)"));
+  region.value = connected?.region ?? "us"; // changing sources stays in the connected workspace's region
   const status = statusLine("workspace-status");
   const credentials = () => ({ token: token.value || undefined, region: region.value });
   const picker = sourcePicker(credentials, chosen);
@@ -61,7 +77,7 @@ function connectForm(refresh, chosen = new Set(), connected = false) {
     say(status, "Connecting…");
     try {
       const answer = await api("POST", "/api/segment-workspace", { ...credentials(), source_ids: picker.ticked() });
-      await refresh(answer.done.map(changeLine));
+      await refresh(changesOf(answer));
     } catch (error) {
       say(status, [error.message, ...(error.body.done ?? []).map(changeLine)].join(" — "), "error");
     }
@@ -77,7 +93,14 @@ function connectForm(refresh, chosen = new Set(), connected = false) {
 }
 
 function drift(item) {
+  if (item.matches === undefined) return "not checked"; // Segment could not be read
   return item.matches ? "matches" : `drifted: ${item.problems.join("; ")}`;
+}
+
+function verdict(state) {
+  const [kind, words] = state.error ? ["error", `Segment could not be read: ${state.error}`]
+    : state.matches ? ["ok", "Everything matches."] : ["error", "Something drifted: Repair puts it back."];
+  return h("p", { className: "status", "data-kind": kind, id: "workspace-verdict" }, words);
 }
 
 function connectedView(state, refresh) {
@@ -86,7 +109,7 @@ function connectedView(state, refresh) {
   repair.addEventListener("click", async () => {
     try {
       const answer = await api("POST", "/api/segment-workspace", { source_ids: state.source_ids });
-      await refresh(answer.done.map(changeLine));
+      await refresh(changesOf(answer));
     } catch (error) {
       say(status, error.message, "error");
     }
@@ -97,14 +120,15 @@ function connectedView(state, refresh) {
       + "Segment; the HTTP API source and the write key stay.")) return;
     try {
       const answer = await api("DELETE", "/api/segment-workspace");
-      await refresh([`Disconnected: ${answer.deleted.length} destinations deleted; the token is forgotten.`]);
+      const unhooked = answer.unhooked.length ? `, ${answer.unhooked.length} left with their other hooks` : "";
+      await refresh([`Disconnected: ${answer.deleted.length} destinations deleted${unhooked}; the token is forgotten.`]);
     } catch (error) {
       say(status, error.message, "error");
     }
   });
   const change = h("button", { type: "button", className: "secondary" }, "Change sources");
   const holder = h("div", {});
-  change.addEventListener("click", () => holder.replaceChildren(connectForm(refresh, new Set(state.source_ids), true)));
+  change.addEventListener("click", () => holder.replaceChildren(connectForm(refresh, new Set(state.source_ids), state)));
   const rows = state.destinations.map((entry) => h("li", { "data-source": entry.source_id },
     `Webhooks destination on ${entry.source_name ?? entry.source_id} (${entry.destination_id}): ${drift(entry)}`));
   return h("div", { id: "workspace-connected" },
@@ -114,14 +138,13 @@ function connectedView(state, refresh) {
       ["Sends back through", `HTTP API source ${state.source.slug}: ${drift(state.source)}`],
     ]),
     h("ul", { className: "workspace-destinations" }, rows),
-    h("p", { className: "status", "data-kind": state.matches ? "ok" : "error", id: "workspace-verdict" },
-      state.matches ? "Everything matches." : "Something drifted in Segment: Repair puts it back."),
+    verdict(state),
     h("div", { className: "row" }, repair, change, disconnect), status, holder);
 }
 
 function roundTrip(latest) {
   const status = statusLine("round-trip-status");
-  if (latest?.outcome) say(status, latest.message, latest.outcome === "works" ? "ok" : "error");
+  if (latest) say(status, latest.message, !latest.outcome ? "" : latest.outcome === "works" ? "ok" : "error");
   const button = h("button", { type: "button", className: "secondary" }, "Test the round trip");
   button.addEventListener("click", async () => {
     button.disabled = true;
@@ -147,9 +170,7 @@ export async function workspaceCard() {
   section.id = "segment-workspace";
   async function refresh(changes = []) {
     const state = await api("GET", "/api/segment-workspace");
-    const body = state.connected && !state.error ? connectedView(state, refresh)
-      : h("div", {}, state.error ? h("p", { className: "status", "data-kind": "error" }, state.error) : null,
-        connectForm(refresh));
+    const body = state.connected ? connectedView(state, refresh) : connectForm(refresh);
     const done = changes.length
       ? h("div", { id: "workspace-changes" }, h("p", {}, "What changed:"), h("ul", {}, changes.map((line) => h("li", {}, line))))
       : null;
