@@ -77,9 +77,19 @@ class Target:
         hooks = _hooks(destination)
         if [hook for hook in hooks if adopted is False or hook.get("hook") == self.hook] != [self.ours()]:
             problems.append("its URL or Authorization header was changed")
-        if self.shared_secret and (destination.get("settings") or {}).get("sharedSecret") != self.shared_secret:
+        read = (destination.get("settings") or {}).get("sharedSecret")
+        if self.shared_secret and not _same_secret(read, self.shared_secret):
             problems.append("its shared secret differs")
         return problems
+
+
+def _same_secret(read: Any, expected: str) -> bool:
+    """Whether a secret setting read back from Segment is `expected`: Segment may answer a secret masked, its last
+    characters after bullets ("••••••••••6546"), which then can only be compared by those characters."""
+    if not isinstance(read, str):
+        return False
+    shown = read.lstrip("•*")
+    return read == expected or (shown != read and len(shown) >= 4 and expected.endswith(shown))
 
 
 def _hooks(destination: dict[str, Any] | None) -> list[dict[str, Any]]:

@@ -92,6 +92,7 @@ class FakePublicApi(ServerThread):
         self.destinations: dict[str, dict[str, Any]] = {}
         self.calls: list[str] = []  # "METHOD /path", in order
         self.faults: list[Fault] = []
+        self.mask_secrets = False  # answer a destination's sharedSecret masked, as Segment does for secret settings
         self._ids = itertools.count(1)
         for name, metadata_id in [
             ("Website", "meta-javascript"),
@@ -222,7 +223,13 @@ class FakePublicApi(ServerThread):
         source_id = request.path_params["source_id"]
         if source_id not in self.sources:
             return _error(404, "not-found", f"source {source_id} not found")
-        return self._page(request, "destinations", self.on_source(source_id))
+        return self._page(request, "destinations", [self._shown(d) for d in self.on_source(source_id)])
+
+    def _shown(self, destination: dict[str, Any]) -> dict[str, Any]:
+        secret = destination["settings"].get("sharedSecret")
+        if not (self.mask_secrets and secret):
+            return destination
+        return {**destination, "settings": {**destination["settings"], "sharedSecret": "•" * 10 + secret[-4:]}}
 
     async def _create_source(self, request: Request) -> JSONResponse:
         refused = await self._guard(request, write=True)

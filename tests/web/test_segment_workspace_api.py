@@ -341,6 +341,23 @@ async def test_with_a_shared_secret_each_destination_signs_with_it(client, publi
     ]
 
 
+async def test_a_shared_secret_segment_answers_masked_is_not_drift_and_not_patched_again(client, public_api):
+    public_api.mask_secrets = True  # read back as "••••••••••alue", as Segment shows a secret setting
+    await client.put("/api/settings", headers=admin_auth(), json={"shared_secret": "s3cret-shared-value"})
+    website = source_id(public_api, "Website")
+    await connect(client, website)
+    status = (await client.get("/api/segment-workspace", headers=admin_auth())).json()
+    assert {entry["source_id"]: entry["problems"] for entry in status["destinations"]}[website] == []
+    writes = len(public_api.writes())
+    await connect(client, website)
+    assert public_api.writes()[writes:] == []
+    await client.put("/api/settings", headers=admin_auth(), json={"shared_secret": "another-shared-secret"})
+    status = (await client.get("/api/segment-workspace", headers=admin_auth())).json()
+    assert {entry["source_id"]: entry["problems"] for entry in status["destinations"]}[website] == [
+        "its shared secret differs"
+    ]
+
+
 async def test_segment_failing_midway_answers_502_with_what_was_done_and_a_rerun_completes_it(client, public_api):
     website, mobile, backend = (source_id(public_api, name) for name in ("Website", "Mobile app", "Backend"))
     await connect(client, website)
