@@ -55,3 +55,9 @@ async def claim_run(conn: AsyncConnection, name: str, interval_seconds: float, n
         return False
     await conn.execute(runs.update().where(runs.c.name == name).values(ran_at=now))
     return True
+
+
+async def release_run(conn: AsyncConnection, name: str) -> None:
+    """Make the work `name` due again at once: a run held as a lease (a claim whose interval is the longest it may
+    take) gives it back when it ends, so the next claim need not wait for the interval."""
+    await conn.execute(runs.update().where(runs.c.name == name).values(ran_at=NEVER))

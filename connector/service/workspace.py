@@ -17,6 +17,8 @@ running connect again completes it. The token is a credential (core/credentials.
 import base64
 import re
 import unicodedata
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +30,7 @@ from connector.core.logs import get_logger
 from connector.core.models import SegmentWorkspace, utcnow
 from connector.core.runtime import Runtime
 from connector.core.settings import ConnectorSettings, mask_secret
+from connector.segments import schedule
 from connector.service import use_cases
 from connector.service.public_api import PublicApi, PublicApiError, base_url
 
@@ -37,6 +40,8 @@ TRACKING_HOSTS = {"us": "https://api.segment.io", "eu": "https://events.eu1.segm
 WEBHOOKS = "Webhooks"  # the classic destination's catalog name ("Webhooks (Actions)" is another one)
 HTTP_API = "HTTP API"
 DESTINATION_NAME = "Segment connector"
+OPERATION = "segment_workspace"  # the lease of a connect or disconnect, in scheduled_runs
+OPERATION_LEASE_SECONDS = 300  # longer than a connect takes, Segment's throttling waited out included
 table = SegmentWorkspace.__table__
 log = get_logger()
 
@@ -202,8 +207,33 @@ class Found:
     names: dict[str, str]  # source id -> its name, for people to read
 
 
+@asynccontextmanager
+async def _one_at_a_time(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Connect and disconnect hold a lease (a claimed run of `scheduled_runs`) for as long as they talk to Segment,
+    so that two at once (two admins, two clicks) cannot both find no destination and create two: the second is
+    refused at once. A process that dies holding it keeps it for OPERATION_LEASE_SECONDS at most."""
+    async with engine.begin() as conn:
+        claimed = await schedule.claim_run(conn, OPERATION, OPERATION_LEASE_SECONDS, utcnow())
+    if not claimed:
+        message = (
+            "another connect or disconnect of the Segment workspace is under way; try again once it has finished "
+            f"(within {OPERATION_LEASE_SECONDS // 60} minutes)"
+        )
+        raise WorkspaceError(409, message)
+    try:
+        yield
+    finally:
+        async with engine.begin() as conn:
+            await schedule.release_run(conn, OPERATION)
+
+
 async def connect(runtime: Runtime, token: str | None, region: str | None, source_ids: list[str]) -> dict[str, Any]:
     """Connect (or repair) the workspace; the answer says what was found, created and changed."""
+    async with _one_at_a_time(runtime.engine):
+        return await _connect(runtime, token, region, source_ids)
+
+
+async def _connect(runtime: Runtime, token: str | None, region: str | None, source_ids: list[str]) -> dict[str, Any]:
     settings = await runtime.settings.current()
     target = target_of(runtime, settings, await runtime.settings.api_key())
     state = await read_state(runtime.engine)
@@ -478,6 +508,11 @@ def _source_checked(
 async def disconnect(runtime: Runtime) -> dict[str, Any]:
     """Delete the destinations the connector manages (an adopted one holding other hooks only loses its hook here);
     keep the source and the write key; forget the token."""
+    async with _one_at_a_time(runtime.engine):
+        return await _disconnect(runtime)
+
+
+async def _disconnect(runtime: Runtime) -> dict[str, Any]:
     state, token = await read_state(runtime.engine), await read_secret(runtime.engine, SEGMENT_PUBLIC_API_TOKEN)
     if state is None and token is None:
         raise WorkspaceError(409, "no Segment workspace is connected")

@@ -1,6 +1,7 @@
 """Connecting a Segment workspace through its Public API (POST/GET/DELETE /api/segment-workspace), against the
 fake Public API (tests/support/fake_public_api.py) over real HTTP."""
 
+import asyncio
 import base64
 import logging
 from typing import Any
@@ -15,7 +16,7 @@ from connector.core.logs import configure_logging
 from connector.core.models import Credential
 from connector.service import public_api as public_api_client
 from connector.web.app import create_app
-from tests.support.app import API_KEY, admin_auth, make_env
+from tests.support.app import API_KEY, admin_auth, make_env, wait_until
 from tests.support.fake_public_api import OWNER_TOKEN, READ_ONLY_TOKEN, WEBHOOKS_ID, FakePublicApi
 
 PUBLIC_URL = "https://connector.example.com"
@@ -356,6 +357,31 @@ async def test_a_shared_secret_segment_answers_masked_is_not_drift_and_not_patch
     assert {entry["source_id"]: entry["problems"] for entry in status["destinations"]}[website] == [
         "its shared secret differs"
     ]
+
+
+async def test_a_second_connect_while_one_is_under_way_is_refused_and_the_source_keeps_one_destination(
+    client, public_api
+):
+    website = source_id(public_api, "Website")
+    public_api.stall(1.5, count=1, prefix="GET /")  # the first connect is still reading the workspace...
+    first = asyncio.create_task(connect(client, website))
+    await wait_until(lambda: public_api.calls)
+    second = await connect(client, website)  # ...when a second admin clicks Connect
+    assert second.status_code == 409, second.text
+    assert "another connect or disconnect" in second.json()["message"]
+    disconnect = await client.delete("/api/segment-workspace", headers=admin_auth())
+    assert disconnect.status_code == 409, disconnect.text
+    assert (await first).status_code == 200
+    assert len(hooks_here(public_api, website)) == 1
+    assert (await connect(client, website)).status_code == 200  # given back once the first was done
+
+
+async def test_a_connect_that_failed_gives_the_next_one_its_turn_at_once(client, public_api):
+    website = source_id(public_api, "Website")
+    assert (await connect(client, website, token="not-a-token-segment-knows")).status_code == 400
+    public_api.fail(503, count=1, prefix="GET /catalog")
+    assert (await connect(client, website)).status_code == 502
+    assert (await connect(client, website)).status_code == 200
 
 
 async def test_segment_failing_midway_answers_502_with_what_was_done_and_a_rerun_completes_it(client, public_api):
