@@ -61,7 +61,7 @@ async def connect(request: Request) -> JSONResponse:
         description: "what was found, created and changed"
         schema: {$ref: "#/components/schemas/WorkspaceConnected"}
       400: {description: "a bad token, a missing scope, an unknown source: nothing saved; `done`: what changed"}
-      409: {description: "PUBLIC_URL is not set"}
+      409: {description: "PUBLIC_URL is not set, or another connect or disconnect is under way"}
       502: {description: "Segment failed or did not answer: nothing saved in the settings; `done`: what changed"}
     """
     body = await _body(request)
@@ -105,7 +105,7 @@ async def disconnect(request: Request) -> JSONResponse:
     responses:
       200: {description: "what was deleted and kept", schema: {$ref: "#/components/schemas/WorkspaceDisconnected"}}
       400: {description: "Segment refused the stored token"}
-      409: {description: "no workspace is connected"}
+      409: {description: "no workspace is connected, or another connect or disconnect is under way"}
       502: {description: "Segment failed: the token is kept, so disconnecting again completes it"}
     """
     try:
