@@ -36,6 +36,22 @@ async def connect_through_the_page(
     await card.get_by_role("button", name="Connect").click()
 
 
+async def test_the_sources_are_listed_once_the_token_is_entered(page, own_url_server, public_api):
+    await sign_in(page, own_url_server, at="#/setup")
+    card = page.locator("#segment-workspace")
+    await card.get_by_label("Public API token").fill(OWNER_TOKEN)
+    await card.get_by_label("Public API token").press("Tab")  # no click on List sources
+    await expect(card.get_by_label("Website (Javascript)")).to_be_visible()
+    await card.get_by_label("Website (Javascript)").check()
+    await card.get_by_role("button", name="More sources").click()
+    await expect(card.get_by_label("Backend (HTTP API)")).to_be_visible()
+    await card.get_by_role("button", name="List sources").click()  # from the first page again, never doubled
+    await expect(card.get_by_label("Backend (HTTP API)")).to_have_count(0)
+    await expect(card.get_by_label("Mobile app (iOS)")).to_be_visible()
+    await expect(card.get_by_label("Website (Javascript)")).to_have_count(1)
+    await expect(card.get_by_label("Website (Javascript)")).to_be_checked()  # what was ticked stays ticked
+
+
 async def test_connecting_from_the_setup_page_lists_what_was_created_and_the_round_trip_works(
     page, own_url_server, public_api, segment_api, screenshots, request
 ):

@@ -53,8 +53,17 @@ function sourcePicker(credentials, chosen) {
     return [...boxes().filter((box) => box.checked).map((box) => box.value),
       ...[...chosen].filter((id) => !listed.has(id))];
   };
-  return { node: h("div", {}, heading, list, more, status),
-    load, ticked };
+  // Listing again (another token, another region) starts from the first page; ticks made so far are kept.
+  async function restart() {
+    for (const box of boxes()) {
+      if (box.checked) chosen.add(box.value);
+      else chosen.delete(box.value);
+    }
+    list.replaceChildren();
+    cursor = null;
+    await load();
+  }
+  return { node: h("div", {}, heading, list, more, status), restart, ticked };
 }
 
 function connectForm(refresh, chosen = new Set(), connected = null) {
@@ -68,11 +77,17 @@ function connectForm(refresh, chosen = new Set(), connected = null) {
   const picker = sourcePicker(credentials, chosen);
   const connect = h("button", { type: "button", hidden: true }, "Connect");
   const list = h("button", { type: "button", className: "secondary" }, "List sources");
-  list.addEventListener("click", async () => {
-    picker.node.querySelector("ul").replaceChildren();
-    await picker.load();
-    connect.hidden = false;
-  });
+  let listing = null; // one listing at a time: leaving the token field and clicking List sources both ask
+  function listSources() {
+    listing ??= (async () => {
+      await picker.restart();
+      connect.hidden = false;
+    })().finally(() => { listing = null; });
+    return listing;
+  }
+  list.addEventListener("click", listSources);
+  token.addEventListener("change", () => { if (token.value) listSources(); }); // once the token is entered
+  region.addEventListener("change", () => { if (!connect.hidden) listSources(); }); // another region's sources
   connect.addEventListener("click", async () => {
     say(status, "Connecting…");
     try {
