@@ -380,16 +380,19 @@ async def _let_go(api: PublicApi, hook: str | None, destination_id: str, destina
 
 async def _let_go_managed(api: PublicApi, hook: str | None, entry: dict[str, Any]) -> str:
     """`_let_go` of a managed destination: one the connector created holds nothing else; an adopted one is read."""
-    destination = None
-    if entry.get("adopted") and hook is not None:
-        try:
-            connected = await api.connected_destinations(entry["source_id"])
-        except PublicApiError as error:
-            if error.kind != "not_found":
-                raise
-            connected = []
-        destination = next((d for d in connected if d["id"] == entry["destination_id"]), None)
+    destination = await _managed_destination(api, entry) if entry.get("adopted") and hook is not None else None
     return await _let_go(api, hook, entry["destination_id"], destination)
+
+
+async def _managed_destination(api: PublicApi, entry: dict[str, Any]) -> dict[str, Any] | None:
+    """The managed destination `entry` names as Segment has it now; None when it, or its source, is gone."""
+    try:
+        connected = await api.connected_destinations(entry["source_id"])
+    except PublicApiError as error:
+        if error.kind != "not_found":
+            raise
+        return None
+    return next((d for d in connected if d["id"] == entry["destination_id"]), None)
 
 
 async def _delete(api: PublicApi, destination_id: str) -> None:
@@ -476,13 +479,7 @@ async def unchecked(runtime: Runtime) -> dict[str, Any]:
 
 
 async def _checked(api: PublicApi, target: Target, entry: dict[str, Any]) -> dict[str, Any]:
-    try:
-        connected = await api.connected_destinations(entry["source_id"])
-    except PublicApiError as error:
-        if error.kind != "not_found":
-            raise
-        connected = []
-    destination = next((d for d in connected if d["id"] == entry["destination_id"]), None)
+    destination = await _managed_destination(api, entry)
     problems = (
         ["deleted in Segment"] if destination is None else target.problems(destination, entry.get("adopted", False))
     )

@@ -46,6 +46,20 @@ async def settings_of(client: Any) -> dict[str, Any]:
     return document
 
 
+def by_hand(
+    public_api: FakePublicApi, destination_id: str, source: str, hooks: list[Any], enabled: bool = True
+) -> None:
+    """A Webhooks destination someone set up in Segment by hand."""
+    public_api.destinations[destination_id] = {
+        "id": destination_id,
+        "name": "by hand",
+        "enabled": enabled,
+        "metadata": {"id": WEBHOOKS_ID, "name": "Webhooks"},
+        "sourceId": source,
+        "settings": {"hooks": hooks},
+    }
+
+
 def hooks_here(public_api: FakePublicApi, source: str) -> list[dict[str, Any]]:
     return [d for d in public_api.on_source(source) if any(h["hook"] == HOOK for h in d["settings"].get("hooks", []))]
 
@@ -135,16 +149,8 @@ async def test_an_integration_name_other_than_webhooks_is_drift_and_connecting_a
 
 async def test_a_webhooks_destination_already_pointing_here_is_adopted_and_never_doubled(client, public_api):
     website = source_id(public_api, "Website")
-    settings = {"hooks": [{"hook": HOOK, "headers": []}]}
     for number in (1, 2):
-        public_api.destinations[f"by-hand-{number}"] = {
-            "id": f"by-hand-{number}",
-            "name": "by hand",
-            "enabled": True,
-            "metadata": {"id": WEBHOOKS_ID, "name": "Webhooks"},
-            "sourceId": website,
-            "settings": settings,
-        }
+        by_hand(public_api, f"by-hand-{number}", website, [{"hook": HOOK, "headers": []}])
     answer = await connect(client, website)
     assert answer.status_code == 200
     assert [d["id"] for d in hooks_here(public_api, website)] == ["by-hand-1"]
@@ -162,14 +168,7 @@ async def test_an_adopted_webhooks_destination_keeps_the_other_hooks_it_delivers
     someone else's: adopting it changes only the connector's hook, and connecting again changes nothing."""
     website = source_id(public_api, "Website")
     others = [{"hook": "https://crm.example.com/segment", "headers": [{"key": "X-Token", "value": "crm"}]}]
-    public_api.destinations["by-hand"] = {
-        "id": "by-hand",
-        "name": "by hand",
-        "enabled": True,
-        "metadata": {"id": WEBHOOKS_ID, "name": "Webhooks"},
-        "sourceId": website,
-        "settings": {"hooks": [*others, {"hook": HOOK, "headers": []}]},
-    }
+    by_hand(public_api, "by-hand", website, [*others, {"hook": HOOK, "headers": []}])
     assert (await connect(client, website)).status_code == 200
     hooks = public_api.destinations["by-hand"]["settings"]["hooks"]
     assert [hook for hook in hooks if hook["hook"] != HOOK] == others
@@ -187,14 +186,7 @@ async def test_a_second_destination_pointing_here_loses_only_its_hook_here_when_
     website = source_id(public_api, "Website")
     crm = {"hook": "https://crm.example.com/segment", "headers": []}
     for number, hooks in ((1, [{"hook": HOOK, "headers": []}]), (2, [crm, {"hook": HOOK, "headers": []}])):
-        public_api.destinations[f"by-hand-{number}"] = {
-            "id": f"by-hand-{number}",
-            "name": "by hand",
-            "enabled": False,
-            "metadata": {"id": WEBHOOKS_ID, "name": "Webhooks"},
-            "sourceId": website,
-            "settings": {"hooks": hooks},
-        }
+        by_hand(public_api, f"by-hand-{number}", website, hooks, enabled=False)
     answer = await connect(client, website)
     assert answer.status_code == 200, answer.text
     assert [d["id"] for d in hooks_here(public_api, website)] == ["by-hand-1"]
@@ -211,14 +203,7 @@ async def test_an_adopted_destination_let_go_keeps_its_other_hooks_on_disconnect
     website, mobile = source_id(public_api, "Website"), source_id(public_api, "Mobile app")
     crm = {"hook": "https://crm.example.com/segment", "headers": []}
     for source in (website, mobile):
-        public_api.destinations[f"by-hand-{source}"] = {
-            "id": f"by-hand-{source}",
-            "name": "by hand",
-            "enabled": True,
-            "metadata": {"id": WEBHOOKS_ID, "name": "Webhooks"},
-            "sourceId": source,
-            "settings": {"hooks": [crm, {"hook": HOOK, "headers": []}]},
-        }
+        by_hand(public_api, f"by-hand-{source}", source, [crm, {"hook": HOOK, "headers": []}])
     await connect(client, website, mobile)
     dropped = await connect(client, website)
     assert {"action": "unhooked", "destination_id": f"by-hand-{mobile}"}.items() <= dropped.json()["done"][0].items()
