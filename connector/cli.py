@@ -418,7 +418,8 @@ def _change_line(change: dict[str, Any]) -> str:
 TOKEN_OPTION = click.option(
     "--token",
     envvar="SEGMENT_PUBLIC_API_TOKEN",
-    help="A Public API token of the workspace (default: $SEGMENT_PUBLIC_API_TOKEN, else the one stored).",
+    help="A Public API token of the workspace (default: $SEGMENT_PUBLIC_API_TOKEN, else the one stored). Prefer "
+    "the variable: an option's value is visible to every user of the machine in the process list.",
 )
 REGION_OPTION = click.option(
     "--region",
