@@ -722,7 +722,7 @@ async def test_setup_shows_the_urls_and_the_api_key_is_revealed_copied_and_rotat
     old = await key.input_value()
     await page.get_by_role("button", name="Hide").click()
     await expect(key).not_to_have_value(old)
-    await page.get_by_role("button", name="Copy").click()
+    await page.get_by_role("button", name="Copy the key").click()
     await expect(page.locator("#api-key-status")).to_contain_text("copied")
     assert await page.evaluate("navigator.clipboard.readText()") == old
 

@@ -33,7 +33,7 @@ export async function render(root) {
       say(keyStatus, error.message, "error");
     }
   });
-  const copy = h("button", { type: "button", className: "secondary", onclick: async () => {
+  const copy = h("button", { type: "button", className: "secondary", "aria-label": "Copy the key", onclick: async () => {
     try {
       await navigator.clipboard.writeText((await api("POST", "/api/api-key/reveal")).api_key);
       say(keyStatus, "API key copied to the clipboard.", "ok");
