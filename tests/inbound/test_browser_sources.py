@@ -374,6 +374,23 @@ async def test_analytics_js_is_served_for_an_active_write_key_at_the_path_of_seg
     assert len(answer.content) > 50_000
 
 
+async def test_analytics_js_and_its_parts_are_sent_gzipped_to_a_browser_that_takes_it(client):
+    served = Path(connector.inbound.analytics_js.__file__).with_name("analytics_next")
+    key = (await create_key(client))["key"]
+    part = next(served.glob("queryString.bundle.*.js")).name
+    for path, file in (
+        (f"/analytics.js/v1/{key}/analytics.min.js", "standalone.js"),
+        (f"/analytics-next/bundles/{part}", part),
+    ):
+        raw = await client.get(path, headers={"Accept-Encoding": "gzip, deflate, br"})
+        assert raw.headers["content-encoding"] == "gzip"
+        assert int(raw.headers["content-length"]) < (served / file).stat().st_size * 0.6  # what went over the wire
+        assert raw.content == (served / file).read_bytes()  # httpx took the gzip off
+        plain = await client.get(path, headers={"Accept-Encoding": "identity"})
+        assert "content-encoding" not in plain.headers
+        assert plain.content == (served / file).read_bytes()
+
+
 async def test_analytics_js_for_an_unknown_or_revoked_key_is_404(client):
     created = await create_key(client)
     await client.delete(f"/api/write-keys/{created['id']}", headers=admin_auth())
