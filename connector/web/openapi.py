@@ -399,7 +399,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             },
             "version": TEXT,
             "database": TEXT,
-        }
+        },
+        {
+            "public_url": {
+                "type": "string",
+                "nullable": True,
+                "description": "PUBLIC_URL: where Segment and websites reach the connector (null: not set)",
+            }
+        },
     ),
 }
 

@@ -711,6 +711,16 @@ async def test_the_write_key_is_only_ever_shown_masked_and_kept_unless_typed(pag
     assert (await settings_of(server))["write_key"] == stored
 
 
+async def test_setup_shows_the_public_url_where_it_differs_from_the_dashboards_address(page, live_server_factory):
+    # Behind a proxy, or opened through an internal address: Segment and websites reach PUBLIC_URL.
+    server = live_server_factory(public_url="https://connector.example.com/")
+    await sign_in(page, server, at="#/setup")
+    await expect(page.locator("#segment-endpoint")).to_have_text("https://connector.example.com/segment")
+    await expect(page.locator("#v1-endpoint")).to_have_text("https://connector.example.com")
+    await expect(page.locator("#write-key-snippet")).to_contain_text('_cdn = "https://connector.example.com"')
+    await expect(page.locator("#write-key-npm")).to_contain_text('cdnURL: "https://connector.example.com"')
+
+
 async def test_setup_shows_the_urls_and_the_api_key_is_revealed_copied_and_rotated(page, live_server_factory):
     server = live_server_factory(connector_api_key=None)  # a generated key, so it can be rotated
     await sign_in(page, server, at="#/setup")

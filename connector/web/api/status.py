@@ -253,7 +253,8 @@ async def get_status(request: Request) -> JSONResponse:
     """
     runtime = runtime_of(request)
     now = utcnow()
-    base = {"version": __version__, "database": runtime.engine.dialect.name}
+    public_url = runtime.env.public_url.rstrip("/") if runtime.env.public_url else None
+    base = {"version": __version__, "database": runtime.engine.dialect.name, "public_url": public_url}
     try:
         settings = await runtime.settings.current()
         async with runtime.engine.connect() as conn:

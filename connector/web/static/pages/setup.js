@@ -52,15 +52,16 @@ export async function render(root) {
     }
   } }, "Rotate");
 
-  const segmentUrl = `${location.origin}/segment`;
-  const websites = writeKeysCard(location.origin);
+  const own = status.public_url ?? location.origin; // PUBLIC_URL: what Segment and websites reach, not this tab
+  const segmentUrl = `${own}/segment`;
+  const websites = writeKeysCard(own);
   root.append(
     h("div", { className: "page-head" }, h("h2", {}, "Setup")),
     workspace,
     card("Connection",
       pairs([
         ["Segment Webhooks destination URL", h("code", { id: "segment-endpoint" }, segmentUrl)],
-        ["Host for Segment libraries (they post to /v1/…)", h("code", { id: "v1-endpoint" }, location.origin)],
+        ["Host for Segment libraries (they post to /v1/…)", h("code", { id: "v1-endpoint" }, own)],
         [h("label", { htmlFor: "api-key" }, "API key"), h("div", { className: "row" }, key, reveal, copy, rotate)],
         ["Shared secret", settings.shared_secret
           ? `set (${settings.shared_secret}): Segment must sign each call`
