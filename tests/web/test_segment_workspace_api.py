@@ -348,7 +348,7 @@ async def test_a_second_connect_while_one_is_under_way_is_refused_and_the_source
     client, public_api
 ):
     website = source_id(public_api, "Website")
-    public_api.stall(1.5, count=1, prefix="GET /")  # the first connect is still reading the workspace...
+    public_api.stall(3.0, count=1, prefix="GET /")  # the first connect is still reading the workspace...
     first = asyncio.create_task(connect(client, website))
     await wait_until(lambda: public_api.calls)
     second = await connect(client, website)  # ...when a second admin clicks Connect
