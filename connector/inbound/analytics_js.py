@@ -10,22 +10,21 @@ ajs_ query string, ...), copied unchanged from the npm package pinned in tests/p
   version reaches pages soon.
 - `GET /analytics-next/bundles/{name}`: the parts. Their names carry their content's hash, so they are
   cached for good.
-Both are sent gzipped to a browser that takes it (a third of the bytes), as Segment's CDN sends them.
+Both are sent gzipped to a browser that takes it (a third of the bytes), as Segment's CDN sends them, each
+file read and compressed once per process, when first asked for.
 
 The standalone build takes the host it reads its settings and parts from from `window.analytics._cdn` (the
 Setup page's snippet sets it to the connector) and the write key from `window.analytics._writeKey`. Like
 the dashboard's files, these are public: they are the same for everyone and hold no data.
 """
 
+import functools
 import gzip
 from pathlib import Path
 
-from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
+from starlette.routing import Route
 
 from connector.core.runtime import Runtime
 from connector.inbound import write_keys
@@ -33,11 +32,25 @@ from connector.inbound.errors import InboundError
 from connector.inbound.routes import inbound_endpoint
 
 FILES = Path(__file__).with_name("analytics_next")
-STANDALONE = (FILES / "standalone.js").read_bytes()
-STANDALONE_GZIPPED = gzip.compress(STANDALONE, mtime=0)
+NAMES = frozenset(path.name for path in FILES.glob("*.js"))
 JAVASCRIPT = "text/javascript; charset=utf-8"
 LOADER_CACHE = "public, max-age=300"
 PART_CACHE = "public, max-age=31536000, immutable"
+
+
+@functools.cache
+def _file(name: str) -> tuple[bytes, bytes]:
+    """A file as it is and gzipped, read and compressed once per process, when first asked for."""
+    plain = (FILES / name).read_bytes()
+    return plain, gzip.compress(plain, mtime=0)
+
+
+def _script(request: Request, name: str, cache: str) -> Response:
+    plain, gzipped = _file(name)
+    headers = {"Cache-Control": cache, "Vary": "Accept-Encoding"}
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        return Response(gzipped, media_type=JAVASCRIPT, headers={**headers, "Content-Encoding": "gzip"})
+    return Response(plain, media_type=JAVASCRIPT, headers=headers)
 
 
 @inbound_endpoint("analytics_js")
@@ -45,21 +58,18 @@ async def loader(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     if await write_keys.find(runtime.engine, request.path_params["write_key"]) is None:
         raise InboundError(404, "no active write key with this value")
-    headers = {"Cache-Control": LOADER_CACHE, "Vary": "Accept-Encoding"}
-    if "gzip" in request.headers.get("accept-encoding", ""):
-        return Response(STANDALONE_GZIPPED, media_type=JAVASCRIPT, headers={**headers, "Content-Encoding": "gzip"})
-    return Response(STANDALONE, media_type=JAVASCRIPT, headers=headers)
+    return _script(request, "standalone.js", LOADER_CACHE)
 
 
-class Parts(StaticFiles):
-    async def get_response(self, path: str, scope: Scope) -> Response:
-        response = await super().get_response(path, scope)
-        if response.status_code == 200:
-            response.headers["Cache-Control"] = PART_CACHE
-        return response
+@inbound_endpoint("analytics_js_part")
+async def part(request: Request) -> Response:
+    name = request.path_params["name"]
+    if name not in NAMES:  # only the files copied from the package: a name is never a path
+        raise InboundError(404, "analytics.js has no such part")
+    return _script(request, name, PART_CACHE)
 
 
 routes = [
     Route("/analytics.js/v1/{write_key:str}/analytics.min.js", loader, methods=["GET"]),
-    Mount("/analytics-next/bundles", GZipMiddleware(Parts(directory=FILES)), name="analytics_next"),
+    Route("/analytics-next/bundles/{name:str}", part, methods=["GET"]),
 ]
