@@ -111,12 +111,12 @@ def target_of(runtime: Runtime, settings: ConnectorSettings, api_key: str) -> Ta
             field="PUBLIC_URL",
         )
     authorization = "Basic " + base64.b64encode(f"{api_key}:".encode()).decode()
-    return Target(runtime.env.public_url.rstrip("/") + "/segment", authorization, settings.shared_secret)
+    return Target(_hook_of(runtime.env.public_url), authorization, settings.shared_secret)
 
 
-def _hook_of(runtime: Runtime) -> str | None:
-    """The connector's hook URL, when PUBLIC_URL is set (to let go of an adopted destination's hook alone)."""
-    return runtime.env.public_url.rstrip("/") + "/segment" if runtime.env.public_url else None
+def _hook_of(public_url: str) -> str:
+    """The URL Segment's Webhooks destination delivers to."""
+    return public_url.rstrip("/") + "/segment"
 
 
 def slug_of(name: str) -> str:
@@ -126,6 +126,7 @@ def slug_of(name: str) -> str:
 
 
 SAVED_NOTHING = "nothing was saved in the settings, try again later"
+TRY_LATER = "try again later"  # after a read that failed: nothing was changed
 
 
 def in_words(error: PublicApiError, then: str = SAVED_NOTHING) -> WorkspaceError:
@@ -150,6 +151,11 @@ async def read_state(engine: AsyncEngine) -> dict[str, Any] | None:
     async with engine.connect() as conn:
         row = (await conn.execute(sa.select(table))).mappings().first()
     return dict(row) if row else None
+
+
+async def _stored(engine: AsyncEngine) -> tuple[dict[str, Any] | None, str | None]:
+    """The stored state and the token, each None when there is none."""
+    return await read_state(engine), await read_secret(engine, SEGMENT_PUBLIC_API_TOKEN)
 
 
 async def _save_state(engine: AsyncEngine, state: dict[str, Any]) -> None:
@@ -441,7 +447,7 @@ def _source_shown(source: dict[str, Any]) -> dict[str, Any]:
 
 async def status(runtime: Runtime) -> dict[str, Any]:
     """Connected or not; re-read from the Public API: whether each destination and the source still match."""
-    state, token = await read_state(runtime.engine), await read_secret(runtime.engine, SEGMENT_PUBLIC_API_TOKEN)
+    state, token = await _stored(runtime.engine)
     if state is None or token is None:
         return {"connected": False}
     settings = await runtime.settings.current()
@@ -452,7 +458,7 @@ async def status(runtime: Runtime) -> dict[str, Any]:
             destinations = [await _checked(api, target, entry) for entry in state["destinations"]]
             source = _source_checked(state["back_source"], await api.sources(), settings, state["region"])
         except PublicApiError as error:
-            raise in_words(error, "try again later") from None
+            raise in_words(error, TRY_LATER) from None
     return {
         "connected": True,
         "token": mask_secret(token),
@@ -467,7 +473,7 @@ async def status(runtime: Runtime) -> dict[str, Any]:
 
 async def unchecked(runtime: Runtime) -> dict[str, Any]:
     """The connected workspace as the last connect saved it, not re-read (for when Segment cannot be read)."""
-    state, token = await read_state(runtime.engine), await read_secret(runtime.engine, SEGMENT_PUBLIC_API_TOKEN)
+    state, token = await _stored(runtime.engine)
     if state is None or token is None:
         return {"connected": False}
     return {
@@ -510,15 +516,16 @@ async def disconnect(runtime: Runtime) -> dict[str, Any]:
 
 
 async def _disconnect(runtime: Runtime) -> dict[str, Any]:
-    state, token = await read_state(runtime.engine), await read_secret(runtime.engine, SEGMENT_PUBLIC_API_TOKEN)
+    state, token = await _stored(runtime.engine)
     if state is None and token is None:
         raise WorkspaceError(409, "no Segment workspace is connected")
     let_go: list[dict[str, Any]] = []
     if state is not None and token is not None:
+        hook = _hook_of(runtime.env.public_url) if runtime.env.public_url else None  # to unhook adopted ones alone
         async with _client(runtime, state["region"], token) as api:
             for entry in state["destinations"]:
                 try:
-                    let_go.append({**entry, "action": await _let_go_managed(api, _hook_of(runtime), entry)})
+                    let_go.append({**entry, "action": await _let_go_managed(api, hook, entry)})
                 except PublicApiError as error:
                     failure = in_words(error, "the token is kept: disconnecting again completes it")
                     failure.done = [{"kind": "destination", **d} for d in let_go]
@@ -542,7 +549,7 @@ async def sources_page(runtime: Runtime, token: str | None, region: str | None, 
         try:
             sources, following = await api.sources_page(cursor)
         except PublicApiError as error:
-            raise in_words(error, "try again later") from None
+            raise in_words(error, TRY_LATER) from None
     chosen = set((state or {}).get("source_ids") or [])
     shown = [{**_source_shown(s), "chosen": s["id"] in chosen, "way_back": s.get("slug") == slug} for s in sources]
     return {"sources": shown, "next": following}
